@@ -1,0 +1,3 @@
+"""clipmech: mechanistic interpretability of CLIP-style vision encoders, as a Snakemake pipeline."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,85 @@
+"""Which package code a workflow script runs, as a hash: the rerun trigger for package edits.
+
+Snakemake's ``code`` rerun trigger sees only a rule's script file, not the package it imports. Each
+rule therefore passes ``params: code=code_hash(script)``: the sha256 over the source of every
+``clipmech`` module the script imports, followed transitively through the package's own imports
+(read with ``ast``, nothing is executed). Editing a function a rule uses changes that rule's params,
+and Snakemake's ``params`` trigger reruns it and what depends on it; rules that do not import the
+edited module keep their outputs.
+
+Standard library only: the Snakefile imports this at parse time.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from pathlib import Path
+
+PACKAGE = "clipmech"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _module_file(name: str) -> Path | None:
+    """The source file of a dotted ``clipmech`` module name, or None if it is not a module file."""
+    parts = name.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    base = PACKAGE_DIR.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(source: str) -> set[str]:
+    """Dotted names of the clipmech modules a source file imports (``from clipmech import x`` counts x)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names if alias.name.split(".")[0] == PACKAGE)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == PACKAGE:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def module_closure(script: str | Path) -> list[Path]:
+    """Every clipmech source file a script imports, directly or through other clipmech modules.
+
+    Returns
+    -------
+    list of pathlib.Path
+        Sorted; includes package ``__init__.py`` files on the way.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the script does not exist.
+    """
+    script = Path(script)
+    if not script.is_file():
+        raise FileNotFoundError(f"workflow script {script} does not exist")
+    seen: set[Path] = set()
+    pending = list(_imported_modules(script.read_text()))
+    while pending:
+        name = pending.pop()
+        path = _module_file(name)
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        pending.extend(_imported_modules(path.read_text()))
+        parent = name.rsplit(".", 1)[0]
+        if parent != name:
+            pending.append(parent)
+    return sorted(seen)
+
+
+def code_hash(script: str | Path) -> str:
+    """sha256 (first 16 hex digits) over the package modules a script runs, keyed by their relative paths."""
+    digest = hashlib.sha256()
+    for path in module_closure(script):
+        digest.update(str(path.relative_to(PACKAGE_DIR)).encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,142 @@
+"""Loading CLIP models through open_clip, by the names a config's ``models:`` section gives them.
+
+A model spec maps a name to an open_clip architecture and a ``pretrained`` value: either an
+open_clip tag (``ViT-L-14`` / ``openai``) or a local checkpoint path (a checkpoint this pipeline
+trained, or any open_clip-compatible state dict). All loading goes through
+``open_clip.create_model_and_transforms``. The small architectures the pipeline trains itself are
+open_clip model configs shipped in ``clipmech/model_configs/`` and registered with
+``open_clip.add_model_config``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One entry of the config's ``models:`` section.
+
+    Attributes
+    ----------
+    name : str
+        The key in ``models:``; used in output paths.
+    architecture : str
+        An open_clip model name (``open_clip.list_models()``, including clipmech's own configs).
+    pretrained : str or None
+        An open_clip pretrained tag, a path to a local checkpoint, or None for random weights.
+    """
+
+    name: str
+    architecture: str
+    pretrained: str | None
+
+    @property
+    def is_local_checkpoint(self) -> bool:
+        """True when ``pretrained`` names a file rather than an open_clip tag."""
+        return self.pretrained is not None and (
+            "/" in self.pretrained or self.pretrained.endswith((".pt", ".bin", ".safetensors", ".npz"))
+        )
+
+
+def model_spec(models: dict[str, dict[str, Any]], name: str) -> ModelSpec:
+    """Look up a model by name in a config's ``models:`` mapping.
+
+    Raises
+    ------
+    KeyError
+        If ``name`` is not configured; the message lists the configured names.
+    ValueError
+        If its architecture is not an open_clip model; the message lists the valid ones.
+    """
+    if name not in models:
+        raise KeyError(f"unknown model {name!r}; configured models are: {', '.join(sorted(models))}")
+    entry = models[name]
+    architecture = entry["architecture"]
+    valid = open_clip.list_models()
+    if architecture not in valid:
+        raise ValueError(
+            f"model {name!r}: unknown open_clip architecture {architecture!r}; valid architectures are: "
+            + ", ".join(valid)
+        )
+    return ModelSpec(name=name, architecture=architecture, pretrained=entry.get("pretrained"))
+
+
+def load(spec: ModelSpec, device: str | torch.device = "cpu"):
+    """Create a model with its eval transform and tokenizer.
+
+    Returns
+    -------
+    model : open_clip.CLIP
+        In eval mode on ``device``.
+    preprocess : callable
+        open_clip's eval transform (PIL image -> float tensor (3, S, S)).
+    tokenizer : callable
+        ``open_clip.get_tokenizer(architecture)`` (context length from the model config).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``pretrained`` is a local path that does not exist (the message names it).
+    """
+    if spec.is_local_checkpoint and not Path(spec.pretrained).is_file():
+        raise FileNotFoundError(
+            f"model {spec.name!r}: checkpoint {spec.pretrained} does not exist "
+            "(train it with the pipeline or point `pretrained` at an existing file)"
+        )
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        spec.architecture, pretrained=spec.pretrained, device=device
+    )
+    model.eval()
+    return model, preprocess, open_clip.get_tokenizer(spec.architecture)
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_id(spec: ModelSpec) -> str:
+    """What identifies the weights: ``sha256:<hex>`` for a local checkpoint, else the open_clip tag
+    (``random-init`` when ``pretrained`` is None)."""
+    if spec.is_local_checkpoint:
+        return "sha256:" + file_sha256(spec.pretrained)
+    return spec.pretrained or "random-init"
+
+
+@torch.inference_mode()
+def encode_text(model, tokenizer, prompts: list[str], device: str | torch.device = "cpu") -> torch.Tensor:
+    """L2-normalised text embeddings, float32, (len(prompts), E)."""
+    tokens = tokenizer(prompts).to(device)
+    return torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1)
+
+
+def preprocess_images(images_NHW3, preprocess) -> torch.Tensor:
+    """Apply a model's eval transform to uint8 RGB arrays.
+
+    Parameters
+    ----------
+    images_NHW3 : numpy.ndarray, uint8, (N, H, W, 3)
+    preprocess : callable
+        The transform returned by :func:`load` (PIL image -> tensor).
+
+    Returns
+    -------
+    torch.Tensor, float32, (N, 3, S, S)
+    """
+    from PIL import Image
+
+    return torch.stack([preprocess(Image.fromarray(image)) for image in images_NHW3])

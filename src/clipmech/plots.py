@@ -1,0 +1,134 @@
+"""Figures of the pipeline (matplotlib, Agg backend). Each function writes one PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from clipmech.shapes import FEATURE_TYPES, FEATURES  # noqa: E402
+
+TYPE_COLOURS = {"shape": "#4c72b0", "colour": "#dd8452", "position": "#55a868"}
+
+
+def _save(fig, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+
+
+def loss_curve(losses: pd.DataFrame, metrics: dict, path: str | Path) -> None:
+    """Training loss per step (raw and a 50-step moving average) with the zero-shot metrics."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(losses["step"], losses["loss"], color="0.75", lw=0.6, label="InfoNCE loss")
+    smooth = losses["loss"].rolling(50, min_periods=1).mean()
+    ax.plot(losses["step"], smooth, color="C0", lw=1.5, label="50-step mean")
+    zs = metrics["zero_shot"]
+    ax.set_title(
+        f"{metrics['model']}: colour {zs['colour']:.2f}, shape {zs['shape']:.2f}, "
+        f"position {zs['position']:.2f}, binding {zs['binding_colour_swap']:.2f}",
+        fontsize=9,
+    )
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend(frameon=False)
+    _save(fig, path)
+
+
+def entropy_by_layer(units: pd.DataFrame, null_D: np.ndarray, path: str | Path) -> None:
+    """Entropy distribution of the units of every layer against the random-subset null band.
+
+    The grey band spans the null's 5th-95th percentiles and the dashed line its 1st percentile;
+    the dotted line is the maximum ln 16.
+    """
+    layers = np.sort(units["layer"].unique())
+    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(layers) + 2), 3.8))
+    data = [units.loc[units["layer"] == layer, "entropy"].to_numpy() for layer in layers]
+    ax.axhspan(*np.percentile(null_D, [5, 95]), color="0.85", label="null 5-95 %")
+    ax.axhline(np.percentile(null_D, 1), color="0.4", ls="--", lw=1, label="null 1 %")
+    ax.axhline(np.log(len(FEATURES)), color="0.4", ls=":", lw=1, label="ln 16")
+    ax.violinplot(data, positions=np.arange(len(layers)), showmedians=True, widths=0.8)
+    ax.set_xticks(np.arange(len(layers)), [str(layer) for layer in layers])
+    ax.set_xlabel("layer")
+    ax.set_ylabel("entropy of top-k affinities (nats)")
+    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    _save(fig, path)
+
+
+def top_images_with_affinity(
+    units: pd.DataFrame, topk: pd.DataFrame, images_NHW3: np.ndarray, n_units: int, n_images: int, path: str | Path
+) -> None:
+    """For the lowest-entropy units: their top-activating images and their feature-affinity bars."""
+    n_units = min(n_units, len(units))
+    cols = min(n_images, 8)
+    rows_per_unit = int(np.ceil(n_images / cols))
+    fig = plt.figure(figsize=(cols * 0.9 + 5, n_units * rows_per_unit * 0.95 + 0.4))
+    grid = fig.add_gridspec(n_units * rows_per_unit, cols + 6)
+    for u, (_, unit) in enumerate(units.head(n_units).iterrows()):
+        ranked = topk[(topk["layer"] == unit["layer"]) & (topk["neuron"] == unit["neuron"])].sort_values("rank")
+        for i, image in enumerate(ranked["image"].to_numpy()[:n_images]):
+            ax = fig.add_subplot(grid[u * rows_per_unit + i // cols, i % cols])
+            ax.imshow(images_NHW3[image])
+            ax.set_axis_off()
+        ax = fig.add_subplot(grid[u * rows_per_unit : (u + 1) * rows_per_unit, cols + 1 :])
+        values = unit[[f"a_{feature}" for feature in FEATURES]].to_numpy(dtype=float)
+        ax.bar(np.arange(len(FEATURES)), values, color=[TYPE_COLOURS[t] for t in FEATURE_TYPES])
+        ax.set_xticks(np.arange(len(FEATURES)), FEATURES, rotation=90, fontsize=6)
+        ax.set_ylim(0, max(0.3, float(np.max(values)) * 1.1))
+        ax.set_title(f"layer {unit['layer']} neuron {unit['neuron']}  H = {unit['entropy']:.2f}", fontsize=8)
+        ax.tick_params(axis="y", labelsize=6)
+    _save(fig, path)
+
+
+def patch_heatmaps(
+    images_with: np.ndarray,
+    maps_with: np.ndarray,
+    images_without: np.ndarray,
+    maps_without: np.ndarray,
+    title: str,
+    path: str | Path,
+) -> None:
+    """Patch-wise activation of one unit overlaid on images with and without its features.
+
+    ``maps_*`` are (n, rows, cols) patch grids; one colour scale is shared by all panels so high
+    (red/yellow) and low (blue) activations compare across images.
+    """
+    images = list(images_with) + list(images_without)
+    maps = list(maps_with) + list(maps_without)
+    labels = ["with"] * len(images_with) + ["without"] * len(images_without)
+    vmin, vmax = float(np.min(maps)), float(np.max(maps))
+    fig, axes = plt.subplots(2, len(images), figsize=(1.6 * len(images), 3.4), squeeze=False)
+    for i, (image, patch_map, label) in enumerate(zip(images, maps, labels)):
+        axes[0, i].imshow(image)
+        axes[0, i].set_title(label, fontsize=8)
+        size = image.shape[0]
+        axes[1, i].imshow(image, alpha=0.35)
+        im = axes[1, i].imshow(patch_map, cmap="jet", vmin=vmin, vmax=vmax, alpha=0.65, extent=(0, size, size, 0))
+        for ax in axes[:, i]:
+            ax.set_axis_off()
+    fig.colorbar(im, ax=axes[1, :].tolist(), fraction=0.02, pad=0.01)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
+def dataset_preview(images_NHW3: np.ndarray, objects: pd.DataFrame, path: str | Path, n: int = 10) -> None:
+    """A row of example images per object count, titled with their first object's attributes."""
+    counts = sorted(objects["n_objects"].unique())
+    per_count = max(1, n // len(counts))
+    fig, axes = plt.subplots(len(counts), per_count, figsize=(1.4 * per_count, 1.5 * len(counts)), squeeze=False)
+    for r, count in enumerate(counts):
+        image_ids = objects.loc[objects["n_objects"] == count, "image_id"].unique()[:per_count]
+        for c in range(per_count):
+            ax = axes[r, c]
+            ax.set_axis_off()
+            if c < len(image_ids):
+                ax.imshow(images_NHW3[image_ids[c]])
+                if c == 0:
+                    ax.set_title(f"{count} object{'s' if count > 1 else ''}", fontsize=8, loc="left")
+    _save(fig, path)
+

@@ -1,0 +1,318 @@
+"""Seeded synthetic Shapes dataset (methods.md Sec. 1; shapes paper Sec. 3.4.1).
+
+Each image holds 1-5 objects on a white background. An object has a shape (5), a colour (6) and a
+position (5 cells of a 3 x 3 grid: the four corners and the centre). Positions within an image are
+distinct, so objects never overlap; with ``distinct_attributes`` (the reference code's choice)
+shapes and colours are also drawn without replacement inside an image.
+
+Everything is drawn from ``numpy.random.Generator`` streams derived from one integer seed through
+``numpy.random.SeedSequence``, and rendered with Pillow without anti-aliasing, so the same seed gives
+byte-identical images, instance masks and object tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+SHAPES = ("circle", "triangle", "square", "pentagon", "hexagon")
+COLOURS = ("red", "green", "blue", "pink", "black", "yellow")
+POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right", "center")
+#: The 16 features of Algorithm 1 of the shapes paper, in a fixed order: shapes, colours, positions.
+FEATURES = SHAPES + COLOURS + POSITIONS
+FEATURE_TYPES = ("shape",) * len(SHAPES) + ("colour",) * len(COLOURS) + ("position",) * len(POSITIONS)
+
+RGB = {
+    "red": (220, 20, 20),
+    "green": (20, 160, 40),
+    "blue": (30, 60, 220),
+    "pink": (255, 105, 180),
+    "black": (0, 0, 0),
+    "yellow": (240, 210, 0),
+}
+#: (row, column) of each position's cell in the 3 x 3 grid.
+CELLS = {
+    "top-left": (0, 0),
+    "top-right": (0, 2),
+    "bottom-left": (2, 0),
+    "bottom-right": (2, 2),
+    "center": (1, 1),
+}
+#: Words used in captions and prompts for each position.
+POSITION_PHRASES = {
+    "top-left": "at the top left",
+    "top-right": "at the top right",
+    "bottom-left": "at the bottom left",
+    "bottom-right": "at the bottom right",
+    "center": "in the center",
+}
+N_SIDES = {"triangle": 3, "square": 4, "pentagon": 5, "hexagon": 6}
+
+#: Independent stream ids spawned from the seed: analysis datasets and training scenes never share
+#: random numbers, whatever their seeds.
+STREAM_DATASET = 0
+STREAM_TRAIN = 1
+STREAM_HELDOUT = 2
+
+
+@dataclass(frozen=True)
+class ShapesSpec:
+    """What a Shapes dataset is made of; written next to it as ``spec.json``.
+
+    Attributes
+    ----------
+    n_per_count : int
+        Images per object count (paper: 100, giving 500 images).
+    image_size : int
+        Side of the square images in pixels (paper: 224).
+    min_objects, max_objects : int
+        Object counts run from ``min_objects`` to ``max_objects`` inclusive (1-5).
+    distinct_attributes : bool
+        Draw shapes and colours without replacement inside an image.
+    seed : int
+        Seed of the dataset stream.
+    """
+
+    n_per_count: int = 100
+    image_size: int = 224
+    min_objects: int = 1
+    max_objects: int = 5
+    distinct_attributes: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_objects <= self.max_objects <= len(POSITIONS):
+            raise ValueError(
+                f"object counts must satisfy 1 <= min_objects <= max_objects <= {len(POSITIONS)}, "
+                f"got min_objects={self.min_objects}, max_objects={self.max_objects}"
+            )
+        if self.n_per_count < 1:
+            raise ValueError(f"n_per_count must be >= 1, got {self.n_per_count}")
+        if self.image_size < 16:
+            raise ValueError(f"image_size must be >= 16 pixels, got {self.image_size}")
+
+
+def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
+    """Vertices of a regular polygon with circumradius ``r`` pointing up (square: axis-aligned)."""
+    n = N_SIDES[shape]
+    offset = -math.pi / 2 if shape != "square" else -math.pi / 4
+    return [
+        (cx + r * math.cos(offset + 2 * math.pi * i / n), cy + r * math.sin(offset + 2 * math.pi * i / n))
+        for i in range(n)
+    ]
+
+
+def draw_scene(objects: list[dict], image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Render objects into an RGB image and an instance mask.
+
+    Parameters
+    ----------
+    objects : list of dict
+        Each with keys ``shape``, ``colour``, ``cx``, ``cy``, ``radius`` (pixels); object ids are
+        1-based list positions.
+    image_size : int
+        Side of the square canvas in pixels.
+
+    Returns
+    -------
+    image_HW3 : numpy.ndarray, uint8, (image_size, image_size, 3)
+        White background with the objects.
+    mask_HW : numpy.ndarray, uint8, (image_size, image_size)
+        Object id per pixel, 0 = background. The image and mask are drawn from the same geometry
+        without anti-aliasing, so every mask pixel of an object has exactly its colour.
+    """
+    image = Image.new("RGB", (image_size, image_size), (255, 255, 255))
+    mask = Image.new("L", (image_size, image_size), 0)
+    for object_id, obj in enumerate(objects, start=1):
+        for canvas, fill in ((ImageDraw.Draw(image), RGB[obj["colour"]]), (ImageDraw.Draw(mask), object_id)):
+            cx, cy, r = obj["cx"], obj["cy"], obj["radius"]
+            if obj["shape"] == "circle":
+                canvas.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+            else:
+                canvas.polygon(_polygon(obj["shape"], cx, cy, r), fill=fill)
+    return np.asarray(image, dtype=np.uint8), np.asarray(mask, dtype=np.uint8)
+
+
+def sample_objects(
+    rng: np.random.Generator, n_objects: int, image_size: int, distinct_attributes: bool = True
+) -> list[dict]:
+    """Draw the attributes and geometry of one scene.
+
+    Positions are always distinct (one object per grid cell). The circumradius is drawn in
+    [0.30, 0.42] of a cell side and the centre jittered by up to 0.06 of a cell, which keeps every
+    object inside its own cell.
+
+    Returns
+    -------
+    list of dict
+        ``shape``, ``colour``, ``position``, ``cx``, ``cy``, ``radius`` per object.
+    """
+    cell = image_size / 3
+    positions = rng.choice(len(POSITIONS), size=n_objects, replace=False)
+    shapes = rng.choice(len(SHAPES), size=n_objects, replace=not distinct_attributes)
+    colours = rng.choice(len(COLOURS), size=n_objects, replace=not distinct_attributes)
+    radii = rng.uniform(0.30, 0.42, size=n_objects) * cell
+    jitter = rng.uniform(-0.06, 0.06, size=(n_objects, 2)) * cell
+    objects = []
+    for i in range(n_objects):
+        position = POSITIONS[positions[i]]
+        row, col = CELLS[position]
+        objects.append(
+            {
+                "shape": SHAPES[shapes[i]],
+                "colour": COLOURS[colours[i]],
+                "position": position,
+                "cx": (col + 0.5) * cell + jitter[i, 0],
+                "cy": (row + 0.5) * cell + jitter[i, 1],
+                "radius": radii[i],
+            }
+        )
+    return objects
+
+
+def stream(seed: int, stream_id: int) -> np.random.Generator:
+    """The generator of one named stream (dataset, training, held-out) of a seed."""
+    return np.random.default_rng(np.random.SeedSequence([seed, stream_id]))
+
+
+def synthesize(spec: ShapesSpec) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Generate the Shapes dataset (methods.md Sec. 1).
+
+    Images are ordered by object count (``n_per_count`` images with ``min_objects`` objects first).
+
+    Returns
+    -------
+    images_NHW3 : numpy.ndarray, uint8, (N, S, S, 3)
+    masks_NHW : numpy.ndarray, uint8, (N, S, S)
+        Instance masks, object id per pixel, 0 = background.
+    objects : pandas.DataFrame
+        One row per object: image_id, object_id, n_objects, shape, colour, position, bbox_x0,
+        bbox_y0, bbox_x1, bbox_y1 (pixel bounds, exclusive upper), area (pixels).
+    """
+    rng = stream(spec.seed, STREAM_DATASET)
+    counts = range(spec.min_objects, spec.max_objects + 1)
+    n_images = spec.n_per_count * len(counts)
+    images = np.empty((n_images, spec.image_size, spec.image_size, 3), dtype=np.uint8)
+    masks = np.empty((n_images, spec.image_size, spec.image_size), dtype=np.uint8)
+    rows = []
+    image_id = 0
+    for n_objects in counts:
+        for _ in range(spec.n_per_count):
+            objects = sample_objects(rng, n_objects, spec.image_size, spec.distinct_attributes)
+            images[image_id], masks[image_id] = draw_scene(objects, spec.image_size)
+            rows.extend(_object_rows(image_id, objects, masks[image_id]))
+            image_id += 1
+    return images, masks, pd.DataFrame(rows)
+
+
+def _object_rows(image_id: int, objects: list[dict], mask_HW: np.ndarray) -> list[dict]:
+    rows = []
+    for object_id, obj in enumerate(objects, start=1):
+        ys, xs = np.nonzero(mask_HW == object_id)
+        rows.append(
+            {
+                "image_id": image_id,
+                "object_id": object_id,
+                "n_objects": len(objects),
+                "shape": obj["shape"],
+                "colour": obj["colour"],
+                "position": obj["position"],
+                "bbox_x0": int(xs.min()),
+                "bbox_y0": int(ys.min()),
+                "bbox_x1": int(xs.max()) + 1,
+                "bbox_y1": int(ys.max()) + 1,
+                "area": int(xs.size),
+            }
+        )
+    return rows
+
+
+def feature_counts(objects: pd.DataFrame, n_images: int) -> np.ndarray:
+    """Count the objects with each of the 16 features in every image.
+
+    Parameters
+    ----------
+    objects : pandas.DataFrame
+        The object table (columns image_id, shape, colour, position).
+    n_images : int
+        Number of images N (images without objects get a zero row).
+
+    Returns
+    -------
+    counts_NF : numpy.ndarray, float64, (N, 16)
+        ``counts_NF[i, f]`` = number of objects in image i with feature ``FEATURES[f]``
+        (the o_i of Algorithm 1 of the shapes paper before averaging over the top-k images).
+    """
+    counts = np.zeros((n_images, len(FEATURES)), dtype=np.float64)
+    index = {feature: f for f, feature in enumerate(FEATURES)}
+    for column in ("shape", "colour", "position"):
+        f = objects[column].map(index).to_numpy()
+        np.add.at(counts, (objects["image_id"].to_numpy(), f), 1.0)
+    return counts
+
+
+def caption(objects: list[dict], rng: np.random.Generator | None = None, p_drop: float = 0.0) -> str:
+    """Describe a scene: "a red square at the top left and a blue circle in the center".
+
+    With ``rng`` and ``p_drop`` > 0 each attribute of each object is left out independently with
+    probability ``p_drop`` (at least one kept per object; a missing shape reads "shape"), which
+    teaches a model the partial prompts used for zero-shot evaluation ("a red shape", "a square").
+    Objects are listed in a random order when ``rng`` is given, else in table order.
+    """
+    order = rng.permutation(len(objects)) if rng is not None else range(len(objects))
+    phrases = []
+    for i in order:
+        obj = objects[i]
+        keep = [True, True, True]
+        if rng is not None and p_drop > 0:
+            keep = list(rng.random(3) >= p_drop)
+            if not any(keep):
+                keep[rng.integers(3)] = True
+        colour, shape, position = keep
+        words = ["a"]
+        if colour:
+            words.append(obj["colour"])
+        words.append(obj["shape"] if shape else "shape")
+        if position:
+            words.append(POSITION_PHRASES[obj["position"]])
+        phrases.append(" ".join(words))
+    return " and ".join(phrases)
+
+
+def save(directory: str | Path, spec: ShapesSpec, images: np.ndarray, masks: np.ndarray, objects: pd.DataFrame) -> None:
+    """Write a dataset: ``images.npy``, ``masks.npy``, ``objects.tsv``, ``spec.json``.
+
+    ``spec.json`` also records the sha256 of the three data files (the dataset hash used in
+    activation-store provenance).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    np.save(directory / "images.npy", images)
+    np.save(directory / "masks.npy", masks)
+    objects.to_csv(directory / "objects.tsv", sep="\t", index=False)
+    meta = {"kind": "shapes", **asdict(spec), "n_images": int(images.shape[0])}
+    meta["sha256"] = dataset_hash(directory)
+    (directory / "spec.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def dataset_hash(directory: str | Path) -> str:
+    """sha256 over a dataset directory's data files (images, masks, object table), in order."""
+    digest = hashlib.sha256()
+    for name in ("images.npy", "masks.npy", "objects.tsv"):
+        with open(Path(directory) / name, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def build(directory: str | Path, spec: ShapesSpec) -> None:
+    """Synthesise a Shapes dataset and write it to ``directory`` (see :func:`save`)."""
+    images, masks, objects = synthesize(spec)
+    save(directory, spec, images, masks, objects)

@@ -1,0 +1,33 @@
+"""Shared fixtures. Seeds are fixed here; tiny models are built once per session."""
+
+from __future__ import annotations
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+import clipmech.models  # noqa: F401  (registers clipmech's model configs with open_clip)
+from clipmech import shapes
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """A 10-image Shapes dataset at 64 px on disk."""
+    directory = tmp_path_factory.mktemp("tiny-shapes")
+    shapes.build(directory, shapes.ShapesSpec(n_per_count=2, image_size=64, seed=3))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_vit():
+    """The offline default architecture with random weights, in eval mode."""
+    torch.manual_seed(0)
+    model, _, preprocess = open_clip.create_model_and_transforms("clipmech-vit-tiny", pretrained=None)
+    return model.eval(), preprocess

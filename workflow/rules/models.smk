@@ -1,0 +1,47 @@
+rule train_clip:
+    output:
+        checkpoint="results/models/{model}/checkpoint.pt",
+        metrics=report(
+            "results/models/{model}/metrics.json",
+            caption="../report/model_metrics.rst",
+            category="2 Models",
+            subcategory="{model}",
+        ),
+        losses="results/models/{model}/losses.tsv",
+    params:
+        architecture=lambda wildcards: config["models"][wildcards.model]["architecture"],
+        train=train_params,
+        code=script_code("train_clip.py"),
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    log:
+        "logs/train_clip/{model}.log",
+    benchmark:
+        "results/benchmarks/train_clip/{model}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/train_clip.py"
+
+
+rule plot_training:
+    input:
+        metrics="results/models/{model}/metrics.json",
+        losses="results/models/{model}/losses.tsv",
+    output:
+        figure=report(
+            "results/models/{model}/loss_curve.png",
+            caption="../report/loss_curve.rst",
+            category="2 Models",
+            subcategory="{model}",
+        ),
+    params:
+        code=script_code("plot_training.py"),
+    log:
+        "logs/plot_training/{model}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/plot_training.py"

@@ -1,0 +1,5 @@
+from clipmech.logs import to_file
+from clipmech.stages import figures
+
+to_file(snakemake.log[0])
+figures.plot_dataset(snakemake.input.data, snakemake.output.preview)
