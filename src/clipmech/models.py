@@ -18,8 +18,11 @@ from typing import Any
 import open_clip
 import torch
 
+from clipmech.checkpoints import is_local_checkpoint
+
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(MODEL_CONFIG_DIR)
+RANDOM_INIT_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,7 @@ class ModelSpec:
     @property
     def is_local_checkpoint(self) -> bool:
         """True when ``pretrained`` names a file rather than an open_clip tag."""
-        return self.pretrained is not None and (
-            "/" in self.pretrained or self.pretrained.endswith((".pt", ".bin", ".safetensors", ".npz"))
-        )
+        return is_local_checkpoint(self.pretrained)
 
 
 def model_spec(models: dict[str, dict[str, Any]], name: str) -> ModelSpec:
@@ -77,7 +78,8 @@ def load(spec: ModelSpec, device: str | torch.device = "cpu"):
     Returns
     -------
     model : open_clip.CLIP
-        In eval mode on ``device``.
+        In eval mode on ``device``; random weights (``pretrained`` None) are drawn with torch seed
+        ``RANDOM_INIT_SEED`` without disturbing the caller's random state.
     preprocess : callable
         open_clip's eval transform (PIL image -> float tensor (3, S, S)).
     tokenizer : callable
@@ -93,9 +95,13 @@ def load(spec: ModelSpec, device: str | torch.device = "cpu"):
             f"model {spec.name!r}: checkpoint {spec.pretrained} does not exist "
             "(train it with the pipeline or point `pretrained` at an existing file)"
         )
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        spec.architecture, pretrained=spec.pretrained, device=device
-    )
+    with torch.random.fork_rng(devices=[]):
+        # Random weights (pretrained None) are drawn from a fixed seed, so a random-init model is
+        # the same model in every job (resumed extractions, tests of paper architectures).
+        torch.manual_seed(RANDOM_INIT_SEED)
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            spec.architecture, pretrained=spec.pretrained, device=device
+        )
     model.eval()
     return model, preprocess, open_clip.get_tokenizer(spec.architecture)
 
@@ -111,10 +117,10 @@ def file_sha256(path: str | Path) -> str:
 
 def weights_id(spec: ModelSpec) -> str:
     """What identifies the weights: ``sha256:<hex>`` for a local checkpoint, else the open_clip tag
-    (``random-init`` when ``pretrained`` is None)."""
+    (``random-init:seed<N>`` when ``pretrained`` is None)."""
     if spec.is_local_checkpoint:
         return "sha256:" + file_sha256(spec.pretrained)
-    return spec.pretrained or "random-init"
+    return spec.pretrained or f"random-init:seed{RANDOM_INIT_SEED}"
 
 
 @torch.inference_mode()

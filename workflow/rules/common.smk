@@ -3,6 +3,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from clipmech.checkpoints import is_local_checkpoint
 from clipmech.codehash import code_hash
 
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
@@ -27,7 +28,9 @@ check_names("models", config["analyses"]["models"], config["models"])
 check_names("datasets", config["analyses"]["datasets"], config["datasets"])
 
 TRAINED = sorted(name for name, entry in config["models"].items() if "train" in entry)
-ANALYSES = [(m, d) for m in config["analyses"]["models"] for d in config["analyses"]["datasets"]]
+ANALYSES = [
+    (m, d) for m in config["analyses"]["models"] for d in config["analyses"]["datasets"]
+]
 
 
 def checkpoint_path(model):
@@ -44,11 +47,8 @@ def model_entry(model):
 
 def checkpoint_input(wildcards):
     """The checkpoint a model loads, when it is a file: trained here or a local path."""
-    entry = model_entry(wildcards.model)
-    pretrained = entry.get("pretrained")
-    if pretrained and ("/" in pretrained or pretrained.endswith((".pt", ".bin", ".safetensors"))):
-        return [pretrained]
-    return []
+    pretrained = model_entry(wildcards.model).get("pretrained")
+    return [pretrained] if is_local_checkpoint(pretrained) else []
 
 
 def train_params(wildcards):
@@ -66,9 +66,14 @@ def selectivity_outputs(model, dataset):
 
 
 def all_outputs():
-    outputs = [f"results/datasets/{d}/preview.png" for d in config["analyses"]["datasets"]]
+    outputs = [
+        f"results/datasets/{d}/preview.png" for d in config["analyses"]["datasets"]
+    ]
     for model in TRAINED:
-        outputs += [f"results/models/{model}/metrics.json", f"results/models/{model}/loss_curve.png"]
+        outputs += [
+            f"results/models/{model}/metrics.json",
+            f"results/models/{model}/loss_curve.png",
+        ]
     for model, dataset in ANALYSES:
         outputs += selectivity_outputs(model, dataset)
     return outputs

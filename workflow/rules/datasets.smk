@@ -1,13 +1,13 @@
 rule synthesize_shapes:
     output:
         data=directory("results/datasets/{dataset}/data"),
-    params:
-        spec=lambda wildcards: config["datasets"][wildcards.dataset],
-        code=script_code("synthesize_shapes.py"),
     log:
         "logs/synthesize_shapes/{dataset}.log",
     conda:
         ENV
+    params:
+        spec=lambda wildcards: config["datasets"][wildcards.dataset],
+        code=script_code("synthesize_shapes.py"),
     script:
         "../scripts/synthesize_shapes.py"
 
@@ -22,11 +22,11 @@ rule plot_dataset:
             category="1 Datasets",
             subcategory="{dataset}",
         ),
-    params:
-        code=script_code("plot_dataset.py"),
     log:
         "logs/plot_dataset/{dataset}.log",
     conda:
         ENV
+    params:
+        code=script_code("plot_dataset.py"),
     script:
         "../scripts/plot_dataset.py"

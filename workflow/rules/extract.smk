@@ -4,20 +4,20 @@ rule extract_activations:
         checkpoint=checkpoint_input,
     output:
         store=directory("results/activations/{model}/{dataset}.zarr"),
-    params:
-        model=lambda wildcards: model_entry(wildcards.model),
-        extraction=config.get("extraction", {}),
-        code=script_code("extract_activations.py"),
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=120,
     log:
         "logs/extract_activations/{model}/{dataset}.log",
     benchmark:
         "results/benchmarks/extract_activations/{model}/{dataset}.tsv"
     conda:
         ENV
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    params:
+        model=lambda wildcards: model_entry(wildcards.model),
+        extraction=config.get("extraction", {}),
+        code=script_code("extract_activations.py"),
     script:
         "../scripts/extract_activations.py"

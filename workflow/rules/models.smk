@@ -8,20 +8,20 @@ rule train_clip:
             subcategory="{model}",
         ),
         losses="results/models/{model}/losses.tsv",
-    params:
-        architecture=lambda wildcards: config["models"][wildcards.model]["architecture"],
-        train=train_params,
-        code=script_code("train_clip.py"),
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=120,
     log:
         "logs/train_clip/{model}.log",
     benchmark:
         "results/benchmarks/train_clip/{model}.tsv"
     conda:
         ENV
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        architecture=lambda wildcards: config["models"][wildcards.model]["architecture"],
+        train=train_params,
+        code=script_code("train_clip.py"),
     script:
         "../scripts/train_clip.py"
 
@@ -37,11 +37,11 @@ rule plot_training:
             category="2 Models",
             subcategory="{model}",
         ),
-    params:
-        code=script_code("plot_training.py"),
     log:
         "logs/plot_training/{model}.log",
     conda:
         ENV
+    params:
+        code=script_code("plot_training.py"),
     script:
         "../scripts/plot_training.py"

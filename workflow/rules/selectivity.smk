@@ -11,18 +11,18 @@ rule neuron_selectivity:
         ),
         topk="results/selectivity/{model}/{dataset}/topk.tsv",
         null="results/selectivity/{model}/{dataset}/null.tsv",
-    params:
-        selectivity=config.get("selectivity", {}),
-        seed=config["seed"],
-        code=script_code("neuron_selectivity.py"),
-    resources:
-        mem_mb=4000,
     log:
         "logs/neuron_selectivity/{model}/{dataset}.log",
     benchmark:
         "results/benchmarks/neuron_selectivity/{model}/{dataset}.tsv"
     conda:
         ENV
+    resources:
+        mem_mb=4000,
+    params:
+        selectivity=config.get("selectivity", {}),
+        seed=config["seed"],
+        code=script_code("neuron_selectivity.py"),
     script:
         "../scripts/neuron_selectivity.py"
 
@@ -53,13 +53,13 @@ rule plot_selectivity:
             category="3 Neuron selectivity",
             subcategory="{model} on {dataset}",
         ),
-    params:
-        selectivity=config.get("selectivity", {}),
-        seed=config["seed"],
-        code=script_code("plot_selectivity.py"),
     log:
         "logs/plot_selectivity/{model}/{dataset}.log",
     conda:
         ENV
+    params:
+        selectivity=config.get("selectivity", {}),
+        seed=config["seed"],
+        code=script_code("plot_selectivity.py"),
     script:
         "../scripts/plot_selectivity.py"

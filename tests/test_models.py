@@ -1,0 +1,40 @@
+import open_clip
+import pytest
+import torch
+
+from clipmech import models
+
+
+def test_unknown_model_lists_configured_names():
+    with pytest.raises(KeyError, match="configured models are: a, b"):
+        models.model_spec({"a": {"architecture": "ViT-B-32"}, "b": {"architecture": "RN50"}}, "c")
+
+
+def test_unknown_architecture_lists_valid_ones():
+    with pytest.raises(ValueError, match="valid architectures are: .*ViT-L-14"):
+        models.model_spec({"m": {"architecture": "ViT-Q-99"}}, "m")
+
+
+def test_missing_checkpoint_names_the_path(tmp_path):
+    spec = models.ModelSpec("m", "clipmech-vit-tiny", str(tmp_path / "missing.pt"))
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        models.load(spec)
+
+
+def test_local_checkpoint_round_trip(tmp_path, tiny_vit):
+    model, _ = tiny_vit
+    path = tmp_path / "ck.pt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    spec = models.model_spec({"m": {"architecture": "clipmech-vit-tiny", "pretrained": str(path)}}, "m")
+    loaded, preprocess, tokenizer = models.load(spec)
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.encode_image(pixels), model.encode_image(pixels))
+    assert tokenizer(["a red square"]).shape == (1, 48)  # context length from the model config
+    assert models.weights_id(spec).startswith("sha256:")
+
+
+def test_open_clip_tags_are_not_paths():
+    assert not models.ModelSpec("m", "ViT-L-14", "openai").is_local_checkpoint
+    assert models.ModelSpec("m", "ViT-L-14", "results/models/m/checkpoint.pt").is_local_checkpoint
+    assert "clipmech-vit-tiny" in open_clip.list_models()

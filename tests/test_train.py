@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+import torch
+
+from clipmech import train, zeroshot
+from clipmech.models import ModelSpec
+
+TINY = train.TrainConfig(steps=3, batch_size=8, warmup_steps=1, image_size=64, n_heldout=10, seed=4)
+
+
+def test_training_is_deterministic_and_checkpoint_loads(tmp_path):
+    torch.set_num_threads(1)
+    records = []
+    for run in ("a", "b"):
+        d = tmp_path / run
+        d.mkdir()
+        records.append(
+            train.train_and_save(ModelSpec("t", "clipmech-vit-tiny", None), TINY, d / "ck.pt", d / "m.json", d / "l.tsv")
+        )
+    assert (tmp_path / "a" / "l.tsv").read_text() == (tmp_path / "b" / "l.tsv").read_text()
+    assert records[0]["checkpoint_sha256"] == records[1]["checkpoint_sha256"]
+    metrics = records[0]["zero_shot"]
+    for key in ("colour", "shape", "position", "binding_colour_swap"):
+        assert 0.0 <= metrics[key] <= 1.0
+
+
+def test_swap_prompts():
+    objects = [{"shape": "square", "colour": "red"}, {"shape": "circle", "colour": "blue"}]
+    assert zeroshot.colour_swap_prompts(objects) == (
+        "a red square and a blue circle",
+        "a blue square and a red circle",
+    )
+    with pytest.raises(ValueError, match="distinct colours"):
+        zeroshot.colour_swap_prompts([objects[0], {"shape": "circle", "colour": "red"}])
+
+
+def test_classify_and_preference():
+    images = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    texts = torch.tensor([[0.0, 1.0], [3.0, 0.1]])
+    np.testing.assert_array_equal(zeroshot.classify(images, texts), [1, 0])
+    np.testing.assert_array_equal(zeroshot.pairwise_preference(images, texts[[1, 1]], texts[[0, 0]]), [True, False])
+    with pytest.raises(ValueError, match="valid tasks"):
+        zeroshot.attribute_prompts("size")
