@@ -1,0 +1,943 @@
+"""Neuron x attention-head decomposition of CLIP-ResNet's attention pooling.
+
+Implements methods.md Sec. 5 (the equations the neuron-attention paper, Secs. 3.2 and 4.1,
+lost in conversion). open_clip's ``AttentionPool2d`` turns the last feature map (N, C, h, w)
+into tokens x_0..x_{T-1} (T = h*w + 1; x_0 = mean of the spatial tokens; spatial token
+1 + i*w + j is feature-map location (i, j); the learned positional embedding is added to all
+tokens) and returns the output of one query (token 0) attending over all T tokens with H heads:
+
+    y = sum_h sum_t alpha_{h,t} W_c^h W_v^h x_t  +  sum_h W_c^h b_v^h + b_c.
+
+With x_t = sum_n x_t[n] e_n this is a sum over neuron-head pairs (n, h):
+
+    c_{n,h} = s_{n,h} u_{n,h},   s_{n,h} = sum_t alpha_{h,t} x_t[n],   u_{n,h} = W_c^h W_v^h e_n.
+
+Only x (N, T, C) and alpha (N, H, T) are stored per image; everything else is computed on the
+fly from s (N, H, C) and u (H, C, E). The N x H x C x E tensor of all contributions is never
+formed: reconstructions are (N, H*C) x (H*C, E) matrix products, and neuron norms use the
+per-neuron H x H Gram matrices of the directions.
+
+Two layers: :func:`record_attnpool` / :func:`capture_attnpool` run the model (torch, on the
+model's device); every other function is a pure function of NumPy arrays.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "AttnPoolCapture",
+    "AttnPoolRecorder",
+    "AttnPoolWeights",
+    "attnpool_tokens",
+    "query_attention",
+    "attnpool_output_from_attention",
+    "record_attnpool",
+    "capture_attnpool",
+    "attnpool_weights",
+    "neuron_head_directions",
+    "output_bias",
+    "direction_norms",
+    "pair_scalars",
+    "token_pair_scalars",
+    "token_head_maps",
+    "tokens_to_grid",
+    "pair_contribution_norms",
+    "pair_contributions",
+    "neuron_contributions",
+    "neuron_gram",
+    "neuron_contribution_norms",
+    "head_contributions",
+    "reconstruct_output",
+    "keep_mask_pairs",
+    "top_fraction_mask",
+    "mean_ablate",
+    "top_norm_principal_components",
+]
+
+#: Default tolerance of the capture self-check (relative error of the recomputed output), by
+#: the dtype the attention pool runs in.
+VERIFY_RTOL = {
+    torch.float64: 1e-10,
+    torch.float32: 1e-4,
+    torch.float16: 3e-2,
+    torch.bfloat16: 3e-2,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Capture (torch, runs with the model)
+# --------------------------------------------------------------------------------------------
+
+
+def attnpool_tokens(features_NCHW: torch.Tensor, positional_embedding_TC: torch.Tensor) -> torch.Tensor:
+    """Attention-pool input tokens, exactly as ``AttentionPool2d.forward`` builds them.
+
+    Implements the token construction of methods.md Sec. 5 (paper Sec. 3.1): flatten the
+    feature map row-major, prepend the mean of the spatial tokens as token 0, add the learned
+    positional embedding to every token.
+
+    Parameters
+    ----------
+    features_NCHW : torch.Tensor, shape (N, C, h, w), float
+        Output of the last residual stage (post-ReLU activations; the "neurons").
+    positional_embedding_TC : torch.Tensor, shape (h*w + 1, C)
+        ``attnpool.positional_embedding``.
+
+    Returns
+    -------
+    torch.Tensor, shape (N, T, C), T = h*w + 1, dtype of ``features_NCHW``
+        Token 0 is the mean token; token ``1 + i*w + j`` is location (i, j). Positional
+        embedding included.
+
+    Raises
+    ------
+    ValueError
+        If the feature map is not 4-D or the positional embedding does not have shape
+        (h*w + 1, C).
+    """
+    if features_NCHW.ndim != 4:
+        raise ValueError(f"features_NCHW must be 4-D (N, C, h, w), got shape {tuple(features_NCHW.shape)}")
+    n, c, h, w = features_NCHW.shape
+    if tuple(positional_embedding_TC.shape) != (h * w + 1, c):
+        raise ValueError(
+            f"positional_embedding_TC has shape {tuple(positional_embedding_TC.shape)}, expected "
+            f"(h*w + 1, C) = {(h * w + 1, c)} for a feature map of shape {(n, c, h, w)}"
+        )
+    spatial_NSC = features_NCHW.reshape(n, c, h * w).transpose(1, 2)  # [N, h*w, C]
+    x_NTC = torch.cat([spatial_NSC.mean(dim=1, keepdim=True), spatial_NSC], dim=1)  # [N, T, C]
+    return x_NTC + positional_embedding_TC.to(x_NTC.dtype)[None]
+
+
+def query_attention(
+    x_NTC: torch.Tensor, q_weight: torch.Tensor, q_bias: torch.Tensor, k_weight: torch.Tensor, n_heads: int
+) -> torch.Tensor:
+    """Attention weights alpha_{h,t} of the query (token 0) over all tokens, per head.
+
+    Recomputes what ``F.multi_head_attention_forward`` does inside ``AttentionPool2d`` for the
+    one output that is kept (methods.md Sec. 5; paper Eq. 3): q = W_q x_0 + b_q, k_t = W_k x_t
+    + b_k, split into H heads of width d = C / H, logits q^h . k_t^h / sqrt(d), softmax over t.
+    The key bias is omitted because it adds q^h . b_k^h, the same for every token, to all
+    logits of head h and so cancels in the softmax. Computed in float64 as
+    r^h = W_k^{h T} q^h (C per head), logits = r^h . x_t, so no T x C x C product is formed.
+
+    Parameters
+    ----------
+    x_NTC : torch.Tensor, shape (N, T, C)
+        Attention-pool tokens from :func:`attnpool_tokens`.
+    q_weight, k_weight : torch.Tensor, shape (C, C)
+        ``attnpool.q_proj.weight`` and ``attnpool.k_proj.weight`` (out x in).
+    q_bias : torch.Tensor, shape (C,)
+        ``attnpool.q_proj.bias``.
+    n_heads : int
+        ``attnpool.num_heads``; must divide C.
+
+    Returns
+    -------
+    torch.Tensor, shape (N, H, T), dtype ``torch.promote_types(x_NTC.dtype, torch.float32)``
+        Softmax weights; each (n, h) row sums to 1.
+
+    Raises
+    ------
+    ValueError
+        If ``n_heads`` does not divide C or the weights do not have shape (C, C).
+    """
+    n, t, c = x_NTC.shape
+    if n_heads < 1 or c % n_heads:
+        raise ValueError(f"n_heads={n_heads} must be a positive divisor of the token width C={c}")
+    for name, weight in (("q_weight", q_weight), ("k_weight", k_weight)):
+        if tuple(weight.shape) != (c, c):
+            raise ValueError(f"{name} has shape {tuple(weight.shape)}, expected (C, C) = {(c, c)}")
+    d = c // n_heads
+    x64_NTC = x_NTC.to(torch.float64)
+    q_NC = (x64_NTC[:, 0] @ q_weight.to(torch.float64).T + q_bias.to(torch.float64)) * d**-0.5
+    wk_HdC = k_weight.to(torch.float64).reshape(n_heads, d, c)
+    r_NHC = torch.einsum("nhd,hdc->nhc", q_NC.reshape(n, n_heads, d), wk_HdC)
+    logits_NHT = torch.einsum("nhc,ntc->nht", r_NHC, x64_NTC)
+    return torch.softmax(logits_NHT, dim=-1).to(torch.promote_types(x_NTC.dtype, torch.float32))
+
+
+def attnpool_output_from_attention(
+    x_NTC: torch.Tensor,
+    alpha_NHT: torch.Tensor,
+    v_weight: torch.Tensor,
+    v_bias: torch.Tensor,
+    c_weight: torch.Tensor,
+    c_bias: torch.Tensor,
+) -> torch.Tensor:
+    """Attention-pool output from tokens and attention weights (methods.md Sec. 5, first equation).
+
+    y = sum_h W_c^h (W_v^h sum_t alpha_{h,t} x_t + b_v^h) + b_c, using sum_t alpha_{h,t} = 1.
+    Computed in float64 through the value/output projections (not through u), so it checks the
+    captured x and alpha independently of :func:`neuron_head_directions`.
+
+    Parameters
+    ----------
+    x_NTC : torch.Tensor, shape (N, T, C)
+    alpha_NHT : torch.Tensor, shape (N, H, T)
+    v_weight : torch.Tensor, shape (C, C); v_bias : shape (C,)
+        ``attnpool.v_proj`` parameters.
+    c_weight : torch.Tensor, shape (E, C); c_bias : shape (E,)
+        ``attnpool.c_proj`` parameters.
+
+    Returns
+    -------
+    torch.Tensor, shape (N, E), float64
+
+    Raises
+    ------
+    ValueError
+        If H does not divide C.
+    """
+    n, h, _ = alpha_NHT.shape
+    c = x_NTC.shape[-1]
+    if c % h:
+        raise ValueError(f"alpha_NHT has H={h} heads, which does not divide the token width C={c}")
+    s_NHC = torch.einsum("nht,ntc->nhc", alpha_NHT.to(torch.float64), x_NTC.to(torch.float64))
+    wv_HdC = v_weight.to(torch.float64).reshape(h, c // h, c)
+    z_NHd = torch.einsum("nhc,hdc->nhd", s_NHC, wv_HdC) + v_bias.to(torch.float64).reshape(h, c // h)
+    return z_NHd.reshape(n, c) @ c_weight.to(torch.float64).T + c_bias.to(torch.float64)
+
+
+@dataclass(frozen=True)
+class AttnPoolCapture:
+    """What one forward through ``AttentionPool2d`` leaves behind (methods.md Sec. 5).
+
+    Attributes
+    ----------
+    x_NTC : torch.Tensor, shape (N, T, C), dtype of the model
+        Attention-pool tokens, token 0 = mean token, positional embedding included.
+    alpha_NHT : torch.Tensor, shape (N, H, T), float32 or float64
+        Attention of the query (token 0) to every token, per head; rows sum to 1.
+    y_NE : torch.Tensor, shape (N, E), dtype of the model
+        The module's output (the image embedding before normalisation).
+    """
+
+    x_NTC: torch.Tensor
+    alpha_NHT: torch.Tensor
+    y_NE: torch.Tensor
+
+
+class AttnPoolRecorder:
+    """Holds the capture of the most recent forward through a hooked ``AttentionPool2d``.
+
+    Created by :func:`record_attnpool`; each forward replaces the previous capture.
+    """
+
+    def __init__(self) -> None:
+        self._capture: AttnPoolCapture | None = None
+
+    @property
+    def capture(self) -> AttnPoolCapture:
+        """The most recent capture; raises RuntimeError if the module has not run yet."""
+        if self._capture is None:
+            raise RuntimeError("no forward pass through the hooked attnpool has been recorded yet")
+        return self._capture
+
+
+def _check_attnpool(attnpool: nn.Module) -> None:
+    required = ("positional_embedding", "q_proj", "k_proj", "v_proj", "c_proj", "num_heads")
+    missing = [name for name in required if not hasattr(attnpool, name)]
+    if missing:
+        raise TypeError(
+            f"{type(attnpool).__name__} is not an open_clip AttentionPool2d: missing {missing} "
+            f"(needs {list(required)})"
+        )
+
+
+@contextmanager
+def record_attnpool(
+    attnpool: nn.Module, *, verify: bool = True, rtol: float | None = None
+) -> Iterator[AttnPoolRecorder]:
+    """Context manager that records tokens, attention and output of an ``AttentionPool2d``.
+
+    Registers one forward hook on ``attnpool`` (open_clip's ``model.visual.attnpool``) and
+    removes it in ``finally``, also when the forward raises. On every forward the hook rebuilds
+    x with :func:`attnpool_tokens`, recomputes alpha with :func:`query_attention` and stores
+    both with the module's output (methods.md Sec. 5). With ``verify`` it recomputes the output
+    from x and alpha (:func:`attnpool_output_from_attention`) and raises if it disagrees with
+    the module's.
+
+    Parameters
+    ----------
+    attnpool : torch.nn.Module
+        An open_clip ``AttentionPool2d``.
+    verify : bool
+        Check the recomputed output against the module's output on every forward.
+    rtol : float, optional
+        Largest allowed ``max_n ||y_hat_n - y_n|| / ||y_n||``; default by the module's dtype
+        from :data:`VERIFY_RTOL` (1e-10 float64, 1e-4 float32, 3e-2 float16/bfloat16).
+
+    Yields
+    ------
+    AttnPoolRecorder
+        ``recorder.capture`` is the :class:`AttnPoolCapture` of the latest forward (tensors
+        detached, on the model's device).
+
+    Raises
+    ------
+    TypeError
+        If ``attnpool`` lacks the attributes of an ``AttentionPool2d``.
+    RuntimeError
+        (from the forward) if ``verify`` and the recomputed output differs by more than rtol.
+    """
+    _check_attnpool(attnpool)
+    recorder = AttnPoolRecorder()
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        with torch.no_grad():
+            x_NTC = attnpool_tokens(args[0], module.positional_embedding)
+            alpha_NHT = query_attention(
+                x_NTC, module.q_proj.weight, module.q_proj.bias, module.k_proj.weight, module.num_heads
+            )
+            if verify:
+                y_hat_NE = attnpool_output_from_attention(
+                    x_NTC, alpha_NHT, module.v_proj.weight, module.v_proj.bias,
+                    module.c_proj.weight, module.c_proj.bias,
+                )
+                y64_NE = output.to(torch.float64)
+                err = ((y_hat_NE - y64_NE).norm(dim=-1) / y64_NE.norm(dim=-1).clamp_min(1e-300)).max().item()
+                tol = VERIFY_RTOL.get(output.dtype, 1e-4) if rtol is None else rtol
+                if not err <= tol:
+                    raise RuntimeError(
+                        f"attnpool capture check failed: output recomputed from the captured tokens and "
+                        f"attention differs from the module's output by relative error {err:.3g} > rtol={tol:.3g} "
+                        f"(dtype {output.dtype}); the module no longer matches open_clip's AttentionPool2d"
+                    )
+            recorder._capture = AttnPoolCapture(x_NTC.detach(), alpha_NHT.detach(), output.detach())
+
+    handle = attnpool.register_forward_hook(hook)
+    try:
+        yield recorder
+    finally:
+        handle.remove()
+
+
+def capture_attnpool(
+    model: nn.Module, images_NCHW: torch.Tensor, *, verify: bool = True, rtol: float | None = None
+) -> AttnPoolCapture:
+    """Run the image tower on a batch and return x, alpha and y of its attention pool.
+
+    Runs ``model.visual(images)`` under ``torch.inference_mode()`` inside
+    :func:`record_attnpool` (methods.md Sec. 5; paper Sec. 3.1-3.2).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        An open_clip CLIP model with a ModifiedResNet image tower (``model.visual.attnpool``).
+    images_NCHW : torch.Tensor, shape (N, 3, S, S)
+        Preprocessed images on the model's device, in the model's dtype.
+    verify, rtol
+        As in :func:`record_attnpool`.
+
+    Returns
+    -------
+    AttnPoolCapture
+        x (N, T, C), alpha (N, H, T), y (N, E); y equals ``model.visual(images)``.
+
+    Raises
+    ------
+    TypeError
+        If the model has no ``visual.attnpool`` (e.g. a ViT image tower).
+    RuntimeError
+        If the capture check fails (see :func:`record_attnpool`).
+    """
+    attnpool = getattr(getattr(model, "visual", None), "attnpool", None)
+    if attnpool is None:
+        raise TypeError(
+            f"{type(model).__name__} has no visual.attnpool; the decomposition needs an open_clip "
+            f"ModifiedResNet image tower (RN50, RN101, RN50x4, RN50x16, RN50x64)"
+        )
+    with record_attnpool(attnpool, verify=verify, rtol=rtol) as recorder, torch.inference_mode():
+        model.visual(images_NCHW)
+    return recorder.capture
+
+
+# --------------------------------------------------------------------------------------------
+# Weights -> directions (NumPy)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttnPoolWeights:
+    """The parameters of an ``AttentionPool2d`` as NumPy arrays (methods.md Sec. 5).
+
+    Attributes
+    ----------
+    positional_embedding : ndarray, shape (T, C)
+    q_weight, k_weight, v_weight : ndarray, shape (C, C)  (out x in, as ``nn.Linear``)
+    q_bias, k_bias, v_bias : ndarray, shape (C,)
+    c_weight : ndarray, shape (E, C); c_bias : ndarray, shape (E,)
+    n_heads : int
+        H; the head width is C / H.
+    """
+
+    positional_embedding: np.ndarray
+    q_weight: np.ndarray
+    q_bias: np.ndarray
+    k_weight: np.ndarray
+    k_bias: np.ndarray
+    v_weight: np.ndarray
+    v_bias: np.ndarray
+    c_weight: np.ndarray
+    c_bias: np.ndarray
+    n_heads: int
+
+
+def attnpool_weights(attnpool: nn.Module, dtype: np.dtype | type = np.float64) -> AttnPoolWeights:
+    """Copy an open_clip ``AttentionPool2d``'s parameters to NumPy.
+
+    Parameters
+    ----------
+    attnpool : torch.nn.Module
+        ``model.visual.attnpool``.
+    dtype : numpy dtype
+        Dtype of the returned arrays (default float64).
+
+    Returns
+    -------
+    AttnPoolWeights
+
+    Raises
+    ------
+    TypeError
+        If ``attnpool`` lacks the attributes of an ``AttentionPool2d``.
+    """
+    _check_attnpool(attnpool)
+
+    def arr(t: torch.Tensor) -> np.ndarray:
+        return t.detach().to("cpu", torch.float64).numpy().astype(dtype, copy=False)
+
+    return AttnPoolWeights(
+        positional_embedding=arr(attnpool.positional_embedding),
+        q_weight=arr(attnpool.q_proj.weight), q_bias=arr(attnpool.q_proj.bias),
+        k_weight=arr(attnpool.k_proj.weight), k_bias=arr(attnpool.k_proj.bias),
+        v_weight=arr(attnpool.v_proj.weight), v_bias=arr(attnpool.v_proj.bias),
+        c_weight=arr(attnpool.c_proj.weight), c_bias=arr(attnpool.c_proj.bias),
+        n_heads=int(attnpool.num_heads),
+    )
+
+
+def neuron_head_directions(weights: AttnPoolWeights) -> np.ndarray:
+    """Neuron-head directions u_{n,h} = W_c^h W_v^h e_n (methods.md Sec. 5; paper Eqs. 4-5).
+
+    W_v^h are the rows h*d:(h+1)*d of the value projection and W_c^h the matching columns of
+    the output projection (d = C / H).
+
+    Parameters
+    ----------
+    weights : AttnPoolWeights
+
+    Returns
+    -------
+    ndarray, shape (H, C, E), dtype of the weights
+        ``u_HCE[h, n]`` is the direction of neuron n through head h in the output space.
+    """
+    h = weights.n_heads
+    e, c = weights.c_weight.shape
+    wv_HdC = weights.v_weight.reshape(h, c // h, c)
+    wc_EHd = weights.c_weight.reshape(e, h, c // h)
+    # contiguous, so that reshaping to (H*C, E) for the reconstruction matmul is free
+    return np.ascontiguousarray(np.einsum("hdc,ehd->hce", wv_HdC, wc_EHd, optimize=True))
+
+
+def output_bias(weights: AttnPoolWeights) -> np.ndarray:
+    """Bias of the decomposition, sum_h W_c^h b_v^h + b_c = W_c b_v + b_c (methods.md Sec. 5).
+
+    Parameters
+    ----------
+    weights : AttnPoolWeights
+
+    Returns
+    -------
+    ndarray, shape (E,)
+    """
+    return weights.c_weight @ weights.v_bias + weights.c_bias
+
+
+def direction_norms(u_HCE: np.ndarray) -> np.ndarray:
+    """Euclidean norms ||u_{n,h}|| of the neuron-head directions.
+
+    Parameters
+    ----------
+    u_HCE : ndarray, shape (H, C, E)
+
+    Returns
+    -------
+    ndarray, shape (H, C)
+    """
+    return np.linalg.norm(u_HCE, axis=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Scalars and maps (NumPy)
+# --------------------------------------------------------------------------------------------
+
+
+def pair_scalars(x_NTC: np.ndarray, alpha_NHT: np.ndarray) -> np.ndarray:
+    """Neuron-head scalars s_{n,h} = sum_t alpha_{h,t} x_t[n] (methods.md Sec. 5).
+
+    Parameters
+    ----------
+    x_NTC : ndarray, shape (N, T, C)
+        Attention-pool tokens (positional embedding included).
+    alpha_NHT : ndarray, shape (N, H, T)
+        Query attention weights.
+
+    Returns
+    -------
+    ndarray, shape (N, H, C)
+
+    Raises
+    ------
+    ValueError
+        If N or T of the two arrays differ.
+    """
+    if x_NTC.shape[:2] != (alpha_NHT.shape[0], alpha_NHT.shape[2]):
+        raise ValueError(
+            f"x_NTC has (N, T) = {x_NTC.shape[:2]} but alpha_NHT has (N, T) = "
+            f"{(alpha_NHT.shape[0], alpha_NHT.shape[2])}"
+        )
+    return np.matmul(alpha_NHT, x_NTC)
+
+
+def _pairs(heads_K: np.ndarray, neurons_K: np.ndarray, n_heads: int, n_neurons: int) -> tuple[np.ndarray, np.ndarray]:
+    heads_K = np.asarray(heads_K, dtype=np.intp).reshape(-1)
+    neurons_K = np.asarray(neurons_K, dtype=np.intp).reshape(-1)
+    if heads_K.shape != neurons_K.shape:
+        raise ValueError(f"heads_K has {heads_K.size} entries but neurons_K has {neurons_K.size}; pass one head per neuron")
+    if heads_K.size and (heads_K.min() < 0 or heads_K.max() >= n_heads):
+        raise ValueError(f"heads_K must lie in [0, {n_heads}), got range [{heads_K.min()}, {heads_K.max()}]")
+    if neurons_K.size and (neurons_K.min() < 0 or neurons_K.max() >= n_neurons):
+        raise ValueError(f"neurons_K must lie in [0, {n_neurons}), got range [{neurons_K.min()}, {neurons_K.max()}]")
+    return heads_K, neurons_K
+
+
+def token_pair_scalars(
+    x_NTC: np.ndarray, alpha_NHT: np.ndarray, heads_K: np.ndarray, neurons_K: np.ndarray
+) -> np.ndarray:
+    """Per-token scalars alpha_{h,t} x_t[n] of chosen neuron-head pairs (paper Eq. 5).
+
+    The contribution of pair (n, h) through token t is alpha_{h,t} x_t[n] u_{n,h}; summing the
+    returned maps over t gives s_{n,h} (methods.md Sec. 5).
+
+    Parameters
+    ----------
+    x_NTC : ndarray, shape (N, T, C)
+    alpha_NHT : ndarray, shape (N, H, T)
+    heads_K, neurons_K : array_like of int, shape (K,)
+        The pairs (neurons_K[k], heads_K[k]).
+
+    Returns
+    -------
+    ndarray, shape (N, K, T)
+        Token 0 is the mean token; see :func:`tokens_to_grid` for the spatial layout.
+
+    Raises
+    ------
+    ValueError
+        If the index arrays differ in length or are out of range.
+    """
+    heads_K, neurons_K = _pairs(heads_K, neurons_K, alpha_NHT.shape[1], x_NTC.shape[2])
+    return alpha_NHT[:, heads_K, :] * np.swapaxes(x_NTC[:, :, neurons_K], 1, 2)
+
+
+def token_head_maps(x_NTC: np.ndarray, alpha_NHT: np.ndarray, u_HCE: np.ndarray, z_DE: np.ndarray) -> np.ndarray:
+    """Per-token, per-head contributions projected on directions: <c_{h,t}, z_d>.
+
+    c_{h,t} = alpha_{h,t} W_c^h W_v^h x_t = alpha_{h,t} sum_n x_t[n] u_{n,h} is the contribution
+    of token t through head h (paper Eq. 3 and Sec. 5.1 "per-head contributions"); it is never
+    formed: the directions are first projected, p_{h,n,d} = u_{n,h} . z_d.
+
+    Parameters
+    ----------
+    x_NTC : ndarray, shape (N, T, C)
+    alpha_NHT : ndarray, shape (N, H, T)
+    u_HCE : ndarray, shape (H, C, E)
+    z_DE : ndarray, shape (D, E)
+        Directions in the output space (e.g. normalised class text embeddings).
+
+    Returns
+    -------
+    ndarray, shape (N, H, T, D)
+        Summed over h and t it equals (y - bias) . z_d.
+
+    Raises
+    ------
+    ValueError
+        If the widths of the arrays disagree.
+    """
+    if u_HCE.shape[:2] != (alpha_NHT.shape[1], x_NTC.shape[2]) or z_DE.shape[-1] != u_HCE.shape[2]:
+        raise ValueError(
+            f"inconsistent shapes: x_NTC {x_NTC.shape}, alpha_NHT {alpha_NHT.shape}, u_HCE {u_HCE.shape}, "
+            f"z_DE {z_DE.shape} (need u (H, C, E) with H from alpha, C from x, E from z)"
+        )
+    p_HCD = np.matmul(u_HCE, z_DE.T)
+    return alpha_NHT[..., None] * np.einsum("ntc,hcd->nhtd", x_NTC, p_HCD, optimize=True)
+
+
+def tokens_to_grid(a_T: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Drop the mean token and lay the spatial tokens out as the feature map's grid.
+
+    Inverts the row-major flattening of ``AttentionPool2d``: token 1 + i*width + j is location
+    (i, j) (methods.md Sec. 5).
+
+    Parameters
+    ----------
+    a_T : ndarray, shape (..., T), T = height*width + 1
+        Per-token values on the last axis.
+    height, width : int
+        Feature-map size (image size / 32 for CLIP-ResNet).
+
+    Returns
+    -------
+    ndarray, shape (..., height, width)
+
+    Raises
+    ------
+    ValueError
+        If the last axis is not height*width + 1 long.
+    """
+    if a_T.shape[-1] != height * width + 1:
+        raise ValueError(f"last axis has {a_T.shape[-1]} tokens, expected height*width + 1 = {height * width + 1}")
+    return a_T[..., 1:].reshape(*a_T.shape[:-1], height, width)
+
+
+# --------------------------------------------------------------------------------------------
+# Contributions, norms, reconstruction (NumPy)
+# --------------------------------------------------------------------------------------------
+
+
+def pair_contribution_norms(s_NHC: np.ndarray, u_norm_HC: np.ndarray) -> np.ndarray:
+    """Neuron-head contribution norms ||c_{n,h}|| = |s_{n,h}| ||u_{n,h}|| (methods.md Sec. 5).
+
+    Parameters
+    ----------
+    s_NHC : ndarray, shape (N, H, C)
+    u_norm_HC : ndarray, shape (H, C)
+        From :func:`direction_norms`.
+
+    Returns
+    -------
+    ndarray, shape (N, H, C)
+    """
+    return np.abs(s_NHC) * u_norm_HC
+
+
+def pair_contributions(s_NHC: np.ndarray, u_HCE: np.ndarray, heads_K: np.ndarray, neurons_K: np.ndarray) -> np.ndarray:
+    """Contributions c_{n,h} = s_{n,h} u_{n,h} of chosen pairs (paper Eq. 5; methods.md Sec. 5).
+
+    Parameters
+    ----------
+    s_NHC : ndarray, shape (N, H, C)
+    u_HCE : ndarray, shape (H, C, E)
+    heads_K, neurons_K : array_like of int, shape (K,)
+
+    Returns
+    -------
+    ndarray, shape (N, K, E)
+
+    Raises
+    ------
+    ValueError
+        If the index arrays differ in length or are out of range.
+    """
+    heads_K, neurons_K = _pairs(heads_K, neurons_K, u_HCE.shape[0], u_HCE.shape[1])
+    return s_NHC[:, heads_K, neurons_K, None] * u_HCE[heads_K, neurons_K][None]
+
+
+def neuron_contributions(s_NHC: np.ndarray, u_HCE: np.ndarray, neurons_K: np.ndarray) -> np.ndarray:
+    """Neuron contributions c_n = sum_h s_{n,h} u_{n,h} of chosen neurons (methods.md Sec. 5).
+
+    Parameters
+    ----------
+    s_NHC : ndarray, shape (N, H, C)
+    u_HCE : ndarray, shape (H, C, E)
+    neurons_K : array_like of int, shape (K,)
+
+    Returns
+    -------
+    ndarray, shape (N, K, E)
+    """
+    neurons_K = np.asarray(neurons_K, dtype=np.intp).reshape(-1)
+    return np.einsum("nhk,hke->nke", s_NHC[:, :, neurons_K], u_HCE[:, neurons_K], optimize=True)
+
+
+def neuron_gram(u_HCE: np.ndarray) -> np.ndarray:
+    """Per-neuron Gram matrices G_n[h, h'] = u_{n,h} . u_{n,h'} of the directions.
+
+    Parameters
+    ----------
+    u_HCE : ndarray, shape (H, C, E)
+
+    Returns
+    -------
+    ndarray, shape (C, H, H)
+        Lets :func:`neuron_contribution_norms` avoid forming N x C x E contributions.
+    """
+    return np.matmul(np.transpose(u_HCE, (1, 0, 2)), np.transpose(u_HCE, (1, 2, 0)))
+
+
+def neuron_contribution_norms(s_NHC: np.ndarray, gram_CHH: np.ndarray) -> np.ndarray:
+    """Neuron contribution norms ||c_n|| = sqrt(s_n^T G_n s_n) (methods.md Sec. 5).
+
+    Parameters
+    ----------
+    s_NHC : ndarray, shape (N, H, C)
+    gram_CHH : ndarray, shape (C, H, H)
+        From :func:`neuron_gram`.
+
+    Returns
+    -------
+    ndarray, shape (N, C)
+    """
+    sq_NC = np.einsum("nhc,chk,nkc->nc", s_NHC, gram_CHH, s_NHC, optimize=True)
+    return np.sqrt(np.maximum(sq_NC, 0.0))
+
+
+def head_contributions(s_NHC: np.ndarray, u_HCE: np.ndarray) -> np.ndarray:
+    """Head contributions c_h = sum_n s_{n,h} u_{n,h} = W_c^h W_v^h sum_t alpha_{h,t} x_t.
+
+    methods.md Sec. 5; paper Eq. 3 summed over tokens.
+
+    Parameters
+    ----------
+    s_NHC : ndarray, shape (N, H, C)
+    u_HCE : ndarray, shape (H, C, E)
+
+    Returns
+    -------
+    ndarray, shape (N, H, E)
+    """
+    return np.swapaxes(np.matmul(np.swapaxes(s_NHC, 0, 1), u_HCE), 0, 1)
+
+
+def reconstruct_output(s_NHC: np.ndarray, u_HCE: np.ndarray, bias_E: np.ndarray, chunk_size: int = 256) -> np.ndarray:
+    """Attention-pool output y = sum_{n,h} s_{n,h} u_{n,h} + bias (methods.md Sec. 5).
+
+    One (N, H*C) x (H*C, E) matrix product per chunk of images.
+
+    Parameters
+    ----------
+    s_NHC : ndarray, shape (N, H, C)
+    u_HCE : ndarray, shape (H, C, E)
+    bias_E : ndarray, shape (E,)
+        From :func:`output_bias`.
+    chunk_size : int
+        Images per matrix product.
+
+    Returns
+    -------
+    ndarray, shape (N, E)
+    """
+    return _mix_and_project(s_NHC, None, None, u_HCE, bias_E, chunk_size)
+
+
+def _mix_and_project(
+    s_NHC: np.ndarray,
+    keep_HC: np.ndarray | None,
+    s_mean_HC: np.ndarray | None,
+    u_HCE: np.ndarray,
+    bias_E: np.ndarray,
+    chunk_size: int,
+) -> np.ndarray:
+    n, h, c = s_NHC.shape
+    if u_HCE.shape[:2] != (h, c) or bias_E.shape != (u_HCE.shape[2],):
+        raise ValueError(
+            f"inconsistent shapes: s_NHC {s_NHC.shape}, u_HCE {u_HCE.shape}, bias_E {bias_E.shape} "
+            f"(need u (H, C, E) and bias (E,))"
+        )
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+    u_PE = u_HCE.reshape(h * c, -1)
+    offset_E = bias_E
+    if keep_HC is not None:
+        offset_E = bias_E + np.where(keep_HC, 0.0, s_mean_HC).reshape(-1) @ u_PE
+    out_NE = np.empty((n, u_PE.shape[1]), dtype=np.result_type(s_NHC, u_HCE, bias_E))
+    for start in range(0, n, chunk_size):
+        s_chunk = s_NHC[start : start + chunk_size]
+        if keep_HC is not None:
+            s_chunk = s_chunk * keep_HC
+        out_NE[start : start + chunk_size] = s_chunk.reshape(len(s_chunk), h * c) @ u_PE + offset_E
+    return out_NE
+
+
+def keep_mask_pairs(keep: np.ndarray, level: Literal["pair", "neuron", "head"], n_heads: int, n_neurons: int) -> np.ndarray:
+    """Expand a keep mask over pairs, neurons or heads to a mask over pairs (H, C).
+
+    Keeping neuron n keeps all pairs (n, h); keeping head h keeps all pairs (n, h)
+    (paper Fig. 1 mean-ablation of pairs, neurons and heads; methods.md Sec. 5).
+
+    Parameters
+    ----------
+    keep : ndarray of bool, shape (H, C), (C,) or (H,) for level pair, neuron, head
+    level : {"pair", "neuron", "head"}
+    n_heads, n_neurons : int
+        H and C.
+
+    Returns
+    -------
+    ndarray of bool, shape (H, C)
+
+    Raises
+    ------
+    ValueError
+        If ``level`` is not one of the allowed values or ``keep`` has the wrong shape for it.
+    """
+    expected = {"pair": (n_heads, n_neurons), "neuron": (n_neurons,), "head": (n_heads,)}
+    if level not in expected:
+        raise ValueError(f"level must be one of {sorted(expected)}, got {level!r}")
+    keep = np.asarray(keep)
+    if keep.dtype != np.bool_ or keep.shape != expected[level]:
+        raise ValueError(
+            f"keep for level={level!r} must be a boolean array of shape {expected[level]}, "
+            f"got dtype {keep.dtype} and shape {keep.shape}"
+        )
+    if level == "neuron":
+        return np.broadcast_to(keep[None, :], (n_heads, n_neurons)).copy()
+    if level == "head":
+        return np.broadcast_to(keep[:, None], (n_heads, n_neurons)).copy()
+    return keep.copy()
+
+
+def top_fraction_mask(score: np.ndarray, fraction: float) -> np.ndarray:
+    """Mask of the top ``fraction`` of components by score (paper Fig. 1, Sec. 4.1).
+
+    Keeps round(fraction * size) components with the highest score (ties broken by a stable
+    sort on the flattened index, lower index first).
+
+    Parameters
+    ----------
+    score : ndarray, any shape
+        E.g. mean pair contribution norms (H, C), neuron norms (C,), head norms (H,).
+    fraction : float in [0, 1]
+
+    Returns
+    -------
+    ndarray of bool, shape of ``score``
+
+    Raises
+    ------
+    ValueError
+        If ``fraction`` is outside [0, 1] or the score has NaNs.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
+    flat = np.asarray(score).reshape(-1)
+    if np.isnan(flat).any():
+        raise ValueError("score contains NaN; ranking is undefined")
+    k = int(round(fraction * flat.size))
+    order = np.argsort(-flat, kind="stable")
+    mask = np.zeros(flat.size, dtype=bool)
+    mask[order[:k]] = True
+    return mask.reshape(np.shape(score))
+
+
+def mean_ablate(
+    s_NHC: np.ndarray,
+    u_HCE: np.ndarray,
+    bias_E: np.ndarray,
+    keep: np.ndarray,
+    *,
+    level: Literal["pair", "neuron", "head"] = "pair",
+    s_mean_HC: np.ndarray | None = None,
+    chunk_size: int = 256,
+) -> np.ndarray:
+    """Output with all non-kept components replaced by their dataset mean (paper Fig. 1).
+
+    y_ablated = sum_{kept (n,h)} s_{n,h} u_{n,h} + sum_{ablated (n,h)} mean(s_{n,h}) u_{n,h}
+    + bias (methods.md Sec. 5, mean-ablation). Because c_{n,h} is linear in s_{n,h},
+    replacing s by its mean replaces c_{n,h} (and, summed over h or n, c_n or c_h) by its mean.
+    The ablated part is one constant vector; the kept part one (N, H*C) x (H*C, E) product per
+    chunk.
+
+    Parameters
+    ----------
+    s_NHC : ndarray, shape (N, H, C)
+    u_HCE : ndarray, shape (H, C, E)
+    bias_E : ndarray, shape (E,)
+    keep : ndarray of bool, shape (H, C), (C,) or (H,)
+        Components to keep, for ``level`` "pair", "neuron" or "head".
+    level : {"pair", "neuron", "head"}
+    s_mean_HC : ndarray, shape (H, C), optional
+        Mean of s over the reference set (the paper's 1000 images); default: mean of ``s_NHC``.
+    chunk_size : int
+        Images per matrix product.
+
+    Returns
+    -------
+    ndarray, shape (N, E)
+
+    Raises
+    ------
+    ValueError
+        If ``level`` or the shapes are invalid.
+    """
+    _, h, c = s_NHC.shape
+    keep_HC = keep_mask_pairs(keep, level, h, c)
+    if s_mean_HC is None:
+        s_mean_HC = s_NHC.mean(axis=0)
+    elif s_mean_HC.shape != (h, c):
+        raise ValueError(f"s_mean_HC must have shape (H, C) = {(h, c)}, got {s_mean_HC.shape}")
+    return _mix_and_project(s_NHC, keep_HC, s_mean_HC, u_HCE, bias_E, chunk_size)
+
+
+# --------------------------------------------------------------------------------------------
+# Rank-1 check (NumPy)
+# --------------------------------------------------------------------------------------------
+
+
+def top_norm_principal_components(
+    c_NE: np.ndarray, *, top_k: int = 50, n_components: int = 1, center: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Principal components of one component's contributions over its top-norm images.
+
+    The paper (Sec. 4.1, App. A.2) takes the first principal component of a pair's (or a
+    neuron's) contributions over the ``top_k`` = 50 images with the largest contribution norm
+    (methods.md Sec. 5: for a pair this must be +-u_{n,h} / ||u_{n,h}||).
+
+    Parameters
+    ----------
+    c_NE : ndarray, shape (N, E)
+        Contributions of one component over N images, e.g. ``pair_contributions(...)[:, k]``.
+    top_k : int
+        Number of images with the largest ||c|| to use (all if N < top_k).
+    n_components : int
+        Number of components returned.
+    center : bool
+        Subtract the mean over the selected images first (PCA); False gives the uncentred SVD.
+
+    Returns
+    -------
+    pcs_KE : ndarray, shape (n_components, E)
+        Unit vectors, sign chosen so each has a non-negative dot product with the mean
+        contribution of the selected images.
+    explained_K : ndarray, shape (n_components,)
+        Fraction of the selected images' (centred) sum of squares along each component.
+
+    Raises
+    ------
+    ValueError
+        If ``top_k`` or ``n_components`` is not positive, or n_components exceeds
+        min(selected images, E).
+    """
+    if top_k < 1 or n_components < 1:
+        raise ValueError(f"top_k and n_components must be positive, got top_k={top_k}, n_components={n_components}")
+    norms_N = np.linalg.norm(c_NE, axis=1)
+    sel_KE = c_NE[np.argsort(-norms_N, kind="stable")[:top_k]]
+    if n_components > min(sel_KE.shape):
+        raise ValueError(f"n_components={n_components} exceeds min(selected images, E) = {min(sel_KE.shape)}")
+    mean_E = sel_KE.mean(axis=0)
+    data_KE = sel_KE - mean_E if center else sel_KE
+    _, sv_K, vt_KE = np.linalg.svd(data_KE, full_matrices=False)
+    pcs = vt_KE[:n_components]
+    signs = np.where(pcs @ mean_E < 0, -1.0, 1.0)
+    total = float(np.sum(sv_K**2))
+    explained = sv_K[:n_components] ** 2 / total if total > 0 else np.full(n_components, np.nan)
+    return pcs * signs[:, None], explained
