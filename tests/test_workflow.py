@@ -77,3 +77,10 @@ def test_tiny_config_runs_end_to_end(tmp_path):
     assert not list(results.glob("activations/**/*.partial"))
     # Nothing left to do: a second invocation plans no job.
     assert "Nothing to be done" in snakemake("-n", "--directory", str(tmp_path), "--configfile", str(TINY)).stdout
+
+
+def test_snakefmt_clean():
+    result = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
