@@ -112,7 +112,9 @@ def partial_path(store: str | Path) -> Path:
     return store.with_name(store.name + ".partial")
 
 
-def _template(n_images: int, layers, n_tokens: int, width: int, embed_dim: int, batch: int, prov, extra_attrs):
+def store_template(n_images: int, layers, n_tokens: int, width: int, embed_dim: int, batch: int, prov, extra_attrs) -> xr.Dataset:
+    """A lazy (dask) Dataset of the store's full shape and chunking; ``to_zarr(compute=False)``
+    writes its metadata and coordinates only, ready for region writes of each batch."""
     n_layers = len(layers)
     data_vars = {
         reduction: (("image", "layer", "neuron"), dask.array.zeros((n_images, n_layers, width), chunks=(batch, 1, width), dtype="float32"))
@@ -160,6 +162,36 @@ def _write_progress(progress: Path, n_complete: int) -> None:
     tmp = progress.with_name(progress.name + ".tmp")
     tmp.write_text(json.dumps({"images_complete": n_complete}))
     os.replace(tmp, progress)
+
+
+def activations_batch(model, capture, pixels_NCHW: torch.Tensor, reductions, save_tokens: bool, n_prefix_tokens: int) -> xr.Dataset:
+    """Forward one batch with MLP hooks and package what the store holds for it.
+
+    Parameters
+    ----------
+    model
+        An open_clip model whose MLPs ``capture`` hooks (:func:`clipmech.hooks.capture_mlp_outputs`).
+    pixels_NCHW : torch.Tensor
+        Preprocessed images on the model's device.
+
+    Returns
+    -------
+    xarray.Dataset
+        The batch's reductions (image, layer, neuron) float32, ``tokens`` (image, layer, token,
+        neuron) float16 when ``save_tokens``, and ``embedding`` (image, embed) float32 normalised;
+        no coordinates, ready for a region write.
+    """
+    capture.reset()
+    embedding_NE = model.encode_image(pixels_NCHW, normalize=True).float()
+    acts_NLTD = capture.stacked()  # [batch, layer, token, d_model]
+    batch = {
+        reduction: (("image", "layer", "neuron"), reduce_tokens(acts_NLTD, reduction, n_prefix_tokens).cpu().numpy())
+        for reduction in reductions
+    }
+    if save_tokens:
+        batch["tokens"] = (("image", "layer", "token", "neuron"), acts_NLTD.to(torch.float16).cpu().numpy())
+    batch["embedding"] = (("image", "embed"), embedding_NE.cpu().numpy())
+    return xr.Dataset(batch)
 
 
 def extract(
@@ -236,7 +268,7 @@ def extract(
         shutil.rmtree(partial, ignore_errors=True)
         layout = {"n_prefix_tokens": blocks.n_prefix_tokens, "grid_rows": blocks.grid[0], "grid_cols": blocks.grid[1]}
         embed_dim = int(model.visual.output_dim)
-        _template(n_images, layers, blocks.n_tokens, blocks.width, embed_dim, batch_size, prov, layout).to_zarr(
+        store_template(n_images, layers, blocks.n_tokens, blocks.width, embed_dim, batch_size, prov, layout).to_zarr(
             partial, compute=False, mode="w", consolidated=False
         )
         _write_progress(progress, 0)
@@ -247,17 +279,8 @@ def extract(
         for first in tqdm(range(start, n_images, batch_size), desc=f"extract {spec.name}", mininterval=10):
             last = min(first + batch_size, n_images)
             pixels = models.preprocess_images(dataset.images[first:last], preprocess).to(torch_device)
-            capture.reset()
-            embedding_NE = model.encode_image(pixels, normalize=True).float()
-            acts_NLTD = capture.stacked()
-            batch = {
-                reduction: (("image", "layer", "neuron"), reduce_tokens(acts_NLTD, reduction, blocks.n_prefix_tokens).cpu().numpy())
-                for reduction in reductions
-            }
-            if save_tokens:
-                batch["tokens"] = (("image", "layer", "token", "neuron"), acts_NLTD.to(torch.float16).cpu().numpy())
-            batch["embedding"] = (("image", "embed"), embedding_NE.cpu().numpy())
-            xr.Dataset(batch).to_zarr(partial, region={"image": slice(first, last)}, consolidated=False)
+            batch = activations_batch(model, capture, pixels, reductions, save_tokens, blocks.n_prefix_tokens)
+            batch.to_zarr(partial, region={"image": slice(first, last)}, consolidated=False)
             _write_progress(progress, last)
     # Without the progress file a leftover partial store restarts from scratch, so dropping it
     # before the rename never lets an incomplete store pass for a complete one.

@@ -1,0 +1,115 @@
+"""Extraction throughput vs a bare forward pass, measured side by side in one run.
+
+Extraction = forward with MLP hooks on every block + token reductions + float16 copy of every
+token + zarr region write + progress record (clipmech.extract's per-batch path); bare = the same
+model's ``encode_image`` on the same preprocessed batches. Runs alternate (bare, extraction, bare,
+...) so that load on the machine hits both alike; the ratio is extraction time / bare time, median
+over repeats. Target: <= 1.15.
+
+    python benchmarks/extraction.py --model ViT-B-32 --images 128 --batch-size 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import open_clip
+import torch
+
+from clipmech import extract
+from clipmech.extract import StoreProvenance, activations_batch, store_template
+from clipmech.hooks import capture_mlp_outputs, vision_blocks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="ViT-B-32", help="open_clip architecture (random weights)")
+    parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-tokens", action="store_true", help="store reductions only")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    device = extract.resolve_device(args.device)
+    torch.manual_seed(0)
+    model = open_clip.create_model(args.model, pretrained=None).to(device).eval()
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, tuple) else size
+    generator = torch.Generator().manual_seed(0)
+    batches = [
+        torch.randn(min(args.batch_size, args.images - i), 3, size, size, generator=generator).to(device)
+        for i in range(0, args.images, args.batch_size)
+    ]
+    blocks = vision_blocks(model)
+    layers = list(range(len(blocks.mlps)))
+    reductions = ("mean", "max", "cls")
+    save_tokens = not args.no_tokens
+    prov = StoreProvenance(
+        "bench", args.model, "random-init", "none", "random", "none", tuple(layers), reductions, save_tokens,
+        args.batch_size, "bench", open_clip.__version__, torch.__version__,
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="clipmech-bench-"))
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def bare() -> float:
+        sync()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for pixels in batches:
+                model.encode_image(pixels, normalize=True).float().cpu()
+        sync()
+        return time.perf_counter() - start
+
+    def extraction(run: int) -> float:
+        store = workdir / f"s{run}.zarr"
+        progress = workdir / f"s{run}.progress.json"
+        sync()
+        start = time.perf_counter()
+        template = store_template(
+            args.images, layers, blocks.n_tokens, blocks.width, int(model.visual.output_dim), args.batch_size, prov, {}
+        )
+        template.to_zarr(store, compute=False, mode="w", consolidated=False)
+        with capture_mlp_outputs(model, layers) as capture, torch.inference_mode():
+            first = 0
+            for pixels in batches:
+                batch = activations_batch(model, capture, pixels, reductions, save_tokens, blocks.n_prefix_tokens)
+                batch.to_zarr(store, region={"image": slice(first, first + len(pixels))}, consolidated=False)
+                first += len(pixels)
+                progress.write_text(f'{{"images_complete": {first}}}')
+        sync()
+        elapsed = time.perf_counter() - start
+        shutil.rmtree(store)
+        return elapsed
+
+    bare()  # warm-up (allocator, kernels)
+    ratios, bare_times, extract_times = [], [], []
+    for run in range(args.repeats):
+        b = bare()
+        e = extraction(run)
+        bare_times.append(b)
+        extract_times.append(e)
+        ratios.append(e / b)
+    shutil.rmtree(workdir, ignore_errors=True)
+    print(
+        f"model {args.model} ({len(layers)} blocks x {blocks.width} units, {blocks.n_tokens} tokens), "
+        f"{args.images} images, batch {args.batch_size}, device {device}, threads {args.threads}, "
+        f"tokens stored: {save_tokens}"
+    )
+    print(f"bare forward: median {statistics.median(bare_times):.2f} s ({args.images / statistics.median(bare_times):.1f} img/s)")
+    print(f"extraction:   median {statistics.median(extract_times):.2f} s ({args.images / statistics.median(extract_times):.1f} img/s)")
+    print(f"ratio extraction / bare forward: median {statistics.median(ratios):.3f} (runs: {', '.join(f'{r:.3f}' for r in ratios)}); target <= 1.15")
+
+
+if __name__ == "__main__":
+    main()
