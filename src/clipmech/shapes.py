@@ -109,7 +109,7 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
     ]
 
 
-def draw_scene(objects: list[dict], image_size: int) -> tuple[np.ndarray, np.ndarray]:
+def draw_scene(objects: list[dict], image_size: int, with_mask: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Render objects into an RGB image and an instance mask.
 
     Parameters
@@ -124,20 +124,24 @@ def draw_scene(objects: list[dict], image_size: int) -> tuple[np.ndarray, np.nda
     -------
     image_HW3 : numpy.ndarray, uint8, (image_size, image_size, 3)
         White background with the objects.
-    mask_HW : numpy.ndarray, uint8, (image_size, image_size)
+    mask_HW : numpy.ndarray, uint8, (image_size, image_size), or None without ``with_mask``
         Object id per pixel, 0 = background. The image and mask are drawn from the same geometry
         without anti-aliasing, so every mask pixel of an object has exactly its colour.
     """
     image = Image.new("RGB", (image_size, image_size), (255, 255, 255))
-    mask = Image.new("L", (image_size, image_size), 0)
+    canvases = [(ImageDraw.Draw(image), lambda obj, object_id: RGB[obj["colour"]])]
+    if with_mask:
+        mask = Image.new("L", (image_size, image_size), 0)
+        canvases.append((ImageDraw.Draw(mask), lambda obj, object_id: object_id))
     for object_id, obj in enumerate(objects, start=1):
-        for canvas, fill in ((ImageDraw.Draw(image), RGB[obj["colour"]]), (ImageDraw.Draw(mask), object_id)):
+        for canvas, fill_of in canvases:
+            fill = fill_of(obj, object_id)
             cx, cy, r = obj["cx"], obj["cy"], obj["radius"]
             if obj["shape"] == "circle":
                 canvas.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
             else:
                 canvas.polygon(_polygon(obj["shape"], cx, cy, r), fill=fill)
-    return np.asarray(image, dtype=np.uint8), np.asarray(mask, dtype=np.uint8)
+    return np.asarray(image, dtype=np.uint8), np.asarray(mask, dtype=np.uint8) if with_mask else None
 
 
 def sample_objects(

@@ -81,7 +81,7 @@ def render_batch(
     for i in range(n):
         count = n_objects if isinstance(n_objects, int) else int(rng.choice(n_objects))
         objects = shapes.sample_objects(rng, count, image_size)
-        images[i], _ = shapes.draw_scene(objects, image_size)
+        images[i], _ = shapes.draw_scene(objects, image_size, with_mask=False)
         scenes.append(objects)
     return images, scenes
 
