@@ -18,7 +18,7 @@ TYPE_COLOURS = {"shape": "#4c72b0", "colour": "#dd8452", "position": "#55a868"}
 
 def _save(fig, path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
 
 
@@ -63,25 +63,34 @@ def entropy_by_layer(units: pd.DataFrame, null_D: np.ndarray, path: str | Path) 
 def top_images_with_affinity(
     units: pd.DataFrame, topk: pd.DataFrame, images_NHW3: np.ndarray, n_units: int, n_images: int, path: str | Path
 ) -> None:
-    """For the lowest-entropy units: their top-activating images and their feature-affinity bars."""
+    """For the lowest-entropy units: their top-activating images (rank order, framed) and their
+    feature-affinity bars, one row per unit (the shapes paper's poster figure)."""
     n_units = min(n_units, len(units))
     cols = min(n_images, 8)
-    rows_per_unit = int(np.ceil(n_images / cols))
-    fig = plt.figure(figsize=(cols * 0.9 + 5, n_units * rows_per_unit * 0.95 + 0.4))
-    grid = fig.add_gridspec(n_units * rows_per_unit, cols + 6)
-    for u, (_, unit) in enumerate(units.head(n_units).iterrows()):
+    rows = int(np.ceil(n_images / cols))
+    fig = plt.figure(figsize=(cols * 0.9 + 5.5, n_units * max(2.6, rows * 1.0 + 0.9)), layout="constrained")
+    for subfig, (_, unit) in zip(np.atleast_1d(fig.subfigures(n_units, 1)), units.head(n_units).iterrows()):
+        grid = subfig.add_gridspec(rows, cols + 6)
         ranked = topk[(topk["layer"] == unit["layer"]) & (topk["neuron"] == unit["neuron"])].sort_values("rank")
         for i, image in enumerate(ranked["image"].to_numpy()[:n_images]):
-            ax = fig.add_subplot(grid[u * rows_per_unit + i // cols, i % cols])
+            ax = subfig.add_subplot(grid[i // cols, i % cols])
             ax.imshow(images_NHW3[image])
-            ax.set_axis_off()
-        ax = fig.add_subplot(grid[u * rows_per_unit : (u + 1) * rows_per_unit, cols + 1 :])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_color("0.6")
+        ax = subfig.add_subplot(grid[:, cols + 1 :])
         values = unit[[f"a_{feature}" for feature in FEATURES]].to_numpy(dtype=float)
         ax.bar(np.arange(len(FEATURES)), values, color=[TYPE_COLOURS[t] for t in FEATURE_TYPES])
         ax.set_xticks(np.arange(len(FEATURES)), FEATURES, rotation=90, fontsize=6)
         ax.set_ylim(0, max(0.3, float(np.max(values)) * 1.1))
-        ax.set_title(f"layer {unit['layer']} neuron {unit['neuron']}  H = {unit['entropy']:.2f}", fontsize=8)
+        ax.set_ylabel("affinity", fontsize=7)
         ax.tick_params(axis="y", labelsize=6)
+        subfig.suptitle(
+            f"layer {unit['layer']} neuron {unit['neuron']}: entropy {unit['entropy']:.2f} nats, "
+            f"top features {unit['top1']}, {unit['top2']}, {unit['top3']}",
+            fontsize=8,
+        )
     _save(fig, path)
 
 
