@@ -14,6 +14,10 @@ include: "workflow/rules/datasets.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/selectivity.smk"
+include: "workflow/rules/superposition.smk"
+include: "workflow/rules/binding.smk"
+include: "workflow/rules/gradcam.smk"
+include: "workflow/rules/tsne.smk"
 
 
 rule all:

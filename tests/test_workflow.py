@@ -63,6 +63,15 @@ def test_unknown_model_in_analyses_lists_valid_ones(tmp_path):
     assert "vit-q" in message and "configured models are: tiny-vit" in message
 
 
+def test_cifar10_map_only_with_a_local_copy(tmp_path):
+    skipped = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(TINY))
+    assert "tsne_cifar10" not in skipped.stdout and "cifar10.root is not set" in skipped.stdout + skipped.stderr
+    config = tmp_path / "cifar.yaml"
+    config.write_text(TINY.read_text().replace("root: null", f"root: {tmp_path / 'cifar'}"))
+    out = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(config)).stdout
+    assert "results/tsne/tiny-vit/cifar10.png" in out
+
+
 @pytest.mark.integration
 def test_tiny_config_runs_end_to_end(tmp_path):
     snakemake("--cores", "2", "--directory", str(tmp_path), "--configfile", str(TINY))
@@ -74,6 +83,24 @@ def test_tiny_config_runs_end_to_end(tmp_path):
     assert np.all(np.diff(units["entropy"]) >= 0) and units["entropy"].max() <= np.log(16) + 1e-9
     for figure in ("entropy_by_layer.png", "top_images.png", "heatmaps.png"):
         assert (results / "selectivity/tiny-vit/tiny-shapes" / figure).stat().st_size > 1000
+    pairs = pd.read_csv(results / "superposition/tiny-vit/tiny-shapes/pairs.tsv", sep="\t")
+    assert len(pairs) == 35 and (pairs["n_units"] == 32).all() and (pairs["status"] == "ok").any()
+    correlations = pd.read_csv(results / "superposition/tiny-vit/tiny-shapes/correlations.tsv", sep="\t")
+    assert len(correlations) == 2 * 4 * 2  # (ratio, joint) x (D, M in full and PCA space) x (Pearson, Spearman)
+    accuracy = pd.read_csv(results / "binding/tiny-vit/tiny-shapes/accuracy.tsv", sep="\t")
+    overall = accuracy[accuracy["n_objects"] == "all"].set_index("task")
+    assert set(overall.index) == {"colour_swap", "shape_swap", "position_swap", "absent_colour", "absent_shape"}
+    assert (overall.loc["colour_swap", "n_images"] == 4 * 8) and overall["accuracy"].between(0, 1).all()
+    summary = pd.read_csv(results / "gradcam/tiny-vit/tiny-shapes/summary.tsv", sep="\t").set_index("prompt_type")
+    assert list(summary.index) == ["correct", "swapped", "absent"] and (summary["n_prompts"] == 4).all()
+    fractions = summary[["target", "lure", "other", "background"]].sum(axis=1)
+    np.testing.assert_allclose(fractions, 1.0, atol=1e-4)
+    assert len(pd.read_csv(results / "tsne/tiny-vit/tiny-shapes/tsne.tsv", sep="\t")) == 5 * 8
+    for figure in ("superposition/tiny-vit/tiny-shapes/distance.png", "superposition/tiny-vit/tiny-shapes/misclassification.png",
+                   "binding/tiny-vit/tiny-shapes/accuracy.png", "gradcam/tiny-vit/tiny-shapes/examples.png",
+                   "tsne/tiny-vit/tiny-shapes/tsne.png"):  # fmt: skip
+        assert (results / figure).stat().st_size > 1000
+    assert not list(results.glob("tsne/tiny-vit/cifar10.*"))  # no local CIFAR-10 configured: skipped
     assert not list(results.glob("activations/**/*.partial"))
     # Nothing left to do: a second invocation plans no job.
     assert "Nothing to be done" in snakemake("-n", "--directory", str(tmp_path), "--configfile", str(TINY)).stdout

@@ -65,6 +65,39 @@ def selectivity_outputs(model, dataset):
     ]
 
 
+def binding_outputs(model, dataset):
+    """Superposition vs separability, binding benchmark, Grad-CAM and t-SNE of one pair."""
+    return [
+        f"results/superposition/{model}/{dataset}/pairs.tsv",
+        f"results/superposition/{model}/{dataset}/correlations.tsv",
+        f"results/superposition/{model}/{dataset}/distance.png",
+        f"results/superposition/{model}/{dataset}/misclassification.png",
+        f"results/binding/{model}/{dataset}/trials.tsv",
+        f"results/binding/{model}/{dataset}/accuracy.tsv",
+        f"results/binding/{model}/{dataset}/accuracy.png",
+        f"results/gradcam/{model}/{dataset}/pointing.tsv",
+        f"results/gradcam/{model}/{dataset}/summary.tsv",
+        f"results/gradcam/{model}/{dataset}/examples.png",
+        f"results/tsne/{model}/{dataset}/tsne.tsv",
+        f"results/tsne/{model}/{dataset}/tsne.png",
+    ]
+
+
+def cifar10_outputs():
+    """The CIFAR-10 t-SNE of every analysed model, when a local copy is configured."""
+    if config["cifar10"]["root"] is None:
+        logger.info(
+            "cifar10.root is not set: skipping the CIFAR-10 t-SNE maps "
+            "(set it to a directory holding cifar-10-batches-py/ to draw them)"
+        )
+        return []
+    return [
+        f"results/tsne/{model}/cifar10.{ext}"
+        for model in config["analyses"]["models"]
+        for ext in ("tsv", "png")
+    ]
+
+
 def all_outputs():
     outputs = [
         f"results/datasets/{d}/preview.png" for d in config["analyses"]["datasets"]
@@ -76,4 +109,5 @@ def all_outputs():
         ]
     for model, dataset in ANALYSES:
         outputs += selectivity_outputs(model, dataset)
-    return outputs
+        outputs += binding_outputs(model, dataset)
+    return outputs + cifar10_outputs()
