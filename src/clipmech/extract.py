@@ -26,6 +26,7 @@ import shutil
 import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Callable
 
 import dask.array
 import numpy as np
@@ -41,8 +42,36 @@ log = logging.getLogger(__name__)
 
 
 
+class ProvenanceAttrs:
+    """Mixin of the frozen provenance dataclasses of resumable stores: JSON attributes and back.
+
+    A store's provenance (this module's :class:`StoreProvenance`, or the attention-pool store's
+    :class:`clipmech.attnpool_store.AttnPoolProvenance`) is written into the store's attributes and
+    compared field by field on resume (:func:`begin_store`).
+    """
+
+    def to_attrs(self) -> dict:
+        """JSON-compatible attributes (tuples become lists)."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_attrs(cls, attrs: dict):
+        """Rebuild from store attributes.
+
+        Raises
+        ------
+        KeyError
+            If a field is missing (the store was not written by this version of clipmech).
+        """
+        values = {}
+        for field in fields(cls):
+            value = attrs[field.name]
+            values[field.name] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)
+
+
 @dataclass(frozen=True)
-class StoreProvenance:
+class StoreProvenance(ProvenanceAttrs):
     """What an activation store holds; written into its attributes and checked on resume.
 
     Attributes
@@ -78,25 +107,6 @@ class StoreProvenance:
     clipmech_version: str
     open_clip_version: str
     torch_version: str
-
-    def to_attrs(self) -> dict:
-        """JSON-compatible attributes (tuples become lists)."""
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
-
-    @classmethod
-    def from_attrs(cls, attrs: dict) -> "StoreProvenance":
-        """Rebuild from store attributes.
-
-        Raises
-        ------
-        KeyError
-            If a field is missing (the store was not written by this version of clipmech).
-        """
-        values = {}
-        for field in fields(cls):
-            value = attrs[field.name]
-            values[field.name] = tuple(value) if isinstance(value, list) else value
-        return cls(**values)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -142,17 +152,17 @@ def progress_path(store: str | Path) -> Path:
     return store.with_name(store.name + ".progress.json")
 
 
-def _read_progress(partial: Path, progress: Path, prov: StoreProvenance) -> int:
+def _read_progress(partial: Path, progress: Path, prov: ProvenanceAttrs) -> int:
     """Images already complete in a partial store with the same provenance, else -1."""
     if not progress.is_file():
         return -1
     try:
-        stored = StoreProvenance.from_attrs(xr.open_zarr(partial, consolidated=False).attrs)
+        stored = type(prov).from_attrs(xr.open_zarr(partial, consolidated=False).attrs)
     except (KeyError, FileNotFoundError, ValueError) as error:
         log.warning("partial store %s unreadable (%s); starting afresh", partial, error)
         return -1
     if stored != prov:
-        changed = [f.name for f in fields(StoreProvenance) if getattr(stored, f.name) != getattr(prov, f.name)]
+        changed = [f.name for f in fields(prov) if getattr(stored, f.name) != getattr(prov, f.name)]
         log.warning("partial store %s has other provenance (%s differ); starting afresh", partial, ", ".join(changed))
         return -1
     return int(json.loads(progress.read_text())["images_complete"])
@@ -162,6 +172,50 @@ def _write_progress(progress: Path, n_complete: int) -> None:
     tmp = progress.with_name(progress.name + ".tmp")
     tmp.write_text(json.dumps({"images_complete": n_complete}))
     os.replace(tmp, progress)
+
+
+def begin_store(store: str | Path, prov: ProvenanceAttrs, template: Callable[[], xr.Dataset]) -> int:
+    """Start or resume writing ``<store>.partial``; the first image still to write.
+
+    A partial store whose attributes hold the same provenance resumes after its last complete
+    batch; anything else (no progress file, unreadable store, other provenance) is deleted and
+    the store started afresh from ``template()`` (a lazy Dataset of the full shape and chunking,
+    whose metadata and coordinates ``to_zarr(compute=False)`` writes).
+
+    Raises
+    ------
+    FileExistsError
+        If ``store`` already exists (a complete store is never overwritten).
+    """
+    store = Path(store)
+    if store.exists():
+        raise FileExistsError(f"store {store} already exists; delete it to extract again")
+    partial, progress = partial_path(store), progress_path(store)
+    start = _read_progress(partial, progress, prov)
+    if start < 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        template().to_zarr(partial, compute=False, mode="w", consolidated=False)
+        _write_progress(progress, 0)
+        return 0
+    if start:
+        log.info("resuming %s after %d images", partial, start)
+    return start
+
+
+def write_batch(store: str | Path, batch: xr.Dataset, first: int, last: int) -> None:
+    """Write images ``first:last`` of the partial store (a region write), then record them complete."""
+    batch.to_zarr(partial_path(store), region={"image": slice(first, last)}, consolidated=False)
+    _write_progress(progress_path(store), last)
+
+
+def publish_store(store: str | Path) -> Path:
+    """Publish a finished partial store by a rename, so a store that exists is complete."""
+    store = Path(store)
+    # Without the progress file a leftover partial store restarts from scratch, so dropping it
+    # before the rename never lets an incomplete store pass for a complete one.
+    progress_path(store).unlink()
+    os.replace(partial_path(store), store)
+    return store
 
 
 def activations_batch(model, capture, pixels_NCHW: torch.Tensor, reductions, save_tokens: bool, n_prefix_tokens: int) -> xr.Dataset:
@@ -261,31 +315,21 @@ def extract(
         open_clip_version=open_clip.__version__,
         torch_version=torch.__version__,
     )
-    partial, progress = partial_path(store), progress_path(store)
-    start = _read_progress(partial, progress, prov)
     n_images = dataset.n_images
-    if start < 0:
-        shutil.rmtree(partial, ignore_errors=True)
-        layout = {"n_prefix_tokens": blocks.n_prefix_tokens, "grid_rows": blocks.grid[0], "grid_cols": blocks.grid[1]}
-        embed_dim = int(model.visual.output_dim)
-        store_template(n_images, layers, blocks.n_tokens, blocks.width, embed_dim, batch_size, prov, layout).to_zarr(
-            partial, compute=False, mode="w", consolidated=False
-        )
-        _write_progress(progress, 0)
-        start = 0
-    elif start:
-        log.info("resuming %s after %d of %d images", partial, start, n_images)
+    layout = {"n_prefix_tokens": blocks.n_prefix_tokens, "grid_rows": blocks.grid[0], "grid_cols": blocks.grid[1]}
+    embed_dim = int(model.visual.output_dim)
+    start = begin_store(
+        store,
+        prov,
+        lambda: store_template(n_images, layers, blocks.n_tokens, blocks.width, embed_dim, batch_size, prov, layout),
+    )
     with capture_mlp_outputs(model, layers) as capture, torch.inference_mode():
         for first in tqdm(range(start, n_images, batch_size), desc=f"extract {spec.name}", mininterval=10):
             last = min(first + batch_size, n_images)
             pixels = models.preprocess_images(dataset.images[first:last], preprocess).to(torch_device)
             batch = activations_batch(model, capture, pixels, reductions, save_tokens, blocks.n_prefix_tokens)
-            batch.to_zarr(partial, region={"image": slice(first, last)}, consolidated=False)
-            _write_progress(progress, last)
-    # Without the progress file a leftover partial store restarts from scratch, so dropping it
-    # before the rename never lets an incomplete store pass for a complete one.
-    progress.unlink()
-    os.replace(partial, store)
+            write_batch(store, batch, first, last)
+    publish_store(store)
     log.info("published %s (%d images, layers %s)", store, n_images, layers)
     return store
 
