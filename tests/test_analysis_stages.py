@@ -51,8 +51,23 @@ def test_pointing_row():
 
 def test_summarise_per_prompt_type():
     rows = []
-    for prompt_type, target, hit in (("correct", 0.6, 1.0), ("correct", 0.4, 0.0), ("swapped", 0.2, 0.0), ("absent", 0.1, np.nan)):
-        rows.append({"prompt_type": prompt_type, "score": target, "target": target, "lure": 0.1, "other": 0.1, "background": 0.1, "hit": hit})
+    for prompt_type, target, hit in (
+        ("correct", 0.6, 1.0),
+        ("correct", 0.4, 0.0),
+        ("swapped", 0.2, 0.0),
+        ("absent", 0.1, np.nan),
+    ):
+        rows.append(
+            {
+                "prompt_type": prompt_type,
+                "score": target,
+                "target": target,
+                "lure": 0.1,
+                "other": 0.1,
+                "background": 0.1,
+                "hit": hit,
+            }
+        )
     summary = summarise(pd.DataFrame(rows)).set_index("prompt_type")
     assert list(summary.index) == ["correct", "swapped", "absent"]
     assert summary.loc["correct", "target"] == pytest.approx(0.5) and summary.loc["correct", "hit_rate"] == 0.5

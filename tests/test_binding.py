@@ -93,7 +93,9 @@ def test_absent_foils_name_a_missing_value_and_change_one_object():
         shape = task_prompts(scene, "absent_shape", rng)
         (j,) = shape["objects"]
         assert shape["foil"].split(" and ")[j].split()[2] in {"pentagon", "hexagon"}
-    all_shapes = [{"colour": c, "shape": s, "position": p} for c, s, p in zip(shapes.COLOURS, shapes.SHAPES, shapes.POSITIONS)]
+    all_shapes = [
+        {"colour": c, "shape": s, "position": p} for c, s, p in zip(shapes.COLOURS, shapes.SHAPES, shapes.POSITIONS)
+    ]
     assert task_prompts(all_shapes, "absent_shape", rng) is None
     assert task_prompts(all_shapes, "absent_colour", rng)["foil"].count("yellow") == 1
 

@@ -27,15 +27,26 @@ def fake_cifar(tmp_path, monkeypatch):
     folder = tmp_path / CIFAR10.base_folder
     folder.mkdir()
     rng = np.random.default_rng(0)
-    sizes = {"data_batch_1": 4, "data_batch_2": 4, "data_batch_3": 4, "data_batch_4": 4, "data_batch_5": 4, "test_batch": 12}
+    sizes = {
+        "data_batch_1": 4,
+        "data_batch_2": 4,
+        "data_batch_3": 4,
+        "data_batch_4": 4,
+        "data_batch_5": 4,
+        "test_batch": 12,
+    }
     for name, n in sizes.items():
         labels = rng.integers(0, 10, size=n).tolist()
         data = np.repeat(np.asarray(labels, dtype=np.uint8)[:, None], 3 * 32 * 32, axis=1)
         with open(folder / name, "wb") as fh:
-            pickle.dump({"batch_label": name, "labels": labels, "data": data, "filenames": [f"{i}.png" for i in range(n)]}, fh)
+            pickle.dump(
+                {"batch_label": name, "labels": labels, "data": data, "filenames": [f"{i}.png" for i in range(n)]}, fh
+            )
     with open(folder / "batches.meta", "wb") as fh:
         pickle.dump({"label_names": CLASSES, "num_cases_per_batch": 4, "num_vis": 3072}, fh)
-    monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", _md5(folder / f"data_batch_{i}")] for i in range(1, 6)])
+    monkeypatch.setattr(
+        CIFAR10, "train_list", [[f"data_batch_{i}", _md5(folder / f"data_batch_{i}")] for i in range(1, 6)]
+    )
     monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", _md5(folder / "test_batch")]])
     monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": _md5(folder / "batches.meta")})
     return tmp_path

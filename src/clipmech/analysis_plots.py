@@ -15,7 +15,10 @@ import pandas as pd  # noqa: E402
 from clipmech.plots import TYPE_COLOURS, _save  # noqa: E402
 from clipmech.shapes import COLOURS, RGB, SHAPES  # noqa: E402
 
-SCORE_LABELS = {"S_ratio": "S (ratio: fraction of units with a_f1 + a_f2 > threshold)", "S_joint": "S (joint: mean min(a_f1, a_f2))"}
+SCORE_LABELS = {
+    "S_ratio": "S (ratio: fraction of units with a_f1 + a_f2 > threshold)",
+    "S_joint": "S (joint: mean min(a_f1, a_f2))",
+}
 SEPARABILITY_LABELS = {
     "D": "centroid distance D",
     "M": "misclassification rate M",
@@ -28,7 +31,9 @@ def _statistics_label(correlations: pd.DataFrame, score: str, separability: str)
     lines = []
     for method, symbol in (("pearson", "r"), ("spearman", "rho")):
         row = correlations[
-            (correlations["score"] == score) & (correlations["separability"] == separability) & (correlations["method"] == method)
+            (correlations["score"] == score)
+            & (correlations["separability"] == separability)
+            & (correlations["method"] == method)
         ].iloc[0]
         lines.append(
             f"{method.capitalize()} {symbol} = {row['statistic']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}], "
@@ -38,7 +43,12 @@ def _statistics_label(correlations: pd.DataFrame, score: str, separability: str)
 
 
 def superposition_scatter(
-    pairs: pd.DataFrame, correlations: pd.DataFrame, separability: str, variance_kept: float, title: str, path: str | Path
+    pairs: pd.DataFrame,
+    correlations: pd.DataFrame,
+    separability: str,
+    variance_kept: float,
+    title: str,
+    path: str | Path,
 ) -> None:
     """Superposition score against separability, one panel per score and embedding space.
 
@@ -65,11 +75,15 @@ def superposition_scatter(
             ax = axes[r, c]
             ok = pairs[np.isfinite(pairs[score]) & np.isfinite(pairs[column])]
             for kind, group in ok.groupby("type"):
-                ax.scatter(group[score], group[column], s=22, color=TYPE_COLOURS.get(kind, "0.4"), label=f"{kind} pairs")
+                ax.scatter(
+                    group[score], group[column], s=22, color=TYPE_COLOURS.get(kind, "0.4"), label=f"{kind} pairs"
+                )
             if len(ok) >= 2 and np.ptp(ok[score]) > 0:
                 slope, intercept = np.polyfit(ok[score], ok[column], 1)
                 xs = np.linspace(ok[score].min(), ok[score].max(), 50)
-                ax.plot(xs, slope * xs + intercept, color="k", lw=1.2, label=_statistics_label(correlations, score, column))
+                ax.plot(
+                    xs, slope * xs + intercept, color="k", lw=1.2, label=_statistics_label(correlations, score, column)
+                )
             ax.set_xlabel(SCORE_LABELS[score], fontsize=8)
             ax.set_ylabel(f"{SEPARABILITY_LABELS[separability]} ({space_label})", fontsize=8)
             ax.legend(fontsize=6.5, frameon=False, loc="best")
@@ -92,9 +106,24 @@ def binding_accuracy(accuracy: pd.DataFrame, title: str, path: str | Path) -> No
         rows = per_count[per_count["task"] == task]
         counts = rows["n_objects"].astype(int).to_numpy()
         yerr = np.vstack([rows["accuracy"] - rows["ci_low"], rows["ci_high"] - rows["accuracy"]])
-        ax.errorbar(counts + 0.06 * (t - len(tasks) / 2), rows["accuracy"], yerr=yerr, marker="o", ms=4, capsize=2, label=task, color=f"C{t}")
+        ax.errorbar(
+            counts + 0.06 * (t - len(tasks) / 2),
+            rows["accuracy"],
+            yerr=yerr,
+            marker="o",
+            ms=4,
+            capsize=2,
+            label=task,
+            color=f"C{t}",
+        )
         row = overall[overall["task"] == task].iloc[0]
-        bar_ax.bar(t, row["accuracy"], color=f"C{t}", yerr=[[row["accuracy"] - row["ci_low"]], [row["ci_high"] - row["accuracy"]]], capsize=3)
+        bar_ax.bar(
+            t,
+            row["accuracy"],
+            color=f"C{t}",
+            yerr=[[row["accuracy"] - row["ci_low"]], [row["ci_high"] - row["accuracy"]]],
+            capsize=3,
+        )
     for axis in (ax, bar_ax):
         axis.axhline(0.5, color="0.5", ls="--", lw=1)
         axis.set_ylim(0, 1.02)
@@ -136,7 +165,9 @@ def gradcam_rows(
     fig, axes = plt.subplots(n_rows, n_prompts + 1, figsize=(2.1 * (n_prompts + 1), 2.3 * n_rows), squeeze=False)
     for n in range(n_rows):
         axes[n, 0].imshow(images_NHW3[n])
-        axes[n, 0].set_title("binding failed" if failed_N[n] else "binding correct", fontsize=8, color="C3" if failed_N[n] else "C2")
+        axes[n, 0].set_title(
+            "binding failed" if failed_N[n] else "binding correct", fontsize=8, color="C3" if failed_N[n] else "C2"
+        )
         for p in range(n_prompts):
             ax = axes[n, p + 1]
             ax.imshow(images_NHW3[n])
@@ -165,8 +196,15 @@ def tsne_shapes(xy_N2: np.ndarray, labels: pd.DataFrame, title: str, path: str |
         axes[1].scatter(*xy_N2[keep].T, s=18, color=f"C{s}", marker=SHAPE_MARKERS[shape], label=shape)
     counts = labels["n_objects"].to_numpy()
     for c, count in enumerate(np.unique(counts)):
-        axes[2].scatter(*xy_N2[counts == count].T, s=10, color=plt.cm.viridis(c / max(1, len(np.unique(counts)) - 1)), label=f"{count}")
-    for ax, heading in zip(axes, ("colour (single-object images)", "shape (single-object images)", "objects per image")):
+        axes[2].scatter(
+            *xy_N2[counts == count].T,
+            s=10,
+            color=plt.cm.viridis(c / max(1, len(np.unique(counts)) - 1)),
+            label=f"{count}",
+        )
+    for ax, heading in zip(
+        axes, ("colour (single-object images)", "shape (single-object images)", "objects per image")
+    ):
         ax.set_title(heading, fontsize=9)
         ax.legend(fontsize=7, frameon=False, markerscale=1.2, loc="best")
         ax.set_xticks([])

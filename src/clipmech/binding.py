@@ -182,7 +182,11 @@ def task_prompts(objects: Sequence[dict], task: str, rng: np.random.Generator) -
         if not pairs:
             return None
         i, j = pairs[rng.integers(len(pairs))]
-        return {"correct": correct, "foil": describe(_swapped(objects, spec.attribute, i, j), spec.described), "objects": (i, j)}
+        return {
+            "correct": correct,
+            "foil": describe(_swapped(objects, spec.attribute, i, j), spec.described),
+            "objects": (i, j),
+        }
     absent = [v for v in _VALUES[spec.attribute] if v not in {obj[spec.attribute] for obj in objects}]
     if not absent:
         return None
@@ -195,7 +199,9 @@ def task_prompts(objects: Sequence[dict], task: str, rng: np.random.Generator) -
 def _scenes(objects: pd.DataFrame, min_objects: int) -> list[tuple[int, list[dict]]]:
     """(image_id, objects in object-id order) of the images with at least ``min_objects`` objects."""
     table = objects[objects["n_objects"] >= min_objects].sort_values(["image_id", "object_id"])
-    return [(int(image_id), group[list(ATTRIBUTES)].to_dict("records")) for image_id, group in table.groupby("image_id")]
+    return [
+        (int(image_id), group[list(ATTRIBUTES)].to_dict("records")) for image_id, group in table.groupby("image_id")
+    ]
 
 
 def binding_trials(objects: pd.DataFrame, tasks: Sequence[str], rng: np.random.Generator) -> pd.DataFrame:
@@ -234,7 +240,13 @@ def binding_trials(objects: pd.DataFrame, tasks: Sequence[str], rng: np.random.G
             prompts = task_prompts(scene, task, rng)
             if prompts is not None:
                 rows.append(
-                    {"image_id": image_id, "n_objects": len(scene), "task": task, "correct": prompts["correct"], "foil": prompts["foil"]}
+                    {
+                        "image_id": image_id,
+                        "n_objects": len(scene),
+                        "task": task,
+                        "correct": prompts["correct"],
+                        "foil": prompts["foil"],
+                    }
                 )
     return pd.DataFrame(rows, columns=["image_id", "n_objects", "task", "correct", "foil"])
 

@@ -82,7 +82,9 @@ def shapes_labels(objects: pd.DataFrame, n_images: int) -> pd.DataFrame:
     return table
 
 
-def load_cifar10(root: str, split: str, n_images: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def load_cifar10(
+    root: str, split: str, n_images: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """A seeded random subset of a local CIFAR-10 copy, read by torchvision (no download).
 
     Parameters

@@ -38,12 +38,17 @@ def binding_benchmark(
     trials = binding.binding_trials(data.objects, params["tasks"], np.random.default_rng(seed))
     emb_NE = torch.from_numpy(extract.open_store(store)["embedding"].values)
     if emb_NE.shape[0] != data.n_images:
-        raise ValueError(f"store {store} holds {emb_NE.shape[0]} embeddings but dataset {dataset_dir} has {data.n_images} images")
+        raise ValueError(
+            f"store {store} holds {emb_NE.shape[0]} embeddings but dataset {dataset_dir} has {data.n_images} images"
+        )
     torch_device = extract.resolve_device(device)
     model, _, tokenizer = models.load(models.model_spec({name: model_entry}, name), torch_device)
     prompts = sorted(set(trials["correct"]) | set(trials["foil"]))
     text_PE = torch.cat(
-        [models.encode_text(model, tokenizer, prompts[i : i + batch_size], torch_device).cpu() for i in range(0, len(prompts), batch_size)]
+        [
+            models.encode_text(model, tokenizer, prompts[i : i + batch_size], torch_device).cpu()
+            for i in range(0, len(prompts), batch_size)
+        ]
     )
     row = {prompt: p for p, prompt in enumerate(prompts)}
     image_TE = emb_NE[trials["image_id"].to_numpy()]

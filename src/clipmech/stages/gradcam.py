@@ -39,7 +39,12 @@ def pointing_row(map_HW: np.ndarray, mask_HW: np.ndarray, target: int, lure: int
         other object, 0.0 otherwise, NaN for an all-zero map.
     """
     game = gradcam.energy_pointing_game(map_HW, mask_HW, [target], [lure])
-    row = {"target": game["target"], "lure": game["distractor"], "other": game["other"], "background": game["background"]}
+    row = {
+        "target": game["target"],
+        "lure": game["distractor"],
+        "other": game["other"],
+        "background": game["background"],
+    }
     row["total_energy"] = game["total_energy"]
     others = [int(i) for i in np.unique(mask_HW) if i not in (0, target)]
     if game["total_energy"] > 0:
@@ -113,9 +118,15 @@ def gradcam_binding(
         prompts = [choice["prompts"][t] for t in binding.GRADCAM_PROMPT_TYPES]
         pixels = models.preprocess_images(data.images[image_id : image_id + 1], preprocess).to(torch_device)
         result = gradcam.gradcam(
-            model, pixels, models.encode_text(model, tokenizer, prompts, torch_device), target=params["target"], score=params["score"]
+            model,
+            pixels,
+            models.encode_text(model, tokenizer, prompts, torch_device),
+            target=params["target"],
+            score=params["score"],
         )
-        maps_PHW = F.interpolate(torch.from_numpy(result.maps_NPHW), size=size, mode="bilinear", align_corners=False)[0].numpy()
+        maps_PHW = F.interpolate(torch.from_numpy(result.maps_NPHW), size=size, mode="bilinear", align_corners=False)[
+            0
+        ].numpy()
         for p, prompt_type in enumerate(binding.GRADCAM_PROMPT_TYPES):
             rows.append(
                 {
@@ -142,7 +153,11 @@ def gradcam_binding(
     margin_N = (scores["correct"] - scores["swapped"]).to_numpy()
     log.info(
         "Grad-CAM at %s (%s) on %d images; correct prompt preferred over swapped on %.2f of them:\n%s",
-        result.layer, params["score"], len(images), np.mean(margin_N > 0), summary.to_string(),
+        result.layer,
+        params["score"],
+        len(images),
+        np.mean(margin_N > 0),
+        summary.to_string(),
     )
     index, failed = binding.select_examples(margin_N, params["n_figure_rows"])
     prompts_NP = [pointing.loc[pointing["image_id"] == images[i], "prompt"].tolist() for i in index]

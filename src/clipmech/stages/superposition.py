@@ -36,11 +36,17 @@ def superposition_separability(
     """
     affinity_UF = read_affinities(units)
     if params["n_units"] > len(affinity_UF):
-        log.warning("superposition.n_units = %d but the model has %d units: using all of them", params["n_units"], len(affinity_UF))
+        log.warning(
+            "superposition.n_units = %d but the model has %d units: using all of them",
+            params["n_units"],
+            len(affinity_UF),
+        )
     data = datasets.load(dataset_dir)
     emb_NE = extract.open_store(store)["embedding"].values
     if emb_NE.shape[0] != data.n_images:
-        raise ValueError(f"store {store} holds {emb_NE.shape[0]} embeddings but dataset {dataset_dir} has {data.n_images} images")
+        raise ValueError(
+            f"store {store} holds {emb_NE.shape[0]} embeddings but dataset {dataset_dir} has {data.n_images} images"
+        )
     split_rng, bootstrap_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     pairs = superposition.superposition_pair_table(
         affinity_UF,
@@ -66,9 +72,17 @@ def superposition_separability(
     for key, table in (("pairs", pairs), ("correlations", correlations)):
         Path(out[key]).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out[key], sep="\t", index=False, float_format="%.6g")
-    log.info("%d of %d pairs measurable; correlations:\n%s", (pairs["status"] == "ok").sum(), len(pairs), correlations.to_string())
+    log.info(
+        "%d of %d pairs measurable; correlations:\n%s",
+        (pairs["status"] == "ok").sum(),
+        len(pairs),
+        correlations.to_string(),
+    )
     n_units = int(pairs["n_units"].iloc[0])
-    for key, separability, claim in (("distance", "D", "embeddings closer"), ("misclassification", "M", "more misclassification")):
+    for key, separability, claim in (
+        ("distance", "D", "embeddings closer"),
+        ("misclassification", "M", "more misclassification"),
+    ):
         analysis_plots.superposition_scatter(
             pairs,
             correlations,
