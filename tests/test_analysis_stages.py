@@ -73,3 +73,32 @@ def test_summarise_per_prompt_type():
     assert summary.loc["correct", "target"] == pytest.approx(0.5) and summary.loc["correct", "hit_rate"] == 0.5
     assert summary.loc["correct", "n_prompts"] == 2 and summary.loc["absent", "n_zero_maps"] == 1
     assert np.isnan(summary.loc["absent", "hit_rate"])
+
+
+@pytest.mark.parametrize(
+    "architecture, layer", [("clipmech-vit-tiny", "resblocks.1.input"), ("clipmech-rn-tiny", "layer4")]
+)
+def test_gradcam_stage_on_random_weights(tiny_dataset, tmp_path, architecture, layer, caplog):
+    from clipmech.stages.gradcam import gradcam_binding
+
+    out = {
+        name: str(tmp_path / f"{name}.{ext}")
+        for name, ext in (("pointing", "tsv"), ("summary", "tsv"), ("figure", "png"))
+    }
+    params = {"n_images": 3, "target": None, "score": "cosine", "n_figure_rows": 2}
+    model = {"architecture": architecture, "pretrained": None}
+    with caplog.at_level("INFO"):
+        gradcam_binding("random", model, str(tiny_dataset), out, params, seed=0, device="cpu", threads=1, label="test")
+    assert f"Grad-CAM at {layer}" in caplog.text
+    pointing = pd.read_csv(out["pointing"], sep="\t")
+    assert len(pointing) == 3 * 3 and pointing["n_objects"].min() >= 2
+    assert all(
+        types == ["correct", "swapped", "absent"] for types in pointing.groupby("image_id")["prompt_type"].apply(list)
+    )
+    mapped = pointing[pointing["total_energy"] > 0]  # an all-zero map (random weights) has no fractions
+    assert len(mapped) >= 6 and pointing.loc[pointing["total_energy"] == 0, "hit"].isna().all()
+    np.testing.assert_allclose(
+        mapped[["target", "lure", "other", "background"]].sum(axis=1), 1.0, atol=1e-5
+    )  # 6 digits
+    assert (pointing["target_object"] != pointing["lure_object"]).all()
+    assert (tmp_path / "figure.png").stat().st_size > 1000
