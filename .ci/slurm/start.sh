@@ -143,7 +143,9 @@ fi
 
 # --- slurm.conf for this machine ---------------------------------------------
 host="$(hostname -s)"
-cpus="$(nproc)"
+# nproc honours OMP_NUM_THREADS / OMP_THREAD_LIMIT (`make test` sets OMP_NUM_THREADS=1), which
+# would give the node 1 CPU and leave every 2-thread job pending forever (PartitionConfig).
+cpus="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"
 mem_total_mb=$(($(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024))
 real_mem_mb=$((mem_total_mb - MEM_MARGIN_MB))
 ((real_mem_mb >= 1024)) || fail "only ${mem_total_mb} MB of memory; need margin ${MEM_MARGIN_MB} MB + 1024 MB"
