@@ -9,6 +9,7 @@ import torch
 
 import clipmech.models  # noqa: F401  (registers clipmech's model configs with open_clip)
 from clipmech import shapes
+from snakemake_cli import TINY, snakemake
 
 
 @pytest.fixture(autouse=True)
@@ -31,3 +32,15 @@ def tiny_vit():
     torch.manual_seed(0)
     model, _, preprocess = open_clip.create_model_and_transforms("clipmech-vit-tiny", pretrained=None)
     return model.eval(), preprocess
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The working directory of one finished run of the whole DAG on tests/config/tiny.yaml.
+
+    Shared by the integration tests that only read it or dry-run against it; a test that runs jobs
+    in it must copy it first.
+    """
+    workdir = tmp_path_factory.mktemp("tiny-run")
+    snakemake("--cores", "2", "--configfile", TINY, workdir=workdir)
+    return workdir
