@@ -60,6 +60,7 @@ N_SIDES = {"triangle": 3, "square": 4, "pentagon": 5, "hexagon": 6}
 STREAM_DATASET = 0
 STREAM_TRAIN = 1
 STREAM_HELDOUT = 2
+STREAM_SHIFT = 3
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,65 @@ def sample_objects(
     return objects
 
 
+def sample_objects_with(
+    rng: np.random.Generator,
+    n_objects: int,
+    image_size: int,
+    present: dict[str, bool],
+    distinct_attributes: bool = True,
+) -> list[dict]:
+    """Draw a scene in which given colours and shapes are present or absent.
+
+    Draws :func:`sample_objects`, then recolours (reshapes) objects: a feature that must be
+    present and is missing is given to a random object whose value is not itself required; a
+    feature that must be absent is replaced on every object holding it by a random value that is
+    neither absent-required nor (with ``distinct_attributes``) already in the scene. Used for
+    splits whose concept shares are known (distribution-shift monitoring, methods.md Sec. 5).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    n_objects, image_size : int
+        As in :func:`sample_objects`.
+    present : dict of str to bool
+        Colour or shape names (from ``COLOURS`` and ``SHAPES``) that must be present (True) or
+        absent (False).
+    distinct_attributes : bool
+
+    Returns
+    -------
+    list of dict
+        As :func:`sample_objects`.
+
+    Raises
+    ------
+    ValueError
+        If a key is not a colour or shape, or the constraints cannot hold in ``n_objects`` objects
+        (more required features of one attribute than objects, or too few allowed values left).
+    """
+    unknown = sorted(set(present) - set(COLOURS) - set(SHAPES))
+    if unknown:
+        raise ValueError(f"present names unknown features {unknown}; allowed: colours {COLOURS} and shapes {SHAPES}")
+    objects = sample_objects(rng, n_objects, image_size, distinct_attributes)
+    for attribute, values in (("colour", COLOURS), ("shape", SHAPES)):
+        required = [f for f in values if present.get(f) is True]
+        banned = {f for f in values if present.get(f) is False}
+        if len(required) > n_objects:
+            raise ValueError(f"{len(required)} {attribute}s {required} must be present but the scene has {n_objects} objects")
+        for feature in required:
+            if feature not in [obj[attribute] for obj in objects]:
+                free = [i for i, obj in enumerate(objects) if obj[attribute] not in required]
+                objects[free[rng.integers(len(free))]][attribute] = feature
+        for obj in objects:
+            if obj[attribute] in banned:
+                taken = {o[attribute] for o in objects} if distinct_attributes else set()
+                allowed = [v for v in values if v not in banned and v not in taken]
+                if not allowed:
+                    raise ValueError(f"no {attribute} is left for an object once {sorted(banned)} are excluded")
+                obj[attribute] = allowed[rng.integers(len(allowed))]
+    return objects
+
+
 def stream(seed: int, stream_id: int) -> np.random.Generator:
     """The generator of one named stream (dataset, training, held-out) of a seed."""
     return np.random.default_rng(np.random.SeedSequence([seed, stream_id]))
@@ -213,6 +273,29 @@ def synthesize(spec: ShapesSpec) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
             images[image_id], masks[image_id] = draw_scene(objects, spec.image_size)
             rows.extend(_object_rows(image_id, objects, masks[image_id]))
             image_id += 1
+    return images, masks, pd.DataFrame(rows)
+
+
+def render_scenes(scenes: list[list[dict]], image_size: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Render given scenes into images, instance masks and the object table, as :func:`synthesize` does.
+
+    Parameters
+    ----------
+    scenes : list of object lists
+        From :func:`sample_objects` or :func:`sample_objects_with`; scene i becomes image i.
+    image_size : int
+
+    Returns
+    -------
+    images_NHW3, masks_NHW, objects
+        As :func:`synthesize`.
+    """
+    images = np.empty((len(scenes), image_size, image_size, 3), dtype=np.uint8)
+    masks = np.empty((len(scenes), image_size, image_size), dtype=np.uint8)
+    rows = []
+    for image_id, objects in enumerate(scenes):
+        images[image_id], masks[image_id] = draw_scene(objects, image_size)
+        rows.extend(_object_rows(image_id, objects, masks[image_id]))
     return images, masks, pd.DataFrame(rows)
 
 
