@@ -1,0 +1,297 @@
+"""Neuron-head pairs vs neurons vs heads: rank-1 check, mean-ablation and sparse-direction curves.
+
+methods.md Sec. 5 (neuron-attention paper Sec. 4.1, Figs. 1-2, Table 1, App. A.2). All functions
+work on the scalars s_{n,h} (N, H, C) and directions u_{n,h} (H, C, E) of
+:mod:`clipmech.decomposition`; contributions are never materialised for all pairs at once.
+
+Zero-shot evaluation (our choice for Shapes, documented in the config schema): the attribute
+tasks of :mod:`clipmech.zeroshot` (colour 6-way, shape 5-way, position 5-way, prompts from
+:func:`clipmech.zeroshot.attribute_prompts`) on the single-object images of the analysed
+dataset. The ranking (mean contribution norms) and the ablation means are computed over all
+analysed images without labels, so the overlap of the evaluation images with that reference set
+leaks no label information (the paper draws both from ImageNet, means from 1000 test images).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from clipmech import decomposition as dec
+
+LEVELS = ("pair", "neuron", "head")
+
+
+@dataclass(frozen=True)
+class ZeroShotTask:
+    """One zero-shot classification task on a set of images.
+
+    Attributes
+    ----------
+    name : str
+        E.g. ``colour``.
+    classes : tuple of str
+    text_KE : ndarray, shape (K, E)
+        Prompt embeddings, one per class (normalised or not).
+    images : ndarray of int, shape (M,)
+        Indices (into the analysed images) of the evaluated images.
+    truth_M : ndarray of int, shape (M,)
+        True class index per evaluated image.
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    text_KE: np.ndarray
+    images: np.ndarray
+    truth_M: np.ndarray
+
+
+def zero_shot_accuracy(y_NE: np.ndarray, task: ZeroShotTask) -> float:
+    """Accuracy of cosine zero-shot classification of the task's images from outputs ``y``.
+
+    Parameters
+    ----------
+    y_NE : ndarray, shape (N, E)
+        Image embeddings of all analysed images (normalisation does not matter); the task's
+        ``images`` index into it.
+    task : ZeroShotTask
+
+    Returns
+    -------
+    float in [0, 1]; NaN if the task has no images.
+    """
+    if len(task.images) == 0:
+        return float("nan")
+    y = y_NE[task.images]
+    y = y / np.linalg.norm(y, axis=1, keepdims=True)
+    z = task.text_KE / np.linalg.norm(task.text_KE, axis=1, keepdims=True)
+    return float(np.mean(np.argmax(y @ z.T, axis=1) == task.truth_M))
+
+
+def component_scores(s_NHC: np.ndarray, u_HCE: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean contribution norms of every pair, neuron and head over the reference images.
+
+    The ranking of the mean-ablation (methods.md Sec. 5: "ranked by mean norm"): pair
+    ||c_{n,h}|| = |s_{n,h}| ||u_{n,h}||, neuron ||sum_h s_{n,h} u_{n,h}||, head
+    ||sum_n s_{n,h} u_{n,h}||, each averaged over images.
+
+    Returns
+    -------
+    dict
+        ``pair`` (H, C), ``neuron`` (C,), ``head`` (H,), float64.
+    """
+    return {
+        "pair": dec.pair_contribution_norms(s_NHC, dec.direction_norms(u_HCE)).mean(axis=0),
+        "neuron": dec.neuron_contribution_norms(s_NHC, dec.neuron_gram(u_HCE)).mean(axis=0),
+        "head": np.linalg.norm(dec.head_contributions(s_NHC, u_HCE), axis=-1).mean(axis=0),
+    }
+
+
+def ablation_curves(
+    s_NHC: np.ndarray,
+    u_HCE: np.ndarray,
+    bias_E: np.ndarray,
+    scores: dict[str, np.ndarray],
+    fractions: Sequence[float],
+    tasks: Sequence[ZeroShotTask],
+    chunk_size: int = 256,
+) -> pd.DataFrame:
+    """Zero-shot accuracy vs fraction of components kept, the rest mean-ablated (paper Fig. 1).
+
+    For each level (pair, neuron, head) and fraction f, keeps the round(f * count) components
+    with the highest score and replaces every other one by its mean over all images of ``s_NHC``
+    (:func:`clipmech.decomposition.mean_ablate`), then scores the ablated outputs.
+
+    Parameters
+    ----------
+    s_NHC : ndarray, shape (N, H, C)
+        Scalars of all analysed images (the reference set of the means).
+    u_HCE : ndarray, shape (H, C, E)
+    bias_E : ndarray, shape (E,)
+    scores : dict
+        From :func:`component_scores`.
+    fractions : sequence of float in [0, 1]
+    tasks : sequence of ZeroShotTask
+    chunk_size : int
+        Images per matrix product.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns level, fraction, n_kept, n_components, task, accuracy; one row per level x
+        fraction x task.
+    """
+    s_mean_HC = s_NHC.mean(axis=0)
+    evaluated = np.unique(np.concatenate([task.images for task in tasks]))
+    s_eval = s_NHC[evaluated]
+    position = {image: i for i, image in enumerate(evaluated)}
+    local = [
+        ZeroShotTask(t.name, t.classes, t.text_KE, np.array([position[i] for i in t.images], dtype=np.intp), t.truth_M)
+        for t in tasks
+    ]
+    rows = []
+    for level in LEVELS:
+        score = scores[level]
+        for fraction in fractions:
+            keep = dec.top_fraction_mask(score, float(fraction))
+            y_NE = dec.mean_ablate(s_eval, u_HCE, bias_E, keep, level=level, s_mean_HC=s_mean_HC, chunk_size=chunk_size)
+            for task in local:
+                rows.append(
+                    {
+                        "level": level,
+                        "fraction": float(fraction),
+                        "n_kept": int(keep.sum()),
+                        "n_components": int(keep.size),
+                        "task": task.name,
+                        "accuracy": zero_shot_accuracy(y_NE, task),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def pair_rank_one(s_NHC: np.ndarray, u_HCE: np.ndarray, heads_K: np.ndarray, neurons_K: np.ndarray, top_k: int = 50) -> pd.DataFrame:
+    """First principal component of each chosen pair's contributions vs its direction u_{n,h}.
+
+    methods.md Sec. 5 test / paper App. A.2: the PC of c_{n,h} over the ``top_k`` images with the
+    largest norm; since c_{n,h} = s_{n,h} u_{n,h}, |cos(PC, u)| must be ~1 (uncentred PC; the
+    centred one is used for the explained fraction as in the paper's PCA). Pairs whose
+    contribution vanishes on every image get NaN.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns head, neuron, cos_pc_u (|cos| of the uncentred first PC with u), explained
+        (variance fraction of the centred first PC).
+    """
+    rows = []
+    for h, n in zip(np.asarray(heads_K), np.asarray(neurons_K)):
+        c_NE = dec.pair_contributions(s_NHC, u_HCE, [h], [n])[:, 0]
+        u = u_HCE[h, n]
+        if not np.any(c_NE) or not np.any(u):
+            rows.append({"head": int(h), "neuron": int(n), "cos_pc_u": np.nan, "explained": np.nan})
+            continue
+        pc, _ = dec.top_norm_principal_components(c_NE, top_k=top_k, center=False)
+        _, explained = dec.top_norm_principal_components(c_NE, top_k=top_k)
+        rows.append(
+            {
+                "head": int(h),
+                "neuron": int(n),
+                "cos_pc_u": abs(float(pc[0] @ u) / float(np.linalg.norm(u))),
+                "explained": float(explained[0]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def neuron_directions(s_NHC: np.ndarray, u_HCE: np.ndarray, neurons_K: np.ndarray, top_k: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """First principal component of each chosen neuron's contributions c_n (paper Sec. 4.1, A.2).
+
+    c_n = sum_h s_{n,h} u_{n,h} spans up to H directions; its PC over the ``top_k`` images with the
+    largest ||c_n|| is the neuron's rank-1 approximation direction (the baseline of the paper's
+    Table 1 and Fig. 2).
+
+    Returns
+    -------
+    v_KE : ndarray, shape (K, E)
+        Unit PCs (uncentred, sign towards the mean contribution); zero rows for neurons that
+        never contribute.
+    explained_K : ndarray, shape (K,)
+        Variance fraction of the centred first PC (NaN for silent neurons).
+    """
+    neurons_K = np.asarray(neurons_K, dtype=np.intp)
+    v_KE = np.zeros((len(neurons_K), u_HCE.shape[2]))
+    explained_K = np.full(len(neurons_K), np.nan)
+    for k, n in enumerate(neurons_K):
+        c_NE = dec.neuron_contributions(s_NHC, u_HCE, [n])[:, 0]
+        if not np.any(c_NE):
+            continue
+        pc, _ = dec.top_norm_principal_components(c_NE, top_k=top_k, center=False)
+        _, explained = dec.top_norm_principal_components(c_NE, top_k=top_k)
+        v_KE[k], explained_K[k] = pc[0], explained[0]
+    return v_KE, explained_K
+
+
+def pair_outputs_with_directions(
+    s_NHC: np.ndarray,
+    u_HCE: np.ndarray,
+    bias_E: np.ndarray,
+    keep_HC: np.ndarray,
+    s_mean_HC: np.ndarray,
+    heads_K: np.ndarray,
+    neurons_K: np.ndarray,
+    directions_KE: np.ndarray,
+    chunk_size: int = 256,
+) -> np.ndarray:
+    """Outputs with kept pairs' directions replaced and the other pairs mean-ablated (paper Fig. 2).
+
+    y = sum_{(n,h) kept} s_{n,h} u'_{n,h} + sum_{(n,h) not kept} mean(s_{n,h}) u_{n,h} + bias, with
+    u' = ``directions_KE`` for the listed pairs (e.g. m-sparse text approximations) and u for the
+    other kept pairs.
+
+    Parameters
+    ----------
+    s_NHC : ndarray, shape (N, H, C)
+    u_HCE : ndarray, shape (H, C, E)
+    bias_E : ndarray, shape (E,)
+    keep_HC : ndarray of bool, shape (H, C)
+    s_mean_HC : ndarray, shape (H, C)
+    heads_K, neurons_K : ndarray of int, shape (K,)
+        Pairs whose direction is replaced.
+    directions_KE : ndarray, shape (K, E)
+
+    Returns
+    -------
+    ndarray, shape (N, E)
+    """
+    replaced_HCE = u_HCE.copy()
+    replaced_HCE[np.asarray(heads_K, dtype=np.intp), np.asarray(neurons_K, dtype=np.intp)] = directions_KE
+    return dec.mean_ablate(s_NHC, replaced_HCE, bias_E, keep_HC, level="pair", s_mean_HC=s_mean_HC, chunk_size=chunk_size)
+
+
+def neuron_outputs_rank_one(
+    s_NHC: np.ndarray,
+    u_HCE: np.ndarray,
+    bias_E: np.ndarray,
+    keep_C: np.ndarray,
+    s_mean_HC: np.ndarray,
+    v_KE: np.ndarray,
+    directions_KE: np.ndarray,
+) -> np.ndarray:
+    """Outputs with each kept neuron reduced to one direction, the other neurons mean-ablated.
+
+    For kept neuron n (in index order of ``keep_C``) with PC v_n, c_n is replaced by
+    (c_n . v_n) d_n, where d_n = ``directions_KE`` (v_n itself, or its m-sparse text
+    approximation); ablated neurons contribute their mean (paper Sec. 4.1 neuron baseline,
+    Fig. 2).
+
+    Parameters
+    ----------
+    s_NHC : ndarray, shape (N, H, C)
+    u_HCE : ndarray, shape (H, C, E)
+    bias_E : ndarray, shape (E,)
+    keep_C : ndarray of bool, shape (C,)
+    s_mean_HC : ndarray, shape (H, C)
+    v_KE : ndarray, shape (K, E)
+        Unit PCs of the K kept neurons (:func:`neuron_directions`).
+    directions_KE : ndarray, shape (K, E)
+
+    Returns
+    -------
+    ndarray, shape (N, E)
+
+    Raises
+    ------
+    ValueError
+        If the number of rows of ``v_KE`` or ``directions_KE`` is not the number of kept neurons.
+    """
+    kept = np.flatnonzero(keep_C)
+    if v_KE.shape[0] != len(kept) or directions_KE.shape != v_KE.shape:
+        raise ValueError(f"{len(kept)} neurons are kept but v_KE has shape {v_KE.shape} and directions_KE {directions_KE.shape}")
+    ablated_HC = np.broadcast_to(~keep_C, s_mean_HC.shape)
+    offset_E = bias_E + np.where(ablated_HC, s_mean_HC, 0.0).reshape(-1) @ u_HCE.reshape(-1, u_HCE.shape[2])
+    w_HK = np.einsum("hke,ke->hk", u_HCE[:, kept], v_KE)  # u_{n,h} . v_n
+    p_NK = np.einsum("nhk,hk->nk", s_NHC[:, :, kept], w_HK)  # c_n . v_n
+    return p_NK @ directions_KE + offset_E

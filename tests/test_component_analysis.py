@@ -1,0 +1,106 @@
+"""Mean-ablation curves, rank-1 checks and direction replacement (clipmech.component_analysis)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clipmech import component_analysis as ca
+from clipmech import decomposition as dec
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """s (N, H, C), u (H, C, E), bias with known structure: E = 6, H = 3, C = 5."""
+    rng = np.random.default_rng(0)
+    s_NHC = rng.standard_normal((40, 3, 5)) * np.array([3.0, 1.0, 0.2])[None, :, None]
+    u_HCE = rng.standard_normal((3, 5, 6))
+    bias_E = rng.standard_normal(6)
+    return s_NHC, u_HCE, bias_E
+
+
+def _task(name, text_KE, images, truth):
+    return ca.ZeroShotTask(name, tuple(f"c{k}" for k in range(len(text_KE))), text_KE, np.asarray(images), np.asarray(truth))
+
+
+def test_zero_shot_accuracy_hand_case():
+    y_NE = np.array([[1.0, 0.1], [0.2, 3.0], [5.0, 0.0], [-1.0, 0.0]])
+    task = _task("t", np.array([[2.0, 0.0], [0.0, 1.0]]), [0, 1, 3], [0, 1, 0])  # image 3 is closer to class 1
+    assert ca.zero_shot_accuracy(y_NE, task) == pytest.approx(2 / 3)
+    assert np.isnan(ca.zero_shot_accuracy(y_NE, _task("t", np.eye(2), [], [])))
+
+
+def test_component_scores_are_mean_norms_of_explicit_contributions(toy):
+    s_NHC, u_HCE, _ = toy
+    scores = ca.component_scores(s_NHC, u_HCE)
+    c_NHCE = s_NHC[..., None] * u_HCE[None]
+    np.testing.assert_allclose(scores["pair"], np.linalg.norm(c_NHCE, axis=-1).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(scores["neuron"], np.linalg.norm(c_NHCE.sum(1), axis=-1).mean(0), rtol=1e-10)
+    np.testing.assert_allclose(scores["head"], np.linalg.norm(c_NHCE.sum(2), axis=-1).mean(0), rtol=1e-12)
+    assert np.argmax(scores["head"]) == 0  # head 0 has 3x the scale
+
+
+def test_ablation_curves_end_points(toy):
+    s_NHC, u_HCE, bias_E = toy
+    y_NE = dec.reconstruct_output(s_NHC, u_HCE, bias_E)
+    rng = np.random.default_rng(1)
+    text_KE = rng.standard_normal((4, 6))
+    truth = np.argmax(y_NE @ text_KE.T, axis=1)
+    truth[::3] = (truth[::3] + 1) % 4  # the model is right on 2 of 3 images
+    tasks = [_task("a", text_KE, np.arange(0, 40, 2), truth[::2]), _task("b", text_KE, np.arange(1, 40, 2), truth[1::2])]
+    table = ca.ablation_curves(s_NHC, u_HCE, bias_E, ca.component_scores(s_NHC, u_HCE), [0.0, 0.5, 1.0], tasks, chunk_size=7)
+    assert len(table) == 3 * 3 * 2 and set(table["level"]) == set(ca.LEVELS)
+    full = table[table["fraction"] == 1.0]
+    for task in tasks:
+        expected = ca.zero_shot_accuracy(y_NE, task)
+        assert (full.loc[full["task"] == task.name, "accuracy"] == expected).all()
+    # nothing kept: every image gets the mean output, so all images are predicted the same class
+    mean_class = np.argmax(y_NE.mean(0) @ text_KE.T)
+    for task in tasks:
+        none = table[(table["fraction"] == 0.0) & (table["task"] == task.name)]
+        assert (none["accuracy"] == np.mean(task.truth_M == mean_class)).all()
+    half = table[(table["fraction"] == 0.5)].drop_duplicates("level").set_index("level")["n_kept"]
+    assert half.to_dict() == {"pair": 8, "neuron": 2, "head": 2}  # round(7.5), round(2.5), round(1.5)
+
+
+def test_pair_rank_one_and_neuron_directions(toy):
+    s_NHC, u_HCE, _ = toy
+    table = ca.pair_rank_one(s_NHC, u_HCE, [0, 2, 1], [4, 0, 3], top_k=10)
+    np.testing.assert_allclose(table["cos_pc_u"], 1.0, atol=1e-12)
+    np.testing.assert_allclose(table["explained"], 1.0, atol=1e-12)
+    # a neuron reaching the output through 3 heads with independent scalars is not rank 1
+    v_KE, explained = ca.neuron_directions(s_NHC, u_HCE, [0, 1], top_k=40)
+    np.testing.assert_allclose(np.linalg.norm(v_KE, axis=1), 1.0)
+    assert (explained < 0.99).all()
+    # one head only: rank 1, PC = +-u
+    s_one = s_NHC.copy()
+    s_one[:, 1:] = 0.0
+    v_KE, explained = ca.neuron_directions(s_one, u_HCE, [2], top_k=40)
+    assert abs(v_KE[0] @ u_HCE[0, 2]) / np.linalg.norm(u_HCE[0, 2]) == pytest.approx(1.0)
+    silent = np.zeros_like(s_NHC)
+    v_KE, explained = ca.neuron_directions(silent, u_HCE, [0], top_k=5)
+    assert not v_KE.any() and np.isnan(explained).all()
+
+
+def test_direction_replacement(toy):
+    s_NHC, u_HCE, bias_E = toy
+    rng = np.random.default_rng(2)
+    keep_HC = rng.random((3, 5)) < 0.5
+    s_mean_HC = s_NHC.mean(0)
+    heads, neurons = np.nonzero(keep_HC)
+    exact = ca.pair_outputs_with_directions(s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC, heads, neurons, u_HCE[heads, neurons])
+    np.testing.assert_allclose(exact, dec.mean_ablate(s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC=s_mean_HC), rtol=1e-12)
+    other = rng.standard_normal((len(heads), 6))
+    replaced = ca.pair_outputs_with_directions(s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC, heads, neurons, other)
+    expected = dec.mean_ablate(s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC=s_mean_HC) + s_NHC[:, heads, neurons] @ (other - u_HCE[heads, neurons])
+    np.testing.assert_allclose(replaced, expected, rtol=1e-10, atol=1e-12)
+
+    # neurons whose contributions are exactly rank 1 (one head) are reproduced by their PC
+    s_one = np.zeros_like(s_NHC)
+    s_one[:, 0] = s_NHC[:, 0]
+    keep_C = np.array([True, False, True, True, False])
+    v_KE, _ = ca.neuron_directions(s_one, u_HCE, np.flatnonzero(keep_C), top_k=40)
+    y = ca.neuron_outputs_rank_one(s_one, u_HCE, bias_E, keep_C, s_one.mean(0), v_KE, v_KE)
+    np.testing.assert_allclose(y, dec.mean_ablate(s_one, u_HCE, bias_E, keep_C, level="neuron"), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="kept"):
+        ca.neuron_outputs_rank_one(s_one, u_HCE, bias_E, keep_C, s_one.mean(0), v_KE[:2], v_KE[:2])
