@@ -18,6 +18,7 @@ include: "workflow/rules/superposition.smk"
 include: "workflow/rules/binding.smk"
 include: "workflow/rules/gradcam.smk"
 include: "workflow/rules/tsne.smk"
+include: "workflow/rules/decomposition.smk"
 
 
 rule all:

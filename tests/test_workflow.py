@@ -60,7 +60,7 @@ def test_unknown_model_in_analyses_lists_valid_ones(tmp_path):
     result = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(bad), check=False)
     assert result.returncode != 0
     message = result.stdout + result.stderr
-    assert "vit-q" in message and "configured models are: tiny-vit" in message
+    assert "vit-q" in message and "configured models are: tiny-rn, tiny-vit" in message
 
 
 def test_cifar10_map_only_with_a_local_copy(tmp_path):
@@ -101,6 +101,29 @@ def test_tiny_config_runs_end_to_end(tmp_path):
                    "tsne/tiny-vit/tiny-shapes/tsne.png"):  # fmt: skip
         assert (results / figure).stat().st_size > 1000
     assert not list(results.glob("tsne/tiny-vit/cifar10.*"))  # no local CIFAR-10 configured: skipped
+    decomposition = results / "decomposition/tiny-rn/tiny-shapes"
+    summary = json.loads((decomposition / "summary.json").read_text())
+    assert (summary["n_heads"], summary["n_neurons"], summary["grid"]) == (8, 512, [4, 4])
+    assert summary["reconstruction_rel_err_max"] < 1e-5 and summary["pair_cos_pc_u_min"] > 0.999
+    ablation = pd.read_csv(decomposition / "ablation.tsv", sep="\t")
+    assert len(ablation) == 3 * 3 * 3  # levels x fractions x tasks
+    kept_all = ablation[ablation["fraction"] == 1.0]
+    np.testing.assert_allclose(kept_all["accuracy"], kept_all["model_accuracy"])  # nothing ablated
+    sparse = pd.read_csv(decomposition / "sparse_accuracy.tsv", sep="\t")
+    assert set(sparse["m"].dropna()) == {1, 4} and sparse["accuracy"].between(0, 1).all()
+    assert len(pd.read_csv(decomposition / "class_pairs.tsv", sep="\t")) == 16 * 2  # 16 prompts x 2 pairs
+    registers = pd.read_csv(decomposition / "registers.tsv", sep="\t")
+    assert len(registers) == 512 and registers["sink_token"].nunique() == 1
+    shift = pd.read_csv(decomposition / "shift_splits.tsv", sep="\t")
+    np.testing.assert_allclose(shift["measured_share"], shift["true_share"])  # shares hold by construction
+    miou = pd.read_csv(results / "segmentation/tiny-rn/tiny-shapes/miou.tsv", sep="\t")
+    assert len(miou) == 2 * 4 * 2 and miou["miou"].between(0, 1).all()  # tasks x methods x scorings
+    for figure in ("norms.png", "ablation.png", "sparse_accuracy.png", "attention_sink.png", "shift.png"):
+        assert (decomposition / figure).stat().st_size > 1000
+    for figure in ("heatmaps.png", "masks.png"):
+        assert (results / "segmentation/tiny-rn/tiny-shapes" / figure).stat().st_size > 1000
+    assert not list(results.glob("pascal-context-59/*"))  # no local PASCAL Context configured: skipped
+    assert not list(results.glob("attnpool/**/*.partial"))
     assert not list(results.glob("activations/**/*.partial"))
     # Nothing left to do: a second invocation plans no job.
     assert "Nothing to be done" in snakemake("-n", "--directory", str(tmp_path), "--configfile", str(TINY)).stdout

@@ -15,22 +15,41 @@ def script_code(name):
     return code_hash(SCRIPTS / name)
 
 
-def check_names(kind, requested, configured):
+def check_names(kind, requested, configured, key=None):
     unknown = [name for name in requested if name not in configured]
     if unknown:
         raise ValueError(
-            f"analyses.{kind} names unknown {kind} {unknown}; configured {kind} are: "
+            f"{key or 'analyses.' + kind} names unknown {kind} {unknown}; configured {kind} are: "
             + ", ".join(sorted(configured))
         )
 
 
 check_names("models", config["analyses"]["models"], config["models"])
 check_names("datasets", config["analyses"]["datasets"], config["datasets"])
+check_names(
+    "models",
+    config["decomposition"]["models"],
+    config["models"],
+    "decomposition.models",
+)
 
 TRAINED = sorted(name for name, entry in config["models"].items() if "train" in entry)
 ANALYSES = [
     (m, d) for m in config["analyses"]["models"] for d in config["analyses"]["datasets"]
 ]
+# CLIP-ResNet models decomposed into neuron-head pairs (methods.md Sec. 5), on every dataset.
+DECOMPOSITIONS = [
+    (m, d)
+    for m in config["decomposition"]["models"]
+    for d in config["analyses"]["datasets"]
+]
+# An attention-pool store named <dataset>-shift holds the distribution-shift splits of <dataset>.
+SHIFT_SUFFIX = "-shift"
+if any(name.endswith(SHIFT_SUFFIX) for name in config["datasets"]):
+    raise ValueError(
+        f"dataset names ending in {SHIFT_SUFFIX!r} are reserved for the shift splits: "
+        + ", ".join(n for n in config["datasets"] if n.endswith(SHIFT_SUFFIX))
+    )
 
 
 def checkpoint_path(model):
@@ -98,6 +117,58 @@ def cifar10_outputs():
     ]
 
 
+def attnpool_dataset(wildcards):
+    """The dataset an attention-pool store is extracted from: a configured dataset, or the
+    distribution-shift splits of one (store `<dataset>-shift`)."""
+    if wildcards.dataset.endswith(SHIFT_SUFFIX):
+        return f"results/shift/{wildcards.dataset.removesuffix(SHIFT_SUFFIX)}/splits"
+    return f"results/datasets/{wildcards.dataset}/data"
+
+
+def decomposition_outputs(model, dataset):
+    """Neuron x attention-head decomposition of one CLIP-ResNet on one dataset (methods.md Sec. 5)."""
+    base = f"results/decomposition/{model}/{dataset}"
+    return [
+        f"{base}/{name}"
+        for name in (
+            "summary.json",
+            "pairs.tsv",
+            "norms.png",
+            "ablation.tsv",
+            "ablation.png",
+            "words.tsv",
+            "class_pairs.tsv",
+            "sparse_accuracy.tsv",
+            "sparse_accuracy.png",
+            "tokens.tsv",
+            "registers.tsv",
+            "attention_sink.png",
+            "shift_splits.tsv",
+            "shift_correlations.tsv",
+            "shift.png",
+        )
+    ] + [
+        f"results/segmentation/{model}/{dataset}/{name}"
+        for name in ("miou.tsv", "iou.tsv", "heatmaps.png", "masks.png")
+    ]
+
+
+def pascal_context_outputs():
+    """PASCAL Context-59 segmentation of every decomposed model, when a local copy is configured."""
+    if config["decomposition"]["pascal_context"]["root"] is None:
+        if config["decomposition"]["models"]:
+            logger.info(
+                "decomposition.pascal_context.root is not set: skipping PASCAL Context-59 "
+                "segmentation (set it to a local VOC2010 directory in mmseg's layout to run it)"
+            )
+        return []
+    return [
+        f"results/pascal-context-59/{model}/{name}"
+        for model in config["decomposition"]["models"]
+        for name in ("miou.tsv", "iou.tsv")
+    ]
+
+
 def all_outputs():
     outputs = [
         f"results/datasets/{d}/preview.png" for d in config["analyses"]["datasets"]
@@ -110,4 +181,6 @@ def all_outputs():
     for model, dataset in ANALYSES:
         outputs += selectivity_outputs(model, dataset)
         outputs += binding_outputs(model, dataset)
-    return outputs + cifar10_outputs()
+    for model, dataset in DECOMPOSITIONS:
+        outputs += decomposition_outputs(model, dataset)
+    return outputs + cifar10_outputs() + pascal_context_outputs()
