@@ -5,6 +5,9 @@ rule synthesize_shapes:
         "logs/synthesize_shapes/{dataset}.log",
     conda:
         ENV
+    resources:
+        mem_mb=2000,
+        runtime=30,
     params:
         spec=lambda wildcards: config["datasets"][wildcards.dataset],
         code=script_code("synthesize_shapes.py"),
@@ -26,6 +29,9 @@ rule plot_dataset:
         "logs/plot_dataset/{dataset}.log",
     conda:
         ENV
+    resources:
+        mem_mb=2000,
+        runtime=15,
     params:
         code=script_code("plot_dataset.py"),
     script:

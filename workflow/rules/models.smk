@@ -41,6 +41,9 @@ rule plot_training:
         "logs/plot_training/{model}.log",
     conda:
         ENV
+    resources:
+        mem_mb=2000,
+        runtime=15,
     params:
         code=script_code("plot_training.py"),
     script:

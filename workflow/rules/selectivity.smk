@@ -19,6 +19,7 @@ rule neuron_selectivity:
         ENV
     resources:
         mem_mb=4000,
+        runtime=60,
     params:
         selectivity=config.get("selectivity", {}),
         seed=config["seed"],
@@ -57,6 +58,9 @@ rule plot_selectivity:
         "logs/plot_selectivity/{model}/{dataset}.log",
     conda:
         ENV
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         selectivity=config.get("selectivity", {}),
         seed=config["seed"],
