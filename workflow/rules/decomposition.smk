@@ -301,6 +301,9 @@ rule synthesize_shift:
         "logs/synthesize_shift/{dataset}.log",
     conda:
         ENV
+    resources:
+        mem_mb=2000,
+        runtime=30,
     params:
         shift=config["decomposition"]["shift"],
         image_size=lambda wildcards: config["datasets"][wildcards.dataset]["image_size"],
@@ -339,6 +342,7 @@ rule monitor_shift:
         ENV
     resources:
         mem_mb=8000,
+        runtime=30,
     params:
         shift=config["decomposition"]["shift"],
         chunk_size=config["decomposition"]["chunk_size"],
