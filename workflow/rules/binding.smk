@@ -26,6 +26,10 @@ rule binding_benchmark:
         "logs/binding_benchmark/{model}/{dataset}.log",
     conda:
         ENV
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
     params:
         model=lambda wildcards: model_entry(wildcards.model),
         binding=config["binding"],

@@ -31,6 +31,7 @@ rule gradcam_binding:
     resources:
         gpu=1,
         mem_mb=8000,
+        runtime=60,
     params:
         model=lambda wildcards: model_entry(wildcards.model),
         gradcam=config["gradcam"],

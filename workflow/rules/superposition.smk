@@ -34,6 +34,9 @@ rule superposition_separability:
         "results/benchmarks/superposition_separability/{model}/{dataset}.tsv"
     conda:
         ENV
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         superposition=config["superposition"],
         seed=config["seed"],

@@ -19,6 +19,9 @@ rule tsne_shapes:
         "logs/tsne_shapes/{model}/{dataset}.log",
     conda:
         ENV
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         tsne=config["tsne"],
         seed=config["seed"],
@@ -54,6 +57,7 @@ rule tsne_cifar10:
     resources:
         gpu=1,
         mem_mb=8000,
+        runtime=120,
     params:
         model=lambda wildcards: model_entry(wildcards.model),
         cifar10=config["cifar10"],
