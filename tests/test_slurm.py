@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -34,8 +35,13 @@ PROFILES = ("--profile", ROOT / "profiles" / "slurm", "--profile", ROOT / "profi
 
 @pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory):
-    """A running single-node SLURM cluster with its state in a temporary directory."""
+    """A running single-node SLURM cluster with its state in a temporary directory.
+
+    Stopped when the module ends, when a test fails, on Ctrl-C, and on SIGTERM (a CI time limit),
+    which raises KeyboardInterrupt while the cluster runs so that pytest tears this fixture down.
+    """
     state = tmp_path_factory.mktemp("slurm-cluster")
+    previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         started = subprocess.run([START, state], capture_output=True, text=True, timeout=900)
         if started.returncode == 77:
@@ -46,6 +52,7 @@ def slurm_cluster(tmp_path_factory):
         yield state
     finally:
         stopped = subprocess.run([STOP, state], capture_output=True, text=True, timeout=120)
+        signal.signal(signal.SIGTERM, previous_sigterm)
     assert stopped.returncode == 0, f"stop.sh failed:\n{stopped.stdout}\n{stopped.stderr}"
     assert not (SYSTEM_CONF.is_symlink() and Path(os.readlink(SYSTEM_CONF)) == state / "slurm.conf")
 
