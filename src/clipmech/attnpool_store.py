@@ -130,10 +130,19 @@ class Batch:
 
 
 def activations(x_NTC: np.ndarray, weights: decomposition.AttnPoolWeights) -> np.ndarray:
-    """Raw feature-map activations per token: x minus the positional embedding, (n, T, C).
+    """Raw feature-map activations per token: x minus the positional embedding.
 
-    Token 0 is the mean of the spatial tokens. The activations are post-ReLU, so non-negative;
-    these are the "neuron maps" of the paper's segmentation (Sec. 5.1).
+    Parameters
+    ----------
+    x_NTC : ndarray, shape (n, T, C)
+        Tokens, positional embedding included.
+    weights : clipmech.decomposition.AttnPoolWeights
+
+    Returns
+    -------
+    ndarray, shape (n, T, C)
+        Token 0 is the mean of the spatial tokens. Post-ReLU, so non-negative: the "neuron maps"
+        of the paper's segmentation (Sec. 5.1).
     """
     return x_NTC - weights.positional_embedding[None]
 
@@ -141,9 +150,26 @@ def activations(x_NTC: np.ndarray, weights: decomposition.AttnPoolWeights) -> np
 def store_template(
     n_images: int, batch: int, prov: AttnPoolProvenance, weights: decomposition.AttnPoolWeights, grid: tuple[int, int]
 ) -> xr.Dataset:
-    """A Dataset of the store's full shape and chunking: lazy (dask) per-image variables, the
-    pool's parameters in memory. ``to_zarr(compute=False)`` writes the parameters, metadata and
-    coordinates, ready for region writes of each batch.
+    """A Dataset of the store's full shape and chunking, for :func:`clipmech.extract.begin_store`.
+
+    Parameters
+    ----------
+    n_images : int
+    batch : int
+        Images per zarr chunk.
+    prov : AttnPoolProvenance
+    weights : clipmech.decomposition.AttnPoolWeights
+        The pool's parameters (stored as given, in the model's dtype).
+    grid : tuple of int
+        (rows, cols) of the final feature map.
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy (dask) zeros for ``x`` (N, T, C), ``alpha`` (N, H, T), ``y`` (N, E), all float32
+        and chunked by ``batch`` images; the parameters in memory; provenance and grid in the
+        attributes. ``to_zarr(compute=False)`` writes the parameters, metadata and coordinates,
+        ready for region writes of each batch.
     """
     n_tokens, width = weights.positional_embedding.shape
     embed_dim = weights.c_weight.shape[0]
@@ -269,14 +295,36 @@ def open_store(store: str | Path) -> xr.Dataset:
 
 
 def store_weights(ds: xr.Dataset) -> decomposition.AttnPoolWeights:
-    """The attention pool's parameters stored in ``ds``, as float64 NumPy arrays."""
+    """The attention pool's parameters stored in ``ds``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        From :func:`open_store`.
+
+    Returns
+    -------
+    clipmech.decomposition.AttnPoolWeights
+        float64 NumPy arrays.
+    """
     return decomposition.AttnPoolWeights(
         **{name: ds[name].values.astype(np.float64) for name in WEIGHT_DIMS}, n_heads=int(ds.attrs["n_heads"])
     )
 
 
 def parts(ds: xr.Dataset) -> PoolParts:
-    """Parameters, directions u_{n,h}, bias and grid of an opened store (float64)."""
+    """Parameters, directions u_{n,h}, bias and grid of an opened store.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        From :func:`open_store`.
+
+    Returns
+    -------
+    PoolParts
+        float64.
+    """
     weights = store_weights(ds)
     return PoolParts(
         weights=weights,

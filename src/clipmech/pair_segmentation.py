@@ -53,6 +53,13 @@ PASCAL_CONTEXT_59 = (
 def pair_weights(heads_Kk: np.ndarray, neurons_Kk: np.ndarray, n_heads: int, n_neurons: int) -> np.ndarray:
     """Selection counts W[c, h, n] of the top-k pairs of each class (a pair counts once per class).
 
+    Parameters
+    ----------
+    heads_Kk, neurons_Kk : ndarray of int, shape (K, k)
+        The pairs of each class (:func:`clipmech.text_decomposition.top_pairs_by_text`).
+    n_heads, n_neurons : int
+        H and C.
+
     Returns
     -------
     ndarray, shape (K, H, C), float64
@@ -117,7 +124,21 @@ def token_logits(
 
 
 def upsample(logits_NKS: np.ndarray, grid: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-    """Token logits (N, K, rows*cols) to pixel logits (N, K, height, width), bilinear as mmseg."""
+    """Token logits to pixel logits, bilinear with align_corners False (mmseg's resize).
+
+    Parameters
+    ----------
+    logits_NKS : ndarray, shape (N, K, rows * cols)
+        Per-class logits at the spatial tokens, row-major.
+    grid : tuple of int
+        (rows, cols).
+    size : tuple of int
+        (height, width) of the output.
+
+    Returns
+    -------
+    ndarray, shape (N, K, height, width)
+    """
     n, k, _ = logits_NKS.shape
     maps = torch.from_numpy(np.ascontiguousarray(logits_NKS).reshape(n, k, *grid))
     return F.interpolate(maps, size=size, mode="bilinear", align_corners=False).numpy()
@@ -240,6 +261,17 @@ def rescale_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, 
     """Size after mmcv's keep-ratio ``Resize(scale=(long, short))``: the largest size that fits.
 
     factor = min(long / max(h, w), short / min(h, w)); new side = int(side * factor + 0.5).
+
+    Parameters
+    ----------
+    height, width : int
+    scale : tuple of int
+        The two bounds in either order (mmseg writes (2048, 384)).
+
+    Returns
+    -------
+    tuple of int
+        (new height, new width).
     """
     long_side, short_side = max(scale), min(scale)
     factor = min(long_side / max(height, width), short_side / min(height, width))
@@ -304,7 +336,20 @@ def slide_logits(
 
 
 def read_pascal_item(image_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """An RGB image (H, W, 3) uint8 and its label map (H, W) uint8 (0..59)."""
+    """Read one PASCAL Context item.
+
+    Returns
+    -------
+    image : ndarray of uint8, shape (H, W, 3)
+        RGB.
+    label : ndarray of uint8, shape (H, W)
+        0..59, 0 = background.
+
+    Raises
+    ------
+    ValueError
+        If the label and image sizes differ.
+    """
     image = np.asarray(Image.open(image_path).convert("RGB"), dtype=np.uint8)
     label = np.asarray(Image.open(label_path), dtype=np.uint8)
     if label.shape != image.shape[:2]:
