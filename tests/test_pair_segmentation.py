@@ -62,12 +62,16 @@ def test_token_logits_match_explicit_formulas(toy):
             for s in range(T - 1):
                 t = s + 1
                 head_maps = [_head_map(weights, x_NTC[n, t], alpha_NHT[n, h, t], h, z_KE[c]) for h in range(H)]
-                assert got["heads"][n, c, s] == pytest.approx(sum(head_maps))
+                assert got["heads"][n, c, s] == pytest.approx(sum(head_maps[hh] for hh, _ in top[c]))
                 assert got["neurons"][n, c, s] == pytest.approx(sum(a_NTC[n, t, nn] for _, nn in top[c]))
                 assert got["pairs"][n, c, s] == pytest.approx(sum(a_NTC[n, t, nn] * head_maps[hh] for hh, nn in top[c]))
                 dense = weights.c_weight @ (weights.v_weight @ a_NTC[n, t] + weights.v_bias) + weights.c_bias
                 cos = dense @ z_KE[c] / np.linalg.norm(dense) / np.linalg.norm(z_KE[c])
                 assert got["maskclip"][n, c, s] == pytest.approx(cos)
+    # with every pair selected, the head method is C times the aggregated map sum_h M_c^h
+    everything = np.ones((3, H, C))
+    aggregated = np.einsum("nhtk->nkt", dec.token_head_maps(x_NTC, alpha_NHT, u_HCE, z_KE / np.linalg.norm(z_KE, axis=1, keepdims=True)))
+    np.testing.assert_allclose(ps.token_logits(x_NTC, alpha_NHT, weights, u_HCE, bias_E, z_KE, everything, "heads"), C * aggregated[:, :, 1:], rtol=1e-10)
     with pytest.raises(ValueError, match="valid methods"):
         ps.token_logits(x_NTC, alpha_NHT, weights, u_HCE, bias_E, z_KE, w_KHC, "selfself")
 

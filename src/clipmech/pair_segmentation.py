@@ -10,7 +10,9 @@ and the top-k pairs (n_i, h_i) of class c by cos(u_{n,h}, z_c), the class logits
 
 - ``pairs`` (Eq. 6, "both multiplied"):  L_c[t] = sum_i a_t[n_i] M_c^{h_i}[t];
 - ``neurons`` ("neuron maps only"):      L_c[t] = sum_i a_t[n_i];
-- ``heads`` ("head maps only"; the paper's aggregated per-head heatmap): L_c[t] = sum_h M_c^h[t];
+- ``heads`` ("head maps only"):          L_c[t] = sum_i M_c^{h_i}[t], i.e. each head's map weighted
+  by the number of the class's top pairs through it (with all H x C pairs selected this is C
+  times the paper's aggregated map sum_h M_c^h);
 - ``maskclip`` (MaskCLIP baseline): cos(W_c (W_v a_t + b_v) + b_c, z_c), the value-projected dense
   features without query-key attention and without positional embedding.
 
@@ -93,7 +95,7 @@ def token_logits(
     z_KE : ndarray, shape (K, E)
         Class text embeddings (normalised here).
     w_KHC : ndarray, shape (K, H, C)
-        Top-k pair selection (:func:`pair_weights`); used by ``pairs`` and ``neurons``.
+        Top-k pair selection (:func:`pair_weights`); used by every method but ``maskclip``.
     method : {"pairs", "heads", "neurons", "maskclip"}
 
     Returns
@@ -118,7 +120,7 @@ def token_logits(
         return np.einsum("nsc,khc->nks", a_NSC, w_KHC, optimize=True)
     m_NHSK = dec.token_head_maps(x_NTC, alpha_NHT, u_HCE, z_KE)[:, :, 1:]  # M_c^h[t]
     if method == "heads":
-        return np.transpose(m_NHSK.sum(axis=1), (0, 2, 1))
+        return np.einsum("kh,nhsk->nks", w_KHC.sum(axis=2), m_NHSK, optimize=True)
     selected_NKHS = np.einsum("nsc,khc->nkhs", a_NSC, w_KHC, optimize=True)  # sum_i over pairs of head h
     return np.einsum("nkhs,nhsk->nks", selected_NKHS, m_NHSK, optimize=True)
 
