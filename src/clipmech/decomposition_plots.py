@@ -93,13 +93,15 @@ def sparse_accuracy(table: pd.DataFrame, title: str, path: str | Path) -> None:
 
 
 def class_heatmaps(images: np.ndarray, logits_NKHW: np.ndarray, classes: Sequence[str], title: str, path: str | Path) -> None:
-    """Per-class logit maps of one method on a few images (rows), classes in columns."""
+    """Per-class logit maps of one method on a few images (rows), classes in columns; one colour
+    scale per image, so the classes of a row compare (the argmax picks the brightest)."""
     n, k = logits_NKHW.shape[:2]
     fig, axes = plt.subplots(n, k + 1, figsize=(1.5 * (k + 1), 1.5 * n + 0.5), squeeze=False)
     for i in range(n):
         axes[i, 0].imshow(images[i])
+        low, high = float(logits_NKHW[i].min()), float(logits_NKHW[i].max())
         for c in range(k):
-            axes[i, c + 1].imshow(logits_NKHW[i, c], cmap="magma")
+            axes[i, c + 1].imshow(logits_NKHW[i, c], cmap="magma", vmin=low, vmax=high)
             if i == 0:
                 axes[i, c + 1].set_title(classes[c], fontsize=8)
     for ax in axes.ravel():
