@@ -38,3 +38,12 @@ def test_open_clip_tags_are_not_paths():
     assert not models.ModelSpec("m", "ViT-L-14", "openai").is_local_checkpoint
     assert models.ModelSpec("m", "ViT-L-14", "results/models/m/checkpoint.pt").is_local_checkpoint
     assert "clipmech-vit-tiny" in open_clip.list_models()
+
+
+def test_corrupt_checkpoint_names_the_file(tmp_path, tiny_vit):
+    model, _ = tiny_vit
+    path = tmp_path / "ck.pt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(RuntimeError, match="cannot load checkpoint .*ck.pt"):
+        models.load(models.ModelSpec("m", "clipmech-vit-tiny", str(path)))

@@ -34,7 +34,7 @@ def changed_config(tmp_path, section, entry, key, value):
     assert key in target, f"{section}/{entry} has no key {key!r} in {TINY}"
     target[key] = value
     path = tmp_path / "changed.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))  # key order is part of Snakemake's params
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 
@@ -117,3 +117,11 @@ def test_package_edit_reruns_the_rule_that_runs_it(tiny_run, tmp_path, module, f
     assert rule in plan and not plan.keys() & untouched
     assert plan == forcerun_plan(tiny_run, rule)
     assert (ROOT / "src" / "clipmech" / module).read_text().count("edited_by_test") == 0
+
+
+def test_config_key_order_reruns_nothing(tiny_run, tmp_path):
+    config = yaml.safe_load(TINY.read_text())
+    reordered = tmp_path / "reordered.yaml"
+    reordered.write_text(yaml.safe_dump(config, sort_keys=True))
+    assert reordered.read_text() != yaml.safe_dump(config, sort_keys=False)  # the order really differs
+    assert planned_jobs("--configfile", reordered, workdir=tiny_run) == {}

@@ -73,9 +73,9 @@ def test_cifar10_map_only_with_a_local_copy(tmp_path):
 
 
 @pytest.mark.integration
-def test_tiny_config_runs_end_to_end(tmp_path):
-    snakemake("--cores", "2", "--directory", str(tmp_path), "--configfile", str(TINY))
-    results = tmp_path / "results"
+def test_tiny_config_runs_end_to_end(tiny_run):
+    """Checks the outputs of the session's shared full run of the tiny config (conftest.tiny_run)."""
+    results = tiny_run / "results"
     metrics = json.loads((results / "models/tiny-vit/metrics.json").read_text())
     assert set(metrics["zero_shot"]) >= {"colour", "shape", "position", "binding_colour_swap"}
     units = pd.read_csv(results / "selectivity/tiny-vit/tiny-shapes/units.tsv", sep="\t")
@@ -126,7 +126,7 @@ def test_tiny_config_runs_end_to_end(tmp_path):
     assert not list(results.glob("attnpool/**/*.partial"))
     assert not list(results.glob("activations/**/*.partial"))
     # Nothing left to do: a second invocation plans no job.
-    assert "Nothing to be done" in snakemake("-n", "--directory", str(tmp_path), "--configfile", str(TINY)).stdout
+    assert "Nothing to be done" in snakemake("-n", "--directory", str(tiny_run), "--configfile", str(TINY)).stdout
 
 
 def test_snakefmt_clean():

@@ -11,6 +11,7 @@ open_clip model configs shipped in ``clipmech/model_configs/`` and registered wi
 from __future__ import annotations
 
 import hashlib
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,8 @@ def load(spec: ModelSpec, device: str | torch.device = "cpu"):
     ------
     FileNotFoundError
         If ``pretrained`` is a local path that does not exist (the message names it).
+    RuntimeError
+        If a local checkpoint cannot be loaded into the architecture (the message names the file).
     """
     if spec.is_local_checkpoint and not Path(spec.pretrained).is_file():
         raise FileNotFoundError(
@@ -99,9 +102,17 @@ def load(spec: ModelSpec, device: str | torch.device = "cpu"):
         # Random weights (pretrained None) are drawn from a fixed seed, so a random-init model is
         # the same model in every job (resumed extractions, tests of paper architectures).
         torch.manual_seed(RANDOM_INIT_SEED)
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            spec.architecture, pretrained=spec.pretrained, device=device
-        )
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.architecture, pretrained=spec.pretrained, device=device
+            )
+        except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+            if not spec.is_local_checkpoint:
+                raise
+            raise RuntimeError(
+                f"model {spec.name!r}: cannot load checkpoint {spec.pretrained} as {spec.architecture} "
+                f"(truncated, corrupt or another architecture): {error}"
+            ) from error
     model.eval()
     return model, preprocess, open_clip.get_tokenizer(spec.architecture)
 

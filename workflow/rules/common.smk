@@ -10,6 +10,22 @@ SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
 ENV = "../../environment.yml"
 
 
+def canonical(value):
+    """The config value with every mapping's keys sorted, recursively."""
+    if isinstance(value, dict):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
+
+
+# Snakemake's params trigger compares dicts with their key order, so the same values written in
+# another order would rerun everything: parameters are built from a key-sorted config.
+_sorted_config = canonical(dict(config))
+config.clear()
+config.update(_sorted_config)
+
+
 def script_code(name):
     """Hash of the package code the script `name` runs: a param, so editing that code reruns the rule."""
     return code_hash(SCRIPTS / name)
@@ -18,9 +34,10 @@ def script_code(name):
 def check_names(kind, requested, configured, key=None):
     unknown = [name for name in requested if name not in configured]
     if unknown:
+        where = key or f"analyses.{kind}"
+        valid = ", ".join(sorted(configured))
         raise ValueError(
-            f"{key or 'analyses.' + kind} names unknown {kind} {unknown}; configured {kind} are: "
-            + ", ".join(sorted(configured))
+            f"{where} names unknown {kind} {unknown}; configured {kind} are: {valid}"
         )
 
 
