@@ -41,3 +41,26 @@ def test_classify_and_preference():
     np.testing.assert_array_equal(zeroshot.pairwise_preference(images, texts[[1, 1]], texts[[0, 0]]), [True, False])
     with pytest.raises(ValueError, match="valid tasks"):
         zeroshot.attribute_prompts("size")
+
+
+def test_twin_scenes_are_hard_negatives():
+    rng = np.random.default_rng(0)
+    for n_objects in (1, 2, 3, 5):
+        for _ in range(30):
+            objects = train.shapes.sample_objects(rng, n_objects, 64)
+            twin = train.twin_scene(rng, objects)
+            geometry = [(o["position"], o["cx"], o["cy"], o["radius"]) for o in objects]
+            assert [(o["position"], o["cx"], o["cy"], o["radius"]) for o in twin] == geometry
+            shapes_differ = [o["shape"] for o in twin] != [o["shape"] for o in objects]
+            colours_swapped = sorted(o["colour"] for o in twin) == sorted(o["colour"] for o in objects) and [
+                o["colour"] for o in twin
+            ] != [o["colour"] for o in objects]
+            assert shapes_differ != colours_swapped  # exactly one kind of change
+            assert train.shapes.caption(twin) != train.shapes.caption(objects)
+
+
+def test_render_batch_places_twins_next_to_their_scene():
+    images, scenes = train.render_batch(np.random.default_rng(1), 16, 48, [2, 3], p_twin=1.0)
+    assert images.shape == (16, 48, 48, 3)
+    for first, second in zip(scenes[0::2], scenes[1::2]):
+        assert [o["position"] for o in first] == [o["position"] for o in second]

@@ -48,6 +48,9 @@ class TrainConfig:
         Probability of leaving an attribute out of a caption (teaches partial prompts).
     min_objects, max_objects : int
         Objects per training scene, drawn uniformly.
+    p_twin : float
+        Probability that a training scene is followed in its batch by a hard-negative twin (same
+        layout, other shapes or swapped colours; :func:`twin_scene`).
     n_heldout : int
         Held-out scenes per zero-shot task (single-object and two-object sets).
     seed : int
@@ -62,14 +65,41 @@ class TrainConfig:
     p_drop: float = 0.25
     min_objects: int = 1
     max_objects: int = 5
+    p_twin: float = 0.5
     n_heldout: int = 300
     seed: int = 0
 
 
+def twin_scene(rng: np.random.Generator, objects: list[dict]) -> list[dict]:
+    """A hard negative for a scene: the same objects in the same places with other shapes, or, for
+    scenes of two or more objects, with their colours swapped between objects (half of the time).
+
+    Contrastive training only learns what tells the scenes of a batch apart; colours and positions
+    alone almost always do, so without such twins a small CLIP never needs shape or binding.
+    """
+    twin = [dict(obj) for obj in objects]
+    if len(objects) >= 2 and rng.random() < 0.5:
+        order = rng.permutation(len(objects))
+        while np.array_equal(order, np.arange(len(objects))):
+            order = rng.permutation(len(objects))
+        for obj, source in zip(twin, order):
+            obj["colour"] = objects[source]["colour"]
+        return twin
+    new_shapes = rng.choice(len(shapes.SHAPES), size=len(objects), replace=False)
+    while all(shapes.SHAPES[s] == obj["shape"] for s, obj in zip(new_shapes, objects)):
+        new_shapes = rng.choice(len(shapes.SHAPES), size=len(objects), replace=False)
+    for obj, s in zip(twin, new_shapes):
+        obj["shape"] = shapes.SHAPES[s]
+    return twin
+
+
 def render_batch(
-    rng: np.random.Generator, n: int, image_size: int, n_objects: int | list[int]
+    rng: np.random.Generator, n: int, image_size: int, n_objects: int | list[int], p_twin: float = 0.0
 ) -> tuple[np.ndarray, list[list[dict]]]:
     """Draw and render ``n`` scenes; ``n_objects`` is a fixed count or a list to draw from.
+
+    With ``p_twin`` > 0, each drawn scene is followed with that probability by its
+    :func:`twin_scene` (a hard negative in the same batch).
 
     Returns
     -------
@@ -77,12 +107,14 @@ def render_batch(
     scenes : list of object lists (see :func:`clipmech.shapes.sample_objects`)
     """
     images = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
-    scenes = []
-    for i in range(n):
+    scenes: list[list[dict]] = []
+    while len(scenes) < n:
         count = n_objects if isinstance(n_objects, int) else int(rng.choice(n_objects))
-        objects = shapes.sample_objects(rng, count, image_size)
+        scenes.append(shapes.sample_objects(rng, count, image_size))
+        if p_twin > 0 and len(scenes) < n and rng.random() < p_twin:
+            scenes.append(twin_scene(rng, scenes[-1]))
+    for i, objects in enumerate(scenes):
         images[i], _ = shapes.draw_scene(objects, image_size, with_mask=False)
-        scenes.append(objects)
     return images, scenes
 
 
@@ -120,7 +152,7 @@ def train(architecture: str, cfg: TrainConfig, device: str | torch.device = "cpu
     losses = []
     model.train()
     for step in tqdm(range(cfg.steps), desc=f"train {architecture}", mininterval=10):
-        images, scenes = render_batch(rng, cfg.batch_size, cfg.image_size, counts)
+        images, scenes = render_batch(rng, cfg.batch_size, cfg.image_size, counts, cfg.p_twin)
         captions = [shapes.caption(objects, rng, cfg.p_drop) for objects in scenes]
         pixels = preprocess_images(images, preprocess).to(device)
         tokens = tokenizer(captions).to(device)
