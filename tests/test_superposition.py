@@ -8,6 +8,7 @@ from sklearn.neighbors import NearestCentroid
 
 from clipmech.shapes import FEATURES
 from clipmech.superposition import (
+    correlation_by_type,
     correlation_table,
     feature_pairs,
     lowest_entropy_units,
@@ -242,3 +243,31 @@ def test_correlation_degenerate_columns_give_nan():
     assert list(table["n_pairs"]) == [4, 4, 2, 2]
     with pytest.raises(ValueError, match="lacks columns"):
         correlation_table(pairs, np.random.default_rng(0))
+
+
+def test_correlation_by_type_separates_pooled_from_within_type():
+    """Two types that differ in both S and D: pooled, S and D correlate; within a type they do not."""
+    rng = np.random.default_rng(9)
+    n = 15
+    pairs = pd.DataFrame(
+        {
+            "type": ["colour"] * n + ["shape"] * n,
+            "S": np.concatenate([rng.uniform(0.0, 0.02, n), rng.uniform(0.04, 0.06, n)]),
+            "D": np.concatenate([rng.uniform(0.6, 0.7, n), rng.uniform(0.1, 0.2, n)]),
+        }
+    )
+    kwargs = dict(score_columns=["S"], separability_columns=["D"], n_resamples=999)
+    table = correlation_by_type(pairs, np.random.default_rng(0), **kwargs)
+    assert list(table.columns[:2]) == ["pair_type", "score"]
+    assert list(table["pair_type"].unique()) == ["all", "colour", "shape"]
+    rows = table.set_index(["pair_type", "method"])
+    assert rows.loc[("all", "spearman"), "statistic"] < -0.6 and rows.loc[("all", "spearman"), "p_value"] < 1e-4
+    assert rows.loc[("all", "spearman"), "n_pairs"] == 2 * n
+    for kind in ("colour", "shape"):
+        assert rows.loc[(kind, "spearman"), "n_pairs"] == n
+        assert rows.loc[(kind, "spearman"), "p_value"] > 0.01
+        assert rows.loc[(kind, "spearman"), "ci_low"] < 0 < rows.loc[(kind, "spearman"), "ci_high"]
+    pooled = correlation_table(pairs, np.random.default_rng(0), **kwargs)
+    pd.testing.assert_frame_equal(table[table["pair_type"] == "all"].drop(columns="pair_type"), pooled)
+    with pytest.raises(ValueError, match="'type'"):
+        correlation_by_type(pairs.drop(columns="type"), np.random.default_rng(0), **kwargs)

@@ -86,7 +86,8 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     pairs = pd.read_csv(results / "superposition/tiny-vit/tiny-shapes/pairs.tsv", sep="\t")
     assert len(pairs) == 35 and (pairs["n_units"] == 32).all() and (pairs["status"] == "ok").any()
     correlations = pd.read_csv(results / "superposition/tiny-vit/tiny-shapes/correlations.tsv", sep="\t")
-    assert len(correlations) == 2 * 4 * 2  # (ratio, joint) x (D, M in full and PCA space) x (Pearson, Spearman)
+    assert list(correlations["pair_type"].unique()) == ["all", "shape", "colour", "position"]
+    assert (correlations.groupby("pair_type").size() == 2 * 4 * 2).all()  # (ratio, joint) x (D, M; full, PCA) x 2
     accuracy = pd.read_csv(results / "binding/tiny-vit/tiny-shapes/accuracy.tsv", sep="\t")
     overall = accuracy[accuracy["n_objects"] == "all"].set_index("task")
     assert set(overall.index) == {"colour_swap", "shape_swap", "position_swap", "absent_colour", "absent_shape"}

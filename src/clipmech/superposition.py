@@ -492,7 +492,9 @@ def correlation_table(
         One row per (score, separability, method): ``score, separability, method, n_pairs,
         statistic, p_value, ci_low, ci_high``. Rows with fewer than 3 finite pairs or a constant
         column have NaN statistic, p-value and CI; a CI is also NaN where every bootstrap
-        resample gives the same value (scipy's degenerate case for BCa).
+        resample gives the same value, or where some resamples have no defined correlation
+        (a score that is constant on most pairs, e.g. ``S_ratio`` of a model whose units rarely
+        pass the threshold: resamples of constant scores give NaN; scipy's degenerate case).
 
     Raises
     ------
@@ -547,3 +549,38 @@ def correlation_table(
                     )
                 rows.append(row)
     return pd.DataFrame(rows)
+
+
+def correlation_by_type(pairs: pd.DataFrame, rng: np.random.Generator, **kwargs) -> pd.DataFrame:
+    """:func:`correlation_table` over all pairs and within each pair type.
+
+    Pooled over types, a correlation of S with D or M can come from the types alone: if colour
+    pairs are both less superposed and better separated than shape pairs, S and D correlate across
+    types even when they do not within any type. The within-type rows tell the two apart.
+
+    Parameters
+    ----------
+    pairs : pandas.DataFrame
+        The pair table, with a ``type`` column (:func:`superposition_pair_table`).
+    rng : numpy.random.Generator
+        Seeds the bootstraps, the pooled one first, then the types in order of first appearance.
+    **kwargs
+        Passed to :func:`correlation_table`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`correlation_table`'s columns preceded by ``pair_type``: ``all`` for the pooled rows,
+        then each type's rows (``shape``, ``colour``, ``position``, ``cross``).
+
+    Raises
+    ------
+    ValueError
+        If ``pairs`` has no ``type`` column, or as :func:`correlation_table`.
+    """
+    if "type" not in pairs.columns:
+        raise ValueError(f"pairs lacks the column 'type'; it has: {', '.join(map(str, pairs.columns))}")
+    groups = [("all", pairs)] + [(kind, pairs[pairs["type"] == kind]) for kind in pairs["type"].unique()]
+    tables = [correlation_table(group, rng, **kwargs).assign(pair_type=kind) for kind, group in groups]
+    table = pd.concat(tables, ignore_index=True)
+    return table[["pair_type", *table.columns.drop("pair_type")]]

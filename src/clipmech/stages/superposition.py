@@ -28,7 +28,9 @@ def read_affinities(units: str | Path) -> np.ndarray:
 def superposition_separability(
     units: str, store: str, dataset_dir: str, out: dict, params: dict, seed: int, label: str
 ) -> None:
-    """Pair table, correlation table and the two scatter figures of methods.md Sec. 3.
+    """Pair table, correlation table (pooled and within each pair type,
+    :func:`clipmech.superposition.correlation_by_type`) and the two scatter figures of
+    methods.md Sec. 3.
 
     ``out`` maps ``pairs``, ``correlations``, ``distance`` and ``misclassification`` to paths;
     ``params`` is the config's ``superposition`` section. The hold-out splits (``cv: holdout``)
@@ -62,7 +64,7 @@ def superposition_separability(
         min_images=params["min_images"],
         rng=split_rng,
     )
-    correlations = superposition.correlation_table(
+    correlations = superposition.correlation_by_type(
         pairs,
         bootstrap_rng,
         confidence_level=params["confidence_level"],
