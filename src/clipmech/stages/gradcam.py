@@ -89,7 +89,8 @@ def gradcam_binding(
     (:func:`clipmech.binding.gradcam_prompts`) on ``params["n_images"]`` seeded images with >= 2
     objects; writes the per-prompt pointing game (``out["pointing"]``), its summary per prompt type
     (``out["summary"]``) and the figure (``out["figure"]``) of images chosen by
-    :func:`clipmech.binding.select_examples` on S(correct) - S(swapped).
+    :func:`clipmech.binding.select_examples` on S(correct) - S(swapped) among the images whose three
+    maps are not all-zero.
 
     Maps are computed at the model's input resolution and resized bilinearly to the dataset's
     image (and mask) size. The images are square, so the model's resize and centre crop is a
@@ -159,7 +160,9 @@ def gradcam_binding(
         np.mean(margin_N > 0),
         summary.to_string(),
     )
-    index, failed = binding.select_examples(margin_N, params["n_figure_rows"])
+    # an image with an all-zero map (ReLU of a negative combination everywhere) shows nothing
+    has_zero_map = (pointing.groupby("image_id")["total_energy"].min().loc[images] == 0).to_numpy()
+    index, failed = binding.select_examples(np.where(has_zero_map, np.nan, margin_N), params["n_figure_rows"])
     prompts_NP = [pointing.loc[pointing["image_id"] == images[i], "prompt"].tolist() for i in index]
     analysis_plots.gradcam_rows(
         data.images[np.asarray(images)[index]],
