@@ -28,12 +28,11 @@ from typing import Iterator
 
 import dask.array
 import numpy as np
-import open_clip
 import torch
 import xarray as xr
 from tqdm import tqdm
 
-from clipmech import __version__, datasets, decomposition, extract, models
+from clipmech import datasets, decomposition, extract, models
 
 log = logging.getLogger(__name__)
 
@@ -245,18 +244,7 @@ def extract_attnpool(
     attnpool = _attnpool(model)
     weights = decomposition.attnpool_weights(attnpool, dtype=np.float32)
     side = int(round((weights.positional_embedding.shape[0] - 1) ** 0.5))
-    prov = AttnPoolProvenance(
-        model=spec.name,
-        architecture=spec.architecture,
-        weights=models.weights_id(spec),
-        preprocess=repr(preprocess),
-        dataset=str(dataset_dir),
-        dataset_sha256=dataset.spec["sha256"],
-        batch_size=int(batch_size),
-        clipmech_version=__version__,
-        open_clip_version=open_clip.__version__,
-        torch_version=torch.__version__,
-    )
+    prov = AttnPoolProvenance(**extract.common_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size))
     n_images = dataset.n_images
     start = extract.begin_store(store, prov, lambda: store_template(n_images, batch_size, prov, weights, (side, side)))
     for first in tqdm(range(start, n_images, batch_size), desc=f"attnpool {spec.name}", mininterval=10):

@@ -109,6 +109,23 @@ class StoreProvenance(ProvenanceAttrs):
     torch_version: str
 
 
+def common_provenance(spec: models.ModelSpec, preprocess, dataset_dir, dataset_sha256: str, batch_size: int) -> dict:
+    """The provenance fields every resumable store records: model, weights, preprocessing, dataset,
+    chunk size and package versions (pass them with a store's own fields to its provenance class)."""
+    return {
+        "model": spec.name,
+        "architecture": spec.architecture,
+        "weights": models.weights_id(spec),
+        "preprocess": repr(preprocess),
+        "dataset": str(dataset_dir),
+        "dataset_sha256": dataset_sha256,
+        "batch_size": int(batch_size),
+        "clipmech_version": __version__,
+        "open_clip_version": open_clip.__version__,
+        "torch_version": torch.__version__,
+    }
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when present, else the CPU; any other value is passed to torch.device."""
     if device == "auto":
@@ -301,19 +318,10 @@ def extract(
     blocks = vision_blocks(model)
     layers = list(range(len(blocks.mlps))) if layers is None else list(layers)
     prov = StoreProvenance(
-        model=spec.name,
-        architecture=spec.architecture,
-        weights=models.weights_id(spec),
-        preprocess=repr(preprocess),
-        dataset=str(dataset_dir),
-        dataset_sha256=dataset.spec["sha256"],
+        **common_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size),
         layers=tuple(layers),
         reductions=tuple(reductions),
         save_tokens=bool(save_tokens),
-        batch_size=int(batch_size),
-        clipmech_version=__version__,
-        open_clip_version=open_clip.__version__,
-        torch_version=torch.__version__,
     )
     n_images = dataset.n_images
     layout = {"n_prefix_tokens": blocks.n_prefix_tokens, "grid_rows": blocks.grid[0], "grid_cols": blocks.grid[1]}
