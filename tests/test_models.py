@@ -47,3 +47,26 @@ def test_corrupt_checkpoint_names_the_file(tmp_path, tiny_vit):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(RuntimeError, match="cannot load checkpoint .*ck.pt"):
         models.load(models.ModelSpec("m", "clipmech-vit-tiny", str(path)))
+
+
+@pytest.mark.parametrize("architecture", ["clipmech-vit-tiny", "clipmech-rn-tiny"])
+def test_batched_preprocess_matches_the_eval_transform(architecture):
+    """Training's batched resize equals open_clip's PIL transform to within one grey level."""
+    from clipmech import shapes, train
+
+    model, _, preprocess = open_clip.create_model_and_transforms(architecture)
+    images, _ = train.render_batch(shapes.stream(0, 7), 8, 224, [1, 5])
+    reference = models.preprocess_images(images, preprocess)
+    batched = models.preprocess_square_batch(images, model.visual.preprocess_cfg)
+    assert batched.shape == reference.shape and batched.dtype == torch.float32
+    one_level = 1 / 255 / min(model.visual.preprocess_cfg["std"])
+    assert (batched - reference).abs().max() <= one_level + 1e-6
+    assert (batched - reference).abs().mean() < 0.01 * one_level
+
+
+def test_batched_preprocess_rejects_non_square_images():
+    import numpy as np
+
+    cfg = {"size": 64, "mean": (0.5,) * 3, "std": (0.5,) * 3, "interpolation": "bicubic"}
+    with pytest.raises(ValueError, match="square RGB"):
+        models.preprocess_square_batch(np.zeros((2, 32, 48, 3), np.uint8), cfg)

