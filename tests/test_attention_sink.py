@@ -8,6 +8,7 @@ import torch
 
 from clipmech import attention_sink as sink
 from clipmech import decomposition as dec
+from toys import random_attnpool_weights
 
 H, C, GRID = 2, 6, (2, 3)
 T = GRID[0] * GRID[1] + 1
@@ -16,18 +17,7 @@ T = GRID[0] * GRID[1] + 1
 @pytest.fixture(scope="module")
 def toy():
     rng = np.random.default_rng(0)
-    weights = dec.AttnPoolWeights(
-        positional_embedding=rng.standard_normal((T, C)),
-        q_weight=rng.standard_normal((C, C)),
-        q_bias=rng.standard_normal(C),
-        k_weight=rng.standard_normal((C, C)),
-        k_bias=rng.standard_normal(C),
-        v_weight=rng.standard_normal((C, C)),
-        v_bias=rng.standard_normal(C),
-        c_weight=rng.standard_normal((4, C)),
-        c_bias=rng.standard_normal(4),
-        n_heads=H,
-    )
+    weights = random_attnpool_weights(rng, T, C, 4, H)
     spatial = np.abs(rng.standard_normal((5, T - 1, C)))
     a_NTC = np.concatenate([spatial.mean(axis=1, keepdims=True), spatial], axis=1)  # token 0 = mean token
     return weights, a_NTC + weights.positional_embedding[None]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import xarray as xr
 
 from clipmech import attnpool_store, component_analysis, datasets, extract, models, train
 from clipmech import decomposition as dec
 from clipmech.models import ModelSpec
+from toys import die_on_region_write, record_region_writes
 
 RANDOM_RN = ModelSpec("rand-rn", "clipmech-rn-tiny", None)
 
@@ -89,26 +89,13 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, tiny_dataset, monkeyp
         attnpool_store.extract_attnpool(RANDOM_RN, tiny_dataset, tmp_path / "ref.zarr", batch_size=3, device="cpu")
     )
     target = tmp_path / "resumed.zarr"
-    original = xr.Dataset.to_zarr
-    calls = {"n": 0}
-
-    def dying_to_zarr(self, *args, **kwargs):
-        if kwargs.get("region") is not None:
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(xr.Dataset, "to_zarr", dying_to_zarr)
+    die_on_region_write(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         attnpool_store.extract_attnpool(RANDOM_RN, tiny_dataset, target, batch_size=3, device="cpu")
     assert not target.exists() and '"images_complete": 6' in extract.progress_path(target).read_text()
     with pytest.raises(FileNotFoundError, match="resume"):
         attnpool_store.open_store(target)
-    written = []
-    monkeypatch.setattr(
-        xr.Dataset, "to_zarr", lambda self, *a, **k: (written.append(k.get("region")), original(self, *a, **k))[1]
-    )
+    written = record_region_writes(monkeypatch)
     attnpool_store.extract_attnpool(RANDOM_RN, tiny_dataset, target, batch_size=3, device="cpu")
     assert written == [{"image": slice(6, 9)}, {"image": slice(9, 10)}]
     resumed = attnpool_store.open_store(target)

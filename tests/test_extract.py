@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
-import xarray as xr
 
 from clipmech import extract, models
 from clipmech.models import ModelSpec
+from toys import die_on_region_write, record_region_writes
 
 RANDOM = ModelSpec("rand", "clipmech-vit-tiny", None)
 
@@ -41,29 +41,15 @@ def test_store_layout_and_provenance(tmp_path, tiny_dataset, tiny_vit):
 def test_killed_and_resumed_equals_uninterrupted(tmp_path, tiny_dataset, monkeypatch):
     reference = extract.open_store(extract.extract(RANDOM, tiny_dataset, tmp_path / "ref.zarr", batch_size=3, device="cpu"))
     target = tmp_path / "resumed.zarr"
-    original = xr.Dataset.to_zarr
-    calls = {"n": 0}
-
-    def dying_to_zarr(self, *args, **kwargs):
-        if kwargs.get("region") is not None:
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise KeyboardInterrupt("killed mid-extraction")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(xr.Dataset, "to_zarr", dying_to_zarr)
+    die_on_region_write(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         extract.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu")
-    monkeypatch.setattr(xr.Dataset, "to_zarr", original)
     assert not target.exists() and extract.partial_path(target).exists()
     with pytest.raises(FileNotFoundError, match="partial store exists"):
         extract.open_store(target)
     assert '"images_complete": 6' in extract.progress_path(target).read_text()
 
-    written = []
-    monkeypatch.setattr(
-        xr.Dataset, "to_zarr", lambda self, *a, **k: (written.append(k.get("region")), original(self, *a, **k))[1]
-    )
+    written = record_region_writes(monkeypatch)
     extract.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu")
     assert written == [{"image": slice(6, 9)}, {"image": slice(9, 10)}]  # resumed after the last complete batch
     resumed = extract.open_store(target)
@@ -73,17 +59,10 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, tiny_dataset, monkeyp
 
 def test_changed_provenance_restarts(tmp_path, tiny_dataset, monkeypatch, caplog):
     target = tmp_path / "s.zarr"
-    original = xr.Dataset.to_zarr
-
-    def die(self, *args, **kwargs):
-        if kwargs.get("region") is not None:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(xr.Dataset, "to_zarr", die)
+    die_on_region_write(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         extract.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu")
-    monkeypatch.setattr(xr.Dataset, "to_zarr", original)
+    monkeypatch.undo()
     extract.extract(RANDOM, tiny_dataset, target, batch_size=5, device="cpu")
     assert "batch_size differ" in caplog.text
     assert extract.open_store(target)["mean"].encoding["chunks"] == (5, 1, 64)

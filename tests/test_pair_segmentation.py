@@ -11,6 +11,7 @@ from PIL import Image
 
 from clipmech import datasets
 from clipmech import decomposition as dec
+from toys import random_attnpool_weights
 from clipmech import pair_segmentation as ps
 from clipmech.stages import decomposition as stage
 
@@ -21,18 +22,7 @@ T = GRID[0] * GRID[1] + 1
 @pytest.fixture(scope="module")
 def toy():
     rng = np.random.default_rng(0)
-    weights = dec.AttnPoolWeights(
-        positional_embedding=rng.standard_normal((T, C)),
-        q_weight=rng.standard_normal((C, C)),
-        q_bias=rng.standard_normal(C),
-        k_weight=rng.standard_normal((C, C)),
-        k_bias=rng.standard_normal(C),
-        v_weight=rng.standard_normal((C, C)),
-        v_bias=rng.standard_normal(C),
-        c_weight=rng.standard_normal((E, C)),
-        c_bias=rng.standard_normal(E),
-        n_heads=H,
-    )
+    weights = random_attnpool_weights(rng, T, C, E, H)
     a_NTC = np.abs(rng.standard_normal((3, T, C)))
     x_NTC = a_NTC + weights.positional_embedding[None]
     alpha_NHT = rng.dirichlet(np.ones(T), size=(3, H))
