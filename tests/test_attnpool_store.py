@@ -63,6 +63,7 @@ def test_store_layout_matches_direct_capture_and_reconstructs(tmp_path, tiny_dat
     np.testing.assert_array_equal(batches[0].x_NTC, ds["x"].values[[7, 2, 5]])
     act = attnpool_store.activations(batches[0].x_NTC, parts.weights)
     assert act.min() >= 0  # post-ReLU feature map
+    np.testing.assert_allclose(attnpool_store.token_means(ds, 3), ds["x"].values.astype(np.float64).mean(0), rtol=1e-12)
     with pytest.raises(FileExistsError):
         attnpool_store.extract_attnpool(trained_rn, tiny_dataset, store, batch_size=4, device="cpu")
 

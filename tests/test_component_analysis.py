@@ -104,3 +104,64 @@ def test_direction_replacement(toy):
     np.testing.assert_allclose(y, dec.mean_ablate(s_one, u_HCE, bias_E, keep_C, level="neuron"), rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="kept"):
         ca.neuron_outputs_rank_one(s_one, u_HCE, bias_E, keep_C, s_one.mean(0), v_KE[:2], v_KE[:2])
+
+
+@pytest.fixture(scope="module")
+def real_pool():
+    """open_clip's AttentionPool2d (C = 8, 2 heads, 3 x 3 map, E = 5) in float64, with random
+    post-ReLU feature maps of 12 images."""
+    import torch
+    from open_clip.modified_resnet import AttentionPool2d
+
+    torch.manual_seed(0)
+    pool = AttentionPool2d(spacial_dim=3, embed_dim=8, num_heads=2, output_dim=5).double().eval()
+    features_NCHW = torch.relu(torch.randn(12, 8, 3, 3, dtype=torch.float64))
+    x_NTC = dec.attnpool_tokens(features_NCHW, pool.positional_embedding.detach()).numpy()
+    return pool, features_NCHW, x_NTC, dec.attnpool_weights(pool)
+
+
+def test_activation_ablation_equals_the_module_on_mean_ablated_feature_maps(real_pool):
+    import torch
+
+    pool, features_NCHW, x_NTC, weights = real_pool
+    keep_C = np.array([True, False, True, True, False, False, True, False])
+    ablated = features_NCHW.clone()
+    ablated[:, ~torch.from_numpy(keep_C)] = features_NCHW.mean(0, keepdim=True)[:, ~torch.from_numpy(keep_C)]
+    with torch.no_grad():
+        expected_NE = pool(ablated).numpy()
+        model_NE = pool(features_NCHW).numpy()
+    y_NE = ca.activation_ablated_outputs(x_NTC, x_NTC.mean(0), keep_C, weights)
+    np.testing.assert_allclose(y_NE, expected_NE, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ca.activation_ablated_outputs(x_NTC, x_NTC.mean(0), np.ones(8, bool), weights), model_NE, rtol=1e-10)
+    none_NE = ca.activation_ablated_outputs(x_NTC, x_NTC.mean(0), np.zeros(8, bool), weights)
+    np.testing.assert_allclose(none_NE, np.broadcast_to(none_NE[0], none_NE.shape), rtol=1e-12)
+    with pytest.raises(ValueError, match="disagree"):
+        ca.activation_ablated_outputs(x_NTC, x_NTC.mean(0)[1:], keep_C, weights)
+
+
+def test_activation_ablation_curve_end_points_and_ranking(real_pool):
+    import torch
+
+    pool, features_NCHW, x_NTC, weights = real_pool
+    with torch.no_grad():
+        y_NE = pool(features_NCHW).numpy()
+    rng = np.random.default_rng(2)
+    text_KE = rng.standard_normal((3, 5))
+    truth = np.argmax(y_NE @ text_KE.T, axis=1)
+    truth[::4] = (truth[::4] + 1) % 3
+    tasks = [_task("a", text_KE, [0, 2, 4, 6, 8, 10], truth[::2]), _task("b", text_KE, [1, 2, 5, 7], truth[[1, 2, 5, 7]])]
+    evaluated, _ = ca.evaluated_images(tasks)
+    assert evaluated.tolist() == [0, 1, 2, 4, 5, 6, 7, 8, 10]
+    score_C = np.arange(8.0)[::-1]  # neuron 0 ranks first
+    table = ca.activation_ablation_curve(x_NTC[evaluated], x_NTC.mean(0), weights, score_C, [0.0, 0.25, 1.0], tasks)
+    assert len(table) == 3 * 2 and set(table["level"]) == {"neuron_activation"}
+    assert table.loc[table["fraction"] == 0.25, "n_kept"].tolist() == [2, 2]
+    for task in tasks:
+        full = table[(table["fraction"] == 1.0) & (table["task"] == task.name)]["accuracy"]
+        assert float(full.iloc[0]) == ca.zero_shot_accuracy(y_NE, task)
+    kept = ca.activation_ablated_outputs(x_NTC[evaluated], x_NTC.mean(0), score_C >= 6, weights)
+    _, local = ca.evaluated_images(tasks)
+    quarter = table[table["fraction"] == 0.25]["accuracy"].tolist()
+    assert quarter == [ca.zero_shot_accuracy(kept, task) for task in local]
+    with pytest.raises(ValueError, match="evaluate 9 images"):
+        ca.activation_ablation_curve(x_NTC, x_NTC.mean(0), weights, score_C, [0.5], tasks)

@@ -370,3 +370,18 @@ def pair_scalars(ds: xr.Dataset, chunk_size: int, images: np.ndarray | None = No
         s_chunks.append(decomposition.pair_scalars(batch.x_NTC, batch.alpha_NHT))
         y_chunks.append(batch.y_NE)
     return np.concatenate(s_chunks), np.concatenate(y_chunks)
+
+
+def token_means(ds: xr.Dataset, chunk_size: int) -> np.ndarray:
+    """Mean attention-pool tokens over all images of a store, read chunk by chunk.
+
+    Returns
+    -------
+    ndarray, shape (T, C), float64
+        mean_i x_t[n] (positional embedding included); the reference of the activation
+        mean-ablation (:func:`clipmech.component_analysis.activation_ablated_outputs`).
+    """
+    total_TC = np.zeros((ds.sizes["token"], ds.sizes["neuron"]))
+    for batch in iter_batches(ds, chunk_size):
+        total_TC += batch.x_NTC.sum(axis=0)
+    return total_TC / ds.sizes["image"]

@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from clipmech import decomposition as dec
 
@@ -69,6 +70,25 @@ def zero_shot_accuracy(y_NE: np.ndarray, task: ZeroShotTask) -> float:
     y = y / np.linalg.norm(y, axis=1, keepdims=True)
     z = task.text_KE / np.linalg.norm(task.text_KE, axis=1, keepdims=True)
     return float(np.mean(np.argmax(y @ z.T, axis=1) == task.truth_M))
+
+
+def evaluated_images(tasks: Sequence[ZeroShotTask]) -> tuple[np.ndarray, list[ZeroShotTask]]:
+    """The sorted union of the tasks' images, and the tasks re-indexed into that union.
+
+    Returns
+    -------
+    evaluated : ndarray of int, shape (M,)
+        Indices into the analysed images.
+    local : list of ZeroShotTask
+        The same tasks with ``images`` indexing into ``evaluated``.
+    """
+    evaluated = np.unique(np.concatenate([task.images for task in tasks]))
+    position = {image: i for i, image in enumerate(evaluated)}
+    local = [
+        ZeroShotTask(t.name, t.classes, t.text_KE, np.array([position[i] for i in t.images], dtype=np.intp), t.truth_M)
+        for t in tasks
+    ]
+    return evaluated, local
 
 
 def component_scores(s_NHC: np.ndarray, u_HCE: np.ndarray) -> dict[str, np.ndarray]:
@@ -125,13 +145,8 @@ def ablation_curves(
         fraction x task.
     """
     s_mean_HC = s_NHC.mean(axis=0)
-    evaluated = np.unique(np.concatenate([task.images for task in tasks]))
+    evaluated, local = evaluated_images(tasks)
     s_eval = s_NHC[evaluated]
-    position = {image: i for i, image in enumerate(evaluated)}
-    local = [
-        ZeroShotTask(t.name, t.classes, t.text_KE, np.array([position[i] for i in t.images], dtype=np.intp), t.truth_M)
-        for t in tasks
-    ]
     rows = []
     for level in LEVELS:
         score = scores[level]
@@ -149,6 +164,102 @@ def ablation_curves(
                         "accuracy": zero_shot_accuracy(y_NE, task),
                     }
                 )
+    return pd.DataFrame(rows)
+
+
+def activation_ablated_outputs(
+    x_NTC: np.ndarray, x_mean_TC: np.ndarray, keep_C: np.ndarray, weights: dec.AttnPoolWeights
+) -> np.ndarray:
+    """Attention-pool outputs with the activations of all neurons not kept mean-ablated (paper Fig. 1).
+
+    The paper's "mean-ablation of neuron activations": neuron n's input to the attention pool is
+    replaced by its mean over the reference images at every token, x'_t[n] = mean_i x_t[n]
+    (positional embedding included, so this replaces the raw activation a_t[n] by its per-location
+    mean; token 0, the mean token, stays the mean of the spatial tokens). Unlike
+    :func:`clipmech.decomposition.mean_ablate`, which holds the attention fixed, the attention
+    alpha' is recomputed from x' (:func:`clipmech.decomposition.query_attention`), so an ablated
+    neuron also stops steering where every head looks.
+
+    Parameters
+    ----------
+    x_NTC : ndarray, shape (N, T, C)
+        Tokens of the evaluated images.
+    x_mean_TC : ndarray, shape (T, C)
+        Mean tokens over the reference images (:func:`clipmech.attnpool_store.token_means`).
+    keep_C : ndarray of bool, shape (C,)
+    weights : AttnPoolWeights
+
+    Returns
+    -------
+    ndarray, shape (N, E), float64
+
+    Raises
+    ------
+    ValueError
+        If the shapes disagree.
+    """
+    if x_mean_TC.shape != x_NTC.shape[1:] or keep_C.shape != (x_NTC.shape[2],):
+        raise ValueError(f"x_NTC {x_NTC.shape}, x_mean_TC {x_mean_TC.shape} and keep_C {keep_C.shape} disagree")
+    x = torch.as_tensor(np.where(keep_C, x_NTC, x_mean_TC[None]), dtype=torch.float64)
+    names = ("q_weight", "q_bias", "k_weight", "v_weight", "v_bias", "c_weight", "c_bias")
+    w = {name: torch.as_tensor(getattr(weights, name), dtype=torch.float64) for name in names}
+    alpha_NHT = dec.query_attention(x, w["q_weight"], w["q_bias"], w["k_weight"], weights.n_heads)
+    return dec.attnpool_output_from_attention(x, alpha_NHT, w["v_weight"], w["v_bias"], w["c_weight"], w["c_bias"]).numpy()
+
+
+def activation_ablation_curve(
+    x_NTC: np.ndarray,
+    x_mean_TC: np.ndarray,
+    weights: dec.AttnPoolWeights,
+    neuron_score_C: np.ndarray,
+    fractions: Sequence[float],
+    tasks: Sequence[ZeroShotTask],
+) -> pd.DataFrame:
+    """Zero-shot accuracy vs fraction of neurons kept, the other neurons' activations mean-ablated.
+
+    The ``neuron_activation`` curve of the paper's Fig. 1 (:func:`activation_ablated_outputs`),
+    with neurons ranked by the same score as the ``neuron`` level of :func:`ablation_curves`, so
+    the two curves keep the same neurons and differ only in what an ablation holds fixed.
+
+    Parameters
+    ----------
+    x_NTC : ndarray, shape (M, T, C)
+        Tokens of the images the tasks evaluate, in the order of :func:`evaluated_images`.
+    x_mean_TC : ndarray, shape (T, C)
+    weights : AttnPoolWeights
+    neuron_score_C : ndarray, shape (C,)
+        ``component_scores(...)["neuron"]``.
+    fractions : sequence of float in [0, 1]
+    tasks : sequence of ZeroShotTask
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns as :func:`ablation_curves`, level ``neuron_activation``.
+
+    Raises
+    ------
+    ValueError
+        If ``x_NTC`` does not hold one row per evaluated image.
+    """
+    evaluated, local = evaluated_images(tasks)
+    if len(evaluated) != x_NTC.shape[0]:
+        raise ValueError(f"the tasks evaluate {len(evaluated)} images but x_NTC holds {x_NTC.shape[0]}")
+    rows = []
+    for fraction in fractions:
+        keep = dec.top_fraction_mask(neuron_score_C, float(fraction))
+        y_NE = activation_ablated_outputs(x_NTC, x_mean_TC, keep, weights)
+        for task in local:
+            rows.append(
+                {
+                    "level": "neuron_activation",
+                    "fraction": float(fraction),
+                    "n_kept": int(keep.sum()),
+                    "n_components": int(keep.size),
+                    "task": task.name,
+                    "accuracy": zero_shot_accuracy(y_NE, task),
+                }
+            )
     return pd.DataFrame(rows)
 
 

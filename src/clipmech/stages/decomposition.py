@@ -196,7 +196,12 @@ def decompose_attnpool(store: str, out: dict, params: dict, label: str) -> None:
 
 
 def ablate_components(store: str, dataset_dir: str, text_path: str, out: dict, params: dict, chunk_size: int, label: str) -> None:
-    """Zero-shot accuracy vs fraction of pairs, neurons and heads kept, the rest mean-ablated (paper Fig. 1)."""
+    """Zero-shot accuracy vs fraction of pairs, neurons and heads kept, the rest mean-ablated (paper Fig. 1).
+
+    Contributions of pairs, neurons and heads are mean-ablated with the attention held fixed;
+    the ``neuron_activation`` level mean-ablates the neurons' activations instead, so the
+    attention is recomputed (:func:`clipmech.component_analysis.activation_ablation_curve`).
+    """
     ds = attnpool_store.open_store(store)
     data = datasets.load(dataset_dir)
     _check_images(ds, data, store, dataset_dir)
@@ -205,6 +210,12 @@ def ablate_components(store: str, dataset_dir: str, text_path: str, out: dict, p
     tasks = _zero_shot_tasks(data, np.load(text_path))
     scores = component_analysis.component_scores(s_NHC, parts.u_HCE)
     table = component_analysis.ablation_curves(s_NHC, parts.u_HCE, parts.bias_E, scores, params["fractions"], tasks, chunk_size)
+    evaluated, _ = component_analysis.evaluated_images(tasks)
+    x_NTC = np.concatenate([batch.x_NTC for batch in attnpool_store.iter_batches(ds, chunk_size, evaluated)])
+    activation = component_analysis.activation_ablation_curve(
+        x_NTC, attnpool_store.token_means(ds, chunk_size), parts.weights, scores["neuron"], params["fractions"], tasks
+    )
+    table = pd.concat([table, activation], ignore_index=True)
     model_acc = {task.name: component_analysis.zero_shot_accuracy(y_NE, task) for task in tasks}
     table["model_accuracy"] = table["task"].map(model_acc)
     _write(table, out["table"])
