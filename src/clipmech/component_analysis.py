@@ -110,6 +110,21 @@ def component_scores(s_NHC: np.ndarray, u_HCE: np.ndarray) -> dict[str, np.ndarr
     }
 
 
+def _curve_rows(level: str, fraction: float, keep: np.ndarray, y_NE: np.ndarray, tasks: Sequence[ZeroShotTask]) -> list[dict]:
+    """One row per task of an ablation curve at one fraction kept."""
+    return [
+        {
+            "level": level,
+            "fraction": float(fraction),
+            "n_kept": int(keep.sum()),
+            "n_components": int(keep.size),
+            "task": task.name,
+            "accuracy": zero_shot_accuracy(y_NE, task),
+        }
+        for task in tasks
+    ]
+
+
 def ablation_curves(
     s_NHC: np.ndarray,
     u_HCE: np.ndarray,
@@ -153,17 +168,7 @@ def ablation_curves(
         for fraction in fractions:
             keep = dec.top_fraction_mask(score, float(fraction))
             y_NE = dec.mean_ablate(s_eval, u_HCE, bias_E, keep, level=level, s_mean_HC=s_mean_HC, chunk_size=chunk_size)
-            for task in local:
-                rows.append(
-                    {
-                        "level": level,
-                        "fraction": float(fraction),
-                        "n_kept": int(keep.sum()),
-                        "n_components": int(keep.size),
-                        "task": task.name,
-                        "accuracy": zero_shot_accuracy(y_NE, task),
-                    }
-                )
+            rows.extend(_curve_rows(level, fraction, keep, y_NE, local))
     return pd.DataFrame(rows)
 
 
@@ -249,17 +254,7 @@ def activation_ablation_curve(
     for fraction in fractions:
         keep = dec.top_fraction_mask(neuron_score_C, float(fraction))
         y_NE = activation_ablated_outputs(x_NTC, x_mean_TC, keep, weights)
-        for task in local:
-            rows.append(
-                {
-                    "level": "neuron_activation",
-                    "fraction": float(fraction),
-                    "n_kept": int(keep.sum()),
-                    "n_components": int(keep.size),
-                    "task": task.name,
-                    "accuracy": zero_shot_accuracy(y_NE, task),
-                }
-            )
+        rows.extend(_curve_rows("neuron_activation", fraction, keep, y_NE, local))
     return pd.DataFrame(rows)
 
 
