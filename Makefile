@@ -13,7 +13,8 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# The offline default: synthesise Shapes, train the small CLIP, extract, analyse (CPU, ~20 min).
+# The offline default: synthesise Shapes, train the two small CLIPs, extract, analyse (CPU: ~12 min
+# on 2 cores, after the venv).
 run: $(BIN)/.installed
 	$(BIN)/snakemake --cores $(CORES)
 
