@@ -37,6 +37,7 @@ def loss_curve(losses: pd.DataFrame, metrics: dict, path: str | Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend(frameon=False)
+    fig.tight_layout()
     _save(fig, path)
 
 
