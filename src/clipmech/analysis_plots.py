@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from clipmech.plots import TYPE_COLOURS, _save  # noqa: E402
+from clipmech.plots import TYPE_COLOURS, save_figure  # noqa: E402
 from clipmech.shapes import COLOURS, RGB, SHAPES  # noqa: E402
 
 SCORE_LABELS = {
@@ -95,7 +95,7 @@ def superposition_scatter(
             ax.legend(fontsize=6, frameon=False, loc="best")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def binding_accuracy(accuracy: pd.DataFrame, title: str, path: str | Path) -> None:
@@ -141,7 +141,7 @@ def binding_accuracy(accuracy: pd.DataFrame, title: str, path: str | Path) -> No
     bar_ax.set_title("all counts", fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def gradcam_rows(
@@ -184,7 +184,7 @@ def gradcam_rows(
             ax.set_axis_off()
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def tsne_shapes(xy_N2: np.ndarray, labels: pd.DataFrame, title: str, path: str | Path) -> None:
@@ -217,7 +217,7 @@ def tsne_shapes(xy_N2: np.ndarray, labels: pd.DataFrame, title: str, path: str |
         ax.set_yticks([])
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def tsne_classes(xy_N2: np.ndarray, labels_N: np.ndarray, classes: list[str], title: str, path: str | Path) -> None:
@@ -229,4 +229,4 @@ def tsne_classes(xy_N2: np.ndarray, labels_N: np.ndarray, classes: list[str], ti
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from clipmech import shapes  # noqa: E402
+from clipmech.plots import save_figure  # noqa: E402
 
 LEVEL_COLOURS = {"pair": "C0", "neuron": "C1", "head": "C2", "neuron_activation": "C3"}
 LEVEL_LABELS = {"pair": "pairs", "neuron": "neurons", "head": "heads", "neuron_activation": "neuron activations"}
@@ -20,12 +21,6 @@ SEGMENTATION_COLOURS = np.array(
     [[255, 255, 255], [228, 26, 28], [55, 126, 184], [77, 175, 74], [152, 78, 163], [255, 127, 0], [166, 86, 40], [247, 129, 191]],
     dtype=np.uint8,
 )
-
-
-def _save(fig, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
 
 
 def component_norms(scores: dict[str, np.ndarray], rank_one: pd.DataFrame, title: str, path: str | Path) -> None:
@@ -45,7 +40,7 @@ def component_norms(scores: dict[str, np.ndarray], rank_one: pd.DataFrame, title
     bx.set_ylabel("pairs")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def ablation_curves(table: pd.DataFrame, chance: dict[str, float], title: str, path: str | Path) -> None:
@@ -65,7 +60,7 @@ def ablation_curves(table: pd.DataFrame, chance: dict[str, float], title: str, p
     axes[0, -1].legend(frameon=False, fontsize=8, loc="lower right")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def sparse_accuracy(table: pd.DataFrame, title: str, path: str | Path) -> None:
@@ -92,7 +87,7 @@ def sparse_accuracy(table: pd.DataFrame, title: str, path: str | Path) -> None:
     axes[0, 0].legend(frameon=False, fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def class_heatmaps(images: np.ndarray, logits_NKHW: np.ndarray, classes: Sequence[str], title: str, path: str | Path) -> None:
@@ -111,7 +106,7 @@ def class_heatmaps(images: np.ndarray, logits_NKHW: np.ndarray, classes: Sequenc
         ax.set_axis_off()
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def predicted_masks(images: np.ndarray, blocks: Sequence[dict], title: str, path: str | Path) -> None:
@@ -147,7 +142,7 @@ def predicted_masks(images: np.ndarray, blocks: Sequence[dict], title: str, path
         fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0.04 if handles else 0, 1, 1))
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def attention_sink(tokens: pd.DataFrame, registers: pd.DataFrame, grid: tuple[int, int], n_neurons: int, title: str, path: str | Path) -> None:
@@ -171,7 +166,7 @@ def attention_sink(tokens: pd.DataFrame, registers: pd.DataFrame, grid: tuple[in
     bx.set_ylabel("mean |change of sink attention|")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def shift_monitoring(splits: pd.DataFrame, correlations: pd.DataFrame, title: str, path: str | Path) -> None:
@@ -190,4 +185,4 @@ def shift_monitoring(splits: pd.DataFrame, correlations: pd.DataFrame, title: st
         ax.set_title(f"{concept}: r_pb = {corr['point_biserial_r']:.2f}, split r = {corr['split_pearson_r']:.2f}", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)

@@ -16,9 +16,11 @@ from clipmech.shapes import FEATURE_TYPES, FEATURES  # noqa: E402
 TYPE_COLOURS = {"shape": "#4c72b0", "colour": "#dd8452", "position": "#55a868"}
 
 
-def _save(fig, path: str | Path) -> None:
+def save_figure(fig, path: str | Path) -> None:
+    """Write a figure as PNG (110 dpi, cropped to its content so no label is cut off, no
+    software metadata so the bytes depend only on the data) and close it."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Software": None})
+    fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.05, metadata={"Software": None})
     plt.close(fig)
 
 
@@ -37,8 +39,7 @@ def loss_curve(losses: pd.DataFrame, metrics: dict, path: str | Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.legend(frameon=False)
-    fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def entropy_by_layer(units: pd.DataFrame, null_D: np.ndarray, path: str | Path) -> None:
@@ -58,7 +59,7 @@ def entropy_by_layer(units: pd.DataFrame, null_D: np.ndarray, path: str | Path) 
     ax.set_xlabel("layer")
     ax.set_ylabel("entropy of top-k affinities (nats)")
     ax.legend(frameon=False, fontsize=8, loc="lower right")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def top_images_with_affinity(
@@ -92,7 +93,7 @@ def top_images_with_affinity(
             f"top features {unit['top1']}, {unit['top2']}, {unit['top3']}",
             fontsize=8,
         )
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def patch_heatmaps(
@@ -123,7 +124,7 @@ def patch_heatmaps(
             ax.set_axis_off()
     fig.colorbar(im, ax=axes[1, :].tolist(), fraction=0.02, pad=0.01)
     fig.suptitle(title, fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def dataset_preview(images_NHW3: np.ndarray, objects: pd.DataFrame, path: str | Path, n: int = 10) -> None:
@@ -140,5 +141,5 @@ def dataset_preview(images_NHW3: np.ndarray, objects: pd.DataFrame, path: str | 
                 ax.imshow(images_NHW3[image_ids[c]])
                 if c == 0:
                     ax.set_title(f"{count} object{'s' if count > 1 else ''}", fontsize=8, loc="left")
-    _save(fig, path)
+    save_figure(fig, path)
 
