@@ -107,7 +107,8 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     assert (summary["n_heads"], summary["n_neurons"], summary["grid"]) == (8, 512, [4, 4])
     assert summary["reconstruction_rel_err_max"] < 1e-5 and summary["pair_cos_pc_u_min"] > 0.999
     ablation = pd.read_csv(decomposition / "ablation.tsv", sep="\t")
-    assert len(ablation) == 3 * 3 * 3  # levels x fractions x tasks
+    assert len(ablation) == 4 * 3 * 3  # levels x fractions x tasks
+    assert list(ablation["level"].unique()) == ["pair", "neuron", "head", "neuron_activation"]
     kept_all = ablation[ablation["fraction"] == 1.0]
     np.testing.assert_allclose(kept_all["accuracy"], kept_all["model_accuracy"])  # nothing ablated
     sparse = pd.read_csv(decomposition / "sparse_accuracy.tsv", sep="\t")
