@@ -29,4 +29,5 @@ lint: $(BIN)/.installed
 
 benchmark: $(BIN)/.installed
 	$(BIN)/python benchmarks/extraction.py
+	$(BIN)/python benchmarks/preprocess.py
 	$(BIN)/python benchmarks/omp.py
