@@ -187,12 +187,12 @@ def preprocess_square_batch(images_NHW3, preprocess_cfg: dict) -> torch.Tensor:
 
     if images_NHW3.ndim != 4 or images_NHW3.shape[1] != images_NHW3.shape[2] or images_NHW3.shape[3] != 3:
         raise ValueError(f"expected square RGB images (N, H, H, 3), got shape {images_NHW3.shape}")
-    size = preprocess_cfg["size"]
-    size = size if isinstance(size, int) else size[0] if size[0] == size[1] else None
+    height, width = (preprocess_cfg["size"],) * 2 if isinstance(preprocess_cfg["size"], int) else preprocess_cfg["size"]
     modes = {"bicubic": TF.InterpolationMode.BICUBIC, "bilinear": TF.InterpolationMode.BILINEAR}
-    if size is None or preprocess_cfg.get("interpolation", "bicubic") not in modes:
+    mode = modes.get(preprocess_cfg.get("interpolation", "bicubic"))
+    if height != width or mode is None:
         raise ValueError(f"the batched transform covers square bicubic/bilinear resizes, got {preprocess_cfg}")
     pixels = torch.from_numpy(images_NHW3).permute(0, 3, 1, 2)
-    pixels = TF.resize(pixels, [size, size], interpolation=modes[preprocess_cfg.get("interpolation", "bicubic")], antialias=True)
+    pixels = TF.resize(pixels, [height, width], interpolation=mode, antialias=True)
     pixels = TF.to_dtype(pixels, torch.float32, scale=True)
     return TF.normalize(pixels, mean=list(preprocess_cfg["mean"]), std=list(preprocess_cfg["std"]))

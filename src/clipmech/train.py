@@ -4,7 +4,8 @@ The model organism of the pipeline needs no download: scenes are drawn fresh at 
 training stream of the seed (disjoint from the analysis images' stream), captioned with
 :func:`clipmech.shapes.caption`, passed through a batched copy of the model's eval transform (the one
 extraction uses; :func:`clipmech.models.preprocess_square_batch`) and tokenised with open_clip's
-tokenizer; the objective is open_clip's ``ClipLoss`` (symmetric InfoNCE). Held-out scenes from a third stream measure zero-shot accuracy.
+tokenizer; the objective is open_clip's ``ClipLoss`` (symmetric InfoNCE). Held-out scenes from a
+third stream measure zero-shot accuracy.
 """
 
 from __future__ import annotations
