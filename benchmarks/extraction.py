@@ -1,7 +1,7 @@
 """Extraction throughput vs a bare forward pass, measured side by side in one run.
 
 Extraction = forward with MLP hooks on every block + token reductions + float16 copy of every
-token + zarr region write + progress record (clipmech.extract's per-batch path); bare = the same
+token + zarr region write + progress record (clipmech.stores.activations's per-batch path); bare = the same
 model's ``encode_image`` on the same preprocessed batches. Runs alternate (bare, extraction, bare,
 ...) so that load on the machine hits both alike; the ratio is extraction time / bare time, median
 over repeats. Target: <= 1.15.
@@ -21,9 +21,9 @@ from pathlib import Path
 import open_clip
 import torch
 
-from clipmech import extract
-from clipmech.extract import StoreProvenance, activations_batch, store_template
-from clipmech.hooks import capture_mlp_outputs, vision_blocks
+from clipmech.hooks.mlp import capture_mlp_outputs, vision_blocks
+from clipmech.stores import activations
+from clipmech.stores.activations import StoreProvenance, activations_batch, store_template
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    device = extract.resolve_device(args.device)
+    device = activations.resolve_device(args.device)
     torch.manual_seed(0)
     model = open_clip.create_model(args.model, pretrained=None).to(device).eval()
     size = model.visual.image_size

@@ -1,4 +1,4 @@
-"""Benchmark: batched torch OMP (clipmech.omp.omp_gram) vs scikit-learn's orthogonal_mp_gram.
+"""Benchmark: batched torch OMP (clipmech.decomposition.omp.omp_gram) vs scikit-learn's orthogonal_mp_gram.
 
 The setting of the text decomposition (methods.md Sec. 5): a dictionary of 30,000 unit-norm atoms
 of width 768 (random Gaussian directions here, seeded) and m = 64 atoms per target. Both
@@ -27,7 +27,7 @@ import torch
 from sklearn.linear_model import orthogonal_mp_gram
 from threadpoolctl import threadpool_limits
 
-from clipmech.omp import omp_gram
+from clipmech.decomposition.omp import omp_gram
 
 
 def _parse_args() -> argparse.Namespace:

@@ -1,8 +1,8 @@
 """Training's batched resize vs open_clip's per-image PIL transform, measured side by side in one run.
 
 Both turn the same rendered Shapes batch (uint8, 224 px) into the model's normalised input:
-``models.preprocess_images`` (the model's eval transform, one PIL call per image: what evaluation
-and extraction use) and ``models.preprocess_square_batch`` (one tensor resize for the batch: what
+``loading.preprocess_images`` (the model's eval transform, one PIL call per image: what evaluation
+and extraction use) and ``loading.preprocess_square_batch`` (one tensor resize for the batch: what
 training uses). Runs alternate so that load on the machine hits both alike; prints the median
 times, the speed-up and the largest difference in grey levels.
 
@@ -18,7 +18,8 @@ import time
 import open_clip
 import torch
 
-from clipmech import models, shapes, train
+from clipmech.data import shapes
+from clipmech.models import loading, train
 
 
 def main() -> None:
@@ -40,12 +41,12 @@ def main() -> None:
         out = fn()
         return time.perf_counter() - start, out
 
-    timed(lambda: models.preprocess_square_batch(images, cfg))  # warm-up
+    timed(lambda: loading.preprocess_square_batch(images, cfg))  # warm-up
     pil_times, batched_times = [], []
     for _ in range(args.repeats):
-        t, reference = timed(lambda: models.preprocess_images(images, preprocess))
+        t, reference = timed(lambda: loading.preprocess_images(images, preprocess))
         pil_times.append(t)
-        t, batched = timed(lambda: models.preprocess_square_batch(images, cfg))
+        t, batched = timed(lambda: loading.preprocess_square_batch(images, cfg))
         batched_times.append(t)
     grey_levels = float((batched - reference).abs().max()) * min(cfg["std"]) * 255
     pil, fast = statistics.median(pil_times), statistics.median(batched_times)

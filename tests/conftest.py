@@ -6,10 +6,10 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-
-import clipmech.models  # noqa: F401  (registers clipmech's model configs with open_clip)
-from clipmech import shapes
 from snakemake_cli import TINY, snakemake
+
+import clipmech.models.loading  # noqa: F401  (registers clipmech's model configs with open_clip)
+from clipmech.data import shapes
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clipmech import decomposition as dec
+from clipmech.decomposition import pool as dec
 
 
 def random_attnpool_weights(rng: np.random.Generator, n_tokens: int, width: int, embed_dim: int, n_heads: int) -> dec.AttnPoolWeights:
@@ -57,3 +57,13 @@ def record_region_writes(monkeypatch) -> list:
 
     monkeypatch.setattr(xr.Dataset, "to_zarr", recording_to_zarr)
     return written
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    """max_n ||a_n - b_n|| / ||b_n|| over the rows of two arrays of the same shape."""
+    return float(np.max(np.linalg.norm(a - b, axis=-1) / np.linalg.norm(b, axis=-1)))
+
+
+def no_hooks(model) -> bool:
+    """True when no module of ``model`` holds a forward hook or forward pre-hook."""
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())

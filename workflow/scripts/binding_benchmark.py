@@ -1,16 +1,16 @@
 from clipmech.logs import to_file
-from clipmech.stages import binding
+from clipmech.stages.binding_benchmark import binding_benchmark
 
 to_file(snakemake.log[0])
-binding.binding_benchmark(
-    snakemake.wildcards.model,
-    snakemake.params.model,
-    snakemake.input.store,
-    snakemake.input.data,
-    snakemake.output,
-    snakemake.params.binding,
-    snakemake.params.seed,
-    snakemake.params.device,
-    snakemake.params.batch_size,
-    snakemake.params.label,
+binding_benchmark(
+    name=snakemake.wildcards.model,
+    model_entry=snakemake.params.model,
+    store=snakemake.input.store,
+    dataset_dir=snakemake.input.data,
+    out=snakemake.output,
+    params=snakemake.params.binding,
+    seed=snakemake.params.seed,
+    device=snakemake.params.device,
+    batch_size=snakemake.params.batch_size,
+    label=snakemake.params.label,
 )

@@ -1,10 +1,10 @@
 from clipmech.logs import to_file
-from clipmech.stages import decomposition
+from clipmech.stages.decompose_attnpool import decompose_attnpool
 
 to_file(snakemake.log[0])
-decomposition.decompose_attnpool(
-    snakemake.input.store,
-    dict(snakemake.output),
-    snakemake.params.decomposition,
-    snakemake.params.label,
+decompose_attnpool(
+    store=snakemake.input.store,
+    out=dict(snakemake.output),
+    params=snakemake.params.decomposition,
+    label=snakemake.params.label,
 )

@@ -1,16 +1,16 @@
 from clipmech.logs import to_file
-from clipmech.stages import decomposition
+from clipmech.stages.decompose_text import decompose_text
 
 to_file(snakemake.log[0])
-decomposition.decompose_text(
-    snakemake.input.store,
-    snakemake.input.data,
-    snakemake.input.text,
-    dict(snakemake.output),
-    snakemake.params.text,
-    snakemake.params.pc_top_k,
-    snakemake.params.chunk_size,
-    snakemake.params.device,
-    snakemake.threads,
-    snakemake.params.label,
+decompose_text(
+    store=snakemake.input.store,
+    dataset_dir=snakemake.input.data,
+    text_path=snakemake.input.text,
+    out=dict(snakemake.output),
+    params=snakemake.params.text,
+    pc_top_k=snakemake.params.pc_top_k,
+    chunk_size=snakemake.params.chunk_size,
+    device=snakemake.params.device,
+    threads=snakemake.threads,
+    label=snakemake.params.label,
 )

@@ -1,12 +1,12 @@
 from clipmech.logs import to_file
-from clipmech.stages import decomposition
+from clipmech.stages.embed_text import embed_text
 
 to_file(snakemake.log[0])
-decomposition.embed_text(
-    snakemake.wildcards.model,
-    snakemake.params.model,
-    snakemake.output.text,
-    snakemake.params.text,
-    snakemake.params.device,
-    snakemake.threads,
+embed_text(
+    name=snakemake.wildcards.model,
+    model_entry=snakemake.params.model,
+    output=snakemake.output.text,
+    params=snakemake.params.text,
+    device=snakemake.params.device,
+    threads=snakemake.threads,
 )

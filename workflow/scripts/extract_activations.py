@@ -1,12 +1,12 @@
 from clipmech.logs import to_file
-from clipmech.stages import extraction
+from clipmech.stages.extract_activations import extract_activations
 
 to_file(snakemake.log[0])
-extraction.extract_activations(
-    snakemake.wildcards.model,
-    snakemake.params.model,
-    snakemake.input.data,
-    snakemake.output.store,
-    snakemake.params.extraction,
-    snakemake.threads,
+extract_activations(
+    name=snakemake.wildcards.model,
+    model_entry=snakemake.params.model,
+    dataset_dir=snakemake.input.data,
+    store=snakemake.output.store,
+    params=snakemake.params.extraction,
+    threads=snakemake.threads,
 )

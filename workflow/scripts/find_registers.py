@@ -1,10 +1,10 @@
 from clipmech.logs import to_file
-from clipmech.stages import decomposition
+from clipmech.stages.find_registers import find_registers
 
 to_file(snakemake.log[0])
-decomposition.find_registers(
-    snakemake.input.store,
-    dict(snakemake.output),
-    snakemake.params.registers,
-    snakemake.params.label,
+find_registers(
+    store=snakemake.input.store,
+    out=dict(snakemake.output),
+    params=snakemake.params.registers,
+    label=snakemake.params.label,
 )

@@ -1,13 +1,13 @@
 from clipmech.logs import to_file
-from clipmech.stages import decomposition
+from clipmech.stages.monitor_shift import monitor_shift
 
 to_file(snakemake.log[0])
-decomposition.monitor_shift(
-    snakemake.input.store,
-    snakemake.input.data,
-    snakemake.input.text,
-    dict(snakemake.output),
-    snakemake.params.shift,
-    snakemake.params.chunk_size,
-    snakemake.params.label,
+monitor_shift(
+    store=snakemake.input.store,
+    splits_dir=snakemake.input.data,
+    text_path=snakemake.input.text,
+    out=dict(snakemake.output),
+    params=snakemake.params.shift,
+    chunk_size=snakemake.params.chunk_size,
+    label=snakemake.params.label,
 )

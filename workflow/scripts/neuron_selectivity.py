@@ -1,13 +1,13 @@
 from clipmech.logs import to_file
-from clipmech.stages import selectivity
+from clipmech.stages.neuron_selectivity import neuron_selectivity
 
 to_file(snakemake.log[0])
-selectivity.neuron_selectivity(
-    snakemake.input.store,
-    snakemake.input.data,
-    snakemake.output.units,
-    snakemake.output.topk,
-    snakemake.output.null,
-    snakemake.params.selectivity,
-    snakemake.params.seed,
+neuron_selectivity(
+    store=snakemake.input.store,
+    dataset_dir=snakemake.input.data,
+    units=snakemake.output.units,
+    topk=snakemake.output.topk,
+    null=snakemake.output.null,
+    params=snakemake.params.selectivity,
+    seed=snakemake.params.seed,
 )

@@ -1,5 +1,8 @@
 from clipmech.logs import to_file
-from clipmech.stages import figures
+from clipmech.stages.plot_dataset import plot_dataset
 
 to_file(snakemake.log[0])
-figures.plot_dataset(snakemake.input.data, snakemake.output.preview)
+plot_dataset(
+    dataset_dir=snakemake.input.data,
+    path=snakemake.output.preview,
+)

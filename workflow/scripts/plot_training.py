@@ -1,5 +1,9 @@
 from clipmech.logs import to_file
-from clipmech.stages import figures
+from clipmech.stages.plot_training import plot_training
 
 to_file(snakemake.log[0])
-figures.plot_training(snakemake.input.metrics, snakemake.input.losses, snakemake.output.figure)
+plot_training(
+    metrics=snakemake.input.metrics,
+    losses=snakemake.input.losses,
+    path=snakemake.output.figure,
+)

@@ -1,13 +1,13 @@
 from clipmech.logs import to_file
-from clipmech.stages import decomposition
+from clipmech.stages.segment_pascal_context import segment_pascal_context
 
 to_file(snakemake.log[0])
-decomposition.segment_pascal_context(
-    snakemake.wildcards.model,
-    snakemake.params.model,
-    dict(snakemake.output),
-    snakemake.params.pascal_context,
-    snakemake.params.device,
-    snakemake.threads,
-    snakemake.params.label,
+segment_pascal_context(
+    name=snakemake.wildcards.model,
+    model_entry=snakemake.params.model,
+    out=dict(snakemake.output),
+    params=snakemake.params.pascal_context,
+    device=snakemake.params.device,
+    threads=snakemake.threads,
+    label=snakemake.params.label,
 )

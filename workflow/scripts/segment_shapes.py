@@ -1,14 +1,14 @@
 from clipmech.logs import to_file
-from clipmech.stages import decomposition
+from clipmech.stages.segment_shapes import segment_shapes
 
 to_file(snakemake.log[0])
-decomposition.segment_shapes(
-    snakemake.input.store,
-    snakemake.input.data,
-    snakemake.input.text,
-    dict(snakemake.output),
-    snakemake.params.segmentation,
-    snakemake.params.chunk_size,
-    snakemake.params.seed,
-    snakemake.params.label,
+segment_shapes(
+    store=snakemake.input.store,
+    dataset_dir=snakemake.input.data,
+    text_path=snakemake.input.text,
+    out=dict(snakemake.output),
+    params=snakemake.params.segmentation,
+    chunk_size=snakemake.params.chunk_size,
+    seed=snakemake.params.seed,
+    label=snakemake.params.label,
 )

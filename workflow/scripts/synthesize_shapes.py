@@ -1,5 +1,8 @@
 from clipmech.logs import to_file
-from clipmech.stages import dataset
+from clipmech.stages.synthesize_shapes import synthesize_shapes
 
 to_file(snakemake.log[0])
-dataset.synthesize_shapes(snakemake.output.data, snakemake.params.spec)
+synthesize_shapes(
+    out_dir=snakemake.output.data,
+    params=snakemake.params.spec,
+)

@@ -1,9 +1,9 @@
 from clipmech.logs import to_file
-from clipmech.stages import decomposition
+from clipmech.stages.synthesize_shift import synthesize_shift
 
 to_file(snakemake.log[0])
-decomposition.synthesize_shift(
-    snakemake.output.data,
-    snakemake.params.shift,
-    snakemake.params.image_size,
+synthesize_shift(
+    directory=snakemake.output.data,
+    params=snakemake.params.shift,
+    image_size=snakemake.params.image_size,
 )

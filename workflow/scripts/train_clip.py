@@ -1,13 +1,13 @@
 from clipmech.logs import to_file
-from clipmech.stages import training
+from clipmech.stages.train_clip import train_clip
 
 to_file(snakemake.log[0])
-training.train_model(
-    snakemake.wildcards.model,
-    snakemake.params.architecture,
-    snakemake.params.train,
-    snakemake.output.checkpoint,
-    snakemake.output.metrics,
-    snakemake.output.losses,
-    snakemake.threads,
+train_clip(
+    name=snakemake.wildcards.model,
+    architecture=snakemake.params.architecture,
+    params=snakemake.params.train,
+    checkpoint=snakemake.output.checkpoint,
+    metrics=snakemake.output.metrics,
+    losses=snakemake.output.losses,
+    threads=snakemake.threads,
 )

@@ -1,15 +1,15 @@
 from clipmech.logs import to_file
-from clipmech.stages import tsne
+from clipmech.stages.tsne_cifar10 import tsne_cifar10
 
 to_file(snakemake.log[0])
-tsne.tsne_cifar10(
-    snakemake.wildcards.model,
-    snakemake.params.model,
-    snakemake.output,
-    snakemake.params.cifar10,
-    snakemake.params.tsne,
-    snakemake.params.seed,
-    snakemake.params.device,
-    snakemake.params.batch_size,
-    snakemake.threads,
+tsne_cifar10(
+    name=snakemake.wildcards.model,
+    model_entry=snakemake.params.model,
+    out=snakemake.output,
+    cifar=snakemake.params.cifar10,
+    params=snakemake.params.tsne,
+    seed=snakemake.params.seed,
+    device=snakemake.params.device,
+    batch_size=snakemake.params.batch_size,
+    threads=snakemake.threads,
 )

@@ -1,12 +1,12 @@
 from clipmech.logs import to_file
-from clipmech.stages import tsne
+from clipmech.stages.tsne_shapes import tsne_shapes
 
 to_file(snakemake.log[0])
-tsne.tsne_shapes(
-    snakemake.input.store,
-    snakemake.input.data,
-    snakemake.output,
-    snakemake.params.tsne,
-    snakemake.params.seed,
-    snakemake.params.label,
+tsne_shapes(
+    store=snakemake.input.store,
+    dataset_dir=snakemake.input.data,
+    out=snakemake.output,
+    params=snakemake.params.tsne,
+    seed=snakemake.params.seed,
+    label=snakemake.params.label,
 )

@@ -1,0 +1,1 @@
+"""Datasets: the seeded Shapes synthesis and its distribution-shift splits (methods.md Sec. 1 and 5), the dataset directory reader, and readers of real datasets a user points at (CIFAR-10; PASCAL Context lives with its segmentation protocol in :mod:`clipmech.decomposition.segmentation`)."""

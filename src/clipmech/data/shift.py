@@ -1,0 +1,157 @@
+"""Distribution-shift monitoring with neuron-head pairs on Shapes splits of known concept shares.
+
+methods.md Sec. 5 (neuron-attention paper Sec. 5.2): a concept's score on an image is the norm of
+the summed contributions of its top pairs (top k by cos(u_{n,h}, z_concept)) divided by the norm
+of the model's output,
+
+    score(image) = || sum_{(n,h) in top_k} s_{n,h} u_{n,h} || / || y ||,
+
+tracked across splits whose true share of images containing the concept is known and changes
+from split to split. Agreement is measured, as in the paper, by the point-biserial correlation
+between concept presence (0/1 per image) and the score, and also by the Pearson correlation of
+the splits' mean scores with their true shares.
+
+The splits form one Shapes dataset (:func:`synthesize`, :func:`save`): ``n_per_split`` images per
+split, in split order; in split s exactly round(share[s, f] * n_per_split) images contain concept
+f (a colour or shape name), drawn by :func:`clipmech.data.shapes.sample_objects_with`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clipmech.data import shapes, shift
+
+
+@dataclass(frozen=True)
+class ShiftSpec:
+    """Splits of a shifting Shapes stream; written as the split dataset's ``spec.json``.
+
+    Attributes
+    ----------
+    concepts : tuple of str
+        Colour or shape names whose shares shift.
+    shares : tuple of tuple of float
+        shares[s][f] = share of split s's images that contain concept f, in [0, 1].
+    n_per_split : int
+    image_size : int
+    min_objects, max_objects : int
+        Objects per image, drawn uniformly.
+    seed : int
+    """
+
+    concepts: tuple[str, ...]
+    shares: tuple[tuple[float, ...], ...]
+    n_per_split: int = 100
+    image_size: int = 224
+    min_objects: int = 1
+    max_objects: int = 3
+    seed: int = 0
+    kind: str = field(default="shapes", init=False)
+
+    def __post_init__(self) -> None:
+        allowed = set(shapes.COLOURS) | set(shapes.SHAPES)
+        unknown = [c for c in self.concepts if c not in allowed]
+        if unknown:
+            raise ValueError(f"unknown concepts {unknown}; allowed: colours {shapes.COLOURS} and shapes {shapes.SHAPES}")
+        for s, row in enumerate(self.shares):
+            if len(row) != len(self.concepts) or not all(0.0 <= x <= 1.0 for x in row):
+                raise ValueError(f"shares[{s}] = {list(row)} must hold one share in [0, 1] per concept {list(self.concepts)}")
+        if len(self.shares) < 2:
+            raise ValueError(f"need at least 2 splits to shift between, got {len(self.shares)}")
+        if not 1 <= self.min_objects <= self.max_objects <= len(shapes.POSITIONS):
+            raise ValueError(f"need 1 <= min_objects <= max_objects <= 5, got {self.min_objects}, {self.max_objects}")
+
+
+def _draw_presence(rng: np.random.Generator, spec: ShiftSpec) -> np.ndarray:
+    """Which images get each concept: exactly round(share * n_per_split) per split, shuffled."""
+    n = spec.n_per_split
+    out = np.zeros((len(spec.shares) * n, len(spec.concepts)), dtype=bool)
+    for s, row in enumerate(spec.shares):
+        for f, share in enumerate(row):
+            out[s * n : (s + 1) * n, f] = rng.permutation(np.arange(n) < int(round(share * n)))
+    return out
+
+
+def synthesize(spec: ShiftSpec) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Render the split dataset (images in split order) from the seed's shift stream.
+
+    Returns
+    -------
+    images_NHW3 : ndarray of uint8
+    masks_NHW : ndarray of uint8
+        Instance masks.
+    objects : pandas.DataFrame
+        The object table of :func:`clipmech.data.shapes.render_scenes` plus a ``split`` column.
+    """
+    rng = shapes.stream(spec.seed, shapes.STREAM_SHIFT)
+    flags = _draw_presence(rng, spec)
+    scenes = [
+        shapes.sample_objects_with(
+            rng, int(rng.integers(spec.min_objects, spec.max_objects + 1)), spec.image_size, dict(zip(spec.concepts, row.tolist()))
+        )
+        for row in flags
+    ]
+    images, masks, objects = shapes.render_scenes(scenes, spec.image_size)
+    objects["split"] = objects["image_id"] // spec.n_per_split
+    return images, masks, objects
+
+
+def presence(objects: pd.DataFrame, concepts: tuple[str, ...], n_images: int) -> np.ndarray:
+    """Whether each image contains an object with each concept (a colour or shape name).
+
+    Returns
+    -------
+    ndarray of bool, shape (n_images, len(concepts))
+    """
+    out = np.zeros((n_images, len(concepts)), dtype=bool)
+    for f, concept in enumerate(concepts):
+        column = "colour" if concept in shapes.COLOURS else "shape"
+        out[objects.loc[objects[column] == concept, "image_id"].to_numpy(), f] = True
+    return out
+
+
+def save(directory: str | Path, spec: ShiftSpec, images: np.ndarray, masks: np.ndarray, objects: pd.DataFrame) -> None:
+    """Write the split dataset like a Shapes dataset (readable with :func:`clipmech.data.datasets.load`).
+
+    ``spec.json`` holds ``kind: shapes``, the :class:`ShiftSpec` and the sha256 of the data files.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    np.save(directory / "images.npy", images)
+    np.save(directory / "masks.npy", masks)
+    objects.to_csv(directory / "objects.tsv", sep="\t", index=False)
+    meta = {**asdict(spec), "n_images": int(images.shape[0]), "sha256": shapes.dataset_hash(directory)}
+    (directory / "spec.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def load_spec(directory: str | Path) -> ShiftSpec:
+    """The :class:`ShiftSpec` of a split dataset written by :func:`save`."""
+    meta = json.loads((Path(directory) / "spec.json").read_text())
+    return ShiftSpec(
+        concepts=tuple(meta["concepts"]),
+        shares=tuple(tuple(row) for row in meta["shares"]),
+        **{k: meta[k] for k in ("n_per_split", "image_size", "min_objects", "max_objects", "seed")},
+    )
+
+
+
+
+
+
+def shift_spec(params: dict, image_size: int) -> shift.ShiftSpec:
+    """The :class:`clipmech.data.shift.ShiftSpec` of the config's ``shift`` block at the dataset's image size."""
+    return shift.ShiftSpec(
+        concepts=tuple(params["concepts"]),
+        shares=tuple(tuple(row) for row in params["shares"]),
+        n_per_split=params["n_per_split"],
+        image_size=image_size,
+        min_objects=params["min_objects"],
+        max_objects=params["max_objects"],
+        seed=params["seed"],
+    )

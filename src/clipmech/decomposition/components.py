@@ -1,0 +1,423 @@
+"""Neuron-head pairs vs neurons vs heads: rank-1 check, mean-ablation and sparse-direction curves.
+
+methods.md Sec. 5 (neuron-attention paper Sec. 4.1, Figs. 1-2, Table 1, App. A.2). All functions
+work on the scalars s_{n,h} (N, H, C) and directions u_{n,h} (H, C, E) of
+:mod:`clipmech.decomposition.pool`; contributions are never materialised for all pairs at once.
+
+Zero-shot evaluation (our choice for Shapes, documented in the config schema): the attribute
+tasks of :mod:`clipmech.models.zeroshot` (colour 6-way, shape 5-way, position 5-way, prompts from
+:func:`clipmech.models.zeroshot.attribute_prompts`) on the single-object images of the analysed
+dataset. The ranking (mean contribution norms) and the ablation means are computed over all
+analysed images without labels, so the overlap of the evaluation images with that reference set
+leaks no label information (the paper draws both from ImageNet, means from 1000 test images).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from clipmech.data import datasets
+from clipmech.decomposition import pool as dec
+from clipmech.models import zeroshot
+
+LEVELS = ("pair", "neuron", "head")
+
+
+@dataclass(frozen=True)
+class ZeroShotTask:
+    """One zero-shot classification task on a set of images.
+
+    Attributes
+    ----------
+    name : str
+        E.g. ``colour``.
+    classes : tuple of str
+    text_KE : ndarray, shape (K, E)
+        Prompt embeddings, one per class (normalised or not).
+    images : ndarray of int, shape (M,)
+        Indices (into the analysed images) of the evaluated images.
+    truth_M : ndarray of int, shape (M,)
+        True class index per evaluated image.
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    text_KE: np.ndarray
+    images: np.ndarray
+    truth_M: np.ndarray
+
+
+def zero_shot_accuracy(y_NE: np.ndarray, task: ZeroShotTask) -> float:
+    """Accuracy of cosine zero-shot classification of the task's images from outputs ``y``.
+
+    Parameters
+    ----------
+    y_NE : ndarray, shape (N, E)
+        Image embeddings of all analysed images (normalisation does not matter); the task's
+        ``images`` index into it.
+    task : ZeroShotTask
+
+    Returns
+    -------
+    float in [0, 1]; NaN if the task has no images.
+    """
+    if len(task.images) == 0:
+        return float("nan")
+    y = y_NE[task.images]
+    y = y / np.linalg.norm(y, axis=1, keepdims=True)
+    z = task.text_KE / np.linalg.norm(task.text_KE, axis=1, keepdims=True)
+    return float(np.mean(np.argmax(y @ z.T, axis=1) == task.truth_M))
+
+
+def evaluated_images(tasks: Sequence[ZeroShotTask]) -> tuple[np.ndarray, list[ZeroShotTask]]:
+    """The sorted union of the tasks' images, and the tasks re-indexed into that union.
+
+    Returns
+    -------
+    evaluated : ndarray of int, shape (M,)
+        Indices into the analysed images.
+    local : list of ZeroShotTask
+        The same tasks with ``images`` indexing into ``evaluated``.
+    """
+    evaluated = np.unique(np.concatenate([task.images for task in tasks]))
+    position = {image: i for i, image in enumerate(evaluated)}
+    local = [
+        ZeroShotTask(t.name, t.classes, t.text_KE, np.array([position[i] for i in t.images], dtype=np.intp), t.truth_M)
+        for t in tasks
+    ]
+    return evaluated, local
+
+
+def component_scores(s_NHC: np.ndarray, u_HCE: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean contribution norms of every pair, neuron and head over the reference images.
+
+    The ranking of the mean-ablation (methods.md Sec. 5: "ranked by mean norm"): pair
+    ||c_{n,h}|| = |s_{n,h}| ||u_{n,h}||, neuron ||sum_h s_{n,h} u_{n,h}||, head
+    ||sum_n s_{n,h} u_{n,h}||, each averaged over images.
+
+    Returns
+    -------
+    dict
+        ``pair`` (H, C), ``neuron`` (C,), ``head`` (H,), float64.
+    """
+    return {
+        "pair": dec.pair_contribution_norms(s_NHC, dec.direction_norms(u_HCE)).mean(axis=0),
+        "neuron": dec.neuron_contribution_norms(s_NHC, dec.neuron_gram(u_HCE)).mean(axis=0),
+        "head": np.linalg.norm(dec.head_contributions(s_NHC, u_HCE), axis=-1).mean(axis=0),
+    }
+
+
+def _curve_rows(level: str, fraction: float, keep: np.ndarray, y_NE: np.ndarray, tasks: Sequence[ZeroShotTask]) -> list[dict]:
+    """One row per task of an ablation curve at one fraction kept."""
+    return [
+        {
+            "level": level,
+            "fraction": float(fraction),
+            "n_kept": int(keep.sum()),
+            "n_components": int(keep.size),
+            "task": task.name,
+            "accuracy": zero_shot_accuracy(y_NE, task),
+        }
+        for task in tasks
+    ]
+
+
+def ablation_curves(
+    s_NHC: np.ndarray,
+    u_HCE: np.ndarray,
+    bias_E: np.ndarray,
+    scores: dict[str, np.ndarray],
+    fractions: Sequence[float],
+    tasks: Sequence[ZeroShotTask],
+    chunk_size: int = 256,
+) -> pd.DataFrame:
+    """Zero-shot accuracy vs fraction of components kept, the rest mean-ablated (paper Fig. 1).
+
+    For each level (pair, neuron, head) and fraction f, keeps the round(f * count) components
+    with the highest score and replaces every other one by its mean over all images of ``s_NHC``
+    (:func:`clipmech.decomposition.pool.mean_ablate`), then scores the ablated outputs.
+
+    Parameters
+    ----------
+    s_NHC : ndarray, shape (N, H, C)
+        Scalars of all analysed images (the reference set of the means).
+    u_HCE : ndarray, shape (H, C, E)
+    bias_E : ndarray, shape (E,)
+    scores : dict
+        From :func:`component_scores`.
+    fractions : sequence of float in [0, 1]
+    tasks : sequence of ZeroShotTask
+    chunk_size : int
+        Images per matrix product.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns level, fraction, n_kept, n_components, task, accuracy; one row per level x
+        fraction x task.
+    """
+    s_mean_HC = s_NHC.mean(axis=0)
+    evaluated, local = evaluated_images(tasks)
+    s_eval = s_NHC[evaluated]
+    rows = []
+    for level in LEVELS:
+        score = scores[level]
+        for fraction in fractions:
+            keep = dec.top_fraction_mask(score, float(fraction))
+            y_NE = dec.mean_ablate(s_eval, u_HCE, bias_E, keep, level=level, s_mean_HC=s_mean_HC, chunk_size=chunk_size)
+            rows.extend(_curve_rows(level, fraction, keep, y_NE, local))
+    return pd.DataFrame(rows)
+
+
+def activation_ablated_outputs(
+    x_NTC: np.ndarray, x_mean_TC: np.ndarray, keep_C: np.ndarray, weights: dec.AttnPoolWeights
+) -> np.ndarray:
+    """Attention-pool outputs with the activations of all neurons not kept mean-ablated (paper Fig. 1).
+
+    The paper's "mean-ablation of neuron activations": neuron n's input to the attention pool is
+    replaced by its mean over the reference images at every token, x'_t[n] = mean_i x_t[n]
+    (positional embedding included, so this replaces the raw activation a_t[n] by its per-location
+    mean; token 0, the mean token, stays the mean of the spatial tokens). Unlike
+    :func:`clipmech.decomposition.pool.mean_ablate`, which holds the attention fixed, the attention
+    alpha' is recomputed from x' (:func:`clipmech.decomposition.pool.query_attention`), so an ablated
+    neuron also stops steering where every head looks.
+
+    Parameters
+    ----------
+    x_NTC : ndarray, shape (N, T, C)
+        Tokens of the evaluated images.
+    x_mean_TC : ndarray, shape (T, C)
+        Mean tokens over the reference images (:func:`clipmech.stores.attnpool.token_means`).
+    keep_C : ndarray of bool, shape (C,)
+    weights : AttnPoolWeights
+
+    Returns
+    -------
+    ndarray, shape (N, E), float64
+
+    Raises
+    ------
+    ValueError
+        If the shapes disagree.
+    """
+    if x_mean_TC.shape != x_NTC.shape[1:] or keep_C.shape != (x_NTC.shape[2],):
+        raise ValueError(f"x_NTC {x_NTC.shape}, x_mean_TC {x_mean_TC.shape} and keep_C {keep_C.shape} disagree")
+    x = torch.as_tensor(np.where(keep_C, x_NTC, x_mean_TC[None]), dtype=torch.float64)
+    names = ("q_weight", "q_bias", "k_weight", "v_weight", "v_bias", "c_weight", "c_bias")
+    w = {name: torch.as_tensor(getattr(weights, name), dtype=torch.float64) for name in names}
+    alpha_NHT = dec.query_attention(x, w["q_weight"], w["q_bias"], w["k_weight"], weights.n_heads)
+    return dec.attnpool_output_from_attention(x, alpha_NHT, w["v_weight"], w["v_bias"], w["c_weight"], w["c_bias"]).numpy()
+
+
+def activation_ablation_curve(
+    x_NTC: np.ndarray,
+    x_mean_TC: np.ndarray,
+    weights: dec.AttnPoolWeights,
+    neuron_score_C: np.ndarray,
+    fractions: Sequence[float],
+    tasks: Sequence[ZeroShotTask],
+) -> pd.DataFrame:
+    """Zero-shot accuracy vs fraction of neurons kept, the other neurons' activations mean-ablated.
+
+    The ``neuron_activation`` curve of the paper's Fig. 1 (:func:`activation_ablated_outputs`),
+    with neurons ranked by the same score as the ``neuron`` level of :func:`ablation_curves`, so
+    the two curves keep the same neurons and differ only in what an ablation holds fixed.
+
+    Parameters
+    ----------
+    x_NTC : ndarray, shape (M, T, C)
+        Tokens of the images the tasks evaluate, in the order of :func:`evaluated_images`.
+    x_mean_TC : ndarray, shape (T, C)
+    weights : AttnPoolWeights
+    neuron_score_C : ndarray, shape (C,)
+        ``component_scores(...)["neuron"]``.
+    fractions : sequence of float in [0, 1]
+    tasks : sequence of ZeroShotTask
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns as :func:`ablation_curves`, level ``neuron_activation``.
+
+    Raises
+    ------
+    ValueError
+        If ``x_NTC`` does not hold one row per evaluated image.
+    """
+    evaluated, local = evaluated_images(tasks)
+    if len(evaluated) != x_NTC.shape[0]:
+        raise ValueError(f"the tasks evaluate {len(evaluated)} images but x_NTC holds {x_NTC.shape[0]}")
+    rows = []
+    for fraction in fractions:
+        keep = dec.top_fraction_mask(neuron_score_C, float(fraction))
+        y_NE = activation_ablated_outputs(x_NTC, x_mean_TC, keep, weights)
+        rows.extend(_curve_rows("neuron_activation", fraction, keep, y_NE, local))
+    return pd.DataFrame(rows)
+
+
+def pair_rank_one(s_NHC: np.ndarray, u_HCE: np.ndarray, heads_K: np.ndarray, neurons_K: np.ndarray, top_k: int = 50) -> pd.DataFrame:
+    """First principal component of each chosen pair's contributions vs its direction u_{n,h}.
+
+    methods.md Sec. 5 test / paper App. A.2: the PC of c_{n,h} over the ``top_k`` images with the
+    largest norm; since c_{n,h} = s_{n,h} u_{n,h}, |cos(PC, u)| must be ~1 (uncentred PC; the
+    centred one is used for the explained fraction as in the paper's PCA). Pairs whose
+    contribution vanishes on every image get NaN.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns head, neuron, cos_pc_u (|cos| of the uncentred first PC with u), explained
+        (variance fraction of the centred first PC).
+    """
+    rows = []
+    for h, n in zip(np.asarray(heads_K), np.asarray(neurons_K)):
+        c_NE = dec.pair_contributions(s_NHC, u_HCE, [h], [n])[:, 0]
+        u = u_HCE[h, n]
+        if not np.any(c_NE) or not np.any(u):
+            rows.append({"head": int(h), "neuron": int(n), "cos_pc_u": np.nan, "explained": np.nan})
+            continue
+        pc, _ = dec.top_norm_principal_components(c_NE, top_k=top_k, center=False)
+        _, explained = dec.top_norm_principal_components(c_NE, top_k=top_k)
+        rows.append(
+            {
+                "head": int(h),
+                "neuron": int(n),
+                "cos_pc_u": abs(float(pc[0] @ u) / float(np.linalg.norm(u))),
+                "explained": float(explained[0]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def neuron_directions(s_NHC: np.ndarray, u_HCE: np.ndarray, neurons_K: np.ndarray, top_k: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """First principal component of each chosen neuron's contributions c_n (paper Sec. 4.1, A.2).
+
+    c_n = sum_h s_{n,h} u_{n,h} spans up to H directions; its PC over the ``top_k`` images with the
+    largest ||c_n|| is the neuron's rank-1 approximation direction (the baseline of the paper's
+    Table 1 and Fig. 2).
+
+    Returns
+    -------
+    v_KE : ndarray, shape (K, E)
+        Unit PCs (uncentred, sign towards the mean contribution); zero rows for neurons that
+        never contribute.
+    explained_K : ndarray, shape (K,)
+        Variance fraction of the centred first PC (NaN for silent neurons).
+    """
+    neurons_K = np.asarray(neurons_K, dtype=np.intp)
+    v_KE = np.zeros((len(neurons_K), u_HCE.shape[2]))
+    explained_K = np.full(len(neurons_K), np.nan)
+    for k, n in enumerate(neurons_K):
+        c_NE = dec.neuron_contributions(s_NHC, u_HCE, [n])[:, 0]
+        if not np.any(c_NE):
+            continue
+        pc, _ = dec.top_norm_principal_components(c_NE, top_k=top_k, center=False)
+        _, explained = dec.top_norm_principal_components(c_NE, top_k=top_k)
+        v_KE[k], explained_K[k] = pc[0], explained[0]
+    return v_KE, explained_K
+
+
+def pair_outputs_with_directions(
+    s_NHC: np.ndarray,
+    u_HCE: np.ndarray,
+    bias_E: np.ndarray,
+    keep_HC: np.ndarray,
+    s_mean_HC: np.ndarray,
+    heads_K: np.ndarray,
+    neurons_K: np.ndarray,
+    directions_KE: np.ndarray,
+    chunk_size: int = 256,
+) -> np.ndarray:
+    """Outputs with kept pairs' directions replaced and the other pairs mean-ablated (paper Fig. 2).
+
+    y = sum_{(n,h) kept} s_{n,h} u'_{n,h} + sum_{(n,h) not kept} mean(s_{n,h}) u_{n,h} + bias, with
+    u' = ``directions_KE`` for the listed pairs (e.g. m-sparse text approximations) and u for the
+    other kept pairs.
+
+    Parameters
+    ----------
+    s_NHC : ndarray, shape (N, H, C)
+    u_HCE : ndarray, shape (H, C, E)
+    bias_E : ndarray, shape (E,)
+    keep_HC : ndarray of bool, shape (H, C)
+    s_mean_HC : ndarray, shape (H, C)
+    heads_K, neurons_K : ndarray of int, shape (K,)
+        Pairs whose direction is replaced.
+    directions_KE : ndarray, shape (K, E)
+
+    Returns
+    -------
+    ndarray, shape (N, E)
+    """
+    replaced_HCE = u_HCE.copy()
+    replaced_HCE[np.asarray(heads_K, dtype=np.intp), np.asarray(neurons_K, dtype=np.intp)] = directions_KE
+    return dec.mean_ablate(s_NHC, replaced_HCE, bias_E, keep_HC, level="pair", s_mean_HC=s_mean_HC, chunk_size=chunk_size)
+
+
+def neuron_outputs_rank_one(
+    s_NHC: np.ndarray,
+    u_HCE: np.ndarray,
+    bias_E: np.ndarray,
+    keep_C: np.ndarray,
+    s_mean_HC: np.ndarray,
+    v_KE: np.ndarray,
+    directions_KE: np.ndarray,
+) -> np.ndarray:
+    """Outputs with each kept neuron reduced to one direction, the other neurons mean-ablated.
+
+    For kept neuron n (in index order of ``keep_C``) with PC v_n, c_n is replaced by
+    (c_n . v_n) d_n, where d_n = ``directions_KE`` (v_n itself, or its m-sparse text
+    approximation); ablated neurons contribute their mean (paper Sec. 4.1 neuron baseline,
+    Fig. 2).
+
+    Parameters
+    ----------
+    s_NHC : ndarray, shape (N, H, C)
+    u_HCE : ndarray, shape (H, C, E)
+    bias_E : ndarray, shape (E,)
+    keep_C : ndarray of bool, shape (C,)
+    s_mean_HC : ndarray, shape (H, C)
+    v_KE : ndarray, shape (K, E)
+        Unit PCs of the K kept neurons (:func:`neuron_directions`).
+    directions_KE : ndarray, shape (K, E)
+
+    Returns
+    -------
+    ndarray, shape (N, E)
+
+    Raises
+    ------
+    ValueError
+        If the number of rows of ``v_KE`` or ``directions_KE`` is not the number of kept neurons.
+    """
+    kept = np.flatnonzero(keep_C)
+    if v_KE.shape[0] != len(kept) or directions_KE.shape != v_KE.shape:
+        raise ValueError(f"{len(kept)} neurons are kept but v_KE has shape {v_KE.shape} and directions_KE {directions_KE.shape}")
+    ablated_HC = np.broadcast_to(~keep_C, s_mean_HC.shape)
+    offset_E = bias_E + np.where(ablated_HC, s_mean_HC, 0.0).reshape(-1) @ u_HCE.reshape(-1, u_HCE.shape[2])
+    w_HK = np.einsum("hke,ke->hk", u_HCE[:, kept], v_KE)  # u_{n,h} . v_n
+    p_NK = np.einsum("nhk,hk->nk", s_NHC[:, :, kept], w_HK)  # c_n . v_n
+    return p_NK @ directions_KE + offset_E
+
+
+def task_text(text: np.lib.npyio.NpzFile, task: str) -> tuple[tuple[str, ...], np.ndarray]:
+    rows = text["prompt_task"] == task
+    return tuple(text["prompt_class"][rows].tolist()), text["prompt_embeddings"][rows].astype(np.float64)
+
+
+def zero_shot_tasks(data: datasets.ImageDataset, text: np.lib.npyio.NpzFile) -> list[ZeroShotTask]:
+    """The attribute tasks on the dataset's single-object images (component_analysis docstring)."""
+    single = data.objects[data.objects["n_objects"] == 1].sort_values("image_id")
+    if not len(single):
+        raise ValueError("the dataset has no single-object images: the zero-shot attribute tasks need them (min_objects: 1)")
+    tasks = []
+    for task in zeroshot.ATTRIBUTE_TASKS:
+        classes, text_KE = task_text(text, task)
+        truth = single[task].map({c: k for k, c in enumerate(classes)}).to_numpy()
+        tasks.append(ZeroShotTask(task, classes, text_KE, single["image_id"].to_numpy(), truth))
+    return tasks

@@ -1,0 +1,1 @@
+"""Hooks on a model's modules: capture what a forward pass computes at named places."""

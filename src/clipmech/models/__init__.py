@@ -1,0 +1,1 @@
+"""Models: open_clip loading by config name (:mod:`.loading`), the small CLIPs the pipeline trains on captioned Shapes scenes (:mod:`.train`), zero-shot prompts and scoring (:mod:`.zeroshot`), and the open_clip model configs of those small CLIPs (``model_configs/``)."""

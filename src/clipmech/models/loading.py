@@ -1,0 +1,198 @@
+"""Loading CLIP models through open_clip, by the names a config's ``models:`` section gives them.
+
+A model spec maps a name to an open_clip architecture and a ``pretrained`` value: either an
+open_clip tag (``ViT-L-14`` / ``openai``) or a local checkpoint path (a checkpoint this pipeline
+trained, or any open_clip-compatible state dict). All loading goes through
+``open_clip.create_model_and_transforms``. The small architectures the pipeline trains itself are
+open_clip model configs shipped in ``clipmech/models/model_configs/`` and registered with
+``open_clip.add_model_config``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+
+from clipmech.checkpoints import is_local_checkpoint
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(MODEL_CONFIG_DIR)
+RANDOM_INIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One entry of the config's ``models:`` section.
+
+    Attributes
+    ----------
+    name : str
+        The key in ``models:``; used in output paths.
+    architecture : str
+        An open_clip model name (``open_clip.list_models()``, including clipmech's own configs).
+    pretrained : str or None
+        An open_clip pretrained tag, a path to a local checkpoint, or None for random weights.
+    """
+
+    name: str
+    architecture: str
+    pretrained: str | None
+
+    @property
+    def is_local_checkpoint(self) -> bool:
+        """True when ``pretrained`` names a file rather than an open_clip tag."""
+        return is_local_checkpoint(self.pretrained)
+
+
+def model_spec(models: dict[str, dict[str, Any]], name: str) -> ModelSpec:
+    """Look up a model by name in a config's ``models:`` mapping.
+
+    Raises
+    ------
+    KeyError
+        If ``name`` is not configured; the message lists the configured names.
+    ValueError
+        If its architecture is not an open_clip model; the message lists the valid ones.
+    """
+    if name not in models:
+        raise KeyError(f"unknown model {name!r}; configured models are: {', '.join(sorted(models))}")
+    entry = models[name]
+    architecture = entry["architecture"]
+    valid = open_clip.list_models()
+    if architecture not in valid:
+        raise ValueError(
+            f"model {name!r}: unknown open_clip architecture {architecture!r}; valid architectures are: "
+            + ", ".join(valid)
+        )
+    return ModelSpec(name=name, architecture=architecture, pretrained=entry.get("pretrained"))
+
+
+def load(spec: ModelSpec, device: str | torch.device = "cpu"):
+    """Create a model with its eval transform and tokenizer.
+
+    Returns
+    -------
+    model : open_clip.CLIP
+        In eval mode on ``device``; random weights (``pretrained`` None) are drawn with torch seed
+        ``RANDOM_INIT_SEED`` without disturbing the caller's random state.
+    preprocess : callable
+        open_clip's eval transform (PIL image -> float tensor (3, S, S)).
+    tokenizer : callable
+        ``open_clip.get_tokenizer(architecture)`` (context length from the model config).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``pretrained`` is a local path that does not exist (the message names it).
+    RuntimeError
+        If a local checkpoint cannot be loaded into the architecture (the message names the file).
+    """
+    if spec.is_local_checkpoint and not Path(spec.pretrained).is_file():
+        raise FileNotFoundError(
+            f"model {spec.name!r}: checkpoint {spec.pretrained} does not exist "
+            "(train it with the pipeline or point `pretrained` at an existing file)"
+        )
+    with torch.random.fork_rng(devices=[]):
+        # Random weights (pretrained None) are drawn from a fixed seed, so a random-init model is
+        # the same model in every job (resumed extractions, tests of paper architectures).
+        torch.manual_seed(RANDOM_INIT_SEED)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.architecture, pretrained=spec.pretrained, device=device
+            )
+        except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
+            if not spec.is_local_checkpoint:
+                raise
+            raise RuntimeError(
+                f"model {spec.name!r}: cannot load checkpoint {spec.pretrained} as {spec.architecture} "
+                f"(truncated, corrupt or another architecture): {error}"
+            ) from error
+    model.eval()
+    return model, preprocess, open_clip.get_tokenizer(spec.architecture)
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_id(spec: ModelSpec) -> str:
+    """What identifies the weights: ``sha256:<hex>`` for a local checkpoint, else the open_clip tag
+    (``random-init:seed<N>`` when ``pretrained`` is None)."""
+    if spec.is_local_checkpoint:
+        return "sha256:" + file_sha256(spec.pretrained)
+    return spec.pretrained or f"random-init:seed{RANDOM_INIT_SEED}"
+
+
+@torch.inference_mode()
+def encode_text(model, tokenizer, prompts: list[str], device: str | torch.device = "cpu") -> torch.Tensor:
+    """L2-normalised text embeddings, float32, (len(prompts), E)."""
+    tokens = tokenizer(prompts).to(device)
+    return torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1)
+
+
+def preprocess_images(images_NHW3, preprocess) -> torch.Tensor:
+    """Apply a model's eval transform to uint8 RGB arrays.
+
+    Parameters
+    ----------
+    images_NHW3 : numpy.ndarray, uint8, (N, H, W, 3)
+    preprocess : callable
+        The transform returned by :func:`load` (PIL image -> tensor).
+
+    Returns
+    -------
+    torch.Tensor, float32, (N, 3, S, S)
+    """
+    from PIL import Image
+
+    return torch.stack([preprocess(Image.fromarray(image)) for image in images_NHW3])
+
+
+def preprocess_square_batch(images_NHW3, preprocess_cfg: dict) -> torch.Tensor:
+    """A batched tensor version of open_clip's eval transform for square uint8 RGB images.
+
+    Resizes the whole batch at once (bicubic with antialiasing, as the PIL path does), then
+    normalises. On square inputs open_clip's ``Resize(shortest side)`` + ``CenterCrop`` reduce to
+    this resize; the result matches :func:`preprocess_images` to within one grey level (rounding of
+    the resampling filter), about 5x faster on 128 images of 224 px (``benchmarks/preprocess.py``).
+    Training uses it; evaluation and extraction keep the model's own transform.
+
+    Parameters
+    ----------
+    images_NHW3 : numpy.ndarray, uint8, (N, H, H, 3)
+    preprocess_cfg : dict
+        ``model.visual.preprocess_cfg``: ``size``, ``mean``, ``std``, ``interpolation``.
+
+    Returns
+    -------
+    torch.Tensor, float32, (N, 3, S, S)
+
+    Raises
+    ------
+    ValueError
+        If the images are not square RGB, or the transform is not bicubic/bilinear with a square size.
+    """
+    import torchvision.transforms.v2.functional as TF
+
+    if images_NHW3.ndim != 4 or images_NHW3.shape[1] != images_NHW3.shape[2] or images_NHW3.shape[3] != 3:
+        raise ValueError(f"expected square RGB images (N, H, H, 3), got shape {images_NHW3.shape}")
+    height, width = (preprocess_cfg["size"],) * 2 if isinstance(preprocess_cfg["size"], int) else preprocess_cfg["size"]
+    modes = {"bicubic": TF.InterpolationMode.BICUBIC, "bilinear": TF.InterpolationMode.BILINEAR}
+    mode = modes.get(preprocess_cfg.get("interpolation", "bicubic"))
+    if height != width or mode is None:
+        raise ValueError(f"the batched transform covers square bicubic/bilinear resizes, got {preprocess_cfg}")
+    pixels = torch.from_numpy(images_NHW3).permute(0, 3, 1, 2)
+    pixels = TF.resize(pixels, [height, width], interpolation=mode, antialias=True)
+    pixels = TF.to_dtype(pixels, torch.float32, scale=True)
+    return TF.normalize(pixels, mean=list(preprocess_cfg["mean"]), std=list(preprocess_cfg["std"]))

@@ -1,0 +1,70 @@
+"""The zero-shot binding benchmark per object count: the stage of rule ``binding_benchmark``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clipmech.analyses import binding
+from clipmech.data import datasets
+from clipmech.figures import binding as binding_figures
+from clipmech.models import loading, zeroshot
+from clipmech.stores import activations
+
+log = logging.getLogger(__name__)
+
+
+def binding_benchmark(
+    *,
+    name: str,
+    model_entry: dict,
+    store: str,
+    dataset_dir: str,
+    out: dict,
+    params: dict,
+    seed: int,
+    device: str,
+    batch_size: int,
+    label: str,
+) -> None:
+    """Score every binding trial (:func:`clipmech.analyses.binding.binding_trials`) of the dataset's images
+    with >= 2 objects and write the per-trial table (``out["trials"]``), the accuracy per task and
+    object count (``out["accuracy"]``) and its figure (``out["figure"]``).
+
+    Image embeddings are the store's (the normalised final embeddings); text embeddings come from
+    the model ``name`` configured as ``model_entry``. ``params`` is the config's ``binding``
+    section; ``seed`` draws the foils; prompts are encoded ``batch_size`` at a time on ``device``
+    (:func:`clipmech.stores.activations.resolve_device`); ``label`` ("<model> on <dataset>") titles the figure.
+    """
+    data = datasets.load(dataset_dir)
+    trials = binding.binding_trials(data.objects, params["tasks"], np.random.default_rng(seed))
+    emb_NE = torch.from_numpy(activations.open_store(store)["embedding"].values)
+    if emb_NE.shape[0] != data.n_images:
+        raise ValueError(
+            f"store {store} holds {emb_NE.shape[0]} embeddings but dataset {dataset_dir} has {data.n_images} images"
+        )
+    torch_device = activations.resolve_device(device)
+    model, _, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
+    prompts = sorted(set(trials["correct"]) | set(trials["foil"]))
+    text_PE = torch.cat(
+        [
+            loading.encode_text(model, tokenizer, prompts[i : i + batch_size], torch_device).cpu()
+            for i in range(0, len(prompts), batch_size)
+        ]
+    )
+    row = {prompt: p for p, prompt in enumerate(prompts)}
+    image_TE = emb_NE[trials["image_id"].to_numpy()]
+    correct_TE = text_PE[trials["correct"].map(row).to_numpy()]
+    foil_TE = text_PE[trials["foil"].map(row).to_numpy()]
+    trials["sim_correct"] = (image_TE * correct_TE).sum(-1).numpy()
+    trials["sim_foil"] = (image_TE * foil_TE).sum(-1).numpy()
+    trials["preferred"] = zeroshot.pairwise_preference(image_TE, correct_TE, foil_TE)
+    accuracy = binding.accuracy_by_count(trials, params["confidence_level"])
+    for key, table in (("trials", trials), ("accuracy", accuracy)):
+        Path(out[key]).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out[key], sep="\t", index=False, float_format="%.6g")
+    log.info("binding accuracy of %s:\n%s", name, accuracy.to_string())
+    binding_figures.binding_accuracy(accuracy, f"{label}: binding benchmark (chance 0.5)", out["figure"])

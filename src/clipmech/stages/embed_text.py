@@ -1,0 +1,47 @@
+"""Text embeddings of the word list and the class prompts: the stage of rule ``embed_text``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clipmech.decomposition import text as td
+from clipmech.models import loading, zeroshot
+from clipmech.stores import activations
+
+log = logging.getLogger(__name__)
+
+
+def embed_text(*, name: str, model_entry: dict, output: str, params: dict, device: str, threads: int) -> None:
+    """Embed the vocabulary (the ``n_words`` most common English words) and the zero-shot prompts.
+
+    Writes an npz with ``words`` (A,), ``word_embeddings`` (A, E), ``prompt_task``,
+    ``prompt_class``, ``prompts`` (P,) and ``prompt_embeddings`` (P, E); embeddings are
+    L2-normalised float32 from the model's text tower.
+    """
+    torch.set_num_threads(threads)
+    torch_device = activations.resolve_device(device)
+    model, _, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
+    words = td.vocabulary(params["n_words"])
+    word_embeddings = td.embed_texts(model, tokenizer, words, params["batch_size"], torch_device)
+    tasks, classes, prompts = [], [], []
+    for task in zeroshot.ATTRIBUTE_TASKS:
+        names, task_prompts = zeroshot.attribute_prompts(task)
+        tasks += [task] * len(names)
+        classes += list(names)
+        prompts += task_prompts
+    prompt_embeddings = td.embed_texts(model, tokenizer, prompts, params["batch_size"], torch_device)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        output,
+        words=np.array(words),
+        word_embeddings=word_embeddings,
+        prompt_task=np.array(tasks),
+        prompt_class=np.array(classes),
+        prompts=np.array(prompts),
+        prompt_embeddings=prompt_embeddings,
+    )
+    log.info("embedded %d words and %d prompts with %s", len(words), len(prompts), name)

@@ -1,0 +1,23 @@
+"""Extract the activation store of one model on one dataset: the stage of rule ``extract_activations``."""
+
+from __future__ import annotations
+
+import torch
+
+from clipmech.models import loading
+from clipmech.stores import activations
+
+
+def extract_activations(*, name: str, model_entry: dict, dataset_dir: str, store: str, params: dict, threads: int) -> None:
+    """Run :func:`clipmech.stores.activations.extract` for the model ``name`` configured as ``model_entry``."""
+    torch.set_num_threads(threads)
+    activations.extract(
+        loading.model_spec({name: model_entry}, name),
+        dataset_dir,
+        store,
+        layers=params.get("layers"),
+        reductions=tuple(params.get("reductions", ("mean", "max", "cls"))),
+        save_tokens=params.get("save_tokens", True),
+        batch_size=params.get("batch_size", 32),
+        device=params.get("device", "auto"),
+    )

@@ -1,0 +1,24 @@
+"""Extract the attention-pool store of a CLIP-ResNet (methods.md Sec. 5): the stage of rule ``extract_attnpool``."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from clipmech.models import loading
+from clipmech.stores import attnpool as pool_store
+
+log = logging.getLogger(__name__)
+
+
+def extract_attnpool(*, name: str, model_entry: dict, dataset_dir: str, store: str, params: dict, threads: int) -> None:
+    """Write the attention-pool store of the model ``name`` on a dataset (:mod:`clipmech.stores.attnpool`)."""
+    torch.set_num_threads(threads)
+    pool_store.extract_attnpool(
+        loading.model_spec({name: model_entry}, name),
+        dataset_dir,
+        store,
+        batch_size=params["batch_size"],
+        device=params["device"],
+    )

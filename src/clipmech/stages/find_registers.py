@@ -1,0 +1,33 @@
+"""Attention sink and register neurons (neuron-attention paper A.5-A.6): the stage of rule ``find_registers``."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from clipmech.data import tables
+from clipmech.decomposition import registers
+from clipmech.figures import registers as registers_figures
+from clipmech.stores import attnpool as pool_store
+
+log = logging.getLogger(__name__)
+
+
+def find_registers(*, store: str, out: dict, params: dict, label: str) -> None:
+    """The attention sink (token with the largest mean attention) and the register neurons (paper A.5-A.6)."""
+    ds = pool_store.open_store(store)
+    parts = pool_store.parts(ds)
+    n = parts.n_images if params["n_images"] is None else min(params["n_images"], parts.n_images)
+    alpha_NHT = ds["alpha"].values.astype(np.float64)
+    tokens = registers.token_attention_table(alpha_NHT, parts.grid)
+    sink = int(tokens.loc[tokens["is_sink"], "token"].iloc[0])
+    batch = next(pool_store.iter_batches(ds, n, np.arange(n)))
+    registers = registers.register_neurons(batch.x_NTC, batch.alpha_NHT, parts.weights, sink, params["chunk_size"])
+    registers["sink_token"] = sink
+    tables.write_table(tokens, out["tokens"])
+    tables.write_table(registers, out["registers"])
+    log.info("sink token %d (mean attention %.3f); top register neurons:\n%s", sink, tokens["mean_attention"].max(), registers.head(10).to_string())
+    registers_figures.attention_sink(
+        tokens, registers, parts.grid, params["n_figure_neurons"], f"{label}: attention sink and register neurons ({n} images)", out["figure"]
+    )

@@ -1,0 +1,80 @@
+"""Training-free segmentation of PASCAL Context-59 with the reference protocol: the stage of rule ``segment_pascal_context``."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from clipmech.data import tables
+from clipmech.decomposition import miou, segmentation
+from clipmech.decomposition import pool as dec
+from clipmech.decomposition import text as td
+from clipmech.models import loading
+from clipmech.stores import activations
+
+log = logging.getLogger(__name__)
+
+
+def segment_pascal_context(*, name: str, model_entry: dict, out: dict, params: dict, device: str, threads: int, label: str) -> None:
+    """PASCAL Context-59 mIoU of every method with mmseg's protocol (methods.md Sec. 5).
+
+    Each image is resized keeping its aspect ratio to fit ``scale`` (long, short) (shorter side
+    384 for RN50x16), cut into ``crop_size`` windows at ``stride`` (mmseg slide inference), each
+    window's logits computed by the decomposition and averaged, resized to the label's size, and
+    argmaxed over the 59 classes; labels go through ``reduce_zero_label`` (background not
+    scored). MaskCLIP logits are cosines times ``logit_scale`` (averaging logits, as mmseg does,
+    the argmax does not depend on it); the pair method uses the top ``top_k`` pairs per class.
+    """
+    torch.set_num_threads(threads)
+    torch_device = activations.resolve_device(device)
+    model, preprocess, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
+    image_size = model.visual.image_size
+    image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
+    if params["crop_size"] != image_size:
+        raise ValueError(f"crop_size {params['crop_size']} must equal the model's input size {image_size} (its positional embedding is fixed)")
+    normalize = next(t for t in preprocess.transforms if type(t).__name__ == "Normalize")
+    weights = dec.attnpool_weights(model.visual.attnpool)
+    u_HCE, bias_E = dec.neuron_head_directions(weights), dec.output_bias(weights)
+    h, c, _ = u_HCE.shape
+    classes = segmentation.PASCAL_CONTEXT_59
+    z_KE = td.embed_texts(model, tokenizer, classes, len(classes), torch_device).astype(np.float64)
+    heads_Kk, neurons_Kk, _ = td.top_pairs_by_text(u_HCE, z_KE, min(params["top_k"], h * c))
+    w_KHC = segmentation.pair_weights(heads_Kk, neurons_Kk, h, c)
+    grid = (image_size // 32, image_size // 32)
+    items = segmentation.pascal_context_items(params["root"], params["split"])
+    if params["n_images"] is not None:
+        items = items[: params["n_images"]]
+    confusions = {method: 0 for method in segmentation.METHODS}
+
+    def crop_logits(crop_3SS: torch.Tensor) -> dict[str, np.ndarray]:
+        cap = dec.capture_attnpool(model, crop_3SS[None].to(torch_device))
+        x_NTC, alpha_NHT = cap.x_NTC.double().cpu().numpy(), cap.alpha_NHT.double().cpu().numpy()
+        logits = {}
+        for method in segmentation.METHODS:
+            token = segmentation.token_logits(x_NTC, alpha_NHT, weights, u_HCE, bias_E, z_KE, w_KHC, method)
+            scale = params["logit_scale"] if method == "maskclip" else 1.0
+            logits[method] = scale * segmentation.upsample(token, grid, (image_size, image_size))[0]
+        return logits
+
+    for i, (image_path, label_path) in enumerate(items):
+        image, gt = segmentation.read_pascal_item(image_path, label_path)
+        height, width = segmentation.rescale_size(*gt.shape, tuple(params["scale"]))
+        resized = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+        pixels = normalize(torch.from_numpy(resized.copy()).permute(2, 0, 1).float() / 255.0)
+        gt_scored = miou.reduce_zero_label(gt)
+        for method, logits_KHW in segmentation.slide_logits(pixels, params["crop_size"], params["stride"], crop_logits).items():
+            full_KHW = segmentation.upsample(logits_KHW.reshape(1, len(classes), -1), (height, width), gt.shape)[0]
+            confusions[method] = confusions[method] + miou.confusion_matrix(full_KHW.argmax(axis=0), gt_scored, len(classes))
+        log.info("PASCAL Context image %d/%d done", i + 1, len(items))
+    miou_rows, iou_rows = [], []
+    for method, cm in confusions.items():
+        miou_rows.append({"method": method, "miou": miou.mean_iou(cm), "n_images": len(items), "top_k": int(w_KHC[0].sum())})
+        iou_rows += [{"method": method, "class": name, "iou": v} for name, v in zip(classes, miou.iou_from_confusion(cm))]
+    miou_table = pd.DataFrame(miou_rows)
+    tables.write_table(miou_table, out["miou"])
+    tables.write_table(pd.DataFrame(iou_rows), out["iou"])
+    log.info("%s PASCAL Context-59 mIoU:\n%s", label, miou_table.to_string())

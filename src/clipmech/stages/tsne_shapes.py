@@ -1,0 +1,41 @@
+"""t-SNE of the Shapes image embeddings: the stage of rule ``tsne_shapes``."""
+
+from __future__ import annotations
+
+import logging
+
+from clipmech.analyses import embedding_maps
+from clipmech.data import datasets, tables
+from clipmech.figures import tsne as tsne_figures
+from clipmech.stores import activations
+
+log = logging.getLogger(__name__)
+
+
+def tsne_shapes(*, store: str, dataset_dir: str, out: dict, params: dict, seed: int, label: str) -> None:
+    """t-SNE of the store's normalised image embeddings of every Shapes image: coordinates and
+    labels (``out["table"]``) and the three-panel figure (``out["figure"]``; colour and shape of
+    single-object images, object count of all). The silhouettes of colour and shape classes among
+    single-object images are logged and shown in the title."""
+    data = datasets.load(dataset_dir)
+    emb_NE = activations.open_store(store)["embedding"].values
+    if emb_NE.shape[0] != data.n_images:
+        raise ValueError(
+            f"store {store} holds {emb_NE.shape[0]} embeddings but dataset {dataset_dir} has {data.n_images} images"
+        )
+    labels = embedding_maps.shapes_labels(data.objects, data.n_images)
+    xy_N2 = embedding_maps.tsne_map(emb_NE, params["perplexity"], seed)
+    single = labels["n_objects"].to_numpy() == 1
+    silhouettes = {
+        c: embedding_maps.cluster_separation(emb_NE[single], labels.loc[single, c].to_numpy())
+        for c in ("colour", "shape")
+    }
+    log.info("silhouette of single-object images (cosine): %s", silhouettes)
+    tables.write_table(labels.assign(x=xy_N2[:, 0], y=xy_N2[:, 1]), out["table"])
+    tsne_figures.tsne_shapes(
+        xy_N2,
+        labels,
+        f"{label}: t-SNE of image embeddings (perplexity {params['perplexity']}); silhouette of single-object "
+        f"images by colour {silhouettes['colour']:.2f}, by shape {silhouettes['shape']:.2f}",
+        out["figure"],
+    )

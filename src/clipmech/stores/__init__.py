@@ -1,0 +1,1 @@
+"""Resumable, atomically published zarr stores of activations, through xarray."""

@@ -1,0 +1,78 @@
+"""Slow tier: the papers' architectures (RN50x16, ViT-B-32, RN50, ViT-L-14) with random weights."""
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+from toys import no_hooks, relative_error
+
+from clipmech.analyses.gradcam import gradcam
+from clipmech.decomposition import pool as dec
+from clipmech.hooks.mlp import capture_mlp_outputs, vision_blocks
+
+pytestmark = pytest.mark.slow
+
+
+def test_rn50x16_random_weights_float64_reconstruction_and_alpha():
+    torch.manual_seed(0)
+    model = open_clip.create_model("RN50x16", pretrained=None).double().eval()
+    pool = model.visual.attnpool
+    assert (pool.num_heads, pool.c_proj.in_features, pool.c_proj.out_features) == (48, 3072, 768)
+    with torch.no_grad():
+        # random-weight features are ~1e-3, which leaves the attention uniform to 1%; sharpen it
+        # so that token order, scaling and head split are actually exercised
+        pool.q_proj.weight.mul_(3000.0)
+    images = torch.randn(2, 3, 384, 384, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    cap = dec.capture_attnpool(model, images)
+    assert cap.x_NTC.shape == (2, 145, 3072) and cap.alpha_NHT.shape == (2, 48, 145)
+
+    weights = dec.attnpool_weights(pool)
+    u_HCE = dec.neuron_head_directions(weights)
+    s_NHC = dec.pair_scalars(cap.x_NTC.numpy(), cap.alpha_NHT.numpy())
+    y_hat = dec.reconstruct_output(s_NHC, u_HCE, dec.output_bias(weights))
+    err = relative_error(y_hat, cap.y_NE.numpy())
+    assert err < 1e-5, err
+
+    x_TNC = cap.x_NTC.transpose(0, 1)
+    with torch.no_grad():
+        _, w_NHTT = F.multi_head_attention_forward(
+            query=x_TNC, key=x_TNC, value=x_TNC, embed_dim_to_check=3072, num_heads=48,
+            q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight,
+            v_proj_weight=pool.v_proj.weight, in_proj_weight=None,
+            in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
+            bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0,
+            out_proj_weight=pool.c_proj.weight, out_proj_bias=pool.c_proj.bias,
+            use_separate_proj_weight=True, training=False, need_weights=True, average_attn_weights=False,
+        )
+    np.testing.assert_allclose(cap.alpha_NHT.numpy(), w_NHTT[:, :, 0, :].numpy(), rtol=0, atol=1e-12)
+    assert cap.alpha_NHT.max(dim=-1).values.mean() > 3.0 / 145
+
+
+@pytest.mark.parametrize("architecture, grid", [("ViT-B-32", 7), ("RN50", 7)])
+def test_paper_scale_architectures(architecture, grid):
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = open_clip.create_model(architecture, pretrained=None).eval()
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.standard_normal((1, 3, 224, 224)).astype(np.float32))
+    text = rng.standard_normal((2, model.text_projection.shape[1])).astype(np.float32)
+    result = gradcam(model, images, text)
+    assert result.cam_NPhw.shape == (1, 2, grid, grid) and result.maps_NPHW.shape == (1, 2, 224, 224)
+    assert result.maps_NPHW.dtype == np.float32 and np.isfinite(result.maps_NPHW).all()
+    assert np.abs(result.alpha_NPC).max() > 0
+    if architecture.startswith("ViT"):
+        assert result.layer == "resblocks.11.input"
+        with pytest.raises(ValueError, match="resblocks.11.mlp"):
+            gradcam(model, images, text, target="resblocks.-1.mlp")
+    assert no_hooks(model)
+
+
+def test_vit_l_14_hook_shapes_random_weights():
+    """The paper model: 24 blocks x 1024 units per token, 257 tokens (class + 16 x 16 patches)."""
+    model = open_clip.create_model("ViT-L-14", pretrained=None).eval()
+    with torch.inference_mode(), capture_mlp_outputs(model) as capture:
+        model.encode_image(torch.randn(1, 3, 224, 224))
+        acts = capture.stacked()
+    assert acts.shape == (1, 24, 257, 1024)
+    assert vision_blocks(model).n_tokens == 257

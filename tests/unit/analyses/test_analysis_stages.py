@@ -1,0 +1,106 @@
+"""Unit tests of the helpers of the superposition and Grad-CAM stages."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clipmech.analyses.gradcam import pointing_row, summarise
+from clipmech.analyses.selectivity import read_affinities, unit_table, write
+from clipmech.analyses.superposition import superposition_scores
+from clipmech.data.shapes import FEATURES
+
+
+def test_read_affinities_undoes_the_tsv_rounding(tmp_path):
+    rng = np.random.default_rng(0)
+    affinity_UF = rng.dirichlet(np.full(len(FEATURES), 0.5), size=40)
+    entropy_U = -(affinity_UF * np.log(affinity_UF)).sum(axis=1)
+    table = unit_table(entropy_U, affinity_UF, np.zeros(40, int), np.arange(40), np.zeros(40))
+    paths = [tmp_path / name for name in ("units.tsv", "topk.tsv", "null.tsv")]
+    write(table, pd.DataFrame(), np.zeros(3), *paths)
+    raw = pd.read_csv(paths[0], sep="\t")[[f"a_{f}" for f in FEATURES]].to_numpy()
+    assert np.abs(raw.sum(axis=1) - 1).max() > 1e-7  # 6 significant digits: rows are off by rounding
+    read = read_affinities(paths[0])
+    np.testing.assert_allclose(read.sum(axis=1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(read, table[[f"a_{f}" for f in FEATURES]].to_numpy(), atol=1e-5)
+    assert superposition_scores(read, [("red", "blue")], n_units=10).shape[0] == 1
+
+
+MASK = np.array(
+    [
+        [1, 1, 0, 2, 2],
+        [1, 1, 0, 2, 2],
+        [0, 0, 0, 0, 0],
+        [3, 3, 0, 0, 0],
+    ],
+    dtype=np.uint8,
+)
+
+
+def test_pointing_row():
+    heat = np.zeros(MASK.shape)
+    heat[0, 0], heat[0, 3], heat[3, 0], heat[2, 2] = 3.0, 2.0, 4.0, 1.0
+    row = pointing_row(heat, MASK, target=1, lure=2)
+    assert row["target"] == pytest.approx(0.3) and row["lure"] == pytest.approx(0.2)
+    assert row["other"] == pytest.approx(0.4) and row["background"] == pytest.approx(0.1)
+    assert row["total_energy"] == pytest.approx(10.0)
+    assert row["hit"] == 0.0  # object 3 holds more energy than the target
+    assert pointing_row(heat, MASK, target=3, lure=2)["hit"] == 1.0
+    assert np.isnan(pointing_row(np.zeros(MASK.shape), MASK, target=1, lure=2)["hit"])
+
+
+def test_summarise_per_prompt_type():
+    rows = []
+    for prompt_type, target, hit in (
+        ("correct", 0.6, 1.0),
+        ("correct", 0.4, 0.0),
+        ("swapped", 0.2, 0.0),
+        ("absent", 0.1, np.nan),
+    ):
+        rows.append(
+            {
+                "prompt_type": prompt_type,
+                "score": target,
+                "target": target,
+                "lure": 0.1,
+                "other": 0.1,
+                "background": 0.1,
+                "hit": hit,
+            }
+        )
+    summary = summarise(pd.DataFrame(rows)).set_index("prompt_type")
+    assert list(summary.index) == ["correct", "swapped", "absent"]
+    assert summary.loc["correct", "target"] == pytest.approx(0.5) and summary.loc["correct", "hit_rate"] == 0.5
+    assert summary.loc["correct", "n_prompts"] == 2 and summary.loc["absent", "n_zero_maps"] == 1
+    assert np.isnan(summary.loc["absent", "hit_rate"])
+
+
+@pytest.mark.parametrize(
+    "architecture, layer", [("clipmech-vit-tiny", "resblocks.1.input"), ("clipmech-rn-tiny", "layer4")]
+)
+def test_gradcam_stage_on_random_weights(tiny_dataset, tmp_path, architecture, layer, caplog):
+    from clipmech.stages.gradcam_binding import gradcam_binding
+
+    out = {
+        name: str(tmp_path / f"{name}.{ext}")
+        for name, ext in (("pointing", "tsv"), ("summary", "tsv"), ("figure", "png"))
+    }
+    params = {"n_images": 3, "target": None, "score": "cosine", "n_figure_rows": 2}
+    model = {"architecture": architecture, "pretrained": None}
+    with caplog.at_level("INFO"):
+        gradcam_binding(
+            name="random", model_entry=model, dataset_dir=str(tiny_dataset), out=out, params=params, seed=0,
+            device="cpu", threads=1, label="test",
+        )
+    assert f"Grad-CAM at {layer}" in caplog.text
+    pointing = pd.read_csv(out["pointing"], sep="\t")
+    assert len(pointing) == 3 * 3 and pointing["n_objects"].min() >= 2
+    assert all(
+        types == ["correct", "swapped", "absent"] for types in pointing.groupby("image_id")["prompt_type"].apply(list)
+    )
+    mapped = pointing[pointing["total_energy"] > 0]  # an all-zero map (random weights) has no fractions
+    assert len(mapped) >= 6 and pointing.loc[pointing["total_energy"] == 0, "hit"].isna().all()
+    np.testing.assert_allclose(
+        mapped[["target", "lure", "other", "background"]].sum(axis=1), 1.0, atol=1e-5
+    )  # 6 digits
+    assert (pointing["target_object"] != pointing["lure_object"]).all()
+    assert (tmp_path / "figure.png").stat().st_size > 1000

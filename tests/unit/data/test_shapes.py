@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from clipmech.data import datasets, shapes
+
+
+def test_same_seed_gives_identical_bytes(tmp_path):
+    spec = shapes.ShapesSpec(n_per_count=3, image_size=48, seed=11)
+    shapes.build(tmp_path / "a", spec)
+    shapes.build(tmp_path / "b", spec)
+    for name in ("images.npy", "masks.npy", "objects.tsv", "spec.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_other_seed_gives_other_images():
+    a, _, _ = shapes.synthesize(shapes.ShapesSpec(n_per_count=3, image_size=48, seed=1))
+    b, _, _ = shapes.synthesize(shapes.ShapesSpec(n_per_count=3, image_size=48, seed=2))
+    assert not np.array_equal(a, b)
+
+
+def test_masks_agree_with_object_table():
+    spec = shapes.ShapesSpec(n_per_count=4, image_size=96, seed=5)
+    images, masks, objects = shapes.synthesize(spec)
+    assert images.shape == (20, 96, 96, 3) and masks.shape == (20, 96, 96)
+    assert objects.groupby("image_id").size().tolist() == [1] * 4 + [2] * 4 + [3] * 4 + [4] * 4 + [5] * 4
+    for row in objects.itertuples():
+        mask = masks[row.image_id] == row.object_id
+        ys, xs = np.nonzero(mask)
+        assert row.area == mask.sum() > 0
+        assert (row.bbox_x0, row.bbox_y0, row.bbox_x1, row.bbox_y1) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        # Every mask pixel has exactly the object's colour; the object sits in its grid cell.
+        assert (images[row.image_id][mask] == shapes.RGB[row.colour]).all()
+        r, c = shapes.CELLS[row.position]
+        cell = 96 / 3
+        assert c * cell <= xs.min() and xs.max() < (c + 1) * cell
+        assert r * cell <= ys.min() and ys.max() < (r + 1) * cell
+    # Background is white; object ids in each mask are exactly 0..n.
+    for image_id, group in objects.groupby("image_id"):
+        assert set(np.unique(masks[image_id])) == set(range(len(group) + 1))
+        assert (images[image_id][masks[image_id] == 0] == 255).all()
+        for column in ("position", "shape", "colour"):
+            assert group[column].is_unique
+
+
+def test_feature_counts():
+    _, _, objects = shapes.synthesize(shapes.ShapesSpec(n_per_count=2, image_size=48, seed=0))
+    counts = shapes.feature_counts(objects, 10)
+    assert counts.shape == (10, 16)
+    n_objects = objects.groupby("image_id").size().to_numpy()
+    for block in (slice(0, 5), slice(5, 11), slice(11, 16)):
+        np.testing.assert_array_equal(counts[:, block].sum(axis=1), n_objects)
+    first = objects[objects["image_id"] == 0].iloc[0]
+    assert counts[0, shapes.FEATURES.index(first["shape"])] == 1
+
+
+def test_caption_mentions_every_object():
+    objects = [
+        {"shape": "square", "colour": "red", "position": "top-left"},
+        {"shape": "circle", "colour": "blue", "position": "center"},
+    ]
+    assert shapes.caption(objects) == "a red square at the top left and a blue circle in the center"
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        text = shapes.caption(objects, rng, p_drop=0.9)
+        assert text.count(" and ") == 1
+
+
+def test_bad_spec_is_rejected():
+    with pytest.raises(ValueError, match="max_objects"):
+        shapes.ShapesSpec(min_objects=2, max_objects=6)
+
+
+def test_missing_dataset_says_where_it_was_expected(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "nowhere")):
+        datasets.load(tmp_path / "nowhere")

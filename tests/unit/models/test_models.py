@@ -1,0 +1,73 @@
+import open_clip
+import pytest
+import torch
+
+from clipmech.models import loading
+
+
+def test_unknown_model_lists_configured_names():
+    with pytest.raises(KeyError, match="configured models are: a, b"):
+        loading.model_spec({"a": {"architecture": "ViT-B-32"}, "b": {"architecture": "RN50"}}, "c")
+
+
+def test_unknown_architecture_lists_valid_ones():
+    with pytest.raises(ValueError, match="valid architectures are: .*ViT-L-14"):
+        loading.model_spec({"m": {"architecture": "ViT-Q-99"}}, "m")
+
+
+def test_missing_checkpoint_names_the_path(tmp_path):
+    spec = loading.ModelSpec("m", "clipmech-vit-tiny", str(tmp_path / "missing.pt"))
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        loading.load(spec)
+
+
+def test_local_checkpoint_round_trip(tmp_path, tiny_vit):
+    model, _ = tiny_vit
+    path = tmp_path / "ck.pt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    spec = loading.model_spec({"m": {"architecture": "clipmech-vit-tiny", "pretrained": str(path)}}, "m")
+    loaded, preprocess, tokenizer = loading.load(spec)
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.encode_image(pixels), model.encode_image(pixels))
+    assert tokenizer(["a red square"]).shape == (1, 48)  # context length from the model config
+    assert loading.weights_id(spec).startswith("sha256:")
+
+
+def test_open_clip_tags_are_not_paths():
+    assert not loading.ModelSpec("m", "ViT-L-14", "openai").is_local_checkpoint
+    assert loading.ModelSpec("m", "ViT-L-14", "results/models/m/checkpoint.pt").is_local_checkpoint
+    assert "clipmech-vit-tiny" in open_clip.list_models()
+
+
+def test_corrupt_checkpoint_names_the_file(tmp_path, tiny_vit):
+    model, _ = tiny_vit
+    path = tmp_path / "ck.pt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(RuntimeError, match="cannot load checkpoint .*ck.pt"):
+        loading.load(loading.ModelSpec("m", "clipmech-vit-tiny", str(path)))
+
+
+@pytest.mark.parametrize("architecture", ["clipmech-vit-tiny", "clipmech-rn-tiny"])
+def test_batched_preprocess_matches_the_eval_transform(architecture):
+    """Training's batched resize equals open_clip's PIL transform to within one grey level."""
+    from clipmech.data import shapes
+    from clipmech.models import train
+
+    model, _, preprocess = open_clip.create_model_and_transforms(architecture)
+    images, _ = train.render_batch(shapes.stream(0, 7), 8, 224, [1, 5])
+    reference = loading.preprocess_images(images, preprocess)
+    batched = loading.preprocess_square_batch(images, model.visual.preprocess_cfg)
+    assert batched.shape == reference.shape and batched.dtype == torch.float32
+    one_level = 1 / 255 / min(model.visual.preprocess_cfg["std"])
+    assert (batched - reference).abs().max() <= one_level + 1e-6
+    assert (batched - reference).abs().mean() < 0.01 * one_level
+
+
+def test_batched_preprocess_rejects_non_square_images():
+    import numpy as np
+
+    cfg = {"size": 64, "mean": (0.5,) * 3, "std": (0.5,) * 3, "interpolation": "bicubic"}
+    with pytest.raises(ValueError, match="square RGB"):
+        loading.preprocess_square_batch(np.zeros((2, 32, 48, 3), np.uint8), cfg)

@@ -1,0 +1,126 @@
+"""Rerun only what changed: after one full tiny run, dry runs show which rules a change reruns.
+
+The expected plan of a change to rule R is Snakemake's own plan for ``--forcerun R`` on the
+unchanged workflow: R and everything downstream of it, nothing upstream.
+
+Package edits (``clipmech.codehash``) are made in a copy of the workflow (Snakefile, workflow/,
+src/, config/, profiles/, environment.yml) in a temporary directory, never in the source tree. The
+copy's ``common.smk`` puts the copy's ``src/`` first on sys.path (it inserts
+``<Snakefile dir>/src``), and PYTHONPATH points there too, so its Snakemake hashes and imports the
+copy's package; the unedited copy planning nothing checks that it hashes like the original.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake_cli import ROOT, TINY, planned_jobs
+
+pytestmark = pytest.mark.integration
+
+UPSTREAM = ("synthesize_shapes", "train_clip", "extract_activations")
+
+
+def changed_config(tmp_path, section, entry, key, value):
+    """tests/config/tiny.yaml with ``config[section][entry][key] = value`` (no entry: ``[section][key]``)."""
+    config = yaml.safe_load(TINY.read_text())
+    target = config[section] if entry is None else config[section][entry]
+    assert key in target, f"{section}/{entry} has no key {key!r} in {TINY}"
+    target[key] = value
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def forcerun_plan(workdir, *rules):
+    return planned_jobs("--configfile", TINY, "--forcerun", *rules, workdir=workdir)
+
+
+def test_finished_run_plans_nothing(tiny_run):
+    assert planned_jobs("--configfile", TINY, workdir=tiny_run) == {}
+
+
+def test_selectivity_k_reruns_selectivity_and_downstream_only(tiny_run, tmp_path):
+    k = yaml.safe_load(TINY.read_text())["selectivity"]["k"]
+    plan = planned_jobs("--configfile", changed_config(tmp_path, "selectivity", None, "k", k + 1), workdir=tiny_run)
+    assert {"neuron_selectivity", "plot_selectivity"} <= plan.keys()
+    assert not plan.keys() & {*UPSTREAM, "plot_dataset", "plot_training"}
+    assert plan == forcerun_plan(tiny_run, "neuron_selectivity", "plot_selectivity")
+
+
+def test_dataset_seed_reruns_everything_downstream_of_synthesis(tiny_run, tmp_path):
+    seed = yaml.safe_load(TINY.read_text())["datasets"]["tiny-shapes"]["seed"]
+    plan = planned_jobs(
+        "--configfile", changed_config(tmp_path, "datasets", "tiny-shapes", "seed", seed + 1), workdir=tiny_run
+    )
+    assert {
+        "synthesize_shapes",
+        "plot_dataset",
+        "extract_activations",
+        "neuron_selectivity",
+        "plot_selectivity",
+    } <= plan.keys()
+    assert not plan.keys() & {"train_clip", "plot_training"}  # the model is trained on its own scene stream
+    assert plan == forcerun_plan(tiny_run, "synthesize_shapes")
+
+
+def copy_workflow(destination: Path) -> Path:
+    """Copy what the Snakefile needs to run into ``destination``; return the copy's Snakefile."""
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("workflow", "src", "config", "profiles"):
+        shutil.copytree(ROOT / name, destination / name, ignore=skip)
+    for name in ("Snakefile", "environment.yml"):
+        shutil.copy2(ROOT / name, destination / name)
+    return destination / "Snakefile"
+
+
+def edit_function(module: Path, function: str) -> None:
+    """Add a statement at the top of ``function``'s body in the module file (a real code change)."""
+    source = module.read_text()
+    matches = [
+        node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.FunctionDef) and node.name == function
+    ]
+    assert len(matches) == 1, f"{module} defines {len(matches)} functions named {function!r}"
+    first = matches[0].body[0]
+    lines = source.splitlines(keepends=True)
+    lines.insert(first.lineno - 1, " " * first.col_offset + "edited_by_test = True\n")
+    module.write_text("".join(lines))
+    ast.parse(module.read_text())
+
+
+@pytest.mark.parametrize(
+    ("module", "function", "rule", "untouched"),
+    [
+        ("models/train.py", "_lr_at", "train_clip", {"synthesize_shapes", "plot_dataset"}),
+        (
+            "stages/neuron_selectivity.py",
+            "neuron_selectivity",
+            "neuron_selectivity",
+            {*UPSTREAM, "plot_dataset", "plot_training"},
+        ),
+    ],
+)
+def test_package_edit_reruns_the_rule_that_runs_it(tiny_run, tmp_path, module, function, rule, untouched):
+    snakefile = copy_workflow(tmp_path / "copy")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "copy" / "src")}
+    # Control: the unedited copy hashes its package like the source tree does.
+    assert planned_jobs("--configfile", TINY, workdir=tiny_run, snakefile=snakefile, env=env) == {}
+
+    edit_function(tmp_path / "copy" / "src" / "clipmech" / module, function)
+    plan = planned_jobs("--configfile", TINY, workdir=tiny_run, snakefile=snakefile, env=env)
+    assert rule in plan and not plan.keys() & untouched
+    assert plan == forcerun_plan(tiny_run, rule)
+    assert (ROOT / "src" / "clipmech" / module).read_text().count("edited_by_test") == 0
+
+
+def test_config_key_order_reruns_nothing(tiny_run, tmp_path):
+    config = yaml.safe_load(TINY.read_text())
+    reordered = tmp_path / "reordered.yaml"
+    reordered.write_text(yaml.safe_dump(config, sort_keys=True))
+    assert reordered.read_text() != yaml.safe_dump(config, sort_keys=False)  # the order really differs
+    assert planned_jobs("--configfile", reordered, workdir=tiny_run) == {}

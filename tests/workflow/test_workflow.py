@@ -1,0 +1,138 @@
+"""The workflow as researchers run it: lint, dry runs of the shipped configs, a tiny full run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "tests" / "config" / "tiny.yaml"
+
+
+def snakemake(*args, cwd=ROOT, check=True, timeout=1200):
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def test_lint_is_clean():
+    result = snakemake("--lint", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_default_config_plans_the_whole_pipeline(tmp_path):
+    out = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(ROOT / "config" / "config.yaml")).stdout
+    for rule in ("synthesize_shapes", "train_clip", "extract_activations", "neuron_selectivity", "plot_selectivity"):
+        assert rule in out
+
+
+def test_paper_config_plans_vit_l_14(tmp_path):
+    out = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(ROOT / "config" / "paper.yaml")).stdout
+    assert "results/activations/vit-l-14/shapes.zarr" in out
+    assert "train_clip" not in out
+
+
+def test_invalid_config_is_rejected_readably(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.read_text().replace("k: 5", "k: 0"))
+    result = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(bad), check=False)
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert "0 is less than the minimum of 1" in message and "['selectivity']['k']" in message
+
+
+def test_unknown_model_in_analyses_lists_valid_ones(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.read_text().replace("models: [tiny-vit]", "models: [vit-q]"))
+    result = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(bad), check=False)
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert "vit-q" in message and "configured models are: tiny-rn, tiny-vit" in message
+
+
+def test_cifar10_map_only_with_a_local_copy(tmp_path):
+    skipped = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(TINY))
+    assert "tsne_cifar10" not in skipped.stdout and "cifar10.root is not set" in skipped.stdout + skipped.stderr
+    config = tmp_path / "cifar.yaml"
+    config.write_text(TINY.read_text().replace("root: null", f"root: {tmp_path / 'cifar'}"))
+    out = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(config)).stdout
+    assert "results/tsne/tiny-vit/cifar10.png" in out
+
+
+@pytest.mark.integration
+def test_tiny_config_runs_end_to_end(tiny_run):
+    """Checks the outputs of the session's shared full run of the tiny config (conftest.tiny_run)."""
+    results = tiny_run / "results"
+    metrics = json.loads((results / "models/tiny-vit/metrics.json").read_text())
+    assert set(metrics["zero_shot"]) >= {"colour", "shape", "position", "binding_colour_swap"}
+    units = pd.read_csv(results / "selectivity/tiny-vit/tiny-shapes/units.tsv", sep="\t")
+    assert len(units) == 2 * 64  # every unit of both layers
+    assert np.all(np.diff(units["entropy"]) >= 0) and units["entropy"].max() <= np.log(16) + 1e-9
+    for figure in ("entropy_by_layer.png", "top_images.png", "heatmaps.png"):
+        assert (results / "selectivity/tiny-vit/tiny-shapes" / figure).stat().st_size > 1000
+    pairs = pd.read_csv(results / "superposition/tiny-vit/tiny-shapes/pairs.tsv", sep="\t")
+    assert len(pairs) == 35 and (pairs["n_units"] == 32).all() and (pairs["status"] == "ok").any()
+    correlations = pd.read_csv(results / "superposition/tiny-vit/tiny-shapes/correlations.tsv", sep="\t")
+    assert list(correlations["pair_type"].unique()) == ["all", "shape", "colour", "position"]
+    assert (correlations.groupby("pair_type").size() == 2 * 4 * 2).all()  # (ratio, joint) x (D, M; full, PCA) x 2
+    accuracy = pd.read_csv(results / "binding/tiny-vit/tiny-shapes/accuracy.tsv", sep="\t")
+    overall = accuracy[accuracy["n_objects"] == "all"].set_index("task")
+    assert set(overall.index) == {"colour_swap", "shape_swap", "position_swap", "absent_colour", "absent_shape"}
+    assert (overall.loc["colour_swap", "n_images"] == 4 * 8) and overall["accuracy"].between(0, 1).all()
+    summary = pd.read_csv(results / "gradcam/tiny-vit/tiny-shapes/summary.tsv", sep="\t").set_index("prompt_type")
+    assert list(summary.index) == ["correct", "swapped", "absent"] and (summary["n_prompts"] == 4).all()
+    fractions = summary[["target", "lure", "other", "background"]].sum(axis=1)
+    np.testing.assert_allclose(fractions, 1.0, atol=1e-4)
+    assert len(pd.read_csv(results / "tsne/tiny-vit/tiny-shapes/tsne.tsv", sep="\t")) == 5 * 8
+    for figure in ("superposition/tiny-vit/tiny-shapes/distance.png", "superposition/tiny-vit/tiny-shapes/misclassification.png",
+                   "binding/tiny-vit/tiny-shapes/accuracy.png", "gradcam/tiny-vit/tiny-shapes/examples.png",
+                   "tsne/tiny-vit/tiny-shapes/tsne.png"):  # fmt: skip
+        assert (results / figure).stat().st_size > 1000
+    assert not list(results.glob("tsne/tiny-vit/cifar10.*"))  # no local CIFAR-10 configured: skipped
+    decomposition = results / "decomposition/tiny-rn/tiny-shapes"
+    summary = json.loads((decomposition / "summary.json").read_text())
+    assert (summary["n_heads"], summary["n_neurons"], summary["grid"]) == (8, 512, [4, 4])
+    assert summary["reconstruction_rel_err_max"] < 1e-5 and summary["pair_cos_pc_u_min"] > 0.999
+    ablation = pd.read_csv(decomposition / "ablation.tsv", sep="\t")
+    assert len(ablation) == 4 * 3 * 3  # levels x fractions x tasks
+    assert list(ablation["level"].unique()) == ["pair", "neuron", "head", "neuron_activation"]
+    kept_all = ablation[ablation["fraction"] == 1.0]
+    np.testing.assert_allclose(kept_all["accuracy"], kept_all["model_accuracy"])  # nothing ablated
+    sparse = pd.read_csv(decomposition / "sparse_accuracy.tsv", sep="\t")
+    assert set(sparse["m"].dropna()) == {1, 4} and sparse["accuracy"].between(0, 1).all()
+    assert len(pd.read_csv(decomposition / "class_pairs.tsv", sep="\t")) == 16 * 2  # 16 prompts x 2 pairs
+    registers = pd.read_csv(decomposition / "registers.tsv", sep="\t")
+    assert len(registers) == 512 and registers["sink_token"].nunique() == 1
+    shift = pd.read_csv(decomposition / "shift_splits.tsv", sep="\t")
+    np.testing.assert_allclose(shift["measured_share"], shift["true_share"])  # shares hold by construction
+    miou = pd.read_csv(results / "segmentation/tiny-rn/tiny-shapes/miou.tsv", sep="\t")
+    assert len(miou) == 2 * 4 * 2 and miou["miou"].between(0, 1).all()  # tasks x methods x scorings
+    for figure in ("norms.png", "ablation.png", "sparse_accuracy.png", "attention_sink.png", "shift.png"):
+        assert (decomposition / figure).stat().st_size > 1000
+    for figure in ("heatmaps.png", "masks.png"):
+        assert (results / "segmentation/tiny-rn/tiny-shapes" / figure).stat().st_size > 1000
+    assert not list(results.glob("pascal-context-59/*"))  # no local PASCAL Context configured: skipped
+    assert not list(results.glob("attnpool/**/*.partial"))
+    assert not list(results.glob("activations/**/*.partial"))
+    # Nothing left to do: a second invocation plans no job.
+    assert "Nothing to be done" in snakemake("-n", "--directory", str(tiny_run), "--configfile", str(TINY)).stdout
+
+
+def test_snakefmt_clean():
+    result = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
