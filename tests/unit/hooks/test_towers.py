@@ -1,0 +1,123 @@
+"""The tower adapter (clipmech.towers; methods.md Sec. 6) on the tiny configs, a timm trunk and paper architectures."""
+
+import open_clip
+import pytest
+import timm
+import torch
+from torch import nn
+
+import clipmech.models  # noqa: F401  (registers clipmech's model configs with open_clip)
+from clipmech.towers import KINDS, tower
+
+
+class TimmTrunkModel(nn.Module):
+    """A stand-in for open_clip's TimmModel tower: ``model.visual.trunk`` is a small timm ViT."""
+
+    def __init__(self, **timm_kwargs):
+        super().__init__()
+        self.visual = nn.Module()
+        self.visual.trunk = timm.create_model(
+            "vit_tiny_patch16_224", pretrained=False, num_classes=0, depth=2, img_size=64, **timm_kwargs
+        )
+
+
+@pytest.fixture(scope="module")
+def vit():
+    torch.manual_seed(0)
+    return open_clip.create_model("clipmech-vit-tiny").eval()
+
+
+@pytest.fixture(scope="module")
+def rn():
+    torch.manual_seed(0)
+    return open_clip.create_model("clipmech-rn-tiny").eval()
+
+
+def test_vit_tiny(vit):
+    info = tower(vit)
+    assert (info.name, info.kind, info.n_layers) == ("visual", "vit", 2)
+    assert (info.width, info.n_heads, info.d_head) == (64, 4, 16)
+    assert (info.grid, info.n_prefix_tokens, info.n_tokens, info.stride) == ((8, 8), 1, 65, (8, 8))
+    assert info.image_size == (64, 64) and not info.has_attnpool
+    assert info.blocks == tuple(vit.visual.transformer.resblocks)
+
+
+def test_resnet_tiny(rn):
+    info = tower(rn)
+    assert (info.kind, info.n_layers, info.width, info.n_heads) == ("resnet", 4, 512, 8)
+    assert (info.grid, info.n_prefix_tokens, info.n_tokens, info.stride, info.image_size) == (
+        (4, 4), 1, 17, (32, 32), (128, 128)
+    )
+    assert info.has_attnpool
+    assert info.blocks == (rn.visual.layer1, rn.visual.layer2, rn.visual.layer3, rn.visual.layer4)
+    with torch.no_grad():
+        features = rn.visual.layer4(rn.visual.layer3(rn.visual.layer2(rn.visual.layer1(
+            rn.visual.stem(torch.randn(1, 3, 128, 128))
+        ))))
+    assert tuple(features.shape) == (1, info.width, *info.grid)
+
+
+def test_text_towers(vit):
+    info = tower(vit, "text")
+    assert (info.name, info.kind, info.n_layers, info.width, info.n_heads) == ("text", "text", 2, 64, 4)
+    assert (info.grid, info.n_prefix_tokens, info.n_tokens, info.stride, info.image_size) == (None, 0, 48, None, None)
+    assert info.blocks == tuple(vit.transformer.resblocks)
+    cfg = open_clip.get_model_config("clipmech-vit-tiny")
+    custom = open_clip.CustomTextCLIP(cfg["embed_dim"], cfg["vision_cfg"], cfg["text_cfg"])
+    custom_info = tower(custom, "text")
+    assert custom_info.kind == "text" and custom_info.blocks == tuple(custom.text.transformer.resblocks)
+    assert custom_info.n_tokens == 48
+
+
+def test_timm_trunk():
+    model = TimmTrunkModel()
+    info = tower(model)
+    assert (info.kind, info.n_layers, info.width, info.n_heads) == ("timm", 2, 192, 3)
+    assert (info.grid, info.n_prefix_tokens, info.n_tokens, info.stride, info.image_size) == (
+        (4, 4), 1, 17, (16, 16), (64, 64)
+    )
+    assert tower(TimmTrunkModel(class_token=False, global_pool="avg")).n_prefix_tokens == 0
+    assert tower(TimmTrunkModel(reg_tokens=2)).n_tokens == 3 + 16
+
+
+def test_unsupported_towers(vit):
+    model = nn.Module()
+    model.visual = nn.Linear(2, 2)
+    with pytest.raises(TypeError, match="Linear") as error:
+        tower(model)
+    assert all(repr(kind) in str(error.value) for kind in ("vit", "timm", "resnet"))
+    with pytest.raises(TypeError, match="text tower"):
+        tower(model, "text")
+    with pytest.raises(ValueError, match="visual, text"):
+        tower(vit, "audio")
+    assert KINDS == ("vit", "timm", "resnet", "text")
+
+
+@pytest.mark.slow
+def test_siglip_trunk():
+    model = open_clip.create_model("ViT-B-16-SigLIP", pretrained=None)
+    info = tower(model)
+    assert (info.kind, info.n_layers, info.width, info.n_heads) == ("timm", 12, 768, 12)
+    assert (info.grid, info.n_prefix_tokens, info.n_tokens, info.stride) == ((14, 14), 0, 196, (16, 16))
+    text = tower(model, "text")
+    assert (text.kind, text.n_layers, text.width, text.n_tokens) == ("text", 12, 768, 64)
+
+
+@pytest.mark.slow
+def test_rn50x16():
+    model = open_clip.create_model("RN50x16", pretrained=None)
+    info = tower(model)
+    assert (info.kind, info.width, info.n_heads, info.grid, info.n_tokens, info.image_size) == (
+        "resnet", 3072, 48, (12, 12), 145, (384, 384)
+    )
+    assert tower(model, "text").n_tokens == 77
+
+
+@pytest.mark.slow
+def test_vit_l_14():
+    model = open_clip.create_model("ViT-L-14", pretrained=None)
+    info = tower(model)
+    assert (info.kind, info.n_layers, info.width, info.n_heads, info.d_head) == ("vit", 24, 1024, 16, 64)
+    assert (info.grid, info.n_tokens, info.stride, info.image_size) == ((16, 16), 257, (14, 14), (224, 224))
+    text = tower(model, "text")
+    assert (text.n_layers, text.width, text.n_heads, text.n_tokens) == (12, 768, 12, 77)
