@@ -1,4 +1,4 @@
-"""Hook sites (clipmech.sites; methods.md Secs. 5-6): identities, capture / replace / edit, hook removal, errors."""
+"""Hook sites (clipmech.hooks.sites; methods.md Secs. 5-6): identities, capture / replace / edit, hook removal, errors."""
 
 import copy
 
@@ -8,11 +8,11 @@ import timm
 import torch
 from torch import nn
 
-import clipmech.models  # noqa: F401  (registers clipmech's model configs with open_clip)
-from clipmech.decomposition import capture_attnpool
-from clipmech.hooks import capture_mlp_outputs
-from clipmech.sites import canonical_name, hooked, resolve, site_names
-from clipmech.towers import tower
+import clipmech.models.loading  # noqa: F401  (registers clipmech's model configs with open_clip)
+from clipmech.decomposition.pool import capture_attnpool
+from clipmech.hooks.mlp import capture_mlp_outputs
+from clipmech.hooks.sites import canonical_name, hooked, resolve, site_names
+from clipmech.models.towers import tower
 
 ATOL = 1e-6
 

@@ -1,4 +1,4 @@
-"""The tower adapter (clipmech.towers; methods.md Sec. 6) on the tiny configs, a timm trunk and paper architectures."""
+"""The tower adapter (clipmech.models.towers; methods.md Sec. 6) on the tiny configs, a timm trunk and paper architectures."""
 
 import open_clip
 import pytest
@@ -6,8 +6,8 @@ import timm
 import torch
 from torch import nn
 
-import clipmech.models  # noqa: F401  (registers clipmech's model configs with open_clip)
-from clipmech.towers import KINDS, tower
+import clipmech.models.loading  # noqa: F401  (registers clipmech's model configs with open_clip)
+from clipmech.models.towers import KINDS, tower
 
 
 class TimmTrunkModel(nn.Module):

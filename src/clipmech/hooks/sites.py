@@ -65,8 +65,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipmech.decomposition import attnpool_tokens, query_attention
-from clipmech.towers import TOWER_NAMES, Tower, tower
+from clipmech.decomposition.pool import attnpool_tokens, query_attention
+from clipmech.models.towers import TOWER_NAMES, Tower, tower
 
 #: Hooks of every block of a transformer tower, in the order they run.
 TRANSFORMER_HOOKS = (
@@ -216,7 +216,7 @@ def site_names(model: nn.Module, tower: str | None = None) -> list[str]:
     Raises
     ------
     ValueError, TypeError
-        As :func:`clipmech.towers.tower`, for an explicitly named tower.
+        As :func:`clipmech.models.towers.tower`, for an explicitly named tower.
     """
     names = []
     for info in _towers(model, tower):
@@ -311,7 +311,7 @@ def resolve(model: nn.Module, name: str) -> Site:
         their layer range), its layer is out of range (the message gives the range), or it has a
         negative layer (the message gives the canonical name).
     TypeError
-        If the named tower's kind is not supported (see :func:`clipmech.towers.tower`).
+        If the named tower's kind is not supported (see :func:`clipmech.models.towers.tower`).
     """
     info, layer, hook = _parse(model, name)
     if layer is None:
@@ -521,9 +521,9 @@ def attnpool_results(attnpool: nn.Module, x_NTC: torch.Tensor, alpha_NHT: torch.
     attnpool : torch.nn.Module
         ``model.visual.attnpool``.
     x_NTC : torch.Tensor, (N, T, C)
-        Tokens (:func:`clipmech.decomposition.attnpool_tokens`).
+        Tokens (:func:`clipmech.decomposition.pool.attnpool_tokens`).
     alpha_NHT : torch.Tensor, (N, H, T)
-        Attention of the query (:func:`clipmech.decomposition.query_attention`).
+        Attention of the query (:func:`clipmech.decomposition.pool.query_attention`).
 
     Returns
     -------
