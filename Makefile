@@ -47,6 +47,8 @@ test: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile workflow
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 benchmark: $(BIN)/.installed
 	$(BIN)/python benchmarks/extraction.py
