@@ -172,21 +172,21 @@ def superposition_scores(
     """
     if not 0.0 <= threshold < 2.0:
         raise ValueError(f"threshold must lie in [0, 2), got {threshold}")
-    affinity_MF = _check_affinity(affinity_UF)[lowest_entropy_units(affinity_UF, n_units)]
+    selected_UF = _check_affinity(affinity_UF)[lowest_entropy_units(affinity_UF, n_units)]
     rows = []
     for f1, f2 in pairs:
         i1, i2 = _feature_index(f1), _feature_index(f2)
         if i1 == i2:
             raise ValueError(f"a pair needs two different features, got ({f1!r}, {f2!r})")
-        a1_M, a2_M = affinity_MF[:, i1], affinity_MF[:, i2]
+        a1_U, a2_U = selected_UF[:, i1], selected_UF[:, i2]
         rows.append(
             {
                 "f1": f1,
                 "f2": f2,
                 "type": pair_type(f1, f2),
-                "n_units": affinity_MF.shape[0],
-                "S_ratio": float(np.mean(a1_M + a2_M > threshold)),
-                "S_joint": float(np.mean(np.minimum(a1_M, a2_M))),
+                "n_units": selected_UF.shape[0],
+                "S_ratio": float(np.mean(a1_U + a2_U > threshold)),
+                "S_joint": float(np.mean(np.minimum(a1_U, a2_U))),
             }
         )
     return pd.DataFrame(rows, columns=["f1", "f2", "type", "n_units", "S_ratio", "S_joint"])
@@ -512,17 +512,17 @@ def correlation_table(
     rows = []
     for score in score_columns:
         for sep in separability_columns:
-            x_P = pairs[score].to_numpy(dtype=np.float64)
-            y_P = pairs[sep].to_numpy(dtype=np.float64)
-            keep = np.isfinite(x_P) & np.isfinite(y_P)
-            x_P, y_P = x_P[keep], y_P[keep]
-            usable = x_P.size >= 3 and np.ptp(x_P) > 0 and np.ptp(y_P) > 0
+            x_Q = pairs[score].to_numpy(dtype=np.float64)
+            y_Q = pairs[sep].to_numpy(dtype=np.float64)
+            keep = np.isfinite(x_Q) & np.isfinite(y_Q)
+            x_Q, y_Q = x_Q[keep], y_Q[keep]
+            usable = x_Q.size >= 3 and np.ptp(x_Q) > 0 and np.ptp(y_Q) > 0
             for method in CORRELATION_METHODS:
                 row = {
                     "score": score,
                     "separability": sep,
                     "method": method,
-                    "n_pairs": int(x_P.size),
+                    "n_pairs": int(x_Q.size),
                     "statistic": np.nan,
                     "p_value": np.nan,
                     "ci_low": np.nan,
@@ -530,9 +530,9 @@ def correlation_table(
                 }
                 if usable:
                     test = stats.pearsonr if method == "pearson" else stats.spearmanr
-                    result = test(x_P, y_P)
+                    result = test(x_Q, y_Q)
                     ci = stats.bootstrap(
-                        (x_P, y_P),
+                        (x_Q, y_Q),
                         _correlation_statistic(method),
                         paired=True,
                         vectorized=True,

@@ -548,38 +548,38 @@ def token_pair_scalars(
     return alpha_NHT[:, heads_K, :] * np.swapaxes(x_NTC[:, :, neurons_K], 1, 2)
 
 
-def token_head_maps(x_NTC: np.ndarray, alpha_NHT: np.ndarray, u_HCE: np.ndarray, z_DE: np.ndarray) -> np.ndarray:
+def token_head_maps(x_NTC: np.ndarray, alpha_NHT: np.ndarray, u_HCE: np.ndarray, z_KE: np.ndarray) -> np.ndarray:
     """Per-token, per-head contributions projected on directions: <c_{h,t}, z_d>.
 
     c_{h,t} = alpha_{h,t} W_c^h W_v^h x_t = alpha_{h,t} sum_n x_t[n] u_{n,h} is the contribution
     of token t through head h (paper Eq. 3 and Sec. 5.1 "per-head contributions"); it is never
-    formed: the directions are first projected, p_{h,n,d} = u_{n,h} . z_d.
+    formed: the directions are first projected, p_{h,n,k} = u_{n,h} . z_k.
 
     Parameters
     ----------
     x_NTC : ndarray, shape (N, T, C)
     alpha_NHT : ndarray, shape (N, H, T)
     u_HCE : ndarray, shape (H, C, E)
-    z_DE : ndarray, shape (D, E)
-        Directions in the output space (e.g. normalised class text embeddings).
+    z_KE : ndarray, shape (K, E)
+        K directions in the output space (e.g. normalised class text embeddings).
 
     Returns
     -------
-    ndarray, shape (N, H, T, D)
-        Summed over h and t it equals (y - bias) . z_d.
+    ndarray, shape (N, H, T, K)
+        Summed over h and t it equals (y - bias) . z_k.
 
     Raises
     ------
     ValueError
         If the widths of the arrays disagree.
     """
-    if u_HCE.shape[:2] != (alpha_NHT.shape[1], x_NTC.shape[2]) or z_DE.shape[-1] != u_HCE.shape[2]:
+    if u_HCE.shape[:2] != (alpha_NHT.shape[1], x_NTC.shape[2]) or z_KE.shape[-1] != u_HCE.shape[2]:
         raise ValueError(
             f"inconsistent shapes: x_NTC {x_NTC.shape}, alpha_NHT {alpha_NHT.shape}, u_HCE {u_HCE.shape}, "
-            f"z_DE {z_DE.shape} (need u (H, C, E) with H from alpha, C from x, E from z)"
+            f"z_KE {z_KE.shape} (need u (H, C, E) with H from alpha, C from x, E from z)"
         )
-    p_HCD = np.matmul(u_HCE, z_DE.T)
-    return alpha_NHT[..., None] * np.einsum("ntc,hcd->nhtd", x_NTC, p_HCD, optimize=True)
+    p_HCK = np.matmul(u_HCE, z_KE.T)
+    return alpha_NHT[..., None] * np.einsum("ntc,hck->nhtk", x_NTC, p_HCK, optimize=True)
 
 
 def tokens_to_grid(a_T: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -755,16 +755,16 @@ def _mix_and_project(
         )
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
-    u_PE = u_HCE.reshape(h * c, -1)
+    u_QE = u_HCE.reshape(h * c, -1)
     offset_E = bias_E
     if keep_HC is not None:
-        offset_E = bias_E + np.where(keep_HC, 0.0, s_mean_HC).reshape(-1) @ u_PE
-    out_NE = np.empty((n, u_PE.shape[1]), dtype=np.result_type(s_NHC, u_HCE, bias_E))
+        offset_E = bias_E + np.where(keep_HC, 0.0, s_mean_HC).reshape(-1) @ u_QE
+    out_NE = np.empty((n, u_QE.shape[1]), dtype=np.result_type(s_NHC, u_HCE, bias_E))
     for start in range(0, n, chunk_size):
         s_chunk = s_NHC[start : start + chunk_size]
         if keep_HC is not None:
             s_chunk = s_chunk * keep_HC
-        out_NE[start : start + chunk_size] = s_chunk.reshape(len(s_chunk), h * c) @ u_PE + offset_E
+        out_NE[start : start + chunk_size] = s_chunk.reshape(len(s_chunk), h * c) @ u_QE + offset_E
     return out_NE
 
 

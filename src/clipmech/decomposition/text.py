@@ -187,10 +187,10 @@ def top_pairs_by_text(u_HCE: np.ndarray, z_KE: np.ndarray, k: int) -> tuple[np.n
     h, c, e = u_HCE.shape
     if not 1 <= k <= h * c:
         raise ValueError(f"k must be in [1, H*C={h * c}], got {k}")
-    u_PE = u_HCE.reshape(h * c, e)
-    u_norm = np.linalg.norm(u_PE, axis=1)
+    u_QE = u_HCE.reshape(h * c, e)
+    u_norm = np.linalg.norm(u_QE, axis=1)
     z = z_KE / np.linalg.norm(z_KE, axis=1, keepdims=True)
-    cos_KP = np.divide((z @ u_PE.T), u_norm[None], out=np.full((len(z), h * c), -np.inf), where=u_norm[None] > 0)
+    cos_KP = np.divide((z @ u_QE.T), u_norm[None], out=np.full((len(z), h * c), -np.inf), where=u_norm[None] > 0)
     top_Kk = np.argsort(-cos_KP, axis=1, kind="stable")[:, :k]
     heads, neurons = np.divmod(top_Kk, c)
     return heads, neurons, np.take_along_axis(cos_KP, top_Kk, axis=1)

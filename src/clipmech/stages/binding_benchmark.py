@@ -56,12 +56,12 @@ def binding_benchmark(
         ]
     )
     row = {prompt: p for p, prompt in enumerate(prompts)}
-    image_TE = emb_NE[trials["image_id"].to_numpy()]
-    correct_TE = text_PE[trials["correct"].map(row).to_numpy()]
-    foil_TE = text_PE[trials["foil"].map(row).to_numpy()]
-    trials["sim_correct"] = (image_TE * correct_TE).sum(-1).numpy()
-    trials["sim_foil"] = (image_TE * foil_TE).sum(-1).numpy()
-    trials["preferred"] = zeroshot.pairwise_preference(image_TE, correct_TE, foil_TE)
+    image_RE = emb_NE[trials["image_id"].to_numpy()]
+    correct_RE = text_PE[trials["correct"].map(row).to_numpy()]
+    foil_RE = text_PE[trials["foil"].map(row).to_numpy()]
+    trials["sim_correct"] = (image_RE * correct_RE).sum(-1).numpy()
+    trials["sim_foil"] = (image_RE * foil_RE).sum(-1).numpy()
+    trials["preferred"] = zeroshot.pairwise_preference(image_RE, correct_RE, foil_RE)
     accuracy = binding.accuracy_by_count(trials, params["confidence_level"])
     for key, table in (("trials", trials), ("accuracy", accuracy)):
         Path(out[key]).parent.mkdir(parents=True, exist_ok=True)

@@ -224,10 +224,10 @@ def test_token_maps_sum_to_pair_scalars_and_projected_output(tiny):
     expected = dec.tokens_to_grid(alpha[:, 5] * x[:, :, 3], TINY_GRID, TINY_GRID)
     np.testing.assert_allclose(grid[:, 1], expected, rtol=1e-12)
 
-    z_DE = np.random.default_rng(0).standard_normal((4, 32))
-    m_NHTD = dec.token_head_maps(x, alpha, u, z_DE)
+    z_KE = np.random.default_rng(0).standard_normal((4, 32))
+    m_NHTD = dec.token_head_maps(x, alpha, u, z_KE)
     assert m_NHTD.shape == (60, 8, TINY_GRID**2 + 1, 4)
-    np.testing.assert_allclose(m_NHTD.sum(axis=(1, 2)), (y - bias) @ z_DE.T, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(m_NHTD.sum(axis=(1, 2)), (y - bias) @ z_KE.T, rtol=1e-9, atol=1e-12)
 
 
 def test_pair_index_validation(tiny):
