@@ -1,11 +1,16 @@
 """Which package code a workflow script runs, as a hash: the rerun trigger for package edits.
 
 Snakemake's ``code`` rerun trigger sees only a rule's script file, not the package it imports. Each
-rule therefore passes ``params: code=code_hash(script)``: the sha256 over the source of every
+rule therefore passes ``params: code=code_hash(script)``: the sha256 over the code of every
 ``clipmech`` module the script imports, followed transitively through the package's own imports
-(read with ``ast``, nothing is executed). Editing a function a rule uses changes that rule's params,
-and Snakemake's ``params`` trigger reruns it and what depends on it; rules that do not import the
-edited module keep their outputs.
+(read with ``ast``, nothing is executed), and over the package data those modules' subpackages ship
+(the open_clip model configs in ``models/model_configs/``). Editing a function a rule uses changes that
+rule's params, and Snakemake's ``params`` trigger reruns it and what depends on it; rules that do not
+import the edited module keep their outputs.
+
+What is hashed is the parsed code, not the text: :func:`code_digest` drops comments, docstrings and
+formatting, so editing a comment or a docstring reruns nothing. (The dump of the syntax tree can differ
+between Python versions, so a new Python reruns everything once.)
 
 Standard library only: the Snakefile imports this at parse time.
 """
@@ -75,10 +80,54 @@ def module_closure(script: str | Path) -> list[Path]:
     return sorted(seen)
 
 
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    """Remove the docstring of the module and of every class and function, in place."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                if isinstance(body[0].value.value, str):
+                    node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def code_digest(source: str) -> bytes:
+    """The code of a module without its comments, docstrings and layout: the dump of its syntax tree.
+
+    Raises
+    ------
+    SyntaxError
+        If ``source`` is not valid Python.
+    """
+    return ast.dump(_strip_docstrings(ast.parse(source)), include_attributes=False).encode()
+
+
+def package_data(modules: list[Path]) -> list[Path]:
+    """The data files (anything but Python sources and caches) of the subpackages the modules belong to.
+
+    The package root's own directory is not a subpackage here: only the directories below it that hold
+    a module of ``modules`` count, searched recursively (``models/model_configs/*.json``).
+    """
+    directories = {path.parent for path in modules if path.parent != PACKAGE_DIR}
+    files = {
+        path
+        for directory in directories
+        for path in directory.rglob("*")
+        if path.is_file() and path.suffix not in {".py", ".pyc"} and "__pycache__" not in path.parts
+    }
+    return sorted(files)
+
+
 def code_hash(script: str | Path) -> str:
-    """sha256 (first 16 hex digits) over the package modules a script runs, keyed by their relative paths."""
+    """sha256 (first 16 hex digits) over the code of the package modules a script runs and over the data
+    files of their subpackages, each keyed by its path relative to the package."""
     digest = hashlib.sha256()
-    for path in module_closure(script):
+    modules = module_closure(script)
+    for path in modules:
+        digest.update(str(path.relative_to(PACKAGE_DIR)).encode())
+        digest.update(b"\0")
+        digest.update(code_digest(path.read_text()))
+    for path in package_data(modules):
         digest.update(str(path.relative_to(PACKAGE_DIR)).encode())
         digest.update(b"\0")
         digest.update(path.read_bytes())
