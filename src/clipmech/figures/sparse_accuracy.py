@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-from matplotlib.lines import Line2D
 import pandas as pd
+from matplotlib.lines import Line2D
 
 from clipmech.figures.ablation import LEVEL_COLOURS
 from clipmech.figures.style import save_figure
