@@ -20,7 +20,9 @@ def binding_accuracy(accuracy: pd.DataFrame, title: str, path: str | Path) -> No
     per_count = accuracy[accuracy["n_objects"].astype(str) != "all"]
     overall = accuracy[accuracy["n_objects"].astype(str) == "all"]
     tasks = list(dict.fromkeys(accuracy["task"]))
-    fig, (ax, bar_ax) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]}, layout="constrained")
+    fig, (ax, bar_ax) = plt.subplots(
+        1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]}, layout="constrained"
+    )
     for t, task in enumerate(tasks):
         rows = per_count[per_count["task"] == task]
         counts = rows["n_objects"].astype(int).to_numpy()

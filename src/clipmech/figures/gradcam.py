@@ -34,7 +34,9 @@ def gradcam_rows(
         Whether the row's image prefers the swapped binding; the row label says so.
     """
     n_rows, n_prompts = maps_NPHW.shape[:2]
-    fig, axes = plt.subplots(n_rows, n_prompts + 1, figsize=(2.1 * (n_prompts + 1), 2.3 * n_rows), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        n_rows, n_prompts + 1, figsize=(2.1 * (n_prompts + 1), 2.3 * n_rows), squeeze=False, layout="constrained"
+    )
     for n in range(n_rows):
         axes[n, 0].imshow(images_NHW3[n])
         axes[n, 0].set_title(

@@ -38,7 +38,12 @@ def component_norms(scores: dict[str, np.ndarray], rank_one: pd.DataFrame, title
     for level, score in scores.items():
         sorted_ = np.sort(np.ravel(score))[::-1]
         share = np.cumsum(sorted_) / sorted_.sum()
-        ax.plot(np.arange(1, len(share) + 1) / len(share), share, color=LEVEL_COLOURS[level], label=f"{level}s ({len(share)})")
+        ax.plot(
+            np.arange(1, len(share) + 1) / len(share),
+            share,
+            color=LEVEL_COLOURS[level],
+            label=f"{level}s ({len(share)})",
+        )
     ax.set_xlabel("fraction of components (by mean norm)")
     ax.set_ylabel("share of summed mean norm")
     ax.legend(frameon=False, fontsize=8)

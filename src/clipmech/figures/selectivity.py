@@ -24,7 +24,9 @@ def entropy_by_layer(units: pd.DataFrame, null_D: np.ndarray, path: str | Path) 
     data = [units.loc[units["layer"] == layer, "entropy"].to_numpy() for layer in layers]
     ax.violinplot(data, positions=np.arange(len(layers)), showmedians=True, widths=0.8)
     low, high = np.percentile(null_D, [5, 95])
-    ax.axhspan(low, high, facecolor="C3", alpha=0.25, edgecolor="C3", hatch="///", lw=0.8, zorder=3, label="null 5-95 %")
+    ax.axhspan(
+        low, high, facecolor="C3", alpha=0.25, edgecolor="C3", hatch="///", lw=0.8, zorder=3, label="null 5-95 %"
+    )
     ax.axhline(np.percentile(null_D, 1), color="C3", ls="--", lw=1, zorder=3, label="null 1 %")
     ax.axhline(np.log(len(FEATURES)), color="0.3", ls=":", lw=1, zorder=3, label=f"maximum ln {len(FEATURES)}")
     ax.set_xticks(np.arange(len(layers)), [str(layer) for layer in layers])
@@ -89,7 +91,9 @@ def patch_heatmaps(
     maps = list(maps_with) + list(maps_without)
     labels = ["with"] * len(images_with) + ["without"] * len(images_without)
     vmin, vmax = float(np.min(maps)), float(np.max(maps))
-    fig, axes = plt.subplots(2, len(images), figsize=(1.6 * len(images) + 0.8, 3.6), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        2, len(images), figsize=(1.6 * len(images) + 0.8, 3.6), squeeze=False, layout="constrained"
+    )
     for i, (image, patch_map, label) in enumerate(zip(images, maps, labels)):
         axes[0, i].imshow(image)
         axes[0, i].set_title(label, fontsize=8)

@@ -50,7 +50,9 @@ def test_objects_only_does_not_depend_on_the_threshold():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(3, 4, 6, 5))
     gt = rng.integers(0, 5, size=(3, 6, 5))
-    scores = [ps.shapes_confusions(ps.predict_with_background(logits, t), logits, gt)["objects_only"] for t in (0.0, 0.5, 0.9)]
+    scores = [
+        ps.shapes_confusions(ps.predict_with_background(logits, t), logits, gt)["objects_only"] for t in (0.0, 0.5, 0.9)
+    ]
     for cm in scores[1:]:
         np.testing.assert_array_equal(cm, scores[0])
     assert scores[0].sum() == (gt > 0).sum()

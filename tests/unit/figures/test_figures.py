@@ -56,16 +56,24 @@ def test_save_figure_writes_png_without_software_metadata(tmp_path):
 
 
 def _correlation_row(statistic, ci_low, ci_high, p_value=0.17, n_pairs=10):
-    return pd.Series({"statistic": statistic, "ci_low": ci_low, "ci_high": ci_high, "p_value": p_value, "n_pairs": n_pairs})
+    return pd.Series(
+        {"statistic": statistic, "ci_low": ci_low, "ci_high": ci_high, "p_value": p_value, "n_pairs": n_pairs}
+    )
 
 
 def test_format_statistic_says_the_score_is_constant_instead_of_nan_intervals():
-    assert superposition.format_statistic(_correlation_row(0.26, -0.57, 0.87, 0.47), "rho") == "rho = 0.26 [-0.57, 0.87], p = 0.47"
+    assert (
+        superposition.format_statistic(_correlation_row(0.26, -0.57, 0.87, 0.47), "rho")
+        == "rho = 0.26 [-0.57, 0.87], p = 0.47"
+    )
     no_ci = superposition.format_statistic(_correlation_row(0.37, np.nan, np.nan), "rho")
     assert no_ci == "rho = 0.37, no CI (score constant in resamples), p = 0.17"
     undefined = superposition.format_statistic(_correlation_row(np.nan, np.nan, np.nan, np.nan), "Pearson r")
     assert undefined == "Pearson r undefined (score constant)"
-    assert superposition.format_statistic(_correlation_row(np.nan, np.nan, np.nan, np.nan, n_pairs=2), "rho") == "rho undefined (fewer than 3 pairs)"
+    assert (
+        superposition.format_statistic(_correlation_row(np.nan, np.nan, np.nan, np.nan, n_pairs=2), "rho")
+        == "rho undefined (fewer than 3 pairs)"
+    )
     for text in (no_ci, undefined):
         assert "nan" not in text
 
@@ -113,7 +121,9 @@ def test_sparse_accuracy_legend_says_what_dashed_lines_are(tmp_path, captured):
     rows = [{"task": "colour", "level": "model", "directions": "model", "m": np.nan, "accuracy": 0.9}]
     for level in ("pair", "neuron"):
         rows.append({"task": "colour", "level": level, "directions": "exact", "m": np.nan, "accuracy": 0.8})
-        rows += [{"task": "colour", "level": level, "directions": "sparse", "m": m, "accuracy": 0.1 * m} for m in (1, 2, 4)]
+        rows += [
+            {"task": "colour", "level": level, "directions": "sparse", "m": m, "accuracy": 0.1 * m} for m in (1, 2, 4)
+        ]
     sparse_accuracy.sparse_accuracy(pd.DataFrame(rows), "sparse", tmp_path / "sparse.png")
     assert _is_png(tmp_path / "sparse.png")
     legend = figures[0].legends[0]
@@ -132,7 +142,9 @@ def test_shift_monitoring_has_a_legend_for_share_and_score(tmp_path, captured):
             "sd_score": [0.01, 0.02, 0.01, 0.02, 0.02, 0.01],
         }
     )
-    correlations = pd.DataFrame({"concept": ["red", "square"], "point_biserial_r": [0.7, 0.2], "split_pearson_r": [0.99, 0.5]})
+    correlations = pd.DataFrame(
+        {"concept": ["red", "square"], "point_biserial_r": [0.7, 0.2], "split_pearson_r": [0.99, 0.5]}
+    )
     shift.shift_monitoring(splits, correlations, "shift", tmp_path / "shift.png")
     assert _is_png(tmp_path / "shift.png")
     labels = [text.get_text() for text in figures[0].legends[0].get_texts()]
@@ -167,7 +179,9 @@ def test_image_figures_write_pngs_with_frames_and_labelled_colour_bars(tmp_path,
     labels = [ax.get_ylabel() for fig in heatmaps[-2:] for ax in fig.axes if ax.get_label() == "<colorbar>"]
     assert labels == ["activation (shared scale)", "class logit", "class logit"]
     gt = rng.integers(0, 4, size=(2, 16, 16))
-    blocks = [{"task": "shape", "classes": ["circle", "square", "triangle"], "gt": gt, "preds": {"pairs": gt, "heads": gt}}]
+    blocks = [
+        {"task": "shape", "classes": ["circle", "square", "triangle"], "gt": gt, "preds": {"pairs": gt, "heads": gt}}
+    ]
     segmentation_figures.predicted_masks(images[:2], blocks, "masks", tmp_path / "masks.png")
     for name in ("preview", "patches", "maps", "masks"):
         assert _is_png(tmp_path / f"{name}.png")
@@ -175,7 +189,15 @@ def test_image_figures_write_pngs_with_frames_and_labelled_colour_bars(tmp_path,
 
 def test_suptitles_clear_the_first_row(tmp_path, captured):
     figures = captured(shift)
-    splits = pd.DataFrame({"concept": ["red"] * 2, "split": [0, 1], "true_share": [0.1, 0.9], "mean_score": [0.1, 0.2], "sd_score": [0.01, 0.01]})
+    splits = pd.DataFrame(
+        {
+            "concept": ["red"] * 2,
+            "split": [0, 1],
+            "true_share": [0.1, 0.9],
+            "mean_score": [0.1, 0.2],
+            "sd_score": [0.01, 0.01],
+        }
+    )
     correlations = pd.DataFrame({"concept": ["red"], "point_biserial_r": [0.7], "split_pearson_r": [1.0]})
     shift.shift_monitoring(splits, correlations, "a long suptitle", tmp_path / "shift.png")
     fig = figures[0]
