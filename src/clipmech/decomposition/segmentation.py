@@ -196,21 +196,23 @@ def shapes_ground_truth(masks_NHW: np.ndarray, objects: pd.DataFrame, images: np
     return out
 
 
-def shapes_confusions(pred_NHW: np.ndarray, gt_NHW: np.ndarray, n_classes: int, ignore_index: int = 255) -> dict[str, np.ndarray]:
+def shapes_confusions(pred_NHW: np.ndarray, logits_NKHW: np.ndarray, gt_NHW: np.ndarray, ignore_index: int = 255) -> dict[str, np.ndarray]:
     """Confusion matrices of one batch: with background scored, and on object pixels only.
 
-    ``with_background`` scores all pixels over the n_classes + 1 labels; ``objects_only`` ignores
-    background pixels (like mmseg's ``reduce_zero_label``) and scores the argmax over the object
-    classes, which needs no background threshold.
+    ``with_background`` scores the thresholded prediction on all pixels over the K + 1 labels;
+    ``objects_only`` ignores background pixels (like mmseg's ``reduce_zero_label``) and scores the
+    argmax of the logits over the K object classes, which needs no background threshold.
 
     Parameters
     ----------
     pred_NHW : ndarray of int
         Predictions with background (:func:`predict_with_background`).
+    logits_NKHW : ndarray, shape (N, K, H, W)
+        The pixel logits ``pred_NHW`` was thresholded from (:func:`upsample`).
     gt_NHW : ndarray of int
         0 background, k + 1 class k.
-    n_classes : int
-        Object classes K.
+    ignore_index : int
+        Label of pixels left out of both matrices.
 
     Returns
     -------
@@ -218,9 +220,11 @@ def shapes_confusions(pred_NHW: np.ndarray, gt_NHW: np.ndarray, n_classes: int, 
         ``with_background`` (K+1, K+1) and ``objects_only`` (K+1, K+1; background row and column
         empty), int64.
     """
+    n_classes = logits_NKHW.shape[1]
+    objects_gt = np.where(gt_NHW == 0, ignore_index, gt_NHW)
     return {
         "with_background": confusion_matrix(pred_NHW, gt_NHW, n_classes + 1, ignore_index),
-        "objects_only": confusion_matrix(pred_NHW, np.where(gt_NHW == 0, ignore_index, gt_NHW), n_classes + 1, ignore_index),
+        "objects_only": confusion_matrix(logits_NKHW.argmax(axis=1) + 1, objects_gt, n_classes + 1, ignore_index),
     }
 
 

@@ -20,7 +20,7 @@ def ablation_curves(table: pd.DataFrame, chance: dict[str, float], title: str, p
     one curve per level of :func:`clipmech.decomposition.components.ablation_curves` and the
     ``neuron_activation`` curve."""
     tasks = list(dict.fromkeys(table["task"]))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.3 * len(tasks), 3.3), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.3 * len(tasks), 3.3), squeeze=False, layout="constrained")
     for ax, task in zip(axes[0], tasks):
         for level, rows in table[table["task"] == task].groupby("level", sort=False):
             ax.plot(rows["fraction"], rows["accuracy"], marker="o", ms=3, color=LEVEL_COLOURS[level], label=LEVEL_LABELS[level])
@@ -31,5 +31,4 @@ def ablation_curves(table: pd.DataFrame, chance: dict[str, float], title: str, p
     axes[0, 0].set_ylabel("zero-shot accuracy")
     axes[0, -1].legend(frameon=False, fontsize=8, loc="lower right")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     save_figure(fig, path)

@@ -20,7 +20,9 @@ def binding_accuracy(accuracy: pd.DataFrame, title: str, path: str | Path) -> No
     per_count = accuracy[accuracy["n_objects"].astype(str) != "all"]
     overall = accuracy[accuracy["n_objects"].astype(str) == "all"]
     tasks = list(dict.fromkeys(accuracy["task"]))
-    fig, (ax, bar_ax) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (ax, bar_ax) = plt.subplots(
+        1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]}, layout="constrained"
+    )
     for t, task in enumerate(tasks):
         rows = per_count[per_count["task"] == task]
         counts = rows["n_objects"].astype(int).to_numpy()
@@ -53,5 +55,4 @@ def binding_accuracy(accuracy: pd.DataFrame, title: str, path: str | Path) -> No
     bar_ax.set_xticks(np.arange(len(tasks)), tasks, rotation=30, ha="right", fontsize=8)
     bar_ax.set_title("all counts", fontsize=9)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     save_figure(fig, path)

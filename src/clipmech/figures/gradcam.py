@@ -34,7 +34,9 @@ def gradcam_rows(
         Whether the row's image prefers the swapped binding; the row label says so.
     """
     n_rows, n_prompts = maps_NPHW.shape[:2]
-    fig, axes = plt.subplots(n_rows, n_prompts + 1, figsize=(2.1 * (n_prompts + 1), 2.3 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(
+        n_rows, n_prompts + 1, figsize=(2.1 * (n_prompts + 1), 2.3 * n_rows), squeeze=False, layout="constrained"
+    )
     for n in range(n_rows):
         axes[n, 0].imshow(images_NHW3[n])
         axes[n, 0].set_title(
@@ -49,5 +51,4 @@ def gradcam_rows(
         for ax in axes[n]:
             ax.set_axis_off()
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     save_figure(fig, path)

@@ -13,7 +13,7 @@ from clipmech.figures.style import save_figure
 
 def attention_sink(tokens: pd.DataFrame, registers: pd.DataFrame, grid: tuple[int, int], n_neurons: int, title: str, path: str | Path) -> None:
     """Mean attention of the query over the feature map (sink marked) and the top register neurons."""
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(8.5, 3.4))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(8.5, 3.4), layout="constrained")
     spatial = tokens[tokens["kind"] == "spatial"]
     grid_map = spatial["mean_attention"].to_numpy().reshape(grid)
     image = ax.imshow(grid_map, cmap="viridis")
@@ -31,5 +31,4 @@ def attention_sink(tokens: pd.DataFrame, registers: pd.DataFrame, grid: tuple[in
     bx.set_xlabel("neuron (zeroed)")
     bx.set_ylabel("mean |change of sink attention|")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     save_figure(fig, path)

@@ -15,20 +15,28 @@ from clipmech.figures.style import TYPE_COLOURS, save_figure
 def entropy_by_layer(units: pd.DataFrame, null_D: np.ndarray, path: str | Path) -> None:
     """Entropy distribution of the units of every layer against the random-subset null band.
 
-    The grey band spans the null's 5th-95th percentiles and the dashed line its 1st percentile;
-    the dotted line is the maximum ln 16.
+    The hatched red band spans the null's 5th-95th percentiles (drawn above the violins, so it
+    stays visible where it overlaps them) and the dashed line its 1st percentile; the dotted line
+    is the maximum ln 16. The legend sits right of the axes, clear of the data.
     """
     layers = np.sort(units["layer"].unique())
-    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(layers) + 2), 3.8))
+    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(layers) + 2) + 1.8, 3.8), layout="constrained")
     data = [units.loc[units["layer"] == layer, "entropy"].to_numpy() for layer in layers]
-    ax.axhspan(*np.percentile(null_D, [5, 95]), color="0.85", label="null 5-95 %")
-    ax.axhline(np.percentile(null_D, 1), color="0.4", ls="--", lw=1, label="null 1 %")
-    ax.axhline(np.log(len(FEATURES)), color="0.4", ls=":", lw=1, label="ln 16")
     ax.violinplot(data, positions=np.arange(len(layers)), showmedians=True, widths=0.8)
+    low, high = np.percentile(null_D, [5, 95])
+    ax.axhspan(
+        low, high, facecolor="C3", alpha=0.25, edgecolor="C3", hatch="///", lw=0.8, zorder=3, label="null 5-95 %"
+    )
+    ax.axhline(np.percentile(null_D, 1), color="C3", ls="--", lw=1, zorder=3, label="null 1 %")
+    ax.axhline(np.log(len(FEATURES)), color="0.3", ls=":", lw=1, zorder=3, label=f"maximum ln {len(FEATURES)}")
     ax.set_xticks(np.arange(len(layers)), [str(layer) for layer in layers])
     ax.set_xlabel("layer")
     ax.set_ylabel("entropy of top-k affinities (nats)")
-    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    ax.set_title(
+        f"Entropy of the feature affinities of {len(units)} units per layer vs a random-subset null ({len(null_D)} draws)",
+        fontsize=9,
+    )
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save_figure(fig, path)
 
 
@@ -83,7 +91,9 @@ def patch_heatmaps(
     maps = list(maps_with) + list(maps_without)
     labels = ["with"] * len(images_with) + ["without"] * len(images_without)
     vmin, vmax = float(np.min(maps)), float(np.max(maps))
-    fig, axes = plt.subplots(2, len(images), figsize=(1.6 * len(images), 3.4), squeeze=False)
+    fig, axes = plt.subplots(
+        2, len(images), figsize=(1.6 * len(images) + 0.8, 3.6), squeeze=False, layout="constrained"
+    )
     for i, (image, patch_map, label) in enumerate(zip(images, maps, labels)):
         axes[0, i].imshow(image)
         axes[0, i].set_title(label, fontsize=8)
@@ -92,6 +102,6 @@ def patch_heatmaps(
         im = axes[1, i].imshow(patch_map, cmap="jet", vmin=vmin, vmax=vmax, alpha=0.65, extent=(0, size, size, 0))
         for ax in axes[:, i]:
             ax.set_axis_off()
-    fig.colorbar(im, ax=axes[1, :].tolist(), fraction=0.02, pad=0.01)
+    fig.colorbar(im, ax=axes[1, :].tolist(), fraction=0.02, pad=0.01).set_label("activation (shared scale)", fontsize=7)
     fig.suptitle(title, fontsize=9)
     save_figure(fig, path)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.lines import Line2D
 
 from clipmech.figures.ablation import LEVEL_COLOURS
 from clipmech.figures.style import save_figure
@@ -18,7 +19,7 @@ def sparse_accuracy(table: pd.DataFrame, title: str, path: str | Path) -> None:
     or exact rank-1 PCs (neurons); dotted: the unablated model.
     """
     tasks = list(dict.fromkeys(table["task"]))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.3 * len(tasks), 3.3), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.3 * len(tasks), 3.3), squeeze=False, layout="constrained")
     for ax, task in zip(axes[0], tasks):
         rows = table[table["task"] == task]
         for level in ("pair", "neuron"):
@@ -32,7 +33,11 @@ def sparse_accuracy(table: pd.DataFrame, title: str, path: str | Path) -> None:
         ax.set_xlabel("m (words per direction)")
         ax.set_ylim(-0.02, 1.02)
     axes[0, 0].set_ylabel("zero-shot accuracy")
-    axes[0, 0].legend(frameon=False, fontsize=8)
+    handles, _ = axes[0, 0].get_legend_handles_labels()
+    handles += [
+        Line2D([], [], color="0.3", lw=1.5, marker="o", ms=3, label="m-sparse directions"),
+        Line2D([], [], color="0.3", ls="--", lw=1, label="exact directions / rank-1 PCs"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     save_figure(fig, path)

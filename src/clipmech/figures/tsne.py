@@ -17,7 +17,7 @@ SHAPE_MARKERS = {"circle": "o", "triangle": "^", "square": "s", "pentagon": "p",
 def tsne_shapes(xy_N2: np.ndarray, labels: pd.DataFrame, title: str, path: str | Path) -> None:
     """t-SNE map of the Shapes images in three panels: coloured by the colour and by the shape of
     single-object images (other images in light grey), and by object count (all images)."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
     single = labels["n_objects"].to_numpy() == 1
     for ax in axes[:2]:
         ax.scatter(*xy_N2[~single].T, s=6, color="0.85", label="2+ objects")
@@ -43,7 +43,6 @@ def tsne_shapes(xy_N2: np.ndarray, labels: pd.DataFrame, title: str, path: str |
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     save_figure(fig, path)
 
 

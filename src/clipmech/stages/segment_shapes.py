@@ -52,7 +52,7 @@ def segment_shapes(*, store: str, dataset_dir: str, text_path: str, out: dict, p
                 logits = segmentation.token_logits(batch.x_NTC, batch.alpha_NHT, parts.weights, parts.u_HCE, parts.bias_E, z_KE, w_KHC, method)
                 pixel_logits = segmentation.upsample(logits, parts.grid, size)
                 pred = segmentation.predict_with_background(pixel_logits, params["background_threshold"])
-                for scoring, cm in segmentation.shapes_confusions(pred, gt, len(classes)).items():
+                for scoring, cm in segmentation.shapes_confusions(pred, pixel_logits, gt).items():
                     key = (task, method, scoring)
                     confusions[key] = confusions.get(key, 0) + cm
                 if in_figure.any():

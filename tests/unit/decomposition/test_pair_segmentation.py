@@ -87,7 +87,8 @@ def test_shapes_ground_truth_and_confusions(tiny_dataset):
         for _, obj in data.objects[data.objects["image_id"] == image].iterrows():
             labels = np.unique(gt[i][data.masks[image] == obj["object_id"]])
             assert labels.tolist() == [("red", "green", "blue", "pink", "black", "yellow").index(obj["colour"]) + 1]
-    cms = ps.shapes_confusions(gt, gt, 6)
+    one_hot = (np.arange(1, 7)[None, :, None, None] == gt[:, None]).astype(float)
+    cms = ps.shapes_confusions(gt, one_hot, gt)
     assert np.trace(cms["with_background"]) == gt.size
     assert cms["objects_only"][0].sum() == 0 and cms["objects_only"].sum() == (gt > 0).sum()
 
