@@ -62,16 +62,12 @@ def datasets_of_kind(kind):
 
 # A dataset of kind `shift` holds the distribution-shift splits of its `base` (a Shapes dataset),
 # drawn at the base's image size; the decomposition of the base is monitored on them.
-for name in datasets_of_kind("shift"):
-    check_names(
-        "shapes datasets",
-        [config["datasets"][name]["base"]],
-        datasets_of_kind("shapes"),
-        f"datasets.{name}.base",
-    )
 SHIFT_OF = {}
 for name in datasets_of_kind("shift"):
     base = config["datasets"][name]["base"]
+    check_names(
+        "shapes datasets", [base], datasets_of_kind("shapes"), f"datasets.{name}.base"
+    )
     if base in SHIFT_OF:
         raise ValueError(
             f"datasets {SHIFT_OF[base]} and {name} are both shift splits of {base}: "
