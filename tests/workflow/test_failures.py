@@ -34,9 +34,9 @@ RANDOM_VIT = {"architecture": "clipmech-vit-tiny", "pretrained": None}
 
 
 def write_config(path: Path, models: dict, dataset_changes: dict | None = None, extraction_changes: dict | None = None):
-    """tests/config/tiny.yaml with ``models`` added and analysed on its dataset, with the given changes."""
+    """tests/config/tiny.yaml with ``models`` added and analysed on its Shapes dataset, with the given changes."""
     config = yaml.safe_load(TINY.read_text())
-    (dataset,) = config["datasets"]
+    (dataset,) = (name for name, entry in config["datasets"].items() if entry["kind"] == "shapes")
     config["datasets"][dataset].update(dataset_changes or {})
     config["models"].update(models)  # other sections may name the tiny models
     config["analyses"] = {"models": list(models), "datasets": [dataset]}

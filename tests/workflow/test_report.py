@@ -15,18 +15,21 @@ from snakemake_cli import ROOT, TINY, snakemake
 
 pytestmark = pytest.mark.integration
 
-REPORT_CALL = re.compile(r"report\(\s*\"(?P<path>[^\"]+)\",(?P<body>.*?)\)", re.DOTALL)
+# Report outputs are declared with common.smk's reported(path, caption, category[, subcategory]).
+REPORTED_CALL = re.compile(
+    r"reported\(\s*\"(?P<path>[^\"]+)\",\s*\"[^\"]+\",\s*\"(?P<category>[^\"]+)\""
+    r"(?:,\s*\"(?P<subcategory>[^\"]+)\")?,?\s*\)"
+)
+DEFAULT_SUBCATEGORY = "{model} on {dataset}"
 
 
 def registered_outputs():
-    """(path pattern, category, subcategory pattern) of every ``report(...)`` output in the workflow."""
+    """(path pattern, category, subcategory pattern) of every ``reported(...)`` output in the workflow."""
     sources = [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]
     found = []
     for source in sources:
-        for call in REPORT_CALL.finditer(source.read_text()):
-            category = re.search(r"category=\"([^\"]+)\"", call["body"])
-            subcategory = re.search(r"subcategory=\"([^\"]+)\"", call["body"])
-            found.append((call["path"], category and category[1], subcategory and subcategory[1]))
+        for call in REPORTED_CALL.finditer(source.read_text()):
+            found.append((call["path"], call["category"], call["subcategory"] or DEFAULT_SUBCATEGORY))
     return found
 
 

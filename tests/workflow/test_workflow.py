@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "config" / "tiny.yaml"
@@ -61,6 +62,27 @@ def test_unknown_model_in_analyses_lists_valid_ones(tmp_path):
     assert result.returncode != 0
     message = result.stdout + result.stderr
     assert "vit-q" in message and "configured models are: tiny-rn, tiny-vit" in message
+
+
+def test_shift_dataset_with_an_unknown_base_lists_the_shapes_datasets(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.read_text().replace("base: tiny-shapes", "base: tiny-circles"))
+    result = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(bad), check=False)
+    assert result.returncode != 0
+    message = result.stdout + result.stderr
+    assert "datasets.tiny-shapes-shift.base" in message and "configured shapes datasets are: tiny-shapes" in message
+
+
+def test_shift_splits_are_a_dataset_synthesised_like_any(tmp_path):
+    out = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(TINY)).stdout
+    assert "results/datasets/tiny-shapes-shift/data" in out and "results/attnpool/tiny-rn/tiny-shapes-shift.zarr" in out
+    config = yaml.safe_load(TINY.read_text())
+    del config["datasets"]["tiny-shapes-shift"]
+    unshifted = tmp_path / "unshifted.yaml"
+    unshifted.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(unshifted))
+    assert "monitor_shift" not in result.stdout and "synthesize_shift" not in result.stdout
+    assert "no dataset of kind shift has base tiny-shapes" in result.stdout + result.stderr
 
 
 def test_cifar10_map_only_with_a_local_copy(tmp_path):

@@ -4,23 +4,20 @@ rule binding_benchmark:
         data="results/datasets/{dataset}/data",
         checkpoint=checkpoint_input,
     output:
-        trials=report(
+        trials=reported(
             "results/binding/{model}/{dataset}/trials.tsv",
-            caption="../report/binding_trials.rst",
-            category="4 Binding",
-            subcategory="{model} on {dataset}",
+            "binding_trials.rst",
+            "4 Binding",
         ),
-        accuracy=report(
+        accuracy=reported(
             "results/binding/{model}/{dataset}/accuracy.tsv",
-            caption="../report/binding_accuracy.rst",
-            category="4 Binding",
-            subcategory="{model} on {dataset}",
+            "binding_accuracy.rst",
+            "4 Binding",
         ),
-        figure=report(
+        figure=reported(
             "results/binding/{model}/{dataset}/accuracy.png",
-            caption="../report/binding_figure.rst",
-            category="4 Binding",
-            subcategory="{model} on {dataset}",
+            "binding_figure.rst",
+            "4 Binding",
         ),
     log:
         "logs/binding_benchmark/{model}/{dataset}.log",
@@ -31,12 +28,12 @@ rule binding_benchmark:
         mem_mb=8000,
         runtime=60,
     params:
-        model=lambda wildcards: model_entry(wildcards.model),
+        model=model_params,
         binding=config["binding"],
         seed=config["seed"],
         device=config["extraction"]["device"],
         batch_size=config["extraction"]["batch_size"],
-        label=lambda wildcards: f"{wildcards.model} on {wildcards.dataset}",
+        label=pair_label,
         code=script_code("binding_benchmark.py"),
     script:
         "../scripts/binding_benchmark.py"

@@ -1,3 +1,4 @@
+import re
 import sys
 from pathlib import Path
 
@@ -51,6 +52,29 @@ check_names(
 )
 
 TRAINED = sorted(name for name, entry in config["models"].items() if "train" in entry)
+
+
+def datasets_of_kind(kind):
+    return sorted(
+        name for name, entry in config["datasets"].items() if entry["kind"] == kind
+    )
+
+
+# A dataset of kind `shift` holds the distribution-shift splits of its `base` (a Shapes dataset),
+# drawn at the base's image size; the decomposition of the base is monitored on them.
+SHIFT_OF = {}
+for name in datasets_of_kind("shift"):
+    base = config["datasets"][name]["base"]
+    check_names(
+        "shapes datasets", [base], datasets_of_kind("shapes"), f"datasets.{name}.base"
+    )
+    if base in SHIFT_OF:
+        raise ValueError(
+            f"datasets {SHIFT_OF[base]} and {name} are both shift splits of {base}: "
+            "declare one shift dataset per base"
+        )
+    SHIFT_OF[base] = name
+
 ANALYSES = [
     (m, d) for m in config["analyses"]["models"] for d in config["analyses"]["datasets"]
 ]
@@ -60,13 +84,52 @@ DECOMPOSITIONS = [
     for m in config["decomposition"]["models"]
     for d in config["analyses"]["datasets"]
 ]
-# An attention-pool store named <dataset>-shift holds the distribution-shift splits of <dataset>.
-SHIFT_SUFFIX = "-shift"
-if any(name.endswith(SHIFT_SUFFIX) for name in config["datasets"]):
-    raise ValueError(
-        f"dataset names ending in {SHIFT_SUFFIX!r} are reserved for the shift splits: "
-        + ", ".join(n for n in config["datasets"] if n.endswith(SHIFT_SUFFIX))
+
+
+def name_pattern(names):
+    """A wildcard constraint matching exactly these names (nothing when there are none)."""
+    return "|".join(re.escape(name) for name in sorted(names)) or "(?!)"
+
+
+def reported(path, caption, category, subcategory="{model} on {dataset}"):
+    """An output shown in the report, captioned by workflow/report/<caption>."""
+    return report(
+        path,
+        caption=f"../report/{caption}",
+        category=category,
+        subcategory=subcategory,
     )
+
+
+def pair_label(wildcards):
+    """Figure title prefix of a model on a dataset."""
+    return f"{wildcards.model} on {wildcards.dataset}"
+
+
+def model_label(wildcards):
+    return wildcards.model
+
+
+def dataset_spec(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def shift_image_size(wildcards):
+    """Shift splits are drawn at the image size of their base dataset."""
+    return config["datasets"][dataset_spec(wildcards)["base"]]["image_size"]
+
+
+def shift_store(wildcards):
+    """The attention-pool store of the model on the shift splits of the dataset."""
+    return f"results/attnpool/{wildcards.model}/{SHIFT_OF[wildcards.dataset]}.zarr"
+
+
+def shift_data(wildcards):
+    return f"results/datasets/{SHIFT_OF[wildcards.dataset]}/data"
+
+
+def architecture(wildcards):
+    return config["models"][wildcards.model]["architecture"]
 
 
 def checkpoint_path(model):
@@ -79,6 +142,10 @@ def model_entry(model):
     if model in TRAINED:
         entry["pretrained"] = checkpoint_path(model)
     return entry
+
+
+def model_params(wildcards):
+    return model_entry(wildcards.model)
 
 
 def checkpoint_input(wildcards):
@@ -134,14 +201,6 @@ def cifar10_outputs():
     ]
 
 
-def attnpool_dataset(wildcards):
-    """The dataset an attention-pool store is extracted from: a configured dataset, or the
-    distribution-shift splits of one (store `<dataset>-shift`)."""
-    if wildcards.dataset.endswith(SHIFT_SUFFIX):
-        return f"results/shift/{wildcards.dataset.removesuffix(SHIFT_SUFFIX)}/splits"
-    return f"results/datasets/{wildcards.dataset}/data"
-
-
 def decomposition_outputs(model, dataset):
     """Neuron x attention-head decomposition of one CLIP-ResNet on one dataset (methods.md Sec. 5)."""
     base = f"results/decomposition/{model}/{dataset}"
@@ -160,13 +219,25 @@ def decomposition_outputs(model, dataset):
             "tokens.tsv",
             "registers.tsv",
             "attention_sink.png",
-            "shift_splits.tsv",
-            "shift_correlations.tsv",
-            "shift.png",
         )
     ] + [
         f"results/segmentation/{model}/{dataset}/{name}"
         for name in ("miou.tsv", "iou.tsv", "heatmaps.png", "masks.png")
+    ]
+
+
+def shift_outputs(model, dataset):
+    """Distribution-shift monitoring of a decomposed model on the shift splits of the dataset."""
+    if dataset not in SHIFT_OF:
+        logger.info(
+            f"no dataset of kind shift has base {dataset}: skipping the shift monitoring of "
+            f"{model} on it (declare one under datasets to run it)"
+        )
+        return []
+    base = f"results/decomposition/{model}/{dataset}"
+    return [
+        f"{base}/{name}"
+        for name in ("shift_splits.tsv", "shift_correlations.tsv", "shift.png")
     ]
 
 
@@ -200,4 +271,5 @@ def all_outputs():
         outputs += binding_outputs(model, dataset)
     for model, dataset in DECOMPOSITIONS:
         outputs += decomposition_outputs(model, dataset)
+        outputs += shift_outputs(model, dataset)
     return outputs + cifar10_outputs() + pascal_context_outputs()

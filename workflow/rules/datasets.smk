@@ -3,27 +3,49 @@ rule synthesize_shapes:
         data=directory("results/datasets/{dataset}/data"),
     log:
         "logs/synthesize_shapes/{dataset}.log",
+    wildcard_constraints:
+        dataset=name_pattern(datasets_of_kind("shapes")),
     conda:
         ENV
     resources:
         mem_mb=2000,
         runtime=30,
     params:
-        spec=lambda wildcards: config["datasets"][wildcards.dataset],
+        spec=dataset_spec,
         code=script_code("synthesize_shapes.py"),
     script:
         "../scripts/synthesize_shapes.py"
+
+
+rule synthesize_shift:
+    output:
+        data=directory("results/datasets/{dataset}/data"),
+    log:
+        "logs/synthesize_shift/{dataset}.log",
+    wildcard_constraints:
+        dataset=name_pattern(datasets_of_kind("shift")),
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        spec=dataset_spec,
+        image_size=shift_image_size,
+        code=script_code("synthesize_shift.py"),
+    script:
+        "../scripts/synthesize_shift.py"
 
 
 rule plot_dataset:
     input:
         data="results/datasets/{dataset}/data",
     output:
-        preview=report(
+        preview=reported(
             "results/datasets/{dataset}/preview.png",
-            caption="../report/dataset_preview.rst",
-            category="1 Datasets",
-            subcategory="{dataset}",
+            "dataset_preview.rst",
+            "1 Datasets",
+            "{dataset}",
         ),
     log:
         "logs/plot_dataset/{dataset}.log",

@@ -1,6 +1,6 @@
 rule extract_attnpool:
     input:
-        data=attnpool_dataset,
+        data="results/datasets/{dataset}/data",
         checkpoint=checkpoint_input,
     output:
         store=directory("results/attnpool/{model}/{dataset}.zarr"),
@@ -16,7 +16,7 @@ rule extract_attnpool:
         mem_mb=8000,
         runtime=120,
     params:
-        model=lambda wildcards: model_entry(wildcards.model),
+        model=model_params,
         extraction=config["extraction"],
         code=script_code("extract_attnpool.py"),
     script:
@@ -40,7 +40,7 @@ rule embed_text:
         mem_mb=8000,
         runtime=60,
     params:
-        model=lambda wildcards: model_entry(wildcards.model),
+        model=model_params,
         text=config["decomposition"]["text"],
         device=config["extraction"]["device"],
         code=script_code("embed_text.py"),
@@ -52,23 +52,20 @@ rule decompose_attnpool:
     input:
         store="results/attnpool/{model}/{dataset}.zarr",
     output:
-        pairs=report(
+        pairs=reported(
             "results/decomposition/{model}/{dataset}/pairs.tsv",
-            caption="../report/decomposition_pairs.rst",
-            category="6 ResNet decomposition",
-            subcategory="{model} on {dataset}",
+            "decomposition_pairs.rst",
+            "6 ResNet decomposition",
         ),
-        summary=report(
+        summary=reported(
             "results/decomposition/{model}/{dataset}/summary.json",
-            caption="../report/decomposition_summary.rst",
-            category="6 ResNet decomposition",
-            subcategory="{model} on {dataset}",
+            "decomposition_summary.rst",
+            "6 ResNet decomposition",
         ),
-        figure=report(
+        figure=reported(
             "results/decomposition/{model}/{dataset}/norms.png",
-            caption="../report/decomposition_norms.rst",
-            category="6 ResNet decomposition",
-            subcategory="{model} on {dataset}",
+            "decomposition_norms.rst",
+            "6 ResNet decomposition",
         ),
     log:
         "logs/decompose_attnpool/{model}/{dataset}.log",
@@ -81,8 +78,12 @@ rule decompose_attnpool:
         mem_mb=8000,
         runtime=60,
     params:
-        decomposition=config["decomposition"],
-        label=lambda wildcards: f"{wildcards.model} on {wildcards.dataset}",
+        # The keys the checks read: the rest of the block (text, segmentation...) does not rerun it.
+        decomposition={
+            key: config["decomposition"][key]
+            for key in ("chunk_size", "n_checked", "pc_top_k", "max_rel_err")
+        },
+        label=pair_label,
         code=script_code("decompose_attnpool.py"),
     script:
         "../scripts/decompose_attnpool.py"
@@ -94,17 +95,15 @@ rule ablate_components:
         data="results/datasets/{dataset}/data",
         text="results/text/{model}/embeddings.npz",
     output:
-        table=report(
+        table=reported(
             "results/decomposition/{model}/{dataset}/ablation.tsv",
-            caption="../report/ablation_table.rst",
-            category="6 ResNet decomposition",
-            subcategory="{model} on {dataset}",
+            "ablation_table.rst",
+            "6 ResNet decomposition",
         ),
-        figure=report(
+        figure=reported(
             "results/decomposition/{model}/{dataset}/ablation.png",
-            caption="../report/ablation_figure.rst",
-            category="6 ResNet decomposition",
-            subcategory="{model} on {dataset}",
+            "ablation_figure.rst",
+            "6 ResNet decomposition",
         ),
     log:
         "logs/ablate_components/{model}/{dataset}.log",
@@ -119,7 +118,7 @@ rule ablate_components:
     params:
         ablation=config["decomposition"]["ablation"],
         chunk_size=config["decomposition"]["chunk_size"],
-        label=lambda wildcards: f"{wildcards.model} on {wildcards.dataset}",
+        label=pair_label,
         code=script_code("ablate_components.py"),
     script:
         "../scripts/ablate_components.py"
@@ -131,29 +130,25 @@ rule decompose_text:
         data="results/datasets/{dataset}/data",
         text="results/text/{model}/embeddings.npz",
     output:
-        words=report(
+        words=reported(
             "results/decomposition/{model}/{dataset}/words.tsv",
-            caption="../report/text_words.rst",
-            category="6 ResNet decomposition",
-            subcategory="{model} on {dataset}",
+            "text_words.rst",
+            "6 ResNet decomposition",
         ),
-        class_pairs=report(
+        class_pairs=reported(
             "results/decomposition/{model}/{dataset}/class_pairs.tsv",
-            caption="../report/text_class_pairs.rst",
-            category="6 ResNet decomposition",
-            subcategory="{model} on {dataset}",
+            "text_class_pairs.rst",
+            "6 ResNet decomposition",
         ),
-        accuracy=report(
+        accuracy=reported(
             "results/decomposition/{model}/{dataset}/sparse_accuracy.tsv",
-            caption="../report/text_accuracy.rst",
-            category="6 ResNet decomposition",
-            subcategory="{model} on {dataset}",
+            "text_accuracy.rst",
+            "6 ResNet decomposition",
         ),
-        figure=report(
+        figure=reported(
             "results/decomposition/{model}/{dataset}/sparse_accuracy.png",
-            caption="../report/text_accuracy_figure.rst",
-            category="6 ResNet decomposition",
-            subcategory="{model} on {dataset}",
+            "text_accuracy_figure.rst",
+            "6 ResNet decomposition",
         ),
     log:
         "logs/decompose_text/{model}/{dataset}.log",
@@ -171,110 +166,30 @@ rule decompose_text:
         pc_top_k=config["decomposition"]["pc_top_k"],
         chunk_size=config["decomposition"]["chunk_size"],
         device=config["extraction"]["device"],
-        label=lambda wildcards: f"{wildcards.model} on {wildcards.dataset}",
+        label=pair_label,
         code=script_code("decompose_text.py"),
     script:
         "../scripts/decompose_text.py"
-
-
-rule segment_shapes:
-    input:
-        store="results/attnpool/{model}/{dataset}.zarr",
-        data="results/datasets/{dataset}/data",
-        text="results/text/{model}/embeddings.npz",
-    output:
-        miou=report(
-            "results/segmentation/{model}/{dataset}/miou.tsv",
-            caption="../report/segmentation_miou.rst",
-            category="6 ResNet decomposition",
-            subcategory="{model} on {dataset}",
-        ),
-        iou="results/segmentation/{model}/{dataset}/iou.tsv",
-        heatmaps=report(
-            "results/segmentation/{model}/{dataset}/heatmaps.png",
-            caption="../report/segmentation_heatmaps.rst",
-            category="6 ResNet decomposition",
-            subcategory="{model} on {dataset}",
-        ),
-        masks=report(
-            "results/segmentation/{model}/{dataset}/masks.png",
-            caption="../report/segmentation_masks.rst",
-            category="6 ResNet decomposition",
-            subcategory="{model} on {dataset}",
-        ),
-    log:
-        "logs/segment_shapes/{model}/{dataset}.log",
-    benchmark:
-        "results/benchmarks/segment_shapes/{model}/{dataset}.tsv"
-    conda:
-        ENV
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=60,
-    params:
-        segmentation=config["decomposition"]["segmentation"],
-        chunk_size=config["decomposition"]["chunk_size"],
-        seed=config["seed"],
-        label=lambda wildcards: f"{wildcards.model} on {wildcards.dataset}",
-        code=script_code("segment_shapes.py"),
-    script:
-        "../scripts/segment_shapes.py"
-
-
-rule segment_pascal_context:
-    input:
-        checkpoint=checkpoint_input,
-    output:
-        miou=report(
-            "results/pascal-context-59/{model}/miou.tsv",
-            caption="../report/pascal_context_miou.rst",
-            category="6 ResNet decomposition",
-            subcategory="{model} on PASCAL Context-59",
-        ),
-        iou="results/pascal-context-59/{model}/iou.tsv",
-    log:
-        "logs/segment_pascal_context/{model}.log",
-    benchmark:
-        "results/benchmarks/segment_pascal_context/{model}.tsv"
-    conda:
-        ENV
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=16000,
-        runtime=600,
-    params:
-        model=lambda wildcards: model_entry(wildcards.model),
-        pascal_context=config["decomposition"]["pascal_context"],
-        device=config["extraction"]["device"],
-        label=lambda wildcards: wildcards.model,
-        code=script_code("segment_pascal_context.py"),
-    script:
-        "../scripts/segment_pascal_context.py"
 
 
 rule find_registers:
     input:
         store="results/attnpool/{model}/{dataset}.zarr",
     output:
-        tokens=report(
+        tokens=reported(
             "results/decomposition/{model}/{dataset}/tokens.tsv",
-            caption="../report/attention_tokens.rst",
-            category="6 ResNet decomposition",
-            subcategory="{model} on {dataset}",
+            "attention_tokens.rst",
+            "6 ResNet decomposition",
         ),
-        registers=report(
+        registers=reported(
             "results/decomposition/{model}/{dataset}/registers.tsv",
-            caption="../report/register_neurons.rst",
-            category="6 ResNet decomposition",
-            subcategory="{model} on {dataset}",
+            "register_neurons.rst",
+            "6 ResNet decomposition",
         ),
-        figure=report(
+        figure=reported(
             "results/decomposition/{model}/{dataset}/attention_sink.png",
-            caption="../report/attention_sink.rst",
-            category="6 ResNet decomposition",
-            subcategory="{model} on {dataset}",
+            "attention_sink.rst",
+            "6 ResNet decomposition",
         ),
     log:
         "logs/find_registers/{model}/{dataset}.log",
@@ -288,65 +203,7 @@ rule find_registers:
         runtime=60,
     params:
         registers=config["decomposition"]["registers"],
-        label=lambda wildcards: f"{wildcards.model} on {wildcards.dataset}",
+        label=pair_label,
         code=script_code("find_registers.py"),
     script:
         "../scripts/find_registers.py"
-
-
-rule synthesize_shift:
-    output:
-        data=directory("results/shift/{dataset}/splits"),
-    log:
-        "logs/synthesize_shift/{dataset}.log",
-    conda:
-        ENV
-    resources:
-        mem_mb=2000,
-        runtime=30,
-    params:
-        shift=config["decomposition"]["shift"],
-        image_size=lambda wildcards: config["datasets"][wildcards.dataset]["image_size"],
-        code=script_code("synthesize_shift.py"),
-    script:
-        "../scripts/synthesize_shift.py"
-
-
-rule monitor_shift:
-    input:
-        store="results/attnpool/{model}/{dataset}-shift.zarr",  # the splits (SHIFT_SUFFIX)
-        data="results/shift/{dataset}/splits",
-        text="results/text/{model}/embeddings.npz",
-    output:
-        splits=report(
-            "results/decomposition/{model}/{dataset}/shift_splits.tsv",
-            caption="../report/shift_splits.rst",
-            category="6 ResNet decomposition",
-            subcategory="{model} on {dataset}",
-        ),
-        correlations=report(
-            "results/decomposition/{model}/{dataset}/shift_correlations.tsv",
-            caption="../report/shift_correlations.rst",
-            category="6 ResNet decomposition",
-            subcategory="{model} on {dataset}",
-        ),
-        figure=report(
-            "results/decomposition/{model}/{dataset}/shift.png",
-            caption="../report/shift_figure.rst",
-            category="6 ResNet decomposition",
-            subcategory="{model} on {dataset}",
-        ),
-    log:
-        "logs/monitor_shift/{model}/{dataset}.log",
-    conda:
-        ENV
-    resources:
-        mem_mb=8000,
-        runtime=30,
-    params:
-        shift=config["decomposition"]["shift"],
-        chunk_size=config["decomposition"]["chunk_size"],
-        label=lambda wildcards: f"{wildcards.model} on {wildcards.dataset}",
-        code=script_code("monitor_shift.py"),
-    script:
-        "../scripts/monitor_shift.py"

@@ -16,7 +16,7 @@ rule extract_activations:
         mem_mb=8000,
         runtime=120,
     params:
-        model=lambda wildcards: model_entry(wildcards.model),
+        model=model_params,
         extraction=config.get("extraction", {}),
         code=script_code("extract_activations.py"),
     script:

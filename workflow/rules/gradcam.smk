@@ -3,23 +3,20 @@ rule gradcam_binding:
         data="results/datasets/{dataset}/data",
         checkpoint=checkpoint_input,
     output:
-        pointing=report(
+        pointing=reported(
             "results/gradcam/{model}/{dataset}/pointing.tsv",
-            caption="../report/gradcam_pointing.rst",
-            category="4 Binding",
-            subcategory="{model} on {dataset}",
+            "gradcam_pointing.rst",
+            "4 Binding",
         ),
-        summary=report(
+        summary=reported(
             "results/gradcam/{model}/{dataset}/summary.tsv",
-            caption="../report/gradcam_summary.rst",
-            category="4 Binding",
-            subcategory="{model} on {dataset}",
+            "gradcam_summary.rst",
+            "4 Binding",
         ),
-        figure=report(
+        figure=reported(
             "results/gradcam/{model}/{dataset}/examples.png",
-            caption="../report/gradcam_examples.rst",
-            category="4 Binding",
-            subcategory="{model} on {dataset}",
+            "gradcam_examples.rst",
+            "4 Binding",
         ),
     log:
         "logs/gradcam_binding/{model}/{dataset}.log",
@@ -33,11 +30,11 @@ rule gradcam_binding:
         mem_mb=8000,
         runtime=60,
     params:
-        model=lambda wildcards: model_entry(wildcards.model),
+        model=model_params,
         gradcam=config["gradcam"],
         seed=config["seed"],
         device=config["extraction"]["device"],
-        label=lambda wildcards: f"{wildcards.model} on {wildcards.dataset}",
+        label=pair_label,
         code=script_code("gradcam_binding.py"),
     script:
         "../scripts/gradcam_binding.py"

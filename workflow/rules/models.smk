@@ -1,11 +1,11 @@
 rule train_clip:
     output:
         checkpoint="results/models/{model}/checkpoint.pt",
-        metrics=report(
+        metrics=reported(
             "results/models/{model}/metrics.json",
-            caption="../report/model_metrics.rst",
-            category="2 Models",
-            subcategory="{model}",
+            "model_metrics.rst",
+            "2 Models",
+            "{model}",
         ),
         losses="results/models/{model}/losses.tsv",
     log:
@@ -21,7 +21,7 @@ rule train_clip:
         mem_mb=4000,
         runtime=120,
     params:
-        architecture=lambda wildcards: config["models"][wildcards.model]["architecture"],
+        architecture=architecture,
         train=train_params,
         code=script_code("train_clip.py"),
     script:
@@ -33,11 +33,11 @@ rule plot_training:
         metrics="results/models/{model}/metrics.json",
         losses="results/models/{model}/losses.tsv",
     output:
-        figure=report(
+        figure=reported(
             "results/models/{model}/loss_curve.png",
-            caption="../report/loss_curve.rst",
-            category="2 Models",
-            subcategory="{model}",
+            "loss_curve.rst",
+            "2 Models",
+            "{model}",
         ),
     log:
         "logs/plot_training/{model}.log",

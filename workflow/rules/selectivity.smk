@@ -3,11 +3,10 @@ rule neuron_selectivity:
         store="results/activations/{model}/{dataset}.zarr",
         data="results/datasets/{dataset}/data",
     output:
-        units=report(
+        units=reported(
             "results/selectivity/{model}/{dataset}/units.tsv",
-            caption="../report/selectivity_units.rst",
-            category="3 Neuron selectivity",
-            subcategory="{model} on {dataset}",
+            "selectivity_units.rst",
+            "3 Neuron selectivity",
         ),
         topk="results/selectivity/{model}/{dataset}/topk.tsv",
         null="results/selectivity/{model}/{dataset}/null.tsv",
@@ -36,23 +35,20 @@ rule plot_selectivity:
         topk="results/selectivity/{model}/{dataset}/topk.tsv",
         null="results/selectivity/{model}/{dataset}/null.tsv",
     output:
-        entropy=report(
+        entropy=reported(
             "results/selectivity/{model}/{dataset}/entropy_by_layer.png",
-            caption="../report/entropy_by_layer.rst",
-            category="3 Neuron selectivity",
-            subcategory="{model} on {dataset}",
+            "entropy_by_layer.rst",
+            "3 Neuron selectivity",
         ),
-        top_images=report(
+        top_images=reported(
             "results/selectivity/{model}/{dataset}/top_images.png",
-            caption="../report/top_images.rst",
-            category="3 Neuron selectivity",
-            subcategory="{model} on {dataset}",
+            "top_images.rst",
+            "3 Neuron selectivity",
         ),
-        heatmaps=report(
+        heatmaps=reported(
             "results/selectivity/{model}/{dataset}/heatmaps.png",
-            caption="../report/heatmaps.rst",
-            category="3 Neuron selectivity",
-            subcategory="{model} on {dataset}",
+            "heatmaps.rst",
+            "3 Neuron selectivity",
         ),
     log:
         "logs/plot_selectivity/{model}/{dataset}.log",

@@ -4,29 +4,25 @@ rule superposition_separability:
         store="results/activations/{model}/{dataset}.zarr",
         data="results/datasets/{dataset}/data",
     output:
-        pairs=report(
+        pairs=reported(
             "results/superposition/{model}/{dataset}/pairs.tsv",
-            caption="../report/superposition_pairs.rst",
-            category="4 Binding",
-            subcategory="{model} on {dataset}",
+            "superposition_pairs.rst",
+            "4 Binding",
         ),
-        correlations=report(
+        correlations=reported(
             "results/superposition/{model}/{dataset}/correlations.tsv",
-            caption="../report/superposition_correlations.rst",
-            category="4 Binding",
-            subcategory="{model} on {dataset}",
+            "superposition_correlations.rst",
+            "4 Binding",
         ),
-        distance=report(
+        distance=reported(
             "results/superposition/{model}/{dataset}/distance.png",
-            caption="../report/superposition_distance.rst",
-            category="4 Binding",
-            subcategory="{model} on {dataset}",
+            "superposition_distance.rst",
+            "4 Binding",
         ),
-        misclassification=report(
+        misclassification=reported(
             "results/superposition/{model}/{dataset}/misclassification.png",
-            caption="../report/superposition_misclassification.rst",
-            category="4 Binding",
-            subcategory="{model} on {dataset}",
+            "superposition_misclassification.rst",
+            "4 Binding",
         ),
     log:
         "logs/superposition_separability/{model}/{dataset}.log",
@@ -40,7 +36,7 @@ rule superposition_separability:
     params:
         superposition=config["superposition"],
         seed=config["seed"],
-        label=lambda wildcards: f"{wildcards.model} on {wildcards.dataset}",
+        label=pair_label,
         code=script_code("superposition_separability.py"),
     script:
         "../scripts/superposition_separability.py"

@@ -3,17 +3,15 @@ rule tsne_shapes:
         store="results/activations/{model}/{dataset}.zarr",
         data="results/datasets/{dataset}/data",
     output:
-        table=report(
+        table=reported(
             "results/tsne/{model}/{dataset}/tsne.tsv",
-            caption="../report/tsne_shapes_table.rst",
-            category="5 Embedding maps",
-            subcategory="{model} on {dataset}",
+            "tsne_shapes_table.rst",
+            "5 Embedding maps",
         ),
-        figure=report(
+        figure=reported(
             "results/tsne/{model}/{dataset}/tsne.png",
-            caption="../report/tsne_shapes.rst",
-            category="5 Embedding maps",
-            subcategory="{model} on {dataset}",
+            "tsne_shapes.rst",
+            "5 Embedding maps",
         ),
     log:
         "logs/tsne_shapes/{model}/{dataset}.log",
@@ -25,7 +23,7 @@ rule tsne_shapes:
     params:
         tsne=config["tsne"],
         seed=config["seed"],
-        label=lambda wildcards: f"{wildcards.model} on {wildcards.dataset}",
+        label=pair_label,
         code=script_code("tsne_shapes.py"),
     script:
         "../scripts/tsne_shapes.py"
@@ -35,17 +33,17 @@ rule tsne_cifar10:
     input:
         checkpoint=checkpoint_input,
     output:
-        table=report(
+        table=reported(
             "results/tsne/{model}/cifar10.tsv",
-            caption="../report/tsne_cifar10_table.rst",
-            category="5 Embedding maps",
-            subcategory="{model} on CIFAR-10",
+            "tsne_cifar10_table.rst",
+            "5 Embedding maps",
+            "{model} on CIFAR-10",
         ),
-        figure=report(
+        figure=reported(
             "results/tsne/{model}/cifar10.png",
-            caption="../report/tsne_cifar10.rst",
-            category="5 Embedding maps",
-            subcategory="{model} on CIFAR-10",
+            "tsne_cifar10.rst",
+            "5 Embedding maps",
+            "{model} on CIFAR-10",
         ),
     log:
         "logs/tsne_cifar10/{model}.log",
@@ -59,7 +57,7 @@ rule tsne_cifar10:
         mem_mb=8000,
         runtime=120,
     params:
-        model=lambda wildcards: model_entry(wildcards.model),
+        model=model_params,
         cifar10=config["cifar10"],
         tsne=config["tsne"],
         seed=config["seed"],

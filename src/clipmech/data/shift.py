@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clipmech.data import shapes, shift
+from clipmech.data import shapes
 
 
 @dataclass(frozen=True)
@@ -140,13 +140,9 @@ def load_spec(directory: str | Path) -> ShiftSpec:
     )
 
 
-
-
-
-
-def shift_spec(params: dict, image_size: int) -> shift.ShiftSpec:
-    """The :class:`clipmech.data.shift.ShiftSpec` of the config's ``shift`` block at the dataset's image size."""
-    return shift.ShiftSpec(
+def shift_spec(params: dict, image_size: int) -> ShiftSpec:
+    """The :class:`ShiftSpec` of a ``kind: shift`` dataset's config entry at its base dataset's image size."""
+    return ShiftSpec(
         concepts=tuple(params["concepts"]),
         shares=tuple(tuple(row) for row in params["shares"]),
         n_per_split=params["n_per_split"],

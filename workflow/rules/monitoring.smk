@@ -1,0 +1,37 @@
+rule monitor_shift:
+    input:
+        store=shift_store,
+        data=shift_data,
+        text="results/text/{model}/embeddings.npz",
+    output:
+        splits=reported(
+            "results/decomposition/{model}/{dataset}/shift_splits.tsv",
+            "shift_splits.rst",
+            "6 ResNet decomposition",
+        ),
+        correlations=reported(
+            "results/decomposition/{model}/{dataset}/shift_correlations.tsv",
+            "shift_correlations.rst",
+            "6 ResNet decomposition",
+        ),
+        figure=reported(
+            "results/decomposition/{model}/{dataset}/shift.png",
+            "shift_figure.rst",
+            "6 ResNet decomposition",
+        ),
+    log:
+        "logs/monitor_shift/{model}/{dataset}.log",
+    wildcard_constraints:
+        dataset=name_pattern(SHIFT_OF),
+    conda:
+        ENV
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    params:
+        shift=config["decomposition"]["shift"],
+        chunk_size=config["decomposition"]["chunk_size"],
+        label=pair_label,
+        code=script_code("monitor_shift.py"),
+    script:
+        "../scripts/monitor_shift.py"

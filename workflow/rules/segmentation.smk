@@ -1,0 +1,72 @@
+rule segment_shapes:
+    input:
+        store="results/attnpool/{model}/{dataset}.zarr",
+        data="results/datasets/{dataset}/data",
+        text="results/text/{model}/embeddings.npz",
+    output:
+        miou=reported(
+            "results/segmentation/{model}/{dataset}/miou.tsv",
+            "segmentation_miou.rst",
+            "6 ResNet decomposition",
+        ),
+        iou="results/segmentation/{model}/{dataset}/iou.tsv",
+        heatmaps=reported(
+            "results/segmentation/{model}/{dataset}/heatmaps.png",
+            "segmentation_heatmaps.rst",
+            "6 ResNet decomposition",
+        ),
+        masks=reported(
+            "results/segmentation/{model}/{dataset}/masks.png",
+            "segmentation_masks.rst",
+            "6 ResNet decomposition",
+        ),
+    log:
+        "logs/segment_shapes/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/segment_shapes/{model}/{dataset}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        segmentation=config["decomposition"]["segmentation"],
+        chunk_size=config["decomposition"]["chunk_size"],
+        seed=config["seed"],
+        label=pair_label,
+        code=script_code("segment_shapes.py"),
+    script:
+        "../scripts/segment_shapes.py"
+
+
+rule segment_pascal_context:
+    input:
+        checkpoint=checkpoint_input,
+    output:
+        miou=reported(
+            "results/pascal-context-59/{model}/miou.tsv",
+            "pascal_context_miou.rst",
+            "6 ResNet decomposition",
+            "{model} on PASCAL Context-59",
+        ),
+        iou="results/pascal-context-59/{model}/iou.tsv",
+    log:
+        "logs/segment_pascal_context/{model}.log",
+    benchmark:
+        "results/benchmarks/segment_pascal_context/{model}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=600,
+    params:
+        model=model_params,
+        pascal_context=config["decomposition"]["pascal_context"],
+        device=config["extraction"]["device"],
+        label=model_label,
+        code=script_code("segment_pascal_context.py"),
+    script:
+        "../scripts/segment_pascal_context.py"
