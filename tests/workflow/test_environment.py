@@ -3,9 +3,9 @@ dependencies with the same bounds and the same Python, and the lock pins every d
 (the `test` extra included) at a version inside pyproject's bounds."""
 
 import re
+import tomllib
 from pathlib import Path
 
-import tomllib
 import yaml
 from packaging.requirements import Requirement
 

@@ -132,11 +132,6 @@ def edit_function(module: Path, function: str) -> None:
             "omp",
             "decompose_text",
             {*UPSTREAM, "extract_attnpool", "embed_text", "decompose_attnpool", "ablate_components"},
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="stages embed_text, segment_shapes, segment_pascal_context and monitor_shift import "
-                "clipmech.decomposition.text (for vocabulary, embed_texts, top_pairs_by_text), which imports omp",
-            ),
             id="decomposition/omp.py-omp",
         ),
     ],

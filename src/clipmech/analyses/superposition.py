@@ -32,8 +32,8 @@ Choices (configurable, defaults stated):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import combinations
-from typing import Sequence
 
 import numpy as np
 import pandas as pd

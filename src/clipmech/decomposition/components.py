@@ -14,8 +14,8 @@ leaks no label information (the paper draws both from ImageNet, means from 1000 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd

@@ -23,9 +23,10 @@ model's device); every other function is a pure function of NumPy arrays.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -941,3 +942,40 @@ def top_norm_principal_components(
     total = float(np.sum(sv_K**2))
     explained = sv_K[:n_components] ** 2 / total if total > 0 else np.full(n_components, np.nan)
     return pcs * signs[:, None], explained
+
+
+def top_pairs_by_text(u_HCE: np.ndarray, z_KE: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The k pairs whose direction u_{n,h} is most cosine-similar to each text embedding.
+
+    The pair selection of the paper's segmentation (Sec. 5.1) and distribution-shift monitoring
+    (Sec. 5.2): rank all H x C pairs by cos(u_{n,h}, z) and keep the top k, per text.
+
+    Parameters
+    ----------
+    u_HCE : ndarray, shape (H, C, E)
+    z_KE : ndarray, shape (K, E)
+        Text embeddings (normalised or not).
+    k : int
+        Pairs per text, 1 <= k <= H * C.
+
+    Returns
+    -------
+    heads_Kk, neurons_Kk : ndarray of int, shape (K, k)
+        Pairs in decreasing cosine.
+    cos_Kk : ndarray, shape (K, k)
+
+    Raises
+    ------
+    ValueError
+        If k is outside [1, H * C].
+    """
+    h, c, e = u_HCE.shape
+    if not 1 <= k <= h * c:
+        raise ValueError(f"k must be in [1, H*C={h * c}], got {k}")
+    u_QE = u_HCE.reshape(h * c, e)
+    u_norm = np.linalg.norm(u_QE, axis=1)
+    z = z_KE / np.linalg.norm(z_KE, axis=1, keepdims=True)
+    cos_KP = np.divide((z @ u_QE.T), u_norm[None], out=np.full((len(z), h * c), -np.inf), where=u_norm[None] > 0)
+    top_Kk = np.argsort(-cos_KP, axis=1, kind="stable")[:, :k]
+    heads, neurons = np.divmod(top_Kk, c)
+    return heads, neurons, np.take_along_axis(cos_KP, top_Kk, axis=1)

@@ -27,8 +27,8 @@ reference slide inference (see :func:`slide_windows`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd

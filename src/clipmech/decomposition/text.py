@@ -9,45 +9,13 @@ of words with coefficients, following the second-order-lens paper): every direct
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-import wordfreq
 
 from clipmech.decomposition import omp
-from clipmech.models import loading
-
-
-def vocabulary(n_words: int, language: str = "en") -> list[str]:
-    """The ``n_words`` most frequent words of ``language`` by ``wordfreq`` (offline word lists).
-
-    Raises
-    ------
-    ValueError
-        If ``n_words`` < 1 or wordfreq has fewer words.
-    """
-    if n_words < 1:
-        raise ValueError(f"n_words must be a positive integer, got {n_words}")
-    words = wordfreq.top_n_list(language, n_words)
-    if len(words) < n_words:
-        raise ValueError(f"wordfreq lists only {len(words)} {language!r} words, fewer than n_words={n_words}")
-    return list(words)
-
-
-def embed_texts(model, tokenizer, texts: Sequence[str], batch_size: int, device: str | torch.device = "cpu") -> np.ndarray:
-    """L2-normalised text embeddings of many texts, in batches (:func:`clipmech.models.loading.encode_text`).
-
-    Returns
-    -------
-    ndarray, shape (len(texts), E), float32
-    """
-    chunks = [
-        loading.encode_text(model, tokenizer, list(texts[start : start + batch_size]), device).cpu().numpy()
-        for start in range(0, len(texts), batch_size)
-    ]
-    return np.concatenate(chunks).astype(np.float32)
 
 
 def sparse_codes(
@@ -157,40 +125,3 @@ def words_table(
             "words": describe(code, words, n_words),
         }
     )
-
-
-def top_pairs_by_text(u_HCE: np.ndarray, z_KE: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The k pairs whose direction u_{n,h} is most cosine-similar to each text embedding.
-
-    The pair selection of the paper's segmentation (Sec. 5.1) and distribution-shift monitoring
-    (Sec. 5.2): rank all H x C pairs by cos(u_{n,h}, z) and keep the top k, per text.
-
-    Parameters
-    ----------
-    u_HCE : ndarray, shape (H, C, E)
-    z_KE : ndarray, shape (K, E)
-        Text embeddings (normalised or not).
-    k : int
-        Pairs per text, 1 <= k <= H * C.
-
-    Returns
-    -------
-    heads_Kk, neurons_Kk : ndarray of int, shape (K, k)
-        Pairs in decreasing cosine.
-    cos_Kk : ndarray, shape (K, k)
-
-    Raises
-    ------
-    ValueError
-        If k is outside [1, H * C].
-    """
-    h, c, e = u_HCE.shape
-    if not 1 <= k <= h * c:
-        raise ValueError(f"k must be in [1, H*C={h * c}], got {k}")
-    u_QE = u_HCE.reshape(h * c, e)
-    u_norm = np.linalg.norm(u_QE, axis=1)
-    z = z_KE / np.linalg.norm(z_KE, axis=1, keepdims=True)
-    cos_KP = np.divide((z @ u_QE.T), u_norm[None], out=np.full((len(z), h * c), -np.inf), where=u_norm[None] > 0)
-    top_Kk = np.argsort(-cos_KP, axis=1, kind="stable")[:, :k]
-    heads, neurons = np.divmod(top_Kk, c)
-    return heads, neurons, np.take_along_axis(cos_KP, top_Kk, axis=1)

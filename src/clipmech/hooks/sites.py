@@ -57,9 +57,9 @@ derived site (z, result, attnpool x / alpha / result) recomputes the module's ou
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -54,7 +54,7 @@ def decompose_text(
     kept_heads, kept_neurons = np.divmod(kept, c)
     class_rows = []
     for task in tasks:
-        heads_Kk, neurons_Kk, cos_Kk = td.top_pairs_by_text(u_HCE, task.text_KE, params["n_class_pairs"])
+        heads_Kk, neurons_Kk, cos_Kk = dec.top_pairs_by_text(u_HCE, task.text_KE, params["n_class_pairs"])
         for k, name in enumerate(task.classes):
             for r in range(heads_Kk.shape[1]):
                 class_rows.append({"task": task.name, "class": name, "rank": r + 1, "head": heads_Kk[k, r], "neuron": neurons_Kk[k, r], "cos": cos_Kk[k, r]})

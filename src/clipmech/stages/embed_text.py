@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clipmech.decomposition import text as td
+from clipmech.decomposition import wordlist
 from clipmech.models import loading, zeroshot
 from clipmech.stores import activations
 
@@ -25,15 +25,15 @@ def embed_text(*, name: str, model_entry: dict, output: str, params: dict, devic
     torch.set_num_threads(threads)
     torch_device = activations.resolve_device(device)
     model, _, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
-    words = td.vocabulary(params["n_words"])
-    word_embeddings = td.embed_texts(model, tokenizer, words, params["batch_size"], torch_device)
+    words = wordlist.vocabulary(params["n_words"])
+    word_embeddings = wordlist.embed_texts(model, tokenizer, words, params["batch_size"], torch_device)
     tasks, classes, prompts = [], [], []
     for task in zeroshot.ATTRIBUTE_TASKS:
         names, task_prompts = zeroshot.attribute_prompts(task)
         tasks += [task] * len(names)
         classes += list(names)
         prompts += task_prompts
-    prompt_embeddings = td.embed_texts(model, tokenizer, prompts, params["batch_size"], torch_device)
+    prompt_embeddings = wordlist.embed_texts(model, tokenizer, prompts, params["batch_size"], torch_device)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     np.savez(
         output,

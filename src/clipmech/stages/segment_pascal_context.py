@@ -10,9 +10,8 @@ import torch
 from PIL import Image
 
 from clipmech.data import tables
-from clipmech.decomposition import miou, segmentation
+from clipmech.decomposition import miou, segmentation, wordlist
 from clipmech.decomposition import pool as dec
-from clipmech.decomposition import text as td
 from clipmech.models import loading
 from clipmech.stores import activations
 
@@ -41,8 +40,8 @@ def segment_pascal_context(*, name: str, model_entry: dict, out: dict, params: d
     u_HCE, bias_E = dec.neuron_head_directions(weights), dec.output_bias(weights)
     h, c, _ = u_HCE.shape
     classes = segmentation.PASCAL_CONTEXT_59
-    z_KE = td.embed_texts(model, tokenizer, classes, len(classes), torch_device).astype(np.float64)
-    heads_Kk, neurons_Kk, _ = td.top_pairs_by_text(u_HCE, z_KE, min(params["top_k"], h * c))
+    z_KE = wordlist.embed_texts(model, tokenizer, classes, len(classes), torch_device).astype(np.float64)
+    heads_Kk, neurons_Kk, _ = dec.top_pairs_by_text(u_HCE, z_KE, min(params["top_k"], h * c))
     w_KHC = segmentation.pair_weights(heads_Kk, neurons_Kk, h, c)
     grid = (image_size // 32, image_size // 32)
     items = segmentation.pascal_context_items(params["root"], params["split"])

@@ -24,9 +24,9 @@ import logging
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable
 
 import dask.array
 import numpy as np

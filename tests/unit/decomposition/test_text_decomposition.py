@@ -8,15 +8,17 @@ import pytest
 import torch
 import wordfreq
 
+from clipmech.decomposition import pool as dec
 from clipmech.decomposition import text as td
+from clipmech.decomposition import wordlist
 from clipmech.models import loading
 
 
 def test_vocabulary_is_wordfreq_top_list():
-    words = td.vocabulary(50)
+    words = wordlist.vocabulary(50)
     assert words == wordfreq.top_n_list("en", 50) and words[0] == "the"
     with pytest.raises(ValueError, match="positive"):
-        td.vocabulary(0)
+        wordlist.vocabulary(0)
 
 
 def test_embed_texts_batches_like_one_pass():
@@ -24,7 +26,7 @@ def test_embed_texts_batches_like_one_pass():
     model = open_clip.create_model("clipmech-rn-tiny", pretrained=None).eval()
     tokenizer = open_clip.get_tokenizer("clipmech-rn-tiny")
     texts = ["red", "a square", "blue circle", "the", "and"]
-    batched = td.embed_texts(model, tokenizer, texts, batch_size=2)
+    batched = wordlist.embed_texts(model, tokenizer, texts, batch_size=2)
     assert batched.shape == (5, 64) and batched.dtype == np.float32
     np.testing.assert_allclose(batched, loading.encode_text(model, tokenizer, texts).numpy(), atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
@@ -82,7 +84,7 @@ def test_top_pairs_by_text_is_a_sort_of_all_cosines():
     u_HCE = rng.standard_normal((3, 7, 5))
     u_HCE[1, 4] = 0.0  # a dead pair is never selected
     z_KE = rng.standard_normal((2, 5))
-    heads, neurons, cos = td.top_pairs_by_text(u_HCE, z_KE, 20)
+    heads, neurons, cos = dec.top_pairs_by_text(u_HCE, z_KE, 20)
     assert heads.shape == (2, 20)
     for k in range(2):
         all_cos = [
@@ -95,4 +97,4 @@ def test_top_pairs_by_text_is_a_sort_of_all_cosines():
         np.testing.assert_allclose(cos[k], [b[0] for b in best], rtol=1e-12)
         assert list(zip(heads[k], neurons[k])) == [(b[1], b[2]) for b in best]
     with pytest.raises(ValueError, match="k must be"):
-        td.top_pairs_by_text(u_HCE, z_KE, 22)
+        dec.top_pairs_by_text(u_HCE, z_KE, 22)
