@@ -9,6 +9,7 @@ from toys import no_hooks, relative_error
 
 from clipmech.analyses.gradcam import gradcam
 from clipmech.decomposition import pool as dec
+from clipmech.hooks.attnpool import capture_attnpool
 from clipmech.hooks.sites import hooked
 from clipmech.models.towers import tower
 
@@ -25,7 +26,7 @@ def test_rn50x16_random_weights_float64_reconstruction_and_alpha():
         # so that token order, scaling and head split are actually exercised
         pool.q_proj.weight.mul_(3000.0)
     images = torch.randn(2, 3, 384, 384, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    cap = dec.capture_attnpool(model, images)
+    cap = capture_attnpool(model, images)
     assert cap.x_NTC.shape == (2, 145, 3072) and cap.alpha_NHT.shape == (2, 48, 145)
 
     weights = dec.attnpool_weights(pool)

@@ -13,6 +13,7 @@ from clipmech.data import tables
 from clipmech.decomposition import miou, segmentation
 from clipmech.decomposition import pool as dec
 from clipmech.decomposition import text as td
+from clipmech.hooks.attnpool import capture_attnpool
 from clipmech.models import loading
 from clipmech.stores import activations
 
@@ -51,7 +52,7 @@ def segment_pascal_context(*, name: str, model_entry: dict, out: dict, params: d
     confusions = {method: 0 for method in segmentation.METHODS}
 
     def crop_logits(crop_3SS: torch.Tensor) -> dict[str, np.ndarray]:
-        cap = dec.capture_attnpool(model, crop_3SS[None].to(torch_device))
+        cap = capture_attnpool(model, crop_3SS[None].to(torch_device))
         x_NTC, alpha_NHT = cap.x_NTC.double().cpu().numpy(), cap.alpha_NHT.double().cpu().numpy()
         logits = {}
         for method in segmentation.METHODS:

@@ -37,11 +37,45 @@ from tqdm import tqdm
 
 from clipmech import __version__
 from clipmech.data import datasets
-from clipmech.hooks.mlp import REDUCTIONS, capture_mlp_outputs, reduce_tokens, vision_blocks
+from clipmech.hooks.sites import hooked
 from clipmech.models import loading
+from clipmech.models.towers import tower
 
 log = logging.getLogger(__name__)
 
+REDUCTIONS = ("mean", "max", "cls")
+
+
+def reduce_tokens(acts_NLTD: torch.Tensor, reduction: str, n_prefix_tokens: int) -> torch.Tensor:
+    """Reduce per-token activations to one value per image and unit (methods.md Sec. 2).
+
+    Parameters
+    ----------
+    acts_NLTD : torch.Tensor, (N, L, T, D)
+    reduction : {"mean", "max", "cls"}
+        ``mean`` / ``max`` over the patch tokens, or the class token's activation.
+    n_prefix_tokens : int
+        Tokens before the patch tokens.
+
+    Returns
+    -------
+    torch.Tensor, float32, (N, L, D)
+
+    Raises
+    ------
+    ValueError
+        For an unknown reduction, or ``cls`` on a tower without a class token.
+    """
+    patches = acts_NLTD[:, :, n_prefix_tokens:].float()
+    if reduction == "mean":
+        return patches.mean(dim=2)
+    if reduction == "max":
+        return patches.amax(dim=2)
+    if reduction == "cls":
+        if n_prefix_tokens < 1:
+            raise ValueError("reduction 'cls' needs a class token; this tower has none (use 'mean' or 'max')")
+        return acts_NLTD[:, :, 0].float()
+    raise ValueError(f"unknown reduction {reduction!r}; valid reductions are: {', '.join(REDUCTIONS)}")
 
 
 class ProvenanceAttrs:
@@ -237,13 +271,18 @@ def publish_store(store: str | Path) -> Path:
     return store
 
 
-def activations_batch(model, capture, pixels_NCHW: torch.Tensor, reductions, save_tokens: bool, n_prefix_tokens: int) -> xr.Dataset:
-    """Forward one batch with MLP hooks and package what the store holds for it.
+def activations_batch(
+    model, cache, sites: list[str], pixels_NCHW: torch.Tensor, reductions, save_tokens: bool, n_prefix_tokens: int
+) -> xr.Dataset:
+    """Forward one batch with the MLP-output sites hooked and package what the store holds for it.
 
     Parameters
     ----------
     model
-        An open_clip model whose MLPs ``capture`` hooks (:func:`clipmech.hooks.mlp.capture_mlp_outputs`).
+        An open_clip model run inside ``hooked(model, capture=sites)``, which yields ``cache``.
+    cache : clipmech.hooks.sites.ActivationCache
+    sites : list of str
+        ``visual.blocks.<l>.hook_mlp_out`` of the stored layers, in layer order.
     pixels_NCHW : torch.Tensor
         Preprocessed images on the model's device.
 
@@ -254,9 +293,9 @@ def activations_batch(model, capture, pixels_NCHW: torch.Tensor, reductions, sav
         neuron) float16 when ``save_tokens``, and ``embedding`` (image, embed) float32 normalised;
         no coordinates, ready for a region write.
     """
-    capture.reset()
+    cache.reset()
     embedding_NE = model.encode_image(pixels_NCHW, normalize=True).float()
-    acts_NLTD = capture.stacked()  # [batch, layer, token, d_model]
+    acts_NLTD = torch.stack([cache[site] for site in sites], dim=1)  # [batch, layer, token, d_model]
     batch = {
         reduction: (("image", "layer", "neuron"), reduce_tokens(acts_NLTD, reduction, n_prefix_tokens).cpu().numpy())
         for reduction in reductions
@@ -317,8 +356,14 @@ def extract(
     torch_device = resolve_device(device)
     dataset = datasets.load(dataset_dir)
     model, preprocess, _ = loading.load(spec, torch_device)
-    blocks = vision_blocks(model)
-    layers = list(range(len(blocks.mlps))) if layers is None else list(layers)
+    info = tower(model, "visual")
+    if info.kind == "resnet":
+        raise TypeError(
+            f"activation stores hold transformer MLP outputs; {spec.name} has a ModifiedResNet vision tower "
+            "(use the attention-pool store, clipmech.stores.attnpool)"
+        )
+    layers = list(range(info.n_layers)) if layers is None else list(layers)
+    sites = [f"visual.blocks.{layer}.hook_mlp_out" for layer in layers]
     prov = StoreProvenance(
         **common_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size),
         layers=tuple(layers),
@@ -326,18 +371,18 @@ def extract(
         save_tokens=bool(save_tokens),
     )
     n_images = dataset.n_images
-    layout = {"n_prefix_tokens": blocks.n_prefix_tokens, "grid_rows": blocks.grid[0], "grid_cols": blocks.grid[1]}
+    layout = {"n_prefix_tokens": info.n_prefix_tokens, "grid_rows": info.grid[0], "grid_cols": info.grid[1]}
     embed_dim = int(model.visual.output_dim)
     start = begin_store(
         store,
         prov,
-        lambda: store_template(n_images, layers, blocks.n_tokens, blocks.width, embed_dim, batch_size, prov, layout),
+        lambda: store_template(n_images, layers, info.n_tokens, info.width, embed_dim, batch_size, prov, layout),
     )
-    with capture_mlp_outputs(model, layers) as capture, torch.inference_mode():
+    with hooked(model, capture=sites) as cache, torch.inference_mode():
         for first in tqdm(range(start, n_images, batch_size), desc=f"extract {spec.name}", mininterval=10):
             last = min(first + batch_size, n_images)
             pixels = loading.preprocess_images(dataset.images[first:last], preprocess).to(torch_device)
-            batch = activations_batch(model, capture, pixels, reductions, save_tokens, blocks.n_prefix_tokens)
+            batch = activations_batch(model, cache, sites, pixels, reductions, save_tokens, info.n_prefix_tokens)
             write_batch(store, batch, first, last)
     publish_store(store)
     log.info("published %s (%d images, layers %s)", store, n_images, layers)

@@ -28,13 +28,14 @@ from typing import Iterator
 
 import dask.array
 import numpy as np
-import torch
 import xarray as xr
 from tqdm import tqdm
 
 from clipmech.data import datasets
 from clipmech.decomposition import pool as dec
+from clipmech.hooks.attnpool import capture_attnpool
 from clipmech.models import loading
+from clipmech.models.towers import tower
 from clipmech.stores import activations
 
 log = logging.getLogger(__name__)
@@ -193,22 +194,12 @@ def store_template(
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
-def _attnpool(model) -> torch.nn.Module:
-    attnpool = getattr(getattr(model, "visual", None), "attnpool", None)
-    if attnpool is None:
-        raise TypeError(
-            f"{type(model).__name__} has no visual.attnpool: attention-pool stores need an open_clip "
-            "ModifiedResNet image tower (RN50, RN101, RN50x4, RN50x16, RN50x64, clipmech-rn-tiny)"
-        )
-    return attnpool
-
-
 def extract_attnpool(
     spec: loading.ModelSpec, dataset_dir: str | Path, store: str | Path, batch_size: int = 32, device: str = "auto"
 ) -> Path:
     """Run a CLIP-ResNet over a dataset and write its attention-pool store (methods.md Sec. 5).
 
-    Each batch goes through :func:`clipmech.decomposition.pool.capture_attnpool`, which also checks
+    Each batch goes through :func:`clipmech.hooks.attnpool.capture_attnpool`, which also checks
     that the output recomputed from the captured x and alpha matches the module's output.
 
     Parameters
@@ -236,7 +227,7 @@ def extract_attnpool(
     TypeError
         If the model's image tower has no attention pool (a ViT).
     RuntimeError
-        If the capture check fails (:func:`clipmech.decomposition.pool.record_attnpool`).
+        If the capture check fails (:func:`clipmech.hooks.attnpool.check_capture`).
     """
     store = Path(store)
     if store.exists():
@@ -244,16 +235,20 @@ def extract_attnpool(
     torch_device = activations.resolve_device(device)
     dataset = datasets.load(dataset_dir)
     model, preprocess, _ = loading.load(spec, torch_device)
-    attnpool = _attnpool(model)
-    weights = dec.attnpool_weights(attnpool, dtype=np.float32)
-    side = int(round((weights.positional_embedding.shape[0] - 1) ** 0.5))
+    info = tower(model, "visual")
+    if not info.has_attnpool:
+        raise TypeError(
+            f"{spec.name} has a {info.kind} image tower without visual.attnpool: attention-pool stores need an "
+            "open_clip ModifiedResNet image tower (RN50, RN101, RN50x4, RN50x16, RN50x64, clipmech-rn-tiny)"
+        )
+    weights = dec.attnpool_weights(model.visual.attnpool, dtype=np.float32)
     prov = AttnPoolProvenance(**activations.common_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size))
     n_images = dataset.n_images
-    start = activations.begin_store(store, prov, lambda: store_template(n_images, batch_size, prov, weights, (side, side)))
+    start = activations.begin_store(store, prov, lambda: store_template(n_images, batch_size, prov, weights, info.grid))
     for first in tqdm(range(start, n_images, batch_size), desc=f"attnpool {spec.name}", mininterval=10):
         last = min(first + batch_size, n_images)
         pixels = loading.preprocess_images(dataset.images[first:last], preprocess).to(torch_device)
-        capture = dec.capture_attnpool(model, pixels)
+        capture = capture_attnpool(model, pixels)
         batch = xr.Dataset(
             {
                 "x": (("image", "token", "neuron"), capture.x_NTC.float().cpu().numpy()),

@@ -7,7 +7,12 @@ import torch.nn.functional as F
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from toys import no_hooks
 
-from clipmech.analyses.gradcam import capture_activation, energy_pointing_game, gradcam, resolve_target
+from clipmech.analyses.gradcam import (
+    capture_activation,
+    energy_pointing_game,
+    gradcam,
+    resolve_target,
+)
 
 TEXT_CFG = CLIPTextCfg(context_length=8, vocab_size=64, width=16, heads=2, layers=1)
 EPS = 1e-6

@@ -9,8 +9,7 @@ import torch
 from torch import nn
 
 import clipmech.models.loading  # noqa: F401  (registers clipmech's model configs with open_clip)
-from clipmech.decomposition.pool import capture_attnpool
-from clipmech.hooks.mlp import capture_mlp_outputs
+from clipmech.decomposition.pool import attnpool_tokens, query_attention
 from clipmech.hooks.sites import canonical_name, hooked, resolve, site_names
 from clipmech.models.towers import tower
 
@@ -108,21 +107,41 @@ def test_attnpool_results_sum_to_output(rn):
     result_NHE = cache["visual.attnpool.hook_result"]
     assert result_NHE.shape == (2, 8, 64)
     torch.testing.assert_close(result_NHE.sum(dim=1) + rn.visual.attnpool.c_proj.bias, y_NE, rtol=0, atol=ATOL)
-    reference = capture_attnpool(rn, images)
-    torch.testing.assert_close(cache["visual.attnpool.hook_x"], reference.x_NTC, rtol=0, atol=0)
-    torch.testing.assert_close(cache["visual.attnpool.hook_alpha"], reference.alpha_NHT, rtol=0, atol=0)
+    pool = rn.visual.attnpool
+    inputs = {}
+    handle = pool.register_forward_hook(lambda module, args, out: inputs.setdefault("features", args[0]))
+    try:
+        with torch.no_grad():
+            rn.encode_image(images)
+    finally:
+        handle.remove()
+    x_NTC = attnpool_tokens(inputs["features"], pool.positional_embedding)
+    alpha_NHT = query_attention(x_NTC, pool.q_proj.weight, pool.q_proj.bias, pool.k_proj.weight, pool.num_heads)
+    torch.testing.assert_close(cache["visual.attnpool.hook_x"], x_NTC, rtol=0, atol=0)
+    torch.testing.assert_close(cache["visual.attnpool.hook_alpha"], alpha_NHT, rtol=0, atol=0)
 
 
-def test_mlp_out_is_bit_identical_to_capture_mlp_outputs(tiny_vit):
+def test_mlp_out_is_bit_identical_to_a_hook_on_block_mlp(tiny_vit):
     model, _ = tiny_vit
     pixels = torch.randn(3, 3, 64, 64)
     names = ["visual.blocks.0.hook_mlp_out", "visual.blocks.1.hook_mlp_out"]
-    with torch.inference_mode(), capture_mlp_outputs(model) as reference:
-        model.encode_image(pixels)
+    reference = {}
+    blocks = model.visual.transformer.resblocks
+    handles = [
+        block.mlp.register_forward_hook(lambda module, args, out, layer=layer: reference.setdefault(layer, out.detach()))
+        for layer, block in enumerate(blocks)
+    ]
+    try:
+        with torch.inference_mode():
+            model.encode_image(pixels)
+    finally:
+        for handle in handles:
+            handle.remove()
     with torch.inference_mode(), hooked(model, capture=names) as cache:
         model.encode_image(pixels)
     for layer, name in enumerate(names):
-        assert torch.equal(cache[name], reference.outputs[layer])
+        assert torch.equal(cache[name], reference[layer])
+    assert all(len(block.mlp._forward_hooks) == 0 for block in blocks)
 
 
 def test_residual_stream_identities(case):

@@ -10,6 +10,7 @@ from toys import die_on_region_write, record_region_writes, relative_error
 from clipmech.data import datasets
 from clipmech.decomposition import components
 from clipmech.decomposition import pool as dec
+from clipmech.hooks.attnpool import capture_attnpool
 from clipmech.models import loading, train
 from clipmech.models.loading import ModelSpec
 from clipmech.stores import activations
@@ -42,7 +43,7 @@ def test_store_layout_matches_direct_capture_and_reconstructs(tmp_path, tiny_dat
 
     model, preprocess, _ = loading.load(trained_rn)
     pixels = loading.preprocess_images(datasets.load(tiny_dataset).images[:3], preprocess)
-    cap = dec.capture_attnpool(model, pixels)
+    cap = capture_attnpool(model, pixels)
     np.testing.assert_array_equal(ds["x"].values[:3], cap.x_NTC.numpy())
     np.testing.assert_array_equal(ds["alpha"].values[:3], cap.alpha_NHT.numpy())
     with torch.inference_mode():
@@ -74,7 +75,7 @@ def test_trained_checkpoint_float64_reconstruction_and_rank_one(tiny_dataset, tr
     model, preprocess, _ = loading.load(trained_rn)
     model = model.double()
     pixels = loading.preprocess_images(datasets.load(tiny_dataset).images, preprocess).double()
-    cap = dec.capture_attnpool(model, pixels)
+    cap = capture_attnpool(model, pixels)
     weights = dec.attnpool_weights(model.visual.attnpool)
     u_HCE, bias_E = dec.neuron_head_directions(weights), dec.output_bias(weights)
     s_NHC = dec.pair_scalars(cap.x_NTC.numpy(), cap.alpha_NHT.numpy())
