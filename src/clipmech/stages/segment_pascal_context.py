@@ -15,6 +15,7 @@ from clipmech.decomposition import pool as dec
 from clipmech.decomposition import text as td
 from clipmech.hooks.attnpool import capture_attnpool
 from clipmech.models import loading
+from clipmech.models.towers import tower
 from clipmech.stores import activations
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,10 @@ def segment_pascal_context(*, name: str, model_entry: dict, out: dict, params: d
     torch.set_num_threads(threads)
     torch_device = activations.resolve_device(device)
     model, preprocess, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
-    image_size = model.visual.image_size
-    image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
+    info = tower(model, "visual")
+    image_size, grid = info.image_size[0], info.grid
+    if not info.has_attnpool or info.image_size[1] != image_size:
+        raise ValueError(f"{name}: Pascal Context segmentation needs a square CLIP-ResNet; its vision tower is {info}")
     if params["crop_size"] != image_size:
         raise ValueError(f"crop_size {params['crop_size']} must equal the model's input size {image_size} (its positional embedding is fixed)")
     normalize = next(t for t in preprocess.transforms if type(t).__name__ == "Normalize")
@@ -45,7 +48,6 @@ def segment_pascal_context(*, name: str, model_entry: dict, out: dict, params: d
     z_KE = td.embed_texts(model, tokenizer, classes, len(classes), torch_device).astype(np.float64)
     heads_Kk, neurons_Kk, _ = td.top_pairs_by_text(u_HCE, z_KE, min(params["top_k"], h * c))
     w_KHC = segmentation.pair_weights(heads_Kk, neurons_Kk, h, c)
-    grid = (image_size // 32, image_size // 32)
     items = segmentation.pascal_context_items(params["root"], params["split"])
     if params["n_images"] is not None:
         items = items[: params["n_images"]]
