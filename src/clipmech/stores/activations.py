@@ -27,7 +27,7 @@ One zarr chunk is one batch of images for one layer. Attributes hold the :class:
 (its ``sites`` the canonical names of every stored site) plus the token layout
 (``n_prefix_tokens``, ``grid_rows``, ``grid_cols``).
 
-Resumable and atomic: a job writes into ``<store>.partial``, recording after every batch how many
+Resumable and atomic (:mod:`clipmech.stores.base`): a job writes into ``<store>.partial``, recording after every batch how many
 images are complete. A rerun whose provenance matches resumes after the last complete batch (a
 batch is rewritten whole, so a write cut off mid-batch is repaired); any mismatch starts afresh.
 The final store appears only by renaming the finished partial store, so a store that exists is
@@ -36,27 +36,21 @@ complete.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import dask.array
 import numpy as np
-import open_clip
 import torch
 import xarray as xr
 from tqdm import tqdm
 
-from clipmech import __version__
 from clipmech.data import datasets, shapes
 from clipmech.hooks.sites import canonical_name, hooked, resolve
 from clipmech.models import loading
 from clipmech.models.towers import tower
+from clipmech.stores import base
 
 log = logging.getLogger(__name__)
 
@@ -95,36 +89,8 @@ def reduce_tokens(acts_NLTD: torch.Tensor, reduction: str, n_prefix_tokens: int)
     raise ValueError(f"unknown reduction {reduction!r}; valid reductions are: {', '.join(REDUCTIONS)}")
 
 
-class ProvenanceAttrs:
-    """Mixin of the frozen provenance dataclasses of resumable stores: JSON attributes and back.
-
-    A store's provenance (this module's :class:`StoreProvenance`, or the attention-pool store's
-    :class:`clipmech.stores.attnpool.AttnPoolProvenance`) is written into the store's attributes and
-    compared field by field on resume (:func:`begin_store`).
-    """
-
-    def to_attrs(self) -> dict:
-        """JSON-compatible attributes (tuples become lists)."""
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
-
-    @classmethod
-    def from_attrs(cls, attrs: dict):
-        """Rebuild from store attributes.
-
-        Raises
-        ------
-        KeyError
-            If a field is missing (the store was not written by this version of clipmech).
-        """
-        values = {}
-        for field in fields(cls):
-            value = attrs[field.name]
-            values[field.name] = tuple(value) if isinstance(value, list) else value
-        return cls(**values)
-
-
 @dataclass(frozen=True)
-class StoreProvenance(ProvenanceAttrs):
+class StoreProvenance(base.ProvenanceAttrs):
     """What an activation store holds; written into its attributes and checked on resume.
 
     Attributes
@@ -292,34 +258,11 @@ def image_captions(dataset: datasets.ImageDataset) -> list[str]:
     return [shapes.caption(by_image[i]) for i in range(dataset.n_images)]
 
 
-def common_provenance(spec: loading.ModelSpec, preprocess, dataset_dir, dataset_sha256: str, batch_size: int) -> dict:
-    """The provenance fields every resumable store records: model, weights, preprocessing, dataset,
-    chunk size and package versions (pass them with a store's own fields to its provenance class)."""
-    return {
-        "model": spec.name,
-        "architecture": spec.architecture,
-        "weights": loading.weights_id(spec),
-        "preprocess": repr(preprocess),
-        "dataset": str(dataset_dir),
-        "dataset_sha256": dataset_sha256,
-        "batch_size": int(batch_size),
-        "clipmech_version": __version__,
-        "open_clip_version": open_clip.__version__,
-        "torch_version": torch.__version__,
-    }
-
-
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when present, else the CPU; any other value is passed to torch.device."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def partial_path(store: str | Path) -> Path:
-    """Where a store is written before it is published: ``<store>.partial``."""
-    store = Path(store)
-    return store.with_name(store.name + ".partial")
 
 
 def store_template(
@@ -359,78 +302,6 @@ def store_template(
         coords[f"{var}_token"] = np.arange(var_tokens)
         coords[f"{var}_unit"] = np.arange(var_units)
     return xr.Dataset(data_vars, coords=coords, attrs={**prov.to_attrs(), **extra_attrs})
-
-
-def progress_path(store: str | Path) -> Path:
-    """The file beside the partial store that records how many images are complete."""
-    store = Path(store)
-    return store.with_name(store.name + ".progress.json")
-
-
-def _read_progress(partial: Path, progress: Path, prov: ProvenanceAttrs) -> int:
-    """Images already complete in a partial store with the same provenance, else -1."""
-    if not progress.is_file():
-        return -1
-    try:
-        stored = type(prov).from_attrs(xr.open_zarr(partial, consolidated=False).attrs)
-    except (KeyError, FileNotFoundError, ValueError) as error:
-        log.warning("partial store %s unreadable (%s); starting afresh", partial, error)
-        return -1
-    if stored != prov:
-        changed = [f.name for f in fields(prov) if getattr(stored, f.name) != getattr(prov, f.name)]
-        log.warning("partial store %s has other provenance (%s differ); starting afresh", partial, ", ".join(changed))
-        return -1
-    return int(json.loads(progress.read_text())["images_complete"])
-
-
-def _write_progress(progress: Path, n_complete: int) -> None:
-    tmp = progress.with_name(progress.name + ".tmp")
-    tmp.write_text(json.dumps({"images_complete": n_complete}))
-    os.replace(tmp, progress)
-
-
-def begin_store(store: str | Path, prov: ProvenanceAttrs, template: Callable[[], xr.Dataset]) -> int:
-    """Start or resume writing ``<store>.partial``; the first image still to write.
-
-    A partial store whose attributes hold the same provenance resumes after its last complete
-    batch; anything else (no progress file, unreadable store, other provenance) is deleted and
-    the store started afresh from ``template()`` (a lazy Dataset of the full shape and chunking,
-    whose metadata and coordinates ``to_zarr(compute=False)`` writes).
-
-    Raises
-    ------
-    FileExistsError
-        If ``store`` already exists (a complete store is never overwritten).
-    """
-    store = Path(store)
-    if store.exists():
-        raise FileExistsError(f"store {store} already exists; delete it to extract again")
-    partial, progress = partial_path(store), progress_path(store)
-    start = _read_progress(partial, progress, prov)
-    if start < 0:
-        shutil.rmtree(partial, ignore_errors=True)
-        template().to_zarr(partial, compute=False, mode="w", consolidated=False)
-        _write_progress(progress, 0)
-        return 0
-    if start:
-        log.info("resuming %s after %d images", partial, start)
-    return start
-
-
-def write_batch(store: str | Path, batch: xr.Dataset, first: int, last: int) -> None:
-    """Write images ``first:last`` of the partial store (a region write), then record them complete."""
-    batch.to_zarr(partial_path(store), region={"image": slice(first, last)}, consolidated=False)
-    _write_progress(progress_path(store), last)
-
-
-def publish_store(store: str | Path) -> Path:
-    """Publish a finished partial store by a rename, so a store that exists is complete."""
-    store = Path(store)
-    # Without the progress file a leftover partial store restarts from scratch, so dropping it
-    # before the rename never lets an incomplete store pass for a complete one.
-    progress_path(store).unlink()
-    os.replace(partial_path(store), store)
-    return store
 
 
 def activations_batch(
@@ -541,7 +412,7 @@ def extract(
     plan = plan_sites(model, sites, layers)
     captions = image_captions(dataset) if plan.needs_text else None
     prov = StoreProvenance(
-        **common_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size),
+        **base.common_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size),
         layers=plan.layers,
         reductions=tuple(reductions),
         save_tokens=bool(save_tokens),
@@ -564,7 +435,7 @@ def extract(
                 var: ([resolve(model, site).layer for site in names], *cache[names[0]].shape[1:])
                 for var, names in plan.extras.items()
             }
-        start = begin_store(
+        start = base.begin_store(
             store,
             prov,
             lambda: store_template(
@@ -577,25 +448,18 @@ def extract(
             batch = activations_batch(
                 model, cache, plan, pixels, text_tokens(first, last), reductions, save_tokens, info.n_prefix_tokens
             )
-            write_batch(store, batch, first, last)
-    publish_store(store)
+            base.write_batch(store, batch, first, last)
+    base.publish_store(store)
     log.info("published %s (%d images, sites %s)", store, n_images, ", ".join(plan.sites))
     return store
 
 
 def open_store(store: str | Path) -> xr.Dataset:
-    """Open a published activation store lazily.
+    """Open a published activation store lazily (:func:`clipmech.stores.base.open_published`).
 
     Raises
     ------
     FileNotFoundError
         If the store does not exist; the message says whether a partial store is waiting to resume.
     """
-    store = Path(store)
-    if not store.exists():
-        hint = " (an unfinished partial store exists: rerun extraction to resume it)" if partial_path(store).exists() else ""
-        raise FileNotFoundError(f"no activation store at {store}{hint}")
-    with warnings.catch_warnings():
-        # Snakemake leaves a timestamp file in directory outputs; zarr notes it is not an array.
-        warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
-        return xr.open_zarr(store, consolidated=False)
+    return base.open_published(store, "activation store")

@@ -15,13 +15,12 @@ the attention pool's parameters; contributions, norms and maps are computed from
   ``c_weight`` (embed, qkv), ``c_bias`` (embed); attribute ``n_heads``.
 
 One zarr chunk is one batch of images. Attributes hold the :class:`AttnPoolProvenance` and the
-grid. Written resumably and published atomically with the helpers of :mod:`clipmech.stores.activations`.
+grid. Written resumably and published atomically (:mod:`clipmech.stores.base`).
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -36,7 +35,7 @@ from clipmech.decomposition import pool as dec
 from clipmech.hooks.attnpool import capture_attnpool
 from clipmech.models import loading
 from clipmech.models.towers import tower
-from clipmech.stores import activations
+from clipmech.stores import activations, base
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ WEIGHT_DIMS = {
 
 
 @dataclass(frozen=True)
-class AttnPoolProvenance(activations.ProvenanceAttrs):
+class AttnPoolProvenance(base.ProvenanceAttrs):
     """What an attention-pool store holds; written into its attributes and checked on resume.
 
     Attributes
@@ -153,7 +152,7 @@ def neuron_activations(x_NTC: np.ndarray, weights: dec.AttnPoolWeights) -> np.nd
 def store_template(
     n_images: int, batch: int, prov: AttnPoolProvenance, weights: dec.AttnPoolWeights, grid: tuple[int, int]
 ) -> xr.Dataset:
-    """A Dataset of the store's full shape and chunking, for :func:`clipmech.stores.activations.begin_store`.
+    """A Dataset of the store's full shape and chunking, for :func:`clipmech.stores.base.begin_store`.
 
     Parameters
     ----------
@@ -242,9 +241,9 @@ def extract_attnpool(
             "open_clip ModifiedResNet image tower (RN50, RN101, RN50x4, RN50x16, RN50x64, clipmech-rn-tiny)"
         )
     weights = dec.attnpool_weights(model.visual.attnpool, dtype=np.float32)
-    prov = AttnPoolProvenance(**activations.common_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size))
+    prov = AttnPoolProvenance(**base.common_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size))
     n_images = dataset.n_images
-    start = activations.begin_store(store, prov, lambda: store_template(n_images, batch_size, prov, weights, info.grid))
+    start = base.begin_store(store, prov, lambda: store_template(n_images, batch_size, prov, weights, info.grid))
     for first in tqdm(range(start, n_images, batch_size), desc=f"attnpool {spec.name}", mininterval=10):
         last = min(first + batch_size, n_images)
         pixels = loading.preprocess_images(dataset.images[first:last], preprocess).to(torch_device)
@@ -256,28 +255,21 @@ def extract_attnpool(
                 "y": (("image", "embed"), capture.y_NE.float().cpu().numpy()),
             }
         )
-        activations.write_batch(store, batch, first, last)
-    activations.publish_store(store)
+        base.write_batch(store, batch, first, last)
+    base.publish_store(store)
     log.info("published %s (%d images, %d tokens, %d neurons, %d heads)", store, n_images, *weights.positional_embedding.shape, weights.n_heads)
     return store
 
 
 def open_store(store: str | Path) -> xr.Dataset:
-    """Open a published attention-pool store lazily.
+    """Open a published attention-pool store lazily (:func:`clipmech.stores.base.open_published`).
 
     Raises
     ------
     FileNotFoundError
         If the store does not exist; the message says whether a partial store is waiting to resume.
     """
-    store = Path(store)
-    if not store.exists():
-        hint = " (an unfinished partial store exists: rerun extraction to resume it)" if activations.partial_path(store).exists() else ""
-        raise FileNotFoundError(f"no attention-pool store at {store}{hint}")
-    with warnings.catch_warnings():
-        # Snakemake leaves a timestamp file in directory outputs; zarr notes it is not an array.
-        warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
-        return xr.open_zarr(store, consolidated=False)
+    return base.open_published(store, "attention-pool store")
 
 
 def store_weights(ds: xr.Dataset) -> dec.AttnPoolWeights:

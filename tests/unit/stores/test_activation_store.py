@@ -8,7 +8,7 @@ from clipmech.hooks.sites import hooked
 from clipmech.models import loading
 from clipmech.models.loading import ModelSpec
 from clipmech.models.towers import tower
-from clipmech.stores import activations
+from clipmech.stores import activations, base
 
 RANDOM = ModelSpec("rand", "clipmech-vit-tiny", None)
 
@@ -36,7 +36,7 @@ def test_store_layout_and_provenance(tmp_path, tiny_dataset, tiny_vit):
     tokens = ds["tokens"].values.astype(np.float32)
     np.testing.assert_allclose(ds["cls"].values, tokens[:, :, 0], rtol=2e-3, atol=2e-3)
     np.testing.assert_allclose(ds["mean"].values, tokens[:, :, 1:].mean(2), rtol=2e-3, atol=2e-3)
-    assert not activations.partial_path(store).exists() and not activations.progress_path(store).exists()
+    assert not base.partial_path(store).exists() and not base.progress_path(store).exists()
     with pytest.raises(FileExistsError):
         activations.extract(spec, tiny_dataset, store, batch_size=4, device="cpu")
 
@@ -47,10 +47,10 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, tiny_dataset, monkeyp
     die_on_region_write(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         activations.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu")
-    assert not target.exists() and activations.partial_path(target).exists()
+    assert not target.exists() and base.partial_path(target).exists()
     with pytest.raises(FileNotFoundError, match="partial store exists"):
         activations.open_store(target)
-    assert '"images_complete": 6' in activations.progress_path(target).read_text()
+    assert '"images_complete": 6' in base.progress_path(target).read_text()
 
     written = record_region_writes(monkeypatch)
     activations.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu")

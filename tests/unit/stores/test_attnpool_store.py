@@ -13,8 +13,8 @@ from clipmech.decomposition import pool as dec
 from clipmech.hooks.attnpool import capture_attnpool
 from clipmech.models import loading, train
 from clipmech.models.loading import ModelSpec
-from clipmech.stores import activations
 from clipmech.stores import attnpool as pool_store
+from clipmech.stores import base
 
 RANDOM_RN = ModelSpec("rand-rn", "clipmech-rn-tiny", None)
 
@@ -39,7 +39,7 @@ def test_store_layout_matches_direct_capture_and_reconstructs(tmp_path, tiny_dat
     prov = pool_store.AttnPoolProvenance.from_attrs(ds.attrs)
     assert prov.weights == "sha256:" + loading.file_sha256(trained_rn.pretrained) and prov.batch_size == 4
     assert (ds.attrs["grid_rows"], ds.attrs["grid_cols"], ds.attrs["n_heads"]) == (4, 4, 8)
-    assert not activations.partial_path(store).exists() and not activations.progress_path(store).exists()
+    assert not base.partial_path(store).exists() and not base.progress_path(store).exists()
 
     model, preprocess, _ = loading.load(trained_rn)
     pixels = loading.preprocess_images(datasets.load(tiny_dataset).images[:3], preprocess)
@@ -94,7 +94,7 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, tiny_dataset, monkeyp
     die_on_region_write(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         pool_store.extract_attnpool(RANDOM_RN, tiny_dataset, target, batch_size=3, device="cpu")
-    assert not target.exists() and '"images_complete": 6' in activations.progress_path(target).read_text()
+    assert not target.exists() and '"images_complete": 6' in base.progress_path(target).read_text()
     with pytest.raises(FileNotFoundError, match="resume"):
         pool_store.open_store(target)
     written = record_region_writes(monkeypatch)
