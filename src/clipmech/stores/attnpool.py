@@ -362,19 +362,68 @@ def pair_scalars(ds: xr.Dataset, chunk_size: int, images: np.ndarray | None = No
     return np.concatenate(s_chunks), np.concatenate(y_chunks)
 
 
-def token_means(ds: xr.Dataset, chunk_size: int) -> np.ndarray:
-    """Mean attention-pool tokens over all images of a store, read chunk by chunk.
+@dataclass(frozen=True)
+class Scan:
+    """What one pass over an attention-pool store gives (:func:`scan`), float64.
+
+    Attributes
+    ----------
+    s_NHC : ndarray, shape (N, H, C)
+        Neuron-head scalars of every image (as :func:`pair_scalars`).
+    y_NE : ndarray, shape (N, E)
+        Stored outputs of every image.
+    token_mean_TC : ndarray, shape (T, C)
+        mean_i x_t[n] over all images (positional embedding included); the reference of the
+        activation mean-ablation (:func:`clipmech.decomposition.components.activation_ablated_outputs`).
+    x_NTC : ndarray, shape (M, T, C)
+        Tokens of the ``keep`` images, in the order given.
+    """
+
+    s_NHC: np.ndarray
+    y_NE: np.ndarray
+    token_mean_TC: np.ndarray
+    x_NTC: np.ndarray
+
+
+def scan(ds: xr.Dataset, chunk_size: int, keep: np.ndarray) -> Scan:
+    """Pair scalars, outputs, mean tokens and the tokens of some images, in one pass over the store.
+
+    Reads the store once, chunk by chunk (``chunk_size`` images in memory besides the kept
+    tokens); the results equal, bit for bit, :func:`pair_scalars` and the chunk-wise token mean
+    with the same ``chunk_size``, and the tokens :func:`iter_batches` reads for ``keep``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        From :func:`open_store`.
+    chunk_size : int
+        Images per chunk.
+    keep : array of int, shape (M,)
+        Images whose tokens are kept.
 
     Returns
     -------
-    ndarray, shape (T, C), float64
-        mean_i x_t[n] (positional embedding included); the reference of the activation
-        mean-ablation (:func:`clipmech.decomposition.components.activation_ablated_outputs`).
+    Scan
+
+    Raises
+    ------
+    ValueError
+        If ``chunk_size`` < 1 or an index of ``keep`` is out of range.
     """
+    n_images = ds.sizes["image"]
+    keep = np.asarray(keep, dtype=np.intp)
+    if keep.size and not (0 <= keep.min() and keep.max() < n_images):
+        raise ValueError(f"keep indexes images {keep.min()}..{keep.max()}, the store has {n_images}")
+    s_chunks, y_chunks = [], []
     total_TC = np.zeros((ds.sizes["token"], ds.sizes["neuron"]))
+    x_MTC = np.empty((keep.size, ds.sizes["token"], ds.sizes["neuron"]))
     for batch in iter_batches(ds, chunk_size):
+        s_chunks.append(dec.pair_scalars(batch.x_NTC, batch.alpha_NHT))
+        y_chunks.append(batch.y_NE)
         total_TC += batch.x_NTC.sum(axis=0)
-    return total_TC / ds.sizes["image"]
+        hit = np.flatnonzero((keep >= batch.images.start) & (keep < batch.images.stop))
+        x_MTC[hit] = batch.x_NTC[keep[hit] - batch.images.start]
+    return Scan(np.concatenate(s_chunks), np.concatenate(y_chunks), total_TC / n_images, x_MTC)
 
 
 def check_images(ds, data: datasets.ImageDataset, store: str, dataset_dir: str) -> None:

@@ -64,7 +64,13 @@ def test_store_layout_matches_direct_capture_and_reconstructs(tmp_path, tiny_dat
     np.testing.assert_array_equal(batches[0].x_NTC, ds["x"].values[[7, 2, 5]])
     act = pool_store.neuron_activations(batches[0].x_NTC, parts.weights)
     assert act.min() >= 0  # post-ReLU feature map
-    np.testing.assert_allclose(pool_store.token_means(ds, 3), ds["x"].values.astype(np.float64).mean(0), rtol=1e-12)
+    read = pool_store.scan(ds, 3, np.array([7, 2, 5]))
+    np.testing.assert_array_equal(read.s_NHC, s_NHC)  # same chunks: bit for bit
+    np.testing.assert_array_equal(read.y_NE, y_NE)
+    np.testing.assert_array_equal(read.x_NTC, batches[0].x_NTC)
+    np.testing.assert_allclose(read.token_mean_TC, ds["x"].values.astype(np.float64).mean(0), rtol=1e-12)
+    with pytest.raises(ValueError, match="keep indexes images 2..10, the store has 10"):
+        pool_store.scan(ds, 3, np.array([2, 10]))
     with pytest.raises(FileExistsError):
         pool_store.extract_attnpool(trained_rn, tiny_dataset, store, batch_size=4, device="cpu")
 
