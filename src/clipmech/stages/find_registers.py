@@ -27,7 +27,10 @@ def find_registers(*, store: str, out: dict, params: dict, label: str) -> None:
     neurons["sink_token"] = sink
     tables.write_table(tokens, out["tokens"])
     tables.write_table(neurons, out["registers"])
-    log.info("sink token %d (mean attention %.3f); top register neurons:\n%s", sink, tokens["mean_attention"].max(), neurons.head(10).to_string())
+    log.info(
+        "sink token %d (mean attention %.3f); top register neurons:\n%s",
+        sink, tokens["mean_attention"].max(), neurons.head(10).to_string(),
+    )
     registers_figures.attention_sink(
         tokens, neurons, parts.grid, params["n_figure_neurons"], f"{label}: attention sink and register neurons ({n} images)", out["figure"]
     )

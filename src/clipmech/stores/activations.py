@@ -27,11 +27,11 @@ One zarr chunk is one batch of images for one layer. Attributes hold the :class:
 (its ``sites`` the canonical names of every stored site) plus the token layout
 (``n_prefix_tokens``, ``grid_rows``, ``grid_cols``).
 
-Resumable and atomic (:mod:`clipmech.stores.base`): a job writes into ``<store>.partial``, recording after every batch how many
-images are complete. A rerun whose provenance matches resumes after the last complete batch (a
-batch is rewritten whole, so a write cut off mid-batch is repaired); any mismatch starts afresh.
-The final store appears only by renaming the finished partial store, so a store that exists is
-complete.
+Resumable and atomic (:mod:`clipmech.stores.base`): a job writes into ``<store>.partial``, recording
+after every batch how many images are complete. A rerun whose provenance matches resumes after the
+last complete batch (a batch is rewritten whole, so a write cut off mid-batch is repaired); any
+mismatch starts afresh. The final store appears only by renaming the finished partial store, so a
+store that exists is complete.
 """
 
 from __future__ import annotations

@@ -86,7 +86,9 @@ def test_vit_alpha_matches_finite_difference(vit, score, target, block, site):
 
     resblock = vit.visual.transformer.resblocks[block]
     module, hook = {
-        "hook_resid_pre": (resblock, "pre"), "hook_mlp_out": (resblock.mlp, "post"), "hook_resid_post": (resblock, "post")
+        "hook_resid_pre": (resblock, "pre"),
+        "hook_mlp_out": (resblock.mlp, "post"),
+        "hook_resid_post": (resblock, "post"),
     }[site]
     for c in (0, 13, 31):
 
@@ -167,7 +169,8 @@ def test_rejects_token_first_layout(vit):
 
 def test_bad_arguments(vit, resnet):
     images, text = _inputs(32)
-    with pytest.raises(ValueError, match=r"'resblocks.0.attn'(.|\n)*valid targets: visual.blocks.<l>.<hook>.*hook_mlp_out"):
+    valid = r"(.|\n)*valid targets: visual.blocks.<l>.<hook>.*hook_mlp_out"
+    with pytest.raises(ValueError, match=r"'resblocks.0.attn'" + valid):
         gradcam(vit, images, text, target="resblocks.0.attn")
     with pytest.raises(ValueError, match="'visual.blocks.0.attn.hook_z' is not a vision-tower site with a patch grid"):
         gradcam(vit, images, text, target="visual.blocks.0.attn.hook_z")

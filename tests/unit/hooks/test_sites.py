@@ -4,9 +4,8 @@ import copy
 
 import open_clip
 import pytest
-import timm
 import torch
-from torch import nn
+from toys import TimmTrunkModel, attention_outputs, seeded_double
 
 import clipmech.models.loading  # noqa: F401  (registers clipmech's model configs with open_clip)
 from clipmech.decomposition.pool import attnpool_tokens, query_attention
@@ -16,38 +15,19 @@ from clipmech.models.towers import tower
 ATOL = 1e-6
 
 
-class TimmTrunkModel(nn.Module):
-    """``model.visual.trunk`` is a small timm ViT (fused attention as timm picks it), as in open_clip's TimmModel."""
-
-    def __init__(self):
-        super().__init__()
-        self.visual = nn.Module()
-        self.visual.trunk = timm.create_model(
-            "vit_tiny_patch16_224", pretrained=False, num_classes=0, depth=2, img_size=64
-        )
-
-    def encode_image(self, images):
-        return self.visual.trunk(images)
-
-
-def _seeded(build):
-    torch.manual_seed(0)
-    return build().eval().double()
-
-
 @pytest.fixture(scope="module")
 def vit():
-    return _seeded(lambda: open_clip.create_model("clipmech-vit-tiny"))
+    return seeded_double(lambda: open_clip.create_model("clipmech-vit-tiny"))
 
 
 @pytest.fixture(scope="module")
 def rn():
-    return _seeded(lambda: open_clip.create_model("clipmech-rn-tiny"))
+    return seeded_double(lambda: open_clip.create_model("clipmech-rn-tiny"))
 
 
 @pytest.fixture(scope="module")
 def timm_model():
-    return _seeded(TimmTrunkModel)
+    return seeded_double(TimmTrunkModel)
 
 
 def _run(model, tower_name):
@@ -70,21 +50,11 @@ def case(request, vit, timm_model):
     return model, request.param[1], _run(model, request.param[1])
 
 
-def _attention_outputs(info):
-    """Independent forward hooks on every block's attention module: its output (N, T, D)."""
-    outputs, handles = {}, []
-    for layer, block in enumerate(info.blocks):
-        def hook(module, args, output, layer=layer):
-            outputs[layer] = output[0] if isinstance(output, tuple) else output
-        handles.append(block.attn.register_forward_hook(hook))
-    return outputs, handles
-
-
 def test_head_results_sum_to_attention_output(case):
     model, tower_name, forward = case
     info = tower(model, tower_name)
     names = [f"{tower_name}.blocks.{layer}.attn.hook_result" for layer in range(info.n_layers)]
-    outputs, handles = _attention_outputs(info)
+    outputs, handles = attention_outputs(info)
     try:
         with torch.no_grad(), hooked(model, capture=names) as cache:
             forward()
@@ -336,20 +306,3 @@ def test_bad_replacements_and_missing_captures(vit):
         with pytest.raises(KeyError, match="did not run"):
             cache[name]
     assert _n_hooks(vit) == 0
-
-
-@pytest.mark.slow
-def test_siglip_head_results_sum_to_attention_output():
-    model = _seeded(lambda: open_clip.create_model("ViT-B-16-SigLIP", pretrained=None))
-    info = tower(model)
-    outputs, handles = _attention_outputs(info)
-    names = ["visual.blocks.0.attn.hook_result", "visual.blocks.11.attn.hook_result"]
-    try:
-        with torch.no_grad(), hooked(model, capture=names) as cache:
-            model.encode_image(torch.randn(1, 3, 224, 224, dtype=torch.float64))
-    finally:
-        for handle in handles:
-            handle.remove()
-    for name, layer in zip(names, (0, 11)):
-        summed = cache[name].sum(dim=2) + info.blocks[layer].attn.proj.bias
-        torch.testing.assert_close(summed, outputs[layer], rtol=0, atol=ATOL)
