@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import timm
+import torch
+from torch import nn
 
 from clipmech.decomposition import pool as dec
 
@@ -67,3 +70,37 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
 def no_hooks(model) -> bool:
     """True when no module of ``model`` holds a forward hook or forward pre-hook."""
     return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+class TimmTrunkModel(nn.Module):
+    """A stand-in for open_clip's TimmModel tower: ``model.visual.trunk`` is a small timm ViT (2 blocks, 64 px;
+    fused attention as timm picks it); ``timm_kwargs`` go to ``timm.create_model``."""
+
+    def __init__(self, **timm_kwargs):
+        super().__init__()
+        self.visual = nn.Module()
+        self.visual.trunk = timm.create_model(
+            "vit_tiny_patch16_224", pretrained=False, num_classes=0, depth=2, img_size=64, **timm_kwargs
+        )
+
+    def encode_image(self, images):
+        return self.visual.trunk(images)
+
+
+def seeded_double(build):
+    """``build()`` after ``torch.manual_seed(0)``, in eval mode and float64."""
+    torch.manual_seed(0)
+    return build().eval().double()
+
+
+def attention_outputs(info):
+    """Forward hooks on every block's attention module of a tower (``clipmech.models.towers.Tower``).
+
+    Returns the dict that fills with layer -> the module's output (N, T, D), and the hook handles to remove.
+    """
+    outputs, handles = {}, []
+    for layer, block in enumerate(info.blocks):
+        def hook(module, args, output, layer=layer):
+            outputs[layer] = output[0] if isinstance(output, tuple) else output
+        handles.append(block.attn.register_forward_hook(hook))
+    return outputs, handles

@@ -9,7 +9,9 @@ from toys import no_hooks, relative_error
 
 from clipmech.analyses.gradcam import gradcam
 from clipmech.decomposition import pool as dec
-from clipmech.hooks.mlp import capture_mlp_outputs, vision_blocks
+from clipmech.hooks.attnpool import capture_attnpool
+from clipmech.hooks.sites import hooked
+from clipmech.models.towers import tower
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +26,7 @@ def test_rn50x16_random_weights_float64_reconstruction_and_alpha():
         # so that token order, scaling and head split are actually exercised
         pool.q_proj.weight.mul_(3000.0)
     images = torch.randn(2, 3, 384, 384, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    cap = dec.capture_attnpool(model, images)
+    cap = capture_attnpool(model, images)
     assert cap.x_NTC.shape == (2, 145, 3072) and cap.alpha_NHT.shape == (2, 48, 145)
 
     weights = dec.attnpool_weights(pool)
@@ -62,17 +64,18 @@ def test_paper_scale_architectures(architecture, grid):
     assert result.maps_NPHW.dtype == np.float32 and np.isfinite(result.maps_NPHW).all()
     assert np.abs(result.alpha_NPC).max() > 0
     if architecture.startswith("ViT"):
-        assert result.layer == "resblocks.11.input"
-        with pytest.raises(ValueError, match="resblocks.11.mlp"):
-            gradcam(model, images, text, target="resblocks.-1.mlp")
+        assert result.layer == "visual.blocks.11.hook_resid_pre"
+        with pytest.raises(ValueError, match="visual.blocks.11.hook_mlp_out"):
+            gradcam(model, images, text, target="visual.blocks.-1.hook_mlp_out")
     assert no_hooks(model)
 
 
 def test_vit_l_14_hook_shapes_random_weights():
     """The paper model: 24 blocks x 1024 units per token, 257 tokens (class + 16 x 16 patches)."""
     model = open_clip.create_model("ViT-L-14", pretrained=None).eval()
-    with torch.inference_mode(), capture_mlp_outputs(model) as capture:
+    names = [f"visual.blocks.{layer}.hook_mlp_out" for layer in range(24)]
+    with torch.inference_mode(), hooked(model, capture=names) as cache:
         model.encode_image(torch.randn(1, 3, 224, 224))
-        acts = capture.stacked()
+        acts = torch.stack([cache[name] for name in names], dim=1)
     assert acts.shape == (1, 24, 257, 1024)
-    assert vision_blocks(model).n_tokens == 257
+    assert tower(model).n_tokens == 257

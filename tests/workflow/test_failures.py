@@ -26,7 +26,8 @@ import yaml
 from snakemake_cli import SNAKEFILE, TINY, planned_jobs, snakemake
 
 from clipmech.stages.extract_activations import extract_activations
-from clipmech.stores.activations import open_store, partial_path, progress_path
+from clipmech.stores.activations import open_store
+from clipmech.stores.base import partial_path, progress_path
 
 pytestmark = pytest.mark.integration
 

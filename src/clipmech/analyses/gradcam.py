@@ -11,23 +11,23 @@ gradient-based localization"; Grad-CAM of Selvaraju et al.): for an image and pr
 where A (h x w x C) is the activation of a target layer at the spatial positions: the patch tokens
 of a vision transformer (class token dropped) or the feature map of a ModifiedResNet stage.
 
-Target layers are named by strings:
+Target layers are hook sites of the vision tower (:mod:`clipmech.hooks.sites`, methods.md Sec. 6):
 
-* ViT (``open_clip.transformer.VisionTransformer``): ``"resblocks.<i>.<site>"`` with a Python
-  index i into ``visual.transformer.resblocks`` (negative counts from the end) and site
-  ``input`` (the residual stream entering block i), ``mlp`` (the output of block i's MLP, i.e. of
-  ``c_proj``: the units of methods.md Sec. 2) or ``output`` (the residual stream leaving block i).
-  Default ``resblocks.-1.input``, the residual stream entering the last block. The paper's choice,
-  the last block's MLP output (``resblocks.-1.mlp``), is a layer whose patch tokens never reach a
-  class-token readout, so its gradients are exactly zero; :func:`gradcam` raises a ValueError
-  naming the layer when every gradient is zero.
-* ModifiedResNet (``open_clip.modified_resnet.ModifiedResNet``): ``"layer1"`` ... ``"layer4"``,
-  the output of that residual stage (C, h, w). Default ``layer4``, the last convolutional feature
-  map, which feeds the attention pool.
+* transformer towers (open_clip ViT, a timm trunk): ``visual.blocks.<l>.<hook>`` with hook one of
+  ``hook_resid_pre``, ``hook_attn_out``, ``hook_resid_mid``, ``mlp.hook_post``, ``hook_mlp_out`` and
+  ``hook_resid_post``; the layer may be negative (``-1`` = the last block). A is the patch tokens
+  (prefix tokens dropped) in raster order. Default ``visual.blocks.<L-1>.hook_resid_pre``, the
+  residual stream entering the last block. The paper's choice, the last block's MLP output
+  (``visual.blocks.-1.hook_mlp_out``), is a layer whose patch tokens never reach a class-token
+  readout, so its gradients are exactly zero; :func:`gradcam` raises a ValueError naming the site
+  when every gradient is zero.
+* ModifiedResNet: ``visual.blocks.<l>.hook_resid_post``, the output (C, h, w) of stage ``layer<l+1>``.
+  Default ``visual.blocks.3.hook_resid_post`` (``layer4``), the last convolutional feature map, which
+  feeds the attention pool.
 
-Activations are captured by hooks that replace the layer's output by a detached copy requiring
-grad, so gradients flow from S_t back to A only; the hooks live in a context manager
-(:func:`capture_activation`) that removes them in ``finally``.
+A is captured by an edit of the site (:func:`clipmech.hooks.sites.hooked`) that substitutes a
+detached copy requiring grad, so gradients flow from S_t back to A only; the hooks live in a context
+manager (:func:`capture_activation`) that removes them in ``finally``.
 
 The energy pointing game (ours, methods.md Sec. 4) splits a map's energy (its sum) over the pixels
 of the prompted object(s), the distractor objects, other objects and the background of an instance
@@ -36,7 +36,6 @@ mask.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,19 +44,17 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from open_clip.modified_resnet import ModifiedResNet
-from open_clip.transformer import VisionTransformer
 from torch import nn
 
 from clipmech.analyses import binding
+from clipmech.hooks.sites import canonical_name, hooked, resolve
+from clipmech.models.towers import Tower, tower
 
-DEFAULT_VIT_TARGET = "resblocks.-1.input"
-DEFAULT_RESNET_TARGET = "layer4"
-VIT_SITES = ("input", "mlp", "output")
-RESNET_TARGETS = ("layer1", "layer2", "layer3", "layer4")
+#: Hooks of a transformer block whose tensor is (N, T, channels), so A has a patch grid.
+VIT_TARGET_HOOKS = (
+    "hook_resid_pre", "hook_attn_out", "hook_resid_mid", "mlp.hook_post", "hook_mlp_out", "hook_resid_post"
+)
 SCORES = ("cosine", "softmax")
-
-_VIT_PATTERN = re.compile(r"resblocks\.(-?\d+)\.(\w+)")
 
 
 @dataclass(frozen=True)
@@ -67,30 +64,49 @@ class TargetLayer:
     Attributes
     ----------
     name : str
-        Canonical name, negative block index resolved (``"resblocks.11.input"``, ``"layer4"``).
-    module : torch.nn.Module
-        The module whose input (``hook="pre"``) or output (``hook="post"``) is A.
-    hook : {"pre", "post"}
-    layout : {"vit", "resnet"}
-        ``vit``: A is (N, T, D) batch-first with token 0 the class token; ``resnet``: (N, C, h, w).
+        Canonical site name, negative layer resolved (``"visual.blocks.11.hook_resid_pre"``).
+    tower : Tower
+        The vision tower (:func:`clipmech.models.towers.tower`): its grid and prefix tokens lay out A.
     """
 
     name: str
-    module: nn.Module
-    hook: str
-    layout: str
+    tower: Tower
+
+
+def default_target(model: nn.Module) -> str:
+    """The default target site: ``visual.blocks.<L-1>.hook_resid_pre`` (transformer towers) or
+    ``visual.blocks.3.hook_resid_post`` (``layer4`` of a ModifiedResNet).
+
+    Raises
+    ------
+    TypeError
+        If the vision tower's kind is not supported (:func:`clipmech.models.towers.tower`).
+    """
+    info = tower(model, "visual")
+    if info.kind == "resnet":
+        return f"visual.blocks.{info.n_layers - 1}.hook_resid_post"
+    return f"visual.blocks.{info.n_layers - 1}.hook_resid_pre"
+
+
+def _target_sites(info: Tower) -> str:
+    if info.kind == "resnet":
+        return f"visual.blocks.<l>.hook_resid_post for l in 0..{info.n_layers - 1}"
+    return (
+        f"visual.blocks.<l>.<hook> for l in -{info.n_layers}..{info.n_layers - 1} and hook in "
+        f"{', '.join(VIT_TARGET_HOOKS)}"
+    )
 
 
 def resolve_target(model: nn.Module, target: str | None = None) -> TargetLayer:
-    """Resolve a target-layer name (see the module docstring) on an open_clip CLIP model.
+    """Resolve a target site (see the module docstring) on an open_clip CLIP model.
 
     Parameters
     ----------
     model : open_clip.CLIP or open_clip.CustomTextCLIP
-        A model whose ``visual`` is a ``VisionTransformer`` or a ``ModifiedResNet``.
+        A model whose vision tower is an open_clip ``VisionTransformer``, a timm ViT trunk or a
+        ``ModifiedResNet``.
     target : str, optional
-        ``"resblocks.<i>.<input|mlp|output>"`` (ViT) or ``"layer1"`` ... ``"layer4"`` (ResNet);
-        None picks the default (``resblocks.-1.input`` or ``layer4``).
+        A vision-tower site with a patch grid (module docstring); None picks :func:`default_target`.
 
     Returns
     -------
@@ -99,38 +115,25 @@ def resolve_target(model: nn.Module, target: str | None = None) -> TargetLayer:
     Raises
     ------
     ValueError
-        If the vision tower is of another type, or the name does not fit it (the message lists the
-        allowed names), or the block index is out of range.
+        If the name is not a site of the model, or a site without a patch grid (text tower, attention
+        pool, per-head sites); the message lists the valid targets. Also for a layer out of range.
+    TypeError
+        If the vision tower's kind is not supported.
     """
-    visual = getattr(model, "visual", None)
-    if isinstance(visual, VisionTransformer):
-        target = DEFAULT_VIT_TARGET if target is None else target
-        blocks = visual.transformer.resblocks
-        match = _VIT_PATTERN.fullmatch(target)
-        if match is None or match.group(2) not in VIT_SITES:
-            raise ValueError(
-                f"unknown ViT target layer {target!r}; use 'resblocks.<i>.<site>' with site one of "
-                f"{', '.join(VIT_SITES)} (e.g. {DEFAULT_VIT_TARGET!r})"
-            )
-        index, site = int(match.group(1)), match.group(2)
-        if not -len(blocks) <= index < len(blocks):
-            raise ValueError(
-                f"target layer {target!r}: block index {index} out of range for {len(blocks)} blocks "
-                f"(allowed {-len(blocks)} .. {len(blocks) - 1})"
-            )
-        index %= len(blocks)
-        block = blocks[index]
-        module, hook = {"input": (block, "pre"), "mlp": (block.mlp, "post"), "output": (block, "post")}[site]
-        return TargetLayer(name=f"resblocks.{index}.{site}", module=module, hook=hook, layout="vit")
-    if isinstance(visual, ModifiedResNet):
-        target = DEFAULT_RESNET_TARGET if target is None else target
-        if target not in RESNET_TARGETS:
-            raise ValueError(f"unknown ResNet target layer {target!r}; allowed: {', '.join(RESNET_TARGETS)}")
-        return TargetLayer(name=target, module=getattr(visual, target), hook="post", layout="resnet")
-    raise ValueError(
-        f"Grad-CAM supports open_clip vision towers VisionTransformer and ModifiedResNet, "
-        f"got {type(visual).__name__}"
-    )
+    info = tower(model, "visual")
+    target = default_target(model) if target is None else target
+    try:
+        name = canonical_name(model, target)
+    except ValueError as error:
+        raise ValueError(f"Grad-CAM target {target!r}: {error}\nvalid targets: {_target_sites(info)}") from None
+    site = resolve(model, name)
+    allowed = ("hook_resid_post",) if info.kind == "resnet" else VIT_TARGET_HOOKS
+    if site.tower != "visual" or site.layer is None or site.hook not in allowed:
+        raise ValueError(
+            f"Grad-CAM target {target!r} is not a vision-tower site with a patch grid; valid targets: "
+            f"{_target_sites(info)} (e.g. {default_target(model)!r})"
+        )
+    return TargetLayer(name=name, tower=info)
 
 
 class _Capture:
@@ -148,55 +151,44 @@ class _Capture:
 
 
 @contextmanager
-def capture_activation(target: TargetLayer) -> Iterator[_Capture]:
+def capture_activation(model: nn.Module, target: TargetLayer) -> Iterator[_Capture]:
     """Capture A at ``target`` as a leaf tensor that requires grad, for one forward pass.
 
-    The hook substitutes a detached copy of the layer's input/output (same values) so that
-    ``torch.autograd.grad(score, capture.activation)`` gives dS/dA whether or not the model's
-    parameters require grad. The hook is removed in ``finally``, also when the body raises.
+    An edit of the site (:func:`clipmech.hooks.sites.hooked`) substitutes a detached copy of the
+    activation (same values) so that ``torch.autograd.grad(score, capture.activation)`` gives dS/dA
+    whether or not the model's parameters require grad. The hooks are removed in ``finally``, also
+    when the body raises.
 
     Yields
     ------
     capture
-        Object whose ``activation`` is None until the forward pass reaches the layer, then the
-        captured tensor: (N, T, D) for ``vit``, (N, C, h, w) for ``resnet``.
+        Object whose ``activation`` is None until the forward pass reaches the site, then the
+        captured tensor: (N, T, channels) for a transformer tower, (N, C, h, w) for a ResNet.
 
     Raises
     ------
     RuntimeError
-        If the layer runs twice in the body (a capture holds one forward pass).
+        If the site runs twice in the body (a capture holds one forward pass), or (from the forward)
+        its tensor is not batch-first with the tower's token count.
     """
     capture = _Capture(target.name)
-    if target.hook == "pre":
-
-        def pre_hook(module, args):
-            return (capture.leaf(args[0]), *args[1:])
-
-        handle = target.module.register_forward_pre_hook(pre_hook)
-    else:
-
-        def post_hook(module, args, output):
-            return capture.leaf(output)
-
-        handle = target.module.register_forward_hook(post_hook)
-    try:
+    with hooked(model, edit={target.name: capture.leaf}):
         yield capture
-    finally:
-        handle.remove()
 
 
-def _spatial(activation: torch.Tensor, target: TargetLayer, visual: nn.Module, n_images: int) -> torch.Tensor:
-    """A (or its gradient) as (N, h, w, C): ViT patch tokens in raster order, or the ResNet map."""
-    if target.layout == "vit":
-        grid_h, grid_w = visual.grid_size
-        expected = (n_images, 1 + grid_h * grid_w)
+def _spatial(activation: torch.Tensor, target: TargetLayer, n_images: int) -> torch.Tensor:
+    """A (or its gradient) as (N, h, w, C): transformer patch tokens in raster order, or the ResNet map."""
+    info = target.tower
+    if info.kind != "resnet":
+        grid_h, grid_w = info.grid
+        expected = (n_images, info.n_tokens)
         if activation.ndim != 3 or tuple(activation.shape[:2]) != expected:
             raise RuntimeError(
                 f"target layer {target.name!r}: expected batch-first (N, T, D) activations with "
-                f"(N, T) = {expected} (1 class token + {grid_h} x {grid_w} patches), got "
+                f"(N, T) = {expected} ({info.n_prefix_tokens} prefix tokens + {grid_h} x {grid_w} patches), got "
                 f"{tuple(activation.shape)}; token-first layouts (open_clip < 3) are not supported"
             )
-        return activation[:, 1:].reshape(n_images, grid_h, grid_w, activation.shape[2])
+        return activation[:, info.n_prefix_tokens :].reshape(n_images, grid_h, grid_w, activation.shape[2])
     if activation.ndim != 4 or activation.shape[0] != n_images:
         raise RuntimeError(
             f"target layer {target.name!r}: expected (N, C, h, w) with N = {n_images}, "
@@ -256,7 +248,8 @@ def gradcam(
     text_emb_PE : torch.Tensor or numpy.ndarray, (P, E)
         Text embeddings of the prompt set (normalised here).
     target : str, optional
-        Target layer (module docstring); default ``resblocks.-1.input`` (ViT) or ``layer4``.
+        Target site (module docstring); default :func:`default_target`, the residual stream entering the
+        last block (transformer towers) or the output of ``layer4`` (ResNet).
     score : {"cosine", "softmax"}, default "cosine"
         S_t: the cosine similarity, or the softmax over the P prompts of ``logit_scale`` x cosine.
     logit_scale : float, optional
@@ -278,8 +271,8 @@ def gradcam(
         (:func:`resolve_target`), or every gradient at the target layer's spatial positions is
         exactly zero (the message names the layer and suggests the default).
     RuntimeError
-        If the layer's activations do not have the expected layout (batch-first (N, T, D) with one
-        class token for a ViT, (N, C, h, w) for a ResNet) or the layer never ran.
+        If the site's activations do not have the expected layout (batch-first (N, T, D) with the
+        tower's prefix and patch tokens, (N, C, h, w) for a ResNet) or the site never ran.
     """
     if any(module.training for module in model.visual.modules()):
         raise ValueError("the vision tower is in training mode; call model.eval() before Grad-CAM")
@@ -302,7 +295,7 @@ def gradcam(
     layer = resolve_target(model, target)
     n_images = images_NCHW.shape[0]
 
-    with torch.enable_grad(), capture_activation(layer) as capture:
+    with torch.enable_grad(), capture_activation(model, layer) as capture:
         image_NE = model.encode_image(images_NCHW, normalize=True)
         if image_NE.shape[1] != text_PE.shape[1]:
             raise ValueError(
@@ -317,11 +310,11 @@ def gradcam(
             scores_NP = torch.softmax(scale * cosine_NP, dim=1)
         if capture.activation is None:
             raise RuntimeError(f"target layer {layer.name!r} did not run during encode_image")
-        a_NhwC = _spatial(capture.activation, layer, model.visual, n_images).detach()
+        a_NhwC = _spatial(capture.activation, layer, n_images).detach()
         alphas, cams, any_gradient = [], [], False
         for t in prompts:
             (grad,) = torch.autograd.grad(scores_NP[:, t].sum(), capture.activation, retain_graph=True)
-            grad_NhwC = _spatial(grad, layer, model.visual, n_images)
+            grad_NhwC = _spatial(grad, layer, n_images)
             any_gradient = any_gradient or bool(torch.any(grad_NhwC != 0))
             alphas.append(grad_NhwC.mean(dim=(1, 2)))  # [N, C]
             cams.append(torch.einsum("nhwc,nc->nhw", a_NhwC, alphas[-1]))
@@ -330,8 +323,8 @@ def gradcam(
         raise ValueError(
             f"every gradient of the scores at the spatial positions of target layer {layer.name!r} is exactly "
             "zero: this layer does not reach the image embedding there (e.g. the last block's MLP output "
-            f"when the output is read from the class token); use {DEFAULT_VIT_TARGET!r} or "
-            "'resblocks.-2.mlp' for a ViT"
+            f"when the output is read from the class token); use the default {default_target(model)!r} or "
+            "an earlier block's site, e.g. 'visual.blocks.-2.hook_mlp_out' for a ViT"
         )
     alpha_NPC = torch.stack(alphas, dim=1)
     cam_NPhw = F.relu(torch.stack(cams, dim=1))

@@ -192,7 +192,7 @@ def activation_ablated_outputs(
     x_NTC : ndarray, shape (N, T, C)
         Tokens of the evaluated images.
     x_mean_TC : ndarray, shape (T, C)
-        Mean tokens over the reference images (:func:`clipmech.stores.attnpool.token_means`).
+        Mean tokens over the reference images (``Scan.token_mean_TC`` of :func:`clipmech.stores.attnpool.scan`).
     keep_C : ndarray of bool, shape (C,)
     weights : AttnPoolWeights
 

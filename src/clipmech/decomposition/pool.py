@@ -17,14 +17,14 @@ fly from s (N, H, C) and u (H, C, E). The N x H x C x E tensor of all contributi
 formed: reconstructions are (N, H*C) x (H*C, E) matrix products, and neuron norms use the
 per-neuron H x H Gram matrices of the directions.
 
-Two layers: :func:`record_attnpool` / :func:`capture_attnpool` run the model (torch, on the
-model's device); every other function is a pure function of NumPy arrays.
+The torch functions rebuild x and alpha from the module's input (:func:`attnpool_tokens`,
+:func:`query_attention`; the hook sites ``visual.attnpool.hook_x`` / ``hook_alpha`` of
+:mod:`clipmech.hooks.sites` use them, :func:`clipmech.hooks.attnpool.capture_attnpool` runs the model)
+and recompute the output from them; every other function is a pure function of NumPy arrays.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,14 +33,10 @@ import torch
 from torch import nn
 
 __all__ = [
-    "AttnPoolCapture",
-    "AttnPoolRecorder",
     "AttnPoolWeights",
     "attnpool_tokens",
     "query_attention",
     "attnpool_output_from_attention",
-    "record_attnpool",
-    "capture_attnpool",
     "attnpool_weights",
     "neuron_head_directions",
     "output_bias",
@@ -62,18 +58,8 @@ __all__ = [
     "top_norm_principal_components",
 ]
 
-#: Default tolerance of the capture self-check (relative error of the recomputed output), by
-#: the dtype the attention pool runs in.
-VERIFY_RTOL = {
-    torch.float64: 1e-10,
-    torch.float32: 1e-4,
-    torch.float16: 3e-2,
-    torch.bfloat16: 3e-2,
-}
-
-
 # --------------------------------------------------------------------------------------------
-# Capture (torch, runs with the model)
+# Tokens, attention and output (torch)
 # --------------------------------------------------------------------------------------------
 
 
@@ -206,40 +192,9 @@ def attnpool_output_from_attention(
     return z_NHd.reshape(n, c) @ c_weight.to(torch.float64).T + c_bias.to(torch.float64)
 
 
-@dataclass(frozen=True)
-class AttnPoolCapture:
-    """What one forward through ``AttentionPool2d`` leaves behind (methods.md Sec. 5).
-
-    Attributes
-    ----------
-    x_NTC : torch.Tensor, shape (N, T, C), dtype of the model
-        Attention-pool tokens, token 0 = mean token, positional embedding included.
-    alpha_NHT : torch.Tensor, shape (N, H, T), float32 or float64
-        Attention of the query (token 0) to every token, per head; rows sum to 1.
-    y_NE : torch.Tensor, shape (N, E), dtype of the model
-        The module's output (the image embedding before normalisation).
-    """
-
-    x_NTC: torch.Tensor
-    alpha_NHT: torch.Tensor
-    y_NE: torch.Tensor
-
-
-class AttnPoolRecorder:
-    """Holds the capture of the most recent forward through a hooked ``AttentionPool2d``.
-
-    Created by :func:`record_attnpool`; each forward replaces the previous capture.
-    """
-
-    def __init__(self) -> None:
-        self._capture: AttnPoolCapture | None = None
-
-    @property
-    def capture(self) -> AttnPoolCapture:
-        """The most recent capture; raises RuntimeError if the module has not run yet."""
-        if self._capture is None:
-            raise RuntimeError("no forward pass through the hooked attnpool has been recorded yet")
-        return self._capture
+# --------------------------------------------------------------------------------------------
+# Weights -> directions (NumPy)
+# --------------------------------------------------------------------------------------------
 
 
 def _check_attnpool(attnpool: nn.Module) -> None:
@@ -250,119 +205,6 @@ def _check_attnpool(attnpool: nn.Module) -> None:
             f"{type(attnpool).__name__} is not an open_clip AttentionPool2d: missing {missing} "
             f"(needs {list(required)})"
         )
-
-
-@contextmanager
-def record_attnpool(
-    attnpool: nn.Module, *, verify: bool = True, rtol: float | None = None
-) -> Iterator[AttnPoolRecorder]:
-    """Context manager that records tokens, attention and output of an ``AttentionPool2d``.
-
-    Registers one forward hook on ``attnpool`` (open_clip's ``model.visual.attnpool``) and
-    removes it in ``finally``, also when the forward raises. On every forward the hook rebuilds
-    x with :func:`attnpool_tokens`, recomputes alpha with :func:`query_attention` and stores
-    both with the module's output (methods.md Sec. 5). With ``verify`` it recomputes the output
-    from x and alpha (:func:`attnpool_output_from_attention`) and raises if it disagrees with
-    the module's.
-
-    Parameters
-    ----------
-    attnpool : torch.nn.Module
-        An open_clip ``AttentionPool2d``.
-    verify : bool
-        Check the recomputed output against the module's output on every forward.
-    rtol : float, optional
-        Largest allowed ``max_n ||y_hat_n - y_n|| / ||y_n||``; default by the module's dtype
-        from :data:`VERIFY_RTOL` (1e-10 float64, 1e-4 float32, 3e-2 float16/bfloat16).
-
-    Yields
-    ------
-    AttnPoolRecorder
-        ``recorder.capture`` is the :class:`AttnPoolCapture` of the latest forward (tensors
-        detached, on the model's device).
-
-    Raises
-    ------
-    TypeError
-        If ``attnpool`` lacks the attributes of an ``AttentionPool2d``.
-    RuntimeError
-        (from the forward) if ``verify`` and the recomputed output differs by more than rtol.
-    """
-    _check_attnpool(attnpool)
-    recorder = AttnPoolRecorder()
-
-    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        with torch.no_grad():
-            x_NTC = attnpool_tokens(args[0], module.positional_embedding)
-            alpha_NHT = query_attention(
-                x_NTC, module.q_proj.weight, module.q_proj.bias, module.k_proj.weight, module.num_heads
-            )
-            if verify:
-                y_hat_NE = attnpool_output_from_attention(
-                    x_NTC, alpha_NHT, module.v_proj.weight, module.v_proj.bias,
-                    module.c_proj.weight, module.c_proj.bias,
-                )
-                y64_NE = output.to(torch.float64)
-                err = ((y_hat_NE - y64_NE).norm(dim=-1) / y64_NE.norm(dim=-1).clamp_min(1e-300)).max().item()
-                tol = VERIFY_RTOL.get(output.dtype, 1e-4) if rtol is None else rtol
-                if not err <= tol:
-                    raise RuntimeError(
-                        f"attnpool capture check failed: output recomputed from the captured tokens and "
-                        f"attention differs from the module's output by relative error {err:.3g} > rtol={tol:.3g} "
-                        f"(dtype {output.dtype}); the module no longer matches open_clip's AttentionPool2d"
-                    )
-            recorder._capture = AttnPoolCapture(x_NTC.detach(), alpha_NHT.detach(), output.detach())
-
-    handle = attnpool.register_forward_hook(hook)
-    try:
-        yield recorder
-    finally:
-        handle.remove()
-
-
-def capture_attnpool(
-    model: nn.Module, images_NCHW: torch.Tensor, *, verify: bool = True, rtol: float | None = None
-) -> AttnPoolCapture:
-    """Run the image tower on a batch and return x, alpha and y of its attention pool.
-
-    Runs ``model.visual(images)`` under ``torch.inference_mode()`` inside
-    :func:`record_attnpool` (methods.md Sec. 5; paper Sec. 3.1-3.2).
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        An open_clip CLIP model with a ModifiedResNet image tower (``model.visual.attnpool``).
-    images_NCHW : torch.Tensor, shape (N, 3, S, S)
-        Preprocessed images on the model's device, in the model's dtype.
-    verify, rtol
-        As in :func:`record_attnpool`.
-
-    Returns
-    -------
-    AttnPoolCapture
-        x (N, T, C), alpha (N, H, T), y (N, E); y equals ``model.visual(images)``.
-
-    Raises
-    ------
-    TypeError
-        If the model has no ``visual.attnpool`` (e.g. a ViT image tower).
-    RuntimeError
-        If the capture check fails (see :func:`record_attnpool`).
-    """
-    attnpool = getattr(getattr(model, "visual", None), "attnpool", None)
-    if attnpool is None:
-        raise TypeError(
-            f"{type(model).__name__} has no visual.attnpool; the decomposition needs an open_clip "
-            f"ModifiedResNet image tower (RN50, RN101, RN50x4, RN50x16, RN50x64)"
-        )
-    with record_attnpool(attnpool, verify=verify, rtol=rtol) as recorder, torch.inference_mode():
-        model.visual(images_NCHW)
-    return recorder.capture
-
-
-# --------------------------------------------------------------------------------------------
-# Weights -> directions (NumPy)
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -26,14 +26,15 @@ def ablate_components(*, store: str, dataset_dir: str, text_path: str, out: dict
     data = datasets.load(dataset_dir)
     pool_store.check_images(ds, data, store, dataset_dir)
     parts = pool_store.parts(ds)
-    s_NHC, y_NE = pool_store.pair_scalars(ds, chunk_size)
     tasks = components.zero_shot_tasks(data, np.load(text_path))
+    evaluated, _ = components.evaluated_images(tasks)
+    # One pass over the store: the scalars of all images, their mean tokens, and the evaluated images' tokens.
+    read = pool_store.scan(ds, chunk_size, evaluated)
+    s_NHC, y_NE = read.s_NHC, read.y_NE
     scores = components.component_scores(s_NHC, parts.u_HCE)
     table = components.ablation_curves(s_NHC, parts.u_HCE, parts.bias_E, scores, params["fractions"], tasks, chunk_size)
-    evaluated, _ = components.evaluated_images(tasks)
-    x_NTC = np.concatenate([batch.x_NTC for batch in pool_store.iter_batches(ds, chunk_size, evaluated)])
     activation = components.activation_ablation_curve(
-        x_NTC, pool_store.token_means(ds, chunk_size), parts.weights, scores["neuron"], params["fractions"], tasks
+        read.x_NTC, read.token_mean_TC, parts.weights, scores["neuron"], params["fractions"], tasks
     )
     table = pd.concat([table, activation], ignore_index=True)
     model_acc = {task.name: components.zero_shot_accuracy(y_NE, task) for task in tasks}

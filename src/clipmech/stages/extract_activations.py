@@ -16,6 +16,7 @@ def extract_activations(*, name: str, model_entry: dict, dataset_dir: str, store
         dataset_dir,
         store,
         layers=params.get("layers"),
+        sites=tuple(params.get("sites", activations.DEFAULT_SITES)),
         reductions=tuple(params.get("reductions", ("mean", "max", "cls"))),
         save_tokens=params.get("save_tokens", True),
         batch_size=params.get("batch_size", 32),

@@ -19,15 +19,18 @@ def find_registers(*, store: str, out: dict, params: dict, label: str) -> None:
     ds = pool_store.open_store(store)
     parts = pool_store.parts(ds)
     n = parts.n_images if params["n_images"] is None else min(params["n_images"], parts.n_images)
-    alpha_NHT = ds["alpha"].values.astype(np.float64)
+    alpha_NHT = ds["alpha"].values.astype(np.float64)  # all images, read once; the first n are the sample's
     tokens = registers.token_attention_table(alpha_NHT, parts.grid)
     sink = int(tokens.loc[tokens["is_sink"], "token"].iloc[0])
-    batch = next(pool_store.iter_batches(ds, n, np.arange(n)))
-    neurons = registers.register_neurons(batch.x_NTC, batch.alpha_NHT, parts.weights, sink, params["chunk_size"])
+    x_NTC = ds["x"].isel(image=slice(0, n)).values.astype(np.float64)
+    neurons = registers.register_neurons(x_NTC, alpha_NHT[:n], parts.weights, sink, params["chunk_size"])
     neurons["sink_token"] = sink
     tables.write_table(tokens, out["tokens"])
     tables.write_table(neurons, out["registers"])
-    log.info("sink token %d (mean attention %.3f); top register neurons:\n%s", sink, tokens["mean_attention"].max(), neurons.head(10).to_string())
+    log.info(
+        "sink token %d (mean attention %.3f); top register neurons:\n%s",
+        sink, tokens["mean_attention"].max(), neurons.head(10).to_string(),
+    )
     registers_figures.attention_sink(
         tokens, neurons, parts.grid, params["n_figure_neurons"], f"{label}: attention sink and register neurons ({n} images)", out["figure"]
     )

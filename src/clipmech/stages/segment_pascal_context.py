@@ -12,7 +12,9 @@ from PIL import Image
 from clipmech.data import tables
 from clipmech.decomposition import miou, segmentation, wordlist
 from clipmech.decomposition import pool as dec
+from clipmech.hooks.attnpool import capture_attnpool
 from clipmech.models import loading
+from clipmech.models.towers import tower
 from clipmech.stores import activations
 
 log = logging.getLogger(__name__)
@@ -31,8 +33,10 @@ def segment_pascal_context(*, name: str, model_entry: dict, out: dict, params: d
     torch.set_num_threads(threads)
     torch_device = activations.resolve_device(device)
     model, preprocess, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
-    image_size = model.visual.image_size
-    image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
+    info = tower(model, "visual")
+    image_size, grid = info.image_size[0], info.grid
+    if not info.has_attnpool or info.image_size[1] != image_size:
+        raise ValueError(f"{name}: Pascal Context segmentation needs a square CLIP-ResNet; its vision tower is {info}")
     if params["crop_size"] != image_size:
         raise ValueError(f"crop_size {params['crop_size']} must equal the model's input size {image_size} (its positional embedding is fixed)")
     normalize = next(t for t in preprocess.transforms if type(t).__name__ == "Normalize")
@@ -43,14 +47,13 @@ def segment_pascal_context(*, name: str, model_entry: dict, out: dict, params: d
     z_KE = wordlist.embed_texts(model, tokenizer, classes, len(classes), torch_device).astype(np.float64)
     heads_Kk, neurons_Kk, _ = dec.top_pairs_by_text(u_HCE, z_KE, min(params["top_k"], h * c))
     w_KHC = segmentation.pair_weights(heads_Kk, neurons_Kk, h, c)
-    grid = (image_size // 32, image_size // 32)
     items = segmentation.pascal_context_items(params["root"], params["split"])
     if params["n_images"] is not None:
         items = items[: params["n_images"]]
     confusions = {method: 0 for method in segmentation.METHODS}
 
     def crop_logits(crop_3SS: torch.Tensor) -> dict[str, np.ndarray]:
-        cap = dec.capture_attnpool(model, crop_3SS[None].to(torch_device))
+        cap = capture_attnpool(model, crop_3SS[None].to(torch_device))
         x_NTC, alpha_NHT = cap.x_NTC.double().cpu().numpy(), cap.alpha_NHT.double().cpu().numpy()
         logits = {}
         for method in segmentation.METHODS:

@@ -1,79 +1,96 @@
-"""Extract vision-MLP activations of a CLIP model into a chunked zarr store, through xarray.
+"""Extract activations of hook sites of a CLIP model into a chunked zarr store, through xarray.
 
-Store layout (an ``xarray.Dataset``; dims image, layer, token, neuron, embed):
+The sites (:mod:`clipmech.hooks.sites`, methods.md Sec. 6) are listed in ``sites``; an entry is a
+site name or a pattern with ``*`` for the layer: every layer of ``layers`` (all blocks by default)
+in the vision tower, every block in the text tower. The default, ``visual.blocks.*.hook_mlp_out``,
+is the MLP outputs of every vision block, the units of methods.md Sec. 2, and is required (every
+rule that reads a store reads them). Store layout (an ``xarray.Dataset``):
 
-- ``mean``, ``max``, ``cls`` (image, layer, neuron), float32: per-image reductions over tokens
-  (methods.md Sec. 2), whichever are configured;
-- ``tokens`` (image, layer, token, neuron), float16: the full per-token activations (optional);
-- ``embedding`` (image, embed), float32: the L2-normalised image embeddings.
+- ``mean``, ``max``, ``cls`` (image, layer, neuron), float32: per-image reductions over tokens of
+  the MLP outputs (methods.md Sec. 2), whichever are configured;
+- ``tokens`` (image, layer, token, neuron), float16: the MLP outputs of every token (optional);
+- ``embedding`` (image, embed), float32: the L2-normalised image embeddings;
+- one variable per further (tower, hook) pair, named ``<tower>_<hook>`` with ``hook_`` dropped and
+  dots as underscores (``visual.blocks.1.hook_resid_post`` -> ``visual_resid_post``,
+  ``text.blocks.0.mlp.hook_post`` -> ``text_mlp_post``), float16, dims (image, ``<var>_layer``,
+  ``<var>_token``, ``<var>_unit``): every token of the site's (N, T, D) tensor, the layers
+  in increasing order as the ``<var>_layer`` coordinate. Any (N, T, D) or (N, T, D_mlp) site of a
+  transformer tower can be stored: ``hook_resid_pre``, ``hook_attn_out``, ``hook_resid_mid``,
+  ``mlp.hook_post``, ``hook_mlp_out``, ``hook_resid_post``.
+
+Text-tower sites need a text per image: a Shapes dataset's caption of the image,
+:func:`clipmech.data.shapes.caption` of its objects in table order without attribute dropout
+(deterministic, the grammar the models were trained on), tokenised to the full context length
+(padding included; the text tower's causal mask keeps padding from changing earlier tokens).
 
 One zarr chunk is one batch of images for one layer. Attributes hold the :class:`StoreProvenance`
-plus the token layout (``n_prefix_tokens``, ``grid_rows``, ``grid_cols``).
+(its ``sites`` the canonical names of every stored site) plus the token layout
+(``n_prefix_tokens``, ``grid_rows``, ``grid_cols``).
 
-Resumable and atomic: a job writes into ``<store>.partial``, recording after every batch how many
-images are complete. A rerun whose provenance matches resumes after the last complete batch (a
-batch is rewritten whole, so a write cut off mid-batch is repaired); any mismatch starts afresh.
-The final store appears only by renaming the finished partial store, so a store that exists is
-complete.
+Resumable and atomic (:mod:`clipmech.stores.base`): a job writes into ``<store>.partial``, recording
+after every batch how many images are complete. A rerun whose provenance matches resumes after the
+last complete batch (a batch is rewritten whole, so a write cut off mid-batch is repaired); any
+mismatch starts afresh. The final store appears only by renaming the finished partial store, so a
+store that exists is complete.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import dask.array
 import numpy as np
-import open_clip
 import torch
 import xarray as xr
 from tqdm import tqdm
 
-from clipmech import __version__
-from clipmech.data import datasets
-from clipmech.hooks.mlp import REDUCTIONS, capture_mlp_outputs, reduce_tokens, vision_blocks
+from clipmech.data import datasets, shapes
+from clipmech.hooks.sites import canonical_name, hooked, resolve
 from clipmech.models import loading
+from clipmech.models.towers import tower
+from clipmech.stores import base
 
 log = logging.getLogger(__name__)
 
+REDUCTIONS = ("mean", "max", "cls")
 
 
-class ProvenanceAttrs:
-    """Mixin of the frozen provenance dataclasses of resumable stores: JSON attributes and back.
+def reduce_tokens(acts_NLTD: torch.Tensor, reduction: str, n_prefix_tokens: int) -> torch.Tensor:
+    """Reduce per-token activations to one value per image and unit (methods.md Sec. 2).
 
-    A store's provenance (this module's :class:`StoreProvenance`, or the attention-pool store's
-    :class:`clipmech.stores.attnpool.AttnPoolProvenance`) is written into the store's attributes and
-    compared field by field on resume (:func:`begin_store`).
+    Parameters
+    ----------
+    acts_NLTD : torch.Tensor, (N, L, T, D)
+    reduction : {"mean", "max", "cls"}
+        ``mean`` / ``max`` over the patch tokens, or the class token's activation.
+    n_prefix_tokens : int
+        Tokens before the patch tokens.
+
+    Returns
+    -------
+    torch.Tensor, float32, (N, L, D)
+
+    Raises
+    ------
+    ValueError
+        For an unknown reduction, or ``cls`` on a tower without a class token.
     """
-
-    def to_attrs(self) -> dict:
-        """JSON-compatible attributes (tuples become lists)."""
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
-
-    @classmethod
-    def from_attrs(cls, attrs: dict):
-        """Rebuild from store attributes.
-
-        Raises
-        ------
-        KeyError
-            If a field is missing (the store was not written by this version of clipmech).
-        """
-        values = {}
-        for field in fields(cls):
-            value = attrs[field.name]
-            values[field.name] = tuple(value) if isinstance(value, list) else value
-        return cls(**values)
+    patches = acts_NLTD[:, :, n_prefix_tokens:].float()
+    if reduction == "mean":
+        return patches.mean(dim=2)
+    if reduction == "max":
+        return patches.amax(dim=2)
+    if reduction == "cls":
+        if n_prefix_tokens < 1:
+            raise ValueError("reduction 'cls' needs a class token; this tower has none (use 'mean' or 'max')")
+        return acts_NLTD[:, :, 0].float()
+    raise ValueError(f"unknown reduction {reduction!r}; valid reductions are: {', '.join(REDUCTIONS)}")
 
 
 @dataclass(frozen=True)
-class StoreProvenance(ProvenanceAttrs):
+class StoreProvenance(base.ProvenanceAttrs):
     """What an activation store holds; written into its attributes and checked on resume.
 
     Attributes
@@ -89,11 +106,14 @@ class StoreProvenance(ProvenanceAttrs):
     dataset_sha256 : str
         sha256 of the dataset's data files (from its ``spec.json``).
     layers : tuple of int
+        Vision blocks of the MLP outputs (the ``layer`` coordinate).
     reductions : tuple of str
     save_tokens : bool
     batch_size : int
         Images per zarr chunk.
     clipmech_version, open_clip_version, torch_version : str
+    sites : tuple of str
+        Canonical names of every stored site, the MLP outputs first (:class:`SitePlan`).
     """
 
     model: str
@@ -109,23 +129,133 @@ class StoreProvenance(ProvenanceAttrs):
     clipmech_version: str
     open_clip_version: str
     torch_version: str
+    sites: tuple[str, ...]
 
 
-def common_provenance(spec: loading.ModelSpec, preprocess, dataset_dir, dataset_sha256: str, batch_size: int) -> dict:
-    """The provenance fields every resumable store records: model, weights, preprocessing, dataset,
-    chunk size and package versions (pass them with a store's own fields to its provenance class)."""
-    return {
-        "model": spec.name,
-        "architecture": spec.architecture,
-        "weights": loading.weights_id(spec),
-        "preprocess": repr(preprocess),
-        "dataset": str(dataset_dir),
-        "dataset_sha256": dataset_sha256,
-        "batch_size": int(batch_size),
-        "clipmech_version": __version__,
-        "open_clip_version": open_clip.__version__,
-        "torch_version": torch.__version__,
-    }
+DEFAULT_SITES = ("visual.blocks.*.hook_mlp_out",)
+#: The pattern of the MLP outputs, the store's ``mean`` / ``max`` / ``cls`` / ``tokens``.
+MLP_PATTERN = "visual.blocks.*.hook_mlp_out"
+#: Hooks of a transformer block whose (N, T, width) tensor a store can hold.
+STORE_HOOKS = ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "mlp.hook_post", "hook_mlp_out", "hook_resid_post")
+
+
+@dataclass(frozen=True)
+class SitePlan:
+    """Which sites a store holds and under which variables.
+
+    Attributes
+    ----------
+    layers : tuple of int
+        Vision blocks of the MLP outputs (the ``layer`` coordinate).
+    mlp_sites : tuple of str
+        ``visual.blocks.<l>.hook_mlp_out`` for l in ``layers``.
+    extras : dict of str to tuple of str
+        Variable name -> its sites, in increasing layer order (module docstring).
+    """
+
+    layers: tuple[int, ...]
+    mlp_sites: tuple[str, ...]
+    extras: dict
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """Every stored site, the MLP outputs first, then the extras by variable."""
+        return self.mlp_sites + tuple(site for names in self.extras.values() for site in names)
+
+    @property
+    def needs_text(self) -> bool:
+        """Whether a text-tower site is stored (the images' captions go through the text tower)."""
+        return any(site.startswith("text.") for site in self.sites)
+
+
+def site_variable(tower_name: str, hook: str) -> str:
+    """The store variable of a (tower, hook) pair: ``visual_resid_post``, ``text_mlp_post``."""
+    return f"{tower_name}_{hook.replace('hook_', '').replace('.', '_')}"
+
+
+def plan_sites(model, sites, layers: list[int] | None) -> SitePlan:
+    """Expand and check the ``sites`` of an extraction (module docstring).
+
+    Parameters
+    ----------
+    model : open_clip.CLIP
+    sites : sequence of str
+        Site names or patterns with ``*`` as the layer; must include :data:`MLP_PATTERN`.
+    layers : list of int, optional
+        The layers ``*`` stands for in the vision tower (default all); the text tower's ``*`` is all blocks.
+
+    Returns
+    -------
+    SitePlan
+
+    Raises
+    ------
+    ValueError
+        If :data:`MLP_PATTERN` is missing, a name is not a site of the model (the message lists the
+        valid names), or a site is not a transformer block's (N, T, width) tensor (the message
+        lists :data:`STORE_HOOKS`).
+    TypeError
+        If ``sites`` is a single string.
+    """
+    if isinstance(sites, str):
+        raise TypeError(f"sites takes a list of site names, got the string {sites!r}; use [{sites!r}]")
+    if MLP_PATTERN not in sites:
+        raise ValueError(
+            f"extraction sites {list(sites)} lack {MLP_PATTERN!r}: the MLP outputs of methods.md Sec. 2 are "
+            "the store's mean / max / cls / tokens, which every rule reading a store needs"
+        )
+    visual = tower(model, "visual")
+    layers = list(range(visual.n_layers)) if layers is None else [int(layer) for layer in layers]
+    names = []
+    for entry in sites:
+        if not isinstance(entry, str):
+            raise TypeError(f"a site must be a str, got {type(entry).__name__} {entry!r}")
+        prefix, star, hook = entry.partition(".blocks.*.")
+        if not star:
+            names.append(canonical_name(model, entry))
+        elif prefix == "visual":
+            names += [canonical_name(model, f"visual.blocks.{layer}.{hook}") for layer in layers]
+        elif prefix == "text":
+            n_text = tower(model, "text").n_layers
+            names += [canonical_name(model, f"text.blocks.{layer}.{hook}") for layer in range(n_text)]
+        else:
+            raise ValueError(f"site pattern {entry!r}: unknown tower {prefix!r}; towers are visual, text")
+    mlp_sites = [f"visual.blocks.{layer}.hook_mlp_out" for layer in layers]
+    groups: dict[str, list] = {}
+    for name in dict.fromkeys(names):
+        site = resolve(model, name)
+        if site.layer is None or site.hook not in STORE_HOOKS or tower(model, site.tower).kind == "resnet":
+            raise ValueError(
+                f"site {name!r} cannot go into an activation store: it holds (N, T, width) sites of transformer "
+                f"blocks, <tower>.blocks.<l>.<hook> with hook in {', '.join(STORE_HOOKS)}"
+            )
+        if name not in mlp_sites:
+            groups.setdefault(site_variable(site.tower, site.hook), []).append((site.layer, name))
+    extras = {var: tuple(name for _, name in sorted(group)) for var, group in groups.items()}
+    return SitePlan(layers=tuple(layers), mlp_sites=tuple(mlp_sites), extras=extras)
+
+
+def image_captions(dataset: datasets.ImageDataset) -> list[str]:
+    """The caption of every image of a Shapes dataset, for text-tower sites (module docstring).
+
+    Returns
+    -------
+    list of str
+        :func:`clipmech.data.shapes.caption` of each image's objects in ``object_id`` order.
+
+    Raises
+    ------
+    ValueError
+        If the dataset has no object table (not a Shapes dataset).
+    """
+    if dataset.objects is None:
+        raise ValueError(
+            f"text-tower sites need a caption per image, from a Shapes dataset's object table; dataset kind "
+            f"{dataset.spec['kind']!r} has none"
+        )
+    objects = dataset.objects.sort_values(["image_id", "object_id"])
+    by_image = {image_id: group.to_dict("records") for image_id, group in objects.groupby("image_id")}
+    return [shapes.caption(by_image[i]) for i in range(dataset.n_images)]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -135,15 +265,15 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def partial_path(store: str | Path) -> Path:
-    """Where a store is written before it is published: ``<store>.partial``."""
-    store = Path(store)
-    return store.with_name(store.name + ".partial")
-
-
-def store_template(n_images: int, layers, n_tokens: int, width: int, embed_dim: int, batch: int, prov, extra_attrs) -> xr.Dataset:
+def store_template(
+    n_images: int, layers, n_tokens: int, width: int, embed_dim: int, batch: int, prov, extra_attrs,
+    extras: dict | None = None,
+) -> xr.Dataset:
     """A lazy (dask) Dataset of the store's full shape and chunking; ``to_zarr(compute=False)``
-    writes its metadata and coordinates only, ready for region writes of each batch."""
+    writes its metadata and coordinates only, ready for region writes of each batch.
+
+    ``extras`` maps a further site variable to (layers, tokens, units), its layer coordinate and
+    the T and width of its sites (module docstring)."""
     n_layers = len(layers)
     data_vars = {
         reduction: (("image", "layer", "neuron"), dask.array.zeros((n_images, n_layers, width), chunks=(batch, 1, width), dtype="float32"))
@@ -162,101 +292,48 @@ def store_template(n_images: int, layers, n_tokens: int, width: int, embed_dim: 
         "neuron": np.arange(width),
         "embed": np.arange(embed_dim),
     }
+    for var, (var_layers, var_tokens, var_units) in (extras or {}).items():
+        shape = (n_images, len(var_layers), var_tokens, var_units)
+        data_vars[var] = (
+            ("image", f"{var}_layer", f"{var}_token", f"{var}_unit"),
+            dask.array.zeros(shape, chunks=(batch, 1, var_tokens, var_units), dtype="float16"),
+        )
+        coords[f"{var}_layer"] = np.asarray(var_layers)
+        coords[f"{var}_token"] = np.arange(var_tokens)
+        coords[f"{var}_unit"] = np.arange(var_units)
     return xr.Dataset(data_vars, coords=coords, attrs={**prov.to_attrs(), **extra_attrs})
 
 
-def progress_path(store: str | Path) -> Path:
-    """The file beside the partial store that records how many images are complete."""
-    store = Path(store)
-    return store.with_name(store.name + ".progress.json")
-
-
-def _read_progress(partial: Path, progress: Path, prov: ProvenanceAttrs) -> int:
-    """Images already complete in a partial store with the same provenance, else -1."""
-    if not progress.is_file():
-        return -1
-    try:
-        stored = type(prov).from_attrs(xr.open_zarr(partial, consolidated=False).attrs)
-    except (KeyError, FileNotFoundError, ValueError) as error:
-        log.warning("partial store %s unreadable (%s); starting afresh", partial, error)
-        return -1
-    if stored != prov:
-        changed = [f.name for f in fields(prov) if getattr(stored, f.name) != getattr(prov, f.name)]
-        log.warning("partial store %s has other provenance (%s differ); starting afresh", partial, ", ".join(changed))
-        return -1
-    return int(json.loads(progress.read_text())["images_complete"])
-
-
-def _write_progress(progress: Path, n_complete: int) -> None:
-    tmp = progress.with_name(progress.name + ".tmp")
-    tmp.write_text(json.dumps({"images_complete": n_complete}))
-    os.replace(tmp, progress)
-
-
-def begin_store(store: str | Path, prov: ProvenanceAttrs, template: Callable[[], xr.Dataset]) -> int:
-    """Start or resume writing ``<store>.partial``; the first image still to write.
-
-    A partial store whose attributes hold the same provenance resumes after its last complete
-    batch; anything else (no progress file, unreadable store, other provenance) is deleted and
-    the store started afresh from ``template()`` (a lazy Dataset of the full shape and chunking,
-    whose metadata and coordinates ``to_zarr(compute=False)`` writes).
-
-    Raises
-    ------
-    FileExistsError
-        If ``store`` already exists (a complete store is never overwritten).
-    """
-    store = Path(store)
-    if store.exists():
-        raise FileExistsError(f"store {store} already exists; delete it to extract again")
-    partial, progress = partial_path(store), progress_path(store)
-    start = _read_progress(partial, progress, prov)
-    if start < 0:
-        shutil.rmtree(partial, ignore_errors=True)
-        template().to_zarr(partial, compute=False, mode="w", consolidated=False)
-        _write_progress(progress, 0)
-        return 0
-    if start:
-        log.info("resuming %s after %d images", partial, start)
-    return start
-
-
-def write_batch(store: str | Path, batch: xr.Dataset, first: int, last: int) -> None:
-    """Write images ``first:last`` of the partial store (a region write), then record them complete."""
-    batch.to_zarr(partial_path(store), region={"image": slice(first, last)}, consolidated=False)
-    _write_progress(progress_path(store), last)
-
-
-def publish_store(store: str | Path) -> Path:
-    """Publish a finished partial store by a rename, so a store that exists is complete."""
-    store = Path(store)
-    # Without the progress file a leftover partial store restarts from scratch, so dropping it
-    # before the rename never lets an incomplete store pass for a complete one.
-    progress_path(store).unlink()
-    os.replace(partial_path(store), store)
-    return store
-
-
-def activations_batch(model, capture, pixels_NCHW: torch.Tensor, reductions, save_tokens: bool, n_prefix_tokens: int) -> xr.Dataset:
-    """Forward one batch with MLP hooks and package what the store holds for it.
+def activations_batch(
+    model, cache, plan: SitePlan, pixels_NCHW: torch.Tensor, text_NL: torch.Tensor | None, reductions,
+    save_tokens: bool, n_prefix_tokens: int,
+) -> xr.Dataset:
+    """Forward one batch with the plan's sites hooked and package what the store holds for it.
 
     Parameters
     ----------
     model
-        An open_clip model whose MLPs ``capture`` hooks (:func:`clipmech.hooks.mlp.capture_mlp_outputs`).
+        An open_clip model run inside ``hooked(model, capture=plan.sites)``, which yields ``cache``.
+    cache : clipmech.hooks.sites.ActivationCache
+    plan : SitePlan
     pixels_NCHW : torch.Tensor
         Preprocessed images on the model's device.
+    text_NL : torch.Tensor, int64, (N, context length), optional
+        The images' tokenised captions, when ``plan.needs_text``.
 
     Returns
     -------
     xarray.Dataset
         The batch's reductions (image, layer, neuron) float32, ``tokens`` (image, layer, token,
-        neuron) float16 when ``save_tokens``, and ``embedding`` (image, embed) float32 normalised;
-        no coordinates, ready for a region write.
+        neuron) float16 when ``save_tokens``, ``embedding`` (image, embed) float32 normalised, and
+        each extra site variable (image, layer, token, unit) float16; no coordinates, ready for a
+        region write.
     """
-    capture.reset()
+    cache.reset()
     embedding_NE = model.encode_image(pixels_NCHW, normalize=True).float()
-    acts_NLTD = capture.stacked()  # [batch, layer, token, d_model]
+    if plan.needs_text:
+        model.encode_text(text_NL)
+    acts_NLTD = torch.stack([cache[site] for site in plan.mlp_sites], dim=1)  # [batch, layer, token, d_model]
     batch = {
         reduction: (("image", "layer", "neuron"), reduce_tokens(acts_NLTD, reduction, n_prefix_tokens).cpu().numpy())
         for reduction in reductions
@@ -264,6 +341,9 @@ def activations_batch(model, capture, pixels_NCHW: torch.Tensor, reductions, sav
     if save_tokens:
         batch["tokens"] = (("image", "layer", "token", "neuron"), acts_NLTD.to(torch.float16).cpu().numpy())
     batch["embedding"] = (("image", "embed"), embedding_NE.cpu().numpy())
+    for var, sites in plan.extras.items():
+        acts_NLTU = torch.stack([cache[site] for site in sites], dim=1).to(torch.float16)
+        batch[var] = (("image", f"{var}_layer", f"{var}_token", f"{var}_unit"), acts_NLTU.cpu().numpy())
     return xr.Dataset(batch)
 
 
@@ -272,12 +352,13 @@ def extract(
     dataset_dir: str | Path,
     store: str | Path,
     layers: list[int] | None = None,
+    sites: tuple[str, ...] = DEFAULT_SITES,
     reductions: tuple[str, ...] = ("mean", "max", "cls"),
     save_tokens: bool = True,
     batch_size: int = 32,
     device: str = "auto",
 ) -> Path:
-    """Run a model over a dataset with MLP hooks and write the activation store.
+    """Run a model over a dataset with the sites hooked and write the activation store.
 
     Parameters
     ----------
@@ -287,7 +368,9 @@ def extract(
     store : path
         The final store (a directory); written via ``<store>.partial``.
     layers : list of int, optional
-        Vision blocks to hook (default: all).
+        Vision blocks of the MLP outputs, and of ``*`` in vision-site patterns (default: all).
+    sites : sequence of str
+        Sites to store (module docstring); default the MLP outputs only.
     reductions : tuple of {"mean", "max", "cls"}
     save_tokens : bool
         Also store every token's activation (float16).
@@ -306,7 +389,10 @@ def extract(
     FileExistsError
         If ``store`` already exists (a complete store is never overwritten).
     ValueError
-        For an unknown reduction.
+        For an unknown reduction, a site that is unknown or cannot be stored (:func:`plan_sites`), or
+        text-tower sites on a dataset without captions (:func:`image_captions`).
+    TypeError
+        If the vision tower is a ModifiedResNet (its store is the attention-pool store).
     """
     store = Path(store)
     if store.exists():
@@ -316,47 +402,64 @@ def extract(
         raise ValueError(f"unknown reductions {unknown}; valid reductions are: {', '.join(REDUCTIONS)}")
     torch_device = resolve_device(device)
     dataset = datasets.load(dataset_dir)
-    model, preprocess, _ = loading.load(spec, torch_device)
-    blocks = vision_blocks(model)
-    layers = list(range(len(blocks.mlps))) if layers is None else list(layers)
+    model, preprocess, tokenizer = loading.load(spec, torch_device)
+    info = tower(model, "visual")
+    if info.kind == "resnet":
+        raise TypeError(
+            f"activation stores hold transformer MLP outputs; {spec.name} has a ModifiedResNet vision tower "
+            "(use the attention-pool store, clipmech.stores.attnpool)"
+        )
+    plan = plan_sites(model, sites, layers)
+    captions = image_captions(dataset) if plan.needs_text else None
     prov = StoreProvenance(
-        **common_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size),
-        layers=tuple(layers),
+        **base.common_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size),
+        layers=plan.layers,
         reductions=tuple(reductions),
         save_tokens=bool(save_tokens),
+        sites=plan.sites,
     )
     n_images = dataset.n_images
-    layout = {"n_prefix_tokens": blocks.n_prefix_tokens, "grid_rows": blocks.grid[0], "grid_cols": blocks.grid[1]}
+    layout = {"n_prefix_tokens": info.n_prefix_tokens, "grid_rows": info.grid[0], "grid_cols": info.grid[1]}
     embed_dim = int(model.visual.output_dim)
-    start = begin_store(
-        store,
-        prov,
-        lambda: store_template(n_images, layers, blocks.n_tokens, blocks.width, embed_dim, batch_size, prov, layout),
-    )
-    with capture_mlp_outputs(model, layers) as capture, torch.inference_mode():
+
+    def text_tokens(first: int, last: int) -> torch.Tensor | None:
+        return tokenizer(captions[first:last]).to(torch_device) if plan.needs_text else None
+
+    with hooked(model, capture=plan.sites) as cache, torch.inference_mode():
+        extras = {}
+        if plan.extras:
+            # One image (and caption) through the model gives each extra site's (T, width).
+            pixels = loading.preprocess_images(dataset.images[:1], preprocess).to(torch_device)
+            activations_batch(model, cache, plan, pixels, text_tokens(0, 1), (), False, info.n_prefix_tokens)
+            extras = {
+                var: ([resolve(model, site).layer for site in names], *cache[names[0]].shape[1:])
+                for var, names in plan.extras.items()
+            }
+        start = base.begin_store(
+            store,
+            prov,
+            lambda: store_template(
+                n_images, plan.layers, info.n_tokens, info.width, embed_dim, batch_size, prov, layout, extras
+            ),
+        )
         for first in tqdm(range(start, n_images, batch_size), desc=f"extract {spec.name}", mininterval=10):
             last = min(first + batch_size, n_images)
             pixels = loading.preprocess_images(dataset.images[first:last], preprocess).to(torch_device)
-            batch = activations_batch(model, capture, pixels, reductions, save_tokens, blocks.n_prefix_tokens)
-            write_batch(store, batch, first, last)
-    publish_store(store)
-    log.info("published %s (%d images, layers %s)", store, n_images, layers)
+            batch = activations_batch(
+                model, cache, plan, pixels, text_tokens(first, last), reductions, save_tokens, info.n_prefix_tokens
+            )
+            base.write_batch(store, batch, first, last)
+    base.publish_store(store)
+    log.info("published %s (%d images, sites %s)", store, n_images, ", ".join(plan.sites))
     return store
 
 
 def open_store(store: str | Path) -> xr.Dataset:
-    """Open a published activation store lazily.
+    """Open a published activation store lazily (:func:`clipmech.stores.base.open_published`).
 
     Raises
     ------
     FileNotFoundError
         If the store does not exist; the message says whether a partial store is waiting to resume.
     """
-    store = Path(store)
-    if not store.exists():
-        hint = " (an unfinished partial store exists: rerun extraction to resume it)" if partial_path(store).exists() else ""
-        raise FileNotFoundError(f"no activation store at {store}{hint}")
-    with warnings.catch_warnings():
-        # Snakemake leaves a timestamp file in directory outputs; zarr notes it is not an array.
-        warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
-        return xr.open_zarr(store, consolidated=False)
+    return base.open_published(store, "activation store")

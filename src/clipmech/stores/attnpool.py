@@ -15,27 +15,27 @@ the attention pool's parameters; contributions, norms and maps are computed from
   ``c_weight`` (embed, qkv), ``c_bias`` (embed); attribute ``n_heads``.
 
 One zarr chunk is one batch of images. Attributes hold the :class:`AttnPoolProvenance` and the
-grid. Written resumably and published atomically with the helpers of :mod:`clipmech.stores.activations`.
+grid. Written resumably and published atomically (:mod:`clipmech.stores.base`).
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import dask.array
 import numpy as np
-import torch
 import xarray as xr
 from tqdm import tqdm
 
 from clipmech.data import datasets
 from clipmech.decomposition import pool as dec
+from clipmech.hooks.attnpool import capture_attnpool
 from clipmech.models import loading
-from clipmech.stores import activations
+from clipmech.models.towers import tower
+from clipmech.stores import activations, base
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ WEIGHT_DIMS = {
 
 
 @dataclass(frozen=True)
-class AttnPoolProvenance(activations.ProvenanceAttrs):
+class AttnPoolProvenance(base.ProvenanceAttrs):
     """What an attention-pool store holds; written into its attributes and checked on resume.
 
     Attributes
@@ -152,7 +152,7 @@ def neuron_activations(x_NTC: np.ndarray, weights: dec.AttnPoolWeights) -> np.nd
 def store_template(
     n_images: int, batch: int, prov: AttnPoolProvenance, weights: dec.AttnPoolWeights, grid: tuple[int, int]
 ) -> xr.Dataset:
-    """A Dataset of the store's full shape and chunking, for :func:`clipmech.stores.activations.begin_store`.
+    """A Dataset of the store's full shape and chunking, for :func:`clipmech.stores.base.begin_store`.
 
     Parameters
     ----------
@@ -193,22 +193,12 @@ def store_template(
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
-def _attnpool(model) -> torch.nn.Module:
-    attnpool = getattr(getattr(model, "visual", None), "attnpool", None)
-    if attnpool is None:
-        raise TypeError(
-            f"{type(model).__name__} has no visual.attnpool: attention-pool stores need an open_clip "
-            "ModifiedResNet image tower (RN50, RN101, RN50x4, RN50x16, RN50x64, clipmech-rn-tiny)"
-        )
-    return attnpool
-
-
 def extract_attnpool(
     spec: loading.ModelSpec, dataset_dir: str | Path, store: str | Path, batch_size: int = 32, device: str = "auto"
 ) -> Path:
     """Run a CLIP-ResNet over a dataset and write its attention-pool store (methods.md Sec. 5).
 
-    Each batch goes through :func:`clipmech.decomposition.pool.capture_attnpool`, which also checks
+    Each batch goes through :func:`clipmech.hooks.attnpool.capture_attnpool`, which also checks
     that the output recomputed from the captured x and alpha matches the module's output.
 
     Parameters
@@ -236,7 +226,7 @@ def extract_attnpool(
     TypeError
         If the model's image tower has no attention pool (a ViT).
     RuntimeError
-        If the capture check fails (:func:`clipmech.decomposition.pool.record_attnpool`).
+        If the capture check fails (:func:`clipmech.hooks.attnpool.check_capture`).
     """
     store = Path(store)
     if store.exists():
@@ -244,16 +234,20 @@ def extract_attnpool(
     torch_device = activations.resolve_device(device)
     dataset = datasets.load(dataset_dir)
     model, preprocess, _ = loading.load(spec, torch_device)
-    attnpool = _attnpool(model)
-    weights = dec.attnpool_weights(attnpool, dtype=np.float32)
-    side = int(round((weights.positional_embedding.shape[0] - 1) ** 0.5))
-    prov = AttnPoolProvenance(**activations.common_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size))
+    info = tower(model, "visual")
+    if not info.has_attnpool:
+        raise TypeError(
+            f"{spec.name} has a {info.kind} image tower without visual.attnpool: attention-pool stores need an "
+            "open_clip ModifiedResNet image tower (RN50, RN101, RN50x4, RN50x16, RN50x64, clipmech-rn-tiny)"
+        )
+    weights = dec.attnpool_weights(model.visual.attnpool, dtype=np.float32)
+    prov = AttnPoolProvenance(**base.common_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size))
     n_images = dataset.n_images
-    start = activations.begin_store(store, prov, lambda: store_template(n_images, batch_size, prov, weights, (side, side)))
+    start = base.begin_store(store, prov, lambda: store_template(n_images, batch_size, prov, weights, info.grid))
     for first in tqdm(range(start, n_images, batch_size), desc=f"attnpool {spec.name}", mininterval=10):
         last = min(first + batch_size, n_images)
         pixels = loading.preprocess_images(dataset.images[first:last], preprocess).to(torch_device)
-        capture = dec.capture_attnpool(model, pixels)
+        capture = capture_attnpool(model, pixels)
         batch = xr.Dataset(
             {
                 "x": (("image", "token", "neuron"), capture.x_NTC.float().cpu().numpy()),
@@ -261,28 +255,21 @@ def extract_attnpool(
                 "y": (("image", "embed"), capture.y_NE.float().cpu().numpy()),
             }
         )
-        activations.write_batch(store, batch, first, last)
-    activations.publish_store(store)
+        base.write_batch(store, batch, first, last)
+    base.publish_store(store)
     log.info("published %s (%d images, %d tokens, %d neurons, %d heads)", store, n_images, *weights.positional_embedding.shape, weights.n_heads)
     return store
 
 
 def open_store(store: str | Path) -> xr.Dataset:
-    """Open a published attention-pool store lazily.
+    """Open a published attention-pool store lazily (:func:`clipmech.stores.base.open_published`).
 
     Raises
     ------
     FileNotFoundError
         If the store does not exist; the message says whether a partial store is waiting to resume.
     """
-    store = Path(store)
-    if not store.exists():
-        hint = " (an unfinished partial store exists: rerun extraction to resume it)" if activations.partial_path(store).exists() else ""
-        raise FileNotFoundError(f"no attention-pool store at {store}{hint}")
-    with warnings.catch_warnings():
-        # Snakemake leaves a timestamp file in directory outputs; zarr notes it is not an array.
-        warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
-        return xr.open_zarr(store, consolidated=False)
+    return base.open_published(store, "attention-pool store")
 
 
 def store_weights(ds: xr.Dataset) -> dec.AttnPoolWeights:
@@ -375,19 +362,68 @@ def pair_scalars(ds: xr.Dataset, chunk_size: int, images: np.ndarray | None = No
     return np.concatenate(s_chunks), np.concatenate(y_chunks)
 
 
-def token_means(ds: xr.Dataset, chunk_size: int) -> np.ndarray:
-    """Mean attention-pool tokens over all images of a store, read chunk by chunk.
+@dataclass(frozen=True)
+class Scan:
+    """What one pass over an attention-pool store gives (:func:`scan`), float64.
+
+    Attributes
+    ----------
+    s_NHC : ndarray, shape (N, H, C)
+        Neuron-head scalars of every image (as :func:`pair_scalars`).
+    y_NE : ndarray, shape (N, E)
+        Stored outputs of every image.
+    token_mean_TC : ndarray, shape (T, C)
+        mean_i x_t[n] over all images (positional embedding included); the reference of the
+        activation mean-ablation (:func:`clipmech.decomposition.components.activation_ablated_outputs`).
+    x_NTC : ndarray, shape (M, T, C)
+        Tokens of the ``keep`` images, in the order given.
+    """
+
+    s_NHC: np.ndarray
+    y_NE: np.ndarray
+    token_mean_TC: np.ndarray
+    x_NTC: np.ndarray
+
+
+def scan(ds: xr.Dataset, chunk_size: int, keep: np.ndarray) -> Scan:
+    """Pair scalars, outputs, mean tokens and the tokens of some images, in one pass over the store.
+
+    Reads the store once, chunk by chunk (``chunk_size`` images in memory besides the kept
+    tokens); the results equal, bit for bit, :func:`pair_scalars` and the chunk-wise token mean
+    with the same ``chunk_size``, and the tokens :func:`iter_batches` reads for ``keep``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        From :func:`open_store`.
+    chunk_size : int
+        Images per chunk.
+    keep : array of int, shape (M,)
+        Images whose tokens are kept.
 
     Returns
     -------
-    ndarray, shape (T, C), float64
-        mean_i x_t[n] (positional embedding included); the reference of the activation
-        mean-ablation (:func:`clipmech.decomposition.components.activation_ablated_outputs`).
+    Scan
+
+    Raises
+    ------
+    ValueError
+        If ``chunk_size`` < 1 or an index of ``keep`` is out of range.
     """
+    n_images = ds.sizes["image"]
+    keep = np.asarray(keep, dtype=np.intp)
+    if keep.size and not (0 <= keep.min() and keep.max() < n_images):
+        raise ValueError(f"keep indexes images {keep.min()}..{keep.max()}, the store has {n_images}")
+    s_chunks, y_chunks = [], []
     total_TC = np.zeros((ds.sizes["token"], ds.sizes["neuron"]))
+    x_MTC = np.empty((keep.size, ds.sizes["token"], ds.sizes["neuron"]))
     for batch in iter_batches(ds, chunk_size):
+        s_chunks.append(dec.pair_scalars(batch.x_NTC, batch.alpha_NHT))
+        y_chunks.append(batch.y_NE)
         total_TC += batch.x_NTC.sum(axis=0)
-    return total_TC / ds.sizes["image"]
+        hit = np.flatnonzero((keep >= batch.images.start) & (keep < batch.images.stop))
+        x_MTC[hit] = batch.x_NTC[keep[hit] - batch.images.start]
+    return Scan(np.concatenate(s_chunks), np.concatenate(y_chunks), total_TC / n_images, x_MTC)
 
 
 def check_images(ds, data: datasets.ImageDataset, store: str, dataset_dir: str) -> None:

@@ -75,7 +75,8 @@ def test_summarise_per_prompt_type():
 
 
 @pytest.mark.parametrize(
-    "architecture, layer", [("clipmech-vit-tiny", "resblocks.1.input"), ("clipmech-rn-tiny", "layer4")]
+    "architecture, layer",
+    [("clipmech-vit-tiny", "visual.blocks.1.hook_resid_pre"), ("clipmech-rn-tiny", "visual.blocks.3.hook_resid_post")],
 )
 def test_gradcam_stage_on_random_weights(tiny_dataset, tmp_path, architecture, layer, caplog):
     from clipmech.stages.gradcam_binding import gradcam_binding

@@ -7,7 +7,12 @@ import torch.nn.functional as F
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from toys import no_hooks
 
-from clipmech.analyses.gradcam import capture_activation, energy_pointing_game, gradcam, resolve_target
+from clipmech.analyses.gradcam import (
+    capture_activation,
+    energy_pointing_game,
+    gradcam,
+    resolve_target,
+)
 
 TEXT_CFG = CLIPTextCfg(context_length=8, vocab_size=64, width=16, heads=2, layers=1)
 EPS = 1e-6
@@ -65,18 +70,26 @@ def _finite_difference_alpha(model, images, text, score, module, hook, shift, n_
 @pytest.mark.parametrize("score", ["cosine", "softmax"])
 @pytest.mark.parametrize(
     "target, block, site",
-    [(None, -1, "input"), ("resblocks.0.mlp", 0, "mlp"), ("resblocks.-2.output", 0, "output")],
+    [
+        (None, -1, "hook_resid_pre"),
+        ("visual.blocks.0.hook_mlp_out", 0, "hook_mlp_out"),
+        ("visual.blocks.-2.hook_resid_post", 0, "hook_resid_post"),
+    ],
 )
 def test_vit_alpha_matches_finite_difference(vit, score, target, block, site):
     images, text = _inputs(32)
     result = gradcam(vit, images, text, target=target, score=score)
-    assert result.layer == f"resblocks.{block % 2}.{site}"
+    assert result.layer == f"visual.blocks.{block % 2}.{site}"
     assert result.alpha_NPC.shape == (2, 3, 32) and result.cam_NPhw.shape == (2, 3, 4, 4)
     assert result.maps_NPHW.shape == (2, 3, 32, 32)
     np.testing.assert_allclose(result.scores_NP, _scores(vit, images, text, score).detach().numpy(), rtol=1e-12)
 
     resblock = vit.visual.transformer.resblocks[block]
-    module, hook = {"input": (resblock, "pre"), "mlp": (resblock.mlp, "post"), "output": (resblock, "post")}[site]
+    module, hook = {
+        "hook_resid_pre": (resblock, "pre"),
+        "hook_mlp_out": (resblock.mlp, "post"),
+        "hook_resid_post": (resblock, "post"),
+    }[site]
     for c in (0, 13, 31):
 
         def shift(a, delta, c=c):
@@ -108,7 +121,7 @@ def test_vit_alpha_matches_finite_difference(vit, score, target, block, site):
 def test_resnet_alpha_matches_finite_difference(resnet):
     images, text = _inputs(64)
     result = gradcam(resnet, images, text, prompts=[2, 0])
-    assert result.layer == "layer4"
+    assert result.layer == "visual.blocks.3.hook_resid_post"
     assert result.alpha_NPC.shape == (2, 2, 256) and result.cam_NPhw.shape == (2, 2, 2, 2)
     assert result.maps_NPHW.shape == (2, 2, 64, 64)
     for c in (0, 100, 255):
@@ -126,16 +139,16 @@ def test_resnet_alpha_matches_finite_difference(resnet):
 
 def test_last_block_mlp_output_has_zero_gradient(vit):
     images, text = _inputs(32)
-    for target in ("resblocks.-1.mlp", "resblocks.1.output"):
-        with pytest.raises(ValueError, match=r"resblocks\.1\.(mlp|output).*exactly zero"):
+    for target in ("visual.blocks.-1.hook_mlp_out", "visual.blocks.1.hook_resid_post"):
+        with pytest.raises(ValueError, match=r"visual\.blocks\.1\.hook_(mlp_out|resid_post).*exactly zero"):
             gradcam(vit, images, text, target=target)
         assert no_hooks(vit)
 
 
 def test_hooks_removed_when_body_raises(vit):
-    layer = resolve_target(vit, "resblocks.0.input")
+    layer = resolve_target(vit, "visual.blocks.0.hook_resid_pre")
     with pytest.raises(KeyError):
-        with capture_activation(layer) as capture:
+        with capture_activation(vit, layer) as capture:
             with torch.no_grad():
                 vit.encode_image(_inputs(32)[0])
             assert capture.activation.shape == (2, 17, 32) and capture.activation.requires_grad
@@ -156,12 +169,19 @@ def test_rejects_token_first_layout(vit):
 
 def test_bad_arguments(vit, resnet):
     images, text = _inputs(32)
-    with pytest.raises(ValueError, match="'resblocks.0.attn'.*input, mlp, output"):
+    valid = r"(.|\n)*valid targets: visual.blocks.<l>.<hook>.*hook_mlp_out"
+    with pytest.raises(ValueError, match=r"'resblocks.0.attn'" + valid):
         gradcam(vit, images, text, target="resblocks.0.attn")
-    with pytest.raises(ValueError, match="out of range for 2 blocks"):
-        gradcam(vit, images, text, target="resblocks.2.input")
-    with pytest.raises(ValueError, match="'layer5'.*layer4"):
-        resolve_target(resnet, "layer5")
+    with pytest.raises(ValueError, match="'visual.blocks.0.attn.hook_z' is not a vision-tower site with a patch grid"):
+        gradcam(vit, images, text, target="visual.blocks.0.attn.hook_z")
+    with pytest.raises(ValueError, match="'text.blocks.0.hook_resid_post' is not a vision-tower site"):
+        gradcam(vit, images, text, target="text.blocks.0.hook_resid_post")
+    with pytest.raises(ValueError, match=r"layer 2 out of range(.|\n)*valid targets"):
+        gradcam(vit, images, text, target="visual.blocks.2.hook_resid_pre")
+    with pytest.raises(ValueError, match=r"'visual.blocks.3.hook_mlp_out'(.|\n)*hook_resid_post for l in 0..3"):
+        resolve_target(resnet, "visual.blocks.3.hook_mlp_out")
+    with pytest.raises(ValueError, match="'visual.attnpool.hook_x' is not a vision-tower site"):
+        resolve_target(resnet, "visual.attnpool.hook_x")
     with pytest.raises(ValueError, match="'logit'"):
         gradcam(vit, images, text, score="logit")
     with pytest.raises(ValueError, match=r"prompt indices \[3\]"):

@@ -10,6 +10,7 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from toys import relative_error
 
 from clipmech.decomposition import pool as dec
+from clipmech.hooks.attnpool import capture_attnpool
 
 TINY_IMAGE = 96  # feature map 3 x 3, T = 10 tokens
 TINY_GRID = TINY_IMAGE // 32
@@ -58,7 +59,7 @@ def _two_threads():
 def tiny():
     model = _tiny_clip(torch.float64)
     images = _smooth_images(60, torch.float64)
-    cap = dec.capture_attnpool(model, images)
+    cap = capture_attnpool(model, images)
     weights = dec.attnpool_weights(model.visual.attnpool)
     u_HCE = dec.neuron_head_directions(weights)
     bias_E = dec.output_bias(weights)
@@ -117,7 +118,7 @@ def test_alpha_matches_module_attention_weights(tiny):
 
 def test_capture_float32_passes_default_check_and_matches_float64(tiny):
     model32 = _tiny_clip(torch.float32)
-    cap32 = dec.capture_attnpool(model32, tiny["images"][:8].float())
+    cap32 = capture_attnpool(model32, tiny["images"][:8].float())
     assert cap32.alpha_NHT.dtype == torch.float32 and cap32.x_NTC.dtype == torch.float32
     np.testing.assert_allclose(cap32.alpha_NHT.numpy(), tiny["alpha"][:8], atol=1e-4)
 
@@ -125,19 +126,12 @@ def test_capture_float32_passes_default_check_and_matches_float64(tiny):
 def test_hooks_removed_after_normal_exit_and_when_forward_raises(tiny):
     model = tiny["model"]
     pool = model.visual.attnpool
-    with dec.record_attnpool(pool) as rec:
-        assert len(pool._forward_hooks) == 1
-        with pytest.raises(RuntimeError, match="no forward pass"):
-            _ = rec.capture
-        with torch.inference_mode():
-            model.visual(tiny["images"][:2])
-        assert rec.capture.x_NTC.shape[0] == 2
+    assert capture_attnpool(model, tiny["images"][:2]).x_NTC.shape[0] == 2
     assert len(pool._forward_hooks) == 0
 
     bad_images = torch.zeros(2, 4, TINY_IMAGE, TINY_IMAGE, dtype=torch.float64)  # 4 channels: conv raises
     with pytest.raises(RuntimeError):
-        with dec.record_attnpool(pool), torch.inference_mode():
-            model.visual(bad_images)
+        capture_attnpool(model, bad_images)
     assert len(pool._forward_hooks) == 0
 
 
@@ -147,20 +141,19 @@ def test_capture_check_detects_a_module_that_differs_and_still_removes_hooks(tin
     tamper = pool.register_forward_hook(lambda mod, args, out: out * 1.001, prepend=True)
     try:
         with pytest.raises(RuntimeError, match="relative error"):
-            dec.capture_attnpool(model, tiny["images"][:2])
+            capture_attnpool(model, tiny["images"][:2])
     finally:
         tamper.remove()
     assert len(pool._forward_hooks) == 0
 
 
-def test_capture_rejects_model_without_attnpool():
+def test_capture_rejects_model_without_attnpool(tiny_vit):
+    with pytest.raises(TypeError, match="vit image tower without visual.attnpool"):
+        capture_attnpool(tiny_vit[0], torch.zeros(1, 3, 64, 64))
     vit = torch.nn.Module()
     vit.visual = torch.nn.Linear(2, 2)
-    with pytest.raises(TypeError, match="visual.attnpool"):
-        dec.capture_attnpool(vit, torch.zeros(1, 2))
-    with pytest.raises(TypeError, match="AttentionPool2d"):
-        with dec.record_attnpool(torch.nn.Linear(2, 2)):
-            pass
+    with pytest.raises(TypeError, match="unsupported vision tower Linear"):
+        capture_attnpool(vit, torch.zeros(1, 2))
 
 
 def test_attnpool_tokens_rejects_mismatched_positional_embedding():

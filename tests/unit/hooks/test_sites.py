@@ -4,51 +4,30 @@ import copy
 
 import open_clip
 import pytest
-import timm
 import torch
-from torch import nn
+from toys import TimmTrunkModel, attention_outputs, seeded_double
 
 import clipmech.models.loading  # noqa: F401  (registers clipmech's model configs with open_clip)
-from clipmech.decomposition.pool import capture_attnpool
-from clipmech.hooks.mlp import capture_mlp_outputs
+from clipmech.decomposition.pool import attnpool_tokens, query_attention
 from clipmech.hooks.sites import canonical_name, hooked, resolve, site_names
 from clipmech.models.towers import tower
 
 ATOL = 1e-6
 
 
-class TimmTrunkModel(nn.Module):
-    """``model.visual.trunk`` is a small timm ViT (fused attention as timm picks it), as in open_clip's TimmModel."""
-
-    def __init__(self):
-        super().__init__()
-        self.visual = nn.Module()
-        self.visual.trunk = timm.create_model(
-            "vit_tiny_patch16_224", pretrained=False, num_classes=0, depth=2, img_size=64
-        )
-
-    def encode_image(self, images):
-        return self.visual.trunk(images)
-
-
-def _seeded(build):
-    torch.manual_seed(0)
-    return build().eval().double()
-
-
 @pytest.fixture(scope="module")
 def vit():
-    return _seeded(lambda: open_clip.create_model("clipmech-vit-tiny"))
+    return seeded_double(lambda: open_clip.create_model("clipmech-vit-tiny"))
 
 
 @pytest.fixture(scope="module")
 def rn():
-    return _seeded(lambda: open_clip.create_model("clipmech-rn-tiny"))
+    return seeded_double(lambda: open_clip.create_model("clipmech-rn-tiny"))
 
 
 @pytest.fixture(scope="module")
 def timm_model():
-    return _seeded(TimmTrunkModel)
+    return seeded_double(TimmTrunkModel)
 
 
 def _run(model, tower_name):
@@ -71,21 +50,11 @@ def case(request, vit, timm_model):
     return model, request.param[1], _run(model, request.param[1])
 
 
-def _attention_outputs(info):
-    """Independent forward hooks on every block's attention module: its output (N, T, D)."""
-    outputs, handles = {}, []
-    for layer, block in enumerate(info.blocks):
-        def hook(module, args, output, layer=layer):
-            outputs[layer] = output[0] if isinstance(output, tuple) else output
-        handles.append(block.attn.register_forward_hook(hook))
-    return outputs, handles
-
-
 def test_head_results_sum_to_attention_output(case):
     model, tower_name, forward = case
     info = tower(model, tower_name)
     names = [f"{tower_name}.blocks.{layer}.attn.hook_result" for layer in range(info.n_layers)]
-    outputs, handles = _attention_outputs(info)
+    outputs, handles = attention_outputs(info)
     try:
         with torch.no_grad(), hooked(model, capture=names) as cache:
             forward()
@@ -108,21 +77,41 @@ def test_attnpool_results_sum_to_output(rn):
     result_NHE = cache["visual.attnpool.hook_result"]
     assert result_NHE.shape == (2, 8, 64)
     torch.testing.assert_close(result_NHE.sum(dim=1) + rn.visual.attnpool.c_proj.bias, y_NE, rtol=0, atol=ATOL)
-    reference = capture_attnpool(rn, images)
-    torch.testing.assert_close(cache["visual.attnpool.hook_x"], reference.x_NTC, rtol=0, atol=0)
-    torch.testing.assert_close(cache["visual.attnpool.hook_alpha"], reference.alpha_NHT, rtol=0, atol=0)
+    pool = rn.visual.attnpool
+    inputs = {}
+    handle = pool.register_forward_hook(lambda module, args, out: inputs.setdefault("features", args[0]))
+    try:
+        with torch.no_grad():
+            rn.encode_image(images)
+    finally:
+        handle.remove()
+    x_NTC = attnpool_tokens(inputs["features"], pool.positional_embedding)
+    alpha_NHT = query_attention(x_NTC, pool.q_proj.weight, pool.q_proj.bias, pool.k_proj.weight, pool.num_heads)
+    torch.testing.assert_close(cache["visual.attnpool.hook_x"], x_NTC, rtol=0, atol=0)
+    torch.testing.assert_close(cache["visual.attnpool.hook_alpha"], alpha_NHT, rtol=0, atol=0)
 
 
-def test_mlp_out_is_bit_identical_to_capture_mlp_outputs(tiny_vit):
+def test_mlp_out_is_bit_identical_to_a_hook_on_block_mlp(tiny_vit):
     model, _ = tiny_vit
     pixels = torch.randn(3, 3, 64, 64)
     names = ["visual.blocks.0.hook_mlp_out", "visual.blocks.1.hook_mlp_out"]
-    with torch.inference_mode(), capture_mlp_outputs(model) as reference:
-        model.encode_image(pixels)
+    reference = {}
+    blocks = model.visual.transformer.resblocks
+    handles = [
+        block.mlp.register_forward_hook(lambda module, args, out, layer=layer: reference.setdefault(layer, out.detach()))
+        for layer, block in enumerate(blocks)
+    ]
+    try:
+        with torch.inference_mode():
+            model.encode_image(pixels)
+    finally:
+        for handle in handles:
+            handle.remove()
     with torch.inference_mode(), hooked(model, capture=names) as cache:
         model.encode_image(pixels)
     for layer, name in enumerate(names):
-        assert torch.equal(cache[name], reference.outputs[layer])
+        assert torch.equal(cache[name], reference[layer])
+    assert all(len(block.mlp._forward_hooks) == 0 for block in blocks)
 
 
 def test_residual_stream_identities(case):
@@ -317,20 +306,3 @@ def test_bad_replacements_and_missing_captures(vit):
         with pytest.raises(KeyError, match="did not run"):
             cache[name]
     assert _n_hooks(vit) == 0
-
-
-@pytest.mark.slow
-def test_siglip_head_results_sum_to_attention_output():
-    model = _seeded(lambda: open_clip.create_model("ViT-B-16-SigLIP", pretrained=None))
-    info = tower(model)
-    outputs, handles = _attention_outputs(info)
-    names = ["visual.blocks.0.attn.hook_result", "visual.blocks.11.attn.hook_result"]
-    try:
-        with torch.no_grad(), hooked(model, capture=names) as cache:
-            model.encode_image(torch.randn(1, 3, 224, 224, dtype=torch.float64))
-    finally:
-        for handle in handles:
-            handle.remove()
-    for name, layer in zip(names, (0, 11)):
-        summed = cache[name].sum(dim=2) + info.blocks[layer].attn.proj.bias
-        torch.testing.assert_close(summed, outputs[layer], rtol=0, atol=ATOL)

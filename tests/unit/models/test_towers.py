@@ -1,24 +1,16 @@
-"""The tower adapter (clipmech.models.towers; methods.md Sec. 6) on the tiny configs, a timm trunk and paper architectures."""
+"""The tower adapter (clipmech.models.towers; methods.md Sec. 6) on the tiny configs and a timm trunk.
+
+The papers' architectures are in tests/slow/test_hook_sites.py.
+"""
 
 import open_clip
 import pytest
-import timm
 import torch
 from torch import nn
+from toys import TimmTrunkModel
 
 import clipmech.models.loading  # noqa: F401  (registers clipmech's model configs with open_clip)
 from clipmech.models.towers import KINDS, tower
-
-
-class TimmTrunkModel(nn.Module):
-    """A stand-in for open_clip's TimmModel tower: ``model.visual.trunk`` is a small timm ViT."""
-
-    def __init__(self, **timm_kwargs):
-        super().__init__()
-        self.visual = nn.Module()
-        self.visual.trunk = timm.create_model(
-            "vit_tiny_patch16_224", pretrained=False, num_classes=0, depth=2, img_size=64, **timm_kwargs
-        )
 
 
 @pytest.fixture(scope="module")
@@ -91,33 +83,3 @@ def test_unsupported_towers(vit):
     with pytest.raises(ValueError, match="visual, text"):
         tower(vit, "audio")
     assert KINDS == ("vit", "timm", "resnet", "text")
-
-
-@pytest.mark.slow
-def test_siglip_trunk():
-    model = open_clip.create_model("ViT-B-16-SigLIP", pretrained=None)
-    info = tower(model)
-    assert (info.kind, info.n_layers, info.width, info.n_heads) == ("timm", 12, 768, 12)
-    assert (info.grid, info.n_prefix_tokens, info.n_tokens, info.stride) == ((14, 14), 0, 196, (16, 16))
-    text = tower(model, "text")
-    assert (text.kind, text.n_layers, text.width, text.n_tokens) == ("text", 12, 768, 64)
-
-
-@pytest.mark.slow
-def test_rn50x16():
-    model = open_clip.create_model("RN50x16", pretrained=None)
-    info = tower(model)
-    assert (info.kind, info.width, info.n_heads, info.grid, info.n_tokens, info.image_size) == (
-        "resnet", 3072, 48, (12, 12), 145, (384, 384)
-    )
-    assert tower(model, "text").n_tokens == 77
-
-
-@pytest.mark.slow
-def test_vit_l_14():
-    model = open_clip.create_model("ViT-L-14", pretrained=None)
-    info = tower(model)
-    assert (info.kind, info.n_layers, info.width, info.n_heads, info.d_head) == ("vit", 24, 1024, 16, 64)
-    assert (info.grid, info.n_tokens, info.stride, info.image_size) == ((16, 16), 257, (14, 14), (224, 224))
-    text = tower(model, "text")
-    assert (text.n_layers, text.width, text.n_heads, text.n_tokens) == (12, 768, 12, 77)

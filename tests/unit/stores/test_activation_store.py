@@ -1,17 +1,19 @@
 import numpy as np
 import pytest
+import torch
 from toys import die_on_region_write, record_region_writes
 
+from clipmech.data import datasets, shapes
+from clipmech.hooks.sites import hooked
 from clipmech.models import loading
 from clipmech.models.loading import ModelSpec
-from clipmech.stores import activations
+from clipmech.models.towers import tower
+from clipmech.stores import activations, base
 
 RANDOM = ModelSpec("rand", "clipmech-vit-tiny", None)
 
 
 def _checkpoint(tmp_path, tiny_vit):
-    import torch
-
     model, _ = tiny_vit
     path = tmp_path / "ck.pt"
     torch.save({"state_dict": model.state_dict()}, path)
@@ -34,7 +36,7 @@ def test_store_layout_and_provenance(tmp_path, tiny_dataset, tiny_vit):
     tokens = ds["tokens"].values.astype(np.float32)
     np.testing.assert_allclose(ds["cls"].values, tokens[:, :, 0], rtol=2e-3, atol=2e-3)
     np.testing.assert_allclose(ds["mean"].values, tokens[:, :, 1:].mean(2), rtol=2e-3, atol=2e-3)
-    assert not activations.partial_path(store).exists() and not activations.progress_path(store).exists()
+    assert not base.partial_path(store).exists() and not base.progress_path(store).exists()
     with pytest.raises(FileExistsError):
         activations.extract(spec, tiny_dataset, store, batch_size=4, device="cpu")
 
@@ -45,10 +47,10 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, tiny_dataset, monkeyp
     die_on_region_write(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         activations.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu")
-    assert not target.exists() and activations.partial_path(target).exists()
+    assert not target.exists() and base.partial_path(target).exists()
     with pytest.raises(FileNotFoundError, match="partial store exists"):
         activations.open_store(target)
-    assert '"images_complete": 6' in activations.progress_path(target).read_text()
+    assert '"images_complete": 6' in base.progress_path(target).read_text()
 
     written = record_region_writes(monkeypatch)
     activations.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu")
@@ -72,3 +74,90 @@ def test_changed_provenance_restarts(tmp_path, tiny_dataset, monkeypatch, caplog
 def test_bad_reduction(tmp_path, tiny_dataset):
     with pytest.raises(ValueError, match="valid reductions"):
         activations.extract(RANDOM, tiny_dataset, tmp_path / "x.zarr", reductions=("median",))
+
+
+def _mlp_outputs_without_hooks(model, pixels):
+    """(N, L, T, D) MLP outputs of every vision block, by walking open_clip's VisionTransformer by hand."""
+    visual = model.visual
+    x = visual._embeds(pixels)
+    outputs = []
+    for block in visual.transformer.resblocks:
+        x = x + block.ls_1(block.attention(q_x=block.ln_1(x)))
+        outputs.append(block.mlp(block.ln_2(x)))
+        x = x + block.ls_2(outputs[-1])
+    return torch.stack(outputs, dim=1)
+
+
+def test_default_store_equals_reference_arithmetic(tmp_path, tiny_dataset, tiny_vit):
+    spec = _checkpoint(tmp_path, tiny_vit)
+    store = activations.extract(spec, tiny_dataset, tmp_path / "a.zarr", batch_size=4, device="cpu")
+    ds = activations.open_store(store)
+    sites = activations.StoreProvenance.from_attrs(ds.attrs).sites
+    assert sites == ("visual.blocks.0.hook_mlp_out", "visual.blocks.1.hook_mlp_out")
+    assert set(ds.data_vars) == {"mean", "max", "cls", "tokens", "embedding"}
+    model, preprocess, _ = loading.load(spec, "cpu")
+    pixels = loading.preprocess_images(datasets.load(tiny_dataset).images[:], preprocess)
+    with torch.inference_mode():
+        acts_NLTD = _mlp_outputs_without_hooks(model, pixels)
+        embedding_NE = model.encode_image(pixels, normalize=True)
+    np.testing.assert_allclose(ds["cls"].values, acts_NLTD[:, :, 0].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ds["mean"].values, acts_NLTD[:, :, 1:].mean(2).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ds["max"].values, acts_NLTD[:, :, 1:].amax(2).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ds["tokens"].values.astype(np.float32), acts_NLTD.numpy(), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(ds["embedding"].values, embedding_NE.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_extra_sites_equal_hooked_capture(tmp_path, tiny_dataset, tiny_vit):
+    spec = _checkpoint(tmp_path, tiny_vit)
+    sites = ("visual.blocks.*.hook_mlp_out", "visual.blocks.-1.hook_resid_post", "visual.blocks.0.hook_resid_post",
+             "text.blocks.*.mlp.hook_post")
+    store = activations.extract(spec, tiny_dataset, tmp_path / "s.zarr", sites=sites, batch_size=4, device="cpu")
+    ds = activations.open_store(store)
+    names = ["visual.blocks.0.hook_resid_post", "visual.blocks.1.hook_resid_post",
+             "text.blocks.0.mlp.hook_post", "text.blocks.1.mlp.hook_post"]
+    assert activations.StoreProvenance.from_attrs(ds.attrs).sites == (
+        "visual.blocks.0.hook_mlp_out", "visual.blocks.1.hook_mlp_out", *names
+    )
+    resid = ds["visual_resid_post"]
+    assert resid.dims == ("image", "visual_resid_post_layer", "visual_resid_post_token", "visual_resid_post_unit")
+    assert resid.shape == (10, 2, 65, 64) and resid.dtype == np.float16 and resid.encoding["chunks"] == (4, 1, 65, 64)
+    assert list(resid["visual_resid_post_layer"].values) == [0, 1]
+    model, preprocess, tokenizer = loading.load(spec, "cpu")
+    data = datasets.load(tiny_dataset)
+    captions = activations.image_captions(data)
+    assert captions[0] == shapes.caption(data.objects[data.objects["image_id"] == 0].to_dict("records"))
+    with torch.inference_mode(), hooked(model, capture=names) as cache:
+        model.encode_image(loading.preprocess_images(data.images[:], preprocess))
+        model.encode_text(tokenizer(captions))
+    for var, var_names in (("visual_resid_post", names[:2]), ("text_mlp_post", names[2:])):
+        expected = torch.stack([cache[name] for name in var_names], dim=1).to(torch.float16).numpy()
+        np.testing.assert_array_equal(ds[var].values, expected)
+    assert ds["text_mlp_post"].shape[2:] == (tower(model, "text").n_tokens, 256)  # the full context
+    np.testing.assert_array_equal(ds["tokens"].values, activations.open_store(
+        activations.extract(spec, tiny_dataset, tmp_path / "d.zarr", batch_size=4, device="cpu"))["tokens"].values)
+
+
+def test_bad_sites(tmp_path, tiny_dataset, tiny_vit):
+    model, _ = tiny_vit
+    with pytest.raises(ValueError, match=r"lack 'visual.blocks.\*.hook_mlp_out'"):
+        activations.plan_sites(model, ["visual.blocks.0.hook_resid_post"], None)
+    with pytest.raises(ValueError, match="cannot go into an activation store.*hook_resid_post"):
+        activations.plan_sites(model, ["visual.blocks.*.hook_mlp_out", "visual.blocks.0.attn.hook_z"], None)
+    with pytest.raises(ValueError, match="unknown site 'visual.blocks.0.hook_nope'"):
+        activations.plan_sites(model, ["visual.blocks.*.hook_mlp_out", "visual.blocks.0.hook_nope"], None)
+    with pytest.raises(ValueError, match="unknown tower 'audio'"):
+        activations.plan_sites(model, ["visual.blocks.*.hook_mlp_out", "audio.blocks.*.hook_mlp_out"], None)
+    plan = activations.plan_sites(model, ["visual.blocks.*.hook_mlp_out", "visual.blocks.*.hook_resid_pre"], [1])
+    assert plan.layers == (1,) and plan.extras == {"visual_resid_pre": ("visual.blocks.1.hook_resid_pre",)}
+
+
+def test_sites_change_restarts(tmp_path, tiny_dataset, monkeypatch, caplog):
+    target = tmp_path / "s.zarr"
+    die_on_region_write(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        activations.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu")
+    monkeypatch.undo()
+    sites = ("visual.blocks.*.hook_mlp_out", "visual.blocks.0.hook_resid_pre")
+    activations.extract(RANDOM, tiny_dataset, target, sites=sites, batch_size=3, device="cpu")
+    assert "sites differ" in caplog.text
+    assert "visual_resid_pre" in activations.open_store(target)

@@ -10,10 +10,11 @@ from toys import die_on_region_write, record_region_writes, relative_error
 from clipmech.data import datasets
 from clipmech.decomposition import components
 from clipmech.decomposition import pool as dec
+from clipmech.hooks.attnpool import capture_attnpool
 from clipmech.models import loading, train
 from clipmech.models.loading import ModelSpec
-from clipmech.stores import activations
 from clipmech.stores import attnpool as pool_store
+from clipmech.stores import base
 
 RANDOM_RN = ModelSpec("rand-rn", "clipmech-rn-tiny", None)
 
@@ -38,11 +39,11 @@ def test_store_layout_matches_direct_capture_and_reconstructs(tmp_path, tiny_dat
     prov = pool_store.AttnPoolProvenance.from_attrs(ds.attrs)
     assert prov.weights == "sha256:" + loading.file_sha256(trained_rn.pretrained) and prov.batch_size == 4
     assert (ds.attrs["grid_rows"], ds.attrs["grid_cols"], ds.attrs["n_heads"]) == (4, 4, 8)
-    assert not activations.partial_path(store).exists() and not activations.progress_path(store).exists()
+    assert not base.partial_path(store).exists() and not base.progress_path(store).exists()
 
     model, preprocess, _ = loading.load(trained_rn)
     pixels = loading.preprocess_images(datasets.load(tiny_dataset).images[:3], preprocess)
-    cap = dec.capture_attnpool(model, pixels)
+    cap = capture_attnpool(model, pixels)
     np.testing.assert_array_equal(ds["x"].values[:3], cap.x_NTC.numpy())
     np.testing.assert_array_equal(ds["alpha"].values[:3], cap.alpha_NHT.numpy())
     with torch.inference_mode():
@@ -63,7 +64,13 @@ def test_store_layout_matches_direct_capture_and_reconstructs(tmp_path, tiny_dat
     np.testing.assert_array_equal(batches[0].x_NTC, ds["x"].values[[7, 2, 5]])
     act = pool_store.neuron_activations(batches[0].x_NTC, parts.weights)
     assert act.min() >= 0  # post-ReLU feature map
-    np.testing.assert_allclose(pool_store.token_means(ds, 3), ds["x"].values.astype(np.float64).mean(0), rtol=1e-12)
+    read = pool_store.scan(ds, 3, np.array([7, 2, 5]))
+    np.testing.assert_array_equal(read.s_NHC, s_NHC)  # same chunks: bit for bit
+    np.testing.assert_array_equal(read.y_NE, y_NE)
+    np.testing.assert_array_equal(read.x_NTC, batches[0].x_NTC)
+    np.testing.assert_allclose(read.token_mean_TC, ds["x"].values.astype(np.float64).mean(0), rtol=1e-12)
+    with pytest.raises(ValueError, match="keep indexes images 2..10, the store has 10"):
+        pool_store.scan(ds, 3, np.array([2, 10]))
     with pytest.raises(FileExistsError):
         pool_store.extract_attnpool(trained_rn, tiny_dataset, store, batch_size=4, device="cpu")
 
@@ -74,7 +81,7 @@ def test_trained_checkpoint_float64_reconstruction_and_rank_one(tiny_dataset, tr
     model, preprocess, _ = loading.load(trained_rn)
     model = model.double()
     pixels = loading.preprocess_images(datasets.load(tiny_dataset).images, preprocess).double()
-    cap = dec.capture_attnpool(model, pixels)
+    cap = capture_attnpool(model, pixels)
     weights = dec.attnpool_weights(model.visual.attnpool)
     u_HCE, bias_E = dec.neuron_head_directions(weights), dec.output_bias(weights)
     s_NHC = dec.pair_scalars(cap.x_NTC.numpy(), cap.alpha_NHT.numpy())
@@ -93,7 +100,7 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, tiny_dataset, monkeyp
     die_on_region_write(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         pool_store.extract_attnpool(RANDOM_RN, tiny_dataset, target, batch_size=3, device="cpu")
-    assert not target.exists() and '"images_complete": 6' in activations.progress_path(target).read_text()
+    assert not target.exists() and '"images_complete": 6' in base.progress_path(target).read_text()
     with pytest.raises(FileNotFoundError, match="resume"):
         pool_store.open_store(target)
     written = record_region_writes(monkeypatch)
