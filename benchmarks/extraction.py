@@ -20,10 +20,10 @@ from pathlib import Path
 
 import open_clip
 import torch
-
 from clipmech.hooks.mlp import capture_mlp_outputs, vision_blocks
-from clipmech.stores import activations
-from clipmech.stores.activations import StoreProvenance, activations_batch, store_template
+
+from clipmech.models import loading
+from clipmech.stores.activation_extraction import StoreProvenance, activations_batch, store_template
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    device = activations.resolve_device(args.device)
+    device = loading.resolve_device(args.device)
     torch.manual_seed(0)
     model = open_clip.create_model(args.model, pretrained=None).to(device).eval()
     size = model.visual.image_size

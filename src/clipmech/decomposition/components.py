@@ -23,6 +23,7 @@ import torch
 
 from clipmech.data import datasets
 from clipmech.decomposition import pool as dec
+from clipmech.hooks import pool_forward
 from clipmech.models import zeroshot
 
 LEVELS = ("pair", "neuron", "head")
@@ -184,7 +185,7 @@ def activation_ablated_outputs(
     (positional embedding included, so this replaces the raw activation a_t[n] by its per-location
     mean; token 0, the mean token, stays the mean of the spatial tokens). Unlike
     :func:`clipmech.decomposition.pool.mean_ablate`, which holds the attention fixed, the attention
-    alpha' is recomputed from x' (:func:`clipmech.decomposition.pool.query_attention`), so an ablated
+    alpha' is recomputed from x' (:func:`clipmech.hooks.pool_forward.query_attention`), so an ablated
     neuron also stops steering where every head looks.
 
     Parameters
@@ -210,8 +211,8 @@ def activation_ablated_outputs(
     x = torch.as_tensor(np.where(keep_C, x_NTC, x_mean_TC[None]), dtype=torch.float64)
     names = ("q_weight", "q_bias", "k_weight", "v_weight", "v_bias", "c_weight", "c_bias")
     w = {name: torch.as_tensor(getattr(weights, name), dtype=torch.float64) for name in names}
-    alpha_NHT = dec.query_attention(x, w["q_weight"], w["q_bias"], w["k_weight"], weights.n_heads)
-    return dec.attnpool_output_from_attention(x, alpha_NHT, w["v_weight"], w["v_bias"], w["c_weight"], w["c_bias"]).numpy()
+    alpha_NHT = pool_forward.query_attention(x, w["q_weight"], w["q_bias"], w["k_weight"], weights.n_heads)
+    return pool_forward.attnpool_output_from_attention(x, alpha_NHT, w["v_weight"], w["v_bias"], w["c_weight"], w["c_bias"]).numpy()
 
 
 def activation_ablation_curve(

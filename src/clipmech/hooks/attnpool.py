@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from clipmech.decomposition.pool import attnpool_output_from_attention
+from clipmech.hooks.pool_forward import attnpool_output_from_attention
 from clipmech.hooks.sites import hooked
 from clipmech.models.towers import tower
 

@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipmech.decomposition.pool import attnpool_tokens, query_attention
+from clipmech.hooks.pool_forward import attnpool_tokens, query_attention
 from clipmech.models.towers import TOWER_NAMES, Tower, tower
 
 #: Hooks of every block of a transformer tower, in the order they run.
@@ -521,9 +521,9 @@ def attnpool_results(attnpool: nn.Module, x_NTC: torch.Tensor, alpha_NHT: torch.
     attnpool : torch.nn.Module
         ``model.visual.attnpool``.
     x_NTC : torch.Tensor, (N, T, C)
-        Tokens (:func:`clipmech.decomposition.pool.attnpool_tokens`).
+        Tokens (:func:`clipmech.hooks.pool_forward.attnpool_tokens`).
     alpha_NHT : torch.Tensor, (N, H, T)
-        Attention of the query (:func:`clipmech.decomposition.pool.query_attention`).
+        Attention of the query (:func:`clipmech.hooks.pool_forward.query_attention`).
 
     Returns
     -------

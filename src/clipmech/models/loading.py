@@ -19,6 +19,7 @@ from typing import Any
 import open_clip
 import torch
 
+from clipmech import __version__
 from clipmech.checkpoints import is_local_checkpoint
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -71,6 +72,13 @@ def model_spec(models: dict[str, dict[str, Any]], name: str) -> ModelSpec:
             + ", ".join(valid)
         )
     return ModelSpec(name=name, architecture=architecture, pretrained=entry.get("pretrained"))
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU; any other value is passed to torch.device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 def load(spec: ModelSpec, device: str | torch.device = "cpu"):
@@ -196,3 +204,21 @@ def preprocess_square_batch(images_NHW3, preprocess_cfg: dict) -> torch.Tensor:
     pixels = TF.resize(pixels, [height, width], interpolation=mode, antialias=True)
     pixels = TF.to_dtype(pixels, torch.float32, scale=True)
     return TF.normalize(pixels, mean=list(preprocess_cfg["mean"]), std=list(preprocess_cfg["std"]))
+
+
+def run_provenance(spec: ModelSpec, preprocess, dataset_dir, dataset_sha256: str, batch_size: int) -> dict:
+    """What identifies a run of a model over a dataset, as every resumable store records it: model, weights,
+    preprocessing, dataset, chunk size and package versions (a store passes them with its own fields to
+    its provenance class, :mod:`clipmech.stores.base`)."""
+    return {
+        "model": spec.name,
+        "architecture": spec.architecture,
+        "weights": weights_id(spec),
+        "preprocess": repr(preprocess),
+        "dataset": str(dataset_dir),
+        "dataset_sha256": dataset_sha256,
+        "batch_size": int(batch_size),
+        "clipmech_version": __version__,
+        "open_clip_version": open_clip.__version__,
+        "torch_version": torch.__version__,
+    }

@@ -37,7 +37,7 @@ def binding_benchmark(
     Image embeddings are the store's (the normalised final embeddings); text embeddings come from
     the model ``name`` configured as ``model_entry``. ``params`` is the config's ``binding``
     section; ``seed`` draws the foils; prompts are encoded ``batch_size`` at a time on ``device``
-    (:func:`clipmech.stores.activations.resolve_device`); ``label`` ("<model> on <dataset>") titles the figure.
+    (:func:`clipmech.stores.loading.resolve_device`); ``label`` ("<model> on <dataset>") titles the figure.
     """
     data = datasets.load(dataset_dir)
     trials = binding.binding_trials(data.objects, params["tasks"], np.random.default_rng(seed))
@@ -46,7 +46,7 @@ def binding_benchmark(
         raise ValueError(
             f"store {store} holds {emb_NE.shape[0]} embeddings but dataset {dataset_dir} has {data.n_images} images"
         )
-    torch_device = activations.resolve_device(device)
+    torch_device = loading.resolve_device(device)
     model, _, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
     prompts = sorted(set(trials["correct"]) | set(trials["foil"]))
     text_PE = torch.cat(

@@ -13,7 +13,7 @@ from clipmech.decomposition import components, omp
 from clipmech.decomposition import pool as dec
 from clipmech.decomposition import text as td
 from clipmech.figures import sparse_accuracy as sparse_accuracy_figures
-from clipmech.stores import activations
+from clipmech.models import loading
 from clipmech.stores import attnpool as pool_store
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def decompose_text(
     neurons reduced to their first PC, itself replaced by its m-sparse approximation).
     """
     torch.set_num_threads(threads)
-    torch_device = activations.resolve_device(device)
+    torch_device = loading.resolve_device(device)
     ds = pool_store.open_store(store)
     data = datasets.load(dataset_dir)
     pool_store.check_images(ds, data, store, dataset_dir)

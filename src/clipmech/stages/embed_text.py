@@ -10,7 +10,6 @@ import torch
 
 from clipmech.decomposition import wordlist
 from clipmech.models import loading, zeroshot
-from clipmech.stores import activations
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +22,7 @@ def embed_text(*, name: str, model_entry: dict, output: str, params: dict, devic
     L2-normalised float32 from the model's text tower.
     """
     torch.set_num_threads(threads)
-    torch_device = activations.resolve_device(device)
+    torch_device = loading.resolve_device(device)
     model, _, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
     words = wordlist.vocabulary(params["n_words"])
     word_embeddings = wordlist.embed_texts(model, tokenizer, words, params["batch_size"], torch_device)

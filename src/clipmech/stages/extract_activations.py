@@ -5,18 +5,18 @@ from __future__ import annotations
 import torch
 
 from clipmech.models import loading
-from clipmech.stores import activations
+from clipmech.stores import activation_extraction
 
 
 def extract_activations(*, name: str, model_entry: dict, dataset_dir: str, store: str, params: dict, threads: int) -> None:
     """Run :func:`clipmech.stores.activations.extract` for the model ``name`` configured as ``model_entry``."""
     torch.set_num_threads(threads)
-    activations.extract(
+    activation_extraction.extract(
         loading.model_spec({name: model_entry}, name),
         dataset_dir,
         store,
         layers=params.get("layers"),
-        sites=tuple(params.get("sites", activations.DEFAULT_SITES)),
+        sites=tuple(params.get("sites", activation_extraction.DEFAULT_SITES)),
         reductions=tuple(params.get("reductions", ("mean", "max", "cls"))),
         save_tokens=params.get("save_tokens", True),
         batch_size=params.get("batch_size", 32),

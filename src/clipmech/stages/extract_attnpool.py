@@ -7,7 +7,7 @@ import logging
 import torch
 
 from clipmech.models import loading
-from clipmech.stores import attnpool as pool_store
+from clipmech.stores import attnpool_extraction
 
 log = logging.getLogger(__name__)
 
@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 def extract_attnpool(*, name: str, model_entry: dict, dataset_dir: str, store: str, params: dict, threads: int) -> None:
     """Write the attention-pool store of the model ``name`` on a dataset (:mod:`clipmech.stores.attnpool`)."""
     torch.set_num_threads(threads)
-    pool_store.extract_attnpool(
+    attnpool_extraction.extract_attnpool(
         loading.model_spec({name: model_entry}, name),
         dataset_dir,
         store,

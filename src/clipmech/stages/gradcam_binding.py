@@ -14,7 +14,6 @@ from clipmech.analyses import binding, gradcam
 from clipmech.data import datasets
 from clipmech.figures import gradcam as gradcam_figures
 from clipmech.models import loading
-from clipmech.stores import activations
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ def gradcam_binding(
     if eligible.size == 0:
         raise ValueError(f"Grad-CAM binding check needs images with at least 2 objects; dataset {dataset_dir} has none")
     chosen = np.sort(rng.choice(eligible, size=min(params["n_images"], eligible.size), replace=False))
-    torch_device = activations.resolve_device(device)
+    torch_device = loading.resolve_device(device)
     model, preprocess, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
     rows, maps, images = [], [], []
     for image_id in chosen:

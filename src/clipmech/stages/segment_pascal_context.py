@@ -15,7 +15,6 @@ from clipmech.decomposition import pool as dec
 from clipmech.hooks.attnpool import capture_attnpool
 from clipmech.models import loading
 from clipmech.models.towers import tower
-from clipmech.stores import activations
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ def segment_pascal_context(*, name: str, model_entry: dict, out: dict, params: d
     the argmax does not depend on it); the pair method uses the top ``top_k`` pairs per class.
     """
     torch.set_num_threads(threads)
-    torch_device = activations.resolve_device(device)
+    torch_device = loading.resolve_device(device)
     model, preprocess, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
     info = tower(model, "visual")
     image_size, grid = info.image_size[0], info.grid

@@ -12,7 +12,6 @@ from clipmech.analyses import embedding_maps
 from clipmech.data import cifar10, tables
 from clipmech.figures import tsne as tsne_figures
 from clipmech.models import loading
-from clipmech.stores import activations
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ def tsne_cifar10(
     images_NHW3, labels_N, classes = cifar10.load_cifar10(
         cifar["root"], cifar["split"], cifar["n_images"], subset_rng
     )
-    torch_device = activations.resolve_device(device)
+    torch_device = loading.resolve_device(device)
     model, preprocess, _ = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
     with torch.inference_mode():
         emb_NE = torch.cat(

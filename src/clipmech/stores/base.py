@@ -24,12 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
 
-import open_clip
-import torch
 import xarray as xr
-
-from clipmech import __version__
-from clipmech.models import loading
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +55,6 @@ class ProvenanceAttrs:
             value = attrs[field.name]
             values[field.name] = tuple(value) if isinstance(value, list) else value
         return cls(**values)
-
-
-def common_provenance(spec: loading.ModelSpec, preprocess, dataset_dir, dataset_sha256: str, batch_size: int) -> dict:
-    """The provenance fields every resumable store records: model, weights, preprocessing, dataset,
-    chunk size and package versions (pass them with a store's own fields to its provenance class)."""
-    return {
-        "model": spec.name,
-        "architecture": spec.architecture,
-        "weights": loading.weights_id(spec),
-        "preprocess": repr(preprocess),
-        "dataset": str(dataset_dir),
-        "dataset_sha256": dataset_sha256,
-        "batch_size": int(batch_size),
-        "clipmech_version": __version__,
-        "open_clip_version": open_clip.__version__,
-        "torch_version": torch.__version__,
-    }
 
 
 def partial_path(store: str | Path) -> Path:

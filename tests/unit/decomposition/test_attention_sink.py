@@ -7,8 +7,8 @@ import pytest
 import torch
 from toys import random_attnpool_weights
 
-from clipmech.decomposition import pool as dec
 from clipmech.decomposition import registers as sink
+from clipmech.hooks import pool_forward
 
 H, C, GRID = 2, 6, (2, 3)
 T = GRID[0] * GRID[1] + 1
@@ -24,7 +24,7 @@ def toy():
 
 
 def _alpha(x_NTC, weights):
-    return dec.query_attention(
+    return pool_forward.query_attention(
         torch.from_numpy(x_NTC), torch.from_numpy(weights.q_weight), torch.from_numpy(weights.q_bias),
         torch.from_numpy(weights.k_weight), weights.n_heads,
     ).numpy()  # fmt: skip

@@ -7,6 +7,7 @@ import pytest
 
 from clipmech.decomposition import components as ca
 from clipmech.decomposition import pool as dec
+from clipmech.hooks import pool_forward
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +117,7 @@ def real_pool():
     torch.manual_seed(0)
     pool = AttentionPool2d(spacial_dim=3, embed_dim=8, num_heads=2, output_dim=5).double().eval()
     features_NCHW = torch.relu(torch.randn(12, 8, 3, 3, dtype=torch.float64))
-    x_NTC = dec.attnpool_tokens(features_NCHW, pool.positional_embedding.detach()).numpy()
+    x_NTC = pool_forward.attnpool_tokens(features_NCHW, pool.positional_embedding.detach()).numpy()
     return pool, features_NCHW, x_NTC, dec.attnpool_weights(pool)
 
 

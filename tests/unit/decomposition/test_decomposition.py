@@ -10,6 +10,7 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from toys import relative_error
 
 from clipmech.decomposition import pool as dec
+from clipmech.hooks import pool_forward
 from clipmech.hooks.attnpool import capture_attnpool
 
 TINY_IMAGE = 96  # feature map 3 x 3, T = 10 tokens
@@ -158,7 +159,7 @@ def test_capture_rejects_model_without_attnpool(tiny_vit):
 
 def test_attnpool_tokens_rejects_mismatched_positional_embedding():
     with pytest.raises(ValueError, match="positional_embedding_TC"):
-        dec.attnpool_tokens(torch.zeros(1, 4, 2, 2), torch.zeros(4, 4))
+        pool_forward.attnpool_tokens(torch.zeros(1, 4, 2, 2), torch.zeros(4, 4))
 
 
 # ---------------------------------------------------------------- directions and reconstruction

@@ -8,7 +8,7 @@ import torch
 from toys import TimmTrunkModel, attention_outputs, seeded_double
 
 import clipmech.models.loading  # noqa: F401  (registers clipmech's model configs with open_clip)
-from clipmech.decomposition.pool import attnpool_tokens, query_attention
+from clipmech.hooks.pool_forward import attnpool_tokens, query_attention
 from clipmech.hooks.sites import canonical_name, hooked, resolve, site_names
 from clipmech.models.towers import tower
 

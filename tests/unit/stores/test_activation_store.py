@@ -8,7 +8,7 @@ from clipmech.hooks.sites import hooked
 from clipmech.models import loading
 from clipmech.models.loading import ModelSpec
 from clipmech.models.towers import tower
-from clipmech.stores import activations, base
+from clipmech.stores import activation_extraction, activations, base
 
 RANDOM = ModelSpec("rand", "clipmech-vit-tiny", None)
 
@@ -22,14 +22,14 @@ def _checkpoint(tmp_path, tiny_vit):
 
 def test_store_layout_and_provenance(tmp_path, tiny_dataset, tiny_vit):
     spec = _checkpoint(tmp_path, tiny_vit)
-    store = activations.extract(spec, tiny_dataset, tmp_path / "a.zarr", batch_size=4, device="cpu")
+    store = activation_extraction.extract(spec, tiny_dataset, tmp_path / "a.zarr", batch_size=4, device="cpu")
     ds = activations.open_store(store)
     assert ds["mean"].dims == ("image", "layer", "neuron") and ds["mean"].shape == (10, 2, 64)
     assert ds["tokens"].shape == (10, 2, 65, 64) and ds["tokens"].dtype == np.float16
     assert ds["mean"].dtype == np.float32
     assert ds["tokens"].encoding["chunks"] == (4, 1, 65, 64)
     np.testing.assert_allclose(np.linalg.norm(ds["embedding"].values, axis=1), 1.0, rtol=1e-5)
-    prov = activations.StoreProvenance.from_attrs(ds.attrs)
+    prov = activation_extraction.StoreProvenance.from_attrs(ds.attrs)
     assert prov.weights == "sha256:" + loading.file_sha256(spec.pretrained)
     assert prov.dataset_sha256 and prov.layers == (0, 1)
     # Reductions agree with the stored tokens (to float16 precision).
@@ -38,22 +38,22 @@ def test_store_layout_and_provenance(tmp_path, tiny_dataset, tiny_vit):
     np.testing.assert_allclose(ds["mean"].values, tokens[:, :, 1:].mean(2), rtol=2e-3, atol=2e-3)
     assert not base.partial_path(store).exists() and not base.progress_path(store).exists()
     with pytest.raises(FileExistsError):
-        activations.extract(spec, tiny_dataset, store, batch_size=4, device="cpu")
+        activation_extraction.extract(spec, tiny_dataset, store, batch_size=4, device="cpu")
 
 
 def test_killed_and_resumed_equals_uninterrupted(tmp_path, tiny_dataset, monkeypatch):
-    reference = activations.open_store(activations.extract(RANDOM, tiny_dataset, tmp_path / "ref.zarr", batch_size=3, device="cpu"))
+    reference = activations.open_store(activation_extraction.extract(RANDOM, tiny_dataset, tmp_path / "ref.zarr", batch_size=3, device="cpu"))
     target = tmp_path / "resumed.zarr"
     die_on_region_write(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
-        activations.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu")
+        activation_extraction.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu")
     assert not target.exists() and base.partial_path(target).exists()
     with pytest.raises(FileNotFoundError, match="partial store exists"):
         activations.open_store(target)
     assert '"images_complete": 6' in base.progress_path(target).read_text()
 
     written = record_region_writes(monkeypatch)
-    activations.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu")
+    activation_extraction.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu")
     assert written == [{"image": slice(6, 9)}, {"image": slice(9, 10)}]  # resumed after the last complete batch
     resumed = activations.open_store(target)
     for name in ("mean", "max", "cls", "tokens", "embedding"):
@@ -64,16 +64,16 @@ def test_changed_provenance_restarts(tmp_path, tiny_dataset, monkeypatch, caplog
     target = tmp_path / "s.zarr"
     die_on_region_write(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
-        activations.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu")
+        activation_extraction.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu")
     monkeypatch.undo()
-    activations.extract(RANDOM, tiny_dataset, target, batch_size=5, device="cpu")
+    activation_extraction.extract(RANDOM, tiny_dataset, target, batch_size=5, device="cpu")
     assert "batch_size differ" in caplog.text
     assert activations.open_store(target)["mean"].encoding["chunks"] == (5, 1, 64)
 
 
 def test_bad_reduction(tmp_path, tiny_dataset):
     with pytest.raises(ValueError, match="valid reductions"):
-        activations.extract(RANDOM, tiny_dataset, tmp_path / "x.zarr", reductions=("median",))
+        activation_extraction.extract(RANDOM, tiny_dataset, tmp_path / "x.zarr", reductions=("median",))
 
 
 def _mlp_outputs_without_hooks(model, pixels):
@@ -90,9 +90,9 @@ def _mlp_outputs_without_hooks(model, pixels):
 
 def test_default_store_equals_reference_arithmetic(tmp_path, tiny_dataset, tiny_vit):
     spec = _checkpoint(tmp_path, tiny_vit)
-    store = activations.extract(spec, tiny_dataset, tmp_path / "a.zarr", batch_size=4, device="cpu")
+    store = activation_extraction.extract(spec, tiny_dataset, tmp_path / "a.zarr", batch_size=4, device="cpu")
     ds = activations.open_store(store)
-    sites = activations.StoreProvenance.from_attrs(ds.attrs).sites
+    sites = activation_extraction.StoreProvenance.from_attrs(ds.attrs).sites
     assert sites == ("visual.blocks.0.hook_mlp_out", "visual.blocks.1.hook_mlp_out")
     assert set(ds.data_vars) == {"mean", "max", "cls", "tokens", "embedding"}
     model, preprocess, _ = loading.load(spec, "cpu")
@@ -111,11 +111,11 @@ def test_extra_sites_equal_hooked_capture(tmp_path, tiny_dataset, tiny_vit):
     spec = _checkpoint(tmp_path, tiny_vit)
     sites = ("visual.blocks.*.hook_mlp_out", "visual.blocks.-1.hook_resid_post", "visual.blocks.0.hook_resid_post",
              "text.blocks.*.mlp.hook_post")
-    store = activations.extract(spec, tiny_dataset, tmp_path / "s.zarr", sites=sites, batch_size=4, device="cpu")
+    store = activation_extraction.extract(spec, tiny_dataset, tmp_path / "s.zarr", sites=sites, batch_size=4, device="cpu")
     ds = activations.open_store(store)
     names = ["visual.blocks.0.hook_resid_post", "visual.blocks.1.hook_resid_post",
              "text.blocks.0.mlp.hook_post", "text.blocks.1.mlp.hook_post"]
-    assert activations.StoreProvenance.from_attrs(ds.attrs).sites == (
+    assert activation_extraction.StoreProvenance.from_attrs(ds.attrs).sites == (
         "visual.blocks.0.hook_mlp_out", "visual.blocks.1.hook_mlp_out", *names
     )
     resid = ds["visual_resid_post"]
@@ -124,7 +124,7 @@ def test_extra_sites_equal_hooked_capture(tmp_path, tiny_dataset, tiny_vit):
     assert list(resid["visual_resid_post_layer"].values) == [0, 1]
     model, preprocess, tokenizer = loading.load(spec, "cpu")
     data = datasets.load(tiny_dataset)
-    captions = activations.image_captions(data)
+    captions = activation_extraction.image_captions(data)
     assert captions[0] == shapes.caption(data.objects[data.objects["image_id"] == 0].to_dict("records"))
     with torch.inference_mode(), hooked(model, capture=names) as cache:
         model.encode_image(loading.preprocess_images(data.images[:], preprocess))
@@ -134,20 +134,20 @@ def test_extra_sites_equal_hooked_capture(tmp_path, tiny_dataset, tiny_vit):
         np.testing.assert_array_equal(ds[var].values, expected)
     assert ds["text_mlp_post"].shape[2:] == (tower(model, "text").n_tokens, 256)  # the full context
     np.testing.assert_array_equal(ds["tokens"].values, activations.open_store(
-        activations.extract(spec, tiny_dataset, tmp_path / "d.zarr", batch_size=4, device="cpu"))["tokens"].values)
+        activation_extraction.extract(spec, tiny_dataset, tmp_path / "d.zarr", batch_size=4, device="cpu"))["tokens"].values)
 
 
 def test_bad_sites(tmp_path, tiny_dataset, tiny_vit):
     model, _ = tiny_vit
     with pytest.raises(ValueError, match=r"lack 'visual.blocks.\*.hook_mlp_out'"):
-        activations.plan_sites(model, ["visual.blocks.0.hook_resid_post"], None)
+        activation_extraction.plan_sites(model, ["visual.blocks.0.hook_resid_post"], None)
     with pytest.raises(ValueError, match="cannot go into an activation store.*hook_resid_post"):
-        activations.plan_sites(model, ["visual.blocks.*.hook_mlp_out", "visual.blocks.0.attn.hook_z"], None)
+        activation_extraction.plan_sites(model, ["visual.blocks.*.hook_mlp_out", "visual.blocks.0.attn.hook_z"], None)
     with pytest.raises(ValueError, match="unknown site 'visual.blocks.0.hook_nope'"):
-        activations.plan_sites(model, ["visual.blocks.*.hook_mlp_out", "visual.blocks.0.hook_nope"], None)
+        activation_extraction.plan_sites(model, ["visual.blocks.*.hook_mlp_out", "visual.blocks.0.hook_nope"], None)
     with pytest.raises(ValueError, match="unknown tower 'audio'"):
-        activations.plan_sites(model, ["visual.blocks.*.hook_mlp_out", "audio.blocks.*.hook_mlp_out"], None)
-    plan = activations.plan_sites(model, ["visual.blocks.*.hook_mlp_out", "visual.blocks.*.hook_resid_pre"], [1])
+        activation_extraction.plan_sites(model, ["visual.blocks.*.hook_mlp_out", "audio.blocks.*.hook_mlp_out"], None)
+    plan = activation_extraction.plan_sites(model, ["visual.blocks.*.hook_mlp_out", "visual.blocks.*.hook_resid_pre"], [1])
     assert plan.layers == (1,) and plan.extras == {"visual_resid_pre": ("visual.blocks.1.hook_resid_pre",)}
 
 
@@ -155,9 +155,9 @@ def test_sites_change_restarts(tmp_path, tiny_dataset, monkeypatch, caplog):
     target = tmp_path / "s.zarr"
     die_on_region_write(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
-        activations.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu")
+        activation_extraction.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu")
     monkeypatch.undo()
     sites = ("visual.blocks.*.hook_mlp_out", "visual.blocks.0.hook_resid_pre")
-    activations.extract(RANDOM, tiny_dataset, target, sites=sites, batch_size=3, device="cpu")
+    activation_extraction.extract(RANDOM, tiny_dataset, target, sites=sites, batch_size=3, device="cpu")
     assert "sites differ" in caplog.text
     assert "visual_resid_pre" in activations.open_store(target)

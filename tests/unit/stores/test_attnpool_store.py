@@ -14,7 +14,7 @@ from clipmech.hooks.attnpool import capture_attnpool
 from clipmech.models import loading, train
 from clipmech.models.loading import ModelSpec
 from clipmech.stores import attnpool as pool_store
-from clipmech.stores import base
+from clipmech.stores import attnpool_extraction, base
 
 RANDOM_RN = ModelSpec("rand-rn", "clipmech-rn-tiny", None)
 
@@ -32,11 +32,11 @@ def trained_rn(tmp_path_factory):
 
 
 def test_store_layout_matches_direct_capture_and_reconstructs(tmp_path, tiny_dataset, trained_rn):
-    store = pool_store.extract_attnpool(trained_rn, tiny_dataset, tmp_path / "a.zarr", batch_size=4, device="cpu")
+    store = attnpool_extraction.extract_attnpool(trained_rn, tiny_dataset, tmp_path / "a.zarr", batch_size=4, device="cpu")
     ds = pool_store.open_store(store)
     assert ds["x"].shape == (10, 17, 512) and ds["alpha"].shape == (10, 8, 17) and ds["y"].shape == (10, 64)
     assert ds["x"].encoding["chunks"] == (4, 17, 512) and ds["x"].dtype == np.float32
-    prov = pool_store.AttnPoolProvenance.from_attrs(ds.attrs)
+    prov = attnpool_extraction.AttnPoolProvenance.from_attrs(ds.attrs)
     assert prov.weights == "sha256:" + loading.file_sha256(trained_rn.pretrained) and prov.batch_size == 4
     assert (ds.attrs["grid_rows"], ds.attrs["grid_cols"], ds.attrs["n_heads"]) == (4, 4, 8)
     assert not base.partial_path(store).exists() and not base.progress_path(store).exists()
@@ -72,7 +72,7 @@ def test_store_layout_matches_direct_capture_and_reconstructs(tmp_path, tiny_dat
     with pytest.raises(ValueError, match="keep indexes images 2..10, the store has 10"):
         pool_store.scan(ds, 3, np.array([2, 10]))
     with pytest.raises(FileExistsError):
-        pool_store.extract_attnpool(trained_rn, tiny_dataset, store, batch_size=4, device="cpu")
+        attnpool_extraction.extract_attnpool(trained_rn, tiny_dataset, store, batch_size=4, device="cpu")
 
 
 def test_trained_checkpoint_float64_reconstruction_and_rank_one(tiny_dataset, trained_rn):
@@ -94,17 +94,17 @@ def test_trained_checkpoint_float64_reconstruction_and_rank_one(tiny_dataset, tr
 
 def test_killed_and_resumed_equals_uninterrupted(tmp_path, tiny_dataset, monkeypatch):
     reference = pool_store.open_store(
-        pool_store.extract_attnpool(RANDOM_RN, tiny_dataset, tmp_path / "ref.zarr", batch_size=3, device="cpu")
+        attnpool_extraction.extract_attnpool(RANDOM_RN, tiny_dataset, tmp_path / "ref.zarr", batch_size=3, device="cpu")
     )
     target = tmp_path / "resumed.zarr"
     die_on_region_write(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
-        pool_store.extract_attnpool(RANDOM_RN, tiny_dataset, target, batch_size=3, device="cpu")
+        attnpool_extraction.extract_attnpool(RANDOM_RN, tiny_dataset, target, batch_size=3, device="cpu")
     assert not target.exists() and '"images_complete": 6' in base.progress_path(target).read_text()
     with pytest.raises(FileNotFoundError, match="resume"):
         pool_store.open_store(target)
     written = record_region_writes(monkeypatch)
-    pool_store.extract_attnpool(RANDOM_RN, tiny_dataset, target, batch_size=3, device="cpu")
+    attnpool_extraction.extract_attnpool(RANDOM_RN, tiny_dataset, target, batch_size=3, device="cpu")
     assert written == [{"image": slice(6, 9)}, {"image": slice(9, 10)}]
     resumed = pool_store.open_store(target)
     for name in ("x", "alpha", "y", "q_weight", "positional_embedding"):
@@ -113,5 +113,5 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, tiny_dataset, monkeyp
 
 def test_vit_is_rejected(tmp_path, tiny_dataset):
     with pytest.raises(TypeError, match="ModifiedResNet"):
-        pool_store.extract_attnpool(ModelSpec("v", "clipmech-vit-tiny", None), tiny_dataset, tmp_path / "v.zarr", device="cpu")
+        attnpool_extraction.extract_attnpool(ModelSpec("v", "clipmech-vit-tiny", None), tiny_dataset, tmp_path / "v.zarr", device="cpu")
     assert not (tmp_path / "v.zarr").exists()

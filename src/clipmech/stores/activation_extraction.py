@@ -1,0 +1,423 @@
+"""Extraction of an activation store: run a CLIP model over a dataset with its hook sites captured.
+
+The store's layout, the sites it can hold and its resume protocol are described in
+:mod:`clipmech.stores.activations`; this module writes it (:func:`extract`), resumably through
+:mod:`clipmech.stores.base`. Readers open a store with :func:`clipmech.stores.activations.open_store`
+and do not depend on this module, the models or the hooks.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.array
+import numpy as np
+import torch
+import xarray as xr
+from tqdm import tqdm
+
+from clipmech.data import datasets, shapes
+from clipmech.hooks.sites import canonical_name, hooked, resolve
+from clipmech.models import loading
+from clipmech.models.towers import tower
+from clipmech.stores import base
+
+log = logging.getLogger(__name__)
+
+REDUCTIONS = ("mean", "max", "cls")
+
+
+def reduce_tokens(acts_NLTD: torch.Tensor, reduction: str, n_prefix_tokens: int) -> torch.Tensor:
+    """Reduce per-token activations to one value per image and unit (methods.md Sec. 2).
+
+    Parameters
+    ----------
+    acts_NLTD : torch.Tensor, (N, L, T, D)
+    reduction : {"mean", "max", "cls"}
+        ``mean`` / ``max`` over the patch tokens, or the class token's activation.
+    n_prefix_tokens : int
+        Tokens before the patch tokens.
+
+    Returns
+    -------
+    torch.Tensor, float32, (N, L, D)
+
+    Raises
+    ------
+    ValueError
+        For an unknown reduction, or ``cls`` on a tower without a class token.
+    """
+    patches = acts_NLTD[:, :, n_prefix_tokens:].float()
+    if reduction == "mean":
+        return patches.mean(dim=2)
+    if reduction == "max":
+        return patches.amax(dim=2)
+    if reduction == "cls":
+        if n_prefix_tokens < 1:
+            raise ValueError("reduction 'cls' needs a class token; this tower has none (use 'mean' or 'max')")
+        return acts_NLTD[:, :, 0].float()
+    raise ValueError(f"unknown reduction {reduction!r}; valid reductions are: {', '.join(REDUCTIONS)}")
+
+
+@dataclass(frozen=True)
+class StoreProvenance(base.ProvenanceAttrs):
+    """What an activation store holds; written into its attributes and checked on resume.
+
+    Attributes
+    ----------
+    model, architecture : str
+        Config name and open_clip architecture.
+    weights : str
+        open_clip pretrained tag, ``sha256:<hex>`` of a local checkpoint, or ``random-init``.
+    preprocess : str
+        ``repr`` of the eval transform applied to every image.
+    dataset : str
+        Path of the dataset directory as given.
+    dataset_sha256 : str
+        sha256 of the dataset's data files (from its ``spec.json``).
+    layers : tuple of int
+        Vision blocks of the MLP outputs (the ``layer`` coordinate).
+    reductions : tuple of str
+    save_tokens : bool
+    batch_size : int
+        Images per zarr chunk.
+    clipmech_version, open_clip_version, torch_version : str
+    sites : tuple of str
+        Canonical names of every stored site, the MLP outputs first (:class:`SitePlan`).
+    """
+
+    model: str
+    architecture: str
+    weights: str
+    preprocess: str
+    dataset: str
+    dataset_sha256: str
+    layers: tuple[int, ...]
+    reductions: tuple[str, ...]
+    save_tokens: bool
+    batch_size: int
+    clipmech_version: str
+    open_clip_version: str
+    torch_version: str
+    sites: tuple[str, ...]
+
+
+DEFAULT_SITES = ("visual.blocks.*.hook_mlp_out",)
+
+
+#: The pattern of the MLP outputs, the store's ``mean`` / ``max`` / ``cls`` / ``tokens``.
+MLP_PATTERN = "visual.blocks.*.hook_mlp_out"
+
+
+#: Hooks of a transformer block whose (N, T, width) tensor a store can hold.
+STORE_HOOKS = ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "mlp.hook_post", "hook_mlp_out", "hook_resid_post")
+
+
+@dataclass(frozen=True)
+class SitePlan:
+    """Which sites a store holds and under which variables.
+
+    Attributes
+    ----------
+    layers : tuple of int
+        Vision blocks of the MLP outputs (the ``layer`` coordinate).
+    mlp_sites : tuple of str
+        ``visual.blocks.<l>.hook_mlp_out`` for l in ``layers``.
+    extras : dict of str to tuple of str
+        Variable name -> its sites, in increasing layer order (module docstring).
+    """
+
+    layers: tuple[int, ...]
+    mlp_sites: tuple[str, ...]
+    extras: dict
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """Every stored site, the MLP outputs first, then the extras by variable."""
+        return self.mlp_sites + tuple(site for names in self.extras.values() for site in names)
+
+    @property
+    def needs_text(self) -> bool:
+        """Whether a text-tower site is stored (the images' captions go through the text tower)."""
+        return any(site.startswith("text.") for site in self.sites)
+
+
+def site_variable(tower_name: str, hook: str) -> str:
+    """The store variable of a (tower, hook) pair: ``visual_resid_post``, ``text_mlp_post``."""
+    return f"{tower_name}_{hook.replace('hook_', '').replace('.', '_')}"
+
+
+def plan_sites(model, sites, layers: list[int] | None) -> SitePlan:
+    """Expand and check the ``sites`` of an extraction (module docstring).
+
+    Parameters
+    ----------
+    model : open_clip.CLIP
+    sites : sequence of str
+        Site names or patterns with ``*`` as the layer; must include :data:`MLP_PATTERN`.
+    layers : list of int, optional
+        The layers ``*`` stands for in the vision tower (default all); the text tower's ``*`` is all blocks.
+
+    Returns
+    -------
+    SitePlan
+
+    Raises
+    ------
+    ValueError
+        If :data:`MLP_PATTERN` is missing, a name is not a site of the model (the message lists the
+        valid names), or a site is not a transformer block's (N, T, width) tensor (the message
+        lists :data:`STORE_HOOKS`).
+    TypeError
+        If ``sites`` is a single string.
+    """
+    if isinstance(sites, str):
+        raise TypeError(f"sites takes a list of site names, got the string {sites!r}; use [{sites!r}]")
+    if MLP_PATTERN not in sites:
+        raise ValueError(
+            f"extraction sites {list(sites)} lack {MLP_PATTERN!r}: the MLP outputs of methods.md Sec. 2 are "
+            "the store's mean / max / cls / tokens, which every rule reading a store needs"
+        )
+    visual = tower(model, "visual")
+    layers = list(range(visual.n_layers)) if layers is None else [int(layer) for layer in layers]
+    names = []
+    for entry in sites:
+        if not isinstance(entry, str):
+            raise TypeError(f"a site must be a str, got {type(entry).__name__} {entry!r}")
+        prefix, star, hook = entry.partition(".blocks.*.")
+        if not star:
+            names.append(canonical_name(model, entry))
+        elif prefix == "visual":
+            names += [canonical_name(model, f"visual.blocks.{layer}.{hook}") for layer in layers]
+        elif prefix == "text":
+            n_text = tower(model, "text").n_layers
+            names += [canonical_name(model, f"text.blocks.{layer}.{hook}") for layer in range(n_text)]
+        else:
+            raise ValueError(f"site pattern {entry!r}: unknown tower {prefix!r}; towers are visual, text")
+    mlp_sites = [f"visual.blocks.{layer}.hook_mlp_out" for layer in layers]
+    groups: dict[str, list] = {}
+    for name in dict.fromkeys(names):
+        site = resolve(model, name)
+        if site.layer is None or site.hook not in STORE_HOOKS or tower(model, site.tower).kind == "resnet":
+            raise ValueError(
+                f"site {name!r} cannot go into an activation store: it holds (N, T, width) sites of transformer "
+                f"blocks, <tower>.blocks.<l>.<hook> with hook in {', '.join(STORE_HOOKS)}"
+            )
+        if name not in mlp_sites:
+            groups.setdefault(site_variable(site.tower, site.hook), []).append((site.layer, name))
+    extras = {var: tuple(name for _, name in sorted(group)) for var, group in groups.items()}
+    return SitePlan(layers=tuple(layers), mlp_sites=tuple(mlp_sites), extras=extras)
+
+
+def image_captions(dataset: datasets.ImageDataset) -> list[str]:
+    """The caption of every image of a Shapes dataset, for text-tower sites (module docstring).
+
+    Returns
+    -------
+    list of str
+        :func:`clipmech.data.shapes.caption` of each image's objects in ``object_id`` order.
+
+    Raises
+    ------
+    ValueError
+        If the dataset has no object table (not a Shapes dataset).
+    """
+    if dataset.objects is None:
+        raise ValueError(
+            f"text-tower sites need a caption per image, from a Shapes dataset's object table; dataset kind "
+            f"{dataset.spec['kind']!r} has none"
+        )
+    objects = dataset.objects.sort_values(["image_id", "object_id"])
+    by_image = {image_id: group.to_dict("records") for image_id, group in objects.groupby("image_id")}
+    return [shapes.caption(by_image[i]) for i in range(dataset.n_images)]
+
+
+def store_template(
+    n_images: int, layers, n_tokens: int, width: int, embed_dim: int, batch: int, prov, extra_attrs,
+    extras: dict | None = None,
+) -> xr.Dataset:
+    """A lazy (dask) Dataset of the store's full shape and chunking; ``to_zarr(compute=False)``
+    writes its metadata and coordinates only, ready for region writes of each batch.
+
+    ``extras`` maps a further site variable to (layers, tokens, units), its layer coordinate and
+    the T and width of its sites (module docstring)."""
+    n_layers = len(layers)
+    data_vars = {
+        reduction: (("image", "layer", "neuron"), dask.array.zeros((n_images, n_layers, width), chunks=(batch, 1, width), dtype="float32"))
+        for reduction in prov.reductions
+    }
+    if prov.save_tokens:
+        data_vars["tokens"] = (
+            ("image", "layer", "token", "neuron"),
+            dask.array.zeros((n_images, n_layers, n_tokens, width), chunks=(batch, 1, n_tokens, width), dtype="float16"),
+        )
+    data_vars["embedding"] = (("image", "embed"), dask.array.zeros((n_images, embed_dim), chunks=(batch, embed_dim), dtype="float32"))
+    coords = {
+        "image": np.arange(n_images),
+        "layer": np.asarray(layers),
+        "token": np.arange(n_tokens),
+        "neuron": np.arange(width),
+        "embed": np.arange(embed_dim),
+    }
+    for var, (var_layers, var_tokens, var_units) in (extras or {}).items():
+        shape = (n_images, len(var_layers), var_tokens, var_units)
+        data_vars[var] = (
+            ("image", f"{var}_layer", f"{var}_token", f"{var}_unit"),
+            dask.array.zeros(shape, chunks=(batch, 1, var_tokens, var_units), dtype="float16"),
+        )
+        coords[f"{var}_layer"] = np.asarray(var_layers)
+        coords[f"{var}_token"] = np.arange(var_tokens)
+        coords[f"{var}_unit"] = np.arange(var_units)
+    return xr.Dataset(data_vars, coords=coords, attrs={**prov.to_attrs(), **extra_attrs})
+
+
+def activations_batch(
+    model, cache, plan: SitePlan, pixels_NCHW: torch.Tensor, text_NL: torch.Tensor | None, reductions,
+    save_tokens: bool, n_prefix_tokens: int,
+) -> xr.Dataset:
+    """Forward one batch with the plan's sites hooked and package what the store holds for it.
+
+    Parameters
+    ----------
+    model
+        An open_clip model run inside ``hooked(model, capture=plan.sites)``, which yields ``cache``.
+    cache : clipmech.hooks.sites.ActivationCache
+    plan : SitePlan
+    pixels_NCHW : torch.Tensor
+        Preprocessed images on the model's device.
+    text_NL : torch.Tensor, int64, (N, context length), optional
+        The images' tokenised captions, when ``plan.needs_text``.
+
+    Returns
+    -------
+    xarray.Dataset
+        The batch's reductions (image, layer, neuron) float32, ``tokens`` (image, layer, token,
+        neuron) float16 when ``save_tokens``, ``embedding`` (image, embed) float32 normalised, and
+        each extra site variable (image, layer, token, unit) float16; no coordinates, ready for a
+        region write.
+    """
+    cache.reset()
+    embedding_NE = model.encode_image(pixels_NCHW, normalize=True).float()
+    if plan.needs_text:
+        model.encode_text(text_NL)
+    acts_NLTD = torch.stack([cache[site] for site in plan.mlp_sites], dim=1)  # [batch, layer, token, d_model]
+    batch = {
+        reduction: (("image", "layer", "neuron"), reduce_tokens(acts_NLTD, reduction, n_prefix_tokens).cpu().numpy())
+        for reduction in reductions
+    }
+    if save_tokens:
+        batch["tokens"] = (("image", "layer", "token", "neuron"), acts_NLTD.to(torch.float16).cpu().numpy())
+    batch["embedding"] = (("image", "embed"), embedding_NE.cpu().numpy())
+    for var, sites in plan.extras.items():
+        acts_NLTU = torch.stack([cache[site] for site in sites], dim=1).to(torch.float16)
+        batch[var] = (("image", f"{var}_layer", f"{var}_token", f"{var}_unit"), acts_NLTU.cpu().numpy())
+    return xr.Dataset(batch)
+
+
+def extract(
+    spec: loading.ModelSpec,
+    dataset_dir: str | Path,
+    store: str | Path,
+    layers: list[int] | None = None,
+    sites: tuple[str, ...] = DEFAULT_SITES,
+    reductions: tuple[str, ...] = ("mean", "max", "cls"),
+    save_tokens: bool = True,
+    batch_size: int = 32,
+    device: str = "auto",
+) -> Path:
+    """Run a model over a dataset with the sites hooked and write the activation store.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+    dataset_dir : path
+        A dataset directory (:mod:`clipmech.data.datasets`).
+    store : path
+        The final store (a directory); written via ``<store>.partial``.
+    layers : list of int, optional
+        Vision blocks of the MLP outputs, and of ``*`` in vision-site patterns (default: all).
+    sites : sequence of str
+        Sites to store (module docstring); default the MLP outputs only.
+    reductions : tuple of {"mean", "max", "cls"}
+    save_tokens : bool
+        Also store every token's activation (float16).
+    batch_size : int
+        Images per forward pass and per zarr chunk.
+    device : str
+        ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``...
+
+    Returns
+    -------
+    pathlib.Path
+        The published store.
+
+    Raises
+    ------
+    FileExistsError
+        If ``store`` already exists (a complete store is never overwritten).
+    ValueError
+        For an unknown reduction, a site that is unknown or cannot be stored (:func:`plan_sites`), or
+        text-tower sites on a dataset without captions (:func:`image_captions`).
+    TypeError
+        If the vision tower is a ModifiedResNet (its store is the attention-pool store).
+    """
+    store = Path(store)
+    if store.exists():
+        raise FileExistsError(f"activation store {store} already exists; delete it to extract again")
+    unknown = sorted(set(reductions) - set(REDUCTIONS))
+    if unknown:
+        raise ValueError(f"unknown reductions {unknown}; valid reductions are: {', '.join(REDUCTIONS)}")
+    torch_device = loading.resolve_device(device)
+    dataset = datasets.load(dataset_dir)
+    model, preprocess, tokenizer = loading.load(spec, torch_device)
+    info = tower(model, "visual")
+    if info.kind == "resnet":
+        raise TypeError(
+            f"activation stores hold transformer MLP outputs; {spec.name} has a ModifiedResNet vision tower "
+            "(use the attention-pool store, clipmech.stores.attnpool)"
+        )
+    plan = plan_sites(model, sites, layers)
+    captions = image_captions(dataset) if plan.needs_text else None
+    prov = StoreProvenance(
+        **loading.run_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size),
+        layers=plan.layers,
+        reductions=tuple(reductions),
+        save_tokens=bool(save_tokens),
+        sites=plan.sites,
+    )
+    n_images = dataset.n_images
+    layout = {"n_prefix_tokens": info.n_prefix_tokens, "grid_rows": info.grid[0], "grid_cols": info.grid[1]}
+    embed_dim = int(model.visual.output_dim)
+
+    def text_tokens(first: int, last: int) -> torch.Tensor | None:
+        return tokenizer(captions[first:last]).to(torch_device) if plan.needs_text else None
+
+    with hooked(model, capture=plan.sites) as cache, torch.inference_mode():
+        extras = {}
+        if plan.extras:
+            # One image (and caption) through the model gives each extra site's (T, width).
+            pixels = loading.preprocess_images(dataset.images[:1], preprocess).to(torch_device)
+            activations_batch(model, cache, plan, pixels, text_tokens(0, 1), (), False, info.n_prefix_tokens)
+            extras = {
+                var: ([resolve(model, site).layer for site in names], *cache[names[0]].shape[1:])
+                for var, names in plan.extras.items()
+            }
+        start = base.begin_store(
+            store,
+            prov,
+            lambda: store_template(
+                n_images, plan.layers, info.n_tokens, info.width, embed_dim, batch_size, prov, layout, extras
+            ),
+        )
+        for first in tqdm(range(start, n_images, batch_size), desc=f"extract {spec.name}", mininterval=10):
+            last = min(first + batch_size, n_images)
+            pixels = loading.preprocess_images(dataset.images[first:last], preprocess).to(torch_device)
+            batch = activations_batch(
+                model, cache, plan, pixels, text_tokens(first, last), reductions, save_tokens, info.n_prefix_tokens
+            )
+            base.write_batch(store, batch, first, last)
+    base.publish_store(store)
+    log.info("published %s (%d images, sites %s)", store, n_images, ", ".join(plan.sites))
+    return store

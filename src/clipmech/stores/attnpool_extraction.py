@@ -1,0 +1,172 @@
+"""Extraction of an attention-pool store: run a CLIP-ResNet over a dataset with its attention pool captured.
+
+The store's layout is described in :mod:`clipmech.stores.attnpool`, whose readers do not depend on
+this module, the model loading or the hooks; this module writes it (:func:`extract_attnpool`),
+resumably through :mod:`clipmech.stores.base`, with the captures of :mod:`clipmech.hooks.attnpool`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.array
+import numpy as np
+import xarray as xr
+from tqdm import tqdm
+
+from clipmech.data import datasets
+from clipmech.decomposition import pool as dec
+from clipmech.hooks.attnpool import capture_attnpool
+from clipmech.models import loading
+from clipmech.models.towers import tower
+from clipmech.stores import attnpool as pool_store
+from clipmech.stores import base
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AttnPoolProvenance(base.ProvenanceAttrs):
+    """What an attention-pool store holds; written into its attributes and checked on resume.
+
+    Attributes
+    ----------
+    model, architecture : str
+        Config name and open_clip architecture (a ModifiedResNet image tower).
+    weights : str
+        open_clip pretrained tag, ``sha256:<hex>`` of a local checkpoint, or ``random-init``.
+    preprocess : str
+        ``repr`` of the eval transform applied to every image.
+    dataset : str
+        Path of the dataset directory as given.
+    dataset_sha256 : str
+        sha256 of the dataset's data files (from its ``spec.json``).
+    batch_size : int
+        Images per zarr chunk.
+    clipmech_version, open_clip_version, torch_version : str
+    """
+
+    model: str
+    architecture: str
+    weights: str
+    preprocess: str
+    dataset: str
+    dataset_sha256: str
+    batch_size: int
+    clipmech_version: str
+    open_clip_version: str
+    torch_version: str
+
+
+def store_template(
+    n_images: int, batch: int, prov: AttnPoolProvenance, weights: dec.AttnPoolWeights, grid: tuple[int, int]
+) -> xr.Dataset:
+    """A Dataset of the store's full shape and chunking, for :func:`clipmech.stores.base.begin_store`.
+
+    Parameters
+    ----------
+    n_images : int
+    batch : int
+        Images per zarr chunk.
+    prov : AttnPoolProvenance
+    weights : clipmech.decomposition.pool.AttnPoolWeights
+        The pool's parameters (stored as given, in the model's dtype).
+    grid : tuple of int
+        (rows, cols) of the final feature map.
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy (dask) zeros for ``x`` (N, T, C), ``alpha`` (N, H, T), ``y`` (N, E), all float32
+        and chunked by ``batch`` images; the parameters in memory; provenance and grid in the
+        attributes. ``to_zarr(compute=False)`` writes the parameters, metadata and coordinates,
+        ready for region writes of each batch.
+    """
+    n_tokens, width = weights.positional_embedding.shape
+    embed_dim = weights.c_weight.shape[0]
+    n_heads = weights.n_heads
+    data_vars = {
+        "x": (("image", "token", "neuron"), dask.array.zeros((n_images, n_tokens, width), chunks=(batch, n_tokens, width), dtype="float32")),
+        "alpha": (("image", "head", "token"), dask.array.zeros((n_images, n_heads, n_tokens), chunks=(batch, n_heads, n_tokens), dtype="float32")),
+        "y": (("image", "embed"), dask.array.zeros((n_images, embed_dim), chunks=(batch, embed_dim), dtype="float32")),
+    }
+    data_vars.update({name: (dims, getattr(weights, name)) for name, dims in pool_store.WEIGHT_DIMS.items()})
+    coords = {
+        "image": np.arange(n_images),
+        "token": np.arange(n_tokens),
+        "neuron": np.arange(width),
+        "head": np.arange(n_heads),
+        "embed": np.arange(embed_dim),
+    }
+    attrs = {**prov.to_attrs(), "n_heads": n_heads, "grid_rows": grid[0], "grid_cols": grid[1]}
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def extract_attnpool(
+    spec: loading.ModelSpec, dataset_dir: str | Path, store: str | Path, batch_size: int = 32, device: str = "auto"
+) -> Path:
+    """Run a CLIP-ResNet over a dataset and write its attention-pool store (methods.md Sec. 5).
+
+    Each batch goes through :func:`clipmech.hooks.attnpool.capture_attnpool`, which also checks
+    that the output recomputed from the captured x and alpha matches the module's output.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        A model with a ModifiedResNet image tower.
+    dataset_dir : path
+        A dataset directory (:mod:`clipmech.data.datasets`).
+    store : path
+        The final store (a directory); written via ``<store>.partial``, resumable.
+    batch_size : int
+        Images per forward pass and per zarr chunk.
+    device : str
+        ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``...
+
+    Returns
+    -------
+    pathlib.Path
+        The published store.
+
+    Raises
+    ------
+    FileExistsError
+        If ``store`` already exists.
+    TypeError
+        If the model's image tower has no attention pool (a ViT).
+    RuntimeError
+        If the capture check fails (:func:`clipmech.hooks.attnpool.check_capture`).
+    """
+    store = Path(store)
+    if store.exists():
+        raise FileExistsError(f"attention-pool store {store} already exists; delete it to extract again")
+    torch_device = loading.resolve_device(device)
+    dataset = datasets.load(dataset_dir)
+    model, preprocess, _ = loading.load(spec, torch_device)
+    info = tower(model, "visual")
+    if not info.has_attnpool:
+        raise TypeError(
+            f"{spec.name} has a {info.kind} image tower without visual.attnpool: attention-pool stores need an "
+            "open_clip ModifiedResNet image tower (RN50, RN101, RN50x4, RN50x16, RN50x64, clipmech-rn-tiny)"
+        )
+    weights = dec.attnpool_weights(model.visual.attnpool, dtype=np.float32)
+    prov = AttnPoolProvenance(**loading.run_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size))
+    n_images = dataset.n_images
+    start = base.begin_store(store, prov, lambda: store_template(n_images, batch_size, prov, weights, info.grid))
+    for first in tqdm(range(start, n_images, batch_size), desc=f"attnpool {spec.name}", mininterval=10):
+        last = min(first + batch_size, n_images)
+        pixels = loading.preprocess_images(dataset.images[first:last], preprocess).to(torch_device)
+        capture = capture_attnpool(model, pixels)
+        batch = xr.Dataset(
+            {
+                "x": (("image", "token", "neuron"), capture.x_NTC.float().cpu().numpy()),
+                "alpha": (("image", "head", "token"), capture.alpha_NHT.float().cpu().numpy()),
+                "y": (("image", "embed"), capture.y_NE.float().cpu().numpy()),
+            }
+        )
+        base.write_batch(store, batch, first, last)
+    base.publish_store(store)
+    log.info("published %s (%d images, %d tokens, %d neurons, %d heads)", store, n_images, *weights.positional_embedding.shape, weights.n_heads)
+    return store
