@@ -53,8 +53,19 @@ def main() -> None:
     reductions = ("mean", "max", "cls")
     save_tokens = not args.no_tokens
     prov = StoreProvenance(
-        "bench", args.model, "random-init", "none", "random", "none", tuple(layers), reductions, save_tokens,
-        args.batch_size, "bench", open_clip.__version__, torch.__version__,
+        "bench",
+        args.model,
+        "random-init",
+        "none",
+        "random",
+        "none",
+        tuple(layers),
+        reductions,
+        save_tokens,
+        args.batch_size,
+        "bench",
+        open_clip.__version__,
+        torch.__version__,
     )
     workdir = Path(tempfile.mkdtemp(prefix="clipmech-bench-"))
 
@@ -106,9 +117,15 @@ def main() -> None:
         f"{args.images} images, batch {args.batch_size}, device {device}, threads {args.threads}, "
         f"tokens stored: {save_tokens}"
     )
-    print(f"bare forward: median {statistics.median(bare_times):.2f} s ({args.images / statistics.median(bare_times):.1f} img/s)")
-    print(f"extraction:   median {statistics.median(extract_times):.2f} s ({args.images / statistics.median(extract_times):.1f} img/s)")
-    print(f"ratio extraction / bare forward: median {statistics.median(ratios):.3f} (runs: {', '.join(f'{r:.3f}' for r in ratios)}); target <= 1.15")
+    print(
+        f"bare forward: median {statistics.median(bare_times):.2f} s ({args.images / statistics.median(bare_times):.1f} img/s)"
+    )
+    print(
+        f"extraction:   median {statistics.median(extract_times):.2f} s ({args.images / statistics.median(extract_times):.1f} img/s)"
+    )
+    print(
+        f"ratio extraction / bare forward: median {statistics.median(ratios):.3f} (runs: {', '.join(f'{r:.3f}' for r in ratios)}); target <= 1.15"
+    )
 
 
 if __name__ == "__main__":

@@ -35,9 +35,7 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--n-atoms", type=int, default=30_000, help="dictionary size A")
     parser.add_argument("--dim", type=int, default=768, help="embedding width E")
     parser.add_argument("--n-nonzero", type=int, default=64, help="atoms per target m")
-    parser.add_argument(
-        "--targets", type=int, nargs="+", default=[1_000, 10_000], help="target counts N"
-    )
+    parser.add_argument("--targets", type=int, nargs="+", default=[1_000, 10_000], help="target counts N")
     parser.add_argument(
         "--sklearn-subset",
         type=int,
@@ -69,9 +67,7 @@ def _sklearn_supports(gram_np: np.ndarray, xy_np: np.ndarray, m: int) -> tuple[l
         coef_AS = orthogonal_mp_gram(gram_np, xy_np.T, n_nonzero_coefs=m)
     seconds = time.perf_counter() - start
     coef_AS = coef_AS.reshape(gram_np.shape[0], xy_np.shape[0])
-    return [
-        frozenset(np.flatnonzero(coef_AS[:, s]).tolist()) for s in range(xy_np.shape[0])
-    ], seconds
+    return [frozenset(np.flatnonzero(coef_AS[:, s]).tolist()) for s in range(xy_np.shape[0])], seconds
 
 
 def main() -> None:
@@ -100,10 +96,7 @@ def main() -> None:
         gram_AA = atoms_AE @ atoms_AE.T
         xy_NA = targets_NE @ atoms_AE.T
         print(f"precompute Gram and Xy (shared, not counted): {time.perf_counter() - start:.1f} s")
-        asym = max(
-            float((gram_AA[i : i + 1000] - gram_AA[:, i : i + 1000].T).abs().max())
-            for i in range(0, a, 1000)
-        )
+        asym = max(float((gram_AA[i : i + 1000] - gram_AA[:, i : i + 1000].T).abs().max()) for i in range(0, a, 1000))
         print(f"Gram symmetry: max |G - G^T| = {asym:.1e}")
         # scikit-learn works on a Fortran-ordered Gram; the transpose of the symmetric C-ordered
         # Gram is one, without a (slow, transposing) conversion copy
@@ -112,10 +105,7 @@ def main() -> None:
         start = time.perf_counter()
         gram_np.copy(order="F")
         copy_s = time.perf_counter() - start
-        print(
-            f"one Fortran-order copy of the Gram (scikit-learn makes one per target): "
-            f"{copy_s:.2f} s"
-        )
+        print(f"one Fortran-order copy of the Gram (scikit-learn makes one per target): {copy_s:.2f} s")
 
         omp_gram(gram_AA, xy_NA[:8], m, batch_size=args.batch_size)  # warm-up, not timed
 
@@ -132,9 +122,7 @@ def main() -> None:
             agree = np.mean([o == s for o, s in zip(our_sets, sk_sets)])
 
             how = (
-                "measured"
-                if n_sk == n
-                else (f"EXTRAPOLATED linearly from {n_sk} random targets ({sk_subset_s:.1f} s)")
+                "measured" if n_sk == n else (f"EXTRAPOLATED linearly from {n_sk} random targets ({sk_subset_s:.1f} s)")
             )
             print(f"\nN = {n} targets")
             print(
@@ -142,10 +130,7 @@ def main() -> None:
                 f"({1e3 * ours_s / n:.2f} ms/target), early stops: "
                 f"{int((ours.n_active < m).sum())}"
             )
-            print(
-                f"  scikit-learn orthogonal_mp_gram:  {sk_s:9.1f} s "
-                f"({1e3 * sk_s / n:.0f} ms/target), {how}"
-            )
+            print(f"  scikit-learn orthogonal_mp_gram:  {sk_s:9.1f} s ({1e3 * sk_s / n:.0f} ms/target), {how}")
             print(f"  speed ratio (scikit-learn / ours): {sk_s / ours_s:.1f}x")
             print(f"  support agreement (same atom set): {agree:.4f} on {n_sk} targets")
             print(f"  load average (1, 5, 15 min) of this shared machine: {os.getloadavg()}")

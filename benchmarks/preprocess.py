@@ -24,7 +24,9 @@ from clipmech.models import loading, train
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--architecture", default="clipmech-vit-tiny", help="open_clip architecture (its eval transform)")
+    parser.add_argument(
+        "--architecture", default="clipmech-vit-tiny", help="open_clip architecture (its eval transform)"
+    )
     parser.add_argument("--images", type=int, default=128, help="a training batch")
     parser.add_argument("--image-size", type=int, default=224, help="rendered size before the transform")
     parser.add_argument("--repeats", type=int, default=7)

@@ -10,7 +10,9 @@ from torch import nn
 from clipmech.decomposition import pool as dec
 
 
-def random_attnpool_weights(rng: np.random.Generator, n_tokens: int, width: int, embed_dim: int, n_heads: int) -> dec.AttnPoolWeights:
+def random_attnpool_weights(
+    rng: np.random.Generator, n_tokens: int, width: int, embed_dim: int, n_heads: int
+) -> dec.AttnPoolWeights:
     """Attention-pool weights with standard-normal entries: T x C positional embedding, C x C
     q/k/v projections, E x C output projection."""
     return dec.AttnPoolWeights(
@@ -100,7 +102,9 @@ def attention_outputs(info):
     """
     outputs, handles = {}, []
     for layer, block in enumerate(info.blocks):
+
         def hook(module, args, output, layer=layer):
             outputs[layer] = output[0] if isinstance(output, tuple) else output
+
         handles.append(block.attn.register_forward_hook(hook))
     return outputs, handles

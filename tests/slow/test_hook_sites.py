@@ -42,7 +42,12 @@ def test_rn50x16():
     model = open_clip.create_model("RN50x16", pretrained=None)
     info = tower(model)
     assert (info.kind, info.width, info.n_heads, info.grid, info.n_tokens, info.image_size) == (
-        "resnet", 3072, 48, (12, 12), 145, (384, 384)
+        "resnet",
+        3072,
+        48,
+        (12, 12),
+        145,
+        (384, 384),
     )
     assert tower(model, "text").n_tokens == 77
 

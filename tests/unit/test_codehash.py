@@ -5,7 +5,12 @@ def test_closure_follows_package_imports(tmp_path):
     script = tmp_path / "s.py"
     script.write_text("from clipmech.stages import neuron_selectivity\n")
     names = {p.relative_to(codehash.PACKAGE_DIR).as_posix() for p in codehash.module_closure(script)}
-    assert {"stages/neuron_selectivity.py", "analyses/selectivity.py", "stores/activations.py", "data/shapes.py"} <= names
+    assert {
+        "stages/neuron_selectivity.py",
+        "analyses/selectivity.py",
+        "stores/activations.py",
+        "data/shapes.py",
+    } <= names
     assert "models/train.py" not in names and not any(n.startswith("figures/") for n in names)
 
 
@@ -35,7 +40,9 @@ def test_comments_and_docstrings_do_not_count(tmp_path, monkeypatch):
     script.write_text("from clipmech import a\n")
     monkeypatch.setattr(codehash, "PACKAGE_DIR", package)
     before = codehash.code_hash(script)
-    (package / "a.py").write_text('"""Another docstring."""\n# a comment\n\ndef f(x):\n    """Other."""\n\n    return 2*x\n')
+    (package / "a.py").write_text(
+        '"""Another docstring."""\n# a comment\n\ndef f(x):\n    """Other."""\n\n    return 2*x\n'
+    )
     (package / "__init__.py").write_text('"""The package, described at length."""\n')
     assert codehash.code_hash(script) == before
     (package / "a.py").write_text("def f(x):\n    return 3 * x\n")
@@ -67,5 +74,7 @@ def test_package_data_of_the_subpackages_a_script_runs(tmp_path, monkeypatch):
 def test_the_model_configs_are_covered():
     """The real tree: the training rule hashes the open_clip configs of the model organisms."""
     script = codehash.PACKAGE_DIR.parents[1] / "workflow" / "scripts" / "train_clip.py"
-    data = {p.relative_to(codehash.PACKAGE_DIR).as_posix() for p in codehash.package_data(codehash.module_closure(script))}
+    data = {
+        p.relative_to(codehash.PACKAGE_DIR).as_posix() for p in codehash.package_data(codehash.module_closure(script))
+    }
     assert {"models/model_configs/clipmech-vit-tiny.json", "models/model_configs/clipmech-rn-tiny.json"} <= data

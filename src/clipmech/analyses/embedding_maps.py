@@ -78,5 +78,3 @@ def shapes_labels(objects: pd.DataFrame, n_images: int) -> pd.DataFrame:
     for column in ("colour", "shape"):
         table[column] = table["image_id"].map(single[column]).fillna("")
     return table
-
-

@@ -52,7 +52,12 @@ from clipmech.models.towers import Tower, tower
 
 #: Hooks of a transformer block whose tensor is (N, T, channels), so A has a patch grid.
 VIT_TARGET_HOOKS = (
-    "hook_resid_pre", "hook_attn_out", "hook_resid_mid", "mlp.hook_post", "hook_mlp_out", "hook_resid_post"
+    "hook_resid_pre",
+    "hook_attn_out",
+    "hook_resid_mid",
+    "mlp.hook_post",
+    "hook_mlp_out",
+    "hook_resid_post",
 )
 SCORES = ("cosine", "softmax")
 
@@ -191,8 +196,7 @@ def _spatial(activation: torch.Tensor, target: TargetLayer, n_images: int) -> to
         return activation[:, info.n_prefix_tokens :].reshape(n_images, grid_h, grid_w, activation.shape[2])
     if activation.ndim != 4 or activation.shape[0] != n_images:
         raise RuntimeError(
-            f"target layer {target.name!r}: expected (N, C, h, w) with N = {n_images}, "
-            f"got {tuple(activation.shape)}"
+            f"target layer {target.name!r}: expected (N, C, h, w) with N = {n_images}, got {tuple(activation.shape)}"
         )
     return activation.permute(0, 2, 3, 1)
 

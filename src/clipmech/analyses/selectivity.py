@@ -141,17 +141,17 @@ def null_entropies(counts_NF: np.ndarray, k: int, n_draws: int, rng: np.random.G
     numpy.ndarray, float64, (n_draws,)
     """
     n_images = counts_NF.shape[0]
-    index_KD = np.stack([rng.choice(n_images, size=k, replace=False) for _ in range(n_draws)], axis=1)
-    return entropy(affinity(counts_NF, index_KD))
+    index_KZ = np.stack([rng.choice(n_images, size=k, replace=False) for _ in range(n_draws)], axis=1)
+    return entropy(affinity(counts_NF, index_KZ))
 
 
-def null_percentile(entropy_U: np.ndarray, null_D: np.ndarray) -> np.ndarray:
+def null_percentile(entropy_U: np.ndarray, null_Z: np.ndarray) -> np.ndarray:
     """Fraction of null subsets at least as selective (entropy <= the unit's): a one-sided p-value.
 
     Uses ``scipy.stats.percentileofscore(kind="weak")``; 0 means more selective than every random
     subset drawn.
     """
-    return scipy.stats.percentileofscore(null_D, entropy_U, kind="weak") / 100.0
+    return scipy.stats.percentileofscore(null_Z, entropy_U, kind="weak") / 100.0
 
 
 def unit_table(
@@ -211,7 +211,7 @@ def run(
         :func:`unit_table` over all layers.
     topk : pandas.DataFrame
         Long table (layer, neuron, rank, image, activation) of every unit's top-k images.
-    null_D : numpy.ndarray
+    null_Z : numpy.ndarray
         The null entropies.
 
     Raises
@@ -235,8 +235,8 @@ def run(
     neuron_U = np.tile(acts["neuron"].values, n_layers)
     affinity_UF = affinity(counts_NF, index_KU)
     entropy_U = entropy(affinity_UF)
-    null_D = null_entropies(counts_NF, k, n_null, np.random.default_rng(seed))
-    units = unit_table(entropy_U, affinity_UF, layer_U, neuron_U, null_percentile(entropy_U, null_D))
+    null_Z = null_entropies(counts_NF, k, n_null, np.random.default_rng(seed))
+    units = unit_table(entropy_U, affinity_UF, layer_U, neuron_U, null_percentile(entropy_U, null_Z))
     topk = pd.DataFrame(
         {
             "layer": np.tile(layer_U, k),
@@ -248,19 +248,27 @@ def run(
     ).sort_values(["layer", "neuron", "rank"], kind="stable")
     log.info(
         "%d units; entropy min %.3f median %.3f (null median %.3f, max ln16 = %.3f)",
-        entropy_U.size, entropy_U.min(), np.median(entropy_U), np.median(null_D), np.log(len(FEATURES)),
+        entropy_U.size,
+        entropy_U.min(),
+        np.median(entropy_U),
+        np.median(null_Z),
+        np.log(len(FEATURES)),
     )
-    return units, topk, null_D
+    return units, topk, null_Z
 
 
 def write(
-    units: pd.DataFrame, topk: pd.DataFrame, null_D: np.ndarray, units_path: str | Path, topk_path: str | Path, null_path: str | Path
+    units: pd.DataFrame,
+    topk: pd.DataFrame,
+    null_Z: np.ndarray,
+    units_path: str | Path,
+    topk_path: str | Path,
+    null_path: str | Path,
 ) -> None:
     """Write the unit table, the top-k table and the null entropies as TSV files."""
-    for table, path in ((units, units_path), (topk, topk_path), (pd.DataFrame({"entropy": null_D}), null_path)):
+    for table, path in ((units, units_path), (topk, topk_path), (pd.DataFrame({"entropy": null_Z}), null_path)):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(path, sep="\t", index=False, float_format="%.6g")
-
 
 
 def heatmap_examples(

@@ -226,7 +226,9 @@ def sample_objects_with(
         required = [f for f in values if present.get(f) is True]
         banned = {f for f in values if present.get(f) is False}
         if len(required) > n_objects:
-            raise ValueError(f"{len(required)} {attribute}s {required} must be present but the scene has {n_objects} objects")
+            raise ValueError(
+                f"{len(required)} {attribute}s {required} must be present but the scene has {n_objects} objects"
+            )
         for feature in required:
             if feature not in [obj[attribute] for obj in objects]:
                 free = [i for i, obj in enumerate(objects) if obj[attribute] not in required]

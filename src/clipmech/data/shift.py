@@ -58,10 +58,14 @@ class ShiftSpec:
         allowed = set(shapes.COLOURS) | set(shapes.SHAPES)
         unknown = [c for c in self.concepts if c not in allowed]
         if unknown:
-            raise ValueError(f"unknown concepts {unknown}; allowed: colours {shapes.COLOURS} and shapes {shapes.SHAPES}")
+            raise ValueError(
+                f"unknown concepts {unknown}; allowed: colours {shapes.COLOURS} and shapes {shapes.SHAPES}"
+            )
         for s, row in enumerate(self.shares):
             if len(row) != len(self.concepts) or not all(0.0 <= x <= 1.0 for x in row):
-                raise ValueError(f"shares[{s}] = {list(row)} must hold one share in [0, 1] per concept {list(self.concepts)}")
+                raise ValueError(
+                    f"shares[{s}] = {list(row)} must hold one share in [0, 1] per concept {list(self.concepts)}"
+                )
         if len(self.shares) < 2:
             raise ValueError(f"need at least 2 splits to shift between, got {len(self.shares)}")
         if not 1 <= self.min_objects <= self.max_objects <= len(shapes.POSITIONS):
@@ -93,7 +97,10 @@ def synthesize(spec: ShiftSpec) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     flags = _draw_presence(rng, spec)
     scenes = [
         shapes.sample_objects_with(
-            rng, int(rng.integers(spec.min_objects, spec.max_objects + 1)), spec.image_size, dict(zip(spec.concepts, row.tolist()))
+            rng,
+            int(rng.integers(spec.min_objects, spec.max_objects + 1)),
+            spec.image_size,
+            dict(zip(spec.concepts, row.tolist())),
         )
         for row in flags
     ]

@@ -113,7 +113,9 @@ def component_scores(s_NHC: np.ndarray, u_HCE: np.ndarray) -> dict[str, np.ndarr
     }
 
 
-def _curve_rows(level: str, fraction: float, keep: np.ndarray, y_NE: np.ndarray, tasks: Sequence[ZeroShotTask]) -> list[dict]:
+def _curve_rows(
+    level: str, fraction: float, keep: np.ndarray, y_NE: np.ndarray, tasks: Sequence[ZeroShotTask]
+) -> list[dict]:
     """One row per task of an ablation curve at one fraction kept."""
     return [
         {
@@ -212,7 +214,9 @@ def activation_ablated_outputs(
     names = ("q_weight", "q_bias", "k_weight", "v_weight", "v_bias", "c_weight", "c_bias")
     w = {name: torch.as_tensor(getattr(weights, name), dtype=torch.float64) for name in names}
     alpha_NHT = pool_forward.query_attention(x, w["q_weight"], w["q_bias"], w["k_weight"], weights.n_heads)
-    return pool_forward.attnpool_output_from_attention(x, alpha_NHT, w["v_weight"], w["v_bias"], w["c_weight"], w["c_bias"]).numpy()
+    return pool_forward.attnpool_output_from_attention(
+        x, alpha_NHT, w["v_weight"], w["v_bias"], w["c_weight"], w["c_bias"]
+    ).numpy()
 
 
 def activation_ablation_curve(
@@ -261,7 +265,9 @@ def activation_ablation_curve(
     return pd.DataFrame(rows)
 
 
-def pair_rank_one(s_NHC: np.ndarray, u_HCE: np.ndarray, heads_K: np.ndarray, neurons_K: np.ndarray, top_k: int = 50) -> pd.DataFrame:
+def pair_rank_one(
+    s_NHC: np.ndarray, u_HCE: np.ndarray, heads_K: np.ndarray, neurons_K: np.ndarray, top_k: int = 50
+) -> pd.DataFrame:
     """First principal component of each chosen pair's contributions vs its direction u_{n,h}.
 
     methods.md Sec. 5 test / paper App. A.2: the PC of c_{n,h} over the ``top_k`` images with the
@@ -295,7 +301,9 @@ def pair_rank_one(s_NHC: np.ndarray, u_HCE: np.ndarray, heads_K: np.ndarray, neu
     return pd.DataFrame(rows)
 
 
-def neuron_directions(s_NHC: np.ndarray, u_HCE: np.ndarray, neurons_K: np.ndarray, top_k: int = 50) -> tuple[np.ndarray, np.ndarray]:
+def neuron_directions(
+    s_NHC: np.ndarray, u_HCE: np.ndarray, neurons_K: np.ndarray, top_k: int = 50
+) -> tuple[np.ndarray, np.ndarray]:
     """First principal component of each chosen neuron's contributions c_n (paper Sec. 4.1, A.2).
 
     c_n = sum_h s_{n,h} u_{n,h} spans up to H directions; its PC over the ``top_k`` images with the
@@ -357,7 +365,9 @@ def pair_outputs_with_directions(
     """
     replaced_HCE = u_HCE.copy()
     replaced_HCE[np.asarray(heads_K, dtype=np.intp), np.asarray(neurons_K, dtype=np.intp)] = directions_KE
-    return dec.mean_ablate(s_NHC, replaced_HCE, bias_E, keep_HC, level="pair", s_mean_HC=s_mean_HC, chunk_size=chunk_size)
+    return dec.mean_ablate(
+        s_NHC, replaced_HCE, bias_E, keep_HC, level="pair", s_mean_HC=s_mean_HC, chunk_size=chunk_size
+    )
 
 
 def neuron_outputs_rank_one(
@@ -398,7 +408,9 @@ def neuron_outputs_rank_one(
     """
     kept = np.flatnonzero(keep_C)
     if v_KE.shape[0] != len(kept) or directions_KE.shape != v_KE.shape:
-        raise ValueError(f"{len(kept)} neurons are kept but v_KE has shape {v_KE.shape} and directions_KE {directions_KE.shape}")
+        raise ValueError(
+            f"{len(kept)} neurons are kept but v_KE has shape {v_KE.shape} and directions_KE {directions_KE.shape}"
+        )
     ablated_HC = np.broadcast_to(~keep_C, s_mean_HC.shape)
     offset_E = bias_E + np.where(ablated_HC, s_mean_HC, 0.0).reshape(-1) @ u_HCE.reshape(-1, u_HCE.shape[2])
     w_HK = np.einsum("hke,ke->hk", u_HCE[:, kept], v_KE)  # u_{n,h} . v_n
@@ -415,7 +427,9 @@ def zero_shot_tasks(data: datasets.ImageDataset, text: np.lib.npyio.NpzFile) -> 
     """The attribute tasks on the dataset's single-object images (component_analysis docstring)."""
     single = data.objects[data.objects["n_objects"] == 1].sort_values("image_id")
     if not len(single):
-        raise ValueError("the dataset has no single-object images: the zero-shot attribute tasks need them (min_objects: 1)")
+        raise ValueError(
+            "the dataset has no single-object images: the zero-shot attribute tasks need them (min_objects: 1)"
+        )
     tasks = []
     for task in zeroshot.ATTRIBUTE_TASKS:
         classes, text_KE = task_text(text, task)

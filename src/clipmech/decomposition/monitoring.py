@@ -9,7 +9,9 @@ from scipy import stats
 from clipmech.data import shift
 
 
-def concept_scores(s_NHC: np.ndarray, u_HCE: np.ndarray, y_NE: np.ndarray, heads_k: np.ndarray, neurons_k: np.ndarray) -> np.ndarray:
+def concept_scores(
+    s_NHC: np.ndarray, u_HCE: np.ndarray, y_NE: np.ndarray, heads_k: np.ndarray, neurons_k: np.ndarray
+) -> np.ndarray:
     """||sum of the chosen pairs' contributions|| / ||y|| per image (paper Sec. 5.2).
 
     Parameters
@@ -30,7 +32,9 @@ def concept_scores(s_NHC: np.ndarray, u_HCE: np.ndarray, y_NE: np.ndarray, heads
     return np.linalg.norm(summed_NE, axis=1) / np.linalg.norm(y_NE, axis=1)
 
 
-def shift_tables(spec: shift.ShiftSpec, scores_NF: np.ndarray, present_NF: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+def shift_tables(
+    spec: shift.ShiftSpec, scores_NF: np.ndarray, present_NF: np.ndarray
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-split true shares and mean scores, and the correlations of each concept.
 
     Parameters

@@ -129,9 +129,7 @@ def _omp_gram_batch(
         diag_B = row_BA.gather(1, lam_B[:, None]).squeeze(1)
         if k > 0:
             cross_Bk = row_BA.gather(1, support_Bm[:, :k].clamp_min(0))
-            w_Bk = torch.linalg.solve_triangular(
-                chol_Bmm[:, :k, :k], cross_Bk[:, :, None], upper=False
-            ).squeeze(2)
+            w_Bk = torch.linalg.solve_triangular(chol_Bmm[:, :k, :k], cross_Bk[:, :, None], upper=False).squeeze(2)
             lkk_B = diag_B - w_Bk.square().sum(1)
             stop_B |= lkk_B <= eps  # new atom (numerically) in the span of the selected ones
         else:
@@ -154,9 +152,7 @@ def _omp_gram_batch(
         # 3. least-squares refit on the support and new correlations with the residual
         sel_Bk = support_Bm[:, : k + 1]
         xy_sel_Bk = xy_BA.gather(1, sel_Bk.clamp_min(0)) * (sel_Bk >= 0)
-        gamma_Bk = torch.cholesky_solve(
-            xy_sel_Bk[:, :, None], chol_Bmm[:, : k + 1, : k + 1], upper=False
-        ).squeeze(2)
+        gamma_Bk = torch.cholesky_solve(xy_sel_Bk[:, :, None], chol_Bmm[:, : k + 1, : k + 1], upper=False).squeeze(2)
         gamma_Bm[:, : k + 1] = gamma_Bk
         if path_Bmm is not None:
             path_Bmm[:, k] = gamma_Bm
@@ -183,10 +179,7 @@ def _omp_batches(
 ) -> OMPResult:
     """Run :func:`_omp_gram_batch` on each (B <= max_batch, A) block and concatenate."""
     workspace_mbA = gram_AA.new_empty((n_nonzero, max_batch, gram_AA.shape[0]))
-    results = [
-        _omp_gram_batch(gram_AA, xy_BA, n_nonzero, return_path, workspace_mbA)
-        for xy_BA in xy_batches
-    ]
+    results = [_omp_gram_batch(gram_AA, xy_BA, n_nonzero, return_path, workspace_mbA) for xy_BA in xy_batches]
     return OMPResult(
         torch.cat([r.support for r in results]),
         torch.cat([r.coef for r in results]),
@@ -267,14 +260,10 @@ def omp_gram(
     benchmarks/omp.py for measured agreement).
     """
     if gram_AA.ndim != 2 or gram_AA.shape[0] != gram_AA.shape[1]:
-        raise ValueError(
-            f"gram_AA must be a square (A, A) matrix, got shape {tuple(gram_AA.shape)}"
-        )
+        raise ValueError(f"gram_AA must be a square (A, A) matrix, got shape {tuple(gram_AA.shape)}")
     n_atoms = gram_AA.shape[0]
     if xy_NA.ndim != 2 or xy_NA.shape[1] != n_atoms:
-        raise ValueError(
-            f"xy_NA must have shape (N, A={n_atoms}) to match gram_AA, got {tuple(xy_NA.shape)}"
-        )
+        raise ValueError(f"xy_NA must have shape (N, A={n_atoms}) to match gram_AA, got {tuple(xy_NA.shape)}")
     _check_float_pair("gram_AA", gram_AA, "xy_NA", xy_NA)
     _check_n_nonzero(n_nonzero, n_atoms)
     _check_batch_size(batch_size)
@@ -341,9 +330,7 @@ def omp(
         differ, ``n_nonzero`` is outside [1, A], or ``batch_size`` < 1.
     """
     if dictionary_AE.ndim != 2:
-        raise ValueError(
-            f"dictionary_AE must be 2-D (A, E), got shape {tuple(dictionary_AE.shape)}"
-        )
+        raise ValueError(f"dictionary_AE must be 2-D (A, E), got shape {tuple(dictionary_AE.shape)}")
     if targets_NE.ndim != 2 or targets_NE.shape[1] != dictionary_AE.shape[1]:
         raise ValueError(
             f"targets_NE must have shape (N, E={dictionary_AE.shape[1]}) to match "
@@ -356,27 +343,20 @@ def omp(
     if gram_AA is None:
         gram_AA = dictionary_AE @ dictionary_AE.T
     elif tuple(gram_AA.shape) != (n_atoms, n_atoms):
-        raise ValueError(
-            f"gram_AA must have shape (A, A)=({n_atoms}, {n_atoms}), got {tuple(gram_AA.shape)}"
-        )
+        raise ValueError(f"gram_AA must have shape (A, A)=({n_atoms}, {n_atoms}), got {tuple(gram_AA.shape)}")
     _check_float_pair("dictionary_AE", dictionary_AE, "gram_AA", gram_AA)
 
     n_targets = targets_NE.shape[0]
     return _omp_batches(
         gram_AA,
-        (
-            targets_NE[start : start + batch_size] @ dictionary_AE.T
-            for start in range(0, max(n_targets, 1), batch_size)
-        ),
+        (targets_NE[start : start + batch_size] @ dictionary_AE.T for start in range(0, max(n_targets, 1), batch_size)),
         n_nonzero,
         min(batch_size, n_targets),
         return_path,
     )
 
 
-def reconstruct(
-    support_NM: torch.Tensor, coef_NM: torch.Tensor, dictionary_AE: torch.Tensor
-) -> torch.Tensor:
+def reconstruct(support_NM: torch.Tensor, coef_NM: torch.Tensor, dictionary_AE: torch.Tensor) -> torch.Tensor:
     """Dense sparse approximations sum_j coef[i, j] * dictionary[support[i, j]].
 
     Parameters
@@ -409,14 +389,11 @@ def reconstruct(
             f"{tuple(support_NM.shape)} and {tuple(coef_NM.shape)}"
         )
     if dictionary_AE.ndim != 2:
-        raise ValueError(
-            f"dictionary_AE must be 2-D (A, E), got shape {tuple(dictionary_AE.shape)}"
-        )
+        raise ValueError(f"dictionary_AE must be 2-D (A, E), got shape {tuple(dictionary_AE.shape)}")
     _check_float_pair("dictionary_AE", dictionary_AE, "coef_NM", coef_NM)
     if support_NM.device != dictionary_AE.device:
         raise ValueError(
-            f"support_NM must be on the device of dictionary_AE ({dictionary_AE.device}), "
-            f"got {support_NM.device}"
+            f"support_NM must be on the device of dictionary_AE ({dictionary_AE.device}), got {support_NM.device}"
         )
     n_atoms = dictionary_AE.shape[0]
     if support_NM.numel() and (int(support_NM.min()) < -1 or int(support_NM.max()) >= n_atoms):

@@ -64,8 +64,7 @@ def _check_attnpool(attnpool: nn.Module) -> None:
     missing = [name for name in required if not hasattr(attnpool, name)]
     if missing:
         raise TypeError(
-            f"{type(attnpool).__name__} is not an open_clip AttentionPool2d: missing {missing} "
-            f"(needs {list(required)})"
+            f"{type(attnpool).__name__} is not an open_clip AttentionPool2d: missing {missing} (needs {list(required)})"
         )
 
 
@@ -121,10 +120,14 @@ def attnpool_weights(attnpool: nn.Module, dtype: np.dtype | type = np.float64) -
 
     return AttnPoolWeights(
         positional_embedding=arr(attnpool.positional_embedding),
-        q_weight=arr(attnpool.q_proj.weight), q_bias=arr(attnpool.q_proj.bias),
-        k_weight=arr(attnpool.k_proj.weight), k_bias=arr(attnpool.k_proj.bias),
-        v_weight=arr(attnpool.v_proj.weight), v_bias=arr(attnpool.v_proj.bias),
-        c_weight=arr(attnpool.c_proj.weight), c_bias=arr(attnpool.c_proj.bias),
+        q_weight=arr(attnpool.q_proj.weight),
+        q_bias=arr(attnpool.q_proj.bias),
+        k_weight=arr(attnpool.k_proj.weight),
+        k_bias=arr(attnpool.k_proj.bias),
+        v_weight=arr(attnpool.v_proj.weight),
+        v_bias=arr(attnpool.v_proj.bias),
+        c_weight=arr(attnpool.c_proj.weight),
+        c_bias=arr(attnpool.c_proj.bias),
         n_heads=int(attnpool.num_heads),
     )
 
@@ -216,7 +219,9 @@ def _pairs(heads_K: np.ndarray, neurons_K: np.ndarray, n_heads: int, n_neurons: 
     heads_K = np.asarray(heads_K, dtype=np.intp).reshape(-1)
     neurons_K = np.asarray(neurons_K, dtype=np.intp).reshape(-1)
     if heads_K.shape != neurons_K.shape:
-        raise ValueError(f"heads_K has {heads_K.size} entries but neurons_K has {neurons_K.size}; pass one head per neuron")
+        raise ValueError(
+            f"heads_K has {heads_K.size} entries but neurons_K has {neurons_K.size}; pass one head per neuron"
+        )
     if heads_K.size and (heads_K.min() < 0 or heads_K.max() >= n_heads):
         raise ValueError(f"heads_K must lie in [0, {n_heads}), got range [{heads_K.min()}, {heads_K.max()}]")
     if neurons_K.size and (neurons_K.min() < 0 or neurons_K.max() >= n_neurons):
@@ -473,7 +478,9 @@ def _mix_and_project(
     return out_NE
 
 
-def keep_mask_pairs(keep: np.ndarray, level: Literal["pair", "neuron", "head"], n_heads: int, n_neurons: int) -> np.ndarray:
+def keep_mask_pairs(
+    keep: np.ndarray, level: Literal["pair", "neuron", "head"], n_heads: int, n_neurons: int
+) -> np.ndarray:
     """Expand a keep mask over pairs, neurons or heads to a mask over pairs (H, C).
 
     Keeping neuron n keeps all pairs (n, h); keeping head h keeps all pairs (n, h)

@@ -99,7 +99,9 @@ def attention_after_zeroing(x_NTC: np.ndarray, weights: dec.AttnPoolWeights, tok
     a_NTC = x - torch.as_tensor(weights.positional_embedding, dtype=torch.float64)[None]
     wq_HdC = torch.as_tensor(weights.q_weight, dtype=torch.float64).reshape(h, d, c)
     wk_HdC = torch.as_tensor(weights.k_weight, dtype=torch.float64).reshape(h, d, c)
-    q_NHd = (x[:, 0] @ torch.as_tensor(weights.q_weight, dtype=torch.float64).T + torch.as_tensor(weights.q_bias, dtype=torch.float64))
+    q_NHd = x[:, 0] @ torch.as_tensor(weights.q_weight, dtype=torch.float64).T + torch.as_tensor(
+        weights.q_bias, dtype=torch.float64
+    )
     q_NHd = (q_NHd * scale).reshape(n_images, h, d)
     k_NTHd = (x @ torch.as_tensor(weights.k_weight, dtype=torch.float64).T).reshape(n_images, n_tokens, h, d)
     base_NHT = torch.einsum("nhd,nthd->nht", q_NHd, k_NTHd)
@@ -116,7 +118,9 @@ def attention_after_zeroing(x_NTC: np.ndarray, weights: dec.AttnPoolWeights, tok
     return torch.softmax(logits_NHCT, dim=-1)[..., token].permute(0, 2, 1).numpy()
 
 
-def register_neurons(x_NTC: np.ndarray, alpha_NHT: np.ndarray, weights: dec.AttnPoolWeights, token: int, chunk_size: int = 16) -> pd.DataFrame:
+def register_neurons(
+    x_NTC: np.ndarray, alpha_NHT: np.ndarray, weights: dec.AttnPoolWeights, token: int, chunk_size: int = 16
+) -> pd.DataFrame:
     """Rank neurons by how much zeroing each changes the attention to the sink token (paper A.6).
 
     Parameters

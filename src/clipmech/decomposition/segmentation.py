@@ -166,7 +166,9 @@ def predict_with_background(logits_NKHW: np.ndarray, threshold: float) -> np.nda
     return pred
 
 
-def shapes_ground_truth(masks_NHW: np.ndarray, objects: pd.DataFrame, images: np.ndarray, attribute: str, classes: Sequence[str]) -> np.ndarray:
+def shapes_ground_truth(
+    masks_NHW: np.ndarray, objects: pd.DataFrame, images: np.ndarray, attribute: str, classes: Sequence[str]
+) -> np.ndarray:
     """Semantic labels of Shapes images from the instance masks: 0 background, k + 1 class k.
 
     Parameters
@@ -196,7 +198,9 @@ def shapes_ground_truth(masks_NHW: np.ndarray, objects: pd.DataFrame, images: np
     return out
 
 
-def shapes_confusions(pred_NHW: np.ndarray, logits_NKHW: np.ndarray, gt_NHW: np.ndarray, ignore_index: int = 255) -> dict[str, np.ndarray]:
+def shapes_confusions(
+    pred_NHW: np.ndarray, logits_NKHW: np.ndarray, gt_NHW: np.ndarray, ignore_index: int = 255
+) -> dict[str, np.ndarray]:
     """Confusion matrices of one batch: with background scored, and on object pixels only.
 
     ``with_background`` scores the thresholded prediction on all pixels over the K + 1 labels;

@@ -19,7 +19,11 @@ from clipmech.decomposition import omp
 
 
 def sparse_codes(
-    directions_KE: np.ndarray, dictionary_AE: np.ndarray, n_components: int, batch_size: int = 128, device: str | torch.device = "cpu"
+    directions_KE: np.ndarray,
+    dictionary_AE: np.ndarray,
+    n_components: int,
+    batch_size: int = 128,
+    device: str | torch.device = "cpu",
 ) -> omp.OMPResult:
     """OMP codes of unit-normalised directions over unit-normalised text embeddings, with the path.
 
@@ -102,7 +106,13 @@ def describe(code: omp.OMPResult, words: Sequence[str], n_words: int) -> list[st
 
 
 def words_table(
-    heads_K: np.ndarray, neurons_K: np.ndarray, u_HCE: np.ndarray, code: omp.OMPResult, dictionary_AE: np.ndarray, words: Sequence[str], n_words: int
+    heads_K: np.ndarray,
+    neurons_K: np.ndarray,
+    u_HCE: np.ndarray,
+    code: omp.OMPResult,
+    dictionary_AE: np.ndarray,
+    words: Sequence[str],
+    n_words: int,
 ) -> pd.DataFrame:
     """One row per coded pair: its words and how well the m-sparse code reconstructs u.
 

@@ -32,7 +32,9 @@ def vocabulary(n_words: int, language: str = "en") -> list[str]:
     return list(words)
 
 
-def embed_texts(model, tokenizer, texts: Sequence[str], batch_size: int, device: str | torch.device = "cpu") -> np.ndarray:
+def embed_texts(
+    model, tokenizer, texts: Sequence[str], batch_size: int, device: str | torch.device = "cpu"
+) -> np.ndarray:
     """L2-normalised text embeddings of many texts, in batches (:func:`clipmech.models.loading.encode_text`).
 
     Returns

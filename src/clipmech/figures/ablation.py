@@ -23,7 +23,14 @@ def ablation_curves(table: pd.DataFrame, chance: dict[str, float], title: str, p
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.3 * len(tasks), 3.3), squeeze=False, layout="constrained")
     for ax, task in zip(axes[0], tasks):
         for level, rows in table[table["task"] == task].groupby("level", sort=False):
-            ax.plot(rows["fraction"], rows["accuracy"], marker="o", ms=3, color=LEVEL_COLOURS[level], label=LEVEL_LABELS[level])
+            ax.plot(
+                rows["fraction"],
+                rows["accuracy"],
+                marker="o",
+                ms=3,
+                color=LEVEL_COLOURS[level],
+                label=LEVEL_LABELS[level],
+            )
         ax.axhline(chance[task], color="0.5", ls=":", lw=1, label="chance")
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("fraction kept")

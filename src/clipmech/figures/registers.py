@@ -11,7 +11,9 @@ import pandas as pd
 from clipmech.figures.style import save_figure
 
 
-def attention_sink(tokens: pd.DataFrame, registers: pd.DataFrame, grid: tuple[int, int], n_neurons: int, title: str, path: str | Path) -> None:
+def attention_sink(
+    tokens: pd.DataFrame, registers: pd.DataFrame, grid: tuple[int, int], n_neurons: int, title: str, path: str | Path
+) -> None:
     """Mean attention of the query over the feature map (sink marked) and the top register neurons."""
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(8.5, 3.4), layout="constrained")
     spatial = tokens[tokens["kind"] == "spatial"]

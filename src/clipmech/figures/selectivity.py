@@ -12,7 +12,7 @@ from clipmech.data.shapes import FEATURE_TYPES, FEATURES
 from clipmech.figures.style import TYPE_COLOURS, save_figure
 
 
-def entropy_by_layer(units: pd.DataFrame, null_D: np.ndarray, path: str | Path) -> None:
+def entropy_by_layer(units: pd.DataFrame, null_Z: np.ndarray, path: str | Path) -> None:
     """Entropy distribution of the units of every layer against the random-subset null band.
 
     The hatched red band spans the null's 5th-95th percentiles (drawn above the violins, so it
@@ -23,17 +23,17 @@ def entropy_by_layer(units: pd.DataFrame, null_D: np.ndarray, path: str | Path) 
     fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(layers) + 2) + 1.8, 3.8), layout="constrained")
     data = [units.loc[units["layer"] == layer, "entropy"].to_numpy() for layer in layers]
     ax.violinplot(data, positions=np.arange(len(layers)), showmedians=True, widths=0.8)
-    low, high = np.percentile(null_D, [5, 95])
+    low, high = np.percentile(null_Z, [5, 95])
     ax.axhspan(
         low, high, facecolor="C3", alpha=0.25, edgecolor="C3", hatch="///", lw=0.8, zorder=3, label="null 5-95 %"
     )
-    ax.axhline(np.percentile(null_D, 1), color="C3", ls="--", lw=1, zorder=3, label="null 1 %")
+    ax.axhline(np.percentile(null_Z, 1), color="C3", ls="--", lw=1, zorder=3, label="null 1 %")
     ax.axhline(np.log(len(FEATURES)), color="0.3", ls=":", lw=1, zorder=3, label=f"maximum ln {len(FEATURES)}")
     ax.set_xticks(np.arange(len(layers)), [str(layer) for layer in layers])
     ax.set_xlabel("layer")
     ax.set_ylabel("entropy of top-k affinities (nats)")
     ax.set_title(
-        f"Entropy of the feature affinities of {len(units)} units per layer vs a random-subset null ({len(null_D)} draws)",
+        f"Entropy of the feature affinities of {len(units)} units per layer vs a random-subset null ({len(null_Z)} draws)",
         fontsize=9,
     )
     ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))

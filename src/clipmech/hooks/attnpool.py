@@ -69,8 +69,12 @@ def check_capture(attnpool: nn.Module, capture: AttnPoolCapture, rtol: float | N
     """
     with torch.no_grad():
         y_hat_NE = attnpool_output_from_attention(
-            capture.x_NTC, capture.alpha_NHT, attnpool.v_proj.weight, attnpool.v_proj.bias,
-            attnpool.c_proj.weight, attnpool.c_proj.bias,
+            capture.x_NTC,
+            capture.alpha_NHT,
+            attnpool.v_proj.weight,
+            attnpool.v_proj.bias,
+            attnpool.c_proj.weight,
+            attnpool.c_proj.bias,
         )
         y64_NE = capture.y_NE.to(torch.float64)
         err = ((y_hat_NE - y64_NE).norm(dim=-1) / y64_NE.norm(dim=-1).clamp_min(1e-300)).max().item()

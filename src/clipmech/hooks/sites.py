@@ -319,8 +319,7 @@ def resolve(model: nn.Module, name: str) -> Site:
         return Site(name, info.name, None, hook, model.visual.attnpool, position, LAYOUTS[hook])
     if layer < 0:
         raise ValueError(
-            f"site {name!r}: names use non-negative layers; canonical_name() gives "
-            f"{canonical_name(model, name)!r}"
+            f"site {name!r}: names use non-negative layers; canonical_name() gives {canonical_name(model, name)!r}"
         )
     block = info.blocks[layer]
     if info.kind == "resnet":
@@ -431,7 +430,10 @@ def _head_output(
 
 
 def mha_heads(
-    attn: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+    attn: nn.MultiheadAttention,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
     attn_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-head mixed values z_h = softmax(q_h k_h^T / sqrt(d_head) + mask) v_h (methods.md Sec. 6).

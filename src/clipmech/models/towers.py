@@ -109,9 +109,15 @@ def _visual_tower(visual: nn.Module) -> Tower:
     if isinstance(visual, VisionTransformer):
         grid = _pair(visual.grid_size)
         return _transformer_tower(
-            "visual", "vit", visual.transformer,
-            grid=grid, n_prefix_tokens=1, n_tokens=1 + grid[0] * grid[1],
-            stride=_pair(visual.patch_size), has_attnpool=False, image_size=_pair(visual.image_size),
+            "visual",
+            "vit",
+            visual.transformer,
+            grid=grid,
+            n_prefix_tokens=1,
+            n_tokens=1 + grid[0] * grid[1],
+            stride=_pair(visual.patch_size),
+            has_attnpool=False,
+            image_size=_pair(visual.image_size),
         )
     trunk = getattr(visual, "trunk", None)
     if isinstance(trunk, TimmVisionTransformer):
@@ -119,10 +125,18 @@ def _visual_tower(visual: nn.Module) -> Tower:
         grid = _pair(trunk.patch_embed.grid_size)
         n_prefix = int(trunk.num_prefix_tokens)
         return Tower(
-            name="visual", kind="timm", blocks=blocks, n_layers=len(blocks), width=int(trunk.embed_dim),
-            n_heads=int(blocks[0].attn.num_heads), grid=grid, n_prefix_tokens=n_prefix,
-            n_tokens=n_prefix + grid[0] * grid[1], stride=_pair(trunk.patch_embed.patch_size),
-            has_attnpool=False, image_size=_pair(trunk.patch_embed.img_size),
+            name="visual",
+            kind="timm",
+            blocks=blocks,
+            n_layers=len(blocks),
+            width=int(trunk.embed_dim),
+            n_heads=int(blocks[0].attn.num_heads),
+            grid=grid,
+            n_prefix_tokens=n_prefix,
+            n_tokens=n_prefix + grid[0] * grid[1],
+            stride=_pair(trunk.patch_embed.patch_size),
+            has_attnpool=False,
+            image_size=_pair(trunk.patch_embed.img_size),
         )
     if isinstance(visual, ModifiedResNet):
         blocks = (visual.layer1, visual.layer2, visual.layer3, visual.layer4)
@@ -135,9 +149,18 @@ def _visual_tower(visual: nn.Module) -> Tower:
                 f"pool's positional embedding has {n_tokens} tokens (expected 1 + rows * cols)"
             )
         return Tower(
-            name="visual", kind="resnet", blocks=blocks, n_layers=4, width=int(width),
-            n_heads=int(visual.attnpool.num_heads), grid=grid, n_prefix_tokens=1, n_tokens=int(n_tokens),
-            stride=(RESNET_STRIDE, RESNET_STRIDE), has_attnpool=True, image_size=image_size,
+            name="visual",
+            kind="resnet",
+            blocks=blocks,
+            n_layers=4,
+            width=int(width),
+            n_heads=int(visual.attnpool.num_heads),
+            grid=grid,
+            n_prefix_tokens=1,
+            n_tokens=int(n_tokens),
+            stride=(RESNET_STRIDE, RESNET_STRIDE),
+            has_attnpool=True,
+            image_size=image_size,
         )
     trunk_type = type(trunk).__name__ if trunk is not None else None
     raise TypeError(
@@ -160,8 +183,15 @@ def _text_tower(model: nn.Module) -> Tower:
             "TextTransformer at model.text, or its Transformer at model.transformer in open_clip.CLIP)"
         )
     return _transformer_tower(
-        "text", "text", transformer,
-        grid=None, n_prefix_tokens=0, n_tokens=int(n_tokens), stride=None, has_attnpool=False, image_size=None,
+        "text",
+        "text",
+        transformer,
+        grid=None,
+        n_prefix_tokens=0,
+        n_tokens=int(n_tokens),
+        stride=None,
+        has_attnpool=False,
+        image_size=None,
     )
 
 

@@ -192,7 +192,10 @@ def evaluate(model, preprocess, tokenizer, n_heldout: int, image_size: int, seed
     metrics: dict[str, float] = {}
     images, scenes = render_batch(rng, n_heldout, image_size, 1)
     image_emb = torch.cat(
-        [model.encode_image(preprocess_images(images[i : i + 256], preprocess).to(device)) for i in range(0, n_heldout, 256)]
+        [
+            model.encode_image(preprocess_images(images[i : i + 256], preprocess).to(device))
+            for i in range(0, n_heldout, 256)
+        ]
     )
     for task in zeroshot.ATTRIBUTE_TASKS:
         names, prompts = zeroshot.attribute_prompts(task)
@@ -201,7 +204,10 @@ def evaluate(model, preprocess, tokenizer, n_heldout: int, image_size: int, seed
         metrics[task] = float((predicted == truth).mean())
     images, scenes = render_batch(rng, n_heldout, image_size, 2)
     image_emb = torch.cat(
-        [model.encode_image(preprocess_images(images[i : i + 256], preprocess).to(device)) for i in range(0, n_heldout, 256)]
+        [
+            model.encode_image(preprocess_images(images[i : i + 256], preprocess).to(device))
+            for i in range(0, n_heldout, 256)
+        ]
     )
     correct, swapped = zip(*(zeroshot.colour_swap_prompts(objects) for objects in scenes))
     preferred = zeroshot.pairwise_preference(

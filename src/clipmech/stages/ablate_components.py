@@ -15,7 +15,9 @@ from clipmech.stores import attnpool as pool_store
 log = logging.getLogger(__name__)
 
 
-def ablate_components(*, store: str, dataset_dir: str, text_path: str, out: dict, params: dict, chunk_size: int, label: str) -> None:
+def ablate_components(
+    *, store: str, dataset_dir: str, text_path: str, out: dict, params: dict, chunk_size: int, label: str
+) -> None:
     """Zero-shot accuracy vs fraction of pairs, neurons and heads kept, the rest mean-ablated (paper Fig. 1).
 
     Contributions of pairs, neurons and heads are mean-ablated with the attention held fixed;
@@ -43,5 +45,8 @@ def ablate_components(*, store: str, dataset_dir: str, text_path: str, out: dict
     log.info("unablated accuracy: %s", model_acc)
     chance = {task.name: 1.0 / len(task.classes) for task in tasks}
     ablation_figures.ablation_curves(
-        table, chance, f"{label}: mean-ablation of all but the top components ({len(tasks[0].images)} single-object images)", out["figure"]
+        table,
+        chance,
+        f"{label}: mean-ablation of all but the top components ({len(tasks[0].images)} single-object images)",
+        out["figure"],
     )

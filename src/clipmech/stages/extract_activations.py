@@ -8,7 +8,9 @@ from clipmech.models import loading
 from clipmech.stores import activation_extraction
 
 
-def extract_activations(*, name: str, model_entry: dict, dataset_dir: str, store: str, params: dict, threads: int) -> None:
+def extract_activations(
+    *, name: str, model_entry: dict, dataset_dir: str, store: str, params: dict, threads: int
+) -> None:
     """Run :func:`clipmech.stores.activations.extract` for the model ``name`` configured as ``model_entry``."""
     torch.set_num_threads(threads)
     activation_extraction.extract(

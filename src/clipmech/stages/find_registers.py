@@ -29,8 +29,15 @@ def find_registers(*, store: str, out: dict, params: dict, label: str) -> None:
     tables.write_table(neurons, out["registers"])
     log.info(
         "sink token %d (mean attention %.3f); top register neurons:\n%s",
-        sink, tokens["mean_attention"].max(), neurons.head(10).to_string(),
+        sink,
+        tokens["mean_attention"].max(),
+        neurons.head(10).to_string(),
     )
     registers_figures.attention_sink(
-        tokens, neurons, parts.grid, params["n_figure_neurons"], f"{label}: attention sink and register neurons ({n} images)", out["figure"]
+        tokens,
+        neurons,
+        parts.grid,
+        params["n_figure_neurons"],
+        f"{label}: attention sink and register neurons ({n} images)",
+        out["figure"],
     )

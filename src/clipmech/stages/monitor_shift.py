@@ -15,7 +15,9 @@ from clipmech.stores import attnpool as pool_store
 log = logging.getLogger(__name__)
 
 
-def monitor_shift(*, store: str, splits_dir: str, text_path: str, out: dict, params: dict, chunk_size: int, label: str) -> None:
+def monitor_shift(
+    *, store: str, splits_dir: str, text_path: str, out: dict, params: dict, chunk_size: int, label: str
+) -> None:
     """Concept scores of the top pairs of each concept across the splits, and their correlations (paper Sec. 5.2)."""
     ds = pool_store.open_store(store)
     data = datasets.load(splits_dir)
@@ -35,4 +37,6 @@ def monitor_shift(*, store: str, splits_dir: str, text_path: str, out: dict, par
     tables.write_table(splits, out["splits"])
     tables.write_table(correlations, out["correlations"])
     log.info("shift monitoring:\n%s\n%s", splits.to_string(), correlations.to_string())
-    shift_figures.shift_monitoring(splits, correlations, f"{label}: concept scores of the top {params['top_k']} pairs", out["figure"])
+    shift_figures.shift_monitoring(
+        splits, correlations, f"{label}: concept scores of the top {params['top_k']} pairs", out["figure"]
+    )

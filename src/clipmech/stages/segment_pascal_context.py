@@ -19,7 +19,9 @@ from clipmech.models.towers import tower
 log = logging.getLogger(__name__)
 
 
-def segment_pascal_context(*, name: str, model_entry: dict, out: dict, params: dict, device: str, threads: int, label: str) -> None:
+def segment_pascal_context(
+    *, name: str, model_entry: dict, out: dict, params: dict, device: str, threads: int, label: str
+) -> None:
     """PASCAL Context-59 mIoU of every method with mmseg's protocol (methods.md Sec. 5).
 
     Each image is resized keeping its aspect ratio to fit ``scale`` (long, short) (shorter side
@@ -37,7 +39,9 @@ def segment_pascal_context(*, name: str, model_entry: dict, out: dict, params: d
     if not info.has_attnpool or info.image_size[1] != image_size:
         raise ValueError(f"{name}: Pascal Context segmentation needs a square CLIP-ResNet; its vision tower is {info}")
     if params["crop_size"] != image_size:
-        raise ValueError(f"crop_size {params['crop_size']} must equal the model's input size {image_size} (its positional embedding is fixed)")
+        raise ValueError(
+            f"crop_size {params['crop_size']} must equal the model's input size {image_size} (its positional embedding is fixed)"
+        )
     normalize = next(t for t in preprocess.transforms if type(t).__name__ == "Normalize")
     weights = dec.attnpool_weights(model.visual.attnpool)
     u_HCE, bias_E = dec.neuron_head_directions(weights), dec.output_bias(weights)
@@ -67,14 +71,22 @@ def segment_pascal_context(*, name: str, model_entry: dict, out: dict, params: d
         resized = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
         pixels = normalize(torch.from_numpy(resized.copy()).permute(2, 0, 1).float() / 255.0)
         gt_scored = miou.reduce_zero_label(gt)
-        for method, logits_KHW in segmentation.slide_logits(pixels, params["crop_size"], params["stride"], crop_logits).items():
+        for method, logits_KHW in segmentation.slide_logits(
+            pixels, params["crop_size"], params["stride"], crop_logits
+        ).items():
             full_KHW = segmentation.upsample(logits_KHW.reshape(1, len(classes), -1), (height, width), gt.shape)[0]
-            confusions[method] = confusions[method] + miou.confusion_matrix(full_KHW.argmax(axis=0), gt_scored, len(classes))
+            confusions[method] = confusions[method] + miou.confusion_matrix(
+                full_KHW.argmax(axis=0), gt_scored, len(classes)
+            )
         log.info("PASCAL Context image %d/%d done", i + 1, len(items))
     miou_rows, iou_rows = [], []
     for method, cm in confusions.items():
-        miou_rows.append({"method": method, "miou": miou.mean_iou(cm), "n_images": len(items), "top_k": int(w_KHC[0].sum())})
-        iou_rows += [{"method": method, "class": name, "iou": v} for name, v in zip(classes, miou.iou_from_confusion(cm))]
+        miou_rows.append(
+            {"method": method, "miou": miou.mean_iou(cm), "n_images": len(items), "top_k": int(w_KHC[0].sum())}
+        )
+        iou_rows += [
+            {"method": method, "class": name, "iou": v} for name, v in zip(classes, miou.iou_from_confusion(cm))
+        ]
     miou_table = pd.DataFrame(miou_rows)
     tables.write_table(miou_table, out["miou"])
     tables.write_table(pd.DataFrame(iou_rows), out["iou"])

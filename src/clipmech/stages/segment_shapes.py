@@ -16,7 +16,9 @@ from clipmech.stores import attnpool as pool_store
 log = logging.getLogger(__name__)
 
 
-def segment_shapes(*, store: str, dataset_dir: str, text_path: str, out: dict, params: dict, chunk_size: int, seed: int, label: str) -> None:
+def segment_shapes(
+    *, store: str, dataset_dir: str, text_path: str, out: dict, params: dict, chunk_size: int, seed: int, label: str
+) -> None:
     """Training-free segmentation of Shapes colours and shapes with every method; mIoU tables and figures.
 
     ``out["miou"]``: task, method, scoring (``with_background``: background + classes, background
@@ -49,7 +51,9 @@ def segment_shapes(*, store: str, dataset_dir: str, text_path: str, out: dict, p
         for task, (classes, z_KE, w_KHC) in setups.items():
             gt = segmentation.shapes_ground_truth(data.masks, data.objects, ids, task, classes)
             for method in segmentation.METHODS:
-                logits = segmentation.token_logits(batch.x_NTC, batch.alpha_NHT, parts.weights, parts.u_HCE, parts.bias_E, z_KE, w_KHC, method)
+                logits = segmentation.token_logits(
+                    batch.x_NTC, batch.alpha_NHT, parts.weights, parts.u_HCE, parts.bias_E, z_KE, w_KHC, method
+                )
                 pixel_logits = segmentation.upsample(logits, parts.grid, size)
                 pred = segmentation.predict_with_background(pixel_logits, params["background_threshold"])
                 for scoring, cm in segmentation.shapes_confusions(pred, pixel_logits, gt).items():
@@ -58,12 +62,18 @@ def segment_shapes(*, store: str, dataset_dir: str, text_path: str, out: dict, p
                 if in_figure.any():
                     figure_preds[task].setdefault(method, []).append(pred[in_figure])
                     if task == "colour" and method == "pairs":
-                        figure_heatmaps = pixel_logits[in_figure] if figure_heatmaps is None else np.concatenate([figure_heatmaps, pixel_logits[in_figure]])
+                        figure_heatmaps = (
+                            pixel_logits[in_figure]
+                            if figure_heatmaps is None
+                            else np.concatenate([figure_heatmaps, pixel_logits[in_figure]])
+                        )
     miou_rows, iou_rows = [], []
     for (task, method, scoring), cm in confusions.items():
         classes = setups[task][0]
         iou = miou.iou_from_confusion(cm)
-        miou_rows.append({"task": task, "method": method, "scoring": scoring, "miou": miou.mean_iou(cm), "n_images": data.n_images})
+        miou_rows.append(
+            {"task": task, "method": method, "scoring": scoring, "miou": miou.mean_iou(cm), "n_images": data.n_images}
+        )
         for name, value in zip(("background", *classes), iou):
             iou_rows.append({"task": task, "method": method, "scoring": scoring, "class": name, "iou": value})
     miou_table = pd.DataFrame(miou_rows)
@@ -72,7 +82,11 @@ def segment_shapes(*, store: str, dataset_dir: str, text_path: str, out: dict, p
     log.info("mIoU:\n%s", miou_table.to_string())
     images = np.asarray(data.images[examples])
     segmentation_figures.class_heatmaps(
-        images, figure_heatmaps, setups["colour"][0], f"{label}: pair-method colour maps (top {k} pairs per class)", out["heatmaps"]
+        images,
+        figure_heatmaps,
+        setups["colour"][0],
+        f"{label}: pair-method colour maps (top {k} pairs per class)",
+        out["heatmaps"],
     )
     blocks = [
         {
@@ -84,5 +98,8 @@ def segment_shapes(*, store: str, dataset_dir: str, text_path: str, out: dict, p
         for task in segmentation.SEGMENTED_TASKS
     ]
     segmentation_figures.predicted_masks(
-        images, blocks, f"{label}: predicted masks (background threshold {params['background_threshold']})", out["masks"]
+        images,
+        blocks,
+        f"{label}: predicted masks (background threshold {params['background_threshold']})",
+        out["masks"],
     )

@@ -16,8 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def superposition_separability(
-    *,
-    units: str, store: str, dataset_dir: str, out: dict, params: dict, seed: int, label: str
+    *, units: str, store: str, dataset_dir: str, out: dict, params: dict, seed: int, label: str
 ) -> None:
     """Pair table, correlation table (pooled and within each pair type,
     :func:`clipmech.analyses.superposition.correlation_by_type`) and the two scatter figures of

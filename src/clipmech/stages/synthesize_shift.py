@@ -17,4 +17,10 @@ def synthesize_shift(*, directory: str, params: dict, image_size: int) -> None:
     """
     spec = shift.shift_spec(params, image_size)
     shift.save(directory, spec, *shift.synthesize(spec))
-    log.info("wrote %d splits x %d images with shares %s of %s", len(spec.shares), spec.n_per_split, spec.shares, spec.concepts)
+    log.info(
+        "wrote %d splits x %d images with shares %s of %s",
+        len(spec.shares),
+        spec.n_per_split,
+        spec.shares,
+        spec.concepts,
+    )

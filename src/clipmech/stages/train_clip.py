@@ -7,7 +7,9 @@ import torch
 from clipmech.models import loading, train
 
 
-def train_clip(*, name: str, architecture: str, params: dict, checkpoint: str, metrics: str, losses: str, threads: int) -> None:
+def train_clip(
+    *, name: str, architecture: str, params: dict, checkpoint: str, metrics: str, losses: str, threads: int
+) -> None:
     """Train ``architecture`` (:mod:`clipmech.models.train`); write checkpoint, metrics JSON and losses TSV."""
     torch.set_num_threads(threads)
     train.train_and_save(

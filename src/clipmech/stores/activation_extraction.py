@@ -235,7 +235,14 @@ def image_captions(dataset: datasets.ImageDataset) -> list[str]:
 
 
 def store_template(
-    n_images: int, layers, n_tokens: int, width: int, embed_dim: int, batch: int, prov, extra_attrs,
+    n_images: int,
+    layers,
+    n_tokens: int,
+    width: int,
+    embed_dim: int,
+    batch: int,
+    prov,
+    extra_attrs,
     extras: dict | None = None,
 ) -> xr.Dataset:
     """A lazy (dask) Dataset of the store's full shape and chunking; ``to_zarr(compute=False)``
@@ -245,15 +252,23 @@ def store_template(
     the T and width of its sites (module docstring)."""
     n_layers = len(layers)
     data_vars = {
-        reduction: (("image", "layer", "neuron"), dask.array.zeros((n_images, n_layers, width), chunks=(batch, 1, width), dtype="float32"))
+        reduction: (
+            ("image", "layer", "neuron"),
+            dask.array.zeros((n_images, n_layers, width), chunks=(batch, 1, width), dtype="float32"),
+        )
         for reduction in prov.reductions
     }
     if prov.save_tokens:
         data_vars["tokens"] = (
             ("image", "layer", "token", "neuron"),
-            dask.array.zeros((n_images, n_layers, n_tokens, width), chunks=(batch, 1, n_tokens, width), dtype="float16"),
+            dask.array.zeros(
+                (n_images, n_layers, n_tokens, width), chunks=(batch, 1, n_tokens, width), dtype="float16"
+            ),
         )
-    data_vars["embedding"] = (("image", "embed"), dask.array.zeros((n_images, embed_dim), chunks=(batch, embed_dim), dtype="float32"))
+    data_vars["embedding"] = (
+        ("image", "embed"),
+        dask.array.zeros((n_images, embed_dim), chunks=(batch, embed_dim), dtype="float32"),
+    )
     coords = {
         "image": np.arange(n_images),
         "layer": np.asarray(layers),
@@ -274,8 +289,14 @@ def store_template(
 
 
 def activations_batch(
-    model, cache, plan: SitePlan, pixels_NCHW: torch.Tensor, text_NL: torch.Tensor | None, reductions,
-    save_tokens: bool, n_prefix_tokens: int,
+    model,
+    cache,
+    plan: SitePlan,
+    pixels_NCHW: torch.Tensor,
+    text_NL: torch.Tensor | None,
+    reductions,
+    save_tokens: bool,
+    n_prefix_tokens: int,
 ) -> xr.Dataset:
     """Forward one batch with the plan's sites hooked and package what the store holds for it.
 

@@ -34,7 +34,6 @@ mismatch starts afresh. The final store appears only by renaming the finished pa
 store that exists is complete.
 """
 
-
 from __future__ import annotations
 
 from pathlib import Path

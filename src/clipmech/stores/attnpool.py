@@ -18,7 +18,6 @@ One zarr chunk is one batch of images. Attributes hold the :class:`AttnPoolProve
 grid. Written resumably and published atomically (:mod:`clipmech.stores.base`).
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -276,4 +275,6 @@ def scan(ds: xr.Dataset, chunk_size: int, keep: np.ndarray) -> Scan:
 
 def check_images(ds, data: datasets.ImageDataset, store: str, dataset_dir: str) -> None:
     if ds.sizes["image"] != data.n_images:
-        raise ValueError(f"store {store} holds {ds.sizes['image']} images but dataset {dataset_dir} has {data.n_images}")
+        raise ValueError(
+            f"store {store} holds {ds.sizes['image']} images but dataset {dataset_dir} has {data.n_images}"
+        )

@@ -88,8 +88,14 @@ def store_template(
     embed_dim = weights.c_weight.shape[0]
     n_heads = weights.n_heads
     data_vars = {
-        "x": (("image", "token", "neuron"), dask.array.zeros((n_images, n_tokens, width), chunks=(batch, n_tokens, width), dtype="float32")),
-        "alpha": (("image", "head", "token"), dask.array.zeros((n_images, n_heads, n_tokens), chunks=(batch, n_heads, n_tokens), dtype="float32")),
+        "x": (
+            ("image", "token", "neuron"),
+            dask.array.zeros((n_images, n_tokens, width), chunks=(batch, n_tokens, width), dtype="float32"),
+        ),
+        "alpha": (
+            ("image", "head", "token"),
+            dask.array.zeros((n_images, n_heads, n_tokens), chunks=(batch, n_heads, n_tokens), dtype="float32"),
+        ),
         "y": (("image", "embed"), dask.array.zeros((n_images, embed_dim), chunks=(batch, embed_dim), dtype="float32")),
     }
     data_vars.update({name: (dims, getattr(weights, name)) for name, dims in pool_store.WEIGHT_DIMS.items()})
@@ -152,7 +158,9 @@ def extract_attnpool(
             "open_clip ModifiedResNet image tower (RN50, RN101, RN50x4, RN50x16, RN50x64, clipmech-rn-tiny)"
         )
     weights = dec.attnpool_weights(model.visual.attnpool, dtype=np.float32)
-    prov = AttnPoolProvenance(**loading.run_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size))
+    prov = AttnPoolProvenance(
+        **loading.run_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size)
+    )
     n_images = dataset.n_images
     start = base.begin_store(store, prov, lambda: store_template(n_images, batch_size, prov, weights, info.grid))
     for first in tqdm(range(start, n_images, batch_size), desc=f"attnpool {spec.name}", mininterval=10):
@@ -168,5 +176,11 @@ def extract_attnpool(
         )
         base.write_batch(store, batch, first, last)
     base.publish_store(store)
-    log.info("published %s (%d images, %d tokens, %d neurons, %d heads)", store, n_images, *weights.positional_embedding.shape, weights.n_heads)
+    log.info(
+        "published %s (%d images, %d tokens, %d neurons, %d heads)",
+        store,
+        n_images,
+        *weights.positional_embedding.shape,
+        weights.n_heads,
+    )
     return store

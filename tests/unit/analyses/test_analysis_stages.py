@@ -89,8 +89,15 @@ def test_gradcam_stage_on_random_weights(tiny_dataset, tmp_path, architecture, l
     model = {"architecture": architecture, "pretrained": None}
     with caplog.at_level("INFO"):
         gradcam_binding(
-            name="random", model_entry=model, dataset_dir=str(tiny_dataset), out=out, params=params, seed=0,
-            device="cpu", threads=1, label="test",
+            name="random",
+            model_entry=model,
+            dataset_dir=str(tiny_dataset),
+            out=out,
+            params=params,
+            seed=0,
+            device="cpu",
+            threads=1,
+            label="test",
         )
     assert f"Grad-CAM at {layer}" in caplog.text
     pointing = pd.read_csv(out["pointing"], sep="\t")

@@ -115,8 +115,15 @@ def test_cifar10_stage_on_the_fake_copy(fake_cifar, tmp_path):
     cifar = {"root": str(fake_cifar), "split": "test", "n_images": 10}
     model = {"architecture": "clipmech-vit-tiny", "pretrained": None}
     tsne_cifar10(
-        name="random-vit", model_entry=model, out=out, cifar=cifar, params={"perplexity": 3}, seed=0, device="cpu",
-        batch_size=4, threads=1,
+        name="random-vit",
+        model_entry=model,
+        out=out,
+        cifar=cifar,
+        params={"perplexity": 3},
+        seed=0,
+        device="cpu",
+        batch_size=4,
+        threads=1,
     )
     table = pd.read_csv(out["table"], sep="\t")
     assert len(table) == 10 and set(table["class"]) <= set(CLASSES)

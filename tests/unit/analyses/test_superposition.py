@@ -179,9 +179,7 @@ def test_separability_table_holdout_is_seeded():
     rng = np.random.default_rng(6)
     emb_NE, counts_NF = _synthetic_dataset(rng)
     pairs = feature_pairs()
-    run = [
-        separability_table(emb_NE, counts_NF, pairs, cv="holdout", rng=np.random.default_rng(s)) for s in (1, 1, 2)
-    ]
+    run = [separability_table(emb_NE, counts_NF, pairs, cv="holdout", rng=np.random.default_rng(s)) for s in (1, 1, 2)]
     pd.testing.assert_frame_equal(run[0], run[1])
     ok = run[0]["status"] == "ok"
     assert ok.sum() == 6  # the pairs among red, green, blue, pink

@@ -28,7 +28,14 @@ def test_sample_objects_with_honours_presence(distinct):
 
 
 def test_splits_have_exact_shares_and_load_as_a_dataset(tmp_path):
-    spec = shift.ShiftSpec(concepts=("red", "circle"), shares=((0.2, 1.0), (0.6, 0.0), (1.0, 0.4)), n_per_split=5, image_size=48, max_objects=3, seed=1)
+    spec = shift.ShiftSpec(
+        concepts=("red", "circle"),
+        shares=((0.2, 1.0), (0.6, 0.0), (1.0, 0.4)),
+        n_per_split=5,
+        image_size=48,
+        max_objects=3,
+        seed=1,
+    )
     images, masks, objects = shift.synthesize(spec)
     assert images.shape == (15, 48, 48, 3) and masks.shape == (15, 48, 48)
     present = shift.presence(objects, spec.concepts, 15)
@@ -36,7 +43,11 @@ def test_splits_have_exact_shares_and_load_as_a_dataset(tmp_path):
     assert (objects["split"] == objects["image_id"] // 5).all()
     shift.save(tmp_path / "splits", spec, images, masks, objects)
     data = datasets.load(tmp_path / "splits")
-    assert data.n_images == 15 and data.spec["kind"] == "shapes" and data.spec["sha256"] == shapes.dataset_hash(tmp_path / "splits")
+    assert (
+        data.n_images == 15
+        and data.spec["kind"] == "shapes"
+        and data.spec["sha256"] == shapes.dataset_hash(tmp_path / "splits")
+    )
     assert shift.load_spec(tmp_path / "splits") == spec
     again = shift.synthesize(spec)
     np.testing.assert_array_equal(again[0], images)  # seeded

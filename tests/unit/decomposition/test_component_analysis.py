@@ -21,7 +21,9 @@ def toy():
 
 
 def _task(name, text_KE, images, truth):
-    return ca.ZeroShotTask(name, tuple(f"c{k}" for k in range(len(text_KE))), text_KE, np.asarray(images), np.asarray(truth))
+    return ca.ZeroShotTask(
+        name, tuple(f"c{k}" for k in range(len(text_KE))), text_KE, np.asarray(images), np.asarray(truth)
+    )
 
 
 def test_zero_shot_accuracy_hand_case():
@@ -48,8 +50,13 @@ def test_ablation_curves_end_points(toy):
     text_KE = rng.standard_normal((4, 6))
     truth = np.argmax(y_NE @ text_KE.T, axis=1)
     truth[::3] = (truth[::3] + 1) % 4  # the model is right on 2 of 3 images
-    tasks = [_task("a", text_KE, np.arange(0, 40, 2), truth[::2]), _task("b", text_KE, np.arange(1, 40, 2), truth[1::2])]
-    table = ca.ablation_curves(s_NHC, u_HCE, bias_E, ca.component_scores(s_NHC, u_HCE), [0.0, 0.5, 1.0], tasks, chunk_size=7)
+    tasks = [
+        _task("a", text_KE, np.arange(0, 40, 2), truth[::2]),
+        _task("b", text_KE, np.arange(1, 40, 2), truth[1::2]),
+    ]
+    table = ca.ablation_curves(
+        s_NHC, u_HCE, bias_E, ca.component_scores(s_NHC, u_HCE), [0.0, 0.5, 1.0], tasks, chunk_size=7
+    )
     assert len(table) == 3 * 3 * 2 and set(table["level"]) == set(ca.LEVELS)
     full = table[table["fraction"] == 1.0]
     for task in tasks:
@@ -89,11 +96,15 @@ def test_direction_replacement(toy):
     keep_HC = rng.random((3, 5)) < 0.5
     s_mean_HC = s_NHC.mean(0)
     heads, neurons = np.nonzero(keep_HC)
-    exact = ca.pair_outputs_with_directions(s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC, heads, neurons, u_HCE[heads, neurons])
+    exact = ca.pair_outputs_with_directions(
+        s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC, heads, neurons, u_HCE[heads, neurons]
+    )
     np.testing.assert_allclose(exact, dec.mean_ablate(s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC=s_mean_HC), rtol=1e-12)
     other = rng.standard_normal((len(heads), 6))
     replaced = ca.pair_outputs_with_directions(s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC, heads, neurons, other)
-    expected = dec.mean_ablate(s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC=s_mean_HC) + s_NHC[:, heads, neurons] @ (other - u_HCE[heads, neurons])
+    expected = dec.mean_ablate(s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC=s_mean_HC) + s_NHC[:, heads, neurons] @ (
+        other - u_HCE[heads, neurons]
+    )
     np.testing.assert_allclose(replaced, expected, rtol=1e-10, atol=1e-12)
 
     # neurons whose contributions are exactly rank 1 (one head) are reproduced by their PC
@@ -133,7 +144,9 @@ def test_activation_ablation_equals_the_module_on_mean_ablated_feature_maps(real
         model_NE = pool(features_NCHW).numpy()
     y_NE = ca.activation_ablated_outputs(x_NTC, x_NTC.mean(0), keep_C, weights)
     np.testing.assert_allclose(y_NE, expected_NE, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(ca.activation_ablated_outputs(x_NTC, x_NTC.mean(0), np.ones(8, bool), weights), model_NE, rtol=1e-10)
+    np.testing.assert_allclose(
+        ca.activation_ablated_outputs(x_NTC, x_NTC.mean(0), np.ones(8, bool), weights), model_NE, rtol=1e-10
+    )
     none_NE = ca.activation_ablated_outputs(x_NTC, x_NTC.mean(0), np.zeros(8, bool), weights)
     np.testing.assert_allclose(none_NE, np.broadcast_to(none_NE[0], none_NE.shape), rtol=1e-12)
     with pytest.raises(ValueError, match="disagree"):
@@ -150,7 +163,10 @@ def test_activation_ablation_curve_end_points_and_ranking(real_pool):
     text_KE = rng.standard_normal((3, 5))
     truth = np.argmax(y_NE @ text_KE.T, axis=1)
     truth[::4] = (truth[::4] + 1) % 3
-    tasks = [_task("a", text_KE, [0, 2, 4, 6, 8, 10], truth[::2]), _task("b", text_KE, [1, 2, 5, 7], truth[[1, 2, 5, 7]])]
+    tasks = [
+        _task("a", text_KE, [0, 2, 4, 6, 8, 10], truth[::2]),
+        _task("b", text_KE, [1, 2, 5, 7], truth[[1, 2, 5, 7]]),
+    ]
     evaluated, _ = ca.evaluated_images(tasks)
     assert evaluated.tolist() == [0, 1, 2, 4, 5, 6, 7, 8, 10]
     score_C = np.arange(8.0)[::-1]  # neuron 0 ranks first

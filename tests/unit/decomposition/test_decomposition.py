@@ -67,8 +67,18 @@ def tiny():
     x_NTC = cap.x_NTC.numpy()
     alpha_NHT = cap.alpha_NHT.numpy()
     s_NHC = dec.pair_scalars(x_NTC, alpha_NHT)
-    return dict(model=model, images=images, cap=cap, weights=weights, u=u_HCE, bias=bias_E,
-                x=x_NTC, alpha=alpha_NHT, s=s_NHC, y=cap.y_NE.numpy())
+    return dict(
+        model=model,
+        images=images,
+        cap=cap,
+        weights=weights,
+        u=u_HCE,
+        bias=bias_E,
+        x=x_NTC,
+        alpha=alpha_NHT,
+        s=s_NHC,
+        y=cap.y_NE.numpy(),
+    )
 
 
 # ---------------------------------------------------------------- capture
@@ -103,13 +113,26 @@ def test_alpha_matches_module_attention_weights(tiny):
     x_TNC = x_NTC.transpose(0, 1)
     with torch.no_grad():
         _, w_NHTT = F.multi_head_attention_forward(
-            query=x_TNC, key=x_TNC, value=x_TNC, embed_dim_to_check=x_TNC.shape[-1],
-            num_heads=pool.num_heads, q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight,
-            v_proj_weight=pool.v_proj.weight, in_proj_weight=None,
+            query=x_TNC,
+            key=x_TNC,
+            value=x_TNC,
+            embed_dim_to_check=x_TNC.shape[-1],
+            num_heads=pool.num_heads,
+            q_proj_weight=pool.q_proj.weight,
+            k_proj_weight=pool.k_proj.weight,
+            v_proj_weight=pool.v_proj.weight,
+            in_proj_weight=None,
             in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
-            bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0,
-            out_proj_weight=pool.c_proj.weight, out_proj_bias=pool.c_proj.bias,
-            use_separate_proj_weight=True, training=False, need_weights=True, average_attn_weights=False,
+            bias_k=None,
+            bias_v=None,
+            add_zero_attn=False,
+            dropout_p=0.0,
+            out_proj_weight=pool.c_proj.weight,
+            out_proj_bias=pool.c_proj.bias,
+            use_separate_proj_weight=True,
+            training=False,
+            need_weights=True,
+            average_attn_weights=False,
         )
     np.testing.assert_allclose(alpha_NHT, w_NHTT[:, :, 0, :].numpy(), rtol=0, atol=1e-12)
     # The attention must be informative for this test (and the reconstruction) to bite.
@@ -304,7 +327,9 @@ def test_keep_masks_and_top_fraction():
     with pytest.raises(ValueError, match=r"shape \(4,\)"):
         dec.keep_mask_pairs(np.ones(3, bool), "neuron", 3, 4)
     assert dec.keep_mask_pairs(np.array([True, False, True]), "head", 3, 2).tolist() == [
-        [True, True], [False, False], [True, True]
+        [True, True],
+        [False, False],
+        [True, True],
     ]
     score = np.array([[0.1, 0.9, 0.5], [0.7, 0.2, 0.3]])
     assert dec.top_fraction_mask(score, 0.5).tolist() == [[False, True, True], [True, False, False]]

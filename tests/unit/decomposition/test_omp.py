@@ -145,9 +145,7 @@ def test_early_termination_matches_sklearn_in_float32_when_span_fills():
     gram, xy = (atoms_AE @ atoms_AE.T).numpy(), (targets_NE @ atoms_AE.T).numpy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        n_iter = np.array(
-            [orthogonal_mp_gram(gram, row, n_nonzero_coefs=20, return_n_iter=True)[1] for row in xy]
-        )
+        n_iter = np.array([orthogonal_mp_gram(gram, row, n_nonzero_coefs=20, return_n_iter=True)[1] for row in xy])
     assert (n_iter < 16).any()
     assert (result.n_active.numpy() == n_iter).mean() >= 0.99
 
@@ -170,9 +168,7 @@ def test_never_selects_an_atom_twice():
 def test_stops_on_linearly_dependent_atom():
     # atom 1 is atom 0 tilted by 1e-9: its squared distance to span(atom 0) is ~1e-18 < eps,
     # while the target's large e2 component gives atom 0 a clear residual correlation
-    atoms_AE = torch.tensor(
-        [[1.0, 0.0, 0.0], [1.0, 1e-9, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64
-    )
+    atoms_AE = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1e-9, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
     atoms_AE /= atoms_AE.norm(dim=1, keepdim=True)
     targets_NE = torch.tensor([[1.0, 1e6, 0.0]], dtype=torch.float64)
     result = omp(atoms_AE, targets_NE, 3)

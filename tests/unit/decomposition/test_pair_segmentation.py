@@ -60,8 +60,14 @@ def test_token_logits_match_explicit_formulas(toy):
                 assert got["maskclip"][n, c, s] == pytest.approx(cos)
     # with every pair selected, the head method is C times the aggregated map sum_h M_c^h
     everything = np.ones((3, H, C))
-    aggregated = np.einsum("nhtk->nkt", dec.token_head_maps(x_NTC, alpha_NHT, u_HCE, z_KE / np.linalg.norm(z_KE, axis=1, keepdims=True)))
-    np.testing.assert_allclose(ps.token_logits(x_NTC, alpha_NHT, weights, u_HCE, bias_E, z_KE, everything, "heads"), C * aggregated[:, :, 1:], rtol=1e-10)
+    aggregated = np.einsum(
+        "nhtk->nkt", dec.token_head_maps(x_NTC, alpha_NHT, u_HCE, z_KE / np.linalg.norm(z_KE, axis=1, keepdims=True))
+    )
+    np.testing.assert_allclose(
+        ps.token_logits(x_NTC, alpha_NHT, weights, u_HCE, bias_E, z_KE, everything, "heads"),
+        C * aggregated[:, :, 1:],
+        rtol=1e-10,
+    )
     with pytest.raises(ValueError, match="valid methods"):
         ps.token_logits(x_NTC, alpha_NHT, weights, u_HCE, bias_E, z_KE, w_KHC, "selfself")
 
@@ -80,7 +86,9 @@ def test_upsample_and_background_threshold():
 def test_shapes_ground_truth_and_confusions(tiny_dataset):
     data = datasets.load(tiny_dataset)
     images = np.array([0, 5, 9])
-    gt = ps.shapes_ground_truth(data.masks, data.objects, images, "colour", ("red", "green", "blue", "pink", "black", "yellow"))
+    gt = ps.shapes_ground_truth(
+        data.masks, data.objects, images, "colour", ("red", "green", "blue", "pink", "black", "yellow")
+    )
     assert gt.shape == (3, 64, 64)
     for i, image in enumerate(images):
         np.testing.assert_array_equal(gt[i] == 0, data.masks[image] == 0)
@@ -104,7 +112,9 @@ def test_slide_windows_follow_mmseg():
 
 def test_slide_logits_average_overlaps():
     image = torch.arange(2 * 5 * 7, dtype=torch.float32).reshape(2, 5, 7)
-    out = ps.slide_logits(image, 4, 2, lambda crop: {"copy": crop.numpy().astype(np.float64), "ones": np.ones((1, 4, 4))})
+    out = ps.slide_logits(
+        image, 4, 2, lambda crop: {"copy": crop.numpy().astype(np.float64), "ones": np.ones((1, 4, 4))}
+    )
     np.testing.assert_allclose(out["copy"], image.numpy())  # every window sees the same pixel values
     np.testing.assert_allclose(out["ones"], 1.0)
     small = ps.slide_logits(image[:, :3, :3], 4, 2, lambda crop: {"copy": crop.numpy().astype(np.float64)})
@@ -124,7 +134,9 @@ def _fake_pascal_context(root, names, size=(90, 120)):
     (root / "ImageSets" / "SegmentationContext").mkdir(parents=True)
     for name in names:
         Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(root / "JPEGImages" / f"{name}.jpg")
-        Image.fromarray(rng.integers(0, 60, size, dtype=np.uint8)).save(root / "SegmentationClassContext" / f"{name}.png")
+        Image.fromarray(rng.integers(0, 60, size, dtype=np.uint8)).save(
+            root / "SegmentationClassContext" / f"{name}.png"
+        )
     (root / "ImageSets" / "SegmentationContext" / "val.txt").write_text("\n".join(names) + "\n")
 
 
@@ -135,7 +147,11 @@ def test_pascal_context_reader_errors(tmp_path):
     (tmp_path / "ImageSets" / "SegmentationContext" / "val.txt").write_text("2008_000002\n2008_000003\n")
     with pytest.raises(FileNotFoundError, match="2008_000003"):
         ps.pascal_context_items(tmp_path)
-    assert len(ps.PASCAL_CONTEXT_59) == 59 and ps.PASCAL_CONTEXT_59[0] == "aeroplane" and ps.PASCAL_CONTEXT_59[-1] == "wood"
+    assert (
+        len(ps.PASCAL_CONTEXT_59) == 59
+        and ps.PASCAL_CONTEXT_59[0] == "aeroplane"
+        and ps.PASCAL_CONTEXT_59[-1] == "wood"
+    )
 
 
 def test_pascal_context_stage_on_a_fake_copy(tmp_path):
@@ -145,7 +161,12 @@ def test_pascal_context_stage_on_a_fake_copy(tmp_path):
     params = {"root": str(root), "split": "val", "scale": [512, 128], "crop_size": 128, "stride": 64,
               "logit_scale": 40.0, "top_k": 50, "n_images": None}  # fmt: skip
     segment_pascal_context(
-        name="rn", model_entry={"architecture": "clipmech-rn-tiny"}, out=out, params=params, device="cpu", threads=1,
+        name="rn",
+        model_entry={"architecture": "clipmech-rn-tiny"},
+        out=out,
+        params=params,
+        device="cpu",
+        threads=1,
         label="rn",
     )
     miou = pd.read_csv(out["miou"], sep="\t")
@@ -155,6 +176,11 @@ def test_pascal_context_stage_on_a_fake_copy(tmp_path):
     assert len(iou) == 4 * 59
     with pytest.raises(ValueError, match="crop_size"):
         segment_pascal_context(
-            name="rn", model_entry={"architecture": "clipmech-rn-tiny"}, out=out, params={**params, "crop_size": 96},
-            device="cpu", threads=1, label="rn",
+            name="rn",
+            model_entry={"architecture": "clipmech-rn-tiny"},
+            out=out,
+            params={**params, "crop_size": 96},
+            device="cpu",
+            threads=1,
+            label="rn",
         )

@@ -98,7 +98,9 @@ def test_mlp_out_is_bit_identical_to_a_hook_on_block_mlp(tiny_vit):
     reference = {}
     blocks = model.visual.transformer.resblocks
     handles = [
-        block.mlp.register_forward_hook(lambda module, args, out, layer=layer: reference.setdefault(layer, out.detach()))
+        block.mlp.register_forward_hook(
+            lambda module, args, out, layer=layer: reference.setdefault(layer, out.detach())
+        )
         for layer, block in enumerate(blocks)
     ]
     try:
@@ -230,8 +232,7 @@ def test_resnet_stage_is_gradcam_layer4(rn):
 
 def _n_hooks(model):
     return sum(
-        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._forward_hooks_with_kwargs)
-        for m in model.modules()
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._forward_hooks_with_kwargs) for m in model.modules()
     )
 
 

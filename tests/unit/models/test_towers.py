@@ -38,14 +38,18 @@ def test_resnet_tiny(rn):
     info = tower(rn)
     assert (info.kind, info.n_layers, info.width, info.n_heads) == ("resnet", 4, 512, 8)
     assert (info.grid, info.n_prefix_tokens, info.n_tokens, info.stride, info.image_size) == (
-        (4, 4), 1, 17, (32, 32), (128, 128)
+        (4, 4),
+        1,
+        17,
+        (32, 32),
+        (128, 128),
     )
     assert info.has_attnpool
     assert info.blocks == (rn.visual.layer1, rn.visual.layer2, rn.visual.layer3, rn.visual.layer4)
     with torch.no_grad():
-        features = rn.visual.layer4(rn.visual.layer3(rn.visual.layer2(rn.visual.layer1(
-            rn.visual.stem(torch.randn(1, 3, 128, 128))
-        ))))
+        features = rn.visual.layer4(
+            rn.visual.layer3(rn.visual.layer2(rn.visual.layer1(rn.visual.stem(torch.randn(1, 3, 128, 128)))))
+        )
     assert tuple(features.shape) == (1, info.width, *info.grid)
 
 
@@ -66,7 +70,11 @@ def test_timm_trunk():
     info = tower(model)
     assert (info.kind, info.n_layers, info.width, info.n_heads) == ("timm", 2, 192, 3)
     assert (info.grid, info.n_prefix_tokens, info.n_tokens, info.stride, info.image_size) == (
-        (4, 4), 1, 17, (16, 16), (64, 64)
+        (4, 4),
+        1,
+        17,
+        (16, 16),
+        (64, 64),
     )
     assert tower(TimmTrunkModel(class_token=False, global_pool="avg")).n_prefix_tokens == 0
     assert tower(TimmTrunkModel(reg_tokens=2)).n_tokens == 3 + 16

@@ -15,7 +15,9 @@ def test_training_is_deterministic_and_checkpoint_loads(tmp_path):
         d = tmp_path / run
         d.mkdir()
         records.append(
-            train.train_and_save(ModelSpec("t", "clipmech-vit-tiny", None), TINY, d / "ck.pt", d / "m.json", d / "l.tsv")
+            train.train_and_save(
+                ModelSpec("t", "clipmech-vit-tiny", None), TINY, d / "ck.pt", d / "m.json", d / "l.tsv"
+            )
         )
     assert (tmp_path / "a" / "l.tsv").read_text() == (tmp_path / "b" / "l.tsv").read_text()
     assert records[0]["checkpoint_sha256"] == records[1]["checkpoint_sha256"]

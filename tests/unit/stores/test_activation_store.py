@@ -42,7 +42,9 @@ def test_store_layout_and_provenance(tmp_path, tiny_dataset, tiny_vit):
 
 
 def test_killed_and_resumed_equals_uninterrupted(tmp_path, tiny_dataset, monkeypatch):
-    reference = activations.open_store(activation_extraction.extract(RANDOM, tiny_dataset, tmp_path / "ref.zarr", batch_size=3, device="cpu"))
+    reference = activations.open_store(
+        activation_extraction.extract(RANDOM, tiny_dataset, tmp_path / "ref.zarr", batch_size=3, device="cpu")
+    )
     target = tmp_path / "resumed.zarr"
     die_on_region_write(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
@@ -109,14 +111,26 @@ def test_default_store_equals_reference_arithmetic(tmp_path, tiny_dataset, tiny_
 
 def test_extra_sites_equal_hooked_capture(tmp_path, tiny_dataset, tiny_vit):
     spec = _checkpoint(tmp_path, tiny_vit)
-    sites = ("visual.blocks.*.hook_mlp_out", "visual.blocks.-1.hook_resid_post", "visual.blocks.0.hook_resid_post",
-             "text.blocks.*.mlp.hook_post")
-    store = activation_extraction.extract(spec, tiny_dataset, tmp_path / "s.zarr", sites=sites, batch_size=4, device="cpu")
+    sites = (
+        "visual.blocks.*.hook_mlp_out",
+        "visual.blocks.-1.hook_resid_post",
+        "visual.blocks.0.hook_resid_post",
+        "text.blocks.*.mlp.hook_post",
+    )
+    store = activation_extraction.extract(
+        spec, tiny_dataset, tmp_path / "s.zarr", sites=sites, batch_size=4, device="cpu"
+    )
     ds = activations.open_store(store)
-    names = ["visual.blocks.0.hook_resid_post", "visual.blocks.1.hook_resid_post",
-             "text.blocks.0.mlp.hook_post", "text.blocks.1.mlp.hook_post"]
+    names = [
+        "visual.blocks.0.hook_resid_post",
+        "visual.blocks.1.hook_resid_post",
+        "text.blocks.0.mlp.hook_post",
+        "text.blocks.1.mlp.hook_post",
+    ]
     assert activation_extraction.StoreProvenance.from_attrs(ds.attrs).sites == (
-        "visual.blocks.0.hook_mlp_out", "visual.blocks.1.hook_mlp_out", *names
+        "visual.blocks.0.hook_mlp_out",
+        "visual.blocks.1.hook_mlp_out",
+        *names,
     )
     resid = ds["visual_resid_post"]
     assert resid.dims == ("image", "visual_resid_post_layer", "visual_resid_post_token", "visual_resid_post_unit")
@@ -133,8 +147,12 @@ def test_extra_sites_equal_hooked_capture(tmp_path, tiny_dataset, tiny_vit):
         expected = torch.stack([cache[name] for name in var_names], dim=1).to(torch.float16).numpy()
         np.testing.assert_array_equal(ds[var].values, expected)
     assert ds["text_mlp_post"].shape[2:] == (tower(model, "text").n_tokens, 256)  # the full context
-    np.testing.assert_array_equal(ds["tokens"].values, activations.open_store(
-        activation_extraction.extract(spec, tiny_dataset, tmp_path / "d.zarr", batch_size=4, device="cpu"))["tokens"].values)
+    np.testing.assert_array_equal(
+        ds["tokens"].values,
+        activations.open_store(
+            activation_extraction.extract(spec, tiny_dataset, tmp_path / "d.zarr", batch_size=4, device="cpu")
+        )["tokens"].values,
+    )
 
 
 def test_bad_sites(tmp_path, tiny_dataset, tiny_vit):
@@ -147,7 +165,9 @@ def test_bad_sites(tmp_path, tiny_dataset, tiny_vit):
         activation_extraction.plan_sites(model, ["visual.blocks.*.hook_mlp_out", "visual.blocks.0.hook_nope"], None)
     with pytest.raises(ValueError, match="unknown tower 'audio'"):
         activation_extraction.plan_sites(model, ["visual.blocks.*.hook_mlp_out", "audio.blocks.*.hook_mlp_out"], None)
-    plan = activation_extraction.plan_sites(model, ["visual.blocks.*.hook_mlp_out", "visual.blocks.*.hook_resid_pre"], [1])
+    plan = activation_extraction.plan_sites(
+        model, ["visual.blocks.*.hook_mlp_out", "visual.blocks.*.hook_resid_pre"], [1]
+    )
     assert plan.layers == (1,) and plan.extras == {"visual_resid_pre": ("visual.blocks.1.hook_resid_pre",)}
 
 

@@ -32,7 +32,9 @@ def trained_rn(tmp_path_factory):
 
 
 def test_store_layout_matches_direct_capture_and_reconstructs(tmp_path, tiny_dataset, trained_rn):
-    store = attnpool_extraction.extract_attnpool(trained_rn, tiny_dataset, tmp_path / "a.zarr", batch_size=4, device="cpu")
+    store = attnpool_extraction.extract_attnpool(
+        trained_rn, tiny_dataset, tmp_path / "a.zarr", batch_size=4, device="cpu"
+    )
     ds = pool_store.open_store(store)
     assert ds["x"].shape == (10, 17, 512) and ds["alpha"].shape == (10, 8, 17) and ds["y"].shape == (10, 64)
     assert ds["x"].encoding["chunks"] == (4, 17, 512) and ds["x"].dtype == np.float32
@@ -113,5 +115,7 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, tiny_dataset, monkeyp
 
 def test_vit_is_rejected(tmp_path, tiny_dataset):
     with pytest.raises(TypeError, match="ModifiedResNet"):
-        attnpool_extraction.extract_attnpool(ModelSpec("v", "clipmech-vit-tiny", None), tiny_dataset, tmp_path / "v.zarr", device="cpu")
+        attnpool_extraction.extract_attnpool(
+            ModelSpec("v", "clipmech-vit-tiny", None), tiny_dataset, tmp_path / "v.zarr", device="cpu"
+        )
     assert not (tmp_path / "v.zarr").exists()
