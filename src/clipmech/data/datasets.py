@@ -2,11 +2,13 @@
 
 Every dataset directory holds ``images.npy`` (uint8, N x H x W x 3) and ``spec.json`` (what it is,
 with the sha256 of its data files); Shapes datasets add ``masks.npy`` and ``objects.tsv``
-(see :mod:`clipmech.data.shapes`).
+(see :mod:`clipmech.data.shapes`). :func:`load` checks the data files against that sha256 once per
+job, so a file changed in place after the dataset rule wrote it fails loudly instead of being used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,19 +43,48 @@ class ImageDataset:
         return int(self.images.shape[0])
 
 
+#: The data files of a dataset kind, in the order :func:`dataset_hash` reads them.
+DATA_FILES = {"shapes": ("images.npy", "masks.npy", "objects.tsv")}
+
+
+def data_files(kind: str) -> tuple[str, ...]:
+    """The data files of a dataset of ``kind`` (``images.npy`` alone for kinds without masks)."""
+    return DATA_FILES.get(kind, ("images.npy",))
+
+
+def dataset_hash(directory: str | Path, kind: str = "shapes") -> str:
+    """sha256 (hex) over a dataset directory's data files (:data:`DATA_FILES`), in order, 1 MiB blocks."""
+    digest = hashlib.sha256()
+    for name in data_files(kind):
+        with open(_required(Path(directory) / name), "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def load(directory: str | Path) -> ImageDataset:
-    """Open a dataset directory written by the pipeline.
+    """Open a dataset directory written by the pipeline, after checking its data against ``spec.json``.
 
     Raises
     ------
     FileNotFoundError
         If the directory or one of its files is missing; the message names the expected path.
+    ValueError
+        If the data files' sha256 differs from the one ``spec.json`` records (a file changed after the
+        dataset was written); the message names the directory and both hashes.
     """
     directory = Path(directory)
     spec_path = directory / "spec.json"
     if not spec_path.is_file():
         raise FileNotFoundError(f"no dataset at {directory}: expected {spec_path} (run the dataset rule first)")
     spec = json.loads(spec_path.read_text())
+    actual = dataset_hash(directory, spec["kind"])
+    if actual != spec["sha256"]:
+        raise ValueError(
+            f"dataset {directory}: its data files ({', '.join(data_files(spec['kind']))}) have sha256 {actual}, "
+            f"but {spec_path} records {spec['sha256']}: a file changed after the dataset was written. Delete the "
+            "directory so that its rule writes it again."
+        )
     images = np.load(_required(directory / "images.npy"), mmap_mode="r")
     if spec["kind"] != "shapes":
         return ImageDataset(images=images, spec=spec)

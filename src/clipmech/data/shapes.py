@@ -12,7 +12,6 @@ byte-identical images, instance masks and object tables.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -21,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
+
+from clipmech.data import datasets
 
 SHAPES = ("circle", "triangle", "square", "pentagon", "hexagon")
 COLOURS = ("red", "green", "blue", "pink", "black", "yellow")
@@ -387,18 +388,8 @@ def save(directory: str | Path, spec: ShapesSpec, images: np.ndarray, masks: np.
     np.save(directory / "masks.npy", masks)
     objects.to_csv(directory / "objects.tsv", sep="\t", index=False)
     meta = {"kind": "shapes", **asdict(spec), "n_images": int(images.shape[0])}
-    meta["sha256"] = dataset_hash(directory)
+    meta["sha256"] = datasets.dataset_hash(directory)
     (directory / "spec.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-
-
-def dataset_hash(directory: str | Path) -> str:
-    """sha256 over a dataset directory's data files (images, masks, object table), in order."""
-    digest = hashlib.sha256()
-    for name in ("images.npy", "masks.npy", "objects.tsv"):
-        with open(Path(directory) / name, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def build(directory: str | Path, spec: ShapesSpec) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clipmech.data import shapes
+from clipmech.data import datasets, shapes
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def save(directory: str | Path, spec: ShiftSpec, images: np.ndarray, masks: np.n
     np.save(directory / "images.npy", images)
     np.save(directory / "masks.npy", masks)
     objects.to_csv(directory / "objects.tsv", sep="\t", index=False)
-    meta = {**asdict(spec), "n_images": int(images.shape[0]), "sha256": shapes.dataset_hash(directory)}
+    meta = {**asdict(spec), "n_images": int(images.shape[0]), "sha256": datasets.dataset_hash(directory)}
     (directory / "spec.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 

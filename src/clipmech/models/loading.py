@@ -11,6 +11,7 @@ open_clip model configs shipped in ``clipmech/models/model_configs/`` and regist
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +40,15 @@ class ModelSpec:
         An open_clip model name (``open_clip.list_models()``, including clipmech's own configs).
     pretrained : str or None
         An open_clip pretrained tag, a path to a local checkpoint, or None for random weights.
+    sha256 : str or None
+        The expected sha256 (hex) of a local checkpoint, checked before it is loaded
+        (:func:`verify_checkpoint`); None to rely on the record of a pipeline-trained checkpoint.
     """
 
     name: str
     architecture: str
     pretrained: str | None
+    sha256: str | None = None
 
     @property
     def is_local_checkpoint(self) -> bool:
@@ -59,7 +64,8 @@ def model_spec(models: dict[str, dict[str, Any]], name: str) -> ModelSpec:
     KeyError
         If ``name`` is not configured; the message lists the configured names.
     ValueError
-        If its architecture is not an open_clip model; the message lists the valid ones.
+        If its architecture is not an open_clip model (the message lists the valid ones), or it gives a
+        ``sha256`` without a local checkpoint to check it against.
     """
     if name not in models:
         raise KeyError(f"unknown model {name!r}; configured models are: {', '.join(sorted(models))}")
@@ -71,14 +77,78 @@ def model_spec(models: dict[str, dict[str, Any]], name: str) -> ModelSpec:
             f"model {name!r}: unknown open_clip architecture {architecture!r}; valid architectures are: "
             + ", ".join(valid)
         )
-    return ModelSpec(name=name, architecture=architecture, pretrained=entry.get("pretrained"))
+    sha256 = entry.get("sha256")
+    if sha256 is not None and not is_local_checkpoint(entry.get("pretrained")):
+        raise ValueError(
+            f"model {name!r}: `sha256` checks a local checkpoint file, but `pretrained` is "
+            f"{entry.get('pretrained')!r} (an open_clip tag or None); drop `sha256` or point `pretrained` at the file"
+        )
+    return ModelSpec(name=name, architecture=architecture, pretrained=entry.get("pretrained"), sha256=sha256)
+
+
+#: A checkpoint the pipeline trains has its sha256 recorded in this file beside it, under
+#: ``checkpoint_sha256`` (:func:`clipmech.models.train.train_and_save` writes both).
+TRAINING_RECORD = "metrics.json"
+
+
+def expected_sha256(spec: ModelSpec) -> tuple[str, str] | None:
+    """The sha256 a local checkpoint must have, and where it is recorded; None when nothing records it.
+
+    The config's ``sha256`` key wins; else the training record beside a pipeline-trained checkpoint.
+    """
+    if spec.sha256 is not None:
+        return spec.sha256.lower(), f"models.{spec.name}.sha256 in the config"
+    record = Path(spec.pretrained).with_name(TRAINING_RECORD)
+    if record.is_file():
+        recorded = json.loads(record.read_text()).get("checkpoint_sha256")
+        if recorded is not None:
+            return recorded, str(record)
+    return None
+
+
+def verify_checkpoint(spec: ModelSpec) -> None:
+    """Check a local checkpoint against its recorded sha256 before it is used.
+
+    ``torch.load`` reads a checkpoint whose bytes were garbled in place without complaint (the model
+    then computes NaNs), so the file is hashed and compared with :func:`expected_sha256`; a checkpoint
+    that nothing records (a user's file without ``sha256``) is loaded as it is.
+
+    Raises
+    ------
+    ValueError
+        If the file's sha256 differs from the recorded one; the message names the file, both hashes
+        and where the expected one is recorded.
+    """
+    expected = expected_sha256(spec)
+    if expected is None:
+        return
+    digest, where = expected
+    actual = file_sha256(spec.pretrained)
+    if actual != digest:
+        raise ValueError(
+            f"model {spec.name!r}: checkpoint {spec.pretrained} has sha256 {actual}, but {where} records "
+            f"{digest}: the file changed after it was written (corrupt, truncated or replaced). Restore it, "
+            "or delete it so that the pipeline trains it again (or fix the recorded sha256)."
+        )
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU; any other value is passed to torch.device."""
+    """The torch device of a config's ``device``: ``auto`` picks CUDA when present, else the CPU.
+
+    Raises
+    ------
+    RuntimeError
+        If a CUDA device is asked for (``cuda``, ``cuda:1``) and torch finds none.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"extraction.device is {device!r}, but torch finds no CUDA device on this machine "
+            f"(torch {torch.__version__}, CUDA build {torch.version.cuda}); set extraction.device to auto or cpu"
+        )
+    return resolved
 
 
 def load(spec: ModelSpec, device: str | torch.device = "cpu"):
@@ -98,14 +168,18 @@ def load(spec: ModelSpec, device: str | torch.device = "cpu"):
     ------
     FileNotFoundError
         If ``pretrained`` is a local path that does not exist (the message names it).
+    ValueError
+        If a local checkpoint's sha256 differs from its recorded one (:func:`verify_checkpoint`).
     RuntimeError
         If a local checkpoint cannot be loaded into the architecture (the message names the file).
     """
-    if spec.is_local_checkpoint and not Path(spec.pretrained).is_file():
-        raise FileNotFoundError(
-            f"model {spec.name!r}: checkpoint {spec.pretrained} does not exist "
-            "(train it with the pipeline or point `pretrained` at an existing file)"
-        )
+    if spec.is_local_checkpoint:
+        if not Path(spec.pretrained).is_file():
+            raise FileNotFoundError(
+                f"model {spec.name!r}: checkpoint {spec.pretrained} does not exist "
+                "(train it with the pipeline or point `pretrained` at an existing file)"
+            )
+        verify_checkpoint(spec)
     with torch.random.fork_rng(devices=[]):
         # Random weights (pretrained None) are drawn from a fixed seed, so a random-init model is
         # the same model in every job (resumed extractions, tests of paper architectures).

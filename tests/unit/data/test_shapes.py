@@ -73,3 +73,15 @@ def test_bad_spec_is_rejected():
 def test_missing_dataset_says_where_it_was_expected(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "nowhere")):
         datasets.load(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("name", ["images.npy", "masks.npy", "objects.tsv"])
+def test_a_data_file_changed_in_place_is_refused(tmp_path, name):
+    shapes.build(tmp_path, shapes.ShapesSpec(n_per_count=1, image_size=32, seed=0))
+    assert datasets.load(tmp_path).n_images == 5
+    path = tmp_path / name
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # one flipped bit, same size: numpy and pandas read it without complaint
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"dataset {tmp_path}: .* have sha256 [0-9a-f]{{64}}, but .*spec.json records"):
+        datasets.load(tmp_path)

@@ -46,7 +46,7 @@ def test_splits_have_exact_shares_and_load_as_a_dataset(tmp_path):
     assert (
         data.n_images == 15
         and data.spec["kind"] == "shapes"
-        and data.spec["sha256"] == shapes.dataset_hash(tmp_path / "splits")
+        and data.spec["sha256"] == datasets.dataset_hash(tmp_path / "splits")
     )
     assert shift.load_spec(tmp_path / "splits") == spec
     again = shift.synthesize(spec)

@@ -1,3 +1,5 @@
+import json
+
 import open_clip
 import pytest
 import torch
@@ -47,6 +49,55 @@ def test_corrupt_checkpoint_names_the_file(tmp_path, tiny_vit):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(RuntimeError, match="cannot load checkpoint .*ck.pt"):
         loading.load(loading.ModelSpec("m", "clipmech-vit-tiny", str(path)))
+
+
+def _garble(path, offset=4096):
+    """Flip the bits of 64 bytes in the middle of the tensor data: same size, still unpicklable."""
+    data = bytearray(path.read_bytes())
+    middle = max(offset, len(data) // 2)
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+    path.write_bytes(bytes(data))
+
+
+def test_garbled_trained_checkpoint_fails_against_its_training_record(tmp_path, tiny_vit):
+    """A same-size garbled checkpoint loads silently in torch (the failure this guards against, checked
+    first), so the sha256 recorded beside a pipeline-trained checkpoint is compared before loading."""
+    model, _ = tiny_vit
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    recorded = loading.file_sha256(path)
+    (tmp_path / "metrics.json").write_text(json.dumps({"checkpoint_sha256": recorded}))
+    spec = loading.ModelSpec("m", "clipmech-vit-tiny", str(path))
+    loading.load(spec)  # the intact file passes
+    _garble(path)
+    assert path.stat().st_size == len(path.read_bytes())
+    torch.load(path, weights_only=True)  # torch notices nothing
+    with pytest.raises(
+        ValueError,
+        match=rf"checkpoint .*checkpoint.pt has sha256 [0-9a-f]{{64}}, but .*metrics.json records {recorded}",
+    ):
+        loading.load(spec)
+
+
+def test_configured_sha256_is_checked_and_needs_a_local_file(tmp_path, tiny_vit):
+    model, _ = tiny_vit
+    path = tmp_path / "mine.pt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    entry = {"architecture": "clipmech-vit-tiny", "pretrained": str(path), "sha256": "0" * 64}
+    with pytest.raises(ValueError, match=r"models.m.sha256 in the config records 0{64}"):
+        loading.load(loading.model_spec({"m": entry}, "m"))
+    good = {**entry, "sha256": loading.file_sha256(path).upper()}
+    loading.load(loading.model_spec({"m": good}, "m"))
+    with pytest.raises(ValueError, match="`sha256` checks a local checkpoint file"):
+        loading.model_spec({"m": {"architecture": "ViT-B-32", "pretrained": "openai", "sha256": "0" * 64}}, "m")
+
+
+def test_cuda_without_cuda_says_so(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="extraction.device is 'cuda', but torch finds no CUDA device"):
+        loading.resolve_device("cuda")
+    assert loading.resolve_device("auto").type == "cpu"
+    assert loading.resolve_device("cpu").type == "cpu"
 
 
 @pytest.mark.parametrize("architecture", ["clipmech-vit-tiny", "clipmech-rn-tiny"])
