@@ -9,7 +9,7 @@ from clipmech.stores import activation_extraction
 
 
 def extract_activations(
-    *, name: str, model_entry: dict, dataset_dir: str, store: str, params: dict, threads: int
+    *, name: str, model_entry: dict, dataset_dir: str, store: str, params: dict, threads: int, code: str
 ) -> None:
     """Run :func:`clipmech.stores.activations.extract` for the model ``name`` configured as ``model_entry``."""
     torch.set_num_threads(threads)
@@ -23,4 +23,5 @@ def extract_activations(
         save_tokens=params.get("save_tokens", True),
         batch_size=params.get("batch_size", 32),
         device=params.get("device", "auto"),
+        code=code,
     )

@@ -12,7 +12,9 @@ from clipmech.stores import attnpool_extraction
 log = logging.getLogger(__name__)
 
 
-def extract_attnpool(*, name: str, model_entry: dict, dataset_dir: str, store: str, params: dict, threads: int) -> None:
+def extract_attnpool(
+    *, name: str, model_entry: dict, dataset_dir: str, store: str, params: dict, threads: int, code: str
+) -> None:
     """Write the attention-pool store of the model ``name`` on a dataset (:mod:`clipmech.stores.attnpool`)."""
     torch.set_num_threads(threads)
     attnpool_extraction.extract_attnpool(
@@ -21,4 +23,5 @@ def extract_attnpool(*, name: str, model_entry: dict, dataset_dir: str, store: s
         store,
         batch_size=params["batch_size"],
         device=params["device"],
+        code=code,
     )
