@@ -35,10 +35,12 @@ from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import xarray as xr
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.storage import LocalStore, WrapperStore
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,23 @@ def progress_path(store: str | Path) -> Path:
     """The file beside the partial store that records how many images are complete."""
     store = Path(store)
     return store.with_name(store.name + ".progress.json")
+
+
+class _VerifiedStore(WrapperStore):
+    """A read-only local store that checks the crc32c of every chunk it reads, so that the error of a
+    corrupt chunk names its file (zarr's codec checks it again, without naming it)."""
+
+    async def get(self, key, prototype, byte_range=None):
+        buffer = await self._store.get(key, prototype, byte_range)
+        if buffer is None or byte_range is not None or key.rsplit("/", 1)[-1] == "zarr.json":
+            return buffer
+        data = buffer.as_numpy_array()
+        if google_crc32c.value(data[:-4].tobytes()) != int.from_bytes(data[-4:].tobytes(), "little"):
+            raise StoreIntegrityError(
+                f"chunk file {Path(self._store.root) / key} fails its crc32c checksum: the store is corrupt; "
+                "delete it and extract it again"
+            )
+        return buffer
 
 
 def _images_complete(progress: Path) -> int | None:
@@ -359,13 +378,18 @@ def publish_store(store: str | Path, kind: str) -> Path:
 
 def open_published(store: str | Path, kind: str) -> xr.Dataset:
     """Check a published store (:func:`check_store`) and open it lazily, once per job: read what is
-    needed from the returned Dataset (a chunk whose checksum fails raises on reading it).
+    needed from the returned Dataset.
 
     Parameters
     ----------
     store : path
     kind : str
         What the store is, for the error message (``"activation store"``).
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy; reading a chunk whose crc32c checksum fails raises :class:`StoreIntegrityError` naming its file.
 
     Raises
     ------
@@ -389,4 +413,4 @@ def open_published(store: str | Path, kind: str) -> xr.Dataset:
     check_store(store, kind, n_complete)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
-        return xr.open_zarr(store, consolidated=False)
+        return xr.open_zarr(_VerifiedStore(LocalStore(store, read_only=True)), consolidated=False)
