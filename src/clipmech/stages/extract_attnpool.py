@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 def extract_attnpool(
     *, name: str, model_entry: dict, dataset_dir: str, store: str, params: dict, threads: int, code: str
 ) -> None:
-    """Write the attention-pool store of the model ``name`` on a dataset (:mod:`clipmech.stores.attnpool`)."""
+    """Write the attention-pool store of the model ``name`` on a dataset (:mod:`clipmech.stores.attnpool`);
+    ``code`` is the rule's code hash (its ``code`` param), recorded in the store's provenance."""
     torch.set_num_threads(threads)
     attnpool_extraction.extract_attnpool(
         loading.model_spec({name: model_entry}, name),
