@@ -129,6 +129,12 @@ def _open_group(path: Path, mode: str = "r") -> zarr.Group:
         return zarr.open_group(path, mode=mode, zarr_format=3)
 
 
+def _arrays(path: Path) -> list[tuple[str, zarr.Array]]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
+        return list(_open_group(path).arrays())
+
+
 def missing_chunks(path: str | Path) -> dict[str, list[tuple[int, ...]]]:
     """The chunks of each array of a zarr store whose files do not exist, from one listing of its files.
 
@@ -144,7 +150,7 @@ def missing_chunks(path: str | Path) -> dict[str, list[tuple[int, ...]]]:
     """
     path = Path(path)
     missing = {}
-    for name, array in _open_group(path).arrays():
+    for name, array in _arrays(path):
         directory = path / name
         present = {file.relative_to(directory).as_posix() for file in directory.rglob("*") if file.is_file()}
         lost = [
@@ -184,7 +190,7 @@ def check_store(path: str | Path, kind: str, n_complete: int) -> None:
     path = Path(path)
     group = _open_group(path)
     unchecked = [
-        name for name, array in group.arrays() if not any(isinstance(c, Crc32cCodec) for c in array.metadata.codecs)
+        name for name, array in _arrays(path) if not any(isinstance(c, Crc32cCodec) for c in array.metadata.codecs)
     ]
     if unchecked:
         raise StoreIntegrityError(
