@@ -25,6 +25,7 @@ import xarray as xr
 import yaml
 from snakemake_cli import SNAKEFILE, TINY, planned_jobs, snakemake
 
+from clipmech.codehash import code_hash
 from clipmech.stages.extract_activations import extract_activations
 from clipmech.stores.activations import open_store
 from clipmech.stores.base import partial_path, progress_path
@@ -121,6 +122,7 @@ def test_killed_extraction_resumes_to_the_uninterrupted_store(tmp_path):
             store=str(tmp_path / "reference.zarr"),
             params=config["extraction"],
             threads=2,
+            code=code_hash(SNAKEFILE.parent / "workflow/scripts/extract_activations.py"),
         )
     finally:
         torch.set_num_threads(threads)

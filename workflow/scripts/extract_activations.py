@@ -9,4 +9,5 @@ extract_activations(
     store=snakemake.output.store,
     params=snakemake.params.extraction,
     threads=snakemake.threads,
+    code=snakemake.params.code,
 )

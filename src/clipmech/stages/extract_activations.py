@@ -9,9 +9,10 @@ from clipmech.stores import activation_extraction
 
 
 def extract_activations(
-    *, name: str, model_entry: dict, dataset_dir: str, store: str, params: dict, threads: int
+    *, name: str, model_entry: dict, dataset_dir: str, store: str, params: dict, threads: int, code: str
 ) -> None:
-    """Run :func:`clipmech.stores.activations.extract` for the model ``name`` configured as ``model_entry``."""
+    """Run :func:`clipmech.stores.activation_extraction.extract` for the model ``name`` configured as ``model_entry``;
+    ``code`` is the rule's code hash (its ``code`` param), recorded in the store's provenance."""
     torch.set_num_threads(threads)
     activation_extraction.extract(
         loading.model_spec({name: model_entry}, name),
@@ -23,4 +24,5 @@ def extract_activations(
         save_tokens=params.get("save_tokens", True),
         batch_size=params.get("batch_size", 32),
         device=params.get("device", "auto"),
+        code=code,
     )

@@ -12,8 +12,11 @@ from clipmech.stores import attnpool_extraction
 log = logging.getLogger(__name__)
 
 
-def extract_attnpool(*, name: str, model_entry: dict, dataset_dir: str, store: str, params: dict, threads: int) -> None:
-    """Write the attention-pool store of the model ``name`` on a dataset (:mod:`clipmech.stores.attnpool`)."""
+def extract_attnpool(
+    *, name: str, model_entry: dict, dataset_dir: str, store: str, params: dict, threads: int, code: str
+) -> None:
+    """Write the attention-pool store of the model ``name`` on a dataset (:mod:`clipmech.stores.attnpool`);
+    ``code`` is the rule's code hash (its ``code`` param), recorded in the store's provenance."""
     torch.set_num_threads(threads)
     attnpool_extraction.extract_attnpool(
         loading.model_spec({name: model_entry}, name),
@@ -21,4 +24,5 @@ def extract_attnpool(*, name: str, model_entry: dict, dataset_dir: str, store: s
         store,
         batch_size=params["batch_size"],
         device=params["device"],
+        code=code,
     )

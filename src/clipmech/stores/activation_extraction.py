@@ -86,6 +86,9 @@ class StoreProvenance(base.ProvenanceAttrs):
     clipmech_version, open_clip_version, torch_version : str
     sites : tuple of str
         Canonical names of every stored site, the MLP outputs first (:class:`SitePlan`).
+    code : str
+        Hash of the package code of the extracting rule (its ``code`` param, :mod:`clipmech.codehash`), so
+        that a resume after a code edit starts afresh instead of mixing two versions in one store.
     """
 
     model: str
@@ -102,6 +105,7 @@ class StoreProvenance(base.ProvenanceAttrs):
     open_clip_version: str
     torch_version: str
     sites: tuple[str, ...]
+    code: str
 
 
 DEFAULT_SITES = ("visual.blocks.*.hook_mlp_out",)
@@ -347,6 +351,8 @@ def extract(
     save_tokens: bool = True,
     batch_size: int = 32,
     device: str = "auto",
+    *,
+    code: str,
 ) -> Path:
     """Run a model over a dataset with the sites hooked and write the activation store.
 
@@ -368,6 +374,8 @@ def extract(
         Images per forward pass and per zarr chunk.
     device : str
         ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``...
+    code : str
+        Hash of the extracting rule's package code (``StoreProvenance.code``).
 
     Returns
     -------
@@ -379,8 +387,9 @@ def extract(
     FileExistsError
         If ``store`` already exists (a complete store is never overwritten).
     ValueError
-        For an unknown reduction, a site that is unknown or cannot be stored (:func:`plan_sites`), or
-        text-tower sites on a dataset without captions (:func:`image_captions`).
+        For an unknown reduction, a site that is unknown or cannot be stored (:func:`plan_sites`),
+        text-tower sites on a dataset without captions (:func:`image_captions`), or a batch with a
+        NaN or infinite value (:func:`clipmech.stores.base.check_finite`; the store stays unpublished).
     TypeError
         If the vision tower is a ModifiedResNet (its store is the attention-pool store).
     """
@@ -407,6 +416,7 @@ def extract(
         reductions=tuple(reductions),
         save_tokens=bool(save_tokens),
         sites=plan.sites,
+        code=code,
     )
     n_images = dataset.n_images
     layout = {"n_prefix_tokens": info.n_prefix_tokens, "grid_rows": info.grid[0], "grid_cols": info.grid[1]}
@@ -425,6 +435,11 @@ def extract(
                 var: ([resolve(model, site).layer for site in names], *cache[names[0]].shape[1:])
                 for var, names in plan.extras.items()
             }
+        batch_sites = {
+            **dict.fromkeys((*reductions, "tokens"), plan.mlp_sites),
+            "embedding": "the image embedding",
+            **plan.extras,
+        }
         start = base.begin_store(
             store,
             prov,
@@ -438,7 +453,7 @@ def extract(
             batch = activations_batch(
                 model, cache, plan, pixels, text_tokens(first, last), reductions, save_tokens, info.n_prefix_tokens
             )
-            base.write_batch(store, batch, first, last)
-    base.publish_store(store)
+            base.write_batch(store, batch, first, last, spec.name, batch_sites)
+    base.publish_store(store, "activation store")
     log.info("published %s (%d images, sites %s)", store, n_images, ", ".join(plan.sites))
     return store

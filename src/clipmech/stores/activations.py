@@ -30,8 +30,11 @@ One zarr chunk is one batch of images for one layer. Attributes hold the :class:
 Resumable and atomic (:mod:`clipmech.stores.base`): a job writes into ``<store>.partial``, recording
 after every batch how many images are complete. A rerun whose provenance matches resumes after the
 last complete batch (a batch is rewritten whole, so a write cut off mid-batch is repaired); any
-mismatch starts afresh. The final store appears only by renaming the finished partial store, so a
-store that exists is complete.
+mismatch starts afresh (the provenance holds the code hash of the extracting rule, so a resume after
+a code edit starts afresh too). The final store appears only by renaming the finished partial store,
+so a store that exists is complete. Every chunk carries a crc32c checksum, every batch is checked
+finite before it is written, and a store with a missing chunk is refused on open (integrity:
+:mod:`clipmech.stores.base`).
 """
 
 from __future__ import annotations

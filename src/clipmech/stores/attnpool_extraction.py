@@ -26,6 +26,13 @@ from clipmech.stores import base
 
 log = logging.getLogger(__name__)
 
+#: What each batch variable records, for the message of a non-finite batch (:func:`clipmech.stores.base.check_finite`).
+POOL_SITES = {
+    "x": "visual.attnpool input x",
+    "alpha": "visual.attnpool attention alpha",
+    "y": "visual.attnpool output y",
+}
+
 
 @dataclass(frozen=True)
 class AttnPoolProvenance(base.ProvenanceAttrs):
@@ -46,6 +53,9 @@ class AttnPoolProvenance(base.ProvenanceAttrs):
     batch_size : int
         Images per zarr chunk.
     clipmech_version, open_clip_version, torch_version : str
+    code : str
+        Hash of the package code of the extracting rule (its ``code`` param, :mod:`clipmech.codehash`), so
+        that a resume after a code edit starts afresh instead of mixing two versions in one store.
     """
 
     model: str
@@ -58,6 +68,7 @@ class AttnPoolProvenance(base.ProvenanceAttrs):
     clipmech_version: str
     open_clip_version: str
     torch_version: str
+    code: str
 
 
 def store_template(
@@ -111,7 +122,13 @@ def store_template(
 
 
 def extract_attnpool(
-    spec: loading.ModelSpec, dataset_dir: str | Path, store: str | Path, batch_size: int = 32, device: str = "auto"
+    spec: loading.ModelSpec,
+    dataset_dir: str | Path,
+    store: str | Path,
+    batch_size: int = 32,
+    device: str = "auto",
+    *,
+    code: str,
 ) -> Path:
     """Run a CLIP-ResNet over a dataset and write its attention-pool store (methods.md Sec. 5).
 
@@ -130,6 +147,8 @@ def extract_attnpool(
         Images per forward pass and per zarr chunk.
     device : str
         ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``...
+    code : str
+        Hash of the extracting rule's package code (``AttnPoolProvenance.code``).
 
     Returns
     -------
@@ -144,6 +163,9 @@ def extract_attnpool(
         If the model's image tower has no attention pool (a ViT).
     RuntimeError
         If the capture check fails (:func:`clipmech.hooks.attnpool.check_capture`).
+    ValueError
+        If a batch holds a NaN or infinite value (:func:`clipmech.stores.base.check_finite`; the
+        store stays unpublished).
     """
     store = Path(store)
     if store.exists():
@@ -159,7 +181,7 @@ def extract_attnpool(
         )
     weights = dec.attnpool_weights(model.visual.attnpool, dtype=np.float32)
     prov = AttnPoolProvenance(
-        **loading.run_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size)
+        **loading.run_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size), code=code
     )
     n_images = dataset.n_images
     start = base.begin_store(store, prov, lambda: store_template(n_images, batch_size, prov, weights, info.grid))
@@ -174,8 +196,8 @@ def extract_attnpool(
                 "y": (("image", "embed"), capture.y_NE.float().cpu().numpy()),
             }
         )
-        base.write_batch(store, batch, first, last)
-    base.publish_store(store)
+        base.write_batch(store, batch, first, last, spec.name, POOL_SITES)
+    base.publish_store(store, "attention-pool store")
     log.info(
         "published %s (%d images, %d tokens, %d neurons, %d heads)",
         store,

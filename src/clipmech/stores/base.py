@@ -6,15 +6,26 @@ An activation store (:mod:`clipmech.stores.activations`) and an attention-pool s
 1. :func:`begin_store` writes the metadata of ``<store>.partial`` from a lazy template Dataset, or
    resumes a partial store whose attributes hold the same provenance (a frozen dataclass with the
    :class:`ProvenanceAttrs` mixin, compared field by field; any mismatch starts afresh);
-2. :func:`write_batch` writes one batch of images as a region write, then records in
-   ``<store>.progress.json`` how many images are complete (a batch cut off mid-write is rewritten
-   whole on resume);
-3. :func:`publish_store` renames the finished partial store to ``<store>``, so a store that exists
-   is complete; :func:`open_published` opens it (or says that a partial store waits to resume).
+2. :func:`write_batch` checks that one batch of images is finite, writes it as a region write,
+   then records in ``<store>.progress.json`` how many images are complete (a batch cut off
+   mid-write is rewritten whole on resume);
+3. :func:`publish_store` checks that the progress file says every image and that every chunk of
+   every array was written, records ``images_complete`` in the store's attributes and renames the
+   partial store to ``<store>``, so a store that exists is complete; :func:`open_published` opens
+   it (or says that a partial store waits to resume).
+
+Integrity. Every array, coordinates included, is encoded with zstd (zarr's default) followed by a
+crc32c checksum (:data:`COMPRESSORS`), so a changed byte in a chunk fails the read. Every chunk is
+written, even one equal to the fill value, so a chunk file that is missing means a lost chunk
+(zarr would read it as NaN): :func:`open_published` and :func:`publish_store` list the chunk files
+(reading no data) and refuse a store that lacks one, has another image count than its
+``images_complete`` attribute, or was written without checksums. A resume trusts the progress
+file only as far as the chunks it claims exist; an unreadable progress file starts afresh.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -24,9 +35,21 @@ from collections.abc import Callable
 from dataclasses import asdict, fields
 from pathlib import Path
 
+import google_crc32c
+import numpy as np
 import xarray as xr
+import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.storage import LocalStore, WrapperStore
 
 log = logging.getLogger(__name__)
+
+#: The bytes-to-bytes codecs of every array: zarr's default zstd, then a crc32c checksum of each chunk.
+COMPRESSORS = (ZstdCodec(level=0, checksum=False), Crc32cCodec())
+
+
+class StoreIntegrityError(RuntimeError):
+    """A store that lacks chunks, holds another image count than it claims, or has no checksums."""
 
 
 class ProvenanceAttrs:
@@ -69,6 +92,157 @@ def progress_path(store: str | Path) -> Path:
     return store.with_name(store.name + ".progress.json")
 
 
+class _VerifiedStore(WrapperStore):
+    """A read-only local store that checks the crc32c of every chunk it reads, so that the error of a
+    corrupt chunk names its file (zarr's codec checks it again, without naming it)."""
+
+    async def get(self, key, prototype, byte_range=None):
+        buffer = await self._store.get(key, prototype, byte_range)
+        if buffer is None or byte_range is not None or key.rsplit("/", 1)[-1] == "zarr.json":
+            return buffer
+        data = buffer.as_numpy_array()
+        if google_crc32c.value(data[:-4].tobytes()) != int.from_bytes(data[-4:].tobytes(), "little"):
+            raise StoreIntegrityError(
+                f"chunk file {Path(self._store.root) / key} fails its crc32c checksum: the store is corrupt; "
+                "delete it and extract it again"
+            )
+        return buffer
+
+
+def _images_complete(progress: Path) -> int | None:
+    """The image count a progress file records, or None (with a warning naming it) if it is unreadable."""
+    try:
+        n_complete = json.loads(progress.read_text())["images_complete"]
+    except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+        log.warning("progress file %s is unreadable (%s: %s); starting afresh", progress, type(error).__name__, error)
+        return None
+    if not isinstance(n_complete, int) or n_complete < 0:
+        log.warning("progress file %s records images_complete=%r, not a count; starting afresh", progress, n_complete)
+        return None
+    return n_complete
+
+
+def _open_group(path: Path, mode: str = "r") -> zarr.Group:
+    with warnings.catch_warnings():
+        # Snakemake leaves a timestamp file in directory outputs; zarr notes it is not an array.
+        warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
+        return zarr.open_group(path, mode=mode, zarr_format=3)
+
+
+def _arrays(path: Path) -> list[tuple[str, zarr.Array]]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
+        return list(_open_group(path).arrays())
+
+
+def missing_chunks(path: str | Path) -> dict[str, list[tuple[int, ...]]]:
+    """The chunks of each array of a zarr store whose files do not exist, from one listing of its files.
+
+    Parameters
+    ----------
+    path : path
+        A store written through this module (local directory, zarr v3, default chunk keys).
+
+    Returns
+    -------
+    dict of str to list of tuple of int
+        Array name -> the grid coordinates of its missing chunks; arrays with every chunk are left out.
+    """
+    path = Path(path)
+    missing = {}
+    for name, array in _arrays(path):
+        directory = path / name
+        present = {file.relative_to(directory).as_posix() for file in directory.rglob("*") if file.is_file()}
+        lost = [
+            coords
+            for coords in itertools.product(*(range(n) for n in array.cdata_shape))
+            if array.metadata.encode_chunk_key(coords) not in present
+        ]
+        if lost:
+            missing[name] = lost
+    return missing
+
+
+def _chunk_files(path: Path, missing: dict[str, list[tuple[int, ...]]], limit: int = 5) -> str:
+    group = _open_group(path)
+    files = [path / name / group[name].metadata.encode_chunk_key(c) for name, lost in missing.items() for c in lost]
+    more = f" and {len(files) - limit} more" if len(files) > limit else ""
+    return ", ".join(str(file) for file in files[:limit]) + more
+
+
+def check_store(path: str | Path, kind: str, n_complete: int) -> None:
+    """Check, reading no data, that a store has checksums, ``n_complete`` images and every chunk file.
+
+    Parameters
+    ----------
+    path : path
+    kind : str
+        What the store is, for the message (``"activation store"``).
+    n_complete : int
+        The number of images it must hold.
+
+    Raises
+    ------
+    StoreIntegrityError
+        If an array has no crc32c checksum, the ``image`` coordinate has another length than
+        ``n_complete``, or a chunk file is missing; the message names the arrays or files.
+    """
+    path = Path(path)
+    group = _open_group(path)
+    unchecked = [
+        name for name, array in _arrays(path) if not any(isinstance(c, Crc32cCodec) for c in array.metadata.codecs)
+    ]
+    if unchecked:
+        raise StoreIntegrityError(
+            f"{kind} {path} has arrays without a crc32c checksum ({', '.join(sorted(unchecked))}): written by an older "
+            "clipmech, its chunks cannot be verified; delete it and extract it again"
+        )
+    n_images = group["image"].shape[0]
+    if n_images != n_complete:
+        raise StoreIntegrityError(f"{kind} {path} has {n_images} images but {n_complete} are recorded complete")
+    missing = missing_chunks(path)
+    if missing:
+        n_lost = sum(map(len, missing.values()))
+        raise StoreIntegrityError(
+            f"{kind} {path} lacks {n_lost} chunk files ({_chunk_files(path, missing)}), which would read as NaN; "
+            "delete the store and extract it again"
+        )
+
+
+def _verified_start(partial: Path, progress: Path, claimed: int) -> int:
+    """``claimed``, or fewer images if the partial store lacks chunks of the claimed images (logged)."""
+    group = _open_group(partial)
+    n_images = group["image"].shape[0]
+    if claimed > n_images:
+        log.warning(
+            "progress file %s claims %d images, partial store %s has %d; starting afresh",
+            progress,
+            claimed,
+            partial,
+            n_images,
+        )
+        return -1
+    verified = claimed
+    for name, lost in missing_chunks(partial).items():
+        dims = group[name].metadata.dimension_names or ()
+        if "image" not in dims:
+            log.warning("partial store %s lacks chunks of %s; starting afresh", partial, name)
+            return -1
+        axis = dims.index("image")
+        verified = min([verified] + [c[axis] * group[name].chunks[axis] for c in lost])
+    if verified < claimed:
+        log.warning(
+            "progress file %s claims %d images complete but partial store %s lacks chunks from image %d on; "
+            "resuming after %d images",
+            progress,
+            claimed,
+            partial,
+            verified,
+            verified,
+        )
+    return verified
+
+
 def _read_progress(partial: Path, progress: Path, prov: ProvenanceAttrs) -> int:
     """Images already complete in a partial store with the same provenance, else -1."""
     if not progress.is_file():
@@ -82,7 +256,8 @@ def _read_progress(partial: Path, progress: Path, prov: ProvenanceAttrs) -> int:
         changed = [f.name for f in fields(prov) if getattr(stored, f.name) != getattr(prov, f.name)]
         log.warning("partial store %s has other provenance (%s differ); starting afresh", partial, ", ".join(changed))
         return -1
-    return int(json.loads(progress.read_text())["images_complete"])
+    claimed = _images_complete(progress)
+    return -1 if claimed is None else _verified_start(partial, progress, claimed)
 
 
 def _write_progress(progress: Path, n_complete: int) -> None:
@@ -111,7 +286,9 @@ def begin_store(store: str | Path, prov: ProvenanceAttrs, template: Callable[[],
     start = _read_progress(partial, progress, prov)
     if start < 0:
         shutil.rmtree(partial, ignore_errors=True)
-        template().to_zarr(partial, compute=False, mode="w", consolidated=False)
+        ds = template()
+        encoding = {name: {"compressors": COMPRESSORS} for name in ds.variables}
+        ds.to_zarr(partial, compute=False, mode="w", consolidated=False, encoding=encoding, write_empty_chunks=True)
         _write_progress(progress, 0)
         return 0
     if start:
@@ -119,24 +296,62 @@ def begin_store(store: str | Path, prov: ProvenanceAttrs, template: Callable[[],
     return start
 
 
-def write_batch(store: str | Path, batch: xr.Dataset, first: int, last: int) -> None:
-    """Write images ``first:last`` of the partial store (a region write), then record them complete."""
-    batch.to_zarr(partial_path(store), region={"image": slice(first, last)}, consolidated=False)
+def check_finite(batch: xr.Dataset, first: int, last: int, model: str, sites: dict) -> None:
+    """Check that every value of a batch is finite before it is written.
+
+    Parameters
+    ----------
+    batch : xarray.Dataset
+        The batch's variables, images first.
+    first, last : int
+        The images it holds.
+    model : str
+        The model's config name, for the message.
+    sites : dict of str to str or tuple of str
+        Variable -> what it records: a site name, or one site name per index of its second dim (its layers).
+
+    Raises
+    ------
+    ValueError
+        If a value is NaN or infinite; the message names the model, the variable, the sites and the images.
+    """
+    for name, variable in batch.data_vars.items():
+        values = variable.values
+        bad = ~np.isfinite(values)
+        if not bad.any():
+            continue
+        label = sites[name]
+        if isinstance(label, tuple):
+            layers = np.flatnonzero(bad.any(axis=tuple(axis for axis in range(values.ndim) if axis != 1)))
+            label = ", ".join(label[layer] for layer in layers)
+        images = first + np.flatnonzero(bad.reshape(len(values), -1).any(axis=1))
+        n_nan = int(np.isnan(values).sum())
+        overflow = " (float16 overflows beyond 65504)" if values.dtype == np.float16 and n_nan < bad.sum() else ""
+        raise ValueError(
+            f"model {model}: {n_nan} NaN and {int(bad.sum()) - n_nan} infinite values{overflow} in {name} at {label}, "
+            f"images {', '.join(map(str, images[:10]))}{' ...' if len(images) > 10 else ''} of batch {first}:{last}; "
+            "the batch is not written and the store stays unpublished"
+        )
+
+
+def write_batch(store: str | Path, batch: xr.Dataset, first: int, last: int, model: str, sites: dict) -> None:
+    """Check images ``first:last`` (:func:`check_finite`), write them into the partial store (a region
+    write), then record them complete.
+
+    Raises
+    ------
+    ValueError
+        If a value of the batch is not finite; nothing of it is written.
+    """
+    check_finite(batch, first, last, model, sites)
+    batch.to_zarr(
+        partial_path(store), region={"image": slice(first, last)}, consolidated=False, write_empty_chunks=True
+    )
     _write_progress(progress_path(store), last)
 
 
-def publish_store(store: str | Path) -> Path:
-    """Publish a finished partial store by a rename, so a store that exists is complete."""
-    store = Path(store)
-    # Without the progress file a leftover partial store restarts from scratch, so dropping it
-    # before the rename never lets an incomplete store pass for a complete one.
-    progress_path(store).unlink()
-    os.replace(partial_path(store), store)
-    return store
-
-
-def open_published(store: str | Path, kind: str) -> xr.Dataset:
-    """Open a published store lazily, once per job: read what is needed from the returned Dataset.
+def publish_store(store: str | Path, kind: str) -> Path:
+    """Check a finished partial store and publish it by a rename, so a store that exists is complete.
 
     Parameters
     ----------
@@ -146,15 +361,62 @@ def open_published(store: str | Path, kind: str) -> xr.Dataset:
 
     Raises
     ------
+    StoreIntegrityError
+        If the progress file does not record every image complete, or a chunk file is missing (:func:`check_store`).
+    """
+    store = Path(store)
+    partial, progress = partial_path(store), progress_path(store)
+    group = _open_group(partial, mode="r+")
+    n_images = group["image"].shape[0]
+    n_complete = _images_complete(progress)
+    if n_complete != n_images:
+        raise StoreIntegrityError(
+            f"progress file {progress} records {n_complete} of {n_images} images complete; {partial} is not published"
+        )
+    check_store(partial, f"partial {kind}", n_images)
+    group.attrs["images_complete"] = n_images
+    # Without the progress file a leftover partial store restarts from scratch, so dropping it
+    # before the rename never lets an incomplete store pass for a complete one.
+    progress.unlink()
+    os.replace(partial, store)
+    return store
+
+
+def open_published(store: str | Path, kind: str) -> xr.Dataset:
+    """Check a published store (:func:`check_store`) and open it lazily, once per job: read what is
+    needed from the returned Dataset.
+
+    Parameters
+    ----------
+    store : path
+    kind : str
+        What the store is, for the error message (``"activation store"``).
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy; reading a chunk whose crc32c checksum fails raises :class:`StoreIntegrityError` naming its file.
+
+    Raises
+    ------
     FileNotFoundError
         If the store does not exist; the message says whether a partial store is waiting to resume.
+    StoreIntegrityError
+        If the store records no ``images_complete`` or another image count, lacks a chunk file or
+        has no checksums (:func:`check_store`).
     """
     store = Path(store)
     if not store.exists():
         waiting = partial_path(store).exists()
         hint = " (an unfinished partial store exists: rerun extraction to resume it)" if waiting else ""
         raise FileNotFoundError(f"no {kind} at {store}{hint}")
+    n_complete = _open_group(store).attrs.get("images_complete")
+    if n_complete is None:
+        raise StoreIntegrityError(
+            f"{kind} {store} records no images_complete: written by an older clipmech or not published by it; "
+            "delete it and extract it again"
+        )
+    check_store(store, kind, n_complete)
     with warnings.catch_warnings():
-        # Snakemake leaves a timestamp file in directory outputs; zarr notes it is not an array.
         warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
-        return xr.open_zarr(store, consolidated=False)
+        return xr.open_zarr(_VerifiedStore(LocalStore(store, read_only=True)), consolidated=False)

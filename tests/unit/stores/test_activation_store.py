@@ -11,6 +11,7 @@ from clipmech.models.towers import tower
 from clipmech.stores import activation_extraction, activations, base
 
 RANDOM = ModelSpec("rand", "clipmech-vit-tiny", None)
+CODE = "test-code"
 
 
 def _checkpoint(tmp_path, tiny_vit):
@@ -22,7 +23,9 @@ def _checkpoint(tmp_path, tiny_vit):
 
 def test_store_layout_and_provenance(tmp_path, tiny_dataset, tiny_vit):
     spec = _checkpoint(tmp_path, tiny_vit)
-    store = activation_extraction.extract(spec, tiny_dataset, tmp_path / "a.zarr", batch_size=4, device="cpu")
+    store = activation_extraction.extract(
+        spec, tiny_dataset, tmp_path / "a.zarr", batch_size=4, device="cpu", code=CODE
+    )
     ds = activations.open_store(store)
     assert ds["mean"].dims == ("image", "layer", "neuron") and ds["mean"].shape == (10, 2, 64)
     assert ds["tokens"].shape == (10, 2, 65, 64) and ds["tokens"].dtype == np.float16
@@ -38,24 +41,26 @@ def test_store_layout_and_provenance(tmp_path, tiny_dataset, tiny_vit):
     np.testing.assert_allclose(ds["mean"].values, tokens[:, :, 1:].mean(2), rtol=2e-3, atol=2e-3)
     assert not base.partial_path(store).exists() and not base.progress_path(store).exists()
     with pytest.raises(FileExistsError):
-        activation_extraction.extract(spec, tiny_dataset, store, batch_size=4, device="cpu")
+        activation_extraction.extract(spec, tiny_dataset, store, batch_size=4, device="cpu", code=CODE)
 
 
 def test_killed_and_resumed_equals_uninterrupted(tmp_path, tiny_dataset, monkeypatch):
     reference = activations.open_store(
-        activation_extraction.extract(RANDOM, tiny_dataset, tmp_path / "ref.zarr", batch_size=3, device="cpu")
+        activation_extraction.extract(
+            RANDOM, tiny_dataset, tmp_path / "ref.zarr", batch_size=3, device="cpu", code=CODE
+        )
     )
     target = tmp_path / "resumed.zarr"
     die_on_region_write(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
-        activation_extraction.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu")
+        activation_extraction.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu", code=CODE)
     assert not target.exists() and base.partial_path(target).exists()
     with pytest.raises(FileNotFoundError, match="partial store exists"):
         activations.open_store(target)
     assert '"images_complete": 6' in base.progress_path(target).read_text()
 
     written = record_region_writes(monkeypatch)
-    activation_extraction.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu")
+    activation_extraction.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu", code=CODE)
     assert written == [{"image": slice(6, 9)}, {"image": slice(9, 10)}]  # resumed after the last complete batch
     resumed = activations.open_store(target)
     for name in ("mean", "max", "cls", "tokens", "embedding"):
@@ -66,16 +71,16 @@ def test_changed_provenance_restarts(tmp_path, tiny_dataset, monkeypatch, caplog
     target = tmp_path / "s.zarr"
     die_on_region_write(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
-        activation_extraction.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu")
+        activation_extraction.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu", code=CODE)
     monkeypatch.undo()
-    activation_extraction.extract(RANDOM, tiny_dataset, target, batch_size=5, device="cpu")
+    activation_extraction.extract(RANDOM, tiny_dataset, target, batch_size=5, device="cpu", code=CODE)
     assert "batch_size differ" in caplog.text
     assert activations.open_store(target)["mean"].encoding["chunks"] == (5, 1, 64)
 
 
 def test_bad_reduction(tmp_path, tiny_dataset):
     with pytest.raises(ValueError, match="valid reductions"):
-        activation_extraction.extract(RANDOM, tiny_dataset, tmp_path / "x.zarr", reductions=("median",))
+        activation_extraction.extract(RANDOM, tiny_dataset, tmp_path / "x.zarr", reductions=("median",), code=CODE)
 
 
 def _mlp_outputs_without_hooks(model, pixels):
@@ -92,7 +97,9 @@ def _mlp_outputs_without_hooks(model, pixels):
 
 def test_default_store_equals_reference_arithmetic(tmp_path, tiny_dataset, tiny_vit):
     spec = _checkpoint(tmp_path, tiny_vit)
-    store = activation_extraction.extract(spec, tiny_dataset, tmp_path / "a.zarr", batch_size=4, device="cpu")
+    store = activation_extraction.extract(
+        spec, tiny_dataset, tmp_path / "a.zarr", batch_size=4, device="cpu", code=CODE
+    )
     ds = activations.open_store(store)
     sites = activation_extraction.StoreProvenance.from_attrs(ds.attrs).sites
     assert sites == ("visual.blocks.0.hook_mlp_out", "visual.blocks.1.hook_mlp_out")
@@ -118,7 +125,7 @@ def test_extra_sites_equal_hooked_capture(tmp_path, tiny_dataset, tiny_vit):
         "text.blocks.*.mlp.hook_post",
     )
     store = activation_extraction.extract(
-        spec, tiny_dataset, tmp_path / "s.zarr", sites=sites, batch_size=4, device="cpu"
+        spec, tiny_dataset, tmp_path / "s.zarr", sites=sites, batch_size=4, device="cpu", code=CODE
     )
     ds = activations.open_store(store)
     names = [
@@ -150,7 +157,9 @@ def test_extra_sites_equal_hooked_capture(tmp_path, tiny_dataset, tiny_vit):
     np.testing.assert_array_equal(
         ds["tokens"].values,
         activations.open_store(
-            activation_extraction.extract(spec, tiny_dataset, tmp_path / "d.zarr", batch_size=4, device="cpu")
+            activation_extraction.extract(
+                spec, tiny_dataset, tmp_path / "d.zarr", batch_size=4, device="cpu", code=CODE
+            )
         )["tokens"].values,
     )
 
@@ -175,9 +184,9 @@ def test_sites_change_restarts(tmp_path, tiny_dataset, monkeypatch, caplog):
     target = tmp_path / "s.zarr"
     die_on_region_write(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
-        activation_extraction.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu")
+        activation_extraction.extract(RANDOM, tiny_dataset, target, batch_size=3, device="cpu", code=CODE)
     monkeypatch.undo()
     sites = ("visual.blocks.*.hook_mlp_out", "visual.blocks.0.hook_resid_pre")
-    activation_extraction.extract(RANDOM, tiny_dataset, target, sites=sites, batch_size=3, device="cpu")
+    activation_extraction.extract(RANDOM, tiny_dataset, target, sites=sites, batch_size=3, device="cpu", code=CODE)
     assert "sites differ" in caplog.text
     assert "visual_resid_pre" in activations.open_store(target)

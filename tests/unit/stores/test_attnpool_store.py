@@ -17,6 +17,7 @@ from clipmech.stores import attnpool as pool_store
 from clipmech.stores import attnpool_extraction, base
 
 RANDOM_RN = ModelSpec("rand-rn", "clipmech-rn-tiny", None)
+CODE = "test-code"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def trained_rn(tmp_path_factory):
 
 def test_store_layout_matches_direct_capture_and_reconstructs(tmp_path, tiny_dataset, trained_rn):
     store = attnpool_extraction.extract_attnpool(
-        trained_rn, tiny_dataset, tmp_path / "a.zarr", batch_size=4, device="cpu"
+        trained_rn, tiny_dataset, tmp_path / "a.zarr", batch_size=4, device="cpu", code=CODE
     )
     ds = pool_store.open_store(store)
     assert ds["x"].shape == (10, 17, 512) and ds["alpha"].shape == (10, 8, 17) and ds["y"].shape == (10, 64)
@@ -74,7 +75,7 @@ def test_store_layout_matches_direct_capture_and_reconstructs(tmp_path, tiny_dat
     with pytest.raises(ValueError, match="keep indexes images 2..10, the store has 10"):
         pool_store.scan(ds, 3, np.array([2, 10]))
     with pytest.raises(FileExistsError):
-        attnpool_extraction.extract_attnpool(trained_rn, tiny_dataset, store, batch_size=4, device="cpu")
+        attnpool_extraction.extract_attnpool(trained_rn, tiny_dataset, store, batch_size=4, device="cpu", code=CODE)
 
 
 def test_trained_checkpoint_float64_reconstruction_and_rank_one(tiny_dataset, trained_rn):
@@ -96,17 +97,19 @@ def test_trained_checkpoint_float64_reconstruction_and_rank_one(tiny_dataset, tr
 
 def test_killed_and_resumed_equals_uninterrupted(tmp_path, tiny_dataset, monkeypatch):
     reference = pool_store.open_store(
-        attnpool_extraction.extract_attnpool(RANDOM_RN, tiny_dataset, tmp_path / "ref.zarr", batch_size=3, device="cpu")
+        attnpool_extraction.extract_attnpool(
+            RANDOM_RN, tiny_dataset, tmp_path / "ref.zarr", batch_size=3, device="cpu", code=CODE
+        )
     )
     target = tmp_path / "resumed.zarr"
     die_on_region_write(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
-        attnpool_extraction.extract_attnpool(RANDOM_RN, tiny_dataset, target, batch_size=3, device="cpu")
+        attnpool_extraction.extract_attnpool(RANDOM_RN, tiny_dataset, target, batch_size=3, device="cpu", code=CODE)
     assert not target.exists() and '"images_complete": 6' in base.progress_path(target).read_text()
     with pytest.raises(FileNotFoundError, match="resume"):
         pool_store.open_store(target)
     written = record_region_writes(monkeypatch)
-    attnpool_extraction.extract_attnpool(RANDOM_RN, tiny_dataset, target, batch_size=3, device="cpu")
+    attnpool_extraction.extract_attnpool(RANDOM_RN, tiny_dataset, target, batch_size=3, device="cpu", code=CODE)
     assert written == [{"image": slice(6, 9)}, {"image": slice(9, 10)}]
     resumed = pool_store.open_store(target)
     for name in ("x", "alpha", "y", "q_weight", "positional_embedding"):
@@ -116,6 +119,6 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, tiny_dataset, monkeyp
 def test_vit_is_rejected(tmp_path, tiny_dataset):
     with pytest.raises(TypeError, match="ModifiedResNet"):
         attnpool_extraction.extract_attnpool(
-            ModelSpec("v", "clipmech-vit-tiny", None), tiny_dataset, tmp_path / "v.zarr", device="cpu"
+            ModelSpec("v", "clipmech-vit-tiny", None), tiny_dataset, tmp_path / "v.zarr", device="cpu", code=CODE
         )
     assert not (tmp_path / "v.zarr").exists()
