@@ -305,6 +305,12 @@ DECOMPOSITIONS = [
 ]
 
 
+def gpu_request():
+    """GPUs a rule that runs a model on `extraction.device` asks for: none on `cpu`, else 1
+    (SLURM: --gpus=1; gpu=0 adds no GPU option), so a CPU-only cluster runs the whole DAG."""
+    return 0 if config["extraction"]["device"] == "cpu" else 1
+
+
 def name_pattern(names):
     """A wildcard constraint matching exactly these names (nothing when there are none)."""
     return "|".join(re.escape(name) for name in sorted(names)) or "(?!)"
