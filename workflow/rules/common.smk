@@ -306,8 +306,9 @@ DECOMPOSITIONS = [
 
 
 def gpu_request():
-    """GPUs a rule that runs a model on `extraction.device` asks for: none on `cpu`, else 1
-    (SLURM: --gpus=1; gpu=0 adds no GPU option), so a CPU-only cluster runs the whole DAG."""
+    """The `gpu` resource of the steps that run a model on `extraction.device`, none on `cpu`,
+    else 1 (SLURM: --gpus=1; gpu=0 adds no GPU option), so a CPU-only cluster runs the whole DAG.
+    """
     return 0 if config["extraction"]["device"] == "cpu" else 1
 
 
