@@ -3,7 +3,13 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# Config: the user's --configfile(s) alone, or config/config.yaml of the working directory when
+# none is given (never both: the default is not merged under a user's file, so a file plans the
+# same in the repository root as anywhere else). Keys a file leaves out get the schema's defaults
+# (validate fills them), and --config key=value overrides either.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -88,6 +88,10 @@ def test_shift_splits_are_a_dataset_synthesised_like_any(tmp_path):
 def test_cifar10_map_only_with_a_local_copy(tmp_path):
     skipped = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(TINY))
     assert "tsne_cifar10" not in skipped.stdout and "cifar10.root is not set" in skipped.stdout + skipped.stderr
+    batches = tmp_path / "cifar" / "cifar-10-batches-py"  # the layout the config check asks for
+    batches.mkdir(parents=True)
+    for name in ("batches.meta", "test_batch"):
+        (batches / name).write_bytes(b"")
     config = tmp_path / "cifar.yaml"
     config.write_text(TINY.read_text().replace("root: null", f"root: {tmp_path / 'cifar'}"))
     out = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(config)).stdout

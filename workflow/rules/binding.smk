@@ -24,7 +24,7 @@ rule binding_benchmark:
     conda:
         ENV
     resources:
-        gpu=1,
+        gpu=gpu_request(),
         mem_mb=8000,
         runtime=60,
     params:

@@ -1,3 +1,6 @@
+import ast
+import difflib
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -51,7 +54,223 @@ check_names(
     "decomposition.models",
 )
 
-TRAINED = sorted(name for name, entry in config["models"].items() if "train" in entry)
+# --- Cross-key checks (parse time) --------------------------------------------------------------
+# The schema checks each key alone; these check keys against each other and against open_clip's
+# tables, so that `snakemake -n` fails with the key and the allowed values before any job runs
+# (rather than a job failing after hours of training). open_clip's architecture and pretrained
+# tables are read from its installed files, without importing it (importing open_clip imports
+# torch: about 3 s more per parse; reading the files takes about 0.03 s).
+
+CLIPMECH_MODEL_CONFIGS = (
+    Path(workflow.basedir) / "src" / "clipmech" / "models" / "model_configs"
+)
+OPEN_CLIP_SCHEMES = ("hf-hub:", "local-dir:")  # carry their own config and weights
+# Files of torchvision's CIFAR-10 layout, per split (clipmech.data.cifar10 reads them).
+CIFAR10_FILES = {
+    "train": [f"data_batch_{i}" for i in range(1, 6)],
+    "test": ["test_batch"],
+}
+CIFAR10_SIZES = {"train": 50000, "test": 10000}
+
+
+def open_clip_dir():
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or spec.origin is None:
+        raise ValueError("open_clip is not installed: see environment.yml")
+    return Path(spec.origin).parent
+
+
+def open_clip_architectures():
+    """open_clip.list_models() once clipmech.models.loading has added its configs: the config files."""
+    dirs = [open_clip_dir() / "model_configs", CLIPMECH_MODEL_CONFIGS]
+    return sorted(path.stem for d in dirs for path in d.glob("*.json"))
+
+
+def _pretrained_tags(node, named):
+    """{tag: quick_gelu} of a `dict(tag=_pcfg(...), ...)` or `{...}` node or a name bound to one."""
+    if isinstance(node, ast.Name):
+        return named.get(node.id)
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "dict"
+    ):
+        items = [(kw.arg, kw.value) for kw in node.keywords if kw.arg]
+    elif isinstance(node, ast.Dict):
+        items = [
+            (key.value, value)
+            for key, value in zip(node.keys, node.values)
+            if isinstance(key, ast.Constant)
+        ]
+    else:
+        return None
+    return {
+        tag: isinstance(value, ast.Call)
+        and any(
+            kw.arg == "quick_gelu" and getattr(kw.value, "value", None) is True
+            for kw in value.keywords
+        )
+        for tag, value in items
+    }
+
+
+def open_clip_pretrained_tags():
+    """{architecture: tags} as open_clip.list_pretrained() gives them, from open_clip/pretrained.py's
+    `_PRETRAINED` table (its `-quickgelu` twins included); tests/workflow/test_config_checks.py
+    compares it with open_clip's own list."""
+    tree = ast.parse((open_clip_dir() / "pretrained.py").read_text())
+    named, table = {}, {}
+    for stmt in tree.body:
+        if not (
+            isinstance(stmt, ast.Assign)
+            and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Name)
+        ):
+            continue
+        if stmt.targets[0].id == "_PRETRAINED" and isinstance(stmt.value, ast.Dict):
+            for key, value in zip(stmt.value.keys, stmt.value.values):
+                tags = _pretrained_tags(value, named)
+                if isinstance(key, ast.Constant) and tags is not None:
+                    table[key.value] = tags
+        else:
+            tags = _pretrained_tags(stmt.value, named)
+            if tags is not None:
+                named[stmt.targets[0].id] = tags
+    quick = {
+        f"{model}-quickgelu": [tag for tag, q in tags.items() if q]
+        for model, tags in table.items()
+    }
+    tags = {model: sorted(tags) for model, tags in table.items()}
+    tags.update({model: sorted(t) for model, t in quick.items() if t})
+    return tags
+
+
+def allowed(value, valid, n=8):
+    """The valid values, or, when there are many, the n closest to `value` and the count."""
+    valid = sorted(valid)
+    if len(valid) <= n:
+        return ", ".join(valid)
+    close = difflib.get_close_matches(str(value), valid, n=n, cutoff=0.0)
+    return f"{', '.join(close)} (closest of {len(valid)})"
+
+
+def check_model(name, entry, architectures, pretrained_tags):
+    key = f"models.{name}"
+    has_pretrained, has_train = "pretrained" in entry, "train" in entry
+    if has_pretrained == has_train:
+        raise ValueError(
+            f"{key} needs exactly one of `pretrained` (an open_clip tag, a local checkpoint path, "
+            "or null for random weights) and `train` (the pipeline trains it), got "
+            + ("both" if has_train else "neither")
+        )
+    arch = entry["architecture"]
+    if arch.startswith(OPEN_CLIP_SCHEMES):
+        return
+    if arch not in architectures:
+        raise ValueError(
+            f"{key}.architecture = {arch!r} is not an open_clip architecture; valid: "
+            f"{allowed(arch, architectures)} (open_clip.list_models() after "
+            "import clipmech.models.loading)"
+        )
+    tag = entry.get("pretrained")
+    if tag is None or is_local_checkpoint(tag):
+        return
+    tags = pretrained_tags.get(arch, [])
+    if tag.lower().replace("-", "_") not in tags:  # open_clip normalises tags so
+        raise ValueError(
+            f"{key}.pretrained = {tag!r} is neither an open_clip pretrained tag of {arch} nor "
+            "a checkpoint path (a path has a '/' or a .pt/.pth/.bin/.safetensors/.npz suffix); "
+            + (
+                f"tags of {arch}: {allowed(tag, tags)}"
+                if tags
+                else f"{arch} has no open_clip weights: use a checkpoint path, null, or `train`"
+            )
+        )
+
+
+def check_object_counts(key, entry, default_max):
+    low, high = entry.get("min_objects", 1), entry.get("max_objects", default_max)
+    if low > high:
+        raise ValueError(
+            f"{key}.min_objects = {low} exceeds {key}.max_objects = {high}: "
+            "the object counts run from min_objects to max_objects"
+        )
+
+
+def dataset_size(name):
+    """Images of a dataset: n_per_count per object count (Shapes), n_per_split per split (shift)."""
+    entry = config["datasets"][name]
+    if entry["kind"] == "shift":
+        return entry.get("n_per_split", 100) * len(entry.get("shares", [0] * 5))
+    return entry["n_per_count"] * (entry["max_objects"] - entry["min_objects"] + 1)
+
+
+def check_cifar10(section, perplexity):
+    root = section["root"]
+    batches = Path(root) / "cifar-10-batches-py"
+    missing = [
+        f
+        for f in ["batches.meta", *CIFAR10_FILES[section["split"]]]
+        if not (batches / f).is_file()
+    ]
+    if missing:
+        raise ValueError(
+            f"cifar10.root = {root!r} must hold torchvision's cifar-10-batches-py/ with "
+            f"{', '.join(['batches.meta', *CIFAR10_FILES[section['split']]])} "
+            f"(split {section['split']!r}); missing in {batches}: {', '.join(missing)} "
+            "(set cifar10.root to null to skip the CIFAR-10 map)"
+        )
+    n = min(section["n_images"], CIFAR10_SIZES[section["split"]])
+    if perplexity >= n:
+        raise ValueError(
+            f"tsne.perplexity = {perplexity} must be below the {n} CIFAR-10 images of "
+            "cifar10.n_images (t-SNE needs perplexity < number of images)"
+        )
+
+
+def check_config():
+    architectures = open_clip_architectures()
+    pretrained_tags = open_clip_pretrained_tags()
+    for name, entry in config["models"].items():
+        check_model(name, entry, architectures, pretrained_tags)
+        if "train" in entry:
+            check_object_counts(f"models.{name}.train", entry["train"], 5)
+    for name, entry in config["datasets"].items():
+        check_object_counts(
+            f"datasets.{name}", entry, 3 if entry["kind"] == "shift" else 5
+        )
+    k, perplexity = config["selectivity"]["k"], config["tsne"]["perplexity"]
+    for name in config["analyses"]["datasets"]:
+        n = dataset_size(name)
+        if k > n:
+            raise ValueError(
+                f"selectivity.k = {k} exceeds the {n} images of dataset {name!r} "
+                "(k must be at most the number of images)"
+            )
+        if perplexity >= n:
+            raise ValueError(
+                f"tsne.perplexity = {perplexity} must be below the {n} images of dataset "
+                f"{name!r} (t-SNE needs perplexity < number of images)"
+            )
+    if config["cifar10"]["root"] is not None:
+        check_cifar10(config["cifar10"], perplexity)
+    text = config["decomposition"]["text"]
+    too_large = [m for m in text["m_values"] if m > text["n_components"]]
+    if config["decomposition"]["models"] and too_large:
+        raise ValueError(
+            f"decomposition.text.m_values {too_large} exceed decomposition.text.n_components = "
+            f"{text['n_components']}: each sparsity must be at most n_components"
+        )
+
+
+check_config()
+
+# Models some analysis runs; of these, those with a `train` block are trained by the pipeline
+# (a configured model that no analysis uses is neither trained nor loaded).
+USED = sorted(
+    set(config["analyses"]["models"]) | set(config["decomposition"]["models"])
+)
+TRAINED = [name for name in USED if "train" in config["models"][name]]
 
 
 def datasets_of_kind(kind):
@@ -84,6 +303,13 @@ DECOMPOSITIONS = [
     for m in config["decomposition"]["models"]
     for d in config["analyses"]["datasets"]
 ]
+
+
+def gpu_request():
+    """The `gpu` resource of the steps that run a model on `extraction.device`, none on `cpu`,
+    else 1 (SLURM: --gpus=1; gpu=0 adds no GPU option), so a CPU-only cluster runs the whole DAG.
+    """
+    return 0 if config["extraction"]["device"] == "cpu" else 1
 
 
 def name_pattern(names):

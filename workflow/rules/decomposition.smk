@@ -12,7 +12,7 @@ rule extract_attnpool:
         ENV
     threads: 2
     resources:
-        gpu=1,
+        gpu=gpu_request(),
         mem_mb=8000,
         runtime=120,
     params:
@@ -36,7 +36,7 @@ rule embed_text:
         ENV
     threads: 2
     resources:
-        gpu=1,
+        gpu=gpu_request(),
         mem_mb=8000,
         runtime=60,
     params:
@@ -158,7 +158,7 @@ rule decompose_text:
         ENV
     threads: 2
     resources:
-        gpu=1,
+        gpu=gpu_request(),
         mem_mb=12000,
         runtime=60,
     params:

@@ -12,7 +12,7 @@ rule extract_activations:
         ENV
     threads: 2
     resources:
-        gpu=1,
+        gpu=gpu_request(),
         mem_mb=8000,
         runtime=120,
     params:

@@ -26,7 +26,7 @@ rule gradcam_binding:
         ENV
     threads: 2
     resources:
-        gpu=1,
+        gpu=gpu_request(),
         mem_mb=8000,
         runtime=60,
     params:

@@ -59,7 +59,7 @@ rule segment_pascal_context:
         ENV
     threads: 2
     resources:
-        gpu=1,
+        gpu=gpu_request(),
         mem_mb=16000,
         runtime=600,
     params:

@@ -53,7 +53,7 @@ rule tsne_cifar10:
         ENV
     threads: 2
     resources:
-        gpu=1,
+        gpu=gpu_request(),
         mem_mb=8000,
         runtime=120,
     params:
