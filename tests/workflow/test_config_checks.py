@@ -141,6 +141,15 @@ def test_pretrained_xor_train(tmp_path, entry, got):
     assert "models.x needs exactly one of `pretrained`" in message and f"got {got}" in message
 
 
+def test_sha256_needs_a_local_checkpoint(tmp_path):
+    config = tiny()
+    config["models"]["x"] = {"architecture": "RN50", "pretrained": "openai", "sha256": "0" * 64}
+    message = rejected(tmp_path, config)
+    assert "models.x.sha256 checks a local checkpoint file, but models.x.pretrained is 'openai'" in message
+    config["models"]["x"] = {"architecture": "RN50", "pretrained": "weights/rn50.pt", "sha256": "0" * 64}
+    assert dry_run(tmp_path, config).returncode == 0
+
+
 def test_every_open_clip_architecture_and_tag_passes(tmp_path):
     """The tables common.smk reads from open_clip's files (without importing it) match open_clip's lists."""
     config = tiny()

@@ -163,6 +163,12 @@ def check_model(name, entry, architectures, pretrained_tags):
             "or null for random weights) and `train` (the pipeline trains it), got "
             + ("both" if has_train else "neither")
         )
+    if "sha256" in entry and not is_local_checkpoint(entry.get("pretrained")):
+        raise ValueError(
+            f"{key}.sha256 checks a local checkpoint file, but {key}.pretrained is "
+            f"{entry.get('pretrained')!r}; drop `sha256`, or point `pretrained` at the file "
+            "(a pipeline-trained checkpoint is checked against its training record)"
+        )
     arch = entry["architecture"]
     if arch.startswith(OPEN_CLIP_SCHEMES):
         return

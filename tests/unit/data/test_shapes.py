@@ -83,5 +83,7 @@ def test_a_data_file_changed_in_place_is_refused(tmp_path, name):
     data = bytearray(path.read_bytes())
     data[-1] ^= 0x01  # one flipped bit, same size: numpy and pandas read it without complaint
     path.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=rf"dataset {tmp_path}: .* have sha256 [0-9a-f]{{64}}, but .*spec.json records"):
+    with pytest.raises(
+        ValueError, match=rf"dataset {tmp_path}: .* have sha256 [0-9a-f]{{64}}, but .*spec.json records"
+    ):
         datasets.load(tmp_path)
