@@ -13,6 +13,7 @@ copy's package; the unedited copy planning nothing checks that it hashes like th
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
 from pathlib import Path
@@ -155,3 +156,32 @@ def test_config_key_order_reruns_nothing(tiny_run, tmp_path):
     reordered.write_text(yaml.safe_dump(config, sort_keys=True))
     assert reordered.read_text() != yaml.safe_dump(config, sort_keys=False)  # the order really differs
     assert planned_jobs("--configfile", reordered, workdir=tiny_run) == {}
+
+
+def test_comments_and_docstrings_rerun_nothing(tiny_run, tmp_path):
+    """Only code counts: a comment and a docstring edit in the dataset synthesis (which every rule
+    runs) plan nothing, where hashing the source text reran the whole DAG, trainings included."""
+    snakefile = copy_workflow(tmp_path / "copy")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "copy" / "src")}
+    module = tmp_path / "copy" / "src" / "clipmech" / "data" / "shapes.py"
+    source = module.read_text()
+    tree = ast.parse(source)
+    docstring = ast.get_docstring(tree, clean=False)
+    edited = source.replace(docstring, docstring + "\nEdited by a test.", 1) + "\n# a comment added by a test\n"
+    module.write_text(edited)
+    assert ast.dump(ast.parse(edited)) != ast.dump(tree)  # the docstring really changed
+    assert planned_jobs("--configfile", TINY, workdir=tiny_run, snakefile=snakefile, env=env) == {}
+
+
+def test_model_config_edit_reruns_that_models_jobs(tiny_run, tmp_path):
+    """The open_clip model configs are package data the rules read: editing one (here quick_gelu)
+    reruns the rules that load models, from the training on."""
+    snakefile = copy_workflow(tmp_path / "copy")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "copy" / "src")}
+    path = tmp_path / "copy" / "src" / "clipmech" / "models" / "model_configs" / "clipmech-vit-tiny.json"
+    config = json.loads(path.read_text())
+    config["quick_gelu"] = not config.get("quick_gelu", False)
+    path.write_text(json.dumps(config, indent=2))
+    plan = planned_jobs("--configfile", TINY, workdir=tiny_run, snakefile=snakefile, env=env)
+    assert {"train_clip", "extract_activations"} <= plan.keys()
+    assert not plan.keys() & {"synthesize_shapes", "synthesize_shift", "plot_dataset"}
