@@ -1,7 +1,8 @@
 """Extraction throughput vs a bare forward pass, measured side by side in one run.
 
-Extraction = forward with MLP hooks on every block + token reductions + float16 copy of every
-token + zarr region write + progress record (clipmech.stores.activations's per-batch path); bare = the same
+Extraction = forward with the MLP-output sites hooked on every block + token reductions + float16 copy of
+every token + finiteness check + checksummed zarr region write + progress record + the publish check
+(the per-batch path of clipmech.stores.activation_extraction.extract); bare = the same
 model's ``encode_image`` on the same preprocessed batches. Runs alternate (bare, extraction, bare,
 ...) so that load on the machine hits both alike; the ratio is extraction time / bare time, median
 over repeats. Target: <= 1.15.
@@ -20,10 +21,18 @@ from pathlib import Path
 
 import open_clip
 import torch
-from clipmech.hooks.mlp import capture_mlp_outputs, vision_blocks
 
+from clipmech.hooks.sites import hooked
 from clipmech.models import loading
-from clipmech.stores.activation_extraction import StoreProvenance, activations_batch, store_template
+from clipmech.models.towers import tower
+from clipmech.stores import base
+from clipmech.stores.activation_extraction import (
+    DEFAULT_SITES,
+    StoreProvenance,
+    activations_batch,
+    plan_sites,
+    store_template,
+)
 
 
 def main() -> None:
@@ -48,25 +57,29 @@ def main() -> None:
         torch.randn(min(args.batch_size, args.images - i), 3, size, size, generator=generator).to(device)
         for i in range(0, args.images, args.batch_size)
     ]
-    blocks = vision_blocks(model)
-    layers = list(range(len(blocks.mlps)))
+    info = tower(model, "visual")
+    plan = plan_sites(model, DEFAULT_SITES, None)
     reductions = ("mean", "max", "cls")
     save_tokens = not args.no_tokens
     prov = StoreProvenance(
-        "bench",
-        args.model,
-        "random-init",
-        "none",
-        "random",
-        "none",
-        tuple(layers),
-        reductions,
-        save_tokens,
-        args.batch_size,
-        "bench",
-        open_clip.__version__,
-        torch.__version__,
+        model="bench",
+        architecture=args.model,
+        weights="random-init",
+        preprocess="none",
+        dataset="random",
+        dataset_sha256="none",
+        layers=plan.layers,
+        reductions=reductions,
+        save_tokens=save_tokens,
+        batch_size=args.batch_size,
+        clipmech_version="bench",
+        open_clip_version=open_clip.__version__,
+        torch_version=torch.__version__,
+        sites=plan.sites,
+        code="bench",
     )
+    layout = {"n_prefix_tokens": info.n_prefix_tokens, "grid_rows": info.grid[0], "grid_cols": info.grid[1]}
+    batch_sites = {**dict.fromkeys((*reductions, "tokens"), plan.mlp_sites), "embedding": "the image embedding"}
     workdir = Path(tempfile.mkdtemp(prefix="clipmech-bench-"))
 
     def sync():
@@ -84,20 +97,24 @@ def main() -> None:
 
     def extraction(run: int) -> float:
         store = workdir / f"s{run}.zarr"
-        progress = workdir / f"s{run}.progress.json"
         sync()
         start = time.perf_counter()
-        template = store_template(
-            args.images, layers, blocks.n_tokens, blocks.width, int(model.visual.output_dim), args.batch_size, prov, {}
-        )
-        template.to_zarr(store, compute=False, mode="w", consolidated=False)
-        with capture_mlp_outputs(model, layers) as capture, torch.inference_mode():
-            first = 0
+
+        def template():
+            return store_template(
+                args.images, plan.layers, info.n_tokens, info.width, int(model.visual.output_dim), args.batch_size,
+                prov, layout,
+            )  # fmt: skip
+
+        first = base.begin_store(store, prov, template)
+        with hooked(model, capture=plan.sites) as cache, torch.inference_mode():
             for pixels in batches:
-                batch = activations_batch(model, capture, pixels, reductions, save_tokens, blocks.n_prefix_tokens)
-                batch.to_zarr(store, region={"image": slice(first, first + len(pixels))}, consolidated=False)
+                batch = activations_batch(
+                    model, cache, plan, pixels, None, reductions, save_tokens, info.n_prefix_tokens
+                )
+                base.write_batch(store, batch, first, first + len(pixels), "bench", batch_sites)
                 first += len(pixels)
-                progress.write_text(f'{{"images_complete": {first}}}')
+        base.publish_store(store, "activation store")
         sync()
         elapsed = time.perf_counter() - start
         shutil.rmtree(store)
@@ -113,7 +130,7 @@ def main() -> None:
         ratios.append(e / b)
     shutil.rmtree(workdir, ignore_errors=True)
     print(
-        f"model {args.model} ({len(layers)} blocks x {blocks.width} units, {blocks.n_tokens} tokens), "
+        f"model {args.model} ({len(plan.layers)} blocks x {info.width} units, {info.n_tokens} tokens), "
         f"{args.images} images, batch {args.batch_size}, device {device}, threads {args.threads}, "
         f"tokens stored: {save_tokens}"
     )

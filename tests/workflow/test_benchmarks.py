@@ -1,0 +1,32 @@
+"""The benchmarks still run against the package: each script once on tiny inputs (no timing asserted;
+speed targets are read off the full runs of ``make benchmark``)."""
+
+import subprocess
+import sys
+
+import pytest
+from snakemake_cli import ROOT
+
+
+@pytest.mark.parametrize(
+    "script, args, expected",
+    [
+        (
+            "extraction.py",
+            ["--model", "clipmech-vit-tiny", "--images", "8", "--batch-size", "4", "--repeats", "1"],
+            "ratio extraction / bare forward: median",
+        ),
+        ("preprocess.py", ["--images", "4", "--image-size", "64", "--repeats", "1"], "speed-up:"),
+        (
+            "omp.py",
+            ["--n-atoms", "200", "--dim", "16", "--n-nonzero", "4", "--targets", "20", "--sklearn-subset", "5"],
+            "support agreement (same atom set): 1.0000",
+        ),
+    ],
+)
+def test_benchmark_runs(script, args, expected):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert expected in result.stdout, result.stdout
