@@ -108,3 +108,35 @@ def attention_outputs(info):
 
         handles.append(block.attn.register_forward_hook(hook))
     return outputs, handles
+
+
+def torch_attnpool_attention(pool, x_TNC):
+    """The attention of an open_clip ``AttentionPool2d`` as torch's own ``multi_head_attention_forward``
+    computes it, the second implementation the recomputed alpha is checked against: (N, H, T, T)."""
+    import torch
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        _, w_NHTT = F.multi_head_attention_forward(
+            query=x_TNC,
+            key=x_TNC,
+            value=x_TNC,
+            embed_dim_to_check=x_TNC.shape[-1],
+            num_heads=pool.num_heads,
+            q_proj_weight=pool.q_proj.weight,
+            k_proj_weight=pool.k_proj.weight,
+            v_proj_weight=pool.v_proj.weight,
+            in_proj_weight=None,
+            in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
+            bias_k=None,
+            bias_v=None,
+            add_zero_attn=False,
+            dropout_p=0.0,
+            out_proj_weight=pool.c_proj.weight,
+            out_proj_bias=pool.c_proj.bias,
+            use_separate_proj_weight=True,
+            training=False,
+            need_weights=True,
+            average_attn_weights=False,
+        )
+    return w_NHTT

@@ -4,8 +4,7 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-import torch.nn.functional as F
-from toys import no_hooks, relative_error
+from toys import no_hooks, relative_error, torch_attnpool_attention
 
 from clipmech.analyses.gradcam import gradcam
 from clipmech.decomposition import pool as dec
@@ -37,29 +36,7 @@ def test_rn50x16_random_weights_float64_reconstruction_and_alpha():
     assert err < 1e-5, err
 
     x_TNC = cap.x_NTC.transpose(0, 1)
-    with torch.no_grad():
-        _, w_NHTT = F.multi_head_attention_forward(
-            query=x_TNC,
-            key=x_TNC,
-            value=x_TNC,
-            embed_dim_to_check=3072,
-            num_heads=48,
-            q_proj_weight=pool.q_proj.weight,
-            k_proj_weight=pool.k_proj.weight,
-            v_proj_weight=pool.v_proj.weight,
-            in_proj_weight=None,
-            in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
-            bias_k=None,
-            bias_v=None,
-            add_zero_attn=False,
-            dropout_p=0.0,
-            out_proj_weight=pool.c_proj.weight,
-            out_proj_bias=pool.c_proj.bias,
-            use_separate_proj_weight=True,
-            training=False,
-            need_weights=True,
-            average_attn_weights=False,
-        )
+    w_NHTT = torch_attnpool_attention(pool, x_TNC)
     np.testing.assert_allclose(cap.alpha_NHT.numpy(), w_NHTT[:, :, 0, :].numpy(), rtol=0, atol=1e-12)
     assert cap.alpha_NHT.max(dim=-1).values.mean() > 3.0 / 145
 

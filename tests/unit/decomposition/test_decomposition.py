@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
-from toys import relative_error
+from toys import relative_error, torch_attnpool_attention
 
 from clipmech.decomposition import pool as dec
 from clipmech.hooks import pool_forward
@@ -111,29 +111,7 @@ def test_tokens_are_mean_token_then_row_major_grid_plus_positional_embedding(tin
 def test_alpha_matches_module_attention_weights(tiny):
     pool, x_NTC, alpha_NHT = tiny["model"].visual.attnpool, tiny["cap"].x_NTC, tiny["alpha"]
     x_TNC = x_NTC.transpose(0, 1)
-    with torch.no_grad():
-        _, w_NHTT = F.multi_head_attention_forward(
-            query=x_TNC,
-            key=x_TNC,
-            value=x_TNC,
-            embed_dim_to_check=x_TNC.shape[-1],
-            num_heads=pool.num_heads,
-            q_proj_weight=pool.q_proj.weight,
-            k_proj_weight=pool.k_proj.weight,
-            v_proj_weight=pool.v_proj.weight,
-            in_proj_weight=None,
-            in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
-            bias_k=None,
-            bias_v=None,
-            add_zero_attn=False,
-            dropout_p=0.0,
-            out_proj_weight=pool.c_proj.weight,
-            out_proj_bias=pool.c_proj.bias,
-            use_separate_proj_weight=True,
-            training=False,
-            need_weights=True,
-            average_attn_weights=False,
-        )
+    w_NHTT = torch_attnpool_attention(pool, x_TNC)
     np.testing.assert_allclose(alpha_NHT, w_NHTT[:, :, 0, :].numpy(), rtol=0, atol=1e-12)
     # The attention must be informative for this test (and the reconstruction) to bite.
     assert alpha_NHT.max(axis=-1).mean() > 1.5 / alpha_NHT.shape[-1]
