@@ -46,30 +46,29 @@ def test_paper_config_plans_vit_l_14(tmp_path):
     assert "train_clip" not in out
 
 
-def test_invalid_config_is_rejected_readably(tmp_path):
+def rejected(tmp_path, old: str, new: str) -> str:
+    """The output of a dry run of tests/config/tiny.yaml with ``old`` replaced by ``new``; asserts it failed."""
     bad = tmp_path / "bad.yaml"
-    bad.write_text(TINY.read_text().replace("k: 5", "k: 0"))
+    text = TINY.read_text()
+    assert old in text, f"{old!r} is not in {TINY}"
+    bad.write_text(text.replace(old, new))
     result = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(bad), check=False)
     assert result.returncode != 0
-    message = result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def test_invalid_config_is_rejected_readably(tmp_path):
+    message = rejected(tmp_path, "k: 5", "k: 0")
     assert "0 is less than the minimum of 1" in message and "['selectivity']['k']" in message
 
 
 def test_unknown_model_in_analyses_lists_valid_ones(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(TINY.read_text().replace("models: [tiny-vit]", "models: [vit-q]"))
-    result = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(bad), check=False)
-    assert result.returncode != 0
-    message = result.stdout + result.stderr
+    message = rejected(tmp_path, "models: [tiny-vit]", "models: [vit-q]")
     assert "vit-q" in message and "configured models are: tiny-rn, tiny-vit" in message
 
 
 def test_shift_dataset_with_an_unknown_base_lists_the_shapes_datasets(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(TINY.read_text().replace("base: tiny-shapes", "base: tiny-circles"))
-    result = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(bad), check=False)
-    assert result.returncode != 0
-    message = result.stdout + result.stderr
+    message = rejected(tmp_path, "base: tiny-shapes", "base: tiny-circles")
     assert "datasets.tiny-shapes-shift.base" in message and "configured shapes datasets are: tiny-shapes" in message
 
 
