@@ -1,0 +1,80 @@
+"""Recovery, Delta logit, bootstrap intervals and circuit sparsity (methods.md Sec. 8).
+
+Pairs whose corruption moves the metric by less than ``min_effect`` logits (m_clean - m_corrupt <
+min_effect) carry no signal to recover and make R unbounded; they are left out of every mean, and
+the tables record how many pairs were kept.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from clipmech.patching.engine import SweepResult
+
+
+def kept_pairs(result: SweepResult, min_effect: float) -> np.ndarray:
+    """Pairs whose corruption changes the metric by at least ``min_effect``: bool, (Q,)."""
+    return (result.m_clean_Q - result.m_corrupt_Q) >= min_effect
+
+
+def recovery(result: SweepResult) -> np.ndarray:
+    """R = (m_patched - m_corrupt) / (m_clean - m_corrupt) per pair and patch set: float64, (Q, K)."""
+    effect_Q = result.m_clean_Q - result.m_corrupt_Q
+    return (result.m_patched_QK - result.m_corrupt_Q[:, None]) / effect_Q[:, None]
+
+
+def delta_logit(result: SweepResult) -> np.ndarray:
+    """Delta logit = m_patched - m_base (the unpatched run the patch went into): float64, (Q, K)."""
+    return result.m_patched_QK - result.m_base_Q[:, None]
+
+
+def mean_ci(values_QK: np.ndarray, n_resamples: int, seed: int, level: float = 0.95):
+    """Mean over pairs and its percentile-bootstrap interval, per column (``scipy.stats.bootstrap``).
+
+    Parameters
+    ----------
+    values_QK : numpy.ndarray, float64, (Q, K)
+    n_resamples : int
+    seed : int
+        Seeds ``numpy.random.default_rng`` for the resampling.
+
+    Returns
+    -------
+    mean_K, low_K, high_K : numpy.ndarray, float64, (K,)
+        NaN for every column when Q = 0; the interval is NaN when Q < 2.
+    """
+    n_pairs, n_cols = values_QK.shape
+    if n_pairs == 0:
+        nan = np.full(n_cols, np.nan)
+        return nan, nan.copy(), nan.copy()
+    mean = values_QK.mean(axis=0)
+    if n_pairs < 2:
+        return mean, np.full(n_cols, np.nan), np.full(n_cols, np.nan)
+    ci = stats.bootstrap(
+        (values_QK,),
+        np.mean,
+        axis=0,
+        vectorized=True,
+        n_resamples=n_resamples,
+        confidence_level=level,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
+    return mean, np.asarray(ci.low, dtype=np.float64), np.asarray(ci.high, dtype=np.float64)
+
+
+def prefix_sizes(n_components: int, n_points: int) -> np.ndarray:
+    """Sizes of the restored prefixes of a circuit curve: about ``n_points`` from 1 to all, int64.
+
+    Every size up to ``n_points``; beyond, geometrically spaced sizes (unique) ending at ``n_components``.
+    """
+    if n_components <= n_points:
+        return np.arange(1, n_components + 1)
+    return np.unique(np.round(np.geomspace(1, n_components, n_points)).astype(np.int64))
+
+
+def needed_fraction(sizes_G: np.ndarray, r_G: np.ndarray, n_components: int, threshold: float) -> float:
+    """Fraction of components in the smallest prefix whose mean R reaches ``threshold``; NaN if none does."""
+    reached = np.nonzero(r_G >= threshold)[0]
+    return float(sizes_G[reached[0]] / n_components) if reached.size else float("nan")

@@ -1,0 +1,248 @@
+"""Causal tracing of one tower on a set of pairs: recovery per component and circuit sparsity (methods.md Sec. 8).
+
+:func:`trace` runs the sweeps of :mod:`.engine` for every component of the requested families and
+returns one table row per component; :func:`circuit` restores growing prefixes of the path components
+(:func:`clipmech.patching.components.path_components`), ranked by their single-component recovery,
+against random orders. For a CLIP-ResNet the attention-pool families run from the captured output of
+the last stage (everything they touch comes after it), the ``stage`` family through the whole tower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clipmech.hooks.sites import hooked
+from clipmech.models.towers import Tower
+from clipmech.patching import engine, measures
+from clipmech.patching.components import POOL_FAMILIES, Component, components, path_components
+
+
+def vision_metric(correct_QE: torch.Tensor, foil_QE: torch.Tensor, scale: float) -> Callable:
+    """m = scale (cos(image, correct_q) - cos(image, foil_q)) of each row's image embedding (vision tower)."""
+    correct_QE, foil_QE = F.normalize(correct_QE, dim=-1), F.normalize(foil_QE, dim=-1)
+
+    def metric(image_BE: torch.Tensor, pairs_B: torch.Tensor) -> torch.Tensor:
+        image_BE = F.normalize(image_BE, dim=-1)
+        correct, foil = correct_QE.to(image_BE)[pairs_B], foil_QE.to(image_BE)[pairs_B]
+        return scale * ((image_BE * correct).sum(-1) - (image_BE * foil).sum(-1))
+
+    return metric
+
+
+def text_metric(image_QE: torch.Tensor, foil_QE: torch.Tensor, scale: float) -> Callable:
+    """m = scale (cos(image_q, caption) - cos(image_q, foil_q)) of each row's caption embedding (text tower)."""
+    image_QE, foil_QE = F.normalize(image_QE, dim=-1), F.normalize(foil_QE, dim=-1)
+    foil_score_Q = (image_QE * foil_QE).sum(-1)
+
+    def metric(text_BE: torch.Tensor, pairs_B: torch.Tensor) -> torch.Tensor:
+        text_BE = F.normalize(text_BE, dim=-1)
+        image = image_QE.to(text_BE)[pairs_B]
+        return scale * ((image * text_BE).sum(-1) - foil_score_Q.to(text_BE)[pairs_B])
+
+    return metric
+
+
+@dataclass
+class TowerRun:
+    """What a sweep of one tower needs: the model, its run, the metric and the pairs' inputs.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+    info : clipmech.models.towers.Tower
+    forward : callable
+        The tower's run (``model.encode_image`` or ``model.encode_text``).
+    metric : callable
+        :func:`vision_metric` or :func:`text_metric`.
+    clean, corrupt : torch.Tensor, (Q, ...)
+        Pixels or token ids of the pairs.
+    corruption : EmbeddingCorruption or None
+    n_positions : int
+        Token positions of the position families (text: up to the longest caption's end of text).
+    d_mlp : int or None
+        MLP hidden width (transformer towers).
+    batch_size : int
+    """
+
+    model: nn.Module
+    info: Tower
+    forward: Callable
+    metric: Callable
+    clean: torch.Tensor
+    corrupt: torch.Tensor
+    corruption: object
+    n_positions: int
+    d_mlp: int | None
+    batch_size: int
+    _maps: tuple = field(default=(), repr=False)
+    _baseline: engine.SweepResult | None = field(default=None, repr=False)
+
+    def _pool_run(self) -> tuple[Callable, torch.Tensor, torch.Tensor]:
+        """The attention pool alone, on the last stage's captured outputs of the clean and corrupted runs."""
+        if self._maps:
+            return self.model.visual.attnpool, *self._maps
+        last = f"visual.blocks.{self.info.n_layers - 1}.hook_resid_post"
+        maps = []
+        for inputs, corrupted in ((self.clean, False), (self.corrupt, True)):
+            chunks = []
+            for start in range(0, inputs.shape[0], self.batch_size):
+                chunk = inputs[start : start + self.batch_size]
+                rows = torch.full((chunk.shape[0],), corrupted)
+                pairs = torch.arange(start, start + chunk.shape[0])
+                context = self.corruption.applied(rows, pairs) if self.corruption is not None else nullcontext()
+                with torch.inference_mode(), context, hooked(self.model, capture=[last]) as cache:
+                    self.forward(chunk)
+                    chunks.append(cache[last])
+            maps.append(torch.cat(chunks))
+        self._maps = tuple(maps)
+        return self.model.visual.attnpool, *self._maps
+
+    def baseline(self) -> engine.SweepResult:
+        """The clean and corrupted runs of every pair, without patches (computed once)."""
+        if self._baseline is None:
+            self._baseline = self.sweep([], "denoising")
+        return self._baseline
+
+    def kept(self, min_effect: float) -> np.ndarray:
+        """:func:`clipmech.patching.measures.kept_pairs` of the baseline: bool, (Q,)."""
+        return measures.kept_pairs(self.baseline(), min_effect)
+
+    def sweep(self, patch_sets: Sequence[Sequence[Component]], direction: str, pool: bool = False):
+        """:func:`clipmech.patching.engine.sweep` of these pairs (``pool``: from the last stage's output)."""
+        if pool:
+            forward, clean, corrupt = self._pool_run()
+            return engine.sweep(
+                self.model, forward, self.metric, clean, corrupt, patch_sets, direction=direction,
+                batch_size=self.batch_size,
+            )  # fmt: skip
+        return engine.sweep(
+            self.model, self.forward, self.metric, self.clean, self.corrupt, patch_sets, direction=direction,
+            batch_size=self.batch_size, corruption=self.corruption,
+        )  # fmt: skip
+
+
+def _rows(found: list[Component], result, keep_Q: np.ndarray, n_resamples: int, seed: int) -> list[dict]:
+    r_mean, r_low, r_high = measures.mean_ci(measures.recovery(result)[keep_Q], n_resamples, seed)
+    d_mean, d_low, d_high = measures.mean_ci(measures.delta_logit(result)[keep_Q], n_resamples, seed)
+    return [
+        {
+            "family": c.family,
+            "site": c.site,
+            "layer": c.layer,
+            "position": c.position,
+            "head": c.head,
+            "unit": c.unit,
+            "n_pairs": int(keep_Q.sum()),
+            "recovery": r_mean[k],
+            "recovery_low": r_low[k],
+            "recovery_high": r_high[k],
+            "delta_logit": d_mean[k],
+            "delta_logit_low": d_low[k],
+            "delta_logit_high": d_high[k],
+        }
+        for k, c in enumerate(found)
+    ]
+
+
+def trace(
+    run: TowerRun, families: Sequence[str], directions: Sequence[str], *, min_effect: float, n_resamples: int, seed: int
+) -> tuple[pd.DataFrame, dict]:
+    """Single-component recovery of every component of ``families`` (methods.md Sec. 8).
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per direction and component: direction, family, site, layer, position, head, unit,
+        n_pairs (kept, :func:`clipmech.patching.measures.kept_pairs`), recovery and delta_logit with
+        their bootstrap 95 % intervals (``_low``, ``_high``).
+    single : dict of Component to numpy.ndarray (Q,)
+        Per-pair single-component recovery of the denoising sweep (the ranking of :func:`circuit`).
+    """
+    keep_Q = run.kept(min_effect)
+    rows, single = [], {}
+    for direction in directions:
+        for family in families:
+            found = components(run.info, [family], run.n_positions, run.d_mlp)
+            result = run.sweep([[c] for c in found], direction, pool=family in POOL_FAMILIES)
+            rows += [{"direction": direction, **row} for row in _rows(found, result, keep_Q, n_resamples, seed)]
+            if direction == "denoising":
+                r_QK = measures.recovery(result)
+                single.update({c: r_QK[:, k] for k, c in enumerate(found)})
+    return pd.DataFrame(rows), single
+
+
+def circuit(
+    run: TowerRun,
+    single: dict,
+    *,
+    min_effect: float,
+    threshold: float,
+    n_points: int,
+    n_random: int,
+    n_resamples: int,
+    seed: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Circuit sparsity: recovery of growing prefixes of the path components, greedy and random order.
+
+    The greedy order ranks the path components by their mean single-component denoising recovery
+    (from ``single``, else swept here); each prefix is restored at once. The random orders are
+    ``n_random`` permutations drawn from ``numpy.random.default_rng(seed)``.
+
+    Returns
+    -------
+    curve : pandas.DataFrame
+        order (greedy / random), n_components (prefix size), fraction, recovery with its bootstrap
+        interval (random: the mean over the permutations, the interval of that mean over pairs).
+    summary : pandas.DataFrame
+        Per order: n_total, n_needed and fraction_needed to reach mean R >= ``threshold`` (NaN if no
+        prefix does), n_pairs.
+    """
+    paths = path_components(run.info, run.n_positions)
+    pool = run.info.kind == "resnet"
+    missing = [c for c in paths if c not in single]
+    if missing:
+        r_QK = measures.recovery(run.sweep([[c] for c in missing], "denoising", pool=pool))
+        single = {**single, **{c: r_QK[:, k] for k, c in enumerate(missing)}}
+    keep_Q = run.kept(min_effect)
+    score = np.array([np.nanmean(single[c][keep_Q]) if keep_Q.any() else 0.0 for c in paths])
+    greedy = np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")
+    rng = np.random.default_rng(seed)
+    orders = [("greedy", greedy)] + [("random", rng.permutation(len(paths))) for _ in range(n_random)]
+    sizes_G = measures.prefix_sizes(len(paths), n_points)
+    sets = [[paths[i] for i in order[:size]] for _, order in orders for size in sizes_G]
+    result = run.sweep(sets, "denoising", pool=pool)
+    r_QOG = measures.recovery(result).reshape(len(result.m_clean_Q), len(orders), len(sizes_G))[keep_Q]
+    curves = {"greedy": r_QOG[:, 0], "random": r_QOG[:, 1:].mean(axis=1)} if n_random else {"greedy": r_QOG[:, 0]}
+    curve_rows, summary_rows = [], []
+    for order, r_QG in curves.items():
+        mean, low, high = measures.mean_ci(r_QG, n_resamples, seed)
+        curve_rows += [
+            {
+                "order": order,
+                "n_components": int(size),
+                "fraction": size / len(paths),
+                "recovery": mean[g],
+                "recovery_low": low[g],
+                "recovery_high": high[g],
+            }
+            for g, size in enumerate(sizes_G)
+        ]
+        fraction = measures.needed_fraction(sizes_G, mean, len(paths), threshold)
+        summary_rows.append(
+            {
+                "order": order,
+                "n_total": len(paths),
+                "n_needed": round(fraction * len(paths)) if np.isfinite(fraction) else np.nan,
+                "fraction_needed": fraction,
+                "n_pairs": int(keep_Q.sum()),
+            }
+        )
+    return pd.DataFrame(curve_rows), pd.DataFrame(summary_rows)
