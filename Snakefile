@@ -34,6 +34,7 @@ include: "workflow/rules/tsne.smk"
 include: "workflow/rules/decomposition.smk"
 include: "workflow/rules/segmentation.smk"
 include: "workflow/rules/monitoring.smk"
+include: "workflow/rules/patching.smk"
 
 
 rule all:

@@ -53,6 +53,18 @@ check_names(
     config["models"],
     "decomposition.models",
 )
+# patching.models and .datasets default to the analysed models and every pairs dataset.
+PAIRS_DATASETS = sorted(
+    name for name, entry in config["datasets"].items() if entry["kind"] == "pairs"
+)
+if config["patching"]["models"] is None:
+    config["patching"]["models"] = list(config["analyses"]["models"])
+if config["patching"]["datasets"] is None:
+    config["patching"]["datasets"] = PAIRS_DATASETS
+check_names("models", config["patching"]["models"], config["models"], "patching.models")
+check_names(
+    "pairs datasets", config["patching"]["datasets"], PAIRS_DATASETS, "patching.datasets"
+)
 
 # --- Cross-key checks (parse time) --------------------------------------------------------------
 # The schema checks each key alone; these check keys against each other and against open_clip's
@@ -274,7 +286,9 @@ check_config()
 # Models some analysis runs; of these, those with a `train` block are trained by the pipeline
 # (a configured model that no analysis uses is neither trained nor loaded).
 USED = sorted(
-    set(config["analyses"]["models"]) | set(config["decomposition"]["models"])
+    set(config["analyses"]["models"])
+    | set(config["decomposition"]["models"])
+    | set(config["patching"]["models"])
 )
 TRAINED = [name for name in USED if "train" in config["models"][name]]
 
@@ -308,6 +322,11 @@ DECOMPOSITIONS = [
     (m, d)
     for m in config["decomposition"]["models"]
     for d in config["analyses"]["datasets"]
+]
+
+# Causal tracing (methods.md Sec. 8) of each patching model on each pairs dataset.
+PATCHINGS = [
+    (m, d) for m in config["patching"]["models"] for d in config["patching"]["datasets"]
 ]
 
 
@@ -384,6 +403,16 @@ def checkpoint_input(wildcards):
     """The checkpoint a model loads, when it is a file: trained here or a local path."""
     pretrained = model_entry(wildcards.model).get("pretrained")
     return [pretrained] if is_local_checkpoint(pretrained) else []
+
+
+def patching_params(wildcards):
+    """The patching section without what only the DAG uses, and the run's seed."""
+    params = {
+        key: value
+        for key, value in config["patching"].items()
+        if key not in ("models", "datasets")
+    }
+    return {**params, "seed": config["seed"]}
 
 
 def train_params(wildcards):
@@ -489,6 +518,24 @@ def pascal_context_outputs():
     ]
 
 
+def patching_outputs(model, dataset):
+    """Causal tracing of one model on one pairs dataset (methods.md Sec. 8)."""
+    base = f"results/patching/{model}/{dataset}"
+    return [
+        f"{base}/{name}"
+        for name in (
+            "recovery.tsv",
+            "circuit.tsv",
+            "circuit_summary.tsv",
+            "runs.tsv",
+            "recovery_visual.png",
+            "recovery_text.png",
+            "heads.png",
+            "circuit.png",
+        )
+    ]
+
+
 def all_outputs():
     outputs = [
         f"results/datasets/{d}/preview.png" for d in config["analyses"]["datasets"]
@@ -504,4 +551,6 @@ def all_outputs():
     for model, dataset in DECOMPOSITIONS:
         outputs += decomposition_outputs(model, dataset)
         outputs += shift_outputs(model, dataset)
+    for model, dataset in PATCHINGS:
+        outputs += patching_outputs(model, dataset)
     return outputs + cifar10_outputs() + pascal_context_outputs()

@@ -88,8 +88,7 @@ def _tower_run(model, tower_name, *, chosen, corruption, pixels, tokenizer, scal
 def patch_components(
     *, name: str, model_entry: dict, dataset_dir: str, out: dict, params: dict, device: str, threads: int
 ) -> None:
-    """Causal tracing (methods.md Sec. 8) of every tower in ``params["towers"]`` under every corruption in
-    ``params["corruptions"]``, on the first ``params["n_pairs"]`` pairs of each kind of a pairs dataset.
+    """Causal tracing (methods.md Sec. 8) of both towers under every corruption in ``params["corruptions"]``, on the first ``params["n_pairs"]`` pairs of each kind of a pairs dataset.
 
     Writes ``out["recovery"]`` (one row per corruption, tower, direction and component: R and Delta logit
     with bootstrap 95 % intervals, :func:`clipmech.patching.tracing.trace`), ``out["circuit"]`` and
@@ -118,7 +117,7 @@ def patch_components(
     tables = {"recovery": [], "circuit": [], "circuit_summary": [], "runs": []}
     for corruption in params["corruptions"]:
         chosen = _pairs_of(data.pairs, corruption, params["n_pairs"])
-        for tower_name in params["towers"]:
+        for tower_name in ("visual", "text"):
             run, used = _tower_run(
                 model, tower_name, chosen=chosen, corruption=corruption, pixels=pixels, tokenizer=tokenizer,
                 scale=scale, params=params, stds=stds, device=torch_device,

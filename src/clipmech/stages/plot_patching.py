@@ -1,0 +1,18 @@
+"""Figures of causal tracing (methods.md Sec. 8): the stage of rule ``plot_patching``."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from clipmech.figures import tracing
+
+
+def plot_patching(*, recovery_path: str, circuit_path: str, out: dict, threshold: float, label: str) -> None:
+    """Draw the recovery maps of each tower (``out["visual"]``, ``out["text"]``), the head maps
+    (``out["heads"]``) and the circuit-sparsity curves (``out["circuit"]``) from the tables of rule
+    ``patch_components``."""
+    recovery = pd.read_csv(recovery_path, sep="\t")
+    for tower in ("visual", "text"):
+        tracing.recovery_maps(recovery, tower, label, out[tower])
+    tracing.head_maps(recovery, label, out["heads"])
+    tracing.circuit_curves(pd.read_csv(circuit_path, sep="\t"), threshold, label, out["circuit"])
