@@ -65,6 +65,13 @@ def test_k_counts_the_images_of_the_configured_object_counts(tmp_path):
     assert dry_run(tmp_path, config).returncode == 0
 
 
+def test_k_counts_five_images_per_scene_of_a_pairs_dataset(tmp_path):
+    config = tiny()
+    config["analyses"]["datasets"] = ["tiny-shapes-pairs"]  # 4 scenes x (base + 4 variants)
+    config["selectivity"]["k"] = 21
+    assert "selectivity.k = 21 exceeds the 20 images of dataset 'tiny-shapes-pairs'" in rejected(tmp_path, config)
+
+
 def test_perplexity_not_below_the_number_of_images(tmp_path):
     config = tiny()
     config["tsne"]["perplexity"] = 40

@@ -216,10 +216,13 @@ def check_object_counts(key, entry, default_max):
 
 
 def dataset_size(name):
-    """Images of a dataset: n_per_count per object count (Shapes), n_per_split per split (shift)."""
+    """Images of a dataset: n_per_count per object count (Shapes), n_per_split per split (shift),
+    5 per base scene (pairs: the base and its 4 variants)."""
     entry = config["datasets"][name]
     if entry["kind"] == "shift":
         return entry.get("n_per_split", 100) * len(entry.get("shares", [0] * 5))
+    if entry["kind"] == "pairs":
+        return 5 * entry["n_scenes"]
     return entry["n_per_count"] * (entry["max_objects"] - entry["min_objects"] + 1)
 
 

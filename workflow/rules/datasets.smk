@@ -37,6 +37,25 @@ rule synthesize_shift:
         "../scripts/synthesize_shift.py"
 
 
+rule synthesize_pairs:
+    output:
+        data=directory("results/datasets/{dataset}/data"),
+    log:
+        "logs/synthesize_pairs/{dataset}.log",
+    wildcard_constraints:
+        dataset=name_pattern(datasets_of_kind("pairs")),
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        spec=dataset_spec,
+        code=script_code("synthesize_pairs.py"),
+    script:
+        "../scripts/synthesize_pairs.py"
+
+
 rule plot_dataset:
     input:
         data="results/datasets/{dataset}/data",

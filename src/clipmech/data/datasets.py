@@ -2,7 +2,8 @@
 
 Every dataset directory holds ``images.npy`` (uint8, N x H x W x 3) and ``spec.json`` (what it is,
 with the sha256 of its data files); Shapes datasets add ``masks.npy`` and ``objects.tsv``
-(see :mod:`clipmech.data.shapes`). :func:`load` checks the data files against that sha256 once per
+(see :mod:`clipmech.data.shapes`), minimal-pairs datasets also ``pairs.tsv`` (see
+:mod:`clipmech.data.pairs`). :func:`load` checks the data files against that sha256 once per
 job, so a file changed in place after the dataset rule wrote it fails loudly instead of being used.
 """
 
@@ -28,15 +29,18 @@ class ImageDataset:
     spec : dict
         ``spec.json``: at least ``kind`` and ``sha256``.
     masks : numpy.ndarray, uint8, (N, H, W) or None
-        Instance masks (object id per pixel, 0 = background), Shapes only.
+        Instance masks (object id per pixel, 0 = background), Shapes and minimal pairs only.
     objects : pandas.DataFrame or None
-        The object table, Shapes only.
+        The object table, Shapes and minimal pairs only.
+    pairs : pandas.DataFrame or None
+        The minimal-pairs table (:func:`clipmech.data.pairs.synthesize`), kind ``pairs`` only.
     """
 
     images: np.ndarray
     spec: dict
     masks: np.ndarray | None = None
     objects: pd.DataFrame | None = None
+    pairs: pd.DataFrame | None = None
 
     @property
     def n_images(self) -> int:
@@ -44,7 +48,10 @@ class ImageDataset:
 
 
 #: The data files of a dataset kind, in the order :func:`dataset_hash` reads them.
-DATA_FILES = {"shapes": ("images.npy", "masks.npy", "objects.tsv")}
+DATA_FILES = {
+    "shapes": ("images.npy", "masks.npy", "objects.tsv"),
+    "pairs": ("images.npy", "masks.npy", "objects.tsv", "pairs.tsv"),
+}
 
 
 def data_files(kind: str) -> tuple[str, ...]:
@@ -86,11 +93,12 @@ def load(directory: str | Path) -> ImageDataset:
             "directory so that its rule writes it again."
         )
     images = np.load(_required(directory / "images.npy"), mmap_mode="r")
-    if spec["kind"] != "shapes":
+    if spec["kind"] not in DATA_FILES:
         return ImageDataset(images=images, spec=spec)
     masks = np.load(_required(directory / "masks.npy"), mmap_mode="r")
     objects = pd.read_csv(_required(directory / "objects.tsv"), sep="\t")
-    return ImageDataset(images=images, spec=spec, masks=masks, objects=objects)
+    pairs = pd.read_csv(_required(directory / "pairs.tsv"), sep="\t") if spec["kind"] == "pairs" else None
+    return ImageDataset(images=images, spec=spec, masks=masks, objects=objects, pairs=pairs)
 
 
 def _required(path: Path) -> Path:
