@@ -104,10 +104,14 @@ def circuit_curves(circuit: pd.DataFrame, threshold: float, title: str, path: st
                     ax.plot(curve["fraction"], curve["recovery"], style, color=f"C{c}",
                             label=corruption if order == "greedy" else None, lw=1.2)  # fmt: skip
         ax.axhline(threshold, color="0.5", lw=0.8, ls=":")
-        ax.set_xscale("log")
+        if part["recovery"].notna().any():
+            ax.set_xscale("log")
+        else:
+            ax.text(0.5, 0.5, "no pair kept", transform=ax.transAxes, ha="center", fontsize=8)
         ax.set_xlabel("fraction of path components restored", fontsize=8)
         ax.set_ylabel("recovery R", fontsize=8)
         ax.set_title(f"{tower} tower (dashed: random order)", fontsize=9)
-        ax.legend(fontsize=6)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
     fig.suptitle(f"{title}: circuit sparsity", fontsize=10)
     save_figure(fig, path)
