@@ -392,6 +392,9 @@ def extract(
         NaN or infinite value (:func:`clipmech.stores.base.check_finite`; the store stays unpublished).
     TypeError
         If the vision tower is a ModifiedResNet (its store is the attention-pool store).
+    FileNotFoundError
+        If text-tower sites are asked for and the model's Hugging Face tokenizer files are not available
+        (:func:`clipmech.models.loading.load_tokenizer`); vision sites need no tokenizer.
     """
     store = Path(store)
     if store.exists():
@@ -401,7 +404,7 @@ def extract(
         raise ValueError(f"unknown reductions {unknown}; valid reductions are: {', '.join(REDUCTIONS)}")
     torch_device = loading.resolve_device(device)
     dataset = datasets.load(dataset_dir)
-    model, preprocess, tokenizer = loading.load(spec, torch_device)
+    model, preprocess = loading.load_model(spec, torch_device)
     info = tower(model, "visual")
     if info.kind == "resnet":
         raise TypeError(
@@ -410,6 +413,8 @@ def extract(
         )
     plan = plan_sites(model, sites, layers)
     captions = image_captions(dataset) if plan.needs_text else None
+    # Only text-tower sites need the tokenizer (SigLIP's: Hugging Face files, loading.load_tokenizer).
+    tokenizer = loading.load_tokenizer(spec) if plan.needs_text else None
     prov = StoreProvenance(
         **loading.run_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size),
         layers=plan.layers,
