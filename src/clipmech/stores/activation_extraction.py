@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dask.array
 import numpy as np
+import open_clip
 import torch
 import xarray as xr
 from tqdm import tqdm
@@ -425,7 +426,8 @@ def extract(
     )
     n_images = dataset.n_images
     layout = {"n_prefix_tokens": info.n_prefix_tokens, "grid_rows": info.grid[0], "grid_cols": info.grid[1]}
-    embed_dim = int(model.visual.output_dim)
+    # From the model config: a timm trunk (SigLIP's TimmModel) has no `output_dim` as open_clip's own towers do.
+    embed_dim = int(open_clip.get_model_config(spec.architecture)["embed_dim"])
 
     def text_tokens(first: int, last: int) -> torch.Tensor | None:
         return tokenizer(captions[first:last]).to(torch_device) if plan.needs_text else None
