@@ -6,6 +6,7 @@ import numpy as np
 import open_clip
 import pytest
 import torch
+from huggingface_hub import constants as hf_constants
 from snakemake_cli import TINY, snakemake
 
 import clipmech.models.loading  # noqa: F401  (registers clipmech's model configs with open_clip)
@@ -16,6 +17,16 @@ from clipmech.data import shapes
 def _seeded():
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """The Hugging Face Hub in offline mode (no request is made) with an empty cache at ``tmp_path / "hub"``,
+    the returned path; a test sees the state of a machine without network that never fetched a file."""
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    return cache
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,11 @@ trained, or any open_clip-compatible state dict). All loading goes through
 ``open_clip.create_model_and_transforms``. The small architectures the pipeline trains itself are
 open_clip model configs shipped in ``clipmech/models/model_configs/`` and registered with
 ``open_clip.add_model_config``.
+
+The tokenizer is loaded apart from the model (:func:`load_tokenizer`): SigLIP's (any open_clip config
+with a ``text_cfg.hf_tokenizer_name``) is a Hugging Face tokenizer whose files come from the Hub or its
+local cache, while the model itself never needs them. Work on the vision tower alone uses
+:func:`load_model` and so runs offline; :func:`load` loads both.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from typing import Any
 
 import open_clip
 import torch
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.errors import LocalEntryNotFoundError
+from huggingface_hub.file_download import repo_folder_name
 
 from clipmech import __version__
 from clipmech.checkpoints import is_local_checkpoint
@@ -151,18 +159,16 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def load(spec: ModelSpec, device: str | torch.device = "cpu"):
-    """Create a model with its eval transform and tokenizer.
+def load_model(spec: ModelSpec, device: str | torch.device = "cpu"):
+    """Create a model with its eval transform, without its tokenizer (no Hugging Face files needed).
 
     Returns
     -------
-    model : open_clip.CLIP
+    model : open_clip.CLIP or open_clip.CustomTextCLIP
         In eval mode on ``device``; random weights (``pretrained`` None) are drawn with torch seed
         ``RANDOM_INIT_SEED`` without disturbing the caller's random state.
     preprocess : callable
         open_clip's eval transform (PIL image -> float tensor (3, S, S)).
-    tokenizer : callable
-        ``open_clip.get_tokenizer(architecture)`` (context length from the model config).
 
     Raises
     ------
@@ -196,7 +202,74 @@ def load(spec: ModelSpec, device: str | torch.device = "cpu"):
                 f"(truncated, corrupt or another architecture): {error}"
             ) from error
     model.eval()
-    return model, preprocess, open_clip.get_tokenizer(spec.architecture)
+    return model, preprocess
+
+
+def load_tokenizer(spec: ModelSpec):
+    """The tokenizer of a model's architecture: ``open_clip.get_tokenizer(architecture)``.
+
+    open_clip's own BPE tokenizer needs no files; an architecture whose config names a Hugging Face
+    tokenizer (``text_cfg.hf_tokenizer_name``, e.g. ``timm/ViT-B-16-SigLIP`` for the SigLIP models) is
+    built by ``transformers.AutoTokenizer`` from that repository's files, fetched from the Hub or read
+    from the local Hugging Face cache (``huggingface_hub.constants.HF_HUB_CACHE``). Without a
+    connection and without ``HF_HUB_OFFLINE`` the Hub is retried for about 45 s before this fails.
+
+    Returns
+    -------
+    callable
+        list of P str -> torch.Tensor, int64, (P, context length of the model config).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the Hugging Face tokenizer's files can neither be downloaded nor found in the local cache
+        (``huggingface_hub.errors.LocalEntryNotFoundError``); the message names the model, the
+        tokenizer's repository, the cache folder it is looked for in and how to provide it.
+    """
+    try:
+        return open_clip.get_tokenizer(spec.architecture)
+    except OSError as error:
+        # transformers wraps the hub's LocalEntryNotFoundError in a plain OSError (raise ... from).
+        missing = error if isinstance(error, LocalEntryNotFoundError) else error.__cause__
+        if not isinstance(missing, LocalEntryNotFoundError):
+            raise
+        repo = open_clip.get_model_config(spec.architecture)["text_cfg"]["hf_tokenizer_name"]
+        folder = Path(hf_constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo, repo_type="model")
+        raise FileNotFoundError(
+            f"model {spec.name!r} ({spec.architecture}): its tokenizer is the Hugging Face tokenizer {repo!r}, "
+            f"whose files (tokenizer_config.json, tokenizer.json, ...) are not in the local Hugging Face cache "
+            f"({folder}) and cannot be downloaded from the Hub. Provide them: run "
+            f"`python -c \"import open_clip; open_clip.get_tokenizer('{spec.architecture}')\"` once on a machine "
+            "online, then copy its Hugging Face cache here and point HF_HOME at the copy (or HF_HUB_CACHE at "
+            "its hub/ folder); set HF_HUB_OFFLINE=1 to skip the Hub's retries. Vision-only work needs no "
+            "tokenizer (clipmech.models.loading.load_model)."
+        ) from error
+
+
+def load(spec: ModelSpec, device: str | torch.device = "cpu"):
+    """Create a model with its eval transform and tokenizer: :func:`load_tokenizer`, then :func:`load_model`
+    (the tokenizer first, so that missing Hugging Face files fail before a large model is built).
+
+    Returns
+    -------
+    model, preprocess
+        As :func:`load_model` returns them.
+    tokenizer : callable
+        As :func:`load_tokenizer` returns it (context length from the model config).
+
+    Raises
+    ------
+    FileNotFoundError
+        If a local checkpoint does not exist, or a Hugging Face tokenizer's files are not available
+        (:func:`load_tokenizer`); the message names them.
+    ValueError
+        If a local checkpoint's sha256 differs from its recorded one (:func:`verify_checkpoint`).
+    RuntimeError
+        If a local checkpoint cannot be loaded into the architecture (the message names the file).
+    """
+    tokenizer = load_tokenizer(spec)
+    model, preprocess = load_model(spec, device)
+    return model, preprocess, tokenizer
 
 
 def file_sha256(path: str | Path) -> str:

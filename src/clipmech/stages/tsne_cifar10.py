@@ -40,7 +40,7 @@ def tsne_cifar10(
     subset_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
     images_NHW3, labels_N, classes = cifar10.load_cifar10(cifar["root"], cifar["split"], cifar["n_images"], subset_rng)
     torch_device = loading.resolve_device(device)
-    model, preprocess, _ = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
+    model, preprocess = loading.load_model(loading.model_spec({name: model_entry}, name), torch_device)
     with torch.inference_mode():
         emb_NE = torch.cat(
             [

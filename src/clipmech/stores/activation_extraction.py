@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dask.array
 import numpy as np
+import open_clip
 import torch
 import xarray as xr
 from tqdm import tqdm
@@ -392,6 +393,9 @@ def extract(
         NaN or infinite value (:func:`clipmech.stores.base.check_finite`; the store stays unpublished).
     TypeError
         If the vision tower is a ModifiedResNet (its store is the attention-pool store).
+    FileNotFoundError
+        If text-tower sites are asked for and the model's Hugging Face tokenizer files are not available
+        (:func:`clipmech.models.loading.load_tokenizer`); vision sites need no tokenizer.
     """
     store = Path(store)
     if store.exists():
@@ -401,7 +405,7 @@ def extract(
         raise ValueError(f"unknown reductions {unknown}; valid reductions are: {', '.join(REDUCTIONS)}")
     torch_device = loading.resolve_device(device)
     dataset = datasets.load(dataset_dir)
-    model, preprocess, tokenizer = loading.load(spec, torch_device)
+    model, preprocess = loading.load_model(spec, torch_device)
     info = tower(model, "visual")
     if info.kind == "resnet":
         raise TypeError(
@@ -410,6 +414,8 @@ def extract(
         )
     plan = plan_sites(model, sites, layers)
     captions = image_captions(dataset) if plan.needs_text else None
+    # Only text-tower sites need the tokenizer (SigLIP's: Hugging Face files, loading.load_tokenizer).
+    tokenizer = loading.load_tokenizer(spec) if plan.needs_text else None
     prov = StoreProvenance(
         **loading.run_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size),
         layers=plan.layers,
@@ -420,7 +426,8 @@ def extract(
     )
     n_images = dataset.n_images
     layout = {"n_prefix_tokens": info.n_prefix_tokens, "grid_rows": info.grid[0], "grid_cols": info.grid[1]}
-    embed_dim = int(model.visual.output_dim)
+    # From the model config: a timm trunk (SigLIP's TimmModel) has no `output_dim` as open_clip's own towers do.
+    embed_dim = int(open_clip.get_model_config(spec.architecture)["embed_dim"])
 
     def text_tokens(first: int, last: int) -> torch.Tensor | None:
         return tokenizer(captions[first:last]).to(torch_device) if plan.needs_text else None

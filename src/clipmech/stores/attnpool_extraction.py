@@ -172,7 +172,7 @@ def extract_attnpool(
         raise FileExistsError(f"attention-pool store {store} already exists; delete it to extract again")
     torch_device = loading.resolve_device(device)
     dataset = datasets.load(dataset_dir)
-    model, preprocess, _ = loading.load(spec, torch_device)
+    model, preprocess = loading.load_model(spec, torch_device)
     info = tower(model, "visual")
     if not info.has_attnpool:
         raise TypeError(

@@ -83,6 +83,22 @@ def test_bad_reduction(tmp_path, tiny_dataset):
         activation_extraction.extract(RANDOM, tiny_dataset, tmp_path / "x.zarr", reductions=("median",), code=CODE)
 
 
+def test_only_text_sites_load_the_tokenizer(tmp_path, tiny_dataset, monkeypatch):
+    """Vision sites run without a tokenizer (SigLIP's needs Hugging Face files; offline they may be missing)."""
+
+    def unavailable(spec):
+        raise FileNotFoundError(f"no tokenizer files for {spec.name}")
+
+    monkeypatch.setattr(loading, "load_tokenizer", unavailable)
+    store = activation_extraction.extract(
+        RANDOM, tiny_dataset, tmp_path / "v.zarr", save_tokens=False, batch_size=5, device="cpu", code=CODE
+    )
+    assert activations.open_store(store)["mean"].shape == (10, 2, 64)
+    sites = ("visual.blocks.*.hook_mlp_out", "text.blocks.0.hook_resid_post")
+    with pytest.raises(FileNotFoundError, match="no tokenizer files for rand"):
+        activation_extraction.extract(RANDOM, tiny_dataset, tmp_path / "t.zarr", sites=sites, device="cpu", code=CODE)
+
+
 def _mlp_outputs_without_hooks(model, pixels):
     """(N, L, T, D) MLP outputs of every vision block, by walking open_clip's VisionTransformer by hand."""
     visual = model.visual
@@ -104,7 +120,7 @@ def test_default_store_equals_reference_arithmetic(tmp_path, tiny_dataset, tiny_
     sites = activation_extraction.StoreProvenance.from_attrs(ds.attrs).sites
     assert sites == ("visual.blocks.0.hook_mlp_out", "visual.blocks.1.hook_mlp_out")
     assert set(ds.data_vars) == {"mean", "max", "cls", "tokens", "embedding"}
-    model, preprocess, _ = loading.load(spec, "cpu")
+    model, preprocess = loading.load_model(spec, "cpu")
     pixels = loading.preprocess_images(datasets.load(tiny_dataset).images[:], preprocess)
     with torch.inference_mode():
         acts_NLTD = _mlp_outputs_without_hooks(model, pixels)

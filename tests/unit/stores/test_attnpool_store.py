@@ -44,7 +44,7 @@ def test_store_layout_matches_direct_capture_and_reconstructs(tmp_path, tiny_dat
     assert (ds.attrs["grid_rows"], ds.attrs["grid_cols"], ds.attrs["n_heads"]) == (4, 4, 8)
     assert not base.partial_path(store).exists() and not base.progress_path(store).exists()
 
-    model, preprocess, _ = loading.load(trained_rn)
+    model, preprocess = loading.load_model(trained_rn)
     pixels = loading.preprocess_images(datasets.load(tiny_dataset).images[:3], preprocess)
     cap = capture_attnpool(model, pixels)
     np.testing.assert_array_equal(ds["x"].values[:3], cap.x_NTC.numpy())
@@ -81,7 +81,7 @@ def test_store_layout_matches_direct_capture_and_reconstructs(tmp_path, tiny_dat
 def test_trained_checkpoint_float64_reconstruction_and_rank_one(tiny_dataset, trained_rn):
     """methods.md Sec. 5 tests on a pipeline-trained checkpoint: reconstruction < 1e-5 in float64 and
     the first PC of a pair's contributions along u_{n,h} (|cos| > 0.999)."""
-    model, preprocess, _ = loading.load(trained_rn)
+    model, preprocess = loading.load_model(trained_rn)
     model = model.double()
     pixels = loading.preprocess_images(datasets.load(tiny_dataset).images, preprocess).double()
     cap = capture_attnpool(model, pixels)
