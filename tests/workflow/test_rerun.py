@@ -128,6 +128,14 @@ def edit_function(module: Path, function: str) -> None:
             "neuron_selectivity",
             {*UPSTREAM, "plot_dataset", "plot_training"},
         ),
+        # The patching engine reruns causal tracing and its figures, not the pairs, the models or other analyses.
+        (
+            "patching/engine.py",
+            "_restorer",
+            "patch_components",
+            {*UPSTREAM, "synthesize_pairs", "plot_training", "neuron_selectivity", "decompose_attnpool"},
+        ),
+        ("figures/tracing.py", "circuit_curves", "plot_patching", {*UPSTREAM, "synthesize_pairs", "patch_components"}),
         pytest.param(
             "decomposition/omp.py",
             "omp",
@@ -185,3 +193,21 @@ def test_model_config_edit_reruns_that_models_jobs(tiny_run, tmp_path):
     plan = planned_jobs("--configfile", TINY, workdir=tiny_run, snakefile=snakefile, env=env)
     assert {"train_clip", "extract_activations"} <= plan.keys()
     assert not plan.keys() & {"synthesize_shapes", "synthesize_shift", "plot_dataset"}
+
+
+def test_patching_pairs_rerun_patching_only(tiny_run, tmp_path):
+    n_pairs = yaml.safe_load(TINY.read_text())["patching"]["n_pairs"]
+    plan = planned_jobs(
+        "--configfile", changed_config(tmp_path, "patching", None, "n_pairs", n_pairs + 1), workdir=tiny_run
+    )
+    assert plan == forcerun_plan(tiny_run, "patch_components")
+    assert plan.keys() == {"patch_components", "plot_patching", "all"}
+
+
+def test_patching_model_list_is_not_a_parameter(tiny_run, tmp_path):
+    """Dropping a model from patching.models plans nothing: the remaining models' jobs are unchanged."""
+    models = yaml.safe_load(TINY.read_text())["patching"]["models"]
+    assert (
+        planned_jobs("--configfile", changed_config(tmp_path, "patching", None, "models", models[:1]), workdir=tiny_run)
+        == {}
+    )

@@ -6,9 +6,8 @@ are added: the patch embeddings (open_clip ViT ``visual.conv1``, (N, D, h, w); t
 (``token_embedding``, (N, T, D)), and for CLIP-ResNet, which has no patch embedding, the output of
 its stem (``visual.avgpool``, (N, C, h, w)). ``zero`` sets the corrupted rows' embeddings to 0 (the
 causal-tracing paper); ``noise`` adds Gaussian noise of ``noise_scale`` times the embeddings'
-standard deviation (ROME: 3). In the text tower only the caption's word tokens are corrupted (the
-tokens strictly between start- and end-of-text), like ROME's subject tokens; in the vision tower every
-patch.
+standard deviation (ROME: 3). In the text tower only the caption's word tokens are corrupted (not
+start or end of text, not padding), like ROME's subject tokens; in the vision tower every patch.
 """
 
 from __future__ import annotations
@@ -44,28 +43,69 @@ def embedding_module(model: nn.Module, tower_name: str) -> nn.Module:
     return text.token_embedding if text is not None else model.token_embedding
 
 
-def word_positions(ids_NT: torch.Tensor) -> torch.Tensor:
-    """Which tokens of open_clip token ids are words: after start-of-text, before end-of-text.
+def word_positions(ids_NT: torch.Tensor, special_ids: torch.Tensor) -> torch.Tensor:
+    """Which tokens of a batch of token ids are words: neither start / end of text nor padding.
 
-    The end-of-text token is the largest id of each row (open_clip pools the text tower there).
+    Parameters
+    ----------
+    ids_NT : torch.Tensor, int64, (N, T)
+    special_ids : torch.Tensor, int64
+        The ids the tokenizer gives an empty caption (``tokenizer([""])``): its start, end and padding.
 
     Returns
     -------
     torch.Tensor, bool, (N, T)
     """
-    eot_N = ids_NT.argmax(dim=-1)
-    t_T = torch.arange(ids_NT.shape[1], device=ids_NT.device)
-    return (t_T[None, :] > 0) & (t_T[None, :] < eot_N[:, None])
+    return ~torch.isin(ids_NT, special_ids.to(ids_NT.device))
+
+
+def pooled_positions(model: nn.Module, ids_NT: torch.Tensor) -> torch.Tensor:
+    """The token each caption's text embedding is read from, as open_clip's ``text_global_pool`` picks it.
+
+    ``argmax`` (CLIP: the end-of-text token has the largest id), ``last`` (SigLIP), ``first`` or ``eos``.
+
+    Returns
+    -------
+    torch.Tensor, int64, (N,)
+
+    Raises
+    ------
+    ValueError
+        For a text tower that does not pool one token (pool type ``none``).
+    """
+    text = getattr(model, "text", None)
+    if text is not None:
+        pool, eos = text.pool_type, getattr(text, "eos_id", None)
+    else:
+        pool, eos = model.text_pool_type, getattr(model, "text_eos_id", None)
+    n, t = ids_NT.shape
+    if pool == "argmax":
+        return ids_NT.argmax(dim=-1)
+    if pool == "last":
+        return torch.full((n,), t - 1, dtype=torch.long, device=ids_NT.device)
+    if pool == "first":
+        return torch.zeros(n, dtype=torch.long, device=ids_NT.device)
+    if pool == "eos":
+        return (ids_NT == eos).int().argmax(dim=-1)
+    raise ValueError(f"text pool type {pool!r} does not read one token; supported: argmax, last, first, eos")
 
 
 @torch.inference_mode()
-def embedding_std(model: nn.Module, tower_name: str, inputs: torch.Tensor, batch_size: int = 64) -> float:
+def embedding_std(
+    model: nn.Module,
+    tower_name: str,
+    inputs: torch.Tensor,
+    special_ids: torch.Tensor | None = None,
+    batch_size: int = 64,
+) -> float:
     """Standard deviation of the tower's embedding values over ``inputs`` (all elements; text: word tokens).
 
     Parameters
     ----------
     inputs : torch.Tensor
         Pixels (N, 3, H, W) for the vision tower, token ids (N, T) for the text tower.
+    special_ids : torch.Tensor, optional
+        Text tower: the non-word ids (:func:`word_positions`).
 
     Returns
     -------
@@ -83,7 +123,7 @@ def embedding_std(model: nn.Module, tower_name: str, inputs: torch.Tensor, batch
             chunk = inputs[start : start + batch_size]
             (model.encode_text if tower_name == "text" else model.encode_image)(chunk)
             if tower_name == "text":
-                values[-1] = values[-1][word_positions(chunk)]
+                values[-1] = values[-1][word_positions(chunk, special_ids)]
     finally:
         handle.remove()
     return float(torch.cat([v.flatten() for v in values]).std())

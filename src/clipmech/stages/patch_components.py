@@ -49,28 +49,35 @@ def _tower_run(model, tower_name, *, chosen, corruption, pixels, tokenizer, scal
         foil_QE = model.encode_text(tokenizer(list(chosen["foil"])).to(device)).float()
     embedding = corruption not in MINIMAL_PAIRS
     if tower_name == "visual":
-        clean = pixels[chosen["clean"].to_numpy()]
-        corrupt = pixels[chosen["corrupt"].to_numpy()]
+        clean = pixels[torch.tensor(chosen["clean"].to_list())]
+        corrupt = pixels[torch.tensor(chosen["corrupt"].to_list())]
         metric = tracing.vision_metric(caption_QE, foil_QE, scale)
         words = None
         n_positions = info.n_tokens
     else:
         clean = tokenizer(list(chosen["caption"])).to(device)
         corrupt = clean if embedding else tokenizer(list(chosen["foil"])).to(device)
-        same_end = clean.argmax(-1) == corrupt.argmax(-1)
+        special = torch.unique(tokenizer([""]))
+        words = corruptions.word_positions(clean, special)
+        same_end = (words == corruptions.word_positions(corrupt, special)).all(-1)
         if not bool(same_end.all()):
-            log.info("%s, text: %d of %d pairs whose foil ends on another token left out", corruption,
+            log.info("%s, text: %d of %d pairs whose foil has another number of tokens left out", corruption,
                      int((~same_end).sum()), len(same_end))  # fmt: skip
         keep = same_end.cpu().numpy()
         if not keep.any():
             return None, keep
         chosen = chosen[keep]
-        clean, corrupt, caption_QE, foil_QE = clean[same_end], corrupt[same_end], caption_QE[same_end], foil_QE[same_end]
+        clean, corrupt, caption_QE, foil_QE = (
+            clean[same_end],
+            corrupt[same_end],
+            caption_QE[same_end],
+            foil_QE[same_end],
+        )
         with torch.inference_mode():
-            image_QE = model.encode_image(pixels[chosen["clean"].to_numpy()]).float()
+            image_QE = model.encode_image(pixels[torch.tensor(chosen["clean"].to_list())]).float()
         metric = tracing.text_metric(image_QE, foil_QE, scale)
-        words = corruptions.word_positions(clean)
-        n_positions = int(clean.argmax(-1).max()) + 1
+        words = words[same_end]
+        n_positions = int(corruptions.pooled_positions(model, clean).max()) + 1
     corruption_hook = None
     if embedding:
         corruption_hook = corruptions.EmbeddingCorruption(
@@ -103,15 +110,19 @@ def patch_components(
     torch.set_num_threads(threads)
     data = datasets.load(dataset_dir)
     if data.pairs is None:
-        raise ValueError(f"dataset {dataset_dir} is of kind {data.spec['kind']!r}; causal tracing needs a 'pairs' dataset")
+        raise ValueError(
+            f"dataset {dataset_dir} is of kind {data.spec['kind']!r}; causal tracing needs a 'pairs' dataset"
+        )
     torch_device = loading.resolve_device(device)
     model, preprocess, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
     pixels = loading.preprocess_images(data.images, preprocess).to(torch_device)
-    scale = float(model.logit_scale.exp())
+    scale = float(model.logit_scale.detach().exp())
     base = data.pairs.drop_duplicates("clean")
     stds = {
-        "visual": corruptions.embedding_std(model, "visual", pixels[base["clean"].to_numpy()]),
-        "text": corruptions.embedding_std(model, "text", tokenizer(list(base["caption"])).to(torch_device)),
+        "visual": corruptions.embedding_std(model, "visual", pixels[torch.tensor(base["clean"].to_list())]),
+        "text": corruptions.embedding_std(
+            model, "text", tokenizer(list(base["caption"])).to(torch_device), torch.unique(tokenizer([""]))
+        ),
     }
     log.info("logit scale %.3f; embedding std: %s", scale, stds)
     tables = {"recovery": [], "circuit": [], "circuit_summary": [], "runs": []}
