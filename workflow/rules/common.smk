@@ -63,7 +63,10 @@ if config["patching"]["datasets"] is None:
     config["patching"]["datasets"] = PAIRS_DATASETS
 check_names("models", config["patching"]["models"], config["models"], "patching.models")
 check_names(
-    "pairs datasets", config["patching"]["datasets"], PAIRS_DATASETS, "patching.datasets"
+    "pairs datasets",
+    config["patching"]["datasets"],
+    PAIRS_DATASETS,
+    "patching.datasets",
 )
 
 # --- Cross-key checks (parse time) --------------------------------------------------------------
