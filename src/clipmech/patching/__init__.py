@@ -1,0 +1,1 @@
+"""Causal tracing, activation patching, concept selectivity and interventions (methods.md Sec. 8)."""
