@@ -97,6 +97,7 @@ def intervention_effects(table: pd.DataFrame, title: str, path: str | Path) -> N
         ax.set_xticks(x, FEATURES, rotation=90, fontsize=7)
         ax.set_ylabel("mean change in cosine similarity")
         ax.set_title(f"units scaled x{scale:g}", fontsize=9)
-    axes[0, -1].legend(frameon=False, fontsize=7, loc="best")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, frameon=False, fontsize=7, loc="outside lower center", ncols=2)
     fig.suptitle(title, fontsize=9)
     save_figure(fig, path)

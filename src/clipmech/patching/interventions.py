@@ -12,9 +12,9 @@ texts of the other concepts of the same type, d_unrelated = mean_{g != f, type g
 Both are averaged over the images, with percentile bootstrap 95 % CIs over images.
 
 The clean embedding e_1 is the unhooked model's, computed on the same batches as the edited ones, so
-x1 changes nothing exactly on transformer towers. An edit of ``visual.attnpool.hook_x`` makes the pool
-recompute its output from x (:mod:`clipmech.hooks.sites`), which equals the module's own output to
-float rounding (about 1e-7).
+x1 changes nothing, exactly, at MLP neurons and ResNet stage channels. An edit of
+``visual.attnpool.hook_x`` makes the pool recompute its output from x (:mod:`clipmech.hooks.sites`),
+which equals the module's own output to float rounding (about 1e-7 in float32).
 """
 
 from __future__ import annotations

@@ -226,3 +226,32 @@ def test_concept_auroc_stage(tiny_dataset, tmp_path, architecture):
         summary.set_index(["tower", "site", "concept"])["n_selective"].loc[expected.index], expected
     )
     assert (tmp_path / "auroc.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_auroc_figure_counts_the_units_at_the_threshold(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from clipmech.figures import patching as patching_figures
+
+    figures = []
+    monkeypatch.setattr(patching_figures, "save_figure", lambda fig, path: (figures.append(fig), fig.savefig(path)))
+    present_NF = np.zeros((4, len(shapes.FEATURES)), dtype=bool)
+    present_NF[:2] = True
+    stage = np.full((3, len(shapes.FEATURES)), 0.5)
+    stage[0, 0], stage[1, 5], stage[2, 9] = 0.9, 0.95, 0.89  # best AUROC 0.9, 0.95, 0.89: two at the threshold
+    pool = np.full((2, len(shapes.FEATURES)), 0.6)
+    pool[1] = np.nan  # a unit without a defined AUROC is left out
+    text = np.full((1, len(shapes.FEATURES)), 0.99)
+    table = pd.concat(
+        [
+            concepts.auroc_table("visual", "visual.blocks.3.hook_resid_post", 3, stage, present_NF),
+            concepts.auroc_table("visual", "visual.attnpool.hook_x", 4, pool, present_NF),
+            concepts.auroc_table("text", "text.blocks.0.mlp.hook_post", 0, text, present_NF),
+        ]
+    )
+    patching_figures.auroc_by_layer(table, 0.9, "test", tmp_path / "auroc.png")
+    vision, language = figures[0].axes
+    assert [t.get_text() for t in vision.texts] == ["2", "0"] and [t.get_text() for t in language.texts] == ["1"]
+    assert [t.get_text() for t in vision.get_xticklabels()] == ["3", "pool"]
+    assert vision.get_title() == "vision tower: 4 units"
+    plt.close(figures[0])
