@@ -1,0 +1,366 @@
+"""Concept selectivity of the units of both towers, as AUROC (methods.md Sec. 8; causal-tracing paper Sec. 3.4).
+
+Concepts are the 16 Shapes features (:data:`clipmech.data.shapes.FEATURES`: 5 shapes, 6 colours, 5
+positions). An image has a concept when one of its objects has it (the object table); its caption
+(:func:`clipmech.data.shapes.caption` in table order) has a colour or shape concept when the word
+occurs and a position concept when the position's phrase occurs, which is the same presence.
+
+Units are, per tower, the MLP hidden neurons ``{tower}.blocks.{l}.mlp.hook_post`` of every block
+(vision kinds ``vit`` and ``timm``, and the text tower); for a CLIP-ResNet (kind ``resnet``) the channels
+of every stage output ``visual.blocks.{l}.hook_resid_post`` and the attention-pool input channels
+``visual.attnpool.hook_x`` (the pool counts as layer 4, after the four stages). A unit's activation on
+an image is its maximum over tokens (ResNet stages: over spatial positions); on a caption, its maximum
+over the caption's real tokens (:func:`real_token_mask`).
+
+AUROC of unit u for concept f is P(a_pos > a_neg) + 0.5 P(a_pos = a_neg) over the inputs with and
+without the concept, the Mann-Whitney U statistic divided by n_pos n_neg. A unit is selective for a
+concept when its AUROC >= 0.9; a concept is modality-invariant when both towers have a selective unit
+for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from clipmech.data import shapes
+from clipmech.hooks.sites import hooked, resolve
+from clipmech.models.towers import tower
+
+#: Pooling types of open_clip's text towers whose pooled token ends the caption (``text_global_pool``).
+END_POOLS = ("argmax", "eos")
+#: Pooling types that pool a fixed position; the real tokens are those that are not padding.
+PAD_POOLS = ("last",)
+#: Columns of the AUROC table, one row per unit x concept.
+AUROC_COLUMNS = ("tower", "site", "layer", "unit", "concept", "concept_type", "auroc", "n_pos", "n_neg")
+
+
+def image_presence(objects: pd.DataFrame, n_images: int) -> np.ndarray:
+    """Which images hold each concept: ``present_NF[i, f]`` when an object of image i has ``FEATURES[f]``.
+
+    Returns
+    -------
+    present_NF : numpy.ndarray, bool, (N, 16)
+    """
+    return shapes.feature_counts(objects, n_images) > 0
+
+
+def image_captions(objects: pd.DataFrame, n_images: int) -> list[str]:
+    """The caption of every image, :func:`clipmech.data.shapes.caption` of its objects in table order (no rng)."""
+    ordered = objects.sort_values(["image_id", "object_id"])
+    scenes: dict[int, list[dict]] = {i: [] for i in range(n_images)}
+    for row in ordered[["image_id", "shape", "colour", "position"]].itertuples(index=False):
+        scenes[int(row.image_id)].append({"shape": row.shape, "colour": row.colour, "position": row.position})
+    return [shapes.caption(scenes[i]) for i in range(n_images)]
+
+
+def caption_presence(captions: Sequence[str]) -> np.ndarray:
+    """Which captions hold each concept: the shape or colour word among the caption's words, or the
+    position's phrase (:data:`clipmech.data.shapes.POSITION_PHRASES`) in the caption.
+
+    Returns
+    -------
+    present_NF : numpy.ndarray, bool, (N, 16)
+    """
+    present = np.zeros((len(captions), len(shapes.FEATURES)), dtype=bool)
+    for n, text in enumerate(captions):
+        words = set(text.split())
+        for f, (feature, kind) in enumerate(zip(shapes.FEATURES, shapes.FEATURE_TYPES)):
+            present[n, f] = shapes.POSITION_PHRASES[feature] in text if kind == "position" else feature in words
+    return present
+
+
+def unit_sites(model: torch.nn.Module, tower_name: str) -> list[str]:
+    """The sites whose channels are the units of a tower, in depth order.
+
+    Returns
+    -------
+    list of str
+        ``{tower}.blocks.{l}.mlp.hook_post`` for every block of a transformer tower; for a ``resnet``
+        vision tower ``visual.blocks.{l}.hook_resid_post`` for the four stages, then ``visual.attnpool.hook_x``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`clipmech.models.towers.tower`.
+    """
+    info = tower(model, tower_name)
+    if info.kind == "resnet":
+        return [f"visual.blocks.{layer}.hook_resid_post" for layer in range(info.n_layers)] + ["visual.attnpool.hook_x"]
+    return [f"{info.name}.blocks.{layer}.mlp.hook_post" for layer in range(info.n_layers)]
+
+
+def site_layer(model: torch.nn.Module, site: str) -> int:
+    """The layer of a unit site: its block (stage) index; the ResNet attention pool counts as layer 4."""
+    resolved = resolve(model, site)
+    return tower(model, resolved.tower).n_layers if resolved.layer is None else resolved.layer
+
+
+def text_pooling(model: torch.nn.Module, tokenizer) -> tuple[str, int | None, int | None]:
+    """How a model's text tower pools: ``(pool_type, pad_id, eos_id)`` as open_clip's ``text_global_pool`` uses them.
+
+    ``pad_id`` is read from the tokenizer (a Hugging Face tokenizer's ``pad_token_id``; open_clip's own
+    tokenizer pads with 0); ``eos_id`` from the model (``text_eos_id`` / ``text.eos_id``), else None.
+    """
+    text = getattr(model, "text", None)
+    pool_type = getattr(model, "text_pool_type", None) or getattr(text, "pool_type", None)
+    eos_id = getattr(model, "text_eos_id", None) or getattr(text, "eos_id", None)
+    hf = getattr(tokenizer, "tokenizer", None)
+    pad_id = getattr(hf, "pad_token_id", None) if hf is not None else 0
+    return pool_type, pad_id, eos_id
+
+
+def real_token_mask(
+    tokens_NT: torch.Tensor, pool_type: str, pad_id: int | None = None, eos_id: int | None = None
+) -> torch.Tensor:
+    """The real (non-padding) tokens of tokenized captions, as a text tower's pooling sees them.
+
+    ``argmax`` pooling (CLIP): positions 0 .. argmax of the token ids (the end-of-text token)
+    inclusive; ``eos``: 0 .. the first ``eos_id`` inclusive; ``last`` (SigLIP, which pools the final
+    position): the tokens that are not ``pad_id``.
+
+    Parameters
+    ----------
+    tokens_NT : torch.Tensor, int64, (N, T)
+    pool_type : {"argmax", "eos", "last"}
+    pad_id, eos_id : int, optional
+        Needed for ``last`` and ``eos`` pooling respectively.
+
+    Returns
+    -------
+    torch.Tensor, bool, (N, T)
+
+    Raises
+    ------
+    ValueError
+        For another pool type, or a missing ``pad_id`` / ``eos_id`` that the pool type needs.
+    """
+    positions_T = torch.arange(tokens_NT.shape[1], device=tokens_NT.device)
+    if pool_type == "argmax":
+        return positions_T[None, :] <= tokens_NT.argmax(dim=-1)[:, None]
+    if pool_type == "eos":
+        if eos_id is None:
+            raise ValueError("real_token_mask: 'eos' pooling needs the tower's eos_id, got None")
+        return positions_T[None, :] <= (tokens_NT == eos_id).int().argmax(dim=-1)[:, None]
+    if pool_type == "last":
+        if pad_id is None:
+            raise ValueError("real_token_mask: 'last' pooling needs the tokenizer's pad_id, got None")
+        return tokens_NT != pad_id
+    raise ValueError(f"unsupported text pool type {pool_type!r}; supported: {', '.join(END_POOLS + PAD_POOLS)}")
+
+
+def _reduce(act: torch.Tensor, real_NT: torch.Tensor | None) -> torch.Tensor:
+    """(N, U) maximum of a unit site's activation over tokens (or spatial positions), real tokens only if given."""
+    if act.ndim == 4:
+        return act.amax(dim=(2, 3))
+    if real_NT is not None:
+        act = act.masked_fill(~real_NT[:, : act.shape[1], None], float("-inf"))
+    return act.amax(dim=1)
+
+
+def _collect(model, sites: Sequence[str], n: int, batch_size: int, forward) -> dict[str, np.ndarray]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    parts: dict[str, list[np.ndarray]] = {site: [] for site in sites}
+    with torch.inference_mode(), hooked(model, capture=list(sites)) as cache:
+        for start in range(0, n, batch_size):
+            cache.reset()
+            real_NT = forward(start, min(start + batch_size, n))
+            for site in sites:
+                parts[site].append(_reduce(cache[site], real_NT).float().cpu().numpy())
+    return {site: np.concatenate(chunks) for site, chunks in parts.items()}
+
+
+def image_unit_activations(
+    model: torch.nn.Module,
+    pixels_NCHW: torch.Tensor,
+    sites: Sequence[str],
+    *,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+) -> dict[str, np.ndarray]:
+    """Every vision unit's activation per image: its maximum over tokens (ResNet stages: spatial positions).
+
+    Capture holds the full activations of all ``sites`` for one batch: batch_size x sum over sites of
+    T x U floats.
+
+    Parameters
+    ----------
+    model : open_clip.CLIP or open_clip.CustomTextCLIP
+    pixels_NCHW : torch.Tensor, float, (N, 3, S, S)
+        Preprocessed images (:func:`clipmech.models.loading.preprocess_images`).
+    sites : sequence of str
+        Vision unit sites (:func:`unit_sites`).
+    batch_size : int
+    device : str or torch.device
+        Where the model is.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray, float32, (N, U_site)
+
+    Raises
+    ------
+    ValueError
+        For an unknown site (:func:`clipmech.hooks.sites.hooked`) or a batch size below 1.
+    """
+
+    def forward(start: int, stop: int) -> None:
+        model.encode_image(pixels_NCHW[start:stop].to(device))
+
+    return _collect(model, sites, pixels_NCHW.shape[0], batch_size, forward)
+
+
+def caption_unit_activations(
+    model: torch.nn.Module,
+    tokenizer,
+    captions: Sequence[str],
+    sites: Sequence[str],
+    *,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+) -> dict[str, np.ndarray]:
+    """Every text unit's activation per caption: its maximum over the caption's real tokens
+    (:func:`real_token_mask` for the model's pooling, :func:`text_pooling`).
+
+    Parameters
+    ----------
+    model : open_clip.CLIP or open_clip.CustomTextCLIP
+    tokenizer : callable
+        The model's tokenizer (list of str -> int64 (N, T)).
+    captions : sequence of str
+    sites : sequence of str
+        Text unit sites (:func:`unit_sites`).
+    batch_size : int
+    device : str or torch.device
+
+    Returns
+    -------
+    dict of str to numpy.ndarray, float32, (N, U_site)
+
+    Raises
+    ------
+    ValueError
+        For an unknown site, a batch size below 1 or an unsupported text pooling (:func:`real_token_mask`).
+    """
+    tokens_NT = tokenizer(list(captions))
+    real_NT = real_token_mask(tokens_NT, *text_pooling(model, tokenizer))
+
+    def forward(start: int, stop: int) -> torch.Tensor:
+        model.encode_text(tokens_NT[start:stop].to(device))
+        return real_NT[start:stop].to(device)
+
+    return _collect(model, sites, len(captions), batch_size, forward)
+
+
+def auroc(acts_NU: np.ndarray, present_NF: np.ndarray) -> np.ndarray:
+    """AUROC of every unit for every concept: P(a_pos > a_neg) + 0.5 P(a_pos = a_neg) (methods.md Sec. 8).
+
+    Computed from mid-ranks (``scipy.stats.rankdata``, ties averaged) as the Mann-Whitney U statistic of
+    the positives, U = R_pos - n_pos (n_pos + 1) / 2, divided by n_pos n_neg.
+
+    Parameters
+    ----------
+    acts_NU : numpy.ndarray, float, (N, U)
+        Unit activations per input.
+    present_NF : numpy.ndarray, bool, (N, F)
+        Whether input n has concept f.
+
+    Returns
+    -------
+    auroc_UF : numpy.ndarray, float64, (U, F)
+        In [0, 1]; NaN for a concept that no input, or every input, has.
+
+    Raises
+    ------
+    ValueError
+        If the arrays are not 2-D with the same N, or an activation is not finite (the message names the units).
+    """
+    acts_NU = np.asarray(acts_NU, dtype=np.float64)
+    present_NF = np.asarray(present_NF, dtype=bool)
+    if acts_NU.ndim != 2 or present_NF.ndim != 2 or acts_NU.shape[0] != present_NF.shape[0]:
+        raise ValueError(
+            f"auroc needs acts (N, U) and presence (N, F) with the same N, got {acts_NU.shape} and {present_NF.shape}"
+        )
+    bad = np.flatnonzero(~np.isfinite(acts_NU).all(axis=0))
+    if bad.size:
+        raise ValueError(f"auroc: units {bad[:10].tolist()} (of {bad.size}) have non-finite activations")
+    ranks_NU = stats.rankdata(acts_NU, axis=0)
+    n_pos_F = present_NF.sum(axis=0).astype(np.float64)
+    n_neg_F = present_NF.shape[0] - n_pos_F
+    u_UF = ranks_NU.T @ present_NF.astype(np.float64) - n_pos_F * (n_pos_F + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auroc_UF = u_UF / (n_pos_F * n_neg_F)
+    auroc_UF[:, (n_pos_F == 0) | (n_neg_F == 0)] = np.nan
+    return auroc_UF
+
+
+def auroc_table(tower_name: str, site: str, layer: int, auroc_UF: np.ndarray, present_NF: np.ndarray) -> pd.DataFrame:
+    """The AUROC of one site's units as rows (:data:`AUROC_COLUMNS`), unit-major, concepts in ``FEATURES`` order.
+
+    Parameters
+    ----------
+    tower_name : {"visual", "text"}
+    site : str
+    layer : int
+    auroc_UF : numpy.ndarray, float64, (U, 16)
+    present_NF : numpy.ndarray, bool, (N, 16)
+        The presence the AUROC was computed on (gives n_pos and n_neg).
+    """
+    n_units, n_features = auroc_UF.shape
+    n_pos_F = present_NF.sum(axis=0)
+    return pd.DataFrame(
+        {
+            "tower": tower_name,
+            "site": site,
+            "layer": layer,
+            "unit": np.repeat(np.arange(n_units), n_features),
+            "concept": np.tile(np.asarray(shapes.FEATURES, dtype=object), n_units),
+            "concept_type": np.tile(np.asarray(shapes.FEATURE_TYPES, dtype=object), n_units),
+            "auroc": auroc_UF.reshape(-1),
+            "n_pos": np.tile(n_pos_F, n_units),
+            "n_neg": np.tile(present_NF.shape[0] - n_pos_F, n_units),
+        }
+    )
+
+
+def selective_counts(table: pd.DataFrame, threshold: float = 0.9) -> pd.DataFrame:
+    """Units with AUROC >= threshold per tower, site (layer) and concept, and the modality-invariant concepts.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        AUROC rows (:data:`AUROC_COLUMNS`) of one or both towers.
+    threshold : float, default 0.9
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (tower, site, layer, concept), in the table's order: ``tower, site, layer,
+        concept, concept_type, n_units, n_selective`` (NaN AUROC counts as not selective),
+        ``n_selective_tower`` (selective units of the concept in the whole tower) and
+        ``modality_invariant`` (True on every row of a concept with selective units in both the
+        ``visual`` and the ``text`` tower).
+    """
+    keys = ["tower", "site", "layer", "concept", "concept_type"]
+    counts = (
+        table.assign(selective=table["auroc"] >= threshold)
+        .groupby(keys, sort=False)
+        .agg(n_units=("unit", "size"), n_selective=("selective", "sum"))
+        .reset_index()
+    )
+    counts["n_selective_tower"] = counts.groupby(["tower", "concept"])["n_selective"].transform("sum")
+    per_tower = counts.groupby(["concept", "tower"])["n_selective"].sum().unstack("tower")
+    both = per_tower.reindex(columns=["visual", "text"]).fillna(0).gt(0).all(axis=1)
+    counts["modality_invariant"] = counts["concept"].map(both).astype(bool)
+    return counts
+
+
+def modality_invariant(counts: pd.DataFrame) -> list[str]:
+    """The modality-invariant concepts of :func:`selective_counts`, in ``FEATURES`` order."""
+    found = set(counts.loc[counts["modality_invariant"], "concept"])
+    return [feature for feature in shapes.FEATURES if feature in found]

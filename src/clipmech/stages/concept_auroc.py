@@ -1,0 +1,93 @@
+"""Concept selectivity (AUROC) of the units of both towers (methods.md Sec. 8): the stage of rule ``concept_auroc``."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+
+from clipmech.data import datasets, tables
+from clipmech.figures import patching as patching_figures
+from clipmech.models import loading
+from clipmech.patching import concepts
+
+log = logging.getLogger(__name__)
+
+
+def concept_auroc(
+    *, name: str, model_entry: dict, dataset_dir: str, out: dict, params: dict, device: str, threads: int, label: str
+) -> None:
+    """AUROC of every unit of both towers for each of the 16 Shapes concepts (methods.md Sec. 8;
+    :mod:`clipmech.patching.concepts`): vision units on the dataset's images, text units on their
+    captions (:func:`clipmech.patching.concepts.image_captions`).
+
+    Writes ``out["auroc"]`` (one row per unit x concept: ``tower, site, layer, unit, concept,
+    concept_type, auroc, n_pos, n_neg``), ``out["summary"]`` (one row per tower, site, layer and
+    concept: ``n_units``, ``n_selective`` = units with AUROC >= ``params["threshold"]``,
+    ``n_selective_tower`` = the concept's selective units in the whole tower, and
+    ``modality_invariant``, True on every row of a concept with selective units in both towers) and
+    ``out["figure"]`` (:func:`clipmech.figures.patching.auroc_by_layer`). ``params``: ``batch_size``,
+    ``threshold``.
+
+    Raises
+    ------
+    ValueError
+        If the dataset has no object table (not a Shapes dataset), or a caption's concepts differ from
+        its image's (the message names the first such image).
+    """
+    torch.set_num_threads(threads)
+    data = datasets.load(dataset_dir)
+    if data.objects is None:
+        raise ValueError(f"concept AUROC needs a Shapes dataset with an object table; {dataset_dir} has none")
+    present_NF = concepts.image_presence(data.objects, data.n_images)
+    captions = concepts.image_captions(data.objects, data.n_images)
+    differs = np.flatnonzero((concepts.caption_presence(captions) != present_NF).any(axis=1))
+    if differs.size:
+        raise ValueError(
+            f"image {differs[0]} of {dataset_dir}: its caption {captions[differs[0]]!r} names other concepts "
+            f"than its objects ({differs.size} images differ)"
+        )
+    torch_device = loading.resolve_device(device)
+    model, preprocess, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
+    pixels = loading.preprocess_images(data.images, preprocess)
+    acts = {
+        "visual": concepts.image_unit_activations(
+            model, pixels, concepts.unit_sites(model, "visual"), batch_size=params["batch_size"], device=torch_device
+        ),
+        "text": concepts.caption_unit_activations(
+            model,
+            tokenizer,
+            captions,
+            concepts.unit_sites(model, "text"),
+            batch_size=params["batch_size"],
+            device=torch_device,
+        ),
+    }
+    table = pd.concat(
+        [
+            concepts.auroc_table(
+                tower_name, site, concepts.site_layer(model, site), concepts.auroc(acts_NU, present_NF), present_NF
+            )
+            for tower_name, tower_acts in acts.items()
+            for site, acts_NU in tower_acts.items()
+        ],
+        ignore_index=True,
+    )
+    summary = concepts.selective_counts(table, params["threshold"])
+    tables.write_table(table, out["auroc"])
+    tables.write_table(summary, out["summary"])
+    per_tower = summary.groupby(["tower", "concept"], sort=False)["n_selective"].sum().unstack("tower")
+    log.info(
+        "%s on %d images: %d vision and %d text units; units with AUROC >= %g per concept:\n%s\n"
+        "modality-invariant concepts: %s",
+        name,
+        data.n_images,
+        sum(a.shape[1] for a in acts["visual"].values()),
+        sum(a.shape[1] for a in acts["text"].values()),
+        params["threshold"],
+        per_tower.to_string(),
+        ", ".join(concepts.modality_invariant(summary)) or "none",
+    )
+    patching_figures.auroc_by_layer(table, params["threshold"], f"{label}: concept AUROC per unit", out["figure"])

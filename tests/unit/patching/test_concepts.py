@@ -1,0 +1,257 @@
+"""Concept selectivity (clipmech.patching.concepts; methods.md Sec. 8): AUROC against scikit-learn, presence,
+caption tokens, planted units in both towers, counts, and the concept_auroc stage."""
+
+import numpy as np
+import open_clip
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+from sklearn.metrics import roc_auc_score
+from toys import seeded_double
+
+import clipmech.models.loading  # noqa: F401  (registers clipmech's model configs with open_clip)
+from clipmech.data import shapes
+from clipmech.data.datasets import load
+from clipmech.hooks.sites import hooked
+from clipmech.patching import concepts
+
+
+@pytest.fixture(scope="module")
+def vit():
+    return seeded_double(lambda: open_clip.create_model("clipmech-vit-tiny"))
+
+
+@pytest.fixture(scope="module")
+def rn():
+    return seeded_double(lambda: open_clip.create_model("clipmech-rn-tiny"))
+
+
+def test_auroc_matches_sklearn_and_mann_whitney_with_ties():
+    rng = np.random.default_rng(0)
+    acts_NU = rng.integers(0, 4, size=(60, 7)).astype(np.float32)  # four values: many ties
+    present_NF = rng.random((60, 5)) < 0.3
+    present_NF[:, 3], present_NF[:, 4] = True, False
+    auroc_UF = concepts.auroc(acts_NU, present_NF)
+    assert auroc_UF.dtype == np.float64 and auroc_UF.shape == (7, 5)
+    assert np.isnan(auroc_UF[:, 3:]).all()
+    for u in range(7):
+        for f in range(3):
+            assert auroc_UF[u, f] == pytest.approx(roc_auc_score(present_NF[:, f], acts_NU[:, u]), abs=1e-12)
+            pos, neg = acts_NU[present_NF[:, f], u], acts_NU[~present_NF[:, f], u]
+            u_stat = stats.mannwhitneyu(pos.astype(np.float64), neg.astype(np.float64)).statistic
+            assert auroc_UF[u, f] == pytest.approx(u_stat / (pos.size * neg.size), abs=1e-12)
+
+
+def test_auroc_by_hand():
+    # positives {2, 3} against negatives {1, 2}: 1 + 0.5 + 1 + 1 of 4 pairs
+    auroc_UF = concepts.auroc(np.array([[1.0], [2.0], [2.0], [3.0]]), np.array([[0], [1], [0], [1]], dtype=bool))
+    assert auroc_UF[0, 0] == 0.875
+    flipped = concepts.auroc(-np.array([[1.0], [2.0], [2.0], [3.0]]), np.array([[0], [1], [0], [1]], dtype=bool))
+    assert flipped[0, 0] == 0.125
+
+
+def test_auroc_rejects_bad_input():
+    with pytest.raises(ValueError, match="same N"):
+        concepts.auroc(np.zeros((4, 2)), np.zeros((3, 1), dtype=bool))
+    acts = np.zeros((4, 3))
+    acts[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"units \[2\]"):
+        concepts.auroc(acts, np.zeros((4, 1), dtype=bool))
+
+
+def test_captions_name_the_image_concepts(tiny_dataset):
+    data = load(tiny_dataset)
+    captions = concepts.image_captions(data.objects, data.n_images)
+    first = data.objects[data.objects["image_id"] == 0].sort_values("object_id").to_dict("records")
+    assert captions[0] == shapes.caption(first)
+    np.testing.assert_array_equal(
+        concepts.caption_presence(captions), concepts.image_presence(data.objects, data.n_images)
+    )
+    present = concepts.caption_presence(["a red square at the top left and a blue circle in the center"])[0]
+    assert [f for f, p in zip(shapes.FEATURES, present) if p] == [
+        "circle",
+        "square",
+        "red",
+        "blue",
+        "top-left",
+        "center",
+    ]
+
+
+def test_real_token_mask():
+    tokenizer = open_clip.get_tokenizer("clipmech-vit-tiny")
+    tokens_NT = tokenizer(["a red square", "a blue circle at the top left"])
+    mask_NT = concepts.real_token_mask(
+        tokens_NT, *concepts.text_pooling(open_clip.create_model("clipmech-vit-tiny"), tokenizer)
+    )
+    # start token, the words, end token
+    assert mask_NT.sum(dim=1).tolist() == [5, 9] and mask_NT[:, 0].all() and not mask_NT[:, -1].any()
+    tokens = torch.tensor([[5, 7, 2, 0, 0], [5, 2, 0, 0, 0]])
+    assert concepts.real_token_mask(tokens, "eos", eos_id=2).sum(dim=1).tolist() == [3, 2]
+    assert concepts.real_token_mask(tokens, "last", pad_id=0).sum(dim=1).tolist() == [3, 2]
+    with pytest.raises(ValueError, match="pad_id"):
+        concepts.real_token_mask(tokens, "last")
+    with pytest.raises(ValueError, match="supported: argmax, eos, last"):
+        concepts.real_token_mask(tokens, "first")
+
+
+def test_unit_sites(vit, rn):
+    assert concepts.unit_sites(vit, "visual") == ["visual.blocks.0.mlp.hook_post", "visual.blocks.1.mlp.hook_post"]
+    assert concepts.unit_sites(vit, "text") == ["text.blocks.0.mlp.hook_post", "text.blocks.1.mlp.hook_post"]
+    sites = concepts.unit_sites(rn, "visual")
+    assert sites[-1] == "visual.attnpool.hook_x" and sites[3] == "visual.blocks.3.hook_resid_post"
+    assert [concepts.site_layer(rn, site) for site in sites] == [0, 1, 2, 3, 4]
+
+
+def _planted(present_N: np.ndarray, unit: int, hot: tuple, cold: float):
+    """An edit that sets channel ``unit`` to ``cold`` everywhere and to the presence of the current images at ``hot``
+    (the index after the batch and channel axes), counting images through the batches."""
+    state = {"offset": 0}
+
+    def edit(act):
+        n = act.shape[0]
+        new = act.clone()
+        values = torch.as_tensor(present_N[state["offset"] : state["offset"] + n], dtype=act.dtype)
+        state["offset"] += n
+        if act.ndim == 4:
+            new[:, unit] = cold
+            new[(slice(None), unit, *hot)] = values
+        else:
+            new[:, :, unit] = cold
+            new[:, hot[0], unit] = values
+        return new
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "model_name, site, hot",
+    [("vit", "visual.blocks.1.mlp.hook_post", (3,)), ("rn", "visual.blocks.0.hook_resid_post", (2, 5))],
+)
+def test_planted_vision_unit_has_auroc_one(vit, rn, model_name, site, hot):
+    model = {"vit": vit, "rn": rn}[model_name]
+    rng = np.random.default_rng(1)
+    present_NF = rng.random((10, 3)) < 0.5
+    present_NF[0, 1], present_NF[1, 1] = True, False
+    size = model.visual.image_size
+    pixels = torch.randn(10, 3, *((size,) * 2 if isinstance(size, int) else size), dtype=torch.float64)
+    with hooked(model, edit={site: _planted(present_NF[:, 1], 7, hot, -1.0)}):
+        acts = concepts.image_unit_activations(model, pixels, [site], batch_size=4)
+    np.testing.assert_array_equal(acts[site][:, 7], present_NF[:, 1])
+    auroc_UF = concepts.auroc(acts[site], present_NF)
+    assert auroc_UF[7, 1] == 1.0
+
+
+def test_planted_text_unit_ignores_padding(vit):
+    tokenizer = open_clip.get_tokenizer("clipmech-vit-tiny")
+    captions = ["a red square", "a blue circle", "a red circle at the top left", "a green shape", "a red hexagon"]
+    present_N = np.array([1, 0, 1, 0, 1], dtype=bool)
+    site = "text.blocks.0.mlp.hook_post"
+    plant = _planted(present_N, 4, (1,), -1.0)
+
+    def plant_with_hot_padding(act):
+        new = plant(act)
+        new[:, -1, 4] = 5.0  # the last position is padding in every caption
+        return new
+
+    with hooked(vit, edit={site: plant_with_hot_padding}):
+        acts = concepts.caption_unit_activations(vit, tokenizer, captions, [site], batch_size=2)
+    np.testing.assert_array_equal(acts[site][:, 4], present_N)
+    assert concepts.auroc(acts[site], present_N[:, None])[4, 0] == 1.0
+
+
+def test_selective_counts_and_modality_invariant():
+    def rows(tower_name, site, auroc_UF):
+        present_NF = np.zeros((4, len(shapes.FEATURES)), dtype=bool)
+        present_NF[:2] = True
+        return concepts.auroc_table(tower_name, site, 0, auroc_UF, present_NF)
+
+    red, blue, green = (shapes.FEATURES.index(c) for c in ("red", "blue", "green"))
+    vision = np.full((3, len(shapes.FEATURES)), 0.5)
+    vision[0, red], vision[1, red], vision[2, blue] = 0.95, 0.9, 0.99
+    vision[:, green] = np.nan
+    text = np.full((2, len(shapes.FEATURES)), 0.5)
+    text[1, red], text[0, blue] = 0.91, 0.89
+    table = pd.concat(
+        [rows("visual", "visual.blocks.0.mlp.hook_post", vision), rows("text", "text.blocks.0.mlp.hook_post", text)]
+    )
+    counts = concepts.selective_counts(table, 0.9).set_index(["tower", "concept"])
+    assert counts.loc[("visual", "red"), "n_selective"] == 2 and counts.loc[("visual", "red"), "n_units"] == 3
+    assert counts.loc[("visual", "green"), "n_selective"] == 0 and counts.loc[("text", "blue"), "n_selective"] == 0
+    assert concepts.modality_invariant(counts.reset_index()) == ["red"]
+    assert counts["modality_invariant"].sum() == 2  # the visual and the text row of red
+
+
+@pytest.mark.parametrize("architecture", ["clipmech-vit-tiny", "clipmech-rn-tiny"])
+def test_concept_auroc_stage(tiny_dataset, tmp_path, architecture):
+    from clipmech.stages.concept_auroc import concept_auroc
+
+    out = {
+        key: str(tmp_path / name)
+        for key, name in (("auroc", "auroc.tsv"), ("summary", "summary.tsv"), ("figure", "auroc.png"))
+    }
+    concept_auroc(
+        name="random",
+        model_entry={"architecture": architecture, "pretrained": None},
+        dataset_dir=str(tiny_dataset),
+        out=out,
+        params={"batch_size": 4, "threshold": 0.9},
+        device="cpu",
+        threads=1,
+        label="test",
+    )
+    table = pd.read_csv(out["auroc"], sep="\t")
+    assert tuple(table.columns) == concepts.AUROC_COLUMNS
+    n_vision = {"clipmech-vit-tiny": 2 * 256, "clipmech-rn-tiny": 64 + 128 + 256 + 512 + 512}[architecture]
+    assert (table["tower"] == "visual").sum() == n_vision * 16 and (table["tower"] == "text").sum() == 2 * 256 * 16
+    defined = table["auroc"].notna()
+    assert table.loc[defined, "auroc"].between(0, 1).all()
+    assert (defined == ((table["n_pos"] > 0) & (table["n_neg"] > 0))).all()
+    assert ((table["n_pos"] + table["n_neg"]) == 10).all()
+    summary = pd.read_csv(out["summary"], sep="\t")
+    assert list(summary.columns) == [
+        "tower",
+        "site",
+        "layer",
+        "concept",
+        "concept_type",
+        "n_units",
+        "n_selective",
+        "n_selective_tower",
+        "modality_invariant",
+    ]
+    expected = table.assign(s=table["auroc"] >= 0.9).groupby(["tower", "site", "concept"])["s"].sum()
+    np.testing.assert_array_equal(
+        summary.set_index(["tower", "site", "concept"])["n_selective"].loc[expected.index], expected
+    )
+    assert (tmp_path / "auroc.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_auroc_figure_counts_the_units_at_the_threshold(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from clipmech.figures import patching as patching_figures
+
+    figures = []
+    monkeypatch.setattr(patching_figures, "save_figure", lambda fig, path: (figures.append(fig), fig.savefig(path)))
+    present_NF = np.zeros((4, len(shapes.FEATURES)), dtype=bool)
+    present_NF[:2] = True
+    stage = np.full((3, len(shapes.FEATURES)), 0.5)
+    stage[0, 0], stage[1, 5], stage[2, 9] = 0.9, 0.95, 0.89  # best AUROC 0.9, 0.95, 0.89: two at the threshold
+    pool = np.full((2, len(shapes.FEATURES)), 0.6)
+    pool[1] = np.nan  # a unit without a defined AUROC is left out
+    text = np.full((1, len(shapes.FEATURES)), 0.99)
+    table = pd.concat(
+        [
+            concepts.auroc_table("visual", "visual.blocks.3.hook_resid_post", 3, stage, present_NF),
+            concepts.auroc_table("visual", "visual.attnpool.hook_x", 4, pool, present_NF),
+            concepts.auroc_table("text", "text.blocks.0.mlp.hook_post", 0, text, present_NF),
+        ]
+    )
+    patching_figures.auroc_by_layer(table, 0.9, "test", tmp_path / "auroc.png")
+    vision, language = figures[0].axes
+    assert [t.get_text() for t in vision.texts] == ["2", "0"] and [t.get_text() for t in language.texts] == ["1"]
+    assert [t.get_text() for t in vision.get_xticklabels()] == ["3", "pool"]
+    assert vision.get_title() == "vision tower: 4 units"
+    plt.close(figures[0])
