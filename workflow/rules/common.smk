@@ -412,11 +412,11 @@ def checkpoint_input(wildcards):
 
 
 def patching_params(wildcards):
-    """The patching section without what only the DAG uses, and the run's seed."""
+    """The patching section without what only the DAG or the concept rules use, and the run's seed."""
     params = {
         key: value
         for key, value in config["patching"].items()
-        if key not in ("models", "datasets")
+        if key not in ("models", "datasets", "concepts")
     }
     return {**params, "seed": config["seed"]}
 
@@ -538,6 +538,11 @@ def patching_outputs(model, dataset):
             "recovery_text.png",
             "heads.png",
             "circuit.png",
+            "auroc.tsv",
+            "auroc_summary.tsv",
+            "auroc.png",
+            "interventions.tsv",
+            "interventions.png",
         )
     ]
 

@@ -6,22 +6,22 @@ rule patch_components:
         recovery=reported(
             "results/patching/{model}/{dataset}/recovery.tsv",
             "patching_recovery.rst",
-            "8 Causal tracing",
+            "7 Causal tracing",
         ),
         circuit=reported(
             "results/patching/{model}/{dataset}/circuit.tsv",
             "patching_circuit.rst",
-            "8 Causal tracing",
+            "7 Causal tracing",
         ),
         circuit_summary=reported(
             "results/patching/{model}/{dataset}/circuit_summary.tsv",
             "patching_circuit_summary.rst",
-            "8 Causal tracing",
+            "7 Causal tracing",
         ),
         runs=reported(
             "results/patching/{model}/{dataset}/runs.tsv",
             "patching_runs.rst",
-            "8 Causal tracing",
+            "7 Causal tracing",
         ),
     log:
         "logs/patch_components/{model}/{dataset}.log",
@@ -53,22 +53,22 @@ rule plot_patching:
         visual=reported(
             "results/patching/{model}/{dataset}/recovery_visual.png",
             "patching_maps.rst",
-            "8 Causal tracing",
+            "7 Causal tracing",
         ),
         text=reported(
             "results/patching/{model}/{dataset}/recovery_text.png",
             "patching_maps.rst",
-            "8 Causal tracing",
+            "7 Causal tracing",
         ),
         heads=reported(
             "results/patching/{model}/{dataset}/heads.png",
             "patching_heads.rst",
-            "8 Causal tracing",
+            "7 Causal tracing",
         ),
         circuit=reported(
             "results/patching/{model}/{dataset}/circuit.png",
             "patching_circuit_figure.rst",
-            "8 Causal tracing",
+            "7 Causal tracing",
         ),
     log:
         "logs/plot_patching/{model}/{dataset}.log",
@@ -83,3 +83,82 @@ rule plot_patching:
         code=script_code("plot_patching.py"),
     script:
         "../scripts/plot_patching.py"
+
+
+rule concept_auroc:
+    input:
+        data="results/datasets/{dataset}/data",
+        checkpoint=checkpoint_input,
+    output:
+        auroc="results/patching/{model}/{dataset}/auroc.tsv",
+        summary=reported(
+            "results/patching/{model}/{dataset}/auroc_summary.tsv",
+            "concept_auroc_summary.rst",
+            "7 Causal tracing",
+        ),
+        figure=reported(
+            "results/patching/{model}/{dataset}/auroc.png",
+            "concept_auroc_figure.rst",
+            "7 Causal tracing",
+        ),
+    log:
+        "logs/concept_auroc/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/concept_auroc/{model}/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=name_pattern(datasets_of_kind("pairs")),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=gpu_request(),
+        mem_mb=8000,
+        runtime=60,
+    params:
+        model=model_params,
+        concepts=config["patching"]["concepts"],
+        device=config["extraction"]["device"],
+        label=pair_label,
+        code=script_code("concept_auroc.py"),
+    script:
+        "../scripts/concept_auroc.py"
+
+
+rule intervene_concepts:
+    input:
+        data="results/datasets/{dataset}/data",
+        checkpoint=checkpoint_input,
+        auroc="results/patching/{model}/{dataset}/auroc.tsv",
+    output:
+        interventions=reported(
+            "results/patching/{model}/{dataset}/interventions.tsv",
+            "concept_interventions_table.rst",
+            "7 Causal tracing",
+        ),
+        figure=reported(
+            "results/patching/{model}/{dataset}/interventions.png",
+            "concept_interventions_figure.rst",
+            "7 Causal tracing",
+        ),
+    log:
+        "logs/intervene_concepts/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/intervene_concepts/{model}/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=name_pattern(datasets_of_kind("pairs")),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=gpu_request(),
+        mem_mb=8000,
+        runtime=60,
+    params:
+        model=model_params,
+        concepts=config["patching"]["concepts"],
+        seed=config["seed"],
+        device=config["extraction"]["device"],
+        label=pair_label,
+        code=script_code("intervene_concepts.py"),
+    script:
+        "../scripts/intervene_concepts.py"
