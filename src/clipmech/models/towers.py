@@ -195,6 +195,17 @@ def _text_tower(model: nn.Module) -> Tower:
     )
 
 
+def text_pool(model: nn.Module) -> tuple[str, int | None]:
+    """How the text tower turns its tokens into the text embedding: ``(pool_type, eos_id)`` as open_clip's
+    ``text_global_pool`` takes them (``argmax``: CLIP's end-of-text token, the largest id; ``last``:
+    SigLIP; ``first``; ``eos``: the first ``eos_id``; ``none``), from ``model.text_pool_type`` /
+    ``model.text_eos_id`` (open_clip.CLIP) or ``model.text.pool_type`` / ``.eos_id`` (CustomTextCLIP)."""
+    text = getattr(model, "text", None)
+    if text is not None:
+        return text.pool_type, getattr(text, "eos_id", None)
+    return model.text_pool_type, getattr(model, "text_eos_id", None)
+
+
 def tower(model: nn.Module, name: str = "visual") -> Tower:
     """Describe one tower of an open_clip model (methods.md Sec. 6).
 

@@ -29,7 +29,7 @@ from scipy import stats
 
 from clipmech.data import shapes
 from clipmech.hooks.sites import hooked, resolve
-from clipmech.models.towers import tower
+from clipmech.models.towers import text_pool, tower
 
 #: Pooling types of open_clip's text towers whose pooled token ends the caption (``text_global_pool``).
 END_POOLS = ("argmax", "eos")
@@ -104,11 +104,9 @@ def text_pooling(model: torch.nn.Module, tokenizer) -> tuple[str, int | None, in
     """How a model's text tower pools: ``(pool_type, pad_id, eos_id)`` as open_clip's ``text_global_pool`` uses them.
 
     ``pad_id`` is read from the tokenizer (a Hugging Face tokenizer's ``pad_token_id``; open_clip's own
-    tokenizer pads with 0); ``eos_id`` from the model (``text_eos_id`` / ``text.eos_id``), else None.
+    tokenizer pads with 0); the rest from :func:`clipmech.models.towers.text_pool`.
     """
-    text = getattr(model, "text", None)
-    pool_type = getattr(model, "text_pool_type", None) or getattr(text, "pool_type", None)
-    eos_id = getattr(model, "text_eos_id", None) or getattr(text, "eos_id", None)
+    pool_type, eos_id = text_pool(model)
     hf = getattr(tokenizer, "tokenizer", None)
     pad_id = getattr(hf, "pad_token_id", None) if hf is not None else 0
     return pool_type, pad_id, eos_id

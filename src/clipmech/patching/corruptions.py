@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from clipmech.models.towers import tower
+from clipmech.models.towers import text_pool, tower
 
 CORRUPTIONS = ("zero", "noise")
 
@@ -73,11 +73,7 @@ def pooled_positions(model: nn.Module, ids_NT: torch.Tensor) -> torch.Tensor:
     ValueError
         For a text tower that does not pool one token (pool type ``none``).
     """
-    text = getattr(model, "text", None)
-    if text is not None:
-        pool, eos = text.pool_type, getattr(text, "eos_id", None)
-    else:
-        pool, eos = model.text_pool_type, getattr(model, "text_eos_id", None)
+    pool, eos = text_pool(model)
     n, t = ids_NT.shape
     if pool == "argmax":
         return ids_NT.argmax(dim=-1)
