@@ -140,3 +140,41 @@ def torch_attnpool_attention(pool, x_TNC):
             average_attn_weights=False,
         )
     return w_NHTT
+
+
+#: Clean and corrupted captions of the same token length (the text tower's minimal pairs in the patching tests).
+CAPTION_PAIRS = (
+    ("a red circle above a blue square", "a blue circle above a red square"),
+    ("one small yellow star", "one large yellow star"),
+    ("a small red square", "a small blue square"),
+)
+
+
+def vision_pairs(model, n_pairs: int, seed: int):
+    """Random clean and corrupted images of a model's image size (its dtype) and the vision metric of
+    ``clipmech.patching.tracing`` against random correct / foil embeddings: (clean, corrupt, metric)."""
+    from clipmech.models.towers import tower
+    from clipmech.patching.tracing import vision_metric
+
+    dtype = next(model.parameters()).dtype
+    generator = torch.Generator().manual_seed(seed)
+    size = tower(model, "visual").image_size
+    clean, corrupt = torch.randn(2, n_pairs, 3, *size, generator=generator, dtype=dtype)
+    correct, foil = torch.randn(2, n_pairs, model.text_projection.shape[1], generator=generator, dtype=dtype)
+    return clean, corrupt, vision_metric(correct, foil, float(model.logit_scale.detach().exp()))
+
+
+def text_pairs(model, architecture: str, n_pairs: int, seed: int):
+    """Token ids of the first ``n_pairs`` of ``CAPTION_PAIRS`` and the text metric of
+    ``clipmech.patching.tracing`` against random image / foil embeddings: (clean, corrupt, metric)."""
+    import open_clip
+
+    from clipmech.patching.tracing import text_metric
+
+    tokenizer = open_clip.get_tokenizer(architecture)
+    clean = tokenizer([c for c, _ in CAPTION_PAIRS[:n_pairs]])
+    corrupt = tokenizer([c for _, c in CAPTION_PAIRS[:n_pairs]])
+    dtype = next(model.parameters()).dtype
+    generator = torch.Generator().manual_seed(seed)
+    image, foil = torch.randn(2, n_pairs, model.text_projection.shape[1], generator=generator, dtype=dtype)
+    return clean, corrupt, text_metric(image, foil, float(model.logit_scale.detach().exp()))
