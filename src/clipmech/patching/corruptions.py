@@ -137,7 +137,8 @@ class EmbeddingCorruption:
     std : float
         Noise standard deviation (``noise_scale`` x :func:`embedding_std`); unused for ``zero``.
     seed : int
-        Noise of pair q is drawn from ``torch.Generator`` seeded ``(seed, q)``, the same in every
+        Noise of pair q is standard normal (float64, the shape of one row's embedding) times
+        ``std``, drawn from a ``torch.Generator`` seeded ``seed * 1_000_003 + q``: the same in every
         batch layout.
     words_QT : torch.Tensor or None
         Text tower: :func:`word_positions` of each pair's clean caption, the tokens corrupted.

@@ -85,6 +85,13 @@ def _restorer(entries: list[tuple[int, int, tuple]]) -> Callable[[torch.Tensor],
     return edit
 
 
+def _check(direction: str, clean: torch.Tensor, corrupt: torch.Tensor) -> None:
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(DIRECTIONS)}")
+    if clean.shape != corrupt.shape:
+        raise ValueError(f"clean inputs {tuple(clean.shape)} and corrupted inputs {tuple(corrupt.shape)} differ")
+
+
 def _layout(n_pairs: int, n_sets: int, batch_size: int) -> list[tuple[list[int], list[int]]]:
     """Passes as (pairs, patch sets): all sets of several pairs per pass, or chunks of sets of one pair."""
     if batch_size < 3:
@@ -150,10 +157,7 @@ def sweep(
         For an unknown direction, inputs of different shapes, or a batch size below 3; during the
         forward, as :func:`clipmech.hooks.sites.hooked` for unknown sites or out-of-range indices.
     """
-    if direction not in DIRECTIONS:
-        raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(DIRECTIONS)}")
-    if clean.shape != corrupt.shape:
-        raise ValueError(f"clean inputs {tuple(clean.shape)} and corrupted inputs {tuple(corrupt.shape)} differ")
+    _check(direction, clean, corrupt)
     n_pairs, n_sets = clean.shape[0], len(patch_sets)
     m_clean = np.full(n_pairs, np.nan)
     m_corrupt = np.full(n_pairs, np.nan)
@@ -206,9 +210,13 @@ def loop_sweep(
     The source run's activations are captured first, then each patched run replaces its components
     with them. The reference of the tests and the baseline of ``benchmarks/patching.py``; no
     embedding corruptions (pass corrupted inputs).
+
+    Raises
+    ------
+    ValueError
+        For an unknown direction or inputs of different shapes.
     """
-    if direction not in DIRECTIONS:
-        raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(DIRECTIONS)}")
+    _check(direction, clean, corrupt)
     sites = sorted({c.site for s in patch_sets for c in s})
     n_pairs = clean.shape[0]
     m_clean, m_corrupt = np.empty(n_pairs), np.empty(n_pairs)
