@@ -150,16 +150,23 @@ CAPTION_PAIRS = (
 )
 
 
-def vision_pairs(model, n_pairs: int, seed: int):
+def vision_pairs(model, n_pairs: int, seed: int, cells: int | None = None, amplitude: float = 1.0):
     """Random clean and corrupted images of a model's image size (its dtype) and the vision metric of
-    ``clipmech.patching.tracing`` against random correct / foil embeddings: (clean, corrupt, metric)."""
+    ``clipmech.patching.tracing`` against random correct / foil embeddings: (clean, corrupt, metric).
+
+    Pixels are ``amplitude`` x standard normal, drawn per pixel or, with ``cells``, per cell of a
+    cells x cells grid (blocky images: a random-init CLIP-ResNet averages per-pixel noise away).
+    """
+    import torch.nn.functional as F
+
     from clipmech.models.towers import tower
     from clipmech.patching.tracing import vision_metric
 
     dtype = next(model.parameters()).dtype
     generator = torch.Generator().manual_seed(seed)
     size = tower(model, "visual").image_size
-    clean, corrupt = torch.randn(2, n_pairs, 3, *size, generator=generator, dtype=dtype)
+    drawn = torch.randn(2 * n_pairs, 3, *((cells, cells) if cells else size), generator=generator, dtype=dtype)
+    clean, corrupt = (amplitude * F.interpolate(drawn, size=size, mode="nearest")).split(n_pairs)
     correct, foil = torch.randn(2, n_pairs, model.text_projection.shape[1], generator=generator, dtype=dtype)
     return clean, corrupt, vision_metric(correct, foil, float(model.logit_scale.detach().exp()))
 
