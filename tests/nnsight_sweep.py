@@ -4,7 +4,9 @@ The oracle of ``tests/unit/patching/test_nnsight_oracle.py`` and a timed baselin
 ``benchmarks/patching.py``. It shares no code with :mod:`clipmech.hooks.sites` or the engine: each
 component is located here from its family and labels (``Component.layer``, ``position``, ``unit``)
 on the open_clip module tree, read by one nnsight trace of the source run, and written into one
-trace of the base run per patch set (all pairs of a set in that trace).
+trace of the base run per patch set (all pairs of a set in that trace). nnsight replaces the
+``forward`` of every module it wraps, for good, which slows every later run of the module; it wraps
+a copy of the model here, so the caller's model stays as it was.
 
 ========================  =====================================================
 family                    value in block ``layer`` of the tower
@@ -21,6 +23,7 @@ every token, one with neither (``components.layer_component``) the whole tensor.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 import nnsight
@@ -80,6 +83,10 @@ def _where(component) -> tuple:
     return (slice(None),)
 
 
+def _numpy(m_Q: torch.Tensor) -> np.ndarray:
+    return m_Q.double().cpu().numpy()
+
+
 def nnsight_sweep(
     model: nn.Module,
     tower_name: str,
@@ -112,7 +119,7 @@ def nnsight_sweep(
     """
     if direction not in ("denoising", "noising"):
         raise ValueError(f"unknown direction {direction!r}; valid: denoising, noising")
-    wrapped = nnsight.NNsight(model)
+    wrapped = nnsight.NNsight(copy.deepcopy(model))
     fn = "encode_image" if tower_name == "visual" else "encode_text"
     blocks = _blocks(wrapped, tower_name)
     base, source = (corrupt, clean) if direction == "denoising" else (clean, corrupt)
@@ -138,7 +145,8 @@ def nnsight_sweep(
                         value[_where(c)] = saved[place][_where(c)]
                     _write(blocks, place, value)
                 out = tracer.result.save()
-            m_patched[:, k] = metric(out, pairs_Q).double().numpy()
-        m_source, m_base = metric(source_out, pairs_Q).double().numpy(), metric(base_out, pairs_Q).double().numpy()
+            m_patched[:, k] = _numpy(metric(out, pairs_Q.to(out.device)))
+        m_source = _numpy(metric(source_out, pairs_Q.to(source_out.device)))
+        m_base = _numpy(metric(base_out, pairs_Q.to(base_out.device)))
     m_clean, m_corrupt = (m_source, m_base) if direction == "denoising" else (m_base, m_source)
     return SweepResult(m_clean, m_corrupt, m_patched, direction)

@@ -18,6 +18,11 @@ from snakemake_cli import ROOT
         ),
         ("preprocess.py", ["--images", "4", "--image-size", "64", "--repeats", "1"], "speed-up:"),
         (
+            "patching.py",
+            "--pairs 2 --families resid_pre,mlp_out --positions 2 --batch-size 5 --repeats 1".split(),
+            "ratio loop / batched:",
+        ),
+        (
             "omp.py",
             ["--n-atoms", "200", "--dim", "16", "--n-nonzero", "4", "--targets", "20", "--sklearn-subset", "5"],
             "support agreement (same atom set): 1.0000",

@@ -31,6 +31,7 @@ def _check_against_engine(model, tower_name, forward, metric, clean, corrupt, fo
     ours = engine.sweep(model, forward, metric, clean, corrupt, sets)
     theirs = nnsight_sweep(model, tower_name, metric, clean, corrupt, sets)
     assert no_hooks(model)
+    assert not any("forward" in vars(m) for m in model.modules()), "nnsight wrapped a copy, not the model"
     np.testing.assert_allclose(ours.m_clean_Q, theirs.m_clean_Q, rtol=0, atol=ATOL)
     np.testing.assert_allclose(ours.m_corrupt_Q, theirs.m_corrupt_Q, rtol=0, atol=ATOL)
     np.testing.assert_allclose(ours.m_patched_QK, theirs.m_patched_QK, rtol=0, atol=ATOL)
