@@ -5,6 +5,14 @@ copy of the base run per patch set; at every patched site, each copy takes its c
 source run of its own pair *in the same pass*, which that site has already computed (the source rows
 are never patched). Denoising: base = corrupted, source = clean; noising: the reverse. A pass holds
 at most ``batch_size`` rows; which rows share a pass changes nothing but floating-point rounding.
+
+Shared prefix (``share_prefix``, on by default): a patched copy equals its base run until the first
+block it patches, so the blocks before it run once for the base run, not once per copy. The pass
+enters block 0 with the clean and corrupted runs and the copies patched there, and each later block
+l copies in, from their base rows, the copies whose first patched block is l (forward pre-hooks on
+the blocks; the embeddings, cheap, still run for every row). After the last block every row is back
+in its place, so the tower's head and the metric see the full batch. On a tower of L blocks with
+components spread evenly over the layers this skips about (L - 1) / 2L of the block computations.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import torch
 from torch import nn
 
 from clipmech.hooks.sites import hooked
+from clipmech.models.towers import tower
 from clipmech.patching.components import Component
 
 DIRECTIONS = ("denoising", "noising")
@@ -110,6 +119,46 @@ def _layout(n_pairs: int, n_sets: int, batch_size: int) -> list[tuple[list[int],
     ]
 
 
+def _first_block(patch_set: Sequence[Component], n_layers: int) -> int:
+    """The first block a patch set touches; sites after the blocks (the attention pool) and the empty set
+    count as the last block."""
+    return min((n_layers - 1 if c.layer is None else c.layer for c in patch_set), default=n_layers - 1)
+
+
+class _SharedPrefix:
+    """Which rows of a pass are present at each block, and the pre-hooks that copy rows in (module docstring).
+
+    ``first_B[r]`` is the first block of row r (0 for the clean and corrupted runs), ``base_B[r]`` the
+    row it equals before then. ``rows_at[l]`` are the rows present in block l, in pass order; ``at[l][r]``
+    is row r's position there. After the last block every row is present in pass order.
+    """
+
+    def __init__(self, first_B: list[int], base_B: list[int], n_layers: int):
+        self.rows_at = [[r for r, first in enumerate(first_B) if first <= layer] for layer in range(n_layers)]
+        self.at = [{r: i for i, r in enumerate(rows)} for rows in self.rows_at]
+        self.gather = [torch.tensor(self.rows_at[0])]
+        for layer in range(1, n_layers):
+            before = self.at[layer - 1]
+            self.gather.append(torch.tensor([before.get(r, before.get(base_B[r])) for r in self.rows_at[layer]]))
+
+    def position(self, row: int, layer: int | None) -> int:
+        """Row r's position in block ``layer`` (None: after the blocks, where rows are in pass order)."""
+        return row if layer is None else self.at[layer][row]
+
+    def register(self, blocks: Sequence[nn.Module]) -> list:
+        handles = []
+        for layer, block in enumerate(blocks):
+            if layer > 0 and len(self.rows_at[layer]) == len(self.rows_at[layer - 1]):
+                continue
+            gather = self.gather[layer]
+
+            def hook(module, args, gather=gather):
+                return (args[0][gather.to(args[0].device)], *args[1:])
+
+            handles.append(block.register_forward_pre_hook(hook, prepend=True))
+        return handles
+
+
 @torch.inference_mode()
 def sweep(
     model: nn.Module,
@@ -122,6 +171,7 @@ def sweep(
     direction: str = "denoising",
     batch_size: int = 256,
     corruption=None,
+    share_prefix: bool = True,
 ) -> SweepResult:
     """Run every patch set on every pair, batched (methods.md Sec. 8; ROME's layout).
 
@@ -146,6 +196,9 @@ def sweep(
         A context manager factory (:class:`clipmech.patching.corruptions.EmbeddingCorruption`) that
         corrupts the rows of the corrupted input: the corrupted run, and the patched copies when
         denoising.
+    share_prefix : bool
+        Run the blocks before a copy's first patched block once for its base run (module docstring);
+        only float rounding differs from False. All components must then be of one tower.
 
     Returns
     -------
@@ -162,28 +215,47 @@ def sweep(
     m_clean = np.full(n_pairs, np.nan)
     m_corrupt = np.full(n_pairs, np.nan)
     m_patched = np.full((n_pairs, n_sets), np.nan)
+    towers = {c.site.split(".")[0] for patch_set in patch_sets for c in patch_set}
+    if share_prefix and len(towers) > 1:
+        raise ValueError(f"share_prefix needs the components of one tower; the patch sets name {sorted(towers)}")
+    blocks = tower(model, towers.pop()).blocks if share_prefix and towers else None
     for pairs, sets in _layout(n_pairs, n_sets, batch_size):
-        inputs, pair_of, corrupted, entries, targets = [], [], [], {}, []
+        inputs, pair_of, corrupted, targets, first_B, base_B, placed = [], [], [], [], [], [], []
         for q in pairs:
             clean_row, corrupt_row = len(inputs), len(inputs) + 1
             inputs += [clean[q], corrupt[q]]
             pair_of += [q, q]
             corrupted += [False, True]
+            first_B += [0, 0]
+            base_B += [clean_row, corrupt_row]
             base, source = (corrupt, clean_row) if direction == "denoising" else (clean, corrupt_row)
+            base_row = corrupt_row if direction == "denoising" else clean_row
             for k in sets:
                 row = len(inputs)
                 inputs.append(base[q])
                 pair_of.append(q)
                 corrupted.append(direction == "denoising")
+                first_B.append(_first_block(patch_sets[k], len(blocks)) if blocks else 0)
+                base_B.append(base_row)
                 targets.append((q, k, row))
-                for component in patch_sets[k]:
-                    entries.setdefault(component.site, []).append((row, source, component.index))
+                placed += [(row, source, component) for component in patch_sets[k]]
             targets += [(q, "clean", clean_row), (q, "corrupt", corrupt_row)]
+        prefix = _SharedPrefix(first_B, base_B, len(blocks)) if blocks else None
+        entries: dict[str, list] = {}
+        for row, source, c in placed:
+            if prefix is not None:
+                row, source = prefix.position(row, c.layer), prefix.position(source, c.layer)
+            entries.setdefault(c.site, []).append((row, source, c.index))
         pairs_B = torch.tensor(pair_of)
         context = corruption.applied(torch.tensor(corrupted), pairs_B) if corruption is not None else nullcontext()
         edits = {site: _restorer(site_entries) for site, site_entries in entries.items()}
-        with context, hooked(model, edit=edits):
-            outputs = forward(torch.stack(inputs))
+        handles = prefix.register(blocks) if prefix is not None else []
+        try:
+            with context, hooked(model, edit=edits):
+                outputs = forward(torch.stack(inputs))
+        finally:
+            for handle in handles:
+                handle.remove()
         m_B = metric(outputs, pairs_B.to(outputs.device)).double().cpu().numpy()
         for q, k, row in targets:
             if k == "clean":

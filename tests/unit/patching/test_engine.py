@@ -191,6 +191,25 @@ def test_sweep_equals_the_loop_reference(case, direction):
     assert np.abs(batched.m_patched_QK - batched.m_base_Q[:, None]).max() > 1e-3, "some patch changes the metric"
 
 
+@pytest.mark.parametrize("direction", engine.DIRECTIONS)
+def test_shared_prefix_equals_running_every_row_through_every_block(case, direction):
+    """The fast path changes nothing but rounding, and it does skip blocks: block 0 sees only the rows
+    that patch block 0 plus the clean and corrupted runs."""
+    sets = [[c] for c in case.found] + [case.found[:3], []]
+    seen = []
+    handle = case.info.blocks[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    try:
+        fast = _sweep(case, sets, direction=direction, batch_size=64)
+    finally:
+        handle.remove()
+    slow = _sweep(case, sets, direction=direction, batch_size=64, share_prefix=False)
+    np.testing.assert_allclose(fast.m_patched_QK, slow.m_patched_QK, rtol=0, atol=ATOL)
+    np.testing.assert_allclose(fast.m_clean_Q, slow.m_clean_Q, rtol=0, atol=ATOL)
+    if seen:  # the pool families never run the blocks
+        at_block_0 = sum(1 for patch_set in sets if patch_set and min(c.layer or 0 for c in patch_set) == 0)
+        assert sum(seen) == N_PAIRS * (2 + at_block_0) < N_PAIRS * (2 + len(sets))
+
+
 def test_pool_families_from_the_last_stage_equal_the_whole_tower(rn):
     """``TowerRun.sweep(pool=True)`` (the attention pool on captured stage outputs) = the full ResNet run."""
     info = tower(rn, "visual")
@@ -256,6 +275,10 @@ def test_embedding_corruptions_are_hooked_runs_with_one_noise_per_pair(name, kin
 
 def test_errors(vit):
     info = tower(vit, "visual")
+    mixed = [[layer_component(info, 0), layer_component(tower(vit, "text"), 0)]]
+    images = torch.zeros(1, 3, *info.image_size, dtype=torch.float64)
+    with pytest.raises(ValueError, match="one tower"):
+        engine.sweep(vit, vit.encode_image, lambda out, pairs: out[:, 0], images, images, mixed)
     clean, corrupt, metric = vision_pairs(vit, N_PAIRS, seed=1)
     sets = [[layer_component(info, 0)]]
     for sweep in (engine.sweep, engine.loop_sweep):
