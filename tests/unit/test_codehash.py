@@ -77,4 +77,5 @@ def test_the_model_configs_are_covered():
     data = {
         p.relative_to(codehash.PACKAGE_DIR).as_posix() for p in codehash.package_data(codehash.module_closure(script))
     }
-    assert {"models/model_configs/clipmech-vit-tiny.json", "models/model_configs/clipmech-rn-tiny.json"} <= data
+    configs = {"clipmech-vit-tiny", "clipmech-vit-tiny4", "clipmech-rn-tiny"}
+    assert {f"models/model_configs/{name}.json" for name in configs} <= data
