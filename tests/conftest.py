@@ -8,6 +8,7 @@ import pytest
 import torch
 from huggingface_hub import constants as hf_constants
 from snakemake_cli import TINY, snakemake
+from toys import seeded_double
 
 import clipmech.models.loading  # noqa: F401  (registers clipmech's model configs with open_clip)
 from clipmech.data import shapes
@@ -27,6 +28,18 @@ def offline_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture(scope="session")
+def vit():
+    """The tiny ViT CLIP (``clipmech-vit-tiny``), random weights, float64, eval mode (shared: never edit it in place)."""
+    return seeded_double(lambda: open_clip.create_model("clipmech-vit-tiny"))
+
+
+@pytest.fixture(scope="session")
+def rn():
+    """The tiny CLIP-ResNet (``clipmech-rn-tiny``), random weights, float64, eval mode (shared: never edit it in place)."""
+    return seeded_double(lambda: open_clip.create_model("clipmech-rn-tiny"))
 
 
 @pytest.fixture(scope="session")

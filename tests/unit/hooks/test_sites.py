@@ -2,7 +2,6 @@
 
 import copy
 
-import open_clip
 import pytest
 import torch
 from toys import TimmTrunkModel, attention_outputs, seeded_double
@@ -13,16 +12,6 @@ from clipmech.hooks.sites import canonical_name, hooked, resolve, site_names
 from clipmech.models.towers import tower
 
 ATOL = 1e-6
-
-
-@pytest.fixture(scope="module")
-def vit():
-    return seeded_double(lambda: open_clip.create_model("clipmech-vit-tiny"))
-
-
-@pytest.fixture(scope="module")
-def rn():
-    return seeded_double(lambda: open_clip.create_model("clipmech-rn-tiny"))
 
 
 @pytest.fixture(scope="module")

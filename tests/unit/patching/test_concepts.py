@@ -8,23 +8,12 @@ import pytest
 import torch
 from scipy import stats
 from sklearn.metrics import roc_auc_score
-from toys import seeded_double
 
 import clipmech.models.loading  # noqa: F401  (registers clipmech's model configs with open_clip)
 from clipmech.data import shapes
 from clipmech.data.datasets import load
 from clipmech.hooks.sites import hooked
 from clipmech.patching import concepts
-
-
-@pytest.fixture(scope="module")
-def vit():
-    return seeded_double(lambda: open_clip.create_model("clipmech-vit-tiny"))
-
-
-@pytest.fixture(scope="module")
-def rn():
-    return seeded_double(lambda: open_clip.create_model("clipmech-rn-tiny"))
 
 
 def test_auroc_matches_sklearn_and_mann_whitney_with_ties():

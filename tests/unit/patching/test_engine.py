@@ -10,7 +10,7 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-from toys import no_hooks, seeded_double, text_pairs, vision_pairs
+from toys import no_hooks, text_pairs, vision_pairs
 
 import clipmech.models.loading  # noqa: F401  (registers clipmech's model configs with open_clip)
 from clipmech.hooks.sites import hooked
@@ -27,16 +27,6 @@ N_PAIRS = 3
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def vit():
-    return seeded_double(lambda: open_clip.create_model("clipmech-vit-tiny"))
-
-
-@pytest.fixture(scope="module")
-def rn():
-    return seeded_double(lambda: open_clip.create_model("clipmech-rn-tiny"))
 
 
 @dataclass

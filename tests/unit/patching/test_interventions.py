@@ -4,27 +4,16 @@ x1 is the identity, x0 is zero-ablation by a second route, unit choice, bootstra
 import copy
 
 import numpy as np
-import open_clip
 import pandas as pd
 import pytest
 import torch
-from toys import no_hooks, seeded_double
+from toys import no_hooks
 
 import clipmech.models.loading  # noqa: F401  (registers clipmech's model configs with open_clip)
 from clipmech.data import shapes
 from clipmech.data.datasets import load
 from clipmech.hooks.sites import hooked
 from clipmech.patching import concepts, interventions
-
-
-@pytest.fixture(scope="module")
-def vit():
-    return seeded_double(lambda: open_clip.create_model("clipmech-vit-tiny"))
-
-
-@pytest.fixture(scope="module")
-def rn():
-    return seeded_double(lambda: open_clip.create_model("clipmech-rn-tiny"))
 
 
 def _pixels(model, n=6, seed=2):
