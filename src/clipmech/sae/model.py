@@ -29,6 +29,7 @@ File format (:func:`save_sae`, :func:`load_sae`): ``torch.save`` of ``{"state_di
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 from pathlib import Path
@@ -76,6 +77,52 @@ def geometric_median(x_ND: Tensor, n_iter: int = 64, tol: float = 1e-6) -> Tenso
         if moved <= tol * dist_N.square().mean().sqrt():
             break
     return y.to(x_ND.dtype)
+
+
+class _SparseTopK(torch.autograd.Function):
+    """TopK_k of W_enc (x - b_pre) + b_enc and TopK_{k_aux} of its dead-latent entries, whose backward
+    pass touches only the selected entries: the encoder gradients are sums over the B (k + k_aux)
+    selected (input, latent) pairs, b_pre's is -W_enc^T times b_enc's (OpenAI's reference reduces it the
+    same way), the input's an embedding_bag of encoder rows.
+
+    forward(x_BD, W_enc, b_enc, b_pre, k, dead_n, k_aux) -> (values_Bk, indices_Bk, aux_values_BK,
+    aux_indices_BK), values before the ReLU; the AuxK entries are the k_aux largest with every live
+    latent at -inf (K = k_aux, 0 when ``k_aux`` is 0).
+    """
+
+    #: Most elements of the (rows, k + k_aux, d) products of one slice of the encoder-weight gradient.
+    CHUNK_ELEMENTS = 2**24
+
+    @staticmethod
+    def forward(ctx, x_BD, W_enc, b_enc, b_pre, k, dead_n, k_aux):
+        centred_BD = x_BD - b_pre
+        pre_Bn = F.linear(centred_BD, W_enc, b_enc)
+        values_Bk, indices_Bk = pre_Bn.topk(k, dim=-1, sorted=False)
+        if k_aux:
+            aux_values_BK, aux_indices_BK = pre_Bn.masked_fill_(~dead_n, -math.inf).topk(k_aux, dim=-1, sorted=False)
+        else:
+            aux_values_BK = values_Bk.new_zeros(len(x_BD), 0)
+            aux_indices_BK = indices_Bk.new_zeros(len(x_BD), 0)
+        ctx.save_for_backward(centred_BD, W_enc, indices_Bk, aux_indices_BK)
+        ctx.mark_non_differentiable(indices_Bk, aux_indices_BK)
+        return values_Bk, indices_Bk, aux_values_BK, aux_indices_BK
+
+    @staticmethod
+    def backward(ctx, grad_values_Bk, _, grad_aux_BK, __):
+        centred_BD, W_enc, indices_Bk, aux_indices_BK = ctx.saved_tensors
+        indices_BK = torch.cat([indices_Bk, aux_indices_BK], dim=1)
+        grad_BK = torch.cat([grad_values_Bk, grad_aux_BK], dim=1)
+        grad_b_enc = torch.zeros_like(W_enc[:, 0]).index_add_(0, indices_BK.flatten(), grad_BK.flatten())
+        grad_W_enc = torch.zeros_like(W_enc)
+        rows = max(1, _SparseTopK.CHUNK_ELEMENTS // max(1, indices_BK.shape[1] * W_enc.shape[1]))
+        for first in range(0, len(centred_BD), rows):
+            block = slice(first, first + rows)
+            products = grad_BK[block, :, None] * centred_BD[block, None, :]
+            grad_W_enc.index_add_(0, indices_BK[block].flatten(), products.flatten(0, 1))
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = F.embedding_bag(indices_BK, W_enc, per_sample_weights=grad_BK, mode="sum")
+        return grad_x, grad_W_enc, grad_b_enc, -(grad_b_enc @ W_enc), None, None, None
 
 
 class TopKSAE(nn.Module):
@@ -138,22 +185,45 @@ class TopKSAE(nn.Module):
         self.b_pre.copy_(geometric_median(sample_ND.to(self.b_pre)))
 
     def pre_activations(self, x_BD: Tensor) -> Tensor:
-        """W_enc (x - b_pre) + b_enc, (B, n).
-
-        b_pre's gradient through the encoder (-W_enc^T summed over the batch) is taken by a zero-valued
-        matrix-vector term instead of through the (B, d) input, which saves a (B, n) x (n, d) product
-        in the backward pass; the value is exactly W_enc (x - b_pre) + b_enc.
-        """
-        centred_BD = x_BD - self.b_pre.detach()
-        pre_Bn = F.linear(centred_BD, self.W_enc, self.b_enc)
-        if torch.is_grad_enabled() and self.b_pre.requires_grad:
-            pre_Bn = pre_Bn - F.linear(self.b_pre - self.b_pre.detach(), self.W_enc.detach())
-        return pre_Bn
+        """W_enc (x - b_pre) + b_enc, (B, n)."""
+        return F.linear(x_BD - self.b_pre, self.W_enc, self.b_enc)
 
     def topk(self, pre_Bn: Tensor) -> tuple[Tensor, Tensor]:
         """ReLU(TopK_k) of pre-activations, sparse: values (B, k) >= 0 and latent indices (B, k), int64."""
         values_Bk, indices_Bk = pre_Bn.topk(self.k, dim=-1, sorted=False)
         return F.relu(values_Bk), indices_Bk
+
+    def encode_sparse(
+        self, x_BD: Tensor, dead_n: Tensor | None = None, k_aux: int = 0
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """ReLU(TopK_k) latents, sparse, and the AuxK latents of the dead, with a sparse backward pass.
+
+        The same values as :meth:`topk` of :meth:`pre_activations`, but the gradient flows back only
+        through the k + k_aux selected pre-activations of each input (:class:`_SparseTopK`, as in
+        OpenAI's reference), never as a dense (B, n) tensor.
+
+        Parameters
+        ----------
+        x_BD : torch.Tensor, (B, d)
+        dead_n : torch.Tensor, bool, (n,), optional
+            Dead latents (methods.md Sec. 7); None or ``k_aux = 0``: no AuxK latents.
+        k_aux : int
+            AuxK latents per input, capped at n: the k_aux largest pre-activations among the dead (fewer
+            dead: the others are live latents at value 0).
+
+        Returns
+        -------
+        values_Bk, indices_Bk : torch.Tensor, (B, k)
+            ReLU'd values and latent indices (int64) of z.
+        aux_values_BK, aux_indices_BK : torch.Tensor, (B, K)
+            ReLU'd pre-activations and indices of the AuxK latents; K = 0 without AuxK.
+        """
+        k_aux = min(k_aux, self.n_latents) if dead_n is not None else 0
+        mask_n = dead_n if k_aux else torch.zeros(self.n_latents, dtype=torch.bool, device=x_BD.device)
+        values_Bk, indices_Bk, aux_values_BK, aux_indices_BK = _SparseTopK.apply(
+            x_BD, self.W_enc, self.b_enc, self.b_pre, self.k, mask_n, k_aux
+        )
+        return F.relu(values_Bk), indices_Bk, F.relu(aux_values_BK), aux_indices_BK
 
     def encode(self, x_BD: Tensor) -> Tensor:
         """z = ReLU(TopK_k(pre)), (B, n), dense with zeros."""
@@ -177,7 +247,7 @@ class TopKSAE(nn.Module):
 
     def forward(self, x_BD: Tensor) -> tuple[Tensor, Tensor]:
         """Reconstruction and latents: (x_hat (B, d), z (B, n) dense)."""
-        values_Bk, indices_Bk = self.topk(self.pre_activations(x_BD))
+        values_Bk, indices_Bk, _, _ = self.encode_sparse(x_BD)
         x_hat_BD = self.decode_sparse(values_Bk, indices_Bk)
         z_Bn = torch.zeros(x_BD.shape[0], self.n_latents, dtype=values_Bk.dtype, device=values_Bk.device)
         return x_hat_BD, z_Bn.scatter(1, indices_Bk, values_Bk)

@@ -9,7 +9,8 @@ Loss of a batch of B tokens x (float32, (B, d))::
 AuxK (Gao et al. 2024, Sec. A.2): e_hat = W_dec z_aux, where z_aux = ReLU(TopK_{k_aux}) of the
 pre-activations of the dead latents only (a latent is dead when it has not fired, z > 0, in the last
 ``dead_tokens`` training tokens); without b_pre, since e already excludes it. AuxK is 0 while no latent
-is dead, and ``k_aux = 0`` turns it off. Where the reference implementations disagree, this follows
+is dead (and is then not computed), and ``k_aux = 0`` turns it off. The encoder's backward pass is sparse
+(:meth:`clipmech.sae.model.TopKSAE.encode_sparse`). Where the reference implementations disagree, this follows
 OpenAI's (``sparse_autoencoder``, Gao et al.'s code):
 
 - normalisation: AuxK is normalised like the main term, by the variance of its own target e about
@@ -54,7 +55,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from clipmech.sae.model import TopKSAE, save_sae
@@ -177,30 +177,23 @@ def fvu(x_BD: torch.Tensor, x_hat_BD: torch.Tensor) -> torch.Tensor:
     return (x_BD - x_hat_BD).square().sum() / torch.where(total > 0, total, torch.ones_like(total))
 
 
-def auxk_loss(sae: TopKSAE, pre_Bn: torch.Tensor, residual_BD: torch.Tensor, dead_n: torch.Tensor, k_aux: int):
-    """The AuxK term (module docstring): FVU of the residual's reconstruction by the top k_aux dead latents.
+def auxk_loss(sae: TopKSAE, aux_values_BK: torch.Tensor, aux_indices_BK: torch.Tensor, residual_BD: torch.Tensor):
+    """The AuxK term (module docstring): FVU of the residual's reconstruction by the AuxK latents.
 
     Parameters
     ----------
     sae : TopKSAE
-    pre_Bn : torch.Tensor, (B, n)
-        Pre-activations of the batch (with their graph: AuxK trains the dead latents' encoder).
+    aux_values_BK, aux_indices_BK : torch.Tensor, (B, K)
+        The AuxK latents of :meth:`~clipmech.sae.model.TopKSAE.encode_sparse` (with their graph: AuxK
+        trains the dead latents' encoder and decoder).
     residual_BD : torch.Tensor, (B, d)
         x - x_hat, detached.
-    dead_n : torch.Tensor, bool, (n,)
-    k_aux : int
-        At least 1; capped at n.
 
     Returns
     -------
     torch.Tensor, 0-dim
-        0 when no latent is dead. Runs without a host sync: the k_aux largest of the dead latents'
-        pre-activations are taken with the live ones at -inf, whose ReLU is 0 (fewer than k_aux dead).
     """
-    masked_Bn = pre_Bn.masked_fill(~dead_n, -math.inf)
-    values_BK, indices_BK = masked_Bn.topk(min(k_aux, sae.n_latents), dim=-1, sorted=False)
-    e_hat_BD = sae.decode_sparse(F.relu(values_BK), indices_BK, bias=False)
-    return torch.where(dead_n.any(), fvu(residual_BD, e_hat_BD), torch.zeros((), device=pre_Bn.device))
+    return fvu(residual_BD, sae.decode_sparse(aux_values_BK, aux_indices_BK, bias=False))
 
 
 def train_step(
@@ -220,12 +213,15 @@ def train_step(
         left on the device.
     """
     dead_n = since_fired_n >= cfg.dead_tokens
-    pre_Bn = sae.pre_activations(x_BD)
-    values_Bk, indices_Bk = sae.topk(pre_Bn)
+    k_aux = cfg.auxk_latents(sae.d)
+    with_aux = bool(k_aux) and bool(dead_n.any())  # one host sync a step; AuxK is 0 without dead latents
+    values_Bk, indices_Bk, aux_values_BK, aux_indices_BK = sae.encode_sparse(x_BD, dead_n if with_aux else None, k_aux)
     x_hat_BD = sae.decode_sparse(values_Bk, indices_Bk)
     main = fvu(x_BD, x_hat_BD)
-    k_aux = cfg.auxk_latents(sae.d)
-    aux = auxk_loss(sae, pre_Bn, (x_BD - x_hat_BD).detach(), dead_n, k_aux) if k_aux else torch.zeros_like(main)
+    if with_aux:
+        aux = auxk_loss(sae, aux_values_BK, aux_indices_BK, (x_BD - x_hat_BD).detach())
+    else:
+        aux = torch.zeros_like(main)
     optimizer.zero_grad(set_to_none=True)
     (main + AUXK_COEF * aux).backward()
     sae.remove_parallel_grad()

@@ -28,7 +28,7 @@ def test_encode_decode_forward_agree_with_the_formulas():
     sae = _sae()
     x = torch.randn(10, 6, dtype=torch.float32)
     pre = sae.pre_activations(x)
-    torch.testing.assert_close(pre, (x - sae.b_pre) @ sae.W_enc.T + sae.b_enc, rtol=0, atol=1e-6)
+    torch.testing.assert_close(pre, (x - sae.b_pre) @ sae.W_enc.T + sae.b_enc, rtol=0, atol=1e-5)
     z = sae.encode(x)
     # ReLU(TopK): the k largest pre-activations, negative ones zeroed, everything else zero.
     expected = torch.zeros_like(pre)
@@ -42,16 +42,49 @@ def test_encode_decode_forward_agree_with_the_formulas():
     torch.testing.assert_close(sae.decode(z), x_hat, rtol=0, atol=1e-5)
 
 
-def test_b_pre_gradient_equals_the_plain_formula():
-    """pre_activations' cheaper b_pre gradient is the gradient of W_enc (x - b_pre) + b_enc."""
+@pytest.mark.parametrize("k_aux", [0, 4, 30])
+def test_sparse_backward_equals_autograd_of_the_dense_formula(k_aux):
+    """encode_sparse's gradients are those of ReLU(TopK) of W_enc (x - b_pre) + b_enc, AuxK latents included
+    (k_aux 30 > the 12 dead latents: the live ones fill in at 0)."""
     sae = _sae()
-    x = torch.randn(7, 6)
-    weights = torch.randn(7, 20)
-    (sae.pre_activations(x) * weights).sum().backward()
+    x = torch.randn(7, 6, requires_grad=True)
+    dead = torch.arange(20) % 5 < 3
+    # A loss weighting each (input, latent) pair on its own, whatever order topk returns them in.
+    weights, aux_weights = torch.randn(7, 20), torch.randn(7, 20)
+    values, indices, aux_values, aux_indices = sae.encode_sparse(x, dead, k_aux)
+    ((values * weights.gather(1, indices)).sum() + (aux_values * aux_weights.gather(1, aux_indices)).sum()).backward()
+
     plain = _sae()
-    (F.linear(x - plain.b_pre, plain.W_enc, plain.b_enc) * weights).sum().backward()
+    x_plain = x.detach().clone().requires_grad_(True)
+    pre = F.linear(x_plain - plain.b_pre, plain.W_enc, plain.b_enc)
+    top = pre.topk(3, dim=1)
+    loss = (F.relu(top.values) * weights.gather(1, top.indices)).sum()
+    if k_aux:
+        aux = pre.masked_fill(~dead, -torch.inf).topk(min(k_aux, 20), dim=1)
+        loss = loss + (F.relu(aux.values) * aux_weights.gather(1, aux.indices)).sum()
+        for row in range(7):  # the same dead latents (ties among the live ones at -inf aside)
+            finite = aux.values[row] > -torch.inf
+            assert set(aux.indices[row][finite].tolist()) == set(aux_indices[row][dead[aux_indices[row]]].tolist())
+        assert dead[aux_indices[aux_values > 0]].all()
+    loss.backward()
+    assert torch.equal(top.indices.sort(dim=1).values, indices.sort(dim=1).values)
     for name in ("b_pre", "W_enc", "b_enc"):
         torch.testing.assert_close(getattr(sae, name).grad, getattr(plain, name).grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad, x_plain.grad, rtol=1e-5, atol=1e-5)
+    assert aux_values.shape == (7, min(k_aux, 20)) and values.shape == (7, 3)
+    assert sae.encode_sparse(x, None, 4)[2].shape == (7, 0)
+
+
+def test_sparse_backward_in_slices(monkeypatch):
+    """The encoder-weight gradient summed slice by slice (a bounded buffer) equals it in one piece."""
+    x = torch.randn(9, 6)
+    grads = []
+    for elements in (2**24, 40):
+        monkeypatch.setattr("clipmech.sae.model._SparseTopK.CHUNK_ELEMENTS", elements)
+        sae = _sae()
+        sae.encode_sparse(x, torch.ones(20, dtype=torch.bool), 2)[0].sum().backward()
+        grads.append(sae.W_enc.grad)
+    torch.testing.assert_close(grads[0], grads[1])
 
 
 def test_remove_parallel_grad_leaves_the_orthogonal_part():
