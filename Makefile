@@ -54,3 +54,4 @@ benchmark: $(BIN)/.installed
 	$(BIN)/python benchmarks/extraction.py
 	$(BIN)/python benchmarks/preprocess.py
 	$(BIN)/python benchmarks/omp.py
+	$(BIN)/python benchmarks/sae.py

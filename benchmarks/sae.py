@@ -221,7 +221,7 @@ def main() -> None:
     batches = [next(stream) for _ in range(args.steps)]
 
     ours = TopKSAE(args.d, n, args.k, seed=args.seed)
-    ours.init_b_pre(batches[0])
+    ours.init_from_data(batches[0])
     optimizer = torch.optim.Adam(ours.parameters(), lr=lr, eps=ADAM_EPS)
     since_fired = torch.zeros(n, dtype=torch.int64)
     reference = Reference(args.d, n, args.k, lr, args.dead_tokens, batches[0])

@@ -25,8 +25,9 @@ Optimiser: Adam (betas 0.9, 0.999, eps 6.25e-10 as in OpenAI's code), constant l
 :func:`scaled_lr` = lr / sqrt(n / 2^14) (Gao et al. Sec. 2.3: the optimal learning rate falls as
 n^-1/2; EleutherAI sparsify's default is 2e-4 at n = 2^14, the base ``lr`` here). Every step:
 backward, :meth:`~clipmech.sae.model.TopKSAE.remove_parallel_grad`, Adam step,
-:meth:`~clipmech.sae.model.TopKSAE.normalize_decoder`. b_pre is the geometric median of the first
-training batch (:meth:`~clipmech.sae.model.TopKSAE.init_b_pre`), which is also the first step's batch.
+:meth:`~clipmech.sae.model.TopKSAE.normalize_decoder`. b_pre (the geometric median) and the encoder's
+scale come from the first training batch (:meth:`~clipmech.sae.model.TopKSAE.init_from_data`), which is
+also the first step's batch.
 
 Data: :class:`clipmech.sae.streaming.ShuffleStream` over the training images of
 :func:`clipmech.sae.streaming.split_images`; ``n_tokens // batch_size`` steps.
@@ -364,7 +365,7 @@ def train_sae(
     for step in tqdm(range(start, cfg.steps), total=cfg.steps, initial=start, desc=f"SAE {site}", mininterval=10):
         x_BD = next(batches).to(device)
         if step == 0:
-            sae.init_b_pre(x_BD)
+            sae.init_from_data(x_BD)
         stats.append(train_step(sae, optimizer, x_BD, since_fired_n, cfg))
         done = step + 1
         if done % cfg.checkpoint_every == 0 and done < cfg.steps:

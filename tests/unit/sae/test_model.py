@@ -122,13 +122,22 @@ def test_geometric_median():
         geometric_median(torch.zeros(0, 3))
 
 
-def test_init_b_pre_is_the_geometric_median():
+def test_init_from_data_sets_b_pre_and_the_encoder_scale():
     sae = TopKSAE(2, 4, 1)
     sample = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0]])
-    sae.init_b_pre(sample)
+    tied = sae.W_enc.detach().clone()
+    sae.init_from_data(sample)
     torch.testing.assert_close(sae.b_pre.detach(), torch.tensor([1.0, 1.0]))
+    # Still tied up to one scale: the least-squares one, so no other scale of the encoder fits better.
+    scale = sae.W_enc.detach() / tied
+    torch.testing.assert_close(scale, torch.full_like(scale, float(scale[0, 0])))
+    with torch.no_grad():
+        centred, decoded = sample - sae.b_pre, sae(sample)[0] - sae.b_pre
+        torch.testing.assert_close((centred * decoded).sum(), decoded.square().sum())
+        errors = [(centred - factor * decoded).square().sum() for factor in (0.9, 1.0, 1.1)]
+    assert errors[1] < errors[0] and errors[1] < errors[2]
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
-        sae.init_b_pre(torch.zeros(3, 5))
+        sae.init_from_data(torch.zeros(3, 5))
 
 
 def test_invalid_sizes():

@@ -44,7 +44,7 @@ def test_scaled_lr_and_latent_count():
 def test_a_step_keeps_decoder_columns_unit_norm_and_counts_dead_latents():
     sae = TopKSAE(4, 64, 2, seed=1)
     x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0)) + 3
-    sae.init_b_pre(x)
+    sae.init_from_data(x)
     optimizer = torch.optim.Adam(sae.parameters(), lr=1e-3)
     since_fired = torch.full((64,), 100, dtype=torch.int64)
     cfg = SAETrainConfig(dead_tokens=100, n_tokens=8, batch_size=8)
