@@ -96,7 +96,7 @@ class _SparseTopK(torch.autograd.Function):
     """
 
     #: Most elements of the (rows, k + k_aux, d) products of one slice of the encoder-weight gradient.
-    CHUNK_ELEMENTS = 2**24
+    CHUNK_ELEMENTS = 2**26
 
     @staticmethod
     def forward(ctx, x_BD, W_enc, b_enc, b_pre, k, dead_n, k_aux):
