@@ -90,7 +90,7 @@ class _SparseTopK(torch.autograd.Function):
     selected (input, latent) pairs, b_pre's is -W_enc^T times b_enc's (OpenAI's reference reduces it the
     same way), the input's an embedding_bag of encoder rows.
 
-    forward(x_BD, W_enc, b_enc, b_pre, k, dead_n, k_aux) -> (values_Bk, indices_Bk, aux_values_BK,
+    forward(x_BD, W_enc, b_enc, b_pre, k, dead_n, k_aux) -> (values_BK, indices_BK, aux_values_BK,
     aux_indices_BK), values before the ReLU; the AuxK entries are the k_aux largest with every live
     latent at -inf (K = k_aux, 0 when ``k_aux`` is 0).
     """
@@ -102,21 +102,21 @@ class _SparseTopK(torch.autograd.Function):
     def forward(ctx, x_BD, W_enc, b_enc, b_pre, k, dead_n, k_aux):
         centred_BD = x_BD - b_pre
         pre_Bn = F.linear(centred_BD, W_enc, b_enc)
-        values_Bk, indices_Bk = pre_Bn.topk(k, dim=-1, sorted=False)
+        values_BK, indices_BK = pre_Bn.topk(k, dim=-1, sorted=False)
         if k_aux:
             aux_values_BK, aux_indices_BK = pre_Bn.masked_fill_(~dead_n, -math.inf).topk(k_aux, dim=-1, sorted=False)
         else:
-            aux_values_BK = values_Bk.new_zeros(len(x_BD), 0)
-            aux_indices_BK = indices_Bk.new_zeros(len(x_BD), 0)
-        ctx.save_for_backward(centred_BD, W_enc, indices_Bk, aux_indices_BK)
-        ctx.mark_non_differentiable(indices_Bk, aux_indices_BK)
-        return values_Bk, indices_Bk, aux_values_BK, aux_indices_BK
+            aux_values_BK = values_BK.new_zeros(len(x_BD), 0)
+            aux_indices_BK = indices_BK.new_zeros(len(x_BD), 0)
+        ctx.save_for_backward(centred_BD, W_enc, indices_BK, aux_indices_BK)
+        ctx.mark_non_differentiable(indices_BK, aux_indices_BK)
+        return values_BK, indices_BK, aux_values_BK, aux_indices_BK
 
     @staticmethod
-    def backward(ctx, grad_values_Bk, _, grad_aux_BK, __):
-        centred_BD, W_enc, indices_Bk, aux_indices_BK = ctx.saved_tensors
-        indices_BK = torch.cat([indices_Bk, aux_indices_BK], dim=1)
-        grad_BK = torch.cat([grad_values_Bk, grad_aux_BK], dim=1)
+    def backward(ctx, grad_values_BK, _, grad_aux_BK, __):
+        centred_BD, W_enc, top_indices_BK, aux_indices_BK = ctx.saved_tensors
+        indices_BK = torch.cat([top_indices_BK, aux_indices_BK], dim=1)  # every selected (input, latent)
+        grad_BK = torch.cat([grad_values_BK, grad_aux_BK], dim=1)
         grad_b_enc = torch.zeros_like(W_enc[:, 0]).index_add_(0, indices_BK.flatten(), grad_BK.flatten())
         grad_W_enc = torch.zeros_like(W_enc)
         rows = max(1, _SparseTopK.CHUNK_ELEMENTS // max(1, indices_BK.shape[1] * W_enc.shape[1]))
@@ -166,10 +166,10 @@ class TopKSAE(nn.Module):
             raise ValueError(f"TopKSAE: k = {k} exceeds n_latents = {n_latents}")
         self.d, self.n_latents, self.k = d, n_latents, k
         generator = torch.Generator().manual_seed(seed)
-        directions_nd = torch.randn(n_latents, d, generator=generator)
-        directions_nd /= directions_nd.norm(dim=1, keepdim=True)
-        self.W_dec = nn.Parameter(directions_nd.clone().T)  # (d, n), the transpose of a contiguous (n, d)
-        self.W_enc = nn.Parameter(directions_nd)
+        directions_nD = torch.randn(n_latents, d, generator=generator)
+        directions_nD /= directions_nD.norm(dim=1, keepdim=True)
+        self.W_dec = nn.Parameter(directions_nD.clone().T)  # (d, n), the transpose of a contiguous (n, d)
+        self.W_enc = nn.Parameter(directions_nD)
         self.b_enc = nn.Parameter(torch.zeros(n_latents))
         self.b_pre = nn.Parameter(torch.zeros(d))
 
@@ -203,8 +203,8 @@ class TopKSAE(nn.Module):
 
     def topk(self, pre_Bn: Tensor) -> tuple[Tensor, Tensor]:
         """ReLU(TopK_k) of pre-activations, sparse: values (B, k) >= 0 and latent indices (B, k), int64."""
-        values_Bk, indices_Bk = pre_Bn.topk(self.k, dim=-1, sorted=False)
-        return F.relu(values_Bk), indices_Bk
+        values_BK, indices_BK = pre_Bn.topk(self.k, dim=-1, sorted=False)
+        return F.relu(values_BK), indices_BK
 
     def encode_sparse(
         self, x_BD: Tensor, dead_n: Tensor | None = None, k_aux: int = 0
@@ -226,23 +226,23 @@ class TopKSAE(nn.Module):
 
         Returns
         -------
-        values_Bk, indices_Bk : torch.Tensor, (B, k)
+        values_BK, indices_BK : torch.Tensor, (B, k)
             ReLU'd values and latent indices (int64) of z.
         aux_values_BK, aux_indices_BK : torch.Tensor, (B, K)
             ReLU'd pre-activations and indices of the AuxK latents; K = 0 without AuxK.
         """
         k_aux = min(k_aux, self.n_latents) if dead_n is not None else 0
         mask_n = dead_n if k_aux else torch.zeros(self.n_latents, dtype=torch.bool, device=x_BD.device)
-        values_Bk, indices_Bk, aux_values_BK, aux_indices_BK = _SparseTopK.apply(
+        values_BK, indices_BK, aux_values_BK, aux_indices_BK = _SparseTopK.apply(
             x_BD, self.W_enc, self.b_enc, self.b_pre, self.k, mask_n, k_aux
         )
-        return F.relu(values_Bk), indices_Bk, F.relu(aux_values_BK), aux_indices_BK
+        return F.relu(values_BK), indices_BK, F.relu(aux_values_BK), aux_indices_BK
 
     def encode(self, x_BD: Tensor) -> Tensor:
         """z = ReLU(TopK_k(pre)), (B, n), dense with zeros."""
-        values_Bk, indices_Bk = self.topk(self.pre_activations(x_BD))
-        return torch.zeros(x_BD.shape[0], self.n_latents, dtype=values_Bk.dtype, device=values_Bk.device).scatter(
-            1, indices_Bk, values_Bk
+        values_BK, indices_BK = self.topk(self.pre_activations(x_BD))
+        return torch.zeros(x_BD.shape[0], self.n_latents, dtype=values_BK.dtype, device=values_BK.device).scatter(
+            1, indices_BK, values_BK
         )
 
     def decode(self, z_Bn: Tensor) -> Tensor:
@@ -260,10 +260,10 @@ class TopKSAE(nn.Module):
 
     def forward(self, x_BD: Tensor) -> tuple[Tensor, Tensor]:
         """Reconstruction and latents: (x_hat (B, d), z (B, n) dense)."""
-        values_Bk, indices_Bk, _, _ = self.encode_sparse(x_BD)
-        x_hat_BD = self.decode_sparse(values_Bk, indices_Bk)
-        z_Bn = torch.zeros(x_BD.shape[0], self.n_latents, dtype=values_Bk.dtype, device=values_Bk.device)
-        return x_hat_BD, z_Bn.scatter(1, indices_Bk, values_Bk)
+        values_BK, indices_BK, _, _ = self.encode_sparse(x_BD)
+        x_hat_BD = self.decode_sparse(values_BK, indices_BK)
+        z_Bn = torch.zeros(x_BD.shape[0], self.n_latents, dtype=values_BK.dtype, device=values_BK.device)
+        return x_hat_BD, z_Bn.scatter(1, indices_BK, values_BK)
 
     @torch.no_grad()
     def remove_parallel_grad(self) -> None:

@@ -19,7 +19,19 @@ OpenAI's (``sparse_autoencoder``, Gao et al.'s code):
 - gradient: AuxK trains the encoder rows and biases of the dead latents as well as their decoder
   columns (OpenAI); in sparsify's fused encoder the AuxK gradient reaches the decoder only;
 - when fewer than k_aux latents are dead, all of them are used (both);
-- k_aux defaults to d / 2 (sparsify's heuristic from Gao et al.; methods.md), configurable.
+- k_aux defaults to d / 2 (sparsify's heuristic from Gao et al.; methods.md), configurable;
+- dead: no z > 0 in the last ``dead_tokens`` tokens (OpenAI counts steps without a value above 1e-3,
+  sparsify tokens without being among the top k);
+- the main term's denominator is the batch's own variance (methods.md, sparsify); OpenAI divides the
+  MSE by a variance estimated once from a sample;
+- the decoder is renormalised after each step (methods.md); OpenAI renormalises after the backward
+  pass, before the step, sparsify before each forward.
+
+AuxK revives latents that lose the top-k while some of their pre-activations stay positive: on tokens
+with a power-law variance spectrum it leaves about a third as many dead latents
+(tests/unit/sae/test_train.py). Where the residual is only noise it has nothing to fit and lowers the
+dead latents' pre-activations instead (on planted dictionaries and low-rank data in our experiments
+more latents stayed dead with it), so ``k_aux = 0`` is worth a try there.
 
 Optimiser: Adam (betas 0.9, 0.999, eps 6.25e-10 as in OpenAI's code), constant learning rate
 :func:`scaled_lr` = lr / sqrt(n / 2^14) (Gao et al. Sec. 2.3: the optimal learning rate falls as
@@ -216,8 +228,8 @@ def train_step(
     dead_n = since_fired_n >= cfg.dead_tokens
     k_aux = cfg.auxk_latents(sae.d)
     with_aux = bool(k_aux) and bool(dead_n.any())  # one host sync a step; AuxK is 0 without dead latents
-    values_Bk, indices_Bk, aux_values_BK, aux_indices_BK = sae.encode_sparse(x_BD, dead_n if with_aux else None, k_aux)
-    x_hat_BD = sae.decode_sparse(values_Bk, indices_Bk)
+    values_BK, indices_BK, aux_values_BK, aux_indices_BK = sae.encode_sparse(x_BD, dead_n if with_aux else None, k_aux)
+    x_hat_BD = sae.decode_sparse(values_BK, indices_BK)
     main = fvu(x_BD, x_hat_BD)
     if with_aux:
         aux = auxk_loss(sae, aux_values_BK, aux_indices_BK, (x_BD - x_hat_BD).detach())
@@ -229,11 +241,11 @@ def train_step(
     optimizer.step()
     sae.normalize_decoder()
     with torch.no_grad():
-        active_Bk = values_Bk > 0
+        active_BK = values_BK > 0
         fired_n = torch.zeros_like(dead_n)
-        fired_n[indices_Bk[active_Bk]] = True
+        fired_n[indices_BK[active_BK]] = True
         since_fired_n.add_(x_BD.shape[0]).masked_fill_(fired_n, 0)
-        l0 = active_Bk.sum(dim=1, dtype=torch.float32).mean()
+        l0 = active_BK.sum(dim=1, dtype=torch.float32).mean()
         return torch.stack([main.detach(), aux.detach(), l0, dead_n.float().mean()])
 
 
