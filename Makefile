@@ -55,3 +55,4 @@ benchmark: $(BIN)/.installed
 	$(BIN)/python benchmarks/preprocess.py
 	$(BIN)/python benchmarks/omp.py
 	$(BIN)/python benchmarks/patching.py
+	$(BIN)/python benchmarks/sae.py

@@ -35,6 +35,7 @@ include: "workflow/rules/decomposition.smk"
 include: "workflow/rules/segmentation.smk"
 include: "workflow/rules/monitoring.smk"
 include: "workflow/rules/patching.smk"
+include: "workflow/rules/sae.smk"
 
 
 rule all:

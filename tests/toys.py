@@ -185,3 +185,69 @@ def text_pairs(model, architecture: str, n_pairs: int, seed: int):
     generator = torch.Generator().manual_seed(seed)
     image, foil = torch.randn(2, n_pairs, model.text_projection.shape[1], generator=generator, dtype=dtype)
     return clean, corrupt, text_metric(image, foil, float(model.logit_scale.detach().exp()))
+def write_site_store(path, acts_NTD: np.ndarray, site: str, batch_size: int, n_prefix_tokens: int = 1):
+    """Publish an activation store holding one site's tokens (float16, one chunk per ``batch_size``
+    images) through :mod:`clipmech.stores.base`, as extraction writes it; the MLP-output variables
+    are left out (no reductions, no tokens) and the embeddings are zeros. Returns the store's path."""
+    import xarray as xr
+
+    from clipmech.stores import base
+    from clipmech.stores.activation_extraction import StoreProvenance, store_template
+    from clipmech.stores.activations import site_variable
+
+    tower_name, _, layer, hook = site.split(".", 3)
+    var = site_variable(tower_name, hook)
+    n_images, n_tokens, width = acts_NTD.shape
+    prov = StoreProvenance(
+        model="toy",
+        architecture="toy",
+        weights="random-init",
+        preprocess="none",
+        dataset="toy",
+        dataset_sha256="none",
+        layers=(),
+        reductions=(),
+        save_tokens=False,
+        batch_size=batch_size,
+        clipmech_version="toy",
+        open_clip_version="toy",
+        torch_version="toy",
+        sites=(site,),
+        code="toy",
+    )
+    layout = {"n_prefix_tokens": n_prefix_tokens, "grid_rows": 1, "grid_cols": n_tokens - n_prefix_tokens}
+    extras = {var: ([int(layer)], n_tokens, width)}
+    base.begin_store(
+        path, prov, lambda: store_template(n_images, (), n_tokens, width, 1, batch_size, prov, layout, extras)
+    )
+    dims = ("image", f"{var}_layer", f"{var}_token", f"{var}_unit")
+    for first in range(0, n_images, batch_size):
+        last = min(first + batch_size, n_images)
+        batch = xr.Dataset(
+            {
+                var: (dims, acts_NTD[first:last, None].astype(np.float16)),
+                "embedding": (("image", "embed"), np.zeros((last - first, 1), dtype=np.float32)),
+            }
+        )
+        base.write_batch(path, batch, first, last, "toy", {var: site, "embedding": "zeros"})
+    return base.publish_store(path, "activation store")
+
+
+def planted_dictionary(
+    rng: np.random.Generator, n_samples: int, d: int, n_atoms: int, k: int, noise: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Samples x = sum of k random atoms of a unit-norm dictionary with coefficients in [1, 2], plus
+    Gaussian noise of standard deviation ``noise`` per dimension, plus a fixed offset.
+
+    Returns
+    -------
+    x_ND : numpy.ndarray, float32
+    atoms_AD : numpy.ndarray, float32, unit-norm rows
+    """
+    atoms_AD = rng.standard_normal((n_atoms, d))
+    atoms_AD /= np.linalg.norm(atoms_AD, axis=1, keepdims=True)
+    support_NK = np.argsort(rng.random((n_samples, n_atoms)), axis=1)[:, :k]
+    codes_NK = rng.uniform(1.0, 2.0, size=(n_samples, k))
+    x_ND = np.einsum("nk,nkd->nd", codes_NK, atoms_AD[support_NK])
+    x_ND += noise * rng.standard_normal((n_samples, d)) + rng.standard_normal(d)
+    return x_ND.astype(np.float32), atoms_AD.astype(np.float32)

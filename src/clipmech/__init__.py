@@ -29,7 +29,8 @@ P     prompts (text) scored against each image
 Q     pairs: of features (superposition) or of neuron and head (flattened H x C)
 A     atoms of a dictionary (the vocabulary's text embeddings)
 M     components of a sparse (OMP) code
-B     a batch of OMP targets, or a chunk of units, processed together
+n     latents of a sparse autoencoder (``W_dec`` is D x n)
+B     a batch of OMP targets or of SAE tokens, or a chunk of units, processed together
 R     trials of the binding benchmark
 Z     random draws (the null distribution of selectivity)
 HW    the pair: height and width of an image, mask or upsampled map (``H`` alone is heads)

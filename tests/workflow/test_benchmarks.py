@@ -23,6 +23,15 @@ from snakemake_cli import ROOT
             "ratio loop / batched:",
         ),
         (
+            "sae.py",
+            [
+                *("--d", "16", "--atoms", "32", "--k-true", "2", "--images", "40", "--tokens-per-image", "9"),
+                *("--chunk-images", "8", "--expansion", "2", "--k", "2", "--steps", "5", "--batch-size", "32"),
+                *("--buffer-tokens", "128", "--random-reads", "10"),
+            ],
+            "streaming ratio stream / random reads:",
+        ),
+        (
             "omp.py",
             ["--n-atoms", "200", "--dim", "16", "--n-nonzero", "4", "--targets", "20", "--sklearn-subset", "5"],
             "support agreement (same atom set): 1.0000",

@@ -239,4 +239,36 @@ def test_only_models_an_analysis_uses_are_trained(tmp_path):
 
 def test_paper_config_trains_nothing(tmp_path):
     jobs = planned_jobs("--configfile", ROOT / "config" / "paper.yaml", workdir=tmp_path)
-    assert "train_clip" not in jobs and jobs["extract_activations"] == 1
+    # The stores of vit-l-14 (analyses) and of vit-b-32 (the SAE of sae.models).
+    assert "train_clip" not in jobs and jobs["extract_activations"] == 2 and jobs["train_sae"] == 1
+
+
+# --- SAE sites --------------------------------------------------------------------------------------
+
+
+def test_sae_site_must_be_in_the_store(tmp_path):
+    config = tiny()
+    config["sae"]["sites"] = ["visual.blocks.0.hook_resid_post"]
+    message = rejected(tmp_path, config)
+    assert "sae.sites ['visual.blocks.0.hook_resid_post'] are not stored by extraction.sites" in message
+
+
+def test_sae_site_stored_by_a_pattern_of_its_layer(tmp_path):
+    config = tiny()
+    config["extraction"]["sites"] = ["visual.blocks.*.hook_mlp_out", "visual.blocks.*.hook_resid_pre"]
+    config["sae"]["sites"] = ["visual.blocks.1.hook_resid_pre", "visual.blocks.0.hook_resid_pre"]
+    assert planned_jobs("--configfile", write(tmp_path, config), workdir=tmp_path)["train_sae"] == 2
+    config["extraction"]["layers"] = [0]
+    assert "are not stored by extraction.sites" in rejected(tmp_path, config)
+
+
+def test_sae_site_names_and_models_are_checked(tmp_path):
+    config = tiny()
+    config["sae"]["sites"] = ["visual.blocks.-1.hook_resid_pre"]
+    result = dry_run(tmp_path, config)
+    assert (
+        result.returncode != 0 and "'visual.blocks.-1.hook_resid_pre' does not match" in result.stdout + result.stderr
+    )
+    config = tiny()
+    config["sae"]["models"] = ["absent"]
+    assert "sae.models names unknown models ['absent']" in rejected(tmp_path, config)

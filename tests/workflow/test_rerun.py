@@ -136,6 +136,13 @@ def edit_function(module: Path, function: str) -> None:
             {*UPSTREAM, "synthesize_pairs", "plot_training", "neuron_selectivity", "decompose_attnpool"},
         ),
         ("figures/tracing.py", "circuit_curves", "plot_patching", {*UPSTREAM, "synthesize_pairs", "patch_components"}),
+        # The SAE model reruns the SAE training and its figure, not the activation store it reads or the models.
+        (
+            "sae/model.py",
+            "geometric_median",
+            "train_sae",
+            {*UPSTREAM, "plot_dataset", "plot_training", "neuron_selectivity", "patch_components"},
+        ),
         pytest.param(
             "decomposition/omp.py",
             "omp",
@@ -211,3 +218,10 @@ def test_patching_model_list_is_not_a_parameter(tiny_run, tmp_path):
         planned_jobs("--configfile", changed_config(tmp_path, "patching", None, "models", models[:1]), workdir=tiny_run)
         == {}
     )
+
+
+def test_sae_k_reruns_the_sae_only(tiny_run, tmp_path):
+    k = yaml.safe_load(TINY.read_text())["sae"]["k"]
+    plan = planned_jobs("--configfile", changed_config(tmp_path, "sae", None, "k", k + 1), workdir=tiny_run)
+    assert plan == forcerun_plan(tiny_run, "train_sae")
+    assert plan.keys() == {"train_sae", "plot_sae_training", "all"}

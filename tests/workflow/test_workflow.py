@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from clipmech.sae.model import load_sae
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "config" / "tiny.yaml"
 
@@ -150,6 +152,13 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     for figure in ("heatmaps.png", "masks.png"):
         assert (results / "segmentation/tiny-rn/tiny-shapes" / figure).stat().st_size > 1000
     assert not list(results.glob("pascal-context-59/*"))  # no local PASCAL Context configured: skipped
+    sae_dir = results / "sae/tiny-vit/visual.blocks.1.hook_resid_pre"
+    sae, meta = load_sae(sae_dir / "checkpoint.pt")
+    assert (sae.d, sae.n_latents, sae.k, meta["steps"], meta["tokens"]) == (64, 128, 4, 32, "all")
+    assert meta["provenance"]["model"] == "tiny-vit" and meta["n_train_images"] == 36
+    sae_log = pd.read_csv(sae_dir / "training.tsv", sep="\t")
+    assert len(sae_log) == 32 and sae_log["fvu"].iloc[-5:].mean() < sae_log["fvu"].iloc[:5].mean()
+    assert (sae_dir / "training.png").stat().st_size > 1000 and not list(sae_dir.glob("*.resume"))
     assert not list(results.glob("attnpool/**/*.partial"))
     assert not list(results.glob("activations/**/*.partial"))
     # Nothing left to do: a second invocation plans no job.

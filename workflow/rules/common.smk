@@ -68,6 +68,10 @@ check_names(
     PAIRS_DATASETS,
     "patching.datasets",
 )
+# sae.models defaults to the analysed models.
+if config["sae"]["models"] is None:
+    config["sae"]["models"] = list(config["analyses"]["models"])
+check_names("models", config["sae"]["models"], config["models"], "sae.models")
 
 # --- Cross-key checks (parse time) --------------------------------------------------------------
 # The schema checks each key alone; these check keys against each other and against open_clip's
@@ -287,7 +291,35 @@ def check_config():
         )
 
 
+def extraction_stores(site):
+    """Whether `extraction.sites` stores a site `<tower>.blocks.<l>.<hook>` (the schema checks its
+    form): listed, or a `*` pattern covering its layer (vision: a layer of `extraction.layers`).
+    """
+    tower, _, layer, hook = site.split(".", 3)
+    extraction = config["extraction"]
+    if tower == "visual" and hook == "hook_mlp_out" and not extraction["save_tokens"]:
+        return False
+    layers = extraction["layers"]
+    pattern = f"{tower}.blocks.*.{hook}"
+    covered = tower == "text" or layers is None or int(layer) in layers
+    return site in extraction["sites"] or (pattern in extraction["sites"] and covered)
+
+
+def check_sae_sites():
+    if not config["sae"]["models"]:
+        return
+    missing = [site for site in config["sae"]["sites"] if not extraction_stores(site)]
+    if missing:
+        raise ValueError(
+            f"sae.sites {missing} are not stored by extraction.sites = {config['extraction']['sites']} "
+            f"(extraction.layers = {config['extraction']['layers']}, save_tokens = "
+            f"{config['extraction']['save_tokens']}): add them to extraction.sites so the activation "
+            "store holds them (hook_mlp_out also needs extraction.save_tokens: true)"
+        )
+
+
 check_config()
+check_sae_sites()
 
 # Models some analysis runs; of these, those with a `train` block are trained by the pipeline
 # (a configured model that no analysis uses is neither trained nor loaded).
@@ -295,6 +327,7 @@ USED = sorted(
     set(config["analyses"]["models"])
     | set(config["decomposition"]["models"])
     | set(config["patching"]["models"])
+    | set(config["sae"]["models"])
 )
 TRAINED = [name for name in USED if "train" in config["models"][name]]
 
@@ -334,6 +367,11 @@ DECOMPOSITIONS = [
 PATCHINGS = [
     (m, d) for m in config["patching"]["models"] for d in config["patching"]["datasets"]
 ]
+
+
+# Top-k SAEs (methods.md Sec. 7) of each SAE model at each SAE site, on the first analysed dataset.
+SAES = [(m, site) for m in config["sae"]["models"] for site in config["sae"]["sites"]]
+SAE_DATASET = config["analyses"]["datasets"][0]
 
 
 def gpu_request():
@@ -419,6 +457,24 @@ def patching_params(wildcards):
         if key not in ("models", "datasets", "concepts")
     }
     return {**params, "seed": config["seed"]}
+
+
+def sae_store(wildcards):
+    """The activation store an SAE trains on: its model's on the first analysed dataset."""
+    return f"results/activations/{wildcards.model}/{SAE_DATASET}.zarr"
+
+
+def sae_params(wildcards):
+    """The sae section without what only the DAG uses."""
+    return {
+        key: value
+        for key, value in config["sae"].items()
+        if key not in ("models", "sites")
+    }
+
+
+def sae_label(wildcards):
+    return f"{wildcards.model} at {wildcards.site} on {SAE_DATASET}"
 
 
 def train_params(wildcards):
@@ -547,6 +603,14 @@ def patching_outputs(model, dataset):
     ]
 
 
+def sae_outputs(model, site):
+    """A top-k SAE of one model at one site (methods.md Sec. 7)."""
+    base = f"results/sae/{model}/{site}"
+    return [
+        f"{base}/{name}" for name in ("checkpoint.pt", "training.tsv", "training.png")
+    ]
+
+
 def all_outputs():
     outputs = [
         f"results/datasets/{d}/preview.png" for d in config["analyses"]["datasets"]
@@ -564,4 +628,6 @@ def all_outputs():
         outputs += shift_outputs(model, dataset)
     for model, dataset in PATCHINGS:
         outputs += patching_outputs(model, dataset)
+    for model, site in SAES:
+        outputs += sae_outputs(model, site)
     return outputs + cifar10_outputs() + pascal_context_outputs()

@@ -24,6 +24,7 @@ from clipmech.hooks.sites import canonical_name, hooked, resolve
 from clipmech.models import loading
 from clipmech.models.towers import tower
 from clipmech.stores import base
+from clipmech.stores.activations import site_variable
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +148,6 @@ class SitePlan:
     def needs_text(self) -> bool:
         """Whether a text-tower site is stored (the images' captions go through the text tower)."""
         return any(site.startswith("text.") for site in self.sites)
-
-
-def site_variable(tower_name: str, hook: str) -> str:
-    """The store variable of a (tower, hook) pair: ``visual_resid_post``, ``text_mlp_post``."""
-    return f"{tower_name}_{hook.replace('hook_', '').replace('.', '_')}"
 
 
 def plan_sites(model, sites, layers: list[int] | None) -> SitePlan:

@@ -23,7 +23,8 @@ Text-tower sites need a text per image: a Shapes dataset's caption of the image,
 (deterministic, the grammar the models were trained on), tokenised to the full context length
 (padding included; the text tower's causal mask keeps padding from changing earlier tokens).
 
-One zarr chunk is one batch of images for one layer. Attributes hold the :class:`StoreProvenance`
+One zarr chunk is one batch of images for one layer. :func:`site_activations` gives the per-token
+activations of one stored site by its name, whichever variable holds it. Attributes hold the :class:`StoreProvenance`
 (its ``sites`` the canonical names of every stored site) plus the token layout
 (``n_prefix_tokens``, ``grid_rows``, ``grid_cols``).
 
@@ -39,11 +40,19 @@ finite before it is written, and a store with a missing chunk is refused on open
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import xarray as xr
 
 from clipmech.stores import base
+
+_SITE_PATTERN = re.compile(r"(visual|text)\.blocks\.(\d+)\.(.+)")
+
+
+def site_variable(tower_name: str, hook: str) -> str:
+    """The store variable of a (tower, hook) pair: ``visual_resid_post``, ``text_mlp_post``."""
+    return f"{tower_name}_{hook.replace('hook_', '').replace('.', '_')}"
 
 
 def open_store(store: str | Path) -> xr.Dataset:
@@ -55,3 +64,43 @@ def open_store(store: str | Path) -> xr.Dataset:
         If the store does not exist; the message says whether a partial store is waiting to resume.
     """
     return base.open_published(store, "activation store")
+
+
+def site_activations(ds: xr.Dataset, site: str) -> xr.DataArray:
+    """The per-token activations of one stored site, lazily: (image, token, unit), float16.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        An activation store (:func:`open_store`).
+    site : str
+        A canonical site name among the store's ``sites`` attribute (``visual.blocks.1.hook_resid_pre``).
+        The vision MLP outputs ``visual.blocks.<l>.hook_mlp_out`` are read from ``tokens`` at layer l, every
+        other site from its variable ``<tower>_<hook>`` at its layer (module docstring).
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims (image, token dim, unit dim) of the variable (``token``, ``neuron`` for the MLP outputs,
+        ``<var>_token``, ``<var>_unit`` otherwise); a chunk along ``image`` is one zarr chunk of the store.
+
+    Raises
+    ------
+    ValueError
+        If the site is not stored (the message lists the stored sites).
+    KeyError
+        If the site is a vision MLP output and the store holds no per-token activations (``save_tokens: false``).
+    """
+    stored = list(ds.attrs["sites"])
+    match = _SITE_PATTERN.fullmatch(site)
+    if site not in stored or match is None:
+        raise ValueError(f"site {site!r} is not in the activation store; it holds: {', '.join(stored)}")
+    tower_name, layer, hook = match.group(1), int(match.group(2)), match.group(3)
+    if tower_name == "visual" and hook == "hook_mlp_out":
+        if "tokens" not in ds:
+            raise KeyError(
+                f"site {site!r}: the store holds no per-token activations (extraction ran with save_tokens: false)"
+            )
+        return ds["tokens"].sel(layer=layer)
+    var = site_variable(tower_name, hook)
+    return ds[var].sel({f"{var}_layer": layer})

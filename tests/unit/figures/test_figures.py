@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clipmech.figures import dataset, norms, selectivity, shift, sparse_accuracy, style, superposition
+from clipmech.figures import dataset, norms, sae, selectivity, shift, sparse_accuracy, style, superposition
 from clipmech.figures import segmentation as segmentation_figures
 
 
@@ -205,3 +205,24 @@ def test_suptitles_clear_the_first_row(tmp_path, captured):
     fig.draw(renderer)
     title_bottom = fig._suptitle.get_window_extent(renderer).y0
     assert all(ax.get_tightbbox(renderer).y1 <= title_bottom for ax in fig.axes)
+
+
+def test_sae_training_curves_plot_every_step_and_name_the_final_values(tmp_path, captured):
+    figures = captured(sae)
+    steps = np.arange(1, 201)
+    log = pd.DataFrame(
+        {
+            "step": steps,
+            "tokens": steps * 64,
+            "fvu": 1.0 / steps,
+            "auxk": 0.0,
+            "l0": np.full(200, 4.0),
+            "dead_fraction": np.linspace(0, 0.2, 200),
+        }
+    )
+    sae.training_curves(log, "m at visual.blocks.1.hook_resid_pre", tmp_path / "training.png")
+    assert _is_png(tmp_path / "training.png")
+    fvu_ax, l0_ax, dead_ax = figures[0].axes
+    assert fvu_ax.get_yscale() == "log" and [len(line.get_xdata()) for line in fvu_ax.lines] == [200, 200]
+    assert dead_ax.get_ylim()[1] >= 0.2 and l0_ax.get_ylim()[0] == 0
+    assert "dead 0.200" in figures[0]._suptitle.get_text() and "FVU 0.005" in figures[0]._suptitle.get_text()

@@ -169,6 +169,13 @@ def test_extra_sites_equal_hooked_capture(tmp_path, tiny_dataset, tiny_vit):
     for var, var_names in (("visual_resid_post", names[:2]), ("text_mlp_post", names[2:])):
         expected = torch.stack([cache[name] for name in var_names], dim=1).to(torch.float16).numpy()
         np.testing.assert_array_equal(ds[var].values, expected)
+        for layer, name in enumerate(var_names):  # by site name: the variable at the site's layer
+            np.testing.assert_array_equal(activations.site_activations(ds, name).values, expected[:, layer])
+    np.testing.assert_array_equal(
+        activations.site_activations(ds, "visual.blocks.1.hook_mlp_out").values, ds["tokens"].values[:, 1]
+    )
+    with pytest.raises(ValueError, match="not in the activation store.*visual.blocks.0.hook_mlp_out"):
+        activations.site_activations(ds, "visual.blocks.0.hook_resid_pre")
     assert ds["text_mlp_post"].shape[2:] == (tower(model, "text").n_tokens, 256)  # the full context
     np.testing.assert_array_equal(
         ds["tokens"].values,

@@ -1,0 +1,12 @@
+"""Draw the training curves of a top-k SAE: the stage of rule ``plot_sae_training``."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from clipmech.figures import sae as sae_figures
+
+
+def plot_sae_training(*, log: str, label: str, path: str) -> None:
+    """FVU, L0 and dead fraction over training (:func:`clipmech.figures.sae.training_curves`)."""
+    sae_figures.training_curves(pd.read_csv(log, sep="\t"), label, path)

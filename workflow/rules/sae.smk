@@ -1,0 +1,51 @@
+rule train_sae:
+    input:
+        store=sae_store,
+    output:
+        checkpoint="results/sae/{model}/{site}/checkpoint.pt",
+        log="results/sae/{model}/{site}/training.tsv",
+    log:
+        "logs/train_sae/{model}/{site}.log",
+    benchmark:
+        "results/benchmarks/train_sae/{model}/{site}.tsv"
+    wildcard_constraints:
+        site=name_pattern(config["sae"]["sites"]),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=gpu_request(),
+        mem_mb=8000,
+        runtime=240,
+    params:
+        sae=sae_params,
+        device=config["extraction"]["device"],
+        code=script_code("train_sae.py"),
+    script:
+        "../scripts/train_sae.py"
+
+
+rule plot_sae_training:
+    input:
+        log="results/sae/{model}/{site}/training.tsv",
+    output:
+        figure=reported(
+            "results/sae/{model}/{site}/training.png",
+            "sae_training.rst",
+            "8 Sparse autoencoders",
+            "{model} at {site}",
+        ),
+    log:
+        "logs/plot_sae_training/{model}/{site}.log",
+    wildcard_constraints:
+        site=name_pattern(config["sae"]["sites"]),
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        label=sae_label,
+        code=script_code("plot_sae_training.py"),
+    script:
+        "../scripts/plot_sae_training.py"
