@@ -1,0 +1,1 @@
+"""Top-k sparse autoencoders (methods.md Sec. 7)."""
