@@ -61,7 +61,7 @@ def identity_sae(d: int) -> TopKSAE:
     return sae.eval()
 
 
-def save_sae(sae: TopKSAE, meta: dict, path) -> None:
+def save_sae(path, sae: TopKSAE, meta: dict) -> None:
     torch.save({"state_dict": sae.state_dict(), "d": sae.d, "n_latents": sae.n_latents, "k": sae.k, "meta": meta}, path)
 
 

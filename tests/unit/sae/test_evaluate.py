@@ -219,7 +219,7 @@ def test_evaluate_sae_stage(tmp_path, tokens):
     dataset, store = _tiny_store(tmp_path)
     checkpoint = tmp_path / "checkpoint.pt"
     holdout = list(range(1, 20, 2))
-    save_sae(random_sae(64, 128, 8, seed=4), {"site": SITE, "tokens": tokens, "holdout_images": holdout}, checkpoint)
+    save_sae(checkpoint, random_sae(64, 128, 8, seed=4), {"site": SITE, "tokens": tokens, "holdout_images": holdout})
     names = {"metrics": "metrics.json", "latents": "latents.tsv", "alignment": "alignment.tsv"}
     out = {key: str(tmp_path / "out" / name) for key, name in names.items()}
     out |= {"histogram": str(tmp_path / "out" / "histogram.png"), "top_images": str(tmp_path / "out" / "top.png")}
@@ -281,7 +281,7 @@ def test_evaluate_sae_stage_refuses_mismatched_inputs(tmp_path, tiny_dataset):
 
     dataset, store = _tiny_store(tmp_path, n_per_count=1)
     checkpoint = tmp_path / "checkpoint.pt"
-    save_sae(random_sae(64, 32, 4, seed=0), {"site": SITE, "tokens": "patch", "holdout_images": [0, 1]}, checkpoint)
+    save_sae(checkpoint, random_sae(64, 32, 4, seed=0), {"site": SITE, "tokens": "patch", "holdout_images": [0, 1]})
     kwargs = dict(
         name="random",
         model_entry={"architecture": "clipmech-vit-tiny", "pretrained": None},
@@ -297,6 +297,6 @@ def test_evaluate_sae_stage_refuses_mismatched_inputs(tmp_path, tiny_dataset):
         evaluate_sae(dataset_dir=str(tiny_dataset), params=PARAMS, **kwargs)
     with pytest.raises(ValueError, match="valid splits are: holdout, all"):
         evaluate_sae(dataset_dir=str(dataset), params={**PARAMS, "split": "train"}, **kwargs)
-    save_sae(random_sae(64, 32, 4, seed=0), {"site": SITE, "tokens": "patch", "holdout_images": [0, 5]}, checkpoint)
+    save_sae(checkpoint, random_sae(64, 32, 4, seed=0), {"site": SITE, "tokens": "patch", "holdout_images": [0, 5]})
     with pytest.raises(ValueError, match=r"holdout_images must be distinct image indices in 0..4"):
         evaluate_sae(dataset_dir=str(dataset), params=PARAMS, **kwargs)
