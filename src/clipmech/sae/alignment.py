@@ -1,0 +1,434 @@
+"""Concept alignment of SAE latents and of baseline units on Shapes (methods.md Sec. 7).
+
+Concepts are the 16 Shapes features (:data:`clipmech.data.shapes.FEATURES`); the ground truth comes from
+the object table and the instance masks. A unit is an SAE latent, a raw neuron (dimension) of the site,
+a signed PCA direction or a k-means centroid (:func:`method_activations`); its activation is given per
+token of the evaluated images (the tokens the SAE reads, ``clipmech.sae.evaluate.token_positions``).
+
+- Image level: the unit's activation on an image is its maximum over the image's tokens; an image is
+  positive for a concept when one of its objects has it (:func:`clipmech.patching.concepts.image_presence`).
+- Patch level: the unit's activation on each patch token; a patch is positive for a concept when its
+  pixel square (:func:`patch_presence`) overlaps the mask of an object with that concept. Undefined (NaN)
+  when the SAE reads the class token only.
+- AUROC per unit and concept, at both levels: :func:`clipmech.patching.concepts.auroc` (mid-ranks).
+- AP per unit and concept, image level: ``sklearn.metrics.average_precision_score``. Best AP of a concept:
+  the maximum over units; its best unit b(f): the unit of highest AP (ties: lowest index).
+- Purity@k (k = 16 by default) of a concept f: the fraction of the k top images of b(f) (highest image
+  activation; ties to the lower image index, :func:`clipmech.analyses.selectivity.topk_merge`) that
+  contain f; Purity@k is its mean over the concepts.
+- Coverage@t (t = 0.3 by default): the fraction of concepts whose best AP is >= t.
+- Entropy: Algorithm 1 of the shapes paper (:mod:`clipmech.analyses.selectivity`, top ``entropy_k``
+  images by image activation) of every unit that is not constant over the images (NaN for a constant
+  unit, e.g. a latent that never fires: its top images would be arbitrary).
+
+Every mean over concepts covers the concepts that some but not all evaluated images (patches, at patch
+level) have; for the others AUROC and AP are undefined.
+
+Baselines (:func:`method_activations`), fit on tokens of the training images (not the evaluated ones):
+
+- ``neurons``: the d dimensions of the site as they are (their sign is the model's);
+- ``pca``: the projections onto the first min(n_latents, d, n_fit_tokens) principal directions
+  (``sklearn.decomposition.PCA``, centred by the fit mean), each direction with both signs as two units
+  (``+p`` and ``-p``; the sign of a principal direction is arbitrary), so 2 x n_components units;
+- ``kmeans``: ``sklearn.cluster.MiniBatchKMeans`` with min(n_latents, max_clusters, n_fit_tokens) clusters
+  (capped for cost); a unit's activation is the negative Euclidean distance of the token to its centroid.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse
+import torch
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.decomposition import PCA
+from sklearn.metrics import average_precision_score
+
+from clipmech.analyses import selectivity
+from clipmech.data import shapes
+from clipmech.patching.concepts import auroc, image_presence
+
+#: Units whose alignment is measured, in table order.
+METHODS = ("sae", "neurons", "pca", "kmeans")
+#: Columns of the per-latent table.
+LATENT_COLUMNS = (
+    "latent",
+    "frequency",
+    "entropy",
+    "top_concept",
+    "auroc_image",
+    "auroc_patch",
+    "ap",
+    "purity",
+)
+#: Elements of the float32 block of token activations scored at once (bounds memory).
+BLOCK_ELEMENTS = 1 << 23
+
+
+def patch_bounds(image_size: int, n_cells: int) -> np.ndarray:
+    """First pixel of each of ``n_cells`` patch squares along one axis: floor(i S / n), int64 (n_cells,)."""
+    return (np.arange(n_cells) * image_size) // n_cells
+
+
+def patch_presence(
+    masks_NHW: np.ndarray, objects: pd.DataFrame, images: np.ndarray, grid: tuple[int, int]
+) -> np.ndarray:
+    """Which patches of each image hold each concept: an object with the concept covers a pixel of the patch.
+
+    The patch grid covers the whole (square) image: patch (r, c) of a ``grid_rows`` x ``grid_cols`` grid is
+    the pixel square rows [floor(r S / rows), floor((r + 1) S / rows)), likewise for columns, S the image size
+    (the model's resize of a square image is a uniform scaling, so its patches map to these squares).
+
+    Parameters
+    ----------
+    masks_NHW : numpy.ndarray, uint8, (N_dataset, S, S)
+        Instance masks (object id per pixel, 0 = background).
+    objects : pandas.DataFrame
+        The object table (image_id, object_id, shape, colour, position).
+    images : numpy.ndarray, int, (N,)
+        The images to take, positions in the dataset.
+    grid : (int, int)
+        ``grid_rows``, ``grid_cols`` of the store's attributes.
+
+    Returns
+    -------
+    present_NSF : numpy.ndarray, bool, (N, rows x cols, 16)
+        Patches in raster order, as the patch tokens are.
+
+    Raises
+    ------
+    ValueError
+        If the masks are not square or the grid is finer than the image.
+    """
+    size = masks_NHW.shape[1]
+    if masks_NHW.shape[2] != size:
+        raise ValueError(f"patch presence needs square masks, got {masks_NHW.shape[1:]}")
+    rows, cols = grid
+    if rows > size or cols > size:
+        raise ValueError(f"patch grid {rows} x {cols} is finer than the {size} px image")
+    row_starts, col_starts = patch_bounds(size, rows), patch_bounds(size, cols)
+    feature = {name: f for f, name in enumerate(shapes.FEATURES)}
+    present = np.zeros((len(images), rows * cols, len(shapes.FEATURES)), dtype=bool)
+    by_image = objects.groupby("image_id")
+    for n, image in enumerate(np.asarray(images, dtype=np.int64)):
+        if image not in by_image.groups:
+            continue
+        mask_HW = np.asarray(masks_NHW[image])
+        for row in by_image.get_group(image).itertuples(index=False):
+            pixels = (mask_HW == row.object_id).astype(np.int64)
+            covered = np.add.reduceat(np.add.reduceat(pixels, row_starts, axis=0), col_starts, axis=1) > 0
+            for name in (row.shape, row.colour, row.position):
+                present[n, :, feature[name]] |= covered.reshape(-1)
+    return present
+
+
+@dataclass(frozen=True)
+class UnitScores:
+    """Alignment scores of U units with the 16 concepts (module docstring).
+
+    Attributes
+    ----------
+    auroc_image_UF, auroc_patch_UF, ap_UF : numpy.ndarray, float64, (U, 16)
+        NaN for an undefined concept (or, at patch level, without patch tokens).
+    purity_UF : numpy.ndarray, float64, (U, 16)
+        Fraction of the unit's top-k images that hold each concept.
+    entropy_U : numpy.ndarray, float64, (U,)
+        Algorithm 1 entropy in nats; NaN for a unit constant over the images.
+    """
+
+    auroc_image_UF: np.ndarray
+    auroc_patch_UF: np.ndarray
+    ap_UF: np.ndarray
+    purity_UF: np.ndarray
+    entropy_U: np.ndarray
+
+
+def average_precision(acts_NU: np.ndarray, present_NF: np.ndarray) -> np.ndarray:
+    """AP of every unit for every concept (``sklearn.metrics.average_precision_score``), float64 (U, F).
+
+    NaN for a concept that no input, or every input, has.
+    """
+    acts_NU = np.asarray(acts_NU, dtype=np.float64)
+    ap_UF = np.full((acts_NU.shape[1], present_NF.shape[1]), np.nan)
+    for f in range(present_NF.shape[1]):
+        y_N = present_NF[:, f]
+        if 0 < y_N.sum() < y_N.size:
+            ap_UF[:, f] = average_precision_score(np.repeat(y_N[:, None], acts_NU.shape[1], 1), acts_NU, average=None)
+    return ap_UF
+
+
+def _dense_columns(acts_BU, start: int, stop: int) -> np.ndarray:
+    block = acts_BU[:, start:stop]
+    if scipy.sparse.issparse(block):
+        block = block.toarray()
+    return np.asarray(block, dtype=np.float32)
+
+
+def _top_index(image_NU: np.ndarray, k: int) -> np.ndarray:
+    empty = np.empty((0, image_NU.shape[1]))
+    return selectivity.topk_merge(empty, empty.astype(np.int64), image_NU, np.arange(image_NU.shape[0]), k)[1]
+
+
+def score_units(
+    acts_BU,
+    *,
+    n_images: int,
+    patch_tokens: np.ndarray,
+    present_NF: np.ndarray,
+    patch_present_NSF: np.ndarray | None,
+    counts_NF: np.ndarray,
+    purity_k: int,
+    entropy_k: int,
+) -> UnitScores:
+    """AUROC (image and patch level), AP, Purity and Algorithm 1 entropy of every unit (module docstring).
+
+    Units are scored in blocks of columns (:data:`BLOCK_ELEMENTS` floats at a time).
+
+    Parameters
+    ----------
+    acts_BU : numpy.ndarray or scipy.sparse matrix, (N x T', U)
+        Token activations, image-major (row n T' + t is token t of image n).
+    n_images : int
+        N.
+    patch_tokens : numpy.ndarray, bool, (T',)
+        Which of the T' tokens are patch tokens, in raster order (all patches or none).
+    present_NF : numpy.ndarray, bool, (N, 16)
+        Image-level presence.
+    patch_present_NSF : numpy.ndarray, bool, (N, S, 16), optional
+        Patch-level presence (:func:`patch_presence`); None when there are no patch tokens.
+    counts_NF : numpy.ndarray, (N, 16)
+        Objects with each concept per image (:func:`clipmech.data.shapes.feature_counts`).
+    purity_k, entropy_k : int
+        Top images for Purity and for the entropy.
+
+    Returns
+    -------
+    UnitScores
+
+    Raises
+    ------
+    ValueError
+        If the rows are not N x T', the patch tokens do not match the patch presence, or a k exceeds N.
+    """
+    n_rows, n_units = acts_BU.shape
+    n_tokens = patch_tokens.size
+    if n_rows != n_images * n_tokens:
+        raise ValueError(f"token activations have {n_rows} rows, expected {n_images} images x {n_tokens} tokens")
+    n_patches = int(patch_tokens.sum())
+    if (patch_present_NSF is None) != (n_patches == 0) or (
+        patch_present_NSF is not None and patch_present_NSF.shape[:2] != (n_images, n_patches)
+    ):
+        shape = None if patch_present_NSF is None else patch_present_NSF.shape
+        raise ValueError(f"{n_patches} patch tokens per image but patch presence of shape {shape}")
+    for name, k in (("purity_k", purity_k), ("entropy_k", entropy_k)):
+        if not 1 <= k <= n_images:
+            raise ValueError(f"{name} must lie in 1..{n_images} (the evaluated images), got {k}")
+    chunk = max(1, BLOCK_ELEMENTS // max(n_rows, 1))
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in ("image", "patch", "ap", "purity", "entropy")}
+    flat_patch_present = None if patch_present_NSF is None else patch_present_NSF.reshape(-1, len(shapes.FEATURES))
+    for start in range(0, n_units, chunk):
+        block_NTU = _dense_columns(acts_BU, start, min(start + chunk, n_units)).reshape(n_images, n_tokens, -1)
+        image_NU = block_NTU.max(axis=1)
+        parts["image"].append(auroc(image_NU, present_NF))
+        if flat_patch_present is None:
+            parts["patch"].append(np.full((image_NU.shape[1], len(shapes.FEATURES)), np.nan))
+        else:
+            patch_BU = block_NTU[:, patch_tokens].reshape(n_images * n_patches, -1)
+            parts["patch"].append(auroc(patch_BU, flat_patch_present))
+        parts["ap"].append(average_precision(image_NU, present_NF))
+        parts["purity"].append(present_NF[_top_index(image_NU, purity_k)].mean(axis=0))
+        entropy_U = selectivity.entropy(selectivity.affinity(counts_NF, _top_index(image_NU, entropy_k)))
+        entropy_U[image_NU.max(axis=0) == image_NU.min(axis=0)] = np.nan
+        parts["entropy"].append(entropy_U)
+    return UnitScores(
+        auroc_image_UF=np.concatenate(parts["image"]),
+        auroc_patch_UF=np.concatenate(parts["patch"]),
+        ap_UF=np.concatenate(parts["ap"]),
+        purity_UF=np.concatenate(parts["purity"]).astype(np.float64),
+        entropy_U=np.concatenate(parts["entropy"]),
+    )
+
+
+def _defined(score_UF: np.ndarray) -> np.ndarray:
+    return ~np.isnan(score_UF).all(axis=0)
+
+
+def best_units(scores: UnitScores) -> np.ndarray:
+    """b(f): the unit of highest AP for each concept (ties: lowest index), int64 (16,); -1 where undefined."""
+    defined = _defined(scores.ap_UF)
+    best = np.full(scores.ap_UF.shape[1], -1, dtype=np.int64)
+    best[defined] = np.argmax(scores.ap_UF[:, defined], axis=0)
+    return best
+
+
+def summarise(scores: UnitScores, *, purity_k: int, coverage_ap: float) -> tuple[dict, pd.DataFrame]:
+    """The alignment metrics of a set of units (module docstring).
+
+    Parameters
+    ----------
+    scores : UnitScores
+    purity_k : int
+        Only names the metric (the scores hold the purity at this k).
+    coverage_ap : float
+        t of Coverage@t.
+
+    Returns
+    -------
+    metrics : dict
+        ``n_units``, ``mean_best_auroc_image``, ``mean_best_auroc_patch`` (NaN without patch tokens),
+        ``mean_best_ap``, ``purity_at_<k>``, ``coverage_at_<t>``, ``mean_entropy`` (over the non-constant
+        units; NaN if none).
+    per_concept : pandas.DataFrame
+        One row per concept: ``concept, concept_type, best_auroc_image, best_auroc_patch, best_ap,
+        best_unit, purity`` (NaN / -1 where undefined).
+    """
+    best = best_units(scores)
+    defined = best >= 0
+    concept_index = np.arange(len(shapes.FEATURES))
+    per_concept = pd.DataFrame(
+        {
+            "concept": shapes.FEATURES,
+            "concept_type": shapes.FEATURE_TYPES,
+            "best_auroc_image": _best(scores.auroc_image_UF),
+            "best_auroc_patch": _best(scores.auroc_patch_UF),
+            "best_ap": _best(scores.ap_UF),
+            "best_unit": best,
+            "purity": np.where(defined, scores.purity_UF[np.maximum(best, 0), concept_index], np.nan),
+        }
+    )
+    finite_entropy = scores.entropy_U[~np.isnan(scores.entropy_U)]
+    covered = per_concept.loc[defined, "best_ap"] >= coverage_ap
+    metrics = {
+        "n_units": int(scores.ap_UF.shape[0]),
+        "mean_best_auroc_image": _mean(per_concept["best_auroc_image"]),
+        "mean_best_auroc_patch": _mean(per_concept["best_auroc_patch"]),
+        "mean_best_ap": _mean(per_concept["best_ap"]),
+        f"purity_at_{purity_k}": _mean(per_concept["purity"]),
+        f"coverage_at_{coverage_ap:g}": float(covered.mean()) if defined.any() else float("nan"),
+        "mean_entropy": float(finite_entropy.mean()) if finite_entropy.size else float("nan"),
+    }
+    return metrics, per_concept
+
+
+def _best(score_UF: np.ndarray) -> np.ndarray:
+    defined = _defined(score_UF)
+    best = np.full(score_UF.shape[1], np.nan)
+    best[defined] = np.nanmax(score_UF[:, defined], axis=0)
+    return best
+
+
+def _mean(values: pd.Series) -> float:
+    values = values.to_numpy(dtype=np.float64)
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+
+def latent_table(scores: UnitScores, frequency_U: np.ndarray) -> pd.DataFrame:
+    """One row per SAE latent (:data:`LATENT_COLUMNS`): firing frequency on the evaluated tokens, entropy, and
+    for its top concept (highest image-level AUROC, which unlike AP does not favour frequent concepts; ties to
+    the first in ``FEATURES`` order) the image and patch AUROC, AP and Purity."""
+    n_units = scores.ap_UF.shape[0]
+    defined = _defined(scores.auroc_image_UF)
+    top_U = np.flatnonzero(defined)[np.argmax(scores.auroc_image_UF[:, defined], axis=1)] if defined.any() else None
+    units = np.arange(n_units)
+
+    def at_top(score_UF):
+        return score_UF[units, top_U] if top_U is not None else np.full(n_units, np.nan)
+
+    return pd.DataFrame(
+        {
+            "latent": units,
+            "frequency": np.asarray(frequency_U, dtype=np.float64),
+            "entropy": scores.entropy_U,
+            "top_concept": np.asarray(shapes.FEATURES, dtype=object)[top_U] if top_U is not None else "",
+            "auroc_image": at_top(scores.auroc_image_UF),
+            "auroc_patch": at_top(scores.auroc_patch_UF),
+            "ap": at_top(scores.ap_UF),
+            "purity": at_top(scores.purity_UF),
+        }
+    )
+
+
+@torch.inference_mode()
+def sae_activations(sae: torch.nn.Module, x_BD: np.ndarray, batch_size: int) -> scipy.sparse.csc_matrix:
+    """The SAE's latent activations z = encode(x) of every token, float32 (B, U), sparse (k non-zeros a row)."""
+    parameter = next(sae.parameters())
+    parts = []
+    for start in range(0, x_BD.shape[0], batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(x_BD[start : start + batch_size]))
+        z_BU = sae.encode(x.to(device=parameter.device, dtype=parameter.dtype)).float().cpu().numpy()
+        parts.append(scipy.sparse.csr_matrix(z_BU))
+    return scipy.sparse.vstack(parts).tocsc()
+
+
+def fit_pca(train_BD: np.ndarray, n_components: int) -> PCA:
+    """PCA of the training tokens with min(n_components, d, tokens) components (full SVD: deterministic)."""
+    n_components = min(n_components, *train_BD.shape)
+    return PCA(n_components=n_components, svd_solver="full").fit(train_BD.astype(np.float64))
+
+
+def fit_kmeans(train_BD: np.ndarray, n_clusters: int, seed: int) -> MiniBatchKMeans:
+    """MiniBatchKMeans of the training tokens with min(n_clusters, tokens) clusters, seeded (``n_init=3``)."""
+    n_clusters = min(n_clusters, train_BD.shape[0])
+    with warnings.catch_warnings():
+        # Few distinct tokens for many clusters (tiny tests) only warn; the fit is still deterministic.
+        warnings.filterwarnings("ignore", message="Number of distinct clusters", category=UserWarning)
+        return MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, n_init=3, batch_size=1024).fit(
+            train_BD.astype(np.float64)
+        )
+
+
+def method_activations(method: str, x_BD: np.ndarray, *, sae=None, pca=None, kmeans=None, batch_size: int = 4096):
+    """Token activations of the units of a method (module docstring).
+
+    Parameters
+    ----------
+    method : {"sae", "neurons", "pca", "kmeans"}
+    x_BD : numpy.ndarray, float32, (B, d)
+        The evaluated tokens.
+    sae, pca, kmeans
+        The fitted model of the method (:func:`fit_pca`, :func:`fit_kmeans`).
+    batch_size : int
+        Tokens per SAE forward.
+
+    Returns
+    -------
+    numpy.ndarray, float32, (B, U), or scipy.sparse.csc_matrix for ``sae``
+        U: n_latents (sae), d (neurons), 2 x n_components (pca: +p then -p), n_clusters (kmeans).
+
+    Raises
+    ------
+    ValueError
+        For another method, or a method whose model is missing.
+    """
+    models = {"sae": sae, "pca": pca, "kmeans": kmeans}
+    if method not in METHODS:
+        raise ValueError(f"unknown alignment method {method!r}; valid methods are: {', '.join(METHODS)}")
+    if method in models and models[method] is None:
+        raise ValueError(f"method {method!r} needs its fitted model (argument {method}=...)")
+    if method == "sae":
+        return sae_activations(sae, x_BD, batch_size)
+    if method == "neurons":
+        return np.asarray(x_BD, dtype=np.float32)
+    if method == "pca":
+        projection = pca.transform(x_BD.astype(np.float64)).astype(np.float32)
+        return np.concatenate([projection, -projection], axis=1)
+    return (-kmeans.transform(x_BD.astype(np.float64))).astype(np.float32)
+
+
+def unit_maps(
+    acts_BU, unit: int, n_images: int, patch_tokens: np.ndarray, grid: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One unit's image activations (N,) float32 and patch maps (N, rows, cols) float32, or None without patches."""
+    block_NT = _dense_columns(acts_BU, unit, unit + 1).reshape(n_images, patch_tokens.size)
+    maps = block_NT[:, patch_tokens].reshape(n_images, *grid) if patch_tokens.any() else None
+    return block_NT.max(axis=1), maps
+
+
+def presence(objects: pd.DataFrame, n_dataset: int, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Image-level presence (N, 16) bool and object counts (N, 16) float64 of the given dataset images."""
+    images = np.asarray(images, dtype=np.int64)
+    return image_presence(objects, n_dataset)[images], shapes.feature_counts(objects, n_dataset)[images]

@@ -1,0 +1,197 @@
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse
+from sae_stub import random_sae
+from sklearn.metrics import average_precision_score
+
+from clipmech.analyses import selectivity
+from clipmech.data import shapes
+from clipmech.patching.concepts import auroc
+from clipmech.sae import alignment
+
+GRID = (4, 4)
+N_PATCHES = GRID[0] * GRID[1]
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    """40 Shapes images at 32 px (8 per object count) with their masks and object table."""
+    return shapes.synthesize(shapes.ShapesSpec(n_per_count=8, image_size=32, seed=11))
+
+
+def _object(image_id, object_id, shape, colour, position):
+    return {"image_id": image_id, "object_id": object_id, "shape": shape, "colour": colour, "position": position}
+
+
+def test_patch_presence_by_hand():
+    masks = np.zeros((2, 4, 4), dtype=np.uint8)
+    masks[0, :2, :2] = 1  # image 0: object 1 fills the top-left patch of a 2 x 2 grid
+    masks[0, 3, 3] = 2  # object 2 covers one pixel of the bottom-right patch
+    masks[1, 1:3, 1:3] = 1  # image 1: one object touching all four patches
+    objects = pd.DataFrame(
+        [
+            _object(0, 1, "circle", "red", "top-left"),
+            _object(0, 2, "square", "blue", "bottom-right"),
+            _object(1, 1, "circle", "blue", "center"),
+        ]
+    )
+    present = alignment.patch_presence(masks, objects, np.array([0, 1]), (2, 2))
+    f = {name: i for i, name in enumerate(shapes.FEATURES)}
+    assert present.shape == (2, 4, 16)
+    np.testing.assert_array_equal(present[0, :, f["circle"]], [True, False, False, False])
+    np.testing.assert_array_equal(present[0, :, f["blue"]], [False, False, False, True])
+    np.testing.assert_array_equal(present[1, :, f["blue"]], [True, True, True, True])
+    assert present[0].sum() == 6 and present[1].sum() == 12  # 3 concepts on each covered patch
+    np.testing.assert_array_equal(alignment.patch_bounds(10, 3), [0, 3, 6])
+    with pytest.raises(ValueError, match="finer"):
+        alignment.patch_presence(masks, objects, np.array([0]), (5, 5))
+
+
+def _planted(scenes, concept, n_noise, rng):
+    """Token activations (N x 16 patches, 1 + n_noise): unit 0 is the concept's patch presence, the rest noise."""
+    _, masks, objects = scenes
+    images = np.arange(masks.shape[0])
+    patch_present = alignment.patch_presence(masks, objects, images, GRID)
+    present_NF, counts_NF = alignment.presence(objects, images.size, images)
+    planted_B = patch_present[:, :, shapes.FEATURES.index(concept)].reshape(-1).astype(np.float32)
+    acts_BU = np.concatenate([planted_B[:, None], rng.standard_normal((planted_B.size, n_noise))], axis=1)
+    return acts_BU.astype(np.float32), patch_present, present_NF, counts_NF
+
+
+def _score(acts_BU, patch_present, present_NF, counts_NF, purity_k=8, entropy_k=5):
+    return alignment.score_units(
+        acts_BU,
+        n_images=present_NF.shape[0],
+        patch_tokens=np.ones(N_PATCHES, dtype=bool),
+        present_NF=present_NF,
+        patch_present_NSF=patch_present,
+        counts_NF=counts_NF,
+        purity_k=purity_k,
+        entropy_k=entropy_k,
+    )
+
+
+@pytest.mark.parametrize("concept", ["red", "triangle", "center"])
+def test_planted_latent_is_perfectly_aligned(scenes, concept):
+    acts_BU, patch_present, present_NF, counts_NF = _planted(scenes, concept, 20, np.random.default_rng(0))
+    f = shapes.FEATURES.index(concept)
+    assert present_NF[:, f].sum() >= 8  # enough positives for Purity@8 to reach 1
+    scores = _score(acts_BU, patch_present, present_NF, counts_NF)
+    assert scores.auroc_image_UF[0, f] == 1.0 and scores.auroc_patch_UF[0, f] == 1.0
+    assert scores.ap_UF[0, f] == 1.0 and scores.purity_UF[0, f] == 1.0
+    metrics, per_concept = alignment.summarise(scores, purity_k=8, coverage_ap=0.3)
+    row = per_concept.set_index("concept").loc[concept]
+    assert row["best_unit"] == 0 and row["best_ap"] == 1.0 and row["purity"] == 1.0
+    assert row["best_auroc_image"] == 1.0 and row["best_auroc_patch"] == 1.0
+    assert set(metrics) == {
+        "n_units",
+        "mean_best_auroc_image",
+        "mean_best_auroc_patch",
+        "mean_best_ap",
+        "purity_at_8",
+        "coverage_at_0.3",
+        "mean_entropy",
+    }
+    # The same activations as a sparse matrix score the same.
+    sparse = _score(scipy.sparse.csc_matrix(acts_BU), patch_present, present_NF, counts_NF)
+    for name in ("auroc_image_UF", "auroc_patch_UF", "ap_UF", "purity_UF", "entropy_U"):
+        np.testing.assert_array_equal(getattr(sparse, name), getattr(scores, name))
+
+
+def test_scores_agree_with_their_definitions(scenes, monkeypatch):
+    rng = np.random.default_rng(1)
+    acts_BU, patch_present, present_NF, counts_NF = _planted(scenes, "blue", 12, rng)
+    acts_BU[:, 5] = 0.0  # a unit that never fires
+    monkeypatch.setattr(alignment, "BLOCK_ELEMENTS", 3 * acts_BU.shape[0])  # blocks of 3 units
+    scores = _score(acts_BU, patch_present, present_NF, counts_NF, purity_k=8, entropy_k=5)
+    image_NU = acts_BU.reshape(40, N_PATCHES, -1).max(axis=1)
+    np.testing.assert_array_equal(scores.auroc_image_UF, auroc(image_NU, present_NF))
+    np.testing.assert_array_equal(scores.auroc_patch_UF, auroc(acts_BU, patch_present.reshape(-1, 16)))
+    for u in (0, 3, 12):
+        for f in (0, 7, 15):
+            assert scores.ap_UF[u, f] == pytest.approx(average_precision_score(present_NF[:, f], image_NU[:, u]))
+            top = np.argsort(-image_NU[:, u], kind="stable")[:8]
+            assert scores.purity_UF[u, f] == present_NF[top, f].mean()
+    top5 = np.argsort(-image_NU, axis=0, kind="stable")[:5]
+    expected = selectivity.entropy(selectivity.affinity(counts_NF, top5))
+    expected[5] = np.nan
+    np.testing.assert_array_equal(scores.entropy_U, expected)
+    metrics, _ = alignment.summarise(scores, purity_k=8, coverage_ap=0.3)
+    assert metrics["mean_entropy"] == pytest.approx(np.nanmean(expected))
+    with pytest.raises(ValueError, match="purity_k must lie in 1..40"):
+        _score(acts_BU, patch_present, present_NF, counts_NF, purity_k=41)
+    with pytest.raises(ValueError, match="expected 40 images x 15 tokens"):
+        alignment.score_units(
+            acts_BU,
+            n_images=40,
+            patch_tokens=np.ones(15, dtype=bool),
+            present_NF=present_NF,
+            patch_present_NSF=patch_present,
+            counts_NF=counts_NF,
+            purity_k=8,
+            entropy_k=5,
+        )
+
+
+def test_baselines_run_and_stay_in_range(scenes):
+    rng = np.random.default_rng(2)
+    _, patch_present, present_NF, counts_NF = _planted(scenes, "red", 0, rng)
+    # Tokens with a little structure: a concept direction added on the patches that hold it.
+    x_BD = rng.standard_normal((40 * N_PATCHES, 12)).astype(np.float32)
+    x_BD[:, 0] += 3 * patch_present[:, :, shapes.FEATURES.index("green")].reshape(-1)
+    train_BD = rng.standard_normal((500, 12)).astype(np.float32)
+    pca = alignment.fit_pca(train_BD, 48)
+    kmeans = alignment.fit_kmeans(train_BD, 10, seed=0)
+    sae = random_sae(12, 48, 4, seed=0)
+    n_units = {"sae": 48, "neurons": 12, "pca": 24, "kmeans": 10}
+    for method in alignment.METHODS:
+        acts = alignment.method_activations(method, x_BD, sae=sae, pca=pca, kmeans=kmeans)
+        assert acts.shape == (x_BD.shape[0], n_units[method])
+        scores = _score(acts, patch_present, present_NF, counts_NF)
+        metrics, per_concept = alignment.summarise(scores, purity_k=8, coverage_ap=0.3)
+        assert metrics["n_units"] == n_units[method]
+        for name in (
+            "mean_best_auroc_image",
+            "mean_best_auroc_patch",
+            "mean_best_ap",
+            "purity_at_8",
+            "coverage_at_0.3",
+        ):
+            assert 0.0 <= metrics[name] <= 1.0, (method, name)
+        assert 0.0 <= metrics["mean_entropy"] <= np.log(16)
+        assert per_concept["best_auroc_image"].between(0.5, 1.0).all()  # the best of many units beats chance
+    pcs = alignment.method_activations("pca", x_BD, pca=pca)
+    np.testing.assert_array_equal(pcs[:, 12:], -pcs[:, :12])
+    assert (alignment.method_activations("kmeans", x_BD, kmeans=kmeans) <= 0).all()
+    np.testing.assert_array_equal(alignment.method_activations("neurons", x_BD), x_BD)
+    sae_acts = alignment.method_activations("sae", x_BD, sae=sae, batch_size=100)
+    assert scipy.sparse.issparse(sae_acts) and (sae_acts.getnnz(axis=1) <= 4).all()
+    with pytest.raises(ValueError, match="valid methods are: sae, neurons, pca, kmeans"):
+        alignment.method_activations("ica", x_BD)
+    with pytest.raises(ValueError, match="needs its fitted model"):
+        alignment.method_activations("pca", x_BD)
+
+
+def test_latent_table_and_unit_maps(scenes):
+    acts_BU, patch_present, present_NF, counts_NF = _planted(scenes, "pink", 3, np.random.default_rng(3))
+    scores = _score(acts_BU, patch_present, present_NF, counts_NF)
+    table = alignment.latent_table(scores, np.array([0.5, 1.0, 1.0, 1.0]))
+    assert tuple(table.columns) == alignment.LATENT_COLUMNS and len(table) == 4
+    assert table.loc[0, "top_concept"] == "pink" and table.loc[0, "ap"] == 1.0 and table.loc[0, "purity"] == 1.0
+    image_N, maps = alignment.unit_maps(acts_BU, 0, 40, np.ones(N_PATCHES, dtype=bool), GRID)
+    np.testing.assert_array_equal(maps, patch_present[:, :, shapes.FEATURES.index("pink")].reshape(40, *GRID))
+    np.testing.assert_array_equal(image_N, present_NF[:, shapes.FEATURES.index("pink")])
+    # Without patch tokens (class-token SAEs) there are no maps and the patch AUROC is undefined.
+    class_only = alignment.score_units(
+        acts_BU[::N_PATCHES],
+        n_images=40,
+        patch_tokens=np.zeros(1, dtype=bool),
+        present_NF=present_NF,
+        patch_present_NSF=None,
+        counts_NF=counts_NF,
+        purity_k=8,
+        entropy_k=5,
+    )
+    assert np.isnan(class_only.auroc_patch_UF).all()
+    assert alignment.unit_maps(acts_BU[::N_PATCHES], 0, 40, np.zeros(1, dtype=bool), GRID)[1] is None
