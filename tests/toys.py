@@ -185,6 +185,8 @@ def text_pairs(model, architecture: str, n_pairs: int, seed: int):
     generator = torch.Generator().manual_seed(seed)
     image, foil = torch.randn(2, n_pairs, model.text_projection.shape[1], generator=generator, dtype=dtype)
     return clean, corrupt, text_metric(image, foil, float(model.logit_scale.detach().exp()))
+
+
 def write_site_store(path, acts_NTD: np.ndarray, site: str, batch_size: int, n_prefix_tokens: int = 1):
     """Publish an activation store holding one site's tokens (float16, one chunk per ``batch_size``
     images) through :mod:`clipmech.stores.base`, as extraction writes it; the MLP-output variables

@@ -465,12 +465,17 @@ def sae_store(wildcards):
 
 
 def sae_params(wildcards):
-    """The sae section without what only the DAG uses."""
+    """The sae section without what only the DAG or the evaluation uses."""
     return {
         key: value
         for key, value in config["sae"].items()
-        if key not in ("models", "sites")
+        if key not in ("models", "sites", "evaluate")
     }
+
+
+def sae_dataset_dir(wildcards):
+    """The dataset of the store an SAE trains on (its masks and objects ground the alignment)."""
+    return f"results/datasets/{SAE_DATASET}/data"
 
 
 def sae_label(wildcards):
@@ -607,7 +612,17 @@ def sae_outputs(model, site):
     """A top-k SAE of one model at one site (methods.md Sec. 7)."""
     base = f"results/sae/{model}/{site}"
     return [
-        f"{base}/{name}" for name in ("checkpoint.pt", "training.tsv", "training.png")
+        f"{base}/{name}"
+        for name in (
+            "checkpoint.pt",
+            "training.tsv",
+            "training.png",
+            "metrics.json",
+            "latents.tsv",
+            "alignment.tsv",
+            "histogram.png",
+            "top_images.png",
+        )
     ]
 
 

@@ -49,3 +49,64 @@ rule plot_sae_training:
         code=script_code("plot_sae_training.py"),
     script:
         "../scripts/plot_sae_training.py"
+
+
+rule evaluate_sae:
+    input:
+        data=sae_dataset_dir,
+        store=sae_store,
+        sae="results/sae/{model}/{site}/checkpoint.pt",
+        checkpoint=checkpoint_input,
+    output:
+        metrics=reported(
+            "results/sae/{model}/{site}/metrics.json",
+            "sae_metrics.rst",
+            "8 Sparse autoencoders",
+            "{model} at {site}",
+        ),
+        latents=reported(
+            "results/sae/{model}/{site}/latents.tsv",
+            "sae_latents.rst",
+            "8 Sparse autoencoders",
+            "{model} at {site}",
+        ),
+        alignment=reported(
+            "results/sae/{model}/{site}/alignment.tsv",
+            "sae_alignment.rst",
+            "8 Sparse autoencoders",
+            "{model} at {site}",
+        ),
+        histogram=reported(
+            "results/sae/{model}/{site}/histogram.png",
+            "sae_histogram.rst",
+            "8 Sparse autoencoders",
+            "{model} at {site}",
+        ),
+        top_images=reported(
+            "results/sae/{model}/{site}/top_images.png",
+            "sae_top_images.rst",
+            "8 Sparse autoencoders",
+            "{model} at {site}",
+        ),
+    log:
+        "logs/evaluate_sae/{model}/{site}.log",
+    benchmark:
+        "results/benchmarks/evaluate_sae/{model}/{site}.tsv"
+    wildcard_constraints:
+        site=name_pattern(config["sae"]["sites"]),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=gpu_request(),
+        mem_mb=16000,
+        runtime=120,
+    params:
+        model=model_params,
+        evaluation=config["sae"]["evaluate"],
+        seed=config["seed"],
+        device=config["extraction"]["device"],
+        label=sae_label,
+        code=script_code("evaluate_sae.py"),
+    script:
+        "../scripts/evaluate_sae.py"

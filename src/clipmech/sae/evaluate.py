@@ -33,7 +33,6 @@ of the entries (by one rounding).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -42,7 +41,6 @@ import torch
 import xarray as xr
 
 from clipmech.hooks.sites import hooked
-from clipmech.stores.activation_extraction import StoreProvenance, site_variable
 
 #: Which tokens of a site an SAE reads (``meta["tokens"]`` of its checkpoint).
 TOKEN_SETS = ("patch", "class", "all")
@@ -53,8 +51,6 @@ HISTOGRAM_BIN = 0.25
 #: Downstream conditions: the clean model and the four edits of :func:`splice`.
 CONDITIONS = ("clean", "sae", "sae_error", "zero", "mean")
 SPLICE_MODES = CONDITIONS[1:]
-
-_SITE = re.compile(r"(visual|text)\.blocks\.(\d+)\.(.+)")
 
 
 def token_positions(tokens: str, n_tokens: int, n_prefix_tokens: int) -> np.ndarray:
@@ -81,49 +77,13 @@ def token_positions(tokens: str, n_tokens: int, n_prefix_tokens: int) -> np.ndar
     raise ValueError(f"unknown token set {tokens!r}; valid token sets are: {', '.join(TOKEN_SETS)}")
 
 
-def site_tokens(store: xr.Dataset, site: str) -> xr.DataArray:
-    """The stored tokens of one site as a lazy (image, token, unit) DataArray.
-
-    ``visual.blocks.{l}.hook_mlp_out`` is layer l of the ``tokens`` variable; any other site is layer l of its
-    ``<tower>_<hook>`` variable (:mod:`clipmech.stores.activations`).
-
-    Parameters
-    ----------
-    store : xarray.Dataset
-        An activation store (:func:`clipmech.stores.activations.open_store`).
-    site : str
-        Canonical site name, ``{tower}.blocks.{l}.{hook}``.
-
-    Returns
-    -------
-    xarray.DataArray, float16, dims (image, token, unit)
-
-    Raises
-    ------
-    KeyError
-        If the store does not hold the site's tokens (the message lists the sites it holds).
-    """
-    held = StoreProvenance.from_attrs(store.attrs).sites
-    match = _SITE.fullmatch(site)
-    if site not in held or match is None:
-        raise KeyError(f"activation store does not hold site {site!r}; it holds: {', '.join(held)}")
-    tower_name, layer, hook = match.group(1), int(match.group(2)), match.group(3)
-    if tower_name == "visual" and hook == "hook_mlp_out":
-        if "tokens" not in store:
-            raise KeyError(f"store holds no per-token activations of {site!r} (extracted with save_tokens: false)")
-        return store["tokens"].sel(layer=layer).rename(neuron="unit").transpose("image", "token", "unit")
-    var = site_variable(tower_name, hook)
-    selected = store[var].sel({f"{var}_layer": layer}, drop=True)
-    return selected.rename({f"{var}_token": "token", f"{var}_unit": "unit"}).transpose("image", "token", "unit")
-
-
 def read_tokens(acts: xr.DataArray, images: Sequence[int], positions: np.ndarray, batch_size: int):
     """Yield the selected tokens of image batches, float32 (B, T', D), in the order of ``images``.
 
     Parameters
     ----------
     acts : xarray.DataArray, dims (image, token, unit)
-        From :func:`site_tokens`.
+        From :func:`clipmech.stores.activations.site_activations`, dims renamed (image, token, unit).
     images : sequence of int
         Positions along the image dim.
     positions : numpy.ndarray, int, (T',)
@@ -226,7 +186,7 @@ def reconstruction_stats(
     ----------
     sae : clipmech.sae.model.TopKSAE
     acts : xarray.DataArray, dims (image, token, unit)
-        :func:`site_tokens`.
+        :func:`clipmech.stores.activations.site_activations`, dims renamed (image, token, unit).
     images : sequence of int
         The evaluated (held-out) images.
     positions : numpy.ndarray, int, (T',)

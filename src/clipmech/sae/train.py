@@ -332,7 +332,7 @@ def train_sae(
     sae_path, log_path = Path(sae_path), Path(log_path)
     ds = activations.open_store(store)
     n_images = ds.sizes["image"]
-    train_images, _ = split_images(n_images, cfg.holdout, cfg.seed)
+    train_images, holdout_images = split_images(n_images, cfg.holdout, cfg.seed)
     source = SiteTokens(ds, site, cfg.tokens, train_images)
     stream = ShuffleStream(source, cfg.batch_size, cfg.buffer_tokens, cfg.seed)
     d = source.d
@@ -409,6 +409,7 @@ def train_sae(
         "steps": cfg.steps,
         "n_images": n_images,
         "n_train_images": len(train_images),
+        "holdout_images": holdout_images.tolist(),
         "train_tokens_per_epoch": source.n_tokens,
         "final_fvu": float(tail["fvu"].mean()),
         "final_dead_fraction": float(table["dead_fraction"].iloc[-1]),

@@ -19,6 +19,7 @@ from clipmech.sae import alignment, evaluate
 from clipmech.sae.model import load_sae
 from clipmech.stores import activations
 from clipmech.stores.activation_extraction import StoreProvenance
+from clipmech.stores.activations import site_activations
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def evaluate_sae(
         invalid or leave no training image, ``split`` is unknown, or the store's token layout differs from
         the model's.
     KeyError
-        If the store does not hold the SAE's site (:func:`clipmech.sae.evaluate.site_tokens`).
+        If the store does not hold the SAE's site (:func:`clipmech.stores.activations.site_activations`).
     """
     torch.set_num_threads(threads)
     if params["split"] not in SPLITS:
@@ -165,7 +166,8 @@ def evaluate_sae(
             f"store {store} has token layout (prefix, rows, cols) {layout}, the model {info.n_prefix_tokens, *info.grid}"
         )
     positions = evaluate.token_positions(meta["tokens"], info.n_tokens, info.n_prefix_tokens)
-    acts = evaluate.site_tokens(ds, site)
+    acts = site_activations(ds, site)
+    acts = acts.rename(dict(zip(acts.dims, ("image", "token", "unit"))))
     d, n_latents = acts.sizes["unit"], sae.W_enc.shape[0]
     if sae.W_enc.shape[1] != d:
         raise ValueError(

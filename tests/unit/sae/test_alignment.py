@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse
-from sae_stub import random_sae
+from hand_saes import random_sae
 from sklearn.metrics import average_precision_score
 
 from clipmech.analyses import selectivity

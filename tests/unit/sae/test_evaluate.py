@@ -6,14 +6,15 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
-from sae_stub import identity_sae, random_sae, save_sae
+from hand_saes import identity_sae, random_sae
 
 from clipmech.data import shapes
 from clipmech.hooks.sites import hooked
 from clipmech.models import loading, zeroshot
 from clipmech.models.loading import ModelSpec
 from clipmech.sae import alignment, evaluate
-from clipmech.stores import activation_extraction, activations
+from clipmech.sae.model import save_sae
+from clipmech.stores import activation_extraction
 
 SITE = "visual.blocks.1.hook_resid_pre"
 
@@ -184,18 +185,6 @@ def _tiny_store(tmp_path, n_per_count=4):
         code="test-code",
     )
     return dataset, store
-
-
-def test_site_tokens(tmp_path):
-    dataset, store = _tiny_store(tmp_path, n_per_count=1)
-    ds = activations.open_store(store)
-    acts = evaluate.site_tokens(ds, SITE)
-    assert acts.dims == ("image", "token", "unit") and acts.shape == (5, 65, 64)
-    np.testing.assert_array_equal(acts.values, ds["visual_resid_pre"].sel(visual_resid_pre_layer=1).values)
-    mlp = evaluate.site_tokens(ds, "visual.blocks.0.hook_mlp_out")
-    np.testing.assert_array_equal(mlp.values, ds["tokens"].sel(layer=0).values)
-    with pytest.raises(KeyError, match="does not hold site 'visual.blocks.0.hook_resid_pre'"):
-        evaluate.site_tokens(ds, "visual.blocks.0.hook_resid_pre")
 
 
 PARAMS = {
