@@ -27,20 +27,22 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import xarray as xr
 import zarr
 
 from clipmech.sae.model import TopKSAE
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from toys import write_site_store  # noqa: E402  (the tests' store writer: one site, the extraction's layout)
+
 from clipmech.sae.streaming import ShuffleStream, SiteTokens, split_images
 from clipmech.sae.train import ADAM_EPS, AUXK_COEF, SAETrainConfig, scaled_lr, train_step
-from clipmech.stores import base
-from clipmech.stores.activation_extraction import StoreProvenance, store_template
 
 SITE = "visual.blocks.1.hook_resid_pre"
 VARIABLE = "visual_resid_pre"
@@ -82,44 +84,6 @@ def planted_tokens(args: argparse.Namespace) -> np.ndarray:
         x_ND[first:last] = np.einsum("nk,nkd->nd", codes_NK, atoms_AD[support_NK])
     x_ND += args.noise * rng.standard_normal((n, args.d)) + rng.standard_normal(args.d)
     return x_ND.reshape(args.images, args.tokens_per_image, args.d).astype(np.float32)
-
-
-def write_store(path: Path, acts_NTD: np.ndarray, chunk_images: int) -> Path:
-    """An activation store holding one site (``SITE``) in the pipeline's layout."""
-    n_images, n_tokens, width = acts_NTD.shape
-    prov = StoreProvenance(
-        model="bench",
-        architecture="planted",
-        weights="none",
-        preprocess="none",
-        dataset="planted",
-        dataset_sha256="none",
-        layers=(),
-        reductions=(),
-        save_tokens=False,
-        batch_size=chunk_images,
-        clipmech_version="bench",
-        open_clip_version="none",
-        torch_version=torch.__version__,
-        sites=(SITE,),
-        code="bench",
-    )
-    layout = {"n_prefix_tokens": 1, "grid_rows": 1, "grid_cols": n_tokens - 1}
-    extras = {VARIABLE: ([1], n_tokens, width)}
-    base.begin_store(
-        path, prov, lambda: store_template(n_images, (), n_tokens, width, 1, chunk_images, prov, layout, extras)
-    )
-    dims = ("image", f"{VARIABLE}_layer", f"{VARIABLE}_token", f"{VARIABLE}_unit")
-    for first in range(0, n_images, chunk_images):
-        last = min(first + chunk_images, n_images)
-        batch = xr.Dataset(
-            {
-                VARIABLE: (dims, acts_NTD[first:last, None].astype(np.float16)),
-                "embedding": (("image", "embed"), np.zeros((last - first, 1), dtype=np.float32)),
-            }
-        )
-        base.write_batch(path, batch, first, last, "bench", {VARIABLE: SITE, "embedding": "zeros"})
-    return base.publish_store(path, "activation store")
 
 
 class Reference:
@@ -200,7 +164,7 @@ def main() -> None:
     args = _parse_args()
     torch.set_num_threads(args.threads)
     workdir = Path(tempfile.mkdtemp(prefix="clipmech-bench-sae-"))
-    store = write_store(workdir / "planted.zarr", planted_tokens(args), args.chunk_images)
+    store = write_site_store(workdir / "planted.zarr", planted_tokens(args), SITE, args.chunk_images)
     train_images, heldout_images = split_images(args.images, 0.1, args.seed)
     source = SiteTokens(store, SITE, "all", train_images)
     heldout = list(SiteTokens(store, SITE, "all", heldout_images).batches(4096))
