@@ -121,12 +121,13 @@ def edit_function(module: Path, function: str) -> None:
             "decompose_attnpool",
             {*UPSTREAM, "extract_attnpool", "embed_text", "ablate_components", "decompose_text", "find_registers"},
         ),
-        # The selectivity code reruns the selectivity rules and their readers, not the data or the models.
+        # The selectivity code reruns the selectivity rules and their readers, and the SAE evaluation
+        # (its Algorithm 1 entropy of the latents), not the data, the models or the SAE's training.
         (
             "analyses/selectivity.py",
             "entropy",
-            "neuron_selectivity",
-            {*UPSTREAM, "plot_dataset", "plot_training"},
+            ("neuron_selectivity", "evaluate_sae"),
+            {*UPSTREAM, "plot_dataset", "plot_training", "train_sae"},
         ),
         # The patching engine reruns causal tracing and its figures, not the pairs, the models or other analyses.
         (
@@ -160,8 +161,9 @@ def test_package_edit_reruns_the_rule_that_runs_it(tiny_run, tmp_path, module, f
 
     edit_function(tmp_path / "copy" / "src" / "clipmech" / module, function)
     plan = planned_jobs("--configfile", TINY, workdir=tiny_run, snakefile=snakefile, env=env)
-    assert rule in plan and not plan.keys() & untouched
-    assert plan == forcerun_plan(tiny_run, rule)
+    rules = (rule,) if isinstance(rule, str) else rule
+    assert set(rules) <= plan.keys() and not plan.keys() & untouched
+    assert plan == forcerun_plan(tiny_run, *rules)
     assert (ROOT / "src" / "clipmech" / module).read_text().count("edited_by_test") == 0
 
 
@@ -224,4 +226,4 @@ def test_sae_k_reruns_the_sae_only(tiny_run, tmp_path):
     k = yaml.safe_load(TINY.read_text())["sae"]["k"]
     plan = planned_jobs("--configfile", changed_config(tmp_path, "sae", None, "k", k + 1), workdir=tiny_run)
     assert plan == forcerun_plan(tiny_run, "train_sae")
-    assert plan.keys() == {"train_sae", "plot_sae_training", "all"}
+    assert plan.keys() == {"train_sae", "plot_sae_training", "evaluate_sae", "all"}
