@@ -133,7 +133,7 @@ def netdissect_iou(maps_NUhw: np.ndarray, concept_NRRF: np.ndarray, *, quantile:
     maps_NUhw = np.asarray(maps_NUhw, dtype=np.float32)
     if maps_NUhw.shape[0] != concept_NRRF.shape[0]:
         raise ValueError(f"netdissect_iou: {maps_NUhw.shape[0]} maps but {concept_NRRF.shape[0]} mask images")
-    n, resolution, n_features = concept_NRRF.shape[0], concept_NRRF.shape[1], concept_NRRF.shape[3]
+    resolution, n_features = concept_NRRF.shape[1], concept_NRRF.shape[3]
     labels_PF = torch.as_tensor(concept_NRRF.reshape(-1, n_features), dtype=torch.float32)
     label_area_F = labels_PF.sum(dim=0).double()
     n_pixels = labels_PF.shape[0]
