@@ -37,9 +37,7 @@ def test_miclip_on_paper_architectures(architecture, site, axis):
     with torch.inference_mode():
         clean = model.encode_image(pixels)
         for form, neutral, beta in (("scale", 1.0, 0.0), ("add", 0.0, -1.0)):
-            with interventions.hooked(
-                model, edit={site: interventions.neuron_edit(chosen, form, neutral, typical, axis)}
-            ):
+            with hooked(model, edit={site: interventions.neuron_edit(chosen, form, neutral, typical, axis)}):
                 assert torch.equal(model.encode_image(pixels), clean)
             with hooked(model, edit={site: interventions.neuron_edit(chosen, form, beta, typical, axis)}):
                 assert not torch.equal(model.encode_image(pixels), clean)
