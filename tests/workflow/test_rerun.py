@@ -235,4 +235,4 @@ def test_miclip_steps_rerun_the_miclip_family_only(tiny_run, tmp_path):
     plan = planned_jobs("--configfile", changed_config(tmp_path, "miclip", None, "steps", steps + 1), workdir=tiny_run)
     assert plan == forcerun_plan(tiny_run, "train_miclip")
     assert plan.keys() == {"train_miclip", "evaluate_miclip", "all"}
-    assert plan["train_miclip"] == 2 and plan["evaluate_miclip"] == 3
+    assert plan["train_miclip"] == 3 and plan["evaluate_miclip"] == 3  # three sites, three unit sets
