@@ -37,7 +37,25 @@ def test_miclip_on_paper_architectures(architecture, site, axis):
     with torch.inference_mode():
         clean = model.encode_image(pixels)
         for form, neutral, beta in (("scale", 1.0, 0.0), ("add", 0.0, -1.0)):
-            with hooked(model, edit={site: interventions.neuron_edit(chosen, form, neutral, typical, axis)}):
+            with hooked(model, edit={site: interventions.neuron_copies([(chosen, form, neutral)], typical, axis)}):
                 assert torch.equal(model.encode_image(pixels), clean)
-            with hooked(model, edit={site: interventions.neuron_edit(chosen, form, beta, typical, axis)}):
+            with hooked(model, edit={site: interventions.neuron_copies([(chosen, form, beta)], typical, axis)}):
                 assert not torch.equal(model.encode_image(pixels), clean)
+    # copies repeated at the site's block: the identity copy predicts as the unedited model
+    generator = torch.Generator().manual_seed(2)
+    texts = {task: torch.randn(3, images.shape[1], generator=generator) for task in ("colour", "shape", "position")}
+    copies = [interventions.IDENTITY, (chosen, "scale", 0.0), (chosen, "add", 1.0)]
+    predicted = interventions.copy_predictions(
+        model,
+        pixels,
+        texts,
+        site=site,
+        edit=interventions.neuron_copies(copies, typical, axis),
+        n_copies=3,
+        batch_size=6,
+        device="cpu",
+    )
+    assert predicted.shape == (4, 3, 3)
+    np.testing.assert_array_equal(
+        predicted[:, 0], interventions.predictions(model, pixels, texts, batch_size=4, device="cpu")
+    )

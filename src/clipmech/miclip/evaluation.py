@@ -134,7 +134,7 @@ def intervention_table(
     present_NF: np.ndarray,
     texts: Mapping[str, torch.Tensor],
     sets,
-    make_edit: Callable[[np.ndarray, str, float], Callable[[torch.Tensor], torch.Tensor]],
+    make_edit: Callable[[list[interventions.Copy]], Callable[[torch.Tensor], torch.Tensor]],
     site: str,
     forms: Mapping[str, list[float]],
     batch_size: int,
@@ -142,44 +142,60 @@ def intervention_table(
 ) -> pd.DataFrame:
     """Delta Acc of every method's L_c for every concept and intervention (:mod:`clipmech.miclip.interventions`).
 
-    An edited forward pass is run once per distinct (concept, unit set, intervention, beta): methods that
-    pick the same units share it. Concepts no image has are skipped.
+    For each concept, the distinct (unit set, form, beta) of all methods and seeds run as copies of the
+    concept's images in shared passes (:func:`clipmech.miclip.interventions.copy_predictions`), after the
+    identity copy, whose accuracy is the "before" of all of them: methods that pick the same units share
+    a copy. Concepts no image has are skipped.
 
     Parameters
     ----------
     make_edit : callable
-        (units, form, beta) -> an edit of ``site`` (:func:`clipmech.miclip.interventions.neuron_edit` or
-        :func:`clipmech.miclip.interventions.sae_edit` with the rest bound).
+        Copies -> an edit of ``site`` for them (:func:`clipmech.miclip.interventions.neuron_copies` or
+        :func:`clipmech.miclip.interventions.sae_copies` with the rest bound).
     forms : mapping of str to list of float
         Intervention form -> betas.
+    batch_size : int
+        Rows (image copies) per forward pass.
 
     Returns
     -------
     pandas.DataFrame
         :data:`clipmech.miclip.tables.INTERVENTION_COLUMNS` rows.
     """
-    rows, cache = [], {}
+    rows = []
     for f, concept in enumerate(shapes.FEATURES):
         images = np.flatnonzero(present_NF[:, f])
         if images.size == 0:
             continue
         task, target = interventions.task_of(concept)
-        pixels = pixels_NCHW[images]
-        before = interventions.concept_accuracy(
-            interventions.predictions(model, pixels, dict(texts), batch_size=batch_size, device=device)[:, task], target
-        )
-        for (method, seed), (index_CK, _) in sets.items():
-            chosen = np.sort(index_CK[f])
+        copies = {interventions.IDENTITY: 0}
+        for index_CK, _ in sets.values():
             for form, betas in forms.items():
                 for beta in betas:
-                    key = (f, tuple(chosen.tolist()), form, float(beta))
-                    if key not in cache:
-                        edit = {site: make_edit(chosen, form, float(beta))}
-                        predicted = interventions.predictions(
-                            model, pixels, dict(texts), batch_size=batch_size, device=device, edit=edit
-                        )
-                        cache[key] = interventions.concept_accuracy(predicted[:, task], target)
-                    after = cache[key]
+                    copies.setdefault((tuple(np.sort(index_CK[f]).tolist()), form, float(beta)), len(copies))
+        keys = list(copies)
+        predicted = np.concatenate(
+            [
+                interventions.copy_predictions(
+                    model,
+                    pixels_NCHW[images],
+                    dict(texts),
+                    site=site,
+                    edit=make_edit(chunk),
+                    n_copies=len(chunk),
+                    batch_size=batch_size,
+                    device=device,
+                )
+                for chunk in (keys[start : start + batch_size] for start in range(0, len(keys), batch_size))
+            ],
+            axis=1,
+        )
+        accuracy_K = [interventions.concept_accuracy(predicted[:, k, task], target) for k in range(len(keys))]
+        for (method, seed), (index_CK, _) in sets.items():
+            chosen = tuple(np.sort(index_CK[f]).tolist())
+            for form, betas in forms.items():
+                for beta in betas:
+                    after = accuracy_K[copies[chosen, form, float(beta)]]
                     rows.append(
                         {
                             "concept": concept,
@@ -188,9 +204,9 @@ def intervention_table(
                             "intervention": form,
                             "beta": float(beta),
                             "n_images": int(images.size),
-                            "accuracy_before": before,
+                            "accuracy_before": accuracy_K[0],
                             "accuracy_after": after,
-                            "delta_acc": 100.0 * (after - before),
+                            "delta_acc": 100.0 * (after - accuracy_K[0]),
                         }
                     )
     return pd.DataFrame(rows, columns=list(tables.INTERVENTION_COLUMNS))

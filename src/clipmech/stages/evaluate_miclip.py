@@ -168,9 +168,9 @@ def evaluate_miclip(
     figures.description_bars(description_summary, f"{label}: {kind} descriptions", out["description_figure"])
 
 
-def _neuron_edit(chosen, form, beta, *, typical_U, channel_axis):
-    return interventions.neuron_edit(chosen, form, beta, typical_U, channel_axis)
+def _neuron_edit(copies, *, typical_U, channel_axis):
+    return interventions.neuron_copies(copies, typical_U, channel_axis)
 
 
-def _sae_edit(chosen, form, beta, *, sae, positions, typical_U):
-    return interventions.sae_edit(sae, positions, chosen, form, beta, typical_U)
+def _sae_edit(copies, *, sae, positions, typical_U):
+    return interventions.sae_copies(sae, positions, copies, typical_U)
