@@ -227,3 +227,12 @@ def test_sae_k_reruns_the_sae_only(tiny_run, tmp_path):
     plan = planned_jobs("--configfile", changed_config(tmp_path, "sae", None, "k", k + 1), workdir=tiny_run)
     assert plan == forcerun_plan(tiny_run, "train_sae")
     assert plan.keys() == {"train_sae", "plot_sae_training", "evaluate_sae", "all"}
+
+
+def test_miclip_steps_rerun_the_miclip_family_only(tiny_run, tmp_path):
+    """More encoder steps retrain the encoders and rerun their evaluation, not the probe, the models or the SAE."""
+    steps = yaml.safe_load(TINY.read_text())["miclip"]["steps"]
+    plan = planned_jobs("--configfile", changed_config(tmp_path, "miclip", None, "steps", steps + 1), workdir=tiny_run)
+    assert plan == forcerun_plan(tiny_run, "train_miclip")
+    assert plan.keys() == {"train_miclip", "evaluate_miclip", "all"}
+    assert plan["train_miclip"] == 3 and plan["evaluate_miclip"] == 3  # three sites, three unit sets

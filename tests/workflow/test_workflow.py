@@ -159,6 +159,27 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     sae_log = pd.read_csv(sae_dir / "training.tsv", sep="\t")
     assert len(sae_log) == 32 and sae_log["fvu"].iloc[-5:].mean() < sae_log["fvu"].iloc[:5].mean()
     assert (sae_dir / "training.png").stat().st_size > 1000 and not list(sae_dir.glob("*.resume"))
+    miclip = results / "miclip/tiny-vit/visual.blocks.1.hook_mlp_out"
+    training = pd.read_csv(miclip / "training.tsv", sep="\t")
+    assert len(training) == 3 * 2 * 20 and set(training["loss"]) == {"both", "input", "output"}
+    for kind_dir in (miclip / "neurons", results / "miclip/tiny-vit/visual.blocks.1.hook_resid_pre/sae",
+                     results / "miclip/tiny-rn/visual.blocks.3.hook_resid_post/neurons"):  # fmt: skip
+        descriptions = pd.read_csv(kind_dir / "descriptions.tsv", sep="\t")
+        assert list(descriptions.columns) == ["unit", "method", "seed", "vocabulary", "rank", "concept", "score"]
+        assert set(descriptions["vocabulary"]) == {"shapes", "words"} and descriptions["rank"].max() == 5
+        localisation = pd.read_csv(kind_dir / "localisation.tsv", sep="\t")
+        assert list(localisation.columns) == ["concept", "method", "seed", "rank", "unit", "score"]
+        rows = pd.read_csv(kind_dir / "interventions.tsv", sep="\t")
+        assert set(rows["intervention"]) == {"scale", "add"} and rows["delta_acc"].abs().max() <= 100
+        np.testing.assert_allclose(
+            rows["delta_acc"], 100 * (rows["accuracy_after"] - rows["accuracy_before"]), atol=1e-3
+        )
+        delta = pd.read_csv(kind_dir / "delta_acc.tsv", sep="\t")
+        assert {"miclip", "act_values", "clip_dissect", "random"} <= set(delta["method"])
+        assert len(pd.read_csv(kind_dir / "ablation.tsv", sep="\t")) == 3
+        assert len(pd.read_csv(kind_dir / "description_accuracy.tsv", sep="\t")) >= 5
+        for figure in ("delta_acc.png", "descriptions.png"):
+            assert (kind_dir / figure).stat().st_size > 1000
     assert not list(results.glob("attnpool/**/*.partial"))
     assert not list(results.glob("activations/**/*.partial"))
     # Nothing left to do: a second invocation plans no job.

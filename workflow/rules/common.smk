@@ -1,6 +1,7 @@
 import ast
 import difflib
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -318,6 +319,93 @@ def check_sae_sites():
         )
 
 
+# --- MiCLIP (methods.md Sec. 9) -------------------------------------------------------------------
+MICLIP_TRANSFORMER_HOOKS = (
+    "hook_resid_pre",
+    "hook_attn_out",
+    "hook_resid_mid",
+    "mlp.hook_post",
+    "hook_mlp_out",
+    "hook_resid_post",
+)
+
+
+def architecture_layers(arch):
+    """(is_resnet, number of vision blocks) of an architecture from its open_clip config file, or None
+    for a hub / local-dir architecture (checked when the model loads)."""
+    if arch.startswith(OPEN_CLIP_SCHEMES):
+        return None
+    for directory in (CLIPMECH_MODEL_CONFIGS, open_clip_dir() / "model_configs"):
+        path = directory / f"{arch}.json"
+        if path.is_file():
+            layers = json.loads(path.read_text())["vision_cfg"]["layers"]
+            if isinstance(layers, list):
+                return True, len(layers)
+            return False, int(layers)
+    return None
+
+
+def miclip_sites(model):
+    """The valid MiCLIP sites of a model, or None when its architecture is not known at parse time."""
+    facts = architecture_layers(config["models"][model]["architecture"])
+    if facts is None:
+        return None
+    is_resnet, n_layers = facts
+    hooks = ("hook_resid_post",) if is_resnet else MICLIP_TRANSFORMER_HOOKS
+    return [f"visual.blocks.{l}.{hook}" for l in range(n_layers) for hook in hooks]
+
+
+def check_miclip():
+    section = config["miclip"]
+    if not section["units"]:
+        return
+    check_names("models", list(section["units"]), config["models"], "miclip.units")
+    check_names("models", [section["reference"]], config["models"], "miclip.reference")
+    if section["dataset"] is not None:
+        check_names(
+            "shapes datasets",
+            [section["dataset"]],
+            datasets_of_kind("shapes"),
+            "miclip.dataset",
+        )
+    elif config["datasets"][config["analyses"]["datasets"][0]]["kind"] != "shapes":
+        raise ValueError(
+            f"miclip.dataset is null and analyses.datasets[0] = "
+            f"{config['analyses']['datasets'][0]!r} is not a Shapes dataset; name one of "
+            f"{', '.join(datasets_of_kind('shapes'))}"
+        )
+    if sorted(section["losses"]) != ["both", "input", "output"]:
+        raise ValueError(
+            f"miclip.losses = {section['losses']}: the evaluation compares all three losses, "
+            "list both, input and output"
+        )
+    for model, unit_sets in section["units"].items():
+        valid = miclip_sites(model)
+        for entry in unit_sets:
+            site, kind = entry["site"], entry["kind"]
+            if valid is not None and site not in valid:
+                raise ValueError(
+                    f"miclip.units.{model}: unknown site {site!r}; valid sites are: "
+                    f"{allowed(site, valid)}"
+                )
+            if kind == "sae" and (
+                model not in config["sae"]["models"]
+                or site not in config["sae"]["sites"]
+            ):
+                raise ValueError(
+                    f"miclip.units.{model}: kind sae at {site} needs the SAE of rule train_sae "
+                    f"there, but sae.models = {config['sae']['models']} and sae.sites = "
+                    f"{config['sae']['sites']}; add {model} and {site} to them"
+                )
+
+
+def miclip_models():
+    """The target models of MiCLIP and its reference (none when `miclip.units` is empty)."""
+    if not config["miclip"]["units"]:
+        return []
+    return [*config["miclip"]["units"], config["miclip"]["reference"]]
+
+
 check_config()
 check_sae_sites()
 
@@ -328,6 +416,7 @@ USED = sorted(
     | set(config["decomposition"]["models"])
     | set(config["patching"]["models"])
     | set(config["sae"]["models"])
+    | set(miclip_models())
 )
 TRAINED = [name for name in USED if "train" in config["models"][name]]
 
@@ -336,6 +425,9 @@ def datasets_of_kind(kind):
     return sorted(
         name for name, entry in config["datasets"].items() if entry["kind"] == kind
     )
+
+
+check_miclip()
 
 
 # A dataset of kind `shift` holds the distribution-shift splits of its `base` (a Shapes dataset),
@@ -626,6 +718,78 @@ def sae_outputs(model, site):
     ]
 
 
+MICLIP_DATASET = config["miclip"]["dataset"] or config["analyses"]["datasets"][0]
+MICLIP_UNITS = [
+    (model, entry["site"], entry["kind"])
+    for model, unit_sets in config["miclip"]["units"].items()
+    for entry in unit_sets
+]
+MICLIP_SITES = sorted({(model, site) for model, site, _ in MICLIP_UNITS})
+
+
+def miclip_dataset_dir(wildcards):
+    return f"results/datasets/{MICLIP_DATASET}/data"
+
+
+def miclip_reference_text(wildcards):
+    return f"results/miclip/reference/{config['miclip']['reference']}.npz"
+
+
+def miclip_reference_entry(wildcards):
+    return model_entry(config["miclip"]["reference"])
+
+
+def miclip_reference_checkpoint(wildcards):
+    pretrained = model_entry(config["miclip"]["reference"]).get("pretrained")
+    return [pretrained] if is_local_checkpoint(pretrained) else []
+
+
+def miclip_sae_input(wildcards):
+    """The SAE an `sae` unit set reads; none for neurons."""
+    if wildcards.kind == "sae":
+        return [f"results/sae/{wildcards.model}/{wildcards.site}/checkpoint.pt"]
+    return []
+
+
+def miclip_train_params(wildcards):
+    keys = ("losses", "seeds", "steps", "batch_size", "lr", "temperature")
+    return {key: config["miclip"][key] for key in keys}
+
+
+def miclip_eval_params(wildcards):
+    keys = ("seeds", "tau", "interventions", "clip_dissect", "netdissect")
+    params = {key: config["miclip"][key] for key in keys}
+    return {**params, "batch_size": config["miclip"]["batch_size_eval"]}
+
+
+def miclip_k_top(wildcards):
+    return config["miclip"]["k_top"] or config["selectivity"]["k"]
+
+
+def miclip_label(wildcards):
+    return f"{wildcards.model} at {wildcards.site} on {MICLIP_DATASET}"
+
+
+def miclip_outputs(model, site, kind):
+    """MiCLIP of one unit set (methods.md Sec. 9), with its site's encoders."""
+    base = f"results/miclip/{model}/{site}"
+    return [
+        f"{base}/{name}" for name in ("encoders.pt", "training.tsv", "training.png")
+    ] + [
+        f"{base}/{kind}/{name}"
+        for name in (
+            "descriptions.tsv",
+            "localisation.tsv",
+            "interventions.tsv",
+            "description_accuracy.tsv",
+            "delta_acc.tsv",
+            "ablation.tsv",
+            "delta_acc.png",
+            "descriptions.png",
+        )
+    ]
+
+
 def all_outputs():
     outputs = [
         f"results/datasets/{d}/preview.png" for d in config["analyses"]["datasets"]
@@ -645,4 +809,6 @@ def all_outputs():
         outputs += patching_outputs(model, dataset)
     for model, site in SAES:
         outputs += sae_outputs(model, site)
+    for model, site, kind in MICLIP_UNITS:
+        outputs += miclip_outputs(model, site, kind)
     return outputs + cifar10_outputs() + pascal_context_outputs()

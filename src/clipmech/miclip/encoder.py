@@ -1,0 +1,206 @@
+"""The neuron encoder E_n and its training (methods.md Sec. 9; MiCLIP paper Sec. 3.1, Eq. 2, App. B.1).
+
+E_n is a bias-free linear map W (E, D) from a site's activation space (D channels, or C for a ResNet
+stage) to the reference CLIP's embedding space (E): n = W a. Linearity is what MiCLIP's App. B.3 relies
+on: E_n(a) = sum_i a_i E_n(e_i), so one unit's embedding E_n(a_i e_i) is a direction the training saw.
+
+Loss (Eq. 2, Algorithm 1): the symmetric InfoNCE (:func:`symmetric_infonce`) of the batch's neuron
+embeddings against the reference image embeddings E_i(x) (the input term) and against the reference text
+embeddings of the target's predicted concepts E_c(c_hat) (the output term). Shapes scenes are
+multi-label, so the output term is the mean over the three attribute types (colour, shape, position) of
+the symmetric InfoNCE against the prompt of the target's zero-shot prediction for that type. Variants
+(:data:`LOSSES`): ``both`` (input + output, Eq. 2), ``input`` and ``output`` (the ablations of Table 4).
+The encoders E_i and E_c are frozen: their embeddings are computed once, outside.
+
+Algorithm 1 writes plain cosines as the logits; Eq. 6 (App. B.3) divides them by a temperature tau. We
+divide by tau (default 0.07, CLIP's initial temperature): with cosines alone the logits lie in [-1, 1]
+and the softmax can never be sharp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: Loss variants: Eq. 2 and its two ablations (MiCLIP Table 4).
+LOSSES = ("both", "input", "output")
+
+
+def symmetric_infonce(a_BE: torch.Tensor, b_BE: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE of paired rows (Algorithm 1, lines 9-12, with Eq. 6's temperature).
+
+    S_ij = cos(a_i, b_j) / temperature; loss = -(1 / 2B) sum_i log softmax_j(S)_ii
+    - (1 / 2B) sum_j log softmax_i(S)_jj, the mean of the row-wise and column-wise cross-entropies with
+    the diagonal as targets. Symmetric in its arguments: loss(a, b) = loss(b, a).
+
+    Parameters
+    ----------
+    a_BE, b_BE : torch.Tensor, float, (B, E)
+        Paired embeddings (any norm: both are normalised here; a zero row has cosine 0 to everything).
+    temperature : float
+        tau > 0.
+
+    Returns
+    -------
+    torch.Tensor, scalar, in nats
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or are not 2-D, or temperature <= 0.
+    """
+    if a_BE.ndim != 2 or a_BE.shape != b_BE.shape:
+        raise ValueError(
+            f"symmetric_infonce needs two (B, E) tensors of one shape, got {tuple(a_BE.shape)} and {tuple(b_BE.shape)}"
+        )
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    logits_BB = F.normalize(a_BE, dim=-1) @ F.normalize(b_BE, dim=-1).T / temperature
+    target_B = torch.arange(a_BE.shape[0], device=a_BE.device)
+    return 0.5 * (F.cross_entropy(logits_BB, target_B) + F.cross_entropy(logits_BB.T, target_B))
+
+
+def alignment_loss(
+    n_BE: torch.Tensor,
+    image_BE: torch.Tensor,
+    concept_BKE: torch.Tensor,
+    loss: str,
+    temperature: float,
+) -> torch.Tensor:
+    """The MiCLIP loss of one batch (module docstring; Eq. 2).
+
+    Parameters
+    ----------
+    n_BE : torch.Tensor, (B, E)
+        Neuron embeddings E_n(a).
+    image_BE : torch.Tensor, (B, E)
+        Reference image embeddings E_i(x).
+    concept_BKE : torch.Tensor, (B, K, E)
+        Reference text embeddings of the target's predicted concept for each of K attribute types.
+    loss : {"both", "input", "output"}
+    temperature : float
+
+    Raises
+    ------
+    ValueError
+        For another loss variant (the message lists them).
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"unknown MiCLIP loss {loss!r}; valid losses are: {', '.join(LOSSES)}")
+    total = n_BE.new_zeros(())
+    if loss in ("both", "input"):
+        total = total + symmetric_infonce(n_BE, image_BE, temperature)
+    if loss in ("both", "output"):
+        terms = [symmetric_infonce(n_BE, concept_BKE[:, k], temperature) for k in range(concept_BKE.shape[1])]
+        total = total + torch.stack(terms).mean()
+    return total
+
+
+def train_encoder(
+    acts_ND: np.ndarray,
+    image_NE: np.ndarray,
+    concept_NKE: np.ndarray,
+    *,
+    loss: str,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    temperature: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train one bias-free linear encoder E_n with Adam on seeded batches (Algorithm 1).
+
+    W (E, D) starts from N(0, 1 / D) entries drawn with ``torch.Generator().manual_seed(seed)``; each
+    epoch visits the images in an order drawn by ``numpy.random.default_rng(seed)`` (the last batch of
+    an epoch may be smaller; batches never mix epochs). Float32 on the CPU.
+
+    Parameters
+    ----------
+    acts_ND : numpy.ndarray, float, (N, D)
+        Image-level site activations a.
+    image_NE : numpy.ndarray, float, (N, E)
+        Reference image embeddings.
+    concept_NKE : numpy.ndarray, float, (N, K, E)
+        Reference text embeddings of the target's predicted concept per attribute type.
+    loss : {"both", "input", "output"}
+    seed, steps, batch_size : int
+    lr, temperature : float
+
+    Returns
+    -------
+    W_ED : numpy.ndarray, float32, (E, D)
+    losses : numpy.ndarray, float64, (steps,)
+        The loss of each step's batch, before its update.
+
+    Raises
+    ------
+    ValueError
+        For an unknown loss, mismatched N, steps or batch_size < 1.
+    """
+    n_images = acts_ND.shape[0]
+    if image_NE.shape[0] != n_images or concept_NKE.shape[0] != n_images:
+        raise ValueError(
+            f"train_encoder: activations, image and concept embeddings need one N, got {acts_ND.shape[0]}, "
+            f"{image_NE.shape[0]}, {concept_NKE.shape[0]}"
+        )
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
+    if loss not in LOSSES:
+        raise ValueError(f"unknown MiCLIP loss {loss!r}; valid losses are: {', '.join(LOSSES)}")
+    acts = torch.as_tensor(np.asarray(acts_ND, dtype=np.float32))
+    images = torch.as_tensor(np.asarray(image_NE, dtype=np.float32))
+    concepts = torch.as_tensor(np.asarray(concept_NKE, dtype=np.float32))
+    generator = torch.Generator().manual_seed(seed)
+    d, e = acts.shape[1], images.shape[1]
+    W = torch.nn.Parameter(torch.randn(e, d, generator=generator) / np.sqrt(d))
+    optimiser = torch.optim.Adam([W], lr=lr)
+    rng = np.random.default_rng(seed)
+    order, cursor = rng.permutation(n_images), 0
+    losses = np.empty(steps, dtype=np.float64)
+    for step in range(steps):
+        if cursor >= n_images:
+            order, cursor = rng.permutation(n_images), 0
+        batch = torch.as_tensor(order[cursor : cursor + batch_size])
+        cursor += batch_size
+        value = alignment_loss(acts[batch] @ W.T, images[batch], concepts[batch], loss, temperature)
+        optimiser.zero_grad()
+        value.backward()
+        optimiser.step()
+        losses[step] = float(value.detach())
+    return W.detach().numpy().copy(), losses
+
+
+def train_all(
+    acts_ND: np.ndarray,
+    image_NE: np.ndarray,
+    concept_NKE: np.ndarray,
+    *,
+    losses: list[str],
+    seeds: list[int],
+    params: Mapping,
+) -> tuple[dict[tuple[str, int], np.ndarray], dict[tuple[str, int], np.ndarray]]:
+    """Train one encoder per (loss, seed) (:func:`train_encoder`; ``params``: steps, batch_size, lr, temperature).
+
+    Returns
+    -------
+    encoders : dict of (str, int) to numpy.ndarray, float32, (E, D)
+    curves : dict of (str, int) to numpy.ndarray, float64, (steps,)
+    """
+    encoders, curves = {}, {}
+    for loss in losses:
+        for seed in seeds:
+            encoders[loss, seed], curves[loss, seed] = train_encoder(
+                acts_ND,
+                image_NE,
+                concept_NKE,
+                loss=loss,
+                seed=seed,
+                steps=params["steps"],
+                batch_size=params["batch_size"],
+                lr=params["lr"],
+                temperature=params["temperature"],
+            )
+    return encoders, curves

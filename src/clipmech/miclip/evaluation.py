@@ -1,0 +1,212 @@
+"""The evaluation of one MiCLIP unit set against its baselines (methods.md Sec. 9): unit x concept scores
+per method, localisation and description rows, and the interventions of every method's units.
+
+Scores of unit u for concept c, per method (:data:`clipmech.miclip.tables.METHODS`): the MiCLIP variants
+cos(u_u, E_c(c)) with the encoder of their loss and seed; ``act_values`` the mean activation on c's
+images; ``clip_dissect`` the soft-WPMI; ``netdissect`` the IoU; ``random`` no score (its units are drawn
+per seed, its score column is NaN). Over the words only the MiCLIP variants and CLIP-Dissect score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from clipmech.data import shapes
+from clipmech.miclip import baselines, interventions, tables, units
+
+
+def method_scores(
+    *,
+    acts_NU: np.ndarray,
+    embed: Callable[[np.ndarray], np.ndarray],
+    encoders: Mapping[str, np.ndarray],
+    seeds: list[int],
+    concept_CE: np.ndarray,
+    word_AE: np.ndarray,
+    reference_images_NE: np.ndarray,
+    present_NF: np.ndarray,
+    iou_UF: np.ndarray | None,
+    clip_dissect: Mapping,
+    tau: int,
+) -> dict[tuple[str, int], dict]:
+    """Unit x concept scores of every method (module docstring).
+
+    Parameters
+    ----------
+    acts_NU : numpy.ndarray, (N, U)
+        Image-level unit activations.
+    embed : callable
+        W (E, D) -> unit embeddings (U, E) (:func:`clipmech.miclip.units.neuron_embeddings` or
+        :func:`clipmech.miclip.units.latent_embeddings` with the typical activations bound).
+    encoders : mapping of str to numpy.ndarray, (E, D)
+        ``"<loss>/<seed>"`` -> encoder weights.
+    seeds : list of int
+    concept_CE, word_AE : numpy.ndarray
+        Normalised reference text embeddings of the 16 concepts' prompts and of the words.
+    reference_images_NE : numpy.ndarray
+        Normalised reference image embeddings.
+    present_NF : numpy.ndarray, bool, (N, 16)
+    iou_UF : numpy.ndarray, (U, 16) or None
+        Network Dissection IoU (None: not computed, the method is left out).
+    clip_dissect : mapping
+        ``top_k``, ``a``, ``lam``.
+    tau : int
+        Descriptions kept per unit over the words.
+
+    Returns
+    -------
+    dict of (method, seed) to dict
+        ``{"shapes": (U, 16) scores, "words": D_u over the words as ((U, tau) indices, (U, tau) scores), or
+        None}``; ``random`` has shapes scores of NaN. Only the top-tau words are kept: U x A scores per
+        method and seed would not fit in memory for 30,000 words.
+    """
+    scores: dict[tuple[str, int], dict[str, np.ndarray | None]] = {}
+    for method, loss in tables.MICLIP_LOSS.items():
+        for seed in seeds:
+            u_UE = embed(encoders[f"{loss}/{seed}"])
+            scores[method, seed] = {
+                "shapes": units.cosine(u_UE, concept_CE),
+                "words": units.describe(units.cosine(u_UE, word_AE), tau),
+            }
+    scores["act_values", 0] = {"shapes": baselines.act_values(acts_NU, present_NF), "words": None}
+    similarity = {"shapes": reference_images_NE @ concept_CE.T, "words": reference_images_NE @ word_AE.T}
+    wpmi = {
+        vocabulary: baselines.soft_wpmi(
+            acts_NU, sim, top_k=clip_dissect["top_k"], a=clip_dissect["a"], lam=clip_dissect["lam"]
+        )
+        for vocabulary, sim in similarity.items()
+    }
+    scores["clip_dissect", 0] = {"shapes": wpmi["shapes"], "words": units.describe(wpmi["words"], tau)}
+    if iou_UF is not None:
+        scores["netdissect", 0] = {"shapes": iou_UF, "words": None}
+    for seed in seeds:
+        scores["random", seed] = {"shapes": np.full((acts_NU.shape[1], len(shapes.FEATURES)), np.nan), "words": None}
+    return scores
+
+
+def unit_sets(scores, tau: int, n_units: int) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
+    """L_c of every method and seed: (C, tau) unit indices and scores (random: drawn per seed, NaN scores)."""
+    sets = {}
+    for (method, seed), by_vocabulary in scores.items():
+        if method == "random":
+            index = units.random_units(n_units, len(shapes.FEATURES), tau, seed)
+            sets[method, seed] = index, np.full(index.shape, np.nan)
+        else:
+            shapes_UC = np.nan_to_num(by_vocabulary["shapes"], nan=-np.inf)
+            index, score = units.localise(shapes_UC, tau)
+            sets[method, seed] = index, np.where(np.isfinite(score), score, np.nan)
+    return sets
+
+
+def description_table(scores, tau: int, words: list[str]) -> pd.DataFrame:
+    """D_u of every method (not ``random``) and seed over the Shapes concepts, and over the words where scored."""
+    parts = []
+    for (method, seed), by_vocabulary in scores.items():
+        if method == "random":
+            continue
+        index, score = units.describe(np.nan_to_num(by_vocabulary["shapes"], nan=-np.inf), tau)
+        score = np.where(np.isfinite(score), score, np.nan)
+        parts.append(tables.description_rows(method, seed, "shapes", list(shapes.FEATURES), index, score))
+        if by_vocabulary["words"] is not None:
+            parts.append(tables.description_rows(method, seed, "words", words, *by_vocabulary["words"]))
+    return pd.concat(parts, ignore_index=True)
+
+
+def localisation_table(sets) -> pd.DataFrame:
+    """:data:`clipmech.miclip.tables.LOCALISATION_COLUMNS` rows of :func:`unit_sets`."""
+    return pd.concat(
+        [
+            tables.localisation_rows(method, seed, list(shapes.FEATURES), index, score)
+            for (method, seed), (index, score) in sets.items()
+        ],
+        ignore_index=True,
+    )
+
+
+def intervention_table(
+    *,
+    model: torch.nn.Module,
+    pixels_NCHW: torch.Tensor,
+    present_NF: np.ndarray,
+    texts: Mapping[str, torch.Tensor],
+    sets,
+    make_edit: Callable[[list[interventions.Copy]], Callable[[torch.Tensor], torch.Tensor]],
+    site: str,
+    forms: Mapping[str, list[float]],
+    batch_size: int,
+    device: str | torch.device,
+) -> pd.DataFrame:
+    """Delta Acc of every method's L_c for every concept and intervention (:mod:`clipmech.miclip.interventions`).
+
+    For each concept, the distinct (unit set, form, beta) of all methods and seeds run as copies of the
+    concept's images in shared passes (:func:`clipmech.miclip.interventions.copy_predictions`), after the
+    identity copy, whose accuracy is the "before" of all of them: methods that pick the same units share
+    a copy. Concepts no image has are skipped.
+
+    Parameters
+    ----------
+    make_edit : callable
+        Copies -> an edit of ``site`` for them (:func:`clipmech.miclip.interventions.neuron_copies` or
+        :func:`clipmech.miclip.interventions.sae_copies` with the rest bound).
+    forms : mapping of str to list of float
+        Intervention form -> betas.
+    batch_size : int
+        Rows (image copies) per forward pass.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`clipmech.miclip.tables.INTERVENTION_COLUMNS` rows.
+    """
+    rows = []
+    for f, concept in enumerate(shapes.FEATURES):
+        images = np.flatnonzero(present_NF[:, f])
+        if images.size == 0:
+            continue
+        task, target = interventions.task_of(concept)
+        copies = {interventions.IDENTITY: 0}
+        for index_CK, _ in sets.values():
+            for form, betas in forms.items():
+                for beta in betas:
+                    copies.setdefault((tuple(np.sort(index_CK[f]).tolist()), form, float(beta)), len(copies))
+        keys = list(copies)
+        predicted = np.concatenate(
+            [
+                interventions.copy_predictions(
+                    model,
+                    pixels_NCHW[images],
+                    dict(texts),
+                    site=site,
+                    edit=make_edit(chunk),
+                    n_copies=len(chunk),
+                    batch_size=batch_size,
+                    device=device,
+                )
+                for chunk in (keys[start : start + batch_size] for start in range(0, len(keys), batch_size))
+            ],
+            axis=1,
+        )
+        accuracy_K = [interventions.concept_accuracy(predicted[:, k, task], target) for k in range(len(keys))]
+        for (method, seed), (index_CK, _) in sets.items():
+            chosen = tuple(np.sort(index_CK[f]).tolist())
+            for form, betas in forms.items():
+                for beta in betas:
+                    after = accuracy_K[copies[chosen, form, float(beta)]]
+                    rows.append(
+                        {
+                            "concept": concept,
+                            "method": method,
+                            "seed": int(seed),
+                            "intervention": form,
+                            "beta": float(beta),
+                            "n_images": int(images.size),
+                            "accuracy_before": accuracy_K[0],
+                            "accuracy_after": after,
+                            "delta_acc": 100.0 * (after - accuracy_K[0]),
+                        }
+                    )
+    return pd.DataFrame(rows, columns=list(tables.INTERVENTION_COLUMNS))

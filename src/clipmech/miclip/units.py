@@ -1,0 +1,192 @@
+"""Units of a site, their activations and their MiCLIP embeddings (methods.md Sec. 9; MiCLIP Sec. 3.2).
+
+A unit set is (model, site, kind). Kind ``neurons``: the channels of the site, the last axis of an
+(N, T, D) transformer site, axis 1 of a ResNet stage (N, C, h, w). Kind ``sae``: the latents of a
+top-k SAE (:class:`clipmech.sae.model.TopKSAE`) of the site, on the tokens it reads
+(:func:`clipmech.sae.evaluate.token_positions`).
+
+A unit's image-level activation is its mean over tokens (ViT: all tokens, class token included) or
+spatial positions (ResNet); an SAE latent's is its activation per token averaged over the SAE's tokens.
+Activation maps (Network Dissection only): ViT patch tokens reshaped to the patch grid (prefix tokens
+dropped), ResNet spatial maps.
+
+Unit embeddings: neuron i, u_i = E_n(a_i e_i); SAE latent i, u_i = E_n(a_i d_i), d_i its unit-norm
+decoder column; a_i is the unit's typical activation (:func:`typical_activation`). Cosine is scale-free
+but not sign-free: a neuron whose typical activation is negative points the other way. A unit whose
+typical activation is 0 has the zero embedding, whose cosine to every concept is defined as 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from clipmech.hooks.sites import hooked
+
+#: Unit kinds of a unit set.
+KINDS = ("neurons", "sae")
+#: The fraction of images whose mean is a unit's typical activation.
+TYPICAL_FRACTION = 0.01
+
+
+def site_activations(
+    model: torch.nn.Module, pixels_NCHW: torch.Tensor, site: str, *, batch_size: int, device: str | torch.device
+) -> np.ndarray:
+    """The site's activation on every image, float32: (N, T, D) for a transformer site, (N, C, h, w) for a ResNet stage.
+
+    Raises
+    ------
+    ValueError
+        For an unknown site (:func:`clipmech.hooks.sites.hooked`) or batch_size < 1.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    parts = []
+    with torch.inference_mode(), hooked(model, capture=[site]) as cache:
+        for start in range(0, pixels_NCHW.shape[0], batch_size):
+            cache.reset()
+            model.encode_image(pixels_NCHW[start : start + batch_size].to(device))
+            parts.append(cache[site].float().cpu().numpy())
+    return np.concatenate(parts)
+
+
+def neuron_image_acts(site_acts: np.ndarray) -> np.ndarray:
+    """Image-level neuron activations, float64 (N, D): mean over tokens of (N, T, D), over positions of (N, C, h, w).
+
+    Raises
+    ------
+    ValueError
+        If the array is neither 3-D nor 4-D.
+    """
+    site_acts = np.asarray(site_acts)
+    if site_acts.ndim == 3:
+        return site_acts.mean(axis=1, dtype=np.float64)
+    if site_acts.ndim == 4:
+        return site_acts.mean(axis=(2, 3), dtype=np.float64)
+    raise ValueError(f"site activations must be (N, T, D) or (N, C, h, w), got shape {site_acts.shape}")
+
+
+def neuron_maps(site_acts: np.ndarray, n_prefix_tokens: int, grid: tuple[int, int]) -> np.ndarray:
+    """Activation maps of the neurons, float32 (N, D, h, w): the patch tokens of (N, T, D) on the grid, or a ResNet map.
+
+    Raises
+    ------
+    ValueError
+        If the tokens after the prefix are not rows x cols of ``grid``.
+    """
+    site_acts = np.asarray(site_acts, dtype=np.float32)
+    if site_acts.ndim == 4:
+        return site_acts
+    patches = site_acts[:, n_prefix_tokens:]
+    if patches.shape[1] != grid[0] * grid[1]:
+        raise ValueError(
+            f"{patches.shape[1]} patch tokens after {n_prefix_tokens} prefix tokens do not fill the {grid} grid"
+        )
+    return patches.transpose(0, 2, 1).reshape(site_acts.shape[0], site_acts.shape[2], *grid)
+
+
+def sae_token_latents(
+    sae: torch.nn.Module, site_acts_NTD: np.ndarray, positions: np.ndarray, batch_size: int = 64
+) -> np.ndarray:
+    """The SAE's latent activations on the tokens at ``positions``, float32 (N, T', n).
+
+    Raises
+    ------
+    ValueError
+        If the site activations are not (N, T, D) (SAE latents of ResNet stages are not supported).
+    """
+    if site_acts_NTD.ndim != 3:
+        raise ValueError(f"SAE latents need (N, T, D) site activations, got shape {site_acts_NTD.shape}")
+    parameter = next(sae.parameters())
+    parts = []
+    with torch.inference_mode():
+        for start in range(0, site_acts_NTD.shape[0], batch_size):
+            x_NTD = torch.as_tensor(site_acts_NTD[start : start + batch_size][:, positions])
+            x_BD = x_NTD.reshape(-1, x_NTD.shape[-1]).to(device=parameter.device, dtype=parameter.dtype)
+            z_Bn = sae.encode(x_BD).float().cpu()
+            parts.append(z_Bn.reshape(x_NTD.shape[0], x_NTD.shape[1], -1).numpy())
+    return np.concatenate(parts)
+
+
+def sae_maps(latents_NTn: np.ndarray, positions: np.ndarray, n_prefix_tokens: int, grid: tuple[int, int]) -> np.ndarray:
+    """Activation maps of the SAE latents on the patch grid, float32 (N, n, h, w), from :func:`sae_token_latents`.
+
+    Raises
+    ------
+    ValueError
+        If the SAE does not read every patch token.
+    """
+    patch = np.asarray(positions) >= n_prefix_tokens
+    if patch.sum() != grid[0] * grid[1]:
+        raise ValueError(f"the SAE reads {int(patch.sum())} patch tokens; maps need all {grid[0] * grid[1]}")
+    latents = latents_NTn[:, patch]
+    return latents.transpose(0, 2, 1).reshape(latents.shape[0], latents.shape[2], *grid)
+
+
+def typical_activation(acts_NU: np.ndarray, fraction: float = TYPICAL_FRACTION) -> np.ndarray:
+    """Each unit's typical activation: its mean over the images where it is in its top ``fraction``
+    (at least 1 image; ties broken towards the lower image index), float64 (U,)."""
+    acts_NU = np.asarray(acts_NU, dtype=np.float64)
+    n_top = max(1, int(fraction * acts_NU.shape[0]))
+    order = np.argsort(-acts_NU, axis=0, kind="stable")[:n_top]
+    return np.take_along_axis(acts_NU, order, axis=0).mean(axis=0)
+
+
+def neuron_embeddings(W_ED: np.ndarray, typical_U: np.ndarray) -> np.ndarray:
+    """u_i = E_n(a_i e_i) = a_i W[:, i] for every neuron, float64 (U, E)."""
+    return (np.asarray(W_ED, dtype=np.float64) * np.asarray(typical_U, dtype=np.float64)[None, :]).T
+
+
+def latent_embeddings(W_ED: np.ndarray, W_dec_Dn: np.ndarray, typical_U: np.ndarray) -> np.ndarray:
+    """u_i = E_n(a_i d_i) = a_i W d_i for every SAE latent, float64 (n, E)."""
+    directions_En = np.asarray(W_ED, dtype=np.float64) @ np.asarray(W_dec_Dn, dtype=np.float64)
+    return (directions_En * np.asarray(typical_U, dtype=np.float64)[None, :]).T
+
+
+def cosine(a_UE: np.ndarray, b_CE: np.ndarray) -> np.ndarray:
+    """Cosine similarity of every row of ``a`` with every row of ``b``, float64 (U, C); 0 for a zero row."""
+    a = np.asarray(a_UE, dtype=np.float64)
+    b = np.asarray(b_CE, dtype=np.float64)
+    norm_a = np.linalg.norm(a, axis=1, keepdims=True)
+    norm_b = np.linalg.norm(b, axis=1, keepdims=True)
+    a = np.divide(a, norm_a, out=np.zeros_like(a), where=norm_a > 0)
+    b = np.divide(b, norm_b, out=np.zeros_like(b), where=norm_b > 0)
+    return a @ b.T
+
+
+def top_indices(scores_XY: np.ndarray, tau: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the ``tau`` columns of highest score (SelectTop-tau of Eqs. 3, 4), ties to the lower index.
+
+    Returns
+    -------
+    index_XK, score_XK : numpy.ndarray, (X, min(tau, Y))
+        Int64 and float64, descending per row.
+
+    Raises
+    ------
+    ValueError
+        If tau < 1.
+    """
+    if tau < 1:
+        raise ValueError(f"tau must be >= 1, got {tau}")
+    scores_XY = np.asarray(scores_XY, dtype=np.float64)
+    order = np.argsort(-scores_XY, axis=1, kind="stable")[:, :tau]
+    return order, np.take_along_axis(scores_XY, order, axis=1)
+
+
+def localise(scores_UC: np.ndarray, tau: int) -> tuple[np.ndarray, np.ndarray]:
+    """L_c (Eq. 3): the top-tau units of every concept by a unit x concept score; (C, tau) indices and scores."""
+    return top_indices(np.asarray(scores_UC).T, tau)
+
+
+def describe(scores_UC: np.ndarray, tau: int) -> tuple[np.ndarray, np.ndarray]:
+    """D_u (Eq. 4): the top-tau concepts of every unit by a unit x concept score; (U, tau) indices and scores."""
+    return top_indices(scores_UC, tau)
+
+
+def random_units(n_units: int, n_concepts: int, tau: int, seed: int) -> np.ndarray:
+    """The random-unit control: per concept, ``tau`` distinct units drawn by ``numpy.random.default_rng(seed)``,
+    concept by concept, int64 (C, min(tau, n_units))."""
+    rng = np.random.default_rng(seed)
+    k = min(tau, n_units)
+    return np.stack([rng.choice(n_units, size=k, replace=False) for _ in range(n_concepts)]).astype(np.int64)

@@ -1,0 +1,90 @@
+"""The probe data of MiCLIP at one site of a target model: the stage of rule ``probe_miclip``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clipmech.data import datasets
+from clipmech.miclip import interventions, units
+from clipmech.models import loading, zeroshot
+from clipmech.models.towers import tower
+
+log = logging.getLogger(__name__)
+
+
+def probe_miclip(
+    *,
+    name: str,
+    model_entry: dict,
+    reference: str,
+    reference_entry: dict,
+    dataset_dir: str,
+    site: str,
+    output: str,
+    batch_size: int,
+    device: str,
+    threads: int,
+) -> None:
+    """What the MiCLIP encoder trains on and its evaluation reads (methods.md Sec. 9), for every image.
+
+    Writes an npz with ``site_acts`` (float32: (N, T, D) for a transformer site, (N, C, h, w) for a ResNet
+    stage), ``predictions`` (int64 (N, 3): the target's zero-shot class per attribute task, its own text
+    tower, :data:`clipmech.models.zeroshot.ATTRIBUTE_TASKS` order), ``reference_images`` (float32 (N, E):
+    the reference CLIP's normalised image embeddings), ``n_prefix_tokens``, ``grid`` (rows, cols),
+    ``site`` and ``dataset_sha256``.
+
+    Raises
+    ------
+    ValueError
+        If the dataset has no object table (MiCLIP needs a Shapes dataset) or the site is unknown.
+    """
+    torch.set_num_threads(threads)
+    torch_device = loading.resolve_device(device)
+    data = datasets.load(dataset_dir)
+    if data.objects is None:
+        raise ValueError(f"MiCLIP needs a Shapes dataset with an object table; {dataset_dir} has none")
+    model, preprocess, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
+    pixels = loading.preprocess_images(data.images, preprocess)
+    site_acts = units.site_activations(model, pixels, site, batch_size=batch_size, device=torch_device)
+    texts = {
+        task: loading.encode_text(model, tokenizer, zeroshot.attribute_prompts(task)[1], torch_device)
+        for task in zeroshot.ATTRIBUTE_TASKS
+    }
+    predicted = interventions.predictions(model, pixels, texts, batch_size=batch_size, device=torch_device)
+    info = tower(model, "visual")
+    ref_model, ref_preprocess = loading.load_model(
+        loading.model_spec({reference: reference_entry}, reference), torch_device
+    )
+    ref_pixels = loading.preprocess_images(data.images, ref_preprocess)
+    with torch.inference_mode():
+        ref_images = torch.cat(
+            [
+                torch.nn.functional.normalize(
+                    ref_model.encode_image(ref_pixels[s : s + batch_size].to(torch_device)).float(), dim=-1
+                ).cpu()
+                for s in range(0, ref_pixels.shape[0], batch_size)
+            ]
+        ).numpy()
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        output,
+        site_acts=site_acts,
+        predictions=predicted,
+        reference_images=ref_images,
+        n_prefix_tokens=np.int64(info.n_prefix_tokens),
+        grid=np.asarray(info.grid, dtype=np.int64),
+        site=np.array(site),
+        dataset_sha256=np.array(data.spec["sha256"]),
+    )
+    log.info(
+        "%s at %s: site activations %s on %d images; reference %s",
+        name,
+        site,
+        site_acts.shape,
+        data.n_images,
+        reference,
+    )

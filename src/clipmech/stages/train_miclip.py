@@ -1,0 +1,70 @@
+"""Training of the MiCLIP neuron encoders of one site: the stage of rule ``train_miclip``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from clipmech.data import shapes, tables
+from clipmech.figures import miclip as figures
+from clipmech.miclip import encoder, units
+from clipmech.models import zeroshot
+
+log = logging.getLogger(__name__)
+
+
+def concept_targets(predictions_NK: np.ndarray, concept_CE: np.ndarray) -> np.ndarray:
+    """The reference text embedding of the target's predicted concept per image and attribute task, (N, K, E).
+
+    ``concept_CE`` holds the embeddings of the prompts of ``FEATURES`` in order; ``predictions_NK`` the
+    class index within each task of :data:`clipmech.models.zeroshot.ATTRIBUTE_TASKS`.
+    """
+    rows = []
+    for t, task in enumerate(zeroshot.ATTRIBUTE_TASKS):
+        names, _ = zeroshot.attribute_prompts(task)
+        feature_of_class = np.array([shapes.FEATURES.index(n) for n in names])
+        rows.append(concept_CE[feature_of_class[predictions_NK[:, t]]])
+    return np.stack(rows, axis=1)
+
+
+def train_miclip(*, probe: str, concepts: str, out: dict, params: dict, label: str, threads: int) -> None:
+    """Train one linear encoder per loss variant x seed on the image-level site activations (methods.md Sec. 9;
+    :func:`clipmech.miclip.encoder.train_all`).
+
+    ``params``: ``losses``, ``seeds``, ``steps``, ``batch_size``, ``lr``, ``temperature``. Writes
+    ``out["encoders"]`` (``torch.save`` of ``{"W": {"<loss>/<seed>": float32 (E, D)}, "losses", "seeds",
+    "site", "params", "dataset_sha256"}``), ``out["log"]`` (``loss, seed, step, value``) and ``out["figure"]``.
+    """
+    torch.set_num_threads(threads)
+    probe_data = np.load(probe)
+    concept_data = np.load(concepts)
+    acts_ND = units.neuron_image_acts(probe_data["site_acts"])
+    targets = concept_targets(probe_data["predictions"], concept_data["concept_embeddings"])
+    encoders, curves = encoder.train_all(
+        acts_ND, probe_data["reference_images"], targets, losses=params["losses"], seeds=params["seeds"], params=params
+    )
+    rows = [
+        pd.DataFrame({"loss": loss, "seed": seed, "step": np.arange(1, len(curve) + 1), "value": curve})
+        for (loss, seed), curve in curves.items()
+    ]
+    log_table = pd.concat(rows, ignore_index=True)
+    for (loss, seed), curve in curves.items():
+        log.info("%s seed %d: loss %.4f -> %.4f", loss, seed, curve[0], curve[-1])
+    Path(out["encoders"]).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "W": {f"{loss}/{seed}": torch.as_tensor(W) for (loss, seed), W in encoders.items()},
+            "losses": list(params["losses"]),
+            "seeds": [int(s) for s in params["seeds"]],
+            "site": str(probe_data["site"]),
+            "params": dict(params),
+            "dataset_sha256": str(probe_data["dataset_sha256"]),
+        },
+        out["encoders"],
+    )
+    tables.write_table(log_table, out["log"])
+    figures.training_curves(log_table, f"{label}: MiCLIP encoder training", out["figure"])

@@ -1,0 +1,133 @@
+"""Eq. 5 interventions (clipmech.miclip.interventions) and the planted unit that MiCLIP finds and steers."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from clipmech.hooks.sites import hooked
+from clipmech.miclip import encoder, interventions, units
+from clipmech.sae.model import TopKSAE
+
+SITE = "visual.blocks.1.hook_resid_post"
+
+
+def _pixels(n=6, seed=0):
+    return torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def _captured(model, pixels, edit=None):
+    with torch.inference_mode(), hooked(model, capture=[SITE], edit={SITE: edit} if edit else {}) as cache:
+        model.encode_image(pixels)
+        return cache[SITE].clone()
+
+
+def test_neuron_edits_touch_only_the_chosen_channels_and_are_exact_at_identity(vit):
+    pixels = _pixels()
+    clean = _captured(vit, pixels)
+    typical = np.linspace(-1, 1, clean.shape[-1])
+    for copy_ in (interventions.IDENTITY, ([3, 7], "scale", 1.0), ([3, 7], "add", 0.0)):
+        assert torch.equal(_captured(vit, pixels, interventions.neuron_copies([copy_], typical, -1)), clean)
+    edited = _captured(vit, pixels, interventions.neuron_copies([([3, 7], "scale", 2.0)], typical, -1))
+    others = np.setdiff1d(np.arange(clean.shape[-1]), [3, 7])
+    assert torch.equal(edited[..., others], clean[..., others])
+    torch.testing.assert_close(edited[..., [3, 7]], 2 * clean[..., [3, 7]])
+
+
+def test_sae_edits_move_along_the_chosen_decoder_directions_and_are_exact_at_identity(vit):
+    pixels = _pixels()
+    clean = _captured(vit, pixels)
+    sae = TopKSAE(64, 32, 4, seed=0).double()
+    positions = np.arange(clean.shape[1])
+    typical = np.ones(32)
+    for copy_ in (interventions.IDENTITY, ([2, 5], "scale", 1.0), ([2, 5], "add", 0.0)):
+        edit = interventions.sae_copies(sae, positions, [copy_], typical)
+        assert torch.equal(_captured(vit, pixels, edit), clean)
+    edited = _captured(vit, pixels, interventions.sae_copies(sae, positions, [([2, 5], "scale", 0.0)], typical))
+    delta = (edited - clean).reshape(-1, 64)
+    z = sae.encode(clean.reshape(-1, 64))
+    expected = -(z[:, [2, 5]] @ sae.W_dec[:, [2, 5]].T)
+    torch.testing.assert_close(delta, expected.detach())  # in the span of the chosen decoder directions only
+
+
+# A block output (copies repeated after the block) and a site inside it (repeated at the block's input).
+@pytest.mark.parametrize("site", [SITE, "visual.blocks.1.hook_mlp_out"])
+def test_a_planted_unit_is_ranked_first_and_steers_its_concept(vit, site):
+    """Neuron 5 carries the concept: the reference image embedding holds the concept direction exactly when
+    the neuron fires. MiCLIP ranks it first; adding to it raises the accuracy of a zero-shot head that
+    reads it, subtracting lowers it."""
+    rng = np.random.default_rng(0)
+    n, d, e, planted = 200, 8, 6, 5
+    present = rng.random(n) < 0.5
+    acts = 0.3 * rng.standard_normal((n, d))
+    acts[:, planted] += 2.0 * present
+    concept_dir = np.eye(e)[0]
+    images = 0.3 * rng.standard_normal((n, e)) + np.outer(present, concept_dir)
+    W, _ = encoder.train_encoder(
+        acts, images, images[:, None], loss="input", seed=0, steps=300, batch_size=64, lr=0.02, temperature=0.1
+    )
+    typical = units.typical_activation(acts)
+    scores = units.cosine(units.neuron_embeddings(W, typical), concept_dir[None])
+    index, _ = units.localise(scores, 3)
+    assert index[0, 0] == planted
+
+    model = copy.deepcopy(vit)
+    with torch.no_grad():
+        model.visual.proj.copy_(torch.eye(64, dtype=torch.float64))
+        model.visual.ln_post.weight.fill_(1.0)
+        model.visual.ln_post.bias.zero_()
+    # the head reads channel 5 of the class token: prompt 0 = +e_5, prompt 1 = -e_5
+    head = torch.zeros(2, 64, dtype=torch.float64)
+    head[0, planted], head[1, planted] = 1.0, -1.0
+    texts = {task: head for task in ("colour", "shape", "position")}
+    pixels = _pixels(12, seed=1)
+    typical_site = np.full(64, 50.0)
+    copies = [interventions.IDENTITY, ([planted], "add", 1.0), ([planted], "add", -1.0)]
+    edit = interventions.neuron_copies(copies, typical_site, -1)
+    predicted = interventions.copy_predictions(
+        model, pixels, texts, site=site, edit=edit, n_copies=3, batch_size=6, device="cpu"
+    )[:, :, 0]
+    before, raised, lowered = (interventions.concept_accuracy(predicted[:, k], 0) for k in range(3))
+    assert 0 < before < 1 and raised == 1.0 and lowered == 0.0
+    # the identity copy is the unedited model; each copy equals its own pass
+    np.testing.assert_array_equal(
+        predicted[:, 0], interventions.predictions(model, pixels, texts, batch_size=6, device="cpu")[:, 0]
+    )
+    for k, copy_ in enumerate(copies):
+        alone = interventions.copy_predictions(
+            model,
+            pixels,
+            texts,
+            site=site,
+            edit=interventions.neuron_copies([copy_], typical_site, -1),
+            n_copies=1,
+            batch_size=6,
+            device="cpu",
+        )
+        np.testing.assert_array_equal(predicted[:, k], alone[:, 0, 0])
+
+
+def test_copies_in_one_pass_equal_their_own_passes_at_the_site(vit):
+    """K copies of each image, repeated at the site's block, carry exactly their own edit: the captured
+    site and the image embedding of copy k match a pass with copy k alone (neurons and SAE latents)."""
+    pixels = _pixels(4, seed=2)
+    sae = TopKSAE(64, 32, 4, seed=1).double()
+    positions = np.arange(1, 65)
+    typical = np.linspace(0.5, 2.0, 64)
+    copies = [interventions.IDENTITY, ([1, 9], "scale", 2.0), ([4], "add", -1.0), ([1, 9], "scale", 0.0)]
+    shape = _captured(vit, pixels).shape
+    for make in (
+        lambda cs: interventions.neuron_copies(cs, typical, -1),
+        lambda cs: interventions.sae_copies(sae, positions, cs, typical[:32]),
+    ):
+        module = vit.visual.transformer.resblocks[1]
+        handle = module.register_forward_pre_hook(lambda _, args: (args[0].repeat_interleave(4, dim=0), *args[1:]))
+        try:
+            together = _captured(vit, pixels, make(copies)).reshape(shape[0], len(copies), *shape[1:])
+        finally:
+            handle.remove()
+        for k, copy_ in enumerate(copies):
+            torch.testing.assert_close(together[:, k], _captured(vit, pixels, make([copy_])), rtol=1e-12, atol=1e-12)

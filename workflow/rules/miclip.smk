@@ -1,0 +1,169 @@
+rule embed_miclip_concepts:
+    input:
+        checkpoint=checkpoint_input,
+    output:
+        text="results/miclip/reference/{model}.npz",
+    log:
+        "logs/embed_miclip_concepts/{model}.log",
+    benchmark:
+        "results/benchmarks/embed_miclip_concepts/{model}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=gpu_request(),
+        mem_mb=4000,
+        runtime=60,
+    params:
+        model=model_params,
+        n_words=config["miclip"]["n_words"],
+        device=config["extraction"]["device"],
+        code=script_code("embed_miclip_concepts.py"),
+    script:
+        "../scripts/embed_miclip_concepts.py"
+
+
+rule probe_miclip:
+    input:
+        data=miclip_dataset_dir,
+        checkpoint=checkpoint_input,
+        reference=miclip_reference_checkpoint,
+    output:
+        probe="results/miclip/{model}/{site}/probe.npz",
+    log:
+        "logs/probe_miclip/{model}/{site}.log",
+    benchmark:
+        "results/benchmarks/probe_miclip/{model}/{site}.tsv"
+    wildcard_constraints:
+        site=name_pattern({site for _, site in MICLIP_SITES}),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=gpu_request(),
+        mem_mb=8000,
+        runtime=60,
+    params:
+        model=model_params,
+        reference=config["miclip"]["reference"],
+        reference_entry=miclip_reference_entry,
+        batch_size=config["miclip"]["batch_size_eval"],
+        device=config["extraction"]["device"],
+        code=script_code("probe_miclip.py"),
+    script:
+        "../scripts/probe_miclip.py"
+
+
+rule train_miclip:
+    input:
+        probe="results/miclip/{model}/{site}/probe.npz",
+        concepts=miclip_reference_text,
+    output:
+        encoders="results/miclip/{model}/{site}/encoders.pt",
+        log="results/miclip/{model}/{site}/training.tsv",
+        figure=reported(
+            "results/miclip/{model}/{site}/training.png",
+            "miclip_training.rst",
+            "9 MiCLIP",
+            "{model} at {site}",
+        ),
+    log:
+        "logs/train_miclip/{model}/{site}.log",
+    benchmark:
+        "results/benchmarks/train_miclip/{model}/{site}.tsv"
+    wildcard_constraints:
+        site=name_pattern({site for _, site in MICLIP_SITES}),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        train=miclip_train_params,
+        label=miclip_label,
+        code=script_code("train_miclip.py"),
+    script:
+        "../scripts/train_miclip.py"
+
+
+rule evaluate_miclip:
+    input:
+        data=miclip_dataset_dir,
+        checkpoint=checkpoint_input,
+        probe="results/miclip/{model}/{site}/probe.npz",
+        concepts=miclip_reference_text,
+        encoders="results/miclip/{model}/{site}/encoders.pt",
+        sae=miclip_sae_input,
+    output:
+        descriptions=reported(
+            "results/miclip/{model}/{site}/{kind}/descriptions.tsv",
+            "miclip_descriptions.rst",
+            "9 MiCLIP",
+            "{model} at {site}, {kind}",
+        ),
+        localisation=reported(
+            "results/miclip/{model}/{site}/{kind}/localisation.tsv",
+            "miclip_localisation.rst",
+            "9 MiCLIP",
+            "{model} at {site}, {kind}",
+        ),
+        interventions=reported(
+            "results/miclip/{model}/{site}/{kind}/interventions.tsv",
+            "miclip_interventions.rst",
+            "9 MiCLIP",
+            "{model} at {site}, {kind}",
+        ),
+        description_accuracy=reported(
+            "results/miclip/{model}/{site}/{kind}/description_accuracy.tsv",
+            "miclip_description_accuracy.rst",
+            "9 MiCLIP",
+            "{model} at {site}, {kind}",
+        ),
+        delta_acc=reported(
+            "results/miclip/{model}/{site}/{kind}/delta_acc.tsv",
+            "miclip_delta_acc.rst",
+            "9 MiCLIP",
+            "{model} at {site}, {kind}",
+        ),
+        ablation=reported(
+            "results/miclip/{model}/{site}/{kind}/ablation.tsv",
+            "miclip_ablation.rst",
+            "9 MiCLIP",
+            "{model} at {site}, {kind}",
+        ),
+        delta_figure=reported(
+            "results/miclip/{model}/{site}/{kind}/delta_acc.png",
+            "miclip_delta_acc_figure.rst",
+            "9 MiCLIP",
+            "{model} at {site}, {kind}",
+        ),
+        description_figure=reported(
+            "results/miclip/{model}/{site}/{kind}/descriptions.png",
+            "miclip_descriptions_figure.rst",
+            "9 MiCLIP",
+            "{model} at {site}, {kind}",
+        ),
+    log:
+        "logs/evaluate_miclip/{model}/{site}/{kind}.log",
+    benchmark:
+        "results/benchmarks/evaluate_miclip/{model}/{site}/{kind}.tsv"
+    wildcard_constraints:
+        site=name_pattern({site for _, site in MICLIP_SITES}),
+        kind="neurons|sae",
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=gpu_request(),
+        mem_mb=8000,
+        runtime=120,
+    params:
+        model=model_params,
+        evaluation=miclip_eval_params,
+        k_top=miclip_k_top,
+        label=miclip_label,
+        device=config["extraction"]["device"],
+        code=script_code("evaluate_miclip.py"),
+    script:
+        "../scripts/evaluate_miclip.py"

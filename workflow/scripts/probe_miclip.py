@@ -1,0 +1,16 @@
+from clipmech.logs import to_file
+from clipmech.stages.probe_miclip import probe_miclip
+
+to_file(snakemake.log[0])
+probe_miclip(
+    name=snakemake.wildcards.model,
+    model_entry=snakemake.params.model,
+    reference=snakemake.params.reference,
+    reference_entry=snakemake.params.reference_entry,
+    dataset_dir=snakemake.input.data,
+    site=snakemake.wildcards.site,
+    output=snakemake.output.probe,
+    batch_size=snakemake.params.batch_size,
+    device=snakemake.params.device,
+    threads=snakemake.threads,
+)
