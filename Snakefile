@@ -36,6 +36,7 @@ include: "workflow/rules/segmentation.smk"
 include: "workflow/rules/monitoring.smk"
 include: "workflow/rules/patching.smk"
 include: "workflow/rules/sae.smk"
+include: "workflow/rules/atlas.smk"
 
 
 rule all:

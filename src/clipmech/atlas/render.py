@@ -164,7 +164,9 @@ def table_html(table: Table, root: str) -> str:
     )
 
 
-def histogram_svg(counts_B: np.ndarray, edges_B: np.ndarray, marks: np.ndarray, width: int = 360, height: int = 120) -> str:
+def histogram_svg(
+    counts_B: np.ndarray, edges_B: np.ndarray, marks: np.ndarray, width: int = 360, height: int = 120
+) -> str:
     """An inline SVG bar chart of a histogram, with ticks at ``marks`` (the top images' activations)."""
     counts_B = np.asarray(counts_B, dtype=np.float64)
     peak = counts_B.max() if counts_B.size and counts_B.max() > 0 else 1.0

@@ -77,7 +77,11 @@ def omp_words(words: str) -> Table | None:
     for item in words.split("), "):
         word, _, coefficient = item.rstrip(")").rpartition(" (")
         rows.append((word, float(coefficient)))
-    return Table(title="OMP words of the pair's direction u (methods.md Sec. 5)", columns=("word", "coefficient"), rows=tuple(rows))
+    return Table(
+        title="OMP words of the pair's direction u (methods.md Sec. 5)",
+        columns=("word", "coefficient"),
+        rows=tuple(rows),
+    )
 
 
 def miclip_descriptions(descriptions: pd.DataFrame, unit: int) -> Table | None:
@@ -132,4 +136,3 @@ def miclip_localisation(localisation: pd.DataFrame, interventions: pd.DataFrame,
 def links(title: str, columns: tuple[str, ...], rows: list[tuple]) -> Table | None:
     """A table of related units (cells may be :class:`clipmech.atlas.render.Link`); None without rows."""
     return Table(title=title, columns=columns, rows=tuple(rows)) if rows else None
-

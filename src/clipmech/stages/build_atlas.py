@@ -112,7 +112,10 @@ def _mlp_units(store: str, units_tsv: str, counts_NF: np.ndarray, params: dict) 
     units = _unit_pages(
         kind="mlp",
         keys=[f"{layer}-{neuron}" for layer, neuron in zip(layer_U, neuron_U)],
-        titles=[f"MLP unit {neuron} of block {layer} (visual.blocks.{layer}.hook_mlp_out)" for layer, neuron in zip(layer_U, neuron_U)],
+        titles=[
+            f"MLP unit {neuron} of block {layer} (visual.blocks.{layer}.hook_mlp_out)"
+            for layer, neuron in zip(layer_U, neuron_U)
+        ],
         layers=[str(layer) for layer in layer_U],
         acts_NU=acts_NU,
         counts_NF=counts_NF,
@@ -161,18 +164,27 @@ def _resnet_units(
         params=params,
     )
     _set_maps(neurons, lambda c, images: raw_NTC[images, 1:, c], grid)
-    s_NQ = dec.pair_scalars(x_NTC.astype(np.float64), alpha_NHT.astype(np.float64)).reshape(n_images, n_heads * n_neurons)
+    s_NQ = dec.pair_scalars(x_NTC.astype(np.float64), alpha_NHT.astype(np.float64)).reshape(
+        n_images, n_heads * n_neurons
+    )
     heads_Q, neurons_Q = np.divmod(np.arange(n_heads * n_neurons), n_neurons)
     pairs = _unit_pages(
         kind="pair",
         keys=[f"{c}-{h}" for h, c in zip(heads_Q, neurons_Q)],
-        titles=[f"Neuron-head pair: neuron {c}, head {h} (s_(n,h) of the attention pool)" for h, c in zip(heads_Q, neurons_Q)],
+        titles=[
+            f"Neuron-head pair: neuron {c}, head {h} (s_(n,h) of the attention pool)"
+            for h, c in zip(heads_Q, neurons_Q)
+        ],
         layers=["attnpool"] * heads_Q.size,
         acts_NU=s_NQ,
         counts_NF=counts_NF,
         params=params,
     )
-    _set_maps(pairs, lambda q, images: gather.pair_token_maps(x_NTC[images], alpha_NHT[images], heads_Q[q], neurons_Q[q]), grid)
+    _set_maps(
+        pairs,
+        lambda q, images: gather.pair_token_maps(x_NTC[images], alpha_NHT[images], heads_Q[q], neurons_Q[q]),
+        grid,
+    )
     table = pd.read_csv(pairs_tsv, sep="\t").merge(
         pd.read_csv(words_tsv, sep="\t")[["head", "neuron", "words", "cos_sparse_u"]], on=["head", "neuron"], how="left"
     )
@@ -306,7 +318,9 @@ def build_atlas(
     pages.add(mlp)
     neurons, pairs, pair_table = [], [], None
     if "attnpool" in inputs:
-        neurons, pairs, pair_table = _resnet_units(inputs["attnpool"], inputs["pairs"], inputs["words"], counts_NF, params)
+        neurons, pairs, pair_table = _resnet_units(
+            inputs["attnpool"], inputs["pairs"], inputs["words"], counts_NF, params
+        )
         pages.add(neurons)
         pages.add(pairs)
     saes = []
@@ -326,7 +340,9 @@ def build_atlas(
                 continue
             rows = []
             for dim, weight in zip(dims_nK[i].tolist(), weights_nK[i].tolist()):
-                rows.append((dim, weight, *(pages.link("mlp", f"{layer}-{dim}", f"{layer}-{dim}") for layer in writers)))
+                rows.append(
+                    (dim, weight, *(pages.link("mlp", f"{layer}-{dim}", f"{layer}-{dim}") for layer in writers))
+                )
                 for layer in writers:
                     readers.setdefault(f"{layer}-{dim}", []).append((pages.link("sae", unit.key, unit.key), weight))
             unit.tables.append(
@@ -356,14 +372,22 @@ def build_atlas(
                     "Its neuron-head pairs (methods.md Sec. 5), by mean contribution norm",
                     ("pair", "head", "rank", "mean norm", "OMP words"),
                     [
-                        (pages.link("pair", f"{r.neuron}-{r.head}", f"{r.neuron}-{r.head}"), r.head, r.rank, r.mean_norm, r.words)
+                        (
+                            pages.link("pair", f"{r.neuron}-{r.head}", f"{r.neuron}-{r.head}"),
+                            r.head,
+                            r.rank,
+                            r.mean_norm,
+                            r.words,
+                        )
                         for r in rows.itertuples(index=False)
                     ],
                 )
             )
         for pair in pairs:
             c = pair.key.split("-")[0]
-            pair.tables.insert(0, sections.links("Its neuron", ("neuron",), [(pages.link("neuron", c, f"neuron {c}"),)]))
+            pair.tables.insert(
+                0, sections.links("Its neuron", ("neuron",), [(pages.link("neuron", c, f"neuron {c}"),)])
+            )
 
     # Patching: concept AUROCs and the effects of the ResNet's neurons and heads.
     auroc, recovery = _read(inputs.get("auroc")), _read(inputs.get("recovery"))
@@ -371,7 +395,9 @@ def build_atlas(
         c = int(neuron.key)
         if auroc is not None:
             pages.attach(
-                "neuron", neuron.key, sections.concept_auroc(auroc, {RESNET_NEURON_SITE: "last stage", POOL_SITE: "pool input"}, c)
+                "neuron",
+                neuron.key,
+                sections.concept_auroc(auroc, {RESNET_NEURON_SITE: "last stage", POOL_SITE: "pool input"}, c),
             )
         if recovery is not None:
             pages.attach("neuron", neuron.key, sections.recovery(recovery, "pool_neuron", unit=c))
@@ -406,7 +432,11 @@ def build_atlas(
     facts = [
         ("dataset", f"{dataset} ({data.n_images} images)"),
         ("Algorithm 1", f"top {params['k']} images, {params['reduction']} reduction for MLP units"),
-        *((f"{kind} units", str(sum(u.kind == kind for u in units))) for kind in gather.KINDS if any(u.kind == kind for u in units)),
+        *(
+            (f"{kind} units", str(sum(u.kind == kind for u in units)))
+            for kind in gather.KINDS
+            if any(u.kind == kind for u in units)
+        ),
         ("pages", f"{sum(u.page for u in units)} (at most {params['max_units']} per kind, lowest entropy first)"),
     ]
     manifest = site.write_site(
@@ -423,4 +453,3 @@ def build_atlas(
         time.perf_counter() - start,
     )
     return manifest
-
