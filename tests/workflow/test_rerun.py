@@ -121,12 +121,13 @@ def edit_function(module: Path, function: str) -> None:
             "decompose_attnpool",
             {*UPSTREAM, "extract_attnpool", "embed_text", "ablate_components", "decompose_text", "find_registers"},
         ),
-        # The selectivity code reruns the selectivity rules and their readers, and the SAE evaluation
-        # (its Algorithm 1 entropy of the latents), not the data, the models or the SAE's training.
+        # The selectivity code reruns the selectivity rules and their readers, the SAE evaluation
+        # (its Algorithm 1 entropy of the latents) and the atlases (Algorithm 1 of their units), not
+        # the data, the models or the SAE's training.
         (
             "analyses/selectivity.py",
             "entropy",
-            ("neuron_selectivity", "evaluate_sae"),
+            ("neuron_selectivity", "evaluate_sae", "build_atlas"),
             {*UPSTREAM, "plot_dataset", "plot_training", "train_sae"},
         ),
         # The patching engine reruns causal tracing and its figures, not the pairs, the models or other analyses.
@@ -137,12 +138,20 @@ def edit_function(module: Path, function: str) -> None:
             {*UPSTREAM, "synthesize_pairs", "plot_training", "neuron_selectivity", "decompose_attnpool"},
         ),
         ("figures/tracing.py", "circuit_curves", "plot_patching", {*UPSTREAM, "synthesize_pairs", "patch_components"}),
-        # The SAE model reruns the SAE training and its figure, not the activation store it reads or the models.
+        # The SAE model reruns the SAE training and its figure, and the atlases (they load SAEs), not the
+        # activation store it reads or the models.
         (
             "sae/model.py",
             "geometric_median",
-            "train_sae",
+            ("train_sae", "build_atlas"),
             {*UPSTREAM, "plot_dataset", "plot_training", "neuron_selectivity", "patch_components"},
+        ),
+        # The atlas's rendering reruns the atlases only.
+        (
+            "atlas/render.py",
+            "number",
+            "build_atlas",
+            {*UPSTREAM, "neuron_selectivity", "decompose_attnpool", "decompose_text", "train_sae", "evaluate_sae"},
         ),
         pytest.param(
             "decomposition/omp.py",
@@ -227,3 +236,12 @@ def test_sae_k_reruns_the_sae_only(tiny_run, tmp_path):
     plan = planned_jobs("--configfile", changed_config(tmp_path, "sae", None, "k", k + 1), workdir=tiny_run)
     assert plan == forcerun_plan(tiny_run, "train_sae")
     assert plan.keys() == {"train_sae", "plot_sae_training", "evaluate_sae", "all"}
+
+
+def test_atlas_settings_rerun_the_atlases_only(tiny_run, tmp_path):
+    max_units = yaml.safe_load(TINY.read_text())["atlas"]["max_units"]
+    plan = planned_jobs(
+        "--configfile", changed_config(tmp_path, "atlas", None, "max_units", max_units + 1), workdir=tiny_run
+    )
+    assert plan == forcerun_plan(tiny_run, "build_atlas")
+    assert plan == {"build_atlas": 2, "all": 1}
