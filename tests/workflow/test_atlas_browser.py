@@ -16,6 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from clipmech.stages.build_atlas import build_atlas
@@ -100,7 +101,7 @@ def visit(browser):
 
 
 def sites(tiny_run) -> dict[str, Path]:
-    return {p.name: p for p in sorted((tiny_run / "results" / "atlas").iterdir())}
+    return {p.name: p for p in sorted((tiny_run / "results" / "atlas").iterdir()) if p.is_dir()}
 
 
 def visible(page, column: int) -> list[str]:
@@ -111,6 +112,10 @@ def visible(page, column: int) -> list[str]:
 
 def test_every_model_has_a_site_with_every_unit_kind(tiny_run):
     found = {name: json.loads((site / "manifest.json").read_text()) for name, site in sites(tiny_run).items()}
+    for name, manifest in found.items():  # the report's entry: units and pages per kind
+        summary = pd.read_csv(tiny_run / "results" / "atlas" / f"{name}.tsv", sep="\t").set_index("kind")
+        assert summary["units"].to_dict() == manifest["units"] and summary["pages"].to_dict() == manifest["pages"]
+        assert (summary["index"] == f"results/atlas/{name}/index.html").all()
     assert set(found) == {"tiny-vit", "tiny-rn"}
     assert found["tiny-vit"]["units"] == {"mlp": 128, "sae": 128}  # 2 x 64 channels, 2 x 64 latents
     assert found["tiny-rn"]["units"] == {"neuron": 512, "pair": 8 * 512}
@@ -261,6 +266,7 @@ def test_miclip_results_show_on_the_pages_of_their_units(tiny_run, visit, tmp_pa
             **{f"miclip_{n}": [str(folder / f"{n}.tsv")] for n in ("descriptions", "interventions", "localisation")},
         },
         out=str(out),
+        summary=str(tmp_path / "atlas.tsv"),
         params={
             "max_units": 6,
             "n_top_images": 4,

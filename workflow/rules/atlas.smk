@@ -2,10 +2,12 @@ rule build_atlas:
     input:
         unpack(atlas_inputs),
     output:
-        site=reported_site(
-            "results/atlas/{model}",
+        site=directory("results/atlas/{model}"),
+        summary=reported(
+            "results/atlas/{model}.tsv",
             "atlas.rst",
             "9 Atlas",
+            "{model}",
         ),
     log:
         "logs/build_atlas/{model}.log",

@@ -729,17 +729,6 @@ def atlas_params():
     return {**params, "k": selectivity["k"], "reduction": selectivity["reduction"]}
 
 
-def reported_site(path, caption, category, subcategory="{model}"):
-    """A directory output shown in the report as a browsable site, opened at its index.html."""
-    return report(
-        directory(path),
-        htmlindex="index.html",
-        caption=f"../report/{caption}",
-        category=category,
-        subcategory=subcategory,
-    )
-
-
 def atlas_outputs(model):
-    """The atlas site of one model (methods.md Sec. 10)."""
-    return [f"results/atlas/{model}"]
+    """The atlas site of one model (methods.md Sec. 10) and its summary table (the report's entry)."""
+    return [f"results/atlas/{model}", f"results/atlas/{model}.tsv"]

@@ -7,6 +7,7 @@ build_atlas(
     dataset=snakemake.params.dataset,
     inputs={name: value if isinstance(value, str) else list(value) for name, value in snakemake.input.items()},
     out=snakemake.output.site,
+    summary=snakemake.output.summary,
     params=snakemake.params.atlas,
     sae_sites=snakemake.params.sae_sites,
     miclip_units=snakemake.params.miclip_units,

@@ -12,7 +12,7 @@ import torch
 
 from clipmech.atlas import gather, sections, site
 from clipmech.atlas.render import Link, UnitPage
-from clipmech.data import datasets, shapes
+from clipmech.data import datasets, shapes, tables
 from clipmech.decomposition import pool as dec
 from clipmech.sae import evaluate as sae_evaluate
 from clipmech.sae.model import load_sae
@@ -272,6 +272,7 @@ def build_atlas(
     dataset: str,
     inputs: dict,
     out: str,
+    summary: str,
     params: dict,
     sae_sites: list[str],
     miclip_units: list[dict],
@@ -290,6 +291,9 @@ def build_atlas(
         ``miclip_units``) lists ``miclip_descriptions``, ``miclip_interventions``, ``miclip_localisation``.
     out : str
         The site directory.
+    summary : str
+        A TSV written after the site: one row per unit kind (``kind``, ``units``, ``pages``) and the
+        site's ``files`` and ``megabytes`` on every row, and ``index`` (the path of its index.html).
     params : dict
         ``max_units`` (pages per kind; null = all), ``n_top_images``, ``thumbnail_size``, ``bins``,
         ``n_reads`` (ViT MLP units linked from an SAE latent), ``batch_tokens`` (SAE tokens encoded at once),
@@ -443,6 +447,19 @@ def build_atlas(
         out, model=model, units=units, images_NHW3=data.images, thumbnail_size=params["thumbnail_size"], facts=facts
     )
     size = sum(f["bytes"] for f in manifest["files"].values())
+    tables.write_table(
+        pd.DataFrame(
+            {
+                "kind": list(manifest["units"]),
+                "units": list(manifest["units"].values()),
+                "pages": [manifest["pages"].get(kind, 0) for kind in manifest["units"]],
+                "files": len(manifest["files"]) + 1,
+                "megabytes": round(size / 1e6, 3),
+                "index": f"{out}/index.html",
+            }
+        ),
+        summary,
+    )
     log.info(
         "atlas of %s: %d units, %d pages, %d files, %.2f MB in %.1f s",
         model,
