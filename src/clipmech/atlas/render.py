@@ -185,8 +185,8 @@ def histogram_svg(
     return (
         f'<svg class="histogram" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
         f'aria-label="activation histogram">{bars}{ticks}'
-        f'<text x="0" y="{height - 1}">{escape(number(low))}</text>'
-        f'<text x="{width}" y="{height - 1}" text-anchor="end">{escape(number(high))}</text></svg>'
+        f'<text x="0" y="{height - 1}">{escape(number(low, 4))}</text>'
+        f'<text x="{width}" y="{height - 1}" text-anchor="end">{escape(number(high, 4))}</text></svg>'
     )
 
 

@@ -60,7 +60,7 @@ def recovery(table: pd.DataFrame, family: str, *, unit: int | None = None, head:
             (
                 r.corruption,
                 r.direction,
-                int(r.n_pairs),
+                int(r.n_pairs) if pd.notna(r.n_pairs) else "",
                 _interval(r.recovery, r.recovery_low, r.recovery_high),
                 _interval(r.delta_logit, r.delta_logit_low, r.delta_logit_high),
             )
