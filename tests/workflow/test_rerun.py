@@ -220,23 +220,23 @@ def test_patching_pairs_rerun_patching_only(tiny_run, tmp_path):
         "--configfile", changed_config(tmp_path, "patching", None, "n_pairs", n_pairs + 1), workdir=tiny_run
     )
     assert plan == forcerun_plan(tiny_run, "patch_components")
-    assert plan.keys() == {"patch_components", "plot_patching", "all"}
+    assert plan.keys() == {"patch_components", "plot_patching", "build_atlas", "all"}  # the atlases show the effects
 
 
 def test_patching_model_list_is_not_a_parameter(tiny_run, tmp_path):
-    """Dropping a model from patching.models plans nothing: the remaining models' jobs are unchanged."""
+    """Dropping a model from patching.models leaves the remaining models' jobs unchanged; only the dropped
+    model's atlas is rebuilt (it loses its patching sections)."""
     models = yaml.safe_load(TINY.read_text())["patching"]["models"]
-    assert (
-        planned_jobs("--configfile", changed_config(tmp_path, "patching", None, "models", models[:1]), workdir=tiny_run)
-        == {}
-    )
+    assert planned_jobs(
+        "--configfile", changed_config(tmp_path, "patching", None, "models", models[:1]), workdir=tiny_run
+    ) == {"build_atlas": 1, "all": 1}
 
 
 def test_sae_k_reruns_the_sae_only(tiny_run, tmp_path):
     k = yaml.safe_load(TINY.read_text())["sae"]["k"]
     plan = planned_jobs("--configfile", changed_config(tmp_path, "sae", None, "k", k + 1), workdir=tiny_run)
     assert plan == forcerun_plan(tiny_run, "train_sae")
-    assert plan.keys() == {"train_sae", "plot_sae_training", "evaluate_sae", "all"}
+    assert plan.keys() == {"train_sae", "plot_sae_training", "evaluate_sae", "build_atlas", "all"}
 
 
 def test_atlas_settings_rerun_the_atlases_only(tiny_run, tmp_path):
