@@ -126,10 +126,8 @@ def histograms(acts_NU: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def quantise_maps(maps_Kt: np.ndarray) -> np.ndarray:
-    """Patch maps as integers 0..255 on one scale per unit: 255 x max(map, 0) / (the maximum over all maps).
-
-    Negative activations show as 0 (the heatmap shows where the unit is driven up). All-zero (or
-    all-negative) maps give zeros.
+    """Patch maps as integers 0..255 on one scale per unit: 0 at the lowest and 255 at the highest patch
+    activation over all of the unit's maps (a unit's constant offset would otherwise cover every patch).
 
     Parameters
     ----------
@@ -139,12 +137,13 @@ def quantise_maps(maps_Kt: np.ndarray) -> np.ndarray:
     Returns
     -------
     numpy.ndarray, uint8, same shape
+        All zeros when the maps are constant (nothing stands out).
     """
-    positive = np.maximum(np.asarray(maps_Kt, dtype=np.float64), 0.0)
-    peak = positive.max() if positive.size else 0.0
-    if peak <= 0:
-        return np.zeros(positive.shape, dtype=np.uint8)
-    return np.rint(255.0 * positive / peak).astype(np.uint8)
+    maps = np.asarray(maps_Kt, dtype=np.float64)
+    if maps.size == 0 or maps.max() <= maps.min():
+        return np.zeros(maps.shape, dtype=np.uint8)
+    low, high = maps.min(), maps.max()
+    return np.rint(255.0 * (maps - low) / (high - low)).astype(np.uint8)
 
 
 def pair_token_maps(x_KTC: np.ndarray, alpha_KHT: np.ndarray, head: int, neuron: int) -> np.ndarray:

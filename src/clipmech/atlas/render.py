@@ -73,7 +73,7 @@ class UnitPage:
         Top images, by descending activation.
     acts_K : numpy.ndarray, float, (K,)
     maps_K : numpy.ndarray, uint8, (K, rows * cols), or None
-        Patch heatmaps on the top images (:func:`clipmech.atlas.gather.quantise_maps`).
+        Patch heatmaps on the top images, 0..255 between the unit's lowest and highest patch (:func:`clipmech.atlas.gather.quantise_maps`).
     grid : tuple of int or None
         (rows, cols) of the maps.
     facts : list of (str, str)

@@ -48,8 +48,9 @@ def test_histograms_count_every_image_once():
 
 
 def test_quantise_maps_share_one_scale_per_unit():
-    maps = np.array([[0.0, 1.0], [2.0, -1.0]])
-    assert gather.quantise_maps(maps).tolist() == [[0, 128], [255, 0]]
+    maps = np.array([[0.5, 1.0], [2.0, -1.0]])
+    assert gather.quantise_maps(maps).tolist() == [[128, 170], [255, 0]]
+    assert gather.quantise_maps(maps + 7.0).tolist() == [[128, 170], [255, 0]]  # an offset changes nothing
     assert gather.quantise_maps(-np.ones((2, 3))).tolist() == [[0] * 3] * 2
 
 
