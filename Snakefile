@@ -37,6 +37,7 @@ include: "workflow/rules/monitoring.smk"
 include: "workflow/rules/patching.smk"
 include: "workflow/rules/sae.smk"
 include: "workflow/rules/miclip.smk"
+include: "workflow/rules/atlas.smk"
 
 
 rule all:

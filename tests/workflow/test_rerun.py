@@ -51,7 +51,8 @@ def test_selectivity_k_reruns_selectivity_and_downstream_only(tiny_run, tmp_path
     plan = planned_jobs("--configfile", changed_config(tmp_path, "selectivity", None, "k", k + 1), workdir=tiny_run)
     assert {"neuron_selectivity", "plot_selectivity"} <= plan.keys()
     assert not plan.keys() & {*UPSTREAM, "plot_dataset", "plot_training"}
-    assert plan == forcerun_plan(tiny_run, "neuron_selectivity", "plot_selectivity")
+    # The atlases run Algorithm 1 with selectivity.k too (the ResNet's neurons and pairs, the SAE's latents).
+    assert plan == forcerun_plan(tiny_run, "neuron_selectivity", "plot_selectivity", "build_atlas")
 
 
 def test_dataset_seed_reruns_everything_downstream_of_synthesis(tiny_run, tmp_path):
@@ -121,12 +122,13 @@ def edit_function(module: Path, function: str) -> None:
             "decompose_attnpool",
             {*UPSTREAM, "extract_attnpool", "embed_text", "ablate_components", "decompose_text", "find_registers"},
         ),
-        # The selectivity code reruns the selectivity rules and their readers, and the SAE evaluation
-        # (its Algorithm 1 entropy of the latents), not the data, the models or the SAE's training.
+        # The selectivity code reruns the selectivity rules and their readers, the SAE evaluation
+        # (its Algorithm 1 entropy of the latents) and the atlases (Algorithm 1 of their units), not
+        # the data, the models or the SAE's training.
         (
             "analyses/selectivity.py",
             "entropy",
-            ("neuron_selectivity", "evaluate_sae"),
+            ("neuron_selectivity", "evaluate_sae", "build_atlas"),
             {*UPSTREAM, "plot_dataset", "plot_training", "train_sae"},
         ),
         # The patching engine reruns causal tracing and its figures, not the pairs, the models or other analyses.
@@ -137,12 +139,34 @@ def edit_function(module: Path, function: str) -> None:
             {*UPSTREAM, "synthesize_pairs", "plot_training", "neuron_selectivity", "decompose_attnpool"},
         ),
         ("figures/tracing.py", "circuit_curves", "plot_patching", {*UPSTREAM, "synthesize_pairs", "patch_components"}),
-        # The SAE model reruns the SAE training and its figure, not the activation store it reads or the models.
+        # The SAE model reruns the SAE training and its figure, and the atlases (they load SAEs), not the
+        # activation store it reads or the models.
         (
             "sae/model.py",
             "geometric_median",
-            "train_sae",
+            ("train_sae", "build_atlas"),
             {*UPSTREAM, "plot_dataset", "plot_training", "neuron_selectivity", "patch_components"},
+        ),
+        # The atlas's rendering reruns the atlases only.
+        (
+            "atlas/render.py",
+            "number",
+            "build_atlas",
+            {*UPSTREAM, "neuron_selectivity", "decompose_attnpool", "decompose_text", "train_sae", "evaluate_sae"},
+        ),
+        # MiCLIP: the encoder's loss retrains the encoders (and what reads them), not the probe; a baseline
+        # reruns the evaluation only, not the probe or the encoders.
+        (
+            "miclip/encoder.py",
+            "symmetric_infonce",
+            ("train_miclip", "evaluate_miclip"),
+            {*UPSTREAM, "embed_miclip_concepts", "probe_miclip", "train_sae"},
+        ),
+        (
+            "miclip/baselines.py",
+            "soft_wpmi",
+            "evaluate_miclip",
+            {*UPSTREAM, "embed_miclip_concepts", "probe_miclip", "train_miclip", "train_sae"},
         ),
         pytest.param(
             "decomposition/omp.py",
@@ -210,29 +234,39 @@ def test_patching_pairs_rerun_patching_only(tiny_run, tmp_path):
         "--configfile", changed_config(tmp_path, "patching", None, "n_pairs", n_pairs + 1), workdir=tiny_run
     )
     assert plan == forcerun_plan(tiny_run, "patch_components")
-    assert plan.keys() == {"patch_components", "plot_patching", "all"}
+    assert plan.keys() == {"patch_components", "plot_patching", "build_atlas", "all"}  # the atlases show the effects
 
 
 def test_patching_model_list_is_not_a_parameter(tiny_run, tmp_path):
-    """Dropping a model from patching.models plans nothing: the remaining models' jobs are unchanged."""
+    """Dropping a model from patching.models leaves the remaining models' jobs unchanged; only the dropped
+    model's atlas is rebuilt (it loses its patching sections)."""
     models = yaml.safe_load(TINY.read_text())["patching"]["models"]
-    assert (
-        planned_jobs("--configfile", changed_config(tmp_path, "patching", None, "models", models[:1]), workdir=tiny_run)
-        == {}
-    )
+    assert planned_jobs(
+        "--configfile", changed_config(tmp_path, "patching", None, "models", models[:1]), workdir=tiny_run
+    ) == {"build_atlas": 1, "all": 1}
 
 
 def test_sae_k_reruns_the_sae_only(tiny_run, tmp_path):
     k = yaml.safe_load(TINY.read_text())["sae"]["k"]
     plan = planned_jobs("--configfile", changed_config(tmp_path, "sae", None, "k", k + 1), workdir=tiny_run)
     assert plan == forcerun_plan(tiny_run, "train_sae")
-    assert plan.keys() == {"train_sae", "plot_sae_training", "evaluate_sae", "all"}
+    assert plan.keys() == {"train_sae", "plot_sae_training", "evaluate_sae", "build_atlas", "all"}
 
 
 def test_miclip_steps_rerun_the_miclip_family_only(tiny_run, tmp_path):
-    """More encoder steps retrain the encoders and rerun their evaluation, not the probe, the models or the SAE."""
+    """More encoder steps retrain the encoders and rerun their evaluation and the atlases that show it, not the
+    probe, the models or the SAE."""
     steps = yaml.safe_load(TINY.read_text())["miclip"]["steps"]
     plan = planned_jobs("--configfile", changed_config(tmp_path, "miclip", None, "steps", steps + 1), workdir=tiny_run)
     assert plan == forcerun_plan(tiny_run, "train_miclip")
-    assert plan.keys() == {"train_miclip", "evaluate_miclip", "all"}
+    assert plan.keys() == {"train_miclip", "evaluate_miclip", "build_atlas", "all"}
     assert plan["train_miclip"] == 3 and plan["evaluate_miclip"] == 3  # three sites, three unit sets
+
+
+def test_atlas_settings_rerun_the_atlases_only(tiny_run, tmp_path):
+    max_units = yaml.safe_load(TINY.read_text())["atlas"]["max_units"]
+    plan = planned_jobs(
+        "--configfile", changed_config(tmp_path, "atlas", None, "max_units", max_units + 1), workdir=tiny_run
+    )
+    assert plan == forcerun_plan(tiny_run, "build_atlas")
+    assert plan == {"build_atlas": 2, "all": 1}

@@ -466,6 +466,28 @@ SAES = [(m, site) for m in config["sae"]["models"] for site in config["sae"]["si
 SAE_DATASET = config["analyses"]["datasets"][0]
 
 
+# The atlas (methods.md Sec. 10): atlas.models defaults to the analysed and then the decomposed models,
+# atlas.dataset to the first analysed dataset.
+ATLAS_SOURCES = list(
+    dict.fromkeys(config["analyses"]["models"] + config["decomposition"]["models"])
+)
+if config["atlas"]["models"] is None:
+    config["atlas"]["models"] = ATLAS_SOURCES
+check_names(
+    "analysed or decomposed models",
+    config["atlas"]["models"],
+    ATLAS_SOURCES,
+    "atlas.models",
+)
+ATLAS_DATASET = config["atlas"]["dataset"] or config["analyses"]["datasets"][0]
+check_names(
+    "analysed datasets",
+    [ATLAS_DATASET],
+    config["analyses"]["datasets"],
+    "atlas.dataset",
+)
+
+
 def gpu_request():
     """The `gpu` resource of the steps that run a model on `extraction.device`, none on `cpu`,
     else 1 (SLURM: --gpus=1; gpu=0 adds no GPU option), so a CPU-only cluster runs the whole DAG.
@@ -811,4 +833,68 @@ def all_outputs():
         outputs += sae_outputs(model, site)
     for model, site, kind in MICLIP_UNITS:
         outputs += miclip_outputs(model, site, kind)
+    for model in config["atlas"]["models"]:
+        outputs += atlas_outputs(model)
     return outputs + cifar10_outputs() + pascal_context_outputs()
+
+
+def atlas_sae_sites(wildcards):
+    """The SAE sites of a model's atlas: its SAEs, when it is an analysed ViT (its store holds the sites)."""
+    model = wildcards.model
+    if model in config["sae"]["models"] and model in config["analyses"]["models"]:
+        return list(config["sae"]["sites"])
+    return []
+
+
+def atlas_miclip_units(wildcards):
+    """The MiCLIP unit sets of a model ({site, kind}), from `miclip.units`."""
+    return list(config["miclip"]["units"].get(wildcards.model, []))
+
+
+def atlas_inputs(wildcards):
+    """Named inputs of a model's atlas (clipmech.stages.build_atlas): only the results its analyses make."""
+    model, dataset = wildcards.model, ATLAS_DATASET
+    inputs = {"data": f"results/datasets/{dataset}/data"}
+    if model in config["analyses"]["models"]:
+        inputs["store"] = f"results/activations/{model}/{dataset}.zarr"
+        inputs["units"] = f"results/selectivity/{model}/{dataset}/units.tsv"
+    if model in config["decomposition"]["models"]:
+        base = f"results/decomposition/{model}/{dataset}"
+        inputs["attnpool"] = f"results/attnpool/{model}/{dataset}.zarr"
+        inputs["pairs"] = f"{base}/pairs.tsv"
+        inputs["words"] = f"{base}/words.tsv"
+    if model in config["patching"]["models"] and config["patching"]["datasets"]:
+        base = f"results/patching/{model}/{config['patching']['datasets'][0]}"
+        inputs["auroc"] = f"{base}/auroc.tsv"
+        inputs["recovery"] = f"{base}/recovery.tsv"
+    sites = atlas_sae_sites(wildcards)
+    if sites:
+        inputs["sae_checkpoints"] = [
+            f"results/sae/{model}/{site}/checkpoint.pt" for site in sites
+        ]
+        inputs["sae_latents"] = [
+            f"results/sae/{model}/{site}/latents.tsv" for site in sites
+        ]
+    units = atlas_miclip_units(wildcards)
+    for name in ("descriptions", "interventions", "localisation") if units else ():
+        inputs[f"miclip_{name}"] = [
+            f"results/miclip/{model}/{unit['site']}/{unit['kind']}/{name}.tsv"
+            for unit in units
+        ]
+    return inputs
+
+
+def atlas_params():
+    """The atlas section without what only the DAG uses, and Algorithm 1's k and reduction."""
+    params = {
+        key: value
+        for key, value in config["atlas"].items()
+        if key not in ("models", "dataset")
+    }
+    selectivity = config["selectivity"]
+    return {**params, "k": selectivity["k"], "reduction": selectivity["reduction"]}
+
+
+def atlas_outputs(model):
+    """The atlas site of one model (methods.md Sec. 10) and its summary table (the report's entry)."""
+    return [f"results/atlas/{model}", f"results/atlas/{model}.tsv"]

@@ -1,0 +1,240 @@
+"""What an atlas page shows, computed from arrays and tables (methods.md Sec. 10): pure functions.
+
+Every unit's image-level activation is one column of an (N, U) array: the selectivity reduction of a
+ViT MLP output channel (methods.md Sec. 2), token 0 of a CLIP-ResNet attention-pool neuron (the mean of
+its spatial activations), the scalar s_{n,h} of a neuron-head pair (Sec. 5), the maximum over tokens of
+an SAE latent (Sec. 7, as the SAE's concept alignment reads it). From these: the top images, the
+Algorithm 1 affinities and entropy over them, and the activation histogram.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from clipmech.analyses import selectivity
+
+#: Unit kinds of the atlas, in index order, with their page folders (``units/<kind>/...``).
+KINDS = ("mlp", "neuron", "pair", "sae")
+
+_RESID_SITE = re.compile(r"visual\.blocks\.(\d+)\.(hook_resid_pre|hook_resid_mid|hook_resid_post)")
+
+
+def top_images(acts_NU: np.ndarray, n_top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit's ``n_top`` highest-activating images, ties towards the lower image index.
+
+    Parameters
+    ----------
+    acts_NU : numpy.ndarray, (N, U)
+        Image-level activations.
+    n_top : int
+        At most N (fewer images are returned when N is smaller).
+
+    Returns
+    -------
+    index_KU : numpy.ndarray, int64, (K, U)
+        Image indices, by descending activation; K = min(n_top, N).
+    values_KU : numpy.ndarray, float32, (K, U)
+
+    Raises
+    ------
+    ValueError
+        If ``n_top`` < 1.
+    """
+    if n_top < 1:
+        raise ValueError(f"n_top must be at least 1, got {n_top}")
+    acts_NU = np.asarray(acts_NU, dtype=np.float32)
+    n_images, n_units = acts_NU.shape
+    values, index = selectivity.topk_merge(
+        np.empty((0, n_units), np.float32),
+        np.empty((0, n_units), np.int64),
+        acts_NU,
+        np.arange(n_images),
+        min(n_top, n_images),
+    )
+    return index.astype(np.int64), values
+
+
+def unit_selectivity(acts_NU: np.ndarray, counts_NF: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Algorithm 1 of the shapes paper over the columns of ``acts_NU`` (methods.md Sec. 2), via
+    :func:`clipmech.analyses.selectivity.affinity` and :func:`~clipmech.analyses.selectivity.entropy`.
+
+    Parameters
+    ----------
+    acts_NU : numpy.ndarray, (N, U)
+    counts_NF : numpy.ndarray, (N, 16)
+        Objects with each feature per image (:func:`clipmech.data.shapes.feature_counts`).
+    k : int
+        Top images per unit, 1 <= k <= N.
+
+    Returns
+    -------
+    affinity_UF : numpy.ndarray, float64, (U, 16)
+        Rows sum to 1.
+    entropy_U : numpy.ndarray, float64, (U,)
+        Nats, at most ln 16.
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is outside 1..N or the arrays disagree on N.
+    """
+    n_images = acts_NU.shape[0]
+    if counts_NF.shape[0] != n_images:
+        raise ValueError(f"activations have {n_images} images but the feature counts {counts_NF.shape[0]}")
+    if not 1 <= k <= n_images:
+        raise ValueError(f"k must be in 1..{n_images} (the images), got {k}")
+    index_KU, _ = top_images(acts_NU, k)
+    affinity_UF = selectivity.affinity(counts_NF, index_KU)
+    return affinity_UF, selectivity.entropy(affinity_UF)
+
+
+def histograms(acts_NU: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-unit histograms of the image-level activations over each unit's own range.
+
+    Parameters
+    ----------
+    acts_NU : numpy.ndarray, (N, U)
+    bins : int
+        At least 1.
+
+    Returns
+    -------
+    counts_UB : numpy.ndarray, int64, (U, bins)
+        Images per bin; each row sums to N (the last bin is closed on the right).
+    edges_UB : numpy.ndarray, float64, (U, bins + 1)
+        Bin edges; a constant unit gets the range [value - 0.5, value + 0.5].
+
+    Raises
+    ------
+    ValueError
+        If ``bins`` < 1.
+    """
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    acts_NU = np.asarray(acts_NU, dtype=np.float64)
+    low_U, high_U = acts_NU.min(axis=0), acts_NU.max(axis=0)
+    flat = high_U <= low_U
+    low_U, high_U = np.where(flat, low_U - 0.5, low_U), np.where(flat, high_U + 0.5, high_U)
+    edges_UB = low_U[:, None] + (high_U - low_U)[:, None] * np.linspace(0.0, 1.0, bins + 1)[None]
+    position_NU = (acts_NU - low_U) / (high_U - low_U) * bins
+    bin_NU = np.clip(np.floor(position_NU).astype(np.int64), 0, bins - 1)
+    counts_UB = np.zeros((acts_NU.shape[1], bins), dtype=np.int64)
+    np.add.at(counts_UB, (np.broadcast_to(np.arange(acts_NU.shape[1]), bin_NU.shape), bin_NU), 1)
+    return counts_UB, edges_UB
+
+
+def quantise_maps(maps_Kt: np.ndarray) -> np.ndarray:
+    """Patch maps as integers 0..255 on one scale per unit: 0 at the lowest and 255 at the highest patch
+    activation over all of the unit's maps (a unit's constant offset would otherwise cover every patch).
+
+    Parameters
+    ----------
+    maps_Kt : numpy.ndarray, (K, ...)
+        The maps of one unit on its K top images (any trailing shape).
+
+    Returns
+    -------
+    numpy.ndarray, uint8, same shape
+        All zeros when the maps are constant (nothing stands out).
+    """
+    maps = np.asarray(maps_Kt, dtype=np.float64)
+    if maps.size == 0 or maps.max() <= maps.min():
+        return np.zeros(maps.shape, dtype=np.uint8)
+    low, high = maps.min(), maps.max()
+    return np.rint(255.0 * (maps - low) / (high - low)).astype(np.uint8)
+
+
+def pair_token_maps(x_KTC: np.ndarray, alpha_KHT: np.ndarray, head: int, neuron: int) -> np.ndarray:
+    """The per-token terms alpha_{h,t} x_t[n] of a neuron-head pair's scalar s_{n,h} (methods.md Sec. 5).
+
+    Summed over all tokens they give s_{n,h}; the map is the spatial tokens' terms (token 0, the mean
+    token, left out).
+
+    Parameters
+    ----------
+    x_KTC : numpy.ndarray, (K, T, C)
+        Attention-pool input tokens (positional embedding included).
+    alpha_KHT : numpy.ndarray, (K, H, T)
+    head, neuron : int
+
+    Returns
+    -------
+    numpy.ndarray, float64, (K, T - 1)
+    """
+    terms_KT = np.asarray(alpha_KHT[:, head, :], dtype=np.float64) * np.asarray(x_KTC[:, :, neuron], dtype=np.float64)
+    return terms_KT[:, 1:]
+
+
+def residual_writers(site: str, n_layers: int) -> list[int]:
+    """The vision blocks whose MLP output (``visual.blocks.{l}.hook_mlp_out``) is summed into the residual
+    stream at ``site``: blocks before l for ``hook_resid_pre``, up to and including l for ``hook_resid_post``,
+    before l for ``hook_resid_mid`` (the MLP of block l comes after it).
+
+    Parameters
+    ----------
+    site : str
+        ``visual.blocks.{l}.hook_resid_pre`` | ``hook_resid_mid`` | ``hook_resid_post``.
+    n_layers : int
+        Vision blocks of the model (the writers are capped to them).
+
+    Returns
+    -------
+    list of int
+        Increasing; empty for another kind of site (its dims are not residual dims).
+    """
+    match = _RESID_SITE.fullmatch(site)
+    if match is None:
+        return []
+    layer, hook = int(match.group(1)), match.group(2)
+    last = layer if hook == "hook_resid_post" else layer - 1
+    return list(range(min(last, n_layers - 1) + 1))
+
+
+def strongest_inputs(w_enc_nD: np.ndarray, n_inputs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each SAE latent's ``n_inputs`` input dims of largest |encoder weight| (ties to the lower dim).
+
+    A latent reads residual dim j, which is written by channel j of every earlier block's MLP output
+    (:func:`residual_writers`): these are the ViT MLP units a latent's page links to.
+
+    Parameters
+    ----------
+    w_enc_nD : numpy.ndarray, (n, D)
+        ``W_enc`` of a :class:`clipmech.sae.model.TopKSAE`.
+    n_inputs : int
+        At least 1, capped to D.
+
+    Returns
+    -------
+    dims_nK : numpy.ndarray, int64, (n, K)
+    weights_nK : numpy.ndarray, float64, (n, K)
+        The signed weights.
+
+    Raises
+    ------
+    ValueError
+        If ``n_inputs`` < 1.
+    """
+    if n_inputs < 1:
+        raise ValueError(f"n_inputs must be at least 1, got {n_inputs}")
+    w = np.asarray(w_enc_nD, dtype=np.float64)
+    dims = np.argsort(-np.abs(w), axis=1, kind="stable")[:, : min(n_inputs, w.shape[1])]
+    return dims.astype(np.int64), np.take_along_axis(w, dims, axis=1)
+
+
+def page_mask(entropy_U: np.ndarray, max_units: int | None) -> np.ndarray:
+    """Which units get a full page: the ``max_units`` lowest-entropy ones (ties to the lower position,
+    undefined entropies last); every unit when ``max_units`` is None.
+
+    Returns
+    -------
+    numpy.ndarray, bool, (U,)
+    """
+    entropy_U = np.asarray(entropy_U, dtype=np.float64)
+    if max_units is None or max_units >= entropy_U.size:
+        return np.ones(entropy_U.size, dtype=bool)
+    order = np.argsort(np.where(np.isnan(entropy_U), np.inf, entropy_U), kind="stable")
+    mask = np.zeros(entropy_U.size, dtype=bool)
+    mask[order[:max_units]] = True
+    return mask

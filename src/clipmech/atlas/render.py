@@ -1,0 +1,297 @@
+"""HTML of the atlas (methods.md Sec. 10) with the standard library only: ``string.Template`` and ``html.escape``.
+
+Every text that comes from data is escaped; numbers are formatted here. Pages reference only files of
+the site (``atlas.css``, ``atlas.js``, thumbnails) by relative paths, so the site works from
+``file://`` and from any static server, with no request leaving it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from html import escape
+from string import Template
+
+import numpy as np
+
+from clipmech.data.shapes import FEATURES
+
+#: Columns of the index, in order: (key, header, sort type).
+INDEX_COLUMNS = (
+    ("kind", "kind", "text"),
+    ("unit", "unit", "text"),
+    ("layer", "layer / site", "text"),
+    ("entropy", "entropy (nats)", "number"),
+    ("top", "top concept", "text"),
+    ("affinity", "top affinity", "number"),
+    ("max", "max activation", "number"),
+    ("note", "note", "text"),
+)
+
+
+@dataclass(frozen=True)
+class Link:
+    """A link to another unit's page, by its address ``units/<kind>/<key>.html``; ``page`` False when that
+    unit is listed in the index only (past ``atlas.max_units``): then it is shown as text."""
+
+    label: str
+    kind: str
+    key: str
+    page: bool
+
+
+@dataclass(frozen=True)
+class Table:
+    """A section of a unit page: a title and rows of cells (str, int, float, Link or None)."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple, ...]
+
+
+@dataclass
+class UnitPage:
+    """Everything one unit's page and index row show.
+
+    Attributes
+    ----------
+    kind : str
+        One of :data:`clipmech.atlas.gather.KINDS`.
+    key : str
+        The page's file stem: the address is ``units/<kind>/<key>.html``.
+    title : str
+    layer : str
+        The index's layer / site column.
+    entropy : float
+        Algorithm 1 entropy (nats), NaN when undefined.
+    affinity_F : numpy.ndarray, (16,)
+        Feature affinities (rows of Algorithm 1).
+    hist_counts_B, hist_edges_B : numpy.ndarray, (bins,), (bins + 1,)
+        Activation histogram over the dataset's images.
+    images_K : numpy.ndarray, int, (K,)
+        Top images, by descending activation.
+    acts_K : numpy.ndarray, float, (K,)
+    maps_K : numpy.ndarray, uint8, (K, rows * cols), or None
+        Patch heatmaps on the top images, 0..255 between the unit's lowest and highest patch (:func:`clipmech.atlas.gather.quantise_maps`).
+    grid : tuple of int or None
+        (rows, cols) of the maps.
+    facts : list of (str, str)
+        Key numbers shown at the top.
+    tables : list of Table
+    note : str
+        Short text for the index (OMP words, an SAE latent's top concept...).
+    page : bool
+        Whether a full page is written (False: index only).
+    """
+
+    kind: str
+    key: str
+    title: str
+    layer: str
+    entropy: float
+    affinity_F: np.ndarray
+    hist_counts_B: np.ndarray
+    hist_edges_B: np.ndarray
+    images_K: np.ndarray
+    acts_K: np.ndarray
+    maps_K: np.ndarray | None = None
+    grid: tuple[int, int] | None = None
+    facts: list[tuple[str, str]] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    note: str = ""
+    page: bool = True
+
+    @property
+    def href(self) -> str:
+        return unit_href(self.kind, self.key)
+
+    @property
+    def top_concept(self) -> str:
+        return FEATURES[int(np.argmax(self.affinity_F))] if np.isfinite(self.affinity_F).all() else ""
+
+
+def unit_href(kind: str, key: str) -> str:
+    """A unit page's address relative to the site root: ``units/<kind>/<key>.html``."""
+    return f"units/{kind}/{key}.html"
+
+
+def number(value, digits: int = 3) -> str:
+    """A number for display: ``digits`` significant digits, '' for None or NaN."""
+    if value is None:
+        return ""
+    value = float(value)
+    if math.isnan(value):
+        return ""
+    return f"{value:.{digits}g}"
+
+
+_PAGE = Template("""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>$title</title>
+<link rel="stylesheet" href="${root}atlas.css">
+</head>
+<body data-page="$page_kind">
+<header><a href="${root}index.html">$model atlas</a> $crumb</header>
+<main>
+$body
+</main>
+<script src="${root}atlas.js"></script>
+</body>
+</html>
+""")
+
+
+def _cell(value, root: str) -> str:
+    if isinstance(value, Link):
+        if value.page:
+            return f'<a href="{root}{escape(unit_href(value.kind, value.key))}">{escape(value.label)}</a>'
+        return f'<span class="index-only" title="in the index only (past atlas.max_units)">{escape(value.label)}</span>'
+    if isinstance(value, float | np.floating):
+        return escape(number(value))
+    return "" if value is None else escape(str(value))
+
+
+def table_html(table: Table, root: str) -> str:
+    """A :class:`Table` as an HTML section."""
+    head = "".join(f"<th>{escape(c)}</th>" for c in table.columns)
+    body = "\n".join("<tr>" + "".join(f"<td>{_cell(v, root)}</td>" for v in row) + "</tr>" for row in table.rows)
+    return (
+        f'<section class="table"><h2>{escape(table.title)}</h2>\n'
+        f"<table><thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table></section>"
+    )
+
+
+def histogram_svg(
+    counts_B: np.ndarray, edges_B: np.ndarray, marks: np.ndarray, width: int = 360, height: int = 120
+) -> str:
+    """An inline SVG bar chart of a histogram, with ticks at ``marks`` (the top images' activations)."""
+    counts_B = np.asarray(counts_B, dtype=np.float64)
+    peak = counts_B.max() if counts_B.size and counts_B.max() > 0 else 1.0
+    low, high = float(edges_B[0]), float(edges_B[-1])
+    bar_w = width / counts_B.size
+    bars = "".join(
+        f'<rect x="{i * bar_w:.2f}" y="{height - 14 - (height - 20) * c / peak:.2f}" width="{max(bar_w - 1, 0.5):.2f}" '
+        f'height="{(height - 20) * c / peak:.2f}"><title>{number(edges_B[i])} to {number(edges_B[i + 1])}: '
+        f"{int(c)} images</title></rect>"
+        for i, c in enumerate(counts_B)
+    )
+    ticks = "".join(
+        f'<line class="mark" x1="{x:.2f}" x2="{x:.2f}" y1="{height - 14}" y2="{height - 8}"/>'
+        for x in (width * (float(m) - low) / (high - low) for m in marks)
+    )
+    return (
+        f'<svg class="histogram" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+        f'aria-label="activation histogram">{bars}{ticks}'
+        f'<text x="0" y="{height - 1}">{escape(number(low, 4))}</text>'
+        f'<text x="{width}" y="{height - 1}" text-anchor="end">{escape(number(high, 4))}</text></svg>'
+    )
+
+
+def affinity_html(affinity_F: np.ndarray) -> str:
+    """The 16 feature affinities as labelled bars, largest first."""
+    order = np.argsort(-np.nan_to_num(affinity_F, nan=-1.0), kind="stable")
+    peak = float(np.nanmax(affinity_F)) if np.isfinite(affinity_F).any() and np.nanmax(affinity_F) > 0 else 1.0
+    rows = "\n".join(
+        f'<tr><td>{escape(FEATURES[f])}</td><td class="bar"><span style="width:{100 * affinity_F[f] / peak:.1f}%">'
+        f"</span></td><td>{number(affinity_F[f])}</td></tr>"
+        for f in order
+        if np.isfinite(affinity_F[f])
+    )
+    return f'<table class="affinity"><tbody>\n{rows}\n</tbody></table>'
+
+
+def unit_page_html(unit: UnitPage, model: str) -> str:
+    """The HTML of one unit's page (written at ``units/<kind>/<key>.html``)."""
+    root = "../../"
+    facts = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in unit.facts)
+    figures = []
+    for i, (image, act) in enumerate(zip(unit.images_K.tolist(), unit.acts_K.tolist())):
+        canvas = f'<canvas class="heat" data-map="{i}"></canvas>' if unit.maps_K is not None else ""
+        figures.append(
+            f'<figure class="top"><div class="frame"><img src="{root}images/{image}.png" alt="image {image}">'
+            f"{canvas}</div><figcaption>image {image}: {escape(number(act))}</figcaption></figure>"
+        )
+    maps = ""
+    if unit.maps_K is not None:
+        payload = {"grid": list(unit.grid), "maps": unit.maps_K.astype(int).tolist()}
+        maps = f'<script type="application/json" id="maps">{json.dumps(payload, separators=(",", ":"))}</script>'
+        toggle = '<label><input type="checkbox" id="overlay" checked> patch heatmaps</label>'
+    else:
+        toggle = ""
+    body = f"""<h1>{escape(unit.title)}</h1>
+<dl class="facts"><dt>entropy (nats)</dt><dd>{escape(number(unit.entropy))}</dd>{facts}</dl>
+<section><h2>Top-activating images</h2>{toggle}
+<div class="tops">{"".join(figures)}</div>{maps}</section>
+<div class="columns">
+<section><h2>Activation histogram</h2>{histogram_svg(unit.hist_counts_B, unit.hist_edges_B, unit.acts_K)}
+<p class="caption">{int(unit.hist_counts_B.sum())} images; ticks: the top images.</p></section>
+<section><h2>Feature affinities (Algorithm 1)</h2>{affinity_html(unit.affinity_F)}</section>
+</div>
+{"".join(table_html(t, root) for t in unit.tables)}"""
+    return _PAGE.substitute(
+        title=escape(f"{model}: {unit.title}"),
+        root=root,
+        page_kind="unit",
+        model=escape(model),
+        crumb=f"/ {escape(unit.kind)} / {escape(unit.key)}",
+        body=body,
+    )
+
+
+def index_html(units: list[UnitPage], model: str, facts: list[tuple[str, str]]) -> str:
+    """The index: every unit (with or without a page) in one sortable, filterable table."""
+    head = "".join(
+        f'<th><button type="button" data-sort="{key}" data-type="{kind}">{escape(label)}</button></th>'
+        for key, label, kind in INDEX_COLUMNS
+    )
+    rows = []
+    for u in units:
+        affinity = float(np.nanmax(u.affinity_F)) if np.isfinite(u.affinity_F).any() else float("nan")
+        top_act = float(u.acts_K[0]) if u.acts_K.size else float("nan")
+        name = (
+            f'<a href="{escape(u.href)}">{escape(u.key)}</a>'
+            if u.page
+            else f'<span class="index-only" title="in the index only (past atlas.max_units)">{escape(u.key)}</span>'
+        )
+        values = {
+            "kind": u.kind,
+            "layer": u.layer,
+            "entropy": number(u.entropy, 4),
+            "top": u.top_concept,
+            "affinity": number(affinity),
+            "max": number(top_act),
+            "note": u.note,
+        }
+        cells = "".join(
+            f"<td>{name}</td>" if key == "unit" else f"<td>{escape(values[key])}</td>" for key, _, _ in INDEX_COLUMNS
+        )
+        data = " ".join(f'data-{key}="{escape(values[key])}"' for key in ("kind", "layer", "entropy", "top"))
+        rows.append(f'<tr {data} data-unit="{escape(u.key)}" data-page="{int(u.page)}">{cells}</tr>')
+
+    def options(key: str) -> str:
+        seen = sorted({getattr(u, key) if key != "top" else u.top_concept for u in units} - {""})
+        return "".join(f'<option value="{escape(v)}">{escape(v)}</option>' for v in seen)
+
+    fact_html = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in facts)
+    body = f"""<h1>{escape(model)}: {len(units)} units</h1>
+<dl class="facts">{fact_html}</dl>
+<form id="filters" onsubmit="return false">
+<label>kind <select id="f-kind"><option value="">all</option>{options("kind")}</select></label>
+<label>layer / site <select id="f-layer"><option value="">all</option>{options("layer")}</select></label>
+<label>entropy from <input id="f-emin" type="number" step="any" size="6"></label>
+<label>to <input id="f-emax" type="number" step="any" size="6"></label>
+<label>top concept <select id="f-top"><option value="">all</option>{options("top")}</select></label>
+<label>search <input id="f-search" type="search" placeholder="unit, concept, word"></label>
+<output id="count"></output>
+</form>
+<p class="caption">Units in grey have no page (past <code>atlas.max_units</code>, the most selective units get pages).</p>
+<table id="units"><thead><tr>{head}</tr></thead>
+<tbody>
+{chr(10).join(rows)}
+</tbody></table>"""
+    return _PAGE.substitute(
+        title=escape(f"{model} atlas"), root="", page_kind="index", model=escape(model), crumb="", body=body
+    )

@@ -1,0 +1,110 @@
+"""Writing an atlas site (methods.md Sec. 10): thumbnails, unit pages, index, assets and manifest, atomically.
+
+Layout of ``<site>/``::
+
+    index.html                      every unit, sortable and filterable
+    atlas.js, atlas.css             the only script and stylesheet (copied from ``assets/``)
+    images/<i>.png                  one thumbnail per dataset image that some page shows
+    units/<kind>/<key>.html         one page per unit with a page (:func:`clipmech.atlas.render.unit_href`)
+    manifest.json                   units per kind, pages, and every file with its size and sha256
+
+The site is written into ``<site>.partial`` next to it and renamed into place when complete, so a
+site that exists is whole; a leftover partial directory of a killed job is removed on the next write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from clipmech.atlas import render
+
+ASSETS = Path(__file__).parent / "assets"
+ASSET_FILES = ("atlas.js", "atlas.css")
+
+
+def thumbnail(image_HW3: np.ndarray, size: int) -> Image.Image:
+    """An RGB image resized to ``size`` x ``size`` pixels (bilinear; shapes images are square)."""
+    picture = Image.fromarray(np.ascontiguousarray(image_HW3, dtype=np.uint8), mode="RGB")
+    return picture if picture.size == (size, size) else picture.resize((size, size), Image.Resampling.BILINEAR)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_site(
+    site: str | Path,
+    *,
+    model: str,
+    units: list[render.UnitPage],
+    images_NHW3: np.ndarray,
+    thumbnail_size: int,
+    facts: list[tuple[str, str]],
+) -> dict:
+    """Write the site of one model at ``site`` (module docstring), replacing any earlier one.
+
+    Parameters
+    ----------
+    site : str or Path
+        The site directory.
+    model : str
+    units : list of clipmech.atlas.render.UnitPage
+        Every unit, in index order; those with ``page`` get a page.
+    images_NHW3 : numpy.ndarray, uint8, (N, H, W, 3)
+        The dataset's images (only those shown on a page are read).
+    thumbnail_size : int
+        Thumbnail side in pixels.
+    facts : list of (str, str)
+        Key facts shown above the index.
+
+    Returns
+    -------
+    dict
+        The manifest (also written as ``manifest.json``).
+
+    Raises
+    ------
+    ValueError
+        If two units share an address, or a page shows an image outside 0..N-1.
+    """
+    site = Path(site)
+    addresses = Counter(u.href for u in units)
+    repeated = sorted(a for a, n in addresses.items() if n > 1)
+    if repeated:
+        raise ValueError(f"units share addresses: {', '.join(repeated[:5])}")
+    shown = sorted({int(i) for u in units if u.page for i in u.images_K})
+    if shown and (shown[0] < 0 or shown[-1] >= images_NHW3.shape[0]):
+        raise ValueError(f"pages show images outside 0..{images_NHW3.shape[0] - 1} of the dataset")
+    partial = site.with_name(site.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    (partial / "images").mkdir(parents=True)
+    for name in ASSET_FILES:
+        shutil.copyfile(ASSETS / name, partial / name)
+    for i in shown:
+        thumbnail(images_NHW3[i], thumbnail_size).save(partial / "images" / f"{i}.png", format="PNG")
+    for unit in units:
+        if unit.page:
+            path = partial / unit.href
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(render.unit_page_html(unit, model), encoding="utf-8")
+    (partial / "index.html").write_text(render.index_html(units, model, facts), encoding="utf-8")
+    files = sorted(p for p in partial.rglob("*") if p.is_file())
+    manifest = {
+        "model": model,
+        "units": dict(sorted(Counter(u.kind for u in units).items())),
+        "pages": dict(sorted(Counter(u.kind for u in units if u.page).items())),
+        "files": {p.relative_to(partial).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files},
+    }
+    (partial / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    if site.exists():
+        shutil.rmtree(site)
+    partial.rename(site)
+    return manifest

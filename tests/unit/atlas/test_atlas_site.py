@@ -1,0 +1,144 @@
+"""The atlas's page sections, HTML and site writer on hand-made units and hand-written MiCLIP tables."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clipmech.atlas import render, sections, site
+
+DESCRIPTIONS = """unit\tmethod\tseed\tvocabulary\trank\tconcept\tscore
+3\tmiclip\t0\twords\t1\tsun\t0.41
+3\tmiclip\t0\tshapes\t2\tred\t0.30
+3\tmiclip\t0\tshapes\t1\tcircle\t0.52
+3\tmiclip\t1\tshapes\t1\tsquare\t0.50
+3\tclip-dissect\t0\tshapes\t1\tblue\t0.90
+4\tmiclip\t0\tshapes\t1\tgreen\t0.60
+"""
+INTERVENTIONS = """concept\tmethod\tseed\tintervention\tbeta\tn_images\taccuracy_before\taccuracy_after\tdelta_acc
+circle\tmiclip\t0\tscale\t0\t20\t0.9\t0.5\t-0.4
+circle\tmiclip\t1\tscale\t0\t20\t0.9\t0.7\t-0.2
+circle\tmiclip\t0\tscale\t2\t20\t0.9\t0.95\t0.05
+circle\trandom\t0\tscale\t0\t20\t0.9\t0.9\t0.0
+"""
+LOCALISATION = """concept\tmethod\tseed\trank\tunit\tscore
+circle\tmiclip\t0\t2\t3\t0.7
+circle\tmiclip\t1\t1\t3\t0.8
+circle\trandom\t0\t4\t3\t0.1
+red\tmiclip\t0\t1\t4\t0.6
+"""
+
+
+def table(tmp_path, name, text):
+    path = tmp_path / f"{name}.tsv"
+    path.write_text(text)
+    return pd.read_csv(path, sep="\t")
+
+
+def test_miclip_descriptions_show_miclip_seed_0_by_vocabulary_and_rank(tmp_path):
+    out = sections.miclip_descriptions(table(tmp_path, "descriptions", DESCRIPTIONS), 3)
+    assert out.rows == (("shapes", 1, "circle", 0.52), ("shapes", 2, "red", 0.30), ("words", 1, "sun", 0.41))
+    assert sections.miclip_descriptions(table(tmp_path, "descriptions", DESCRIPTIONS), 9) is None
+
+
+def test_miclip_localisation_lists_concepts_with_their_delta_acc_over_seeds(tmp_path):
+    out = sections.miclip_localisation(
+        table(tmp_path, "localisation", LOCALISATION), table(tmp_path, "interventions", INTERVENTIONS), 3
+    )
+    rows = {(r[0], r[1]): r for r in out.rows}
+    assert set(rows) == {("circle", "miclip"), ("circle", "random")}
+    concept, method, rank, score, effects = rows[("circle", "miclip")]
+    assert rank == 1 and score == pytest.approx(0.75)
+    assert effects == "scale 0: -0.300 +- 0.141 (n=2); scale 2: +0.050 (n=1)"
+    assert rows[("circle", "random")][4] == "scale 0: +0.000 (n=1)"
+    only_localised = sections.miclip_localisation(
+        table(tmp_path, "localisation", LOCALISATION), table(tmp_path, "interventions", INTERVENTIONS), 4
+    )
+    assert only_localised.rows == (("red", "miclip", 1, 0.6, ""),)  # no intervention on red
+
+
+def test_omp_words_parse_the_words_column():
+    out = sections.omp_words("also (-1.11), very (+0.23), new york (+1.33)")
+    assert out.rows == (("also", -1.11), ("very", 0.23), ("new york", 1.33))
+    assert sections.omp_words(float("nan")) is None
+
+
+def unit(kind, key, entropy, page=True, images=(0, 1)):
+    rng = np.random.default_rng(len(key))
+    affinity = rng.dirichlet(np.ones(16))
+    return render.UnitPage(
+        kind=kind,
+        key=key,
+        title=f"<b>{kind} {key}</b>",
+        layer="0",
+        entropy=entropy,
+        affinity_F=affinity,
+        hist_counts_B=np.array([1, 0, 2]),
+        hist_edges_B=np.array([0.0, 1.0, 2.0, 3.0]),
+        images_K=np.array(images),
+        acts_K=np.array([2.5, 0.5]),
+        maps_K=np.array([[0, 255, 3, 4], [1, 2, 3, 4]], dtype=np.uint8),
+        grid=(2, 2),
+        tables=[render.Table("links", ("unit",), ((render.Link("x", "mlp", "0-2", False),),))],
+        page=page,
+    )
+
+
+def test_pages_escape_data_and_reference_only_site_files():
+    html = render.unit_page_html(unit("mlp", "0-1", 1.5), "m<odel>")
+    assert "<b>mlp" not in html and "&lt;b&gt;mlp 0-1&lt;/b&gt;" in html and "m&lt;odel&gt;" in html
+    assert 'src="../../images/0.png"' in html and 'href="../../atlas.css"' in html
+    assert '"grid":[2,2]' in html and "http" not in html.replace("https://", "")  # no external reference
+    assert 'class="index-only"' in html  # a link to a unit without a page is text
+
+
+def test_site_is_written_whole_and_replaces_a_partial_one(tmp_path):
+    images = np.zeros((3, 8, 8, 3), dtype=np.uint8)
+    out = tmp_path / "atlas" / "m"
+    (tmp_path / "atlas" / "m.partial" / "junk").mkdir(parents=True)  # left by a killed job
+    units = [unit("mlp", "0-1", 1.0), unit("mlp", "0-2", 2.0, page=False, images=(2, 1))]
+    manifest = site.write_site(out, model="m", units=units, images_NHW3=images, thumbnail_size=4, facts=[("a", "b")])
+    assert not (tmp_path / "atlas" / "m.partial").exists()
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["0.png", "1.png"]  # only shown images
+    assert (out / "units/mlp/0-1.html").is_file() and not (out / "units/mlp/0-2.html").exists()
+    assert manifest == json.loads((out / "manifest.json").read_text())
+    assert manifest["units"] == {"mlp": 2} and manifest["pages"] == {"mlp": 1}
+    assert set(manifest["files"]) == {
+        "atlas.css",
+        "atlas.js",
+        "images/0.png",
+        "images/1.png",
+        "index.html",
+        "units/mlp/0-1.html",
+    }
+    index = (out / "index.html").read_text()
+    assert 'href="units/mlp/0-1.html"' in index and 'data-unit="0-2" data-page="0"' in index
+    first = {name: entry["sha256"] for name, entry in manifest["files"].items()}
+    again = site.write_site(out, model="m", units=units, images_NHW3=images, thumbnail_size=4, facts=[("a", "b")])
+    assert {name: entry["sha256"] for name, entry in again["files"].items()} == first  # same input, same bytes
+
+
+def test_site_refuses_repeated_addresses_and_unknown_images(tmp_path):
+    images = np.zeros((2, 8, 8, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="share addresses: units/mlp/0-1.html"):
+        site.write_site(
+            tmp_path / "s",
+            model="m",
+            units=[unit("mlp", "0-1", 1.0)] * 2,
+            images_NHW3=images,
+            thumbnail_size=4,
+            facts=[],
+        )
+    with pytest.raises(ValueError, match="outside 0..1"):
+        site.write_site(
+            tmp_path / "s",
+            model="m",
+            units=[unit("mlp", "0-1", 1.0, images=(0, 5))],
+            images_NHW3=images,
+            thumbnail_size=4,
+            facts=[],
+        )
+    assert not (tmp_path / "s").exists()

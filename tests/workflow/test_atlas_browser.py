@@ -1,0 +1,289 @@
+"""The atlas in a real browser (issue 14): headless Debian Chromium driven by Playwright.
+
+The sites are those of the session's tiny run (conftest ``tiny_run``); one more is built from its results
+with hand-written MiCLIP tables. Chromium is the Debian package at /usr/bin/chromium: installed with
+``apt-get install -y --no-install-recommends chromium`` when missing and this user is root or has
+passwordless sudo, skipped with the reason otherwise; Playwright drives it (``executable_path``), never
+downloading a browser. Screenshots of an index and a unit page go to pytest's base temporary
+directory (``atlas-screenshots/``) and are copied to ``tests/artifacts/`` (ignored by git).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from clipmech.stages.build_atlas import build_atlas
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+def _install_chromium() -> str | None:
+    """Install Debian's chromium; the reason it cannot be installed, or None when it is."""
+    if os.geteuid() == 0:
+        prefix = []
+    elif shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0:
+        prefix = ["sudo", "-n"]
+    else:
+        return (
+            f"{CHROMIUM} is missing and this user is neither root nor has passwordless sudo to apt-get install chromium"
+        )
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]):
+        result = subprocess.run(prefix + command, capture_output=True, text=True, timeout=1200)
+        if result.returncode != 0:
+            return f"{' '.join(command)} failed: {result.stderr[-500:]}"
+    return None if CHROMIUM.is_file() else f"apt-get installed chromium but {CHROMIUM} does not exist"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (Debian package) under Playwright, for the session."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (test extra)")
+    if not CHROMIUM.is_file():
+        reason = _install_chromium()
+        if reason:
+            pytest.skip(reason)
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True)
+        yield chromium
+        chromium.close()
+
+
+class Visit:
+    """A page that records console errors, page errors, failed requests and any request outside file://."""
+
+    def __init__(self, browser):
+        self.page = browser.new_page(viewport={"width": 1200, "height": 900})
+        self.problems: list[str] = []
+        self.page.on(
+            "console", lambda m: self.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None
+        )
+        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        self.page.on("requestfailed", lambda r: self.problems.append(f"failed request: {r.url}"))
+        self.page.route("**/*", self._only_files)
+
+    def _only_files(self, route):
+        if route.request.url.startswith("file://"):
+            route.continue_()
+        else:
+            self.problems.append(f"request outside the site: {route.request.url}")
+            route.abort()
+
+    def open(self, path: Path):
+        self.page.goto(path.as_uri())
+        self.page.wait_for_load_state("load")
+        return self.page
+
+    def close(self):
+        self.page.close()
+
+
+@pytest.fixture
+def visit(browser):
+    visits = []
+
+    def make():
+        visits.append(Visit(browser))
+        return visits[-1]
+
+    yield make
+    for v in visits:
+        v.close()
+
+
+def sites(tiny_run) -> dict[str, Path]:
+    return {p.name: p for p in sorted((tiny_run / "results" / "atlas").iterdir()) if p.is_dir()}
+
+
+def visible(page, column: int) -> list[str]:
+    return page.eval_on_selector_all(
+        "#units tbody tr:not([hidden])", f"rows => rows.map(r => r.cells[{column}].textContent)"
+    )
+
+
+def test_every_model_has_a_site_with_every_unit_kind(tiny_run):
+    found = {name: json.loads((site / "manifest.json").read_text()) for name, site in sites(tiny_run).items()}
+    for name, manifest in found.items():  # the report's entry: units and pages per kind
+        summary = pd.read_csv(tiny_run / "results" / "atlas" / f"{name}.tsv", sep="\t").set_index("kind")
+        assert summary["units"].to_dict() == manifest["units"] and summary["pages"].to_dict() == manifest["pages"]
+        assert (summary["index"] == f"results/atlas/{name}/index.html").all()
+    assert set(found) == {"tiny-vit", "tiny-rn"}
+    assert found["tiny-vit"]["units"] == {"mlp": 128, "sae": 128}  # 2 x 64 channels, 2 x 64 latents
+    assert found["tiny-rn"]["units"] == {"neuron": 512, "pair": 8 * 512}
+    assert all(set(m["pages"].values()) == {6} for m in found.values())  # atlas.max_units of tiny.yaml
+    for name, manifest in found.items():
+        assert not (tiny_run / "results" / "atlas" / f"{name}.partial").exists()
+        assert sum(f["bytes"] for f in manifest["files"].values()) < 5e6
+
+
+def test_index_and_unit_pages_load_offline_without_errors(tiny_run, visit, tmp_path_factory):
+    shots = tmp_path_factory.getbasetemp() / "atlas-screenshots"
+    shots.mkdir(exist_ok=True)
+    for name, site in sites(tiny_run).items():
+        v = visit()
+        page = v.open(site / "index.html")
+        assert page.locator("#count").text_content().endswith("units")
+        hrefs = page.eval_on_selector_all("#units tbody tr[data-page='1'] a", "links => links.map(a => a.href)")
+        kinds = {}
+        for href in hrefs:  # a sample: the first two pages of each kind
+            kinds.setdefault(href.split("/units/")[1].split("/")[0], []).append(href)
+        sample = [h for group in kinds.values() for h in group[:2]]
+        assert len(kinds) == 2
+        if name == "tiny-vit":
+            page.screenshot(path=shots / "index.png")
+        for href in sample:
+            page.goto(href)
+            page.wait_for_load_state("load")
+            broken = page.eval_on_selector_all(
+                "img", "imgs => imgs.filter(i => !i.complete || i.naturalWidth === 0).length"
+            )
+            assert broken == 0, href
+            drawn = page.eval_on_selector_all("canvas.heat", "cs => cs.map(c => c.width * c.height)")
+            assert drawn and all(n > 0 for n in drawn), href  # every top image has its heatmap drawn
+            assert page.locator("svg.histogram rect").count() > 0 and page.locator("table.affinity tr").count() == 16
+        if name == "tiny-vit":
+            page.goto(sample[0])
+            page.screenshot(path=shots / "unit.png", full_page=True)
+        assert v.problems == [], name
+    ARTIFACTS.mkdir(exist_ok=True)
+    for shot in ("index.png", "unit.png"):
+        assert (shots / shot).stat().st_size > 10_000
+        shutil.copyfile(shots / shot, ARTIFACTS / f"atlas-{shot}")
+    print(f"atlas screenshots: {shots} (copied to {ARTIFACTS})")
+
+
+def test_every_index_row_links_to_a_page_or_is_marked_index_only(tiny_run, visit):
+    for name, site in sites(tiny_run).items():
+        manifest = json.loads((site / "manifest.json").read_text())
+        page = visit().open(site / "index.html")
+        rows = page.eval_on_selector_all(
+            "#units tbody tr",
+            """rows => rows.map(r => ({page: r.dataset.page, link: r.cells[1].querySelector('a')?.getAttribute('href'),
+                                      only: r.cells[1].querySelector('.index-only') !== null}))""",
+        )
+        assert len(rows) == sum(manifest["units"].values())
+        linked = [r["link"] for r in rows if r["page"] == "1"]
+        assert len(linked) == sum(manifest["pages"].values()) and all(linked)
+        assert all((site / link).is_file() and link in manifest["files"] for link in linked), name
+        assert all(r["only"] and r["link"] is None for r in rows if r["page"] == "0")
+
+
+def test_sorting_and_filtering_change_the_visible_rows(tiny_run, visit):
+    page = visit().open(sites(tiny_run)["tiny-rn"] / "index.html")
+    total = page.locator("#units tbody tr").count()
+    page.select_option("#f-kind", "pair")
+    assert set(visible(page, 0)) == {"pair"} and len(visible(page, 0)) == 8 * 512
+    assert page.locator("#count").text_content() == f"{8 * 512} of {total} units"
+    every = sorted(float(e) for e in visible(page, 3))
+    low, high = every[len(every) // 4], every[len(every) // 2]  # an entropy range holding about a quarter
+    page.fill("#f-emin", str(low))
+    page.fill("#f-emax", str(high))
+    entropies = [float(e) for e in visible(page, 3)]
+    assert entropies and all(low <= e <= high for e in entropies) and len(entropies) < 8 * 512
+    page.fill("#f-emin", "")
+    page.fill("#f-emax", "")
+    page.click("button[data-sort='entropy']")
+    entropies = [float(e) for e in visible(page, 3)]
+    assert entropies == sorted(entropies)
+    page.click("button[data-sort='entropy']")
+    entropies = [float(e) for e in visible(page, 3)]
+    assert entropies == sorted(entropies, reverse=True)
+    assert page.locator("button[data-sort='entropy']").get_attribute("aria-sort") == "descending"
+    concept = visible(page, 4)[0]
+    page.select_option("#f-top", concept)
+    assert set(visible(page, 4)) == {concept} and set(visible(page, 0)) == {"pair"}
+    page.select_option("#f-kind", "")
+    page.select_option("#f-top", "")
+    key = visible(page, 1)[0]
+    page.fill("#f-search", key)
+    texts = page.eval_on_selector_all("#units tbody tr:not([hidden])", "rows => rows.map(r => r.textContent)")
+    assert key in visible(page, 1) and len(texts) < total and all(key in text for text in texts)
+    page.fill("#f-search", "")
+    assert len(visible(page, 0)) == total
+
+    vit = visit().open(sites(tiny_run)["tiny-vit"] / "index.html")
+    vit.select_option("#f-layer", "1")
+    assert set(visible(vit, 2)) == {"1"} and set(visible(vit, 0)) == {"mlp"}
+
+
+def test_links_between_related_units(tiny_run, visit):
+    rn = sites(tiny_run)["tiny-rn"]
+    page = visit().open(rn / "index.html")
+    neuron = page.eval_on_selector_all("#units tbody tr[data-kind='neuron'][data-page='1'] a", "a => a[0].href")
+    page.goto(neuron)
+    pairs = page.locator("section.table", has_text="Its neuron-head pairs")
+    assert pairs.locator("tbody tr").count() == 8  # one pair per head
+    assert page.locator("section.table", has_text="Concept AUROC").locator("tbody tr").count() == 16
+    vit = sites(tiny_run)["tiny-vit"]
+    page.goto((vit / "index.html").as_uri())
+    latent = page.eval_on_selector_all("#units tbody tr[data-kind='sae'][data-page='1'] a", "a => a[0].href")
+    page.goto(latent)
+    reads = page.locator("section.table", has_text="Residual dims the latent reads")
+    assert reads.locator("tbody tr").count() == 3  # atlas.n_reads; block 0 writes the residual at block 1
+
+
+MICLIP_SITE = "visual.blocks.{layer}.hook_mlp_out"
+
+
+def test_miclip_results_show_on_the_pages_of_their_units(tiny_run, visit, tmp_path):
+    """Hand-written MiCLIP tables in issue 13's format, for a ViT MLP unit with a page."""
+    results = tiny_run / "results"
+    manifest = json.loads((sites(tiny_run)["tiny-vit"] / "manifest.json").read_text())
+    key = sorted(f for f in manifest["files"] if f.startswith("units/mlp/"))[0].split("/")[-1].removesuffix(".html")
+    layer, unit = map(int, key.split("-"))
+    folder = tmp_path / "miclip"
+    folder.mkdir()
+    (folder / "descriptions.tsv").write_text(
+        "unit\tmethod\tseed\tvocabulary\trank\tconcept\tscore\n"
+        f"{unit}\tmiclip\t0\tshapes\t1\tcircle\t0.61\n{unit}\tmiclip\t0\twords\t1\tsun\t0.42\n"
+        f"{unit}\tmiclip\t1\tshapes\t1\tsquare\t0.5\n"
+    )
+    (folder / "interventions.tsv").write_text(
+        "concept\tmethod\tseed\tintervention\tbeta\tn_images\taccuracy_before\taccuracy_after\tdelta_acc\n"
+        "circle\tmiclip\t0\tscale\t0\t8\t0.75\t0.5\t-0.25\ncircle\tmiclip\t1\tscale\t0\t8\t0.75\t0.625\t-0.125\n"
+    )
+    (folder / "localisation.tsv").write_text(
+        f"concept\tmethod\tseed\trank\tunit\tscore\ncircle\tmiclip\t0\t1\t{unit}\t0.9\n"
+    )
+    vit = "results/{}/tiny-vit"
+    out = tmp_path / "atlas"
+    build_atlas(
+        model="tiny-vit",
+        dataset="tiny-shapes",
+        inputs={
+            "data": str(results / "datasets/tiny-shapes/data"),
+            "store": str(tiny_run / vit.format("activations") / "tiny-shapes.zarr"),
+            "units": str(tiny_run / vit.format("selectivity") / "tiny-shapes/units.tsv"),
+            **{f"miclip_{n}": [str(folder / f"{n}.tsv")] for n in ("descriptions", "interventions", "localisation")},
+        },
+        out=str(out),
+        summary=str(tmp_path / "atlas.tsv"),
+        params={
+            "max_units": 6,
+            "n_top_images": 4,
+            "thumbnail_size": 32,
+            "bins": 10,
+            "n_reads": 3,
+            "batch_tokens": 4096,
+            "k": 5,
+            "reduction": "mean",
+        },
+        sae_sites=[],
+        miclip_units=[{"site": MICLIP_SITE.format(layer=layer), "kind": "neurons"}],
+    )
+    v = visit()
+    page = v.open(out / f"units/mlp/{key}.html")
+    descriptions = page.locator("section.table", has_text="MiCLIP descriptions").locator("tbody tr")
+    assert descriptions.all_text_contents() == ["shapes1circle0.61", "words1sun0.42"]
+    localised = page.locator("section.table", has_text="MiCLIP localisation").locator("tbody tr").all_text_contents()
+    assert localised == ["circlemiclip10.9scale 0: -0.188 +- 0.088 (n=2)"]
+    assert v.problems == []

@@ -1,0 +1,31 @@
+rule build_atlas:
+    input:
+        unpack(atlas_inputs),
+    output:
+        site=directory("results/atlas/{model}"),
+        summary=reported(
+            "results/atlas/{model}.tsv",
+            "atlas.rst",
+            "9 Atlas",
+            "{model}",
+        ),
+    log:
+        "logs/build_atlas/{model}.log",
+    benchmark:
+        "results/benchmarks/build_atlas/{model}.tsv"
+    wildcard_constraints:
+        model=name_pattern(config["atlas"]["models"]),
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    params:
+        dataset=ATLAS_DATASET,
+        atlas=atlas_params(),
+        sae_sites=atlas_sae_sites,
+        miclip_units=atlas_miclip_units,
+        code=script_code("build_atlas.py"),
+    script:
+        "../scripts/build_atlas.py"
