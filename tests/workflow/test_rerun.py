@@ -51,8 +51,9 @@ def test_selectivity_k_reruns_selectivity_and_downstream_only(tiny_run, tmp_path
     plan = planned_jobs("--configfile", changed_config(tmp_path, "selectivity", None, "k", k + 1), workdir=tiny_run)
     assert {"neuron_selectivity", "plot_selectivity"} <= plan.keys()
     assert not plan.keys() & {*UPSTREAM, "plot_dataset", "plot_training"}
-    # The atlases run Algorithm 1 with selectivity.k too (the ResNet's neurons and pairs, the SAE's latents).
-    assert plan == forcerun_plan(tiny_run, "neuron_selectivity", "plot_selectivity", "build_atlas")
+    # The atlases run Algorithm 1 with selectivity.k too (the ResNet's neurons and pairs, the SAE's latents),
+    # and so does MiCLIP's ground truth (miclip.k_top null = selectivity.k).
+    assert plan == forcerun_plan(tiny_run, "neuron_selectivity", "plot_selectivity", "build_atlas", "evaluate_miclip")
 
 
 def test_dataset_seed_reruns_everything_downstream_of_synthesis(tiny_run, tmp_path):

@@ -6,7 +6,7 @@ rule build_atlas:
         summary=reported(
             "results/atlas/{model}.tsv",
             "atlas.rst",
-            "9 Atlas",
+            "10 Atlas",
             "{model}",
         ),
     log:

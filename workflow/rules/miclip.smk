@@ -75,7 +75,9 @@ rule train_miclip:
         site=name_pattern({site for _, site in MICLIP_SITES}),
     conda:
         ENV
-    threads: 2
+    # 9 encoders of D x E weights: one thread (two threads of such small products are ~25x slower on a
+    # busy 2-core machine: the second thread only waits).
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=60,

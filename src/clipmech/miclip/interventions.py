@@ -121,7 +121,8 @@ def sae_copies(
 
     Copy k = (latents, form, beta): ``scale`` x -> x + sum_i (beta - 1) f_i(x) d_i, ``add`` x -> x + sum_i
     beta a_i d_i. The identity copy, and every copy on the tokens outside ``positions``, is unchanged,
-    exactly (the SAE's reconstruction error is kept).
+    exactly (the SAE's reconstruction error is kept). The copies of an image are equal at the site (they
+    differ only by their edits here), so f(x) is encoded once per image, from its copy 0.
 
     Parameters
     ----------
@@ -142,22 +143,25 @@ def sae_copies(
     parameter = next(sae.parameters())
     W_dec_DU = sae.W_dec.detach()
     offset_KD = (offset_KU.to(W_dec_DU) @ W_dec_DU.T).double()
-    encodes = bool(coeff_KU.abs().sum() > 0)
+    # Only the latents some copy scales enter the product (at most tau per copy, of n).
+    scaled = torch.nonzero(coeff_KU.abs().sum(dim=0) > 0).flatten()
+    coeff_KS, W_dec_DS = coeff_KU[:, scaled], W_dec_DU[:, scaled.to(W_dec_DU.device)]
     pos = torch.as_tensor(np.asarray(positions, dtype=np.int64))
 
     def edit(act_NTD: torch.Tensor) -> torch.Tensor:
         if act_NTD.shape[0] % n_copies:
             raise ValueError(f"the site has {act_NTD.shape[0]} rows, not a multiple of the {n_copies} copies")
         index = pos.to(act_NTD.device)
-        x_NPD = act_NTD[:, index]
-        n_rows, n_pos, d = x_NPD.shape
+        x_nKPD = act_NTD[:, index].reshape(-1, n_copies, index.numel(), act_NTD.shape[-1])
         delta_nKPD = offset_KD.to(device=act_NTD.device, dtype=act_NTD.dtype)[None, :, None, :]
-        if encodes:
-            z_BU = sae.encode(x_NPD.reshape(-1, d).to(device=parameter.device, dtype=parameter.dtype))
-            z_nKPU = z_BU.reshape(-1, n_copies, n_pos, z_BU.shape[-1]) * coeff_KU.to(z_BU)[None, :, None, :]
-            delta_nKPD = delta_nKPD + (z_nKPU @ W_dec_DU.T).to(device=act_NTD.device, dtype=act_NTD.dtype)
+        if scaled.numel():
+            # The copies of an image are equal up to the site, so its latents are encoded once, from copy 0.
+            x_BD = x_nKPD[:, 0].reshape(-1, x_nKPD.shape[-1]).to(device=parameter.device, dtype=parameter.dtype)
+            z_nPS = sae.encode(x_BD)[:, scaled.to(parameter.device)].reshape(x_nKPD.shape[0], x_nKPD.shape[2], -1)
+            scaled_nKPS = z_nPS[:, None] * coeff_KS.to(z_nPS)[None, :, None, :]
+            delta_nKPD = delta_nKPD + (scaled_nKPS @ W_dec_DS.T).to(device=act_NTD.device, dtype=act_NTD.dtype)
         out = act_NTD.clone()
-        out[:, index] = (x_NPD.reshape(-1, n_copies, n_pos, d) + delta_nKPD).reshape(n_rows, n_pos, d)
+        out[:, index] = (x_nKPD + delta_nKPD).reshape(act_NTD.shape[0], index.numel(), act_NTD.shape[-1])
         return out
 
     return edit
