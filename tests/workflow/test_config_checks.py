@@ -239,8 +239,10 @@ def test_only_models_an_analysis_uses_are_trained(tmp_path):
 
 def test_paper_config_trains_nothing(tmp_path):
     jobs = planned_jobs("--configfile", ROOT / "config" / "paper.yaml", workdir=tmp_path)
-    # The stores of vit-l-14 (analyses) and of vit-b-32 (the SAE of sae.models).
-    assert "train_clip" not in jobs and jobs["extract_activations"] == 2 and jobs["train_sae"] == 1
+    # The stores of vit-l-14 (analyses) and of vit-b-32 and vit-b-16 (sae.models); an SAE per sae.models x
+    # sae.sites (vit-b-32 at layer 6 for causal tracing, vit-b-16 at layer 10 for MiCLIP, and the other two).
+    assert "train_clip" not in jobs and jobs["extract_activations"] == 3 and jobs["train_sae"] == 4
+    assert jobs["train_miclip"] == 2 and jobs["evaluate_miclip"] == 3
 
 
 # --- SAE sites --------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ def write_config(path: Path, models: dict, dataset_changes: dict | None = None, 
     config["datasets"][dataset].update(dataset_changes or {})
     config["models"].update(models)  # other sections may name the tiny models
     config["analyses"] = {"models": list(models), "datasets": [dataset]}
+    config["miclip"]["units"] = {}  # its SAE unit set needs tiny-vit's SAE, which sae.models (= analyses) drops
     config["extraction"].update(extraction_changes or {})
     path.write_text(yaml.safe_dump(config, sort_keys=False))  # key order is part of Snakemake's params
     return config, dataset

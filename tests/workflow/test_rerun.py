@@ -124,12 +124,12 @@ def edit_function(module: Path, function: str) -> None:
             {*UPSTREAM, "extract_attnpool", "embed_text", "ablate_components", "decompose_text", "find_registers"},
         ),
         # The selectivity code reruns the selectivity rules and their readers, the SAE evaluation
-        # (its Algorithm 1 entropy of the latents) and the atlases (Algorithm 1 of their units), not
-        # the data, the models or the SAE's training.
+        # (its Algorithm 1 entropy of the latents), MiCLIP's evaluation (its ground truth) and the atlases
+        # (Algorithm 1 of their units), not the data, the models or the SAE's training.
         (
             "analyses/selectivity.py",
             "entropy",
-            ("neuron_selectivity", "evaluate_sae", "build_atlas"),
+            ("neuron_selectivity", "evaluate_sae", "evaluate_miclip", "build_atlas"),
             {*UPSTREAM, "plot_dataset", "plot_training", "train_sae"},
         ),
         # The patching engine reruns causal tracing and its figures, not the pairs, the models or other analyses.
@@ -140,12 +140,12 @@ def edit_function(module: Path, function: str) -> None:
             {*UPSTREAM, "synthesize_pairs", "plot_training", "neuron_selectivity", "decompose_attnpool"},
         ),
         ("figures/tracing.py", "circuit_curves", "plot_patching", {*UPSTREAM, "synthesize_pairs", "patch_components"}),
-        # The SAE model reruns the SAE training and its figure, and the atlases (they load SAEs), not the
-        # activation store it reads or the models.
+        # The SAE model reruns the SAE training and its figure, and MiCLIP's evaluations and the atlases
+        # (they load SAEs), not the activation store it reads or the models.
         (
             "sae/model.py",
             "geometric_median",
-            ("train_sae", "build_atlas"),
+            ("train_sae", "evaluate_miclip", "build_atlas"),
             {*UPSTREAM, "plot_dataset", "plot_training", "neuron_selectivity", "patch_components"},
         ),
         # The atlas's rendering reruns the atlases only.
@@ -251,7 +251,8 @@ def test_sae_k_reruns_the_sae_only(tiny_run, tmp_path):
     k = yaml.safe_load(TINY.read_text())["sae"]["k"]
     plan = planned_jobs("--configfile", changed_config(tmp_path, "sae", None, "k", k + 1), workdir=tiny_run)
     assert plan == forcerun_plan(tiny_run, "train_sae")
-    assert plan.keys() == {"train_sae", "plot_sae_training", "evaluate_sae", "build_atlas", "all"}
+    # ... and what reads the SAE: its MiCLIP unit set and the atlas.
+    assert plan.keys() == {"train_sae", "plot_sae_training", "evaluate_sae", "evaluate_miclip", "build_atlas", "all"}
 
 
 def test_miclip_steps_rerun_the_miclip_family_only(tiny_run, tmp_path):
