@@ -34,7 +34,7 @@ lock:
 		'# the project with `pip install --no-deps -e .`.'; cat $(LOCK).tmp; } > $(LOCK)
 	rm $(LOCK).tmp
 
-# The offline default: synthesise Shapes, train the two small CLIPs, extract, analyse (CPU: ~10 min
+# The offline default: synthesise Shapes, train the two small CLIPs, extract, analyse (CPU: ~25 min
 # on 2 cores, after the venv).
 run: $(BIN)/.installed
 	$(BIN)/snakemake --cores $(CORES)
