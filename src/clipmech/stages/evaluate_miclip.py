@@ -13,7 +13,8 @@ from clipmech.data import datasets, shapes, tables
 from clipmech.figures import miclip as figures
 from clipmech.miclip import baselines, evaluation, interventions, units
 from clipmech.miclip import tables as miclip_tables
-from clipmech.models import loading, zeroshot
+from clipmech.models import loading
+from clipmech.models.prompt_embeddings import attribute_prompt_embeddings
 from clipmech.sae.evaluate import token_positions
 from clipmech.sae.model import load_sae
 
@@ -138,10 +139,7 @@ def evaluate_miclip(
     log.info("description accuracy:\n%s", description_summary.to_string())
 
     pixels = loading.preprocess_images(data.images, preprocess)
-    texts = {
-        task: loading.encode_text(model, tokenizer, zeroshot.attribute_prompts(task)[1], torch_device)
-        for task in zeroshot.ATTRIBUTE_TASKS
-    }
+    texts = attribute_prompt_embeddings(model, tokenizer, torch_device)
     intervention_rows = evaluation.intervention_table(
         model=model,
         pixels_NCHW=pixels,

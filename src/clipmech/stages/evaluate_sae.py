@@ -14,6 +14,7 @@ import torch
 from clipmech.data import datasets, tables
 from clipmech.figures import sae_eval as sae_figures
 from clipmech.models import loading, zeroshot
+from clipmech.models.prompt_embeddings import attribute_prompt_embeddings
 from clipmech.models.towers import tower
 from clipmech.sae import alignment, evaluate
 from clipmech.sae.model import load_sae
@@ -190,10 +191,7 @@ def evaluate_sae(
     for mode in evaluate.SPLICE_MODES:
         edit = {site: evaluate.splice(sae, positions, mode, stats.mean_D.numpy())}
         embeddings[mode] = evaluate.image_embeddings(model, pixels, edit, batch_size=batch_size, device=torch_device)
-    texts = {
-        task: loading.encode_text(model, tokenizer, zeroshot.attribute_prompts(task)[1], torch_device)
-        for task in zeroshot.ATTRIBUTE_TASKS
-    }
+    texts = attribute_prompt_embeddings(model, tokenizer, torch_device)
     logit_scale = float(model.logit_scale.detach().exp())
     zero_shot = evaluate.zero_shot_table(embeddings, texts, labels, logit_scale)
     error_diff = float((embeddings["sae_error"] - embeddings["clean"]).abs().max())

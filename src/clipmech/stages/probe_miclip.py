@@ -10,7 +10,8 @@ import torch
 
 from clipmech.data import datasets
 from clipmech.miclip import interventions, units
-from clipmech.models import loading, zeroshot
+from clipmech.models import loading
+from clipmech.models.prompt_embeddings import attribute_prompt_embeddings
 from clipmech.models.towers import tower
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,7 @@ def probe_miclip(
     model, preprocess, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
     pixels = loading.preprocess_images(data.images, preprocess)
     site_acts = units.site_activations(model, pixels, site, batch_size=batch_size, device=torch_device)
-    texts = {
-        task: loading.encode_text(model, tokenizer, zeroshot.attribute_prompts(task)[1], torch_device)
-        for task in zeroshot.ATTRIBUTE_TASKS
-    }
+    texts = attribute_prompt_embeddings(model, tokenizer, torch_device)
     predicted = interventions.predictions(model, pixels, texts, batch_size=batch_size, device=torch_device)
     info = tower(model, "visual")
     ref_model, ref_preprocess = loading.load_model(
