@@ -100,8 +100,8 @@ def evaluate_miclip(
         embed = functools.partial(units.latent_embeddings, W_dec_Dn=W_dec, typical_U=typical_U)
         make_edit = functools.partial(_sae_edit, sae=autoencoder, positions=positions, typical_U=typical_U)
     n_units = acts_NU.shape[1]
-    present_NF = shapes.feature_counts(data.objects, data.n_images) > 0
     counts_NF = shapes.feature_counts(data.objects, data.n_images)
+    present_NF = counts_NF > 0
     iou_UF = None
     if maps is not None:
         resolution = params["netdissect"]["resolution"]
