@@ -239,9 +239,9 @@ def test_only_models_an_analysis_uses_are_trained(tmp_path):
 
 def test_paper_config_trains_nothing(tmp_path):
     jobs = planned_jobs("--configfile", ROOT / "config" / "paper.yaml", workdir=tmp_path)
-    # The stores of vit-l-14 (analyses) and of vit-b-32 and vit-b-16 (sae.models); an SAE per sae.models x
-    # sae.sites (vit-b-32 at layer 6 for causal tracing, vit-b-16 at layer 10 for MiCLIP, and the other two).
-    assert "train_clip" not in jobs and jobs["extract_activations"] == 3 and jobs["train_sae"] == 4
+    # The stores of vit-l-14 (analyses) and of vit-b-32 and vit-b-16 (sae.models); each SAE model's own sites
+    # (vit-b-32 at layer 6 for causal tracing, vit-b-16 at layer 10 for MiCLIP).
+    assert "train_clip" not in jobs and jobs["extract_activations"] == 3 and jobs["train_sae"] == 2
     assert jobs["train_miclip"] == 2 and jobs["evaluate_miclip"] == 3
 
 
@@ -274,3 +274,29 @@ def test_sae_site_names_and_models_are_checked(tmp_path):
     config = tiny()
     config["sae"]["models"] = ["absent"]
     assert "sae.models names unknown models ['absent']" in rejected(tmp_path, config)
+
+
+def test_sae_sites_per_model(tmp_path):
+    config = tiny()
+    config["extraction"]["sites"] = ["visual.blocks.*.hook_mlp_out", "visual.blocks.*.hook_resid_pre"]
+    config["models"]["second-vit"] = config["models"]["tiny-vit"]
+    config["sae"]["models"] = ["tiny-vit", "second-vit"]
+    config["sae"]["sites"] = {
+        "tiny-vit": ["visual.blocks.1.hook_resid_pre"],
+        "second-vit": ["visual.blocks.0.hook_resid_pre"],
+    }
+    plan = snakemake("-n", "--configfile", write(tmp_path, config), workdir=tmp_path).stdout
+    assert "results/sae/tiny-vit/visual.blocks.1.hook_resid_pre/checkpoint.pt" in plan
+    assert "results/sae/second-vit/visual.blocks.0.hook_resid_pre/checkpoint.pt" in plan
+    assert "results/sae/tiny-vit/visual.blocks.0." not in plan and "results/sae/second-vit/visual.blocks.1." not in plan
+    config["sae"]["sites"] = {"absent": ["visual.blocks.0.hook_resid_pre"]}
+    assert "sae.sites (a mapping of sae.models) names unknown models ['absent']" in rejected(tmp_path, config)
+    config["sae"]["sites"] = {"tiny-vit": ["visual.blocks.1.hook_resid_pre"]}
+    assert "has no entry for ['second-vit'] of sae.models" in rejected(tmp_path, config)
+    config["sae"]["sites"] = {
+        "tiny-vit": ["visual.blocks.1.hook_resid_pre"],
+        "second-vit": ["visual.blocks.0.hook_resid_post"],
+    }
+    assert "sae.sites ['visual.blocks.0.hook_resid_post'] are not stored by extraction.sites" in rejected(
+        tmp_path, config
+    )

@@ -74,6 +74,25 @@ if config["sae"]["models"] is None:
     config["sae"]["models"] = list(config["analyses"]["models"])
 check_names("models", config["sae"]["models"], config["models"], "sae.models")
 
+
+def sae_sites_by_model():
+    """sae.sites per model of sae.models: the one list for each, or each model's own list of a mapping."""
+    sites, models = config["sae"]["sites"], config["sae"]["models"]
+    if not isinstance(sites, dict):
+        return {model: list(sites) for model in models}
+    check_names("models", list(sites), models, "sae.sites (a mapping of sae.models)")
+    missing = [model for model in models if model not in sites]
+    if missing:
+        raise ValueError(
+            f"sae.sites maps models to their sites but has no entry for {missing} of sae.models = "
+            f"{models}: add one (an empty list for no SAE)"
+        )
+    return {model: list(sites[model]) for model in models}
+
+
+SAE_SITES = sae_sites_by_model()
+ALL_SAE_SITES = sorted({site for sites in SAE_SITES.values() for site in sites})
+
 # --- Cross-key checks (parse time) --------------------------------------------------------------
 # The schema checks each key alone; these check keys against each other and against open_clip's
 # tables, so that `snakemake -n` fails with the key and the allowed values before any job runs
@@ -307,9 +326,7 @@ def extraction_stores(site):
 
 
 def check_sae_sites():
-    if not config["sae"]["models"]:
-        return
-    missing = [site for site in config["sae"]["sites"] if not extraction_stores(site)]
+    missing = [site for site in ALL_SAE_SITES if not extraction_stores(site)]
     if missing:
         raise ValueError(
             f"sae.sites {missing} are not stored by extraction.sites = {config['extraction']['sites']} "
@@ -388,10 +405,7 @@ def check_miclip():
                     f"miclip.units.{model}: unknown site {site!r}; valid sites are: "
                     f"{allowed(site, valid)}"
                 )
-            if kind == "sae" and (
-                model not in config["sae"]["models"]
-                or site not in config["sae"]["sites"]
-            ):
+            if kind == "sae" and site not in SAE_SITES.get(model, []):
                 raise ValueError(
                     f"miclip.units.{model}: kind sae at {site} needs the SAE of rule train_sae "
                     f"there, but sae.models = {config['sae']['models']} and sae.sites = "
@@ -415,7 +429,7 @@ USED = sorted(
     set(config["analyses"]["models"])
     | set(config["decomposition"]["models"])
     | set(config["patching"]["models"])
-    | set(config["sae"]["models"])
+    | {model for model, sites in SAE_SITES.items() if sites}
     | set(miclip_models())
 )
 TRAINED = [name for name in USED if "train" in config["models"][name]]
@@ -462,7 +476,7 @@ PATCHINGS = [
 
 
 # Top-k SAEs (methods.md Sec. 7) of each SAE model at each SAE site, on the first analysed dataset.
-SAES = [(m, site) for m in config["sae"]["models"] for site in config["sae"]["sites"]]
+SAES = [(m, site) for m, sites in SAE_SITES.items() for site in sites]
 SAE_DATASET = config["analyses"]["datasets"][0]
 
 
@@ -841,8 +855,8 @@ def all_outputs():
 def atlas_sae_sites(wildcards):
     """The SAE sites of a model's atlas: its SAEs, when it is an analysed ViT (its store holds the sites)."""
     model = wildcards.model
-    if model in config["sae"]["models"] and model in config["analyses"]["models"]:
-        return list(config["sae"]["sites"])
+    if model in config["analyses"]["models"]:
+        return SAE_SITES.get(model, [])
     return []
 
 

@@ -9,7 +9,7 @@ rule train_sae:
     benchmark:
         "results/benchmarks/train_sae/{model}/{site}.tsv"
     wildcard_constraints:
-        site=name_pattern(config["sae"]["sites"]),
+        site=name_pattern(ALL_SAE_SITES),
     conda:
         ENV
     threads: 2
@@ -38,7 +38,7 @@ rule plot_sae_training:
     log:
         "logs/plot_sae_training/{model}/{site}.log",
     wildcard_constraints:
-        site=name_pattern(config["sae"]["sites"]),
+        site=name_pattern(ALL_SAE_SITES),
     conda:
         ENV
     resources:
@@ -93,7 +93,7 @@ rule evaluate_sae:
     benchmark:
         "results/benchmarks/evaluate_sae/{model}/{site}.tsv"
     wildcard_constraints:
-        site=name_pattern(config["sae"]["sites"]),
+        site=name_pattern(ALL_SAE_SITES),
     conda:
         ENV
     threads: 2
