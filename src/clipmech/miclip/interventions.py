@@ -216,20 +216,16 @@ def copy_predictions(
     """
     if n_copies < 1:
         raise ValueError(f"n_copies must be >= 1, got {n_copies}")
-    per_pass = max(1, batch_size // n_copies)
-    parts = []
     with hooked(model, edit={site: edit}):
         handle = _repeat_copies(model, site, n_copies)
         try:
-            for start in range(0, pixels_NCHW.shape[0], per_pass):
-                image_RE = model.encode_image(pixels_NCHW[start : start + per_pass].to(device))
-                predicted_RT = np.stack(
-                    [zeroshot.classify(image_RE, texts[task]) for task in zeroshot.ATTRIBUTE_TASKS], axis=1
-                )
-                parts.append(predicted_RT.reshape(-1, n_copies, predicted_RT.shape[1]))
+            # Each pass of max(1, batch_size // K) images returns its K copies as consecutive rows.
+            predicted_RT = predictions(
+                model, pixels_NCHW, texts, batch_size=max(1, batch_size // n_copies), device=device
+            )
         finally:
             handle.remove()
-    return np.concatenate(parts)
+    return predicted_RT.reshape(pixels_NCHW.shape[0], n_copies, predicted_RT.shape[1])
 
 
 @torch.inference_mode()
@@ -241,7 +237,9 @@ def predictions(
     batch_size: int,
     device: str | torch.device,
 ) -> np.ndarray:
-    """Zero-shot predictions of every image for every attribute task, unedited, int64 (N, n_tasks).
+    """Zero-shot predictions for every attribute task of every row ``model.encode_image`` returns, int64
+    (N, n_tasks): of the model as it is, so of its edits and repeats where hooks are registered (under
+    :func:`copy_predictions`, N x K rows).
 
     Parameters
     ----------
