@@ -168,12 +168,15 @@ def intervention_table(
         if images.size == 0:
             continue
         task, target = interventions.task_of(concept)
-        copies = {interventions.IDENTITY: 0}
-        for index_CK, _ in sets.values():
-            for form, betas in forms.items():
-                for beta in betas:
-                    copies.setdefault((tuple(np.sort(index_CK[f]).tolist()), form, float(beta)), len(copies))
-        keys = list(copies)
+        # (method, seed, form, beta, copy): the copy is (sorted units, form, beta), shared where they agree.
+        wanted = [
+            (method, int(seed), form, float(beta), (tuple(np.sort(index_CK[f]).tolist()), form, float(beta)))
+            for (method, seed), (index_CK, _) in sets.items()
+            for form, betas in forms.items()
+            for beta in betas
+        ]
+        keys = list(dict.fromkeys([interventions.IDENTITY, *(copy for *_, copy in wanted)]))
+        position = {copy: k for k, copy in enumerate(keys)}
         predicted = np.concatenate(
             [
                 interventions.copy_predictions(
@@ -191,22 +194,19 @@ def intervention_table(
             axis=1,
         )
         accuracy_K = [interventions.concept_accuracy(predicted[:, k, task], target) for k in range(len(keys))]
-        for (method, seed), (index_CK, _) in sets.items():
-            chosen = tuple(np.sort(index_CK[f]).tolist())
-            for form, betas in forms.items():
-                for beta in betas:
-                    after = accuracy_K[copies[chosen, form, float(beta)]]
-                    rows.append(
-                        {
-                            "concept": concept,
-                            "method": method,
-                            "seed": int(seed),
-                            "intervention": form,
-                            "beta": float(beta),
-                            "n_images": int(images.size),
-                            "accuracy_before": accuracy_K[0],
-                            "accuracy_after": after,
-                            "delta_acc": 100.0 * (after - accuracy_K[0]),
-                        }
-                    )
+        for method, seed, form, beta, copy in wanted:
+            after = accuracy_K[position[copy]]
+            rows.append(
+                {
+                    "concept": concept,
+                    "method": method,
+                    "seed": seed,
+                    "intervention": form,
+                    "beta": beta,
+                    "n_images": int(images.size),
+                    "accuracy_before": accuracy_K[0],
+                    "accuracy_after": after,
+                    "delta_acc": 100.0 * (after - accuracy_K[0]),
+                }
+            )
     return pd.DataFrame(rows, columns=list(tables.INTERVENTION_COLUMNS))

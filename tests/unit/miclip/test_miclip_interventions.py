@@ -5,11 +5,14 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from clipmech.data import shapes
 from clipmech.hooks.sites import hooked
-from clipmech.miclip import encoder, interventions, units
+from clipmech.miclip import encoder, evaluation, interventions, units
+from clipmech.models import zeroshot
 from clipmech.sae.model import TopKSAE
 
 SITE = "visual.blocks.1.hook_resid_post"
@@ -131,3 +134,52 @@ def test_copies_in_one_pass_equal_their_own_passes_at_the_site(vit):
             handle.remove()
         for k, copy_ in enumerate(copies):
             torch.testing.assert_close(together[:, k], _captured(vit, pixels, make([copy_])), rtol=1e-12, atol=1e-12)
+
+
+def test_intervention_table_shares_copies_and_each_row_is_its_own_pass(vit):
+    """Methods that pick the same units share a copy; a row's accuracy before is the identity's pass and its
+    accuracy after the pass of its own copy alone; splitting a concept's copies over passes of at most
+    ``batch_size`` rows changes no number."""
+    rng = np.random.default_rng(3)
+    pixels = _pixels(5, seed=4)
+    n_features = len(shapes.FEATURES)
+    present = rng.random((5, n_features)) < 0.6
+    present[:, 0] = False  # a concept no image has is skipped
+    embed_dim = vit.encode_image(pixels[:1]).shape[-1]
+    texts = {
+        task: torch.randn(len(zeroshot.attribute_prompts(task)[0]), embed_dim, dtype=torch.float64)
+        for task in zeroshot.ATTRIBUTE_TASKS
+    }
+    chosen = rng.integers(0, 64, size=(n_features, 2))
+    sets = {
+        ("miclip", 0): (chosen, None),
+        ("act_values", 0): (chosen[:, ::-1], None),  # the same units in another order: one shared copy
+        ("random", 0): (rng.integers(0, 64, size=(n_features, 2)), None),
+    }
+    typical = np.linspace(0.5, 2.0, 64)
+    forms = {"scale": [2.0, 0.0], "add": [1.0]}
+    kwargs = dict(model=vit, pixels_NCHW=pixels, present_NF=present, texts=texts, sets=sets, site=SITE, forms=forms)
+
+    def make_edit(copies):
+        return interventions.neuron_copies(copies, typical, -1)
+
+    table = evaluation.intervention_table(**kwargs, make_edit=make_edit, batch_size=4, device="cpu")
+    assert set(table["concept"]) == {shapes.FEATURES[f] for f in range(1, n_features) if present[:, f].any()}
+    assert len(table) == len(set(table["concept"])) * len(sets) * 3
+    wide = table.pivot_table(index=["concept", "intervention", "beta"], columns="method", values="delta_acc")
+    np.testing.assert_array_equal(wide["miclip"], wide["act_values"])
+    # split over passes of 1 row: the same table
+    one_row = evaluation.intervention_table(**kwargs, make_edit=make_edit, batch_size=1, device="cpu")
+    pd.testing.assert_frame_equal(table, one_row)
+    row = table[(table["method"] == "random") & (table["intervention"] == "scale") & (table["beta"] == 0.0)].iloc[0]
+    f = shapes.FEATURES.index(row["concept"])
+    task, target = interventions.task_of(row["concept"])
+    images = np.flatnonzero(present[:, f])
+    for copy_, accuracy in (
+        (interventions.IDENTITY, row["accuracy_before"]),
+        ((sets["random", 0][0][f].tolist(), "scale", 0.0), row["accuracy_after"]),
+    ):
+        alone = interventions.copy_predictions(
+            vit, pixels[images], texts, site=SITE, edit=make_edit([copy_]), n_copies=1, batch_size=4, device="cpu"
+        )
+        assert interventions.concept_accuracy(alone[:, 0, task], target) == accuracy
