@@ -24,7 +24,14 @@ from tqdm import tqdm
 
 from clipmech.data import shapes
 from clipmech.models import zeroshot
-from clipmech.models.loading import ModelSpec, encode_text, file_sha256, preprocess_images, preprocess_square_batch
+from clipmech.models.loading import (
+    ModelSpec,
+    encode_text,
+    file_sha256,
+    load_tokenizer,
+    preprocess_images,
+    preprocess_square_batch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +145,17 @@ def train(architecture: str, cfg: TrainConfig, device: str | torch.device = "cpu
         As :func:`clipmech.models.loading.load` returns them.
     losses : list of float
         The InfoNCE loss of every step.
+
+    Raises
+    ------
+    FileNotFoundError
+        Before any training, if the architecture's Hugging Face tokenizer (SigLIP's) is neither
+        downloadable nor cached (:func:`clipmech.models.loading.load_tokenizer` says where to put it).
     """
+    # The tokenizer first: a missing Hugging Face tokenizer fails before the model is built.
+    tokenizer = load_tokenizer(ModelSpec(architecture, architecture, None))
     torch.manual_seed(cfg.seed)
     model, _, preprocess = open_clip.create_model_and_transforms(architecture, pretrained=None, device=device)
-    tokenizer = open_clip.get_tokenizer(architecture)
     loss_fn = open_clip.ClipLoss()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]

@@ -66,3 +66,12 @@ def test_render_batch_places_twins_next_to_their_scene():
     assert images.shape == (16, 48, 48, 3)
     for first, second in zip(scenes[0::2], scenes[1::2]):
         assert [o["position"] for o in first] == [o["position"] for o in second]
+
+
+def test_a_missing_hugging_face_tokenizer_fails_before_training(offline_hub, monkeypatch):
+    def build(*args, **kwargs):
+        raise AssertionError("train() built the model before it had the tokenizer")
+
+    monkeypatch.setattr(train.open_clip, "create_model_and_transforms", build)
+    with pytest.raises(FileNotFoundError, match="'timm/ViT-B-16-SigLIP'.*not in the local Hugging Face cache"):
+        train.train("ViT-B-16-SigLIP", TINY)
