@@ -1,10 +1,21 @@
 """clipmech: mechanistic interpretability of CLIP-style vision encoders, as a Snakemake pipeline.
 
-Subpackages, by the kind of work: :mod:`.data` (datasets), :mod:`.models` (open_clip loading, the tower
-adapter, training, zero-shot), :mod:`.hooks` (hook sites of both towers), :mod:`.stores` (resumable
-zarr stores), :mod:`.analyses` (the shapes-paper track), :mod:`.decomposition` (the neuron-attention
-track), :mod:`.figures` and :mod:`.stages` (one module per rule). ``../shared/design/methods.md``
-defines every analysis; docstrings cite its sections.
+Subpackages, by the kind of work:
+
+- :mod:`.data`: the seeded Shapes synthesis, its shift splits and minimal pairs, dataset readers;
+- :mod:`.models`: open_clip loading, the tower adapter, training of the small CLIPs, zero-shot prompts;
+- :mod:`.hooks`: one vocabulary of hook sites for both towers (capture, replace, edit);
+- :mod:`.stores`: resumable, checksummed zarr stores of activations and attention pools;
+- :mod:`.analyses`: the shapes-paper track (selectivity, superposition, binding, Grad-CAM, t-SNE);
+- :mod:`.decomposition`: the neuron-attention track on CLIP-ResNet;
+- :mod:`.patching`: causal tracing, activation patching, concept units and interventions;
+- :mod:`.sae`: top-k sparse autoencoders;
+- :mod:`.miclip`: MiCLIP neuron encoders, their baselines and interventions;
+- :mod:`.atlas`: the static neuron atlas;
+- :mod:`.figures`: matplotlib figures;
+- :mod:`.stages`: one module per workflow rule.
+
+``docs/methods.md`` defines every analysis; docstrings cite its numbered sections.
 
 Shape suffixes
 --------------
