@@ -1,28 +1,32 @@
-from snakemake.utils import min_version, validate
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version
 
 min_version("9.0")
 
 
 # Config: the user's --configfile(s) alone, or config/config.yaml of the working directory when
 # none is given (never both: the default is not merged under a user's file, so a file plans the
-# same in the repository root as anywhere else). Keys a file leaves out get the schema's defaults
-# (validate fills them), and --config key=value overrides either.
+# same in the repository root as anywhere else). Keys a file leaves out get the schema's defaults,
+# and --config key=value overrides either.
 if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# This workflow's package first (a copy of the workflow runs its own copy of the package).
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from clipmech.config import load_config
+
+# Validated against workflow/schemas/config.schema.yaml, defaults filled, normalised and
+# cross-checked: a config mistake stops here, naming the key and the allowed values, before any
+# job is planned.
+CONFIG = load_config(config)
 
 
 include: "workflow/rules/common.smk"
-
-
-wildcard_constraints:
-    model=name_pattern(config["models"]),
-    dataset=name_pattern(config["datasets"]),
-
-
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/extract.smk"
@@ -43,4 +47,4 @@ include: "workflow/rules/atlas.smk"
 rule all:
     default_target: True
     input:
-        all_outputs(),
+        all_targets(),

@@ -5,7 +5,7 @@ unchanged workflow: R and everything downstream of it, nothing upstream.
 
 Package edits (``clipmech.codehash``) are made in a copy of the workflow (Snakefile, workflow/,
 src/, config/, profiles/, environment.yml) in a temporary directory, never in the source tree. The
-copy's ``common.smk`` puts the copy's ``src/`` first on sys.path (it inserts
+copy's ``Snakefile`` puts the copy's ``src/`` first on sys.path (it inserts
 ``<Snakefile dir>/src``), and PYTHONPATH points there too, so its Snakemake hashes and imports the
 copy's package; the unedited copy planning nothing checks that it hashes like the original.
 """
@@ -52,7 +52,8 @@ def test_selectivity_k_reruns_selectivity_and_downstream_only(tiny_run, tmp_path
     assert {"neuron_selectivity", "plot_selectivity"} <= plan.keys()
     assert not plan.keys() & {*UPSTREAM, "plot_dataset", "plot_training"}
     # The atlases run Algorithm 1 with selectivity.k too (the ResNet's neurons and pairs, the SAE's latents),
-    # and so does MiCLIP's ground truth (miclip.k_top null = selectivity.k).
+    # and so does MiCLIP's ground truth (miclip.k_top and atlas.k null = selectivity.k; tiny.yaml sets
+    # sae.evaluate.entropy_k itself).
     assert plan == forcerun_plan(tiny_run, "neuron_selectivity", "plot_selectivity", "build_atlas", "evaluate_miclip")
 
 

@@ -14,7 +14,7 @@ rule build_atlas:
     benchmark:
         "results/benchmarks/build_atlas/{model}.tsv"
     wildcard_constraints:
-        model=name_pattern(config["atlas"]["models"]),
+        model=name_pattern(CONFIG.atlas.models),
     conda:
         ENV
     threads: 1
@@ -22,8 +22,13 @@ rule build_atlas:
         mem_mb=8000,
         runtime=30,
     params:
-        dataset=ATLAS_DATASET,
-        atlas=atlas_params(),
+        dataset=CONFIG.plan.atlas_dataset,
+        # Algorithm 1's k and reduction: those of the selectivity tables the pages read.
+        atlas={
+            **CONFIG.atlas.params("models", "dataset", "k"),
+            "k": CONFIG.atlas.k,
+            "reduction": CONFIG.selectivity.reduction,
+        },
         sae_sites=atlas_sae_sites,
         miclip_units=atlas_miclip_units,
         code=script_code("build_atlas.py"),

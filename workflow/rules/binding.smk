@@ -1,7 +1,7 @@
 rule binding_benchmark:
     input:
-        store="results/activations/{model}/{dataset}.zarr",
-        data="results/datasets/{dataset}/data",
+        store=ACTIVATIONS,
+        data=DATA,
         checkpoint=checkpoint_input,
     output:
         trials=reported(
@@ -24,15 +24,15 @@ rule binding_benchmark:
     conda:
         ENV
     resources:
-        gpu=gpu_request(),
+        gpu=CONFIG.extraction.gpus,
         mem_mb=8000,
         runtime=60,
     params:
         model=model_params,
-        binding=config["binding"],
-        seed=config["seed"],
-        device=config["extraction"]["device"],
-        batch_size=config["extraction"]["batch_size"],
+        binding=CONFIG.binding.params(),
+        seed=CONFIG.seed,
+        device=CONFIG.extraction.device,
+        batch_size=CONFIG.extraction.batch_size,
         label=pair_label,
         code=script_code("binding_benchmark.py"),
     script:

@@ -1,10 +1,10 @@
 rule synthesize_shapes:
     output:
-        data=directory("results/datasets/{dataset}/data"),
+        data=directory(DATA),
     log:
         "logs/synthesize_shapes/{dataset}.log",
     wildcard_constraints:
-        dataset=name_pattern(datasets_of_kind("shapes")),
+        dataset=name_pattern(CONFIG.datasets_of_kind("shapes")),
     conda:
         ENV
     resources:
@@ -19,11 +19,11 @@ rule synthesize_shapes:
 
 rule synthesize_shift:
     output:
-        data=directory("results/datasets/{dataset}/data"),
+        data=directory(DATA),
     log:
         "logs/synthesize_shift/{dataset}.log",
     wildcard_constraints:
-        dataset=name_pattern(datasets_of_kind("shift")),
+        dataset=name_pattern(CONFIG.datasets_of_kind("shift")),
     conda:
         ENV
     resources:
@@ -39,11 +39,11 @@ rule synthesize_shift:
 
 rule synthesize_pairs:
     output:
-        data=directory("results/datasets/{dataset}/data"),
+        data=directory(DATA),
     log:
         "logs/synthesize_pairs/{dataset}.log",
     wildcard_constraints:
-        dataset=name_pattern(datasets_of_kind("pairs")),
+        dataset=name_pattern(CONFIG.datasets_of_kind("pairs")),
     conda:
         ENV
     resources:
@@ -58,7 +58,7 @@ rule synthesize_pairs:
 
 rule plot_dataset:
     input:
-        data="results/datasets/{dataset}/data",
+        data=DATA,
     output:
         preview=reported(
             "results/datasets/{dataset}/preview.png",

@@ -1,9 +1,9 @@
 rule extract_attnpool:
     input:
-        data="results/datasets/{dataset}/data",
+        data=DATA,
         checkpoint=checkpoint_input,
     output:
-        store=directory("results/attnpool/{model}/{dataset}.zarr"),
+        store=directory(ATTNPOOL),
     log:
         "logs/extract_attnpool/{model}/{dataset}.log",
     benchmark:
@@ -12,12 +12,12 @@ rule extract_attnpool:
         ENV
     threads: 2
     resources:
-        gpu=gpu_request(),
+        gpu=CONFIG.extraction.gpus,
         mem_mb=8000,
         runtime=120,
     params:
         model=model_params,
-        extraction=config["extraction"],
+        extraction=CONFIG.extraction.params(),
         code=script_code("extract_attnpool.py"),
     script:
         "../scripts/extract_attnpool.py"
@@ -36,13 +36,13 @@ rule embed_text:
         ENV
     threads: 2
     resources:
-        gpu=gpu_request(),
+        gpu=CONFIG.extraction.gpus,
         mem_mb=8000,
         runtime=60,
     params:
         model=model_params,
-        text=config["decomposition"]["text"],
-        device=config["extraction"]["device"],
+        text=CONFIG.decomposition.text.params(),
+        device=CONFIG.extraction.device,
         code=script_code("embed_text.py"),
     script:
         "../scripts/embed_text.py"
@@ -50,7 +50,7 @@ rule embed_text:
 
 rule decompose_attnpool:
     input:
-        store="results/attnpool/{model}/{dataset}.zarr",
+        store=ATTNPOOL,
     output:
         pairs=reported(
             "results/decomposition/{model}/{dataset}/pairs.tsv",
@@ -79,10 +79,9 @@ rule decompose_attnpool:
         runtime=60,
     params:
         # The keys the checks read: the rest of the block (text, segmentation...) does not rerun it.
-        decomposition={
-            key: config["decomposition"][key]
-            for key in ("chunk_size", "n_checked", "pc_top_k", "max_rel_err")
-        },
+        decomposition=CONFIG.decomposition.pick(
+            "chunk_size", "n_checked", "pc_top_k", "max_rel_err"
+        ),
         label=pair_label,
         code=script_code("decompose_attnpool.py"),
     script:
@@ -91,8 +90,8 @@ rule decompose_attnpool:
 
 rule ablate_components:
     input:
-        store="results/attnpool/{model}/{dataset}.zarr",
-        data="results/datasets/{dataset}/data",
+        store=ATTNPOOL,
+        data=DATA,
         text="results/text/{model}/embeddings.npz",
     output:
         table=reported(
@@ -116,8 +115,8 @@ rule ablate_components:
         mem_mb=8000,
         runtime=60,
     params:
-        ablation=config["decomposition"]["ablation"],
-        chunk_size=config["decomposition"]["chunk_size"],
+        ablation=CONFIG.decomposition.ablation.params(),
+        chunk_size=CONFIG.decomposition.chunk_size,
         label=pair_label,
         code=script_code("ablate_components.py"),
     script:
@@ -126,8 +125,8 @@ rule ablate_components:
 
 rule decompose_text:
     input:
-        store="results/attnpool/{model}/{dataset}.zarr",
-        data="results/datasets/{dataset}/data",
+        store=ATTNPOOL,
+        data=DATA,
         text="results/text/{model}/embeddings.npz",
     output:
         words=reported(
@@ -158,14 +157,14 @@ rule decompose_text:
         ENV
     threads: 2
     resources:
-        gpu=gpu_request(),
+        gpu=CONFIG.extraction.gpus,
         mem_mb=12000,
         runtime=60,
     params:
-        text=config["decomposition"]["text"],
-        pc_top_k=config["decomposition"]["pc_top_k"],
-        chunk_size=config["decomposition"]["chunk_size"],
-        device=config["extraction"]["device"],
+        text=CONFIG.decomposition.text.params(),
+        pc_top_k=CONFIG.decomposition.pc_top_k,
+        chunk_size=CONFIG.decomposition.chunk_size,
+        device=CONFIG.extraction.device,
         label=pair_label,
         code=script_code("decompose_text.py"),
     script:
@@ -174,7 +173,7 @@ rule decompose_text:
 
 rule find_registers:
     input:
-        store="results/attnpool/{model}/{dataset}.zarr",
+        store=ATTNPOOL,
     output:
         tokens=reported(
             "results/decomposition/{model}/{dataset}/tokens.tsv",
@@ -202,7 +201,7 @@ rule find_registers:
         mem_mb=8000,
         runtime=60,
     params:
-        registers=config["decomposition"]["registers"],
+        registers=CONFIG.decomposition.registers.params(),
         label=pair_label,
         code=script_code("find_registers.py"),
     script:

@@ -1,9 +1,9 @@
 rule extract_activations:
     input:
-        data="results/datasets/{dataset}/data",
+        data=DATA,
         checkpoint=checkpoint_input,
     output:
-        store=directory("results/activations/{model}/{dataset}.zarr"),
+        store=directory(ACTIVATIONS),
     log:
         "logs/extract_activations/{model}/{dataset}.log",
     benchmark:
@@ -12,12 +12,12 @@ rule extract_activations:
         ENV
     threads: 2
     resources:
-        gpu=gpu_request(),
+        gpu=CONFIG.extraction.gpus,
         mem_mb=8000,
         runtime=120,
     params:
         model=model_params,
-        extraction=config.get("extraction", {}),
+        extraction=CONFIG.extraction.params(),
         code=script_code("extract_activations.py"),
     script:
         "../scripts/extract_activations.py"

@@ -1,6 +1,6 @@
 rule gradcam_binding:
     input:
-        data="results/datasets/{dataset}/data",
+        data=DATA,
         checkpoint=checkpoint_input,
     output:
         pointing=reported(
@@ -26,14 +26,14 @@ rule gradcam_binding:
         ENV
     threads: 2
     resources:
-        gpu=gpu_request(),
+        gpu=CONFIG.extraction.gpus,
         mem_mb=8000,
         runtime=60,
     params:
         model=model_params,
-        gradcam=config["gradcam"],
-        seed=config["seed"],
-        device=config["extraction"]["device"],
+        gradcam=CONFIG.gradcam.params(),
+        seed=CONFIG.seed,
+        device=CONFIG.extraction.device,
         label=pair_label,
         code=script_code("gradcam_binding.py"),
     script:

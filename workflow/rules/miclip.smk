@@ -11,13 +11,13 @@ rule embed_miclip_concepts:
         ENV
     threads: 2
     resources:
-        gpu=gpu_request(),
+        gpu=CONFIG.extraction.gpus,
         mem_mb=4000,
         runtime=60,
     params:
         model=model_params,
-        n_words=config["miclip"]["n_words"],
-        device=config["extraction"]["device"],
+        n_words=CONFIG.miclip.n_words,
+        device=CONFIG.extraction.device,
         code=script_code("embed_miclip_concepts.py"),
     script:
         "../scripts/embed_miclip_concepts.py"
@@ -35,20 +35,20 @@ rule probe_miclip:
     benchmark:
         "results/benchmarks/probe_miclip/{model}/{site}.tsv"
     wildcard_constraints:
-        site=name_pattern({site for _, site in MICLIP_SITES}),
+        site=name_pattern({site for _, site in CONFIG.plan.miclip_sites}),
     conda:
         ENV
     threads: 2
     resources:
-        gpu=gpu_request(),
+        gpu=CONFIG.extraction.gpus,
         mem_mb=8000,
         runtime=60,
     params:
         model=model_params,
-        reference=config["miclip"]["reference"],
+        reference=CONFIG.miclip.reference,
         reference_entry=miclip_reference_entry,
-        batch_size=config["miclip"]["batch_size_eval"],
-        device=config["extraction"]["device"],
+        batch_size=CONFIG.miclip.batch_size_eval,
+        device=CONFIG.extraction.device,
         code=script_code("probe_miclip.py"),
     script:
         "../scripts/probe_miclip.py"
@@ -72,7 +72,7 @@ rule train_miclip:
     benchmark:
         "results/benchmarks/train_miclip/{model}/{site}.tsv"
     wildcard_constraints:
-        site=name_pattern({site for _, site in MICLIP_SITES}),
+        site=name_pattern({site for _, site in CONFIG.plan.miclip_sites}),
     conda:
         ENV
     # 9 encoders of D x E weights: one thread (two threads of such small products are ~25x slower on a
@@ -82,7 +82,9 @@ rule train_miclip:
         mem_mb=4000,
         runtime=60,
     params:
-        train=miclip_train_params,
+        train=CONFIG.miclip.pick(
+            "losses", "seeds", "steps", "batch_size", "lr", "temperature"
+        ),
         label=miclip_label,
         code=script_code("train_miclip.py"),
     script:
@@ -151,21 +153,26 @@ rule evaluate_miclip:
     benchmark:
         "results/benchmarks/evaluate_miclip/{model}/{site}/{kind}.tsv"
     wildcard_constraints:
-        site=name_pattern({site for _, site in MICLIP_SITES}),
+        site=name_pattern({site for _, site in CONFIG.plan.miclip_sites}),
         kind="neurons|sae",
     conda:
         ENV
     threads: 2
     resources:
-        gpu=gpu_request(),
+        gpu=CONFIG.extraction.gpus,
         mem_mb=8000,
         runtime=120,
     params:
         model=model_params,
-        evaluation=miclip_eval_params,
-        k_top=miclip_k_top,
+        evaluation={
+            **CONFIG.miclip.pick(
+                "seeds", "tau", "interventions", "clip_dissect", "netdissect"
+            ),
+            "batch_size": CONFIG.miclip.batch_size_eval,
+        },
+        k_top=CONFIG.miclip.k_top,
         label=miclip_label,
-        device=config["extraction"]["device"],
+        device=CONFIG.extraction.device,
         code=script_code("evaluate_miclip.py"),
     script:
         "../scripts/evaluate_miclip.py"

@@ -1,6 +1,6 @@
 rule train_clip:
     output:
-        checkpoint="results/models/{model}/checkpoint.pt",
+        checkpoint=CHECKPOINT,
         metrics=reported(
             "results/models/{model}/metrics.json",
             "model_metrics.rst",

@@ -22,15 +22,15 @@ rule monitor_shift:
     log:
         "logs/monitor_shift/{model}/{dataset}.log",
     wildcard_constraints:
-        dataset=name_pattern(SHIFT_OF),
+        dataset=name_pattern(CONFIG.plan.shift_of),
     conda:
         ENV
     resources:
         mem_mb=8000,
         runtime=30,
     params:
-        shift=config["decomposition"]["shift"],
-        chunk_size=config["decomposition"]["chunk_size"],
+        shift=CONFIG.decomposition.shift.params(),
+        chunk_size=CONFIG.decomposition.chunk_size,
         label=pair_label,
         code=script_code("monitor_shift.py"),
     script:

@@ -1,6 +1,6 @@
 rule patch_components:
     input:
-        data="results/datasets/{dataset}/data",
+        data=DATA,
         checkpoint=checkpoint_input,
     output:
         recovery=reported(
@@ -28,18 +28,22 @@ rule patch_components:
     benchmark:
         "results/benchmarks/patch_components/{model}/{dataset}.tsv"
     wildcard_constraints:
-        dataset=name_pattern(datasets_of_kind("pairs")),
+        dataset=name_pattern(CONFIG.datasets_of_kind("pairs")),
     conda:
         ENV
     threads: 2
     resources:
-        gpu=gpu_request(),
+        gpu=CONFIG.extraction.gpus,
         mem_mb=8000,
         runtime=240,
     params:
         model=model_params,
-        patching=patching_params,
-        device=config["extraction"]["device"],
+        # Without what only the DAG or the concept rules use; with the run's seed.
+        patching={
+            **CONFIG.patching.params("models", "datasets", "concepts"),
+            "seed": CONFIG.seed,
+        },
+        device=CONFIG.extraction.device,
         code=script_code("patch_components.py"),
     script:
         "../scripts/patch_components.py"
@@ -78,7 +82,7 @@ rule plot_patching:
         mem_mb=2000,
         runtime=15,
     params:
-        threshold=config["patching"]["circuit"]["threshold"],
+        threshold=CONFIG.patching.circuit.threshold,
         label=pair_label,
         code=script_code("plot_patching.py"),
     script:
@@ -87,7 +91,7 @@ rule plot_patching:
 
 rule concept_auroc:
     input:
-        data="results/datasets/{dataset}/data",
+        data=DATA,
         checkpoint=checkpoint_input,
     output:
         auroc="results/patching/{model}/{dataset}/auroc.tsv",
@@ -106,18 +110,18 @@ rule concept_auroc:
     benchmark:
         "results/benchmarks/concept_auroc/{model}/{dataset}.tsv"
     wildcard_constraints:
-        dataset=name_pattern(datasets_of_kind("pairs")),
+        dataset=name_pattern(CONFIG.datasets_of_kind("pairs")),
     conda:
         ENV
     threads: 2
     resources:
-        gpu=gpu_request(),
+        gpu=CONFIG.extraction.gpus,
         mem_mb=8000,
         runtime=60,
     params:
         model=model_params,
-        concepts=config["patching"]["concepts"],
-        device=config["extraction"]["device"],
+        concepts=CONFIG.patching.concepts.params(),
+        device=CONFIG.extraction.device,
         label=pair_label,
         code=script_code("concept_auroc.py"),
     script:
@@ -126,7 +130,7 @@ rule concept_auroc:
 
 rule intervene_concepts:
     input:
-        data="results/datasets/{dataset}/data",
+        data=DATA,
         checkpoint=checkpoint_input,
         auroc="results/patching/{model}/{dataset}/auroc.tsv",
     output:
@@ -145,19 +149,19 @@ rule intervene_concepts:
     benchmark:
         "results/benchmarks/intervene_concepts/{model}/{dataset}.tsv"
     wildcard_constraints:
-        dataset=name_pattern(datasets_of_kind("pairs")),
+        dataset=name_pattern(CONFIG.datasets_of_kind("pairs")),
     conda:
         ENV
     threads: 2
     resources:
-        gpu=gpu_request(),
+        gpu=CONFIG.extraction.gpus,
         mem_mb=8000,
         runtime=60,
     params:
         model=model_params,
-        concepts=config["patching"]["concepts"],
-        seed=config["seed"],
-        device=config["extraction"]["device"],
+        concepts=CONFIG.patching.concepts.params(),
+        seed=CONFIG.seed,
+        device=CONFIG.extraction.device,
         label=pair_label,
         code=script_code("intervene_concepts.py"),
     script:

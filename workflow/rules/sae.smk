@@ -9,17 +9,18 @@ rule train_sae:
     benchmark:
         "results/benchmarks/train_sae/{model}/{site}.tsv"
     wildcard_constraints:
-        site=name_pattern(ALL_SAE_SITES),
+        site=name_pattern(CONFIG.plan.all_sae_sites),
     conda:
         ENV
     threads: 2
     resources:
-        gpu=gpu_request(),
+        gpu=CONFIG.extraction.gpus,
         mem_mb=8000,
         runtime=240,
     params:
-        sae=sae_params,
-        device=config["extraction"]["device"],
+        # Without what only the DAG or the evaluation uses.
+        sae=CONFIG.sae.params("models", "sites", "evaluate"),
+        device=CONFIG.extraction.device,
         code=script_code("train_sae.py"),
     script:
         "../scripts/train_sae.py"
@@ -38,7 +39,7 @@ rule plot_sae_training:
     log:
         "logs/plot_sae_training/{model}/{site}.log",
     wildcard_constraints:
-        site=name_pattern(ALL_SAE_SITES),
+        site=name_pattern(CONFIG.plan.all_sae_sites),
     conda:
         ENV
     resources:
@@ -93,19 +94,19 @@ rule evaluate_sae:
     benchmark:
         "results/benchmarks/evaluate_sae/{model}/{site}.tsv"
     wildcard_constraints:
-        site=name_pattern(ALL_SAE_SITES),
+        site=name_pattern(CONFIG.plan.all_sae_sites),
     conda:
         ENV
     threads: 2
     resources:
-        gpu=gpu_request(),
+        gpu=CONFIG.extraction.gpus,
         mem_mb=16000,
         runtime=120,
     params:
         model=model_params,
-        evaluation=config["sae"]["evaluate"],
-        seed=config["seed"],
-        device=config["extraction"]["device"],
+        evaluation=CONFIG.sae.evaluate.params(),
+        seed=CONFIG.seed,
+        device=CONFIG.extraction.device,
         label=sae_label,
         code=script_code("evaluate_sae.py"),
     script:

@@ -1,7 +1,7 @@
 rule segment_shapes:
     input:
-        store="results/attnpool/{model}/{dataset}.zarr",
-        data="results/datasets/{dataset}/data",
+        store=ATTNPOOL,
+        data=DATA,
         text="results/text/{model}/embeddings.npz",
     output:
         miou=reported(
@@ -31,9 +31,9 @@ rule segment_shapes:
         mem_mb=8000,
         runtime=60,
     params:
-        segmentation=config["decomposition"]["segmentation"],
-        chunk_size=config["decomposition"]["chunk_size"],
-        seed=config["seed"],
+        segmentation=CONFIG.decomposition.segmentation.params(),
+        chunk_size=CONFIG.decomposition.chunk_size,
+        seed=CONFIG.seed,
         label=pair_label,
         code=script_code("segment_shapes.py"),
     script:
@@ -59,13 +59,13 @@ rule segment_pascal_context:
         ENV
     threads: 2
     resources:
-        gpu=gpu_request(),
+        gpu=CONFIG.extraction.gpus,
         mem_mb=16000,
         runtime=600,
     params:
         model=model_params,
-        pascal_context=config["decomposition"]["pascal_context"],
-        device=config["extraction"]["device"],
+        pascal_context=CONFIG.decomposition.pascal_context.params(),
+        device=CONFIG.extraction.device,
         label=model_label,
         code=script_code("segment_pascal_context.py"),
     script:

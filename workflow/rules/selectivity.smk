@@ -1,7 +1,7 @@
 rule neuron_selectivity:
     input:
-        store="results/activations/{model}/{dataset}.zarr",
-        data="results/datasets/{dataset}/data",
+        store=ACTIVATIONS,
+        data=DATA,
     output:
         units=reported(
             "results/selectivity/{model}/{dataset}/units.tsv",
@@ -20,8 +20,8 @@ rule neuron_selectivity:
         mem_mb=4000,
         runtime=60,
     params:
-        selectivity=config.get("selectivity", {}),
-        seed=config["seed"],
+        selectivity=CONFIG.selectivity.params(),
+        seed=CONFIG.seed,
         code=script_code("neuron_selectivity.py"),
     script:
         "../scripts/neuron_selectivity.py"
@@ -29,8 +29,8 @@ rule neuron_selectivity:
 
 rule plot_selectivity:
     input:
-        store="results/activations/{model}/{dataset}.zarr",
-        data="results/datasets/{dataset}/data",
+        store=ACTIVATIONS,
+        data=DATA,
         units="results/selectivity/{model}/{dataset}/units.tsv",
         topk="results/selectivity/{model}/{dataset}/topk.tsv",
         null="results/selectivity/{model}/{dataset}/null.tsv",
@@ -58,8 +58,8 @@ rule plot_selectivity:
         mem_mb=4000,
         runtime=30,
     params:
-        selectivity=config.get("selectivity", {}),
-        seed=config["seed"],
+        selectivity=CONFIG.selectivity.params(),
+        seed=CONFIG.seed,
         code=script_code("plot_selectivity.py"),
     script:
         "../scripts/plot_selectivity.py"

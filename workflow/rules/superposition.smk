@@ -1,8 +1,8 @@
 rule superposition_separability:
     input:
         units="results/selectivity/{model}/{dataset}/units.tsv",
-        store="results/activations/{model}/{dataset}.zarr",
-        data="results/datasets/{dataset}/data",
+        store=ACTIVATIONS,
+        data=DATA,
     output:
         pairs=reported(
             "results/superposition/{model}/{dataset}/pairs.tsv",
@@ -34,8 +34,8 @@ rule superposition_separability:
         mem_mb=4000,
         runtime=60,
     params:
-        superposition=config["superposition"],
-        seed=config["seed"],
+        superposition=CONFIG.superposition.params(),
+        seed=CONFIG.seed,
         label=pair_label,
         code=script_code("superposition_separability.py"),
     script:

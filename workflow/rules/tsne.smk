@@ -1,7 +1,7 @@
 rule tsne_shapes:
     input:
-        store="results/activations/{model}/{dataset}.zarr",
-        data="results/datasets/{dataset}/data",
+        store=ACTIVATIONS,
+        data=DATA,
     output:
         table=reported(
             "results/tsne/{model}/{dataset}/tsne.tsv",
@@ -21,8 +21,8 @@ rule tsne_shapes:
         mem_mb=4000,
         runtime=30,
     params:
-        tsne=config["tsne"],
-        seed=config["seed"],
+        tsne=CONFIG.tsne.params(),
+        seed=CONFIG.seed,
         label=pair_label,
         code=script_code("tsne_shapes.py"),
     script:
@@ -53,16 +53,16 @@ rule tsne_cifar10:
         ENV
     threads: 2
     resources:
-        gpu=gpu_request(),
+        gpu=CONFIG.extraction.gpus,
         mem_mb=8000,
         runtime=120,
     params:
         model=model_params,
-        cifar10=config["cifar10"],
-        tsne=config["tsne"],
-        seed=config["seed"],
-        device=config["extraction"]["device"],
-        batch_size=config["extraction"]["batch_size"],
+        cifar10=CONFIG.cifar10.params(),
+        tsne=CONFIG.tsne.params(),
+        seed=CONFIG.seed,
+        device=CONFIG.extraction.device,
+        batch_size=CONFIG.extraction.batch_size,
         code=script_code("tsne_cifar10.py"),
     script:
         "../scripts/tsne_cifar10.py"

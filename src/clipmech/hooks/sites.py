@@ -56,7 +56,6 @@ derived site (z, result, attnpool x / alpha / result) recomputes the module's ou
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,25 +64,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipmech.hooks.names import (
+    ATTNPOOL_HOOKS,
+    ATTNPOOL_PATTERN,
+    BLOCK_PATTERN,
+    CHANNEL_HOOKS,
+    HEAD_HOOKS,
+    RESNET_HOOKS,
+    TRANSFORMER_HOOKS,
+)
 from clipmech.hooks.pool_forward import attnpool_tokens, query_attention
 from clipmech.models.towers import TOWER_NAMES, Tower, tower
-
-#: Hooks of every block of a transformer tower, in the order they run.
-TRANSFORMER_HOOKS = (
-    "hook_resid_pre",
-    "attn.hook_z",
-    "attn.hook_result",
-    "hook_attn_out",
-    "hook_resid_mid",
-    "mlp.hook_post",
-    "hook_mlp_out",
-    "hook_resid_post",
-)
-HEAD_HOOKS = ("attn.hook_z", "attn.hook_result")
-#: Hooks of every stage of a ModifiedResNet.
-RESNET_HOOKS = ("hook_resid_post",)
-#: Hooks of a ModifiedResNet's attention pool, in the order they are computed.
-ATTNPOOL_HOOKS = ("hook_x", "hook_alpha", "hook_result", "hook_out")
 
 LAYOUTS = {
     "hook_resid_pre": "(N, T, D)",
@@ -100,9 +91,6 @@ LAYOUTS = {
     "attnpool.hook_result": "(N, H, E)",
     "attnpool.hook_out": "(N, E)",
 }
-
-_BLOCK_PATTERN = re.compile(r"(\w+)\.blocks\.(-?\d+)\.(.+)")
-_ATTNPOOL_PATTERN = re.compile(r"(\w+)\.attnpool\.(.+)")
 
 # Per tower kind: hook -> (attribute path from the block, position).
 _OPEN_CLIP_PARTS = {
@@ -196,7 +184,7 @@ def _tower_hooks(info: Tower) -> tuple[str, ...]:
     if info.kind == "resnet":
         return RESNET_HOOKS
     if _heads_unsupported(info, info.blocks[0]) is not None:
-        return tuple(h for h in TRANSFORMER_HOOKS if h not in HEAD_HOOKS)
+        return CHANNEL_HOOKS
     return TRANSFORMER_HOOKS
 
 
@@ -249,8 +237,8 @@ def _parse(model: nn.Module, name: str) -> tuple[Tower, int | None, str]:
     """(tower, layer as written, hook) of a name; the layer may still be negative or out of range."""
     if not isinstance(name, str):
         raise TypeError(f"a site name must be a str, got {type(name).__name__} {name!r}")
-    block_match = _BLOCK_PATTERN.fullmatch(name)
-    pool_match = _ATTNPOOL_PATTERN.fullmatch(name)
+    block_match = BLOCK_PATTERN.fullmatch(name)
+    pool_match = ATTNPOOL_PATTERN.fullmatch(name)
     match = block_match or pool_match
     if match is None:
         raise _unknown(model, name, "not of the form '<tower>.blocks.<l>.<hook>' or 'visual.attnpool.<hook>'")

@@ -1,0 +1,1017 @@
+"""The run's configuration: validated, normalised and cross-checked once, into frozen dataclasses.
+
+:func:`load_config` is what the Snakefile calls at parse time on Snakemake's ``config`` (the user's
+``--configfile`` or config/config.yaml, with ``--config`` overrides). It
+
+1. validates the mapping against workflow/schemas/config.schema.yaml and fills the schema's defaults
+   (as ``snakemake.utils.validate`` does), then sorts every mapping's keys: Snakemake's ``params``
+   trigger compares dicts with their key order, so the same values written in another order must give
+   the same parameters;
+2. resolves the keys whose default is another key (``null`` in the schema): ``patching.models``,
+   ``sae.models`` = ``analyses.models``; ``patching.datasets`` = every ``pairs`` dataset;
+   ``atlas.models`` = the analysed then the decomposed models; ``miclip.dataset``, ``atlas.dataset`` =
+   ``analyses.datasets[0]``; and Algorithm 1's k (methods.md Sec. 2), owned by ``selectivity.k``, for
+   ``miclip.k_top``, ``sae.evaluate.entropy_k`` and ``atlas.k``;
+3. checks keys against each other and against open_clip's tables (:mod:`clipmech.models.catalogue`),
+   so that ``snakemake -n`` fails with the key and the allowed values before any job runs, rather than
+   a job after hours of training;
+4. returns a :class:`Config`: one frozen :class:`Section` per top-level key and the :class:`Plan`, which
+   models, datasets, sites and unit sets each analysis family runs on.
+
+Lists are tuples and free-form mappings read-only in the dataclasses; :meth:`Section.params` gives a
+section back as the plain, key-sorted dict the workflow passes to its jobs. Standard library, jsonschema
+and yaml only: nothing here imports torch or open_clip.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import jsonschema
+import yaml
+
+from clipmech.checkpoints import is_local_checkpoint
+from clipmech.hooks.names import CHANNEL_HOOKS, block_site
+from clipmech.models import catalogue
+
+#: The config schema: every key, its type, default and description.
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+# Paths of what one job writes and others read, each written here once (Snakemake wildcards in braces).
+#: A synthesised dataset's directory.
+DATA = "results/datasets/{dataset}/data"
+#: The checkpoint of a pipeline-trained model.
+CHECKPOINT = "results/models/{model}/checkpoint.pt"
+#: The activation store of a model on a dataset (methods.md Sec. 2).
+ACTIVATIONS = "results/activations/{model}/{dataset}.zarr"
+#: The attention-pool store of a CLIP-ResNet on a dataset (methods.md Sec. 5).
+ATTNPOOL = "results/attnpool/{model}/{dataset}.zarr"
+
+# Files of torchvision's CIFAR-10 layout, per split (clipmech.data.cifar10 reads them).
+CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+CIFAR10_SIZES = {"train": 50000, "test": 10000}
+
+
+# --- Sections ----------------------------------------------------------------------------------------
+
+
+def _frozen(value):
+    """A YAML value with lists as tuples and mappings read-only, recursively."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({key: _frozen(item) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(item) for item in value)
+    return value
+
+
+def _plain(value):
+    """The inverse of :func:`_frozen`: lists and key-sorted dicts (sections as their :meth:`~Section.params`)."""
+    if isinstance(value, Section):
+        return value.params()
+    if isinstance(value, Mapping):
+        return {key: _plain(value[key]) for key in sorted(value)}
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class Section:
+    """A mapping of the config with a schema: one field per key, defaults as in the schema."""
+
+    @classmethod
+    def from_mapping(cls, values: Mapping) -> Section:
+        """The section of a validated mapping (unknown keys raise TypeError); subsections recursively."""
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in values:
+                continue
+            sub = f.default_factory
+            if isinstance(sub, type) and issubclass(sub, Section):
+                kwargs[f.name] = sub.from_mapping(values[f.name])
+            else:
+                kwargs[f.name] = _frozen(values[f.name])
+        return cls(**kwargs)
+
+    def params(self, *exclude: str) -> dict:
+        """The section as a plain dict with sorted keys (lists, dicts), without the keys in ``exclude``:
+        the value a job's ``params`` gets, equal to the config's own mapping."""
+        names = sorted(f.name for f in dataclasses.fields(self))
+        return {name: _plain(getattr(self, name)) for name in names if name not in exclude}
+
+    def pick(self, *names: str) -> dict:
+        """The keys `names` of the section, in this order, as plain values (see :meth:`params`).
+
+        Raises
+        ------
+        AttributeError
+            If the section has no such key.
+        """
+        return {name: _plain(getattr(self, name)) for name in names}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Shapes(Section):
+    """A Shapes dataset synthesised by the pipeline (methods.md Sec. 1)."""
+
+    kind: str = "shapes"
+    n_per_count: int = 100
+    image_size: int = 224
+    min_objects: int = 1
+    max_objects: int = 5
+    distinct_attributes: bool = True
+    seed: int = 0
+
+    @property
+    def n_images(self) -> int:
+        """n_per_count images per object count."""
+        return self.n_per_count * (self.max_objects - self.min_objects + 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Shift(Section):
+    """The distribution-shift splits of the Shapes dataset ``base``, drawn at its image size (methods.md Sec. 5)."""
+
+    kind: str = "shift"
+    base: str
+    concepts: tuple[str, ...] = ("red", "square")
+    shares: tuple[tuple[float, ...], ...] = ((0.1, 0.5), (0.3, 0.6), (0.5, 0.3), (0.7, 0.2), (0.9, 0.4))
+    n_per_split: int = 100
+    min_objects: int = 1
+    max_objects: int = 3
+    seed: int = 0
+
+    @property
+    def n_images(self) -> int:
+        """n_per_split images per split."""
+        return self.n_per_split * len(self.shares)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pairs(Section):
+    """Shapes minimal pairs for causal tracing (methods.md Sec. 8)."""
+
+    kind: str = "pairs"
+    n_scenes: int = 48
+    image_size: int = 224
+    seed: int = 0
+
+    @property
+    def n_images(self) -> int:
+        """5 per base scene: the base and its 4 variants."""
+        return 5 * self.n_scenes
+
+
+DATASET_KINDS = {"shapes": Shapes, "shift": Shift, "pairs": Pairs}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Train(Section):
+    """Training of a model from random weights by the pipeline (clipmech.models.train.TrainConfig)."""
+
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 0.001
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    image_size: int = 224
+    p_drop: float = 0.25
+    p_twin: float = 0.5
+    min_objects: int = 1
+    max_objects: int = 5
+    n_heldout: int = 300
+    seed: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Model(Section):
+    """A configured model: an open_clip architecture and `pretrained` (tag, checkpoint path or None for
+    random weights), or `train` (the pipeline trains it and `pretrained` is unset)."""
+
+    architecture: str
+    pretrained: str | None = None
+    sha256: str | None = None
+    train: Train | None = None
+
+    @classmethod
+    def from_mapping(cls, values: Mapping) -> Model:
+        train = values.get("train")
+        return cls(
+            architecture=values["architecture"],
+            pretrained=values.get("pretrained"),
+            sha256=values.get("sha256"),
+            train=None if train is None else Train.from_mapping(train),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Analyses(Section):
+    """Which models run on which datasets (every pair is analysed)."""
+
+    models: tuple[str, ...]
+    datasets: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Extraction(Section):
+    """Activation extraction into zarr (methods.md Sec. 2)."""
+
+    layers: tuple[int, ...] | None = None
+    sites: tuple[str, ...] = ("visual.blocks.*.hook_mlp_out",)
+    reductions: tuple[str, ...] = ("mean", "max", "cls")
+    save_tokens: bool = True
+    batch_size: int = 32
+    device: str = "auto"
+
+    def stores(self, site: str) -> bool:
+        """Whether the activation store holds a site ``<tower>.blocks.<l>.<hook>``: listed, or a ``*``
+        pattern covering its layer (vision: a layer of `layers`); hook_mlp_out needs `save_tokens`."""
+        tower, layer, hook = block_site(site)
+        if tower == "visual" and hook == "hook_mlp_out" and not self.save_tokens:
+            return False
+        covered = tower == "text" or self.layers is None or layer in self.layers
+        return site in self.sites or (f"{tower}.blocks.*.{hook}" in self.sites and covered)
+
+    @property
+    def gpus(self) -> int:
+        """The `gpu` resource of the steps that run a model on `device`: none on `cpu`, else 1 (SLURM:
+        --gpus=1; gpu=0 adds no GPU option), so a CPU-only cluster runs the whole DAG."""
+        return 0 if self.device == "cpu" else 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Selectivity(Section):
+    """Neuron selectivity, Algorithm 1 of the shapes paper (methods.md Sec. 2); `k` is Algorithm 1's k."""
+
+    reduction: str = "mean"
+    k: int = 30
+    n_null: int = 10000
+    n_figure_units: int = 4
+    n_heatmap_images: int = 3
+
+
+@dataclass(frozen=True, kw_only=True)
+class Superposition(Section):
+    """Superposition of the lowest-entropy units vs separability (methods.md Sec. 3)."""
+
+    n_units: int = 1000
+    threshold: float = 0.3
+    cross_type: bool = False
+    variance_kept: float = 0.9
+    pca_fit: str = "all"
+    cv: str = "loo"
+    test_fraction: float = 0.3
+    min_images: int = 5
+    confidence_level: float = 0.95
+    n_resamples: int = 9999
+    bootstrap_method: str = "BCa"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Binding(Section):
+    """Zero-shot binding benchmark (clipmech.analyses.binding)."""
+
+    tasks: tuple[str, ...] = ("colour_swap", "shape_swap", "position_swap", "absent_colour", "absent_shape")
+    confidence_level: float = 0.95
+
+
+@dataclass(frozen=True, kw_only=True)
+class Gradcam(Section):
+    """Grad-CAM and the energy pointing game (methods.md Sec. 4)."""
+
+    n_images: int = 100
+    target: str | None = None
+    score: str = "cosine"
+    n_figure_rows: int = 6
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tsne(Section):
+    """t-SNE maps of the final image embeddings."""
+
+    perplexity: float = 30
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cifar10(Section):
+    """The CIFAR-10 t-SNE map, from a local copy only (`root`; None skips it)."""
+
+    root: str | None = None
+    split: str = "test"
+    n_images: int = 2000
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ablation(Section):
+    fractions: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Text(Section):
+    n_words: int = 30000
+    batch_size: int = 1000
+    n_components: int = 64
+    m_values: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    keep_fraction: float = 0.2
+    n_class_pairs: int = 5
+    n_words_shown: int = 5
+    omp_batch_size: int = 128
+
+
+@dataclass(frozen=True, kw_only=True)
+class Segmentation(Section):
+    top_k: int = 512
+    background_threshold: float = 0.5
+    n_figure_images: int = 4
+
+
+@dataclass(frozen=True, kw_only=True)
+class PascalContext(Section):
+    root: str | None = None
+    split: str = "val"
+    scale: tuple[int, ...] = (2048, 384)
+    crop_size: int = 384
+    stride: int = 192
+    logit_scale: float = 40
+    top_k: int = 20000
+    n_images: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Registers(Section):
+    n_images: int | None = None
+    chunk_size: int = 16
+    n_figure_neurons: int = 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShiftMonitoring(Section):
+    top_k: int = 50
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decomposition(Section):
+    """Neuron x attention-head decomposition of CLIP-ResNet attention pooling (methods.md Sec. 5)."""
+
+    models: tuple[str, ...] = ()
+    chunk_size: int = 100
+    pc_top_k: int = 50
+    n_checked: int = 200
+    max_rel_err: float = 0.0001
+    ablation: Ablation = field(default_factory=Ablation)
+    text: Text = field(default_factory=Text)
+    segmentation: Segmentation = field(default_factory=Segmentation)
+    pascal_context: PascalContext = field(default_factory=PascalContext)
+    registers: Registers = field(default_factory=Registers)
+    shift: ShiftMonitoring = field(default_factory=ShiftMonitoring)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Families(Section):
+    transformer: tuple[str, ...] = ("resid_pre", "attn_out", "mlp_out", "head", "neuron")
+    resnet: tuple[str, ...] = ("stage", "pool_token", "pool_head", "pool_neuron")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Circuit(Section):
+    threshold: float = 0.8
+    n_points: int = 32
+    n_random: int = 5
+
+
+@dataclass(frozen=True, kw_only=True)
+class Concepts(Section):
+    batch_size: int = 50
+    threshold: float = 0.9
+    n_units: int = 50
+    scales: tuple[float, ...] = (0.0, 2.0)
+    n_bootstrap: int = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class Patching(Section):
+    """Causal tracing and activation patching (methods.md Sec. 8); `models` and `datasets` resolved."""
+
+    models: tuple[str, ...] | None = None
+    datasets: tuple[str, ...] | None = None
+    corruptions: tuple[str, ...] = ("zero", "noise", "colour", "shape", "position", "binding")
+    directions: tuple[str, ...] = ("denoising", "noising")
+    families: Families = field(default_factory=Families)
+    n_pairs: int = 100
+    noise_scale: float = 3.0
+    min_effect: float = 0.5
+    n_bootstrap: int = 1000
+    batch_size: int = 256
+    circuit: Circuit = field(default_factory=Circuit)
+    concepts: Concepts = field(default_factory=Concepts)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SaeEvaluation(Section):
+    """Evaluation of each SAE (clipmech.sae.evaluate); `entropy_k` resolved (None = selectivity.k)."""
+
+    batch_size: int = 32
+    split: str = "holdout"
+    dense_threshold: float = 0.1
+    purity_k: int = 16
+    coverage_ap: float = 0.3
+    entropy_k: int | None = None
+    fit_tokens: int = 20000
+    kmeans_max_clusters: int = 1024
+    n_figure_latents: int = 6
+    n_figure_images: int = 8
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sae(Section):
+    """Top-k sparse autoencoders (methods.md Sec. 7); `models` resolved, `sites` as written (a list for
+    every model or a mapping per model: :attr:`Plan.sae_sites` has each model's list)."""
+
+    models: tuple[str, ...] | None = None
+    sites: tuple[str, ...] | Mapping[str, tuple[str, ...]] = ()
+    tokens: str = "all"
+    expansion: float = 8
+    n_latents: int | None = None
+    k: int = 8
+    k_aux: int | None = None
+    dead_tokens: int = 100000
+    lr: float = 0.0002
+    n_tokens: int = 2000000
+    batch_size: int = 1024
+    buffer_tokens: int = 65536
+    holdout: float = 0.1
+    checkpoint_every: int = 500
+    seed: int = 0
+    evaluate: SaeEvaluation = field(default_factory=SaeEvaluation)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Interventions(Section):
+    scale: tuple[float, ...] = (2.0, 0.0)
+    add: tuple[float, ...] = (1.0, -1.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipDissect(Section):
+    top_k: int = 100
+    a: float = 10
+    lam: float = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Netdissect(Section):
+    quantile: float = 0.005
+    resolution: int = 112
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnitSet(Section):
+    """A MiCLIP unit set: a site's channels (`neurons`) or the latents of the SAE there (`sae`)."""
+
+    site: str
+    kind: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Miclip(Section):
+    """MiCLIP (methods.md Sec. 9); `dataset` and `k_top` resolved (None = analyses.datasets[0], selectivity.k)."""
+
+    units: Mapping[str, tuple[UnitSet, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    dataset: str | None = None
+    reference: str = "shapes-vit"
+    losses: tuple[str, ...] = ("both", "input", "output")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    temperature: float = 0.07
+    steps: int = 1000
+    batch_size: int = 128
+    lr: float = 0.001
+    tau: int = 5
+    n_words: int = 30000
+    k_top: int | None = None
+    batch_size_eval: int = 1024
+    interventions: Interventions = field(default_factory=Interventions)
+    clip_dissect: ClipDissect = field(default_factory=ClipDissect)
+    netdissect: Netdissect = field(default_factory=Netdissect)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping) -> Miclip:
+        units = {model: tuple(UnitSet.from_mapping(unit) for unit in sets) for model, sets in values["units"].items()}
+        section = super().from_mapping({key: value for key, value in values.items() if key != "units"})
+        return dataclasses.replace(section, units=MappingProxyType(units))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Atlas(Section):
+    """The neuron atlas (methods.md Sec. 10); `models`, `dataset` and `k` resolved (None = the analysed
+    then decomposed models, analyses.datasets[0], selectivity.k)."""
+
+    models: tuple[str, ...] | None = None
+    dataset: str | None = None
+    k: int | None = None
+    max_units: int | None = 256
+    n_top_images: int = 12
+    thumbnail_size: int = 64
+    bins: int = 40
+    n_reads: int = 8
+    batch_tokens: int = 65536
+
+
+#: The sections with a schema of their own, by top-level key.
+SECTIONS = {
+    "analyses": Analyses,
+    "extraction": Extraction,
+    "selectivity": Selectivity,
+    "superposition": Superposition,
+    "binding": Binding,
+    "gradcam": Gradcam,
+    "tsne": Tsne,
+    "cifar10": Cifar10,
+    "decomposition": Decomposition,
+    "patching": Patching,
+    "sae": Sae,
+    "miclip": Miclip,
+    "atlas": Atlas,
+}
+
+
+# --- The run plan and the config ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What runs where. Pairs are (model, dataset) in the config's order (models outer).
+
+    Attributes
+    ----------
+    used : tuple of str
+        Models some analysis runs (analyses, decomposition, patching, an SAE, MiCLIP), sorted; a
+        configured model no analysis uses is neither trained nor loaded.
+    trained : tuple of str
+        The used models with a `train` block, trained by the pipeline.
+    analyses, decompositions, patchings : tuple of (model, dataset)
+        Selectivity and binding of every analysed model on every analysed dataset; the decomposition
+        (methods.md Sec. 5) of every decomposed model on every analysed dataset; causal tracing
+        (methods.md Sec. 8) of every patching model on every patching dataset.
+    sae_sites : mapping of str to tuple of str
+        The SAE sites of each model of `sae.models` (methods.md Sec. 7).
+    saes : tuple of (model, site)
+        Every SAE; each trains on the store of its model on `sae_dataset`.
+    sae_dataset : str
+        analyses.datasets[0].
+    miclip_units : tuple of (model, site, kind)
+        Every MiCLIP unit set (methods.md Sec. 9), probed on `miclip.dataset`.
+    miclip_sites : tuple of (model, site)
+        Sorted sites of the unit sets (one probe and one set of encoders each).
+    atlas_models : tuple of str
+        Models with an atlas (methods.md Sec. 10), built on `atlas_dataset`.
+    atlas_dataset : str
+    shift_of : mapping of str to str
+        The dataset of kind `shift` of each base Shapes dataset that has one.
+    """
+
+    used: tuple[str, ...]
+    trained: tuple[str, ...]
+    analyses: tuple[tuple[str, str], ...]
+    decompositions: tuple[tuple[str, str], ...]
+    patchings: tuple[tuple[str, str], ...]
+    sae_sites: Mapping[str, tuple[str, ...]]
+    saes: tuple[tuple[str, str], ...]
+    sae_dataset: str
+    miclip_units: tuple[tuple[str, str, str], ...]
+    miclip_sites: tuple[tuple[str, str], ...]
+    atlas_models: tuple[str, ...]
+    atlas_dataset: str
+    shift_of: Mapping[str, str]
+
+    @property
+    def all_sae_sites(self) -> list[str]:
+        """Every site some SAE is trained at, sorted."""
+        return sorted({site for sites in self.sae_sites.values() for site in sites})
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated, normalised and checked config (:func:`load_config`) and its :class:`Plan`."""
+
+    seed: int
+    datasets: Mapping[str, Shapes | Shift | Pairs]
+    models: Mapping[str, Model]
+    analyses: Analyses
+    extraction: Extraction
+    selectivity: Selectivity
+    superposition: Superposition
+    binding: Binding
+    gradcam: Gradcam
+    tsne: Tsne
+    cifar10: Cifar10
+    decomposition: Decomposition
+    patching: Patching
+    sae: Sae
+    miclip: Miclip
+    atlas: Atlas
+    plan: Plan
+
+    def datasets_of_kind(self, kind: str) -> list[str]:
+        """The names of the datasets of a kind (`shapes`, `shift`, `pairs`), sorted."""
+        return _datasets_of_kind(self.datasets, kind)
+
+    def model_entry(self, name: str) -> dict:
+        """A model's entry as the jobs load it (clipmech.models.loading): architecture, pretrained and
+        sha256 if set; a pipeline-trained model's `pretrained` is its checkpoint.
+
+        Raises
+        ------
+        KeyError
+            If no model has this name.
+        """
+        model = self.models[name]
+        pretrained = CHECKPOINT.format(model=name) if model.train is not None else model.pretrained
+        entry = {"architecture": model.architecture, "pretrained": pretrained}
+        if model.sha256 is not None:
+            entry["sha256"] = model.sha256
+        return entry
+
+
+# --- Loading --------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _schema(path: Path) -> dict:
+    """The schema file, parsed once per process (never modified: defaults are filled with copies)."""
+    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def _validator(schema: Mapping) -> jsonschema.protocols.Validator:
+    """A draft 2020-12 validator that fills in each missing property's `default` (as Snakemake's validate)."""
+    base = jsonschema.Draft202012Validator
+    validate_properties = base.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema:
+                    instance.setdefault(name, copy.deepcopy(subschema["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": set_defaults})(schema)
+
+
+def _canonical(value):
+    """The config value with every mapping's keys sorted, recursively."""
+    if isinstance(value, dict):
+        return {key: _canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    return value
+
+
+def load_config(config: Mapping, schema: str | Path = SCHEMA) -> Config:
+    """Validate, normalise and check a config mapping (the module docstring lists the steps).
+
+    Parameters
+    ----------
+    config : mapping
+        The config as YAML gives it (not modified).
+    schema : path
+        The JSON schema in YAML (default: the workflow's).
+
+    Returns
+    -------
+    Config
+
+    Raises
+    ------
+    ValueError
+        If the config does not match the schema (the message has the key and the schema's reason) or
+        fails a cross-key check (the message names the key and the allowed values).
+    """
+    raw = copy.deepcopy(dict(config))
+    try:
+        _validator(_schema(Path(schema).resolve())).validate(raw)
+    except jsonschema.ValidationError as error:
+        where = ".".join(map(str, error.absolute_path)) or "the top level"
+        raise ValueError(f"invalid config at {where}: {error.message}") from None
+    raw = _canonical(raw)
+    sae_sites, shift_of = _normalise(raw)
+    return Config(
+        seed=raw["seed"],
+        datasets=MappingProxyType(
+            {name: DATASET_KINDS[entry["kind"]].from_mapping(entry) for name, entry in raw["datasets"].items()}
+        ),
+        models=MappingProxyType({name: Model.from_mapping(entry) for name, entry in raw["models"].items()}),
+        **{key: section.from_mapping(raw[key]) for key, section in SECTIONS.items()},
+        plan=_plan(raw, sae_sites, shift_of),
+    )
+
+
+def read_config(path: str | Path, schema: str | Path = SCHEMA) -> Config:
+    """:func:`load_config` of a YAML file."""
+    return load_config(yaml.safe_load(Path(path).read_text()), schema)
+
+
+# --- Resolution and checks (parse time) -----------------------------------------------------------------
+
+
+def _check_names(kind: str, requested, configured, key: str | None = None) -> None:
+    """Raise ValueError naming `key` and the configured names if `requested` has a name not in `configured`."""
+    unknown = [name for name in requested if name not in configured]
+    if unknown:
+        where = key or f"analyses.{kind}"
+        valid = ", ".join(sorted(configured))
+        raise ValueError(f"{where} names unknown {kind} {unknown}; configured {kind} are: {valid}")
+
+
+def _datasets_of_kind(datasets: Mapping, kind: str) -> list[str]:
+    """The names of the datasets of a kind, sorted (entries are mappings or dataset sections)."""
+    kinds = {name: entry["kind"] if isinstance(entry, Mapping) else entry.kind for name, entry in datasets.items()}
+    return sorted(name for name, entry_kind in kinds.items() if entry_kind == kind)
+
+
+def _normalise(raw: dict) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Resolve the keys whose default is another key and run every cross-key check, in place and in the
+    order a config is read: names, models, datasets, counts, SAE sites, MiCLIP, shift bases, the atlas.
+    Returns sae.sites per model of sae.models and the shift dataset of each base."""
+    _check_names("models", raw["analyses"]["models"], raw["models"])
+    _check_names("datasets", raw["analyses"]["datasets"], raw["datasets"])
+    _check_names("models", raw["decomposition"]["models"], raw["models"], "decomposition.models")
+    pairs = _datasets_of_kind(raw["datasets"], "pairs")
+    if raw["patching"]["models"] is None:
+        raw["patching"]["models"] = list(raw["analyses"]["models"])
+    if raw["patching"]["datasets"] is None:
+        raw["patching"]["datasets"] = pairs
+    _check_names("models", raw["patching"]["models"], raw["models"], "patching.models")
+    _check_names("pairs datasets", raw["patching"]["datasets"], pairs, "patching.datasets")
+    if raw["sae"]["models"] is None:
+        raw["sae"]["models"] = list(raw["analyses"]["models"])
+    _check_names("models", raw["sae"]["models"], raw["models"], "sae.models")
+    sae_sites = _sae_sites_by_model(raw["sae"])
+    _check_models_and_counts(raw)
+    _check_sae_sites(raw["extraction"], sae_sites)
+    _check_miclip(raw, sae_sites)
+    if raw["miclip"]["dataset"] is None:
+        raw["miclip"]["dataset"] = raw["analyses"]["datasets"][0]
+    shift_of = _shift_of(raw["datasets"])
+    _check_atlas(raw)
+    # Algorithm 1's k has one owner: selectivity.k.
+    k = raw["selectivity"]["k"]
+    for section, key in ((raw["miclip"], "k_top"), (raw["sae"]["evaluate"], "entropy_k"), (raw["atlas"], "k")):
+        if section[key] is None:
+            section[key] = k
+    return sae_sites, shift_of
+
+
+def _sae_sites_by_model(sae: dict) -> dict[str, list[str]]:
+    """sae.sites per model of sae.models: the one list for each, or each model's own list of a mapping."""
+    sites, models = sae["sites"], sae["models"]
+    if not isinstance(sites, dict):
+        return {model: list(sites) for model in models}
+    _check_names("models", list(sites), models, "sae.sites (a mapping of sae.models)")
+    missing = [model for model in models if model not in sites]
+    if missing:
+        raise ValueError(
+            f"sae.sites maps models to their sites but has no entry for {missing} of sae.models = "
+            f"{models}: add one (an empty list for no SAE)"
+        )
+    return {model: list(sites[model]) for model in models}
+
+
+def _allowed(value, valid, n: int = 8) -> str:
+    """The valid values, or, when there are many, the n closest to `value` and the count."""
+    valid = sorted(valid)
+    if len(valid) <= n:
+        return ", ".join(valid)
+    close = difflib.get_close_matches(str(value), valid, n=n, cutoff=0.0)
+    return f"{', '.join(close)} (closest of {len(valid)})"
+
+
+def _check_model(name: str, entry: Mapping, architectures, pretrained_tags: Mapping) -> None:
+    """Exactly one of `pretrained` and `train`; sha256 only of a local checkpoint; the architecture and
+    the pretrained tag in open_clip's tables (hub / local-dir architectures are checked on loading)."""
+    key = f"models.{name}"
+    has_pretrained, has_train = "pretrained" in entry, "train" in entry
+    if has_pretrained == has_train:
+        raise ValueError(
+            f"{key} needs exactly one of `pretrained` (an open_clip tag, a local checkpoint path, "
+            "or null for random weights) and `train` (the pipeline trains it), got "
+            + ("both" if has_train else "neither")
+        )
+    if "sha256" in entry and not is_local_checkpoint(entry.get("pretrained")):
+        raise ValueError(
+            f"{key}.sha256 checks a local checkpoint file, but {key}.pretrained is "
+            f"{entry.get('pretrained')!r}; drop `sha256`, or point `pretrained` at the file "
+            "(a pipeline-trained checkpoint is checked against its training record)"
+        )
+    arch = entry["architecture"]
+    if arch.startswith(catalogue.OPEN_CLIP_SCHEMES):
+        return
+    if arch not in architectures:
+        raise ValueError(
+            f"{key}.architecture = {arch!r} is not an open_clip architecture; valid: "
+            f"{_allowed(arch, architectures)} (open_clip.list_models() after "
+            "import clipmech.models.loading)"
+        )
+    tag = entry.get("pretrained")
+    if tag is None or is_local_checkpoint(tag):
+        return
+    tags = pretrained_tags.get(arch, [])
+    if tag.lower().replace("-", "_") not in tags:  # open_clip normalises tags so
+        raise ValueError(
+            f"{key}.pretrained = {tag!r} is neither an open_clip pretrained tag of {arch} nor "
+            "a checkpoint path (a path has a '/' or a .pt/.pth/.bin/.safetensors/.npz suffix); "
+            + (
+                f"tags of {arch}: {_allowed(tag, tags)}"
+                if tags
+                else f"{arch} has no open_clip weights: use a checkpoint path, null, or `train`"
+            )
+        )
+
+
+def _check_object_counts(key: str, entry: Mapping, default_max: int) -> None:
+    low, high = entry.get("min_objects", 1), entry.get("max_objects", default_max)
+    if low > high:
+        raise ValueError(
+            f"{key}.min_objects = {low} exceeds {key}.max_objects = {high}: "
+            "the object counts run from min_objects to max_objects"
+        )
+
+
+def _check_cifar10(section: Mapping, perplexity: float) -> None:
+    """The local CIFAR-10 copy holds the split's batches, and the subset is larger than the perplexity."""
+    root = section["root"]
+    batches = Path(root) / "cifar-10-batches-py"
+    files = ["batches.meta", *CIFAR10_FILES[section["split"]]]
+    missing = [f for f in files if not (batches / f).is_file()]
+    if missing:
+        raise ValueError(
+            f"cifar10.root = {root!r} must hold torchvision's cifar-10-batches-py/ with "
+            f"{', '.join(files)} (split {section['split']!r}); missing in {batches}: {', '.join(missing)} "
+            "(set cifar10.root to null to skip the CIFAR-10 map)"
+        )
+    n = min(section["n_images"], CIFAR10_SIZES[section["split"]])
+    if perplexity >= n:
+        raise ValueError(
+            f"tsne.perplexity = {perplexity} must be below the {n} CIFAR-10 images of "
+            "cifar10.n_images (t-SNE needs perplexity < number of images)"
+        )
+
+
+def _miclip_sites(architecture: str) -> list[str] | None:
+    """The valid MiCLIP sites of an architecture, or None when it is not known at parse time."""
+    facts = catalogue.vision_layers(architecture)
+    if facts is None:
+        return None
+    is_resnet, n_layers = facts
+    hooks = ("hook_resid_post",) if is_resnet else CHANNEL_HOOKS
+    return [f"visual.blocks.{layer}.{hook}" for layer in range(n_layers) for hook in hooks]
+
+
+def _check_models_and_counts(raw: dict) -> None:
+    """Models against open_clip's tables, object counts, k and the perplexity against the images, the
+    CIFAR-10 copy, the OMP sparsities."""
+    architectures = catalogue.architectures()
+    pretrained_tags = catalogue.pretrained_tags()
+    for name, entry in raw["models"].items():
+        _check_model(name, entry, architectures, pretrained_tags)
+        if "train" in entry:
+            _check_object_counts(f"models.{name}.train", entry["train"], 5)
+    for name, entry in raw["datasets"].items():
+        _check_object_counts(f"datasets.{name}", entry, 3 if entry["kind"] == "shift" else 5)
+    k, perplexity = raw["selectivity"]["k"], raw["tsne"]["perplexity"]
+    for name in raw["analyses"]["datasets"]:
+        entry = raw["datasets"][name]
+        n = DATASET_KINDS[entry["kind"]].from_mapping(entry).n_images
+        if k > n:
+            raise ValueError(
+                f"selectivity.k = {k} exceeds the {n} images of dataset {name!r} "
+                "(k must be at most the number of images)"
+            )
+        if perplexity >= n:
+            raise ValueError(
+                f"tsne.perplexity = {perplexity} must be below the {n} images of dataset "
+                f"{name!r} (t-SNE needs perplexity < number of images)"
+            )
+    if raw["cifar10"]["root"] is not None:
+        _check_cifar10(raw["cifar10"], perplexity)
+    text = raw["decomposition"]["text"]
+    too_large = [m for m in text["m_values"] if m > text["n_components"]]
+    if raw["decomposition"]["models"] and too_large:
+        raise ValueError(
+            f"decomposition.text.m_values {too_large} exceed decomposition.text.n_components = "
+            f"{text['n_components']}: each sparsity must be at most n_components"
+        )
+
+
+def _check_sae_sites(extraction: dict, sae_sites: Mapping[str, list[str]]) -> None:
+    """Every SAE site is in the activation store (:meth:`Extraction.stores`)."""
+    stored = Extraction.from_mapping(extraction)
+    sites = sorted({site for model_sites in sae_sites.values() for site in model_sites})
+    missing = [site for site in sites if not stored.stores(site)]
+    if missing:
+        raise ValueError(
+            f"sae.sites {missing} are not stored by extraction.sites = {extraction['sites']} "
+            f"(extraction.layers = {extraction['layers']}, save_tokens = "
+            f"{extraction['save_tokens']}): add them to extraction.sites so the activation "
+            "store holds them (hook_mlp_out also needs extraction.save_tokens: true)"
+        )
+
+
+def _check_miclip(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
+    section = raw["miclip"]
+    if not section["units"]:
+        return
+    shapes = _datasets_of_kind(raw["datasets"], "shapes")
+    _check_names("models", list(section["units"]), raw["models"], "miclip.units")
+    _check_names("models", [section["reference"]], raw["models"], "miclip.reference")
+    if section["dataset"] is not None:
+        _check_names("shapes datasets", [section["dataset"]], shapes, "miclip.dataset")
+    elif raw["datasets"][raw["analyses"]["datasets"][0]]["kind"] != "shapes":
+        raise ValueError(
+            f"miclip.dataset is null and analyses.datasets[0] = "
+            f"{raw['analyses']['datasets'][0]!r} is not a Shapes dataset; name one of "
+            f"{', '.join(shapes)}"
+        )
+    if sorted(section["losses"]) != ["both", "input", "output"]:
+        raise ValueError(
+            f"miclip.losses = {section['losses']}: the evaluation compares all three losses, "
+            "list both, input and output"
+        )
+    for model, unit_sets in section["units"].items():
+        valid = _miclip_sites(raw["models"][model]["architecture"])
+        for entry in unit_sets:
+            site, kind = entry["site"], entry["kind"]
+            if valid is not None and site not in valid:
+                raise ValueError(
+                    f"miclip.units.{model}: unknown site {site!r}; valid sites are: {_allowed(site, valid)}"
+                )
+            if kind == "sae" and site not in sae_sites.get(model, []):
+                raise ValueError(
+                    f"miclip.units.{model}: kind sae at {site} needs the SAE of rule train_sae "
+                    f"there, but sae.models = {raw['sae']['models']} and sae.sites = "
+                    f"{raw['sae']['sites']}; add {model} and {site} to them"
+                )
+
+
+def _shift_of(datasets: Mapping) -> dict[str, str]:
+    """The shift dataset of each base: a dataset of kind `shift` holds the distribution-shift splits of
+    its `base` (a Shapes dataset), at most one per base."""
+    shift_of = {}
+    shapes = _datasets_of_kind(datasets, "shapes")
+    for name in _datasets_of_kind(datasets, "shift"):
+        base = datasets[name]["base"]
+        _check_names("shapes datasets", [base], shapes, f"datasets.{name}.base")
+        if base in shift_of:
+            raise ValueError(
+                f"datasets {shift_of[base]} and {name} are both shift splits of {base}: "
+                "declare one shift dataset per base"
+            )
+        shift_of[base] = name
+    return shift_of
+
+
+def _check_atlas(raw: dict) -> None:
+    """atlas.models (default: the analysed then the decomposed models) are analysed or decomposed, and
+    atlas.dataset (default: analyses.datasets[0]) is analysed; fills both defaults in place."""
+    sources = list(dict.fromkeys(raw["analyses"]["models"] + raw["decomposition"]["models"]))
+    atlas = raw["atlas"]
+    if atlas["models"] is None:
+        atlas["models"] = sources
+    _check_names("analysed or decomposed models", atlas["models"], sources, "atlas.models")
+    if atlas["dataset"] is None:
+        atlas["dataset"] = raw["analyses"]["datasets"][0]
+    _check_names("analysed datasets", [atlas["dataset"]], raw["analyses"]["datasets"], "atlas.dataset")
+
+
+def _plan(raw: dict, sae_sites: Mapping[str, list[str]], shift_of: Mapping[str, str]) -> Plan:
+    analyses, decomposition, patching = raw["analyses"], raw["decomposition"], raw["patching"]
+    miclip = raw["miclip"]
+    miclip_models = [*miclip["units"], miclip["reference"]] if miclip["units"] else []
+    used = sorted(
+        set(analyses["models"])
+        | set(decomposition["models"])
+        | set(patching["models"])
+        | {model for model, sites in sae_sites.items() if sites}
+        | set(miclip_models)
+    )
+    units = tuple((model, entry["site"], entry["kind"]) for model, sets in miclip["units"].items() for entry in sets)
+    return Plan(
+        used=tuple(used),
+        trained=tuple(name for name in used if "train" in raw["models"][name]),
+        analyses=tuple((m, d) for m in analyses["models"] for d in analyses["datasets"]),
+        decompositions=tuple((m, d) for m in decomposition["models"] for d in analyses["datasets"]),
+        patchings=tuple((m, d) for m in patching["models"] for d in patching["datasets"]),
+        sae_sites=MappingProxyType({model: tuple(sites) for model, sites in sae_sites.items()}),
+        saes=tuple((m, site) for m, sites in sae_sites.items() for site in sites),
+        sae_dataset=analyses["datasets"][0],
+        miclip_units=units,
+        miclip_sites=tuple(sorted({(model, site) for model, site, _ in units})),
+        atlas_models=tuple(raw["atlas"]["models"]),
+        atlas_dataset=raw["atlas"]["dataset"],
+        shift_of=MappingProxyType(dict(shift_of)),
+    )

@@ -1,0 +1,526 @@
+"""clipmech.config on config mappings, without Snakemake: every cross-key check, the resolved defaults, the plan.
+
+Each case edits tests/config/tiny.yaml (40 images in tiny-shapes: 8 per object count, 1-5 objects) and
+expects :func:`load_config` to raise the ValueError that names the key and the allowed values; the
+dry runs in tests/workflow/test_config_checks.py show that the Snakefile stops on them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import open_clip
+import pytest
+import yaml
+from snakemake_cli import ROOT, TINY
+
+import clipmech.models.loading  # noqa: F401  (registers clipmech's model configs with open_clip)
+from clipmech import config as cfg
+from clipmech.config import load_config, read_config
+from clipmech.hooks.names import block_site
+
+SHIPPED = [ROOT / "config" / "config.yaml", TINY, ROOT / "config" / "paper.yaml"]
+
+
+def tiny():
+    return yaml.safe_load(TINY.read_text())
+
+
+def rejected(config) -> str:
+    with pytest.raises(ValueError) as error:
+        load_config(config)
+    return str(error.value)
+
+
+def fake_cifar10(root, files=("batches.meta", "test_batch")):
+    batches = root / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    for name in files:
+        (batches / name).write_bytes(b"")
+    return root
+
+
+# --- schema ------------------------------------------------------------------------------------------
+
+
+def _schema_sections():
+    """(dataclass, schema properties) of every section with a schema, nested sections included."""
+    schema = yaml.safe_load(cfg.SCHEMA.read_text())
+    top = schema["properties"]
+    kinds = top["datasets"]["additionalProperties"]
+    pending = [(section, top[key]["properties"]) for key, section in cfg.SECTIONS.items()]
+    pending += [
+        (cfg.Shift, kinds["then"]["properties"]),
+        (cfg.Pairs, kinds["else"]["then"]["properties"]),
+        (cfg.Shapes, kinds["else"]["else"]["properties"]),
+        (cfg.Train, top["models"]["additionalProperties"]["properties"]["train"]["properties"]),
+        (cfg.UnitSet, top["miclip"]["properties"]["units"]["additionalProperties"]["items"]["properties"]),
+    ]
+    while pending:
+        section, properties = pending.pop()
+        yield section, properties
+        for f in dataclasses.fields(section):
+            if isinstance(f.default_factory, type) and issubclass(f.default_factory, cfg.Section):
+                pending.append((f.default_factory, properties[f.name]["properties"]))
+
+
+@pytest.mark.parametrize(("section", "properties"), list(_schema_sections()), ids=lambda x: getattr(x, "__name__", ""))
+def test_dataclass_defaults_are_the_schema_defaults(section, properties):
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    assert set(fields) == set(properties)
+    for name, f in fields.items():
+        if isinstance(f.default_factory, type) and issubclass(f.default_factory, cfg.Section):
+            assert properties[name]["default"] == {}, name  # filled from its own defaults, checked on its own
+            continue
+        if f.default_factory is not dataclasses.MISSING:
+            default = cfg._plain(f.default_factory())
+        else:
+            default = cfg._plain(f.default)
+        if "default" in properties[name]:
+            assert default == properties[name]["default"], name
+        elif "const" in properties[name]:
+            assert default == properties[name]["const"], name
+        else:
+            assert f.default is dataclasses.MISSING, f"{section.__name__}.{name} has a default the schema lacks"
+
+
+def test_schema_errors_name_the_key():
+    config = tiny()
+    config["sae"]["sites"] = ["visual.blocks.-1.hook_resid_pre"]
+    message = rejected(config)
+    assert "sae.sites.0" in message and "'visual.blocks.-1.hook_resid_pre' does not match" in message
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_sections_give_back_the_configs_values(path):
+    """params() of each section is the validated, key-sorted mapping the jobs got from the config dict."""
+    raw = yaml.safe_load(path.read_text())
+    validated = dict(raw)
+    cfg._validator(cfg._schema(cfg.SCHEMA)).validate(validated)
+    validated = cfg._canonical(validated)
+    loaded = load_config(raw)
+    for key in ("extraction", "selectivity", "superposition", "binding", "gradcam", "tsne", "cifar10"):
+        assert getattr(loaded, key).params() == validated[key]
+    assert loaded.decomposition.text.params() == validated["decomposition"]["text"]
+    assert loaded.patching.concepts.params() == validated["patching"]["concepts"]
+    for name, entry in validated["datasets"].items():
+        assert loaded.datasets[name].params() == entry
+    for name, entry in validated["models"].items():
+        if "train" in entry:
+            assert loaded.models[name].train.params() == entry["train"]
+    assert list(loaded.extraction.params()) == sorted(loaded.extraction.params())
+
+
+def test_config_is_frozen():
+    loaded = load_config(tiny())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        loaded.selectivity.k = 3
+    assert isinstance(loaded.extraction.sites, tuple)
+    with pytest.raises(TypeError):
+        loaded.datasets["other"] = loaded.datasets["tiny-shapes"]
+
+
+# --- Algorithm 1's k -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_k_defaults_to_selectivity_k(path):
+    loaded = read_config(path)
+    k = loaded.selectivity.k
+    assert loaded.miclip.k_top == loaded.sae.evaluate.entropy_k == loaded.atlas.k == k
+
+
+def test_k_owners_keep_their_own_values():
+    config = tiny()
+    config["miclip"]["k_top"] = 3
+    config["sae"]["evaluate"]["entropy_k"] = 4
+    config["atlas"] = {**config["atlas"], "k": 2}
+    loaded = load_config(config)
+    assert (loaded.selectivity.k, loaded.miclip.k_top, loaded.sae.evaluate.entropy_k, loaded.atlas.k) == (5, 3, 4, 2)
+
+
+# --- counts of images ------------------------------------------------------------------------------
+
+
+def test_k_above_the_number_of_images():
+    config = tiny()
+    config["selectivity"]["k"] = 41
+    assert "selectivity.k = 41 exceeds the 40 images of dataset 'tiny-shapes'" in rejected(config)
+
+
+def test_k_counts_the_images_of_the_configured_object_counts():
+    config = tiny()
+    config["datasets"]["tiny-shapes"].update(min_objects=2, max_objects=3)  # 2 x 8 images
+    config["selectivity"]["k"] = 17
+    assert "selectivity.k = 17 exceeds the 16 images of dataset 'tiny-shapes'" in rejected(config)
+    config["selectivity"]["k"] = 16
+    config["tsne"]["perplexity"] = 5
+    load_config(config)
+
+
+def test_k_counts_five_images_per_scene_of_a_pairs_dataset():
+    config = tiny()
+    config["analyses"]["datasets"] = ["tiny-shapes-pairs"]  # 4 scenes x (base + 4 variants)
+    config["selectivity"]["k"] = 21
+    assert "selectivity.k = 21 exceeds the 20 images of dataset 'tiny-shapes-pairs'" in rejected(config)
+
+
+def test_k_counts_the_images_of_every_split_of_a_shift_dataset():
+    config = tiny()
+    config["analyses"]["datasets"] = ["tiny-shapes-shift"]  # 2 splits x 4 images
+    config["tsne"]["perplexity"] = 2
+    config["selectivity"]["k"] = 9
+    assert "selectivity.k = 9 exceeds the 8 images of dataset 'tiny-shapes-shift'" in rejected(config)
+
+
+def test_perplexity_not_below_the_number_of_images():
+    config = tiny()
+    config["tsne"]["perplexity"] = 40
+    assert "tsne.perplexity = 40 must be below the 40 images of dataset 'tiny-shapes'" in rejected(config)
+
+
+def test_m_values_above_n_components():
+    config = tiny()
+    config["decomposition"]["text"]["m_values"] = [1, 4, 8]
+    assert "decomposition.text.m_values [8] exceed decomposition.text.n_components = 4" in rejected(config)
+
+
+def test_m_values_unchecked_without_decomposed_models():
+    config = tiny()
+    config["decomposition"]["models"] = []
+    config["decomposition"]["text"]["m_values"] = [1, 8]
+    load_config(config)
+
+
+@pytest.mark.parametrize("where", ["train", "dataset", "shift"])
+def test_min_objects_above_max_objects(where):
+    config = tiny()
+    if where == "train":
+        config["models"]["tiny-vit"]["train"].update(min_objects=3, max_objects=2)
+        key = "models.tiny-vit.train"
+    elif where == "dataset":
+        config["datasets"]["tiny-shapes"].update(min_objects=3, max_objects=2)
+        key = "datasets.tiny-shapes"
+    else:
+        config["datasets"]["tiny-shapes-shift"].update(min_objects=3, max_objects=2)
+        key = "datasets.tiny-shapes-shift"
+    assert f"{key}.min_objects = 3 exceeds {key}.max_objects = 2" in rejected(config)
+
+
+# --- names -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("analyses", "models", ["absent"], "analyses.models names unknown models ['absent']; configured models are:"),
+        ("analyses", "datasets", ["absent"], "analyses.datasets names unknown datasets ['absent']"),
+        ("decomposition", "models", ["absent"], "decomposition.models names unknown models ['absent']"),
+        ("patching", "models", ["absent"], "patching.models names unknown models ['absent']"),
+        (
+            "patching",
+            "datasets",
+            ["tiny-shapes"],
+            "patching.datasets names unknown pairs datasets ['tiny-shapes']; configured pairs datasets are: "
+            "tiny-shapes-pairs",
+        ),
+        ("sae", "models", ["absent"], "sae.models names unknown models ['absent']"),
+    ],
+)
+def test_unknown_names(section, key, value, expected):
+    config = tiny()
+    config[section][key] = value
+    assert expected in rejected(config)
+
+
+def test_null_model_lists_are_resolved():
+    config = tiny()
+    del config["patching"]["models"]
+    config["atlas"]["models"] = None
+    loaded = load_config(config)
+    assert loaded.patching.models == loaded.sae.models == ("tiny-vit",)
+    assert loaded.patching.datasets == ("tiny-shapes-pairs",)
+    assert loaded.atlas.models == loaded.plan.atlas_models == ("tiny-vit", "tiny-rn")
+    assert loaded.atlas.dataset == loaded.plan.atlas_dataset == loaded.miclip.dataset == "tiny-shapes"
+
+
+# --- models ----------------------------------------------------------------------------------------
+
+
+def test_unknown_architecture_lists_the_closest():
+    config = tiny()
+    config["models"]["tiny-vit"]["architecture"] = "ViT-L-15"
+    message = rejected(config)
+    assert "models.tiny-vit.architecture = 'ViT-L-15' is not an open_clip architecture" in message
+    assert "ViT-L-14" in message and "closest of" in message
+
+
+def test_unknown_pretrained_tag_lists_the_architectures_tags():
+    config = tiny()
+    config["models"]["vit-b-32"] = {"architecture": "ViT-B-32", "pretrained": "openia"}
+    message = rejected(config)
+    assert "models.vit-b-32.pretrained = 'openia' is neither an open_clip pretrained tag of ViT-B-32" in message
+    assert "openai" in message
+
+
+def test_pretrained_tag_of_an_architecture_without_weights():
+    config = tiny()
+    config["models"]["tiny"] = {"architecture": "clipmech-vit-tiny", "pretrained": "openai"}
+    message = rejected(config)
+    assert "models.tiny.pretrained = 'openai'" in message and "clipmech-vit-tiny has no open_clip weights" in message
+
+
+@pytest.mark.parametrize(
+    "pretrained", ["checkpoints/model.pt", "model.safetensors", None, "OpenAI", "laion2b-s34b-b79k"]
+)
+def test_checkpoint_paths_null_and_normalised_tags_pass(pretrained):
+    config = tiny()
+    config["models"]["other"] = {"architecture": "ViT-B-32", "pretrained": pretrained}  # unused: not loaded
+    load_config(config)
+
+
+@pytest.mark.parametrize(("entry", "got"), [({}, "neither"), ({"pretrained": "openai", "train": {}}, "both")])
+def test_pretrained_xor_train(entry, got):
+    config = tiny()
+    config["models"]["x"] = {"architecture": "RN50", **entry}
+    message = rejected(config)
+    assert "models.x needs exactly one of `pretrained`" in message and f"got {got}" in message
+
+
+def test_sha256_needs_a_local_checkpoint():
+    config = tiny()
+    config["models"]["x"] = {"architecture": "RN50", "pretrained": "openai", "sha256": "0" * 64}
+    message = rejected(config)
+    assert "models.x.sha256 checks a local checkpoint file, but models.x.pretrained is 'openai'" in message
+    config["models"]["x"] = {"architecture": "RN50", "pretrained": "weights/rn50.pt", "sha256": "0" * 64}
+    assert load_config(config).model_entry("x") == {
+        "architecture": "RN50",
+        "pretrained": "weights/rn50.pt",
+        "sha256": "0" * 64,
+    }
+
+
+def test_hub_architectures_are_left_to_loading():
+    config = tiny()
+    config["models"]["hub"] = {"architecture": "hf-hub:org/model", "pretrained": "anything"}
+    load_config(config)
+
+
+def test_every_open_clip_architecture_and_tag_passes():
+    """The tables clipmech.models.catalogue reads from open_clip's files (without importing it) match open_clip's lists."""
+    config = tiny()
+    for i, (architecture, tag) in enumerate(open_clip.list_pretrained()):
+        config["models"][f"p{i}"] = {"architecture": architecture, "pretrained": tag}
+    for i, architecture in enumerate(open_clip.list_models()):
+        config["models"][f"a{i}"] = {"architecture": architecture, "pretrained": None}
+    load_config(config)
+    assert {"clipmech-vit-tiny", "clipmech-rn-tiny"} <= set(open_clip.list_models())
+
+
+def test_model_entry_of_a_trained_model_is_its_checkpoint():
+    loaded = load_config(tiny())
+    assert loaded.model_entry("tiny-vit") == {
+        "architecture": "clipmech-vit-tiny",
+        "pretrained": "results/models/tiny-vit/checkpoint.pt",
+    }
+
+
+# --- CIFAR-10 --------------------------------------------------------------------------------------
+
+
+def test_cifar10_root_without_the_batches(tmp_path):
+    config = tiny()
+    config["cifar10"]["root"] = str(tmp_path / "cifar")
+    message = rejected(config)
+    assert f"cifar10.root = '{tmp_path / 'cifar'}' must hold torchvision's cifar-10-batches-py/" in message
+    assert "missing in" in message and "test_batch" in message
+
+
+def test_cifar10_train_split_needs_the_training_batches(tmp_path):
+    config = tiny()
+    config["cifar10"].update(root=str(fake_cifar10(tmp_path / "cifar")), split="train")
+    assert "missing in" in rejected(config) and "data_batch_1" in rejected(config)
+
+
+def test_cifar10_perplexity_below_the_subset(tmp_path):
+    config = tiny()
+    config["cifar10"].update(root=str(fake_cifar10(tmp_path / "cifar")), n_images=5)
+    assert "tsne.perplexity = 5 must be below the 5 CIFAR-10 images of cifar10.n_images" in rejected(config)
+
+
+def test_cifar10_with_its_layout_passes(tmp_path):
+    config = tiny()
+    config["cifar10"]["root"] = str(fake_cifar10(tmp_path / "cifar"))
+    assert load_config(config).cifar10.root == config["cifar10"]["root"]
+
+
+# --- which models are used and trained -------------------------------------------------------------------
+
+
+def test_only_models_an_analysis_uses_are_trained():
+    config = tiny()
+    config["models"]["unused"] = {"architecture": "clipmech-vit-tiny", "train": {"steps": 1}}
+    plan = load_config(config).plan
+    assert "unused" not in plan.used and plan.trained == ("tiny-rn", "tiny-vit")
+
+
+def test_paper_config_trains_nothing():
+    plan = read_config(ROOT / "config" / "paper.yaml").plan
+    # The stores of vit-l-14 (analyses) and of vit-b-32 and vit-b-16 (sae.models); each SAE model's own sites
+    # (vit-b-32 at layer 6 for causal tracing, vit-b-16 at layer 10 for MiCLIP).
+    assert plan.trained == ()
+    assert plan.saes == (
+        ("vit-b-32", "visual.blocks.6.hook_resid_pre"),
+        ("vit-b-16", "visual.blocks.10.hook_resid_pre"),
+    )
+    assert len(plan.miclip_sites) == 2 and len(plan.miclip_units) == 3
+
+
+# --- SAE sites --------------------------------------------------------------------------------------
+
+
+def test_sae_site_must_be_in_the_store():
+    config = tiny()
+    config["sae"]["sites"] = ["visual.blocks.0.hook_resid_post"]
+    assert "sae.sites ['visual.blocks.0.hook_resid_post'] are not stored by extraction.sites" in rejected(config)
+
+
+def test_sae_mlp_out_site_needs_the_tokens():
+    config = tiny()
+    config["sae"]["sites"] = ["visual.blocks.1.hook_mlp_out"]
+    config["miclip"]["units"] = {}  # its sae unit set reads the SAE at hook_resid_pre
+    load_config(config)
+    config["extraction"]["save_tokens"] = False
+    assert "are not stored by extraction.sites" in rejected(config)
+
+
+def test_sae_site_stored_by_a_pattern_of_its_layer():
+    config = tiny()
+    config["extraction"]["sites"] = ["visual.blocks.*.hook_mlp_out", "visual.blocks.*.hook_resid_pre"]
+    config["sae"]["sites"] = ["visual.blocks.1.hook_resid_pre", "visual.blocks.0.hook_resid_pre"]
+    assert len(load_config(config).plan.saes) == 2
+    config["extraction"]["layers"] = [0]
+    assert "are not stored by extraction.sites" in rejected(config)
+
+
+def test_sae_sites_per_model():
+    config = tiny()
+    config["extraction"]["sites"] = ["visual.blocks.*.hook_mlp_out", "visual.blocks.*.hook_resid_pre"]
+    config["models"]["second-vit"] = config["models"]["tiny-vit"]
+    config["sae"]["models"] = ["tiny-vit", "second-vit"]
+    config["sae"]["sites"] = {
+        "tiny-vit": ["visual.blocks.1.hook_resid_pre"],
+        "second-vit": ["visual.blocks.0.hook_resid_pre"],
+    }
+    plan = load_config(config).plan
+    assert set(plan.saes) == {
+        ("tiny-vit", "visual.blocks.1.hook_resid_pre"),
+        ("second-vit", "visual.blocks.0.hook_resid_pre"),
+    }
+    config["sae"]["sites"] = {"absent": ["visual.blocks.0.hook_resid_pre"]}
+    assert "sae.sites (a mapping of sae.models) names unknown models ['absent']" in rejected(config)
+    config["sae"]["sites"] = {"tiny-vit": ["visual.blocks.1.hook_resid_pre"]}
+    assert "has no entry for ['second-vit'] of sae.models" in rejected(config)
+    config["sae"]["sites"] = {
+        "tiny-vit": ["visual.blocks.1.hook_resid_pre"],
+        "second-vit": ["visual.blocks.0.hook_resid_post"],
+    }
+    assert "sae.sites ['visual.blocks.0.hook_resid_post'] are not stored by extraction.sites" in rejected(config)
+
+
+def test_block_site_parses_the_layer_and_rejects_other_forms():
+    assert block_site("text.blocks.-1.mlp.hook_post") == ("text", -1, "mlp.hook_post")
+    with pytest.raises(ValueError, match="not of the form"):
+        block_site("visual.attnpool.hook_out")
+
+
+# --- MiCLIP -----------------------------------------------------------------------------------------
+
+
+def test_miclip_names_are_checked():
+    config = tiny()
+    config["miclip"]["units"]["absent"] = [{"site": "visual.blocks.0.hook_mlp_out", "kind": "neurons"}]
+    assert "miclip.units names unknown models ['absent']" in rejected(config)
+    config = tiny()
+    config["miclip"]["reference"] = "absent"
+    assert "miclip.reference names unknown models ['absent']" in rejected(config)
+    config = tiny()
+    config["miclip"]["dataset"] = "tiny-shapes-pairs"
+    assert "miclip.dataset names unknown shapes datasets ['tiny-shapes-pairs']" in rejected(config)
+
+
+def test_miclip_default_dataset_must_be_shapes():
+    config = tiny()
+    config["analyses"]["datasets"] = ["tiny-shapes-pairs"]
+    config["selectivity"]["k"] = config["tsne"]["perplexity"] = 5
+    message = rejected(config)
+    assert "miclip.dataset is null and analyses.datasets[0] = 'tiny-shapes-pairs' is not a Shapes dataset" in message
+    config["miclip"]["dataset"] = "tiny-shapes"
+    assert load_config(config).miclip.dataset == "tiny-shapes"
+
+
+def test_miclip_needs_every_loss():
+    config = tiny()
+    config["miclip"]["losses"] = ["both", "input"]
+    assert "miclip.losses = ['both', 'input']: the evaluation compares all three losses" in rejected(config)
+
+
+def test_miclip_site_of_the_architecture():
+    config = tiny()
+    config["miclip"]["units"]["tiny-rn"] = [{"site": "visual.blocks.3.hook_mlp_out", "kind": "neurons"}]
+    message = rejected(config)
+    assert "miclip.units.tiny-rn: unknown site 'visual.blocks.3.hook_mlp_out'; valid sites are:" in message
+    assert "visual.blocks.3.hook_resid_post" in message
+    config["miclip"]["units"]["tiny-rn"] = [{"site": "visual.blocks.4.hook_resid_post", "kind": "neurons"}]
+    assert "unknown site 'visual.blocks.4.hook_resid_post'" in rejected(config)
+
+
+def test_miclip_sae_units_need_the_sae():
+    config = tiny()
+    config["miclip"]["units"]["tiny-vit"] = [{"site": "visual.blocks.0.hook_resid_pre", "kind": "sae"}]
+    assert "miclip.units.tiny-vit: kind sae at visual.blocks.0.hook_resid_pre needs the SAE of rule train_sae" in (
+        rejected(config)
+    )
+
+
+def test_miclip_off_checks_nothing():
+    config = tiny()
+    config["miclip"] = {"units": {}, "reference": "absent"}
+    plan = load_config(config).plan
+    assert plan.miclip_units == () and "absent" not in plan.used
+
+
+def test_miclip_plan():
+    plan = load_config(tiny()).plan
+    assert plan.miclip_units == (
+        ("tiny-rn", "visual.blocks.3.hook_resid_post", "neurons"),
+        ("tiny-vit", "visual.blocks.1.hook_mlp_out", "neurons"),
+        ("tiny-vit", "visual.blocks.1.hook_resid_pre", "sae"),
+    )
+    assert plan.miclip_sites == tuple(sorted({(model, site) for model, site, _ in plan.miclip_units}))
+
+
+# --- shift datasets and the atlas ----------------------------------------------------------------------
+
+
+def test_shift_base_must_be_a_shapes_dataset():
+    config = tiny()
+    config["datasets"]["tiny-shapes-shift"]["base"] = "tiny-shapes-pairs"
+    assert "datasets.tiny-shapes-shift.base names unknown shapes datasets ['tiny-shapes-pairs']" in rejected(config)
+
+
+def test_one_shift_dataset_per_base():
+    config = tiny()
+    config["datasets"]["second-shift"] = dict(config["datasets"]["tiny-shapes-shift"])
+    message = rejected(config)
+    assert "datasets second-shift and tiny-shapes-shift are both shift splits of tiny-shapes" in message
+    assert dict(load_config(tiny()).plan.shift_of) == {"tiny-shapes": "tiny-shapes-shift"}
+
+
+def test_atlas_models_and_dataset_are_analysed():
+    config = tiny()
+    config["atlas"]["models"] = ["tiny-vit", "absent"]
+    assert "atlas.models names unknown analysed or decomposed models ['absent']" in rejected(config)
+    config = tiny()
+    config["atlas"]["dataset"] = "tiny-shapes-pairs"
+    assert "atlas.dataset names unknown analysed datasets ['tiny-shapes-pairs']" in rejected(config)
