@@ -6,12 +6,12 @@ a signed PCA direction or a k-means centroid (:func:`method_activations`); its a
 token of the evaluated images (the tokens the SAE reads, ``clipmech.sae.evaluate.token_positions``).
 
 - Image level: the unit's activation on an image is its maximum over the image's tokens; an image is
-  positive for a concept when one of its objects has it (:func:`clipmech.patching.concepts.image_presence`).
-- Patch level: the unit's activation on each patch token; a patch is positive for a concept when its
-  pixel square (:func:`patch_presence`) overlaps the mask of an object with that concept. Undefined (NaN)
-  when the SAE reads the class token only.
-- AUROC per unit and concept, at both levels: :func:`clipmech.patching.concepts.auroc` (mid-ranks).
-- AP per unit and concept, image level: ``sklearn.metrics.average_precision_score``. Best AP of a concept:
+  positive for a concept when one of its objects has it (:func:`clipmech.analyses.concepts.image_presence`).
+- Patch level: the unit's activation on each patch token; a patch is positive for a concept when its pixel
+  square overlaps the mask of an object with that concept (:func:`clipmech.analyses.concepts.patch_presence`).
+  Undefined (NaN) when the SAE reads the class token only.
+- AUROC per unit and concept, at both levels: :func:`clipmech.analyses.concepts.auroc` (mid-ranks).
+- AP per unit and concept, image level: :func:`clipmech.analyses.concepts.average_precision`. Best AP of a concept:
   the maximum over units; its best unit b(f): the unit of highest AP (ties: lowest index).
 - Purity@k (k = 16 by default) of a concept f: the fraction of the k top images of b(f) (highest image
   activation; ties to the lower image index, :func:`clipmech.analyses.selectivity.topk_merge`) that
@@ -45,11 +45,9 @@ import scipy.sparse
 import torch
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.decomposition import PCA
-from sklearn.metrics import average_precision_score
 
-from clipmech.analyses import selectivity
+from clipmech.analyses import concepts, selectivity
 from clipmech.data import shapes
-from clipmech.patching.concepts import auroc, image_presence
 
 #: Units whose alignment is measured, in table order.
 METHODS = ("sae", "neurons", "pca", "kmeans")
@@ -66,63 +64,6 @@ LATENT_COLUMNS = (
 )
 #: Elements of the float32 block of token activations scored at once (bounds memory).
 BLOCK_ELEMENTS = 1 << 23
-
-
-def patch_bounds(image_size: int, n_cells: int) -> np.ndarray:
-    """First pixel of each of ``n_cells`` patch squares along one axis: floor(i S / n), int64 (n_cells,)."""
-    return (np.arange(n_cells) * image_size) // n_cells
-
-
-def patch_presence(
-    masks_NHW: np.ndarray, objects: pd.DataFrame, images: np.ndarray, grid: tuple[int, int]
-) -> np.ndarray:
-    """Which patches of each image hold each concept: an object with the concept covers a pixel of the patch.
-
-    The patch grid covers the whole (square) image: patch (r, c) of a ``grid_rows`` x ``grid_cols`` grid is
-    the pixel square rows [floor(r S / rows), floor((r + 1) S / rows)), likewise for columns, S the image size
-    (the model's resize of a square image is a uniform scaling, so its patches map to these squares).
-
-    Parameters
-    ----------
-    masks_NHW : numpy.ndarray, uint8, (N_dataset, S, S)
-        Instance masks (object id per pixel, 0 = background).
-    objects : pandas.DataFrame
-        The object table (image_id, object_id, shape, colour, position).
-    images : numpy.ndarray, int, (N,)
-        The images to take, positions in the dataset.
-    grid : (int, int)
-        ``grid_rows``, ``grid_cols`` of the store's attributes.
-
-    Returns
-    -------
-    present_NSF : numpy.ndarray, bool, (N, rows x cols, 16)
-        Patches in raster order, as the patch tokens are.
-
-    Raises
-    ------
-    ValueError
-        If the masks are not square or the grid is finer than the image.
-    """
-    size = masks_NHW.shape[1]
-    if masks_NHW.shape[2] != size:
-        raise ValueError(f"patch presence needs square masks, got {masks_NHW.shape[1:]}")
-    rows, cols = grid
-    if rows > size or cols > size:
-        raise ValueError(f"patch grid {rows} x {cols} is finer than the {size} px image")
-    row_starts, col_starts = patch_bounds(size, rows), patch_bounds(size, cols)
-    feature = {name: f for f, name in enumerate(shapes.FEATURES)}
-    present = np.zeros((len(images), rows * cols, len(shapes.FEATURES)), dtype=bool)
-    by_image = objects.groupby("image_id")
-    for n, image in enumerate(np.asarray(images, dtype=np.int64)):
-        if image not in by_image.groups:
-            continue
-        mask_HW = np.asarray(masks_NHW[image])
-        for row in by_image.get_group(image).itertuples(index=False):
-            pixels = (mask_HW == row.object_id).astype(np.int64)
-            covered = np.add.reduceat(np.add.reduceat(pixels, row_starts, axis=0), col_starts, axis=1) > 0
-            for name in (row.shape, row.colour, row.position):
-                present[n, :, feature[name]] |= covered.reshape(-1)
-    return present
 
 
 @dataclass(frozen=True)
@@ -144,20 +85,6 @@ class UnitScores:
     ap_UF: np.ndarray
     purity_UF: np.ndarray
     entropy_U: np.ndarray
-
-
-def average_precision(acts_NU: np.ndarray, present_NF: np.ndarray) -> np.ndarray:
-    """AP of every unit for every concept (``sklearn.metrics.average_precision_score``), float64 (U, F).
-
-    NaN for a concept that no input, or every input, has.
-    """
-    acts_NU = np.asarray(acts_NU, dtype=np.float64)
-    ap_UF = np.full((acts_NU.shape[1], present_NF.shape[1]), np.nan)
-    for f in range(present_NF.shape[1]):
-        y_N = present_NF[:, f]
-        if 0 < y_N.sum() < y_N.size:
-            ap_UF[:, f] = average_precision_score(np.repeat(y_N[:, None], acts_NU.shape[1], 1), acts_NU, average=None)
-    return ap_UF
 
 
 def _dense_columns(acts_BU, start: int, stop: int) -> np.ndarray:
@@ -198,7 +125,7 @@ def score_units(
     present_NF : numpy.ndarray, bool, (N, 16)
         Image-level presence.
     patch_present_NSF : numpy.ndarray, bool, (N, S, 16), optional
-        Patch-level presence (:func:`patch_presence`); None when there are no patch tokens.
+        Patch-level presence (:func:`clipmech.analyses.concepts.patch_presence`); None when there are no patch tokens.
     counts_NF : numpy.ndarray, (N, 16)
         Objects with each concept per image (:func:`clipmech.data.shapes.feature_counts`).
     purity_k, entropy_k : int
@@ -232,13 +159,13 @@ def score_units(
     for start in range(0, n_units, chunk):
         block_NTU = _dense_columns(acts_BU, start, min(start + chunk, n_units)).reshape(n_images, n_tokens, -1)
         image_NU = block_NTU.max(axis=1)
-        parts["image"].append(auroc(image_NU, present_NF))
+        parts["image"].append(concepts.auroc(image_NU, present_NF))
         if flat_patch_present is None:
             parts["patch"].append(np.full((image_NU.shape[1], len(shapes.FEATURES)), np.nan))
         else:
             patch_BU = block_NTU[:, patch_tokens].reshape(n_images * n_patches, -1)
-            parts["patch"].append(auroc(patch_BU, flat_patch_present))
-        parts["ap"].append(average_precision(image_NU, present_NF))
+            parts["patch"].append(concepts.auroc(patch_BU, flat_patch_present))
+        parts["ap"].append(concepts.average_precision(image_NU, present_NF))
         parts["purity"].append(present_NF[_top_index(image_NU, purity_k)].mean(axis=0))
         entropy_U = selectivity.entropy(selectivity.affinity(counts_NF, _top_index(image_NU, entropy_k)))
         entropy_U[image_NU.max(axis=0) == image_NU.min(axis=0)] = np.nan
@@ -426,9 +353,3 @@ def unit_maps(
     block_NT = _dense_columns(acts_BU, unit, unit + 1).reshape(n_images, patch_tokens.size)
     maps = block_NT[:, patch_tokens].reshape(n_images, *grid) if patch_tokens.any() else None
     return block_NT.max(axis=1), maps
-
-
-def presence(objects: pd.DataFrame, n_dataset: int, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Image-level presence (N, 16) bool and object counts (N, 16) float64 of the given dataset images."""
-    images = np.asarray(images, dtype=np.int64)
-    return image_presence(objects, n_dataset)[images], shapes.feature_counts(objects, n_dataset)[images]

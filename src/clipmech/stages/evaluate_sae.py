@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from clipmech.analyses import concepts
 from clipmech.data import datasets, tables
 from clipmech.figures import sae_eval as sae_figures
 from clipmech.models import loading, zeroshot
@@ -201,10 +202,8 @@ def evaluate_sae(
     fit_BD = _fit_tokens(acts, train, positions, params, rng)
     x_BD = _stack(acts, images, positions, batch_size)
     patch_tokens = positions >= info.n_prefix_tokens
-    present_NF, counts_NF = alignment.presence(data.objects, data.n_images, images)
-    patch_present = (
-        alignment.patch_presence(data.masks, data.objects, images, info.grid) if patch_tokens.any() else None
-    )
+    present_NF, counts_NF = concepts.presence(data.objects, data.n_images, images)
+    patch_present = concepts.patch_presence(data.masks, data.objects, images, info.grid) if patch_tokens.any() else None
     fitted = {
         "sae": sae,
         "pca": alignment.fit_pca(fit_BD, n_latents),
@@ -223,9 +222,11 @@ def evaluate_sae(
             purity_k=params["purity_k"],
             entropy_k=params["entropy_k"],
         )
-        metrics, concepts = alignment.summarise(scores, purity_k=params["purity_k"], coverage_ap=params["coverage_ap"])
+        metrics, per_concept = alignment.summarise(
+            scores, purity_k=params["purity_k"], coverage_ap=params["coverage_ap"]
+        )
         rows.append({"method": method, **metrics})
-        alignment_json[method] = {"metrics": metrics, "per_concept": concepts.to_dict("list")}
+        alignment_json[method] = {"metrics": metrics, "per_concept": per_concept.to_dict("list")}
         if method == "sae":
             sae_acts, sae_scores = method_acts, scores
     table = pd.DataFrame(rows)
