@@ -3,7 +3,7 @@
 Concepts are the 16 Shapes features (:data:`clipmech.data.shapes.FEATURES`); the ground truth comes from
 the object table and the instance masks. A unit is an SAE latent, a raw neuron (dimension) of the site,
 a signed PCA direction or a k-means centroid (:func:`method_activations`); its activation is given per
-token of the evaluated images (the tokens the SAE reads, ``clipmech.sae.evaluate.token_positions``).
+token of the evaluated images (the tokens the SAE reads, ``clipmech.sae.latents.token_positions``).
 
 - Image level: the unit's activation on an image is its maximum over the image's tokens; an image is
   positive for a concept when one of its objects has it (:func:`clipmech.analyses.concepts.image_presence`).
@@ -42,12 +42,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.sparse
-import torch
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.decomposition import PCA
 
 from clipmech.analyses import concepts, selectivity
 from clipmech.data import shapes
+from clipmech.sae import latents
 
 #: Units whose alignment is measured, in table order.
 METHODS = ("sae", "neurons", "pca", "kmeans")
@@ -279,18 +279,6 @@ def latent_table(scores: UnitScores, frequency_U: np.ndarray) -> pd.DataFrame:
     )
 
 
-@torch.inference_mode()
-def sae_activations(sae: torch.nn.Module, x_BD: np.ndarray, batch_size: int) -> scipy.sparse.csc_matrix:
-    """The SAE's latent activations z = encode(x) of every token, float32 (B, U), sparse (k non-zeros a row)."""
-    parameter = next(sae.parameters())
-    parts = []
-    for start in range(0, x_BD.shape[0], batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(x_BD[start : start + batch_size]))
-        z_BU = sae.encode(x.to(device=parameter.device, dtype=parameter.dtype)).float().cpu().numpy()
-        parts.append(scipy.sparse.csr_matrix(z_BU))
-    return scipy.sparse.vstack(parts).tocsc()
-
-
 def fit_pca(train_BD: np.ndarray, n_components: int) -> PCA:
     """PCA of the training tokens with min(n_components, d, tokens) components (full SVD: deterministic)."""
     n_components = min(n_components, *train_BD.shape)
@@ -337,7 +325,7 @@ def method_activations(method: str, x_BD: np.ndarray, *, sae=None, pca=None, kme
     if method in models and models[method] is None:
         raise ValueError(f"method {method!r} needs its fitted model (argument {method}=...)")
     if method == "sae":
-        return sae_activations(sae, x_BD, batch_size)
+        return latents.sparse_latents(sae, x_BD, batch_size)
     if method == "neurons":
         return np.asarray(x_BD, dtype=np.float32)
     if method == "pca":

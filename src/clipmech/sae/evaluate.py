@@ -2,8 +2,8 @@
 Gao et al. 2024, Sec. 4).
 
 The SAE (:class:`clipmech.sae.model.TopKSAE`: ``encode``, ``decode``, ``forward(x) -> (x_hat, z)``) reads
-the tokens of one vision site, selected by its ``tokens`` setting (:func:`token_positions`: ``patch``,
-``class`` or ``all``).
+the tokens of one vision site, selected by its ``tokens`` setting
+(:func:`clipmech.sae.latents.token_positions`: ``patch``, ``class`` or ``all``).
 
 Reconstruction, on the tokens of the held-out images read from an activation store
 (:mod:`clipmech.stores.activations`, float16, cast to float32 for the SAE; every sum in float64):
@@ -41,9 +41,8 @@ import torch
 import xarray as xr
 
 from clipmech.hooks.sites import hooked
+from clipmech.sae.latents import read_tokens
 
-#: Which tokens of a site an SAE reads (``meta["tokens"]`` of its checkpoint).
-TOKEN_SETS = ("patch", "class", "all")
 #: A latent is dense when it fires on more than this fraction of the evaluated tokens.
 DENSE_THRESHOLD = 0.1
 #: Width of the firing-frequency histogram bins, in decades (log10 units).
@@ -51,49 +50,6 @@ HISTOGRAM_BIN = 0.25
 #: Downstream conditions: the clean model and the four edits of :func:`splice`.
 CONDITIONS = ("clean", "sae", "sae_error", "zero", "mean")
 SPLICE_MODES = CONDITIONS[1:]
-
-
-def token_positions(tokens: str, n_tokens: int, n_prefix_tokens: int) -> np.ndarray:
-    """Token indices an SAE reads: ``patch`` the patch tokens (after the prefix), ``class`` token 0, ``all`` all.
-
-    Returns
-    -------
-    numpy.ndarray, int64, (T',)
-        Increasing.
-
-    Raises
-    ------
-    ValueError
-        For another token set, or ``class`` on a tower without prefix tokens.
-    """
-    if tokens == "patch":
-        return np.arange(n_prefix_tokens, n_tokens)
-    if tokens == "class":
-        if n_prefix_tokens < 1:
-            raise ValueError("tokens 'class' need a class token; this tower has no prefix tokens")
-        return np.zeros(1, dtype=np.int64)
-    if tokens == "all":
-        return np.arange(n_tokens)
-    raise ValueError(f"unknown token set {tokens!r}; valid token sets are: {', '.join(TOKEN_SETS)}")
-
-
-def read_tokens(acts: xr.DataArray, images: Sequence[int], positions: np.ndarray, batch_size: int):
-    """Yield the selected tokens of image batches, float32 (B, T', D), in the order of ``images``.
-
-    Parameters
-    ----------
-    acts : xarray.DataArray, dims (image, token, unit)
-        From :func:`clipmech.stores.activations.site_activations`, dims renamed (image, token, unit).
-    images : sequence of int
-        Positions along the image dim.
-    positions : numpy.ndarray, int, (T',)
-        From :func:`token_positions`.
-    batch_size : int
-    """
-    images = np.asarray(images, dtype=np.int64)
-    for start in range(0, images.size, batch_size):
-        batch = acts.isel(image=images[start : start + batch_size], token=positions)
-        yield np.asarray(batch.values, dtype=np.float32)
 
 
 def token_mean(acts: xr.DataArray, images: Sequence[int], positions: np.ndarray, batch_size: int) -> np.ndarray:
@@ -190,7 +146,7 @@ def reconstruction_stats(
     images : sequence of int
         The evaluated (held-out) images.
     positions : numpy.ndarray, int, (T',)
-        :func:`token_positions` of the SAE's token set.
+        :func:`clipmech.sae.latents.token_positions` of the SAE's token set.
     batch_size : int
         Images per read.
 

@@ -14,7 +14,7 @@ from clipmech.atlas import gather, sections, site
 from clipmech.atlas.render import Link, UnitPage
 from clipmech.data import datasets, shapes, tables
 from clipmech.decomposition import pool as dec
-from clipmech.sae import evaluate as sae_evaluate
+from clipmech.sae.latents import token_latents, token_positions
 from clipmech.sae.model import load_sae
 from clipmech.stores import activations
 from clipmech.stores import attnpool as pool_store
@@ -219,14 +219,8 @@ def _sae_units(
     n_images, n_tokens, _ = acts.shape
     prefix = int(ds.attrs["n_prefix_tokens"])
     grid = (int(ds.attrs["grid_rows"]), int(ds.attrs["grid_cols"]))
-    positions = sae_evaluate.token_positions(meta["tokens"], n_tokens, prefix)
-    dtype = next(sae.parameters()).dtype
-    z_NTn = np.zeros((n_images, positions.size, sae.n_latents), dtype=np.float32)
-    chunk = max(1, params["batch_tokens"] // positions.size)
-    for start in range(0, n_images, chunk):
-        x = np.asarray(acts.isel(image=slice(start, start + chunk)).values[:, positions], dtype=np.float32)
-        z = sae.encode(torch.from_numpy(x.reshape(-1, x.shape[-1])).to(dtype))
-        z_NTn[start : start + x.shape[0]] = z.reshape(x.shape[0], positions.size, -1).float().numpy()
+    positions = token_positions(meta["tokens"], n_tokens, prefix)
+    z_NTn = token_latents(sae, acts, positions, max(1, params["batch_tokens"] // positions.size))
     patch = positions >= prefix
     units = _unit_pages(
         kind="sae",

@@ -15,7 +15,7 @@ from clipmech.miclip import baselines, evaluation, interventions, units
 from clipmech.miclip import tables as miclip_tables
 from clipmech.models import loading
 from clipmech.models.prompt_embeddings import attribute_prompt_embeddings
-from clipmech.sae.evaluate import token_positions
+from clipmech.sae import latents
 from clipmech.sae.model import load_sae
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,8 @@ def evaluate_miclip(
                 f"SAE {sae} is of site {meta['site']} (width {autoencoder.d}), the probe of {site} (width {site_acts.shape[-1]})"
             )
         autoencoder = autoencoder.to(torch_device).eval()
-        positions = token_positions(meta["tokens"], site_acts.shape[1], n_prefix)
-        latents_NTn = units.sae_token_latents(autoencoder, site_acts, positions)
+        positions = latents.token_positions(meta["tokens"], site_acts.shape[1], n_prefix)
+        latents_NTn = latents.token_latents(autoencoder, site_acts, positions, 64)
         acts_NU = latents_NTn.mean(axis=1, dtype=np.float64)
         maps = (
             units.sae_maps(latents_NTn, positions, n_prefix, grid)

@@ -18,6 +18,7 @@ from clipmech.models import loading, zeroshot
 from clipmech.models.prompt_embeddings import attribute_prompt_embeddings
 from clipmech.models.towers import tower
 from clipmech.sae import alignment, evaluate
+from clipmech.sae.latents import read_tokens, token_positions
 from clipmech.sae.model import load_sae
 from clipmech.stores import activations
 from clipmech.stores.activation_extraction import StoreProvenance
@@ -73,7 +74,7 @@ def _holdout(meta: dict, n_images: int, checkpoint: str) -> tuple[np.ndarray, np
 
 def _stack(acts, images: np.ndarray, positions: np.ndarray, batch_size: int) -> np.ndarray:
     """The selected tokens of ``images`` as float32 rows (N x T', D), image-major."""
-    parts = list(evaluate.read_tokens(acts, images, positions, batch_size))
+    parts = list(read_tokens(acts, images, positions, batch_size))
     return np.concatenate(parts).reshape(-1, acts.sizes["unit"])
 
 
@@ -167,7 +168,7 @@ def evaluate_sae(
         raise ValueError(
             f"store {store} has token layout (prefix, rows, cols) {layout}, the model {info.n_prefix_tokens, *info.grid}"
         )
-    positions = evaluate.token_positions(meta["tokens"], info.n_tokens, info.n_prefix_tokens)
+    positions = token_positions(meta["tokens"], info.n_tokens, info.n_prefix_tokens)
     acts = site_activations(ds, site)
     acts = acts.rename(dict(zip(acts.dims, ("image", "token", "unit"))))
     d, n_latents = acts.sizes["unit"], sae.W_enc.shape[0]
