@@ -36,12 +36,14 @@ Baselines (:func:`method_activations`), fit on tokens of the training images (no
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import scipy.sparse
+import torch
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.decomposition import PCA
 
@@ -341,3 +343,145 @@ def unit_maps(
     block_NT = _dense_columns(acts_BU, unit, unit + 1).reshape(n_images, patch_tokens.size)
     maps = block_NT[:, patch_tokens].reshape(n_images, *grid) if patch_tokens.any() else None
     return block_NT.max(axis=1), maps
+
+
+def fit_tokens(
+    acts, train: np.ndarray, positions: np.ndarray, *, fit_tokens: int, batch_size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """At most ``fit_tokens`` selected tokens of seeded random training images, float32 (B, D): first
+    ceil(fit_tokens / T') images drawn by ``rng`` (sorted), then, if they hold more, ``fit_tokens`` of their
+    token rows (sorted). The baselines are fit on them."""
+    n_images = min(train.size, math.ceil(fit_tokens / positions.size))
+    chosen = np.sort(rng.choice(train, size=n_images, replace=False))
+    tokens_BD = stack_tokens(acts, chosen, positions, batch_size)
+    if tokens_BD.shape[0] > fit_tokens:
+        tokens_BD = tokens_BD[np.sort(rng.choice(tokens_BD.shape[0], size=fit_tokens, replace=False))]
+    return tokens_BD
+
+
+def stack_tokens(acts, images: np.ndarray, positions: np.ndarray, batch_size: int) -> np.ndarray:
+    """The selected tokens of ``images`` as float32 rows (N x T', D), image-major
+    (:func:`clipmech.sae.latents.read_tokens`, dims (image, token, unit))."""
+    parts = list(latents.read_tokens(acts, images, positions, batch_size))
+    return np.concatenate(parts).reshape(-1, acts.sizes["unit"])
+
+
+def align(
+    sae: torch.nn.Module,
+    acts,
+    *,
+    images: np.ndarray,
+    train: np.ndarray,
+    positions: np.ndarray,
+    patch_tokens: np.ndarray,
+    objects: pd.DataFrame,
+    masks_NHW: np.ndarray,
+    n_dataset: int,
+    grid: tuple[int, int],
+    params: dict,
+    seed: int,
+) -> dict:
+    """The alignment of the SAE's latents and of every baseline of :data:`METHODS` on ``images`` (module
+    docstring), the baselines fit on tokens of the ``train`` images (:func:`fit_tokens`, drawn by
+    ``numpy.random.default_rng(seed)``; k-means seeded by ``seed``).
+
+    Parameters
+    ----------
+    acts : xarray.DataArray, dims (image, token, unit)
+        The site's store activations.
+    images, train : numpy.ndarray, int
+        Evaluated images and training images (dataset positions).
+    positions : numpy.ndarray, int, (T',)
+        The SAE's token positions; ``patch_tokens`` (bool, (T',)) marks the patch tokens among them.
+    objects, masks_NHW, n_dataset, grid
+        The dataset's object table, instance masks and size, and the patch grid (ground truth,
+        :mod:`clipmech.analyses.concepts`).
+    params : dict
+        ``batch_size``, ``fit_tokens``, ``kmeans_max_clusters``, ``purity_k``, ``entropy_k``, ``coverage_ap``.
+
+    Returns
+    -------
+    dict
+        ``table`` (one row per method: ``method`` and the metrics of :func:`summarise`), ``json`` (per method
+        its ``metrics`` and ``per_concept`` bests as lists), ``sae_acts`` and ``sae_scores`` (the SAE's token
+        activations and :class:`UnitScores`), ``n_fit_tokens``.
+    """
+    n_latents = sae.W_enc.shape[0]
+    rng = np.random.default_rng(seed)
+    fit_BD = fit_tokens(
+        acts, train, positions, fit_tokens=params["fit_tokens"], batch_size=params["batch_size"], rng=rng
+    )
+    x_BD = stack_tokens(acts, images, positions, params["batch_size"])
+    present_NF, counts_NF = concepts.presence(objects, n_dataset, images)
+    patch_present = concepts.patch_presence(masks_NHW, objects, images, grid) if patch_tokens.any() else None
+    fitted = {
+        "sae": sae,
+        "pca": fit_pca(fit_BD, n_latents),
+        "kmeans": fit_kmeans(fit_BD, min(n_latents, params["kmeans_max_clusters"]), seed),
+    }
+    rows, by_method, sae_acts, sae_scores = [], {}, None, None
+    for method in METHODS:
+        method_acts = method_activations(method, x_BD, **fitted)
+        scores = score_units(
+            method_acts,
+            n_images=images.size,
+            patch_tokens=patch_tokens,
+            present_NF=present_NF,
+            patch_present_NSF=patch_present,
+            counts_NF=counts_NF,
+            purity_k=params["purity_k"],
+            entropy_k=params["entropy_k"],
+        )
+        metrics, per_concept = summarise(scores, purity_k=params["purity_k"], coverage_ap=params["coverage_ap"])
+        rows.append({"method": method, **metrics})
+        by_method[method] = {"metrics": metrics, "per_concept": per_concept.to_dict("list")}
+        if method == "sae":
+            sae_acts, sae_scores = method_acts, scores
+    return {
+        "table": pd.DataFrame(rows),
+        "json": by_method,
+        "sae_acts": sae_acts,
+        "sae_scores": sae_scores,
+        "n_fit_tokens": fit_BD.shape[0],
+    }
+
+
+def top_latents(
+    latent_table: pd.DataFrame,
+    sae_acts,
+    images: np.ndarray,
+    images_NHW3: np.ndarray,
+    *,
+    patch_tokens: np.ndarray,
+    grid: tuple[int, int],
+    n_latents: int,
+    n_images: int,
+) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """The ``n_latents`` lowest-entropy latents (ties: lower index) of :func:`latent_table` with the top
+    ``n_images`` of the evaluated ``images`` of each (highest image activation, ties to the lower position).
+
+    Returns
+    -------
+    images_LKHW3 : numpy.ndarray, uint8, (L, K, H, W, 3)
+    maps_LKhw : numpy.ndarray, float32, (L, K, rows, cols), or None without patch tokens
+    titles : list of str
+    """
+    chosen = latent_table[latent_table["entropy"].notna()].sort_values(["entropy", "latent"], kind="stable")
+    chosen = chosen.head(n_latents)
+    n_show = min(n_images, images.size)
+    shown_images, shown_maps, titles = [], [], []
+    for row in chosen.itertuples(index=False):
+        image_N, maps_Nhw = unit_maps(sae_acts, int(row.latent), images.size, patch_tokens, grid)
+        top = np.argsort(-image_N, kind="stable")[:n_show]
+        shown_images.append(images_NHW3[images[top]])
+        shown_maps.append(None if maps_Nhw is None else maps_Nhw[top])
+        titles.append(
+            f"latent {row.latent}: {row.top_concept} (AUROC {row.auroc_image:.2f}, AP {row.ap:.2f}), "
+            f"entropy {row.entropy:.2f} nats, frequency {row.frequency:.3g}"
+        )
+    size = images_NHW3.shape[1:]
+    return (
+        np.stack(shown_images) if shown_images else np.zeros((0, n_show, *size), dtype=np.uint8),
+        np.stack(shown_maps) if shown_maps and patch_tokens.any() else None,
+        titles,
+    )

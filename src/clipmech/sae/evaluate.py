@@ -41,6 +41,8 @@ import torch
 import xarray as xr
 
 from clipmech.hooks.sites import hooked
+from clipmech.models import zeroshot
+from clipmech.models.prompt_embeddings import attribute_prompt_embeddings
 from clipmech.sae.latents import read_tokens
 
 #: A latent is dense when it fires on more than this fraction of the evaluated tokens.
@@ -313,3 +315,83 @@ def zero_shot_table(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def holdout_split(meta: dict, n_images: int, checkpoint: str) -> tuple[np.ndarray, np.ndarray]:
+    """The checkpoint's held-out images (``meta["holdout_images"]``, sorted) and the other images, int64.
+
+    Raises
+    ------
+    ValueError
+        If the held-out images are not distinct indices in 0..n_images-1 (at least one), or leave no
+        training image.
+    """
+    holdout = np.asarray(meta["holdout_images"], dtype=np.int64)
+    if holdout.size == 0 or np.unique(holdout).size != holdout.size or holdout.min() < 0 or holdout.max() >= n_images:
+        raise ValueError(
+            f"SAE checkpoint {checkpoint}: holdout_images must be distinct image indices in 0..{n_images - 1} "
+            f"(at least one), got {holdout.size} entries"
+        )
+    holdout = np.sort(holdout)
+    train = np.setdiff1d(np.arange(n_images), holdout)
+    if train.size == 0:
+        raise ValueError(f"SAE checkpoint {checkpoint}: every image is held out; the baselines need training images")
+    return holdout, train
+
+
+def single_object_labels(objects: pd.DataFrame, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The single-object images among ``images`` (int64, by image id) and the correct prompt of each
+    attribute task (:data:`clipmech.models.zeroshot.ATTRIBUTE_TASKS`, each named after its column of the
+    object table) for them, int64."""
+    single = objects[(objects["n_objects"] == 1) & objects["image_id"].isin(images)].sort_values("image_id")
+    labels = {}
+    for task in zeroshot.ATTRIBUTE_TASKS:
+        names, _ = zeroshot.attribute_prompts(task)
+        labels[task] = single[task].map({n: i for i, n in enumerate(names)}).to_numpy(dtype=np.int64)
+    return single["image_id"].to_numpy(dtype=np.int64), labels
+
+
+def downstream(
+    model: torch.nn.Module,
+    tokenizer,
+    pixels_NCHW: torch.Tensor,
+    labels: Mapping[str, np.ndarray],
+    *,
+    sae: torch.nn.Module,
+    site: str,
+    positions: np.ndarray,
+    mean_D: np.ndarray,
+    batch_size: int,
+    device: str | torch.device,
+) -> dict:
+    """The downstream metrics (module docstring): zero-shot accuracy and KL of the clean model and of every
+    :func:`splice` of the SAE at ``site``, on the given images.
+
+    Parameters
+    ----------
+    pixels_NCHW : torch.Tensor, float, (N, 3, S, S)
+        The preprocessed single-object images.
+    labels : mapping of str to numpy.ndarray, int, (N,)
+        Task -> the correct prompt of each image (:func:`single_object_labels`).
+    mean_D : numpy.ndarray, (D,)
+        The mean of the evaluated tokens (``mean`` splice).
+
+    Returns
+    -------
+    dict
+        ``n_images``, ``logit_scale`` (the model's ``logit_scale.exp()``), ``error_term_max_abs_diff`` (the
+        largest |embedding(sae_error) - embedding(clean)|, 0 when the splice is exact) and ``zero_shot``
+        (the table of :func:`zero_shot_table`).
+    """
+    embeddings = {"clean": image_embeddings(model, pixels_NCHW, None, batch_size=batch_size, device=device)}
+    for mode in SPLICE_MODES:
+        edit = {site: splice(sae, positions, mode, mean_D)}
+        embeddings[mode] = image_embeddings(model, pixels_NCHW, edit, batch_size=batch_size, device=device)
+    texts = attribute_prompt_embeddings(model, tokenizer, device)
+    logit_scale = float(model.logit_scale.detach().exp())
+    return {
+        "n_images": int(pixels_NCHW.shape[0]),
+        "logit_scale": logit_scale,
+        "error_term_max_abs_diff": float((embeddings["sae_error"] - embeddings["clean"]).abs().max()),
+        "zero_shot": zero_shot_table(embeddings, texts, labels, logit_scale),
+    }
