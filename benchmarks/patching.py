@@ -65,8 +65,7 @@ def main() -> None:
     info = tower(model, "visual")
     clean, corrupt, metric = vision_pairs(model, args.pairs, seed=0)
     clean, corrupt = clean.to(device), corrupt.to(device)
-    d_mlp = info.blocks[0].mlp.c_fc.out_features
-    sets = [[c] for c in components(info, families, args.positions, d_mlp)]
+    sets = [[c] for c in components(info, families, args.positions)]
 
     def sync():
         if device.type == "cuda":

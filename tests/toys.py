@@ -7,15 +7,15 @@ import timm
 import torch
 from torch import nn
 
-from clipmech.decomposition import pool as dec
+from clipmech.decomposition import pool
 
 
 def random_attnpool_weights(
     rng: np.random.Generator, n_tokens: int, width: int, embed_dim: int, n_heads: int
-) -> dec.AttnPoolWeights:
+) -> pool.AttnPoolWeights:
     """Attention-pool weights with standard-normal entries: T x C positional embedding, C x C
     q/k/v projections, E x C output projection."""
-    return dec.AttnPoolWeights(
+    return pool.AttnPoolWeights(
         positional_embedding=rng.standard_normal((n_tokens, width)),
         q_weight=rng.standard_normal((width, width)),
         q_bias=rng.standard_normal(width),
@@ -110,7 +110,7 @@ def attention_outputs(info):
     return outputs, handles
 
 
-def torch_attnpool_attention(pool, x_TNC):
+def torch_attnpool_attention(attnpool, x_TNC):
     """The attention of an open_clip ``AttentionPool2d`` as torch's own ``multi_head_attention_forward``
     computes it, the second implementation the recomputed alpha is checked against: (N, H, T, T)."""
     import torch
@@ -122,18 +122,18 @@ def torch_attnpool_attention(pool, x_TNC):
             key=x_TNC,
             value=x_TNC,
             embed_dim_to_check=x_TNC.shape[-1],
-            num_heads=pool.num_heads,
-            q_proj_weight=pool.q_proj.weight,
-            k_proj_weight=pool.k_proj.weight,
-            v_proj_weight=pool.v_proj.weight,
+            num_heads=attnpool.num_heads,
+            q_proj_weight=attnpool.q_proj.weight,
+            k_proj_weight=attnpool.k_proj.weight,
+            v_proj_weight=attnpool.v_proj.weight,
             in_proj_weight=None,
-            in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
+            in_proj_bias=torch.cat([attnpool.q_proj.bias, attnpool.k_proj.bias, attnpool.v_proj.bias]),
             bias_k=None,
             bias_v=None,
             add_zero_attn=False,
             dropout_p=0.0,
-            out_proj_weight=pool.c_proj.weight,
-            out_proj_bias=pool.c_proj.bias,
+            out_proj_weight=attnpool.c_proj.weight,
+            out_proj_bias=attnpool.c_proj.bias,
             use_separate_proj_weight=True,
             training=False,
             need_weights=True,

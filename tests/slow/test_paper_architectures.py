@@ -7,7 +7,7 @@ import torch
 from toys import no_hooks, relative_error, torch_attnpool_attention
 
 from clipmech.analyses.gradcam import gradcam
-from clipmech.decomposition import pool as dec
+from clipmech.decomposition import pool
 from clipmech.hooks.attnpool import capture_attnpool
 from clipmech.hooks.sites import hooked
 from clipmech.models.towers import tower
@@ -18,25 +18,25 @@ pytestmark = pytest.mark.slow
 def test_rn50x16_random_weights_float64_reconstruction_and_alpha():
     torch.manual_seed(0)
     model = open_clip.create_model("RN50x16", pretrained=None).double().eval()
-    pool = model.visual.attnpool
-    assert (pool.num_heads, pool.c_proj.in_features, pool.c_proj.out_features) == (48, 3072, 768)
+    attnpool = model.visual.attnpool
+    assert (attnpool.num_heads, attnpool.c_proj.in_features, attnpool.c_proj.out_features) == (48, 3072, 768)
     with torch.no_grad():
         # random-weight features are ~1e-3, which leaves the attention uniform to 1%; sharpen it
         # so that token order, scaling and head split are actually exercised
-        pool.q_proj.weight.mul_(3000.0)
+        attnpool.q_proj.weight.mul_(3000.0)
     images = torch.randn(2, 3, 384, 384, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     cap = capture_attnpool(model, images)
     assert cap.x_NTC.shape == (2, 145, 3072) and cap.alpha_NHT.shape == (2, 48, 145)
 
-    weights = dec.attnpool_weights(pool)
-    u_HCE = dec.neuron_head_directions(weights)
-    s_NHC = dec.pair_scalars(cap.x_NTC.numpy(), cap.alpha_NHT.numpy())
-    y_hat = dec.reconstruct_output(s_NHC, u_HCE, dec.output_bias(weights))
+    weights = pool.attnpool_weights(attnpool)
+    u_HCE = pool.neuron_head_directions(weights)
+    s_NHC = pool.pair_scalars(cap.x_NTC.numpy(), cap.alpha_NHT.numpy())
+    y_hat = pool.reconstruct_output(s_NHC, u_HCE, pool.output_bias(weights))
     err = relative_error(y_hat, cap.y_NE.numpy())
     assert err < 1e-5, err
 
     x_TNC = cap.x_NTC.transpose(0, 1)
-    w_NHTT = torch_attnpool_attention(pool, x_TNC)
+    w_NHTT = torch_attnpool_attention(attnpool, x_TNC)
     np.testing.assert_allclose(cap.alpha_NHT.numpy(), w_NHTT[:, :, 0, :].numpy(), rtol=0, atol=1e-12)
     assert cap.alpha_NHT.max(dim=-1).values.mean() > 3.0 / 145
 

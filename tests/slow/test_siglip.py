@@ -41,6 +41,7 @@ def test_vision_tower_sites_offline(architecture, offline_hub):
         n_heads,
         width // n_heads,
     )
+    assert info.d_mlp == d_mlp
     assert (info.grid, info.stride, info.n_prefix_tokens, info.n_tokens, info.image_size) == (
         grid,
         stride,

@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from clipmech.atlas import render
@@ -108,3 +109,20 @@ def write_site(
         shutil.rmtree(site)
     partial.rename(site)
     return manifest
+
+
+def summary_table(manifest: dict, site: str | Path) -> pd.DataFrame:
+    """One row per unit kind of a written site's manifest: ``kind``, ``units``, ``pages``, and on every row
+    the site's ``files`` (manifest.json included), ``megabytes`` (rounded to 3 decimals) and ``index`` (the
+    path of its index.html)."""
+    size = sum(f["bytes"] for f in manifest["files"].values())
+    return pd.DataFrame(
+        {
+            "kind": list(manifest["units"]),
+            "units": list(manifest["units"].values()),
+            "pages": [manifest["pages"].get(kind, 0) for kind in manifest["units"]],
+            "files": len(manifest["files"]) + 1,
+            "megabytes": round(size / 1e6, 3),
+            "index": f"{site}/index.html",
+        }
+    )

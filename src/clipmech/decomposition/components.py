@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from clipmech.data import datasets
-from clipmech.decomposition import pool as dec
+from clipmech.decomposition import pool
 from clipmech.hooks import pool_forward
 from clipmech.models import zeroshot
 
@@ -107,9 +107,9 @@ def component_scores(s_NHC: np.ndarray, u_HCE: np.ndarray) -> dict[str, np.ndarr
         ``pair`` (H, C), ``neuron`` (C,), ``head`` (H,), float64.
     """
     return {
-        "pair": dec.pair_contribution_norms(s_NHC, dec.direction_norms(u_HCE)).mean(axis=0),
-        "neuron": dec.neuron_contribution_norms(s_NHC, dec.neuron_gram(u_HCE)).mean(axis=0),
-        "head": np.linalg.norm(dec.head_contributions(s_NHC, u_HCE), axis=-1).mean(axis=0),
+        "pair": pool.pair_contribution_norms(s_NHC, pool.direction_norms(u_HCE)).mean(axis=0),
+        "neuron": pool.neuron_contribution_norms(s_NHC, pool.neuron_gram(u_HCE)).mean(axis=0),
+        "head": np.linalg.norm(pool.head_contributions(s_NHC, u_HCE), axis=-1).mean(axis=0),
     }
 
 
@@ -171,14 +171,16 @@ def ablation_curves(
     for level in LEVELS:
         score = scores[level]
         for fraction in fractions:
-            keep = dec.top_fraction_mask(score, float(fraction))
-            y_NE = dec.mean_ablate(s_eval, u_HCE, bias_E, keep, level=level, s_mean_HC=s_mean_HC, chunk_size=chunk_size)
+            keep = pool.top_fraction_mask(score, float(fraction))
+            y_NE = pool.mean_ablate(
+                s_eval, u_HCE, bias_E, keep, level=level, s_mean_HC=s_mean_HC, chunk_size=chunk_size
+            )
             rows.extend(_curve_rows(level, fraction, keep, y_NE, local))
     return pd.DataFrame(rows)
 
 
 def activation_ablated_outputs(
-    x_NTC: np.ndarray, x_mean_TC: np.ndarray, keep_C: np.ndarray, weights: dec.AttnPoolWeights
+    x_NTC: np.ndarray, x_mean_TC: np.ndarray, keep_C: np.ndarray, weights: pool.AttnPoolWeights
 ) -> np.ndarray:
     """Attention-pool outputs with the activations of all neurons not kept mean-ablated (paper Fig. 1).
 
@@ -222,7 +224,7 @@ def activation_ablated_outputs(
 def activation_ablation_curve(
     x_NTC: np.ndarray,
     x_mean_TC: np.ndarray,
-    weights: dec.AttnPoolWeights,
+    weights: pool.AttnPoolWeights,
     neuron_score_C: np.ndarray,
     fractions: Sequence[float],
     tasks: Sequence[ZeroShotTask],
@@ -259,7 +261,7 @@ def activation_ablation_curve(
         raise ValueError(f"the tasks evaluate {len(evaluated)} images but x_NTC holds {x_NTC.shape[0]}")
     rows = []
     for fraction in fractions:
-        keep = dec.top_fraction_mask(neuron_score_C, float(fraction))
+        keep = pool.top_fraction_mask(neuron_score_C, float(fraction))
         y_NE = activation_ablated_outputs(x_NTC, x_mean_TC, keep, weights)
         rows.extend(_curve_rows("neuron_activation", fraction, keep, y_NE, local))
     return pd.DataFrame(rows)
@@ -283,13 +285,13 @@ def pair_rank_one(
     """
     rows = []
     for h, n in zip(np.asarray(heads_K), np.asarray(neurons_K)):
-        c_NE = dec.pair_contributions(s_NHC, u_HCE, [h], [n])[:, 0]
+        c_NE = pool.pair_contributions(s_NHC, u_HCE, [h], [n])[:, 0]
         u = u_HCE[h, n]
         if not np.any(c_NE) or not np.any(u):
             rows.append({"head": int(h), "neuron": int(n), "cos_pc_u": np.nan, "explained": np.nan})
             continue
-        pc, _ = dec.top_norm_principal_components(c_NE, top_k=top_k, center=False)
-        _, explained = dec.top_norm_principal_components(c_NE, top_k=top_k)
+        pc, _ = pool.top_norm_principal_components(c_NE, top_k=top_k, center=False)
+        _, explained = pool.top_norm_principal_components(c_NE, top_k=top_k)
         rows.append(
             {
                 "head": int(h),
@@ -322,11 +324,11 @@ def neuron_directions(
     v_KE = np.zeros((len(neurons_K), u_HCE.shape[2]))
     explained_K = np.full(len(neurons_K), np.nan)
     for k, n in enumerate(neurons_K):
-        c_NE = dec.neuron_contributions(s_NHC, u_HCE, [n])[:, 0]
+        c_NE = pool.neuron_contributions(s_NHC, u_HCE, [n])[:, 0]
         if not np.any(c_NE):
             continue
-        pc, _ = dec.top_norm_principal_components(c_NE, top_k=top_k, center=False)
-        _, explained = dec.top_norm_principal_components(c_NE, top_k=top_k)
+        pc, _ = pool.top_norm_principal_components(c_NE, top_k=top_k, center=False)
+        _, explained = pool.top_norm_principal_components(c_NE, top_k=top_k)
         v_KE[k], explained_K[k] = pc[0], explained[0]
     return v_KE, explained_K
 
@@ -365,7 +367,7 @@ def pair_outputs_with_directions(
     """
     replaced_HCE = u_HCE.copy()
     replaced_HCE[np.asarray(heads_K, dtype=np.intp), np.asarray(neurons_K, dtype=np.intp)] = directions_KE
-    return dec.mean_ablate(
+    return pool.mean_ablate(
         s_NHC, replaced_HCE, bias_E, keep_HC, level="pair", s_mean_HC=s_mean_HC, chunk_size=chunk_size
     )
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from clipmech.decomposition import pool as dec
+from clipmech.decomposition import pool
 
 
 def token_attention_table(alpha_NHT: np.ndarray, grid: tuple[int, int]) -> pd.DataFrame:
@@ -66,7 +66,7 @@ def token_attention_table(alpha_NHT: np.ndarray, grid: tuple[int, int]) -> pd.Da
     )
 
 
-def attention_after_zeroing(x_NTC: np.ndarray, weights: dec.AttnPoolWeights, token: int) -> np.ndarray:
+def attention_after_zeroing(x_NTC: np.ndarray, weights: pool.AttnPoolWeights, token: int) -> np.ndarray:
     """Attention of the query to ``token`` after zeroing each neuron's activation, per head.
 
     Closed form of the module docstring, evaluated in float64 with torch for all C neurons.
@@ -119,7 +119,7 @@ def attention_after_zeroing(x_NTC: np.ndarray, weights: dec.AttnPoolWeights, tok
 
 
 def register_neurons(
-    x_NTC: np.ndarray, alpha_NHT: np.ndarray, weights: dec.AttnPoolWeights, token: int, chunk_size: int = 16
+    x_NTC: np.ndarray, alpha_NHT: np.ndarray, weights: pool.AttnPoolWeights, token: int, chunk_size: int = 16
 ) -> pd.DataFrame:
     """Rank neurons by how much zeroing each changes the attention to the sink token (paper A.6).
 

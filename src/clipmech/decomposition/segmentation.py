@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from clipmech.decomposition import pool as dec
+from clipmech.decomposition import pool
 from clipmech.decomposition.miou import confusion_matrix
 
 METHODS = ("pairs", "heads", "neurons", "maskclip")
@@ -75,7 +75,7 @@ def pair_weights(heads_Kk: np.ndarray, neurons_Kk: np.ndarray, n_heads: int, n_n
 def token_logits(
     x_NTC: np.ndarray,
     alpha_NHT: np.ndarray,
-    weights: dec.AttnPoolWeights,
+    weights: pool.AttnPoolWeights,
     u_HCE: np.ndarray,
     bias_E: np.ndarray,
     z_KE: np.ndarray,
@@ -118,7 +118,7 @@ def token_logits(
         return np.swapaxes(dense_NSE @ z_KE.T, 1, 2)
     if method == "neurons":
         return np.einsum("nsc,khc->nks", a_NSC, w_KHC, optimize=True)
-    m_NHSK = dec.token_head_maps(x_NTC, alpha_NHT, u_HCE, z_KE)[:, :, 1:]  # M_c^h[t]
+    m_NHSK = pool.token_head_maps(x_NTC, alpha_NHT, u_HCE, z_KE)[:, :, 1:]  # M_c^h[t]
     if method == "heads":
         return np.einsum("kh,nhsk->nks", w_KHC.sum(axis=2), m_NHSK, optimize=True)
     selected_NKHS = np.einsum("nsc,khc->nkhs", a_NSC, w_KHC, optimize=True)  # sum_i over pairs of head h

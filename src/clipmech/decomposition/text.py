@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from clipmech.decomposition import omp
+from clipmech.decomposition import components, omp, pool
 
 
 def sparse_codes(
@@ -135,3 +135,190 @@ def words_table(
             "words": describe(code, words, n_words),
         }
     )
+
+
+def class_pair_table(u_HCE: np.ndarray, tasks: Sequence[components.ZeroShotTask], n_class_pairs: int) -> pd.DataFrame:
+    """The top ``n_class_pairs`` neuron-head pairs of every zero-shot class by cos(u, prompt)
+    (:func:`clipmech.decomposition.pool.top_pairs_by_text`): ``task, class, rank, head, neuron, cos``."""
+    rows = []
+    for task in tasks:
+        heads_Kk, neurons_Kk, cos_Kk = pool.top_pairs_by_text(u_HCE, task.text_KE, n_class_pairs)
+        for k, name in enumerate(task.classes):
+            for r in range(heads_Kk.shape[1]):
+                rows.append(
+                    {
+                        "task": task.name,
+                        "class": name,
+                        "rank": r + 1,
+                        "head": heads_Kk[k, r],
+                        "neuron": neurons_Kk[k, r],
+                        "cos": cos_Kk[k, r],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def decompose_pairs(
+    u_HCE: np.ndarray,
+    pair_score_HC: np.ndarray,
+    keep_HC: np.ndarray,
+    tasks: Sequence[components.ZeroShotTask],
+    dictionary_AE: np.ndarray,
+    words: Sequence[str],
+    *,
+    params: dict,
+    device: str | torch.device,
+) -> dict:
+    """OMP codes and words of the kept pairs and of every class's top pairs (neuron-attention paper Fig. 2).
+
+    Parameters
+    ----------
+    u_HCE : numpy.ndarray, (H, C, E)
+        The pair directions u_{n,h}.
+    pair_score_HC : numpy.ndarray, (H, C)
+        Mean contribution norm of each pair (:func:`clipmech.decomposition.components.component_scores`).
+    keep_HC : numpy.ndarray, bool, (H, C)
+        The kept pairs (top ``keep_fraction`` by mean norm).
+    tasks : sequence of ZeroShotTask
+    dictionary_AE : numpy.ndarray, (A, E)
+        Word embeddings of ``words``.
+    params : dict
+        ``n_components`` (m_max), ``n_class_pairs``, ``omp_batch_size``, ``n_words_shown``.
+
+    Returns
+    -------
+    dict
+        ``kept_heads``, ``kept_neurons`` (int, (K,), by decreasing mean norm), ``coded`` ((P, 2) head, neuron
+        of every coded pair, sorted), ``code`` (their :class:`clipmech.decomposition.omp.OMPResult`), ``words``
+        (the kept pairs by rank: ``rank, head, neuron, mean_norm, n_atoms, cos_sparse_u, words``) and
+        ``class_pairs`` (``task, class, rank, head, neuron, cos, mean_norm, cos_sparse_u, words``).
+    """
+    c = u_HCE.shape[1]
+    order = np.argsort(-pair_score_HC.ravel(), kind="stable")
+    kept = order[keep_HC.ravel()[order]]
+    kept_heads, kept_neurons = np.divmod(kept, c)
+    class_table = class_pair_table(u_HCE, tasks, params["n_class_pairs"])
+    class_pairs = class_table[["head", "neuron"]].to_numpy()
+    coded = np.unique(np.concatenate([np.stack([kept_heads, kept_neurons], 1), class_pairs]), axis=0)
+    code = sparse_codes(
+        u_HCE[coded[:, 0], coded[:, 1]], dictionary_AE, params["n_components"], params["omp_batch_size"], device
+    )
+    described = words_table(coded[:, 0], coded[:, 1], u_HCE, code, dictionary_AE, words, params["n_words_shown"])
+    described["mean_norm"] = pair_score_HC[coded[:, 0], coded[:, 1]]
+    words_out = described.merge(
+        pd.DataFrame({"head": kept_heads, "neuron": kept_neurons, "rank": np.arange(1, len(kept) + 1)}),
+        on=["head", "neuron"],
+    )
+    class_out = class_table.merge(described, on=["head", "neuron"]).sort_values(["task", "class", "rank"])
+    return {
+        "kept_heads": kept_heads,
+        "kept_neurons": kept_neurons,
+        "coded": coded,
+        "code": code,
+        "words": words_out.sort_values("rank")[
+            ["rank", "head", "neuron", "mean_norm", "n_atoms", "cos_sparse_u", "words"]
+        ],
+        "class_pairs": class_out[
+            ["task", "class", "rank", "head", "neuron", "cos", "mean_norm", "cos_sparse_u", "words"]
+        ],
+    }
+
+
+def sparse_accuracy(
+    s_NHC: np.ndarray,
+    y_NE: np.ndarray,
+    u_HCE: np.ndarray,
+    bias_E: np.ndarray,
+    tasks: Sequence[components.ZeroShotTask],
+    scores: dict[str, np.ndarray],
+    keep_HC: np.ndarray,
+    pairs: dict,
+    dictionary_AE: np.ndarray,
+    *,
+    params: dict,
+    pc_top_k: int,
+    chunk_size: int,
+    device: str | torch.device,
+) -> pd.DataFrame:
+    """Zero-shot accuracy with the kept pairs' directions replaced by their m-sparse approximations (rest
+    mean-ablated), against the neuron baseline: the same fraction of neurons, each reduced to its first PC,
+    itself replaced by its m-sparse approximation (neuron-attention paper Fig. 2).
+
+    Parameters
+    ----------
+    s_NHC, y_NE : numpy.ndarray
+        Pair scalars and the model's outputs (:func:`clipmech.stores.attnpool.pair_scalars`).
+    u_HCE, bias_E : numpy.ndarray
+        Pair directions and the output bias of the pool.
+    scores : dict of str to numpy.ndarray
+        :func:`clipmech.decomposition.components.component_scores` (``neuron`` used here).
+    keep_HC : numpy.ndarray, bool, (H, C)
+    pairs : dict
+        :func:`decompose_pairs` of the same pairs.
+    params : dict
+        ``keep_fraction``, ``m_values``, ``n_components``, ``omp_batch_size``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``level`` (model, pair, neuron), ``directions`` (exact, sparse), ``m`` (NaN for exact), ``task``,
+        ``accuracy``.
+    """
+    kept_heads, kept_neurons, coded, code = pairs["kept_heads"], pairs["kept_neurons"], pairs["coded"], pairs["code"]
+    index = {tuple(p): i for i, p in enumerate(coded.tolist())}
+    rows_K = np.array([index[(hh, nn)] for hh, nn in zip(kept_heads.tolist(), kept_neurons.tolist())], dtype=np.intp)
+    u_norm_K = np.linalg.norm(u_HCE[kept_heads, kept_neurons], axis=1)
+    kept_code = omp.OMPResult(*(None if t is None else t[torch.as_tensor(rows_K)] for t in code))
+    s_mean_HC = s_NHC.mean(axis=0)
+    records = []
+
+    def score(level: str, directions: str, m, y: np.ndarray) -> None:
+        for task in tasks:
+            records.append(
+                {
+                    "level": level,
+                    "directions": directions,
+                    "m": m,
+                    "task": task.name,
+                    "accuracy": components.zero_shot_accuracy(y, task),
+                }
+            )
+
+    score("model", "exact", np.nan, y_NE)
+    exact_pairs = components.pair_outputs_with_directions(
+        s_NHC,
+        u_HCE,
+        bias_E,
+        keep_HC,
+        s_mean_HC,
+        kept_heads,
+        kept_neurons,
+        u_HCE[kept_heads, kept_neurons],
+        chunk_size,
+    )
+    score("pair", "exact", np.nan, exact_pairs)
+    for m in params["m_values"]:
+        sparse_KE = sparse_directions(kept_code, dictionary_AE, m, u_norm_K)
+        y = components.pair_outputs_with_directions(
+            s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC, kept_heads, kept_neurons, sparse_KE, chunk_size
+        )
+        score("pair", "sparse", m, y)
+    # neurons: the same fraction of neurons, each reduced to its first PC
+    keep_C = pool.top_fraction_mask(scores["neuron"], params["keep_fraction"])
+    v_KE, _ = components.neuron_directions(s_NHC, u_HCE, np.flatnonzero(keep_C), pc_top_k)
+    score(
+        "neuron",
+        "exact",
+        np.nan,
+        components.neuron_outputs_rank_one(s_NHC, u_HCE, bias_E, keep_C, s_mean_HC, v_KE, v_KE),
+    )
+    neuron_code = sparse_codes(v_KE, dictionary_AE, params["n_components"], params["omp_batch_size"], device)
+    for m in params["m_values"]:
+        sparse_KE = sparse_directions(neuron_code, dictionary_AE, m, np.linalg.norm(v_KE, axis=1))
+        score(
+            "neuron",
+            "sparse",
+            m,
+            components.neuron_outputs_rank_one(s_NHC, u_HCE, bias_E, keep_C, s_mean_HC, v_KE, sparse_KE),
+        )
+    return pd.DataFrame(records)

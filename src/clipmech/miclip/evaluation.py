@@ -9,14 +9,91 @@ per seed, its score column is NaN). Over the words only the MiCLIP variants and 
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
+from clipmech.analyses import concepts
 from clipmech.data import shapes
 from clipmech.miclip import baselines, interventions, tables, units
+from clipmech.models.prompt_embeddings import attribute_prompt_embeddings
+from clipmech.sae.latents import token_latents
+
+log = logging.getLogger(__name__)
+#: Images per SAE encode call when the latents of a unit set are computed from the probe.
+SAE_BATCH_IMAGES = 64
+
+
+@dataclass(frozen=True)
+class UnitSet:
+    """The units of one (model, site, kind) as the evaluation reads them (module docstring of
+    :mod:`clipmech.miclip.units`).
+
+    Attributes
+    ----------
+    acts_NU : numpy.ndarray, float64, (N, U)
+        Image-level activations.
+    maps : numpy.ndarray, float32, (N, U, h, w), or None
+        Activation maps (Network Dissection); None for an SAE that does not read every patch.
+    embed : callable
+        Encoder weights W (E, D) -> unit embeddings (U, E), the typical activations bound.
+    make_edit : callable
+        Copies (:data:`clipmech.miclip.interventions.Copy`) -> an edit of the site for them.
+    """
+
+    acts_NU: np.ndarray
+    maps: np.ndarray | None
+    embed: Callable[[np.ndarray], np.ndarray]
+    make_edit: Callable
+
+
+def neuron_set(site_acts: np.ndarray, n_prefix_tokens: int, grid: tuple[int, int]) -> UnitSet:
+    """The channels of a site as units, from its probe activations ((N, T, D) or ResNet (N, C, h, w))."""
+    acts_NU = units.neuron_image_acts(site_acts)
+    maps = units.neuron_maps(site_acts, n_prefix_tokens, grid)
+    typical_U = units.typical_activation(acts_NU)
+    channel_axis = 1 if site_acts.ndim == 4 else -1
+    return UnitSet(
+        acts_NU,
+        maps,
+        functools.partial(units.neuron_embeddings, typical_U=typical_U),
+        functools.partial(_neuron_edit, typical_U=typical_U, channel_axis=channel_axis),
+    )
+
+
+def sae_set(
+    sae: torch.nn.Module, positions: np.ndarray, site_acts_NTD: np.ndarray, n_prefix_tokens: int, grid: tuple[int, int]
+) -> UnitSet:
+    """The latents of an SAE of the site as units, on the tokens at ``positions`` of its probe activations
+    (:func:`clipmech.sae.latents.token_latents`); maps only when the SAE reads every patch token."""
+    latents_NTn = token_latents(sae, site_acts_NTD, positions, SAE_BATCH_IMAGES)
+    acts_NU = latents_NTn.mean(axis=1, dtype=np.float64)
+    maps = (
+        units.sae_maps(latents_NTn, positions, n_prefix_tokens, grid)
+        if (positions >= n_prefix_tokens).sum() == grid[0] * grid[1]
+        else None
+    )
+    typical_U = units.typical_activation(acts_NU)
+    W_dec = sae.W_dec.detach().cpu().double().numpy()
+    return UnitSet(
+        acts_NU,
+        maps,
+        functools.partial(units.latent_embeddings, W_dec_Dn=W_dec, typical_U=typical_U),
+        functools.partial(_sae_edit, sae=sae, positions=positions, typical_U=typical_U),
+    )
+
+
+def _neuron_edit(copies, *, typical_U, channel_axis):
+    return interventions.neuron_copies(copies, typical_U, channel_axis)
+
+
+def _sae_edit(copies, *, sae, positions, typical_U):
+    return interventions.sae_copies(sae, positions, copies, typical_U)
 
 
 def method_scores(
@@ -210,3 +287,109 @@ def intervention_table(
                 }
             )
     return pd.DataFrame(rows, columns=list(tables.INTERVENTION_COLUMNS))
+
+
+def evaluate_unit_set(
+    unit_set: UnitSet,
+    *,
+    model: torch.nn.Module,
+    tokenizer,
+    pixels_NCHW: torch.Tensor,
+    objects: pd.DataFrame,
+    masks_NHW: np.ndarray,
+    site: str,
+    encoders: Mapping[str, np.ndarray],
+    concept_data: Mapping[str, np.ndarray],
+    reference_images_NE: np.ndarray,
+    params: dict,
+    k_top: int,
+    device: str | torch.device,
+) -> dict[str, pd.DataFrame]:
+    """MiCLIP and its baselines on one unit set (methods.md Sec. 9): scores, descriptions, localisation,
+    description accuracy against the Algorithm 1 ground truth, and the interventions' Delta Acc.
+
+    Parameters
+    ----------
+    unit_set : UnitSet
+        :func:`neuron_set` or :func:`sae_set`.
+    pixels_NCHW : torch.Tensor, float, (N, 3, S, S)
+        The dataset's preprocessed images; ``objects`` and ``masks_NHW`` its object table and masks.
+    encoders : mapping of str to numpy.ndarray, (E, D)
+        ``"<loss>/<seed>"`` -> MiCLIP encoder weights.
+    concept_data : mapping
+        ``words``, ``concept_embeddings``, ``word_embeddings`` (rule ``embed_miclip_concepts``).
+    reference_images_NE : numpy.ndarray
+        Normalised reference image embeddings (the probe's).
+    params : dict
+        ``seeds``, ``tau``, ``interventions`` (form -> betas), ``clip_dissect``, ``netdissect`` (quantile,
+        resolution), ``batch_size``.
+    k_top : int
+        The top-k images of the ground truth (Algorithm 1).
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        ``descriptions``, ``localisation``, ``interventions``, ``description_accuracy``, ``delta_acc``,
+        ``ablation`` (:mod:`clipmech.miclip.tables`).
+    """
+    seeds = [int(s) for s in params["seeds"]]
+    tau = int(params["tau"])
+    acts_NU = unit_set.acts_NU
+    n_images, n_units = acts_NU.shape
+    present_NF, counts_NF = concepts.presence(objects, n_images, np.arange(n_images))
+    iou_UF = None
+    if unit_set.maps is not None:
+        masks = baselines.concept_masks(masks_NHW, objects, params["netdissect"]["resolution"])
+        iou_UF = baselines.netdissect_iou(unit_set.maps, masks, quantile=params["netdissect"]["quantile"])
+    words = [str(w) for w in concept_data["words"]]
+    scores = method_scores(
+        acts_NU=acts_NU,
+        embed=unit_set.embed,
+        encoders=encoders,
+        seeds=seeds,
+        concept_CE=concept_data["concept_embeddings"],
+        word_AE=concept_data["word_embeddings"],
+        reference_images_NE=reference_images_NE,
+        present_NF=present_NF,
+        iou_UF=iou_UF,
+        clip_dissect=params["clip_dissect"],
+        tau=tau,
+    )
+    descriptions = description_table(scores, tau, words)
+    sets = unit_sets(scores, tau, n_units)
+    log.info("%s: %d units, %d method x seed unit sets", site, n_units, len(sets))
+
+    truth_U = baselines.ground_truth(acts_NU, counts_NF, k_top)
+    per_seed = tables.description_accuracy(
+        descriptions,
+        truth_U,
+        list(shapes.FEATURES),
+        concept_data["concept_embeddings"],
+        {w: i for i, w in enumerate(words)},
+        concept_data["word_embeddings"],
+    )
+    description_summary = tables.summarise_descriptions(per_seed)
+    log.info("description accuracy:\n%s", description_summary.to_string())
+
+    intervention_rows = intervention_table(
+        model=model,
+        pixels_NCHW=pixels_NCHW,
+        present_NF=present_NF,
+        texts=attribute_prompt_embeddings(model, tokenizer, device),
+        sets=sets,
+        make_edit=unit_set.make_edit,
+        site=site,
+        forms=params["interventions"],
+        batch_size=params["batch_size"],
+        device=device,
+    )
+    deltas = tables.delta_table(intervention_rows, seeds)
+    log.info("Delta Acc:\n%s", deltas.to_string())
+    return {
+        "descriptions": descriptions,
+        "localisation": localisation_table(sets),
+        "interventions": intervention_rows,
+        "description_accuracy": description_summary,
+        "delta_acc": deltas,
+        "ablation": tables.ablation_table(description_summary, deltas),
+    }

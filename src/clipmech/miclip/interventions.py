@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from clipmech.hooks.rows import expand_rows, repeat_rows
 from clipmech.hooks.sites import hooked, resolve
 from clipmech.models import zeroshot
 from clipmech.models.towers import tower
@@ -168,19 +169,15 @@ def sae_copies(
 
 
 def _repeat_copies(model: torch.nn.Module, site: str, n_copies: int):
-    """Register the hook that repeats each row ``n_copies`` times where the copies of an image start to
-    differ: on the output of the site's block for a block output (``hook_resid_post``, ResNet stages
-    too), else on the input of the site's block (attention-pool sites: of the pool). It runs before the
-    site's own hooks; returns the handle."""
+    """Register the hook (:func:`clipmech.hooks.rows.expand_rows`) that repeats each row ``n_copies`` times
+    where the copies of an image start to differ: on the output of the site's block for a block output
+    (``hook_resid_post``, ResNet stages too), else on the input of the site's block (attention-pool sites:
+    of the pool). It runs before the site's own hooks; returns the handle."""
     resolved = resolve(model, site)
-
-    def repeat(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.repeat_interleave(n_copies, dim=0)
-
     if resolved.layer is not None and resolved.hook.endswith("hook_resid_post"):
-        return resolved.module.register_forward_hook(lambda _, args, out: repeat(out), prepend=True)
+        return expand_rows(resolved.module, repeat_rows(n_copies), output=True)
     module = resolved.module if resolved.layer is None else tower(model, resolved.tower).blocks[resolved.layer]
-    return module.register_forward_pre_hook(lambda _, args: (repeat(args[0]), *args[1:]), prepend=True)
+    return expand_rows(module, repeat_rows(n_copies))
 
 
 @torch.inference_mode()

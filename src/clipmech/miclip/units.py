@@ -3,7 +3,7 @@
 A unit set is (model, site, kind). Kind ``neurons``: the channels of the site, the last axis of an
 (N, T, D) transformer site, axis 1 of a ResNet stage (N, C, h, w). Kind ``sae``: the latents of a
 top-k SAE (:class:`clipmech.sae.model.TopKSAE`) of the site, on the tokens it reads
-(:func:`clipmech.sae.evaluate.token_positions`).
+(:func:`clipmech.sae.latents.token_positions`; latents: :func:`clipmech.sae.latents.token_latents`).
 
 A unit's image-level activation is its mean over tokens (ViT: all tokens, class token included) or
 spatial positions (ResNet); an SAE latent's is its activation per token averaged over the SAE's tokens.
@@ -85,31 +85,8 @@ def neuron_maps(site_acts: np.ndarray, n_prefix_tokens: int, grid: tuple[int, in
     return patches.transpose(0, 2, 1).reshape(site_acts.shape[0], site_acts.shape[2], *grid)
 
 
-def sae_token_latents(
-    sae: torch.nn.Module, site_acts_NTD: np.ndarray, positions: np.ndarray, batch_size: int = 64
-) -> np.ndarray:
-    """The SAE's latent activations on the tokens at ``positions``, float32 (N, T', n).
-
-    Raises
-    ------
-    ValueError
-        If the site activations are not (N, T, D) (SAE latents of ResNet stages are not supported).
-    """
-    if site_acts_NTD.ndim != 3:
-        raise ValueError(f"SAE latents need (N, T, D) site activations, got shape {site_acts_NTD.shape}")
-    parameter = next(sae.parameters())
-    parts = []
-    with torch.inference_mode():
-        for start in range(0, site_acts_NTD.shape[0], batch_size):
-            x_NTD = torch.as_tensor(site_acts_NTD[start : start + batch_size][:, positions])
-            x_BD = x_NTD.reshape(-1, x_NTD.shape[-1]).to(device=parameter.device, dtype=parameter.dtype)
-            z_Bn = sae.encode(x_BD).float().cpu()
-            parts.append(z_Bn.reshape(x_NTD.shape[0], x_NTD.shape[1], -1).numpy())
-    return np.concatenate(parts)
-
-
 def sae_maps(latents_NTn: np.ndarray, positions: np.ndarray, n_prefix_tokens: int, grid: tuple[int, int]) -> np.ndarray:
-    """Activation maps of the SAE latents on the patch grid, float32 (N, n, h, w), from :func:`sae_token_latents`.
+    """Activation maps of the SAE latents on the patch grid, float32 (N, n, h, w), from :func:`clipmech.sae.latents.token_latents`.
 
     Raises
     ------

@@ -14,7 +14,7 @@ at open_clip's (or timm's) attributes itself. Supported kinds:
 * ``text``: open_clip's text transformer, flattened into ``CLIP`` (``model.transformer``) or a
   ``TextTransformer`` at ``model.text`` (``CustomTextCLIP``); tokens (N, L, D), L <= context length.
 
-This module imports only torch, open_clip and timm (it moves to ``clipmech.models.towers``).
+This module imports only torch, open_clip and timm.
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ class Tower:
         ``len(blocks)``.
     width : int
         D, the residual width (ResNet: C, the channels of the final feature map).
+    d_mlp : int or None
+        The hidden width of every block's MLP (``mlp.hook_post``: open_clip's ``c_fc``, timm's ``fc1``
+        output features); None for ``resnet``.
     n_heads : int
         Attention heads per block (ResNet: heads of the attention pool).
     grid : tuple of int or None
@@ -71,6 +74,7 @@ class Tower:
     blocks: tuple = field(repr=False)
     n_layers: int
     width: int
+    d_mlp: int | None
     n_heads: int
     grid: tuple[int, int] | None
     n_prefix_tokens: int
@@ -92,6 +96,12 @@ def _pair(value) -> tuple[int, int]:
     return (int(rows), int(cols))
 
 
+def _mlp_width(block: nn.Module) -> int:
+    """The hidden width of a block's MLP: open_clip's ``mlp.c_fc`` or timm's ``mlp.fc1`` output features."""
+    mlp = block.mlp
+    return int((mlp.c_fc if hasattr(mlp, "c_fc") else mlp.fc1).out_features)
+
+
 def _transformer_tower(name: str, kind: str, transformer: Transformer, **facts) -> Tower:
     blocks = tuple(transformer.resblocks)
     return Tower(
@@ -100,6 +110,7 @@ def _transformer_tower(name: str, kind: str, transformer: Transformer, **facts) 
         blocks=blocks,
         n_layers=len(blocks),
         width=int(transformer.width),
+        d_mlp=_mlp_width(blocks[0]),
         n_heads=int(blocks[0].attn.num_heads),
         **facts,
     )
@@ -130,6 +141,7 @@ def _visual_tower(visual: nn.Module) -> Tower:
             blocks=blocks,
             n_layers=len(blocks),
             width=int(trunk.embed_dim),
+            d_mlp=_mlp_width(blocks[0]),
             n_heads=int(blocks[0].attn.num_heads),
             grid=grid,
             n_prefix_tokens=n_prefix,
@@ -154,6 +166,7 @@ def _visual_tower(visual: nn.Module) -> Tower:
             blocks=blocks,
             n_layers=4,
             width=int(width),
+            d_mlp=None,
             n_heads=int(visual.attnpool.num_heads),
             grid=grid,
             n_prefix_tokens=1,

@@ -90,7 +90,7 @@ def _check_families(info: Tower, families: Sequence[str]) -> None:
         )
 
 
-def components(info: Tower, families: Sequence[str], n_positions: int | None = None, d_mlp: int | None = None):
+def components(info: Tower, families: Sequence[str], n_positions: int | None = None):
     """All components of the given families of one tower, in family order, then layer, then index.
 
     Parameters
@@ -100,9 +100,8 @@ def components(info: Tower, families: Sequence[str], n_positions: int | None = N
         From ``TRANSFORMER_FAMILIES`` (vit, timm, text towers) or ``RESNET_FAMILIES`` (resnet).
     n_positions : int, optional
         Token positions 0..n_positions-1 of the position families (default: all ``info.n_tokens``;
-        for text, the longest caption up to its end-of-text token).
-    d_mlp : int, optional
-        Hidden neurons per block; required for ``neuron``.
+        for text, the longest caption up to its end-of-text token). ``neuron`` has ``info.d_mlp`` units
+        per block.
 
     Returns
     -------
@@ -111,8 +110,7 @@ def components(info: Tower, families: Sequence[str], n_positions: int | None = N
     Raises
     ------
     ValueError
-        For a family the tower does not have (the message lists the valid ones), or ``neuron``
-        without ``d_mlp``.
+        For a family the tower does not have (the message lists the valid ones).
     """
     _check_families(info, families)
     n_positions = info.n_tokens if n_positions is None else n_positions
@@ -136,9 +134,7 @@ def components(info: Tower, families: Sequence[str], n_positions: int | None = N
                 if family == "head":
                     found += [Component(family, site, (None, h), layer=layer, head=h) for h in range(info.n_heads)]
                 elif family == "neuron":
-                    if d_mlp is None:
-                        raise ValueError("the neuron family needs d_mlp, the hidden width of the MLP")
-                    found += [Component(family, site, (None, j), layer=layer, unit=j) for j in range(d_mlp)]
+                    found += [Component(family, site, (None, j), layer=layer, unit=j) for j in range(info.d_mlp)]
                 else:
                     found += [Component(family, site, (t,), layer=layer, position=t) for t in range(n_positions)]
     return found

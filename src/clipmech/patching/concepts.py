@@ -1,9 +1,8 @@
 """Concept selectivity of the units of both towers, as AUROC (methods.md Sec. 8; causal-tracing paper Sec. 3.4).
 
 Concepts are the 16 Shapes features (:data:`clipmech.data.shapes.FEATURES`: 5 shapes, 6 colours, 5
-positions). An image has a concept when one of its objects has it (the object table); its caption
-(:func:`clipmech.data.shapes.caption` in table order) has a colour or shape concept when the word
-occurs and a position concept when the position's phrase occurs, which is the same presence.
+positions), present in an image or its caption (:func:`image_captions`) as
+:mod:`clipmech.analyses.concepts` defines.
 
 Units are, per tower, the MLP hidden neurons ``{tower}.blocks.{l}.mlp.hook_post`` of every block
 (vision kinds ``vit`` and ``timm``, and the text tower); for a CLIP-ResNet (kind ``resnet``) the channels
@@ -12,8 +11,7 @@ of every stage output ``visual.blocks.{l}.hook_resid_post`` and the attention-po
 an image is its maximum over tokens (ResNet stages: over spatial positions); on a caption, its maximum
 over the caption's real tokens (:func:`real_token_mask`).
 
-AUROC of unit u for concept f is P(a_pos > a_neg) + 0.5 P(a_pos = a_neg) over the inputs with and
-without the concept, the Mann-Whitney U statistic divided by n_pos n_neg. A unit is selective for a
+AUROC of unit u for concept f: :func:`clipmech.analyses.concepts.auroc`. A unit is selective for a
 concept when its AUROC >= 0.9; a concept is modality-invariant when both towers have a selective unit
 for it.
 """
@@ -25,7 +23,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 from clipmech.data import shapes
 from clipmech.hooks.sites import hooked, resolve
@@ -39,16 +36,6 @@ PAD_POOLS = ("last",)
 AUROC_COLUMNS = ("tower", "site", "layer", "unit", "concept", "concept_type", "auroc", "n_pos", "n_neg")
 
 
-def image_presence(objects: pd.DataFrame, n_images: int) -> np.ndarray:
-    """Which images hold each concept: ``present_NF[i, f]`` when an object of image i has ``FEATURES[f]``.
-
-    Returns
-    -------
-    present_NF : numpy.ndarray, bool, (N, 16)
-    """
-    return shapes.feature_counts(objects, n_images) > 0
-
-
 def image_captions(objects: pd.DataFrame, n_images: int) -> list[str]:
     """The caption of every image, :func:`clipmech.data.shapes.caption` of its objects in table order (no rng)."""
     ordered = objects.sort_values(["image_id", "object_id"])
@@ -56,22 +43,6 @@ def image_captions(objects: pd.DataFrame, n_images: int) -> list[str]:
     for row in ordered[["image_id", "shape", "colour", "position"]].itertuples(index=False):
         scenes[int(row.image_id)].append({"shape": row.shape, "colour": row.colour, "position": row.position})
     return [shapes.caption(scenes[i]) for i in range(n_images)]
-
-
-def caption_presence(captions: Sequence[str]) -> np.ndarray:
-    """Which captions hold each concept: the shape or colour word among the caption's words, or the
-    position's phrase (:data:`clipmech.data.shapes.POSITION_PHRASES`) in the caption.
-
-    Returns
-    -------
-    present_NF : numpy.ndarray, bool, (N, 16)
-    """
-    present = np.zeros((len(captions), len(shapes.FEATURES)), dtype=bool)
-    for n, text in enumerate(captions):
-        words = set(text.split())
-        for f, (feature, kind) in enumerate(zip(shapes.FEATURES, shapes.FEATURE_TYPES)):
-            present[n, f] = shapes.POSITION_PHRASES[feature] in text if kind == "position" else feature in words
-    return present
 
 
 def unit_sites(model: torch.nn.Module, tower_name: str) -> list[str]:
@@ -253,48 +224,6 @@ def caption_unit_activations(
         return real_NT[start:stop].to(device)
 
     return _collect(model, sites, len(captions), batch_size, forward)
-
-
-def auroc(acts_NU: np.ndarray, present_NF: np.ndarray) -> np.ndarray:
-    """AUROC of every unit for every concept: P(a_pos > a_neg) + 0.5 P(a_pos = a_neg) (methods.md Sec. 8).
-
-    Computed from mid-ranks (``scipy.stats.rankdata``, ties averaged) as the Mann-Whitney U statistic of
-    the positives, U = R_pos - n_pos (n_pos + 1) / 2, divided by n_pos n_neg.
-
-    Parameters
-    ----------
-    acts_NU : numpy.ndarray, float, (N, U)
-        Unit activations per input.
-    present_NF : numpy.ndarray, bool, (N, F)
-        Whether input n has concept f.
-
-    Returns
-    -------
-    auroc_UF : numpy.ndarray, float64, (U, F)
-        In [0, 1]; NaN for a concept that no input, or every input, has.
-
-    Raises
-    ------
-    ValueError
-        If the arrays are not 2-D with the same N, or an activation is not finite (the message names the units).
-    """
-    acts_NU = np.asarray(acts_NU, dtype=np.float64)
-    present_NF = np.asarray(present_NF, dtype=bool)
-    if acts_NU.ndim != 2 or present_NF.ndim != 2 or acts_NU.shape[0] != present_NF.shape[0]:
-        raise ValueError(
-            f"auroc needs acts (N, U) and presence (N, F) with the same N, got {acts_NU.shape} and {present_NF.shape}"
-        )
-    bad = np.flatnonzero(~np.isfinite(acts_NU).all(axis=0))
-    if bad.size:
-        raise ValueError(f"auroc: units {bad[:10].tolist()} (of {bad.size}) have non-finite activations")
-    ranks_NU = stats.rankdata(acts_NU, axis=0)
-    n_pos_F = present_NF.sum(axis=0).astype(np.float64)
-    n_neg_F = present_NF.shape[0] - n_pos_F
-    u_UF = ranks_NU.T @ present_NF.astype(np.float64) - n_pos_F * (n_pos_F + 1) / 2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        auroc_UF = u_UF / (n_pos_F * n_neg_F)
-    auroc_UF[:, (n_pos_F == 0) | (n_neg_F == 0)] = np.nan
-    return auroc_UF
 
 
 def auroc_table(tower_name: str, site: str, layer: int, auroc_UF: np.ndarray, present_NF: np.ndarray) -> pd.DataFrame:

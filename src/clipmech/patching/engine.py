@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from clipmech.hooks.rows import expand_rows, gather_rows
 from clipmech.hooks.sites import hooked
 from clipmech.models.towers import tower
 from clipmech.patching.components import Component
@@ -146,17 +147,11 @@ class _SharedPrefix:
         return row if layer is None else self.at[layer][row]
 
     def register(self, blocks: Sequence[nn.Module]) -> list:
-        handles = []
-        for layer, block in enumerate(blocks):
-            if layer > 0 and len(self.rows_at[layer]) == len(self.rows_at[layer - 1]):
-                continue
-            gather = self.gather[layer]
-
-            def hook(module, args, gather=gather):
-                return (args[0][gather.to(args[0].device)], *args[1:])
-
-            handles.append(block.register_forward_pre_hook(hook, prepend=True))
-        return handles
+        return [
+            expand_rows(block, gather_rows(self.gather[layer]))
+            for layer, block in enumerate(blocks)
+            if layer == 0 or len(self.rows_at[layer]) != len(self.rows_at[layer - 1])
+        ]
 
 
 @torch.inference_mode()

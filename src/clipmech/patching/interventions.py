@@ -236,7 +236,7 @@ def concept_interventions(
     pixels_NCHW : torch.Tensor, float, (N, 3, S, S)
         Preprocessed images.
     present_NF : numpy.ndarray, bool, (N, 16)
-        Concept presence per image (:func:`clipmech.patching.concepts.image_presence`).
+        Concept presence per image (:func:`clipmech.analyses.concepts.image_presence`).
     table : pandas.DataFrame
         The AUROC table of the model on these images (:func:`clipmech.patching.concepts.auroc_table` rows).
     text_FE : numpy.ndarray, float, (16, E)

@@ -67,8 +67,6 @@ class TowerRun:
     corruption : EmbeddingCorruption or None
     n_positions : int
         Token positions of the position families (text: up to the longest caption's end of text).
-    d_mlp : int or None
-        MLP hidden width (transformer towers).
     batch_size : int
     """
 
@@ -80,7 +78,6 @@ class TowerRun:
     corrupt: torch.Tensor
     corruption: object
     n_positions: int
-    d_mlp: int | None
     batch_size: int
     _maps: tuple = field(default=(), repr=False)
     _baseline: engine.SweepResult | None = field(default=None, repr=False)
@@ -170,7 +167,7 @@ def trace(
     rows, single = [], {}
     for direction in directions:
         for family in families:
-            found = components(run.info, [family], run.n_positions, run.d_mlp)
+            found = components(run.info, [family], run.n_positions)
             result = run.sweep([[c] for c in found], direction, pool=family in POOL_FAMILIES)
             rows += [{"direction": direction, **row} for row in _rows(found, result, keep_Q, n_resamples, seed)]
             if direction == "denoising":

@@ -3,15 +3,15 @@
 Concepts are the 16 Shapes features (:data:`clipmech.data.shapes.FEATURES`); the ground truth comes from
 the object table and the instance masks. A unit is an SAE latent, a raw neuron (dimension) of the site,
 a signed PCA direction or a k-means centroid (:func:`method_activations`); its activation is given per
-token of the evaluated images (the tokens the SAE reads, ``clipmech.sae.evaluate.token_positions``).
+token of the evaluated images (the tokens the SAE reads, ``clipmech.sae.latents.token_positions``).
 
 - Image level: the unit's activation on an image is its maximum over the image's tokens; an image is
-  positive for a concept when one of its objects has it (:func:`clipmech.patching.concepts.image_presence`).
-- Patch level: the unit's activation on each patch token; a patch is positive for a concept when its
-  pixel square (:func:`patch_presence`) overlaps the mask of an object with that concept. Undefined (NaN)
-  when the SAE reads the class token only.
-- AUROC per unit and concept, at both levels: :func:`clipmech.patching.concepts.auroc` (mid-ranks).
-- AP per unit and concept, image level: ``sklearn.metrics.average_precision_score``. Best AP of a concept:
+  positive for a concept when one of its objects has it (:func:`clipmech.analyses.concepts.image_presence`).
+- Patch level: the unit's activation on each patch token; a patch is positive for a concept when its pixel
+  square overlaps the mask of an object with that concept (:func:`clipmech.analyses.concepts.patch_presence`).
+  Undefined (NaN) when the SAE reads the class token only.
+- AUROC per unit and concept, at both levels: :func:`clipmech.analyses.concepts.auroc` (mid-ranks).
+- AP per unit and concept, image level: :func:`clipmech.analyses.concepts.average_precision`. Best AP of a concept:
   the maximum over units; its best unit b(f): the unit of highest AP (ties: lowest index).
 - Purity@k (k = 16 by default) of a concept f: the fraction of the k top images of b(f) (highest image
   activation; ties to the lower image index, :func:`clipmech.analyses.selectivity.topk_merge`) that
@@ -36,6 +36,7 @@ Baselines (:func:`method_activations`), fit on tokens of the training images (no
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -45,11 +46,10 @@ import scipy.sparse
 import torch
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.decomposition import PCA
-from sklearn.metrics import average_precision_score
 
-from clipmech.analyses import selectivity
+from clipmech.analyses import concepts, selectivity
 from clipmech.data import shapes
-from clipmech.patching.concepts import auroc, image_presence
+from clipmech.sae import latents
 
 #: Units whose alignment is measured, in table order.
 METHODS = ("sae", "neurons", "pca", "kmeans")
@@ -66,63 +66,6 @@ LATENT_COLUMNS = (
 )
 #: Elements of the float32 block of token activations scored at once (bounds memory).
 BLOCK_ELEMENTS = 1 << 23
-
-
-def patch_bounds(image_size: int, n_cells: int) -> np.ndarray:
-    """First pixel of each of ``n_cells`` patch squares along one axis: floor(i S / n), int64 (n_cells,)."""
-    return (np.arange(n_cells) * image_size) // n_cells
-
-
-def patch_presence(
-    masks_NHW: np.ndarray, objects: pd.DataFrame, images: np.ndarray, grid: tuple[int, int]
-) -> np.ndarray:
-    """Which patches of each image hold each concept: an object with the concept covers a pixel of the patch.
-
-    The patch grid covers the whole (square) image: patch (r, c) of a ``grid_rows`` x ``grid_cols`` grid is
-    the pixel square rows [floor(r S / rows), floor((r + 1) S / rows)), likewise for columns, S the image size
-    (the model's resize of a square image is a uniform scaling, so its patches map to these squares).
-
-    Parameters
-    ----------
-    masks_NHW : numpy.ndarray, uint8, (N_dataset, S, S)
-        Instance masks (object id per pixel, 0 = background).
-    objects : pandas.DataFrame
-        The object table (image_id, object_id, shape, colour, position).
-    images : numpy.ndarray, int, (N,)
-        The images to take, positions in the dataset.
-    grid : (int, int)
-        ``grid_rows``, ``grid_cols`` of the store's attributes.
-
-    Returns
-    -------
-    present_NSF : numpy.ndarray, bool, (N, rows x cols, 16)
-        Patches in raster order, as the patch tokens are.
-
-    Raises
-    ------
-    ValueError
-        If the masks are not square or the grid is finer than the image.
-    """
-    size = masks_NHW.shape[1]
-    if masks_NHW.shape[2] != size:
-        raise ValueError(f"patch presence needs square masks, got {masks_NHW.shape[1:]}")
-    rows, cols = grid
-    if rows > size or cols > size:
-        raise ValueError(f"patch grid {rows} x {cols} is finer than the {size} px image")
-    row_starts, col_starts = patch_bounds(size, rows), patch_bounds(size, cols)
-    feature = {name: f for f, name in enumerate(shapes.FEATURES)}
-    present = np.zeros((len(images), rows * cols, len(shapes.FEATURES)), dtype=bool)
-    by_image = objects.groupby("image_id")
-    for n, image in enumerate(np.asarray(images, dtype=np.int64)):
-        if image not in by_image.groups:
-            continue
-        mask_HW = np.asarray(masks_NHW[image])
-        for row in by_image.get_group(image).itertuples(index=False):
-            pixels = (mask_HW == row.object_id).astype(np.int64)
-            covered = np.add.reduceat(np.add.reduceat(pixels, row_starts, axis=0), col_starts, axis=1) > 0
-            for name in (row.shape, row.colour, row.position):
-                present[n, :, feature[name]] |= covered.reshape(-1)
-    return present
 
 
 @dataclass(frozen=True)
@@ -144,20 +87,6 @@ class UnitScores:
     ap_UF: np.ndarray
     purity_UF: np.ndarray
     entropy_U: np.ndarray
-
-
-def average_precision(acts_NU: np.ndarray, present_NF: np.ndarray) -> np.ndarray:
-    """AP of every unit for every concept (``sklearn.metrics.average_precision_score``), float64 (U, F).
-
-    NaN for a concept that no input, or every input, has.
-    """
-    acts_NU = np.asarray(acts_NU, dtype=np.float64)
-    ap_UF = np.full((acts_NU.shape[1], present_NF.shape[1]), np.nan)
-    for f in range(present_NF.shape[1]):
-        y_N = present_NF[:, f]
-        if 0 < y_N.sum() < y_N.size:
-            ap_UF[:, f] = average_precision_score(np.repeat(y_N[:, None], acts_NU.shape[1], 1), acts_NU, average=None)
-    return ap_UF
 
 
 def _dense_columns(acts_BU, start: int, stop: int) -> np.ndarray:
@@ -198,7 +127,7 @@ def score_units(
     present_NF : numpy.ndarray, bool, (N, 16)
         Image-level presence.
     patch_present_NSF : numpy.ndarray, bool, (N, S, 16), optional
-        Patch-level presence (:func:`patch_presence`); None when there are no patch tokens.
+        Patch-level presence (:func:`clipmech.analyses.concepts.patch_presence`); None when there are no patch tokens.
     counts_NF : numpy.ndarray, (N, 16)
         Objects with each concept per image (:func:`clipmech.data.shapes.feature_counts`).
     purity_k, entropy_k : int
@@ -232,13 +161,13 @@ def score_units(
     for start in range(0, n_units, chunk):
         block_NTU = _dense_columns(acts_BU, start, min(start + chunk, n_units)).reshape(n_images, n_tokens, -1)
         image_NU = block_NTU.max(axis=1)
-        parts["image"].append(auroc(image_NU, present_NF))
+        parts["image"].append(concepts.auroc(image_NU, present_NF))
         if flat_patch_present is None:
             parts["patch"].append(np.full((image_NU.shape[1], len(shapes.FEATURES)), np.nan))
         else:
             patch_BU = block_NTU[:, patch_tokens].reshape(n_images * n_patches, -1)
-            parts["patch"].append(auroc(patch_BU, flat_patch_present))
-        parts["ap"].append(average_precision(image_NU, present_NF))
+            parts["patch"].append(concepts.auroc(patch_BU, flat_patch_present))
+        parts["ap"].append(concepts.average_precision(image_NU, present_NF))
         parts["purity"].append(present_NF[_top_index(image_NU, purity_k)].mean(axis=0))
         entropy_U = selectivity.entropy(selectivity.affinity(counts_NF, _top_index(image_NU, entropy_k)))
         entropy_U[image_NU.max(axis=0) == image_NU.min(axis=0)] = np.nan
@@ -352,18 +281,6 @@ def latent_table(scores: UnitScores, frequency_U: np.ndarray) -> pd.DataFrame:
     )
 
 
-@torch.inference_mode()
-def sae_activations(sae: torch.nn.Module, x_BD: np.ndarray, batch_size: int) -> scipy.sparse.csc_matrix:
-    """The SAE's latent activations z = encode(x) of every token, float32 (B, U), sparse (k non-zeros a row)."""
-    parameter = next(sae.parameters())
-    parts = []
-    for start in range(0, x_BD.shape[0], batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(x_BD[start : start + batch_size]))
-        z_BU = sae.encode(x.to(device=parameter.device, dtype=parameter.dtype)).float().cpu().numpy()
-        parts.append(scipy.sparse.csr_matrix(z_BU))
-    return scipy.sparse.vstack(parts).tocsc()
-
-
 def fit_pca(train_BD: np.ndarray, n_components: int) -> PCA:
     """PCA of the training tokens with min(n_components, d, tokens) components (full SVD: deterministic)."""
     n_components = min(n_components, *train_BD.shape)
@@ -410,7 +327,7 @@ def method_activations(method: str, x_BD: np.ndarray, *, sae=None, pca=None, kme
     if method in models and models[method] is None:
         raise ValueError(f"method {method!r} needs its fitted model (argument {method}=...)")
     if method == "sae":
-        return sae_activations(sae, x_BD, batch_size)
+        return latents.sparse_latents(sae, x_BD, batch_size)
     if method == "neurons":
         return np.asarray(x_BD, dtype=np.float32)
     if method == "pca":
@@ -428,7 +345,143 @@ def unit_maps(
     return block_NT.max(axis=1), maps
 
 
-def presence(objects: pd.DataFrame, n_dataset: int, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Image-level presence (N, 16) bool and object counts (N, 16) float64 of the given dataset images."""
-    images = np.asarray(images, dtype=np.int64)
-    return image_presence(objects, n_dataset)[images], shapes.feature_counts(objects, n_dataset)[images]
+def fit_tokens(
+    acts, train: np.ndarray, positions: np.ndarray, *, fit_tokens: int, batch_size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """At most ``fit_tokens`` selected tokens of seeded random training images, float32 (B, D): first
+    ceil(fit_tokens / T') images drawn by ``rng`` (sorted), then, if they hold more, ``fit_tokens`` of their
+    token rows (sorted). The baselines are fit on them."""
+    n_images = min(train.size, math.ceil(fit_tokens / positions.size))
+    chosen = np.sort(rng.choice(train, size=n_images, replace=False))
+    tokens_BD = stack_tokens(acts, chosen, positions, batch_size)
+    if tokens_BD.shape[0] > fit_tokens:
+        tokens_BD = tokens_BD[np.sort(rng.choice(tokens_BD.shape[0], size=fit_tokens, replace=False))]
+    return tokens_BD
+
+
+def stack_tokens(acts, images: np.ndarray, positions: np.ndarray, batch_size: int) -> np.ndarray:
+    """The selected tokens of ``images`` as float32 rows (N x T', D), image-major
+    (:func:`clipmech.sae.latents.read_tokens`, dims (image, token, unit))."""
+    parts = list(latents.read_tokens(acts, images, positions, batch_size))
+    return np.concatenate(parts).reshape(-1, acts.sizes["unit"])
+
+
+def align(
+    sae: torch.nn.Module,
+    acts,
+    *,
+    images: np.ndarray,
+    train: np.ndarray,
+    positions: np.ndarray,
+    patch_tokens: np.ndarray,
+    objects: pd.DataFrame,
+    masks_NHW: np.ndarray,
+    n_dataset: int,
+    grid: tuple[int, int],
+    params: dict,
+    seed: int,
+) -> dict:
+    """The alignment of the SAE's latents and of every baseline of :data:`METHODS` on ``images`` (module
+    docstring), the baselines fit on tokens of the ``train`` images (:func:`fit_tokens`, drawn by
+    ``numpy.random.default_rng(seed)``; k-means seeded by ``seed``).
+
+    Parameters
+    ----------
+    acts : xarray.DataArray, dims (image, token, unit)
+        The site's store activations.
+    images, train : numpy.ndarray, int
+        Evaluated images and training images (dataset positions).
+    positions : numpy.ndarray, int, (T',)
+        The SAE's token positions; ``patch_tokens`` (bool, (T',)) marks the patch tokens among them.
+    objects, masks_NHW, n_dataset, grid
+        The dataset's object table, instance masks and size, and the patch grid (ground truth,
+        :mod:`clipmech.analyses.concepts`).
+    params : dict
+        ``batch_size``, ``fit_tokens``, ``kmeans_max_clusters``, ``purity_k``, ``entropy_k``, ``coverage_ap``.
+
+    Returns
+    -------
+    dict
+        ``table`` (one row per method: ``method`` and the metrics of :func:`summarise`), ``json`` (per method
+        its ``metrics`` and ``per_concept`` bests as lists), ``sae_acts`` and ``sae_scores`` (the SAE's token
+        activations and :class:`UnitScores`), ``n_fit_tokens``.
+    """
+    n_latents = sae.W_enc.shape[0]
+    rng = np.random.default_rng(seed)
+    fit_BD = fit_tokens(
+        acts, train, positions, fit_tokens=params["fit_tokens"], batch_size=params["batch_size"], rng=rng
+    )
+    x_BD = stack_tokens(acts, images, positions, params["batch_size"])
+    present_NF, counts_NF = concepts.presence(objects, n_dataset, images)
+    patch_present = concepts.patch_presence(masks_NHW, objects, images, grid) if patch_tokens.any() else None
+    fitted = {
+        "sae": sae,
+        "pca": fit_pca(fit_BD, n_latents),
+        "kmeans": fit_kmeans(fit_BD, min(n_latents, params["kmeans_max_clusters"]), seed),
+    }
+    rows, by_method, sae_acts, sae_scores = [], {}, None, None
+    for method in METHODS:
+        method_acts = method_activations(method, x_BD, **fitted)
+        scores = score_units(
+            method_acts,
+            n_images=images.size,
+            patch_tokens=patch_tokens,
+            present_NF=present_NF,
+            patch_present_NSF=patch_present,
+            counts_NF=counts_NF,
+            purity_k=params["purity_k"],
+            entropy_k=params["entropy_k"],
+        )
+        metrics, per_concept = summarise(scores, purity_k=params["purity_k"], coverage_ap=params["coverage_ap"])
+        rows.append({"method": method, **metrics})
+        by_method[method] = {"metrics": metrics, "per_concept": per_concept.to_dict("list")}
+        if method == "sae":
+            sae_acts, sae_scores = method_acts, scores
+    return {
+        "table": pd.DataFrame(rows),
+        "json": by_method,
+        "sae_acts": sae_acts,
+        "sae_scores": sae_scores,
+        "n_fit_tokens": fit_BD.shape[0],
+    }
+
+
+def top_latents(
+    latent_table: pd.DataFrame,
+    sae_acts,
+    images: np.ndarray,
+    images_NHW3: np.ndarray,
+    *,
+    patch_tokens: np.ndarray,
+    grid: tuple[int, int],
+    n_latents: int,
+    n_images: int,
+) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """The ``n_latents`` lowest-entropy latents (ties: lower index) of :func:`latent_table` with the top
+    ``n_images`` of the evaluated ``images`` of each (highest image activation, ties to the lower position).
+
+    Returns
+    -------
+    images_LKHW3 : numpy.ndarray, uint8, (L, K, H, W, 3)
+    maps_LKhw : numpy.ndarray, float32, (L, K, rows, cols), or None without patch tokens
+    titles : list of str
+    """
+    chosen = latent_table[latent_table["entropy"].notna()].sort_values(["entropy", "latent"], kind="stable")
+    chosen = chosen.head(n_latents)
+    n_show = min(n_images, images.size)
+    shown_images, shown_maps, titles = [], [], []
+    for row in chosen.itertuples(index=False):
+        image_N, maps_Nhw = unit_maps(sae_acts, int(row.latent), images.size, patch_tokens, grid)
+        top = np.argsort(-image_N, kind="stable")[:n_show]
+        shown_images.append(images_NHW3[images[top]])
+        shown_maps.append(None if maps_Nhw is None else maps_Nhw[top])
+        titles.append(
+            f"latent {row.latent}: {row.top_concept} (AUROC {row.auroc_image:.2f}, AP {row.ap:.2f}), "
+            f"entropy {row.entropy:.2f} nats, frequency {row.frequency:.3g}"
+        )
+    size = images_NHW3.shape[1:]
+    return (
+        np.stack(shown_images) if shown_images else np.zeros((0, n_show, *size), dtype=np.uint8),
+        np.stack(shown_maps) if shown_maps and patch_tokens.any() else None,
+        titles,
+    )

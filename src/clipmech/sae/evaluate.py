@@ -2,8 +2,8 @@
 Gao et al. 2024, Sec. 4).
 
 The SAE (:class:`clipmech.sae.model.TopKSAE`: ``encode``, ``decode``, ``forward(x) -> (x_hat, z)``) reads
-the tokens of one vision site, selected by its ``tokens`` setting (:func:`token_positions`: ``patch``,
-``class`` or ``all``).
+the tokens of one vision site, selected by its ``tokens`` setting
+(:func:`clipmech.sae.latents.token_positions`: ``patch``, ``class`` or ``all``).
 
 Reconstruction, on the tokens of the held-out images read from an activation store
 (:mod:`clipmech.stores.activations`, float16, cast to float32 for the SAE; every sum in float64):
@@ -41,9 +41,10 @@ import torch
 import xarray as xr
 
 from clipmech.hooks.sites import hooked
+from clipmech.models import zeroshot
+from clipmech.models.prompt_embeddings import attribute_prompt_embeddings
+from clipmech.sae.latents import read_tokens
 
-#: Which tokens of a site an SAE reads (``meta["tokens"]`` of its checkpoint).
-TOKEN_SETS = ("patch", "class", "all")
 #: A latent is dense when it fires on more than this fraction of the evaluated tokens.
 DENSE_THRESHOLD = 0.1
 #: Width of the firing-frequency histogram bins, in decades (log10 units).
@@ -51,49 +52,6 @@ HISTOGRAM_BIN = 0.25
 #: Downstream conditions: the clean model and the four edits of :func:`splice`.
 CONDITIONS = ("clean", "sae", "sae_error", "zero", "mean")
 SPLICE_MODES = CONDITIONS[1:]
-
-
-def token_positions(tokens: str, n_tokens: int, n_prefix_tokens: int) -> np.ndarray:
-    """Token indices an SAE reads: ``patch`` the patch tokens (after the prefix), ``class`` token 0, ``all`` all.
-
-    Returns
-    -------
-    numpy.ndarray, int64, (T',)
-        Increasing.
-
-    Raises
-    ------
-    ValueError
-        For another token set, or ``class`` on a tower without prefix tokens.
-    """
-    if tokens == "patch":
-        return np.arange(n_prefix_tokens, n_tokens)
-    if tokens == "class":
-        if n_prefix_tokens < 1:
-            raise ValueError("tokens 'class' need a class token; this tower has no prefix tokens")
-        return np.zeros(1, dtype=np.int64)
-    if tokens == "all":
-        return np.arange(n_tokens)
-    raise ValueError(f"unknown token set {tokens!r}; valid token sets are: {', '.join(TOKEN_SETS)}")
-
-
-def read_tokens(acts: xr.DataArray, images: Sequence[int], positions: np.ndarray, batch_size: int):
-    """Yield the selected tokens of image batches, float32 (B, T', D), in the order of ``images``.
-
-    Parameters
-    ----------
-    acts : xarray.DataArray, dims (image, token, unit)
-        From :func:`clipmech.stores.activations.site_activations`, dims renamed (image, token, unit).
-    images : sequence of int
-        Positions along the image dim.
-    positions : numpy.ndarray, int, (T',)
-        From :func:`token_positions`.
-    batch_size : int
-    """
-    images = np.asarray(images, dtype=np.int64)
-    for start in range(0, images.size, batch_size):
-        batch = acts.isel(image=images[start : start + batch_size], token=positions)
-        yield np.asarray(batch.values, dtype=np.float32)
 
 
 def token_mean(acts: xr.DataArray, images: Sequence[int], positions: np.ndarray, batch_size: int) -> np.ndarray:
@@ -190,7 +148,7 @@ def reconstruction_stats(
     images : sequence of int
         The evaluated (held-out) images.
     positions : numpy.ndarray, int, (T',)
-        :func:`token_positions` of the SAE's token set.
+        :func:`clipmech.sae.latents.token_positions` of the SAE's token set.
     batch_size : int
         Images per read.
 
@@ -357,3 +315,83 @@ def zero_shot_table(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def holdout_split(meta: dict, n_images: int, checkpoint: str) -> tuple[np.ndarray, np.ndarray]:
+    """The checkpoint's held-out images (``meta["holdout_images"]``, sorted) and the other images, int64.
+
+    Raises
+    ------
+    ValueError
+        If the held-out images are not distinct indices in 0..n_images-1 (at least one), or leave no
+        training image.
+    """
+    holdout = np.asarray(meta["holdout_images"], dtype=np.int64)
+    if holdout.size == 0 or np.unique(holdout).size != holdout.size or holdout.min() < 0 or holdout.max() >= n_images:
+        raise ValueError(
+            f"SAE checkpoint {checkpoint}: holdout_images must be distinct image indices in 0..{n_images - 1} "
+            f"(at least one), got {holdout.size} entries"
+        )
+    holdout = np.sort(holdout)
+    train = np.setdiff1d(np.arange(n_images), holdout)
+    if train.size == 0:
+        raise ValueError(f"SAE checkpoint {checkpoint}: every image is held out; the baselines need training images")
+    return holdout, train
+
+
+def single_object_labels(objects: pd.DataFrame, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The single-object images among ``images`` (int64, by image id) and the correct prompt of each
+    attribute task (:data:`clipmech.models.zeroshot.ATTRIBUTE_TASKS`, each named after its column of the
+    object table) for them, int64."""
+    single = objects[(objects["n_objects"] == 1) & objects["image_id"].isin(images)].sort_values("image_id")
+    labels = {}
+    for task in zeroshot.ATTRIBUTE_TASKS:
+        names, _ = zeroshot.attribute_prompts(task)
+        labels[task] = single[task].map({n: i for i, n in enumerate(names)}).to_numpy(dtype=np.int64)
+    return single["image_id"].to_numpy(dtype=np.int64), labels
+
+
+def downstream(
+    model: torch.nn.Module,
+    tokenizer,
+    pixels_NCHW: torch.Tensor,
+    labels: Mapping[str, np.ndarray],
+    *,
+    sae: torch.nn.Module,
+    site: str,
+    positions: np.ndarray,
+    mean_D: np.ndarray,
+    batch_size: int,
+    device: str | torch.device,
+) -> dict:
+    """The downstream metrics (module docstring): zero-shot accuracy and KL of the clean model and of every
+    :func:`splice` of the SAE at ``site``, on the given images.
+
+    Parameters
+    ----------
+    pixels_NCHW : torch.Tensor, float, (N, 3, S, S)
+        The preprocessed single-object images.
+    labels : mapping of str to numpy.ndarray, int, (N,)
+        Task -> the correct prompt of each image (:func:`single_object_labels`).
+    mean_D : numpy.ndarray, (D,)
+        The mean of the evaluated tokens (``mean`` splice).
+
+    Returns
+    -------
+    dict
+        ``n_images``, ``logit_scale`` (the model's ``logit_scale.exp()``), ``error_term_max_abs_diff`` (the
+        largest |embedding(sae_error) - embedding(clean)|, 0 when the splice is exact) and ``zero_shot``
+        (the table of :func:`zero_shot_table`).
+    """
+    embeddings = {"clean": image_embeddings(model, pixels_NCHW, None, batch_size=batch_size, device=device)}
+    for mode in SPLICE_MODES:
+        edit = {site: splice(sae, positions, mode, mean_D)}
+        embeddings[mode] = image_embeddings(model, pixels_NCHW, edit, batch_size=batch_size, device=device)
+    texts = attribute_prompt_embeddings(model, tokenizer, device)
+    logit_scale = float(model.logit_scale.detach().exp())
+    return {
+        "n_images": int(pixels_NCHW.shape[0]),
+        "logit_scale": logit_scale,
+        "error_term_max_abs_diff": float((embeddings["sae_error"] - embeddings["clean"]).abs().max()),
+        "zero_shot": zero_shot_table(embeddings, texts, labels, logit_scale),
+    }

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from clipmech.analyses.concepts import auroc, caption_presence, image_presence
 from clipmech.data import datasets, tables
 from clipmech.figures import patching as patching_figures
 from clipmech.models import loading
@@ -41,9 +42,9 @@ def concept_auroc(
     data = datasets.load(dataset_dir)
     if data.objects is None:
         raise ValueError(f"concept AUROC needs a Shapes dataset with an object table; {dataset_dir} has none")
-    present_NF = concepts.image_presence(data.objects, data.n_images)
+    present_NF = image_presence(data.objects, data.n_images)
     captions = concepts.image_captions(data.objects, data.n_images)
-    differs = np.flatnonzero((concepts.caption_presence(captions) != present_NF).any(axis=1))
+    differs = np.flatnonzero((caption_presence(captions) != present_NF).any(axis=1))
     if differs.size:
         raise ValueError(
             f"image {differs[0]} of {dataset_dir}: its caption {captions[differs[0]]!r} names other concepts "
@@ -68,7 +69,7 @@ def concept_auroc(
     table = pd.concat(
         [
             concepts.auroc_table(
-                tower_name, site, concepts.site_layer(model, site), concepts.auroc(acts_NU, present_NF), present_NF
+                tower_name, site, concepts.site_layer(model, site), auroc(acts_NU, present_NF), present_NF
             )
             for tower_name, tower_acts in acts.items()
             for site, acts_NU in tower_acts.items()

@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 
 from clipmech.data import tables
-from clipmech.decomposition import components
-from clipmech.decomposition import pool as dec
+from clipmech.decomposition import components, pool
 from clipmech.figures import norms as norms_figures
 from clipmech.stores import attnpool as pool_store
 
@@ -29,7 +28,7 @@ def decompose_attnpool(*, store: str, out: dict, params: dict, label: str) -> No
     ds = pool_store.open_store(store)
     parts = pool_store.parts(ds)
     s_NHC, y_NE = pool_store.pair_scalars(ds, params["chunk_size"])
-    y_hat_NE = dec.reconstruct_output(s_NHC, parts.u_HCE, parts.bias_E, params["chunk_size"])
+    y_hat_NE = pool.reconstruct_output(s_NHC, parts.u_HCE, parts.bias_E, params["chunk_size"])
     rel_err_N = np.linalg.norm(y_hat_NE - y_NE, axis=1) / np.linalg.norm(y_NE, axis=1)
     scores = components.component_scores(s_NHC, parts.u_HCE)
     h, c = scores["pair"].shape
@@ -45,7 +44,7 @@ def decompose_attnpool(*, store: str, out: dict, params: dict, label: str) -> No
             "head": heads,
             "neuron": neurons,
             "mean_norm": scores["pair"].ravel()[order],
-            "u_norm": dec.direction_norms(parts.u_HCE).ravel()[order],
+            "u_norm": pool.direction_norms(parts.u_HCE).ravel()[order],
             "s_mean": s_NHC.mean(axis=0).ravel()[order],
         }
     )

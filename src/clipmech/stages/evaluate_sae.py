@@ -2,43 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from clipmech.data import datasets, tables
 from clipmech.figures import sae_eval as sae_figures
-from clipmech.models import loading, zeroshot
-from clipmech.models.prompt_embeddings import attribute_prompt_embeddings
+from clipmech.models import loading
 from clipmech.models.towers import tower
 from clipmech.sae import alignment, evaluate
+from clipmech.sae.latents import token_positions
 from clipmech.sae.model import load_sae
 from clipmech.stores import activations
 from clipmech.stores.activation_extraction import StoreProvenance
-from clipmech.stores.activations import site_activations
 
 log = logging.getLogger(__name__)
 
 #: Which images the downstream and alignment metrics use (``params["split"]``).
 SPLITS = ("holdout", "all")
-
-
-def _json_ready(value):
-    """NaN and infinities as None (JSON has no NaN), numpy scalars as Python numbers, recursively."""
-    if isinstance(value, dict):
-        return {key: _json_ready(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _check_inputs(data, prov: StoreProvenance, spec: loading.ModelSpec, dataset_dir: str, store: str) -> None:
@@ -54,46 +36,6 @@ def _check_inputs(data, prov: StoreProvenance, spec: loading.ModelSpec, dataset_
         raise ValueError(
             f"activation store {store} holds activations of weights {prov.weights}, model {spec.name} is {weights}"
         )
-
-
-def _holdout(meta: dict, n_images: int, checkpoint: str) -> tuple[np.ndarray, np.ndarray]:
-    holdout = np.asarray(meta["holdout_images"], dtype=np.int64)
-    if holdout.size == 0 or np.unique(holdout).size != holdout.size or holdout.min() < 0 or holdout.max() >= n_images:
-        raise ValueError(
-            f"SAE checkpoint {checkpoint}: holdout_images must be distinct image indices in 0..{n_images - 1} "
-            f"(at least one), got {holdout.size} entries"
-        )
-    holdout = np.sort(holdout)
-    train = np.setdiff1d(np.arange(n_images), holdout)
-    if train.size == 0:
-        raise ValueError(f"SAE checkpoint {checkpoint}: every image is held out; the baselines need training images")
-    return holdout, train
-
-
-def _stack(acts, images: np.ndarray, positions: np.ndarray, batch_size: int) -> np.ndarray:
-    """The selected tokens of ``images`` as float32 rows (N x T', D), image-major."""
-    parts = list(evaluate.read_tokens(acts, images, positions, batch_size))
-    return np.concatenate(parts).reshape(-1, acts.sizes["unit"])
-
-
-def _fit_tokens(acts, train: np.ndarray, positions: np.ndarray, params: dict, rng: np.random.Generator) -> np.ndarray:
-    """At most ``params["fit_tokens"]`` selected tokens of seeded random training images (then rows)."""
-    n_images = min(train.size, math.ceil(params["fit_tokens"] / positions.size))
-    chosen = np.sort(rng.choice(train, size=n_images, replace=False))
-    tokens_BD = _stack(acts, chosen, positions, params["batch_size"])
-    if tokens_BD.shape[0] > params["fit_tokens"]:
-        tokens_BD = tokens_BD[np.sort(rng.choice(tokens_BD.shape[0], size=params["fit_tokens"], replace=False))]
-    return tokens_BD
-
-
-def _labels(objects: pd.DataFrame, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The single-object images among ``images`` and the correct class of each attribute task."""
-    single = objects[(objects["n_objects"] == 1) & objects["image_id"].isin(images)].sort_values("image_id")
-    labels = {}
-    for task in zeroshot.ATTRIBUTE_TASKS:  # each task is named after its column of the object table
-        names, _ = zeroshot.attribute_prompts(task)
-        labels[task] = single[task].map({n: i for i, n in enumerate(names)}).to_numpy(dtype=np.int64)
-    return single["image_id"].to_numpy(dtype=np.int64), labels
 
 
 def evaluate_sae(
@@ -166,15 +108,15 @@ def evaluate_sae(
         raise ValueError(
             f"store {store} has token layout (prefix, rows, cols) {layout}, the model {info.n_prefix_tokens, *info.grid}"
         )
-    positions = evaluate.token_positions(meta["tokens"], info.n_tokens, info.n_prefix_tokens)
-    acts = site_activations(ds, site)
+    positions = token_positions(meta["tokens"], info.n_tokens, info.n_prefix_tokens)
+    acts = activations.site_activations(ds, site)
     acts = acts.rename(dict(zip(acts.dims, ("image", "token", "unit"))))
     d, n_latents = acts.sizes["unit"], sae.W_enc.shape[0]
     if sae.W_enc.shape[1] != d:
         raise ValueError(
             f"SAE checkpoint {checkpoint} has width {sae.W_enc.shape[1]}, site {site!r} of {store} has {d}"
         )
-    holdout, train = _holdout(meta, data.n_images, checkpoint)
+    holdout, train = evaluate.holdout_split(meta, data.n_images, checkpoint)
     batch_size = params["batch_size"]
 
     stats = evaluate.reconstruction_stats(sae, acts, holdout, positions, batch_size)
@@ -183,56 +125,34 @@ def evaluate_sae(
     log.info("%s at %s (%s tokens), %d held-out images: %s", name, site, meta["tokens"], holdout.size, reconstruction)
 
     images = holdout if params["split"] == "holdout" else np.arange(data.n_images)
-    single, labels = _labels(data.objects, images)
+    single, labels = evaluate.single_object_labels(data.objects, images)
     if single.size == 0:
         raise ValueError(f"no single-object image among the {params['split']} images of {dataset_dir}")
     pixels = loading.preprocess_images(data.images[single], preprocess)
-    embeddings = {"clean": evaluate.image_embeddings(model, pixels, None, batch_size=batch_size, device=torch_device)}
-    for mode in evaluate.SPLICE_MODES:
-        edit = {site: evaluate.splice(sae, positions, mode, stats.mean_D.numpy())}
-        embeddings[mode] = evaluate.image_embeddings(model, pixels, edit, batch_size=batch_size, device=torch_device)
-    texts = attribute_prompt_embeddings(model, tokenizer, torch_device)
-    logit_scale = float(model.logit_scale.detach().exp())
-    zero_shot = evaluate.zero_shot_table(embeddings, texts, labels, logit_scale)
-    error_diff = float((embeddings["sae_error"] - embeddings["clean"]).abs().max())
-    log.info("zero-shot on %d single-object images (error term exact to %g):\n%s", single.size, error_diff, zero_shot)
-
-    rng = np.random.default_rng(seed)
-    fit_BD = _fit_tokens(acts, train, positions, params, rng)
-    x_BD = _stack(acts, images, positions, batch_size)
-    patch_tokens = positions >= info.n_prefix_tokens
-    present_NF, counts_NF = alignment.presence(data.objects, data.n_images, images)
-    patch_present = (
-        alignment.patch_presence(data.masks, data.objects, images, info.grid) if patch_tokens.any() else None
+    down = evaluate.downstream(
+        model, tokenizer, pixels, labels, sae=sae, site=site, positions=positions, mean_D=stats.mean_D.numpy(),
+        batch_size=batch_size, device=torch_device,
+    )  # fmt: skip
+    log.info(
+        "zero-shot on %d single-object images (error term exact to %g):\n%s",
+        single.size,
+        down["error_term_max_abs_diff"],
+        down["zero_shot"],
     )
-    fitted = {
-        "sae": sae,
-        "pca": alignment.fit_pca(fit_BD, n_latents),
-        "kmeans": alignment.fit_kmeans(fit_BD, min(n_latents, params["kmeans_max_clusters"]), seed),
-    }
-    rows, alignment_json, sae_acts, sae_scores = [], {}, None, None
-    for method in alignment.METHODS:
-        method_acts = alignment.method_activations(method, x_BD, **{m: fitted[m] for m in ("sae", "pca", "kmeans")})
-        scores = alignment.score_units(
-            method_acts,
-            n_images=images.size,
-            patch_tokens=patch_tokens,
-            present_NF=present_NF,
-            patch_present_NSF=patch_present,
-            counts_NF=counts_NF,
-            purity_k=params["purity_k"],
-            entropy_k=params["entropy_k"],
-        )
-        metrics, concepts = alignment.summarise(scores, purity_k=params["purity_k"], coverage_ap=params["coverage_ap"])
-        rows.append({"method": method, **metrics})
-        alignment_json[method] = {"metrics": metrics, "per_concept": concepts.to_dict("list")}
-        if method == "sae":
-            sae_acts, sae_scores = method_acts, scores
-    table = pd.DataFrame(rows)
-    log.info("alignment on %d images (%d fit tokens):\n%s", images.size, fit_BD.shape[0], table.to_string())
-    latents = alignment.latent_table(sae_scores, stats.frequency)
 
-    Path(out["metrics"]).parent.mkdir(parents=True, exist_ok=True)
+    patch_tokens = positions >= info.n_prefix_tokens
+    aligned = alignment.align(
+        sae, acts, images=images, train=train, positions=positions, patch_tokens=patch_tokens, objects=data.objects,
+        masks_NHW=data.masks, n_dataset=data.n_images, grid=info.grid, params=params, seed=seed,
+    )  # fmt: skip
+    log.info(
+        "alignment on %d images (%d fit tokens):\n%s",
+        images.size,
+        aligned["n_fit_tokens"],
+        aligned["table"].to_string(),
+    )
+    latents = alignment.latent_table(aligned["sae_scores"], stats.frequency)
+
     metrics_json = {
         "model": name,
         "site": site,
@@ -244,17 +164,12 @@ def evaluate_sae(
         "n_split_images": int(images.size),
         "reconstruction": reconstruction,
         "histogram": histogram,
-        "downstream": {
-            "n_images": int(single.size),
-            "logit_scale": logit_scale,
-            "error_term_max_abs_diff": error_diff,
-            "zero_shot": zero_shot.to_dict("records"),
-        },
-        "alignment": alignment_json,
+        "downstream": {**down, "zero_shot": down["zero_shot"].to_dict("records")},
+        "alignment": aligned["json"],
     }
-    Path(out["metrics"]).write_text(json.dumps(_json_ready(metrics_json), indent=2) + "\n")
+    tables.write_json(metrics_json, out["metrics"])
     tables.write_table(latents, out["latents"])
-    tables.write_table(table, out["alignment"])
+    tables.write_table(aligned["table"], out["alignment"])
 
     sae_figures.firing_histogram(
         histogram,
@@ -262,23 +177,13 @@ def evaluate_sae(
         f"{label}: SAE at {site}, firing frequency of {n_latents} latents",
         out["histogram"],
     )
-    chosen = latents[latents["entropy"].notna()].sort_values(["entropy", "latent"], kind="stable")
-    chosen = chosen.head(params["n_figure_latents"])
-    n_show = min(params["n_figure_images"], images.size)
-    shown_images, shown_maps, titles = [], [], []
-    for row in chosen.itertuples(index=False):
-        image_N, maps_Nhw = alignment.unit_maps(sae_acts, int(row.latent), images.size, patch_tokens, info.grid)
-        top = np.argsort(-image_N, kind="stable")[:n_show]
-        shown_images.append(data.images[images[top]])
-        shown_maps.append(None if maps_Nhw is None else maps_Nhw[top])
-        titles.append(
-            f"latent {row.latent}: {row.top_concept} (AUROC {row.auroc_image:.2f}, AP {row.ap:.2f}), "
-            f"entropy {row.entropy:.2f} nats, frequency {row.frequency:.3g}"
-        )
-    size = data.images.shape[1:]
+    shown_images, shown_maps, titles = alignment.top_latents(
+        latents, aligned["sae_acts"], images, data.images, patch_tokens=patch_tokens, grid=info.grid,
+        n_latents=params["n_figure_latents"], n_images=params["n_figure_images"],
+    )  # fmt: skip
     sae_figures.top_latent_images(
-        np.stack(shown_images) if shown_images else np.zeros((0, n_show, *size), dtype=np.uint8),
-        np.stack(shown_maps) if shown_maps and patch_tokens.any() else None,
+        shown_images,
+        shown_maps,
         titles,
         f"{label}: SAE at {site}, lowest-entropy latents and their top images",
         out["top_images"],

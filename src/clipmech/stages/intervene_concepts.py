@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from clipmech.analyses.concepts import image_presence
 from clipmech.data import datasets, shapes, tables
 from clipmech.figures import patching as patching_figures
 from clipmech.models import loading
-from clipmech.patching import concepts, interventions
+from clipmech.patching import interventions
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def intervene_concepts(
     data = datasets.load(dataset_dir)
     if data.objects is None:
         raise ValueError(f"concept interventions need a Shapes dataset with an object table; {dataset_dir} has none")
-    present_NF = concepts.image_presence(data.objects, data.n_images)
+    present_NF = image_presence(data.objects, data.n_images)
     table = pd.read_csv(auroc_path, sep="\t")
     counts = table[table["tower"] == "visual"].groupby("concept", sort=False)[["n_pos", "n_neg"]].first()
     expected = pd.DataFrame(

@@ -7,8 +7,7 @@ import logging
 import numpy as np
 
 from clipmech.data import datasets, shapes, shift, tables
-from clipmech.decomposition import components, monitoring
-from clipmech.decomposition import pool as dec
+from clipmech.decomposition import components, monitoring, pool
 from clipmech.figures import shift as shift_figures
 from clipmech.stores import attnpool as pool_store
 
@@ -30,7 +29,7 @@ def monitor_shift(
     for f, concept in enumerate(spec.concepts):
         task = "colour" if concept in shapes.COLOURS else "shape"
         classes, z_KE = components.task_text(text, task)
-        heads, neurons, _ = dec.top_pairs_by_text(parts.u_HCE, z_KE[[classes.index(concept)]], params["top_k"])
+        heads, neurons, _ = pool.top_pairs_by_text(parts.u_HCE, z_KE[[classes.index(concept)]], params["top_k"])
         scores[:, f] = monitoring.concept_scores(s_NHC, parts.u_HCE, y_NE, heads[0], neurons[0])
     present = shift.presence(data.objects, spec.concepts, data.n_images)
     splits, correlations = monitoring.shift_tables(spec, scores, present)

@@ -10,8 +10,7 @@ import torch
 from PIL import Image
 
 from clipmech.data import tables
-from clipmech.decomposition import miou, segmentation, wordlist
-from clipmech.decomposition import pool as dec
+from clipmech.decomposition import miou, pool, segmentation, wordlist
 from clipmech.hooks.attnpool import capture_attnpool
 from clipmech.models import loading
 from clipmech.models.towers import tower
@@ -43,12 +42,12 @@ def segment_pascal_context(
             f"crop_size {params['crop_size']} must equal the model's input size {image_size} (its positional embedding is fixed)"
         )
     normalize = next(t for t in preprocess.transforms if type(t).__name__ == "Normalize")
-    weights = dec.attnpool_weights(model.visual.attnpool)
-    u_HCE, bias_E = dec.neuron_head_directions(weights), dec.output_bias(weights)
+    weights = pool.attnpool_weights(model.visual.attnpool)
+    u_HCE, bias_E = pool.neuron_head_directions(weights), pool.output_bias(weights)
     h, c, _ = u_HCE.shape
     classes = segmentation.PASCAL_CONTEXT_59
     z_KE = wordlist.embed_texts(model, tokenizer, classes, len(classes), torch_device).astype(np.float64)
-    heads_Kk, neurons_Kk, _ = dec.top_pairs_by_text(u_HCE, z_KE, min(params["top_k"], h * c))
+    heads_Kk, neurons_Kk, _ = pool.top_pairs_by_text(u_HCE, z_KE, min(params["top_k"], h * c))
     w_KHC = segmentation.pair_weights(heads_Kk, neurons_Kk, h, c)
     items = segmentation.pascal_context_items(params["root"], params["split"])
     if params["n_images"] is not None:

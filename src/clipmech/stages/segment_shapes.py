@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 
 from clipmech.data import datasets, tables
-from clipmech.decomposition import components, miou, segmentation
-from clipmech.decomposition import pool as dec
+from clipmech.decomposition import components, miou, pool, segmentation
 from clipmech.figures import segmentation as segmentation_figures
 from clipmech.stores import attnpool as pool_store
 
@@ -38,7 +37,7 @@ def segment_shapes(
     setups = {}
     for task in segmentation.SEGMENTED_TASKS:
         classes, z_KE = components.task_text(text, task)
-        heads_Kk, neurons_Kk, _ = dec.top_pairs_by_text(parts.u_HCE, z_KE, k)
+        heads_Kk, neurons_Kk, _ = pool.top_pairs_by_text(parts.u_HCE, z_KE, k)
         setups[task] = (classes, z_KE, segmentation.pair_weights(heads_Kk, neurons_Kk, h, c))
     rng = np.random.default_rng(seed)
     examples = np.sort(rng.choice(data.n_images, size=min(params["n_figure_images"], data.n_images), replace=False))

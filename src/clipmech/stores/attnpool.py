@@ -28,7 +28,7 @@ import numpy as np
 import xarray as xr
 
 from clipmech.data import datasets
-from clipmech.decomposition import pool as dec
+from clipmech.decomposition import pool
 from clipmech.stores import base
 
 #: Parameters of the attention pool stored with the activations, with their dims.
@@ -62,7 +62,7 @@ class PoolParts:
     n_images : int
     """
 
-    weights: dec.AttnPoolWeights
+    weights: pool.AttnPoolWeights
     u_HCE: np.ndarray
     bias_E: np.ndarray
     grid: tuple[int, int]
@@ -90,7 +90,7 @@ class Batch:
     y_NE: np.ndarray
 
 
-def neuron_activations(x_NTC: np.ndarray, weights: dec.AttnPoolWeights) -> np.ndarray:
+def neuron_activations(x_NTC: np.ndarray, weights: pool.AttnPoolWeights) -> np.ndarray:
     """Raw feature-map activations per token: x minus the positional embedding.
 
     Parameters
@@ -119,7 +119,7 @@ def open_store(store: str | Path) -> xr.Dataset:
     return base.open_published(store, "attention-pool store")
 
 
-def store_weights(ds: xr.Dataset) -> dec.AttnPoolWeights:
+def store_weights(ds: xr.Dataset) -> pool.AttnPoolWeights:
     """The attention pool's parameters stored in ``ds``.
 
     Parameters
@@ -132,7 +132,7 @@ def store_weights(ds: xr.Dataset) -> dec.AttnPoolWeights:
     clipmech.decomposition.pool.AttnPoolWeights
         float64 NumPy arrays.
     """
-    return dec.AttnPoolWeights(
+    return pool.AttnPoolWeights(
         **{name: ds[name].values.astype(np.float64) for name in WEIGHT_DIMS}, n_heads=int(ds.attrs["n_heads"])
     )
 
@@ -153,8 +153,8 @@ def parts(ds: xr.Dataset) -> PoolParts:
     weights = store_weights(ds)
     return PoolParts(
         weights=weights,
-        u_HCE=dec.neuron_head_directions(weights),
-        bias_E=dec.output_bias(weights),
+        u_HCE=pool.neuron_head_directions(weights),
+        bias_E=pool.output_bias(weights),
         grid=(int(ds.attrs["grid_rows"]), int(ds.attrs["grid_cols"])),
         n_images=int(ds.sizes["image"]),
     )
@@ -204,7 +204,7 @@ def pair_scalars(ds: xr.Dataset, chunk_size: int, images: np.ndarray | None = No
     """
     s_chunks, y_chunks = [], []
     for batch in iter_batches(ds, chunk_size, images):
-        s_chunks.append(dec.pair_scalars(batch.x_NTC, batch.alpha_NHT))
+        s_chunks.append(pool.pair_scalars(batch.x_NTC, batch.alpha_NHT))
         y_chunks.append(batch.y_NE)
     return np.concatenate(s_chunks), np.concatenate(y_chunks)
 
@@ -265,7 +265,7 @@ def scan(ds: xr.Dataset, chunk_size: int, keep: np.ndarray) -> Scan:
     total_TC = np.zeros((ds.sizes["token"], ds.sizes["neuron"]))
     x_MTC = np.empty((keep.size, ds.sizes["token"], ds.sizes["neuron"]))
     for batch in iter_batches(ds, chunk_size):
-        s_chunks.append(dec.pair_scalars(batch.x_NTC, batch.alpha_NHT))
+        s_chunks.append(pool.pair_scalars(batch.x_NTC, batch.alpha_NHT))
         y_chunks.append(batch.y_NE)
         total_TC += batch.x_NTC.sum(axis=0)
         hit = np.flatnonzero((keep >= batch.images.start) & (keep < batch.images.stop))

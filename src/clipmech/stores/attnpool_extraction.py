@@ -17,7 +17,7 @@ import xarray as xr
 from tqdm import tqdm
 
 from clipmech.data import datasets
-from clipmech.decomposition import pool as dec
+from clipmech.decomposition import pool
 from clipmech.hooks.attnpool import capture_attnpool
 from clipmech.models import loading
 from clipmech.models.towers import tower
@@ -72,7 +72,7 @@ class AttnPoolProvenance(base.ProvenanceAttrs):
 
 
 def store_template(
-    n_images: int, batch: int, prov: AttnPoolProvenance, weights: dec.AttnPoolWeights, grid: tuple[int, int]
+    n_images: int, batch: int, prov: AttnPoolProvenance, weights: pool.AttnPoolWeights, grid: tuple[int, int]
 ) -> xr.Dataset:
     """A Dataset of the store's full shape and chunking, for :func:`clipmech.stores.base.begin_store`.
 
@@ -179,7 +179,7 @@ def extract_attnpool(
             f"{spec.name} has a {info.kind} image tower without visual.attnpool: attention-pool stores need an "
             "open_clip ModifiedResNet image tower (RN50, RN101, RN50x4, RN50x16, RN50x64, clipmech-rn-tiny)"
         )
-    weights = dec.attnpool_weights(model.visual.attnpool, dtype=np.float32)
+    weights = pool.attnpool_weights(model.visual.attnpool, dtype=np.float32)
     prov = AttnPoolProvenance(
         **loading.run_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size), code=code
     )

@@ -1,88 +1,240 @@
-"""Tests of the mmseg-style mIoU (methods.md Sec. 5, Segmentation)."""
+"""Training-free segmentation from the decomposition (clipmech.decomposition.segmentation), its
+``objects_only`` scoring of Shapes (argmax over the classes on object pixels, methods.md Sec. 5) and the
+PASCAL Context-59 stage on a fake copy in mmseg's on-disk layout."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
-from sklearn.metrics import jaccard_score
+import torch
+from PIL import Image
+from toys import random_attnpool_weights
 
-from clipmech.decomposition.miou import confusion_matrix, iou_from_confusion, mean_iou, reduce_zero_label
+from clipmech.data import datasets
+from clipmech.decomposition import pool, segmentation
+from clipmech.decomposition.miou import confusion_matrix, mean_iou
+from clipmech.stages.segment_pascal_context import segment_pascal_context
 
-
-def test_hand_computed_confusion_and_iou():
-    gt = np.array([[0, 0, 1], [1, 2, 2]])
-    pred = np.array([[0, 1, 1], [1, 2, 0]])
-    cm = confusion_matrix(pred, gt, n_classes=3)
-    assert cm.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
-    # class 0: I=1, U=2+2-1=3; class 1: I=2, U=2+3-2=3; class 2: I=1, U=2+1-1=2
-    np.testing.assert_allclose(iou_from_confusion(cm), [1 / 3, 2 / 3, 1 / 2])
-    assert mean_iou(cm) == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)
+H, C, E, GRID = 2, 8, 5, (2, 2)
+T = GRID[0] * GRID[1] + 1
 
 
-def test_ignore_index_pixels_are_not_scored_whatever_is_predicted():
-    gt = np.array([0, 1, 255, 255])
-    pred = np.array([0, 1, 1, 7])  # 7 is out of range but sits on an ignored pixel
-    cm = confusion_matrix(pred, gt, n_classes=2)
-    assert cm.tolist() == [[1, 0], [0, 1]]
-    assert mean_iou(cm) == 1.0
-    cm_other = confusion_matrix(np.array([0, 1, 0]), np.array([0, 1, 9]), n_classes=2, ignore_index=9)
-    assert cm_other.tolist() == [[1, 0], [0, 1]]
-
-
-def test_accumulation_over_images_is_the_sum():
+@pytest.fixture(scope="module")
+def toy():
     rng = np.random.default_rng(0)
-    preds = [rng.integers(0, 4, size=(5, 7)) for _ in range(3)]
-    gts = [rng.integers(0, 4, size=(5, 7)) for _ in range(3)]
-    total = sum(confusion_matrix(p, g, 4) for p, g in zip(preds, gts))
-    joint = confusion_matrix(np.concatenate(preds), np.concatenate(gts), 4)
-    np.testing.assert_array_equal(total, joint)
-    assert total.sum() == 3 * 35
+    weights = random_attnpool_weights(rng, T, C, E, H)
+    a_NTC = np.abs(rng.standard_normal((3, T, C)))
+    x_NTC = a_NTC + weights.positional_embedding[None]
+    alpha_NHT = rng.dirichlet(np.ones(T), size=(3, H))
+    z_KE = rng.standard_normal((3, E))
+    return weights, x_NTC, a_NTC, alpha_NHT, z_KE
 
 
-def test_absent_classes_are_nan_and_left_out_of_the_mean_but_false_positives_count():
-    gt = np.array([0, 0, 1, 1])
-    pred = np.array([0, 0, 1, 3])  # class 2 absent everywhere; class 3 predicted, never true
-    cm = confusion_matrix(pred, gt, n_classes=4)
-    iou = iou_from_confusion(cm)
-    assert iou[0] == 1.0 and iou[1] == 0.5 and np.isnan(iou[2]) and iou[3] == 0.0
-    assert mean_iou(cm) == pytest.approx((1.0 + 0.5 + 0.0) / 3)
+def _head_map(weights, x_t, alpha_ht, h, z):
+    d = C // H
+    v = weights.v_weight[h * d : (h + 1) * d] @ x_t
+    return alpha_ht * (weights.c_weight[:, h * d : (h + 1) * d] @ v) @ (z / np.linalg.norm(z))
 
 
-def test_empty_confusion_matrix_and_bad_inputs_raise():
-    with pytest.raises(ValueError, match="no pixels"):
-        mean_iou(np.zeros((3, 3), dtype=np.int64))
-    with pytest.raises(ValueError, match="outside"):
-        confusion_matrix(np.array([0, 3]), np.array([0, 1]), n_classes=3)
-    with pytest.raises(ValueError, match="outside"):
-        confusion_matrix(np.array([0, 1]), np.array([0, 5]), n_classes=3)
-    with pytest.raises(ValueError, match="shape"):
-        confusion_matrix(np.zeros(3, int), np.zeros(4, int), n_classes=3)
-    with pytest.raises(ValueError, match="integer"):
-        confusion_matrix(np.zeros(3), np.zeros(3, int), n_classes=3)
-    with pytest.raises(ValueError, match="square"):
-        iou_from_confusion(np.zeros((2, 3)))
+def test_token_logits_match_explicit_formulas(toy):
+    weights, x_NTC, a_NTC, alpha_NHT, z_KE = toy
+    u_HCE, bias_E = pool.neuron_head_directions(weights), pool.output_bias(weights)
+    top = [[(0, 1), (1, 1), (1, 5)], [(1, 0), (0, 7), (0, 2)], [(0, 3), (1, 6), (1, 3)]]  # (head, neuron) per class
+    heads = np.array([[p[0] for p in row] for row in top])
+    neurons = np.array([[p[1] for p in row] for row in top])
+    w_KHC = segmentation.pair_weights(heads, neurons, H, C)
+    assert w_KHC.sum() == 9 and w_KHC[1, 0, 7] == 1
+    got = {
+        m: segmentation.token_logits(x_NTC, alpha_NHT, weights, u_HCE, bias_E, z_KE, w_KHC, m)
+        for m in segmentation.METHODS
+    }
+    for method in segmentation.METHODS:
+        assert got[method].shape == (3, 3, T - 1)
+    for n in range(3):
+        for c in range(3):
+            for s in range(T - 1):
+                t = s + 1
+                head_maps = [_head_map(weights, x_NTC[n, t], alpha_NHT[n, h, t], h, z_KE[c]) for h in range(H)]
+                assert got["heads"][n, c, s] == pytest.approx(sum(head_maps[hh] for hh, _ in top[c]))
+                assert got["neurons"][n, c, s] == pytest.approx(sum(a_NTC[n, t, nn] for _, nn in top[c]))
+                assert got["pairs"][n, c, s] == pytest.approx(sum(a_NTC[n, t, nn] * head_maps[hh] for hh, nn in top[c]))
+                dense = weights.c_weight @ (weights.v_weight @ a_NTC[n, t] + weights.v_bias) + weights.c_bias
+                cos = dense @ z_KE[c] / np.linalg.norm(dense) / np.linalg.norm(z_KE[c])
+                assert got["maskclip"][n, c, s] == pytest.approx(cos)
+    # with every pair selected, the head method is C times the aggregated map sum_h M_c^h
+    everything = np.ones((3, H, C))
+    aggregated = np.einsum(
+        "nhtk->nkt", pool.token_head_maps(x_NTC, alpha_NHT, u_HCE, z_KE / np.linalg.norm(z_KE, axis=1, keepdims=True))
+    )
+    np.testing.assert_allclose(
+        segmentation.token_logits(x_NTC, alpha_NHT, weights, u_HCE, bias_E, z_KE, everything, "heads"),
+        C * aggregated[:, :, 1:],
+        rtol=1e-10,
+    )
+    with pytest.raises(ValueError, match="valid methods"):
+        segmentation.token_logits(x_NTC, alpha_NHT, weights, u_HCE, bias_E, z_KE, w_KHC, "selfself")
 
 
-def test_reduce_zero_label_matches_mmseg():
-    gt = np.array([0, 1, 2, 59, 255], dtype=np.uint8)
-    np.testing.assert_array_equal(reduce_zero_label(gt), [255, 0, 1, 58, 255])
-    # mmseg's uint8 arithmetic: 0 -> 255, minus 1, 254 -> 255
-    ref = gt.copy()
-    ref[ref == 0] = 255
-    ref = ref - 1
-    ref[ref == 254] = 255
-    np.testing.assert_array_equal(reduce_zero_label(gt), ref)
+def test_upsample_and_background_threshold():
+    logits = np.array([[[0.0, 1.0, 2.0, 3.0], [3.0, 2.0, 1.0, 0.0]]])  # (1, 2 classes, 2 x 2 tokens)
+    up = segmentation.upsample(logits, (2, 2), (4, 4))
+    assert up.shape == (1, 2, 4, 4)
+    assert up[0, 0, 0, 0] == pytest.approx(0.0) and up[0, 0, -1, -1] == pytest.approx(3.0)
+    pred = segmentation.predict_with_background(logits.reshape(1, 2, 2, 2), threshold=0.7)
+    # normalised best logit: 1, 2/3, 2/3, 1 -> the two middle tokens are background
+    assert pred.tolist() == [[[2, 0], [0, 1]]]
+    assert (segmentation.predict_with_background(logits.reshape(1, 2, 2, 2), threshold=0.0) > 0).all()
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_agrees_with_sklearn_jaccard(seed):
-    rng = np.random.default_rng(seed)
-    n_classes = 6
-    gt = rng.integers(0, n_classes, size=(3, 17, 19))
-    pred = np.where(rng.random(gt.shape) < 0.6, gt, rng.integers(0, n_classes, size=gt.shape))
-    gt[rng.random(gt.shape) < 0.1] = 255
-    cm = confusion_matrix(pred, gt, n_classes)
-    scored = gt != 255
-    expected = jaccard_score(gt[scored], pred[scored], labels=np.arange(n_classes), average=None)
-    np.testing.assert_allclose(iou_from_confusion(cm), expected, rtol=1e-12)
-    assert mean_iou(cm) == pytest.approx(expected.mean(), rel=1e-12)
+def test_shapes_ground_truth_and_confusions(tiny_dataset):
+    data = datasets.load(tiny_dataset)
+    images = np.array([0, 5, 9])
+    gt = segmentation.shapes_ground_truth(
+        data.masks, data.objects, images, "colour", ("red", "green", "blue", "pink", "black", "yellow")
+    )
+    assert gt.shape == (3, 64, 64)
+    for i, image in enumerate(images):
+        np.testing.assert_array_equal(gt[i] == 0, data.masks[image] == 0)
+        for _, obj in data.objects[data.objects["image_id"] == image].iterrows():
+            labels = np.unique(gt[i][data.masks[image] == obj["object_id"]])
+            assert labels.tolist() == [("red", "green", "blue", "pink", "black", "yellow").index(obj["colour"]) + 1]
+    one_hot = (np.arange(1, 7)[None, :, None, None] == gt[:, None]).astype(float)
+    cms = segmentation.shapes_confusions(gt, one_hot, gt)
+    assert np.trace(cms["with_background"]) == gt.size
+    assert cms["objects_only"][0].sum() == 0 and cms["objects_only"].sum() == (gt > 0).sum()
+
+
+def test_slide_windows_follow_mmseg():
+    assert segmentation.slide_windows(384, 512, 384, 192) == [(0, 384, 0, 384), (0, 384, 128, 512)]
+    boxes = segmentation.slide_windows(500, 400, 384, 192)
+    assert boxes == [(0, 384, 0, 384), (0, 384, 16, 400), (116, 500, 0, 384), (116, 500, 16, 400)]
+    assert segmentation.slide_windows(100, 90, 128, 64) == [(0, 100, 0, 90)]
+    with pytest.raises(ValueError):
+        segmentation.slide_windows(10, 10, 0, 1)
+
+
+def test_slide_logits_average_overlaps():
+    image = torch.arange(2 * 5 * 7, dtype=torch.float32).reshape(2, 5, 7)
+    out = segmentation.slide_logits(
+        image, 4, 2, lambda crop: {"copy": crop.numpy().astype(np.float64), "ones": np.ones((1, 4, 4))}
+    )
+    np.testing.assert_allclose(out["copy"], image.numpy())  # every window sees the same pixel values
+    np.testing.assert_allclose(out["ones"], 1.0)
+    small = segmentation.slide_logits(image[:, :3, :3], 4, 2, lambda crop: {"copy": crop.numpy().astype(np.float64)})
+    np.testing.assert_allclose(small["copy"], image[:, :3, :3].numpy())  # zero padding is cut off again
+
+
+def test_rescale_size_is_mmcv_keep_ratio():
+    assert segmentation.rescale_size(375, 500, (2048, 384)) == (384, 512)
+    assert segmentation.rescale_size(500, 375, (2048, 384)) == (512, 384)
+    assert segmentation.rescale_size(100, 2000, (2048, 384)) == (102, 2048)  # the long side binds
+
+
+def _fake_pascal_context(root, names, size=(90, 120)):
+    rng = np.random.default_rng(0)
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "SegmentationClassContext").mkdir()
+    (root / "ImageSets" / "SegmentationContext").mkdir(parents=True)
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(root / "JPEGImages" / f"{name}.jpg")
+        Image.fromarray(rng.integers(0, 60, size, dtype=np.uint8)).save(
+            root / "SegmentationClassContext" / f"{name}.png"
+        )
+    (root / "ImageSets" / "SegmentationContext" / "val.txt").write_text("\n".join(names) + "\n")
+
+
+def test_pascal_context_reader_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="mmseg's layout"):
+        segmentation.pascal_context_items(tmp_path)
+    _fake_pascal_context(tmp_path, ["2008_000002"])
+    (tmp_path / "ImageSets" / "SegmentationContext" / "val.txt").write_text("2008_000002\n2008_000003\n")
+    with pytest.raises(FileNotFoundError, match="2008_000003"):
+        segmentation.pascal_context_items(tmp_path)
+    assert (
+        len(segmentation.PASCAL_CONTEXT_59) == 59
+        and segmentation.PASCAL_CONTEXT_59[0] == "aeroplane"
+        and segmentation.PASCAL_CONTEXT_59[-1] == "wood"
+    )
+
+
+def test_pascal_context_stage_on_a_fake_copy(tmp_path):
+    root = tmp_path / "VOC2010"
+    _fake_pascal_context(root, ["2008_000002", "2008_000007"])
+    out = {"miou": str(tmp_path / "out" / "miou.tsv"), "iou": str(tmp_path / "out" / "iou.tsv")}
+    params = {"root": str(root), "split": "val", "scale": [512, 128], "crop_size": 128, "stride": 64,
+              "logit_scale": 40.0, "top_k": 50, "n_images": None}  # fmt: skip
+    segment_pascal_context(
+        name="rn",
+        model_entry={"architecture": "clipmech-rn-tiny"},
+        out=out,
+        params=params,
+        device="cpu",
+        threads=1,
+        label="rn",
+    )
+    miou = pd.read_csv(out["miou"], sep="\t")
+    assert list(miou["method"]) == list(segmentation.METHODS) and (miou["n_images"] == 2).all()
+    assert miou["miou"].between(0, 1).all()
+    iou = pd.read_csv(out["iou"], sep="\t")
+    assert len(iou) == 4 * 59
+    with pytest.raises(ValueError, match="crop_size"):
+        segment_pascal_context(
+            name="rn",
+            model_entry={"architecture": "clipmech-rn-tiny"},
+            out=out,
+            params={**params, "crop_size": 96},
+            device="cpu",
+            threads=1,
+            label="rn",
+        )
+
+
+def _logits():
+    """One 2 x 3 image, K = 2 classes; logits (class 0, class 1) per pixel."""
+    class0 = np.array([[0.9, 0.2, 0.6], [0.1, 0.3, 0.8]])
+    class1 = np.array([[0.1, 0.4, 0.5], [0.2, 0.7, 0.05]])
+    return np.stack([class0, class1])[None]  # (1, 2, 2, 3)
+
+
+def test_objects_only_is_the_argmax_over_classes_on_object_pixels_hand_computed():
+    logits = _logits()
+    gt = np.array([[[1, 1, 0], [2, 2, 1]]])
+    pred = segmentation.predict_with_background(logits, threshold=0.5)
+    # min 0.05, max 0.9: normalised best logits 1, 0.41, 0.65, 0.18, 0.76, 0.88 -> two background pixels
+    assert pred.tolist() == [[[1, 0, 1], [0, 2, 1]]]
+    cms = segmentation.shapes_confusions(pred, logits, gt)
+    # argmax + 1 = [[1, 2, 1], [2, 2, 1]]; object pixels: gt 1 -> 1, 2, 1; gt 2 -> 2, 2
+    assert cms["objects_only"].tolist() == [[0, 0, 0], [0, 2, 1], [0, 0, 2]]
+    # class 1: I = 2, U = 3 + 2 - 2 = 3; class 2: I = 2, U = 2 + 3 - 2 = 3; background absent (nan, left out)
+    assert mean_iou(cms["objects_only"]) == pytest.approx(2 / 3)
+    # with_background is the thresholded prediction on all pixels, as before
+    np.testing.assert_array_equal(cms["with_background"], confusion_matrix(pred, gt, 3))
+    assert cms["with_background"].tolist() == [[0, 1, 0], [1, 2, 0], [1, 0, 1]]
+
+
+def test_objects_only_ignores_the_background_threshold():
+    """The thresholded prediction puts object pixels into background (the old scoring counted them as
+    misses); objects_only must score them by their argmax and reach mIoU 1 when every argmax is right."""
+    logits = _logits()
+    gt = logits.argmax(axis=1) + 1
+    pred = segmentation.predict_with_background(logits, threshold=0.95)
+    assert (pred == 0).sum() == 5
+    cms = segmentation.shapes_confusions(pred, logits, gt)
+    assert cms["objects_only"][0].sum() == 0 and cms["objects_only"][:, 0].sum() == 0
+    assert np.trace(cms["objects_only"]) == gt.size
+    assert mean_iou(cms["objects_only"]) == 1.0
+    assert mean_iou(cms["with_background"]) < 0.5
+
+
+def test_objects_only_does_not_depend_on_the_threshold():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 4, 6, 5))
+    gt = rng.integers(0, 5, size=(3, 6, 5))
+    scores = [
+        segmentation.shapes_confusions(segmentation.predict_with_background(logits, t), logits, gt)["objects_only"]
+        for t in (0.0, 0.5, 0.9)
+    ]
+    for cm in scores[1:]:
+        np.testing.assert_array_equal(cm, scores[0])
+    assert scores[0].sum() == (gt > 0).sum()

@@ -32,6 +32,7 @@ def test_vit_tiny(vit):
     assert (info.grid, info.n_prefix_tokens, info.n_tokens, info.stride) == ((8, 8), 1, 65, (8, 8))
     assert info.image_size == (64, 64) and not info.has_attnpool
     assert info.blocks == tuple(vit.visual.transformer.resblocks)
+    assert info.d_mlp == vit.visual.transformer.resblocks[0].mlp.c_fc.out_features == 4 * info.width
 
 
 def test_resnet_tiny(rn):
@@ -44,7 +45,7 @@ def test_resnet_tiny(rn):
         (32, 32),
         (128, 128),
     )
-    assert info.has_attnpool
+    assert info.has_attnpool and info.d_mlp is None
     assert info.blocks == (rn.visual.layer1, rn.visual.layer2, rn.visual.layer3, rn.visual.layer4)
     with torch.no_grad():
         features = rn.visual.layer4(
@@ -69,6 +70,7 @@ def test_timm_trunk():
     model = TimmTrunkModel()
     info = tower(model)
     assert (info.kind, info.n_layers, info.width, info.n_heads) == ("timm", 2, 192, 3)
+    assert info.d_mlp == model.visual.trunk.blocks[0].mlp.fc1.out_features
     assert (info.grid, info.n_prefix_tokens, info.n_tokens, info.stride, info.image_size) == (
         (4, 4),
         1,

@@ -57,14 +57,14 @@ def _build(name, vit, rn) -> Case:
         info = tower(vit, "visual")
         clean, corrupt, metric = vision_pairs(vit, N_PAIRS, seed=1)
         families = ["resid_pre", "attn_out", "mlp_out", "head", "neuron"]
-        found = _sample(info, families, 4, d_mlp=info.blocks[0].mlp.c_fc.out_features)
+        found = _sample(info, families, 4)
         return Case(vit, info, vit.encode_image, metric, clean, corrupt, found)
     if name == "text":
         info = tower(vit, "text")
         clean, corrupt, metric = text_pairs(vit, "clipmech-vit-tiny", N_PAIRS, seed=2)
         n_positions = int(clean.argmax(-1).max()) + 1
         families = ["resid_pre", "attn_out", "mlp_out", "head", "neuron"]
-        found = _sample(info, families, 4, n_positions=n_positions, d_mlp=info.blocks[0].mlp.c_fc.out_features)
+        found = _sample(info, families, 4, n_positions=n_positions)
         return Case(vit, info, vit.encode_text, metric, clean, corrupt, found, n_positions)
     info = tower(rn, "visual")
     clean, corrupt, metric = vision_pairs(rn, N_PAIRS, seed=3, cells=4, amplitude=10.0)
@@ -204,7 +204,7 @@ def test_pool_families_from_the_last_stage_equal_the_whole_tower(rn):
     """``TowerRun.sweep(pool=True)`` (the attention pool on captured stage outputs) = the full ResNet run."""
     info = tower(rn, "visual")
     clean, corrupt, metric = vision_pairs(rn, N_PAIRS, seed=3, cells=4, amplitude=10.0)
-    run = TowerRun(rn, info, rn.encode_image, metric, clean, corrupt, None, info.n_tokens, None, batch_size=16)
+    run = TowerRun(rn, info, rn.encode_image, metric, clean, corrupt, None, info.n_tokens, batch_size=16)
     sets = [[c] for c in _sample(info, ["pool_token", "pool_head", "pool_neuron"], 5)]
     for direction in engine.DIRECTIONS:
         pooled, whole = run.sweep(sets, direction, pool=True), run.sweep(sets, direction)

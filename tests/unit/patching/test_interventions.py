@@ -10,6 +10,7 @@ import torch
 from toys import no_hooks
 
 import clipmech.models.loading  # noqa: F401  (registers clipmech's model configs with open_clip)
+from clipmech.analyses.concepts import image_presence
 from clipmech.data import shapes
 from clipmech.data.datasets import load
 from clipmech.hooks.sites import hooked
@@ -219,7 +220,7 @@ def test_intervene_concepts_stage(tiny_dataset, tmp_path, architecture):
 def test_intervene_concepts_rejects_an_auroc_table_of_other_images(tiny_dataset, tmp_path):
     from clipmech.stages.intervene_concepts import intervene_concepts
 
-    present_NF = concepts.image_presence(load(tiny_dataset).objects, 10)
+    present_NF = image_presence(load(tiny_dataset).objects, 10)
     table = concepts.auroc_table("visual", "visual.blocks.0.mlp.hook_post", 0, np.full((2, 16), 0.5), present_NF[:9])
     table.to_csv(tmp_path / "auroc.tsv", sep="\t", index=False)
     with pytest.raises(ValueError, match="computed on other images"):

@@ -44,8 +44,7 @@ def test_vision_sweep_matches_nnsight(vit):
     torch.set_num_threads(1)
     clean, corrupt, metric = vision_pairs(vit, 3, seed=1)
     info = tower(vit, "visual")
-    d_mlp = info.blocks[0].mlp.c_fc.out_features
-    found = components(info, ["resid_pre", "attn_out", "mlp_out", "neuron"], d_mlp=d_mlp)[::7]
+    found = components(info, ["resid_pre", "attn_out", "mlp_out", "neuron"])[::7]
     assert {c.family for c in found} == {"resid_pre", "attn_out", "mlp_out", "neuron"}
     assert {c.layer for c in found} == {0, 1}
     _check_against_engine(vit, "visual", vit.encode_image, metric, clean, corrupt, found)

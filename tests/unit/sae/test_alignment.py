@@ -1,13 +1,11 @@
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse
 from hand_saes import random_sae
 from sklearn.metrics import average_precision_score
 
-from clipmech.analyses import selectivity
+from clipmech.analyses import concepts, selectivity
 from clipmech.data import shapes
-from clipmech.patching.concepts import auroc
 from clipmech.sae import alignment
 
 GRID = (4, 4)
@@ -20,40 +18,12 @@ def scenes():
     return shapes.synthesize(shapes.ShapesSpec(n_per_count=8, image_size=32, seed=11))
 
 
-def _object(image_id, object_id, shape, colour, position):
-    return {"image_id": image_id, "object_id": object_id, "shape": shape, "colour": colour, "position": position}
-
-
-def test_patch_presence_by_hand():
-    masks = np.zeros((2, 4, 4), dtype=np.uint8)
-    masks[0, :2, :2] = 1  # image 0: object 1 fills the top-left patch of a 2 x 2 grid
-    masks[0, 3, 3] = 2  # object 2 covers one pixel of the bottom-right patch
-    masks[1, 1:3, 1:3] = 1  # image 1: one object touching all four patches
-    objects = pd.DataFrame(
-        [
-            _object(0, 1, "circle", "red", "top-left"),
-            _object(0, 2, "square", "blue", "bottom-right"),
-            _object(1, 1, "circle", "blue", "center"),
-        ]
-    )
-    present = alignment.patch_presence(masks, objects, np.array([0, 1]), (2, 2))
-    f = {name: i for i, name in enumerate(shapes.FEATURES)}
-    assert present.shape == (2, 4, 16)
-    np.testing.assert_array_equal(present[0, :, f["circle"]], [True, False, False, False])
-    np.testing.assert_array_equal(present[0, :, f["blue"]], [False, False, False, True])
-    np.testing.assert_array_equal(present[1, :, f["blue"]], [True, True, True, True])
-    assert present[0].sum() == 6 and present[1].sum() == 12  # 3 concepts on each covered patch
-    np.testing.assert_array_equal(alignment.patch_bounds(10, 3), [0, 3, 6])
-    with pytest.raises(ValueError, match="finer"):
-        alignment.patch_presence(masks, objects, np.array([0]), (5, 5))
-
-
 def _planted(scenes, concept, n_noise, rng):
     """Token activations (N x 16 patches, 1 + n_noise): unit 0 is the concept's patch presence, the rest noise."""
     _, masks, objects = scenes
     images = np.arange(masks.shape[0])
-    patch_present = alignment.patch_presence(masks, objects, images, GRID)
-    present_NF, counts_NF = alignment.presence(objects, images.size, images)
+    patch_present = concepts.patch_presence(masks, objects, images, GRID)
+    present_NF, counts_NF = concepts.presence(objects, images.size, images)
     planted_B = patch_present[:, :, shapes.FEATURES.index(concept)].reshape(-1).astype(np.float32)
     acts_BU = np.concatenate([planted_B[:, None], rng.standard_normal((planted_B.size, n_noise))], axis=1)
     return acts_BU.astype(np.float32), patch_present, present_NF, counts_NF
@@ -106,8 +76,8 @@ def test_scores_agree_with_their_definitions(scenes, monkeypatch):
     monkeypatch.setattr(alignment, "BLOCK_ELEMENTS", 3 * acts_BU.shape[0])  # blocks of 3 units
     scores = _score(acts_BU, patch_present, present_NF, counts_NF, purity_k=8, entropy_k=5)
     image_NU = acts_BU.reshape(40, N_PATCHES, -1).max(axis=1)
-    np.testing.assert_array_equal(scores.auroc_image_UF, auroc(image_NU, present_NF))
-    np.testing.assert_array_equal(scores.auroc_patch_UF, auroc(acts_BU, patch_present.reshape(-1, 16)))
+    np.testing.assert_array_equal(scores.auroc_image_UF, concepts.auroc(image_NU, present_NF))
+    np.testing.assert_array_equal(scores.auroc_patch_UF, concepts.auroc(acts_BU, patch_present.reshape(-1, 16)))
     for u in (0, 3, 12):
         for f in (0, 7, 15):
             assert scores.ap_UF[u, f] == pytest.approx(average_precision_score(present_NF[:, f], image_NU[:, u]))

@@ -12,7 +12,7 @@ from clipmech.data import shapes
 from clipmech.hooks.sites import hooked
 from clipmech.models import loading, zeroshot
 from clipmech.models.loading import ModelSpec
-from clipmech.sae import alignment, evaluate
+from clipmech.sae import alignment, evaluate, latents
 from clipmech.sae.model import save_sae
 from clipmech.stores import activation_extraction
 
@@ -21,16 +21,6 @@ SITE = "visual.blocks.1.hook_resid_pre"
 
 def _acts(values_NTD: np.ndarray) -> xr.DataArray:
     return xr.DataArray(values_NTD.astype(np.float16), dims=("image", "token", "unit"))
-
-
-def test_token_positions():
-    np.testing.assert_array_equal(evaluate.token_positions("patch", 5, 1), [1, 2, 3, 4])
-    np.testing.assert_array_equal(evaluate.token_positions("class", 5, 1), [0])
-    np.testing.assert_array_equal(evaluate.token_positions("all", 5, 1), [0, 1, 2, 3, 4])
-    with pytest.raises(ValueError, match="valid token sets are: patch, class, all"):
-        evaluate.token_positions("cls", 5, 1)
-    with pytest.raises(ValueError, match="class token"):
-        evaluate.token_positions("class", 4, 0)
 
 
 def test_metrics_by_hand():
@@ -64,7 +54,7 @@ def test_mean_predictor_has_fvu_exactly_one():
     with torch.no_grad():
         sae.b_enc.fill_(-1e6)
         sae.b_pre.copy_(torch.from_numpy(mu))
-    stats = evaluate.reconstruction_stats(sae, _acts(values), [0, 1, 2, 3], evaluate.token_positions("patch", 5, 1), 3)
+    stats = evaluate.reconstruction_stats(sae, _acts(values), [0, 1, 2, 3], latents.token_positions("patch", 5, 1), 3)
     np.testing.assert_array_equal(stats.mean_D.numpy(), mu)
     summary = stats.summary()
     assert summary["fvu"] == 1.0 and summary["l0"] == 0.0 and summary["dead_fraction"] == 1.0
@@ -105,7 +95,7 @@ def vit():
 def test_error_term_splice_is_exact(vit, tokens):
     pixels = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     sae = random_sae(64, 96, 4, seed=1)
-    positions = evaluate.token_positions(tokens, 65, 1)
+    positions = latents.token_positions(tokens, 65, 1)
     clean = evaluate.image_embeddings(vit, pixels, None, batch_size=2, device="cpu")
     spliced = {
         mode: evaluate.image_embeddings(
@@ -159,7 +149,7 @@ def test_zero_shot_table_by_hand_and_zero_ablation_kl(vit):
     tokenizer = open_clip.get_tokenizer("clipmech-vit-tiny")
     pixels = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     sae = random_sae(64, 96, 4, seed=3)
-    positions = evaluate.token_positions("patch", 65, 1)
+    positions = latents.token_positions("patch", 65, 1)
     conditions = {"clean": evaluate.image_embeddings(vit, pixels, None, batch_size=4, device="cpu")}
     for mode in ("sae_error", "zero"):
         edit = {SITE: evaluate.splice(sae, positions, mode)}

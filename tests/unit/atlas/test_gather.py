@@ -8,7 +8,7 @@ import xarray as xr
 
 from clipmech.analyses import selectivity
 from clipmech.atlas import gather
-from clipmech.decomposition import pool as dec
+from clipmech.decomposition import pool
 
 
 def test_top_images_descend_and_break_ties_to_the_lower_image():
@@ -57,7 +57,7 @@ def test_quantise_maps_share_one_scale_per_unit():
 def test_pair_token_maps_sum_to_the_pair_scalar_with_the_mean_token():
     rng = np.random.default_rng(1)
     x_KTC, alpha_KHT = rng.standard_normal((3, 5, 4)), rng.dirichlet(np.ones(5), size=(3, 2))
-    s_KHC = dec.pair_scalars(x_KTC, alpha_KHT)
+    s_KHC = pool.pair_scalars(x_KTC, alpha_KHT)
     maps = gather.pair_token_maps(x_KTC, alpha_KHT, head=1, neuron=2)
     assert maps.shape == (3, 4)
     np.testing.assert_allclose(maps.sum(axis=1) + alpha_KHT[:, 1, 0] * x_KTC[:, 0, 2], s_KHC[:, 1, 2])

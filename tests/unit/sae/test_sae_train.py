@@ -6,8 +6,7 @@ import pytest
 import torch
 from toys import planted_dictionary, write_site_store
 
-from clipmech.sae import streaming
-from clipmech.sae import train as sae_train
+from clipmech.sae import streaming, train
 from clipmech.sae.model import TopKSAE, load_sae
 from clipmech.sae.train import LOG_COLUMNS, SAETrainConfig, resume_path, scaled_lr, train_sae, train_step
 
@@ -164,7 +163,7 @@ def test_training_on_a_store_larger_than_the_buffer(tmp_path, monkeypatch):
             super().__init__(*args, **kwargs)
             streams.append(self)
 
-    monkeypatch.setattr(sae_train, "ShuffleStream", Recorded)
+    monkeypatch.setattr(train, "ShuffleStream", Recorded)
     cfg = SAETrainConfig(expansion=2, k=2, n_tokens=50 * 150, batch_size=50, buffer_tokens=700, holdout=0.1)
     train_sae(store, SITE, cfg, tmp_path / "sae.pt", tmp_path / "sae.tsv")
     (stream,) = streams

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipmech.decomposition import components as ca
-from clipmech.decomposition import pool as dec
+from clipmech.decomposition import components, pool
 from clipmech.hooks import pool_forward
 
 
@@ -21,7 +20,7 @@ def toy():
 
 
 def _task(name, text_KE, images, truth):
-    return ca.ZeroShotTask(
+    return components.ZeroShotTask(
         name, tuple(f"c{k}" for k in range(len(text_KE))), text_KE, np.asarray(images), np.asarray(truth)
     )
 
@@ -29,13 +28,13 @@ def _task(name, text_KE, images, truth):
 def test_zero_shot_accuracy_hand_case():
     y_NE = np.array([[1.0, 0.1], [0.2, 3.0], [5.0, 0.0], [-1.0, 0.0]])
     task = _task("t", np.array([[2.0, 0.0], [0.0, 1.0]]), [0, 1, 3], [0, 1, 0])  # image 3 is closer to class 1
-    assert ca.zero_shot_accuracy(y_NE, task) == pytest.approx(2 / 3)
-    assert np.isnan(ca.zero_shot_accuracy(y_NE, _task("t", np.eye(2), [], [])))
+    assert components.zero_shot_accuracy(y_NE, task) == pytest.approx(2 / 3)
+    assert np.isnan(components.zero_shot_accuracy(y_NE, _task("t", np.eye(2), [], [])))
 
 
 def test_component_scores_are_mean_norms_of_explicit_contributions(toy):
     s_NHC, u_HCE, _ = toy
-    scores = ca.component_scores(s_NHC, u_HCE)
+    scores = components.component_scores(s_NHC, u_HCE)
     c_NHCE = s_NHC[..., None] * u_HCE[None]
     np.testing.assert_allclose(scores["pair"], np.linalg.norm(c_NHCE, axis=-1).mean(0), rtol=1e-12)
     np.testing.assert_allclose(scores["neuron"], np.linalg.norm(c_NHCE.sum(1), axis=-1).mean(0), rtol=1e-10)
@@ -45,7 +44,7 @@ def test_component_scores_are_mean_norms_of_explicit_contributions(toy):
 
 def test_ablation_curves_end_points(toy):
     s_NHC, u_HCE, bias_E = toy
-    y_NE = dec.reconstruct_output(s_NHC, u_HCE, bias_E)
+    y_NE = pool.reconstruct_output(s_NHC, u_HCE, bias_E)
     rng = np.random.default_rng(1)
     text_KE = rng.standard_normal((4, 6))
     truth = np.argmax(y_NE @ text_KE.T, axis=1)
@@ -54,13 +53,13 @@ def test_ablation_curves_end_points(toy):
         _task("a", text_KE, np.arange(0, 40, 2), truth[::2]),
         _task("b", text_KE, np.arange(1, 40, 2), truth[1::2]),
     ]
-    table = ca.ablation_curves(
-        s_NHC, u_HCE, bias_E, ca.component_scores(s_NHC, u_HCE), [0.0, 0.5, 1.0], tasks, chunk_size=7
+    table = components.ablation_curves(
+        s_NHC, u_HCE, bias_E, components.component_scores(s_NHC, u_HCE), [0.0, 0.5, 1.0], tasks, chunk_size=7
     )
-    assert len(table) == 3 * 3 * 2 and set(table["level"]) == set(ca.LEVELS)
+    assert len(table) == 3 * 3 * 2 and set(table["level"]) == set(components.LEVELS)
     full = table[table["fraction"] == 1.0]
     for task in tasks:
-        expected = ca.zero_shot_accuracy(y_NE, task)
+        expected = components.zero_shot_accuracy(y_NE, task)
         assert (full.loc[full["task"] == task.name, "accuracy"] == expected).all()
     # nothing kept: every image gets the mean output, so all images are predicted the same class
     mean_class = np.argmax(y_NE.mean(0) @ text_KE.T)
@@ -73,20 +72,20 @@ def test_ablation_curves_end_points(toy):
 
 def test_pair_rank_one_and_neuron_directions(toy):
     s_NHC, u_HCE, _ = toy
-    table = ca.pair_rank_one(s_NHC, u_HCE, [0, 2, 1], [4, 0, 3], top_k=10)
+    table = components.pair_rank_one(s_NHC, u_HCE, [0, 2, 1], [4, 0, 3], top_k=10)
     np.testing.assert_allclose(table["cos_pc_u"], 1.0, atol=1e-12)
     np.testing.assert_allclose(table["explained"], 1.0, atol=1e-12)
     # a neuron reaching the output through 3 heads with independent scalars is not rank 1
-    v_KE, explained = ca.neuron_directions(s_NHC, u_HCE, [0, 1], top_k=40)
+    v_KE, explained = components.neuron_directions(s_NHC, u_HCE, [0, 1], top_k=40)
     np.testing.assert_allclose(np.linalg.norm(v_KE, axis=1), 1.0)
     assert (explained < 0.99).all()
     # one head only: rank 1, PC = +-u
     s_one = s_NHC.copy()
     s_one[:, 1:] = 0.0
-    v_KE, explained = ca.neuron_directions(s_one, u_HCE, [2], top_k=40)
+    v_KE, explained = components.neuron_directions(s_one, u_HCE, [2], top_k=40)
     assert abs(v_KE[0] @ u_HCE[0, 2]) / np.linalg.norm(u_HCE[0, 2]) == pytest.approx(1.0)
     silent = np.zeros_like(s_NHC)
-    v_KE, explained = ca.neuron_directions(silent, u_HCE, [0], top_k=5)
+    v_KE, explained = components.neuron_directions(silent, u_HCE, [0], top_k=5)
     assert not v_KE.any() and np.isnan(explained).all()
 
 
@@ -96,13 +95,13 @@ def test_direction_replacement(toy):
     keep_HC = rng.random((3, 5)) < 0.5
     s_mean_HC = s_NHC.mean(0)
     heads, neurons = np.nonzero(keep_HC)
-    exact = ca.pair_outputs_with_directions(
+    exact = components.pair_outputs_with_directions(
         s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC, heads, neurons, u_HCE[heads, neurons]
     )
-    np.testing.assert_allclose(exact, dec.mean_ablate(s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC=s_mean_HC), rtol=1e-12)
+    np.testing.assert_allclose(exact, pool.mean_ablate(s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC=s_mean_HC), rtol=1e-12)
     other = rng.standard_normal((len(heads), 6))
-    replaced = ca.pair_outputs_with_directions(s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC, heads, neurons, other)
-    expected = dec.mean_ablate(s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC=s_mean_HC) + s_NHC[:, heads, neurons] @ (
+    replaced = components.pair_outputs_with_directions(s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC, heads, neurons, other)
+    expected = pool.mean_ablate(s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC=s_mean_HC) + s_NHC[:, heads, neurons] @ (
         other - u_HCE[heads, neurons]
     )
     np.testing.assert_allclose(replaced, expected, rtol=1e-10, atol=1e-12)
@@ -111,11 +110,13 @@ def test_direction_replacement(toy):
     s_one = np.zeros_like(s_NHC)
     s_one[:, 0] = s_NHC[:, 0]
     keep_C = np.array([True, False, True, True, False])
-    v_KE, _ = ca.neuron_directions(s_one, u_HCE, np.flatnonzero(keep_C), top_k=40)
-    y = ca.neuron_outputs_rank_one(s_one, u_HCE, bias_E, keep_C, s_one.mean(0), v_KE, v_KE)
-    np.testing.assert_allclose(y, dec.mean_ablate(s_one, u_HCE, bias_E, keep_C, level="neuron"), rtol=1e-10, atol=1e-12)
+    v_KE, _ = components.neuron_directions(s_one, u_HCE, np.flatnonzero(keep_C), top_k=40)
+    y = components.neuron_outputs_rank_one(s_one, u_HCE, bias_E, keep_C, s_one.mean(0), v_KE, v_KE)
+    np.testing.assert_allclose(
+        y, pool.mean_ablate(s_one, u_HCE, bias_E, keep_C, level="neuron"), rtol=1e-10, atol=1e-12
+    )
     with pytest.raises(ValueError, match="kept"):
-        ca.neuron_outputs_rank_one(s_one, u_HCE, bias_E, keep_C, s_one.mean(0), v_KE[:2], v_KE[:2])
+        components.neuron_outputs_rank_one(s_one, u_HCE, bias_E, keep_C, s_one.mean(0), v_KE[:2], v_KE[:2])
 
 
 @pytest.fixture(scope="module")
@@ -126,39 +127,39 @@ def real_pool():
     from open_clip.modified_resnet import AttentionPool2d
 
     torch.manual_seed(0)
-    pool = AttentionPool2d(spacial_dim=3, embed_dim=8, num_heads=2, output_dim=5).double().eval()
+    attnpool = AttentionPool2d(spacial_dim=3, embed_dim=8, num_heads=2, output_dim=5).double().eval()
     features_NCHW = torch.relu(torch.randn(12, 8, 3, 3, dtype=torch.float64))
-    x_NTC = pool_forward.attnpool_tokens(features_NCHW, pool.positional_embedding.detach()).numpy()
-    return pool, features_NCHW, x_NTC, dec.attnpool_weights(pool)
+    x_NTC = pool_forward.attnpool_tokens(features_NCHW, attnpool.positional_embedding.detach()).numpy()
+    return attnpool, features_NCHW, x_NTC, pool.attnpool_weights(attnpool)
 
 
 def test_activation_ablation_equals_the_module_on_mean_ablated_feature_maps(real_pool):
     import torch
 
-    pool, features_NCHW, x_NTC, weights = real_pool
+    attnpool, features_NCHW, x_NTC, weights = real_pool
     keep_C = np.array([True, False, True, True, False, False, True, False])
     ablated = features_NCHW.clone()
     ablated[:, ~torch.from_numpy(keep_C)] = features_NCHW.mean(0, keepdim=True)[:, ~torch.from_numpy(keep_C)]
     with torch.no_grad():
-        expected_NE = pool(ablated).numpy()
-        model_NE = pool(features_NCHW).numpy()
-    y_NE = ca.activation_ablated_outputs(x_NTC, x_NTC.mean(0), keep_C, weights)
+        expected_NE = attnpool(ablated).numpy()
+        model_NE = attnpool(features_NCHW).numpy()
+    y_NE = components.activation_ablated_outputs(x_NTC, x_NTC.mean(0), keep_C, weights)
     np.testing.assert_allclose(y_NE, expected_NE, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(
-        ca.activation_ablated_outputs(x_NTC, x_NTC.mean(0), np.ones(8, bool), weights), model_NE, rtol=1e-10
+        components.activation_ablated_outputs(x_NTC, x_NTC.mean(0), np.ones(8, bool), weights), model_NE, rtol=1e-10
     )
-    none_NE = ca.activation_ablated_outputs(x_NTC, x_NTC.mean(0), np.zeros(8, bool), weights)
+    none_NE = components.activation_ablated_outputs(x_NTC, x_NTC.mean(0), np.zeros(8, bool), weights)
     np.testing.assert_allclose(none_NE, np.broadcast_to(none_NE[0], none_NE.shape), rtol=1e-12)
     with pytest.raises(ValueError, match="disagree"):
-        ca.activation_ablated_outputs(x_NTC, x_NTC.mean(0)[1:], keep_C, weights)
+        components.activation_ablated_outputs(x_NTC, x_NTC.mean(0)[1:], keep_C, weights)
 
 
 def test_activation_ablation_curve_end_points_and_ranking(real_pool):
     import torch
 
-    pool, features_NCHW, x_NTC, weights = real_pool
+    attnpool, features_NCHW, x_NTC, weights = real_pool
     with torch.no_grad():
-        y_NE = pool(features_NCHW).numpy()
+        y_NE = attnpool(features_NCHW).numpy()
     rng = np.random.default_rng(2)
     text_KE = rng.standard_normal((3, 5))
     truth = np.argmax(y_NE @ text_KE.T, axis=1)
@@ -167,18 +168,20 @@ def test_activation_ablation_curve_end_points_and_ranking(real_pool):
         _task("a", text_KE, [0, 2, 4, 6, 8, 10], truth[::2]),
         _task("b", text_KE, [1, 2, 5, 7], truth[[1, 2, 5, 7]]),
     ]
-    evaluated, _ = ca.evaluated_images(tasks)
+    evaluated, _ = components.evaluated_images(tasks)
     assert evaluated.tolist() == [0, 1, 2, 4, 5, 6, 7, 8, 10]
     score_C = np.arange(8.0)[::-1]  # neuron 0 ranks first
-    table = ca.activation_ablation_curve(x_NTC[evaluated], x_NTC.mean(0), weights, score_C, [0.0, 0.25, 1.0], tasks)
+    table = components.activation_ablation_curve(
+        x_NTC[evaluated], x_NTC.mean(0), weights, score_C, [0.0, 0.25, 1.0], tasks
+    )
     assert len(table) == 3 * 2 and set(table["level"]) == {"neuron_activation"}
     assert table.loc[table["fraction"] == 0.25, "n_kept"].tolist() == [2, 2]
     for task in tasks:
         full = table[(table["fraction"] == 1.0) & (table["task"] == task.name)]["accuracy"]
-        assert float(full.iloc[0]) == ca.zero_shot_accuracy(y_NE, task)
-    kept = ca.activation_ablated_outputs(x_NTC[evaluated], x_NTC.mean(0), score_C >= 6, weights)
-    _, local = ca.evaluated_images(tasks)
+        assert float(full.iloc[0]) == components.zero_shot_accuracy(y_NE, task)
+    kept = components.activation_ablated_outputs(x_NTC[evaluated], x_NTC.mean(0), score_C >= 6, weights)
+    _, local = components.evaluated_images(tasks)
     quarter = table[table["fraction"] == 0.25]["accuracy"].tolist()
-    assert quarter == [ca.zero_shot_accuracy(kept, task) for task in local]
+    assert quarter == [components.zero_shot_accuracy(kept, task) for task in local]
     with pytest.raises(ValueError, match="evaluate 9 images"):
-        ca.activation_ablation_curve(x_NTC, x_NTC.mean(0), weights, score_C, [0.5], tasks)
+        components.activation_ablation_curve(x_NTC, x_NTC.mean(0), weights, score_C, [0.5], tasks)

@@ -8,9 +8,7 @@ import pytest
 import torch
 import wordfreq
 
-from clipmech.decomposition import pool as dec
-from clipmech.decomposition import text as td
-from clipmech.decomposition import wordlist
+from clipmech.decomposition import pool, text, wordlist
 from clipmech.models import loading
 
 
@@ -41,28 +39,28 @@ def dictionary():
 
 def test_sparse_codes_recover_a_known_sparse_direction(dictionary):
     target = 2.0 * (0.8 * dictionary[3] - 0.5 * dictionary[17])  # unnormalised: codes are of the unit direction
-    code = td.sparse_codes(target[None], dictionary, n_components=4)
+    code = text.sparse_codes(target[None], dictionary, n_components=4)
     assert set(code.support[0, :2].tolist()) == {3, 17}
     assert code.n_active[0] == 2  # stopped early: the residual is zero
     unit = target / np.linalg.norm(target)
-    approx = td.sparse_directions(code, dictionary, 2, np.array([np.linalg.norm(target)]))
+    approx = text.sparse_directions(code, dictionary, 2, np.array([np.linalg.norm(target)]))
     np.testing.assert_allclose(approx[0], target, atol=1e-5)
-    one = td.sparse_directions(code, dictionary, 1, np.ones(1))[0]
+    one = text.sparse_directions(code, dictionary, 1, np.ones(1))[0]
     first = code.support[0, 0].item()
     np.testing.assert_allclose(one, (unit @ dictionary[first]) * dictionary[first], atol=1e-5)  # 1-sparse = projection
     words = [f"w{i}" for i in range(40)]
-    text = td.describe(code, words, 5)[0]
-    assert text.startswith(f"w{first} (") and text.count("(") == 2
+    described = text.describe(code, words, 5)[0]
+    assert described.startswith(f"w{first} (") and described.count("(") == 2
     with pytest.raises(ValueError, match="m must be"):
-        td.sparse_directions(code, dictionary, 5, np.ones(1))
+        text.sparse_directions(code, dictionary, 5, np.ones(1))
 
 
 def test_sparse_approximation_improves_with_m(dictionary):
     rng = np.random.default_rng(1)
     targets = rng.standard_normal((6, 16))
-    code = td.sparse_codes(targets, dictionary, n_components=12, batch_size=4)
+    code = text.sparse_codes(targets, dictionary, n_components=12, batch_size=4)
     errors = [
-        np.linalg.norm(td.sparse_directions(code, dictionary, m, np.linalg.norm(targets, axis=1)) - targets, axis=1)
+        np.linalg.norm(text.sparse_directions(code, dictionary, m, np.linalg.norm(targets, axis=1)) - targets, axis=1)
         for m in (1, 4, 12)
     ]
     assert np.all(errors[0] > errors[1]) and np.all(errors[1] > errors[2])
@@ -72,8 +70,8 @@ def test_words_table_cosine_of_sparse_code(dictionary):
     rng = np.random.default_rng(2)
     u_HCE = rng.standard_normal((2, 3, 16))
     heads, neurons = np.array([0, 1, 1]), np.array([2, 0, 1])
-    code = td.sparse_codes(u_HCE[heads, neurons], dictionary, n_components=16)
-    table = td.words_table(heads, neurons, u_HCE, code, dictionary, [f"w{i}" for i in range(40)], 3)
+    code = text.sparse_codes(u_HCE[heads, neurons], dictionary, n_components=16)
+    table = text.words_table(heads, neurons, u_HCE, code, dictionary, [f"w{i}" for i in range(40)], 3)
     assert list(table.columns) == ["head", "neuron", "n_atoms", "cos_sparse_u", "words"]
     assert (table["cos_sparse_u"] > 0.999).all()  # 16 atoms span the 16-dim space
     assert table["words"].str.count(r"\(").eq(3).all()
@@ -84,7 +82,7 @@ def test_top_pairs_by_text_is_a_sort_of_all_cosines():
     u_HCE = rng.standard_normal((3, 7, 5))
     u_HCE[1, 4] = 0.0  # a dead pair is never selected
     z_KE = rng.standard_normal((2, 5))
-    heads, neurons, cos = dec.top_pairs_by_text(u_HCE, z_KE, 20)
+    heads, neurons, cos = pool.top_pairs_by_text(u_HCE, z_KE, 20)
     assert heads.shape == (2, 20)
     for k in range(2):
         all_cos = [
@@ -97,4 +95,4 @@ def test_top_pairs_by_text_is_a_sort_of_all_cosines():
         np.testing.assert_allclose(cos[k], [b[0] for b in best], rtol=1e-12)
         assert list(zip(heads[k], neurons[k])) == [(b[1], b[2]) for b in best]
     with pytest.raises(ValueError, match="k must be"):
-        dec.top_pairs_by_text(u_HCE, z_KE, 22)
+        pool.top_pairs_by_text(u_HCE, z_KE, 22)

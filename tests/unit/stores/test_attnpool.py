@@ -8,8 +8,7 @@ import torch
 from toys import die_on_region_write, record_region_writes, relative_error
 
 from clipmech.data import datasets
-from clipmech.decomposition import components
-from clipmech.decomposition import pool as dec
+from clipmech.decomposition import components, pool
 from clipmech.hooks.attnpool import capture_attnpool
 from clipmech.models import loading, train
 from clipmech.models.loading import ModelSpec
@@ -53,13 +52,13 @@ def test_store_layout_matches_direct_capture_and_reconstructs(tmp_path, tiny_dat
         np.testing.assert_array_equal(ds["y"].values[:3], model.encode_image(pixels).numpy())
 
     weights = pool_store.store_weights(ds)
-    reference = dec.attnpool_weights(model.visual.attnpool)
+    reference = pool.attnpool_weights(model.visual.attnpool)
     for name in pool_store.WEIGHT_DIMS:
         np.testing.assert_array_equal(getattr(weights, name), getattr(reference, name))
     parts = pool_store.parts(ds)
     s_NHC, y_NE = pool_store.pair_scalars(ds, chunk_size=3)
     # float32 capture, float64 reconstruction
-    assert relative_error(dec.reconstruct_output(s_NHC, parts.u_HCE, parts.bias_E), y_NE) < 1e-5
+    assert relative_error(pool.reconstruct_output(s_NHC, parts.u_HCE, parts.bias_E), y_NE) < 1e-5
     s_all, _ = pool_store.pair_scalars(ds, chunk_size=100)
     np.testing.assert_allclose(s_NHC, s_all, rtol=1e-12)
     batches = list(pool_store.iter_batches(ds, 4, images=np.array([7, 2, 5])))
@@ -85,10 +84,10 @@ def test_trained_checkpoint_float64_reconstruction_and_rank_one(tiny_dataset, tr
     model = model.double()
     pixels = loading.preprocess_images(datasets.load(tiny_dataset).images, preprocess).double()
     cap = capture_attnpool(model, pixels)
-    weights = dec.attnpool_weights(model.visual.attnpool)
-    u_HCE, bias_E = dec.neuron_head_directions(weights), dec.output_bias(weights)
-    s_NHC = dec.pair_scalars(cap.x_NTC.numpy(), cap.alpha_NHT.numpy())
-    assert relative_error(dec.reconstruct_output(s_NHC, u_HCE, bias_E), cap.y_NE.numpy()) < 1e-5
+    weights = pool.attnpool_weights(model.visual.attnpool)
+    u_HCE, bias_E = pool.neuron_head_directions(weights), pool.output_bias(weights)
+    s_NHC = pool.pair_scalars(cap.x_NTC.numpy(), cap.alpha_NHT.numpy())
+    assert relative_error(pool.reconstruct_output(s_NHC, u_HCE, bias_E), cap.y_NE.numpy()) < 1e-5
     scores = components.component_scores(s_NHC, u_HCE)
     heads, neurons = np.divmod(np.argsort(-scores["pair"].ravel())[:10], u_HCE.shape[1])
     table = components.pair_rank_one(s_NHC, u_HCE, heads, neurons, top_k=50)

@@ -1,0 +1,175 @@
+"""Concepts of Shapes and how well a unit's activation predicts them (methods.md Secs. 7, 8; causal-tracing
+paper Sec. 3.4): presence of the 16 concepts per image, caption and patch, and each unit's AUROC and AP.
+
+Concepts are the 16 Shapes features (:data:`clipmech.data.shapes.FEATURES`: 5 shapes, 6 colours, 5
+positions). The ground truth comes from the object table and the instance masks:
+
+- image level (:func:`image_presence`, :func:`presence`): an image has a concept when one of its objects has it;
+- caption level (:func:`caption_presence`): a caption (:func:`clipmech.data.shapes.caption`) has a colour or
+  shape concept when the word occurs and a position concept when the position's phrase occurs, which for a
+  caption of an image's objects in table order is the image's presence;
+- patch level (:func:`patch_presence`): a patch has a concept when its pixel square overlaps the mask of an
+  object with that concept.
+
+AUROC of unit u for concept f (:func:`auroc`) is P(a_pos > a_neg) + 0.5 P(a_pos = a_neg) over the inputs with
+and without the concept, the Mann-Whitney U statistic divided by n_pos n_neg; AP (:func:`average_precision`)
+is ``sklearn.metrics.average_precision_score``. Both are NaN for a concept that no input, or every input, has.
+Used by the concept selectivity of :mod:`clipmech.patching.concepts`, the SAE alignment of
+:mod:`clipmech.sae.alignment` and the MiCLIP evaluation of :mod:`clipmech.miclip.evaluation`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.metrics import average_precision_score
+
+from clipmech.data import shapes
+
+
+def image_presence(objects: pd.DataFrame, n_images: int) -> np.ndarray:
+    """Which images hold each concept: ``present_NF[i, f]`` when an object of image i has ``FEATURES[f]``.
+
+    Returns
+    -------
+    present_NF : numpy.ndarray, bool, (N, 16)
+    """
+    return shapes.feature_counts(objects, n_images) > 0
+
+
+def presence(objects: pd.DataFrame, n_dataset: int, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Image-level presence (N, 16) bool and object counts (N, 16) float64 of the given dataset images."""
+    images = np.asarray(images, dtype=np.int64)
+    return image_presence(objects, n_dataset)[images], shapes.feature_counts(objects, n_dataset)[images]
+
+
+def caption_presence(captions: Sequence[str]) -> np.ndarray:
+    """Which captions hold each concept: the shape or colour word among the caption's words, or the
+    position's phrase (:data:`clipmech.data.shapes.POSITION_PHRASES`) in the caption.
+
+    Returns
+    -------
+    present_NF : numpy.ndarray, bool, (N, 16)
+    """
+    present = np.zeros((len(captions), len(shapes.FEATURES)), dtype=bool)
+    for n, text in enumerate(captions):
+        words = set(text.split())
+        for f, (feature, kind) in enumerate(zip(shapes.FEATURES, shapes.FEATURE_TYPES)):
+            present[n, f] = shapes.POSITION_PHRASES[feature] in text if kind == "position" else feature in words
+    return present
+
+
+def patch_bounds(image_size: int, n_cells: int) -> np.ndarray:
+    """First pixel of each of ``n_cells`` patch squares along one axis: floor(i S / n), int64 (n_cells,)."""
+    return (np.arange(n_cells) * image_size) // n_cells
+
+
+def patch_presence(
+    masks_NHW: np.ndarray, objects: pd.DataFrame, images: np.ndarray, grid: tuple[int, int]
+) -> np.ndarray:
+    """Which patches of each image hold each concept: an object with the concept covers a pixel of the patch.
+
+    The patch grid covers the whole (square) image: patch (r, c) of a ``grid_rows`` x ``grid_cols`` grid is
+    the pixel square rows [floor(r S / rows), floor((r + 1) S / rows)), likewise for columns, S the image size
+    (the model's resize of a square image is a uniform scaling, so its patches map to these squares).
+
+    Parameters
+    ----------
+    masks_NHW : numpy.ndarray, uint8, (N_dataset, S, S)
+        Instance masks (object id per pixel, 0 = background).
+    objects : pandas.DataFrame
+        The object table (image_id, object_id, shape, colour, position).
+    images : numpy.ndarray, int, (N,)
+        The images to take, positions in the dataset.
+    grid : (int, int)
+        ``grid_rows``, ``grid_cols`` of the store's attributes.
+
+    Returns
+    -------
+    present_NSF : numpy.ndarray, bool, (N, rows x cols, 16)
+        Patches in raster order, as the patch tokens are.
+
+    Raises
+    ------
+    ValueError
+        If the masks are not square or the grid is finer than the image.
+    """
+    size = masks_NHW.shape[1]
+    if masks_NHW.shape[2] != size:
+        raise ValueError(f"patch presence needs square masks, got {masks_NHW.shape[1:]}")
+    rows, cols = grid
+    if rows > size or cols > size:
+        raise ValueError(f"patch grid {rows} x {cols} is finer than the {size} px image")
+    row_starts, col_starts = patch_bounds(size, rows), patch_bounds(size, cols)
+    feature = {name: f for f, name in enumerate(shapes.FEATURES)}
+    present = np.zeros((len(images), rows * cols, len(shapes.FEATURES)), dtype=bool)
+    by_image = objects.groupby("image_id")
+    for n, image in enumerate(np.asarray(images, dtype=np.int64)):
+        if image not in by_image.groups:
+            continue
+        mask_HW = np.asarray(masks_NHW[image])
+        for row in by_image.get_group(image).itertuples(index=False):
+            pixels = (mask_HW == row.object_id).astype(np.int64)
+            covered = np.add.reduceat(np.add.reduceat(pixels, row_starts, axis=0), col_starts, axis=1) > 0
+            for name in (row.shape, row.colour, row.position):
+                present[n, :, feature[name]] |= covered.reshape(-1)
+    return present
+
+
+def auroc(acts_NU: np.ndarray, present_NF: np.ndarray) -> np.ndarray:
+    """AUROC of every unit for every concept: P(a_pos > a_neg) + 0.5 P(a_pos = a_neg) (methods.md Sec. 8).
+
+    Computed from mid-ranks (``scipy.stats.rankdata``, ties averaged) as the Mann-Whitney U statistic of
+    the positives, U = R_pos - n_pos (n_pos + 1) / 2, divided by n_pos n_neg.
+
+    Parameters
+    ----------
+    acts_NU : numpy.ndarray, float, (N, U)
+        Unit activations per input.
+    present_NF : numpy.ndarray, bool, (N, F)
+        Whether input n has concept f.
+
+    Returns
+    -------
+    auroc_UF : numpy.ndarray, float64, (U, F)
+        In [0, 1]; NaN for a concept that no input, or every input, has.
+
+    Raises
+    ------
+    ValueError
+        If the arrays are not 2-D with the same N, or an activation is not finite (the message names the units).
+    """
+    acts_NU = np.asarray(acts_NU, dtype=np.float64)
+    present_NF = np.asarray(present_NF, dtype=bool)
+    if acts_NU.ndim != 2 or present_NF.ndim != 2 or acts_NU.shape[0] != present_NF.shape[0]:
+        raise ValueError(
+            f"auroc needs acts (N, U) and presence (N, F) with the same N, got {acts_NU.shape} and {present_NF.shape}"
+        )
+    bad = np.flatnonzero(~np.isfinite(acts_NU).all(axis=0))
+    if bad.size:
+        raise ValueError(f"auroc: units {bad[:10].tolist()} (of {bad.size}) have non-finite activations")
+    ranks_NU = stats.rankdata(acts_NU, axis=0)
+    n_pos_F = present_NF.sum(axis=0).astype(np.float64)
+    n_neg_F = present_NF.shape[0] - n_pos_F
+    u_UF = ranks_NU.T @ present_NF.astype(np.float64) - n_pos_F * (n_pos_F + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auroc_UF = u_UF / (n_pos_F * n_neg_F)
+    auroc_UF[:, (n_pos_F == 0) | (n_neg_F == 0)] = np.nan
+    return auroc_UF
+
+
+def average_precision(acts_NU: np.ndarray, present_NF: np.ndarray) -> np.ndarray:
+    """AP of every unit for every concept (``sklearn.metrics.average_precision_score``), float64 (U, F).
+
+    NaN for a concept that no input, or every input, has.
+    """
+    acts_NU = np.asarray(acts_NU, dtype=np.float64)
+    ap_UF = np.full((acts_NU.shape[1], present_NF.shape[1]), np.nan)
+    for f in range(present_NF.shape[1]):
+        y_N = present_NF[:, f]
+        if 0 < y_N.sum() < y_N.size:
+            ap_UF[:, f] = average_precision_score(np.repeat(y_N[:, None], acts_NU.shape[1], 1), acts_NU, average=None)
+    return ap_UF

@@ -1,0 +1,278 @@
+"""The unit pages of an atlas, one kind at a time (methods.md Sec. 10; page content: :mod:`clipmech.atlas.gather`).
+
+Each ``*_units`` function turns one analysis' outputs into :class:`clipmech.atlas.render.UnitPage` objects
+(activations, top images, histogram, Algorithm 1 affinities and entropy, patch maps of the pages' top
+images, and the analysis' own facts): the MLP output channels of a ViT (methods.md Sec. 2), the attention-pool
+neurons and neuron-head pairs of a CLIP-ResNet (Sec. 5), the latents of a top-k SAE (Sec. 7). :class:`Pages`
+holds them by (kind, key) while :mod:`clipmech.atlas.links` links them and attaches the other analyses'
+tables.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from clipmech.atlas import gather, sections
+from clipmech.atlas.render import Link, UnitPage
+from clipmech.data import shapes
+from clipmech.decomposition import pool
+from clipmech.sae.latents import token_latents, token_positions
+from clipmech.sae.model import load_sae
+from clipmech.stores import activations
+from clipmech.stores import attnpool as pool_store
+
+#: The CLIP-ResNet site whose channels are the attention-pool input neurons: the last of open_clip's four
+#: ModifiedResNet stages (MiCLIP and the concept AUROC name the neurons by it).
+RESNET_NEURON_SITE = "visual.blocks.3.hook_resid_post"
+POOL_SITE = "visual.attnpool.hook_x"
+_MLP_SITE = re.compile(r"visual\.blocks\.(\d+)\.hook_mlp_out")
+
+
+class Pages:
+    """The unit pages of one model under construction, addressed by (kind, key)."""
+
+    def __init__(self) -> None:
+        self.units: dict[tuple[str, str], UnitPage] = {}
+
+    def add(self, units: list[UnitPage]) -> None:
+        self.units.update({(u.kind, u.key): u for u in units})
+
+    def link(self, kind: str, key: str, label: str) -> Link | str:
+        unit = self.units.get((kind, key))
+        return label if unit is None else Link(label, kind, key, unit.page)
+
+    def has_page(self, kind: str, key: str) -> bool:
+        unit = self.units.get((kind, key))
+        return unit is not None and unit.page
+
+    def attach(self, kind: str, key: str, table) -> None:
+        if table is not None and self.has_page(kind, key):
+            self.units[(kind, key)].tables.append(table)
+
+
+def unit_pages(
+    *,
+    kind: str,
+    keys: list[str],
+    titles: list[str],
+    layers: list[str],
+    acts_NU: np.ndarray,
+    counts_NF: np.ndarray,
+    params: dict,
+    affinity_UF: np.ndarray | None = None,
+    entropy_U: np.ndarray | None = None,
+) -> list[UnitPage]:
+    """Pages (without maps and tables) of the columns of ``acts_NU``; Algorithm 1 computed when not given."""
+    if affinity_UF is None:
+        affinity_UF, entropy_U = gather.unit_selectivity(acts_NU, counts_NF, params["k"])
+    index_KU, values_KU = gather.top_images(acts_NU, params["n_top_images"])
+    counts_UB, edges_UB = gather.histograms(acts_NU, params["bins"])
+    page_U = gather.page_mask(entropy_U, params["max_units"])
+    return [
+        UnitPage(
+            kind=kind,
+            key=keys[u],
+            title=titles[u],
+            layer=layers[u],
+            entropy=float(entropy_U[u]),
+            affinity_F=affinity_UF[u],
+            hist_counts_B=counts_UB[u],
+            hist_edges_B=edges_UB[u],
+            images_K=index_KU[:, u],
+            acts_K=values_KU[:, u],
+            page=bool(page_U[u]),
+        )
+        for u in range(acts_NU.shape[1])
+    ]
+
+
+def set_maps(units: list[UnitPage], maps_of, grid: tuple[int, int]) -> None:
+    """``maps_of(u, images) -> (K, rows * cols)`` raw maps of the pages' top images, quantised per unit."""
+    for u, unit in enumerate(units):
+        if unit.page:
+            unit.maps_K = gather.quantise_maps(maps_of(u, unit.images_K)).reshape(unit.images_K.size, -1)
+            unit.grid = grid
+
+
+def mlp_units(ds: xr.Dataset, units_tsv: str, counts_NF: np.ndarray, params: dict) -> list[UnitPage]:
+    """ViT MLP output channels (methods.md Sec. 2) of the activation store ``ds``: one page per (layer, neuron),
+    Algorithm 1 as ``neuron_selectivity`` computed it (its ``units.tsv``), maps from the store's ``tokens``."""
+    acts = ds[params["reduction"]].transpose("image", "layer", "neuron")
+    n_images, n_layers, width = acts.shape
+    acts_NU = np.asarray(acts.values, dtype=np.float32).reshape(n_images, n_layers * width)
+    layer_U = np.repeat(acts["layer"].values, width)
+    neuron_U = np.tile(acts["neuron"].values, n_layers)
+    table = pd.read_csv(units_tsv, sep="\t").set_index(["layer", "neuron"])
+    table = table.loc[list(zip(layer_U.tolist(), neuron_U.tolist()))]
+    features = [f"a_{f}" for f in shapes.FEATURES]
+    units = unit_pages(
+        kind="mlp",
+        keys=[f"{layer}-{neuron}" for layer, neuron in zip(layer_U, neuron_U)],
+        titles=[
+            f"MLP unit {neuron} of block {layer} (visual.blocks.{layer}.hook_mlp_out)"
+            for layer, neuron in zip(layer_U, neuron_U)
+        ],
+        layers=[str(layer) for layer in layer_U],
+        acts_NU=acts_NU,
+        counts_NF=counts_NF,
+        params=params,
+        affinity_UF=table[features].to_numpy(dtype=np.float64),
+        entropy_U=table["entropy"].to_numpy(dtype=np.float64),
+    )
+    for unit, p_null in zip(units, table["p_null"].to_numpy()):
+        unit.facts.append(("null percentile", f"{p_null:.3g}"))
+        unit.facts.append((f"reduction ({params['reduction']}) top activation", f"{unit.acts_K[0]:.3g}"))
+    prefix = int(ds.attrs["n_prefix_tokens"])
+    grid = (int(ds.attrs["grid_rows"]), int(ds.attrs["grid_cols"]))
+    for layer in np.unique(layer_U):
+        chosen = [u for u in range(len(units)) if units[u].page and layer_U[u] == layer]
+        if not chosen:
+            continue
+        needed = np.unique(np.concatenate([units[u].images_K for u in chosen]))
+        tokens_NTD = np.asarray(ds["tokens"].sel(layer=layer).isel(image=needed).values, dtype=np.float32)
+        row = {int(i): r for r, i in enumerate(needed)}
+        for u in chosen:
+            rows = [row[int(i)] for i in units[u].images_K]
+            units[u].maps_K = gather.quantise_maps(tokens_NTD[rows, prefix:, neuron_U[u]])
+            units[u].grid = grid
+    return units
+
+
+def resnet_units(
+    attnpool: str, pairs_tsv: str, words_tsv: str, counts_NF: np.ndarray, params: dict
+) -> tuple[list[UnitPage], list[UnitPage], pd.DataFrame]:
+    """CLIP-ResNet attention-pool neurons and neuron-head pairs (methods.md Sec. 5) of the attention-pool store
+    ``attnpool``, with ``decompose_attnpool``'s pair table and ``decompose_text``'s OMP words.
+
+    Returns
+    -------
+    neurons, pairs : list of UnitPage
+    table : pandas.DataFrame
+        The pair table merged with the words (``head``, ``neuron``, ``rank``, ``mean_norm``, ``words``, ...).
+    """
+    ds = pool_store.open_store(attnpool)
+    weights = pool_store.store_weights(ds)
+    grid = (int(ds.attrs["grid_rows"]), int(ds.attrs["grid_cols"]))
+    x_NTC = np.asarray(ds["x"].values, dtype=np.float32)
+    alpha_NHT = np.asarray(ds["alpha"].values, dtype=np.float32)
+    raw_NTC = pool_store.neuron_activations(x_NTC, weights).astype(np.float32)
+    n_images, _, n_neurons = x_NTC.shape
+    n_heads = weights.n_heads
+    neurons = unit_pages(
+        kind="neuron",
+        keys=[str(c) for c in range(n_neurons)],
+        titles=[f"ResNet neuron {c} (attention-pool input, {RESNET_NEURON_SITE})" for c in range(n_neurons)],
+        layers=["attnpool"] * n_neurons,
+        acts_NU=raw_NTC[:, 0, :],
+        counts_NF=counts_NF,
+        params=params,
+    )
+    set_maps(neurons, lambda c, images: raw_NTC[images, 1:, c], grid)
+    s_NQ = pool.pair_scalars(x_NTC.astype(np.float64), alpha_NHT.astype(np.float64)).reshape(
+        n_images, n_heads * n_neurons
+    )
+    heads_Q, neurons_Q = np.divmod(np.arange(n_heads * n_neurons), n_neurons)
+    pairs = unit_pages(
+        kind="pair",
+        keys=[f"{c}-{h}" for h, c in zip(heads_Q, neurons_Q)],
+        titles=[
+            f"Neuron-head pair: neuron {c}, head {h} (s_(n,h) of the attention pool)"
+            for h, c in zip(heads_Q, neurons_Q)
+        ],
+        layers=["attnpool"] * heads_Q.size,
+        acts_NU=s_NQ,
+        counts_NF=counts_NF,
+        params=params,
+    )
+    set_maps(
+        pairs,
+        lambda q, images: gather.pair_token_maps(x_NTC[images], alpha_NHT[images], heads_Q[q], neurons_Q[q]),
+        grid,
+    )
+    table = pd.read_csv(pairs_tsv, sep="\t").merge(
+        pd.read_csv(words_tsv, sep="\t")[["head", "neuron", "words", "cos_sparse_u"]], on=["head", "neuron"], how="left"
+    )
+    by_key = {u.key: u for u in pairs}
+    for r in table.itertuples(index=False):
+        unit = by_key[f"{r.neuron}-{r.head}"]
+        unit.facts += [
+            ("rank by mean norm", str(r.rank)),
+            ("mean contribution norm", f"{r.mean_norm:.3g}"),
+            ("|u|", f"{r.u_norm:.3g}"),
+            ("mean s", f"{r.s_mean:.3g}"),
+        ]
+        if pd.notna(r.cos_pc_u):
+            unit.facts.append(("|cos(PC1, u)|", f"{r.cos_pc_u:.4g}"))
+        if isinstance(r.words, str):
+            unit.note = ", ".join(item.split(" (")[0] for item in r.words.split("), ")[:3])
+            unit.facts.append(("cos(sparse u, u)", f"{r.cos_sparse_u:.3g}"))
+            unit.tables.append(sections.omp_words(r.words))
+    return neurons, pairs, table
+
+
+@torch.inference_mode()
+def sae_units(
+    checkpoint: str, latents_tsv: str, ds: xr.Dataset, counts_NF: np.ndarray, params: dict
+) -> tuple[str, list[UnitPage], np.ndarray, np.ndarray]:
+    """The latents of one top-k SAE (methods.md Sec. 7) on the tokens of the activation store ``ds``
+    (:func:`clipmech.sae.latents.token_latents`), image-level activation = max over its tokens.
+
+    Returns
+    -------
+    site_name : str
+    units : list of UnitPage
+    dims_nK, weights_nK : numpy.ndarray, (n_latents, n_reads)
+        Each latent's strongest residual inputs (:func:`clipmech.atlas.gather.strongest_inputs`).
+    """
+    sae, meta = load_sae(checkpoint)
+    sae = sae.eval()
+    site_name = meta["site"]
+    acts = activations.site_activations(ds, site_name)
+    n_images, n_tokens, _ = acts.shape
+    prefix = int(ds.attrs["n_prefix_tokens"])
+    grid = (int(ds.attrs["grid_rows"]), int(ds.attrs["grid_cols"]))
+    positions = token_positions(meta["tokens"], n_tokens, prefix)
+    z_NTn = token_latents(sae, acts, positions, max(1, params["batch_tokens"] // positions.size))
+    patch = positions >= prefix
+    units = unit_pages(
+        kind="sae",
+        keys=[f"{site_name}-{i}" for i in range(sae.n_latents)],
+        titles=[f"SAE latent {i} at {site_name}" for i in range(sae.n_latents)],
+        layers=[site_name] * sae.n_latents,
+        acts_NU=z_NTn.max(axis=1),
+        counts_NF=counts_NF,
+        params=params,
+    )
+    if patch.sum() == grid[0] * grid[1]:
+        set_maps(units, lambda i, images: z_NTn[images][:, patch, i], grid)
+    latents = pd.read_csv(latents_tsv, sep="\t").set_index("latent")
+    for i, unit in enumerate(units):
+        if i in latents.index:
+            r = latents.loc[i]
+            unit.facts += [
+                ("firing frequency", f"{r['frequency']:.3g}"),
+                ("top concept (AUROC)", str(r["top_concept"]) if isinstance(r["top_concept"], str) else ""),
+                ("image AUROC", f"{r['auroc_image']:.3g}"),
+                ("AP", f"{r['ap']:.3g}"),
+            ]
+            unit.note = f"frequency {r['frequency']:.2g}"
+    dims_nK, weights_nK = gather.strongest_inputs(sae.W_enc.detach().double().numpy(), params["n_reads"])
+    return site_name, units, dims_nK, weights_nK
+
+
+def miclip_target(site_name: str, kind: str, sae_sites: list[str]) -> tuple[str, str] | None:
+    """The atlas kind of a MiCLIP unit set (``kind`` ``neurons`` | ``sae`` at ``site_name``) and the key pattern
+    of its units (``{unit}`` filled in), or None when the atlas has no pages of them."""
+    match = _MLP_SITE.fullmatch(site_name)
+    if kind == "neurons" and match:
+        return "mlp", f"{match.group(1)}-{{unit}}"
+    if kind == "neurons" and site_name == RESNET_NEURON_SITE:
+        return "neuron", "{unit}"
+    if kind == "sae" and site_name in sae_sites:
+        return "sae", f"{site_name}-{{unit}}"
+    return None

@@ -1,0 +1,195 @@
+"""Causal tracing of both towers on a pairs dataset (methods.md Sec. 8): the tower runs of each corruption
+and the tables of every run.
+
+A corruption is a Shapes minimal pair kind (:data:`MINIMAL_PAIRS`: the pairs dataset's ``colour``, ``shape``,
+``position`` and ``binding`` pairs, clean and corrupted images and captions) or an embedding corruption
+(:data:`clipmech.patching.corruptions.CORRUPTIONS`), which runs on the binding pairs' clean images with their
+colour-swapped foil, both runs starting from the clean input. The vision tower's metric scores each image
+against its caption and foil (:func:`clipmech.patching.tracing.vision_metric`); the text tower's scores each
+caption against the clean image (:func:`clipmech.patching.tracing.text_metric`), on the pairs whose caption
+and foil have the same word positions (the others are left out).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+
+from clipmech.models.towers import tower
+from clipmech.patching import corruptions, tracing
+
+log = logging.getLogger(__name__)
+
+#: Corruptions that are Shapes minimal pairs (the dataset's pair kinds); the others corrupt embeddings.
+MINIMAL_PAIRS = ("colour", "shape", "position", "binding")
+#: The tables of :func:`trace_pairs`, in the order they are returned.
+TABLES = ("recovery", "circuit", "circuit_summary", "runs")
+
+
+def pairs_of(pairs: pd.DataFrame, corruption: str, n_pairs: int) -> pd.DataFrame:
+    """The first ``n_pairs`` pairs (by ``pair_id``) of one corruption: its minimal pairs, or for an embedding
+    corruption the binding pairs' clean images with their colour-swapped foil (``corrupt`` = ``clean``).
+
+    Raises
+    ------
+    ValueError
+        If the pair table has no pair of the kind the corruption needs (the message lists its kinds).
+    """
+    kind = corruption if corruption in MINIMAL_PAIRS else "binding"
+    chosen = pairs[pairs["kind"] == kind].sort_values("pair_id").head(n_pairs).reset_index(drop=True)
+    if chosen.empty:
+        raise ValueError(f"the pairs dataset has no {kind!r} pairs; its kinds are {sorted(pairs['kind'].unique())}")
+    if corruption not in MINIMAL_PAIRS:
+        chosen = chosen.assign(corrupt=chosen["clean"])
+    return chosen
+
+
+def embedding_stds(model, tokenizer, pairs: pd.DataFrame, pixels_NCHW: torch.Tensor, device) -> dict[str, float]:
+    """Per tower, the std of the embeddings of the distinct clean inputs
+    (:func:`clipmech.patching.corruptions.embedding_std`): the scale of the ``noise`` corruption."""
+    base = pairs.drop_duplicates("clean")
+    return {
+        "visual": corruptions.embedding_std(model, "visual", pixels_NCHW[torch.tensor(base["clean"].to_list())]),
+        "text": corruptions.embedding_std(
+            model, "text", tokenizer(list(base["caption"])).to(device), torch.unique(tokenizer([""]))
+        ),
+    }
+
+
+def tower_run(model, tower_name, *, chosen, corruption, pixels, tokenizer, scale, params, stds, device):
+    """The :class:`clipmech.patching.tracing.TowerRun` of one tower on one corruption's pairs, and which of
+    the pairs it uses (bool (Q,)); the run is None when no pair is usable (text tower: the caption and foil
+    must end on the same token)."""
+    info = tower(model, tower_name)
+    with torch.inference_mode():
+        caption_QE = model.encode_text(tokenizer(list(chosen["caption"])).to(device)).float()
+        foil_QE = model.encode_text(tokenizer(list(chosen["foil"])).to(device)).float()
+    embedding = corruption not in MINIMAL_PAIRS
+    if tower_name == "visual":
+        clean = pixels[torch.tensor(chosen["clean"].to_list())]
+        corrupt = pixels[torch.tensor(chosen["corrupt"].to_list())]
+        metric = tracing.vision_metric(caption_QE, foil_QE, scale)
+        words = None
+        n_positions = info.n_tokens
+    else:
+        clean = tokenizer(list(chosen["caption"])).to(device)
+        corrupt = clean if embedding else tokenizer(list(chosen["foil"])).to(device)
+        special = torch.unique(tokenizer([""]))
+        words = corruptions.word_positions(clean, special)
+        same_end = (words == corruptions.word_positions(corrupt, special)).all(-1)
+        if not bool(same_end.all()):
+            log.info("%s, text: %d of %d pairs whose foil has another number of tokens left out", corruption,
+                     int((~same_end).sum()), len(same_end))  # fmt: skip
+        keep = same_end.cpu().numpy()
+        if not keep.any():
+            return None, keep
+        chosen = chosen[keep]
+        clean, corrupt, caption_QE, foil_QE = (
+            clean[same_end],
+            corrupt[same_end],
+            caption_QE[same_end],
+            foil_QE[same_end],
+        )
+        with torch.inference_mode():
+            image_QE = model.encode_image(pixels[torch.tensor(chosen["clean"].to_list())]).float()
+        metric = tracing.text_metric(image_QE, foil_QE, scale)
+        words = words[same_end]
+        n_positions = int(corruptions.pooled_positions(model, clean).max()) + 1
+    corruption_hook = None
+    if embedding:
+        corruption_hook = corruptions.EmbeddingCorruption(
+            model, tower_name, corruption, std=params["noise_scale"] * stds[tower_name], seed=params["seed"],
+            words_QT=words,
+        )  # fmt: skip
+    run = tracing.TowerRun(
+        model=model, info=info, forward=model.encode_image if tower_name == "visual" else model.encode_text,
+        metric=metric, clean=clean, corrupt=corrupt, corruption=corruption_hook, n_positions=n_positions,
+        batch_size=params["batch_size"],
+    )  # fmt: skip
+    return run, np.ones(len(chosen), dtype=bool) if tower_name == "visual" else keep
+
+
+def trace_pairs(model, tokenizer, pairs: pd.DataFrame, pixels_NCHW: torch.Tensor, *, params: dict, device) -> dict:
+    """Causal tracing of both towers under every corruption of ``params["corruptions"]``, on the first
+    ``params["n_pairs"]`` pairs of each (:func:`pairs_of`).
+
+    Parameters
+    ----------
+    model : open_clip.CLIP or open_clip.CustomTextCLIP
+    tokenizer : callable
+    pairs : pandas.DataFrame
+        The pair table of a pairs dataset (``pair_id``, ``kind``, ``clean``, ``corrupt``, ``caption``, ``foil``).
+    pixels_NCHW : torch.Tensor, float, (N, 3, S, S)
+        The dataset's preprocessed images, on ``device``.
+    params : dict
+        ``corruptions``, ``n_pairs``, ``noise_scale``, ``seed``, ``batch_size``, ``min_effect``, ``families``
+        (``resnet`` / ``transformer`` -> families), ``directions``, ``n_bootstrap``, ``circuit``
+        (``threshold``, ``n_points``, ``n_random``).
+    device : str or torch.device
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        :data:`TABLES`, each with ``corruption`` and ``tower`` first: ``recovery`` (R and Delta logit per
+        direction and component with bootstrap 95 % intervals, :func:`clipmech.patching.tracing.trace`),
+        ``circuit`` and ``circuit_summary`` (:func:`clipmech.patching.tracing.circuit`, denoising), ``runs``
+        (per pair: m_clean, m_corrupt, kept).
+
+    Raises
+    ------
+    ValueError
+        If the pair table lacks a kind a corruption needs (:func:`pairs_of`).
+    """
+    scale = float(model.logit_scale.detach().exp())
+    stds = embedding_stds(model, tokenizer, pairs, pixels_NCHW, device)
+    log.info("logit scale %.3f; embedding std: %s", scale, stds)
+    tables = {key: [] for key in TABLES}
+    for corruption in params["corruptions"]:
+        chosen = pairs_of(pairs, corruption, params["n_pairs"])
+        for tower_name in ("visual", "text"):
+            run, used = tower_run(
+                model, tower_name, chosen=chosen, corruption=corruption, pixels=pixels_NCHW, tokenizer=tokenizer,
+                scale=scale, params=params, stds=stds, device=device,
+            )  # fmt: skip
+            labels = {"corruption": corruption, "tower": tower_name}
+            if run is None:
+                log.info("%s, %s: no usable pair, skipped", corruption, tower_name)
+                continue
+            base_run = run.baseline()
+            keep = run.kept(params["min_effect"])
+            tables["runs"].append(
+                pd.DataFrame(
+                    {
+                        **labels,
+                        "pair_id": chosen["pair_id"].to_numpy()[used],
+                        "m_clean": base_run.m_clean_Q,
+                        "m_corrupt": base_run.m_corrupt_Q,
+                        "kept": keep,
+                    }
+                )
+            )
+            families = params["families"]["resnet" if run.info.kind == "resnet" else "transformer"]
+            directions = params["directions"]
+            stats = {"min_effect": params["min_effect"], "n_resamples": params["n_bootstrap"], "seed": params["seed"]}
+            recovery, single = tracing.trace(run, families, directions, **stats)
+            tables["recovery"].append(recovery.assign(**labels))
+            curve, summary = tracing.circuit(
+                run, single, threshold=params["circuit"]["threshold"], n_points=params["circuit"]["n_points"],
+                n_random=params["circuit"]["n_random"], **stats,
+            )  # fmt: skip
+            tables["circuit"].append(curve.assign(**labels))
+            tables["circuit_summary"].append(summary.assign(**labels))
+            log.info(
+                "%s, %s: %d of %d pairs kept; greedy circuit needs %s of %d path components",
+                corruption, tower_name, int(keep.sum()), keep.size,
+                summary.loc[summary["order"] == "greedy", "fraction_needed"].iloc[0], summary["n_total"].iloc[0],
+            )  # fmt: skip
+    front = ["corruption", "tower"]
+    out = {}
+    for key, frames in tables.items():
+        table = pd.concat(frames, ignore_index=True)
+        out[key] = table[front + [c for c in table.columns if c not in front]]
+    return out

@@ -1,0 +1,92 @@
+"""Unit tests of concept presence (image, caption, patch), AUROC and AP (methods.md Secs. 7, 8)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from sklearn.metrics import roc_auc_score
+
+from clipmech.analyses import concepts
+from clipmech.data import shapes
+from clipmech.data.datasets import load
+from clipmech.patching.concepts import image_captions
+
+
+def test_auroc_matches_sklearn_and_mann_whitney_with_ties():
+    rng = np.random.default_rng(0)
+    acts_NU = rng.integers(0, 4, size=(60, 7)).astype(np.float32)  # four values: many ties
+    present_NF = rng.random((60, 5)) < 0.3
+    present_NF[:, 3], present_NF[:, 4] = True, False
+    auroc_UF = concepts.auroc(acts_NU, present_NF)
+    assert auroc_UF.dtype == np.float64 and auroc_UF.shape == (7, 5)
+    assert np.isnan(auroc_UF[:, 3:]).all()
+    for u in range(7):
+        for f in range(3):
+            assert auroc_UF[u, f] == pytest.approx(roc_auc_score(present_NF[:, f], acts_NU[:, u]), abs=1e-12)
+            pos, neg = acts_NU[present_NF[:, f], u], acts_NU[~present_NF[:, f], u]
+            u_stat = stats.mannwhitneyu(pos.astype(np.float64), neg.astype(np.float64)).statistic
+            assert auroc_UF[u, f] == pytest.approx(u_stat / (pos.size * neg.size), abs=1e-12)
+
+
+def test_auroc_by_hand():
+    # positives {2, 3} against negatives {1, 2}: 1 + 0.5 + 1 + 1 of 4 pairs
+    auroc_UF = concepts.auroc(np.array([[1.0], [2.0], [2.0], [3.0]]), np.array([[0], [1], [0], [1]], dtype=bool))
+    assert auroc_UF[0, 0] == 0.875
+    flipped = concepts.auroc(-np.array([[1.0], [2.0], [2.0], [3.0]]), np.array([[0], [1], [0], [1]], dtype=bool))
+    assert flipped[0, 0] == 0.125
+
+
+def test_auroc_rejects_bad_input():
+    with pytest.raises(ValueError, match="same N"):
+        concepts.auroc(np.zeros((4, 2)), np.zeros((3, 1), dtype=bool))
+    acts = np.zeros((4, 3))
+    acts[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"units \[2\]"):
+        concepts.auroc(acts, np.zeros((4, 1), dtype=bool))
+
+
+def test_captions_name_the_image_concepts(tiny_dataset):
+    data = load(tiny_dataset)
+    captions = image_captions(data.objects, data.n_images)
+    first = data.objects[data.objects["image_id"] == 0].sort_values("object_id").to_dict("records")
+    assert captions[0] == shapes.caption(first)
+    np.testing.assert_array_equal(
+        concepts.caption_presence(captions), concepts.image_presence(data.objects, data.n_images)
+    )
+    present = concepts.caption_presence(["a red square at the top left and a blue circle in the center"])[0]
+    assert [f for f, p in zip(shapes.FEATURES, present) if p] == [
+        "circle",
+        "square",
+        "red",
+        "blue",
+        "top-left",
+        "center",
+    ]
+
+
+def _object(image_id, object_id, shape, colour, position):
+    return {"image_id": image_id, "object_id": object_id, "shape": shape, "colour": colour, "position": position}
+
+
+def test_patch_presence_by_hand():
+    masks = np.zeros((2, 4, 4), dtype=np.uint8)
+    masks[0, :2, :2] = 1  # image 0: object 1 fills the top-left patch of a 2 x 2 grid
+    masks[0, 3, 3] = 2  # object 2 covers one pixel of the bottom-right patch
+    masks[1, 1:3, 1:3] = 1  # image 1: one object touching all four patches
+    objects = pd.DataFrame(
+        [
+            _object(0, 1, "circle", "red", "top-left"),
+            _object(0, 2, "square", "blue", "bottom-right"),
+            _object(1, 1, "circle", "blue", "center"),
+        ]
+    )
+    present = concepts.patch_presence(masks, objects, np.array([0, 1]), (2, 2))
+    f = {name: i for i, name in enumerate(shapes.FEATURES)}
+    assert present.shape == (2, 4, 16)
+    np.testing.assert_array_equal(present[0, :, f["circle"]], [True, False, False, False])
+    np.testing.assert_array_equal(present[0, :, f["blue"]], [False, False, False, True])
+    np.testing.assert_array_equal(present[1, :, f["blue"]], [True, True, True, True])
+    assert present[0].sum() == 6 and present[1].sum() == 12  # 3 concepts on each covered patch
+    np.testing.assert_array_equal(concepts.patch_bounds(10, 3), [0, 3, 6])
+    with pytest.raises(ValueError, match="finer"):
+        concepts.patch_presence(masks, objects, np.array([0]), (5, 5))

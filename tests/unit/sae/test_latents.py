@@ -1,0 +1,42 @@
+"""Unit tests of the SAE's token positions and its latents on store tokens (methods.md Sec. 7)."""
+
+import numpy as np
+import pytest
+import scipy.sparse
+import torch
+import xarray as xr
+from hand_saes import random_sae
+
+from clipmech.sae import latents
+
+
+def test_token_positions():
+    np.testing.assert_array_equal(latents.token_positions("patch", 5, 1), [1, 2, 3, 4])
+    np.testing.assert_array_equal(latents.token_positions("class", 5, 1), [0])
+    np.testing.assert_array_equal(latents.token_positions("all", 5, 1), [0, 1, 2, 3, 4])
+    with pytest.raises(ValueError, match="valid token sets are: patch, class, all"):
+        latents.token_positions("cls", 5, 1)
+    with pytest.raises(ValueError, match="class token"):
+        latents.token_positions("class", 4, 0)
+
+
+def test_latents_of_a_store_and_of_an_array_agree_with_encode():
+    sae = random_sae(d=6, n_latents=10, k=3, seed=0)
+    values_NTD = np.random.default_rng(0).standard_normal((5, 4, 6)).astype(np.float16)
+    positions = latents.token_positions("patch", 4, 1)
+    rows_BD = values_NTD[:, positions].reshape(-1, 6).astype(np.float32)
+    with torch.inference_mode():
+        expected_NTn = sae.encode(torch.from_numpy(rows_BD)).numpy().reshape(5, 3, 10)
+    store = xr.DataArray(values_NTD, dims=("image", "token", "unit"))
+    for acts in (store, values_NTD):
+        for batch_images in (1, 2, 5):
+            z_NTn = latents.token_latents(sae, acts, positions, batch_images)
+            assert z_NTn.dtype == np.float32 and z_NTn.shape == (5, 3, 10)
+            np.testing.assert_allclose(z_NTn, expected_NTn, rtol=1e-6, atol=1e-6)
+    sparse = latents.sparse_latents(sae, rows_BD, batch_size=4)
+    assert scipy.sparse.isspmatrix_csc(sparse) and (sparse.getnnz(axis=1) <= 3).all()
+    np.testing.assert_array_equal(
+        sparse.toarray(), np.concatenate([latents.encode(sae, rows_BD[i : i + 4]) for i in range(0, 15, 4)])
+    )
+    with pytest.raises(ValueError, match=r"\(N, T, D\)"):
+        latents.token_latents(sae, values_NTD[:, 0], positions, 2)
