@@ -2,8 +2,8 @@
 
 Each ``workflow/scripts/<rule>.py`` is two lines, ``run(<stage>, snakemake)``: the script maps nothing
 by hand. A stage's keyword names are the rule's names. Each keyword is looked up, in this order, in
-the rule's named ``input``, named ``output``, ``params`` and ``wildcards``; ``out`` receives every named
-output as ``{name: path}``, ``threads`` the job's threads. A keyword annotated with a dataclass (a
+the rule's named ``input``, named ``output``, ``params`` and ``wildcards``; ``inputs`` receives every named
+input and ``out`` every named output as ``{name: path}``, ``threads`` the job's threads. A keyword annotated with a dataclass (a
 :class:`clipmech.config.ModelSpec`, a section of the typed config) is built from the mapping the rule
 passes (rules pass plain mappings, so Snakemake's ``params`` rerun trigger compares plain values).
 
@@ -41,8 +41,8 @@ def bind(stage: Callable[..., Any], job: Any) -> dict[str, Any]:
     hints = typing.get_type_hints(stage)
     kwargs: dict[str, Any] = {}
     for name, parameter in inspect.signature(stage).parameters.items():
-        if name == "out":
-            kwargs[name] = sources[1]
+        if name in ("inputs", "out"):
+            kwargs[name] = sources[name == "out"]
             continue
         if name == "threads":
             kwargs[name] = job.threads

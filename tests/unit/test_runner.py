@@ -63,6 +63,14 @@ def test_a_missing_keyword_names_the_stage_and_what_the_rule_offers():
         bind(stage, job(input={"files": []}, params={"model": {"name": "m", "size": 1}, "site": "s"}))
 
 
+def test_inputs_and_out_take_every_named_file():
+    def takes(*, inputs: dict, out: dict):
+        return None
+
+    files = job(input={"a": "a.tsv", "b": Namedlist(["b1"])}, output={"c": "c.png"})
+    assert bind(takes, files) == {"inputs": {"a": "a.tsv", "b": ["b1"]}, "out": {"c": "c.png"}}
+
+
 def test_params_pass_as_they_are():
     def takes(*, units: list, code: str):
         return None

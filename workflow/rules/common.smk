@@ -40,9 +40,14 @@ wildcard_constraints:
 # --- Models and datasets ----------------------------------------------------------------------------
 
 
+def model_spec(model):
+    """A model as its jobs load it (clipmech.models.loading.ModelSpec): name, architecture,
+    pretrained and sha256 if set; a pipeline-trained model's `pretrained` is its checkpoint."""
+    return {"name": model, **CONFIG.model_entry(model)}
+
+
 def model_params(wildcards):
-    """The model's entry; a pipeline-trained model's `pretrained` is its checkpoint."""
-    return CONFIG.model_entry(wildcards.model)
+    return model_spec(wildcards.model)
 
 
 def loaded_checkpoint(model):
@@ -118,8 +123,8 @@ def miclip_reference_text(wildcards):
     return f"results/miclip/reference/{CONFIG.miclip.reference}.npz"
 
 
-def miclip_reference_entry(wildcards):
-    return CONFIG.model_entry(CONFIG.miclip.reference)
+def miclip_reference(wildcards):
+    return model_spec(CONFIG.miclip.reference)
 
 
 def miclip_reference_checkpoint(wildcards):

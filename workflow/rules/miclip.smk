@@ -45,8 +45,7 @@ rule probe_miclip:
         runtime=60,
     params:
         model=model_params,
-        reference=CONFIG.miclip.reference,
-        reference_entry=miclip_reference_entry,
+        reference=miclip_reference,
         batch_size=CONFIG.miclip.batch_size_eval,
         device=CONFIG.extraction.device,
         code=script_code("probe_miclip.py"),

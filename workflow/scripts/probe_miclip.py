@@ -5,8 +5,8 @@ to_file(snakemake.log[0])
 probe_miclip(
     name=snakemake.wildcards.model,
     model_entry=snakemake.params.model,
-    reference=snakemake.params.reference,
-    reference_entry=snakemake.params.reference_entry,
+    reference=snakemake.params.reference["name"],
+    reference_entry=snakemake.params.reference,
     dataset_dir=snakemake.input.data,
     site=snakemake.wildcards.site,
     output=snakemake.output.probe,
