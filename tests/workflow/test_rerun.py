@@ -51,10 +51,12 @@ def test_selectivity_k_reruns_selectivity_and_downstream_only(tiny_run, tmp_path
     plan = planned_jobs("--configfile", changed_config(tmp_path, "selectivity", None, "k", k + 1), workdir=tiny_run)
     assert {"neuron_selectivity", "plot_selectivity"} <= plan.keys()
     assert not plan.keys() & {*UPSTREAM, "plot_dataset", "plot_training"}
-    # The atlases run Algorithm 1 with selectivity.k too (the ResNet's neurons and pairs, the SAE's latents),
-    # and so does MiCLIP's ground truth (miclip.k_top and atlas.k null = selectivity.k; tiny.yaml sets
-    # sae.evaluate.entropy_k itself).
-    assert plan == forcerun_plan(tiny_run, "neuron_selectivity", "plot_selectivity", "build_atlas", "evaluate_miclip")
+    # Algorithm 1's k has one owner: the atlases (the ResNet's neurons and pairs, the SAE's latents), MiCLIP's
+    # ground truth and the SAE evaluation's entropy run with it too (atlas.k, miclip.k_top and
+    # sae.evaluate.entropy_k null = selectivity.k).
+    assert plan == forcerun_plan(
+        tiny_run, "neuron_selectivity", "plot_selectivity", "build_atlas", "evaluate_miclip", "evaluate_sae"
+    )
 
 
 def test_dataset_seed_reruns_everything_downstream_of_synthesis(tiny_run, tmp_path):
