@@ -180,7 +180,7 @@ rule find_registers:
             "attention_tokens.rst",
             "6 ResNet decomposition",
         ),
-        registers=reported(
+        neurons=reported(
             "results/decomposition/{model}/{dataset}/registers.tsv",
             "register_neurons.rst",
             "6 ResNet decomposition",

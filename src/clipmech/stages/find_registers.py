@@ -15,8 +15,11 @@ log = logging.getLogger(__name__)
 
 
 def find_registers(*, store: str, out: dict, registers: dict, label: str) -> None:
-    """The attention sink (token with the largest mean attention) and the register neurons (paper A.5-A.6);
-    ``registers`` is the config's ``decomposition.registers`` section."""
+    """The attention sink (token with the largest mean attention) and the register neurons (paper A.5-A.6).
+
+    ``out["tokens"]``: the mean attention of every token; ``out["neurons"]``: the register neurons;
+    ``out["figure"]``. ``registers`` is the config's ``decomposition.registers`` section.
+    """
     ds = pool_store.open_store(store)
     parts = pool_store.parts(ds)
     n = parts.n_images if registers["n_images"] is None else min(registers["n_images"], parts.n_images)
@@ -29,7 +32,7 @@ def find_registers(*, store: str, out: dict, registers: dict, label: str) -> Non
     )
     neurons["sink_token"] = sink
     tables.write_table(tokens, out["tokens"])
-    tables.write_table(neurons, out["registers"])
+    tables.write_table(neurons, out["neurons"])
     log.info(
         "sink token %d (mean attention %.3f); top register neurons:\n%s",
         sink,
