@@ -25,7 +25,7 @@ ATOL = 1e-5
 
 
 def _spec(architecture):
-    return loading.model_spec({"siglip": {"architecture": architecture, "pretrained": None}}, "siglip")
+    return loading.ModelSpec("siglip", architecture, None)
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)

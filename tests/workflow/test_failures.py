@@ -26,6 +26,7 @@ import yaml
 from snakemake_cli import SNAKEFILE, TINY, planned_jobs, snakemake
 
 from clipmech.codehash import code_hash
+from clipmech.models.loading import ModelSpec
 from clipmech.stages.extract_activations import extract_activations
 from clipmech.stores.activations import open_store
 from clipmech.stores.base import partial_path, progress_path
@@ -117,11 +118,10 @@ def test_killed_extraction_resumes_to_the_uninterrupted_store(tmp_path):
     threads = torch.get_num_threads()
     try:
         extract_activations(
-            name="random-vit",
-            model_entry=RANDOM_VIT,
+            model=ModelSpec("random-vit", **RANDOM_VIT),
             dataset_dir=str(workdir / f"results/datasets/{dataset}/data"),
             store=str(tmp_path / "reference.zarr"),
-            params=config["extraction"],
+            extraction=config["extraction"],
             threads=2,
             code=code_hash(SNAKEFILE.parent / "workflow/scripts/extract_activations.py"),
         )

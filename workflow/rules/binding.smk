@@ -1,7 +1,7 @@
 rule binding_benchmark:
     input:
         store=ACTIVATIONS,
-        data=DATA,
+        dataset_dir=DATA,
         checkpoint=checkpoint_input,
     output:
         trials=reported(

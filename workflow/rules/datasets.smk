@@ -58,7 +58,7 @@ rule synthesize_pairs:
 
 rule plot_dataset:
     input:
-        data=DATA,
+        dataset_dir=DATA,
     output:
         preview=reported(
             "results/datasets/{dataset}/preview.png",

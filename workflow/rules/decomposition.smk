@@ -1,6 +1,6 @@
 rule extract_attnpool:
     input:
-        data=DATA,
+        dataset_dir=DATA,
         checkpoint=checkpoint_input,
     output:
         store=directory(ATTNPOOL),
@@ -27,7 +27,7 @@ rule embed_text:
     input:
         checkpoint=checkpoint_input,
     output:
-        text="results/text/{model}/embeddings.npz",
+        embeddings="results/text/{model}/embeddings.npz",
     log:
         "logs/embed_text/{model}.log",
     benchmark:
@@ -91,8 +91,8 @@ rule decompose_attnpool:
 rule ablate_components:
     input:
         store=ATTNPOOL,
-        data=DATA,
-        text="results/text/{model}/embeddings.npz",
+        dataset_dir=DATA,
+        text_path="results/text/{model}/embeddings.npz",
     output:
         table=reported(
             "results/decomposition/{model}/{dataset}/ablation.tsv",
@@ -126,8 +126,8 @@ rule ablate_components:
 rule decompose_text:
     input:
         store=ATTNPOOL,
-        data=DATA,
-        text="results/text/{model}/embeddings.npz",
+        dataset_dir=DATA,
+        text_path="results/text/{model}/embeddings.npz",
     output:
         words=reported(
             "results/decomposition/{model}/{dataset}/words.tsv",
@@ -180,7 +180,7 @@ rule find_registers:
             "attention_tokens.rst",
             "6 ResNet decomposition",
         ),
-        registers=reported(
+        neurons=reported(
             "results/decomposition/{model}/{dataset}/registers.tsv",
             "register_neurons.rst",
             "6 ResNet decomposition",

@@ -1,6 +1,6 @@
 rule extract_activations:
     input:
-        data=DATA,
+        dataset_dir=DATA,
         checkpoint=checkpoint_input,
     output:
         store=directory(ACTIVATIONS),

@@ -1,6 +1,6 @@
 rule gradcam_binding:
     input:
-        data=DATA,
+        dataset_dir=DATA,
         checkpoint=checkpoint_input,
     output:
         pointing=reported(

@@ -1,8 +1,8 @@
 rule monitor_shift:
     input:
         store=shift_store,
-        data=shift_data,
-        text="results/text/{model}/embeddings.npz",
+        dataset_dir=shift_data,
+        text_path="results/text/{model}/embeddings.npz",
     output:
         splits=reported(
             "results/decomposition/{model}/{dataset}/shift_splits.tsv",

@@ -1,8 +1,8 @@
 rule segment_shapes:
     input:
         store=ATTNPOOL,
-        data=DATA,
-        text="results/text/{model}/embeddings.npz",
+        dataset_dir=DATA,
+        text_path="results/text/{model}/embeddings.npz",
     output:
         miou=reported(
             "results/segmentation/{model}/{dataset}/miou.tsv",

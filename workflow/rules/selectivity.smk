@@ -1,7 +1,7 @@
 rule neuron_selectivity:
     input:
         store=ACTIVATIONS,
-        data=DATA,
+        dataset_dir=DATA,
     output:
         units=reported(
             "results/selectivity/{model}/{dataset}/units.tsv",
@@ -30,7 +30,7 @@ rule neuron_selectivity:
 rule plot_selectivity:
     input:
         store=ACTIVATIONS,
-        data=DATA,
+        dataset_dir=DATA,
         units="results/selectivity/{model}/{dataset}/units.tsv",
         topk="results/selectivity/{model}/{dataset}/topk.tsv",
         null="results/selectivity/{model}/{dataset}/null.tsv",

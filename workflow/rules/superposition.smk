@@ -2,7 +2,7 @@ rule superposition_separability:
     input:
         units="results/selectivity/{model}/{dataset}/units.tsv",
         store=ACTIVATIONS,
-        data=DATA,
+        dataset_dir=DATA,
     output:
         pairs=reported(
             "results/superposition/{model}/{dataset}/pairs.tsv",

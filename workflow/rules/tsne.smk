@@ -1,7 +1,7 @@
 rule tsne_shapes:
     input:
         store=ACTIVATIONS,
-        data=DATA,
+        dataset_dir=DATA,
     output:
         table=reported(
             "results/tsne/{model}/{dataset}/tsne.tsv",

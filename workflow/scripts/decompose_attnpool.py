@@ -1,10 +1,4 @@
-from clipmech.logs import to_file
+from clipmech.runner import run
 from clipmech.stages.decompose_attnpool import decompose_attnpool
 
-to_file(snakemake.log[0])
-decompose_attnpool(
-    store=snakemake.input.store,
-    out=dict(snakemake.output),
-    params=snakemake.params.decomposition,
-    label=snakemake.params.label,
-)
+run(decompose_attnpool, snakemake)

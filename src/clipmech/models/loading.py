@@ -20,7 +20,6 @@ import json
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import open_clip
 import torch
@@ -51,6 +50,12 @@ class ModelSpec:
     sha256 : str or None
         The expected sha256 (hex) of a local checkpoint, checked before it is loaded
         (:func:`verify_checkpoint`); None to rely on the record of a pipeline-trained checkpoint.
+
+    Raises
+    ------
+    ValueError
+        On construction, if ``architecture`` is not an open_clip model (the message lists the valid
+        ones), or ``sha256`` is given without a local checkpoint to check it against.
     """
 
     name: str
@@ -58,40 +63,24 @@ class ModelSpec:
     pretrained: str | None
     sha256: str | None = None
 
+    def __post_init__(self) -> None:
+        """Check the architecture and the ``sha256`` (see Raises above)."""
+        valid = open_clip.list_models()
+        if self.architecture not in valid:
+            raise ValueError(
+                f"model {self.name!r}: unknown open_clip architecture {self.architecture!r}; valid architectures "
+                "are: " + ", ".join(valid)
+            )
+        if self.sha256 is not None and not is_local_checkpoint(self.pretrained):
+            raise ValueError(
+                f"model {self.name!r}: `sha256` checks a local checkpoint file, but `pretrained` is "
+                f"{self.pretrained!r} (an open_clip tag or None); drop `sha256` or point `pretrained` at the file"
+            )
+
     @property
     def is_local_checkpoint(self) -> bool:
         """True when ``pretrained`` names a file rather than an open_clip tag."""
         return is_local_checkpoint(self.pretrained)
-
-
-def model_spec(models: dict[str, dict[str, Any]], name: str) -> ModelSpec:
-    """Look up a model by name in a config's ``models:`` mapping.
-
-    Raises
-    ------
-    KeyError
-        If ``name`` is not configured; the message lists the configured names.
-    ValueError
-        If its architecture is not an open_clip model (the message lists the valid ones), or it gives a
-        ``sha256`` without a local checkpoint to check it against.
-    """
-    if name not in models:
-        raise KeyError(f"unknown model {name!r}; configured models are: {', '.join(sorted(models))}")
-    entry = models[name]
-    architecture = entry["architecture"]
-    valid = open_clip.list_models()
-    if architecture not in valid:
-        raise ValueError(
-            f"model {name!r}: unknown open_clip architecture {architecture!r}; valid architectures are: "
-            + ", ".join(valid)
-        )
-    sha256 = entry.get("sha256")
-    if sha256 is not None and not is_local_checkpoint(entry.get("pretrained")):
-        raise ValueError(
-            f"model {name!r}: `sha256` checks a local checkpoint file, but `pretrained` is "
-            f"{entry.get('pretrained')!r} (an open_clip tag or None); drop `sha256` or point `pretrained` at the file"
-        )
-    return ModelSpec(name=name, architecture=architecture, pretrained=entry.get("pretrained"), sha256=sha256)
 
 
 #: A checkpoint the pipeline trains has its sha256 recorded in this file beside it, under

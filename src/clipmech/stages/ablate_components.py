@@ -16,13 +16,14 @@ log = logging.getLogger(__name__)
 
 
 def ablate_components(
-    *, store: str, dataset_dir: str, text_path: str, out: dict, params: dict, chunk_size: int, label: str
+    *, store: str, dataset_dir: str, text_path: str, out: dict, ablation: dict, chunk_size: int, label: str
 ) -> None:
     """Zero-shot accuracy vs fraction of pairs, neurons and heads kept, the rest mean-ablated (paper Fig. 1).
 
     Contributions of pairs, neurons and heads are mean-ablated with the attention held fixed;
     the ``neuron_activation`` level mean-ablates the neurons' activations instead, so the
     attention is recomputed (:func:`clipmech.decomposition.components.activation_ablation_curve`).
+    ``ablation`` is the config's ``decomposition.ablation`` section.
     """
     ds = pool_store.open_store(store)
     data = datasets.load(dataset_dir)
@@ -34,9 +35,11 @@ def ablate_components(
     read = pool_store.scan(ds, chunk_size, evaluated)
     s_NHC, y_NE = read.s_NHC, read.y_NE
     scores = components.component_scores(s_NHC, parts.u_HCE)
-    table = components.ablation_curves(s_NHC, parts.u_HCE, parts.bias_E, scores, params["fractions"], tasks, chunk_size)
+    table = components.ablation_curves(
+        s_NHC, parts.u_HCE, parts.bias_E, scores, ablation["fractions"], tasks, chunk_size
+    )
     activation = components.activation_ablation_curve(
-        read.x_NTC, read.token_mean_TC, parts.weights, scores["neuron"], params["fractions"], tasks
+        read.x_NTC, read.token_mean_TC, parts.weights, scores["neuron"], ablation["fractions"], tasks
     )
     table = pd.concat([table, activation], ignore_index=True)
     model_acc = {task.name: components.zero_shot_accuracy(y_NE, task) for task in tasks}

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clipmech.analyses import binding
+from clipmech.analyses import binding as binding_analysis
 from clipmech.data import datasets
 from clipmech.figures import binding as binding_figures
 from clipmech.models import loading, zeroshot
+from clipmech.models.loading import ModelSpec
 from clipmech.stores import activations
 
 log = logging.getLogger(__name__)
@@ -19,12 +20,11 @@ log = logging.getLogger(__name__)
 
 def binding_benchmark(
     *,
-    name: str,
-    model_entry: dict,
+    model: ModelSpec,
     store: str,
     dataset_dir: str,
     out: dict,
-    params: dict,
+    binding: dict,
     seed: int,
     device: str,
     batch_size: int,
@@ -35,23 +35,23 @@ def binding_benchmark(
     object count (``out["accuracy"]``) and its figure (``out["figure"]``).
 
     Image embeddings are the store's (the normalised final embeddings); text embeddings come from
-    the model ``name`` configured as ``model_entry``. ``params`` is the config's ``binding``
-    section; ``seed`` draws the foils; prompts are encoded ``batch_size`` at a time on ``device``
-    (:func:`clipmech.stores.loading.resolve_device`); ``label`` ("<model> on <dataset>") titles the figure.
+    ``model``. ``binding`` is the config's ``binding`` section; ``seed`` draws the foils; prompts are
+    encoded ``batch_size`` at a time on ``device`` (:func:`clipmech.stores.loading.resolve_device`);
+    ``label`` ("<model> on <dataset>") titles the figure.
     """
     data = datasets.load(dataset_dir)
-    trials = binding.binding_trials(data.objects, params["tasks"], np.random.default_rng(seed))
+    trials = binding_analysis.binding_trials(data.objects, binding["tasks"], np.random.default_rng(seed))
     emb_NE = torch.from_numpy(activations.open_store(store)["embedding"].values)
     if emb_NE.shape[0] != data.n_images:
         raise ValueError(
             f"store {store} holds {emb_NE.shape[0]} embeddings but dataset {dataset_dir} has {data.n_images} images"
         )
     torch_device = loading.resolve_device(device)
-    model, _, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
+    clip, _, tokenizer = loading.load(model, torch_device)
     prompts = sorted(set(trials["correct"]) | set(trials["foil"]))
     text_PE = torch.cat(
         [
-            loading.encode_text(model, tokenizer, prompts[i : i + batch_size], torch_device).cpu()
+            loading.encode_text(clip, tokenizer, prompts[i : i + batch_size], torch_device).cpu()
             for i in range(0, len(prompts), batch_size)
         ]
     )
@@ -62,9 +62,9 @@ def binding_benchmark(
     trials["sim_correct"] = (image_RE * correct_RE).sum(-1).numpy()
     trials["sim_foil"] = (image_RE * foil_RE).sum(-1).numpy()
     trials["preferred"] = zeroshot.pairwise_preference(image_RE, correct_RE, foil_RE)
-    accuracy = binding.accuracy_by_count(trials, params["confidence_level"])
+    accuracy = binding_analysis.accuracy_by_count(trials, binding["confidence_level"])
     for key, table in (("trials", trials), ("accuracy", accuracy)):
         Path(out[key]).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out[key], sep="\t", index=False, float_format="%.6g")
-    log.info("binding accuracy of %s:\n%s", name, accuracy.to_string())
+    log.info("binding accuracy of %s:\n%s", model.name, accuracy.to_string())
     binding_figures.binding_accuracy(accuracy, f"{label}: binding benchmark (chance 0.5)", out["figure"])

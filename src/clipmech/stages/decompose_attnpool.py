@@ -17,27 +17,30 @@ from clipmech.stores import attnpool as pool_store
 log = logging.getLogger(__name__)
 
 
-def decompose_attnpool(*, store: str, out: dict, params: dict, label: str) -> None:
+def decompose_attnpool(*, store: str, out: dict, decomposition: dict, label: str) -> None:
     """Scalars, norms and the checks of the decomposition (methods.md Sec. 5 tests).
 
     ``out["pairs"]``: every pair ranked by mean contribution norm (rank, head, neuron, mean_norm,
     u_norm, s_mean, and for the top ``n_checked`` pairs cos_pc_u and explained);
     ``out["summary"]``: reconstruction error of the stored outputs, rank-1 statistics of pairs vs
-    neurons, norm shares; ``out["figure"]``.
+    neurons, norm shares; ``out["figure"]``. ``decomposition`` holds the config's ``decomposition`` keys
+    ``chunk_size``, ``n_checked``, ``pc_top_k`` and ``max_rel_err``.
     """
     ds = pool_store.open_store(store)
     parts = pool_store.parts(ds)
-    s_NHC, y_NE = pool_store.pair_scalars(ds, params["chunk_size"])
-    y_hat_NE = pool.reconstruct_output(s_NHC, parts.u_HCE, parts.bias_E, params["chunk_size"])
+    s_NHC, y_NE = pool_store.pair_scalars(ds, decomposition["chunk_size"])
+    y_hat_NE = pool.reconstruct_output(s_NHC, parts.u_HCE, parts.bias_E, decomposition["chunk_size"])
     rel_err_N = np.linalg.norm(y_hat_NE - y_NE, axis=1) / np.linalg.norm(y_NE, axis=1)
     scores = components.component_scores(s_NHC, parts.u_HCE)
     h, c = scores["pair"].shape
     order = np.argsort(-scores["pair"].ravel(), kind="stable")
     heads, neurons = np.divmod(order, c)
-    n_checked = min(params["n_checked"], h * c)
-    rank_one = components.pair_rank_one(s_NHC, parts.u_HCE, heads[:n_checked], neurons[:n_checked], params["pc_top_k"])
-    top_neurons = np.argsort(-scores["neuron"], kind="stable")[: min(params["n_checked"], c)]
-    _, neuron_explained = components.neuron_directions(s_NHC, parts.u_HCE, top_neurons, params["pc_top_k"])
+    n_checked = min(decomposition["n_checked"], h * c)
+    rank_one = components.pair_rank_one(
+        s_NHC, parts.u_HCE, heads[:n_checked], neurons[:n_checked], decomposition["pc_top_k"]
+    )
+    top_neurons = np.argsort(-scores["neuron"], kind="stable")[: min(decomposition["n_checked"], c)]
+    _, neuron_explained = components.neuron_directions(s_NHC, parts.u_HCE, top_neurons, decomposition["pc_top_k"])
     table = pd.DataFrame(
         {
             "rank": np.arange(1, h * c + 1),
@@ -65,7 +68,7 @@ def decompose_attnpool(*, store: str, out: dict, params: dict, label: str) -> No
         "reconstruction_rel_err_max": float(rel_err_N.max()),
         "reconstruction_rel_err_median": float(np.median(rel_err_N)),
         "n_checked": int(n_checked),
-        "pc_top_k": int(params["pc_top_k"]),
+        "pc_top_k": int(decomposition["pc_top_k"]),
         "pair_cos_pc_u_min": float(rank_one["cos_pc_u"].min()),
         "pair_cos_pc_u_median": float(rank_one["cos_pc_u"].median()),
         "pair_pc1_explained_median": float(rank_one["explained"].median()),
@@ -74,10 +77,10 @@ def decompose_attnpool(*, store: str, out: dict, params: dict, label: str) -> No
         "norm_share_top_20pct": {level: share(level, 0.2) for level in scores},
     }
     log.info("decomposition summary: %s", summary)
-    if summary["reconstruction_rel_err_max"] > params["max_rel_err"]:
+    if summary["reconstruction_rel_err_max"] > decomposition["max_rel_err"]:
         raise RuntimeError(
             f"the decomposition does not reproduce the stored outputs: max relative error "
-            f"{summary['reconstruction_rel_err_max']:.3g} > max_rel_err={params['max_rel_err']}"
+            f"{summary['reconstruction_rel_err_max']:.3g} > max_rel_err={decomposition['max_rel_err']}"
         )
     Path(out["summary"]).write_text(json.dumps(summary, indent=2) + "\n")
     norms_figures.component_norms(

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from clipmech.data import datasets, tables
-from clipmech.decomposition import components, pool, text
+from clipmech.decomposition import components, pool
+from clipmech.decomposition import text as text_decomposition
 from clipmech.figures import sparse_accuracy as sparse_accuracy_figures
 from clipmech.models import loading
 from clipmech.stores import attnpool as pool_store
@@ -22,7 +23,7 @@ def decompose_text(
     dataset_dir: str,
     text_path: str,
     out: dict,
-    params: dict,
+    text: dict,
     pc_top_k: int,
     chunk_size: int,
     device: str,
@@ -36,7 +37,8 @@ def decompose_text(
     (sorted by mean norm) with their first words; ``out["class_pairs"]``: each class's pairs
     with words; ``out["accuracy"]``: zero-shot accuracy with the kept pairs' directions replaced
     by their m-sparse approximations (rest mean-ablated), against the neuron baseline (kept
-    neurons reduced to their first PC, itself replaced by its m-sparse approximation).
+    neurons reduced to their first PC, itself replaced by its m-sparse approximation). ``text`` is the
+    config's ``decomposition.text`` section.
     """
     torch.set_num_threads(threads)
     torch_device = loading.resolve_device(device)
@@ -48,23 +50,23 @@ def decompose_text(
     text_data = np.load(text_path)
     words, dictionary_AE = text_data["words"].tolist(), text_data["word_embeddings"]
     tasks = components.zero_shot_tasks(data, text_data)
-    if max(params["m_values"]) > params["n_components"]:
-        raise ValueError(f"m_values {params['m_values']} must not exceed n_components={params['n_components']}")
+    if max(text["m_values"]) > text["n_components"]:
+        raise ValueError(f"m_values {text['m_values']} must not exceed n_components={text['n_components']}")
     scores = components.component_scores(s_NHC, parts.u_HCE)
-    keep_HC = pool.top_fraction_mask(scores["pair"], params["keep_fraction"])
-    pairs = text.decompose_pairs(
-        parts.u_HCE, scores["pair"], keep_HC, tasks, dictionary_AE, words, params=params, device=torch_device
+    keep_HC = pool.top_fraction_mask(scores["pair"], text["keep_fraction"])
+    pairs = text_decomposition.decompose_pairs(
+        parts.u_HCE, scores["pair"], keep_HC, tasks, dictionary_AE, words, params=text, device=torch_device
     )
     tables.write_table(pairs["words"], out["words"])
     tables.write_table(pairs["class_pairs"], out["class_pairs"])
-    accuracy = text.sparse_accuracy(
-        s_NHC, y_NE, parts.u_HCE, parts.bias_E, tasks, scores, keep_HC, pairs, dictionary_AE, params=params,
+    accuracy = text_decomposition.sparse_accuracy(
+        s_NHC, y_NE, parts.u_HCE, parts.bias_E, tasks, scores, keep_HC, pairs, dictionary_AE, params=text,
         pc_top_k=pc_top_k, chunk_size=chunk_size, device=torch_device,
     )  # fmt: skip
     tables.write_table(accuracy, out["accuracy"])
     log.info("sparse-direction accuracy:\n%s", accuracy.to_string())
     sparse_accuracy_figures.sparse_accuracy(
         accuracy,
-        f"{label}: top {params['keep_fraction']:.0%} of pairs / neurons kept, directions from m of {len(words)} words",
+        f"{label}: top {text['keep_fraction']:.0%} of pairs / neurons kept, directions from m of {len(words)} words",
         out["figure"],
     )

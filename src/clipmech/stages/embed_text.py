@@ -10,32 +10,33 @@ import torch
 
 from clipmech.decomposition import wordlist
 from clipmech.models import loading, zeroshot
+from clipmech.models.loading import ModelSpec
 
 log = logging.getLogger(__name__)
 
 
-def embed_text(*, name: str, model_entry: dict, output: str, params: dict, device: str, threads: int) -> None:
+def embed_text(*, model: ModelSpec, embeddings: str, text: dict, device: str, threads: int) -> None:
     """Embed the vocabulary (the ``n_words`` most common English words) and the zero-shot prompts.
 
-    Writes an npz with ``words`` (A,), ``word_embeddings`` (A, E), ``prompt_task``,
-    ``prompt_class``, ``prompts`` (P,) and ``prompt_embeddings`` (P, E); embeddings are
-    L2-normalised float32 from the model's text tower.
+    ``text`` is the config's ``decomposition.text`` section. Writes ``embeddings``, an npz with ``words``
+    (A,), ``word_embeddings`` (A, E), ``prompt_task``, ``prompt_class``, ``prompts`` (P,) and
+    ``prompt_embeddings`` (P, E); embeddings are L2-normalised float32 from ``model``'s text tower.
     """
     torch.set_num_threads(threads)
     torch_device = loading.resolve_device(device)
-    model, _, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
-    words = wordlist.vocabulary(params["n_words"])
-    word_embeddings = wordlist.embed_texts(model, tokenizer, words, params["batch_size"], torch_device)
+    clip, _, tokenizer = loading.load(model, torch_device)
+    words = wordlist.vocabulary(text["n_words"])
+    word_embeddings = wordlist.embed_texts(clip, tokenizer, words, text["batch_size"], torch_device)
     tasks, classes, prompts = [], [], []
     for task in zeroshot.ATTRIBUTE_TASKS:
         names, task_prompts = zeroshot.attribute_prompts(task)
         tasks += [task] * len(names)
         classes += list(names)
         prompts += task_prompts
-    prompt_embeddings = wordlist.embed_texts(model, tokenizer, prompts, params["batch_size"], torch_device)
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    prompt_embeddings = wordlist.embed_texts(clip, tokenizer, prompts, text["batch_size"], torch_device)
+    Path(embeddings).parent.mkdir(parents=True, exist_ok=True)
     np.savez(
-        output,
+        embeddings,
         words=np.array(words),
         word_embeddings=word_embeddings,
         prompt_task=np.array(tasks),
@@ -43,4 +44,4 @@ def embed_text(*, name: str, model_entry: dict, output: str, params: dict, devic
         prompts=np.array(prompts),
         prompt_embeddings=prompt_embeddings,
     )
-    log.info("embedded %d words and %d prompts with %s", len(words), len(prompts), name)
+    log.info("embedded %d words and %d prompts with %s", len(words), len(prompts), model.name)

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import torch
 
-from clipmech.models import loading
+from clipmech.models.loading import ModelSpec
 from clipmech.stores import activation_extraction
 
 
 def extract_activations(
-    *, name: str, model_entry: dict, dataset_dir: str, store: str, params: dict, threads: int, code: str
+    *, model: ModelSpec, dataset_dir: str, store: str, extraction: dict, threads: int, code: str
 ) -> None:
-    """Run :func:`clipmech.stores.activation_extraction.extract` for the model ``name`` configured as ``model_entry``;
-    ``code`` is the rule's code hash (its ``code`` param), recorded in the store's provenance."""
+    """Run :func:`clipmech.stores.activation_extraction.extract` for ``model`` with the config's ``extraction``
+    settings; ``code`` is the rule's code hash (its ``code`` param), recorded in the store's provenance."""
     torch.set_num_threads(threads)
     activation_extraction.extract(
-        loading.model_spec({name: model_entry}, name),
+        model,
         dataset_dir,
         store,
-        layers=params.get("layers"),
-        sites=tuple(params.get("sites", activation_extraction.DEFAULT_SITES)),
-        reductions=tuple(params.get("reductions", ("mean", "max", "cls"))),
-        save_tokens=params.get("save_tokens", True),
-        batch_size=params.get("batch_size", 32),
-        device=params.get("device", "auto"),
+        layers=extraction.get("layers"),
+        sites=tuple(extraction.get("sites", activation_extraction.DEFAULT_SITES)),
+        reductions=tuple(extraction.get("reductions", ("mean", "max", "cls"))),
+        save_tokens=extraction.get("save_tokens", True),
+        batch_size=extraction.get("batch_size", 32),
+        device=extraction.get("device", "auto"),
         code=code,
     )

@@ -6,23 +6,24 @@ import logging
 
 import torch
 
-from clipmech.models import loading
+from clipmech.models.loading import ModelSpec
 from clipmech.stores import attnpool_extraction
 
 log = logging.getLogger(__name__)
 
 
 def extract_attnpool(
-    *, name: str, model_entry: dict, dataset_dir: str, store: str, params: dict, threads: int, code: str
+    *, model: ModelSpec, dataset_dir: str, store: str, extraction: dict, threads: int, code: str
 ) -> None:
-    """Write the attention-pool store of the model ``name`` on a dataset (:mod:`clipmech.stores.attnpool`);
-    ``code`` is the rule's code hash (its ``code`` param), recorded in the store's provenance."""
+    """Write the attention-pool store of ``model`` on a dataset (:mod:`clipmech.stores.attnpool`) with the
+    config's ``extraction`` settings; ``code`` is the rule's code hash (its ``code`` param), recorded in
+    the store's provenance."""
     torch.set_num_threads(threads)
     attnpool_extraction.extract_attnpool(
-        loading.model_spec({name: model_entry}, name),
+        model,
         dataset_dir,
         store,
-        batch_size=params["batch_size"],
-        device=params["device"],
+        batch_size=extraction["batch_size"],
+        device=extraction["device"],
         code=code,
     )

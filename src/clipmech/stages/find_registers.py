@@ -7,26 +7,32 @@ import logging
 import numpy as np
 
 from clipmech.data import tables
-from clipmech.decomposition import registers
+from clipmech.decomposition import registers as registers_decomposition
 from clipmech.figures import registers as registers_figures
 from clipmech.stores import attnpool as pool_store
 
 log = logging.getLogger(__name__)
 
 
-def find_registers(*, store: str, out: dict, params: dict, label: str) -> None:
-    """The attention sink (token with the largest mean attention) and the register neurons (paper A.5-A.6)."""
+def find_registers(*, store: str, out: dict, registers: dict, label: str) -> None:
+    """The attention sink (token with the largest mean attention) and the register neurons (paper A.5-A.6).
+
+    ``out["tokens"]``: the mean attention of every token; ``out["neurons"]``: the register neurons;
+    ``out["figure"]``. ``registers`` is the config's ``decomposition.registers`` section.
+    """
     ds = pool_store.open_store(store)
     parts = pool_store.parts(ds)
-    n = parts.n_images if params["n_images"] is None else min(params["n_images"], parts.n_images)
+    n = parts.n_images if registers["n_images"] is None else min(registers["n_images"], parts.n_images)
     alpha_NHT = ds["alpha"].values.astype(np.float64)  # all images, read once; the first n are the sample's
-    tokens = registers.token_attention_table(alpha_NHT, parts.grid)
+    tokens = registers_decomposition.token_attention_table(alpha_NHT, parts.grid)
     sink = int(tokens.loc[tokens["is_sink"], "token"].iloc[0])
     x_NTC = ds["x"].isel(image=slice(0, n)).values.astype(np.float64)
-    neurons = registers.register_neurons(x_NTC, alpha_NHT[:n], parts.weights, sink, params["chunk_size"])
+    neurons = registers_decomposition.register_neurons(
+        x_NTC, alpha_NHT[:n], parts.weights, sink, registers["chunk_size"]
+    )
     neurons["sink_token"] = sink
     tables.write_table(tokens, out["tokens"])
-    tables.write_table(neurons, out["registers"])
+    tables.write_table(neurons, out["neurons"])
     log.info(
         "sink token %d (mean attention %.3f); top register neurons:\n%s",
         sink,
@@ -37,7 +43,7 @@ def find_registers(*, store: str, out: dict, params: dict, label: str) -> None:
         tokens,
         neurons,
         parts.grid,
-        params["n_figure_neurons"],
+        registers["n_figure_neurons"],
         f"{label}: attention sink and register neurons ({n} images)",
         out["figure"],
     )

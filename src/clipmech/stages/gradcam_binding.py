@@ -10,32 +10,33 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from clipmech.analyses import binding, gradcam
+from clipmech.analyses import binding
+from clipmech.analyses import gradcam as gradcam_analysis
 from clipmech.data import datasets
 from clipmech.figures import gradcam as gradcam_figures
 from clipmech.models import loading
+from clipmech.models.loading import ModelSpec
 
 log = logging.getLogger(__name__)
 
 
 def gradcam_binding(
     *,
-    name: str,
-    model_entry: dict,
+    model: ModelSpec,
     dataset_dir: str,
     out: dict,
-    params: dict,
+    gradcam: dict,
     seed: int,
     device: str,
     threads: int,
     label: str,
 ) -> None:
     """Grad-CAM maps (methods.md Sec. 4) of the correct, swapped and absent prompts
-    (:func:`clipmech.analyses.binding.gradcam_prompts`) on ``params["n_images"]`` seeded images with >= 2
+    (:func:`clipmech.analyses.binding.gradcam_prompts`) on ``gradcam["n_images"]`` seeded images with >= 2
     objects; writes the per-prompt pointing game (``out["pointing"]``), its summary per prompt type
     (``out["summary"]``) and the figure (``out["figure"]``) of images chosen by
     :func:`clipmech.analyses.binding.select_examples` on S(correct) - S(swapped) among the images whose three
-    maps are not all-zero.
+    maps are not all-zero. ``gradcam`` is the config's ``gradcam`` section; ``model`` is loaded on ``device``.
 
     Maps are computed at the model's input resolution and resized bilinearly to the dataset's
     image (and mask) size. The images are square, so the model's resize and centre crop is a
@@ -51,9 +52,9 @@ def gradcam_binding(
     eligible = np.sort(objects.loc[objects["n_objects"] >= 2, "image_id"].unique())
     if eligible.size == 0:
         raise ValueError(f"Grad-CAM binding check needs images with at least 2 objects; dataset {dataset_dir} has none")
-    chosen = np.sort(rng.choice(eligible, size=min(params["n_images"], eligible.size), replace=False))
+    chosen = np.sort(rng.choice(eligible, size=min(gradcam["n_images"], eligible.size), replace=False))
     torch_device = loading.resolve_device(device)
-    model, preprocess, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
+    clip, preprocess, tokenizer = loading.load(model, torch_device)
     rows, maps, images = [], [], []
     for image_id in chosen:
         scene = objects[objects["image_id"] == image_id][["colour", "shape"]].to_dict("records")
@@ -63,12 +64,12 @@ def gradcam_binding(
             continue
         prompts = [choice["prompts"][t] for t in binding.GRADCAM_PROMPT_TYPES]
         pixels = loading.preprocess_images(data.images[image_id : image_id + 1], preprocess).to(torch_device)
-        result = gradcam.gradcam(
-            model,
+        result = gradcam_analysis.gradcam(
+            clip,
             pixels,
-            loading.encode_text(model, tokenizer, prompts, torch_device),
-            target=params["target"],
-            score=params["score"],
+            loading.encode_text(clip, tokenizer, prompts, torch_device),
+            target=gradcam["target"],
+            score=gradcam["score"],
         )
         maps_PHW = F.interpolate(torch.from_numpy(result.maps_NPHW), size=size, mode="bilinear", align_corners=False)[
             0
@@ -83,7 +84,9 @@ def gradcam_binding(
                     "target_object": choice["target"],
                     "lure_object": choice["lure"],
                     "score": float(result.scores_NP[0, p]),
-                    **gradcam.pointing_row(maps_PHW[p], data.masks[image_id], choice["target"], choice["lure"]),
+                    **gradcam_analysis.pointing_row(
+                        maps_PHW[p], data.masks[image_id], choice["target"], choice["lure"]
+                    ),
                 }
             )
         maps.append(maps_PHW)
@@ -91,7 +94,7 @@ def gradcam_binding(
     if not rows:
         raise ValueError(f"no image of {dataset_dir} admits a correct/swapped/absent prompt triple")
     pointing = pd.DataFrame(rows)
-    summary = gradcam.summarise(pointing)
+    summary = gradcam_analysis.summarise(pointing)
     for key, table in (("pointing", pointing), ("summary", summary)):
         Path(out[key]).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out[key], sep="\t", index=False, float_format="%.6g")
@@ -100,14 +103,14 @@ def gradcam_binding(
     log.info(
         "Grad-CAM at %s (%s) on %d images; correct prompt preferred over swapped on %.2f of them:\n%s",
         result.layer,
-        params["score"],
+        gradcam["score"],
         len(images),
         np.mean(margin_N > 0),
         summary.to_string(),
     )
     # an image with an all-zero map (ReLU of a negative combination everywhere) shows nothing
     has_zero_map = (pointing.groupby("image_id")["total_energy"].min().loc[images] == 0).to_numpy()
-    index, failed = binding.select_examples(np.where(has_zero_map, np.nan, margin_N), params["n_figure_rows"])
+    index, failed = binding.select_examples(np.where(has_zero_map, np.nan, margin_N), gradcam["n_figure_rows"])
     prompts_NP = [pointing.loc[pointing["image_id"] == images[i], "prompt"].tolist() for i in index]
     gradcam_figures.gradcam_rows(
         data.images[np.asarray(images)[index]],
@@ -115,6 +118,6 @@ def gradcam_binding(
         prompts_NP,
         scores.loc[np.asarray(images)[index], list(binding.GRADCAM_PROMPT_TYPES)].to_numpy(),
         failed,
-        f"{label}: Grad-CAM at {result.layer} ({params['score']}); prompts correct / swapped / absent",
+        f"{label}: Grad-CAM at {result.layer} ({gradcam['score']}); prompts correct / swapped / absent",
         out["figure"],
     )

@@ -6,7 +6,7 @@ from clipmech.data import datasets
 from clipmech.figures import dataset as dataset_figures
 
 
-def plot_dataset(*, dataset_dir: str, path: str) -> None:
-    """Example images of every object count."""
+def plot_dataset(*, dataset_dir: str, preview: str) -> None:
+    """Example images of every object count, drawn to ``preview``."""
     data = datasets.load(dataset_dir)
-    dataset_figures.dataset_preview(data.images, data.objects, path)
+    dataset_figures.dataset_preview(data.images, data.objects, preview)

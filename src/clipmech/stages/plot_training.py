@@ -10,6 +10,6 @@ import pandas as pd
 from clipmech.figures import training as training_figures
 
 
-def plot_training(*, metrics: str, losses: str, path: str) -> None:
-    """The loss curve with the zero-shot metrics in its title."""
-    training_figures.loss_curve(pd.read_csv(losses, sep="\t"), json.loads(Path(metrics).read_text()), path)
+def plot_training(*, metrics: str, losses: str, figure: str) -> None:
+    """The loss curve with the zero-shot metrics in its title, drawn to ``figure``."""
+    training_figures.loss_curve(pd.read_csv(losses, sep="\t"), json.loads(Path(metrics).read_text()), figure)

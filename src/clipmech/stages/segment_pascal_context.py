@@ -13,13 +13,14 @@ from clipmech.data import tables
 from clipmech.decomposition import miou, pool, segmentation, wordlist
 from clipmech.hooks.attnpool import capture_attnpool
 from clipmech.models import loading
+from clipmech.models.loading import ModelSpec
 from clipmech.models.towers import tower
 
 log = logging.getLogger(__name__)
 
 
 def segment_pascal_context(
-    *, name: str, model_entry: dict, out: dict, params: dict, device: str, threads: int, label: str
+    *, model: ModelSpec, out: dict, pascal_context: dict, device: str, threads: int, label: str
 ) -> None:
     """PASCAL Context-59 mIoU of every method with mmseg's protocol (methods.md Sec. 5).
 
@@ -29,49 +30,52 @@ def segment_pascal_context(
     argmaxed over the 59 classes; labels go through ``reduce_zero_label`` (background not
     scored). MaskCLIP logits are cosines times ``logit_scale`` (averaging logits, as mmseg does,
     the argmax does not depend on it); the pair method uses the top ``top_k`` pairs per class.
+    ``pascal_context`` is the config's ``decomposition.pascal_context`` section.
     """
     torch.set_num_threads(threads)
     torch_device = loading.resolve_device(device)
-    model, preprocess, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
-    info = tower(model, "visual")
+    clip, preprocess, tokenizer = loading.load(model, torch_device)
+    info = tower(clip, "visual")
     image_size, grid = info.image_size[0], info.grid
     if not info.has_attnpool or info.image_size[1] != image_size:
-        raise ValueError(f"{name}: Pascal Context segmentation needs a square CLIP-ResNet; its vision tower is {info}")
-    if params["crop_size"] != image_size:
         raise ValueError(
-            f"crop_size {params['crop_size']} must equal the model's input size {image_size} (its positional embedding is fixed)"
+            f"{model.name}: Pascal Context segmentation needs a square CLIP-ResNet; its vision tower is {info}"
+        )
+    if pascal_context["crop_size"] != image_size:
+        raise ValueError(
+            f"crop_size {pascal_context['crop_size']} must equal the model's input size {image_size} (its positional embedding is fixed)"
         )
     normalize = next(t for t in preprocess.transforms if type(t).__name__ == "Normalize")
-    weights = pool.attnpool_weights(model.visual.attnpool)
+    weights = pool.attnpool_weights(clip.visual.attnpool)
     u_HCE, bias_E = pool.neuron_head_directions(weights), pool.output_bias(weights)
     h, c, _ = u_HCE.shape
     classes = segmentation.PASCAL_CONTEXT_59
-    z_KE = wordlist.embed_texts(model, tokenizer, classes, len(classes), torch_device).astype(np.float64)
-    heads_Kk, neurons_Kk, _ = pool.top_pairs_by_text(u_HCE, z_KE, min(params["top_k"], h * c))
+    z_KE = wordlist.embed_texts(clip, tokenizer, classes, len(classes), torch_device).astype(np.float64)
+    heads_Kk, neurons_Kk, _ = pool.top_pairs_by_text(u_HCE, z_KE, min(pascal_context["top_k"], h * c))
     w_KHC = segmentation.pair_weights(heads_Kk, neurons_Kk, h, c)
-    items = segmentation.pascal_context_items(params["root"], params["split"])
-    if params["n_images"] is not None:
-        items = items[: params["n_images"]]
+    items = segmentation.pascal_context_items(pascal_context["root"], pascal_context["split"])
+    if pascal_context["n_images"] is not None:
+        items = items[: pascal_context["n_images"]]
     confusions = {method: 0 for method in segmentation.METHODS}
 
     def crop_logits(crop_3SS: torch.Tensor) -> dict[str, np.ndarray]:
-        cap = capture_attnpool(model, crop_3SS[None].to(torch_device))
+        cap = capture_attnpool(clip, crop_3SS[None].to(torch_device))
         x_NTC, alpha_NHT = cap.x_NTC.double().cpu().numpy(), cap.alpha_NHT.double().cpu().numpy()
         logits = {}
         for method in segmentation.METHODS:
             token = segmentation.token_logits(x_NTC, alpha_NHT, weights, u_HCE, bias_E, z_KE, w_KHC, method)
-            scale = params["logit_scale"] if method == "maskclip" else 1.0
+            scale = pascal_context["logit_scale"] if method == "maskclip" else 1.0
             logits[method] = scale * segmentation.upsample(token, grid, (image_size, image_size))[0]
         return logits
 
     for i, (image_path, label_path) in enumerate(items):
         image, gt = segmentation.read_pascal_item(image_path, label_path)
-        height, width = segmentation.rescale_size(*gt.shape, tuple(params["scale"]))
+        height, width = segmentation.rescale_size(*gt.shape, tuple(pascal_context["scale"]))
         resized = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
         pixels = normalize(torch.from_numpy(resized.copy()).permute(2, 0, 1).float() / 255.0)
         gt_scored = miou.reduce_zero_label(gt)
         for method, logits_KHW in segmentation.slide_logits(
-            pixels, params["crop_size"], params["stride"], crop_logits
+            pixels, pascal_context["crop_size"], pascal_context["stride"], crop_logits
         ).items():
             full_KHW = segmentation.upsample(logits_KHW.reshape(1, len(classes), -1), (height, width), gt.shape)[0]
             confusions[method] = confusions[method] + miou.confusion_matrix(

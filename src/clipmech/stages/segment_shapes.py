@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from clipmech.data import datasets, tables
-from clipmech.decomposition import components, miou, pool, segmentation
+from clipmech.decomposition import components, miou, pool
+from clipmech.decomposition import segmentation as segmentation_decomposition
 from clipmech.figures import segmentation as segmentation_figures
 from clipmech.stores import attnpool as pool_store
 
@@ -16,7 +17,15 @@ log = logging.getLogger(__name__)
 
 
 def segment_shapes(
-    *, store: str, dataset_dir: str, text_path: str, out: dict, params: dict, chunk_size: int, seed: int, label: str
+    *,
+    store: str,
+    dataset_dir: str,
+    text_path: str,
+    out: dict,
+    segmentation: dict,
+    chunk_size: int,
+    seed: int,
+    label: str,
 ) -> None:
     """Training-free segmentation of Shapes colours and shapes with every method; mIoU tables and figures.
 
@@ -24,7 +33,7 @@ def segment_shapes(
     by threshold; ``objects_only``: object pixels, argmax over classes), miou, n_images;
     ``out["iou"]``: the per-class IoU; ``out["heatmaps"]``: the pair method's class maps (colour
     task) on example images; ``out["masks"]``: predicted masks of every method next to the
-    ground truth for both tasks.
+    ground truth for both tasks. ``segmentation`` is the config's ``decomposition.segmentation`` section.
     """
     ds = pool_store.open_store(store)
     data = datasets.load(dataset_dir)
@@ -33,29 +42,33 @@ def segment_shapes(
     text = np.load(text_path)
     size = data.masks.shape[1:]
     h, c, _ = parts.u_HCE.shape
-    k = min(params["top_k"], h * c)
+    k = min(segmentation["top_k"], h * c)
     setups = {}
-    for task in segmentation.SEGMENTED_TASKS:
+    for task in segmentation_decomposition.SEGMENTED_TASKS:
         classes, z_KE = components.task_text(text, task)
         heads_Kk, neurons_Kk, _ = pool.top_pairs_by_text(parts.u_HCE, z_KE, k)
-        setups[task] = (classes, z_KE, segmentation.pair_weights(heads_Kk, neurons_Kk, h, c))
+        setups[task] = (classes, z_KE, segmentation_decomposition.pair_weights(heads_Kk, neurons_Kk, h, c))
     rng = np.random.default_rng(seed)
-    examples = np.sort(rng.choice(data.n_images, size=min(params["n_figure_images"], data.n_images), replace=False))
+    examples = np.sort(
+        rng.choice(data.n_images, size=min(segmentation["n_figure_images"], data.n_images), replace=False)
+    )
     confusions = {}
-    figure_preds = {task: {} for task in segmentation.SEGMENTED_TASKS}
+    figure_preds = {task: {} for task in segmentation_decomposition.SEGMENTED_TASKS}
     figure_heatmaps = None
     for batch in pool_store.iter_batches(ds, chunk_size):
         ids = np.arange(batch.images.start, batch.images.stop)
         in_figure = np.isin(ids, examples)
         for task, (classes, z_KE, w_KHC) in setups.items():
-            gt = segmentation.shapes_ground_truth(data.masks, data.objects, ids, task, classes)
-            for method in segmentation.METHODS:
-                logits = segmentation.token_logits(
+            gt = segmentation_decomposition.shapes_ground_truth(data.masks, data.objects, ids, task, classes)
+            for method in segmentation_decomposition.METHODS:
+                logits = segmentation_decomposition.token_logits(
                     batch.x_NTC, batch.alpha_NHT, parts.weights, parts.u_HCE, parts.bias_E, z_KE, w_KHC, method
                 )
-                pixel_logits = segmentation.upsample(logits, parts.grid, size)
-                pred = segmentation.predict_with_background(pixel_logits, params["background_threshold"])
-                for scoring, cm in segmentation.shapes_confusions(pred, pixel_logits, gt).items():
+                pixel_logits = segmentation_decomposition.upsample(logits, parts.grid, size)
+                pred = segmentation_decomposition.predict_with_background(
+                    pixel_logits, segmentation["background_threshold"]
+                )
+                for scoring, cm in segmentation_decomposition.shapes_confusions(pred, pixel_logits, gt).items():
                     key = (task, method, scoring)
                     confusions[key] = confusions.get(key, 0) + cm
                 if in_figure.any():
@@ -91,14 +104,16 @@ def segment_shapes(
         {
             "task": task,
             "classes": setups[task][0],
-            "gt": segmentation.shapes_ground_truth(data.masks, data.objects, examples, task, setups[task][0]),
+            "gt": segmentation_decomposition.shapes_ground_truth(
+                data.masks, data.objects, examples, task, setups[task][0]
+            ),
             "preds": {method: np.concatenate(preds) for method, preds in figure_preds[task].items()},
         }
-        for task in segmentation.SEGMENTED_TASKS
+        for task in segmentation_decomposition.SEGMENTED_TASKS
     ]
     segmentation_figures.predicted_masks(
         images,
         blocks,
-        f"{label}: predicted masks (background threshold {params['background_threshold']})",
+        f"{label}: predicted masks (background threshold {segmentation['background_threshold']})",
         out["masks"],
     )

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clipmech.analyses import selectivity, superposition
+from clipmech.analyses import selectivity
+from clipmech.analyses import superposition as superposition_analysis
 from clipmech.data import datasets, shapes
 from clipmech.figures import superposition as superposition_figures
 from clipmech.stores import activations
@@ -16,21 +17,21 @@ log = logging.getLogger(__name__)
 
 
 def superposition_separability(
-    *, units: str, store: str, dataset_dir: str, out: dict, params: dict, seed: int, label: str
+    *, units: str, store: str, dataset_dir: str, out: dict, superposition: dict, seed: int, label: str
 ) -> None:
     """Pair table, correlation table (pooled and within each pair type,
     :func:`clipmech.analyses.superposition.correlation_by_type`) and the two scatter figures of
     methods.md Sec. 3.
 
     ``out`` maps ``pairs``, ``correlations``, ``distance`` and ``misclassification`` to paths;
-    ``params`` is the config's ``superposition`` section. The hold-out splits (``cv: holdout``)
+    ``superposition`` is the config's ``superposition`` section. The hold-out splits (``cv: holdout``)
     and the bootstrap draw from two independent streams of ``seed``.
     """
     affinity_UF = selectivity.read_affinities(units)
-    if params["n_units"] > len(affinity_UF):
+    if superposition["n_units"] > len(affinity_UF):
         log.warning(
             "superposition.n_units = %d but the model has %d units: using all of them",
-            params["n_units"],
+            superposition["n_units"],
             len(affinity_UF),
         )
     data = datasets.load(dataset_dir)
@@ -40,26 +41,26 @@ def superposition_separability(
             f"store {store} holds {emb_NE.shape[0]} embeddings but dataset {dataset_dir} has {data.n_images} images"
         )
     split_rng, bootstrap_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    pairs = superposition.superposition_pair_table(
+    pairs = superposition_analysis.superposition_pair_table(
         affinity_UF,
         emb_NE,
         shapes.feature_counts(data.objects, data.n_images),
-        n_units=params["n_units"],
-        threshold=params["threshold"],
-        cross_type=params["cross_type"],
-        variance_kept=params["variance_kept"],
-        pca_fit=params["pca_fit"],
-        cv=params["cv"],
-        test_fraction=params["test_fraction"],
-        min_images=params["min_images"],
+        n_units=superposition["n_units"],
+        threshold=superposition["threshold"],
+        cross_type=superposition["cross_type"],
+        variance_kept=superposition["variance_kept"],
+        pca_fit=superposition["pca_fit"],
+        cv=superposition["cv"],
+        test_fraction=superposition["test_fraction"],
+        min_images=superposition["min_images"],
         rng=split_rng,
     )
-    correlations = superposition.correlation_by_type(
+    correlations = superposition_analysis.correlation_by_type(
         pairs,
         bootstrap_rng,
-        confidence_level=params["confidence_level"],
-        n_resamples=params["n_resamples"],
-        bootstrap_method=params["bootstrap_method"],
+        confidence_level=superposition["confidence_level"],
+        n_resamples=superposition["n_resamples"],
+        bootstrap_method=superposition["bootstrap_method"],
     )
     for key, table in (("pairs", pairs), ("correlations", correlations)):
         Path(out[key]).parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +80,8 @@ def superposition_separability(
             pairs,
             correlations,
             separability,
-            params["variance_kept"],
-            f"{label}: higher superposition -> {claim}? ({n_units} lowest-entropy units, threshold {params['threshold']})",
+            superposition["variance_kept"],
+            f"{label}: higher superposition -> {claim}? ({n_units} lowest-entropy units, "
+            f"threshold {superposition['threshold']})",
             out[key],
         )

@@ -10,11 +10,12 @@ from clipmech.data import shapes
 log = logging.getLogger(__name__)
 
 
-def synthesize_shapes(*, out_dir: str | Path, params: dict) -> None:
+def synthesize_shapes(*, data: str | Path, spec: dict) -> None:
     """Write a Shapes dataset (``images.npy``, ``masks.npy``, ``objects.tsv``, ``spec.json``).
 
-    ``params`` are :class:`clipmech.data.shapes.ShapesSpec` fields (``kind`` is ignored).
+    ``data`` is the dataset folder to write; ``spec`` holds :class:`clipmech.data.shapes.ShapesSpec` fields
+    (``kind`` is ignored).
     """
-    spec = shapes.ShapesSpec(**{key: value for key, value in params.items() if key != "kind"})
-    shapes.build(out_dir, spec)
-    log.info("Shapes dataset %s -> %s", spec, out_dir)
+    shapes_spec = shapes.ShapesSpec(**{key: value for key, value in spec.items() if key != "kind"})
+    shapes.build(data, shapes_spec)
+    log.info("Shapes dataset %s -> %s", shapes_spec, data)

@@ -9,18 +9,18 @@ from clipmech.data import shift
 log = logging.getLogger(__name__)
 
 
-def synthesize_shift(*, directory: str, params: dict, image_size: int) -> None:
-    """Render the shift splits (:func:`clipmech.data.shift.synthesize`) as a Shapes dataset directory.
+def synthesize_shift(*, data: str, spec: dict, image_size: int) -> None:
+    """Render the shift splits (:func:`clipmech.data.shift.synthesize`) as a Shapes dataset directory ``data``.
 
-    ``params`` is the dataset's config entry (``kind`` and ``base`` are not split parameters);
+    ``spec`` is the dataset's config entry (``kind`` and ``base`` are not split parameters);
     ``image_size`` is its base dataset's.
     """
-    spec = shift.shift_spec(params, image_size)
-    shift.save(directory, spec, *shift.synthesize(spec))
+    shift_spec = shift.shift_spec(spec, image_size)
+    shift.save(data, shift_spec, *shift.synthesize(shift_spec))
     log.info(
         "wrote %d splits x %d images with shares %s of %s",
-        len(spec.shares),
-        spec.n_per_split,
-        spec.shares,
-        spec.concepts,
+        len(shift_spec.shares),
+        shift_spec.n_per_split,
+        shift_spec.shares,
+        shift_spec.concepts,
     )

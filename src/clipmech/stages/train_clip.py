@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import torch
 
-from clipmech.models import loading, train
+from clipmech.models import loading
+from clipmech.models import train as training
 
 
 def train_clip(
-    *, name: str, architecture: str, params: dict, checkpoint: str, metrics: str, losses: str, threads: int
+    *, model: str, architecture: str, train: dict, checkpoint: str, metrics: str, losses: str, threads: int
 ) -> None:
-    """Train ``architecture`` (:mod:`clipmech.models.train`); write checkpoint, metrics JSON and losses TSV."""
+    """Train ``architecture`` as the model ``model`` (:mod:`clipmech.models.train`, settings ``train``, the
+    model's config ``train`` block); write checkpoint, metrics JSON and losses TSV."""
     torch.set_num_threads(threads)
-    train.train_and_save(
-        loading.ModelSpec(name=name, architecture=architecture, pretrained=None),
-        train.TrainConfig(**params),
+    training.train_and_save(
+        loading.ModelSpec(name=model, architecture=architecture, pretrained=None),
+        training.TrainConfig(**train),
         checkpoint,
         metrics,
         losses,

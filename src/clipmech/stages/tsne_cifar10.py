@@ -9,20 +9,21 @@ import pandas as pd
 import torch
 
 from clipmech.analyses import embedding_maps
-from clipmech.data import cifar10, tables
+from clipmech.data import cifar10 as cifar10_data
+from clipmech.data import tables
 from clipmech.figures import tsne as tsne_figures
 from clipmech.models import loading
+from clipmech.models.loading import ModelSpec
 
 log = logging.getLogger(__name__)
 
 
 def tsne_cifar10(
     *,
-    name: str,
-    model_entry: dict,
+    model: ModelSpec,
     out: dict,
-    cifar: dict,
-    params: dict,
+    cifar10: dict,
+    tsne: dict,
     seed: int,
     device: str,
     batch_size: int,
@@ -32,19 +33,21 @@ def tsne_cifar10(
     paper's Fig. 1): coordinates and labels (``out["table"]``) and the figure coloured by class
     (``out["figure"]``), titled with the class silhouette in the embedding space.
 
-    ``cifar`` is the config's ``cifar10`` section (``root``, ``split``, ``n_images``; read by
-    :func:`clipmech.data.cifar10.load_cifar10`); ``params`` its ``tsne`` section. One seed stream
+    ``cifar10`` is the config's ``cifar10`` section (``root``, ``split``, ``n_images``; read by
+    :func:`clipmech.data.cifar10.load_cifar10`); ``tsne`` its ``tsne`` section. One seed stream
     draws the subset, another is the t-SNE seed.
     """
     torch.set_num_threads(threads)
     subset_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
-    images_NHW3, labels_N, classes = cifar10.load_cifar10(cifar["root"], cifar["split"], cifar["n_images"], subset_rng)
+    images_NHW3, labels_N, classes = cifar10_data.load_cifar10(
+        cifar10["root"], cifar10["split"], cifar10["n_images"], subset_rng
+    )
     torch_device = loading.resolve_device(device)
-    model, preprocess = loading.load_model(loading.model_spec({name: model_entry}, name), torch_device)
+    clip, preprocess = loading.load_model(model, torch_device)
     with torch.inference_mode():
         emb_NE = torch.cat(
             [
-                model.encode_image(
+                clip.encode_image(
                     loading.preprocess_images(images_NHW3[i : i + batch_size], preprocess).to(torch_device),
                     normalize=True,
                 )
@@ -53,10 +56,10 @@ def tsne_cifar10(
                 for i in range(0, len(images_NHW3), batch_size)
             ]
         ).numpy()
-    xy_N2 = embedding_maps.tsne_map(emb_NE, params["perplexity"], seed)
+    xy_N2 = embedding_maps.tsne_map(emb_NE, tsne["perplexity"], seed)
     silhouette = embedding_maps.cluster_separation(emb_NE, labels_N)
     log.info(
-        "CIFAR-10 %s subset of %d images; class silhouette (cosine) %.3f", cifar["split"], len(labels_N), silhouette
+        "CIFAR-10 %s subset of %d images; class silhouette (cosine) %.3f", cifar10["split"], len(labels_N), silhouette
     )
     tables.write_table(
         pd.DataFrame({"label": labels_N, "class": np.asarray(classes)[labels_N], "x": xy_N2[:, 0], "y": xy_N2[:, 1]}),
@@ -66,7 +69,7 @@ def tsne_cifar10(
         xy_N2,
         labels_N,
         classes,
-        f"{name} on CIFAR-10 ({cifar['split']}, {len(labels_N)} images): t-SNE of image embeddings; "
+        f"{model.name} on CIFAR-10 ({cifar10['split']}, {len(labels_N)} images): t-SNE of image embeddings; "
         f"class silhouette {silhouette:.2f}",
         out["figure"],
     )

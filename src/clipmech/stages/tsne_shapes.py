@@ -12,11 +12,11 @@ from clipmech.stores import activations
 log = logging.getLogger(__name__)
 
 
-def tsne_shapes(*, store: str, dataset_dir: str, out: dict, params: dict, seed: int, label: str) -> None:
+def tsne_shapes(*, store: str, dataset_dir: str, out: dict, tsne: dict, seed: int, label: str) -> None:
     """t-SNE of the store's normalised image embeddings of every Shapes image: coordinates and
     labels (``out["table"]``) and the three-panel figure (``out["figure"]``; colour and shape of
     single-object images, object count of all). The silhouettes of colour and shape classes among
-    single-object images are logged and shown in the title."""
+    single-object images are logged and shown in the title. ``tsne`` is the config's ``tsne`` section."""
     data = datasets.load(dataset_dir)
     emb_NE = activations.open_store(store)["embedding"].values
     if emb_NE.shape[0] != data.n_images:
@@ -24,7 +24,7 @@ def tsne_shapes(*, store: str, dataset_dir: str, out: dict, params: dict, seed: 
             f"store {store} holds {emb_NE.shape[0]} embeddings but dataset {dataset_dir} has {data.n_images} images"
         )
     labels = embedding_maps.shapes_labels(data.objects, data.n_images)
-    xy_N2 = embedding_maps.tsne_map(emb_NE, params["perplexity"], seed)
+    xy_N2 = embedding_maps.tsne_map(emb_NE, tsne["perplexity"], seed)
     single = labels["n_objects"].to_numpy() == 1
     silhouettes = {
         c: embedding_maps.cluster_separation(emb_NE[single], labels.loc[single, c].to_numpy())
@@ -35,7 +35,7 @@ def tsne_shapes(*, store: str, dataset_dir: str, out: dict, params: dict, seed: 
     tsne_figures.tsne_shapes(
         xy_N2,
         labels,
-        f"{label}: t-SNE of image embeddings (perplexity {params['perplexity']}); silhouette of single-object "
+        f"{label}: t-SNE of image embeddings (perplexity {tsne['perplexity']}); silhouette of single-object "
         f"images by colour {silhouettes['colour']:.2f}, by shape {silhouettes['shape']:.2f}",
         out["figure"],
     )

@@ -79,6 +79,7 @@ def test_summarise_per_prompt_type():
     [("clipmech-vit-tiny", "visual.blocks.1.hook_resid_pre"), ("clipmech-rn-tiny", "visual.blocks.3.hook_resid_post")],
 )
 def test_gradcam_stage_on_random_weights(tiny_dataset, tmp_path, architecture, layer, caplog):
+    from clipmech.models.loading import ModelSpec
     from clipmech.stages.gradcam_binding import gradcam_binding
 
     out = {
@@ -86,14 +87,12 @@ def test_gradcam_stage_on_random_weights(tiny_dataset, tmp_path, architecture, l
         for name, ext in (("pointing", "tsv"), ("summary", "tsv"), ("figure", "png"))
     }
     params = {"n_images": 3, "target": None, "score": "cosine", "n_figure_rows": 2}
-    model = {"architecture": architecture, "pretrained": None}
     with caplog.at_level("INFO"):
         gradcam_binding(
-            name="random",
-            model_entry=model,
+            model=ModelSpec("random", architecture, None),
             dataset_dir=str(tiny_dataset),
             out=out,
-            params=params,
+            gradcam=params,
             seed=0,
             device="cpu",
             threads=1,

@@ -109,17 +109,16 @@ def test_shapes_labels():
 
 
 def test_cifar10_stage_on_the_fake_copy(fake_cifar, tmp_path):
+    from clipmech.models.loading import ModelSpec
     from clipmech.stages.tsne_cifar10 import tsne_cifar10
 
     out = {"table": str(tmp_path / "out" / "cifar10.tsv"), "figure": str(tmp_path / "out" / "cifar10.png")}
     cifar = {"root": str(fake_cifar), "split": "test", "n_images": 10}
-    model = {"architecture": "clipmech-vit-tiny", "pretrained": None}
     tsne_cifar10(
-        name="random-vit",
-        model_entry=model,
+        model=ModelSpec("random-vit", "clipmech-vit-tiny", None),
         out=out,
-        cifar=cifar,
-        params={"perplexity": 3},
+        cifar10=cifar,
+        tsne={"perplexity": 3},
         seed=0,
         device="cpu",
         batch_size=4,

@@ -123,7 +123,7 @@ def test_captions_describe_the_objects_and_keep_their_word_count(dataset):
 
 
 def test_stage_writes_a_dataset_that_loads_with_its_pairs(tmp_path, dataset):
-    synthesize_pairs(directory=tmp_path, params={"kind": "pairs", "n_scenes": 12, "image_size": 80, "seed": 3})
+    synthesize_pairs(data=tmp_path, spec={"kind": "pairs", "n_scenes": 12, "image_size": 80, "seed": 3})
     data = datasets.load(tmp_path)
     images, masks, objects, table = dataset
     assert data.spec["kind"] == "pairs" and data.spec["n_images"] == 60 and data.spec["n_pairs"] == 48

@@ -14,6 +14,7 @@ from toys import random_attnpool_weights
 from clipmech.data import datasets
 from clipmech.decomposition import pool, segmentation
 from clipmech.decomposition.miou import confusion_matrix, mean_iou
+from clipmech.models.loading import ModelSpec
 from clipmech.stages.segment_pascal_context import segment_pascal_context
 
 H, C, E, GRID = 2, 8, 5, (2, 2)
@@ -165,10 +166,9 @@ def test_pascal_context_stage_on_a_fake_copy(tmp_path):
     params = {"root": str(root), "split": "val", "scale": [512, 128], "crop_size": 128, "stride": 64,
               "logit_scale": 40.0, "top_k": 50, "n_images": None}  # fmt: skip
     segment_pascal_context(
-        name="rn",
-        model_entry={"architecture": "clipmech-rn-tiny"},
+        model=ModelSpec("rn", "clipmech-rn-tiny", None),
         out=out,
-        params=params,
+        pascal_context=params,
         device="cpu",
         threads=1,
         label="rn",
@@ -180,10 +180,9 @@ def test_pascal_context_stage_on_a_fake_copy(tmp_path):
     assert len(iou) == 4 * 59
     with pytest.raises(ValueError, match="crop_size"):
         segment_pascal_context(
-            name="rn",
-            model_entry={"architecture": "clipmech-rn-tiny"},
+            model=ModelSpec("rn", "clipmech-rn-tiny", None),
             out=out,
-            params={**params, "crop_size": 96},
+            pascal_context={**params, "crop_size": 96},
             device="cpu",
             threads=1,
             label="rn",
