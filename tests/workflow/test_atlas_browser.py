@@ -265,9 +265,9 @@ def test_miclip_results_show_on_the_pages_of_their_units(tiny_run, visit, tmp_pa
             "units": str(tiny_run / vit.format("selectivity") / "tiny-shapes/units.tsv"),
             **{f"miclip_{n}": [str(folder / f"{n}.tsv")] for n in ("descriptions", "interventions", "localisation")},
         },
-        out=str(out),
+        site=str(out),
         summary=str(tmp_path / "atlas.tsv"),
-        params={
+        atlas={
             "max_units": 6,
             "n_top_images": 4,
             "thumbnail_size": 32,

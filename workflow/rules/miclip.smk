@@ -2,7 +2,7 @@ rule embed_miclip_concepts:
     input:
         checkpoint=checkpoint_input,
     output:
-        text="results/miclip/reference/{model}.npz",
+        embeddings="results/miclip/reference/{model}.npz",
     log:
         "logs/embed_miclip_concepts/{model}.log",
     benchmark:
@@ -25,9 +25,9 @@ rule embed_miclip_concepts:
 
 rule probe_miclip:
     input:
-        data=miclip_dataset_dir,
+        dataset_dir=miclip_dataset_dir,
         checkpoint=checkpoint_input,
-        reference=miclip_reference_checkpoint,
+        reference_checkpoint=miclip_reference_checkpoint,
     output:
         probe="results/miclip/{model}/{site}/probe.npz",
     log:
@@ -92,7 +92,7 @@ rule train_miclip:
 
 rule evaluate_miclip:
     input:
-        data=miclip_dataset_dir,
+        dataset_dir=miclip_dataset_dir,
         checkpoint=checkpoint_input,
         probe="results/miclip/{model}/{site}/probe.npz",
         concepts=miclip_reference_text,

@@ -1,6 +1,6 @@
 rule patch_components:
     input:
-        data=DATA,
+        dataset_dir=DATA,
         checkpoint=checkpoint_input,
     output:
         recovery=reported(
@@ -91,7 +91,7 @@ rule plot_patching:
 
 rule concept_auroc:
     input:
-        data=DATA,
+        dataset_dir=DATA,
         checkpoint=checkpoint_input,
     output:
         auroc="results/patching/{model}/{dataset}/auroc.tsv",
@@ -130,7 +130,7 @@ rule concept_auroc:
 
 rule intervene_concepts:
     input:
-        data=DATA,
+        dataset_dir=DATA,
         checkpoint=checkpoint_input,
         auroc="results/patching/{model}/{dataset}/auroc.tsv",
     output:

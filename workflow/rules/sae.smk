@@ -54,7 +54,7 @@ rule plot_sae_training:
 
 rule evaluate_sae:
     input:
-        data=sae_dataset_dir,
+        dataset_dir=sae_dataset_dir,
         store=sae_store,
         sae="results/sae/{model}/{site}/checkpoint.pt",
         checkpoint=checkpoint_input,

@@ -7,7 +7,8 @@ import time
 
 import numpy as np
 
-from clipmech.atlas import gather, links, site, units
+from clipmech.atlas import gather, links, units
+from clipmech.atlas.site import summary_table, write_site
 from clipmech.data import datasets, shapes, tables
 from clipmech.stores import activations
 
@@ -19,9 +20,9 @@ def build_atlas(
     model: str,
     dataset: str,
     inputs: dict,
-    out: str,
+    site: str,
     summary: str,
-    params: dict,
+    atlas: dict,
     sae_sites: list[str],
     miclip_units: list[dict],
 ) -> dict:
@@ -37,12 +38,12 @@ def build_atlas(
         the model is patched ``auroc`` and ``recovery``; per SAE site (aligned with ``sae_sites``) lists
         ``sae_checkpoints`` and ``sae_latents`` (then ``store`` too); per MiCLIP unit set (aligned with
         ``miclip_units``) lists ``miclip_descriptions``, ``miclip_interventions``, ``miclip_localisation``.
-    out : str
+    site : str
         The site directory.
     summary : str
         A TSV written after the site: one row per unit kind (``kind``, ``units``, ``pages``) and the
         site's ``files`` and ``megabytes`` on every row, and ``index`` (the path of its index.html).
-    params : dict
+    atlas : dict
         ``max_units`` (pages per kind; null = all), ``n_top_images``, ``thumbnail_size``, ``bins``,
         ``n_reads`` (ViT MLP units linked from an SAE latent), ``batch_tokens`` (SAE tokens encoded at once),
         ``k`` and ``reduction`` (Algorithm 1, as ``selectivity``).
@@ -68,18 +69,18 @@ def build_atlas(
     checkpoints, latents = inputs.get("sae_checkpoints", []), inputs.get("sae_latents", [])
     store = activations.open_store(inputs["store"]) if "units" in inputs or checkpoints else None
     pages = units.Pages()
-    mlp = units.mlp_units(store, inputs["units"], counts_NF, params) if "units" in inputs else []
+    mlp = units.mlp_units(store, inputs["units"], counts_NF, atlas) if "units" in inputs else []
     pages.add(mlp)
     neurons, pairs, pair_table = [], [], None
     if "attnpool" in inputs:
         neurons, pairs, pair_table = units.resnet_units(
-            inputs["attnpool"], inputs["pairs"], inputs["words"], counts_NF, params
+            inputs["attnpool"], inputs["pairs"], inputs["words"], counts_NF, atlas
         )
         pages.add(neurons)
         pages.add(pairs)
     saes = []
     for checkpoint, latents_tsv in zip(checkpoints, latents):
-        saes.append(units.sae_units(checkpoint, latents_tsv, store, counts_NF, params))
+        saes.append(units.sae_units(checkpoint, latents_tsv, store, counts_NF, atlas))
         pages.add(saes[-1][1])
     if not pages.units:
         raise ValueError(f"no unit of {model} to show: the inputs hold no selectivity, decomposition or SAE results")
@@ -98,18 +99,18 @@ def build_atlas(
     )
     facts = [
         ("dataset", f"{dataset} ({data.n_images} images)"),
-        ("Algorithm 1", f"top {params['k']} images, {params['reduction']} reduction for MLP units"),
+        ("Algorithm 1", f"top {atlas['k']} images, {atlas['reduction']} reduction for MLP units"),
         *(
             (f"{kind} units", str(sum(u.kind == kind for u in ordered)))
             for kind in gather.KINDS
             if any(u.kind == kind for u in ordered)
         ),
-        ("pages", f"{sum(u.page for u in ordered)} (at most {params['max_units']} per kind, lowest entropy first)"),
+        ("pages", f"{sum(u.page for u in ordered)} (at most {atlas['max_units']} per kind, lowest entropy first)"),
     ]
-    manifest = site.write_site(
-        out, model=model, units=ordered, images_NHW3=data.images, thumbnail_size=params["thumbnail_size"], facts=facts
+    manifest = write_site(
+        site, model=model, units=ordered, images_NHW3=data.images, thumbnail_size=atlas["thumbnail_size"], facts=facts
     )
-    tables.write_table(site.summary_table(manifest, out), summary)
+    tables.write_table(summary_table(manifest, site), summary)
     log.info(
         "atlas of %s: %d units, %d pages, %d files, %.2f MB in %.1f s",
         model,

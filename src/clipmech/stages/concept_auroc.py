@@ -12,13 +12,14 @@ from clipmech.analyses.concepts import auroc, caption_presence, image_presence
 from clipmech.data import datasets, tables
 from clipmech.figures import patching as patching_figures
 from clipmech.models import loading
-from clipmech.patching import concepts
+from clipmech.models.loading import ModelSpec
+from clipmech.patching import concepts as patching_concepts
 
 log = logging.getLogger(__name__)
 
 
 def concept_auroc(
-    *, name: str, model_entry: dict, dataset_dir: str, out: dict, params: dict, device: str, threads: int, label: str
+    *, model: ModelSpec, dataset_dir: str, out: dict, concepts: dict, device: str, threads: int, label: str
 ) -> None:
     """AUROC of every unit of both towers for each of the 16 Shapes concepts (methods.md Sec. 8;
     :mod:`clipmech.patching.concepts`): vision units on the dataset's images, text units on their
@@ -26,10 +27,10 @@ def concept_auroc(
 
     Writes ``out["auroc"]`` (one row per unit x concept: ``tower, site, layer, unit, concept,
     concept_type, auroc, n_pos, n_neg``), ``out["summary"]`` (one row per tower, site, layer and
-    concept: ``n_units``, ``n_selective`` = units with AUROC >= ``params["threshold"]``,
+    concept: ``n_units``, ``n_selective`` = units with AUROC >= ``concepts["threshold"]``,
     ``n_selective_tower`` = the concept's selective units in the whole tower, and
     ``modality_invariant``, True on every row of a concept with selective units in both towers) and
-    ``out["figure"]`` (:func:`clipmech.figures.patching.auroc_by_layer`). ``params``: ``batch_size``,
+    ``out["figure"]`` (:func:`clipmech.figures.patching.auroc_by_layer`). ``concepts``: ``batch_size``,
     ``threshold``.
 
     Raises
@@ -43,7 +44,7 @@ def concept_auroc(
     if data.objects is None:
         raise ValueError(f"concept AUROC needs a Shapes dataset with an object table; {dataset_dir} has none")
     present_NF = image_presence(data.objects, data.n_images)
-    captions = concepts.image_captions(data.objects, data.n_images)
+    captions = patching_concepts.image_captions(data.objects, data.n_images)
     differs = np.flatnonzero((caption_presence(captions) != present_NF).any(axis=1))
     if differs.size:
         raise ValueError(
@@ -51,44 +52,48 @@ def concept_auroc(
             f"than its objects ({differs.size} images differ)"
         )
     torch_device = loading.resolve_device(device)
-    model, preprocess, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
+    clip, preprocess, tokenizer = loading.load(model, torch_device)
     pixels = loading.preprocess_images(data.images, preprocess)
     acts = {
-        "visual": concepts.image_unit_activations(
-            model, pixels, concepts.unit_sites(model, "visual"), batch_size=params["batch_size"], device=torch_device
+        "visual": patching_concepts.image_unit_activations(
+            clip,
+            pixels,
+            patching_concepts.unit_sites(clip, "visual"),
+            batch_size=concepts["batch_size"],
+            device=torch_device,
         ),
-        "text": concepts.caption_unit_activations(
-            model,
+        "text": patching_concepts.caption_unit_activations(
+            clip,
             tokenizer,
             captions,
-            concepts.unit_sites(model, "text"),
-            batch_size=params["batch_size"],
+            patching_concepts.unit_sites(clip, "text"),
+            batch_size=concepts["batch_size"],
             device=torch_device,
         ),
     }
     table = pd.concat(
         [
-            concepts.auroc_table(
-                tower_name, site, concepts.site_layer(model, site), auroc(acts_NU, present_NF), present_NF
+            patching_concepts.auroc_table(
+                tower_name, site, patching_concepts.site_layer(clip, site), auroc(acts_NU, present_NF), present_NF
             )
             for tower_name, tower_acts in acts.items()
             for site, acts_NU in tower_acts.items()
         ],
         ignore_index=True,
     )
-    summary = concepts.selective_counts(table, params["threshold"])
+    summary = patching_concepts.selective_counts(table, concepts["threshold"])
     tables.write_table(table, out["auroc"])
     tables.write_table(summary, out["summary"])
     per_tower = summary.groupby(["tower", "concept"], sort=False)["n_selective"].sum().unstack("tower")
     log.info(
         "%s on %d images: %d vision and %d text units; units with AUROC >= %g per concept:\n%s\n"
         "modality-invariant concepts: %s",
-        name,
+        model.name,
         data.n_images,
         sum(a.shape[1] for a in acts["visual"].values()),
         sum(a.shape[1] for a in acts["text"].values()),
-        params["threshold"],
+        concepts["threshold"],
         per_tower.to_string(),
-        ", ".join(concepts.modality_invariant(summary)) or "none",
+        ", ".join(patching_concepts.modality_invariant(summary)) or "none",
     )
-    patching_figures.auroc_by_layer(table, params["threshold"], f"{label}: concept AUROC per unit", out["figure"])
+    patching_figures.auroc_by_layer(table, concepts["threshold"], f"{label}: concept AUROC per unit", out["figure"])

@@ -11,33 +11,35 @@ import torch
 from clipmech.data import shapes
 from clipmech.decomposition import wordlist
 from clipmech.models import loading
+from clipmech.models.loading import ModelSpec
 from clipmech.patching.interventions import concept_prompts
 
 log = logging.getLogger(__name__)
 
 
 def embed_miclip_concepts(
-    *, name: str, model_entry: dict, output: str, n_words: int, batch_size: int, device: str, threads: int
+    *, model: ModelSpec, embeddings: str, n_words: int, device: str, threads: int, batch_size: int = 256
 ) -> None:
     """Embed the two concept sets of methods.md Sec. 9 with the reference CLIP's text tower, once per reference.
 
-    Writes an npz with ``concepts`` (16,) the Shapes features, ``prompts`` (16,) their zero-shot prompts
-    ("a red shape", "a square", "a shape at the top left"), ``concept_embeddings`` (16, E), ``words``
-    (A,) the ``n_words`` most common English words (:func:`clipmech.decomposition.wordlist.vocabulary`)
-    and ``word_embeddings`` (A, E), the words embedded as themselves; L2-normalised float32.
+    Writes ``embeddings``, an npz with ``concepts`` (16,) the Shapes features, ``prompts`` (16,) their
+    zero-shot prompts ("a red shape", "a square", "a shape at the top left"), ``concept_embeddings`` (16, E),
+    ``words`` (A,) the ``n_words`` most common English words (:func:`clipmech.decomposition.wordlist.vocabulary`)
+    and ``word_embeddings`` (A, E), the words embedded as themselves; L2-normalised float32. ``batch_size``:
+    texts per forward pass.
     """
     torch.set_num_threads(threads)
     torch_device = loading.resolve_device(device)
-    model, _, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
+    clip, _, tokenizer = loading.load(model, torch_device)
     prompts = concept_prompts()
     words = wordlist.vocabulary(n_words)
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(embeddings).parent.mkdir(parents=True, exist_ok=True)
     np.savez(
-        output,
+        embeddings,
         concepts=np.array(shapes.FEATURES),
         prompts=np.array(prompts),
-        concept_embeddings=wordlist.embed_texts(model, tokenizer, prompts, batch_size, torch_device),
+        concept_embeddings=wordlist.embed_texts(clip, tokenizer, prompts, batch_size, torch_device),
         words=np.array(words),
-        word_embeddings=wordlist.embed_texts(model, tokenizer, words, batch_size, torch_device),
+        word_embeddings=wordlist.embed_texts(clip, tokenizer, words, batch_size, torch_device),
     )
-    log.info("embedded %d concepts and %d words with %s", len(prompts), len(words), name)
+    log.info("embedded %d concepts and %d words with %s", len(prompts), len(words), model.name)

@@ -8,24 +8,25 @@ import torch
 
 from clipmech.data import datasets, tables
 from clipmech.figures import miclip as figures
-from clipmech.miclip import evaluation, units
+from clipmech.miclip import units
+from clipmech.miclip.evaluation import evaluate_unit_set, neuron_set, sae_set
 from clipmech.models import loading
+from clipmech.models.loading import ModelSpec
 from clipmech.sae.latents import token_positions
 from clipmech.sae.model import load_sae
 
 
 def evaluate_miclip(
     *,
-    name: str,
-    model_entry: dict,
+    model: ModelSpec,
     kind: str,
     dataset_dir: str,
     probe: str,
     concepts: str,
     encoders: str,
-    sae: str | None,
+    sae: list[str],
     out: dict,
-    params: dict,
+    evaluation: dict,
     k_top: int,
     label: str,
     device: str,
@@ -33,11 +34,12 @@ def evaluate_miclip(
 ) -> None:
     """Evaluate the units of one (model, site, kind) with MiCLIP and its baselines (methods.md Sec. 9).
 
-    Units: the site's channels (``neurons``) or the latents of the SAE checkpoint ``sae`` (``sae``); their
-    image-level activations, maps and typical activations come from the probe (rule ``probe_miclip``).
+    Units: the site's channels (``neurons``) or the latents of the SAE checkpoint ``sae[0]`` (``sae``; the list
+    ``sae`` is empty for ``neurons``); their image-level activations, maps and typical activations come from
+    the probe (rule ``probe_miclip``).
     Network Dissection needs maps of every patch: it is left out for an SAE that does not read them all.
 
-    ``params``: ``seeds``, ``tau``, ``interventions`` (form -> betas), ``clip_dissect`` (top_k, a, lam),
+    ``evaluation``: ``seeds``, ``tau``, ``interventions`` (form -> betas), ``clip_dissect`` (top_k, a, lam),
     ``netdissect`` (quantile, resolution), ``batch_size``. ``k_top``: the top-k images of the ground truth
     (Algorithm 1). Writes ``out`` ``descriptions``, ``localisation``, ``interventions``,
     ``description_accuracy``, ``delta_acc``, ``ablation`` (TSVs, :mod:`clipmech.miclip.tables`) and the
@@ -60,21 +62,22 @@ def evaluate_miclip(
     record = torch.load(encoders, weights_only=False)
     site_acts = probe_data["site_acts"]
     n_prefix, grid = int(probe_data["n_prefix_tokens"]), tuple(int(g) for g in probe_data["grid"])
-    model, preprocess, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
+    clip, preprocess, tokenizer = loading.load(model, torch_device)
     if kind == "neurons":
-        unit_set = evaluation.neuron_set(site_acts, n_prefix, grid)
+        unit_set = neuron_set(site_acts, n_prefix, grid)
     else:
-        autoencoder, meta = load_sae(sae)
+        checkpoint = sae[0] if sae else None
+        autoencoder, meta = load_sae(checkpoint)
         if meta["site"] != site or autoencoder.d != site_acts.shape[-1]:
             raise ValueError(
-                f"SAE {sae} is of site {meta['site']} (width {autoencoder.d}), the probe of {site} (width {site_acts.shape[-1]})"
+                f"SAE {checkpoint} is of site {meta['site']} (width {autoencoder.d}), the probe of {site} (width {site_acts.shape[-1]})"
             )
         autoencoder = autoencoder.to(torch_device).eval()
         positions = token_positions(meta["tokens"], site_acts.shape[1], n_prefix)
-        unit_set = evaluation.sae_set(autoencoder, positions, site_acts, n_prefix, grid)
-    results = evaluation.evaluate_unit_set(
+        unit_set = sae_set(autoencoder, positions, site_acts, n_prefix, grid)
+    results = evaluate_unit_set(
         unit_set,
-        model=model,
+        model=clip,
         tokenizer=tokenizer,
         pixels_NCHW=loading.preprocess_images(data.images, preprocess),
         objects=data.objects,
@@ -83,13 +86,13 @@ def evaluate_miclip(
         encoders={key: value.numpy() for key, value in record["W"].items()},
         concept_data=np.load(concepts),
         reference_images_NE=probe_data["reference_images"],
-        params=params,
+        params=evaluation,
         k_top=k_top,
         device=torch_device,
     )
     for key, table in results.items():
         tables.write_table(table, out[key])
-    tau = int(params["tau"])
+    tau = int(evaluation["tau"])
     figures.delta_bars(
         results["delta_acc"], f"{label}: Delta Acc of the top-{tau} {kind} per concept", out["delta_figure"]
     )

@@ -10,6 +10,7 @@ import torch
 from clipmech.data import datasets, tables
 from clipmech.figures import sae_eval as sae_figures
 from clipmech.models import loading
+from clipmech.models.loading import ModelSpec
 from clipmech.models.towers import tower
 from clipmech.sae import alignment, evaluate
 from clipmech.sae.latents import token_positions
@@ -19,11 +20,11 @@ from clipmech.stores.activation_extraction import StoreProvenance
 
 log = logging.getLogger(__name__)
 
-#: Which images the downstream and alignment metrics use (``params["split"]``).
+#: Which images the downstream and alignment metrics use (``evaluation["split"]``).
 SPLITS = ("holdout", "all")
 
 
-def _check_inputs(data, prov: StoreProvenance, spec: loading.ModelSpec, dataset_dir: str, store: str) -> None:
+def _check_inputs(data, prov: StoreProvenance, model: ModelSpec, dataset_dir: str, store: str) -> None:
     if data.objects is None:
         raise ValueError(f"SAE concept alignment needs a Shapes dataset with an object table; {dataset_dir} has none")
     if prov.dataset_sha256 != data.spec["sha256"]:
@@ -31,22 +32,21 @@ def _check_inputs(data, prov: StoreProvenance, spec: loading.ModelSpec, dataset_
             f"activation store {store} was extracted from a dataset with sha256 {prov.dataset_sha256}, but "
             f"{dataset_dir} has sha256 {data.spec['sha256']}"
         )
-    weights = loading.weights_id(spec)
+    weights = loading.weights_id(model)
     if prov.weights != weights:
         raise ValueError(
-            f"activation store {store} holds activations of weights {prov.weights}, model {spec.name} is {weights}"
+            f"activation store {store} holds activations of weights {prov.weights}, model {model.name} is {weights}"
         )
 
 
 def evaluate_sae(
     *,
-    name: str,
-    model_entry: dict,
+    model: ModelSpec,
     dataset_dir: str,
     store: str,
-    checkpoint: str,
+    sae: str,
     out: dict,
-    params: dict,
+    evaluation: dict,
     seed: int,
     device: str,
     threads: int,
@@ -55,12 +55,12 @@ def evaluate_sae(
     """Reconstruction, downstream and concept-alignment metrics of a top-k SAE (methods.md Sec. 7;
     :mod:`clipmech.sae.evaluate`, :mod:`clipmech.sae.alignment`).
 
-    The SAE checkpoint (:func:`clipmech.sae.model.load_sae`) names its site, token set and held-out images
-    (``meta["site"]``, ``meta["tokens"]``, ``meta["holdout_images"]``); its tokens are read from the
+    The SAE checkpoint ``sae`` (:func:`clipmech.sae.model.load_sae`) names its site, token set and held-out
+    images (``meta["site"]``, ``meta["tokens"]``, ``meta["holdout_images"]``); its tokens are read from the
     activation store ``store`` of the model on the dataset. Reconstruction metrics use the held-out images;
     the downstream zero-shot probes (single-object images) and the alignment use the images of
-    ``params["split"]``: ``holdout`` or ``all`` (then the training images too). PCA and k-means are fit on
-    at most ``params["fit_tokens"]`` tokens of seeded random training images.
+    ``evaluation["split"]``: ``holdout`` or ``all`` (then the training images too). PCA and k-means are fit
+    on at most ``evaluation["fit_tokens"]`` tokens of seeded random training images.
 
     Writes ``out["metrics"]`` (JSON: ``reconstruction`` (:meth:`clipmech.sae.evaluate.ReconstructionStats.summary`),
     ``histogram`` (:func:`clipmech.sae.evaluate.frequency_histogram`), ``downstream`` (the zero-shot rows of
@@ -72,7 +72,7 @@ def evaluate_sae(
     ``out["histogram"]`` and ``out["top_images"]`` (the ``n_figure_latents`` lowest-entropy latents, each with
     its ``n_figure_images`` top images and patch heatmaps).
 
-    ``params``: ``batch_size`` (images per read and forward), ``split``, ``dense_threshold``, ``purity_k``,
+    ``evaluation``: ``batch_size`` (images per read and forward), ``split``, ``dense_threshold``, ``purity_k``,
     ``coverage_ap``, ``entropy_k``, ``fit_tokens``, ``kmeans_max_clusters``, ``n_figure_latents``,
     ``n_figure_images``.
 
@@ -87,22 +87,19 @@ def evaluate_sae(
         If the store does not hold the SAE's site (:func:`clipmech.stores.activations.site_activations`).
     """
     torch.set_num_threads(threads)
-    if params["split"] not in SPLITS:
-        raise ValueError(f"unknown split {params['split']!r}; valid splits are: {', '.join(SPLITS)}")
+    if evaluation["split"] not in SPLITS:
+        raise ValueError(f"unknown split {evaluation['split']!r}; valid splits are: {', '.join(SPLITS)}")
     data = datasets.load(dataset_dir)
     ds = activations.open_store(store)
-    spec = loading.model_spec({name: model_entry}, name)
-    _check_inputs(data, StoreProvenance.from_attrs(ds.attrs), spec, dataset_dir, store)
+    _check_inputs(data, StoreProvenance.from_attrs(ds.attrs), model, dataset_dir, store)
     torch_device = loading.resolve_device(device)
-    sae, meta = load_sae(checkpoint)
-    sae = sae.to(torch_device).eval()
+    autoencoder, meta = load_sae(sae)
+    autoencoder = autoencoder.to(torch_device).eval()
     site = meta["site"]
     if not site.startswith("visual."):
-        raise ValueError(
-            f"SAE checkpoint {checkpoint}: site {site!r} is not a vision site; evaluation splices into visual.*"
-        )
-    model, preprocess, tokenizer = loading.load(spec, torch_device)
-    info = tower(model, "visual")
+        raise ValueError(f"SAE checkpoint {sae}: site {site!r} is not a vision site; evaluation splices into visual.*")
+    clip, preprocess, tokenizer = loading.load(model, torch_device)
+    info = tower(clip, "visual")
     layout = (int(ds.attrs["n_prefix_tokens"]), int(ds.attrs["grid_rows"]), int(ds.attrs["grid_cols"]))
     if layout != (info.n_prefix_tokens, *info.grid):
         raise ValueError(
@@ -111,27 +108,29 @@ def evaluate_sae(
     positions = token_positions(meta["tokens"], info.n_tokens, info.n_prefix_tokens)
     acts = activations.site_activations(ds, site)
     acts = acts.rename(dict(zip(acts.dims, ("image", "token", "unit"))))
-    d, n_latents = acts.sizes["unit"], sae.W_enc.shape[0]
-    if sae.W_enc.shape[1] != d:
+    d, n_latents = acts.sizes["unit"], autoencoder.W_enc.shape[0]
+    if autoencoder.W_enc.shape[1] != d:
         raise ValueError(
-            f"SAE checkpoint {checkpoint} has width {sae.W_enc.shape[1]}, site {site!r} of {store} has {d}"
+            f"SAE checkpoint {sae} has width {autoencoder.W_enc.shape[1]}, site {site!r} of {store} has {d}"
         )
-    holdout, train = evaluate.holdout_split(meta, data.n_images, checkpoint)
-    batch_size = params["batch_size"]
+    holdout, train = evaluate.holdout_split(meta, data.n_images, sae)
+    batch_size = evaluation["batch_size"]
 
-    stats = evaluate.reconstruction_stats(sae, acts, holdout, positions, batch_size)
-    reconstruction = stats.summary(params["dense_threshold"])
+    stats = evaluate.reconstruction_stats(autoencoder, acts, holdout, positions, batch_size)
+    reconstruction = stats.summary(evaluation["dense_threshold"])
     histogram = evaluate.frequency_histogram(stats.frequency, stats.n_tokens)
-    log.info("%s at %s (%s tokens), %d held-out images: %s", name, site, meta["tokens"], holdout.size, reconstruction)
+    log.info(
+        "%s at %s (%s tokens), %d held-out images: %s", model.name, site, meta["tokens"], holdout.size, reconstruction
+    )
 
-    images = holdout if params["split"] == "holdout" else np.arange(data.n_images)
+    images = holdout if evaluation["split"] == "holdout" else np.arange(data.n_images)
     single, labels = evaluate.single_object_labels(data.objects, images)
     if single.size == 0:
-        raise ValueError(f"no single-object image among the {params['split']} images of {dataset_dir}")
+        raise ValueError(f"no single-object image among the {evaluation['split']} images of {dataset_dir}")
     pixels = loading.preprocess_images(data.images[single], preprocess)
     down = evaluate.downstream(
-        model, tokenizer, pixels, labels, sae=sae, site=site, positions=positions, mean_D=stats.mean_D.numpy(),
-        batch_size=batch_size, device=torch_device,
+        clip, tokenizer, pixels, labels, sae=autoencoder, site=site, positions=positions,
+        mean_D=stats.mean_D.numpy(), batch_size=batch_size, device=torch_device,
     )  # fmt: skip
     log.info(
         "zero-shot on %d single-object images (error term exact to %g):\n%s",
@@ -142,8 +141,9 @@ def evaluate_sae(
 
     patch_tokens = positions >= info.n_prefix_tokens
     aligned = alignment.align(
-        sae, acts, images=images, train=train, positions=positions, patch_tokens=patch_tokens, objects=data.objects,
-        masks_NHW=data.masks, n_dataset=data.n_images, grid=info.grid, params=params, seed=seed,
+        autoencoder, acts, images=images, train=train, positions=positions, patch_tokens=patch_tokens,
+        objects=data.objects, masks_NHW=data.masks, n_dataset=data.n_images, grid=info.grid, params=evaluation,
+        seed=seed,
     )  # fmt: skip
     log.info(
         "alignment on %d images (%d fit tokens):\n%s",
@@ -154,12 +154,12 @@ def evaluate_sae(
     latents = alignment.latent_table(aligned["sae_scores"], stats.frequency)
 
     metrics_json = {
-        "model": name,
+        "model": model.name,
         "site": site,
         "tokens": meta["tokens"],
         "d": int(d),
         "n_latents": int(n_latents),
-        "split": params["split"],
+        "split": evaluation["split"],
         "n_holdout_images": int(holdout.size),
         "n_split_images": int(images.size),
         "reconstruction": reconstruction,
@@ -173,13 +173,13 @@ def evaluate_sae(
 
     sae_figures.firing_histogram(
         histogram,
-        params["dense_threshold"],
+        evaluation["dense_threshold"],
         f"{label}: SAE at {site}, firing frequency of {n_latents} latents",
         out["histogram"],
     )
     shown_images, shown_maps, titles = alignment.top_latents(
         latents, aligned["sae_acts"], images, data.images, patch_tokens=patch_tokens, grid=info.grid,
-        n_latents=params["n_figure_latents"], n_images=params["n_figure_images"],
+        n_latents=evaluation["n_figure_latents"], n_images=evaluation["n_figure_images"],
     )  # fmt: skip
     sae_figures.top_latent_images(
         shown_images,

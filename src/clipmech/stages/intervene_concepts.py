@@ -12,6 +12,7 @@ from clipmech.analyses.concepts import image_presence
 from clipmech.data import datasets, shapes, tables
 from clipmech.figures import patching as patching_figures
 from clipmech.models import loading
+from clipmech.models.loading import ModelSpec
 from clipmech.patching import interventions
 
 log = logging.getLogger(__name__)
@@ -19,25 +20,24 @@ log = logging.getLogger(__name__)
 
 def intervene_concepts(
     *,
-    name: str,
-    model_entry: dict,
+    model: ModelSpec,
     dataset_dir: str,
-    auroc_path: str,
+    auroc: str,
     out: dict,
-    params: dict,
+    concepts: dict,
     seed: int,
     device: str,
     threads: int,
     label: str,
 ) -> None:
-    """For every concept, scale its ``params["n_units"]`` vision units of highest AUROC (``auroc_path``,
-    the table of rule ``concept_auroc`` for this model and dataset) by each of ``params["scales"]`` on
+    """For every concept, scale its ``concepts["n_units"]`` vision units of highest AUROC (``auroc``,
+    the table of rule ``concept_auroc`` for this model and dataset) by each of ``concepts["scales"]`` on
     the images that contain it (:func:`clipmech.patching.interventions.concept_interventions`).
 
     Writes ``out["interventions"]`` (:data:`clipmech.patching.interventions.INTERVENTION_COLUMNS`, one
     row per concept and scale; CIs are percentile bootstraps over images with
-    ``params["n_bootstrap"]`` resamples drawn from ``numpy.random.default_rng(seed)``) and
-    ``out["figure"]`` (:func:`clipmech.figures.patching.intervention_effects`). ``params``:
+    ``concepts["n_bootstrap"]`` resamples drawn from ``numpy.random.default_rng(seed)``) and
+    ``out["figure"]`` (:func:`clipmech.figures.patching.intervention_effects`). ``concepts``:
     ``batch_size``, ``n_units``, ``scales``, ``n_bootstrap``.
 
     Raises
@@ -51,41 +51,41 @@ def intervene_concepts(
     if data.objects is None:
         raise ValueError(f"concept interventions need a Shapes dataset with an object table; {dataset_dir} has none")
     present_NF = image_presence(data.objects, data.n_images)
-    table = pd.read_csv(auroc_path, sep="\t")
+    table = pd.read_csv(auroc, sep="\t")
     counts = table[table["tower"] == "visual"].groupby("concept", sort=False)[["n_pos", "n_neg"]].first()
     expected = pd.DataFrame(
         {"n_pos": present_NF.sum(axis=0), "n_neg": data.n_images - present_NF.sum(axis=0)}, index=list(shapes.FEATURES)
     )
     if not counts.reindex(expected.index).eq(expected).all(axis=None):
         raise ValueError(
-            f"AUROC table {auroc_path} was computed on other images than {dataset_dir}: n_pos per concept "
+            f"AUROC table {auroc} was computed on other images than {dataset_dir}: n_pos per concept "
             f"{counts['n_pos'].to_dict()}, the dataset's {expected['n_pos'].to_dict()} ({data.n_images} images)"
         )
     torch_device = loading.resolve_device(device)
-    model, preprocess, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
-    text_FE = loading.encode_text(model, tokenizer, interventions.concept_prompts(), torch_device).cpu().numpy()
+    clip, preprocess, tokenizer = loading.load(model, torch_device)
+    text_FE = loading.encode_text(clip, tokenizer, interventions.concept_prompts(), torch_device).cpu().numpy()
     result = interventions.concept_interventions(
-        model,
+        clip,
         loading.preprocess_images(data.images, preprocess),
         present_NF,
         table,
         text_FE,
-        n_units=params["n_units"],
-        scales=params["scales"],
-        n_resamples=params["n_bootstrap"],
+        n_units=concepts["n_units"],
+        scales=concepts["scales"],
+        n_resamples=concepts["n_bootstrap"],
         rng=np.random.default_rng(seed),
-        batch_size=params["batch_size"],
+        batch_size=concepts["batch_size"],
         device=torch_device,
     )
     tables.write_table(result, out["interventions"])
     log.info(
         "%s: top-%d vision units of %d concepts scaled by %s; mean change in cosine per scale:\n%s",
-        name,
-        params["n_units"],
+        model.name,
+        concepts["n_units"],
         result["concept"].nunique(),
-        params["scales"],
+        concepts["scales"],
         result.groupby("scale")[["d_cos_target", "d_cos_unrelated"]].mean().to_string(),
     )
     patching_figures.intervention_effects(
-        result, f"{label}: top-{params['n_units']} concept units scaled on images with the concept", out["figure"]
+        result, f"{label}: top-{concepts['n_units']} concept units scaled on images with the concept", out["figure"]
     )

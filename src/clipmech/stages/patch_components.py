@@ -8,13 +8,14 @@ import torch
 from clipmech.data import datasets
 from clipmech.data.tables import write_table
 from clipmech.models import loading
+from clipmech.models.loading import ModelSpec
 from clipmech.patching import runs
 
 
 def patch_components(
-    *, name: str, model_entry: dict, dataset_dir: str, out: dict, params: dict, device: str, threads: int
+    *, model: ModelSpec, dataset_dir: str, out: dict, patching: dict, device: str, threads: int
 ) -> None:
-    """Causal tracing (methods.md Sec. 8) of both towers under every corruption in ``params["corruptions"]``, on the first ``params["n_pairs"]`` pairs of each kind of a pairs dataset (:func:`clipmech.patching.runs.trace_pairs`).
+    """Causal tracing (methods.md Sec. 8) of both towers under every corruption in ``patching["corruptions"]``, on the first ``patching["n_pairs"]`` pairs of each kind of a pairs dataset (:func:`clipmech.patching.runs.trace_pairs`).
 
     Writes ``out["recovery"]`` (one row per corruption, tower, direction and component: R and Delta logit
     with bootstrap 95 % intervals, :func:`clipmech.patching.tracing.trace`), ``out["circuit"]`` and
@@ -33,8 +34,8 @@ def patch_components(
             f"dataset {dataset_dir} is of kind {data.spec['kind']!r}; causal tracing needs a 'pairs' dataset"
         )
     torch_device = loading.resolve_device(device)
-    model, preprocess, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
+    clip, preprocess, tokenizer = loading.load(model, torch_device)
     pixels = loading.preprocess_images(data.images, preprocess).to(torch_device)
-    tables = runs.trace_pairs(model, tokenizer, data.pairs, pixels, params=params, device=torch_device)
+    tables = runs.trace_pairs(clip, tokenizer, data.pairs, pixels, params=patching, device=torch_device)
     for key, table in tables.items():
         write_table(table, out[key])

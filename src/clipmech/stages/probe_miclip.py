@@ -11,6 +11,7 @@ import torch
 from clipmech.data import datasets
 from clipmech.miclip import interventions, units
 from clipmech.models import loading
+from clipmech.models.loading import ModelSpec
 from clipmech.models.prompt_embeddings import attribute_prompt_embeddings
 from clipmech.models.towers import tower
 
@@ -19,24 +20,22 @@ log = logging.getLogger(__name__)
 
 def probe_miclip(
     *,
-    name: str,
-    model_entry: dict,
-    reference: str,
-    reference_entry: dict,
+    model: ModelSpec,
+    reference: ModelSpec,
     dataset_dir: str,
     site: str,
-    output: str,
+    probe: str,
     batch_size: int,
     device: str,
     threads: int,
 ) -> None:
     """What the MiCLIP encoder trains on and its evaluation reads (methods.md Sec. 9), for every image.
 
-    Writes an npz with ``site_acts`` (float32: (N, T, D) for a transformer site, (N, C, h, w) for a ResNet
-    stage), ``predictions`` (int64 (N, 3): the target's zero-shot class per attribute task, its own text
-    tower, :data:`clipmech.models.zeroshot.ATTRIBUTE_TASKS` order), ``reference_images`` (float32 (N, E):
-    the reference CLIP's normalised image embeddings), ``n_prefix_tokens``, ``grid`` (rows, cols),
-    ``site`` and ``dataset_sha256``.
+    Writes ``probe``, an npz with ``site_acts`` (float32: (N, T, D) for a transformer site, (N, C, h, w) for
+    a ResNet stage), ``predictions`` (int64 (N, 3): the target's zero-shot class per attribute task, its own
+    text tower, :data:`clipmech.models.zeroshot.ATTRIBUTE_TASKS` order), ``reference_images`` (float32
+    (N, E): the normalised image embeddings of the ``reference`` CLIP), ``n_prefix_tokens``, ``grid``
+    (rows, cols), ``site`` and ``dataset_sha256``.
 
     Raises
     ------
@@ -48,15 +47,13 @@ def probe_miclip(
     data = datasets.load(dataset_dir)
     if data.objects is None:
         raise ValueError(f"MiCLIP needs a Shapes dataset with an object table; {dataset_dir} has none")
-    model, preprocess, tokenizer = loading.load(loading.model_spec({name: model_entry}, name), torch_device)
+    clip, preprocess, tokenizer = loading.load(model, torch_device)
     pixels = loading.preprocess_images(data.images, preprocess)
-    site_acts = units.site_activations(model, pixels, site, batch_size=batch_size, device=torch_device)
-    texts = attribute_prompt_embeddings(model, tokenizer, torch_device)
-    predicted = interventions.predictions(model, pixels, texts, batch_size=batch_size, device=torch_device)
-    info = tower(model, "visual")
-    ref_model, ref_preprocess = loading.load_model(
-        loading.model_spec({reference: reference_entry}, reference), torch_device
-    )
+    site_acts = units.site_activations(clip, pixels, site, batch_size=batch_size, device=torch_device)
+    texts = attribute_prompt_embeddings(clip, tokenizer, torch_device)
+    predicted = interventions.predictions(clip, pixels, texts, batch_size=batch_size, device=torch_device)
+    info = tower(clip, "visual")
+    ref_model, ref_preprocess = loading.load_model(reference, torch_device)
     ref_pixels = loading.preprocess_images(data.images, ref_preprocess)
     with torch.inference_mode():
         ref_images = torch.cat(
@@ -67,9 +64,9 @@ def probe_miclip(
                 for s in range(0, ref_pixels.shape[0], batch_size)
             ]
         ).numpy()
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(probe).parent.mkdir(parents=True, exist_ok=True)
     np.savez(
-        output,
+        probe,
         site_acts=site_acts,
         predictions=predicted,
         reference_images=ref_images,
@@ -80,9 +77,9 @@ def probe_miclip(
     )
     log.info(
         "%s at %s: site activations %s on %d images; reference %s",
-        name,
+        model.name,
         site,
         site_acts.shape,
         data.n_images,
-        reference,
+        reference.name,
     )

@@ -31,11 +31,11 @@ def concept_targets(predictions_NK: np.ndarray, concept_CE: np.ndarray) -> np.nd
     return np.stack(rows, axis=1)
 
 
-def train_miclip(*, probe: str, concepts: str, out: dict, params: dict, label: str, threads: int) -> None:
+def train_miclip(*, probe: str, concepts: str, out: dict, train: dict, label: str, threads: int) -> None:
     """Train one linear encoder per loss variant x seed on the image-level site activations (methods.md Sec. 9;
     :func:`clipmech.miclip.encoder.train_all`).
 
-    ``params``: ``losses``, ``seeds``, ``steps``, ``batch_size``, ``lr``, ``temperature``. Writes
+    ``train``: ``losses``, ``seeds``, ``steps``, ``batch_size``, ``lr``, ``temperature``. Writes
     ``out["encoders"]`` (``torch.save`` of ``{"W": {"<loss>/<seed>": float32 (E, D)}, "losses", "seeds",
     "site", "params", "dataset_sha256"}``), ``out["log"]`` (``loss, seed, step, value``) and ``out["figure"]``.
     """
@@ -45,7 +45,7 @@ def train_miclip(*, probe: str, concepts: str, out: dict, params: dict, label: s
     acts_ND = units.neuron_image_acts(probe_data["site_acts"])
     targets = concept_targets(probe_data["predictions"], concept_data["concept_embeddings"])
     encoders, curves = encoder.train_all(
-        acts_ND, probe_data["reference_images"], targets, losses=params["losses"], seeds=params["seeds"], params=params
+        acts_ND, probe_data["reference_images"], targets, losses=train["losses"], seeds=train["seeds"], params=train
     )
     rows = [
         pd.DataFrame({"loss": loss, "seed": seed, "step": np.arange(1, len(curve) + 1), "value": curve})
@@ -58,10 +58,10 @@ def train_miclip(*, probe: str, concepts: str, out: dict, params: dict, label: s
     torch.save(
         {
             "W": {f"{loss}/{seed}": torch.as_tensor(W) for (loss, seed), W in encoders.items()},
-            "losses": list(params["losses"]),
-            "seeds": [int(s) for s in params["seeds"]],
+            "losses": list(train["losses"]),
+            "seeds": [int(s) for s in train["seeds"]],
             "site": str(probe_data["site"]),
-            "params": dict(params),
+            "params": dict(train),
             "dataset_sha256": str(probe_data["dataset_sha256"]),
         },
         out["encoders"],

@@ -9,18 +9,18 @@ from clipmech.sae.train import SAETrainConfig
 from clipmech.sae.train import train_sae as train
 
 
-def train_sae(*, name: str, site: str, store: str, params: dict, out, device: str, threads: int, code: str) -> None:
-    """Run :func:`clipmech.sae.train.train_sae` for the model ``name`` at ``site`` with the ``sae:``
-    config block ``params`` (without ``models`` and ``sites``); ``out`` holds ``checkpoint`` (the SAE
+def train_sae(*, model: str, site: str, store: str, sae: dict, out: dict, device: str, threads: int, code: str) -> None:
+    """Run :func:`clipmech.sae.train.train_sae` for the model ``model`` at ``site`` with the ``sae:``
+    config block ``sae`` (without ``models`` and ``sites``); ``out`` holds ``checkpoint`` (the SAE
     file) and ``log`` (training.tsv); ``code`` is the rule's code hash, kept in the SAE's meta and in its
     resume checkpoint, so a resume after a code edit starts afresh."""
     torch.set_num_threads(threads)
     train(
         store,
         site,
-        SAETrainConfig(**params),
-        out.checkpoint,
-        out.log,
+        SAETrainConfig(**sae),
+        out["checkpoint"],
+        out["log"],
         device=loading.resolve_device(device),
-        provenance={"model": name, "code": code},
+        provenance={"model": model, "code": code},
     )

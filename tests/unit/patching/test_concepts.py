@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-import clipmech.models.loading  # noqa: F401  (registers clipmech's model configs with open_clip)
 from clipmech.analyses.concepts import auroc
 from clipmech.data import shapes
 from clipmech.hooks.sites import hooked
+from clipmech.models.loading import ModelSpec  # (also registers clipmech's model configs with open_clip)
 from clipmech.patching import concepts
 
 
@@ -127,11 +127,10 @@ def test_concept_auroc_stage(tiny_dataset, tmp_path, architecture):
         for key, name in (("auroc", "auroc.tsv"), ("summary", "summary.tsv"), ("figure", "auroc.png"))
     }
     concept_auroc(
-        name="random",
-        model_entry={"architecture": architecture, "pretrained": None},
+        model=ModelSpec(name="random", architecture=architecture, pretrained=None),
         dataset_dir=str(tiny_dataset),
         out=out,
-        params={"batch_size": 4, "threshold": 0.9},
+        concepts={"batch_size": 4, "threshold": 0.9},
         device="cpu",
         threads=1,
         label="test",

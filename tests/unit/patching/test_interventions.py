@@ -9,11 +9,11 @@ import pytest
 import torch
 from toys import no_hooks
 
-import clipmech.models.loading  # noqa: F401  (registers clipmech's model configs with open_clip)
 from clipmech.analyses.concepts import image_presence
 from clipmech.data import shapes
 from clipmech.data.datasets import load
 from clipmech.hooks.sites import hooked
+from clipmech.models.loading import ModelSpec  # (also registers clipmech's model configs with open_clip)
 from clipmech.patching import concepts, interventions
 
 
@@ -156,16 +156,15 @@ def test_intervene_concepts_stage(tiny_dataset, tmp_path, architecture):
     from clipmech.stages.concept_auroc import concept_auroc
     from clipmech.stages.intervene_concepts import intervene_concepts
 
-    model = {"architecture": architecture, "pretrained": None}
+    model = ModelSpec(name="random", architecture=architecture, pretrained=None)
     auroc_out = {
         key: str(tmp_path / f"{key}.{ext}") for key, ext in (("auroc", "tsv"), ("summary", "tsv"), ("figure", "png"))
     }
     concept_auroc(
-        name="random",
-        model_entry=model,
+        model=model,
         dataset_dir=str(tiny_dataset),
         out=auroc_out,
-        params={"batch_size": 5, "threshold": 0.9},
+        concepts={"batch_size": 5, "threshold": 0.9},
         device="cpu",
         threads=1,
         label="test",
@@ -173,12 +172,11 @@ def test_intervene_concepts_stage(tiny_dataset, tmp_path, architecture):
     out = {"interventions": str(tmp_path / "interventions.tsv"), "figure": str(tmp_path / "interventions.png")}
     params = {"batch_size": 5, "n_units": 50, "scales": [0.0, 2.0], "n_bootstrap": 200}
     intervene_concepts(
-        name="random",
-        model_entry=model,
+        model=model,
         dataset_dir=str(tiny_dataset),
-        auroc_path=auroc_out["auroc"],
+        auroc=auroc_out["auroc"],
         out=out,
-        params=params,
+        concepts=params,
         seed=0,
         device="cpu",
         threads=1,
@@ -203,12 +201,11 @@ def test_intervene_concepts_stage(tiny_dataset, tmp_path, architecture):
     assert (tmp_path / "interventions.png").read_bytes()[:4] == b"\x89PNG"
     repeat = dict(out, interventions=str(tmp_path / "repeat.tsv"))
     intervene_concepts(
-        name="random",
-        model_entry=model,
+        model=model,
         dataset_dir=str(tiny_dataset),
-        auroc_path=auroc_out["auroc"],
+        auroc=auroc_out["auroc"],
         out=repeat,
-        params=params,
+        concepts=params,
         seed=0,
         device="cpu",
         threads=1,
@@ -225,12 +222,11 @@ def test_intervene_concepts_rejects_an_auroc_table_of_other_images(tiny_dataset,
     table.to_csv(tmp_path / "auroc.tsv", sep="\t", index=False)
     with pytest.raises(ValueError, match="computed on other images"):
         intervene_concepts(
-            name="random",
-            model_entry={"architecture": "clipmech-vit-tiny", "pretrained": None},
+            model=ModelSpec(name="random", architecture="clipmech-vit-tiny", pretrained=None),
             dataset_dir=str(tiny_dataset),
-            auroc_path=str(tmp_path / "auroc.tsv"),
+            auroc=str(tmp_path / "auroc.tsv"),
             out={},
-            params={"batch_size": 5, "n_units": 50, "scales": [0.0], "n_bootstrap": 10},
+            concepts={"batch_size": 5, "n_units": 50, "scales": [0.0], "n_bootstrap": 10},
             seed=0,
             device="cpu",
             threads=1,

@@ -203,13 +203,12 @@ def test_evaluate_sae_stage(tmp_path, tokens):
     out = {key: str(tmp_path / "out" / name) for key, name in names.items()}
     out |= {"histogram": str(tmp_path / "out" / "histogram.png"), "top_images": str(tmp_path / "out" / "top.png")}
     evaluate_sae(
-        name="random",
-        model_entry={"architecture": "clipmech-vit-tiny", "pretrained": None},
+        model=ModelSpec(name="random", architecture="clipmech-vit-tiny", pretrained=None),
         dataset_dir=str(dataset),
         store=str(store),
-        checkpoint=str(checkpoint),
+        sae=str(checkpoint),
         out=out,
-        params=PARAMS,
+        evaluation=PARAMS,
         seed=0,
         device="cpu",
         threads=1,
@@ -262,10 +261,9 @@ def test_evaluate_sae_stage_refuses_mismatched_inputs(tmp_path, tiny_dataset):
     checkpoint = tmp_path / "checkpoint.pt"
     save_sae(checkpoint, random_sae(64, 32, 4, seed=0), {"site": SITE, "tokens": "patch", "holdout_images": [0, 1]})
     kwargs = dict(
-        name="random",
-        model_entry={"architecture": "clipmech-vit-tiny", "pretrained": None},
+        model=ModelSpec(name="random", architecture="clipmech-vit-tiny", pretrained=None),
         store=str(store),
-        checkpoint=str(checkpoint),
+        sae=str(checkpoint),
         out={},
         seed=0,
         device="cpu",
@@ -273,9 +271,9 @@ def test_evaluate_sae_stage_refuses_mismatched_inputs(tmp_path, tiny_dataset):
         label="test",
     )
     with pytest.raises(ValueError, match=r"extracted from a dataset with sha256 \w+, but .* has sha256"):
-        evaluate_sae(dataset_dir=str(tiny_dataset), params=PARAMS, **kwargs)
+        evaluate_sae(dataset_dir=str(tiny_dataset), evaluation=PARAMS, **kwargs)
     with pytest.raises(ValueError, match="valid splits are: holdout, all"):
-        evaluate_sae(dataset_dir=str(dataset), params={**PARAMS, "split": "train"}, **kwargs)
+        evaluate_sae(dataset_dir=str(dataset), evaluation={**PARAMS, "split": "train"}, **kwargs)
     save_sae(checkpoint, random_sae(64, 32, 4, seed=0), {"site": SITE, "tokens": "patch", "holdout_images": [0, 5]})
     with pytest.raises(ValueError, match=r"holdout_images must be distinct image indices in 0..4"):
-        evaluate_sae(dataset_dir=str(dataset), params=PARAMS, **kwargs)
+        evaluate_sae(dataset_dir=str(dataset), evaluation=PARAMS, **kwargs)
