@@ -77,3 +77,11 @@ def test_params_pass_as_they_are():
 
     units = [{"site": "s", "kind": "sae"}]
     assert bind(takes, job(params={"units": units, "code": "abc"}))["units"] == units
+
+
+def test_a_name_in_two_places_is_refused():
+    def takes(*, circuit: str):
+        return None
+
+    with pytest.raises(TypeError, match="names 'circuit' in input and output"):
+        bind(takes, job(input={"circuit": "c.tsv"}, output={"circuit": "c.png"}))

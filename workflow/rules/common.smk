@@ -42,7 +42,8 @@ wildcard_constraints:
 
 def model_spec(model):
     """A model as its jobs load it (clipmech.models.loading.ModelSpec): name, architecture,
-    pretrained and sha256 if set; a pipeline-trained model's `pretrained` is its checkpoint."""
+    pretrained and sha256 if set; a pipeline-trained model's `pretrained` is its checkpoint.
+    """
     return {"name": model, **CONFIG.model_entry(model)}
 
 

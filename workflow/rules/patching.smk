@@ -69,7 +69,7 @@ rule plot_patching:
             "patching_heads.rst",
             "7 Causal tracing",
         ),
-        circuit=reported(
+        circuit_figure=reported(
             "results/patching/{model}/{dataset}/circuit.png",
             "patching_circuit_figure.rst",
             "7 Causal tracing",
