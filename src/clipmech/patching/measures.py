@@ -1,8 +1,10 @@
 """Recovery, Delta logit, bootstrap intervals and circuit sparsity (methods.md Sec. 8).
 
-Pairs whose corruption moves the metric by less than ``min_effect`` logits (m_clean - m_corrupt <
-min_effect) carry no signal to recover and make R unbounded; they are left out of every mean, and
-the tables record how many pairs were kept.
+A pair is kept (:func:`kept_pairs`) when its clean run is right, m_clean > 0 (the correct caption
+scores above the foil), and its corruption moves the metric by at least ``min_effect`` logits
+(m_clean - m_corrupt >= min_effect). A pair whose clean run is wrong has no correct answer to
+recover, and one the corruption barely moves makes R unbounded; both are left out of every mean, and
+the tables record how many pairs pass each filter.
 """
 
 from __future__ import annotations
@@ -13,9 +15,15 @@ from scipy import stats
 from clipmech.patching.engine import SweepResult
 
 
+def clean_right(result: SweepResult) -> np.ndarray:
+    """Pairs whose clean run prefers the correct caption, m_clean > 0: bool, (Q,)."""
+    return result.m_clean_Q > 0
+
+
 def kept_pairs(result: SweepResult, min_effect: float) -> np.ndarray:
-    """Pairs whose corruption changes the metric by at least ``min_effect``: bool, (Q,)."""
-    return (result.m_clean_Q - result.m_corrupt_Q) >= min_effect
+    """Pairs whose clean run is right (:func:`clean_right`) and whose corruption lowers the metric by at
+    least ``min_effect``: bool, (Q,)."""
+    return clean_right(result) & ((result.m_clean_Q - result.m_corrupt_Q) >= min_effect)
 
 
 def recovery(result: SweepResult) -> np.ndarray:

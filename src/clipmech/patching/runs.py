@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from clipmech.models.towers import tower
-from clipmech.patching import corruptions, tracing
+from clipmech.patching import corruptions, measures, tracing
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,9 @@ def trace_pairs(model, tokenizer, pairs: pd.DataFrame, pixels_NCHW: torch.Tensor
         :data:`TABLES`, each with ``corruption`` and ``tower`` first: ``recovery`` (R and Delta logit per
         direction and component with bootstrap 95 % intervals, :func:`clipmech.patching.tracing.trace`),
         ``circuit`` and ``circuit_summary`` (:func:`clipmech.patching.tracing.circuit`, denoising), ``runs``
-        (per pair: m_clean, m_corrupt, kept).
+        (per pair: m_clean, m_corrupt, ``clean_right`` (m_clean > 0) and ``kept``, the pairs every mean uses:
+        clean run right and m_clean - m_corrupt >= ``min_effect``, :func:`clipmech.patching.measures.kept_pairs`;
+        their sums count the pairs that pass each filter).
 
     Raises
     ------
@@ -159,6 +161,7 @@ def trace_pairs(model, tokenizer, pairs: pd.DataFrame, pixels_NCHW: torch.Tensor
                 log.info("%s, %s: no usable pair, skipped", corruption, tower_name)
                 continue
             base_run = run.baseline()
+            right = measures.clean_right(base_run)
             keep = run.kept(params["min_effect"])
             tables["runs"].append(
                 pd.DataFrame(
@@ -167,6 +170,7 @@ def trace_pairs(model, tokenizer, pairs: pd.DataFrame, pixels_NCHW: torch.Tensor
                         "pair_id": chosen["pair_id"].to_numpy()[used],
                         "m_clean": base_run.m_clean_Q,
                         "m_corrupt": base_run.m_corrupt_Q,
+                        "clean_right": right,
                         "kept": keep,
                     }
                 )
@@ -183,8 +187,8 @@ def trace_pairs(model, tokenizer, pairs: pd.DataFrame, pixels_NCHW: torch.Tensor
             tables["circuit"].append(curve.assign(**labels))
             tables["circuit_summary"].append(summary.assign(**labels))
             log.info(
-                "%s, %s: %d of %d pairs kept; greedy circuit needs %s of %d path components",
-                corruption, tower_name, int(keep.sum()), keep.size,
+                "%s, %s: %d of %d clean runs right, %d pairs kept; greedy circuit needs %s of %d path components",
+                corruption, tower_name, int(right.sum()), keep.size, int(keep.sum()),
                 summary.loc[summary["order"] == "greedy", "fraction_needed"].iloc[0], summary["n_total"].iloc[0],
             )  # fmt: skip
     front = ["corruption", "tower"]

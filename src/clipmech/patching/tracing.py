@@ -109,7 +109,8 @@ class TowerRun:
         return self._baseline
 
     def kept(self, min_effect: float) -> np.ndarray:
-        """:func:`clipmech.patching.measures.kept_pairs` of the baseline: bool, (Q,)."""
+        """:func:`clipmech.patching.measures.kept_pairs` of the baseline (clean run right, corruption moves it by
+        ``min_effect``): bool, (Q,)."""
         return measures.kept_pairs(self.baseline(), min_effect)
 
     def sweep(self, patch_sets: Sequence[Sequence[Component]], direction: str, pool: bool = False):
