@@ -9,6 +9,8 @@ the tables record how many pairs pass each filter.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy import stats
 
@@ -82,7 +84,40 @@ def prefix_sizes(n_components: int, n_points: int) -> np.ndarray:
     return np.unique(np.round(np.geomspace(1, n_components, n_points)).astype(np.int64))
 
 
-def needed_fraction(sizes_G: np.ndarray, r_G: np.ndarray, n_components: int, threshold: float) -> float:
-    """Fraction of components in the smallest prefix whose mean R reaches ``threshold``; NaN if none does."""
-    reached = np.nonzero(r_G >= threshold)[0]
-    return float(sizes_G[reached[0]] / n_components) if reached.size else float("nan")
+def crossing(sizes_G: np.ndarray, r_G: np.ndarray, threshold: float, recovery_at: Callable[[int], float]) -> int | None:
+    """The prefix size at which a recovery curve crosses ``threshold``, exact (not read off the grid).
+
+    The grid curve brackets the crossing: the first grid size whose mean R reaches ``threshold``, and
+    the grid size before it (0 before the first), whose mean R does not. Bisection on the prefix size
+    inside that bracket, calling ``recovery_at`` at the midpoint, narrows it to two adjacent sizes k - 1
+    and k with R(k - 1) < threshold <= R(k), and returns k. Where the mean R rises monotonically inside
+    the bracket (restoring more of the clean run), k is the smallest prefix that reaches the threshold.
+
+    Parameters
+    ----------
+    sizes_G : numpy.ndarray, int64, (G,)
+        Increasing prefix sizes of the curve (:func:`prefix_sizes`).
+    r_G : numpy.ndarray, float64, (G,)
+        Mean R at each of them (NaN counts as below the threshold).
+    threshold : float
+    recovery_at : callable
+        ``recovery_at(k) -> float``: the mean R of the prefix of size k, computed the way ``r_G`` was;
+        called about log2 of the bracket's width times, never at a grid size.
+
+    Returns
+    -------
+    int or None
+        k; None when no grid size reaches the threshold.
+    """
+    reached = np.flatnonzero(r_G >= threshold)
+    if not reached.size:
+        return None
+    first = reached[0]
+    low, high = (int(sizes_G[first - 1]) if first else 0), int(sizes_G[first])
+    while high - low > 1:
+        middle = (low + high) // 2
+        if recovery_at(middle) >= threshold:
+            high = middle
+        else:
+            low = middle
+    return high

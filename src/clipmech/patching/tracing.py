@@ -192,7 +192,11 @@ def circuit(
 
     The greedy order ranks the path components by their mean single-component denoising recovery
     (from ``single``, else swept here); each prefix is restored at once. The random orders are
-    ``n_random`` permutations drawn from ``numpy.random.default_rng(seed)``.
+    ``n_random`` permutations drawn from ``numpy.random.default_rng(seed)``. The curve is swept at
+    about ``n_points`` prefix sizes (:func:`clipmech.patching.measures.prefix_sizes`); the prefix
+    needed to reach ``threshold`` is then found exactly, by bisection on the prefix size between the
+    first grid size that reaches it and the one before, sweeping one more prefix size per step
+    (every permutation, for the random order): :func:`clipmech.patching.measures.crossing`.
 
     Returns
     -------
@@ -200,8 +204,9 @@ def circuit(
         order (greedy / random), n_components (prefix size), fraction, recovery with its bootstrap
         interval (random: the mean over the permutations, the interval of that mean over pairs).
     summary : pandas.DataFrame
-        Per order: n_total, n_needed and fraction_needed to reach mean R >= ``threshold`` (NaN if no
-        prefix does), n_pairs.
+        Per order: n_total, n_needed (the exact crossing: mean R of the first n_needed components
+        >= ``threshold``, of one fewer below it; NaN if no grid prefix reaches it, the whole set
+        included), fraction_needed = n_needed / n_total, n_pairs (kept).
     """
     paths = path_components(run.info, run.n_positions)
     pool = run.info.kind == "resnet"
@@ -219,6 +224,18 @@ def circuit(
     result = run.sweep(sets, "denoising", pool=pool)
     r_QOG = measures.recovery(result).reshape(len(result.m_clean_Q), len(orders), len(sizes_G))[keep_Q]
     curves = {"greedy": r_QOG[:, 0], "random": r_QOG[:, 1:].mean(axis=1)} if n_random else {"greedy": r_QOG[:, 0]}
+
+    def recovery_at(order: str) -> Callable[[int], float]:
+        """Mean R over the kept pairs of the prefix of one size, in the curve's arithmetic."""
+        chosen = [greedy] if order == "greedy" else [permutation for _, permutation in orders[1:]]
+
+        def at(size: int) -> float:
+            prefixes = [[paths[i] for i in permutation[:size]] for permutation in chosen]
+            r_QO = measures.recovery(run.sweep(prefixes, "denoising", pool=pool))[keep_Q]
+            return float((r_QO[:, 0] if order == "greedy" else r_QO.mean(axis=1)).mean(axis=0))
+
+        return at
+
     curve_rows, summary_rows = [], []
     for order, r_QG in curves.items():
         mean, low, high = measures.mean_ci(r_QG, n_resamples, seed)
@@ -233,13 +250,13 @@ def circuit(
             }
             for g, size in enumerate(sizes_G)
         ]
-        fraction = measures.needed_fraction(sizes_G, mean, len(paths), threshold)
+        needed = measures.crossing(sizes_G, mean, threshold, recovery_at(order))
         summary_rows.append(
             {
                 "order": order,
                 "n_total": len(paths),
-                "n_needed": round(fraction * len(paths)) if np.isfinite(fraction) else np.nan,
-                "fraction_needed": fraction,
+                "n_needed": np.nan if needed is None else needed,
+                "fraction_needed": np.nan if needed is None else needed / len(paths),
                 "n_pairs": int(keep_Q.sum()),
             }
         )
