@@ -1,6 +1,6 @@
 """Circuit sparsity (clipmech.patching.tracing.circuit; methods.md Sec. 8) on a planted additive circuit.
 
-The tiny ViT's visual tower gives the path components (65 tokens: 65 embeddings + 2 blocks x 2 outputs
+The tiny ViT's visual tower gives the path components (the ``paths`` view) (65 tokens: 65 embeddings + 2 blocks x 2 outputs
 x 65 = 325); the sweep is replaced by a planted one in which restoring a set of components recovers
 exactly the sum of their planted weights, R = sum_c w_c, for every pair: ``N_CIRCUIT`` components of
 weight 1 / N_CIRCUIT each, all others 0. The curve is then known for every prefix of every order.
@@ -25,6 +25,7 @@ N_POINTS = 8  # the grid of 325 components: 1, 2, 5, 12, 27, 62, 142, 325
 class PlantedRun:
     """What :func:`tracing.circuit` uses of a :class:`tracing.TowerRun`, with a planted additive sweep."""
 
+    model: object
     info: Tower
     n_positions: int
     weight: dict
@@ -49,14 +50,15 @@ def planted(vit):
     paths = path_components(info)
     circuit = paths[3 :: len(paths) // N_CIRCUIT][:N_CIRCUIT]  # spread over embeddings, layers and tokens
     weight = {c: 1.0 / N_CIRCUIT for c in circuit}
-    return PlantedRun(info, info.n_tokens, weight, np.array([3.0, 2.0, 4.0]), np.array([0.0, -1.0, 1.5]), []), paths
+    m_clean_Q, m_corrupt_Q = np.array([3.0, 2.0, 4.0]), np.array([0.0, -1.0, 1.5])
+    return PlantedRun(vit, info, info.n_tokens, weight, m_clean_Q, m_corrupt_Q, []), paths
 
 
 def _circuit(run, n_random, seed=7):
     single = {}
     return tracing.circuit(
         run, single, min_effect=0.5, threshold=THRESHOLD, n_points=N_POINTS, n_random=n_random, n_resamples=50,
-        seed=seed,
+        seed=seed, view="paths",
     )  # fmt: skip
 
 
@@ -75,7 +77,9 @@ def test_a_planted_circuit_needs_its_exact_count(planted):
     r_K = np.mean([np.cumsum(weight_P[p]) for p in permutations], axis=0)
     expected = int(np.flatnonzero(r_K >= THRESHOLD)[0]) + 1
     assert summary.set_index("order").loc["random", "n_needed"] == expected
-    assert summary["n_pairs"].tolist() == [3, 3]
+    assert summary["n_pairs"].tolist() == [3, 3] and (summary["view"] == "paths").all()
+    # The class token's column (its embedding, 2 attention and 2 MLP outputs) restores the output.
+    assert (summary["n_read_out"] == 5).all() and (summary["read_out_bound"] == 5 / 325).all()
 
 
 def test_the_crossing_costs_a_bisection_not_every_prefix(planted):
@@ -107,3 +111,13 @@ def test_crossing():
     assert measures.crossing(sizes_G, r_K[sizes_G - 1], 0.005, at) == 1
     assert measures.crossing(sizes_G, r_K[sizes_G - 1], 1.5, at) is None
     assert measures.crossing(sizes_G, np.full(4, np.nan), 0.8, at) is None
+
+
+def test_unknown_view_and_mlp_units(planted):
+    run, _ = planted
+    with pytest.raises(ValueError, match="unknown circuit view 'tokens'; valid: units, paths"):
+        tracing.circuit(run, {}, min_effect=0.5, threshold=0.8, n_points=4, n_random=0, n_resamples=10, seed=0,
+                        view="tokens")  # fmt: skip
+    with pytest.raises(ValueError, match="unknown MLP unit 'block'; valid: layer, neuron"):
+        tracing.circuit(run, {}, min_effect=0.5, threshold=0.8, n_points=4, n_random=0, n_resamples=10, seed=0,
+                        mlp="block")  # fmt: skip
