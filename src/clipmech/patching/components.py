@@ -10,6 +10,7 @@ family           site                                            index          
 ``resid_pre``    ``{tower}.blocks.{l}.hook_resid_pre`` (N,T,D)   ``(t,)``: token t      transformer
 ``attn_out``     ``{tower}.blocks.{l}.hook_attn_out`` (N,T,D)    ``(t,)``               transformer
 ``mlp_out``      ``{tower}.blocks.{l}.hook_mlp_out`` (N,T,D)     ``(t,)``               transformer
+``mlp``          ``{tower}.blocks.{l}.hook_mlp_out`` (N,T,D)     ``()``: every token    transformer
 ``head``         ``{tower}.blocks.{l}.attn.hook_result``         ``(None, h)``: head h  transformer
                  (N,T,H,D)                                       at every token
 ``neuron``       ``{tower}.blocks.{l}.mlp.hook_post`` (N,T,D_mlp)  ``(None, j)``: neuron  transformer
@@ -37,6 +38,7 @@ TRANSFORMER_FAMILIES = {
     "resid_pre": "hook_resid_pre",
     "attn_out": "hook_attn_out",
     "mlp_out": "hook_mlp_out",
+    "mlp": "hook_mlp_out",
     "head": "attn.hook_result",
     "neuron": "mlp.hook_post",
 }
@@ -135,6 +137,8 @@ def components(info: Tower, families: Sequence[str], n_positions: int | None = N
                     found += [Component(family, site, (None, h), layer=layer, head=h) for h in range(info.n_heads)]
                 elif family == "neuron":
                     found += [Component(family, site, (None, j), layer=layer, unit=j) for j in range(info.d_mlp)]
+                elif family == "mlp":
+                    found.append(Component(family, site, (), layer=layer))
                 else:
                     found += [Component(family, site, (t,), layer=layer, position=t) for t in range(n_positions)]
     return found
@@ -161,3 +165,33 @@ def path_components(info: Tower, n_positions: int | None = None) -> list[Compone
         return components(info, ["pool_head"])
     embeddings = [c for c in components(info, ["resid_pre"], n_positions) if c.layer == 0]
     return embeddings + components(info, ["attn_out", "mlp_out"], n_positions)
+
+
+#: How :func:`unit_components` counts a transformer's MLPs: whole layers (``mlp``) or hidden neurons (``neuron``).
+MLP_UNITS = {"layer": "mlp", "neuron": "neuron"}
+
+
+def unit_components(info: Tower, mlp: str = "layer") -> list[Component]:
+    """The components circuit sparsity counts as the causal-tracing paper does: heads and MLPs, every token.
+
+    Transformer towers: every attention head (``head``) and every MLP, as a whole layer (``mlp``) or
+    per hidden neuron (``neuron``), each at every token. ResNet: the attention-pool heads. Unlike
+    :func:`path_components` they do not include the embeddings, so restoring all of them need not
+    restore the output (the corrupted embeddings still reach it through the residual stream).
+
+    Parameters
+    ----------
+    info : clipmech.models.towers.Tower
+    mlp : {"layer", "neuron"}
+        Transformer towers: the MLP units (:data:`MLP_UNITS`).
+
+    Raises
+    ------
+    ValueError
+        For another ``mlp``.
+    """
+    if mlp not in MLP_UNITS:
+        raise ValueError(f"unknown MLP unit {mlp!r}; valid: {', '.join(MLP_UNITS)}")
+    if info.kind == "resnet":
+        return components(info, ["pool_head"])
+    return components(info, ["head", MLP_UNITS[mlp]])

@@ -7,7 +7,8 @@ positions), present in an image or its caption (:func:`image_captions`) as
 Units are, per tower, the MLP hidden neurons ``{tower}.blocks.{l}.mlp.hook_post`` of every block
 (vision kinds ``vit`` and ``timm``, and the text tower); for a CLIP-ResNet (kind ``resnet``) the channels
 of every stage output ``visual.blocks.{l}.hook_resid_post`` and the attention-pool input channels
-``visual.attnpool.hook_x`` (the pool counts as layer 4, after the four stages). A unit's activation on
+``visual.attnpool.hook_x`` (the pool counts as layer 4, after the four stages; its input channels are the
+last stage's output channels, :func:`channel_site`, each with its own AUROC here). A unit's activation on
 an image is its maximum over tokens (ResNet stages: over spatial positions); on a caption, its maximum
 over the caption's real tokens (:func:`real_token_mask`).
 
@@ -32,6 +33,8 @@ from clipmech.models.towers import text_pool, tower
 END_POOLS = ("argmax", "eos")
 #: Pooling types that pool a fixed position; the real tokens are those that are not padding.
 PAD_POOLS = ("last",)
+#: The attention-pool input site of a CLIP-ResNet; its channels are the last stage's output channels.
+POOL_INPUT = "visual.attnpool.hook_x"
 #: Columns of the AUROC table, one row per unit x concept.
 AUROC_COLUMNS = ("tower", "site", "layer", "unit", "concept", "concept_type", "auroc", "n_pos", "n_neg")
 
@@ -61,7 +64,7 @@ def unit_sites(model: torch.nn.Module, tower_name: str) -> list[str]:
     """
     info = tower(model, tower_name)
     if info.kind == "resnet":
-        return [f"visual.blocks.{layer}.hook_resid_post" for layer in range(info.n_layers)] + ["visual.attnpool.hook_x"]
+        return [f"visual.blocks.{layer}.hook_resid_post" for layer in range(info.n_layers)] + [POOL_INPUT]
     return [f"{info.name}.blocks.{layer}.mlp.hook_post" for layer in range(info.n_layers)]
 
 
@@ -69,6 +72,16 @@ def site_layer(model: torch.nn.Module, site: str) -> int:
     """The layer of a unit site: its block (stage) index; the ResNet attention pool counts as layer 4."""
     resolved = resolve(model, site)
     return tower(model, resolved.tower).n_layers if resolved.layer is None else resolved.layer
+
+
+def channel_site(site: str, layer: int) -> str:
+    """The site whose channels a unit site's units are, so that one channel is one unit.
+
+    The attention-pool input ``visual.attnpool.hook_x`` (layer L, :func:`site_layer`) is the output of the
+    last stage ``visual.blocks.{L-1}.hook_resid_post``, flattened, with the mean token and the positional
+    embedding added: its channel c is that stage's channel c. Every other unit site's channels are its own.
+    """
+    return f"visual.blocks.{layer - 1}.hook_resid_post" if site == POOL_INPUT else site
 
 
 def text_pooling(model: torch.nn.Module, tokenizer) -> tuple[str, int | None, int | None]:

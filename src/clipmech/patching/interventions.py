@@ -1,8 +1,10 @@
 """Scaling concept-selective vision units and the change in image-text alignment (methods.md Sec. 8;
 causal-tracing paper Sec. 4.3).
 
-For a concept f, the top-n vision units by AUROC for f (:mod:`clipmech.patching.concepts`, across all
-vision unit sites) are multiplied by a factor s at every token (ResNet stages: every spatial position)
+For a concept f, the top-n distinct vision units by AUROC for f (:mod:`clipmech.patching.concepts`, across
+all vision unit sites; a CLIP-ResNet channel that is a unit of both the last stage and the attention-pool
+input, :func:`clipmech.patching.concepts.channel_site`, is one unit, taken at the site where its AUROC is
+higher) are each multiplied once by a factor s at every token (ResNet stages: every spatial position)
 on the images that contain f (x0 ablates them, x2 amplifies them), through
 :func:`clipmech.hooks.sites.hooked` edits. The effect is the change of the image embedding's cosine
 similarity to the concept's text, d_target = cos(e_s, t_f) - cos(e_1, t_f), and the mean change to the
@@ -29,6 +31,7 @@ from scipy import stats
 from clipmech.data import shapes
 from clipmech.hooks.sites import hooked, resolve
 from clipmech.models import zeroshot
+from clipmech.patching import concepts
 
 #: Columns of the intervention table, one row per concept x scale.
 INTERVENTION_COLUMNS = (
@@ -58,7 +61,11 @@ def concept_prompts() -> list[str]:
 
 
 def top_units(table: pd.DataFrame, concept: str, n_units: int) -> dict[str, np.ndarray]:
-    """The ``n_units`` vision units with the highest AUROC for a concept (fewer if the tower has fewer).
+    """The ``n_units`` distinct vision units with the highest AUROC for a concept (fewer if the tower has fewer).
+
+    A channel is one unit: where it is a unit of two sites (a CLIP-ResNet's last stage output and the
+    attention-pool input, :func:`clipmech.patching.concepts.channel_site`) it is chosen once, at the site
+    of its higher AUROC, so scaling the chosen units scales every channel once.
 
     Parameters
     ----------
@@ -71,8 +78,8 @@ def top_units(table: pd.DataFrame, concept: str, n_units: int) -> dict[str, np.n
     Returns
     -------
     dict of str to numpy.ndarray, int64
-        Site -> sorted unit indices, sites in table order; empty if the concept's AUROC is NaN
-        everywhere. Ties are broken by table order.
+        Site -> sorted unit indices, sites in table order, no channel at two sites; empty if the
+        concept's AUROC is NaN everywhere. Ties are broken by table order.
 
     Raises
     ------
@@ -84,7 +91,10 @@ def top_units(table: pd.DataFrame, concept: str, n_units: int) -> dict[str, np.n
     if n_units < 1:
         raise ValueError(f"n_units must be >= 1, got {n_units}")
     rows = table[(table["tower"] == "visual") & (table["concept"] == concept) & table["auroc"].notna()]
-    chosen = rows.sort_values("auroc", ascending=False, kind="stable").head(n_units)
+    ranked = rows.sort_values("auroc", ascending=False, kind="stable")
+    channel = [concepts.channel_site(site, layer) for site, layer in zip(ranked["site"], ranked["layer"])]
+    chosen = ranked[~pd.DataFrame({"site": channel, "unit": ranked["unit"].to_numpy()}).duplicated().to_numpy()]
+    chosen = chosen.head(n_units)
     order = list(dict.fromkeys(rows["site"]))
     return {
         site: np.sort(chosen.loc[chosen["site"] == site, "unit"].to_numpy(dtype=np.int64))
@@ -242,7 +252,7 @@ def concept_interventions(
     text_FE : numpy.ndarray, float, (16, E)
         L2-normalised embeddings of :func:`concept_prompts`.
     n_units : int
-        Units per concept (paper: 50).
+        Distinct units per concept (paper: 50; :func:`top_units`).
     scales : sequence of float
         Factors (paper: 0 and 2).
     n_resamples : int
@@ -256,7 +266,8 @@ def concept_interventions(
     -------
     pandas.DataFrame
         :data:`INTERVENTION_COLUMNS`, one row per concept that some image has and whose AUROC is
-        defined, and scale; d_cos in cosine units, ``_low`` / ``_high`` the 95 % CI bounds.
+        defined, and scale; ``n_units`` the distinct units scaled (each once), d_cos in cosine units,
+        ``_low`` / ``_high`` the 95 % CI bounds.
     """
     types_F = np.asarray(shapes.FEATURE_TYPES)
     rows = []

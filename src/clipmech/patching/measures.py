@@ -1,11 +1,15 @@
 """Recovery, Delta logit, bootstrap intervals and circuit sparsity (methods.md Sec. 8).
 
-Pairs whose corruption moves the metric by less than ``min_effect`` logits (m_clean - m_corrupt <
-min_effect) carry no signal to recover and make R unbounded; they are left out of every mean, and
-the tables record how many pairs were kept.
+A pair is kept (:func:`kept_pairs`) when its clean run is right, m_clean > 0 (the correct caption
+scores above the foil), and its corruption moves the metric by at least ``min_effect`` logits
+(m_clean - m_corrupt >= min_effect). A pair whose clean run is wrong has no correct answer to
+recover, and one the corruption barely moves makes R unbounded; both are left out of every mean, and
+the tables record how many pairs pass each filter.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 from scipy import stats
@@ -13,9 +17,15 @@ from scipy import stats
 from clipmech.patching.engine import SweepResult
 
 
+def clean_right(result: SweepResult) -> np.ndarray:
+    """Pairs whose clean run prefers the correct caption, m_clean > 0: bool, (Q,)."""
+    return result.m_clean_Q > 0
+
+
 def kept_pairs(result: SweepResult, min_effect: float) -> np.ndarray:
-    """Pairs whose corruption changes the metric by at least ``min_effect``: bool, (Q,)."""
-    return (result.m_clean_Q - result.m_corrupt_Q) >= min_effect
+    """Pairs whose clean run is right (:func:`clean_right`) and whose corruption lowers the metric by at
+    least ``min_effect``: bool, (Q,)."""
+    return clean_right(result) & ((result.m_clean_Q - result.m_corrupt_Q) >= min_effect)
 
 
 def recovery(result: SweepResult) -> np.ndarray:
@@ -74,7 +84,40 @@ def prefix_sizes(n_components: int, n_points: int) -> np.ndarray:
     return np.unique(np.round(np.geomspace(1, n_components, n_points)).astype(np.int64))
 
 
-def needed_fraction(sizes_G: np.ndarray, r_G: np.ndarray, n_components: int, threshold: float) -> float:
-    """Fraction of components in the smallest prefix whose mean R reaches ``threshold``; NaN if none does."""
-    reached = np.nonzero(r_G >= threshold)[0]
-    return float(sizes_G[reached[0]] / n_components) if reached.size else float("nan")
+def crossing(sizes_G: np.ndarray, r_G: np.ndarray, threshold: float, recovery_at: Callable[[int], float]) -> int | None:
+    """The prefix size at which a recovery curve crosses ``threshold``, exact (not read off the grid).
+
+    The grid curve brackets the crossing: the first grid size whose mean R reaches ``threshold``, and
+    the grid size before it (0 before the first), whose mean R does not. Bisection on the prefix size
+    inside that bracket, calling ``recovery_at`` at the midpoint, narrows it to two adjacent sizes k - 1
+    and k with R(k - 1) < threshold <= R(k), and returns k. Where the mean R rises monotonically inside
+    the bracket (restoring more of the clean run), k is the smallest prefix that reaches the threshold.
+
+    Parameters
+    ----------
+    sizes_G : numpy.ndarray, int64, (G,)
+        Increasing prefix sizes of the curve (:func:`prefix_sizes`).
+    r_G : numpy.ndarray, float64, (G,)
+        Mean R at each of them (NaN counts as below the threshold).
+    threshold : float
+    recovery_at : callable
+        ``recovery_at(k) -> float``: the mean R of the prefix of size k, computed the way ``r_G`` was;
+        called about log2 of the bracket's width times, never at a grid size.
+
+    Returns
+    -------
+    int or None
+        k; None when no grid size reaches the threshold.
+    """
+    reached = np.flatnonzero(r_G >= threshold)
+    if not reached.size:
+        return None
+    first = reached[0]
+    low, high = (int(sizes_G[first - 1]) if first else 0), int(sizes_G[first])
+    while high - low > 1:
+        middle = (low + high) // 2
+        if recovery_at(middle) >= threshold:
+            high = middle
+        else:
+            low = middle
+    return high

@@ -13,20 +13,23 @@ and foil have the same word positions (the others are left out).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from clipmech.models.towers import tower
-from clipmech.patching import corruptions, tracing
+from clipmech.patching import corruptions, measures, tracing
 
 log = logging.getLogger(__name__)
 
 #: Corruptions that are Shapes minimal pairs (the dataset's pair kinds); the others corrupt embeddings.
 MINIMAL_PAIRS = ("colour", "shape", "position", "binding")
-#: The tables of :func:`trace_pairs`, in the order they are returned.
-TABLES = ("recovery", "circuit", "circuit_summary", "runs")
+#: The tables :func:`trace_pairs` can return, in the order it returns them.
+TABLES = ("recovery", "circuit", "circuit_summary", "circuit_paths", "circuit_paths_summary", "runs")
+#: The tables it returns unless asked: all but the path view of circuit sparsity.
+DEFAULT_TABLES = ("recovery", "circuit", "circuit_summary", "runs")
 
 
 def pairs_of(pairs: pd.DataFrame, corruption: str, n_pairs: int) -> pd.DataFrame:
@@ -112,7 +115,10 @@ def tower_run(model, tower_name, *, chosen, corruption, pixels, tokenizer, scale
     return run, np.ones(len(chosen), dtype=bool) if tower_name == "visual" else keep
 
 
-def trace_pairs(model, tokenizer, pairs: pd.DataFrame, pixels_NCHW: torch.Tensor, *, params: dict, device) -> dict:
+def trace_pairs(
+    model, tokenizer, pairs: pd.DataFrame, pixels_NCHW: torch.Tensor, *, params: dict, device,
+    tables: Sequence[str] = DEFAULT_TABLES,
+) -> dict:  # fmt: skip
     """Causal tracing of both towers under every corruption of ``params["corruptions"]``, on the first
     ``params["n_pairs"]`` pairs of each (:func:`pairs_of`).
 
@@ -127,26 +133,39 @@ def trace_pairs(model, tokenizer, pairs: pd.DataFrame, pixels_NCHW: torch.Tensor
     params : dict
         ``corruptions``, ``n_pairs``, ``noise_scale``, ``seed``, ``batch_size``, ``min_effect``, ``families``
         (``resnet`` / ``transformer`` -> families), ``directions``, ``n_bootstrap``, ``circuit``
-        (``threshold``, ``n_points``, ``n_random``).
+        (``threshold``, ``n_points``, ``n_random``, and optionally ``mlp``: ``layer`` (default) or
+        ``neuron``, the MLP units of :func:`clipmech.patching.components.unit_components`).
     device : str or torch.device
+    tables : sequence of str
+        Which of :data:`TABLES` to return (default :data:`DEFAULT_TABLES`); the path view is computed
+        only when ``circuit_paths`` or ``circuit_paths_summary`` is asked for.
 
     Returns
     -------
     dict of str to pandas.DataFrame
-        :data:`TABLES`, each with ``corruption`` and ``tower`` first: ``recovery`` (R and Delta logit per
-        direction and component with bootstrap 95 % intervals, :func:`clipmech.patching.tracing.trace`),
-        ``circuit`` and ``circuit_summary`` (:func:`clipmech.patching.tracing.circuit`, denoising), ``runs``
-        (per pair: m_clean, m_corrupt, kept).
+        ``tables``, in :data:`TABLES` order, each with ``corruption`` and ``tower`` first: ``recovery`` (R
+        and Delta logit per direction and component with bootstrap 95 % intervals,
+        :func:`clipmech.patching.tracing.trace`), ``circuit`` and ``circuit_summary`` (circuit sparsity
+        over heads and MLPs, the paper's measure, :func:`clipmech.patching.tracing.circuit` with view
+        ``units``, denoising), ``circuit_paths`` and ``circuit_paths_summary`` (the same over the per-token
+        path components, view ``paths``, with the read-out bound), ``runs``
+        (per pair: m_clean, m_corrupt, ``clean_right`` (m_clean > 0) and ``kept``, the pairs every mean uses:
+        clean run right and m_clean - m_corrupt >= ``min_effect``, :func:`clipmech.patching.measures.kept_pairs`;
+        their sums count the pairs that pass each filter).
 
     Raises
     ------
     ValueError
-        If the pair table lacks a kind a corruption needs (:func:`pairs_of`).
+        If the pair table lacks a kind a corruption needs (:func:`pairs_of`), or for a table not in
+        :data:`TABLES`.
     """
+    unknown = [key for key in tables if key not in TABLES]
+    if unknown:
+        raise ValueError(f"unknown patching tables {unknown}; valid: {', '.join(TABLES)}")
     scale = float(model.logit_scale.detach().exp())
     stds = embedding_stds(model, tokenizer, pairs, pixels_NCHW, device)
     log.info("logit scale %.3f; embedding std: %s", scale, stds)
-    tables = {key: [] for key in TABLES}
+    frames = {key: [] for key in TABLES}
     for corruption in params["corruptions"]:
         chosen = pairs_of(pairs, corruption, params["n_pairs"])
         for tower_name in ("visual", "text"):
@@ -159,14 +178,16 @@ def trace_pairs(model, tokenizer, pairs: pd.DataFrame, pixels_NCHW: torch.Tensor
                 log.info("%s, %s: no usable pair, skipped", corruption, tower_name)
                 continue
             base_run = run.baseline()
+            right = measures.clean_right(base_run)
             keep = run.kept(params["min_effect"])
-            tables["runs"].append(
+            frames["runs"].append(
                 pd.DataFrame(
                     {
                         **labels,
                         "pair_id": chosen["pair_id"].to_numpy()[used],
                         "m_clean": base_run.m_clean_Q,
                         "m_corrupt": base_run.m_corrupt_Q,
+                        "clean_right": right,
                         "kept": keep,
                     }
                 )
@@ -175,21 +196,26 @@ def trace_pairs(model, tokenizer, pairs: pd.DataFrame, pixels_NCHW: torch.Tensor
             directions = params["directions"]
             stats = {"min_effect": params["min_effect"], "n_resamples": params["n_bootstrap"], "seed": params["seed"]}
             recovery, single = tracing.trace(run, families, directions, **stats)
-            tables["recovery"].append(recovery.assign(**labels))
-            curve, summary = tracing.circuit(
-                run, single, threshold=params["circuit"]["threshold"], n_points=params["circuit"]["n_points"],
-                n_random=params["circuit"]["n_random"], **stats,
-            )  # fmt: skip
-            tables["circuit"].append(curve.assign(**labels))
-            tables["circuit_summary"].append(summary.assign(**labels))
+            frames["recovery"].append(recovery.assign(**labels))
+            circuit = {
+                "threshold": params["circuit"]["threshold"], "n_points": params["circuit"]["n_points"],
+                "n_random": params["circuit"]["n_random"], "mlp": params["circuit"].get("mlp", "layer"), **stats,
+            }  # fmt: skip
+            curve, summary = tracing.circuit(run, single, view="units", **circuit)
+            frames["circuit"].append(curve.assign(**labels))
+            frames["circuit_summary"].append(summary.assign(**labels))
+            if "circuit_paths" in tables or "circuit_paths_summary" in tables:
+                path_curve, path_summary = tracing.circuit(run, single, view="paths", **circuit)
+                frames["circuit_paths"].append(path_curve.assign(**labels))
+                frames["circuit_paths_summary"].append(path_summary.assign(**labels))
             log.info(
-                "%s, %s: %d of %d pairs kept; greedy circuit needs %s of %d path components",
-                corruption, tower_name, int(keep.sum()), keep.size,
-                summary.loc[summary["order"] == "greedy", "fraction_needed"].iloc[0], summary["n_total"].iloc[0],
+                "%s, %s: %d of %d clean runs right, %d pairs kept; greedy circuit needs %s of %d heads and MLPs",
+                corruption, tower_name, int(right.sum()), keep.size, int(keep.sum()),
+                summary.loc[summary["order"] == "greedy", "n_needed"].iloc[0], summary["n_total"].iloc[0],
             )  # fmt: skip
     front = ["corruption", "tower"]
     out = {}
-    for key, frames in tables.items():
-        table = pd.concat(frames, ignore_index=True)
+    for key in (key for key in TABLES if key in tables):
+        table = pd.concat(frames[key], ignore_index=True)
         out[key] = table[front + [c for c in table.columns if c not in front]]
     return out

@@ -1,7 +1,8 @@
 """Causal tracing of one tower on a set of pairs: recovery per component and circuit sparsity (methods.md Sec. 8).
 
 :func:`trace` runs the sweeps of :mod:`.engine` for every component of the requested families and
-returns one table row per component; :func:`circuit` restores growing prefixes of the path components
+returns one table row per component; :func:`circuit` restores growing prefixes of a tower's heads and
+MLPs (:func:`clipmech.patching.components.unit_components`) or of its per-token path components
 (:func:`clipmech.patching.components.path_components`), ranked by their single-component recovery,
 against random orders. For a CLIP-ResNet the attention-pool families run from the captured output of
 the last stage (everything they touch comes after it), the ``stage`` family through the whole tower.
@@ -20,9 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipmech.hooks.sites import hooked
-from clipmech.models.towers import Tower
-from clipmech.patching import engine, measures
-from clipmech.patching.components import POOL_FAMILIES, Component, components, path_components
+from clipmech.models.towers import Tower, text_pool
+from clipmech.patching import corruptions, engine, measures
+from clipmech.patching.components import POOL_FAMILIES, Component, components, path_components, unit_components
+
+#: What :func:`circuit` counts: heads and MLPs at every token (the paper's), or the per-token path components.
+VIEWS = ("units", "paths")
 
 
 def vision_metric(correct_QE: torch.Tensor, foil_QE: torch.Tensor, scale: float) -> Callable:
@@ -109,7 +113,8 @@ class TowerRun:
         return self._baseline
 
     def kept(self, min_effect: float) -> np.ndarray:
-        """:func:`clipmech.patching.measures.kept_pairs` of the baseline: bool, (Q,)."""
+        """:func:`clipmech.patching.measures.kept_pairs` of the baseline (clean run right, corruption moves it by
+        ``min_effect``): bool, (Q,)."""
         return measures.kept_pairs(self.baseline(), min_effect)
 
     def sweep(self, patch_sets: Sequence[Sequence[Component]], direction: str, pool: bool = False):
@@ -176,6 +181,26 @@ def trace(
     return pd.DataFrame(rows), single
 
 
+def read_out_positions(run: TowerRun, keep_Q: np.ndarray) -> list[int] | None:
+    """The token positions the tower's output is read from, over the kept pairs (distinct, sorted).
+
+    ``[0]`` for an open_clip ViT that pools its class token (``pool_type == "tok"``, no attentional
+    pooler) or a timm trunk with ``global_pool == "token"``; for a text tower that reads one token
+    (:func:`clipmech.patching.corruptions.pooled_positions`), each kept caption's pooled token. None
+    where the output pools several tokens (average or attention-map pooling, the ResNet attention pool).
+    """
+    if run.info.kind == "text":
+        if text_pool(run.model)[0] not in ("argmax", "eos", "last", "first"):
+            return None
+        return sorted(set(corruptions.pooled_positions(run.model, run.clean[torch.as_tensor(keep_Q)]).tolist()))
+    visual = run.model.visual
+    if run.info.kind == "vit" and getattr(visual, "pool_type", None) == "tok" and visual.attn_pool is None:
+        return [0]
+    if run.info.kind == "timm" and getattr(visual.trunk, "global_pool", None) == "token":
+        return [0]
+    return None
+
+
 def circuit(
     run: TowerRun,
     single: dict,
@@ -186,60 +211,105 @@ def circuit(
     n_random: int,
     n_resamples: int,
     seed: int,
+    view: str = "units",
+    mlp: str = "layer",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Circuit sparsity: recovery of growing prefixes of the path components, greedy and random order.
+    """Circuit sparsity: recovery of growing prefixes of a tower's components, greedy and random order.
 
-    The greedy order ranks the path components by their mean single-component denoising recovery
-    (from ``single``, else swept here); each prefix is restored at once. The random orders are
-    ``n_random`` permutations drawn from ``numpy.random.default_rng(seed)``.
+    ``view`` picks the components counted. ``units`` (the causal-tracing paper's measure): every
+    attention head and every MLP (a whole layer or each hidden neuron, ``mlp``), each at every token
+    (:func:`clipmech.patching.components.unit_components`; ResNet: the attention-pool heads).
+    ``paths``: the path components, per token (:func:`clipmech.patching.components.path_components`);
+    when the output is read from one token (:func:`read_out_positions`), restoring that token's column,
+    its embedding and every block's attention and MLP output there (1 + 2 L components), restores the
+    output exactly for every pair and any weights, so the path view's fraction needed is at most
+    ``read_out_bound`` by construction.
+
+    The greedy order ranks the components by their mean single-component denoising recovery over the
+    kept pairs (from ``single``, else swept here); each prefix is restored at once. The random orders
+    are ``n_random`` permutations drawn from ``numpy.random.default_rng(seed)``. The curve is swept at
+    about ``n_points`` prefix sizes (:func:`clipmech.patching.measures.prefix_sizes`); the prefix
+    needed to reach ``threshold`` is then found exactly, by bisection on the prefix size between the
+    first grid size that reaches it and the one before, sweeping one more prefix size per step
+    (every permutation, for the random order): :func:`clipmech.patching.measures.crossing`.
 
     Returns
     -------
     curve : pandas.DataFrame
-        order (greedy / random), n_components (prefix size), fraction, recovery with its bootstrap
+        view, order (greedy / random), n_components (prefix size), fraction, recovery with its bootstrap
         interval (random: the mean over the permutations, the interval of that mean over pairs).
     summary : pandas.DataFrame
-        Per order: n_total, n_needed and fraction_needed to reach mean R >= ``threshold`` (NaN if no
-        prefix does), n_pairs.
+        Per order: view, order, n_total, n_needed (the exact crossing: mean R of the first n_needed
+        components >= ``threshold``, of one fewer below it; NaN if no grid prefix reaches it, the whole
+        set included), fraction_needed = n_needed / n_total, n_pairs (kept); the ``paths`` view adds
+        n_read_out (the components of the read-out tokens' columns) and read_out_bound = n_read_out /
+        n_total (NaN where the output pools several tokens).
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``view`` or ``mlp``.
     """
-    paths = path_components(run.info, run.n_positions)
+    if view not in VIEWS:
+        raise ValueError(f"unknown circuit view {view!r}; valid: {', '.join(VIEWS)}")
+    found = unit_components(run.info, mlp) if view == "units" else path_components(run.info, run.n_positions)
     pool = run.info.kind == "resnet"
-    missing = [c for c in paths if c not in single]
+    missing = [c for c in found if c not in single]
     if missing:
         r_QK = measures.recovery(run.sweep([[c] for c in missing], "denoising", pool=pool))
         single = {**single, **{c: r_QK[:, k] for k, c in enumerate(missing)}}
     keep_Q = run.kept(min_effect)
-    score = np.array([np.nanmean(single[c][keep_Q]) if keep_Q.any() else 0.0 for c in paths])
+    score = np.array([np.nanmean(single[c][keep_Q]) if keep_Q.any() else 0.0 for c in found])
     greedy = np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")
     rng = np.random.default_rng(seed)
-    orders = [("greedy", greedy)] + [("random", rng.permutation(len(paths))) for _ in range(n_random)]
-    sizes_G = measures.prefix_sizes(len(paths), n_points)
-    sets = [[paths[i] for i in order[:size]] for _, order in orders for size in sizes_G]
+    orders = [("greedy", greedy)] + [("random", rng.permutation(len(found))) for _ in range(n_random)]
+    sizes_G = measures.prefix_sizes(len(found), n_points)
+    sets = [[found[i] for i in order[:size]] for _, order in orders for size in sizes_G]
     result = run.sweep(sets, "denoising", pool=pool)
     r_QOG = measures.recovery(result).reshape(len(result.m_clean_Q), len(orders), len(sizes_G))[keep_Q]
     curves = {"greedy": r_QOG[:, 0], "random": r_QOG[:, 1:].mean(axis=1)} if n_random else {"greedy": r_QOG[:, 0]}
+
+    def recovery_at(order: str) -> Callable[[int], float]:
+        """Mean R over the kept pairs of the prefix of one size, in the curve's arithmetic."""
+        chosen = [greedy] if order == "greedy" else [permutation for _, permutation in orders[1:]]
+
+        def at(size: int) -> float:
+            prefixes = [[found[i] for i in permutation[:size]] for permutation in chosen]
+            r_QO = measures.recovery(run.sweep(prefixes, "denoising", pool=pool))[keep_Q]
+            return float((r_QO[:, 0] if order == "greedy" else r_QO.mean(axis=1)).mean(axis=0))
+
+        return at
+
+    bound = {}
+    if view == "paths":
+        positions = None if pool else read_out_positions(run, keep_Q)
+        n_read_out = np.nan if positions is None else len(positions) * (1 + 2 * run.info.n_layers)
+        bound = {"n_read_out": n_read_out, "read_out_bound": n_read_out / len(found)}
     curve_rows, summary_rows = [], []
     for order, r_QG in curves.items():
         mean, low, high = measures.mean_ci(r_QG, n_resamples, seed)
         curve_rows += [
             {
+                "view": view,
                 "order": order,
                 "n_components": int(size),
-                "fraction": size / len(paths),
+                "fraction": size / len(found),
                 "recovery": mean[g],
                 "recovery_low": low[g],
                 "recovery_high": high[g],
             }
             for g, size in enumerate(sizes_G)
         ]
-        fraction = measures.needed_fraction(sizes_G, mean, len(paths), threshold)
+        needed = measures.crossing(sizes_G, mean, threshold, recovery_at(order))
         summary_rows.append(
             {
+                "view": view,
                 "order": order,
-                "n_total": len(paths),
-                "n_needed": round(fraction * len(paths)) if np.isfinite(fraction) else np.nan,
-                "fraction_needed": fraction,
+                "n_total": len(found),
+                "n_needed": np.nan if needed is None else needed,
+                "fraction_needed": np.nan if needed is None else needed / len(found),
                 "n_pairs": int(keep_Q.sum()),
+                **bound,
             }
         )
     return pd.DataFrame(curve_rows), pd.DataFrame(summary_rows)

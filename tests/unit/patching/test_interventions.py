@@ -114,14 +114,15 @@ def test_scale_edits_reject_other_sites_and_indices(vit):
 
 def test_top_units():
     rows = []
-    for tower_name, site, values in (
-        ("visual", "visual.blocks.0.mlp.hook_post", [0.7, 0.95, 0.95, np.nan]),
-        ("visual", "visual.blocks.1.mlp.hook_post", [0.95, 0.2, 0.99]),
-        ("text", "text.blocks.0.mlp.hook_post", [1.0, 1.0]),
+    for tower_name, site, layer, values in (
+        ("visual", "visual.blocks.0.mlp.hook_post", 0, [0.7, 0.95, 0.95, np.nan]),
+        ("visual", "visual.blocks.1.mlp.hook_post", 1, [0.95, 0.2, 0.99]),
+        ("text", "text.blocks.0.mlp.hook_post", 0, [1.0, 1.0]),
     ):
         for unit, value in enumerate(values):
-            rows.append({"tower": tower_name, "site": site, "unit": unit, "concept": "red", "auroc": value})
-            rows.append({"tower": tower_name, "site": site, "unit": unit, "concept": "blue", "auroc": 1.0})
+            row = {"tower": tower_name, "site": site, "layer": layer, "unit": unit}
+            rows.append({**row, "concept": "red", "auroc": value})
+            rows.append({**row, "concept": "blue", "auroc": 1.0})
     table = pd.DataFrame(rows)
     chosen = interventions.top_units(table, "red", 3)  # 0.99, then the 0.95 ties in table order
     assert list(chosen) == ["visual.blocks.0.mlp.hook_post", "visual.blocks.1.mlp.hook_post"]
@@ -133,6 +134,68 @@ def test_top_units():
     assert interventions.top_units(table.assign(auroc=np.nan), "red", 5) == {}
     with pytest.raises(ValueError, match="unknown concept 'purple'"):
         interventions.top_units(table, "purple", 5)
+
+
+LAST_STAGE, POOL_INPUT = "visual.blocks.3.hook_resid_post", "visual.attnpool.hook_x"
+
+
+def _resnet_table(ranked: list[tuple[str, int, float]]) -> pd.DataFrame:
+    """AUROC rows for "red" of the tiny ResNet: (site, unit, auroc), the last stage at layer 3, the pool at 4."""
+    layers = {LAST_STAGE: 3, POOL_INPUT: 4, "visual.blocks.2.hook_resid_post": 2}
+    return pd.DataFrame(
+        [
+            {"tower": "visual", "site": site, "layer": layers[site], "unit": unit, "concept": "red", "auroc": auroc}
+            for site, unit, auroc in ranked
+        ]
+    )
+
+
+def test_top_units_take_a_channel_once():
+    """The pool input's channel c is the last stage's channel c: chosen once, at its higher AUROC."""
+    table = _resnet_table(
+        [
+            (LAST_STAGE, 5, 0.97),
+            (LAST_STAGE, 7, 0.6),
+            (POOL_INPUT, 5, 0.99),
+            (POOL_INPUT, 9, 0.95),
+            ("visual.blocks.2.hook_resid_post", 5, 0.9),  # another stage's channel 5: another unit
+        ]
+    )
+    chosen = interventions.top_units(table, "red", 3)
+    assert {site: units.tolist() for site, units in chosen.items()} == {
+        "visual.blocks.2.hook_resid_post": [5],
+        POOL_INPUT: [5, 9],
+    }
+    assert {s: u.tolist() for s, u in interventions.top_units(table, "red", 50).items()} == {
+        "visual.blocks.2.hook_resid_post": [5],
+        LAST_STAGE: [7],
+        POOL_INPUT: [5, 9],
+    }
+
+
+def test_a_channel_selected_at_two_sites_is_scaled_once(rn):
+    """Channel 5 tops the concept at the last stage and at the pool input: x2 doubles it once, not twice."""
+    table = _resnet_table([(LAST_STAGE, 5, 0.99), (POOL_INPUT, 5, 0.98)])
+    pixels = _pixels(rn, n=3)
+    present_NF = np.zeros((3, 16), dtype=bool)
+    present_NF[:, shapes.FEATURES.index("red")] = True
+    text_FE = _texts(16, 64)
+    result = interventions.concept_interventions(
+        rn, pixels, present_NF, table, text_FE, n_units=2, scales=[2.0], n_resamples=50,
+        rng=np.random.default_rng(0), batch_size=3,
+    )  # fmt: skip
+    assert result["n_units"].tolist() == [1]
+    with torch.inference_mode(), hooked(rn, capture=[LAST_STAGE]) as cache:
+        rn.encode_image(pixels)
+    doubled = cache[LAST_STAGE].clone()
+    doubled[:, 5] *= 2.0
+    with torch.inference_mode(), hooked(rn, replace={LAST_STAGE: doubled}):
+        once_NE = torch.nn.functional.normalize(rn.encode_image(pixels), dim=-1).numpy()
+    clean_NE = interventions.image_embeddings(rn, pixels, batch_size=3)
+    red = shapes.FEATURES.index("red")
+    expected = float(np.mean(once_NE @ text_FE[red] - clean_NE @ text_FE[red]))
+    assert result["d_cos_target"].iloc[0] == pytest.approx(expected, rel=0, abs=1e-12)
+    assert abs(expected) > 1e-6
 
 
 def test_bootstrap_mean():

@@ -14,6 +14,7 @@ block 1:
 Hence, restoring one head's result (``attn.hook_result``, every token) from the clean run gives, by
 construction: R = 1 for the planted head (the class token's residual becomes clean), R = 0 for
 every other head (its result is zero in both runs). The MLPs and all attention patterns stay random.
+Circuit sparsity as the paper counts it (heads and MLPs) is therefore one component: the planted head.
 """
 
 import numpy as np
@@ -27,7 +28,7 @@ from clipmech.hooks.sites import hooked
 from clipmech.models.towers import tower
 from clipmech.patching import engine, measures
 from clipmech.patching.components import components
-from clipmech.patching.tracing import vision_metric
+from clipmech.patching.tracing import TowerRun, circuit, vision_metric
 
 PLANTED = (1, 2)  # (block, head)
 N_PAIRS = 4
@@ -90,3 +91,24 @@ def test_the_head_sweep_finds_the_planted_head(planted):
     # By construction, exactly (to float64 rounding) and for every pair, not only on average.
     np.testing.assert_allclose(r_QK[:, planted_k[0]], 1.0, rtol=0, atol=1e-10)
     np.testing.assert_allclose(np.delete(r_QK, planted_k, axis=1), 0.0, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("mlp, n_total", [("layer", 8 + 2), ("neuron", 8 + 2 * 256)])
+def test_circuit_sparsity_counts_the_planted_head(planted, mlp, n_total):
+    """Heads and MLPs at every token: the planted head alone restores the output, 1 of n_total components."""
+    model, info = planted
+    clean, corrupt, _ = _minimal_pairs(seed=0)
+    with torch.inference_mode():  # the texts are the two images' embeddings: m_clean > 0 > m_corrupt
+        correct, foil = model.encode_image(clean), model.encode_image(corrupt)
+    run = TowerRun(
+        model=model, info=info, forward=model.encode_image, metric=vision_metric(correct, foil, scale=100.0),
+        clean=clean, corrupt=corrupt, corruption=None, n_positions=info.n_tokens, batch_size=64,
+    )  # fmt: skip
+    curve, summary = circuit(
+        run, {}, min_effect=1e-3, threshold=0.8, n_points=16, n_random=2, n_resamples=50, seed=0, view="units", mlp=mlp
+    )
+    greedy = summary.set_index("order").loc["greedy"]
+    assert greedy["n_pairs"] == N_PAIRS and greedy["n_total"] == n_total
+    assert greedy["n_needed"] == 1 and greedy["fraction_needed"] == 1 / n_total
+    first = curve[(curve["order"] == "greedy") & (curve["n_components"] == 1)]
+    assert first["recovery"].iloc[0] == pytest.approx(1.0, abs=1e-10)
