@@ -1,1 +1,1 @@
-"""The shapes-paper track: neuron selectivity (Algorithm 1), superposition vs separability, the binding benchmark, Grad-CAM for text prompts, and embedding maps (t-SNE)."""
+"""The shapes-paper track: neuron selectivity (Algorithm 1), superposition vs separability, the binding benchmark, Grad-CAM for text prompts, embedding maps (t-SNE), and the dead-unit rule the other subpackages share."""

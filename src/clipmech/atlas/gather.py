@@ -4,7 +4,8 @@ Every unit's image-level activation is one column of an (N, U) array: the select
 ViT MLP output channel (methods.md Sec. 2), token 0 of a CLIP-ResNet attention-pool neuron (the mean of
 its spatial activations), the scalar s_{n,h} of a neuron-head pair (Sec. 5), the maximum over tokens of
 an SAE latent (Sec. 7, as the SAE's concept alignment reads it). From these: the top images, the
-Algorithm 1 affinities and entropy over them, and the activation histogram.
+Algorithm 1 affinities and entropy over them, and the activation histogram; a dead unit (the same
+activation on every image, :mod:`clipmech.analyses.dead`) gets no page.
 """
 
 from __future__ import annotations
@@ -223,18 +224,26 @@ def strongest_inputs(w_enc_nD: np.ndarray, n_inputs: int) -> tuple[np.ndarray, n
     return dims.astype(np.int64), np.take_along_axis(w, dims, axis=1)
 
 
-def page_mask(entropy_U: np.ndarray, max_units: int | None) -> np.ndarray:
-    """Which units get a full page: the ``max_units`` lowest-entropy ones (ties to the lower position,
-    undefined entropies last); every unit when ``max_units`` is None.
+def page_mask(entropy_U: np.ndarray, dead_U: np.ndarray, max_units: int | None) -> np.ndarray:
+    """Which units get a full page: the ``max_units`` lowest-entropy live ones (ties to the lower position,
+    undefined entropies last); every live unit when ``max_units`` is None. A dead unit
+    (:func:`clipmech.analyses.dead.dead_units`) never gets a page.
+
+    Parameters
+    ----------
+    entropy_U : numpy.ndarray, float, (U,)
+    dead_U : numpy.ndarray, bool, (U,)
+    max_units : int or None
 
     Returns
     -------
     numpy.ndarray, bool, (U,)
     """
     entropy_U = np.asarray(entropy_U, dtype=np.float64)
+    live_U = ~np.asarray(dead_U, dtype=bool)
     if max_units is None or max_units >= entropy_U.size:
-        return np.ones(entropy_U.size, dtype=bool)
+        return live_U
     order = np.argsort(np.where(np.isnan(entropy_U), np.inf, entropy_U), kind="stable")
     mask = np.zeros(entropy_U.size, dtype=bool)
-    mask[order[:max_units]] = True
+    mask[order[live_U[order]][:max_units]] = True
     return mask

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from html import escape
 from string import Template
@@ -17,28 +18,38 @@ import numpy as np
 
 from clipmech.data.shapes import FEATURES
 
-#: Columns of the index, in order: (key, header, sort type).
+#: Columns of the index, in order: (key, header, sort type, header tooltip).
 INDEX_COLUMNS = (
-    ("kind", "kind", "text"),
-    ("unit", "unit", "text"),
-    ("layer", "layer / site", "text"),
-    ("entropy", "entropy (nats)", "number"),
-    ("top", "top concept", "text"),
-    ("affinity", "top affinity", "number"),
-    ("max", "max activation", "number"),
-    ("note", "note", "text"),
+    ("kind", "kind", "text", ""),
+    ("unit", "unit", "text", ""),
+    ("layer", "layer / site", "text", ""),
+    ("entropy", "entropy (nats)", "number", "Algorithm 1 entropy over the top images; low: selective"),
+    ("top", "top concept", "text", ""),
+    ("affinity", "top affinity", "number", ""),
+    (
+        "max",
+        "highest activation",
+        "number",
+        "the top image's image-level activation; negative when the unit is negative on every image "
+        "(then the least negative)",
+    ),
+    ("note", "note", "text", ""),
 )
+#: What the index and the links say of a unit without a page.
+INDEX_ONLY = "in the index only (past atlas.max_units)"
+DEAD = "dead: the same activation on every image (no page)"
 
 
 @dataclass(frozen=True)
 class Link:
     """A link to another unit's page, by its address ``units/<kind>/<key>.html``; ``page`` False when that
-    unit is listed in the index only (past ``atlas.max_units``): then it is shown as text."""
+    unit is listed in the index only (past ``atlas.max_units``, or ``dead``): then it is shown as text."""
 
     label: str
     kind: str
     key: str
     page: bool
+    dead: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,8 @@ class UnitPage:
         Short text for the index (OMP words, an SAE latent's top concept...).
     page : bool
         Whether a full page is written (False: index only).
+    dead : bool
+        The unit's activation is the same on every image (:mod:`clipmech.analyses.dead`): no page.
     """
 
     kind: str
@@ -101,6 +114,7 @@ class UnitPage:
     tables: list[Table] = field(default_factory=list)
     note: str = ""
     page: bool = True
+    dead: bool = False
 
     @property
     def href(self) -> str:
@@ -144,11 +158,26 @@ $body
 """)
 
 
+def activation_label(value: float) -> str:
+    """What a unit's highest image-level activation is called: the least negative one when it is negative."""
+    return "least negative activation (negative on every image)" if value < 0 else "highest activation"
+
+
+def key_html(key: str) -> str:
+    """A unit key or site name, escaped, with a line break allowed after each dot (long SAE keys wrap)."""
+    return escape(key).replace(".", ".<wbr>")
+
+
+def unit_name_html(label: str, href: str, page: bool, dead: bool) -> str:
+    """A unit's name: a link to its page, or greyed text saying why it has none."""
+    if page:
+        return f'<a class="key" href="{escape(href)}">{key_html(label)}</a>'
+    return f'<span class="index-only" title="{DEAD if dead else INDEX_ONLY}">{key_html(label)}</span>'
+
+
 def _cell(value, root: str) -> str:
     if isinstance(value, Link):
-        if value.page:
-            return f'<a href="{root}{escape(unit_href(value.kind, value.key))}">{escape(value.label)}</a>'
-        return f'<span class="index-only" title="in the index only (past atlas.max_units)">{escape(value.label)}</span>'
+        return unit_name_html(value.label, root + unit_href(value.kind, value.key), value.page, value.dead)
     if isinstance(value, float | np.floating):
         return escape(number(value))
     return "" if value is None else escape(str(value))
@@ -165,28 +194,34 @@ def table_html(table: Table, root: str) -> str:
 
 
 def histogram_svg(
-    counts_B: np.ndarray, edges_B: np.ndarray, marks: np.ndarray, width: int = 360, height: int = 120
+    counts_B: np.ndarray, edges_B: np.ndarray, marks: np.ndarray, width: int = 360, height: int = 140
 ) -> str:
-    """An inline SVG bar chart of a histogram, with ticks at ``marks`` (the top images' activations)."""
+    """An inline SVG bar chart of a histogram, with ticks at ``marks`` (the top images' activations): the
+    activation range at both ends of the axis, the images in the tallest bar above it."""
     counts_B = np.asarray(counts_B, dtype=np.float64)
     peak = counts_B.max() if counts_B.size and counts_B.max() > 0 else 1.0
     low, high = float(edges_B[0]), float(edges_B[-1])
+    axis, top = height - 18, 18  # the baseline, with the range labels below it; the peak label above the bars
+    scale = (axis - top) / peak
     bar_w = width / counts_B.size
     bars = "".join(
-        f'<rect x="{i * bar_w:.2f}" y="{height - 14 - (height - 20) * c / peak:.2f}" width="{max(bar_w - 1, 0.5):.2f}" '
-        f'height="{(height - 20) * c / peak:.2f}"><title>{number(edges_B[i])} to {number(edges_B[i + 1])}: '
+        f'<rect x="{i * bar_w:.2f}" y="{axis - scale * c:.2f}" width="{max(bar_w - 1, 0.5):.2f}" '
+        f'height="{scale * c:.2f}"><title>{number(edges_B[i])} to {number(edges_B[i + 1])}: '
         f"{int(c)} images</title></rect>"
         for i, c in enumerate(counts_B)
     )
     ticks = "".join(
-        f'<line class="mark" x1="{x:.2f}" x2="{x:.2f}" y1="{height - 14}" y2="{height - 8}"/>'
+        f'<line class="mark" x1="{x:.2f}" x2="{x:.2f}" y1="{axis}" y2="{axis + 5}"/>'
         for x in (width * (float(m) - low) / (high - low) for m in marks)
     )
     return (
         f'<svg class="histogram" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
         f'aria-label="activation histogram">{bars}{ticks}'
-        f'<text x="0" y="{height - 1}">{escape(number(low, 4))}</text>'
-        f'<text x="{width}" y="{height - 1}" text-anchor="end">{escape(number(high, 4))}</text></svg>'
+        f'<line class="axis" x1="0" x2="{width}" y1="{axis}" y2="{axis}"/>'
+        f'<text x="0" y="12">{int(peak)} images</text>'
+        f'<text x="0" y="{height - 2}">{escape(number(low))}</text>'
+        f'<text x="{width / 2:g}" y="{height - 2}" text-anchor="middle">activation</text>'
+        f'<text x="{width}" y="{height - 2}" text-anchor="end">{escape(number(high))}</text></svg>'
     )
 
 
@@ -209,7 +244,7 @@ def unit_page_html(unit: UnitPage, model: str) -> str:
     facts = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in unit.facts)
     figures = []
     for i, (image, act) in enumerate(zip(unit.images_K.tolist(), unit.acts_K.tolist())):
-        canvas = f'<canvas class="heat" data-map="{i}"></canvas>' if unit.maps_K is not None else ""
+        canvas = f'<canvas class="heat" data-map="{i}" hidden></canvas>' if unit.maps_K is not None else ""
         figures.append(
             f'<figure class="top"><div class="frame"><img src="{root}images/{image}.png" alt="image {image}">'
             f"{canvas}</div><figcaption>image {image}: {escape(number(act))}</figcaption></figure>"
@@ -218,11 +253,13 @@ def unit_page_html(unit: UnitPage, model: str) -> str:
     if unit.maps_K is not None:
         payload = {"grid": list(unit.grid), "maps": unit.maps_K.astype(int).tolist()}
         maps = f'<script type="application/json" id="maps">{json.dumps(payload, separators=(",", ":"))}</script>'
-        toggle = '<label><input type="checkbox" id="overlay" checked> patch heatmaps</label>'
+        toggle = '<label><input type="checkbox" id="overlay"> patch heatmaps</label>'  # off: they hide small images
     else:
         toggle = ""
+    highest = float(unit.acts_K[0])
     body = f"""<h1>{escape(unit.title)}</h1>
-<dl class="facts"><dt>entropy (nats)</dt><dd>{escape(number(unit.entropy))}</dd>{facts}</dl>
+<dl class="facts"><dt>entropy (nats)</dt><dd>{escape(number(unit.entropy))}</dd>
+<dt>{escape(activation_label(highest))}</dt><dd>{escape(number(highest))}</dd>{facts}</dl>
 <section><h2>Top-activating images</h2>{toggle}
 <div class="tops">{"".join(figures)}</div>{maps}</section>
 <div class="columns">
@@ -242,20 +279,18 @@ def unit_page_html(unit: UnitPage, model: str) -> str:
 
 
 def index_html(units: list[UnitPage], model: str, facts: list[tuple[str, str]]) -> str:
-    """The index: every unit (with or without a page) in one sortable, filterable table."""
+    """The index: ``facts`` and the number of dead units per kind, then every unit (with or without a page)
+    in one sortable, filterable table."""
     head = "".join(
-        f'<th><button type="button" data-sort="{key}" data-type="{kind}">{escape(label)}</button></th>'
-        for key, label, kind in INDEX_COLUMNS
+        f'<th><button type="button" data-sort="{key}" data-type="{kind}"'
+        + (f' title="{escape(tip)}"' if tip else "")
+        + f">{escape(label)}</button></th>"
+        for key, label, kind, tip in INDEX_COLUMNS
     )
     rows = []
     for u in units:
         affinity = float(np.nanmax(u.affinity_F)) if np.isfinite(u.affinity_F).any() else float("nan")
         top_act = float(u.acts_K[0]) if u.acts_K.size else float("nan")
-        name = (
-            f'<a href="{escape(u.href)}">{escape(u.key)}</a>'
-            if u.page
-            else f'<span class="index-only" title="in the index only (past atlas.max_units)">{escape(u.key)}</span>'
-        )
         values = {
             "kind": u.kind,
             "layer": u.layer,
@@ -263,18 +298,24 @@ def index_html(units: list[UnitPage], model: str, facts: list[tuple[str, str]]) 
             "top": u.top_concept,
             "affinity": number(affinity),
             "max": number(top_act),
-            "note": u.note,
+            "note": "dead (the same activation on every image)" if u.dead else u.note,
         }
-        cells = "".join(
-            f"<td>{name}</td>" if key == "unit" else f"<td>{escape(values[key])}</td>" for key, _, _ in INDEX_COLUMNS
-        )
+        html = {key: escape(value) for key, value in values.items()}
+        html["unit"] = unit_name_html(u.key, u.href, u.page, u.dead)
+        html["layer"] = f'<span class="key">{key_html(u.layer)}</span>'
+        cells = "".join(f"<td>{html[key]}</td>" for key, *_ in INDEX_COLUMNS)
         data = " ".join(f'data-{key}="{escape(values[key])}"' for key in ("kind", "layer", "entropy", "top"))
-        rows.append(f'<tr {data} data-unit="{escape(u.key)}" data-page="{int(u.page)}">{cells}</tr>')
+        rows.append(
+            f'<tr {data} data-unit="{escape(u.key)}" data-page="{int(u.page)}" data-dead="{int(u.dead)}">{cells}</tr>'
+        )
 
     def options(key: str) -> str:
         seen = sorted({getattr(u, key) if key != "top" else u.top_concept for u in units} - {""})
         return "".join(f'<option value="{escape(v)}">{escape(v)}</option>' for v in seen)
 
+    dead = Counter(u.kind for u in units if u.dead)
+    dead_text = f"{sum(dead.values())}" + (" (" + ", ".join(f"{n} {k}" for k, n in dead.items()) + ")" if dead else "")
+    facts = [*facts, ("dead units", f"{dead_text}: the same activation on every image, no page")]
     fact_html = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in facts)
     body = f"""<h1>{escape(model)}: {len(units)} units</h1>
 <dl class="facts">{fact_html}</dl>
@@ -287,7 +328,8 @@ def index_html(units: list[UnitPage], model: str, facts: list[tuple[str, str]]) 
 <label>search <input id="f-search" type="search" placeholder="unit, concept, word"></label>
 <output id="count"></output>
 </form>
-<p class="caption">Units in grey have no page (past <code>atlas.max_units</code>, the most selective units get pages).</p>
+<p class="caption">Units in grey have no page: past <code>atlas.max_units</code> (the most selective units get
+pages), or dead (the same activation on every image).</p>
 <table id="units"><thead><tr>{head}</tr></thead>
 <tbody>
 {chr(10).join(rows)}

@@ -6,7 +6,7 @@ Layout of ``<site>/``::
     atlas.js, atlas.css             the only script and stylesheet (copied from ``assets/``)
     images/<i>.png                  one thumbnail per dataset image that some page shows
     units/<kind>/<key>.html         one page per unit with a page (:func:`clipmech.atlas.render.unit_href`)
-    manifest.json                   units per kind, pages, and every file with its size and sha256
+    manifest.json                   units, pages and dead units per kind, and every file with its size and sha256
 
 The site is written into ``<site>.partial`` next to it and renamed into place when complete, so a
 site that exists is whole; a leftover partial directory of a killed job is removed on the next write.
@@ -102,6 +102,7 @@ def write_site(
         "model": model,
         "units": dict(sorted(Counter(u.kind for u in units).items())),
         "pages": dict(sorted(Counter(u.kind for u in units if u.page).items())),
+        "dead": dict(sorted(Counter(u.kind for u in units if u.dead).items())),
         "files": {p.relative_to(partial).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files},
     }
     (partial / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
@@ -112,15 +113,16 @@ def write_site(
 
 
 def summary_table(manifest: dict, site: str | Path) -> pd.DataFrame:
-    """One row per unit kind of a written site's manifest: ``kind``, ``units``, ``pages``, and on every row
-    the site's ``files`` (manifest.json included), ``megabytes`` (rounded to 3 decimals) and ``index`` (the
-    path of its index.html)."""
+    """One row per unit kind of a written site's manifest: ``kind``, ``units``, ``pages``, ``dead`` (units with
+    the same activation on every image), and on every row the site's ``files`` (manifest.json included),
+    ``megabytes`` (rounded to 3 decimals) and ``index`` (the path of its index.html)."""
     size = sum(f["bytes"] for f in manifest["files"].values())
     return pd.DataFrame(
         {
             "kind": list(manifest["units"]),
             "units": list(manifest["units"].values()),
             "pages": [manifest["pages"].get(kind, 0) for kind in manifest["units"]],
+            "dead": [manifest["dead"].get(kind, 0) for kind in manifest["units"]],
             "files": len(manifest["files"]) + 1,
             "megabytes": round(size / 1e6, 3),
             "index": f"{site}/index.html",

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
+from clipmech.analyses import dead
 from clipmech.atlas import gather, sections
 from clipmech.atlas.render import Link, UnitPage
 from clipmech.data import shapes
@@ -44,7 +45,7 @@ class Pages:
 
     def link(self, kind: str, key: str, label: str) -> Link | str:
         unit = self.units.get((kind, key))
-        return label if unit is None else Link(label, kind, key, unit.page)
+        return label if unit is None else Link(label, kind, key, unit.page, unit.dead)
 
     def has_page(self, kind: str, key: str) -> bool:
         unit = self.units.get((kind, key))
@@ -67,12 +68,19 @@ def unit_pages(
     affinity_UF: np.ndarray | None = None,
     entropy_U: np.ndarray | None = None,
 ) -> list[UnitPage]:
-    """Pages (without maps and tables) of the columns of ``acts_NU``; Algorithm 1 computed when not given."""
+    """Pages (without maps and tables) of the columns of ``acts_NU``; Algorithm 1 computed when not given.
+
+    A dead unit (:func:`clipmech.analyses.dead.dead_units` of ``acts_NU``) is marked dead, with NaN
+    entropy and affinities (its top images are arbitrary), and gets no page.
+    """
     if affinity_UF is None:
         affinity_UF, entropy_U = gather.unit_selectivity(acts_NU, counts_NF, params["k"])
+    dead_U = dead.dead_units(acts_NU)
+    entropy_U = np.where(dead_U, np.nan, entropy_U)
+    affinity_UF = np.where(dead_U[:, None], np.nan, affinity_UF)
     index_KU, values_KU = gather.top_images(acts_NU, params["n_top_images"])
     counts_UB, edges_UB = gather.histograms(acts_NU, params["bins"])
-    page_U = gather.page_mask(entropy_U, params["max_units"])
+    page_U = gather.page_mask(entropy_U, dead_U, params["max_units"])
     return [
         UnitPage(
             kind=kind,
@@ -86,6 +94,7 @@ def unit_pages(
             images_K=index_KU[:, u],
             acts_K=values_KU[:, u],
             page=bool(page_U[u]),
+            dead=bool(dead_U[u]),
         )
         for u in range(acts_NU.shape[1])
     ]
@@ -126,7 +135,7 @@ def mlp_units(ds: xr.Dataset, units_tsv: str, counts_NF: np.ndarray, params: dic
     )
     for unit, p_null in zip(units, table["p_null"].to_numpy()):
         unit.facts.append(("null percentile", f"{p_null:.3g}"))
-        unit.facts.append((f"reduction ({params['reduction']}) top activation", f"{unit.acts_K[0]:.3g}"))
+        unit.facts.append(("image-level activation", f"{params['reduction']} reduction"))
     prefix = int(ds.attrs["n_prefix_tokens"])
     grid = (int(ds.attrs["grid_rows"]), int(ds.attrs["grid_cols"]))
     for layer in np.unique(layer_U):

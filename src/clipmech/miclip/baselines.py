@@ -14,7 +14,8 @@
   (default 0.5 %); the concept's mask is the union of the masks of the objects with the concept;
   IoU = sum_n |M_u,n & L_c,n| / sum_n |M_u,n | L_c,n|, intersections and unions summed over images.
 - **Ground truth** of a unit (Table 1's role): its Algorithm 1 top feature, argmax of the affinity
-  (:func:`clipmech.analyses.selectivity.affinity`) over its top-k images by image-level activation.
+  (:func:`clipmech.analyses.selectivity.affinity`) over its top-k images by image-level activation; none
+  for a dead unit (:mod:`clipmech.analyses.dead`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from clipmech.analyses import selectivity
+from clipmech.analyses import dead, selectivity
 from clipmech.data import shapes
 
 #: CLIP-Dissect's probability that the top-ranked image, and the one past the last, is in D_u.
@@ -156,10 +157,9 @@ def netdissect_iou(maps_NUhw: np.ndarray, concept_NRRF: np.ndarray, *, quantile:
 
 def ground_truth(acts_NU: np.ndarray, counts_NF: np.ndarray, k: int) -> np.ndarray:
     """Every unit's Algorithm 1 top feature: argmax of its affinity over its top-k images (ties: the lower
-    feature index), int64 (U,); -1 for a unit whose activation is the same on every image (no ranking)."""
+    feature index), int64 (U,); -1 for a dead unit (:func:`clipmech.analyses.dead.dead_units`: no ranking)."""
     acts_NU = np.asarray(acts_NU, dtype=np.float64)
     k = min(k, acts_NU.shape[0])
     index_KU = np.argsort(-acts_NU, axis=0, kind="stable")[:k]
     truth_U = np.argmax(selectivity.affinity(np.asarray(counts_NF, dtype=np.float64), index_KU), axis=1)
-    constant_U = np.ptp(acts_NU, axis=0) == 0
-    return np.where(constant_U, -1, truth_U).astype(np.int64)
+    return np.where(dead.dead_units(acts_NU), -1, truth_U).astype(np.int64)

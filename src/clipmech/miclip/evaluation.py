@@ -5,6 +5,9 @@ Scores of unit u for concept c, per method (:data:`clipmech.miclip.tables.METHOD
 cos(u_u, E_c(c)) with the encoder of their loss and seed; ``act_values`` the mean activation on c's
 images; ``clip_dissect`` the soft-WPMI; ``netdissect`` the IoU; ``random`` no score (its units are drawn
 per seed, its score column is NaN). Over the words only the MiCLIP variants and CLIP-Dissect score.
+
+Dead units (:func:`clipmech.analyses.dead.dead_units` of the image-level activations) get no description,
+are localised by no method (random draws among the live units) and have no ground truth.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from clipmech.analyses import concepts
+from clipmech.analyses import concepts, dead
 from clipmech.data import shapes
 from clipmech.miclip import baselines, interventions, tables, units
 from clipmech.models.prompt_embeddings import attribute_prompt_embeddings
@@ -165,22 +168,25 @@ def method_scores(
     return scores
 
 
-def unit_sets(scores, tau: int, n_units: int) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
-    """L_c of every method and seed: (C, tau) unit indices and scores (random: drawn per seed, NaN scores)."""
+def unit_sets(scores, tau: int, dead_U: np.ndarray) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]:
+    """L_c of every method and seed among the live units (``dead_U``, bool (U,): the dead ones): (C, K) unit
+    indices and scores, K = min(tau, live units) (random: drawn per seed among the live units, NaN scores)."""
+    live = np.flatnonzero(~np.asarray(dead_U, dtype=bool))
     sets = {}
     for (method, seed), by_vocabulary in scores.items():
         if method == "random":
-            index = units.random_units(n_units, len(shapes.FEATURES), tau, seed)
+            index = live[units.random_units(live.size, len(shapes.FEATURES), tau, seed)]
             sets[method, seed] = index, np.full(index.shape, np.nan)
         else:
-            shapes_UC = np.nan_to_num(by_vocabulary["shapes"], nan=-np.inf)
+            shapes_UC = np.nan_to_num(by_vocabulary["shapes"][live], nan=-np.inf)
             index, score = units.localise(shapes_UC, tau)
-            sets[method, seed] = index, np.where(np.isfinite(score), score, np.nan)
+            sets[method, seed] = live[index], np.where(np.isfinite(score), score, np.nan)
     return sets
 
 
-def description_table(scores, tau: int, words: list[str]) -> pd.DataFrame:
-    """D_u of every method (not ``random``) and seed over the Shapes concepts, and over the words where scored."""
+def description_table(scores, tau: int, words: list[str], dead_U: np.ndarray) -> pd.DataFrame:
+    """D_u of every method (not ``random``) and seed over the Shapes concepts, and over the words where scored,
+    of the live units (``dead_U``, bool (U,): the dead ones, which get no rows)."""
     parts = []
     for (method, seed), by_vocabulary in scores.items():
         if method == "random":
@@ -190,7 +196,8 @@ def description_table(scores, tau: int, words: list[str]) -> pd.DataFrame:
         parts.append(tables.description_rows(method, seed, "shapes", list(shapes.FEATURES), index, score))
         if by_vocabulary["words"] is not None:
             parts.append(tables.description_rows(method, seed, "words", words, *by_vocabulary["words"]))
-    return pd.concat(parts, ignore_index=True)
+    rows = pd.concat(parts, ignore_index=True)
+    return rows[~np.asarray(dead_U, dtype=bool)[rows["unit"].to_numpy()]].reset_index(drop=True)
 
 
 def localisation_table(sets) -> pd.DataFrame:
@@ -355,9 +362,16 @@ def evaluate_unit_set(
         clip_dissect=params["clip_dissect"],
         tau=tau,
     )
-    descriptions = description_table(scores, tau, words)
-    sets = unit_sets(scores, tau, n_units)
-    log.info("%s: %d units, %d method x seed unit sets", site, n_units, len(sets))
+    dead_U = dead.dead_units(acts_NU)
+    descriptions = description_table(scores, tau, words, dead_U)
+    sets = unit_sets(scores, tau, dead_U)
+    log.info(
+        "%s: %d units (%d dead: no description or localisation), %d method x seed unit sets",
+        site,
+        n_units,
+        int(dead_U.sum()),
+        len(sets),
+    )
 
     truth_U = baselines.ground_truth(acts_NU, counts_NF, k_top)
     per_seed = tables.description_accuracy(

@@ -18,8 +18,10 @@ token of the evaluated images (the tokens the SAE reads, ``clipmech.sae.latents.
   contain f; Purity@k is its mean over the concepts.
 - Coverage@t (t = 0.3 by default): the fraction of concepts whose best AP is >= t.
 - Entropy: Algorithm 1 of the shapes paper (:mod:`clipmech.analyses.selectivity`, top ``entropy_k``
-  images by image activation) of every unit that is not constant over the images (NaN for a constant
-  unit, e.g. a latent that never fires: its top images would be arbitrary).
+  images by image activation).
+- Dead units (:func:`clipmech.analyses.dead.dead_units`): a unit whose image activation is the same on
+  every evaluated image (e.g. a latent that never fires) ranks the images arbitrarily; it has no scores
+  (AUROC, AP, Purity and entropy NaN), so it is never a concept's best unit, and no top concept.
 
 Every mean over concepts covers the concepts that some but not all evaluated images (patches, at patch
 level) have; for the others AUROC and AP are undefined.
@@ -47,7 +49,7 @@ import torch
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.decomposition import PCA
 
-from clipmech.analyses import concepts, selectivity
+from clipmech.analyses import concepts, dead, selectivity
 from clipmech.data import shapes
 from clipmech.sae import latents
 
@@ -57,6 +59,7 @@ METHODS = ("sae", "neurons", "pca", "kmeans")
 LATENT_COLUMNS = (
     "latent",
     "frequency",
+    "dead",
     "entropy",
     "top_concept",
     "auroc_image",
@@ -75,11 +78,13 @@ class UnitScores:
     Attributes
     ----------
     auroc_image_UF, auroc_patch_UF, ap_UF : numpy.ndarray, float64, (U, 16)
-        NaN for an undefined concept (or, at patch level, without patch tokens).
+        NaN for an undefined concept (or, at patch level, without patch tokens) and for a dead unit.
     purity_UF : numpy.ndarray, float64, (U, 16)
-        Fraction of the unit's top-k images that hold each concept.
+        Fraction of the unit's top-k images that hold each concept; NaN for a dead unit.
     entropy_U : numpy.ndarray, float64, (U,)
-        Algorithm 1 entropy in nats; NaN for a unit constant over the images.
+        Algorithm 1 entropy in nats; NaN for a dead unit.
+    dead_U : numpy.ndarray, bool, (U,)
+        Units constant over the images (:func:`clipmech.analyses.dead.dead_units` of the image activations).
     """
 
     auroc_image_UF: np.ndarray
@@ -87,6 +92,7 @@ class UnitScores:
     ap_UF: np.ndarray
     purity_UF: np.ndarray
     entropy_U: np.ndarray
+    dead_U: np.ndarray
 
 
 def _dense_columns(acts_BU, start: int, stop: int) -> np.ndarray:
@@ -156,29 +162,37 @@ def score_units(
         if not 1 <= k <= n_images:
             raise ValueError(f"{name} must lie in 1..{n_images} (the evaluated images), got {k}")
     chunk = max(1, BLOCK_ELEMENTS // max(n_rows, 1))
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in ("image", "patch", "ap", "purity", "entropy")}
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in ("image", "patch", "ap", "purity", "entropy", "dead")}
     flat_patch_present = None if patch_present_NSF is None else patch_present_NSF.reshape(-1, len(shapes.FEATURES))
     for start in range(0, n_units, chunk):
         block_NTU = _dense_columns(acts_BU, start, min(start + chunk, n_units)).reshape(n_images, n_tokens, -1)
         image_NU = block_NTU.max(axis=1)
-        parts["image"].append(concepts.auroc(image_NU, present_NF))
+        dead_U = dead.dead_units(image_NU)
+        parts["dead"].append(dead_U)
+        parts["image"].append(_drop_dead(concepts.auroc(image_NU, present_NF), dead_U))
         if flat_patch_present is None:
             parts["patch"].append(np.full((image_NU.shape[1], len(shapes.FEATURES)), np.nan))
         else:
             patch_BU = block_NTU[:, patch_tokens].reshape(n_images * n_patches, -1)
-            parts["patch"].append(concepts.auroc(patch_BU, flat_patch_present))
-        parts["ap"].append(concepts.average_precision(image_NU, present_NF))
-        parts["purity"].append(present_NF[_top_index(image_NU, purity_k)].mean(axis=0))
+            parts["patch"].append(_drop_dead(concepts.auroc(patch_BU, flat_patch_present), dead_U))
+        parts["ap"].append(_drop_dead(concepts.average_precision(image_NU, present_NF), dead_U))
+        parts["purity"].append(_drop_dead(present_NF[_top_index(image_NU, purity_k)].mean(axis=0), dead_U))
         entropy_U = selectivity.entropy(selectivity.affinity(counts_NF, _top_index(image_NU, entropy_k)))
-        entropy_U[image_NU.max(axis=0) == image_NU.min(axis=0)] = np.nan
-        parts["entropy"].append(entropy_U)
+        parts["entropy"].append(_drop_dead(entropy_U, dead_U))
     return UnitScores(
         auroc_image_UF=np.concatenate(parts["image"]),
         auroc_patch_UF=np.concatenate(parts["patch"]),
         ap_UF=np.concatenate(parts["ap"]),
-        purity_UF=np.concatenate(parts["purity"]).astype(np.float64),
+        purity_UF=np.concatenate(parts["purity"]),
         entropy_U=np.concatenate(parts["entropy"]),
+        dead_U=np.concatenate(parts["dead"]),
     )
+
+
+def _drop_dead(score_U, dead_U: np.ndarray) -> np.ndarray:
+    score_U = np.array(score_U, dtype=np.float64)
+    score_U[dead_U] = np.nan
+    return score_U
 
 
 def _defined(score_UF: np.ndarray) -> np.ndarray:
@@ -186,10 +200,10 @@ def _defined(score_UF: np.ndarray) -> np.ndarray:
 
 
 def best_units(scores: UnitScores) -> np.ndarray:
-    """b(f): the unit of highest AP for each concept (ties: lowest index), int64 (16,); -1 where undefined."""
+    """b(f): the live unit of highest AP for each concept (ties: lowest index), int64 (16,); -1 where undefined."""
     defined = _defined(scores.ap_UF)
     best = np.full(scores.ap_UF.shape[1], -1, dtype=np.int64)
-    best[defined] = np.argmax(scores.ap_UF[:, defined], axis=0)
+    best[defined] = np.argmax(np.nan_to_num(scores.ap_UF[:, defined], nan=-np.inf), axis=0)
     return best
 
 
@@ -256,9 +270,10 @@ def _mean(values: pd.Series) -> float:
 
 
 def latent_table(scores: UnitScores, frequency_U: np.ndarray) -> pd.DataFrame:
-    """One row per SAE latent (:data:`LATENT_COLUMNS`): firing frequency on the evaluated tokens, entropy, and
-    for its top concept (highest image-level AUROC, which unlike AP does not favour frequent concepts; ties to
-    the first in ``FEATURES`` order) the image and patch AUROC, AP and Purity."""
+    """One row per SAE latent (:data:`LATENT_COLUMNS`): firing frequency on the evaluated tokens, whether it is
+    dead (module docstring), entropy, and for its top concept (highest image-level AUROC, which unlike AP does
+    not favour frequent concepts; ties to the first in ``FEATURES`` order) the image and patch AUROC, AP and
+    Purity. A dead latent has no top concept ('') and NaN scores."""
     n_units = scores.ap_UF.shape[0]
     defined = _defined(scores.auroc_image_UF)
     top_U = np.flatnonzero(defined)[np.argmax(scores.auroc_image_UF[:, defined], axis=1)] if defined.any() else None
@@ -267,12 +282,14 @@ def latent_table(scores: UnitScores, frequency_U: np.ndarray) -> pd.DataFrame:
     def at_top(score_UF):
         return score_UF[units, top_U] if top_U is not None else np.full(n_units, np.nan)
 
+    top_concept = np.asarray(shapes.FEATURES, dtype=object)[top_U] if top_U is not None else np.full(n_units, "")
     return pd.DataFrame(
         {
             "latent": units,
             "frequency": np.asarray(frequency_U, dtype=np.float64),
+            "dead": scores.dead_U,
             "entropy": scores.entropy_U,
-            "top_concept": np.asarray(shapes.FEATURES, dtype=object)[top_U] if top_U is not None else "",
+            "top_concept": np.where(scores.dead_U, "", top_concept).astype(object),
             "auroc_image": at_top(scores.auroc_image_UF),
             "auroc_patch": at_top(scores.auroc_patch_UF),
             "ap": at_top(scores.ap_UF),

@@ -86,7 +86,14 @@ def test_strongest_inputs_by_absolute_weight():
 
 
 def test_page_mask_takes_the_lowest_entropies_and_nan_last():
-    entropy = np.array([2.0, np.nan, 1.0, 1.0, 0.5])
-    assert gather.page_mask(entropy, 2).tolist() == [False, False, True, False, True]
-    assert gather.page_mask(entropy, 4).tolist() == [True, False, True, True, True]
-    assert gather.page_mask(entropy, None).all() and not gather.page_mask(entropy, 0).any()
+    entropy, alive = np.array([2.0, np.nan, 1.0, 1.0, 0.5]), np.zeros(5, dtype=bool)
+    assert gather.page_mask(entropy, alive, 2).tolist() == [False, False, True, False, True]
+    assert gather.page_mask(entropy, alive, 4).tolist() == [True, False, True, True, True]
+    assert gather.page_mask(entropy, alive, None).all() and not gather.page_mask(entropy, alive, 0).any()
+
+
+def test_page_mask_gives_a_dead_unit_no_page():
+    entropy, dead = np.array([2.0, 0.1, 1.0, 1.0, 0.5]), np.array([False, True, False, False, False])
+    assert gather.page_mask(entropy, dead, 2).tolist() == [False, False, True, False, True]
+    assert gather.page_mask(entropy, dead, 4).tolist() == [True, False, True, True, True]
+    assert gather.page_mask(entropy, dead, None).tolist() == [True, False, True, True, True]

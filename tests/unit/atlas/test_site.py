@@ -142,3 +142,26 @@ def test_site_refuses_repeated_addresses_and_unknown_images(tmp_path):
             facts=[],
         )
     assert not (tmp_path / "s").exists()
+
+
+def test_pages_start_without_heatmaps_and_name_a_negative_top_activation():
+    page = unit("sae", "visual.blocks.1.hook_resid_post-7", 1.5)
+    html = render.unit_page_html(page, "m")
+    assert '<input type="checkbox" id="overlay">' in html  # heatmaps off: they cover 64 px thumbnails
+    assert html.count('class="heat" data-map=') == 2 and html.count("></canvas>") == html.count(" hidden></canvas>")
+    assert "<dt>highest activation</dt><dd>2.5</dd>" in html
+    page.acts_K = np.array([-0.25, -0.5])
+    html = render.unit_page_html(page, "m")
+    assert "<dt>least negative activation (negative on every image)</dt><dd>-0.25</dd>" in html
+    svg = render.histogram_svg(np.array([1, 0, 2]), np.array([-1.5, -1.0, -0.5, 0.0]), np.array([-0.25]))
+    assert ">2 images</text>" in svg and ">-1.5</text>" in svg and ">activation</text>" in svg and ">0</text>" in svg
+
+
+def test_index_wraps_long_keys_and_names_its_columns():
+    long_key = "visual.blocks.1.hook_resid_post-7"
+    units = [unit("sae", long_key, 1.0), unit("sae", "visual.blocks.1.hook_resid_post-8", 2.0, page=False)]
+    index = render.index_html(units, "m", [])
+    assert "visual.<wbr>blocks.<wbr>1.<wbr>hook_resid_post-7" in index and f'data-unit="{long_key}"' in index
+    assert 'class="key" href="units/sae/visual.blocks.1.hook_resid_post-7.html"' in index
+    assert ">highest activation</button>" in index and ">max activation<" not in index
+    assert "<dt>dead units</dt><dd>0: the same activation on every image, no page</dd>" in index

@@ -76,8 +76,14 @@ def test_scores_agree_with_their_definitions(scenes, monkeypatch):
     monkeypatch.setattr(alignment, "BLOCK_ELEMENTS", 3 * acts_BU.shape[0])  # blocks of 3 units
     scores = _score(acts_BU, patch_present, present_NF, counts_NF, purity_k=8, entropy_k=5)
     image_NU = acts_BU.reshape(40, N_PATCHES, -1).max(axis=1)
-    np.testing.assert_array_equal(scores.auroc_image_UF, concepts.auroc(image_NU, present_NF))
-    np.testing.assert_array_equal(scores.auroc_patch_UF, concepts.auroc(acts_BU, patch_present.reshape(-1, 16)))
+    live = np.arange(acts_BU.shape[1]) != 5
+    assert scores.dead_U.tolist() == (~live).tolist()
+    np.testing.assert_array_equal(scores.auroc_image_UF[live], concepts.auroc(image_NU, present_NF)[live])
+    np.testing.assert_array_equal(
+        scores.auroc_patch_UF[live], concepts.auroc(acts_BU, patch_present.reshape(-1, 16))[live]
+    )
+    for name in ("auroc_image_UF", "auroc_patch_UF", "ap_UF", "purity_UF"):
+        assert np.isnan(getattr(scores, name)[5]).all(), name  # the dead unit has no scores
     for u in (0, 3, 12):
         for f in (0, 7, 15):
             assert scores.ap_UF[u, f] == pytest.approx(average_precision_score(present_NF[:, f], image_NU[:, u]))
@@ -141,6 +147,17 @@ def test_baselines_run_and_stay_in_range(scenes):
         alignment.method_activations("ica", x_BD)
     with pytest.raises(ValueError, match="needs its fitted model"):
         alignment.method_activations("pca", x_BD)
+
+
+def test_a_dead_latent_has_no_top_concept_and_is_no_concept_best_unit(scenes):
+    acts_BU, patch_present, present_NF, counts_NF = _planted(scenes, "pink", 3, np.random.default_rng(4))
+    acts_BU = np.concatenate([np.zeros((acts_BU.shape[0], 1), np.float32), acts_BU], axis=1)  # latent 0 never fires
+    scores = _score(acts_BU, patch_present, present_NF, counts_NF)
+    table = alignment.latent_table(scores, np.array([0.0, 0.5, 1.0, 1.0, 1.0]))
+    assert table["dead"].tolist() == [True, False, False, False, False]
+    assert table.loc[0, "top_concept"] == "" and table.loc[0, ["entropy", "auroc_image", "ap"]].isna().all()
+    assert table.loc[1, "top_concept"] == "pink"
+    assert (alignment.best_units(scores) != 0).all()  # -1 where undefined
 
 
 def test_latent_table_and_unit_maps(scenes):

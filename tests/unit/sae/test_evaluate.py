@@ -247,7 +247,9 @@ def test_evaluate_sae_stage(tmp_path, tokens):
     latents = pd.read_csv(out["latents"], sep="\t")
     assert tuple(latents.columns) == alignment.LATENT_COLUMNS and len(latents) == 128
     assert latents.loc[latents["frequency"] == 0, "entropy"].isna().all()  # a latent that never fires has none
-    assert latents["entropy"].notna().any() and set(latents["top_concept"]) <= set(shapes.FEATURES)
+    live = latents[~latents["dead"]]
+    assert live["entropy"].notna().any() and set(live["top_concept"]) <= set(shapes.FEATURES)
+    assert latents.loc[latents["dead"], "top_concept"].isna().all()  # a dead latent has no top concept ('')
     for key in ("histogram", "top_images"):
         assert (tmp_path / "out" / {"histogram": "histogram.png", "top_images": "top.png"}[key]).read_bytes()[:4] == (
             b"\x89PNG"

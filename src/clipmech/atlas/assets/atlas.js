@@ -1,4 +1,5 @@
-// The atlas's only script (methods.md Sec. 10): index sorting and filtering, heatmap overlays on unit pages.
+// The atlas's only script (methods.md Sec. 10): index sorting and filtering, heatmap overlays on unit pages
+// (drawn on load, shown when the reader ticks the box).
 // No library, no request: everything it reads is in the page.
 "use strict";
 
@@ -79,9 +80,11 @@ function unitPage() {
   const canvases = document.querySelectorAll("canvas.heat");
   for (const canvas of canvases) drawMap(canvas, payload.grid, payload.maps[Number(canvas.dataset.map)]);
   const toggle = document.getElementById("overlay");
-  toggle.addEventListener("change", () => {
+  const show = () => {
     for (const canvas of canvases) canvas.hidden = !toggle.checked;
-  });
+  };
+  toggle.addEventListener("change", show);
+  show();  // off by default; a browser may restore the box checked on reload
 }
 
 if (document.body.dataset.page === "index") indexPage();

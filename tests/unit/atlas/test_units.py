@@ -1,0 +1,70 @@
+"""Unit pages of the atlas (clipmech.atlas.units) and what links attaches to them, on hand-made activations."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from clipmech.atlas import links, site, units
+
+SAE_SITE = "visual.blocks.1.hook_resid_post"
+PARAMS = {"k": 3, "n_top_images": 4, "bins": 5, "max_units": None}
+
+
+def _latent_pages(rng):
+    """Pages of 4 SAE latents on 12 images; latent 2 never fires (a dead latent)."""
+    acts_NU = np.maximum(rng.standard_normal((12, 4)), 0.0).astype(np.float32)
+    acts_NU[:, 2] = 0.0
+    counts_NF = rng.integers(0, 2, size=(12, 16)).astype(float)
+    counts_NF[:, 0] += 1  # every image has an object
+    return units.unit_pages(
+        kind="sae",
+        keys=[f"{SAE_SITE}-{i}" for i in range(4)],
+        titles=[f"latent {i}" for i in range(4)],
+        layers=[SAE_SITE] * 4,
+        acts_NU=acts_NU,
+        counts_NF=counts_NF,
+        params=PARAMS,
+    )
+
+
+def test_a_dead_latent_gets_no_page_and_no_miclip_description(tmp_path):
+    pages = units.Pages()
+    latents = _latent_pages(np.random.default_rng(0))
+    pages.add(latents)
+    assert [u.dead for u in latents] == [False, False, True, False]
+    assert [u.page for u in latents] == [True, True, False, True]  # every unit has a page, but the dead one
+    assert np.isnan(latents[2].entropy) and latents[2].top_concept == ""
+    # MiCLIP tables as today's evaluation wrote them: a description and a localisation of every latent
+    folder = tmp_path / "miclip"
+    folder.mkdir()
+    (folder / "descriptions.tsv").write_text(
+        "unit\tmethod\tseed\tvocabulary\trank\tconcept\tscore\n"
+        + "".join(f"{i}\tmiclip\t0\tshapes\t1\tred\t0.0\n" for i in range(4))
+    )
+    (folder / "localisation.tsv").write_text(
+        "concept\tmethod\tseed\trank\tunit\tscore\n" + "".join(f"red\tmiclip\t0\t{i + 1}\t{i}\t0.0\n" for i in range(4))
+    )
+    (folder / "interventions.tsv").write_text(
+        "concept\tmethod\tseed\tintervention\tbeta\tn_images\taccuracy_before\taccuracy_after\tdelta_acc\n"
+    )
+    inputs = {f"miclip_{n}": [str(folder / f"{n}.tsv")] for n in ("descriptions", "interventions", "localisation")}
+    links.miclip(pages, [{"site": SAE_SITE, "kind": "sae"}], [SAE_SITE], inputs)
+    titles = [[t.title for t in u.tables] for u in latents]
+    assert titles[2] == [] and all(any(t.startswith("MiCLIP descriptions") for t in titles[i]) for i in (0, 1, 3))
+    assert pages.link("sae", latents[2].key, "2").dead  # a link to it says why it is text
+
+    manifest = site.write_site(
+        tmp_path / "site",
+        model="m",
+        units=latents,
+        images_NHW3=np.zeros((12, 8, 8, 3), dtype=np.uint8),
+        thumbnail_size=4,
+        facts=[],
+    )
+    assert manifest["pages"] == {"sae": 3} and manifest["dead"] == {"sae": 1}
+    assert f"units/sae/{latents[2].key}.html" not in manifest["files"]
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "<dt>dead units</dt><dd>1 (1 sae): the same activation on every image, no page</dd>" in index
+    assert index.count('data-dead="1"') == 1
+    summary = site.summary_table(manifest, tmp_path / "site")
+    assert summary[["kind", "units", "pages", "dead"]].values.tolist() == [["sae", 4, 3, 1]]

@@ -1,0 +1,67 @@
+"""The MiCLIP evaluation's unit x concept scores, descriptions and localisation (clipmech.miclip.evaluation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from clipmech.analyses import dead
+from clipmech.data import shapes
+from clipmech.miclip import evaluation, tables, units
+from clipmech.sae.model import TopKSAE
+
+DEAD = 3
+
+
+def _normed(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _dead_latent_scores(tau):
+    """Scores of every method for the latents of an SAE whose latent DEAD never fires on the probe."""
+    rng = np.random.default_rng(0)
+    n, t, d, n_latents, e = 24, 5, 8, 6, 4
+    sae = TopKSAE(d, n_latents, 2, seed=0).double()
+    with torch.no_grad():
+        sae.W_enc[DEAD] = 0.0
+        sae.b_enc[DEAD] = -100.0
+    unit_set = evaluation.sae_set(sae, np.arange(1, t), rng.standard_normal((n, t, d)), 1, (2, 2))
+    present = rng.random((n, len(shapes.FEATURES))) < 0.5
+    scores = evaluation.method_scores(
+        acts_NU=unit_set.acts_NU,
+        embed=unit_set.embed,
+        encoders={f"{loss}/0": rng.standard_normal((e, d)) for loss in tables.MICLIP_LOSS.values()},
+        seeds=[0],
+        concept_CE=_normed(rng.standard_normal((len(shapes.FEATURES), e))),
+        word_AE=_normed(rng.standard_normal((10, e))),
+        reference_images_NE=_normed(rng.standard_normal((n, e))),
+        present_NF=present,
+        iou_UF=None,
+        clip_dissect={"top_k": 5, "a": 10.0, "lam": 1.0},
+        tau=tau,
+    )
+    return unit_set, scores
+
+
+def test_a_dead_latent_gets_no_description_and_no_localisation():
+    unit_set, scores = _dead_latent_scores(tau=2)
+    dead_U = dead.dead_units(unit_set.acts_NU)
+    assert np.flatnonzero(dead_U).tolist() == [DEAD] and (unit_set.acts_NU[:, DEAD] == 0).all()
+    descriptions = evaluation.description_table(scores, 2, [f"w{i}" for i in range(10)], dead_U)
+    assert DEAD not in set(descriptions["unit"]) and set(descriptions["unit"]) == set(range(6)) - {DEAD}
+    for (method, seed), (index_CK, _) in evaluation.unit_sets(scores, 2, dead_U).items():
+        assert DEAD not in index_CK and index_CK.shape == (len(shapes.FEATURES), 2), (method, seed)
+    # with more units asked for than are alive, the localisation stops at the live ones
+    _, scores = _dead_latent_scores(tau=6)
+    for index_CK, _ in evaluation.unit_sets(scores, 6, dead_U).values():
+        assert index_CK.shape == (len(shapes.FEATURES), 5) and DEAD not in index_CK
+
+
+def test_without_dead_units_every_unit_is_described_and_drawn_as_before():
+    _, scores = _dead_latent_scores(tau=2)
+    alive = np.zeros(6, dtype=bool)
+    descriptions = evaluation.description_table(scores, 2, [f"w{i}" for i in range(10)], alive)
+    assert set(descriptions["unit"]) == set(range(6)) and descriptions.index.equals(pd.RangeIndex(len(descriptions)))
+    random_CK = evaluation.unit_sets(scores, 2, alive)["random", 0][0]
+    np.testing.assert_array_equal(random_CK, units.random_units(6, len(shapes.FEATURES), 2, 0))
