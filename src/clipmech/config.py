@@ -384,6 +384,7 @@ class Circuit(Section):
     threshold: float = 0.8
     n_points: int = 32
     n_random: int = 5
+    mlp: str = "layer"
 
 
 @dataclass(frozen=True, kw_only=True)

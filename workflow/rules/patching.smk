@@ -18,6 +18,16 @@ rule patch_components:
             "patching_circuit_summary.rst",
             "7 Causal tracing",
         ),
+        circuit_paths=reported(
+            "results/patching/{model}/{dataset}/circuit_paths.tsv",
+            "patching_circuit_paths.rst",
+            "7 Causal tracing",
+        ),
+        circuit_paths_summary=reported(
+            "results/patching/{model}/{dataset}/circuit_paths_summary.tsv",
+            "patching_circuit_paths_summary.rst",
+            "7 Causal tracing",
+        ),
         runs=reported(
             "results/patching/{model}/{dataset}/runs.tsv",
             "patching_runs.rst",

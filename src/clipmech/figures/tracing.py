@@ -91,8 +91,9 @@ def head_maps(recovery: pd.DataFrame, title: str, path: str | Path) -> None:
 
 
 def circuit_curves(circuit: pd.DataFrame, threshold: float, title: str, path: str | Path) -> None:
-    """Recovery of the greedy (solid) and random (dashed) prefixes against the fraction of path components
-    restored, per tower (panels) and corruption (colours), with the threshold line."""
+    """Recovery of the greedy (solid) and random (dashed) prefixes against the fraction of the circuit's
+    components (attention heads and MLPs) restored, per tower (panels) and corruption (colours), with the
+    threshold line."""
     towers = list(dict.fromkeys(circuit["tower"]))
     fig, axes = plt.subplots(1, len(towers), figsize=(4.2 * len(towers), 3.4), squeeze=False, layout="constrained")
     for ax, tower in zip(axes[0], towers):
@@ -108,7 +109,7 @@ def circuit_curves(circuit: pd.DataFrame, threshold: float, title: str, path: st
             ax.set_xscale("log")
         else:
             ax.text(0.5, 0.5, "no pair kept", transform=ax.transAxes, ha="center", fontsize=8)
-        ax.set_xlabel("fraction of path components restored", fontsize=8)
+        ax.set_xlabel("fraction of heads and MLPs restored", fontsize=8)
         ax.set_ylabel("recovery R", fontsize=8)
         ax.set_title(f"{tower} tower (dashed: random order)", fontsize=9)
         if ax.get_legend_handles_labels()[0]:

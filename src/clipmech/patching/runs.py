@@ -133,8 +133,7 @@ def trace_pairs(
     params : dict
         ``corruptions``, ``n_pairs``, ``noise_scale``, ``seed``, ``batch_size``, ``min_effect``, ``families``
         (``resnet`` / ``transformer`` -> families), ``directions``, ``n_bootstrap``, ``circuit``
-        (``threshold``, ``n_points``, ``n_random``, and optionally ``mlp``: ``layer`` (default) or
-        ``neuron``, the MLP units of :func:`clipmech.patching.components.unit_components`).
+        (``threshold``, ``n_points``, ``n_random`` and ``mlp``: ``layer`` or ``neuron``, the MLP units of :func:`clipmech.patching.components.unit_components`).
     device : str or torch.device
     tables : sequence of str
         Which of :data:`TABLES` to return (default :data:`DEFAULT_TABLES`); the path view is computed
@@ -199,7 +198,7 @@ def trace_pairs(
             frames["recovery"].append(recovery.assign(**labels))
             circuit = {
                 "threshold": params["circuit"]["threshold"], "n_points": params["circuit"]["n_points"],
-                "n_random": params["circuit"]["n_random"], "mlp": params["circuit"].get("mlp", "layer"), **stats,
+                "n_random": params["circuit"]["n_random"], "mlp": params["circuit"]["mlp"], **stats,
             }  # fmt: skip
             curve, summary = tracing.circuit(run, single, view="units", **circuit)
             frames["circuit"].append(curve.assign(**labels))

@@ -41,7 +41,8 @@ def build_atlas(
     site : str
         The site directory.
     summary : str
-        A TSV written after the site: one row per unit kind (``kind``, ``units``, ``pages``) and the
+        A TSV written after the site: one row per unit kind (``kind``, ``units``, ``pages``, ``dead``: units constant on the dataset,
+        which get no page) and the
         site's ``files`` and ``megabytes`` on every row, and ``index`` (the path of its index.html).
     atlas : dict
         ``max_units`` (pages per kind; null = all), ``n_top_images``, ``thumbnail_size``, ``bins``,

@@ -30,7 +30,8 @@ def intervene_concepts(
     threads: int,
     label: str,
 ) -> None:
-    """For every concept, scale its ``concepts["n_units"]`` vision units of highest AUROC (``auroc``,
+    """For every concept, scale its ``concepts["n_units"]`` distinct vision units of highest AUROC, each once
+    (a CLIP-ResNet channel seen at two sites counts once; ``auroc``,
     the table of rule ``concept_auroc`` for this model and dataset) by each of ``concepts["scales"]`` on
     the images that contain it (:func:`clipmech.patching.interventions.concept_interventions`).
 

@@ -19,8 +19,10 @@ def patch_components(
 
     Writes ``out["recovery"]`` (one row per corruption, tower, direction and component: R and Delta logit
     with bootstrap 95 % intervals, :func:`clipmech.patching.tracing.trace`), ``out["circuit"]`` and
-    ``out["circuit_summary"]`` (:func:`clipmech.patching.tracing.circuit`, denoising) and ``out["runs"]``
-    (per corruption, tower and pair: m_clean, m_corrupt, kept).
+    ``out["circuit_summary"]`` (circuit sparsity over attention heads and MLPs, the paper's measure),
+    ``out["circuit_paths"]`` and ``out["circuit_paths_summary"]`` (the same over per-token path
+    components, with the read-out bound; :func:`clipmech.patching.tracing.circuit`, denoising) and
+    ``out["runs"]`` (per corruption, tower and pair: m_clean, m_corrupt, clean_right, kept).
 
     Raises
     ------
@@ -36,6 +38,8 @@ def patch_components(
     torch_device = loading.resolve_device(device)
     clip, preprocess, tokenizer = loading.load(model, torch_device)
     pixels = loading.preprocess_images(data.images, preprocess).to(torch_device)
-    tables = runs.trace_pairs(clip, tokenizer, data.pairs, pixels, params=patching, device=torch_device)
+    tables = runs.trace_pairs(
+        clip, tokenizer, data.pairs, pixels, params=patching, device=torch_device, tables=tuple(out)
+    )
     for key, table in tables.items():
         write_table(table, out[key])
