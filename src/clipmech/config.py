@@ -487,6 +487,7 @@ class Miclip(Section):
     units: Mapping[str, tuple[UnitSet, ...]] = field(default_factory=lambda: MappingProxyType({}))
     dataset: str | None = None
     reference: str = "shapes-vit"
+    holdout: float = 0.5
     losses: tuple[str, ...] = ("both", "input", "output")
     seeds: tuple[int, ...] = (0, 1, 2)
     temperature: float = 0.07

@@ -24,13 +24,22 @@ def test_miclip_on_paper_architectures(architecture, site, axis):
     info = tower(model, "visual")
     pixels = torch.randn(4, 3, *info.image_size, generator=torch.Generator().manual_seed(1))
     site_acts = units.site_activations(model, pixels, site, batch_size=2, device="cpu")
-    acts_NU = units.neuron_image_acts(site_acts)
+    acts_NU = units.neuron_image_acts(site_acts, info.n_prefix_tokens)
     with torch.inference_mode():
         images = torch.nn.functional.normalize(model.encode_image(pixels), dim=-1).numpy()
-    W, losses = encoder.train_encoder(
-        acts_NU, images, images[:, None], loss="both", seed=0, steps=3, batch_size=4, lr=1e-3, temperature=0.07
+    W, losses, heldout = encoder.train_encoder(
+        acts_NU[:3],
+        images[:3],
+        images[:3, None],
+        (acts_NU[3:], images[3:], images[3:, None]),
+        loss="both",
+        seed=0,
+        steps=3,
+        batch_size=3,
+        lr=1e-3,
+        temperature=0.07,
     )
-    assert W.shape == (images.shape[1], acts_NU.shape[1]) and np.isfinite(losses).all()
+    assert W.shape == (images.shape[1], acts_NU.shape[1]) and np.isfinite(losses).all() and np.isfinite(heldout).all()
     typical = units.typical_activation(acts_NU)
     index, _ = units.localise(units.cosine(units.neuron_embeddings(W, typical), images[:1]), 5)
     chosen = index[0]

@@ -46,6 +46,8 @@ rule probe_miclip:
     params:
         model=model_params,
         reference=miclip_reference,
+        holdout=CONFIG.miclip.holdout,
+        seed=CONFIG.seed,
         batch_size=CONFIG.miclip.batch_size_eval,
         device=CONFIG.extraction.device,
         code=script_code("probe_miclip.py"),

@@ -13,23 +13,26 @@ from clipmech.figures.style import save_figure
 
 
 def training_curves(log: pd.DataFrame, title: str, path: str | Path) -> None:
-    """Loss per step, mean +- sd over seeds, one line per loss variant.
+    """Loss per step, mean +- sd over seeds, one colour per loss variant: the training batches' loss
+    (solid) and the held-out loss (dashed).
 
     Parameters
     ----------
     log : pandas.DataFrame
-        Columns ``loss`` (variant), ``seed``, ``step``, ``value`` (nats).
+        Columns ``loss`` (variant), ``seed``, ``step``, ``train``, ``heldout`` (nats).
     """
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     for i, (loss, group) in enumerate(log.groupby("loss", sort=False)):
-        stats = group.groupby("step")["value"].agg(["mean", "std"]).fillna(0.0)
-        ax.plot(stats.index, stats["mean"], color=f"C{i}", lw=1.2, label=f"{loss} ({group['seed'].nunique()} seeds)")
-        ax.fill_between(
-            stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=f"C{i}", alpha=0.25
-        )
+        for column, style in (("train", "-"), ("heldout", "--")):
+            stats = group.groupby("step")[column].agg(["mean", "std"]).fillna(0.0)
+            label = f"{loss}, {'held out' if column == 'heldout' else 'training'} ({group['seed'].nunique()} seeds)"
+            ax.plot(stats.index, stats["mean"], color=f"C{i}", ls=style, lw=1.2, label=label)
+            ax.fill_between(
+                stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=f"C{i}", alpha=0.2
+            )
     ax.set_xlabel("step")
     ax.set_ylabel("alignment loss (nats)")
-    ax.legend(frameon=False, fontsize=8)
+    ax.legend(frameon=False, fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)

@@ -10,7 +10,9 @@ embeddings of the target's predicted concepts E_c(c_hat) (the output term). Shap
 multi-label, so the output term is the mean over the three attribute types (colour, shape, position) of
 the symmetric InfoNCE against the prompt of the target's zero-shot prediction for that type. Variants
 (:data:`LOSSES`): ``both`` (input + output, Eq. 2), ``input`` and ``output`` (the ablations of Table 4).
-The encoders E_i and E_c are frozen: their embeddings are computed once, outside.
+The encoders E_i and E_c are frozen: their embeddings are computed once, outside. The encoders train on
+the training images of the probe's split; the loss on its held-out images (:func:`heldout_loss`) is
+recorded beside the training loss at every step.
 
 Algorithm 1 writes plain cosines as the logits; Eq. 6 (App. B.3) divides them by a temperature tau. We
 divide by tau (default 0.07, CLIP's initial temperature): with cosines alone the logits lie in [-1, 1]
@@ -99,10 +101,42 @@ def alignment_loss(
     return total
 
 
+def heldout_loss(
+    W_ED: torch.Tensor,
+    acts_HD: torch.Tensor,
+    image_HE: torch.Tensor,
+    concept_HKE: torch.Tensor,
+    *,
+    loss: str,
+    batch_size: int,
+    temperature: float,
+) -> float:
+    """The MiCLIP loss (:func:`alignment_loss`) of an encoder on held-out images, float: the mean over
+    ``ceil(H / batch_size)`` consecutive batches of near-equal size (``numpy.array_split``, images in their
+    given order), weighted by batch size, so that it is measured on batches like the training's.
+
+    Raises
+    ------
+    ValueError
+        If there is no held-out image.
+    """
+    n_heldout = acts_HD.shape[0]
+    if n_heldout == 0:
+        raise ValueError("heldout_loss needs at least one held-out image")
+    total = 0.0
+    with torch.no_grad():
+        for batch in np.array_split(np.arange(n_heldout), -(-n_heldout // batch_size)):
+            index = torch.as_tensor(batch)
+            value = alignment_loss(acts_HD[index] @ W_ED.T, image_HE[index], concept_HKE[index], loss, temperature)
+            total += float(value) * batch.size
+    return total / n_heldout
+
+
 def train_encoder(
     acts_ND: np.ndarray,
     image_NE: np.ndarray,
     concept_NKE: np.ndarray,
+    heldout: tuple[np.ndarray, np.ndarray, np.ndarray],
     *,
     loss: str,
     seed: int,
@@ -110,21 +144,24 @@ def train_encoder(
     batch_size: int,
     lr: float,
     temperature: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Train one bias-free linear encoder E_n with Adam on seeded batches (Algorithm 1).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train one bias-free linear encoder E_n with Adam on seeded batches of the training images (Algorithm 1).
 
     W (E, D) starts from N(0, 1 / D) entries drawn with ``torch.Generator().manual_seed(seed)``; each
     epoch visits the images in an order drawn by ``numpy.random.default_rng(seed)`` (the last batch of
-    an epoch may be smaller; batches never mix epochs). Float32 on the CPU.
+    an epoch may be smaller; batches never mix epochs). Float32 on the CPU. The held-out images enter
+    nothing but the held-out loss (:func:`heldout_loss`).
 
     Parameters
     ----------
     acts_ND : numpy.ndarray, float, (N, D)
-        Image-level site activations a.
+        Image-level site activations a of the training images.
     image_NE : numpy.ndarray, float, (N, E)
         Reference image embeddings.
     concept_NKE : numpy.ndarray, float, (N, K, E)
         Reference text embeddings of the target's predicted concept per attribute type.
+    heldout : tuple of numpy.ndarray, (H, D), (H, E), (H, K, E)
+        The same three arrays of the held-out images.
     loss : {"both", "input", "output"}
     seed, steps, batch_size : int
     lr, temperature : float
@@ -134,18 +171,21 @@ def train_encoder(
     W_ED : numpy.ndarray, float32, (E, D)
     losses : numpy.ndarray, float64, (steps,)
         The loss of each step's batch, before its update.
+    heldout_losses : numpy.ndarray, float64, (steps,)
+        The held-out loss before each step's update.
 
     Raises
     ------
     ValueError
-        For an unknown loss, mismatched N, steps or batch_size < 1.
+        For an unknown loss, mismatched N or H, no held-out image, steps or batch_size < 1.
     """
     n_images = acts_ND.shape[0]
-    if image_NE.shape[0] != n_images or concept_NKE.shape[0] != n_images:
-        raise ValueError(
-            f"train_encoder: activations, image and concept embeddings need one N, got {acts_ND.shape[0]}, "
-            f"{image_NE.shape[0]}, {concept_NKE.shape[0]}"
-        )
+    for name, arrays in (("training", (acts_ND, image_NE, concept_NKE)), ("held-out", heldout)):
+        if len({array.shape[0] for array in arrays}) != 1:
+            raise ValueError(
+                f"train_encoder: {name} activations, image and concept embeddings need one N, got "
+                f"{', '.join(str(array.shape[0]) for array in arrays)}"
+            )
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
     if loss not in LOSSES:
@@ -153,6 +193,7 @@ def train_encoder(
     acts = torch.as_tensor(np.asarray(acts_ND, dtype=np.float32))
     images = torch.as_tensor(np.asarray(image_NE, dtype=np.float32))
     concepts = torch.as_tensor(np.asarray(concept_NKE, dtype=np.float32))
+    held = [torch.as_tensor(np.asarray(array, dtype=np.float32)) for array in heldout]
     generator = torch.Generator().manual_seed(seed)
     d, e = acts.shape[1], images.shape[1]
     W = torch.nn.Parameter(torch.randn(e, d, generator=generator) / np.sqrt(d))
@@ -160,7 +201,11 @@ def train_encoder(
     rng = np.random.default_rng(seed)
     order, cursor = rng.permutation(n_images), 0
     losses = np.empty(steps, dtype=np.float64)
+    heldout_losses = np.empty(steps, dtype=np.float64)
     for step in range(steps):
+        heldout_losses[step] = heldout_loss(
+            W.detach(), *held, loss=loss, batch_size=batch_size, temperature=temperature
+        )
         if cursor >= n_images:
             order, cursor = rng.permutation(n_images), 0
         batch = torch.as_tensor(order[cursor : cursor + batch_size])
@@ -170,32 +215,37 @@ def train_encoder(
         value.backward()
         optimiser.step()
         losses[step] = float(value.detach())
-    return W.detach().numpy().copy(), losses
+    return W.detach().numpy().copy(), losses, heldout_losses
 
 
 def train_all(
-    acts_ND: np.ndarray,
-    image_NE: np.ndarray,
-    concept_NKE: np.ndarray,
+    train: tuple[np.ndarray, np.ndarray, np.ndarray],
+    heldout: tuple[np.ndarray, np.ndarray, np.ndarray],
     *,
     losses: list[str],
     seeds: list[int],
     params: Mapping,
-) -> tuple[dict[tuple[str, int], np.ndarray], dict[tuple[str, int], np.ndarray]]:
+) -> tuple[dict[tuple[str, int], np.ndarray], dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]]:
     """Train one encoder per (loss, seed) (:func:`train_encoder`; ``params``: steps, batch_size, lr, temperature).
+
+    Parameters
+    ----------
+    train, heldout : tuple of numpy.ndarray, (N, D), (N, E), (N, K, E)
+        Activations, reference image embeddings and predicted-concept embeddings of the training and of
+        the held-out images.
 
     Returns
     -------
     encoders : dict of (str, int) to numpy.ndarray, float32, (E, D)
-    curves : dict of (str, int) to numpy.ndarray, float64, (steps,)
+    curves : dict of (str, int) to (numpy.ndarray, numpy.ndarray), float64, (steps,)
+        The training and the held-out loss of every step.
     """
     encoders, curves = {}, {}
     for loss in losses:
         for seed in seeds:
-            encoders[loss, seed], curves[loss, seed] = train_encoder(
-                acts_ND,
-                image_NE,
-                concept_NKE,
+            W, train_curve, heldout_curve = train_encoder(
+                *train,
+                heldout,
                 loss=loss,
                 seed=seed,
                 steps=params["steps"],
@@ -203,4 +253,5 @@ def train_all(
                 lr=params["lr"],
                 temperature=params["temperature"],
             )
+            encoders[loss, seed], curves[loss, seed] = W, (train_curve, heldout_curve)
     return encoders, curves

@@ -8,6 +8,10 @@ per seed, its score column is NaN). Over the words only the MiCLIP variants and 
 
 Dead units (:func:`clipmech.analyses.dead.dead_units` of the image-level activations) get no description,
 are localised by no method (random draws among the live units) and have no ground truth.
+
+Everything here reads the held-out images of the probe's split (:func:`heldout_objects` renumbers their
+object table); Delta Acc is measured on the single-label ones of each concept
+(:func:`clipmech.miclip.interventions.single_label_images`).
 """
 
 from __future__ import annotations
@@ -56,8 +60,10 @@ class UnitSet:
 
 
 def neuron_set(site_acts: np.ndarray, n_prefix_tokens: int, grid: tuple[int, int]) -> UnitSet:
-    """The channels of a site as units, from its probe activations ((N, T, D) or ResNet (N, C, h, w))."""
-    acts_NU = units.neuron_image_acts(site_acts)
+    """The channels of a site as units, from its probe activations ((N, T, D) or ResNet (N, C, h, w)):
+    image-level activation the mean over the patch tokens (:func:`clipmech.miclip.units.neuron_image_acts`),
+    typical activation :func:`clipmech.miclip.units.typical_activation`."""
+    acts_NU = units.neuron_image_acts(site_acts, n_prefix_tokens)
     maps = units.neuron_maps(site_acts, n_prefix_tokens, grid)
     typical_U = units.typical_activation(acts_NU)
     channel_axis = 1 if site_acts.ndim == 4 else -1
@@ -73,15 +79,20 @@ def sae_set(
     sae: torch.nn.Module, positions: np.ndarray, site_acts_NTD: np.ndarray, n_prefix_tokens: int, grid: tuple[int, int]
 ) -> UnitSet:
     """The latents of an SAE of the site as units, on the tokens at ``positions`` of its probe activations
-    (:func:`clipmech.sae.latents.token_latents`); maps only when the SAE reads every patch token."""
+    (:func:`clipmech.sae.latents.token_latents`): image-level activation the maximum over the patch tokens
+    (:func:`clipmech.miclip.units.latent_image_acts`), typical activation the typical firing value
+    (:func:`clipmech.miclip.units.typical_firing`); maps only when the SAE reads every patch token.
+
+    Raises
+    ------
+    ValueError
+        If the SAE reads no patch token.
+    """
     latents_NTn = token_latents(sae, site_acts_NTD, positions, SAE_BATCH_IMAGES)
-    acts_NU = latents_NTn.mean(axis=1, dtype=np.float64)
-    maps = (
-        units.sae_maps(latents_NTn, positions, n_prefix_tokens, grid)
-        if (positions >= n_prefix_tokens).sum() == grid[0] * grid[1]
-        else None
-    )
-    typical_U = units.typical_activation(acts_NU)
+    acts_NU = units.latent_image_acts(latents_NTn, positions, n_prefix_tokens)
+    patch = positions >= n_prefix_tokens
+    maps = units.sae_maps(latents_NTn, positions, n_prefix_tokens, grid) if patch.sum() == grid[0] * grid[1] else None
+    typical_U = units.typical_firing(latents_NTn[:, patch], acts_NU)
     W_dec = sae.W_dec.detach().cpu().double().numpy()
     return UnitSet(
         acts_NU,
@@ -89,6 +100,15 @@ def sae_set(
         functools.partial(units.latent_embeddings, W_dec_Dn=W_dec, typical_U=typical_U),
         functools.partial(_sae_edit, sae=sae, positions=positions, typical_U=typical_U),
     )
+
+
+def heldout_objects(objects: pd.DataFrame, images: np.ndarray) -> pd.DataFrame:
+    """The object table of the dataset images ``images`` (int, (H,)), their ``image_id`` renumbered to
+    positions in ``images`` (0..H-1), rows in the table's order."""
+    position = pd.Series(np.arange(len(images)), index=np.asarray(images, dtype=np.int64))
+    kept = objects[objects["image_id"].isin(position.index)].copy()
+    kept["image_id"] = position.loc[kept["image_id"].to_numpy()].to_numpy()
+    return kept.reset_index(drop=True)
 
 
 def _neuron_edit(copies, *, typical_U, channel_axis):
@@ -215,7 +235,7 @@ def intervention_table(
     *,
     model: torch.nn.Module,
     pixels_NCHW: torch.Tensor,
-    present_NF: np.ndarray,
+    images_NF: np.ndarray,
     texts: Mapping[str, torch.Tensor],
     sets,
     make_edit: Callable[[list[interventions.Copy]], Callable[[torch.Tensor], torch.Tensor]],
@@ -229,10 +249,13 @@ def intervention_table(
     For each concept, the distinct (unit set, form, beta) of all methods and seeds run as copies of the
     concept's images in shared passes (:func:`clipmech.miclip.interventions.copy_predictions`), after the
     identity copy, whose accuracy is the "before" of all of them: methods that pick the same units share
-    a copy. Concepts no image has are skipped.
+    a copy. Concepts without images are skipped.
 
     Parameters
     ----------
+    images_NF : numpy.ndarray, bool, (N, 16)
+        The images each concept's accuracy is measured on (the evaluation: its single-label images,
+        :func:`clipmech.miclip.interventions.single_label_images`).
     make_edit : callable
         Copies -> an edit of ``site`` for them (:func:`clipmech.miclip.interventions.neuron_copies` or
         :func:`clipmech.miclip.interventions.sae_copies` with the rest bound).
@@ -248,7 +271,7 @@ def intervention_table(
     """
     rows = []
     for f, concept in enumerate(shapes.FEATURES):
-        images = np.flatnonzero(present_NF[:, f])
+        images = np.flatnonzero(images_NF[:, f])
         if images.size == 0:
             continue
         task, target = interventions.task_of(concept)
@@ -313,20 +336,22 @@ def evaluate_unit_set(
     device: str | torch.device,
 ) -> dict[str, pd.DataFrame]:
     """MiCLIP and its baselines on one unit set (methods.md Sec. 9): scores, descriptions, localisation,
-    description accuracy against the Algorithm 1 ground truth, and the interventions' Delta Acc.
+    description accuracy against the Algorithm 1 ground truth, and the interventions' Delta Acc on each
+    concept's single-label images (:func:`clipmech.miclip.interventions.single_label_images`).
 
     Parameters
     ----------
     unit_set : UnitSet
-        :func:`neuron_set` or :func:`sae_set`.
+        :func:`neuron_set` or :func:`sae_set` of the evaluated images.
     pixels_NCHW : torch.Tensor, float, (N, 3, S, S)
-        The dataset's preprocessed images; ``objects`` and ``masks_NHW`` its object table and masks.
+        The evaluated (held-out) images, preprocessed; ``objects`` and ``masks_NHW`` their object table
+        (``image_id`` 0..N-1, :func:`heldout_objects`) and masks.
     encoders : mapping of str to numpy.ndarray, (E, D)
         ``"<loss>/<seed>"`` -> MiCLIP encoder weights.
     concept_data : mapping
         ``words``, ``concept_embeddings``, ``word_embeddings`` (rule ``embed_miclip_concepts``).
-    reference_images_NE : numpy.ndarray
-        Normalised reference image embeddings (the probe's).
+    reference_images_NE : numpy.ndarray, (N, E)
+        Normalised reference image embeddings of the evaluated images (the probe's).
     params : dict
         ``seeds``, ``tau``, ``interventions`` (form -> betas), ``clip_dissect``, ``netdissect`` (quantile,
         resolution), ``batch_size``.
@@ -388,7 +413,7 @@ def evaluate_unit_set(
     intervention_rows = intervention_table(
         model=model,
         pixels_NCHW=pixels_NCHW,
-        present_NF=present_NF,
+        images_NF=interventions.single_label_images(objects, n_images),
         texts=attribute_prompt_embeddings(model, tokenizer, device),
         sets=sets,
         make_edit=unit_set.make_edit,

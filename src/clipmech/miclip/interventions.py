@@ -8,15 +8,20 @@ layers before it run once per image, and copy k gets the k-th edit (:func:`neuro
 :func:`sae_copies`); copy 0 of every pass may be the identity, the "before" of the others.
 
 - neurons (channels of the site): scaling x_i -> beta x_i, adding x_i -> x_i + beta a_i (a_i the unit's
-  typical activation, :func:`clipmech.miclip.units.typical_activation`);
+  typical activation, :func:`clipmech.miclip.units.typical_activation`: its mean patch-token activation
+  averaged over its top 1 % of the images);
 - SAE latents: scaling x -> x + sum_{i in L_c} (beta - 1) f_i(x) d_i, adding x -> x + sum_i beta a_i d_i,
-  f_i(x) the latent's activation on the token and d_i its decoder column, on the tokens the SAE reads.
-  The SAE's reconstruction error is kept (the input is edited, not replaced by its reconstruction), so
-  scaling by 1 and adding 0 change nothing, exactly.
+  f_i(x) the latent's activation on the token, d_i its decoder column and a_i its typical firing value
+  (:func:`clipmech.miclip.units.typical_firing`: the mean of its non-zero patch-token activations on its
+  top 1 % of the images), on the tokens the SAE reads. The SAE's reconstruction error is kept (the input
+  is edited, not replaced by its reconstruction), so scaling by 1 and adding 0 change nothing, exactly.
 
-Accuracy (:func:`concept_accuracy`): on the images that contain concept c, the fraction whose zero-shot
-prediction among the prompts of c's type (:func:`clipmech.models.zeroshot.attribute_prompts`, the target's
-own text tower) is c. Delta Acc = accuracy after - before, in percentage points.
+Accuracy (:func:`concept_accuracy`): on the single-label images of concept c (:func:`single_label_images`:
+every object carries c, so c is the one right answer of its attribute type; positions are distinct
+within a scene, and by default so are shapes and colours, so these are c's single-object scenes), the
+fraction whose zero-shot prediction among the prompts of c's type
+(:func:`clipmech.models.zeroshot.attribute_prompts`, the target's own text tower) is c, as the paper's
+single-label accuracy. Delta Acc = accuracy after - before, in percentage points.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
+from clipmech.data import shapes
 from clipmech.hooks.rows import expand_rows, repeat_rows
 from clipmech.hooks.sites import hooked, resolve
 from clipmech.models import zeroshot
@@ -248,6 +255,21 @@ def predictions(
         image_NE = model.encode_image(pixels_NCHW[start : start + batch_size].to(device))
         parts.append(np.stack([zeroshot.classify(image_NE, texts[task]) for task in zeroshot.ATTRIBUTE_TASKS], axis=1))
     return np.concatenate(parts)
+
+
+def single_label_images(objects: pd.DataFrame, n_images: int) -> np.ndarray:
+    """The images whose label of each concept's attribute type is that concept alone: every object of the
+    image carries the concept (an image without objects has none), bool (N, 16), ``FEATURES`` order.
+
+    Parameters
+    ----------
+    objects : pandas.DataFrame
+        The object table (image_id in 0..N-1, shape, colour, position).
+    n_images : int
+    """
+    counts_NF = shapes.feature_counts(objects, n_images)
+    n_objects_N = np.bincount(objects["image_id"].to_numpy(dtype=np.int64), minlength=n_images)
+    return (counts_NF == n_objects_N[:, None]) & (n_objects_N[:, None] > 0)
 
 
 def concept_accuracy(predicted_N: np.ndarray, concept_index: int) -> float:

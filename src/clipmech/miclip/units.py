@@ -1,19 +1,22 @@
-"""Units of a site, their activations and their MiCLIP embeddings (methods.md Sec. 9; MiCLIP Sec. 3.2).
+"""Units of a site, their activations and their MiCLIP embeddings (methods.md Sec. 9.3; MiCLIP Sec. 3.2).
 
 A unit set is (model, site, kind). Kind ``neurons``: the channels of the site, the last axis of an
 (N, T, D) transformer site, axis 1 of a ResNet stage (N, C, h, w). Kind ``sae``: the latents of a
 top-k SAE (:class:`clipmech.sae.model.TopKSAE`) of the site, on the tokens it reads
 (:func:`clipmech.sae.latents.token_positions`; latents: :func:`clipmech.sae.latents.token_latents`).
 
-A unit's image-level activation is its mean over tokens (ViT: all tokens, class token included) or
-spatial positions (ResNet); an SAE latent's is its activation per token averaged over the SAE's tokens.
-Activation maps (Network Dissection only): ViT patch tokens reshaped to the patch grid (prefix tokens
-dropped), ResNet spatial maps.
+Image-level activation (methods.md Sec. 9.3), one definition wherever MiCLIP reads a unit (encoder
+input, ground truth, baselines, typical activation): a neuron's is its mean over the patch tokens,
+prefix (class) tokens excluded, a ResNet channel's its mean over the feature map's positions
+(:func:`neuron_image_acts`, Algorithm 1's ``mean`` reduction); an SAE latent's is its maximum over the
+patch tokens the SAE reads (:func:`latent_image_acts`). Activation maps (Network Dissection only): ViT
+patch tokens reshaped to the patch grid (prefix tokens dropped), ResNet spatial maps.
 
 Unit embeddings: neuron i, u_i = E_n(a_i e_i); SAE latent i, u_i = E_n(a_i d_i), d_i its unit-norm
-decoder column; a_i is the unit's typical activation (:func:`typical_activation`). Cosine is scale-free
-but not sign-free: a neuron whose typical activation is negative points the other way. A unit whose
-typical activation is 0 has the zero embedding, whose cosine to every concept is defined as 0.
+decoder column; a_i is the unit's typical activation (neurons: :func:`typical_activation`, SAE latents:
+:func:`typical_firing`). Cosine is scale-free but not sign-free: a neuron whose typical activation is
+negative points the other way. A unit whose typical activation is 0 has the zero embedding, whose
+cosine to every concept is defined as 0.
 """
 
 from __future__ import annotations
@@ -22,11 +25,34 @@ import numpy as np
 import torch
 
 from clipmech.hooks.sites import hooked
+from clipmech.sae.streaming import split_images as _split_images
+from clipmech.stores.activation_extraction import reduce_tokens
 
 #: Unit kinds of a unit set.
 KINDS = ("neurons", "sae")
-#: The fraction of images whose mean is a unit's typical activation.
+#: The fraction of images (a unit's top images) that give its typical activation.
 TYPICAL_FRACTION = 0.01
+
+
+def split_images(n_images: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """MiCLIP's train / held-out split of the probed images: the last ``round(holdout * n_images)`` of a
+    permutation drawn by ``numpy.random.default_rng(seed)`` are held out
+    (:func:`clipmech.sae.streaming.split_images`, the SAE's rule).
+
+    Returns
+    -------
+    train, heldout : numpy.ndarray, int64
+        Sorted image indices, disjoint, together every image once.
+
+    Raises
+    ------
+    ValueError
+        If ``holdout`` is outside [0, 1) or leaves no training or no held-out image.
+    """
+    train, heldout = _split_images(n_images, holdout, seed)
+    if heldout.size == 0:
+        raise ValueError(f"holdout {holdout} of {n_images} images holds out no image")
+    return train, heldout
 
 
 def site_activations(
@@ -50,20 +76,43 @@ def site_activations(
     return np.concatenate(parts)
 
 
-def neuron_image_acts(site_acts: np.ndarray) -> np.ndarray:
-    """Image-level neuron activations, float64 (N, D): mean over tokens of (N, T, D), over positions of (N, C, h, w).
+def neuron_image_acts(site_acts: np.ndarray, n_prefix_tokens: int) -> np.ndarray:
+    """Image-level neuron activations (module docstring), float64 (N, D): the mean over the patch tokens of
+    (N, T, D), the first ``n_prefix_tokens`` left out, or over the positions of a ResNet stage (N, C, h, w),
+    computed in float32 by Algorithm 1's ``mean`` reduction
+    (:func:`clipmech.stores.activation_extraction.reduce_tokens`), as the activation store holds it.
 
     Raises
     ------
     ValueError
-        If the array is neither 3-D nor 4-D.
+        If the array is neither 3-D nor 4-D, or a 3-D one has no patch token.
     """
-    site_acts = np.asarray(site_acts)
-    if site_acts.ndim == 3:
-        return site_acts.mean(axis=1, dtype=np.float64)
+    site_acts = np.asarray(site_acts, dtype=np.float32)
     if site_acts.ndim == 4:
-        return site_acts.mean(axis=(2, 3), dtype=np.float64)
-    raise ValueError(f"site activations must be (N, T, D) or (N, C, h, w), got shape {site_acts.shape}")
+        tokens_NTD, n_prefix_tokens = site_acts.reshape(*site_acts.shape[:2], -1).transpose(0, 2, 1), 0
+    elif site_acts.ndim == 3:
+        tokens_NTD = site_acts
+    else:
+        raise ValueError(f"site activations must be (N, T, D) or (N, C, h, w), got shape {site_acts.shape}")
+    if tokens_NTD.shape[1] <= n_prefix_tokens:
+        raise ValueError(f"{tokens_NTD.shape[1]} tokens hold no patch token after {n_prefix_tokens} prefix tokens")
+    mean_N1D = reduce_tokens(torch.from_numpy(np.ascontiguousarray(tokens_NTD))[:, None], "mean", n_prefix_tokens)
+    return mean_N1D[:, 0].numpy().astype(np.float64)
+
+
+def latent_image_acts(latents_NTn: np.ndarray, positions: np.ndarray, n_prefix_tokens: int) -> np.ndarray:
+    """Image-level SAE latent activations (module docstring), float64 (N, n): the maximum over the patch
+    tokens among the SAE's ``positions`` of :func:`clipmech.sae.latents.token_latents` output (N, T', n).
+
+    Raises
+    ------
+    ValueError
+        If the SAE reads no patch token (``tokens: class``).
+    """
+    patch = np.asarray(positions) >= n_prefix_tokens
+    if not patch.any():
+        raise ValueError("MiCLIP's SAE latents need an SAE that reads the patch tokens (sae.tokens patch or all)")
+    return np.asarray(latents_NTn)[:, patch].max(axis=1).astype(np.float64)
 
 
 def neuron_maps(site_acts: np.ndarray, n_prefix_tokens: int, grid: tuple[int, int]) -> np.ndarray:
@@ -100,13 +149,39 @@ def sae_maps(latents_NTn: np.ndarray, positions: np.ndarray, n_prefix_tokens: in
     return latents.transpose(0, 2, 1).reshape(latents.shape[0], latents.shape[2], *grid)
 
 
-def typical_activation(acts_NU: np.ndarray, fraction: float = TYPICAL_FRACTION) -> np.ndarray:
-    """Each unit's typical activation: its mean over the images where it is in its top ``fraction``
-    (at least 1 image; ties broken towards the lower image index), float64 (U,)."""
-    acts_NU = np.asarray(acts_NU, dtype=np.float64)
+def _top_images(acts_NU: np.ndarray, fraction: float) -> np.ndarray:
+    """Each unit's top ``fraction`` of the images by image-level activation (at least 1; ties broken
+    towards the lower image index), int64 (K, U)."""
     n_top = max(1, int(fraction * acts_NU.shape[0]))
-    order = np.argsort(-acts_NU, axis=0, kind="stable")[:n_top]
-    return np.take_along_axis(acts_NU, order, axis=0).mean(axis=0)
+    return np.argsort(-np.asarray(acts_NU, dtype=np.float64), axis=0, kind="stable")[:n_top]
+
+
+def typical_activation(acts_NU: np.ndarray, fraction: float = TYPICAL_FRACTION) -> np.ndarray:
+    """A neuron's typical activation: the mean of its image-level activation over its top ``fraction`` of
+    the images (at least 1 image; ties broken towards the lower image index), float64 (U,)."""
+    acts_NU = np.asarray(acts_NU, dtype=np.float64)
+    return np.take_along_axis(acts_NU, _top_images(acts_NU, fraction), axis=0).mean(axis=0)
+
+
+def typical_firing(latents_NPn: np.ndarray, acts_Nn: np.ndarray, fraction: float = TYPICAL_FRACTION) -> np.ndarray:
+    """An SAE latent's typical activation, its typical firing value where it fires: the mean of its
+    non-zero activations on the patch tokens of its top ``fraction`` of the images by image-level
+    activation (:func:`latent_image_acts`; at least 1 image, ties to the lower index), float64 (n,); 0
+    for a latent that fires on none of them.
+
+    Parameters
+    ----------
+    latents_NPn : numpy.ndarray, float, (N, P, n)
+        The latents on the patch tokens.
+    acts_Nn : numpy.ndarray, float, (N, n)
+        Image-level latent activations.
+    """
+    top_Kn = _top_images(acts_Nn, fraction)
+    values_KnP = np.asarray(latents_NPn)[top_Kn, :, np.arange(top_Kn.shape[1])[None, :]].astype(np.float64)
+    firing_KnP = values_KnP != 0
+    count_n = firing_KnP.sum(axis=(0, 2))
+    total_n = np.where(firing_KnP, values_KnP, 0.0).sum(axis=(0, 2))
+    return np.divide(total_n, count_n, out=np.zeros_like(total_n), where=count_n > 0)
 
 
 def neuron_embeddings(W_ED: np.ndarray, typical_U: np.ndarray) -> np.ndarray:

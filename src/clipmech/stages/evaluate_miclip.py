@@ -9,7 +9,7 @@ import torch
 from clipmech.data import datasets, tables
 from clipmech.figures import miclip as figures
 from clipmech.miclip import units
-from clipmech.miclip.evaluation import evaluate_unit_set, neuron_set, sae_set
+from clipmech.miclip.evaluation import evaluate_unit_set, heldout_objects, neuron_set, sae_set
 from clipmech.models import loading
 from clipmech.models.loading import ModelSpec
 from clipmech.sae.latents import token_positions
@@ -36,7 +36,8 @@ def evaluate_miclip(
 
     Units: the site's channels (``neurons``) or the latents of the SAE checkpoint ``sae[0]`` (``sae``; the list
     ``sae`` is empty for ``neurons``); their image-level activations, maps and typical activations come from
-    the probe (rule ``probe_miclip``).
+    the probe (rule ``probe_miclip``), on its held-out images (``heldout_images``), which are all this
+    evaluation reads (the encoders trained on the others).
     Network Dissection needs maps of every patch: it is left out for an SAE that does not read them all.
 
     ``evaluation``: ``seeds``, ``tau``, ``interventions`` (form -> betas), ``clip_dissect`` (top_k, a, lam),
@@ -48,7 +49,8 @@ def evaluate_miclip(
     Raises
     ------
     ValueError
-        For an unknown kind, a probe of another dataset, or an SAE of another site or width.
+        For an unknown kind, a probe of another dataset, or an SAE of another site or width or that reads
+        no patch token.
     """
     torch.set_num_threads(threads)
     if kind not in units.KINDS:
@@ -60,7 +62,8 @@ def evaluate_miclip(
         raise ValueError(f"probe {probe} was computed on another dataset than {dataset_dir} (sha256 differs)")
     site = str(probe_data["site"])
     record = torch.load(encoders, weights_only=False)
-    site_acts = probe_data["site_acts"]
+    heldout = probe_data["heldout_images"]
+    site_acts = probe_data["site_acts"][heldout]
     n_prefix, grid = int(probe_data["n_prefix_tokens"]), tuple(int(g) for g in probe_data["grid"])
     clip, preprocess, tokenizer = loading.load(model, torch_device)
     if kind == "neurons":
@@ -79,13 +82,13 @@ def evaluate_miclip(
         unit_set,
         model=clip,
         tokenizer=tokenizer,
-        pixels_NCHW=loading.preprocess_images(data.images, preprocess),
-        objects=data.objects,
-        masks_NHW=data.masks,
+        pixels_NCHW=loading.preprocess_images(data.images[heldout], preprocess),
+        objects=heldout_objects(data.objects, heldout),
+        masks_NHW=data.masks[heldout],
         site=site,
         encoders={key: value.numpy() for key, value in record["W"].items()},
         concept_data=np.load(concepts),
-        reference_images_NE=probe_data["reference_images"],
+        reference_images_NE=probe_data["reference_images"][heldout],
         params=evaluation,
         k_top=k_top,
         device=torch_device,

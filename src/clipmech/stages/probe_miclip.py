@@ -25,28 +25,35 @@ def probe_miclip(
     dataset_dir: str,
     site: str,
     probe: str,
+    holdout: float,
+    seed: int,
     batch_size: int,
     device: str,
     threads: int,
 ) -> None:
-    """What the MiCLIP encoder trains on and its evaluation reads (methods.md Sec. 9), for every image.
+    """What the MiCLIP encoder trains on and its evaluation reads (methods.md Sec. 9), for every image, and
+    the split of the images (:func:`clipmech.miclip.units.split_images`: the last ``holdout`` fraction of a
+    permutation seeded by ``seed`` held out).
 
     Writes ``probe``, an npz with ``site_acts`` (float32: (N, T, D) for a transformer site, (N, C, h, w) for
     a ResNet stage), ``predictions`` (int64 (N, 3): the target's zero-shot class per attribute task, its own
     text tower, :data:`clipmech.models.zeroshot.ATTRIBUTE_TASKS` order), ``reference_images`` (float32
     (N, E): the normalised image embeddings of the ``reference`` CLIP), ``n_prefix_tokens``, ``grid``
-    (rows, cols), ``site`` and ``dataset_sha256``.
+    (rows, cols), ``site``, ``dataset_sha256``, and the split: ``train_images`` and ``heldout_images``
+    (int64, sorted, disjoint; the encoders train on the first, everything else reads the second).
 
     Raises
     ------
     ValueError
-        If the dataset has no object table (MiCLIP needs a Shapes dataset) or the site is unknown.
+        If the dataset has no object table (MiCLIP needs a Shapes dataset), the site is unknown, or the
+        split leaves no training or no held-out image.
     """
     torch.set_num_threads(threads)
     torch_device = loading.resolve_device(device)
     data = datasets.load(dataset_dir)
     if data.objects is None:
         raise ValueError(f"MiCLIP needs a Shapes dataset with an object table; {dataset_dir} has none")
+    train_images, heldout_images = units.split_images(data.n_images, holdout, seed)
     clip, preprocess, tokenizer = loading.load(model, torch_device)
     pixels = loading.preprocess_images(data.images, preprocess)
     site_acts = units.site_activations(clip, pixels, site, batch_size=batch_size, device=torch_device)
@@ -74,12 +81,16 @@ def probe_miclip(
         grid=np.asarray(info.grid, dtype=np.int64),
         site=np.array(site),
         dataset_sha256=np.array(data.spec["sha256"]),
+        train_images=train_images,
+        heldout_images=heldout_images,
     )
     log.info(
-        "%s at %s: site activations %s on %d images; reference %s",
+        "%s at %s: site activations %s on %d images (%d training, %d held out); reference %s",
         model.name,
         site,
         site_acts.shape,
         data.n_images,
+        train_images.size,
+        heldout_images.size,
         reference.name,
     )

@@ -32,28 +32,47 @@ def concept_targets(predictions_NK: np.ndarray, concept_CE: np.ndarray) -> np.nd
 
 
 def train_miclip(*, probe: str, concepts: str, out: dict, train: dict, label: str, threads: int) -> None:
-    """Train one linear encoder per loss variant x seed on the image-level site activations (methods.md Sec. 9;
+    """Train one linear encoder per loss variant x seed on the image-level site activations of the probe's
+    training images, with the loss on its held-out images beside (methods.md Secs. 9.1, 9.2;
     :func:`clipmech.miclip.encoder.train_all`).
 
     ``train``: ``losses``, ``seeds``, ``steps``, ``batch_size``, ``lr``, ``temperature``. Writes
     ``out["encoders"]`` (``torch.save`` of ``{"W": {"<loss>/<seed>": float32 (E, D)}, "losses", "seeds",
-    "site", "params", "dataset_sha256"}``), ``out["log"]`` (``loss, seed, step, value``) and ``out["figure"]``.
+    "site", "params", "dataset_sha256"}``), ``out["log"]`` (``loss, seed, step, train, heldout``: the
+    step's training-batch loss and the held-out loss, both before its update) and ``out["figure"]``.
     """
     torch.set_num_threads(threads)
     probe_data = np.load(probe)
     concept_data = np.load(concepts)
-    acts_ND = units.neuron_image_acts(probe_data["site_acts"])
+    acts_ND = units.neuron_image_acts(probe_data["site_acts"], int(probe_data["n_prefix_tokens"]))
     targets = concept_targets(probe_data["predictions"], concept_data["concept_embeddings"])
+    train_images, heldout_images = probe_data["train_images"], probe_data["heldout_images"]
     encoders, curves = encoder.train_all(
-        acts_ND, probe_data["reference_images"], targets, losses=train["losses"], seeds=train["seeds"], params=train
+        *(
+            (acts_ND[images], probe_data["reference_images"][images], targets[images])
+            for images in (train_images, heldout_images)
+        ),
+        losses=train["losses"],
+        seeds=train["seeds"],
+        params=train,
     )
     rows = [
-        pd.DataFrame({"loss": loss, "seed": seed, "step": np.arange(1, len(curve) + 1), "value": curve})
-        for (loss, seed), curve in curves.items()
+        pd.DataFrame(
+            {"loss": loss, "seed": seed, "step": np.arange(1, len(curve) + 1), "train": curve, "heldout": heldout}
+        )
+        for (loss, seed), (curve, heldout) in curves.items()
     ]
     log_table = pd.concat(rows, ignore_index=True)
-    for (loss, seed), curve in curves.items():
-        log.info("%s seed %d: loss %.4f -> %.4f", loss, seed, curve[0], curve[-1])
+    for (loss, seed), (curve, heldout) in curves.items():
+        log.info(
+            "%s seed %d: training loss %.4f -> %.4f, held-out loss %.4f -> %.4f",
+            loss,
+            seed,
+            curve[0],
+            curve[-1],
+            heldout[0],
+            heldout[-1],
+        )
     Path(out["encoders"]).parent.mkdir(parents=True, exist_ok=True)
     torch.save(
         {

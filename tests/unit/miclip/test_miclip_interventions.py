@@ -69,8 +69,17 @@ def test_a_planted_unit_is_ranked_first_and_steers_its_concept(vit, site):
     acts[:, planted] += 2.0 * present
     concept_dir = np.eye(e)[0]
     images = 0.3 * rng.standard_normal((n, e)) + np.outer(present, concept_dir)
-    W, _ = encoder.train_encoder(
-        acts, images, images[:, None], loss="input", seed=0, steps=300, batch_size=64, lr=0.02, temperature=0.1
+    W, _, _ = encoder.train_encoder(
+        acts[:150],
+        images[:150],
+        images[:150, None],
+        (acts[150:], images[150:], images[150:, None]),
+        loss="input",
+        seed=0,
+        steps=300,
+        batch_size=64,
+        lr=0.02,
+        temperature=0.1,
     )
     typical = units.typical_activation(acts)
     scores = units.cosine(units.neuron_embeddings(W, typical), concept_dir[None])
@@ -158,7 +167,7 @@ def test_intervention_table_shares_copies_and_each_row_is_its_own_pass(vit):
     }
     typical = np.linspace(0.5, 2.0, 64)
     forms = {"scale": [2.0, 0.0], "add": [1.0]}
-    kwargs = dict(model=vit, pixels_NCHW=pixels, present_NF=present, texts=texts, sets=sets, site=SITE, forms=forms)
+    kwargs = dict(model=vit, pixels_NCHW=pixels, images_NF=present, texts=texts, sets=sets, site=SITE, forms=forms)
 
     def make_edit(copies):
         return interventions.neuron_copies(copies, typical, -1)
@@ -183,3 +192,95 @@ def test_intervention_table_shares_copies_and_each_row_is_its_own_pass(vit):
             vit, pixels[images], texts, site=SITE, edit=make_edit([copy_]), n_copies=1, batch_size=4, device="cpu"
         )
         assert interventions.concept_accuracy(alone[:, 0, task], target) == accuracy
+
+
+def test_single_label_images_are_those_whose_objects_all_carry_the_concept():
+    objects = pd.DataFrame(
+        {"image_id": [0, 1, 1, 3], "shape": ["circle", "circle", "square", "circle"],
+         "colour": ["red", "red", "red", "blue"], "position": ["center", "top-left", "center", "center"]}
+    )  # fmt: skip
+    single = interventions.single_label_images(objects, 4)
+    column = {name: single[:, shapes.FEATURES.index(name)].tolist() for name in ("circle", "red", "center", "blue")}
+    assert column == {
+        "circle": [True, False, False, True],  # image 1 also holds a square
+        "red": [True, True, False, False],  # both objects of image 1 are red
+        "center": [True, False, False, True],
+        "blue": [False, False, False, True],
+    }
+    assert not single[2].any()  # no objects: no label
+
+
+def test_delta_acc_of_a_planted_neuron_is_measured_on_single_object_images(vit, monkeypatch):
+    """A zero-shot head reads one channel of the class token; MiCLIP's encoder maps that channel to the
+    circle. The evaluation localises it for the circle and measures its Delta Acc on the circle's
+    single-object images only (3 of the 7 images with a circle), where adding to it makes every
+    prediction right and subtracting every prediction wrong."""
+    model = copy.deepcopy(vit)
+    with torch.no_grad():
+        model.visual.proj.copy_(torch.eye(64, dtype=torch.float64))
+        model.visual.ln_post.weight.fill_(1.0)
+        model.visual.ln_post.bias.zero_()
+    pixels = _pixels(8, seed=5)
+    site_acts = units.site_activations(model, pixels, SITE, batch_size=8, device="cpu")
+    typical = units.typical_activation(units.neuron_image_acts(site_acts, 1))
+    planted = int(np.argmax(typical))  # a positive typical activation: adding raises the channel
+    heads = {}
+    for task in zeroshot.ATTRIBUTE_TASKS:
+        head = torch.zeros(len(zeroshot.attribute_prompts(task)[0]), 64, dtype=torch.float64)
+        head[0, planted], head[1, planted] = 1.0, -1.0  # class 0 (circle, ...) when the channel is positive
+        heads[task] = head
+    monkeypatch.setattr(evaluation, "attribute_prompt_embeddings", lambda *args: heads)
+    # images 0, 1, 3: one circle; 2: one square; 4-7: a circle and a square
+    objects = pd.DataFrame(
+        {"image_id": [0, 1, 2, 3, 4, 4, 5, 5, 6, 6, 7, 7],
+         "object_id": [1, 1, 1, 1, 1, 2, 1, 2, 1, 2, 1, 2],
+         "shape": ["circle", "circle", "square", "circle"] + ["circle", "square"] * 4,
+         "colour": ["red", "blue", "red", "green"] + ["red", "blue"] * 4,
+         "position": ["center", "top-left", "center", "top-right"] + ["center", "top-left"] * 4}
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    e = 6
+    concept_CE = _unit_rows(rng.standard_normal((len(shapes.FEATURES), e)))
+    W = 0.01 * rng.standard_normal((e, 64))
+    W[:, planted] = concept_CE[shapes.FEATURES.index("circle")]
+    results = evaluation.evaluate_unit_set(
+        evaluation.neuron_set(site_acts, 1, (8, 8)),
+        model=model,
+        tokenizer=None,
+        pixels_NCHW=pixels,
+        objects=objects,
+        masks_NHW=np.zeros((8, 64, 64), dtype=np.uint8),
+        site=SITE,
+        encoders={f"{loss}/0": W for loss in ("both", "input", "output")},
+        concept_data={
+            "words": np.array(["w0", "w1"]),
+            "concept_embeddings": concept_CE,
+            "word_embeddings": _unit_rows(rng.standard_normal((2, e))),
+        },
+        reference_images_NE=_unit_rows(rng.standard_normal((8, e))),
+        params={
+            "seeds": [0],
+            "tau": 1,
+            "interventions": {"add": [50.0, -50.0]},
+            "clip_dissect": {"top_k": 3, "a": 10.0, "lam": 1.0},
+            "netdissect": {"quantile": 0.25, "resolution": 8},
+            "batch_size": 16,
+        },
+        k_top=2,
+        device="cpu",
+    )
+    located = results["localisation"].set_index(["method", "concept"])
+    assert located.loc[("miclip", "circle"), "unit"] == planted
+    rows = results["interventions"]
+    circle = rows[(rows["method"] == "miclip") & (rows["concept"] == "circle")].set_index("beta")
+    assert (circle["n_images"] == 3).all()  # images 0, 1, 3; not the 4 two-object scenes
+    assert circle.loc[50.0, "accuracy_after"] == 1.0 and circle.loc[-50.0, "accuracy_after"] == 0.0
+    before = interventions.predictions(model, pixels[[0, 1, 3]], heads, batch_size=8, device="cpu")
+    assert circle["accuracy_before"].iloc[0] == interventions.concept_accuracy(before[:, 1], 0)  # shape task
+    counts = rows.drop_duplicates("concept").set_index("concept")["n_images"].to_dict()
+    assert counts == {"circle": 3, "square": 1, "red": 2, "blue": 1, "green": 1, "top-left": 1, "top-right": 1,
+                      "center": 2}  # fmt: skip
+
+
+def _unit_rows(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)

@@ -1,0 +1,65 @@
+"""MiCLIP's image-level activations, typical activations and train / held-out split (clipmech.miclip.units)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from clipmech.miclip import evaluation, units
+from clipmech.stores.activation_extraction import reduce_tokens
+
+
+def test_a_neurons_image_level_activation_is_its_mean_over_the_patch_tokens():
+    rng = np.random.default_rng(0)
+    site_acts = rng.standard_normal((3, 5, 4)).astype(np.float32)
+    site_acts[:, 0] = 100.0  # the class token is left out
+    acts = units.neuron_image_acts(site_acts, 1)
+    assert acts.dtype == np.float64
+    np.testing.assert_allclose(acts, site_acts[:, 1:].mean(axis=1), rtol=1e-6)
+    stored = reduce_tokens(torch.from_numpy(site_acts)[:, None], "mean", 1)[:, 0].numpy()
+    assert np.array_equal(acts, stored.astype(np.float64))  # Algorithm 1's mean, as the store holds it
+    resnet = rng.standard_normal((3, 4, 2, 2)).astype(np.float32)  # (N, C, h, w): every position
+    np.testing.assert_allclose(units.neuron_image_acts(resnet, 0), resnet.mean(axis=(2, 3)), rtol=1e-6)
+    with pytest.raises(ValueError, match="no patch token"):
+        units.neuron_image_acts(site_acts[:, :1], 1)
+
+
+def test_a_latents_image_level_activation_is_its_max_over_the_patch_tokens():
+    latents = np.zeros((2, 3, 2), dtype=np.float32)  # tokens at positions 0 (class), 1, 2
+    latents[:, 0, 0] = 9.0
+    latents[0, 1, 0], latents[0, 2, 0], latents[1, 2, 1] = 2.0, 3.0, 1.5
+    acts = units.latent_image_acts(latents, np.array([0, 1, 2]), 1)
+    np.testing.assert_array_equal(acts, [[3.0, 0.0], [0.0, 1.5]])
+    with pytest.raises(ValueError, match="patch tokens"):
+        units.latent_image_acts(latents[:, :1], np.array([0]), 1)
+
+
+def test_a_latents_typical_activation_is_its_mean_nonzero_firing_on_its_top_images():
+    # 100 images, so the top 1 % is one image; latent 0 fires on 2 of 3 patches of its top image
+    latents = np.zeros((100, 3, 3))
+    latents[7, :, 0] = [4.0, 0.0, 2.0]
+    latents[3, :, 0] = [1.0, 1.0, 1.0]  # not a top image of latent 0
+    latents[5, :, 1] = [0.0, 0.5, 0.0]
+    acts = latents.max(axis=1)
+    np.testing.assert_array_equal(units.typical_firing(latents, acts), [3.0, 0.5, 0.0])  # latent 2 never fires
+    assert units.typical_activation(acts)[0] == 4.0  # a neuron's: the mean image-level activation instead
+
+
+def test_the_split_is_disjoint_complete_and_seeded():
+    train, heldout = units.split_images(40, 0.5, seed=0)
+    assert train.size == heldout.size == 20 and not np.intersect1d(train, heldout).size
+    assert np.array_equal(np.union1d(train, heldout), np.arange(40))
+    assert np.array_equal(train, np.sort(train)) and np.array_equal(heldout, np.sort(heldout))
+    again = units.split_images(40, 0.5, seed=0)
+    assert np.array_equal(again[0], train) and np.array_equal(again[1], heldout)
+    assert not np.array_equal(units.split_images(40, 0.5, seed=1)[1], heldout)
+    with pytest.raises(ValueError, match="holds out no image"):
+        units.split_images(3, 0.1, seed=0)
+
+
+def test_heldout_objects_are_renumbered_to_their_images_positions():
+    objects = pd.DataFrame({"image_id": [0, 1, 1, 4, 6], "shape": ["circle", "square", "circle", "triangle", "square"]})
+    kept = evaluation.heldout_objects(objects, np.array([1, 4]))
+    assert kept["image_id"].tolist() == [0, 0, 1] and kept["shape"].tolist() == ["square", "circle", "triangle"]
