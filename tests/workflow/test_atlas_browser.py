@@ -253,6 +253,7 @@ def test_miclip_results_show_on_the_pages_of_their_units(tiny_run, visit, tmp_pa
     )
     (folder / "localisation.tsv").write_text(
         f"concept\tmethod\tseed\trank\tunit\tscore\ncircle\tmiclip\t0\t1\t{unit}\t0.9\n"
+        f"circle\tmiclip\t1\t1\t{unit + 1}\t0.8\n"  # seed 1 chose another unit: its Delta Acc is not this one's
     )
     vit = "results/{}/tiny-vit"
     out = tmp_path / "atlas"
@@ -277,6 +278,7 @@ def test_miclip_results_show_on_the_pages_of_their_units(tiny_run, visit, tmp_pa
             "k": 5,
             "reduction": "mean",
         },
+        sources={"sae": "tiny-shapes", "patching": None, "miclip": "tiny-shapes"},
         sae_sites=[],
         miclip_units=[{"site": MICLIP_SITE.format(layer=layer), "kind": "neurons"}],
     )
@@ -285,5 +287,5 @@ def test_miclip_results_show_on_the_pages_of_their_units(tiny_run, visit, tmp_pa
     descriptions = page.locator("section.table", has_text="MiCLIP descriptions").locator("tbody tr")
     assert descriptions.all_text_contents() == ["shapes1circle0.61", "words1sun0.42"]
     localised = page.locator("section.table", has_text="MiCLIP localisation").locator("tbody tr").all_text_contents()
-    assert localised == ["circlemiclip10.9scale 0: -0.188 +- 0.088 (n=2)"]
+    assert localised == ["circlemiclip1 of 2 seeds010.98scale 0: -0.250"]
     assert v.problems == []

@@ -29,6 +29,12 @@ rule build_atlas:
             "k": CONFIG.atlas.k,
             "reduction": CONFIG.selectivity.reduction,
         },
+        # The datasets of the analyses whose tables the pages show, named on those tables.
+        sources={
+            "sae": PLAN.sae_dataset,
+            "patching": (CONFIG.patching.datasets or [None])[0],
+            "miclip": CONFIG.miclip.dataset,
+        },
         sae_sites=atlas_sae_sites,
         miclip_units=atlas_miclip_units,
         code=script_code("build_atlas.py"),

@@ -182,6 +182,9 @@ def atlas_inputs(wildcards):
         inputs["sae_latents"] = [
             f"results/sae/{model}/{site}/latents.tsv" for site in sites
         ]
+        inputs["sae_metrics"] = [
+            f"results/sae/{model}/{site}/metrics.json" for site in sites
+        ]
     units = atlas_miclip_units(wildcards)
     for name in ("descriptions", "interventions", "localisation") if units else ():
         inputs[f"miclip_{name}"] = [

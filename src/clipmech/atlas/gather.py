@@ -1,11 +1,12 @@
 """What an atlas page shows, computed from arrays and tables (methods.md Sec. 10): pure functions.
 
-Every unit's image-level activation is one column of an (N, U) array: the selectivity reduction of a
-ViT MLP output channel (methods.md Sec. 2), token 0 of a CLIP-ResNet attention-pool neuron (the mean of
-its spatial activations), the scalar s_{n,h} of a neuron-head pair (Sec. 5), the maximum over tokens of
-an SAE latent (Sec. 7, as the SAE's concept alignment reads it). From these: the top images, the
-Algorithm 1 affinities and entropy over them, and the activation histogram; a dead unit (the same
-activation on every image, :mod:`clipmech.analyses.dead`) gets no page.
+Every unit's image-level activation is one column of an (N, U) array (:data:`ACTIVATIONS`): a neuron's is
+its mean over the patch tokens (:data:`NEURON_REDUCTION` of :func:`clipmech.stores.activation_extraction.reduce_tokens`:
+a ViT MLP output channel, methods.md Sec. 2, and a CLIP-ResNet attention-pool neuron over its feature map's
+positions), a neuron-head pair's the scalar s_{n,h} (Sec. 5), an SAE latent's its maximum over the patch
+tokens (:func:`clipmech.sae.latents.image_activations`, as the SAE's concept alignment reads it, Sec. 7.4).
+From these: the top images, the Algorithm 1 affinities and entropy over them, and the activation
+histogram; a dead unit (the same activation on every image, :mod:`clipmech.analyses.dead`) gets no page.
 """
 
 from __future__ import annotations
@@ -18,6 +19,18 @@ from clipmech.analyses import selectivity
 
 #: Unit kinds of the atlas, in index order, with their page folders (``units/<kind>/...``).
 KINDS = ("mlp", "neuron", "pair", "sae")
+#: The token reduction that is a neuron's image-level activation: the mean over the patch tokens (class and
+#: other prefix tokens excluded; a CLIP-ResNet channel: over the feature map's positions), methods.md Sec. 10.
+NEURON_REDUCTION = "mean"
+#: What each kind's image-level activation is, as its pages name it (methods.md Sec. 10).
+ACTIVATIONS = {
+    "mlp": "mean over the patch tokens, the class token excluded (methods.md Sec. 2)",
+    "neuron": "mean over the feature map's positions (methods.md Sec. 5)",
+    "pair": "s_(n,h) = sum over the tokens t of alpha_(h,t) x_t[n] (methods.md Sec. 5)",
+    "sae": "max over the patch tokens, the class token excluded (methods.md Sec. 7.4)",
+}
+#: An SAE latent's image-level activation when its SAE reads the class token only.
+SAE_CLASS_ACTIVATION = "the class token's value: the SAE reads no patch token (methods.md Sec. 7.4)"
 
 _RESID_SITE = re.compile(r"visual\.blocks\.(\d+)\.(hook_resid_pre|hook_resid_mid|hook_resid_post)")
 

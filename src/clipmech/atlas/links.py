@@ -2,13 +2,15 @@
 
 On the pages of :class:`clipmech.atlas.units.Pages`: an SAE latent links the residual dims it reads most and
 the ViT MLP units that write them, and those MLP units link back to the latent; a CLIP-ResNet neuron links
-its neuron-head pairs and each pair its neuron; the concept AUROCs and causal effects of the patching
-analyses (methods.md Sec. 8) and the MiCLIP descriptions, localisation and interventions (Sec. 9) become
-tables of the pages they concern. A unit without a page is named, not linked.
+its neuron-head pairs and each pair its neuron; the SAE evaluation (methods.md Sec. 7.4), the concept AUROCs
+and causal effects of the patching analyses (Sec. 8) and the MiCLIP descriptions, localisation and
+interventions (Sec. 9) become tables of the pages they concern, each titled with the dataset and images it
+was measured on. A unit without a page is named, not linked.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pandas as pd
@@ -61,14 +63,28 @@ def sae_reads(pages: Pages, saes: list[tuple], mlp: list[UnitPage]) -> None:
         )
 
 
-def neuron_pairs(pages: Pages, neurons: list[UnitPage], pairs: list[UnitPage], pair_table: pd.DataFrame) -> None:
+def sae_alignment(pages: Pages, latents: list[UnitPage], latents_tsv: str, metrics_json: str, dataset: str) -> None:
+    """On each SAE latent's page its evaluation on ``dataset`` (:func:`clipmech.atlas.sections.sae_alignment`;
+    ``evaluate_sae``'s ``latents.tsv`` and ``metrics.json``), and its firing frequency as its index note."""
+    table = pd.read_csv(latents_tsv, sep="\t").set_index("latent")
+    with open(metrics_json) as f:
+        metrics = json.load(f)
+    for i, unit in enumerate(latents):
+        if i in table.index:
+            unit.note = f"frequency {table.loc[i, 'frequency']:.2g}"
+            pages.attach(unit.kind, unit.key, sections.sae_alignment(table, metrics, i, dataset))
+
+
+def neuron_pairs(
+    pages: Pages, neurons: list[UnitPage], pairs: list[UnitPage], pair_table: pd.DataFrame, dataset: str
+) -> None:
     """On each CLIP-ResNet neuron page its neuron-head pairs by rank (``pair_table``: the table of
-    :func:`clipmech.atlas.units.resnet_units`), on each pair page its neuron."""
+    :func:`clipmech.atlas.units.resnet_units`, on the images ``dataset`` names), on each pair page its neuron."""
     for neuron in neurons:
         rows = pair_table[pair_table["neuron"] == int(neuron.key)].sort_values("rank")
         neuron.tables.append(
             sections.links(
-                "Its neuron-head pairs (methods.md Sec. 5), by mean contribution norm",
+                f"Its neuron-head pairs (methods.md Sec. 5), by mean contribution norm on {dataset}",
                 ("pair", "head", "rank", "mean norm", "OMP words"),
                 [
                     (
@@ -93,28 +109,32 @@ def patching(
     pairs: list[UnitPage],
     auroc: pd.DataFrame | None,
     recovery: pd.DataFrame | None,
+    dataset: str | None,
 ) -> None:
     """The concept AUROCs of the CLIP-ResNet neurons and the causal effects of its neurons and heads
-    (``concept_auroc``'s and ``patch_components``' tables; None where they did not run)."""
+    (``concept_auroc``'s and ``patch_components``' tables on the minimal-pairs dataset ``dataset``; None where
+    they did not run). A pair page shows its head's effects, titled as the whole head's."""
     for neuron in neurons:
         c = int(neuron.key)
         if auroc is not None:
             pages.attach(
                 "neuron",
                 neuron.key,
-                sections.concept_auroc(auroc, {RESNET_NEURON_SITE: "last stage", POOL_SITE: "pool input"}, c),
+                sections.concept_auroc(auroc, {RESNET_NEURON_SITE: "last stage", POOL_SITE: "pool input"}, c, dataset),
             )
         if recovery is not None:
-            pages.attach("neuron", neuron.key, sections.recovery(recovery, "pool_neuron", unit=c))
+            pages.attach("neuron", neuron.key, sections.recovery(recovery, "pool_neuron", dataset, unit=c))
     if recovery is not None:
         for pair in pairs:
-            pages.attach("pair", pair.key, sections.recovery(recovery, "pool_head", head=int(pair.key.split("-")[1])))
+            head = int(pair.key.split("-")[1])
+            pages.attach("pair", pair.key, sections.recovery(recovery, "pool_head", dataset, head=head, pair=pair.key))
 
 
-def miclip(pages: Pages, miclip_units: list[dict], sae_sites: list[str], inputs: dict) -> None:
-    """MiCLIP descriptions, localisation and interventions of the unit sets it was run on (``miclip_units``:
-    ``{site, kind}``, aligned with ``inputs``' lists ``miclip_descriptions``, ``miclip_interventions``,
-    ``miclip_localisation``), on the pages of their units."""
+def miclip(pages: Pages, miclip_units: list[dict], sae_sites: list[str], inputs: dict, dataset: str) -> None:
+    """MiCLIP descriptions, localisation and interventions (on ``dataset``) of the unit sets it was run on
+    (``miclip_units``: ``{site, kind}``, aligned with ``inputs``' lists ``miclip_descriptions``,
+    ``miclip_interventions``, ``miclip_localisation``), on the pages of their units: the localisation per
+    seed that selected the unit (:func:`clipmech.atlas.sections.miclip_localisation`)."""
     for entry, descriptions, interventions, localisation in zip(
         miclip_units,
         inputs.get("miclip_descriptions", []),
@@ -131,5 +151,5 @@ def miclip(pages: Pages, miclip_units: list[dict], sae_sites: list[str], inputs:
             key = pattern.format(unit=int(unit))
             if not pages.has_page(kind, key):
                 continue
-            pages.attach(kind, key, sections.miclip_descriptions(descriptions, int(unit)))
-            pages.attach(kind, key, sections.miclip_localisation(localisation, interventions, int(unit)))
+            pages.attach(kind, key, sections.miclip_descriptions(descriptions, int(unit), dataset))
+            pages.attach(kind, key, sections.miclip_localisation(localisation, interventions, int(unit), dataset))

@@ -83,6 +83,8 @@ class UnitPage:
     images_K : numpy.ndarray, int, (K,)
         Top images, by descending activation.
     acts_K : numpy.ndarray, float, (K,)
+    activation : str
+        What the unit's image-level activation is (:data:`clipmech.atlas.gather.ACTIVATIONS`), named on its page.
     maps_K : numpy.ndarray, uint8, (K, rows * cols), or None
         Patch heatmaps on the top images, 0..255 between the unit's lowest and highest patch (:func:`clipmech.atlas.gather.quantise_maps`).
     grid : tuple of int or None
@@ -108,6 +110,7 @@ class UnitPage:
     hist_edges_B: np.ndarray
     images_K: np.ndarray
     acts_K: np.ndarray
+    activation: str
     maps_K: np.ndarray | None = None
     grid: tuple[int, int] | None = None
     facts: list[tuple[str, str]] = field(default_factory=list)
@@ -238,8 +241,9 @@ def affinity_html(affinity_F: np.ndarray) -> str:
     return f'<table class="affinity"><tbody>\n{rows}\n</tbody></table>'
 
 
-def unit_page_html(unit: UnitPage, model: str) -> str:
-    """The HTML of one unit's page (written at ``units/<kind>/<key>.html``)."""
+def unit_page_html(unit: UnitPage, model: str, dataset: str) -> str:
+    """The HTML of one unit's page (written at ``units/<kind>/<key>.html``); ``dataset`` names the dataset and
+    split of its images (top images, histogram, affinities), e.g. ``shapes: all 500 images``."""
     root = "../../"
     facts = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in unit.facts)
     figures = []
@@ -259,13 +263,15 @@ def unit_page_html(unit: UnitPage, model: str) -> str:
     highest = float(unit.acts_K[0])
     body = f"""<h1>{escape(unit.title)}</h1>
 <dl class="facts"><dt>entropy (nats)</dt><dd>{escape(number(unit.entropy))}</dd>
-<dt>{escape(activation_label(highest))}</dt><dd>{escape(number(highest))}</dd>{facts}</dl>
-<section><h2>Top-activating images</h2>{toggle}
+<dt>{escape(activation_label(highest))}</dt><dd>{escape(number(highest))}</dd>
+<dt>image-level activation</dt><dd>{escape(unit.activation)}</dd>
+<dt>images</dt><dd>{escape(dataset)}</dd>{facts}</dl>
+<section><h2>Top-activating images ({escape(dataset)})</h2>{toggle}
 <div class="tops">{"".join(figures)}</div>{maps}</section>
 <div class="columns">
-<section><h2>Activation histogram</h2>{histogram_svg(unit.hist_counts_B, unit.hist_edges_B, unit.acts_K)}
+<section><h2>Activation histogram ({escape(dataset)})</h2>{histogram_svg(unit.hist_counts_B, unit.hist_edges_B, unit.acts_K)}
 <p class="caption">{int(unit.hist_counts_B.sum())} images; ticks: the top images.</p></section>
-<section><h2>Feature affinities (Algorithm 1)</h2>{affinity_html(unit.affinity_F)}</section>
+<section><h2>Feature affinities (Algorithm 1 over the top images; {escape(dataset)})</h2>{affinity_html(unit.affinity_F)}</section>
 </div>
 {"".join(table_html(t, root) for t in unit.tables)}"""
     return _PAGE.substitute(

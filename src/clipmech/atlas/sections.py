@@ -23,9 +23,11 @@ def _interval(value, low, high) -> str:
     return " ".join(parts)
 
 
-def concept_auroc(auroc: pd.DataFrame, sites: dict[str, str], unit: int) -> Table | None:
-    """The unit's concept AUROCs (``patching/.../auroc.tsv``, methods.md Sec. 8) at the given sites, one column
-    per site, concepts by descending AUROC at the first site.
+def concept_auroc(auroc: pd.DataFrame, sites: dict[str, str], unit: int, dataset: str) -> Table | None:
+    """The unit's concept AUROCs (``patching/.../auroc.tsv``, methods.md Sec. 8.5) on the patching dataset
+    ``dataset`` (its images counted from the table's ``n_pos + n_neg``) at the given sites, one column per
+    site, concepts by descending AUROC at the first site. The title names the dataset and that this analysis
+    reads a unit as its maximum over positions, not as the page's image-level activation.
 
     ``sites``: {site name in the table: column header}.
     """
@@ -35,16 +37,28 @@ def concept_auroc(auroc: pd.DataFrame, sites: dict[str, str], unit: int) -> Tabl
     wide = rows.pivot_table(index="concept", columns="site", values="auroc", aggfunc="first")
     present = [s for s in sites if s in wide.columns]
     wide = wide[present].sort_values(present[0], ascending=False, kind="stable")
+    n_images = int(rows["n_pos"].iloc[0] + rows["n_neg"].iloc[0])
     return Table(
-        title="Concept AUROC (images with vs without the concept)",
+        title=f"Concept AUROC on {dataset} (all {n_images} images; images with vs without the concept; "
+        "the unit read as its max over positions, methods.md Sec. 8.5)",
         columns=("concept", *(sites[s] for s in present)),
         rows=tuple((concept, *(float(v) for v in values)) for concept, values in zip(wide.index, wide.to_numpy())),
     )
 
 
-def recovery(table: pd.DataFrame, family: str, *, unit: int | None = None, head: int | None = None) -> Table | None:
-    """Patching effects (``patching/.../recovery.tsv``, methods.md Sec. 8) of one component: the rows of
-    ``family`` with that ``unit`` (a channel) or ``head``."""
+def recovery(
+    table: pd.DataFrame,
+    family: str,
+    dataset: str,
+    *,
+    unit: int | None = None,
+    head: int | None = None,
+    pair: str | None = None,
+) -> Table | None:
+    """Patching effects (``patching/.../recovery.tsv``, methods.md Sec. 8) on the minimal pairs of ``dataset``
+    of one component: the rows of ``family`` with that ``unit`` (a channel) or ``head``. With ``pair`` (a
+    neuron-head pair's key) the title says that the effects are the whole head's: patching has no
+    pair-level component."""
     rows = table[table["family"] == family]
     if unit is not None:
         rows = rows[rows["unit"] == unit]
@@ -53,8 +67,11 @@ def recovery(table: pd.DataFrame, family: str, *, unit: int | None = None, head:
     if rows.empty:
         return None
     what = f"head {head}" if head is not None else f"channel {unit}"
+    if pair is not None:
+        what += f", the whole head: all its neurons at once, not pair {pair} alone (no pair-level patching)"
     return Table(
-        title=f"Patching effects of {family} {what}: recovery R and Delta logit [95 % CI]",
+        title=f"Patching effects of {family} {what}, on the minimal pairs of {dataset} (pairs: per row): "
+        "recovery R and Delta logit [95 % CI]",
         columns=("corruption", "direction", "pairs", "R", "Delta logit"),
         rows=tuple(
             (
@@ -65,6 +82,28 @@ def recovery(table: pd.DataFrame, family: str, *, unit: int | None = None, head:
                 _interval(r.delta_logit, r.delta_logit_low, r.delta_logit_high),
             )
             for r in rows.itertuples(index=False)
+        ),
+    )
+
+
+def sae_alignment(latents: pd.DataFrame, metrics: dict, latent: int, dataset: str) -> Table | None:
+    """An SAE latent's evaluation (methods.md Sec. 7.4): its firing frequency on the held-out tokens and its top
+    concept's image AUROC and AP on the alignment's images, from ``evaluate_sae``'s per-latent table
+    (``latents.tsv``, indexed by ``latent``) and its ``metrics.json`` (``split``, ``n_holdout_images``,
+    ``n_split_images``), on ``dataset``; None when the table has no row of the latent."""
+    if latent not in latents.index:
+        return None
+    r = latents.loc[latent]
+    n_images = metrics["n_split_images"]
+    images = f"its {n_images} held-out images" if metrics["split"] == "holdout" else f"all {n_images} images"
+    return Table(
+        title=f"SAE concept alignment on {dataset} ({images}; methods.md Sec. 7.4)",
+        columns=("measure", "value"),
+        rows=(
+            (f"firing frequency (tokens of the {metrics['n_holdout_images']} held-out images)", float(r["frequency"])),
+            ("top concept (highest image AUROC)", r["top_concept"] if isinstance(r["top_concept"], str) else ""),
+            ("image AUROC", float(r["auroc_image"])),
+            ("AP", float(r["ap"])),
         ),
     )
 
@@ -84,8 +123,9 @@ def omp_words(words: str) -> Table | None:
     )
 
 
-def miclip_descriptions(descriptions: pd.DataFrame, unit: int) -> Table | None:
-    """MiCLIP's descriptions of a unit (methods.md Sec. 9, Eq. 4): method ``miclip``, seed 0, both vocabularies."""
+def miclip_descriptions(descriptions: pd.DataFrame, unit: int, dataset: str) -> Table | None:
+    """MiCLIP's descriptions of a unit (methods.md Sec. 9, Eq. 4) on ``dataset``: method ``miclip``, seed 0,
+    both vocabularies."""
     rows = descriptions[
         (descriptions["unit"] == unit)
         & (descriptions["method"] == MICLIP_METHOD)
@@ -97,38 +137,50 @@ def miclip_descriptions(descriptions: pd.DataFrame, unit: int) -> Table | None:
     order = {v: i for i, v in enumerate(MICLIP_VOCABULARIES)}
     rows = rows.sort_values(["vocabulary", "rank"], key=lambda c: c.map(order) if c.name == "vocabulary" else c)
     return Table(
-        title="MiCLIP descriptions (seed 0)",
+        title=f"MiCLIP descriptions on {dataset} (seed {MICLIP_SEED}'s encoder)",
         columns=("vocabulary", "rank", "concept", "score"),
         rows=tuple((r.vocabulary, int(r.rank), r.concept, float(r.score)) for r in rows.itertuples(index=False)),
     )
 
 
-def miclip_localisation(localisation: pd.DataFrame, interventions: pd.DataFrame, unit: int) -> Table | None:
-    """The concepts a unit was localised for (methods.md Sec. 9, Eq. 3), by each method, with the Delta Acc of
-    that method's interventions on the concept (Eq. 5): mean +- sd over seeds, per intervention and beta."""
+def miclip_localisation(
+    localisation: pd.DataFrame, interventions: pd.DataFrame, unit: int, dataset: str
+) -> Table | None:
+    """The concepts a unit was localised for (methods.md Sec. 9, Eq. 3) on ``dataset``, per method and per seed
+    that selected it, with how stable the selection is (chosen by k of the method's S seeds: those in the
+    localisation table; an unseeded method has one) and the Delta Acc (Eq. 5, percentage points) of that
+    seed's interventions on the concept, whose top-tau units held this one, on the ``n_images`` images of
+    the concept they were measured on. A seed that did not select the unit is not shown: its interventions
+    never touched it."""
     rows = localisation[localisation["unit"] == unit]
     if rows.empty:
         return None
-    found = rows.groupby(["concept", "method"], sort=True).agg(rank=("rank", "min"), score=("score", "mean"))
-    effects = interventions.groupby(["concept", "method", "intervention", "beta"], sort=True)["delta_acc"].agg(
-        ["mean", "std", "count"]
-    )
+    n_seeds = localisation.groupby("method")["seed"].nunique()
     out = []
-    for (concept, method), found_row in found.iterrows():
-        if (concept, method) in effects.index.droplevel([2, 3]):
-            chosen = effects.loc[(concept, method)]
-            text = "; ".join(
-                f"{intervention} {beta:g}: {row['mean']:+.3f}"
-                + (f" +- {row['std']:.3f}" if row["count"] > 1 else "")
-                + f" (n={int(row['count'])})"
-                for (intervention, beta), row in chosen.iterrows()
-            )
-        else:
-            text = ""
-        out.append((concept, method, int(found_row["rank"]), float(found_row["score"]), text))
+    for (concept, method), chosen in rows.groupby(["concept", "method"], sort=True):
+        stability = f"{chosen['seed'].nunique()} of {int(n_seeds[method])} seeds"
+        for r in chosen.sort_values("seed", kind="stable").itertuples(index=False):
+            done = interventions[
+                (interventions["concept"] == concept)
+                & (interventions["method"] == method)
+                & (interventions["seed"] == r.seed)
+            ].sort_values(["intervention", "beta"], kind="stable")
+            text = "; ".join(f"{x.intervention} {x.beta:g}: {x.delta_acc:+.3f}" for x in done.itertuples(index=False))
+            images = int(done["n_images"].iloc[0]) if len(done) else ""
+            out.append((concept, method, stability, int(r.seed), int(r.rank), float(r.score), images, text))
     return Table(
-        title="MiCLIP localisation: concepts this unit was localised for, and Delta Acc of their interventions",
-        columns=("concept", "method", "rank", "score", "Delta Acc (intervention beta: mean +- sd over seeds)"),
+        title=f"MiCLIP localisation on {dataset}: the concepts this unit was localised for, per seed that chose it, "
+        "and the Delta Acc of that seed's interventions",
+        columns=(
+            "concept",
+            "method",
+            "chosen by",
+            "seed",
+            "rank",
+            "score",
+            "images",
+            "Delta Acc, pp (intervention beta)",
+        ),
         rows=tuple(out),
     )
 

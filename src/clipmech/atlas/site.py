@@ -46,6 +46,7 @@ def write_site(
     model: str,
     units: list[render.UnitPage],
     images_NHW3: np.ndarray,
+    dataset: str,
     thumbnail_size: int,
     facts: list[tuple[str, str]],
 ) -> dict:
@@ -60,6 +61,8 @@ def write_site(
         Every unit, in index order; those with ``page`` get a page.
     images_NHW3 : numpy.ndarray, uint8, (N, H, W, 3)
         The dataset's images (only those shown on a page are read).
+    dataset : str
+        The dataset and split of those images, as the pages name it (e.g. ``shapes: all 500 images``).
     thumbnail_size : int
         Thumbnail side in pixels.
     facts : list of (str, str)
@@ -95,7 +98,7 @@ def write_site(
         if unit.page:
             path = partial / unit.href
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(render.unit_page_html(unit, model), encoding="utf-8")
+            path.write_text(render.unit_page_html(unit, model, dataset), encoding="utf-8")
     (partial / "index.html").write_text(render.index_html(units, model, facts), encoding="utf-8")
     files = sorted(p for p in partial.rglob("*") if p.is_file())
     manifest = {

@@ -22,10 +22,11 @@ from clipmech.atlas import gather, sections
 from clipmech.atlas.render import Link, UnitPage
 from clipmech.data import shapes
 from clipmech.decomposition import pool
-from clipmech.sae.latents import token_latents, token_positions
+from clipmech.sae.latents import image_activations, token_latents, token_positions
 from clipmech.sae.model import load_sae
 from clipmech.stores import activations
 from clipmech.stores import attnpool as pool_store
+from clipmech.stores.activation_extraction import reduce_tokens
 
 #: The CLIP-ResNet site whose channels are the attention-pool input neurons: the last of open_clip's four
 #: ModifiedResNet stages (MiCLIP and the concept AUROC name the neurons by it).
@@ -63,12 +64,14 @@ def unit_pages(
     titles: list[str],
     layers: list[str],
     acts_NU: np.ndarray,
+    activation: str,
     counts_NF: np.ndarray,
     params: dict,
     affinity_UF: np.ndarray | None = None,
     entropy_U: np.ndarray | None = None,
 ) -> list[UnitPage]:
-    """Pages (without maps and tables) of the columns of ``acts_NU``; Algorithm 1 computed when not given.
+    """Pages (without maps and tables) of the columns of ``acts_NU``, the units' image-level activations (what
+    they are: ``activation``, named on every page); Algorithm 1 computed when not given.
 
     A dead unit (:func:`clipmech.analyses.dead.dead_units` of ``acts_NU``) is marked dead, with NaN
     entropy and affinities (its top images are arbitrary), and gets no page.
@@ -93,6 +96,7 @@ def unit_pages(
             hist_edges_B=edges_UB[u],
             images_K=index_KU[:, u],
             acts_K=values_KU[:, u],
+            activation=activation,
             page=bool(page_U[u]),
             dead=bool(dead_U[u]),
         )
@@ -110,12 +114,27 @@ def set_maps(units: list[UnitPage], maps_of, grid: tuple[int, int]) -> None:
 
 def mlp_units(ds: xr.Dataset, units_tsv: str, counts_NF: np.ndarray, params: dict) -> list[UnitPage]:
     """ViT MLP output channels (methods.md Sec. 2) of the activation store ``ds``: one page per (layer, neuron),
-    Algorithm 1 as ``neuron_selectivity`` computed it (its ``units.tsv``), maps from the store's ``tokens``."""
-    acts = ds[params["reduction"]].transpose("image", "layer", "neuron")
+    image-level activation the store's :data:`clipmech.atlas.gather.NEURON_REDUCTION` reduction, maps from its
+    ``tokens``. Algorithm 1 and the null percentile as ``neuron_selectivity`` computed them (its ``units.tsv``)
+    when it ranks by that reduction (``params["reduction"]``); otherwise Algorithm 1 is computed here, and the
+    pages show no null percentile.
+
+    Raises
+    ------
+    ValueError
+        If the store lacks the reduction (``extraction.reductions``).
+    """
+    if gather.NEURON_REDUCTION not in ds:
+        raise ValueError(
+            f"the atlas reads the {gather.NEURON_REDUCTION!r} reduction of the activation store; it has none "
+            f"(extraction.reductions)"
+        )
+    acts = ds[gather.NEURON_REDUCTION].transpose("image", "layer", "neuron")
     n_images, n_layers, width = acts.shape
     acts_NU = np.asarray(acts.values, dtype=np.float32).reshape(n_images, n_layers * width)
     layer_U = np.repeat(acts["layer"].values, width)
     neuron_U = np.tile(acts["neuron"].values, n_layers)
+    same = params["reduction"] == gather.NEURON_REDUCTION
     table = pd.read_csv(units_tsv, sep="\t").set_index(["layer", "neuron"])
     table = table.loc[list(zip(layer_U.tolist(), neuron_U.tolist()))]
     features = [f"a_{f}" for f in shapes.FEATURES]
@@ -128,14 +147,15 @@ def mlp_units(ds: xr.Dataset, units_tsv: str, counts_NF: np.ndarray, params: dic
         ],
         layers=[str(layer) for layer in layer_U],
         acts_NU=acts_NU,
+        activation=gather.ACTIVATIONS["mlp"],
         counts_NF=counts_NF,
         params=params,
-        affinity_UF=table[features].to_numpy(dtype=np.float64),
-        entropy_U=table["entropy"].to_numpy(dtype=np.float64),
+        affinity_UF=table[features].to_numpy(dtype=np.float64) if same else None,
+        entropy_U=table["entropy"].to_numpy(dtype=np.float64) if same else None,
     )
-    for unit, p_null in zip(units, table["p_null"].to_numpy()):
-        unit.facts.append(("null percentile", f"{p_null:.3g}"))
-        unit.facts.append(("image-level activation", f"{params['reduction']} reduction"))
+    if same:
+        for unit, p_null in zip(units, table["p_null"].to_numpy()):
+            unit.facts.append(("null percentile", f"{p_null:.3g}"))
     prefix = int(ds.attrs["n_prefix_tokens"])
     grid = (int(ds.attrs["grid_rows"]), int(ds.attrs["grid_cols"]))
     for layer in np.unique(layer_U):
@@ -156,7 +176,9 @@ def resnet_units(
     attnpool: str, pairs_tsv: str, words_tsv: str, counts_NF: np.ndarray, params: dict
 ) -> tuple[list[UnitPage], list[UnitPage], pd.DataFrame]:
     """CLIP-ResNet attention-pool neurons and neuron-head pairs (methods.md Sec. 5) of the attention-pool store
-    ``attnpool``, with ``decompose_attnpool``'s pair table and ``decompose_text``'s OMP words.
+    ``attnpool``, with ``decompose_attnpool``'s pair table and ``decompose_text``'s OMP words. A neuron's
+    image-level activation is the mean of its raw activations over the feature map's positions (the spatial
+    tokens; :func:`clipmech.stores.activation_extraction.reduce_tokens`), a pair's its scalar s_{n,h}.
 
     Returns
     -------
@@ -177,7 +199,8 @@ def resnet_units(
         keys=[str(c) for c in range(n_neurons)],
         titles=[f"ResNet neuron {c} (attention-pool input, {RESNET_NEURON_SITE})" for c in range(n_neurons)],
         layers=["attnpool"] * n_neurons,
-        acts_NU=raw_NTC[:, 0, :],
+        acts_NU=reduce_tokens(torch.from_numpy(raw_NTC[:, None]), gather.NEURON_REDUCTION, 1)[:, 0].numpy(),
+        activation=gather.ACTIVATIONS["neuron"],
         counts_NF=counts_NF,
         params=params,
     )
@@ -195,6 +218,7 @@ def resnet_units(
         ],
         layers=["attnpool"] * heads_Q.size,
         acts_NU=s_NQ,
+        activation=gather.ACTIVATIONS["pair"],
         counts_NF=counts_NF,
         params=params,
     )
@@ -226,10 +250,11 @@ def resnet_units(
 
 @torch.inference_mode()
 def sae_units(
-    checkpoint: str, latents_tsv: str, ds: xr.Dataset, counts_NF: np.ndarray, params: dict
+    checkpoint: str, ds: xr.Dataset, counts_NF: np.ndarray, params: dict
 ) -> tuple[str, list[UnitPage], np.ndarray, np.ndarray]:
     """The latents of one top-k SAE (methods.md Sec. 7) on the tokens of the activation store ``ds``
-    (:func:`clipmech.sae.latents.token_latents`), image-level activation = max over its tokens.
+    (:func:`clipmech.sae.latents.token_latents`), image-level activation the maximum over the patch tokens
+    (:func:`clipmech.sae.latents.image_activations`, as the SAE's concept alignment reads it).
 
     Returns
     -------
@@ -253,23 +278,13 @@ def sae_units(
         keys=[f"{site_name}-{i}" for i in range(sae.n_latents)],
         titles=[f"SAE latent {i} at {site_name}" for i in range(sae.n_latents)],
         layers=[site_name] * sae.n_latents,
-        acts_NU=z_NTn.max(axis=1),
+        acts_NU=image_activations(z_NTn, patch),
+        activation=gather.ACTIVATIONS["sae"] if patch.any() else gather.SAE_CLASS_ACTIVATION,
         counts_NF=counts_NF,
         params=params,
     )
     if patch.sum() == grid[0] * grid[1]:
         set_maps(units, lambda i, images: z_NTn[images][:, patch, i], grid)
-    latents = pd.read_csv(latents_tsv, sep="\t").set_index("latent")
-    for i, unit in enumerate(units):
-        if i in latents.index:
-            r = latents.loc[i]
-            unit.facts += [
-                ("firing frequency", f"{r['frequency']:.3g}"),
-                ("top concept (AUROC)", str(r["top_concept"]) if isinstance(r["top_concept"], str) else ""),
-                ("image AUROC", f"{r['auroc_image']:.3g}"),
-                ("AP", f"{r['ap']:.3g}"),
-            ]
-            unit.note = f"frequency {r['frequency']:.2g}"
     dims_nK, weights_nK = gather.strongest_inputs(sae.W_enc.detach().double().numpy(), params["n_reads"])
     return site_name, units, dims_nK, weights_nK
 

@@ -5,7 +5,10 @@ the object table and the instance masks. A unit is an SAE latent, a raw neuron (
 a signed PCA direction or a k-means centroid (:func:`method_activations`); its activation is given per
 token of the evaluated images (the tokens the SAE reads, ``clipmech.sae.latents.token_positions``).
 
-- Image level: the unit's activation on an image is its maximum over the image's tokens; an image is
+- Image level: the unit's activation on an image is its maximum over the image's patch tokens, the class
+  token excluded (:func:`clipmech.sae.latents.image_activations`, the one definition of an SAE latent's
+  image-level activation, which the atlas shows too; the class token's value when the SAE reads the class
+  token only); the baselines are read the same way, so the methods compare on one reduction. An image is
   positive for a concept when one of its objects has it (:func:`clipmech.analyses.concepts.image_presence`).
 - Patch level: the unit's activation on each patch token; a patch is positive for a concept when its pixel
   square overlaps the mask of an object with that concept (:func:`clipmech.analyses.concepts.patch_presence`).
@@ -166,7 +169,7 @@ def score_units(
     flat_patch_present = None if patch_present_NSF is None else patch_present_NSF.reshape(-1, len(shapes.FEATURES))
     for start in range(0, n_units, chunk):
         block_NTU = _dense_columns(acts_BU, start, min(start + chunk, n_units)).reshape(n_images, n_tokens, -1)
-        image_NU = block_NTU.max(axis=1)
+        image_NU = latents.image_activations(block_NTU, patch_tokens)
         dead_U = dead.dead_units(image_NU)
         parts["dead"].append(dead_U)
         parts["image"].append(_drop_dead(concepts.auroc(image_NU, present_NF), dead_U))
@@ -356,10 +359,11 @@ def method_activations(method: str, x_BD: np.ndarray, *, sae=None, pca=None, kme
 def unit_maps(
     acts_BU, unit: int, n_images: int, patch_tokens: np.ndarray, grid: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """One unit's image activations (N,) float32 and patch maps (N, rows, cols) float32, or None without patches."""
+    """One unit's image activations (N,) float32 (:func:`clipmech.sae.latents.image_activations`) and patch maps
+    (N, rows, cols) float32, or None without patches."""
     block_NT = _dense_columns(acts_BU, unit, unit + 1).reshape(n_images, patch_tokens.size)
     maps = block_NT[:, patch_tokens].reshape(n_images, *grid) if patch_tokens.any() else None
-    return block_NT.max(axis=1), maps
+    return latents.image_activations(block_NT[:, :, None], patch_tokens)[:, 0], maps
 
 
 def fit_tokens(

@@ -1,5 +1,5 @@
-"""The latents of a top-k SAE on the tokens of a site (methods.md Sec. 7): which tokens it reads and its
-latent activations z = encode(x) on them, for the SAE evaluation (:mod:`clipmech.sae.evaluate`,
+"""The latents of a top-k SAE on the tokens of a site (methods.md Sec. 7): which tokens it reads, its
+latent activations z = encode(x) on them and a latent's image-level activation, for the SAE evaluation (:mod:`clipmech.sae.evaluate`,
 :mod:`clipmech.sae.alignment`), the MiCLIP units (:mod:`clipmech.miclip.units`) and the atlas
 (:mod:`clipmech.atlas.units`).
 
@@ -102,6 +102,35 @@ def token_latents(sae: torch.nn.Module, acts, positions: np.ndarray, batch_image
         z_Bn = encode(sae, x_NTD.reshape(-1, x_NTD.shape[-1]))
         z_NTn[start : start + x_NTD.shape[0]] = z_Bn.reshape(x_NTD.shape[0], positions.size, -1)
     return z_NTn
+
+
+def image_activations(z_NTU: np.ndarray, patch_T: np.ndarray) -> np.ndarray:
+    """The image-level activation of SAE latents (methods.md Sec. 7.4): the maximum over the image's patch
+    tokens, the class token excluded; for an SAE that reads no patch token (``tokens: class``), the class
+    token's value. The SAE concept alignment (:mod:`clipmech.sae.alignment`) and the atlas
+    (:mod:`clipmech.atlas.units`) read every latent (and the alignment's baseline units) this way.
+
+    Parameters
+    ----------
+    z_NTU : numpy.ndarray, (N, T', U)
+        Activations of U units on the T' tokens an SAE reads (:func:`token_positions`) of N images.
+    patch_T : numpy.ndarray, bool, (T',)
+        Which of the T' tokens are patch tokens.
+
+    Returns
+    -------
+    numpy.ndarray, float32, (N, U)
+
+    Raises
+    ------
+    ValueError
+        If ``patch_T`` does not mark the T' tokens.
+    """
+    patch_T = np.asarray(patch_T, dtype=bool)
+    if patch_T.shape != (z_NTU.shape[1],):
+        raise ValueError(f"patch_T marks {patch_T.shape} tokens, the activations have {z_NTU.shape[1]}")
+    tokens = z_NTU[:, patch_T] if patch_T.any() else z_NTU
+    return np.asarray(tokens, dtype=np.float32).max(axis=1)
 
 
 def sparse_latents(sae: torch.nn.Module, x_BD: np.ndarray, batch_size: int) -> scipy.sparse.csc_matrix:

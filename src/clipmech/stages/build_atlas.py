@@ -23,6 +23,7 @@ def build_atlas(
     site: str,
     summary: str,
     atlas: dict,
+    sources: dict,
     sae_sites: list[str],
     miclip_units: list[dict],
 ) -> dict:
@@ -36,7 +37,7 @@ def build_atlas(
         Paths: ``data`` (the dataset directory, always); for a ViT ``store`` (activation store) and ``units``
         (``neuron_selectivity``'s ``units.tsv``); for a CLIP-ResNet ``attnpool``, ``pairs``, ``words``; where
         the model is patched ``auroc`` and ``recovery``; per SAE site (aligned with ``sae_sites``) lists
-        ``sae_checkpoints`` and ``sae_latents`` (then ``store`` too); per MiCLIP unit set (aligned with
+        ``sae_checkpoints``, ``sae_latents`` and ``sae_metrics`` (then ``store`` too); per MiCLIP unit set (aligned with
         ``miclip_units``) lists ``miclip_descriptions``, ``miclip_interventions``, ``miclip_localisation``.
     site : str
         The site directory.
@@ -47,7 +48,12 @@ def build_atlas(
     atlas : dict
         ``max_units`` (pages per kind; null = all), ``n_top_images``, ``thumbnail_size``, ``bins``,
         ``n_reads`` (ViT MLP units linked from an SAE latent), ``batch_tokens`` (SAE tokens encoded at once),
-        ``k`` and ``reduction`` (Algorithm 1, as ``selectivity``).
+        ``k`` and ``reduction`` (Algorithm 1, as ``selectivity``; its tables are shown where they rank by
+        the neurons' image-level activation, :data:`clipmech.atlas.gather.NEURON_REDUCTION`).
+    sources : dict
+        The datasets the other analyses ran on, named on the tables they give the pages: ``sae`` (the SAE
+        evaluation), ``patching`` (the minimal pairs of the concept AUROC and patching; None without
+        patching) and ``miclip``.
     sae_sites : list of str
     miclip_units : list of dict
         ``{site, kind}`` with ``kind`` ``neurons`` | ``sae``.
@@ -67,7 +73,7 @@ def build_atlas(
     if data.objects is None:
         raise ValueError(f"the atlas needs a Shapes dataset with an object table; {inputs['data']} has none")
     counts_NF = shapes.feature_counts(data.objects, data.n_images)
-    checkpoints, latents = inputs.get("sae_checkpoints", []), inputs.get("sae_latents", [])
+    checkpoints = inputs.get("sae_checkpoints", [])
     store = activations.open_store(inputs["store"]) if "units" in inputs or checkpoints else None
     pages = units.Pages()
     mlp = units.mlp_units(store, inputs["units"], counts_NF, atlas) if "units" in inputs else []
@@ -80,27 +86,43 @@ def build_atlas(
         pages.add(neurons)
         pages.add(pairs)
     saes = []
-    for checkpoint, latents_tsv in zip(checkpoints, latents):
-        saes.append(units.sae_units(checkpoint, latents_tsv, store, counts_NF, atlas))
+    for checkpoint in checkpoints:
+        saes.append(units.sae_units(checkpoint, store, counts_NF, atlas))
         pages.add(saes[-1][1])
     if not pages.units:
         raise ValueError(f"no unit of {model} to show: the inputs hold no selectivity, decomposition or SAE results")
 
+    images = f"{dataset}: all {data.n_images} images"
     links.sae_reads(pages, saes, mlp)
+    for (_, latents, *_), latents_tsv, metrics_json in zip(
+        saes, inputs.get("sae_latents", []), inputs.get("sae_metrics", [])
+    ):
+        links.sae_alignment(pages, latents, latents_tsv, metrics_json, sources["sae"])
     neurons = [u for u in neurons if u.page]
     pairs = [u for u in pairs if u.page]
     if pair_table is not None:
-        links.neuron_pairs(pages, neurons, pairs, pair_table)
-    links.patching(pages, neurons, pairs, links.read(inputs.get("auroc")), links.read(inputs.get("recovery")))
-    links.miclip(pages, miclip_units, sae_sites, inputs)
+        links.neuron_pairs(pages, neurons, pairs, pair_table, images)
+    links.patching(
+        pages,
+        neurons,
+        pairs,
+        links.read(inputs.get("auroc")),
+        links.read(inputs.get("recovery")),
+        sources["patching"],
+    )
+    links.miclip(pages, miclip_units, sae_sites, inputs, sources["miclip"])
 
     ordered = sorted(
         pages.units.values(),
         key=lambda u: (gather.KINDS.index(u.kind), np.inf if np.isnan(u.entropy) else u.entropy, u.key),
     )
     facts = [
-        ("dataset", f"{dataset} ({data.n_images} images)"),
-        ("Algorithm 1", f"top {atlas['k']} images, {atlas['reduction']} reduction for MLP units"),
+        ("dataset", f"{dataset} ({data.n_images} images): every unit's top images, histogram and affinities"),
+        *(
+            (f"image-level activation of {kind} units", text)
+            for kind, text in dict.fromkeys((u.kind, u.activation) for u in ordered)
+        ),
+        ("Algorithm 1", f"the top {atlas['k']} images by the image-level activation"),
         *(
             (f"{kind} units", str(sum(u.kind == kind for u in ordered)))
             for kind in gather.KINDS
@@ -109,7 +131,13 @@ def build_atlas(
         ("pages", f"{sum(u.page for u in ordered)} (at most {atlas['max_units']} per kind, lowest entropy first)"),
     ]
     manifest = write_site(
-        site, model=model, units=ordered, images_NHW3=data.images, thumbnail_size=atlas["thumbnail_size"], facts=facts
+        site,
+        model=model,
+        units=ordered,
+        images_NHW3=data.images,
+        dataset=images,
+        thumbnail_size=atlas["thumbnail_size"],
+        facts=facts,
     )
     tables.write_table(summary_table(manifest, site), summary)
     log.info(

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+import torch
+from toys import write_site_store
 
-from clipmech.atlas import links, site, units
+from clipmech.atlas import gather, links, site, units
+from clipmech.sae.model import TopKSAE, save_sae
+from clipmech.stores import activations
 
 SAE_SITE = "visual.blocks.1.hook_resid_post"
 PARAMS = {"k": 3, "n_top_images": 4, "bins": 5, "max_units": None}
@@ -22,6 +27,7 @@ def _latent_pages(rng):
         titles=[f"latent {i}" for i in range(4)],
         layers=[SAE_SITE] * 4,
         acts_NU=acts_NU,
+        activation="max over the patch tokens",
         counts_NF=counts_NF,
         params=PARAMS,
     )
@@ -48,7 +54,7 @@ def test_a_dead_latent_gets_no_page_and_no_miclip_description(tmp_path):
         "concept\tmethod\tseed\tintervention\tbeta\tn_images\taccuracy_before\taccuracy_after\tdelta_acc\n"
     )
     inputs = {f"miclip_{n}": [str(folder / f"{n}.tsv")] for n in ("descriptions", "interventions", "localisation")}
-    links.miclip(pages, [{"site": SAE_SITE, "kind": "sae"}], [SAE_SITE], inputs)
+    links.miclip(pages, [{"site": SAE_SITE, "kind": "sae"}], [SAE_SITE], inputs, "shapes")
     titles = [[t.title for t in u.tables] for u in latents]
     assert titles[2] == [] and all(any(t.startswith("MiCLIP descriptions") for t in titles[i]) for i in (0, 1, 3))
     assert pages.link("sae", latents[2].key, "2").dead  # a link to it says why it is text
@@ -58,6 +64,7 @@ def test_a_dead_latent_gets_no_page_and_no_miclip_description(tmp_path):
         model="m",
         units=latents,
         images_NHW3=np.zeros((12, 8, 8, 3), dtype=np.uint8),
+        dataset="shapes: all 12 images",
         thumbnail_size=4,
         facts=[],
     )
@@ -68,3 +75,34 @@ def test_a_dead_latent_gets_no_page_and_no_miclip_description(tmp_path):
     assert index.count('data-dead="1"') == 1
     summary = site.summary_table(manifest, tmp_path / "site")
     assert summary[["kind", "units", "pages", "dead"]].values.tolist() == [["sae", 4, 3, 1]]
+
+
+def test_an_sae_latent_page_reads_the_max_over_patch_tokens_and_names_it(tmp_path):
+    """An SAE reading all tokens; latent 0 is the residual dim 0, largest on the class token of every image."""
+    rng = np.random.default_rng(1)
+    acts_NTD = rng.uniform(0.1, 1.0, size=(12, 5, 2)).astype(np.float32)
+    acts_NTD[:, 0, 0] = 50.0  # the class token: would tie every image at 50
+    store = activations.open_store(write_site_store(tmp_path / "s.zarr", acts_NTD, SAE_SITE, 4))
+    sae = TopKSAE(2, 2, 2)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(2))
+        sae.W_dec.copy_(torch.eye(2))
+    save_sae(tmp_path / "sae.pt", sae, {"site": SAE_SITE, "tokens": "all"})
+    counts_NF = rng.integers(0, 2, size=(12, 16)).astype(float)
+    site_name, latents, _, _ = units.sae_units(
+        str(tmp_path / "sae.pt"), store, counts_NF, {**PARAMS, "batch_tokens": 10, "n_reads": 1}
+    )
+    patch_max_N = acts_NTD[:, 1:, 0].astype(np.float16).astype(np.float32).max(axis=1)
+    assert site_name == SAE_SITE and not latents[0].dead
+    np.testing.assert_array_equal(latents[0].acts_K, np.sort(patch_max_N)[::-1][:4])
+    assert latents[0].activation == gather.ACTIVATIONS["sae"]
+    latents_tsv, metrics_json = tmp_path / "latents.tsv", tmp_path / "metrics.json"
+    pd.DataFrame(
+        {"latent": [0, 1], "frequency": [0.5, 0.25], "top_concept": ["red", ""], "auroc_image": [0.9, 0.6], "ap": 0.5}
+    ).to_csv(latents_tsv, sep="\t", index=False)
+    metrics_json.write_text('{"split": "holdout", "n_holdout_images": 3, "n_split_images": 3}')
+    pages = units.Pages()
+    pages.add(latents)
+    links.sae_alignment(pages, latents, str(latents_tsv), str(metrics_json), "toy-shapes")
+    assert latents[0].note == "frequency 0.5"
+    assert latents[0].tables[0].title.startswith("SAE concept alignment on toy-shapes (its 3 held-out images;")

@@ -182,3 +182,25 @@ def test_latent_table_and_unit_maps(scenes):
     )
     assert np.isnan(class_only.auroc_patch_UF).all()
     assert alignment.unit_maps(acts_BU[::N_PATCHES], 0, 40, np.zeros(1, dtype=bool), GRID)[1] is None
+
+
+def test_image_level_scores_leave_the_class_token_out(scenes):
+    """An SAE that reads all tokens: a unit firing on the class token of every image is read by its patches."""
+    acts_BU, patch_present, present_NF, counts_NF = _planted(scenes, "red", 2, np.random.default_rng(5))
+    patches_NTU = acts_BU.reshape(40, N_PATCHES, -1)
+    with_class_NTU = np.concatenate([np.full((40, 1, patches_NTU.shape[2]), 100.0, np.float32), patches_NTU], axis=1)
+    tokens = np.concatenate([[False], np.ones(N_PATCHES, dtype=bool)])
+    scores = alignment.score_units(
+        with_class_NTU.reshape(-1, patches_NTU.shape[2]),
+        n_images=40,
+        patch_tokens=tokens,
+        present_NF=present_NF,
+        patch_present_NSF=patch_present,
+        counts_NF=counts_NF,
+        purity_k=8,
+        entropy_k=5,
+    )
+    f = shapes.FEATURES.index("red")
+    assert not scores.dead_U.any() and scores.auroc_image_UF[0, f] == 1.0  # not constant at the class token's 100
+    image_N, _ = alignment.unit_maps(with_class_NTU.reshape(-1, patches_NTU.shape[2]), 0, 40, tokens, GRID)
+    np.testing.assert_array_equal(image_N, present_NF[:, f])

@@ -40,3 +40,17 @@ def test_latents_of_a_store_and_of_an_array_agree_with_encode():
     )
     with pytest.raises(ValueError, match=r"\(N, T, D\)"):
         latents.token_latents(sae, values_NTD[:, 0], positions, 2)
+
+
+def test_image_activation_of_a_latent_is_its_max_over_the_patch_tokens():
+    z_NTU = np.zeros((2, 4, 3), dtype=np.float32)
+    z_NTU[:, 0, :] = 9.0  # the class token: left out
+    z_NTU[0, 2, 0], z_NTU[1, 3, 1], z_NTU[1, 1, 1] = 2.0, 1.5, 0.5
+    patch_T = np.array([False, True, True, True])
+    image_NU = latents.image_activations(z_NTU, patch_T)
+    assert image_NU.dtype == np.float32
+    np.testing.assert_array_equal(image_NU, [[2.0, 0.0, 0.0], [0.0, 1.5, 0.0]])
+    # An SAE that reads the class token only: its value.
+    np.testing.assert_array_equal(latents.image_activations(z_NTU[:, :1], np.zeros(1, dtype=bool)), z_NTU[:, 0])
+    with pytest.raises(ValueError, match="marks"):
+        latents.image_activations(z_NTU, patch_T[1:])
