@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from clipmech.hooks.sites import hooked
+from clipmech.sae.latents import image_activations
 from clipmech.sae.streaming import split_images as _split_images
 from clipmech.stores.activation_extraction import reduce_tokens
 
@@ -101,8 +102,10 @@ def neuron_image_acts(site_acts: np.ndarray, n_prefix_tokens: int) -> np.ndarray
 
 
 def latent_image_acts(latents_NTn: np.ndarray, positions: np.ndarray, n_prefix_tokens: int) -> np.ndarray:
-    """Image-level SAE latent activations (module docstring), float64 (N, n): the maximum over the patch
-    tokens among the SAE's ``positions`` of :func:`clipmech.sae.latents.token_latents` output (N, T', n).
+    """Image-level SAE latent activations, float64 (N, n): :func:`clipmech.sae.latents.image_activations`
+    (the maximum over the patch tokens among the SAE's ``positions``) of
+    :func:`clipmech.sae.latents.token_latents` output (N, T', n), for an SAE that reads patch tokens (the
+    typical firing value reads them too).
 
     Raises
     ------
@@ -112,7 +115,7 @@ def latent_image_acts(latents_NTn: np.ndarray, positions: np.ndarray, n_prefix_t
     patch = np.asarray(positions) >= n_prefix_tokens
     if not patch.any():
         raise ValueError("MiCLIP's SAE latents need an SAE that reads the patch tokens (sae.tokens patch or all)")
-    return np.asarray(latents_NTn)[:, patch].max(axis=1).astype(np.float64)
+    return image_activations(np.asarray(latents_NTn), patch).astype(np.float64)
 
 
 def neuron_maps(site_acts: np.ndarray, n_prefix_tokens: int, grid: tuple[int, int]) -> np.ndarray:
