@@ -3,7 +3,7 @@
 Snakemake passes them on to any executor (profiles/slurm turns mem_mb into --mem and runtime into
 --time); a rule without them gets a profile's default-resources, which fit nothing in particular.
 Threads default to 1 and GPUs to none, so only rules that use more declare them; a rule that runs
-a model on ``extraction.device`` (CUDA when present) declares ``gpu=gpu_request()``: one GPU, none
+a model on ``extraction.device`` (CUDA when present) declares ``gpu=CONFIG.extraction.gpus``: one GPU, none
 when the device is ``cpu`` (a CPU-only cluster gets no GPU request).
 """
 
@@ -40,13 +40,13 @@ def test_rule_declares_memory_and_runtime(file, rule, body):
 @pytest.mark.parametrize(("file", "rule", "body"), rules(), ids=[rule for _, rule, _ in rules()])
 def test_rule_on_the_extraction_device_declares_a_gpu(file, rule, body):
     """Rules that run a model where ``extraction.device`` says (CUDA when present) ask for a GPU."""
-    if re.search(r"config(\.get\(|\[)\"extraction\"", body):
+    if re.search(r"CONFIG\.extraction\.(device|params\(\))", body):
         assert "gpu" in resources(body), f"rule {rule} ({file}) runs a model on the extraction device without gpu"
-        assert "gpu=gpu_request()," in body, f"rule {rule} ({file}): its GPU request must follow extraction.device"
+        assert "gpu=CONFIG.extraction.gpus," in body, f"rule {rule} ({file}): its GPU request must follow extraction.device"
 
 
 def gpu_rules():
-    return sorted(rule for _, rule, body in rules() if "gpu=gpu_request()" in body)
+    return sorted(rule for _, rule, body in rules() if "gpu=CONFIG.extraction.gpus" in body)
 
 
 @pytest.mark.parametrize(("device", "gpus"), [("cpu", "0"), ("cuda", "1"), ("auto", "1")])
