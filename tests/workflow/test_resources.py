@@ -42,7 +42,9 @@ def test_rule_on_the_extraction_device_declares_a_gpu(file, rule, body):
     """Rules that run a model where ``extraction.device`` says (CUDA when present) ask for a GPU."""
     if re.search(r"CONFIG\.extraction\.(device|params\(\))", body):
         assert "gpu" in resources(body), f"rule {rule} ({file}) runs a model on the extraction device without gpu"
-        assert "gpu=CONFIG.extraction.gpus," in body, f"rule {rule} ({file}): its GPU request must follow extraction.device"
+        assert "gpu=CONFIG.extraction.gpus," in body, (
+            f"rule {rule} ({file}): its GPU request must follow extraction.device"
+        )
 
 
 def gpu_rules():
