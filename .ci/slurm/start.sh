@@ -189,9 +189,11 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1024
-# Finished jobs stay visible to squeue for 10 min (the plugin's squeue status
-# checks need MinJobAge >= 3 x slurm-init-seconds-before-status-checks).
-MinJobAge=600
+# Finished jobs stay visible to squeue for an hour: longer than the whole
+# tiny run may take (test_slurm.py allows 20 min), so the test sees every job,
+# and the plugin's squeue status checks need MinJobAge >= 3 x
+# slurm-init-seconds-before-status-checks.
+MinJobAge=3600
 ReturnToService=2
 SlurmctldTimeout=30
 SlurmdTimeout=30

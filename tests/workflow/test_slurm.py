@@ -73,7 +73,7 @@ def slurm_run(slurm_cluster, tmp_path_factory):
 
 
 def squeue(fields: str) -> str:
-    """``squeue`` lines of every job the cluster knows, finished ones too (start.sh keeps them 10 min)."""
+    """``squeue`` lines of every job the cluster knows, finished ones too (start.sh keeps them an hour)."""
     return subprocess.run(
         ["squeue", "--states=all", "--noheader", f"--format={fields}"], capture_output=True, text=True, check=True
     ).stdout
