@@ -10,8 +10,8 @@ import pandas as pd
 
 from clipmech.atlas.render import Table
 
-#: The MiCLIP method and seed whose descriptions a page shows (MiCLIP's own, the first seed).
-MICLIP_METHOD, MICLIP_SEED = "miclip", 0
+#: The MiCLIP method whose descriptions a page shows (MiCLIP's own; the baselines are in the tables).
+MICLIP_METHOD = "miclip"
 #: The vocabularies of MiCLIP descriptions, in page order.
 MICLIP_VOCABULARIES = ("shapes", "words")
 
@@ -26,8 +26,8 @@ def _interval(value, low, high) -> str:
 def concept_auroc(auroc: pd.DataFrame, sites: dict[str, str], unit: int, dataset: str) -> Table | None:
     """The unit's concept AUROCs (``patching/.../auroc.tsv``, methods.md Sec. 8.5) on the patching dataset
     ``dataset`` (its images counted from the table's ``n_pos + n_neg``) at the given sites, one column per
-    site, concepts by descending AUROC at the first site. The title names the dataset and that this analysis
-    reads a unit as its maximum over positions, not as the page's image-level activation.
+    site, concepts by descending AUROC at the first site. The title names the dataset; the analysis reads a
+    unit by the page's image-level activation (the mean over the patch tokens, methods.md Sec. 9.3).
 
     ``sites``: {site name in the table: column header}.
     """
@@ -40,7 +40,7 @@ def concept_auroc(auroc: pd.DataFrame, sites: dict[str, str], unit: int, dataset
     n_images = int(rows["n_pos"].iloc[0] + rows["n_neg"].iloc[0])
     return Table(
         title=f"Concept AUROC on {dataset} (all {n_images} images; images with vs without the concept; "
-        "the unit read as its max over positions, methods.md Sec. 8.5)",
+        "the unit's image-level activation, methods.md Sec. 8.5)",
         columns=("concept", *(sites[s] for s in present)),
         rows=tuple((concept, *(float(v) for v in values)) for concept, values in zip(wide.index, wide.to_numpy())),
     )
@@ -124,22 +124,36 @@ def omp_words(words: str) -> Table | None:
 
 
 def miclip_descriptions(descriptions: pd.DataFrame, unit: int, dataset: str) -> Table | None:
-    """MiCLIP's descriptions of a unit (methods.md Sec. 9, Eq. 4) on ``dataset``: method ``miclip``, seed 0,
-    both vocabularies."""
-    rows = descriptions[
-        (descriptions["unit"] == unit)
-        & (descriptions["method"] == MICLIP_METHOD)
-        & (descriptions["seed"] == MICLIP_SEED)
-        & descriptions["vocabulary"].isin(MICLIP_VOCABULARIES)
+    """MiCLIP's descriptions of a unit (methods.md Sec. 9, Eq. 4) on ``dataset``, method ``miclip``, both
+    vocabularies, per encoder seed: each seed trains its own encoder and describes the unit on its own. Each
+    row says in how many of the S seeds (those in the table) the concept describes the unit in that
+    vocabulary, so a description one seed alone gives reads as such."""
+    miclip = descriptions[
+        (descriptions["method"] == MICLIP_METHOD) & descriptions["vocabulary"].isin(MICLIP_VOCABULARIES)
     ]
+    rows = miclip[miclip["unit"] == unit]
     if rows.empty:
         return None
+    n_seeds = miclip["seed"].nunique()
+    agreement = rows.groupby(["vocabulary", "concept"])["seed"].nunique()
     order = {v: i for i, v in enumerate(MICLIP_VOCABULARIES)}
-    rows = rows.sort_values(["vocabulary", "rank"], key=lambda c: c.map(order) if c.name == "vocabulary" else c)
+    rows = rows.sort_values(
+        ["vocabulary", "seed", "rank"], key=lambda c: c.map(order) if c.name == "vocabulary" else c, kind="stable"
+    )
     return Table(
-        title=f"MiCLIP descriptions on {dataset} (seed {MICLIP_SEED}'s encoder)",
-        columns=("vocabulary", "rank", "concept", "score"),
-        rows=tuple((r.vocabulary, int(r.rank), r.concept, float(r.score)) for r in rows.itertuples(index=False)),
+        title=f"MiCLIP descriptions on {dataset}, per encoder seed ({n_seeds} seeds)",
+        columns=("vocabulary", "seed", "rank", "concept", "score", "described by"),
+        rows=tuple(
+            (
+                r.vocabulary,
+                int(r.seed),
+                int(r.rank),
+                r.concept,
+                float(r.score),
+                f"{int(agreement[(r.vocabulary, r.concept)])} of {n_seeds} seeds",
+            )
+            for r in rows.itertuples(index=False)
+        ),
     )
 
 

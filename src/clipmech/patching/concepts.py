@@ -9,8 +9,11 @@ Units are, per tower, the MLP hidden neurons ``{tower}.blocks.{l}.mlp.hook_post`
 of every stage output ``visual.blocks.{l}.hook_resid_post`` and the attention-pool input channels
 ``visual.attnpool.hook_x`` (the pool counts as layer 4, after the four stages; its input channels are the
 last stage's output channels, :func:`channel_site`, each with its own AUROC here). A unit's activation on
-an image is its maximum over tokens (ResNet stages: over spatial positions); on a caption, its maximum
-over the caption's real tokens (:func:`real_token_mask`).
+an image is its image-level activation as methods.md Sec. 9.3 defines it for every analysis that reads a
+neuron: the mean over the patch tokens, the prefix (class) tokens excluded (ResNet stages: over the
+feature map's positions; the attention-pool input: over its spatial tokens, the mean token excluded).
+On a caption it is the maximum over the caption's real tokens (:func:`real_token_mask`): a caption
+has no patch tokens, and a concept is named by one or two of its tokens.
 
 AUROC of unit u for concept f: :func:`clipmech.analyses.concepts.auroc`. A unit is selective for a
 concept when its AUROC >= 0.9; a concept is modality-invariant when both towers have a selective unit
@@ -135,25 +138,38 @@ def real_token_mask(
     raise ValueError(f"unsupported text pool type {pool_type!r}; supported: {', '.join(END_POOLS + PAD_POOLS)}")
 
 
-def _reduce(act: torch.Tensor, real_NT: torch.Tensor | None) -> torch.Tensor:
-    """(N, U) maximum of a unit site's activation over tokens (or spatial positions), real tokens only if given."""
-    if act.ndim == 4:
-        return act.amax(dim=(2, 3))
-    if real_NT is not None:
-        act = act.masked_fill(~real_NT[:, : act.shape[1], None], float("-inf"))
-    return act.amax(dim=1)
+def _image_reduce(n_prefix_tokens: int):
+    """(N, U) image-level activation of a vision unit site: its mean over the patch tokens (module docstring)."""
+
+    def reduce(act: torch.Tensor) -> torch.Tensor:
+        if act.ndim == 4:
+            return act.float().mean(dim=(2, 3))
+        return act[:, n_prefix_tokens:].float().mean(dim=1)
+
+    return reduce
 
 
-def _collect(model, sites: Sequence[str], n: int, batch_size: int, forward) -> dict[str, np.ndarray]:
+def _caption_reduce(real_NT: torch.Tensor):
+    """(N, U) caption-level activation of a text unit site: its maximum over the real tokens of each caption."""
+
+    def reduce(act: torch.Tensor, start: int) -> torch.Tensor:
+        real = real_NT[start : start + act.shape[0], : act.shape[1]].to(act.device)
+        return act.masked_fill(~real[:, :, None], float("-inf")).amax(dim=1)
+
+    return reduce
+
+
+def _collect(model, sites: Sequence[str], n: int, batch_size: int, forward, reduce) -> dict[str, np.ndarray]:
+    """Run ``forward(start, stop)`` batch by batch, keeping ``reduce(activation, start)`` of every site."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     parts: dict[str, list[np.ndarray]] = {site: [] for site in sites}
     with torch.inference_mode(), hooked(model, capture=list(sites)) as cache:
         for start in range(0, n, batch_size):
             cache.reset()
-            real_NT = forward(start, min(start + batch_size, n))
+            forward(start, min(start + batch_size, n))
             for site in sites:
-                parts[site].append(_reduce(cache[site], real_NT).float().cpu().numpy())
+                parts[site].append(reduce(cache[site], start).float().cpu().numpy())
     return {site: np.concatenate(chunks) for site, chunks in parts.items()}
 
 
@@ -165,7 +181,8 @@ def image_unit_activations(
     batch_size: int,
     device: str | torch.device = "cpu",
 ) -> dict[str, np.ndarray]:
-    """Every vision unit's activation per image: its maximum over tokens (ResNet stages: spatial positions).
+    """Every vision unit's image-level activation: its mean over the patch tokens (ResNet stages: over the
+    feature map's positions; the attention-pool input: over its spatial tokens), module docstring.
 
     Capture holds the full activations of all ``sites`` for one batch: batch_size x sum over sites of
     T x U floats.
@@ -194,7 +211,8 @@ def image_unit_activations(
     def forward(start: int, stop: int) -> None:
         model.encode_image(pixels_NCHW[start:stop].to(device))
 
-    return _collect(model, sites, pixels_NCHW.shape[0], batch_size, forward)
+    by_image = _image_reduce(tower(model, "visual").n_prefix_tokens)
+    return _collect(model, sites, pixels_NCHW.shape[0], batch_size, forward, lambda act, _: by_image(act))
 
 
 def caption_unit_activations(
@@ -232,11 +250,10 @@ def caption_unit_activations(
     tokens_NT = tokenizer(list(captions))
     real_NT = real_token_mask(tokens_NT, *text_pooling(model, tokenizer))
 
-    def forward(start: int, stop: int) -> torch.Tensor:
+    def forward(start: int, stop: int) -> None:
         model.encode_text(tokens_NT[start:stop].to(device))
-        return real_NT[start:stop].to(device)
 
-    return _collect(model, sites, len(captions), batch_size, forward)
+    return _collect(model, sites, len(captions), batch_size, forward, _caption_reduce(real_NT))
 
 
 def auroc_table(tower_name: str, site: str, layer: int, auroc_UF: np.ndarray, present_NF: np.ndarray) -> pd.DataFrame:

@@ -42,11 +42,19 @@ def table(tmp_path, name, text):
     return pd.read_csv(path, sep="\t")
 
 
-def test_miclip_descriptions_show_miclip_seed_0_by_vocabulary_and_rank(tmp_path):
-    out = sections.miclip_descriptions(table(tmp_path, "descriptions", DESCRIPTIONS), 3, "shapes")
-    assert out.rows == (("shapes", 1, "circle", 0.52), ("shapes", 2, "red", 0.30), ("words", 1, "sun", 0.41))
-    assert out.title == "MiCLIP descriptions on shapes (seed 0's encoder)"
-    assert sections.miclip_descriptions(table(tmp_path, "descriptions", DESCRIPTIONS), 9, "shapes") is None
+def test_miclip_descriptions_show_every_seed_with_its_agreement(tmp_path):
+    descriptions = table(tmp_path, "descriptions", DESCRIPTIONS)
+    out = sections.miclip_descriptions(descriptions, 3, "shapes")
+    assert out.rows == (
+        ("shapes", 0, 1, "circle", 0.52, "1 of 2 seeds"),
+        ("shapes", 0, 2, "red", 0.30, "1 of 2 seeds"),
+        ("shapes", 1, 1, "square", 0.50, "1 of 2 seeds"),
+        ("words", 0, 1, "sun", 0.41, "1 of 2 seeds"),
+    )
+    assert out.title == "MiCLIP descriptions on shapes, per encoder seed (2 seeds)"
+    assert sections.miclip_descriptions(descriptions, 9, "shapes") is None
+    agreeing = pd.concat([descriptions, pd.DataFrame([descriptions.iloc[2]]).assign(seed=1, rank=2)])
+    assert sections.miclip_descriptions(agreeing, 3, "shapes").rows[0][-1] == "2 of 2 seeds"
 
 
 def test_miclip_localisation_shows_each_seed_that_chose_the_unit_with_that_seeds_delta_acc(tmp_path):
@@ -82,7 +90,7 @@ def test_sections_name_their_dataset_split_and_scope():
         }
     )
     out = sections.concept_auroc(auroc, {"visual.blocks.3.hook_resid_post": "last stage"}, 7, "pairs-set")
-    assert out.title.startswith("Concept AUROC on pairs-set (all 120 images;") and "max over positions" in out.title
+    assert out.title.startswith("Concept AUROC on pairs-set (all 120 images;") and "image-level activation" in out.title
     recovery = pd.DataFrame(
         {
             "family": ["pool_head", "pool_neuron"],

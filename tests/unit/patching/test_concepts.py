@@ -60,22 +60,57 @@ def _planted(present_N: np.ndarray, unit: int, hot: tuple, cold: float):
     return edit
 
 
+def _planted_patches(present_N: np.ndarray, unit: int):
+    """An edit that sets channel ``unit`` to the presence of the current images on every patch token (a ResNet
+    stage: every position) and, on a ViT, its class token to 5 x the absence, which the image-level activation
+    (the mean over the patch tokens) must not see."""
+    state = {"offset": 0}
+
+    def edit(act):
+        n = act.shape[0]
+        new = act.clone()
+        values = torch.as_tensor(present_N[state["offset"] : state["offset"] + n], dtype=act.dtype)
+        state["offset"] += n
+        if act.ndim == 4:
+            new[:, unit] = values[:, None, None]
+        else:
+            new[:, 1:, unit] = values[:, None]
+            new[:, 0, unit] = 5.0 * (1 - values)
+        return new
+
+    return edit
+
+
 @pytest.mark.parametrize(
-    "model_name, site, hot",
-    [("vit", "visual.blocks.1.mlp.hook_post", (3,)), ("rn", "visual.blocks.0.hook_resid_post", (2, 5))],
+    "model_name, site",
+    [("vit", "visual.blocks.1.mlp.hook_post"), ("rn", "visual.blocks.0.hook_resid_post")],
 )
-def test_planted_vision_unit_has_auroc_one(vit, rn, model_name, site, hot):
+def test_planted_vision_unit_is_read_over_patches_only(vit, rn, model_name, site):
     model = {"vit": vit, "rn": rn}[model_name]
     rng = np.random.default_rng(1)
     present_NF = rng.random((10, 3)) < 0.5
     present_NF[0, 1], present_NF[1, 1] = True, False
     size = model.visual.image_size
     pixels = torch.randn(10, 3, *((size,) * 2 if isinstance(size, int) else size), dtype=torch.float64)
-    with hooked(model, edit={site: _planted(present_NF[:, 1], 7, hot, -1.0)}):
+    with hooked(model, edit={site: _planted_patches(present_NF[:, 1], 7)}):
         acts = concepts.image_unit_activations(model, pixels, [site], batch_size=4)
-    np.testing.assert_array_equal(acts[site][:, 7], present_NF[:, 1])
+    np.testing.assert_allclose(acts[site][:, 7], present_NF[:, 1], atol=1e-6)
     auroc_UF = auroc(acts[site], present_NF)
     assert auroc_UF[7, 1] == 1.0
+
+
+def test_image_level_activation_is_the_mean_over_patches(vit):
+    """One definition for a neuron (methods.md Sec. 9.3): the concept AUROC reads the store's ``mean`` reduction."""
+    from clipmech.stores.activation_extraction import reduce_tokens
+
+    site = "visual.blocks.0.mlp.hook_post"
+    size = vit.visual.image_size
+    pixels = torch.randn(3, 3, *((size,) * 2 if isinstance(size, int) else size), dtype=torch.float64)
+    acts = concepts.image_unit_activations(vit, pixels, [site], batch_size=2)[site]
+    with torch.inference_mode(), hooked(vit, capture=[site]) as cache:
+        vit.encode_image(pixels)
+        expected = reduce_tokens(cache[site][:, None], "mean", n_prefix_tokens=1)[:, 0]
+    np.testing.assert_allclose(acts, expected.numpy(), rtol=1e-6)
 
 
 def test_planted_text_unit_ignores_padding(vit):
