@@ -958,6 +958,12 @@ def _check_miclip(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
                     f"there, but sae.models = {raw['sae']['models']} and sae.sites = "
                     f"{raw['sae']['sites']}; add {model} and {site} to them"
                 )
+            if kind == "sae" and raw["sae"]["tokens"] == "class":
+                raise ValueError(
+                    f"miclip.units.{model}: kind sae at {site} reads a latent per image as its maximum over "
+                    "the patch tokens (methods.md Sec. 9.3), but sae.tokens = class trains the SAE on the "
+                    "class token only; set sae.tokens to patch or all"
+                )
 
 
 def _shift_of(datasets: Mapping) -> dict[str, str]:

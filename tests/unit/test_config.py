@@ -483,6 +483,15 @@ def test_miclip_sae_units_need_the_sae():
     )
 
 
+def test_miclip_sae_units_need_patch_tokens():
+    config = tiny()
+    assert any(unit["kind"] == "sae" for units in config["miclip"]["units"].values() for unit in units)
+    config["sae"]["tokens"] = "class"
+    assert "sae.tokens = class trains the SAE on the class token only; set sae.tokens to patch or all" in (
+        rejected(config)
+    )
+
+
 def test_miclip_off_checks_nothing():
     config = tiny()
     config["miclip"] = {"units": {}, "reference": "absent"}
