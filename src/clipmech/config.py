@@ -169,7 +169,57 @@ class Pairs(Section):
         return 5 * self.n_scenes
 
 
-DATASET_KINDS = {"shapes": Shapes, "shift": Shift, "pairs": Pairs}
+@dataclass(frozen=True, kw_only=True)
+class Natural(Section):
+    """Natural images a user has on disk, indexed into a manifest by rule ``index_images``
+    (:mod:`clipmech.data.natural`, docs/datasets.md); ``n_images`` None is every image."""
+
+    n_images: int | None = None
+    seed: int = 0
+    skip_unreadable: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageNet(Natural):
+    """ILSVRC2012 in any of the layouts :mod:`clipmech.data.natural` detects."""
+
+    kind: str = "imagenet"
+    root: str
+    split: str = "val"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageFolder(Natural):
+    """A folder of class sub-folders of images."""
+
+    kind: str = "imagefolder"
+    root: str
+    split: str = "all"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Captions(Natural):
+    """Image-text pairs: a CSV/TSV file, webdataset tar shards or a COCO captions JSON."""
+
+    kind: str = "captions"
+    path: str
+    image_key: str = "filepath"
+    caption_key: str = "title"
+    image_root: str | None = None
+    instances: str | None = None
+    split: str = "all"
+
+
+DATASET_KINDS = {
+    "shapes": Shapes,
+    "shift": Shift,
+    "pairs": Pairs,
+    "imagenet": ImageNet,
+    "imagefolder": ImageFolder,
+    "captions": Captions,
+}
+#: Dataset kinds of natural images on the user's disk (the others are synthesised by the pipeline).
+NATURAL_KINDS = ("imagenet", "imagefolder", "captions")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -306,6 +356,17 @@ class Cifar10(Section):
     root: str | None = None
     split: str = "test"
     n_images: int = 2000
+
+
+@dataclass(frozen=True, kw_only=True)
+class Zeroshot(Section):
+    """Zero-shot classification of natural-image datasets (methods.md Sec. 11); `models` and `datasets`
+    resolved (None = analyses.models, every natural-image dataset with classes)."""
+
+    models: tuple[str, ...] | None = None
+    datasets: tuple[str, ...] | None = None
+    templates: tuple[str, ...] | None = None
+    batch_size: int = 64
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -535,6 +596,7 @@ SECTIONS = {
     "gradcam": Gradcam,
     "tsne": Tsne,
     "cifar10": Cifar10,
+    "zeroshot": Zeroshot,
     "decomposition": Decomposition,
     "patching": Patching,
     "sae": Sae,
@@ -576,6 +638,9 @@ class Plan:
     atlas_dataset : str
     shift_of : mapping of str to str
         The dataset of kind `shift` of each base Shapes dataset that has one.
+    zeroshots : tuple of (model, dataset)
+        Zero-shot classification (methods.md Sec. 11) of every `zeroshot.models` model on every
+        `zeroshot.datasets` dataset.
     """
 
     used: tuple[str, ...]
@@ -591,6 +656,7 @@ class Plan:
     atlas_models: tuple[str, ...]
     atlas_dataset: str
     shift_of: Mapping[str, str]
+    zeroshots: tuple[tuple[str, str], ...]
 
     @property
     def all_sae_sites(self) -> list[str]:
@@ -603,7 +669,7 @@ class Config:
     """The validated, normalised and checked config (:func:`load_config`) and its :class:`Plan`."""
 
     seed: int
-    datasets: Mapping[str, Shapes | Shift | Pairs]
+    datasets: Mapping[str, Shapes | Shift | Pairs | ImageNet | ImageFolder | Captions]
     models: Mapping[str, Model]
     analyses: Analyses
     extraction: Extraction
@@ -613,6 +679,7 @@ class Config:
     gradcam: Gradcam
     tsne: Tsne
     cifar10: Cifar10
+    zeroshot: Zeroshot
     decomposition: Decomposition
     patching: Patching
     sae: Sae
@@ -730,6 +797,19 @@ def _check_names(kind: str, requested, configured, key: str | None = None) -> No
         raise ValueError(f"{where} names unknown {kind} {unknown}; configured {kind} are: {valid}")
 
 
+def _check_synthetic(key: str, names, datasets: Mapping) -> None:
+    """Raise ValueError naming `key` if it lists natural-image datasets: the analyses of `key` read the
+    pipeline's synthetic datasets (their objects, masks and captions) only."""
+    natural = [name for name in names if datasets[name]["kind"] in NATURAL_KINDS]
+    if natural:
+        kinds = sorted({datasets[name]["kind"] for name in natural})
+        raise ValueError(
+            f"{key} names natural-image datasets {natural} (kind {', '.join(kinds)}): the analyses read the "
+            "synthetic kinds shapes, shift and pairs only so far; natural-image datasets are indexed by rule "
+            "index_images and classified zero-shot by rule zero_shot (zeroshot.datasets)"
+        )
+
+
 def _datasets_of_kind(datasets: Mapping, kind: str) -> list[str]:
     """The names of the datasets of a kind, sorted (entries are mappings or dataset sections)."""
     kinds = {name: entry["kind"] if isinstance(entry, Mapping) else entry.kind for name, entry in datasets.items()}
@@ -743,6 +823,7 @@ def _normalise(raw: dict) -> tuple[dict[str, list[str]], dict[str, str]]:
     _check_names("models", raw["analyses"]["models"], raw["models"])
     _check_names("datasets", raw["analyses"]["datasets"], raw["datasets"])
     _check_names("models", raw["decomposition"]["models"], raw["models"], "decomposition.models")
+    _check_synthetic("analyses.datasets", raw["analyses"]["datasets"], raw["datasets"])
     pairs = _datasets_of_kind(raw["datasets"], "pairs")
     if raw["patching"]["models"] is None:
         raw["patching"]["models"] = list(raw["analyses"]["models"])
@@ -761,12 +842,46 @@ def _normalise(raw: dict) -> tuple[dict[str, list[str]], dict[str, str]]:
         raw["miclip"]["dataset"] = raw["analyses"]["datasets"][0]
     shift_of = _shift_of(raw["datasets"])
     _check_atlas(raw)
+    _check_zeroshot(raw)
     # Algorithm 1's k has one owner: selectivity.k.
     k = raw["selectivity"]["k"]
     for section, key in ((raw["miclip"], "k_top"), (raw["sae"]["evaluate"], "entropy_k"), (raw["atlas"], "k")):
         if section[key] is None:
             section[key] = k
     return sae_sites, shift_of
+
+
+def _has_classes(entry: Mapping) -> bool:
+    """A natural-image dataset whose images have classes: ImageNet, an image folder, COCO with instances."""
+    return entry["kind"] in ("imagenet", "imagefolder") or (
+        entry["kind"] == "captions" and entry.get("instances") is not None
+    )
+
+
+def _check_zeroshot(raw: dict) -> None:
+    """zeroshot.models (default analyses.models) are models; zeroshot.datasets (default every dataset with
+    classes) have classes. Fills both defaults in place."""
+    section = raw["zeroshot"]
+    if section["models"] is None:
+        section["models"] = list(raw["analyses"]["models"])
+    _check_names("models", section["models"], raw["models"], "zeroshot.models")
+    classified = sorted(name for name, entry in raw["datasets"].items() if _has_classes(entry))
+    if section["datasets"] is None:
+        section["datasets"] = classified
+    for name in section["datasets"]:
+        _check_names("datasets", [name], raw["datasets"], "zeroshot.datasets")
+        if name not in classified:
+            kind = raw["datasets"][name]["kind"]
+            reason = (
+                "a captions dataset has classes only with COCO's instances file (datasets."
+                f"{name}.instances)"
+                if kind == "captions"
+                else f"kind {kind} is synthetic; the Shapes analyses classify its attributes zero-shot themselves"
+            )
+            raise ValueError(
+                f"zeroshot.datasets names {name!r}, which has no classes to classify: {reason}; datasets with "
+                f"classes are: {', '.join(classified) or 'none configured'}"
+            )
 
 
 def _sae_sites_by_model(sae: dict) -> dict[str, list[str]]:
@@ -1006,6 +1121,7 @@ def _plan(raw: dict, sae_sites: Mapping[str, list[str]], shift_of: Mapping[str, 
         | set(patching["models"])
         | {model for model, sites in sae_sites.items() if sites}
         | set(miclip_models)
+        | (set(raw["zeroshot"]["models"]) if raw["zeroshot"]["datasets"] else set())
     )
     units = tuple((model, entry["site"], entry["kind"]) for model, sets in miclip["units"].items() for entry in sets)
     return Plan(
@@ -1022,4 +1138,5 @@ def _plan(raw: dict, sae_sites: Mapping[str, list[str]], shift_of: Mapping[str, 
         atlas_models=tuple(raw["atlas"]["models"]),
         atlas_dataset=raw["atlas"]["dataset"],
         shift_of=MappingProxyType(dict(shift_of)),
+        zeroshots=tuple((m, d) for m in raw["zeroshot"]["models"] for d in raw["zeroshot"]["datasets"]),
     )

@@ -49,10 +49,10 @@ def _schema_sections():
     top = schema["properties"]
     kinds = top["datasets"]["additionalProperties"]
     pending = [(section, top[key]["properties"]) for key, section in cfg.SECTIONS.items()]
+    by_kind = {branch["if"]["properties"]["kind"]["const"]: branch["then"]["properties"] for branch in kinds["allOf"]}
+    assert sorted(by_kind) == sorted(cfg.DATASET_KINDS)
+    pending += [(cfg.DATASET_KINDS[kind], properties) for kind, properties in by_kind.items()]
     pending += [
-        (cfg.Shift, kinds["then"]["properties"]),
-        (cfg.Pairs, kinds["else"]["then"]["properties"]),
-        (cfg.Shapes, kinds["else"]["else"]["properties"]),
         (cfg.Train, top["models"]["additionalProperties"]["properties"]["train"]["properties"]),
         (cfg.UnitSet, top["miclip"]["properties"]["units"]["additionalProperties"]["items"]["properties"]),
     ]
