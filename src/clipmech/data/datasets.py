@@ -91,6 +91,10 @@ def dataset_hash(directory: str | Path, kind: str = "shapes") -> str:
 def load(directory: str | Path) -> ImageDataset:
     """Open a dataset directory written by the pipeline, after checking its data against ``spec.json``.
 
+    Synthetic kinds come back with ``images`` memory-mapped; natural-image kinds (:data:`NATURAL_KINDS`)
+    with ``images`` None and ``manifest``, ``classes`` and ``root`` set (the images themselves are
+    not opened here).
+
     Raises
     ------
     FileNotFoundError
