@@ -1,9 +1,10 @@
 """Reading the image datasets the pipeline analyses.
 
-Every dataset directory holds ``images.npy`` (uint8, N x H x W x 3) and ``spec.json`` (what it is,
-with the sha256 of its data files); Shapes datasets add ``masks.npy`` and ``objects.tsv``
-(see :mod:`clipmech.data.shapes`), minimal-pairs datasets also ``pairs.tsv`` (see
-:mod:`clipmech.data.pairs`). :func:`load` checks the data files against that sha256 once per
+Every dataset directory holds ``spec.json`` (what it is, with the sha256 of its data files). Synthetic
+datasets hold ``images.npy`` (uint8, N x H x W x 3); Shapes datasets add ``masks.npy`` and
+``objects.tsv`` (see :mod:`clipmech.data.shapes`), minimal-pairs datasets also ``pairs.tsv`` (see
+:mod:`clipmech.data.pairs`). Natural-image datasets (kinds :data:`NATURAL_KINDS`) hold no pixels but
+``manifest.parquet`` and ``classes.tsv`` pointing at the user's images (see :mod:`clipmech.data.natural`). :func:`load` checks the data files against that sha256 once per
 job, so a file changed in place after the dataset rule wrote it fails loudly instead of being used.
 """
 
@@ -24,8 +25,8 @@ class ImageDataset:
 
     Attributes
     ----------
-    images : numpy.ndarray, uint8, (N, H, W, 3)
-        Memory-mapped from ``images.npy``.
+    images : numpy.ndarray, uint8, (N, H, W, 3), or None
+        Memory-mapped from ``images.npy``; None for natural-image datasets (read them through ``manifest``).
     spec : dict
         ``spec.json``: at least ``kind`` and ``sha256``.
     masks : numpy.ndarray, uint8, (N, H, W) or None
@@ -34,16 +35,29 @@ class ImageDataset:
         The object table, Shapes and minimal pairs only.
     pairs : pandas.DataFrame or None
         The minimal-pairs table (:func:`clipmech.data.pairs.synthesize`), kind ``pairs`` only.
+    manifest : pandas.DataFrame or None
+        ``manifest.parquet``, one row per image (:data:`clipmech.data.natural.MANIFEST_SCHEMA`),
+        natural-image datasets only.
+    classes : pandas.DataFrame or None
+        ``classes.tsv`` (``index``, ``class_id`` as str, ``name``), natural-image datasets only.
+    root : pathlib.Path or None
+        The folder the manifest's ``source`` paths are relative to (``spec.json``'s ``root``),
+        natural-image datasets only.
     """
 
-    images: np.ndarray
+    images: np.ndarray | None
     spec: dict
     masks: np.ndarray | None = None
     objects: pd.DataFrame | None = None
     pairs: pd.DataFrame | None = None
+    manifest: pd.DataFrame | None = None
+    classes: pd.DataFrame | None = None
+    root: Path | None = None
 
     @property
     def n_images(self) -> int:
+        if self.images is None:
+            return len(self.manifest)
         return int(self.images.shape[0])
 
 
@@ -51,7 +65,12 @@ class ImageDataset:
 DATA_FILES = {
     "shapes": ("images.npy", "masks.npy", "objects.tsv"),
     "pairs": ("images.npy", "masks.npy", "objects.tsv", "pairs.tsv"),
+    "imagenet": ("manifest.parquet", "classes.tsv"),
+    "imagefolder": ("manifest.parquet", "classes.tsv"),
+    "captions": ("manifest.parquet", "classes.tsv"),
 }
+#: Kinds whose directory holds a manifest of the user's images instead of ``images.npy``.
+NATURAL_KINDS = ("imagenet", "imagefolder", "captions")
 
 
 def data_files(kind: str) -> tuple[str, ...]:
@@ -71,6 +90,10 @@ def dataset_hash(directory: str | Path, kind: str = "shapes") -> str:
 
 def load(directory: str | Path) -> ImageDataset:
     """Open a dataset directory written by the pipeline, after checking its data against ``spec.json``.
+
+    Synthetic kinds come back with ``images`` memory-mapped; natural-image kinds (:data:`NATURAL_KINDS`)
+    with ``images`` None and ``manifest``, ``classes`` and ``root`` set (the images themselves are
+    not opened here).
 
     Raises
     ------
@@ -92,6 +115,12 @@ def load(directory: str | Path) -> ImageDataset:
             f"but {spec_path} records {spec['sha256']}: a file changed after the dataset was written. Delete the "
             "directory so that its rule writes it again."
         )
+    if spec["kind"] in NATURAL_KINDS:
+        manifest = pd.read_parquet(_required(directory / "manifest.parquet"))
+        classes = pd.read_csv(
+            _required(directory / "classes.tsv"), sep="\t", dtype={"class_id": str, "name": str}, keep_default_na=False
+        )
+        return ImageDataset(images=None, spec=spec, manifest=manifest, classes=classes, root=Path(spec["root"]))
     images = np.load(_required(directory / "images.npy"), mmap_mode="r")
     if spec["kind"] not in DATA_FILES:
         return ImageDataset(images=images, spec=spec)
