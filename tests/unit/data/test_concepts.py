@@ -101,3 +101,18 @@ def test_concepts_checks_shape_and_is_read_only():
     concepts = Concepts(np.zeros((2, 2), dtype=bool), ("a", "b"), "x")
     with pytest.raises(ValueError):
         concepts.present_NF[0, 0] = True
+
+
+def test_manifest_read_back_from_parquet(tmp_path):
+    """Parquet list columns come back as numpy arrays (and a missing list as None); both are read."""
+    data = natural(
+        "captions",
+        captions=[["A cat."], None, ["two cats", "a cat"]],
+        categories=[[], None, [1]],
+        class_names=("dog", "cat"),
+    )
+    data.manifest.to_parquet(tmp_path / "manifest.parquet")
+    data.manifest = pd.read_parquet(tmp_path / "manifest.parquet")
+    np.testing.assert_array_equal(concept_matrix(data).present_NF, [[0, 0], [0, 0], [0, 1]])
+    data.manifest["categories"] = [np.array([], dtype=np.int64)] * 3
+    np.testing.assert_array_equal(concept_matrix(data, words=["cat"]).present_NF, [[1], [0], [1]])
