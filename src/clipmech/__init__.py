@@ -33,7 +33,7 @@ H     attention heads
 C     channels: of an image (RGB) or of a feature map (the neurons of the CLIP-ResNet attention pool)
 E     width of the joint image-text embedding
 U     units (layer x neuron) of a selectivity analysis
-F     the 16 Shapes features (5 shapes, 6 colours, 5 positions)
+F     concepts: the 16 Shapes features (5 shapes, 6 colours, 5 positions), or a dataset's classes or words
 K     selected items of a step: classes of a zero-shot task, kept pairs, top-k entries, targets
 k     top-k pairs per class
 P     prompts (text) scored against each image

@@ -1,6 +1,12 @@
-"""Zero-shot probes of a CLIP model on Shapes scenes: attribute recognition and binding.
+"""Zero-shot classification: over a dataset's classes with prompt templates, and the probes of a CLIP model on
+Shapes scenes (attribute recognition and binding).
 
-Prompts follow the grammar of the training captions (:func:`clipmech.data.shapes.caption`) with the
+Over a dataset's classes (methods.md Sec. 1.2): :func:`templates` gives the prompt templates,
+:func:`classifier` the class embeddings (open_clip's ``build_zero_shot_classifier``),
+:func:`save_classifier` / :func:`load_classifier` cache them once per (model, dataset) under a provenance
+(:func:`classifier_provenance`) checked on load, and :func:`accuracy` scores image embeddings against them.
+
+On Shapes, prompts follow the grammar of the training captions (:func:`clipmech.data.shapes.caption`) with the
 attributes a task does not ask about left out: colour "a red shape" (6-way), shape "a square"
 (5-way), position "a shape at the top left" (5-way), on single-object images; and the
 attribute-swap binding test on two-object images: "a red square and a blue circle" (correct) vs
@@ -9,7 +15,16 @@ attribute-swap binding test on two-object images: "a red square and a blue circl
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import string
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
+import open_clip
 import torch
 
 from clipmech.data.shapes import COLOURS, POSITION_PHRASES, POSITIONS, SHAPES
@@ -86,3 +101,234 @@ def pairwise_preference(image_emb_NE: torch.Tensor, first_NE: torch.Tensor, seco
     first = torch.nn.functional.normalize(first_NE.float(), dim=-1)
     second = torch.nn.functional.normalize(second_NE.float(), dim=-1)
     return ((image * first).sum(-1) > (image * second).sum(-1)).cpu().numpy()
+
+
+# Over a dataset's classes (methods.md Sec. 1.2).
+
+#: The dataset kind whose templates default to OpenAI's 80 ImageNet templates.
+IMAGENET_KIND = "imagenet"
+
+
+def templates(kind: str, configured: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The prompt templates of a zero-shot classifier over a dataset of ``kind``, as format strings with one
+    ``{}`` for the class name (methods.md Sec. 1.2).
+
+    Parameters
+    ----------
+    kind : str
+        The dataset kind (``spec["kind"]``).
+    configured : sequence of str, optional
+        The configured templates. Required for every kind but ``imagenet``, whose default is OpenAI's 80
+        ImageNet templates (``open_clip.OPENAI_IMAGENET_TEMPLATES``, rendered as format strings); when given,
+        they replace that default too.
+
+    Raises
+    ------
+    ValueError
+        If ``configured`` is missing for a kind other than ``imagenet``, is empty or a single string, or holds
+        a template that is not a str with exactly one ``{}`` and no other replacement field.
+    """
+    if configured is None:
+        if kind == IMAGENET_KIND:
+            return tuple(template("{}") for template in open_clip.OPENAI_IMAGENET_TEMPLATES)
+        raise ValueError(
+            f"dataset kind {kind!r} has no default prompt templates: configure a non-empty list of format "
+            "strings with one {} for the class name, e.g. ['a photo of a {}.']"
+        )
+    if isinstance(configured, str) or not isinstance(configured, Sequence) or len(configured) == 0:
+        raise ValueError(f"prompt templates must be a non-empty list of format strings, got {configured!r}")
+    for template in configured:
+        fields = [] if not isinstance(template, str) else _replacement_fields(template)
+        if fields != [("", "", None)]:
+            raise ValueError(
+                f"prompt template {template!r} must be a str with exactly one {{}} (the class name) and no other "
+                "replacement field (write a literal brace as {{ or }})"
+            )
+    return tuple(configured)
+
+
+def _replacement_fields(template: str) -> list[tuple]:
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError:
+        return []
+    return [(name, spec, conversion) for _, name, spec, conversion in parsed if name is not None]
+
+
+def classifier(
+    model,
+    tokenizer,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    *,
+    device: str | torch.device,
+    batch_size: int,
+) -> torch.Tensor:
+    """Zero-shot classifier weights (methods.md Sec. 1.2): class k's column is the L2-normalised mean of the
+    L2-normalised text embeddings of its prompts ``template.format(classnames[k])``.
+
+    Built by open_clip's ``build_zero_shot_classifier``. ``model`` should be in eval mode and on ``device``.
+
+    Parameters
+    ----------
+    batch_size : int
+        At most this many prompts per text forward (whole classes at a time; at least one class, so a
+        batch holds ``len(templates)`` prompts when ``batch_size`` is smaller).
+
+    Returns
+    -------
+    weights_EK : torch.Tensor, float32, (E, K), on the CPU
+
+    Raises
+    ------
+    ValueError
+        If ``classnames`` or ``templates`` is empty or ``batch_size`` < 1.
+    """
+    if len(classnames) == 0 or len(templates) == 0:
+        raise ValueError(
+            f"a zero-shot classifier needs classes and templates, got {len(classnames)} and {len(templates)}"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    weights_EK = open_clip.build_zero_shot_classifier(
+        model,
+        tokenizer,
+        classnames=list(classnames),
+        templates=list(templates),
+        num_classes_per_batch=max(1, batch_size // len(templates)),
+        device=device,
+    )
+    return weights_EK.float().cpu()
+
+
+def _sha256_json(value) -> str:
+    return hashlib.sha256(json.dumps(value, ensure_ascii=False).encode()).hexdigest()
+
+
+def classifier_provenance(
+    architecture: str, weights_id: str, classnames: Sequence[str], templates: Sequence[str]
+) -> dict:
+    """What a cached classifier was built from: the open_clip ``architecture``, the weights id
+    (:func:`clipmech.models.loading.weights_id`), and the sha256 of the class names and of the templates (each
+    over the JSON list, in order), with their counts."""
+    return {
+        "architecture": str(architecture),
+        "weights_id": str(weights_id),
+        "classnames_sha256": _sha256_json([str(name) for name in classnames]),
+        "templates_sha256": _sha256_json([str(template) for template in templates]),
+        "n_classes": len(classnames),
+        "n_templates": len(templates),
+    }
+
+
+def save_classifier(path: str | Path, weights_EK, provenance: dict) -> None:
+    """Write classifier weights with their provenance (:func:`classifier_provenance`) to an ``.npz``, atomically
+    (a temporary file beside ``path``, then renamed): ``weights_EK`` float32 (E, K) and ``provenance`` as JSON.
+
+    Raises
+    ------
+    ValueError
+        If ``weights_EK`` is not 2-d.
+    """
+    weights = torch.as_tensor(weights_EK).detach().cpu().float().numpy()
+    if weights.ndim != 2:
+        raise ValueError(f"classifier weights must be (E, K), got shape {weights.shape}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, weights_EK=weights, provenance=np.array(json.dumps(provenance, sort_keys=True)))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_classifier(path: str | Path, expected_provenance: dict) -> torch.Tensor:
+    """Classifier weights written by :func:`save_classifier`, after checking that they were built from what
+    ``expected_provenance`` says.
+
+    Returns
+    -------
+    weights_EK : torch.Tensor, float32, (E, K)
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the stored provenance differs from ``expected_provenance`` (the message names the file, both
+        provenances and the differing keys: delete the file to rebuild it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no zero-shot classifier at {path}")
+    with np.load(path, allow_pickle=False) as npz:
+        stored = json.loads(str(npz["provenance"]))
+        weights = np.array(npz["weights_EK"], dtype=np.float32)
+    expected = json.loads(json.dumps(expected_provenance, sort_keys=True))
+    if stored != expected:
+        keys = sorted(key for key in stored.keys() | expected.keys() if stored.get(key) != expected.get(key))
+        raise ValueError(
+            f"zero-shot classifier {path} was built from {stored}, but {expected} is expected (differing: "
+            f"{', '.join(keys)}): delete the file so that it is built again"
+        )
+    return torch.from_numpy(weights)
+
+
+def accuracy(image_features_NE, weights_EK, labels_N, topk: Sequence[int] = (1, 5)) -> dict:
+    """Top-k zero-shot accuracy of image embeddings against classifier weights (methods.md Sec. 1.2).
+
+    Image features are L2-normalised here (the weights' columns already are, :func:`classifier`); image i's
+    prediction ranks the classes by ``features[i] @ weights``. Images labelled -1 have no class: they are left
+    out and counted.
+
+    Parameters
+    ----------
+    image_features_NE : array-like or torch.Tensor, float, (N, E)
+    weights_EK : array-like or torch.Tensor, float, (E, K)
+    labels_N : array-like of int, (N,)
+        Class index in 0..K-1, or -1 for none.
+    topk : sequence of int
+        A top-k accuracy is the fraction of labelled images whose class is among their k highest-scoring
+        classes. With K < k it is computed as top-K (so 1.0): key ``top5`` of a 3-class task is its top-3.
+
+    Returns
+    -------
+    dict
+        ``top{k}`` (float, NaN when no image is labelled) for each k, ``n`` (labelled images counted) and
+        ``n_unlabelled`` (images labelled -1, left out).
+
+    Raises
+    ------
+    ValueError
+        If the shapes disagree, a label is outside -1..K-1, or a k is < 1.
+    """
+    features = torch.as_tensor(image_features_NE).detach().cpu().float()
+    weights = torch.as_tensor(weights_EK).detach().cpu().float()
+    labels = torch.as_tensor(np.asarray(labels_N, dtype=np.int64))
+    if (
+        features.ndim != 2
+        or weights.ndim != 2
+        or features.shape[1] != weights.shape[0]
+        or labels.shape != (len(features),)
+    ):
+        raise ValueError(
+            f"shapes disagree: features {tuple(features.shape)}, weights {tuple(weights.shape)}, labels {tuple(labels.shape)}"
+        )
+    n_classes = weights.shape[1]
+    if ((labels < -1) | (labels >= n_classes)).any():
+        raise ValueError(f"labels must be in -1..{n_classes - 1}")
+    if any(k < 1 for k in topk):
+        raise ValueError(f"top-k needs k >= 1, got {tuple(topk)}")
+    labelled = labels >= 0
+    result = {"n": int(labelled.sum()), "n_unlabelled": int((~labelled).sum())}
+    scores_NK = torch.nn.functional.normalize(features[labelled], dim=-1) @ weights
+    for k in topk:
+        if result["n"] == 0:
+            result[f"top{k}"] = float("nan")
+            continue
+        top = scores_NK.topk(min(k, n_classes), dim=1).indices
+        result[f"top{k}"] = float((top == labels[labelled, None]).any(dim=1).float().mean())
+    return result

@@ -1,0 +1,186 @@
+"""The concepts of a dataset, as one boolean image x concept matrix for every kind (methods.md Sec. 1.1).
+
+:func:`concept_matrix` is the one place that says which concepts an image holds, so that the analyses that
+score units against concepts (AUROC, AP, alignment) read every dataset the same way:
+
+============================  ==================================================  =====================
+dataset kind (``spec``)       concepts (columns)                                  :attr:`Concepts.source`
+============================  ==================================================  =====================
+``shapes``, ``pairs``,        the 16 Shapes features, an image holds one when an  "Shapes features"
+``shift``                     object has it (:func:`clipmech.analyses.concepts.
+                              image_presence`)
+``imagenet``                  the classes of ``classes.tsv``, one-hot of          "ImageNet classes"
+                              ``label``
+``imagefolder``               the same                                            "folder classes"
+``captions`` with categories  the COCO categories of ``classes.tsv``, from the    "COCO categories"
+                              manifest's ``categories``
+``captions`` otherwise        the configured words, matched in the captions       "caption words"
+============================  ==================================================  =====================
+
+A natural-image dataset is read through the attributes ``spec``, ``manifest``, ``classes`` and ``n_images``
+alone (:class:`clipmech.data.datasets.ImageDataset`); a Shapes dataset through ``spec``, ``objects`` and
+``n_images``. Here the shape letter F stands for the dataset's concepts (16 for Shapes).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from clipmech.analyses.concepts import image_presence
+from clipmech.data import shapes
+
+#: Dataset kinds whose concepts are the 16 Shapes features of their object table.
+SHAPES_KINDS = ("shapes", "pairs", "shift")
+#: Dataset kinds whose concepts are their classes (one-hot of ``label``), with their ``source`` phrase.
+CLASS_KINDS = {"imagenet": "ImageNet classes", "imagefolder": "folder classes"}
+CAPTION_KIND = "captions"
+
+
+@dataclass(frozen=True, eq=False)
+class Concepts:
+    """Which images of a dataset hold which concepts.
+
+    Attributes
+    ----------
+    present_NF : numpy.ndarray, bool, (N, F), read-only
+        ``present_NF[i, f]``: image i holds concept f.
+    names : tuple of F str
+        The concepts' names, in column order.
+    source : str
+        What the concepts are, a short phrase for tables and pages ("Shapes features", "ImageNet classes",
+        "folder classes", "COCO categories", "caption words").
+
+    Raises
+    ------
+    ValueError
+        On construction, if ``present_NF`` is not a 2-d boolean array with one column per name.
+    """
+
+    present_NF: np.ndarray
+    names: tuple[str, ...]
+    source: str
+
+    def __post_init__(self) -> None:
+        present = np.asarray(self.present_NF)
+        if present.ndim != 2 or present.dtype != bool:
+            raise ValueError(f"present_NF must be a 2-d bool array, got {present.dtype} of shape {present.shape}")
+        names = tuple(str(name) for name in self.names)
+        if present.shape[1] != len(names):
+            raise ValueError(f"present_NF has {present.shape[1]} columns but there are {len(names)} names")
+        present = present.copy()
+        present.setflags(write=False)
+        object.__setattr__(self, "present_NF", present)
+        object.__setattr__(self, "names", names)
+
+    @property
+    def n_concepts(self) -> int:
+        return len(self.names)
+
+
+def concept_matrix(dataset, *, words: Sequence[str] | None = None) -> Concepts:
+    """The concepts each image of ``dataset`` holds (methods.md Sec. 1.1).
+
+    Parameters
+    ----------
+    dataset : ImageDataset (or any object with the same attributes)
+        Shapes kinds need ``spec``, ``objects`` and ``n_images``; the natural-image kinds ``spec``,
+        ``manifest`` (one row per image in ``index`` order), ``classes`` (``index``, ``class_id``, ``name``)
+        and ``n_images``.
+    words : sequence of str, optional
+        The concepts of a captions dataset without COCO categories: each word or phrase is present in an
+        image when it occurs in one of the image's captions as whole words, case-insensitively, with any
+        run of whitespace between a phrase's words. Unused by the other kinds, and by a captions dataset
+        whose manifest has categories.
+
+    Returns
+    -------
+    Concepts
+        For ``imagenet`` and ``imagefolder``, row i is the one-hot of image i's ``label``, and an image with
+        label -1 holds no concept.
+
+    Raises
+    ------
+    ValueError
+        If the dataset kind is unknown; if the manifest does not have one row per image in ``index`` order;
+        if a label or category is outside the classes of ``classes.tsv``; if a captions dataset has no
+        categories and no (non-empty) word list is given (the message says to configure one).
+    """
+    kind = dataset.spec["kind"]
+    if kind in SHAPES_KINDS:
+        return Concepts(image_presence(dataset.objects, dataset.n_images), shapes.FEATURES, "Shapes features")
+    if kind in CLASS_KINDS:
+        return _class_concepts(dataset, CLASS_KINDS[kind])
+    if kind == CAPTION_KIND:
+        manifest = _manifest(dataset)
+        categories = [_as_list(cell) for cell in manifest["categories"]] if "categories" in manifest else []
+        if any(categories):
+            return _category_concepts(dataset, categories)
+        if not words or not any(str(word).strip() for word in words):
+            raise ValueError(
+                f"dataset kind {kind!r}: its manifest has no COCO categories, so its concepts must be words "
+                "matched in the captions, and no word list is set: configure a non-empty list of words"
+            )
+        return _word_concepts(manifest, words)
+    valid = ", ".join((*SHAPES_KINDS, *CLASS_KINDS, CAPTION_KIND))
+    raise ValueError(f"no concepts for dataset kind {kind!r}; the kinds with concepts are: {valid}")
+
+
+def _manifest(dataset) -> pd.DataFrame:
+    manifest = dataset.manifest
+    n = dataset.n_images
+    if len(manifest) != n or not np.array_equal(manifest["index"].to_numpy(), np.arange(n)):
+        raise ValueError(f"the manifest must hold one row per image in index order (0..{n - 1}), got {len(manifest)}")
+    return manifest
+
+
+def _class_names(dataset) -> tuple[str, ...]:
+    classes = dataset.classes
+    if not np.array_equal(classes["index"].to_numpy(), np.arange(len(classes))):
+        raise ValueError("classes.tsv must list its classes in index order 0..K-1")
+    return tuple(str(name) for name in classes["name"])
+
+
+def _class_concepts(dataset, source: str) -> Concepts:
+    labels = _manifest(dataset)["label"].to_numpy(dtype=np.int64)
+    names = _class_names(dataset)
+    bad = (labels < -1) | (labels >= len(names))
+    if bad.any():
+        raise ValueError(f"labels {sorted(set(labels[bad].tolist()))} are outside -1..{len(names) - 1} (classes.tsv)")
+    present = np.zeros((len(labels), len(names)), dtype=bool)
+    rows = np.flatnonzero(labels >= 0)
+    present[rows, labels[rows]] = True
+    return Concepts(present, names, source)
+
+
+def _category_concepts(dataset, categories: list[list[int]]) -> Concepts:
+    names = _class_names(dataset)
+    present = np.zeros((len(categories), len(names)), dtype=bool)
+    for i, cell in enumerate(categories):
+        index = np.asarray(cell, dtype=np.int64)
+        if ((index < 0) | (index >= len(names))).any():
+            raise ValueError(f"image {i} has categories {index.tolist()} outside 0..{len(names) - 1} (classes.tsv)")
+        present[i, index] = True
+    return Concepts(present, names, "COCO categories")
+
+
+def _word_concepts(manifest: pd.DataFrame, words: Sequence[str]) -> Concepts:
+    names = tuple(dict.fromkeys(" ".join(str(word).split()) for word in words if str(word).strip()))
+    patterns = [re.compile(r"(?<!\w)" + r"\s+".join(map(re.escape, name.split())) + r"(?!\w)", re.I) for name in names]
+    present = np.zeros((len(manifest), len(names)), dtype=bool)
+    for i, cell in enumerate(manifest["captions"]):
+        captions = [str(caption) for caption in _as_list(cell)]
+        for f, pattern in enumerate(patterns):
+            present[i, f] = any(pattern.search(caption) for caption in captions)
+    return Concepts(present, names, "caption words")
+
+
+def _as_list(cell) -> list:
+    """A list cell of the manifest (a list, a numpy array from parquet, or None/NaN for a missing one)."""
+    if cell is None or (isinstance(cell, float) and np.isnan(cell)):
+        return []
+    return list(cell)
