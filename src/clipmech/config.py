@@ -360,7 +360,7 @@ class Cifar10(Section):
 
 @dataclass(frozen=True, kw_only=True)
 class Zeroshot(Section):
-    """Zero-shot classification of natural-image datasets (methods.md Sec. 11); `models` and `datasets`
+    """Zero-shot classification of natural-image datasets (methods.md Sec. 1.2); `models` and `datasets`
     resolved (None = analyses.models, every natural-image dataset with classes)."""
 
     models: tuple[str, ...] | None = None
@@ -639,7 +639,7 @@ class Plan:
     shift_of : mapping of str to str
         The dataset of kind `shift` of each base Shapes dataset that has one.
     zeroshots : tuple of (model, dataset)
-        Zero-shot classification (methods.md Sec. 11) of every `zeroshot.models` model on every
+        Zero-shot classification (methods.md Sec. 1.2) of every `zeroshot.models` model on every
         `zeroshot.datasets` dataset.
     """
 
@@ -852,15 +852,14 @@ def _normalise(raw: dict) -> tuple[dict[str, list[str]], dict[str, str]]:
 
 
 def _has_classes(entry: Mapping) -> bool:
-    """A natural-image dataset whose images have classes: ImageNet, an image folder, COCO with instances."""
-    return entry["kind"] in ("imagenet", "imagefolder") or (
-        entry["kind"] == "captions" and entry.get("instances") is not None
-    )
+    """A natural-image dataset with one class per image: ImageNet or an image folder."""
+    return entry["kind"] in ("imagenet", "imagefolder")
 
 
 def _check_zeroshot(raw: dict) -> None:
     """zeroshot.models (default analyses.models) are models; zeroshot.datasets (default every dataset with
-    classes) have classes. Fills both defaults in place."""
+    one class per image) have one class per image; templates are given unless every one is ImageNet.
+    Fills both defaults in place."""
     section = raw["zeroshot"]
     if section["models"] is None:
         section["models"] = list(raw["analyses"]["models"])
@@ -873,8 +872,7 @@ def _check_zeroshot(raw: dict) -> None:
         if name not in classified:
             kind = raw["datasets"][name]["kind"]
             reason = (
-                "a captions dataset has classes only with COCO's instances file (datasets."
-                f"{name}.instances)"
+                "a captions dataset has no single class per image (COCO's categories are several per image)"
                 if kind == "captions"
                 else f"kind {kind} is synthetic; the Shapes analyses classify its attributes zero-shot themselves"
             )
@@ -882,6 +880,12 @@ def _check_zeroshot(raw: dict) -> None:
                 f"zeroshot.datasets names {name!r}, which has no classes to classify: {reason}; datasets with "
                 f"classes are: {', '.join(classified) or 'none configured'}"
             )
+    others = [name for name in section["datasets"] if raw["datasets"][name]["kind"] != "imagenet"]
+    if others and section["templates"] is None:
+        raise ValueError(
+            f"zeroshot.templates is null, but zeroshot.datasets {others} are not ImageNet: list prompt templates "
+            "that suit their classes, each with one {} for the class name (e.g. ['a photo of a {}.'])"
+        )
 
 
 def _sae_sites_by_model(sae: dict) -> dict[str, list[str]]:

@@ -533,3 +533,50 @@ def test_atlas_models_and_dataset_are_analysed():
     config = tiny()
     config["atlas"]["dataset"] = "tiny-shapes-pairs"
     assert "atlas.dataset names unknown analysed datasets ['tiny-shapes-pairs']" in rejected(config)
+
+
+# --- natural-image datasets and zero-shot ------------------------------------------------------------
+
+
+def natural(config):
+    config["datasets"]["imnet"] = {"kind": "imagenet", "root": "/data/imagenet"}
+    config["datasets"]["photos"] = {"kind": "imagefolder", "root": "/data/photos"}
+    config["datasets"]["pairs-text"] = {"kind": "captions", "path": "/data/cc.tsv"}
+    return config
+
+
+def test_natural_datasets_fill_their_defaults():
+    loaded = load_config(natural(tiny()) | {"zeroshot": {"templates": ["a photo of a {}."]}})
+    assert loaded.datasets["imnet"] == cfg.ImageNet(root="/data/imagenet")
+    assert loaded.datasets["imnet"].params() == {
+        "kind": "imagenet", "n_images": None, "root": "/data/imagenet", "seed": 0, "skip_unreadable": False,
+        "split": "val",
+    }
+    assert loaded.datasets["pairs-text"].image_key == "filepath" and loaded.datasets["pairs-text"].caption_key == "title"
+    assert loaded.plan.zeroshots == (("tiny-vit", "imnet"), ("tiny-vit", "photos"))
+
+
+def test_natural_datasets_are_refused_by_the_analyses():
+    config = natural(tiny())
+    config["analyses"]["datasets"] = ["tiny-shapes", "photos"]
+    assert "analyses.datasets names natural-image datasets ['photos'] (kind imagefolder)" in rejected(config)
+
+
+def test_zeroshot_needs_single_label_datasets_and_templates():
+    config = natural(tiny())
+    assert "zeroshot.templates is null, but zeroshot.datasets ['photos'] are not ImageNet" in rejected(config)
+    config["zeroshot"] = {"datasets": ["imnet"]}
+    assert load_config(config).plan.zeroshots == (("tiny-vit", "imnet"),)
+    config["zeroshot"] = {"datasets": ["pairs-text"], "templates": ["a {}"]}
+    assert "'pairs-text', which has no classes to classify: a captions dataset" in rejected(config)
+    config["zeroshot"] = {"datasets": ["tiny-shapes"], "templates": ["a {}"]}
+    assert "kind shapes is synthetic" in rejected(config)
+    config["zeroshot"] = {"datasets": ["imnet"], "models": ["nope"]}
+    assert "zeroshot.models names unknown models ['nope']" in rejected(config)
+    config["zeroshot"] = {"templates": ["no field"]}
+    assert "invalid config at zeroshot.templates.0" in rejected(config)
+
+
+def test_no_natural_dataset_plans_no_zero_shot():
+    loaded = load_config(tiny())
+    assert loaded.zeroshot.datasets == () and loaded.plan.zeroshots == ()
