@@ -143,7 +143,7 @@ class ManifestImages(torch.utils.data.Dataset):
         # Plain arrays and lists, not the DataFrame: cheap to index and to copy into worker processes.
         self.indices = manifest["index"].to_numpy(dtype=np.int64)
         self.sources = [str(source) for source in manifest["source"]]
-        self.members = ["" if member is None else str(member) for member in manifest["member"]]
+        self.members = [member if isinstance(member, str) else "" for member in manifest["member"]]
         self.sha256 = [str(digest) for digest in manifest["sha256"]] if verify else None
         self._shards: OrderedDict[str, tuple] = OrderedDict()
         self._pid = os.getpid()
@@ -188,6 +188,10 @@ class ManifestImages(torch.utils.data.Dataset):
         start, size = offsets[member]
         handle.seek(start)
         return handle.read(size), name
+
+    def __getstate__(self) -> dict:
+        # Workers started by spawn (not fork) get a pickled copy: without the open shards.
+        return {**self.__dict__, "_shards": OrderedDict()}
 
     def reset_handles(self) -> None:
         """Forget the shard handles (without closing them: they may belong to the parent of a fork)."""

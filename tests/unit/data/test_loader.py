@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import pickle
 import tarfile
 
 import numpy as np
@@ -191,3 +192,14 @@ def test_image_loader_settings(dataset_root, preprocess):
     cuda = loader.image_loader(dataset, batch_size=4, workers=2, device="cuda:0")
     assert cuda.pin_memory and cuda.persistent_workers and cuda.num_workers == 2 and cuda.batch_size == 4
     assert isinstance(cuda.sampler, torch.utils.data.SequentialSampler)
+
+
+def test_a_pickled_dataset_leaves_its_shards_behind(dataset_root, preprocess):
+    root, manifest, _ = dataset_root
+    dataset = loader.ManifestImages(manifest, root, preprocess)
+    index, pixels = dataset[len(dataset) - 1]  # opens the shard
+    copy = pickle.loads(pickle.dumps(dataset))  # what a spawned worker gets
+    assert not copy._shards and len(dataset._shards) == 1
+    assert copy[len(dataset) - 1][0] == index and torch.equal(copy[len(dataset) - 1][1], pixels)
+    dataset.close()
+    copy.close()
