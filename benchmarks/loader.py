@@ -119,15 +119,16 @@ def main() -> None:
         f"(c) {cpu_ms[2]:.1f} ms; so on 2 idle cores (c)/(a) would be about "
         f"{2 * cpu_ms['loop'] / cpu_ms[2]:.2f} (2 x (a) / (c): what the load on the machine does not change)"
     )
-    core = 1000 / cpu_ms["loop"]
+    core, worker = 1000 / cpu_ms["loop"], 1000 / cpu_ms[2]
     print(
         f"one core decodes and transforms {rate['loop']:.0f} images/s here ((a), wall clock), {core:.0f} images/s "
-        "per CPU second (what an idle core does)"
+        f"per CPU second (what an idle core does); through the loader {worker:.0f} images/s per CPU second (the "
+        "batches' hand-over in shared memory and the collecting process included)"
     )
     print(
-        f"a GPU that consumes X images/s needs about X / {core:.0f} workers plus one core for the process that "
-        f"runs the model: set cpus_per_task to ceil(X / {core:.0f}) + 1 and pass workers = cpus_per_task - 1 "
-        f"(X = {args.gpu_rate:.0f}: cpus_per_task {math.ceil(args.gpu_rate / core) + 1})"
+        f"a GPU that consumes X images/s needs about X / {worker:.0f} workers plus one core for the process that "
+        f"runs the model: set cpus_per_task to ceil(X / {worker:.0f}) + 1 and pass workers = cpus_per_task - 1 "
+        f"(X = {args.gpu_rate:.0f}: cpus_per_task {math.ceil(args.gpu_rate / worker) + 1})"
     )
 
 
