@@ -56,3 +56,4 @@ benchmark: $(BIN)/.installed
 	$(BIN)/python benchmarks/omp.py
 	$(BIN)/python benchmarks/patching.py
 	$(BIN)/python benchmarks/sae.py
+	$(BIN)/python benchmarks/loader.py
