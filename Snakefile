@@ -42,6 +42,7 @@ include: "workflow/rules/patching.smk"
 include: "workflow/rules/sae.smk"
 include: "workflow/rules/miclip.smk"
 include: "workflow/rules/atlas.smk"
+include: "workflow/rules/zeroshot.smk"
 
 
 rule all:

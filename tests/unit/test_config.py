@@ -549,10 +549,16 @@ def test_natural_datasets_fill_their_defaults():
     loaded = load_config(natural(tiny()) | {"zeroshot": {"templates": ["a photo of a {}."]}})
     assert loaded.datasets["imnet"] == cfg.ImageNet(root="/data/imagenet")
     assert loaded.datasets["imnet"].params() == {
-        "kind": "imagenet", "n_images": None, "root": "/data/imagenet", "seed": 0, "skip_unreadable": False,
+        "kind": "imagenet",
+        "n_images": None,
+        "root": "/data/imagenet",
+        "seed": 0,
+        "skip_unreadable": False,
         "split": "val",
     }
-    assert loaded.datasets["pairs-text"].image_key == "filepath" and loaded.datasets["pairs-text"].caption_key == "title"
+    assert (
+        loaded.datasets["pairs-text"].image_key == "filepath" and loaded.datasets["pairs-text"].caption_key == "title"
+    )
     assert loaded.plan.zeroshots == (("tiny-vit", "imnet"), ("tiny-vit", "photos"))
 
 

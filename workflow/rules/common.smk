@@ -5,11 +5,14 @@ from pathlib import Path
 
 from clipmech.checkpoints import is_local_checkpoint
 from clipmech.codehash import code_hash
-from clipmech.config import ACTIVATIONS, ATTNPOOL, CHECKPOINT, DATA
+from clipmech.config import ACTIVATIONS, ATTNPOOL, CHECKPOINT, DATA, NATURAL_KINDS
 
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
 ENV = "../../environment.yml"
 PLAN = CONFIG.plan
+NATURAL_DATASETS = [
+    name for kind in NATURAL_KINDS for name in CONFIG.datasets_of_kind(kind)
+]
 
 
 def script_code(name):
@@ -237,6 +240,17 @@ def all_targets():
     for model, site, kind in PLAN.miclip_units:
         targets.append(f"results/miclip/{model}/{site}/{kind}/delta_acc.tsv")
     targets += [f"results/atlas/{model}.tsv" for model in PLAN.atlas_models]
+    targets += [
+        f"results/zeroshot/{model}/{dataset}/accuracy.tsv"
+        for model, dataset in PLAN.zeroshots
+    ]
+    for dataset in NATURAL_DATASETS:
+        if dataset not in CONFIG.zeroshot.datasets:
+            logger.info(
+                f"dataset {dataset} ({CONFIG.datasets[dataset].kind}) is in no analysis: "
+                "indexing it only (the analyses of natural images so far: zeroshot)"
+            )
+            targets.append(DATA.format(dataset=dataset))
     if CONFIG.cifar10.root is None:
         logger.info(
             "cifar10.root is not set: skipping the CIFAR-10 t-SNE maps "

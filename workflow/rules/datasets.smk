@@ -56,6 +56,26 @@ rule synthesize_pairs:
         "../scripts/synthesize_pairs.py"
 
 
+rule index_images:
+    output:
+        data=directory(DATA),
+    log:
+        "logs/index_images/{dataset}.log",
+    wildcard_constraints:
+        dataset=name_pattern(NATURAL_DATASETS),
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        # Reads and decodes every image once: ImageNet val (50,000) takes minutes, train hours.
+        runtime=600,
+    params:
+        spec=dataset_spec,
+        code=script_code("index_images.py"),
+    script:
+        "../scripts/index_images.py"
+
+
 rule plot_dataset:
     input:
         dataset_dir=DATA,

@@ -1,4 +1,4 @@
-"""Natural-image datasets a researcher already has on disk, written as manifests (issue 21).
+"""Natural-image datasets a researcher already has on disk, written as manifests.
 
 A natural dataset is not copied: the dataset rule lists the images of a local copy (ImageNet,
 any folder of class folders, or image-caption pairs), reads every listed image once to hash its

@@ -28,6 +28,7 @@ import open_clip
 import torch
 
 from clipmech.data.shapes import COLOURS, POSITION_PHRASES, POSITIONS, SHAPES
+from clipmech.models.loading import weights_id
 
 ATTRIBUTE_TASKS = ("colour", "shape", "position")
 
@@ -221,6 +222,24 @@ def classifier_provenance(
     }
 
 
+def dataset_classifier(model, dataset, configured: Sequence[str] | None) -> tuple[list[str], tuple[str, ...], dict]:
+    """The class names (``classes.tsv`` in index order), the templates (:func:`templates` of the dataset's kind
+    and ``configured``) and the provenance (:func:`classifier_provenance`) of a dataset's classifier, for a
+    :class:`clipmech.models.loading.ModelSpec` ``model`` and a :class:`clipmech.data.datasets.ImageDataset`.
+
+    Raises
+    ------
+    ValueError
+        As :func:`templates`; or if the dataset has no classes.
+    """
+    if dataset.classes is None or dataset.classes.empty:
+        raise ValueError(f"dataset of kind {dataset.spec['kind']!r} at {dataset.root} has no classes to classify")
+    classnames = dataset.classes.sort_values("index")["name"].astype(str).tolist()
+    chosen = templates(dataset.spec["kind"], configured)
+    provenance = classifier_provenance(model.architecture, weights_id(model), classnames, chosen)
+    return classnames, chosen, provenance
+
+
 def save_classifier(path: str | Path, weights_EK, provenance: dict) -> None:
     """Write classifier weights with their provenance (:func:`classifier_provenance`) to an ``.npz``, atomically
     (a temporary file beside ``path``, then renamed): ``weights_EK`` float32 (E, K) and ``provenance`` as JSON.
@@ -277,22 +296,55 @@ def load_classifier(path: str | Path, expected_provenance: dict) -> torch.Tensor
     return torch.from_numpy(weights)
 
 
-def accuracy(image_features_NE, weights_EK, labels_N, topk: Sequence[int] = (1, 5)) -> dict:
-    """Top-k zero-shot accuracy of image embeddings against classifier weights (methods.md Sec. 1.2).
+def predict(image_features_NE, weights_EK, k: int = 5) -> torch.Tensor:
+    """The k highest-scoring classes of each image, best first (methods.md Sec. 1.2).
 
     Image features are L2-normalised here (the weights' columns already are, :func:`classifier`); image i's
-    prediction ranks the classes by ``features[i] @ weights``. Images labelled -1 have no class: they are left
-    out and counted.
+    classes are ranked by ``features[i] @ weights``. A batch at a time, so a dataset's predictions take
+    N x k integers, not N x E floats.
 
     Parameters
     ----------
     image_features_NE : array-like or torch.Tensor, float, (N, E)
     weights_EK : array-like or torch.Tensor, float, (E, K)
+    k : int
+        Capped at K.
+
+    Returns
+    -------
+    torch.Tensor, int64, (N, min(k, K)), on the CPU
+
+    Raises
+    ------
+    ValueError
+        If the shapes disagree or k < 1.
+    """
+    features = torch.as_tensor(image_features_NE).detach().cpu().float()
+    weights = torch.as_tensor(weights_EK).detach().cpu().float()
+    if features.ndim != 2 or weights.ndim != 2 or features.shape[1] != weights.shape[0]:
+        raise ValueError(f"shapes disagree: features {tuple(features.shape)}, weights {tuple(weights.shape)}")
+    if k < 1:
+        raise ValueError(f"top-k needs k >= 1, got {k}")
+    scores_NK = torch.nn.functional.normalize(features, dim=-1) @ weights
+    return scores_NK.topk(min(k, weights.shape[1]), dim=1).indices
+
+
+def topk_accuracy(top_NK, labels_N, n_classes: int, topk: Sequence[int] = (1, 5)) -> dict:
+    """Top-k accuracy of ranked predictions (:func:`predict`), methods.md Sec. 1.2.
+
+    A top-k accuracy is the fraction of labelled images whose class is among their k highest-scoring
+    classes. With K < k it is computed as top-K (so 1.0): key ``top5`` of a 3-class task is its top-3.
+    Images labelled -1 have no class: they are left out and counted.
+
+    Parameters
+    ----------
+    top_NK : array-like of int, (N, k_max)
+        Classes ranked best first; k_max >= min(max(topk), n_classes).
     labels_N : array-like of int, (N,)
         Class index in 0..K-1, or -1 for none.
+    n_classes : int
+        K.
     topk : sequence of int
-        A top-k accuracy is the fraction of labelled images whose class is among their k highest-scoring
-        classes. With K < k it is computed as top-K (so 1.0): key ``top5`` of a 3-class task is its top-3.
 
     Returns
     -------
@@ -303,32 +355,57 @@ def accuracy(image_features_NE, weights_EK, labels_N, topk: Sequence[int] = (1, 
     Raises
     ------
     ValueError
-        If the shapes disagree, a label is outside -1..K-1, or a k is < 1.
+        If the shapes disagree, a label is outside -1..K-1, a k is < 1 or exceeds the ranked columns.
     """
-    features = torch.as_tensor(image_features_NE).detach().cpu().float()
-    weights = torch.as_tensor(weights_EK).detach().cpu().float()
+    top = torch.as_tensor(np.asarray(top_NK, dtype=np.int64))
     labels = torch.as_tensor(np.asarray(labels_N, dtype=np.int64))
-    if (
-        features.ndim != 2
-        or weights.ndim != 2
-        or features.shape[1] != weights.shape[0]
-        or labels.shape != (len(features),)
-    ):
-        raise ValueError(
-            f"shapes disagree: features {tuple(features.shape)}, weights {tuple(weights.shape)}, labels {tuple(labels.shape)}"
-        )
-    n_classes = weights.shape[1]
+    if top.ndim != 2 or labels.shape != (len(top),):
+        raise ValueError(f"shapes disagree: predictions {tuple(top.shape)}, labels {tuple(labels.shape)}")
     if ((labels < -1) | (labels >= n_classes)).any():
         raise ValueError(f"labels must be in -1..{n_classes - 1}")
     if any(k < 1 for k in topk):
         raise ValueError(f"top-k needs k >= 1, got {tuple(topk)}")
+    if any(min(k, n_classes) > top.shape[1] for k in topk):
+        raise ValueError(f"top-k up to {max(topk)} needs that many ranked classes, got {top.shape[1]}")
     labelled = labels >= 0
     result = {"n": int(labelled.sum()), "n_unlabelled": int((~labelled).sum())}
-    scores_NK = torch.nn.functional.normalize(features[labelled], dim=-1) @ weights
     for k in topk:
         if result["n"] == 0:
             result[f"top{k}"] = float("nan")
             continue
-        top = scores_NK.topk(min(k, n_classes), dim=1).indices
-        result[f"top{k}"] = float((top == labels[labelled, None]).any(dim=1).float().mean())
+        hit = (top[labelled, : min(k, n_classes)] == labels[labelled, None]).any(dim=1)
+        result[f"top{k}"] = float(hit.float().mean())
     return result
+
+
+def accuracy(image_features_NE, weights_EK, labels_N, topk: Sequence[int] = (1, 5)) -> dict:
+    """Top-k zero-shot accuracy of image embeddings against classifier weights (methods.md Sec. 1.2):
+    :func:`topk_accuracy` of :func:`predict`.
+
+    Parameters
+    ----------
+    image_features_NE : array-like or torch.Tensor, float, (N, E)
+    weights_EK : array-like or torch.Tensor, float, (E, K)
+    labels_N : array-like of int, (N,)
+        Class index in 0..K-1, or -1 for none.
+    topk : sequence of int
+
+    Returns
+    -------
+    dict
+        As :func:`topk_accuracy`.
+
+    Raises
+    ------
+    ValueError
+        If the shapes disagree, a label is outside -1..K-1, or a k is < 1.
+    """
+    if any(k < 1 for k in topk):
+        raise ValueError(f"top-k needs k >= 1, got {tuple(topk)}")
+    weights = torch.as_tensor(weights_EK)
+    labels = np.asarray(labels_N, dtype=np.int64)
+    features = torch.as_tensor(image_features_NE)
+    if features.ndim != 2 or labels.shape != (len(features),):
+        raise ValueError(f"shapes disagree: features {tuple(features.shape)}, labels {labels.shape}")
+    n_classes = weights.shape[1] if weights.ndim == 2 else 0
+    return topk_accuracy(predict(features, weights, max(topk)), labels, n_classes, topk)

@@ -137,3 +137,15 @@ def test_save_and_load_check_provenance(tmp_path):
         zeroshot.load_classifier(path, other_templates)
     with pytest.raises(FileNotFoundError):
         zeroshot.load_classifier(tmp_path / "missing.npz", provenance)
+
+
+def test_batched_predictions_give_the_accuracy_of_the_whole():
+    rng = np.random.default_rng(4)
+    features, weights = rng.normal(size=(50, 8)), rng.normal(size=(8, 7))
+    weights /= np.linalg.norm(weights, axis=0)
+    labels = rng.integers(-1, 7, size=50)
+    top = np.concatenate([zeroshot.predict(features[i : i + 16], weights, 5).numpy() for i in range(0, 50, 16)])
+    assert top.shape == (50, 5)
+    assert zeroshot.topk_accuracy(top, labels, 7, (1, 5)) == zeroshot.accuracy(features, weights, labels, (1, 5))
+    with pytest.raises(ValueError, match="needs that many ranked classes"):
+        zeroshot.topk_accuracy(top[:, :3], labels, 7, (1, 5))
