@@ -114,6 +114,18 @@ def test_a_second_run_plans_nothing(natural_run):
     assert planned_jobs(*TARGETS, "--configfile", TINY, extra, workdir=workdir) == {}
 
 
+def test_new_templates_rerun_the_classifiers_only(natural_run, tmp_path):
+    workdir, data, _, _ = natural_run
+    config = yaml.safe_load(natural_config(data).read_text())
+    config["zeroshot"]["templates"] = ["itap of a {}."]
+    path = tmp_path / "templates.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert planned_jobs(*TARGETS, "--configfile", TINY, path, workdir=workdir) == {
+        "zero_shot_classifier": 2,
+        "zero_shot": 2,
+    }
+
+
 def test_natural_datasets_in_the_analyses_are_refused_at_parse_time(natural_run, tmp_path):
     _, data, _, _ = natural_run
     config = yaml.safe_load(natural_config(data).read_text())
