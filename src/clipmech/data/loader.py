@@ -27,6 +27,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from clipmech.models.loading import preprocess_images
+
 #: Manifest columns :class:`ManifestImages` reads (``sha256`` as well when it verifies the bytes).
 MANIFEST_COLUMNS = ("index", "source", "member")
 
@@ -274,3 +276,54 @@ def image_loader(
         persistent_workers=workers > 0,
         worker_init_fn=_reset_worker_handles if workers > 0 else None,
     )
+
+
+def pixel_batches(
+    dataset,
+    preprocess: Callable,
+    *,
+    batch_size: int,
+    start: int = 0,
+    workers: int = 0,
+    device: str | torch.device | None = None,
+):
+    """The images of any dataset from ``start`` on, through a model's eval transform, in batches.
+
+    A synthetic dataset (``dataset.images``, uint8 (N, H, W, 3)) is transformed image by image in this
+    process (:func:`clipmech.models.loading.preprocess_images`); a natural-image dataset (``dataset.manifest``)
+    is decoded by :func:`image_loader` with ``workers`` processes. Either way the pixels equal
+    ``preprocess`` of the RGB image, and batch b holds images ``start + b * batch_size`` onwards, so that a
+    resumed store (whose chunks are ``batch_size`` images) reads whole chunks.
+
+    Parameters
+    ----------
+    dataset : clipmech.data.datasets.ImageDataset
+    preprocess : callable
+        PIL RGB image -> torch.Tensor, float32, (3, S, S).
+    batch_size : int
+    start : int
+        The first image.
+    workers : int
+        Decoding processes for a natural-image dataset (0: this process).
+    device : str or torch.device, optional
+        Where the model runs (CUDA pins the batches, :func:`image_loader`).
+
+    Yields
+    ------
+    first, last : int
+        The images ``first .. last - 1`` of the dataset.
+    pixels_NCHW : torch.Tensor, float32, (last - first, 3, S, S), on the CPU
+    """
+    n_images = dataset.n_images
+    if dataset.images is not None:
+        for first in range(start, n_images, batch_size):
+            last = min(first + batch_size, n_images)
+            yield first, last, preprocess_images(dataset.images[first:last], preprocess)
+        return
+    rows = dataset.manifest.iloc[start:]
+    images = ManifestImages(rows, dataset.root, preprocess)
+    first = start
+    for _, pixels_NCHW in image_loader(images, batch_size=batch_size, workers=workers, device=device):
+        last = first + pixels_NCHW.shape[0]
+        yield first, last, pixels_NCHW
+        first = last

@@ -25,4 +25,5 @@ def extract_activations(
         batch_size=extraction.get("batch_size", 32),
         device=extraction.get("device", "auto"),
         code=code,
+        workers=threads,
     )

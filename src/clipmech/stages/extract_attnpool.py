@@ -26,4 +26,5 @@ def extract_attnpool(
         batch_size=extraction["batch_size"],
         device=extraction["device"],
         code=code,
+        workers=threads,
     )

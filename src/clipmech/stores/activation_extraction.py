@@ -19,7 +19,7 @@ import torch
 import xarray as xr
 from tqdm import tqdm
 
-from clipmech.data import datasets, shapes
+from clipmech.data import datasets, loader, shapes
 from clipmech.hooks.sites import canonical_name, hooked, resolve
 from clipmech.models import loading
 from clipmech.models.towers import tower
@@ -213,22 +213,25 @@ def plan_sites(model, sites, layers: list[int] | None) -> SitePlan:
 
 
 def image_captions(dataset: datasets.ImageDataset) -> list[str]:
-    """The caption of every image of a Shapes dataset, for text-tower sites (module docstring).
+    """The caption of every image, for text-tower sites (module docstring).
 
     Returns
     -------
     list of str
-        :func:`clipmech.data.shapes.caption` of each image's objects in ``object_id`` order.
+        A Shapes dataset: :func:`clipmech.data.shapes.caption` of each image's objects in ``object_id``
+        order; a ``captions`` dataset: each image's first caption.
 
     Raises
     ------
     ValueError
-        If the dataset has no object table (not a Shapes dataset).
+        If the dataset has neither an object table nor captions (an ImageNet or image-folder dataset).
     """
+    if dataset.manifest is not None and dataset.manifest["captions"].map(len).gt(0).all():
+        return [str(captions[0]) for captions in dataset.manifest["captions"]]
     if dataset.objects is None:
         raise ValueError(
-            f"text-tower sites need a caption per image, from a Shapes dataset's object table; dataset kind "
-            f"{dataset.spec['kind']!r} has none"
+            f"text-tower sites need a caption per image, from a Shapes dataset's object table or a captions "
+            f"dataset; dataset kind {dataset.spec['kind']!r} has none"
         )
     objects = dataset.objects.sort_values(["image_id", "object_id"])
     by_image = {image_id: group.to_dict("records") for image_id, group in objects.groupby("image_id")}
@@ -350,6 +353,7 @@ def extract(
     device: str = "auto",
     *,
     code: str,
+    workers: int = 0,
 ) -> Path:
     """Run a model over a dataset with the sites hooked and write the activation store.
 
@@ -357,7 +361,8 @@ def extract(
     ----------
     spec : ModelSpec
     dataset_dir : path
-        A dataset directory (:mod:`clipmech.data.datasets`).
+        A dataset directory (:mod:`clipmech.data.datasets`): synthetic, or a natural-image manifest whose
+        files are decoded by ``workers`` processes.
     store : path
         The final store (a directory); written via ``<store>.partial``.
     layers : list of int, optional
@@ -373,6 +378,8 @@ def extract(
         ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``...
     code : str
         Hash of the extracting rule's package code (``StoreProvenance.code``).
+    workers : int
+        Processes decoding a natural-image dataset's files (:func:`clipmech.data.loader.pixel_batches`).
 
     Returns
     -------
@@ -432,7 +439,8 @@ def extract(
         extras = {}
         if plan.extras:
             # One image (and caption) through the model gives each extra site's (T, width).
-            pixels = loading.preprocess_images(dataset.images[:1], preprocess).to(torch_device)
+            _, _, pixels = next(loader.pixel_batches(dataset, preprocess, batch_size=1))
+            pixels = pixels.to(torch_device)
             activations_batch(model, cache, plan, pixels, text_tokens(0, 1), (), False, info.n_prefix_tokens)
             extras = {
                 var: ([resolve(model, site).layer for site in names], *cache[names[0]].shape[1:])
@@ -450,11 +458,21 @@ def extract(
                 n_images, plan.layers, info.n_tokens, info.width, embed_dim, batch_size, prov, layout, extras
             ),
         )
-        for first in tqdm(range(start, n_images, batch_size), desc=f"extract {spec.name}", mininterval=10):
-            last = min(first + batch_size, n_images)
-            pixels = loading.preprocess_images(dataset.images[first:last], preprocess).to(torch_device)
+        batches = loader.pixel_batches(
+            dataset, preprocess, batch_size=batch_size, start=start, workers=workers, device=torch_device
+        )
+        for first, last, pixels in tqdm(
+            batches, desc=f"extract {spec.name}", total=-(-(n_images - start) // batch_size), mininterval=10
+        ):
             batch = activations_batch(
-                model, cache, plan, pixels, text_tokens(first, last), reductions, save_tokens, info.n_prefix_tokens
+                model,
+                cache,
+                plan,
+                pixels.to(torch_device, non_blocking=True),
+                text_tokens(first, last),
+                reductions,
+                save_tokens,
+                info.n_prefix_tokens,
             )
             base.write_batch(store, batch, first, last, spec.name, batch_sites)
     base.publish_store(store, "activation store")

@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 from tqdm import tqdm
 
-from clipmech.data import datasets
+from clipmech.data import datasets, loader
 from clipmech.decomposition import pool
 from clipmech.hooks.attnpool import capture_attnpool
 from clipmech.models import loading
@@ -129,6 +129,7 @@ def extract_attnpool(
     device: str = "auto",
     *,
     code: str,
+    workers: int = 0,
 ) -> Path:
     """Run a CLIP-ResNet over a dataset and write its attention-pool store (methods.md Sec. 5).
 
@@ -140,7 +141,8 @@ def extract_attnpool(
     spec : ModelSpec
         A model with a ModifiedResNet image tower.
     dataset_dir : path
-        A dataset directory (:mod:`clipmech.data.datasets`).
+        A dataset directory (:mod:`clipmech.data.datasets`): synthetic, or a natural-image manifest whose
+        files are decoded by ``workers`` processes (:func:`clipmech.data.loader.pixel_batches`).
     store : path
         The final store (a directory); written via ``<store>.partial``, resumable.
     batch_size : int
@@ -149,6 +151,8 @@ def extract_attnpool(
         ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``...
     code : str
         Hash of the extracting rule's package code (``AttnPoolProvenance.code``).
+    workers : int
+        Decoding processes for a natural-image dataset.
 
     Returns
     -------
@@ -185,10 +189,13 @@ def extract_attnpool(
     )
     n_images = dataset.n_images
     start = base.begin_store(store, prov, lambda: store_template(n_images, batch_size, prov, weights, info.grid))
-    for first in tqdm(range(start, n_images, batch_size), desc=f"attnpool {spec.name}", mininterval=10):
-        last = min(first + batch_size, n_images)
-        pixels = loading.preprocess_images(dataset.images[first:last], preprocess).to(torch_device)
-        capture = capture_attnpool(model, pixels)
+    batches = loader.pixel_batches(
+        dataset, preprocess, batch_size=batch_size, start=start, workers=workers, device=torch_device
+    )
+    for first, last, pixels in tqdm(
+        batches, desc=f"attnpool {spec.name}", total=-(-(n_images - start) // batch_size), mininterval=10
+    ):
+        capture = capture_attnpool(model, pixels.to(torch_device, non_blocking=True))
         batch = xr.Dataset(
             {
                 "x": (("image", "token", "neuron"), capture.x_NTC.float().cpu().numpy()),
