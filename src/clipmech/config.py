@@ -207,6 +207,7 @@ class Captions(Natural):
     caption_key: str = "title"
     image_root: str | None = None
     instances: str | None = None
+    words: tuple[str, ...] | None = None
     split: str = "all"
 
 
@@ -619,10 +620,12 @@ class Plan:
         configured model no analysis uses is neither trained nor loaded.
     trained : tuple of str
         The used models with a `train` block, trained by the pipeline.
-    analyses, decompositions, patchings : tuple of (model, dataset)
-        Selectivity and binding of every analysed model on every analysed dataset; the decomposition
-        (methods.md Sec. 5) of every decomposed model on every analysed dataset; causal tracing
-        (methods.md Sec. 8) of every patching model on every patching dataset.
+    analyses, shapes_analyses, decompositions, patchings : tuple of (model, dataset)
+        The activation store and Algorithm 1 (methods.md Sec. 2) of every analysed model on every
+        analysed dataset; the rest of the shapes-paper track (superposition, binding, Grad-CAM, t-SNE,
+        figures) on the synthetic ones only (it reads objects, masks and attribute captions); the
+        decomposition (methods.md Sec. 5) of every decomposed model on every synthetic analysed
+        dataset; causal tracing (methods.md Sec. 8) of every patching model on every patching dataset.
     sae_sites : mapping of str to tuple of str
         The SAE sites of each model of `sae.models` (methods.md Sec. 7).
     saes : tuple of (model, site)
@@ -646,6 +649,7 @@ class Plan:
     used: tuple[str, ...]
     trained: tuple[str, ...]
     analyses: tuple[tuple[str, str], ...]
+    shapes_analyses: tuple[tuple[str, str], ...]
     decompositions: tuple[tuple[str, str], ...]
     patchings: tuple[tuple[str, str], ...]
     sae_sites: Mapping[str, tuple[str, ...]]
@@ -797,16 +801,32 @@ def _check_names(kind: str, requested, configured, key: str | None = None) -> No
         raise ValueError(f"{where} names unknown {kind} {unknown}; configured {kind} are: {valid}")
 
 
-def _check_synthetic(key: str, names, datasets: Mapping) -> None:
-    """Raise ValueError naming `key` if it lists natural-image datasets: the analyses of `key` read the
-    pipeline's synthetic datasets (their objects, masks and captions) only."""
-    natural = [name for name in names if datasets[name]["kind"] in NATURAL_KINDS]
-    if natural:
-        kinds = sorted({datasets[name]["kind"] for name in natural})
+def _check_natural_analyses(raw: dict) -> None:
+    """Natural-image datasets in analyses.datasets get the store and Algorithm 1 over their concepts only:
+    a captions dataset needs concepts (COCO instances or words), text-tower extraction sites need captions,
+    and the SAEs (trained and evaluated on analyses.datasets[0]) need a synthetic dataset there."""
+    datasets = raw["datasets"]
+    natural = [name for name in raw["analyses"]["datasets"] if datasets[name]["kind"] in NATURAL_KINDS]
+    for name in natural:
+        entry = datasets[name]
+        if entry["kind"] == "captions" and entry.get("instances") is None and entry.get("words") is None:
+            raise ValueError(
+                f"analyses.datasets names the captions dataset {name!r}, which has no concepts for Algorithm 1: "
+                f"set datasets.{name}.words (words or phrases found in the captions) or datasets.{name}.instances "
+                "(COCO's instances file)"
+            )
+    text_sites = [site for site in raw["extraction"]["sites"] if site.startswith("text.")]
+    uncaptioned = [name for name in natural if datasets[name]["kind"] != "captions"]
+    if text_sites and uncaptioned:
         raise ValueError(
-            f"{key} names natural-image datasets {natural} (kind {', '.join(kinds)}): the analyses read the "
-            "synthetic kinds shapes, shift and pairs only so far; natural-image datasets are indexed by rule "
-            "index_images and classified zero-shot by rule zero_shot (zeroshot.datasets)"
+            f"extraction.sites has text-tower sites {text_sites}, which read a caption per image, but "
+            f"analyses.datasets {uncaptioned} have no captions: drop those sites or those datasets"
+        )
+    first = raw["analyses"]["datasets"][0]
+    if any(sites for sites in _sae_sites_by_model(raw["sae"]).values()) and first in natural:
+        raise ValueError(
+            f"the SAEs train on analyses.datasets[0] = {first!r}, a natural-image dataset, but their evaluation "
+            "reads a synthetic dataset's objects and masks: list a shapes dataset first in analyses.datasets"
         )
 
 
@@ -823,7 +843,6 @@ def _normalise(raw: dict) -> tuple[dict[str, list[str]], dict[str, str]]:
     _check_names("models", raw["analyses"]["models"], raw["models"])
     _check_names("datasets", raw["analyses"]["datasets"], raw["datasets"])
     _check_names("models", raw["decomposition"]["models"], raw["models"], "decomposition.models")
-    _check_synthetic("analyses.datasets", raw["analyses"]["datasets"], raw["datasets"])
     pairs = _datasets_of_kind(raw["datasets"], "pairs")
     if raw["patching"]["models"] is None:
         raw["patching"]["models"] = list(raw["analyses"]["models"])
@@ -834,6 +853,7 @@ def _normalise(raw: dict) -> tuple[dict[str, list[str]], dict[str, str]]:
     if raw["sae"]["models"] is None:
         raw["sae"]["models"] = list(raw["analyses"]["models"])
     _check_names("models", raw["sae"]["models"], raw["models"], "sae.models")
+    _check_natural_analyses(raw)
     sae_sites = _sae_sites_by_model(raw["sae"])
     _check_models_and_counts(raw)
     _check_sae_sites(raw["extraction"], sae_sites)
@@ -1008,12 +1028,14 @@ def _check_models_and_counts(raw: dict) -> None:
     for name in raw["analyses"]["datasets"]:
         entry = raw["datasets"][name]
         n = DATASET_KINDS[entry["kind"]].from_mapping(entry).n_images
+        if n is None:  # a whole natural-image dataset: counted when it is indexed
+            continue
         if k > n:
             raise ValueError(
                 f"selectivity.k = {k} exceeds the {n} images of dataset {name!r} "
                 "(k must be at most the number of images)"
             )
-        if perplexity >= n:
+        if entry["kind"] not in NATURAL_KINDS and perplexity >= n:
             raise ValueError(
                 f"tsne.perplexity = {perplexity} must be below the {n} images of dataset "
                 f"{name!r} (t-SNE needs perplexity < number of images)"
@@ -1113,6 +1135,11 @@ def _check_atlas(raw: dict) -> None:
     if atlas["dataset"] is None:
         atlas["dataset"] = raw["analyses"]["datasets"][0]
     _check_names("analysed datasets", [atlas["dataset"]], raw["analyses"]["datasets"], "atlas.dataset")
+    if atlas["models"] and raw["datasets"][atlas["dataset"]]["kind"] in NATURAL_KINDS:
+        raise ValueError(
+            f"atlas.dataset = {atlas['dataset']!r} is a natural-image dataset (null = analyses.datasets[0]); the "
+            "atlas reads synthetic datasets only so far: name a shapes dataset of analyses.datasets"
+        )
 
 
 def _plan(raw: dict, sae_sites: Mapping[str, list[str]], shift_of: Mapping[str, str]) -> Plan:
@@ -1128,11 +1155,13 @@ def _plan(raw: dict, sae_sites: Mapping[str, list[str]], shift_of: Mapping[str, 
         | (set(raw["zeroshot"]["models"]) if raw["zeroshot"]["datasets"] else set())
     )
     units = tuple((model, entry["site"], entry["kind"]) for model, sets in miclip["units"].items() for entry in sets)
+    synthetic = [d for d in analyses["datasets"] if raw["datasets"][d]["kind"] not in NATURAL_KINDS]
     return Plan(
         used=tuple(used),
         trained=tuple(name for name in used if "train" in raw["models"][name]),
         analyses=tuple((m, d) for m in analyses["models"] for d in analyses["datasets"]),
-        decompositions=tuple((m, d) for m in decomposition["models"] for d in analyses["datasets"]),
+        shapes_analyses=tuple((m, d) for m in analyses["models"] for d in synthetic),
+        decompositions=tuple((m, d) for m in decomposition["models"] for d in synthetic),
         patchings=tuple((m, d) for m in patching["models"] for d in patching["datasets"]),
         sae_sites=MappingProxyType({model: tuple(sites) for model, sites in sae_sites.items()}),
         saes=tuple((m, site) for m, sites in sae_sites.items() for site in sites),

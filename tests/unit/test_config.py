@@ -562,10 +562,35 @@ def test_natural_datasets_fill_their_defaults():
     assert loaded.plan.zeroshots == (("tiny-vit", "imnet"), ("tiny-vit", "photos"))
 
 
-def test_natural_datasets_are_refused_by_the_analyses():
+def test_natural_datasets_get_the_store_and_algorithm_1_only():
     config = natural(tiny())
+    config["analyses"]["datasets"] = ["tiny-shapes", "photos", "imnet"]
+    config["zeroshot"] = {"datasets": []}
+    plan = load_config(config).plan
+    assert plan.analyses == (("tiny-vit", "tiny-shapes"), ("tiny-vit", "photos"), ("tiny-vit", "imnet"))
+    assert plan.shapes_analyses == (("tiny-vit", "tiny-shapes"),)
+    assert {dataset for _, dataset in plan.decompositions} == {"tiny-shapes"}
+
+
+def test_natural_analyses_checks():
+    config = natural(tiny())
+    config["zeroshot"] = {"datasets": []}
+    config["analyses"]["datasets"] = ["tiny-shapes", "pairs-text"]
+    assert "captions dataset 'pairs-text', which has no concepts for Algorithm 1: set datasets.pairs-text.words" in (
+        rejected(config)
+    )
+    config["datasets"]["pairs-text"]["words"] = ["dog", "red car"]
+    assert load_config(config).datasets["pairs-text"].words == ("dog", "red car")
     config["analyses"]["datasets"] = ["tiny-shapes", "photos"]
-    assert "analyses.datasets names natural-image datasets ['photos'] (kind imagefolder)" in rejected(config)
+    config["extraction"]["sites"] = [*config["extraction"]["sites"], "text.blocks.0.hook_mlp_out"]
+    assert "but analyses.datasets ['photos'] have no captions" in rejected(config)
+    config = natural(tiny())
+    config["zeroshot"] = {"datasets": []}
+    config["analyses"]["datasets"] = ["photos", "tiny-shapes"]
+    assert "the SAEs train on analyses.datasets[0] = 'photos', a natural-image dataset" in rejected(config)
+    config["analyses"]["datasets"] = ["tiny-shapes", "photos"]
+    config["atlas"]["dataset"] = "photos"
+    assert "atlas.dataset = 'photos' is a natural-image dataset" in rejected(config)
 
 
 def test_zeroshot_needs_single_label_datasets_and_templates():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import skimage
@@ -16,17 +17,20 @@ from clipmech.data import datasets
 
 pytestmark = pytest.mark.integration
 
-#: Photographs shipped in scikit-image's wheel, by the class folder they go in.
+#: Photographs shipped in scikit-image's wheel, by the class folder they go in (10 images, 6 classes).
 PHOTOS = {
-    "cat": "chelsea.png",
-    "person": "astronaut.png",
-    "cup": "coffee.png",
-    "rocket": "rocket.jpg",
-    "motorcycle": "motorcycle_left.png",
+    "cat": ["chelsea.png"],
+    "person": ["astronaut.png", "camera.png"],
+    "cup": ["coffee.png"],
+    "rocket": ["rocket.jpg"],
+    "motorcycle": ["motorcycle_left.png", "motorcycle_right.png"],
+    "texture": ["brick.png", "grass.png", "gravel.png"],
 }
+FILES = [(label, name) for label, names in PHOTOS.items() for name in names]
 #: 1000 made-up WordNet ids, sorted: ImageNet class i is WNIDS[i].
 WNIDS = [f"n{10000000 + 7 * i:08d}" for i in range(1000)]
 TARGETS = [
+    "results/selectivity/tiny-vit/photos/units.tsv",
     "results/zeroshot/tiny-vit/photos/accuracy.tsv",
     "results/zeroshot/tiny-vit/imnet/accuracy.tsv",
     "results/datasets/captioned/data",
@@ -39,15 +43,15 @@ def photo(name: str) -> Path:
 
 def write_trees(root: Path) -> None:
     """An imagefolder tree, a partial ImageNet val copy in class folders, and an open_clip captions CSV."""
-    for label, name in PHOTOS.items():
-        (root / "photos" / label).mkdir(parents=True)
+    for label, name in FILES:
+        (root / "photos" / label).mkdir(parents=True, exist_ok=True)
         shutil.copy(photo(name), root / "photos" / label / name)
     for wnid in WNIDS:
         (root / "imagenet" / "val" / wnid).mkdir(parents=True)
-    for i, name in enumerate(PHOTOS.values()):
+    for i, (_, name) in enumerate(FILES[:5]):
         suffix = Path(name).suffix
         shutil.copy(photo(name), root / "imagenet" / "val" / WNIDS[7 * i] / f"ILSVRC2012_val_{i + 1:08d}{suffix}")
-    rows = [{"filepath": f"photos/{label}/{name}", "title": f"a photo of a {label}"} for label, name in PHOTOS.items()]
+    rows = [{"filepath": f"photos/{label}/{name}", "title": f"a photo of a {label}"} for label, name in FILES]
     pd.DataFrame(rows).to_csv(root / "captions.csv", sep="\t", index=False)
 
 
@@ -58,6 +62,7 @@ def natural_config(root: Path) -> Path:
             "imnet": {"kind": "imagenet", "root": str(root / "imagenet"), "split": "val", "n_images": 4, "seed": 1},
             "captioned": {"kind": "captions", "path": str(root / "captions.csv")},
         },
+        "analyses": {"models": ["tiny-vit"], "datasets": ["tiny-shapes", "photos"]},
         "zeroshot": {"models": ["tiny-vit"], "templates": ["a photo of a {}.", "a picture of a {}."]},
     }
     path = root / "natural.yaml"
@@ -80,26 +85,36 @@ def test_the_full_dag_plans_every_natural_dataset(natural_run):
     _, _, _, planned = natural_run
     assert planned["index_images"] == 3
     assert planned["zero_shot_classifier"] == planned["zero_shot"] == 2
-    assert "plot_dataset" not in planned or planned["plot_dataset"] == 1  # the Shapes dataset only
+    # The store and Algorithm 1 on the photographs too; the rest of the shapes-paper track on Shapes only.
+    assert planned["extract_activations"] == planned["neuron_selectivity"] == 2
+    assert planned["plot_selectivity"] == planned["superposition_separability"] == planned["plot_dataset"] == 1
+
+
+def test_algorithm_1_over_the_folder_classes(natural_run):
+    workdir, _, _, _ = natural_run
+    units = pd.read_csv(workdir / "results/selectivity/tiny-vit/photos/units.tsv", sep="\t")
+    assert [c for c in units.columns if c.startswith("a_")] == [f"a_{label}" for label in sorted(PHOTOS)]
+    assert units[[f"a_{label}" for label in PHOTOS]].sum(axis=1).round(6).eq(1).all()
+    assert units["top1"].isin(list(PHOTOS)).all() and (units["entropy"] <= np.log(len(PHOTOS)) + 1e-9).all()
 
 
 def test_manifests_of_each_kind(natural_run):
     workdir, data, _, _ = natural_run
     photos = datasets.load(workdir / "results/datasets/photos/data")
-    assert photos.spec["kind"] == "imagefolder" and photos.n_images == len(PHOTOS)
+    assert photos.spec["kind"] == "imagefolder" and photos.n_images == len(FILES)
     assert sorted(photos.classes["name"]) == sorted(PHOTOS)
     imnet = datasets.load(workdir / "results/datasets/imnet/data")
     assert imnet.n_images == 4 and len(imnet.classes) == 1000
-    assert set(imnet.manifest["label"]) <= {7 * i for i in range(len(PHOTOS))}
+    assert set(imnet.manifest["label"]) <= {7 * i for i in range(5)}
     captioned = datasets.load(workdir / "results/datasets/captioned/data")
-    assert captioned.n_images == len(PHOTOS) and captioned.manifest["captions"].map(len).tolist() == [1] * len(PHOTOS)
+    assert captioned.n_images == len(FILES) and captioned.manifest["captions"].map(len).tolist() == [1] * len(FILES)
     # Nothing was written into the user's folders.
     assert not any(p.name.endswith((".parquet", ".json")) for p in data.rglob("*"))
 
 
 def test_zero_shot_tables(natural_run):
     workdir, _, _, _ = natural_run
-    for name, n, n_classes in (("photos", len(PHOTOS), len(PHOTOS)), ("imnet", 4, 1000)):
+    for name, n, n_classes in (("photos", len(FILES), len(PHOTOS)), ("imnet", 4, 1000)):
         accuracy = pd.read_csv(workdir / f"results/zeroshot/tiny-vit/{name}/accuracy.tsv", sep="\t")
         assert accuracy[["model", "dataset", "n", "n_classes", "n_templates"]].values.tolist() == [
             ["tiny-vit", name, n, n_classes, 2]
@@ -126,14 +141,16 @@ def test_new_templates_rerun_the_classifiers_only(natural_run, tmp_path):
     }
 
 
-def test_natural_datasets_in_the_analyses_are_refused_at_parse_time(natural_run, tmp_path):
-    _, data, _, _ = natural_run
-    config = yaml.safe_load(natural_config(data).read_text())
-    config["analyses"] = {"models": ["tiny-vit"], "datasets": ["photos"]}
-    path = tmp_path / "refused.yaml"
-    path.write_text(yaml.safe_dump(config))
-    result = snakemake("-n", "--configfile", TINY, path, workdir=tmp_path, check=False)
-    assert result.returncode != 0
-    assert (
-        "analyses.datasets names natural-image datasets ['photos'] (kind imagefolder)" in result.stderr + result.stdout
+def test_a_shapes_only_output_of_a_natural_dataset_is_refused_with_the_reason(natural_run, tmp_path):
+    workdir, _, extra, _ = natural_run
+    result = snakemake(
+        "results/superposition/tiny-vit/photos/pairs.tsv",
+        "-n",
+        "--configfile",
+        TINY,
+        extra,
+        workdir=workdir,
+        check=False,
     )
+    assert result.returncode != 0
+    assert "photos is a natural-image dataset (kind imagefolder)" in result.stderr + result.stdout

@@ -1,7 +1,7 @@
 rule binding_benchmark:
     input:
         store=ACTIVATIONS,
-        dataset_dir=DATA,
+        dataset_dir=synthetic_data,
         checkpoint=checkpoint_input,
     output:
         trials=reported(

@@ -73,7 +73,27 @@ def train_params(wildcards):
 
 
 def dataset_spec(wildcards):
-    return CONFIG.datasets[wildcards.dataset].params()
+    """A dataset's config entry as its rule reads it (a captions dataset's `words` are the analyses')."""
+    return CONFIG.datasets[wildcards.dataset].params("words")
+
+
+def synthetic_data(wildcards):
+    """The folder of a synthetic dataset, for rules that read its objects, masks or attribute captions;
+    a natural-image dataset is refused with the reason when the DAG is built."""
+    kind = CONFIG.datasets[wildcards.dataset].kind
+    if kind in NATURAL_KINDS:
+        raise ValueError(
+            f"this rule reads a synthetic dataset's objects, masks and attribute captions, but "
+            f"{wildcards.dataset} is a natural-image dataset (kind {kind}): only its activation store, "
+            "Algorithm 1 (neuron_selectivity) and zero-shot classification run on it"
+        )
+    return DATA.format(dataset=wildcards.dataset)
+
+
+def dataset_words(wildcards):
+    """A captions dataset's concept words (methods.md Sec. 1.1); None for other kinds."""
+    words = getattr(CONFIG.datasets[wildcards.dataset], "words", None)
+    return None if words is None else list(words)
 
 
 def shift_image_size(wildcards):
@@ -203,9 +223,19 @@ def atlas_inputs(wildcards):
 def all_targets():
     """One output of every job no other job always needs, one no rule reads; the rest of the DAG
     (datasets, trainings, stores, probes, encoders) follows from their inputs."""
-    targets = [f"results/datasets/{d}/preview.png" for d in CONFIG.analyses.datasets]
+    synthetic = {dataset for _, dataset in PLAN.shapes_analyses}
+    targets = [f"results/datasets/{d}/preview.png" for d in sorted(synthetic)]
     targets += [f"results/models/{model}/loss_curve.png" for model in PLAN.trained]
     for model, dataset in PLAN.analyses:
+        if dataset not in synthetic:
+            targets.append(f"results/selectivity/{model}/{dataset}/units.tsv")
+    for dataset in sorted({d for _, d in PLAN.analyses} - synthetic):
+        logger.info(
+            f"{dataset} is a natural-image dataset: its activation store and Algorithm 1 run, the rest "
+            "of the shapes-paper track and the decomposition (they read objects, masks and attribute "
+            "captions) do not"
+        )
+    for model, dataset in PLAN.shapes_analyses:
         targets += [
             f"results/selectivity/{model}/{dataset}/entropy_by_layer.png",
             f"results/superposition/{model}/{dataset}/pairs.tsv",
@@ -245,10 +275,9 @@ def all_targets():
         for model, dataset in PLAN.zeroshots
     ]
     for dataset in NATURAL_DATASETS:
-        if dataset not in CONFIG.zeroshot.datasets:
+        if dataset not in CONFIG.zeroshot.datasets + CONFIG.analyses.datasets:
             logger.info(
-                f"dataset {dataset} ({CONFIG.datasets[dataset].kind}) is in no analysis: "
-                "indexing it only (the analyses of natural images so far: zeroshot)"
+                f"dataset {dataset} ({CONFIG.datasets[dataset].kind}) is in no analysis: indexing it only"
             )
             targets.append(DATA.format(dataset=dataset))
     if CONFIG.cifar10.root is None:

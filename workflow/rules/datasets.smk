@@ -78,7 +78,7 @@ rule index_images:
 
 rule plot_dataset:
     input:
-        dataset_dir=DATA,
+        dataset_dir=synthetic_data,
     output:
         preview=reported(
             "results/datasets/{dataset}/preview.png",

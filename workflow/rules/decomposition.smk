@@ -91,7 +91,7 @@ rule decompose_attnpool:
 rule ablate_components:
     input:
         store=ATTNPOOL,
-        dataset_dir=DATA,
+        dataset_dir=synthetic_data,
         text_path="results/text/{model}/embeddings.npz",
     output:
         table=reported(
@@ -126,7 +126,7 @@ rule ablate_components:
 rule decompose_text:
     input:
         store=ATTNPOOL,
-        dataset_dir=DATA,
+        dataset_dir=synthetic_data,
         text_path="results/text/{model}/embeddings.npz",
     output:
         words=reported(

@@ -1,6 +1,6 @@
 rule gradcam_binding:
     input:
-        dataset_dir=DATA,
+        dataset_dir=synthetic_data,
         checkpoint=checkpoint_input,
     output:
         pointing=reported(

@@ -1,7 +1,7 @@
 rule segment_shapes:
     input:
         store=ATTNPOOL,
-        dataset_dir=DATA,
+        dataset_dir=synthetic_data,
         text_path="results/text/{model}/embeddings.npz",
     output:
         miou=reported(

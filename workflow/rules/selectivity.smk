@@ -22,6 +22,7 @@ rule neuron_selectivity:
     params:
         selectivity=CONFIG.selectivity.params(),
         seed=CONFIG.seed,
+        words=dataset_words,
         code=script_code("neuron_selectivity.py"),
     script:
         "../scripts/neuron_selectivity.py"
@@ -30,7 +31,7 @@ rule neuron_selectivity:
 rule plot_selectivity:
     input:
         store=ACTIVATIONS,
-        dataset_dir=DATA,
+        dataset_dir=synthetic_data,
         units="results/selectivity/{model}/{dataset}/units.tsv",
         topk="results/selectivity/{model}/{dataset}/topk.tsv",
         null="results/selectivity/{model}/{dataset}/null.tsv",

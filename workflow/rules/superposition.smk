@@ -2,7 +2,7 @@ rule superposition_separability:
     input:
         units="results/selectivity/{model}/{dataset}/units.tsv",
         store=ACTIVATIONS,
-        dataset_dir=DATA,
+        dataset_dir=synthetic_data,
     output:
         pairs=reported(
             "results/superposition/{model}/{dataset}/pairs.tsv",

@@ -1,7 +1,7 @@
 rule tsne_shapes:
     input:
         store=ACTIVATIONS,
-        dataset_dir=DATA,
+        dataset_dir=synthetic_data,
     output:
         table=reported(
             "results/tsne/{model}/{dataset}/tsne.tsv",

@@ -14,6 +14,7 @@ the number of images.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -106,14 +107,17 @@ def affinity(counts_NF: np.ndarray, index_KU: np.ndarray) -> np.ndarray:
     Returns
     -------
     affinity_UF : numpy.ndarray, float64, (U, F)
-        a_f = o_f / sum_j o_j with o_f the mean count over the top-k images; rows sum to 1.
+        a_f = o_f / sum_j o_j with o_f the mean count over the top-k images; rows sum to 1, or are NaN
+        when no top-k image holds any concept.
     """
     occurrences_UF = counts_NF[index_KU].mean(axis=0)
-    return occurrences_UF / occurrences_UF.sum(axis=1, keepdims=True)
+    total_U1 = occurrences_UF.sum(axis=1, keepdims=True)
+    # A unit whose top-k images hold no concept (possible outside Shapes) has no affinity: NaN.
+    return np.divide(occurrences_UF, total_U1, out=np.full(occurrences_UF.shape, np.nan), where=total_U1 > 0)
 
 
 def entropy(affinity_UF: np.ndarray) -> np.ndarray:
-    """Shannon entropy in nats of each row of affinities (0 ln 0 = 0); maximum ln F.
+    """Shannon entropy in nats of each row of affinities (0 ln 0 = 0); maximum ln F; NaN for a NaN row.
 
     Returns
     -------
@@ -121,7 +125,7 @@ def entropy(affinity_UF: np.ndarray) -> np.ndarray:
     """
     a = np.asarray(affinity_UF, dtype=np.float64)
     terms = np.where(a > 0, -a * np.log(np.where(a > 0, a, 1.0)), 0.0)
-    return terms.sum(axis=-1)
+    return np.where(np.isnan(a).any(axis=-1), np.nan, terms.sum(axis=-1))
 
 
 def null_entropies(counts_NF: np.ndarray, k: int, n_draws: int, rng: np.random.Generator) -> np.ndarray:
@@ -148,10 +152,13 @@ def null_entropies(counts_NF: np.ndarray, k: int, n_draws: int, rng: np.random.G
 def null_percentile(entropy_U: np.ndarray, null_Z: np.ndarray) -> np.ndarray:
     """Fraction of null subsets at least as selective (entropy <= the unit's): a one-sided p-value.
 
-    Uses ``scipy.stats.percentileofscore(kind="weak")``; 0 means more selective than every random
-    subset drawn.
+    Uses ``scipy.stats.percentileofscore(kind="weak")`` over the finite null entropies (a random subset
+    without any concept has none); 0 means more selective than every random subset drawn; NaN for a
+    unit without entropy.
     """
-    return scipy.stats.percentileofscore(null_Z, entropy_U, kind="weak") / 100.0
+    finite = null_Z[np.isfinite(null_Z)]
+    percentile = scipy.stats.percentileofscore(finite, entropy_U, kind="weak") / 100.0
+    return np.where(np.isnan(entropy_U), np.nan, percentile)
 
 
 def unit_table(
@@ -160,26 +167,21 @@ def unit_table(
     layer_U: np.ndarray,
     neuron_U: np.ndarray,
     p_null_U: np.ndarray,
+    names: Sequence[str] = FEATURES,
 ) -> pd.DataFrame:
     """All units sorted by ascending entropy (ties by layer, neuron).
 
-    Columns: layer, neuron, entropy, p_null (null percentile), top1..top3 (features of highest
-    affinity), then one ``a_<feature>`` column per feature.
+    Columns: layer, neuron, entropy, p_null (null percentile), top1..top3 (concepts of highest
+    affinity; fewer with fewer concepts), then one ``a_<concept>`` column per concept of ``names``
+    (the Shapes features by default; a dataset's concepts, methods.md Sec. 1.1).
     """
-    top = np.argsort(-affinity_UF, axis=1, kind="stable")[:, :3]
-    table = pd.DataFrame(
-        {
-            "layer": layer_U,
-            "neuron": neuron_U,
-            "entropy": entropy_U,
-            "p_null": p_null_U,
-            "top1": np.asarray(FEATURES)[top[:, 0]],
-            "top2": np.asarray(FEATURES)[top[:, 1]],
-            "top3": np.asarray(FEATURES)[top[:, 2]],
-        }
-    )
-    for f, feature in enumerate(FEATURES):
-        table[f"a_{feature}"] = affinity_UF[:, f]
+    order = np.argsort(-np.nan_to_num(affinity_UF, nan=-1.0), axis=1, kind="stable")
+    columns = {"layer": layer_U, "neuron": neuron_U, "entropy": entropy_U, "p_null": p_null_U}
+    for rank in range(min(3, len(names))):
+        columns[f"top{rank + 1}"] = np.asarray(names, dtype=object)[order[:, rank]]
+    table = pd.DataFrame(columns)
+    affinities = pd.DataFrame(affinity_UF, columns=[f"a_{name}" for name in names])
+    table = pd.concat([table, affinities], axis=1)
     return table.sort_values(["entropy", "layer", "neuron"], kind="stable").reset_index(drop=True)
 
 
@@ -190,6 +192,7 @@ def run(
     k: int,
     n_null: int,
     seed: int,
+    names: Sequence[str] = FEATURES,
 ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     """Algorithm 1 over every unit of an activation store, with the random-subset null.
 
@@ -197,13 +200,16 @@ def run(
     ----------
     store : xarray.Dataset
         An activation store (:mod:`clipmech.stores.activations`) holding the ``reduction`` variable.
-    counts_NF : numpy.ndarray, (N, 16)
-        Feature counts of the store's images, in store order.
+    counts_NF : numpy.ndarray, (N, F)
+        Feature counts of the store's images, in store order: Shapes' 16 feature counts, or another
+        dataset's concept matrix (methods.md Sec. 1.1) as 0/1.
     reduction : {"mean", "max", "cls"}
     k : int
     n_null : int
         Random subsets in the null.
     seed : int
+    names : sequence of str
+        The F concepts' names (the Shapes features by default).
 
     Returns
     -------
@@ -236,7 +242,7 @@ def run(
     affinity_UF = affinity(counts_NF, index_KU)
     entropy_U = entropy(affinity_UF)
     null_Z = null_entropies(counts_NF, k, n_null, np.random.default_rng(seed))
-    units = unit_table(entropy_U, affinity_UF, layer_U, neuron_U, null_percentile(entropy_U, null_Z))
+    units = unit_table(entropy_U, affinity_UF, layer_U, neuron_U, null_percentile(entropy_U, null_Z), names)
     topk = pd.DataFrame(
         {
             "layer": np.tile(layer_U, k),
@@ -247,12 +253,13 @@ def run(
         }
     ).sort_values(["layer", "neuron", "rank"], kind="stable")
     log.info(
-        "%d units; entropy min %.3f median %.3f (null median %.3f, max ln16 = %.3f)",
+        "%d units; entropy min %.3f median %.3f (null median %.3f, max ln %d = %.3f)",
         entropy_U.size,
-        entropy_U.min(),
-        np.median(entropy_U),
-        np.median(null_Z),
-        np.log(len(FEATURES)),
+        np.nanmin(entropy_U),
+        np.nanmedian(entropy_U),
+        np.nanmedian(null_Z),
+        len(names),
+        np.log(len(names)),
     )
     return units, topk, null_Z
 

@@ -68,3 +68,26 @@ def test_run_names_missing_reduction():
     store = xr.Dataset({"max": (("image", "layer", "neuron"), np.zeros((5, 1, 2)))})
     with pytest.raises(KeyError, match="it holds: max"):
         selectivity.run(store, np.zeros((5, 16)), "mean", k=2, n_null=100, seed=0)
+
+
+def test_a_datasets_own_concepts_and_a_unit_whose_top_images_hold_none():
+    """Algorithm 1 over a natural dataset's concept matrix (0/1 per image, methods.md Secs. 1.1 and 2)."""
+    names = ("dog", "cat", "red car")
+    present = np.zeros((12, 3))
+    present[:4, 0] = present[4:8, 1] = 1  # images 8-11 hold no concept
+    acts = np.zeros((12, 1, 2), dtype=np.float32)
+    acts[:4, 0, 0] = 5.0  # unit 0 fires on the dogs
+    acts[8:, 0, 1] = 5.0  # unit 1 on the images without a concept
+    store = xr.Dataset({"mean": (("image", "layer", "neuron"), acts)}, coords={"layer": [0], "neuron": [0, 1]})
+    units, _, null = selectivity.run(store, present, "mean", k=4, n_null=50, seed=0, names=names)
+    assert [c for c in units.columns if c.startswith(("a_", "top"))] == [
+        "top1",
+        "top2",
+        "top3",
+        *[f"a_{n}" for n in names],
+    ]
+    first, last = units.iloc[0], units.iloc[1]
+    assert (first["neuron"], first["top1"], first["entropy"], first["a_dog"]) == (0, "dog", 0.0, 1.0)
+    assert last["neuron"] == 1 and np.isnan(last["entropy"]) and np.isnan(last["p_null"]) and np.isnan(last["a_dog"])
+    assert np.isnan(selectivity.entropy(np.array([[np.nan, 0.5, 0.5]])))[0]
+    assert len(null) == 50
