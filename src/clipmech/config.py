@@ -780,9 +780,52 @@ def load_config(config: Mapping, schema: str | Path = SCHEMA) -> Config:
     )
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A YAML mapping with a key twice (:class:`StrictLoader`)."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping with a duplicated key (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<`: a written key may override a merged one
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:  # an unhashable key: the base class raises its own error
+                    continue
+                if first is not key_node.start_mark:
+                    raise DuplicateKeyError(
+                        f"duplicate key {key!r} at line {key_node.start_mark.line + 1} (first at line "
+                        f"{first.line + 1}) of the mapping at line {node.start_mark.line + 1}: YAML would keep "
+                        "the last value silently; write each key once"
+                    )
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | Path):
+    """A YAML (or JSON) config file's content, refusing duplicated keys.
+
+    Raises
+    ------
+    ValueError
+        If a mapping of the file has a key twice (naming the key and both lines), or the file is not
+        valid YAML.
+    """
+    with open(path, encoding="utf-8") as stream:
+        try:
+            return yaml.load(stream, Loader=StrictLoader)  # noqa: S506 (StrictLoader is a SafeLoader)
+        except yaml.YAMLError as error:
+            raise ValueError(f"config file {path}: {error}") from None
+
+
 def read_config(path: str | Path, schema: str | Path = SCHEMA) -> Config:
-    """:func:`load_config` of a YAML file."""
-    return load_config(yaml.safe_load(Path(path).read_text()), schema)
+    """:func:`load_config` of a YAML file (duplicated keys refused: :func:`read_yaml`)."""
+    return load_config(read_yaml(path), schema)
 
 
 # --- Resolution and checks (parse time) -----------------------------------------------------------------

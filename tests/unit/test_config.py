@@ -586,3 +586,23 @@ def test_zeroshot_needs_single_label_datasets_and_templates():
 def test_no_natural_dataset_plans_no_zero_shot():
     loaded = load_config(tiny())
     assert loaded.zeroshot.datasets == () and loaded.plan.zeroshots == ()
+
+
+# --- YAML ----------------------------------------------------------------------------------------------
+
+
+def test_read_config_refuses_a_duplicated_key(tmp_path):
+    path = tmp_path / "dup.yaml"
+    text = TINY.read_text().replace("  k: 5\n", "  k: 5\n  k: 6\n", 1)
+    path.write_text(text)
+    message = str(pytest.raises(ValueError, read_config, path).value)
+    assert f"config file {path}: duplicate key 'k' at line" in message and "write each key once" in message
+
+
+def test_strict_yaml_keeps_merge_keys(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text("a: &x {c: 1, d: 2}\nb:\n  <<: *x\n  c: 3\n")
+    assert cfg.read_yaml(path) == {"a": {"c": 1, "d": 2}, "b": {"c": 3, "d": 2}}
+    path.write_text("a: {c: 1, c: 2}\n")
+    with pytest.raises(ValueError, match="duplicate key 'c' at line 1"):
+        cfg.read_yaml(path)
