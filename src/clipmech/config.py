@@ -38,7 +38,7 @@ import jsonschema
 import yaml
 
 from clipmech.checkpoints import is_local_checkpoint
-from clipmech.hooks.names import CHANNEL_HOOKS, block_site
+from clipmech.hooks.names import BLOCK_PATTERN, CHANNEL_HOOKS, block_site
 from clipmech.models import catalogue
 
 #: The config schema: every key, its type, default and description.
@@ -766,7 +766,9 @@ def load_config(config: Mapping, schema: str | Path = SCHEMA) -> Config:
         _validator(_schema(Path(schema).resolve())).validate(raw)
     except jsonschema.ValidationError as error:
         where = ".".join(map(str, error.absolute_path)) or "the top level"
-        raise ValueError(f"invalid config at {where}: {error.message}") from None
+        allowed = error.schema.get("description") if error.validator == "pattern" else None
+        reason = f"{error.message}; allowed: {allowed}" if allowed else error.message
+        raise ValueError(f"invalid config at {where}: {reason}") from None
     raw = _canonical(raw)
     sae_sites, shift_of = _normalise(raw)
     return Config(
@@ -879,6 +881,9 @@ def _normalise(raw: dict) -> tuple[dict[str, list[str]], dict[str, str]]:
     _check_names("models", raw["sae"]["models"], raw["models"], "sae.models")
     sae_sites = _sae_sites_by_model(raw["sae"])
     _check_models_and_counts(raw)
+    _check_towers(raw, sae_sites)
+    _check_extraction(raw, sae_sites)
+    _check_patching(raw)
     _check_sae_sites(raw["extraction"], sae_sites)
     _check_miclip(raw, sae_sites)
     if raw["miclip"]["dataset"] is None:
@@ -1126,6 +1131,97 @@ def _check_miclip(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
                     "the patch tokens (methods.md Sec. 9.3), but sae.tokens = class trains the SAE on the "
                     "class token only; set sae.tokens to patch or all"
                 )
+
+
+def _check_towers(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
+    """The vision tower each analysis reads: a transformer for analyses.models and the SAEs, a
+    ModifiedResNet for decomposition.models (catalogue.is_resnet; unknown architectures pass)."""
+    needs = (
+        (
+            "analyses.models",
+            raw["analyses"]["models"],
+            False,
+            "the shapes-paper stores and analyses read the "
+            "MLP outputs of a transformer's blocks; decompose a CLIP-ResNet with decomposition.models instead",
+        ),
+        (
+            "decomposition.models",
+            raw["decomposition"]["models"],
+            True,
+            "the decomposition reads the attention pool of a CLIP-ResNet (a ModifiedResNet, such as RN50 or RN50x16)",
+        ),
+        (
+            "sae.models",
+            [model for model, sites in sae_sites.items() if sites],
+            False,
+            "the SAEs train on the tokens of a transformer's sites; drop it from sae.models or give it no sae.sites",
+        ),
+    )
+    for key, models, resnet, why in needs:
+        for model in models:
+            arch = raw["models"][model]["architecture"]
+            is_resnet = catalogue.is_resnet(arch)
+            if is_resnet is not None and is_resnet != resnet:
+                tower = "a CLIP-ResNet (ModifiedResNet)" if is_resnet else "a transformer"
+                raise ValueError(
+                    f"{key} names {model!r}, whose architecture {arch} has {tower} vision tower, but {why}"
+                )
+
+
+def _stored_models(raw: dict, sae_sites: Mapping[str, list[str]]) -> list[str]:
+    """Models with an activation store: analyses.models and the models with SAE sites."""
+    return list(dict.fromkeys([*raw["analyses"]["models"], *(model for model, sites in sae_sites.items() if sites)]))
+
+
+def _check_layer(key: str, model: str, arch: str, tower: str, layers) -> None:
+    """Raise ValueError naming `key` if a layer is beyond the blocks of the model's tower (unknown: pass)."""
+    n = catalogue.tower_layers(arch, tower)
+    beyond = sorted({layer for layer in layers if n is not None and layer >= n})
+    if beyond:
+        raise ValueError(
+            f"{key}: layers {beyond} are beyond the {n} {tower} blocks of {model!r} ({arch}); valid layers: 0..{n - 1}"
+        )
+
+
+def _check_extraction(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
+    """extraction.layers and the layers of extraction.sites within the blocks of every stored model, and
+    selectivity.reduction among extraction.reductions."""
+    extraction = raw["extraction"]
+    for model in _stored_models(raw, sae_sites):
+        arch = raw["models"][model]["architecture"]
+        if extraction["layers"] is not None:
+            _check_layer("extraction.layers", model, arch, "visual", extraction["layers"])
+        for site in extraction["sites"]:
+            match = BLOCK_PATTERN.fullmatch(site)
+            if match is not None and match.group(2) != "*":
+                _check_layer(f"extraction.sites {site}", model, arch, match.group(1), [int(match.group(2))])
+    reduction = raw["selectivity"]["reduction"]
+    if reduction not in extraction["reductions"]:
+        raise ValueError(
+            f"selectivity.reduction = {reduction!r} is not stored: extraction.reductions = {extraction['reductions']}; "
+            f"rank by one of {', '.join(extraction['reductions'])}, or add {reduction} to extraction.reductions"
+        )
+
+
+def _check_patching(raw: dict) -> None:
+    """A non-empty family list for every tower kind causal tracing runs: transformer (every text tower,
+    ViT vision towers) and resnet (the vision tower of a CLIP-ResNet)."""
+    patching = raw["patching"]
+    if not (patching["models"] and patching["datasets"]):
+        return
+    families = patching["families"]
+    resnets = [m for m in patching["models"] if catalogue.is_resnet(raw["models"][m]["architecture"])]
+    if not families["transformer"]:
+        raise ValueError(
+            f"patching.families.transformer is empty, but causal tracing runs the text tower (a transformer) of "
+            f"every model of patching.models {patching['models']}; list some of resid_pre, attn_out, mlp_out, "
+            "head, neuron"
+        )
+    if resnets and not families["resnet"]:
+        raise ValueError(
+            f"patching.families.resnet is empty, but patching.models {resnets} are CLIP-ResNets; list some of "
+            "stage, pool_token, pool_head, pool_neuron (or drop them from patching.models)"
+        )
 
 
 def _shift_of(datasets: Mapping) -> dict[str, str]:

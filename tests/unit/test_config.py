@@ -606,3 +606,84 @@ def test_strict_yaml_keeps_merge_keys(tmp_path):
     path.write_text("a: {c: 1, c: 2}\n")
     with pytest.raises(ValueError, match="duplicate key 'c' at line 1"):
         cfg.read_yaml(path)
+
+
+# --- towers, layers and widths (open_clip's model configs) ----------------------------------------------
+# tiny-vit: clipmech-vit-tiny, 2 blocks of width 64 (MLP 256), 64 px in patches of 8: 65 tokens per image;
+# tiny-rn: clipmech-rn-tiny, 4 stages of 64, 128, 256, 512 channels. tiny-shapes: 40 images.
+
+
+def test_analysed_models_are_transformers_and_decomposed_ones_resnets():
+    config = tiny()
+    config["analyses"]["models"] = ["tiny-rn"]
+    message = rejected(config)
+    assert "analyses.models names 'tiny-rn', whose architecture clipmech-rn-tiny has a CLIP-ResNet" in message
+    assert "read the MLP outputs of a transformer's blocks" in message
+    config = tiny()
+    config["decomposition"]["models"] = ["tiny-rn", "tiny-vit"]
+    message = rejected(config)
+    assert "decomposition.models names 'tiny-vit', whose architecture clipmech-vit-tiny has a transformer" in message
+    assert "attention pool of a CLIP-ResNet (a ModifiedResNet" in message
+
+
+def test_sae_models_are_transformers():
+    config = tiny()
+    config["sae"]["models"] = ["tiny-rn"]
+    assert "sae.models names 'tiny-rn', whose architecture clipmech-rn-tiny has a CLIP-ResNet" in rejected(config)
+    config["sae"]["sites"] = {"tiny-rn": []}  # no SAE: nothing to refuse
+    config["miclip"]["units"] = {}
+    load_config(config)
+
+
+def test_extraction_layers_within_the_stored_models():
+    config = tiny()
+    config["extraction"]["layers"] = [1, 2]
+    message = rejected(config)
+    assert "extraction.layers: layers [2] are beyond the 2 visual blocks of 'tiny-vit' (clipmech-vit-tiny)" in message
+    assert "valid layers: 0..1" in message
+    config = tiny()
+    config["extraction"]["sites"].append("text.blocks.2.hook_resid_post")
+    assert "extraction.sites text.blocks.2.hook_resid_post: layers [2] are beyond the 2 text blocks" in rejected(config)
+
+
+def test_selectivity_reduction_is_extracted():
+    config = tiny()
+    config["extraction"]["reductions"] = ["mean", "cls"]
+    config["selectivity"]["reduction"] = "max"
+    assert "selectivity.reduction = 'max' is not stored: extraction.reductions = ['mean', 'cls']" in rejected(config)
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda0", "CPU"])
+def test_extraction_device(device):
+    config = tiny()
+    config["extraction"]["device"] = device
+    message = rejected(config)
+    assert f"invalid config at extraction.device: '{device}' does not match" in message
+    assert "allowed: `auto` (CUDA when present), `cpu`, `cuda`, `cuda:N`" in message
+    config["extraction"]["device"] = "cuda:1"
+    assert load_config(config).extraction.gpus == 1
+
+
+def test_timm_towers_are_left_to_loading():
+    """A timm vision tower's depth and width are timm's: the MiCLIP site and tau checks pass it (no KeyError)."""
+    config = tiny()
+    config["models"]["siglip"] = {"architecture": "ViT-B-16-SigLIP", "pretrained": None}
+    config["miclip"]["units"]["siglip"] = [{"site": "visual.blocks.30.hook_mlp_out", "kind": "neurons"}]
+    assert ("siglip", "visual.blocks.30.hook_mlp_out", "neurons") in load_config(config).plan.miclip_units
+
+
+# --- patching ------------------------------------------------------------------------------------------
+
+
+def test_patching_families_of_the_traced_towers():
+    config = tiny()
+    config["patching"]["families"]["transformer"] = []
+    assert "patching.families.transformer is empty, but causal tracing runs the text tower" in rejected(config)
+    config = tiny()
+    config["patching"]["families"]["resnet"] = []
+    assert "patching.families.resnet is empty, but patching.models ['tiny-rn'] are CLIP-ResNets" in rejected(config)
+    config["patching"]["models"] = ["tiny-vit"]
+    load_config(config)
+    config["patching"]["families"]["transformer"] = []
+    config["patching"]["datasets"] = []  # no causal tracing: nothing to refuse
+    load_config(config)
