@@ -885,6 +885,7 @@ def _normalise(raw: dict) -> tuple[dict[str, list[str]], dict[str, str]]:
     _check_extraction(raw, sae_sites)
     _check_patching(raw)
     _check_sae_sites(raw["extraction"], sae_sites)
+    _check_sae(raw, sae_sites)
     _check_miclip(raw, sae_sites)
     if raw["miclip"]["dataset"] is None:
         raw["miclip"]["dataset"] = raw["analyses"]["datasets"][0]
@@ -1133,6 +1134,25 @@ def _check_miclip(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
                 )
 
 
+def _n_images(raw: dict, dataset: str) -> int:
+    """The images of a synthetic dataset (:attr:`Shapes.n_images` and its kin)."""
+    entry = raw["datasets"][dataset]
+    return DATASET_KINDS[entry["kind"]].from_mapping(entry).n_images
+
+
+def _n_heldout(key: str, holdout: float, dataset: str, n_images: int, why: str) -> int:
+    """round(holdout x n_images), the held-out images of a split (clipmech.sae.streaming.split_images,
+    clipmech.miclip.units.split_images); raises ValueError unless it leaves an image on either side."""
+    n_heldout = int(round(holdout * n_images))
+    if not 0 < n_heldout < n_images:
+        raise ValueError(
+            f"{key} = {holdout} holds out {n_heldout} of the {n_images} images of dataset {dataset!r} "
+            f"(round({holdout} x {n_images})), but {why}: give a fraction that holds out 1 to "
+            f"{n_images - 1} images (about {1 / n_images:.3g} to {(n_images - 1) / n_images:.3g})"
+        )
+    return n_heldout
+
+
 def _check_towers(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
     """The vision tower each analysis reads: a transformer for analyses.models and the SAEs, a
     ModifiedResNet for decomposition.models (catalogue.is_resnet; unknown architectures pass)."""
@@ -1222,6 +1242,74 @@ def _check_patching(raw: dict) -> None:
             f"patching.families.resnet is empty, but patching.models {resnets} are CLIP-ResNets; list some of "
             "stage, pool_token, pool_head, pool_neuron (or drop them from patching.models)"
         )
+
+
+def _sae_latents(sae: Mapping, model: str, arch: str, site: str) -> tuple[int, str] | None:
+    """(n, how n was got) of the SAE of `model` at `site`: sae.n_latents, or sae.expansion x the site's
+    width (catalogue.site_width; None when the width is unknown at parse time)."""
+    if sae["n_latents"] is not None:
+        return sae["n_latents"], f"sae.n_latents = {sae['n_latents']}"
+    d = catalogue.site_width(arch, *block_site(site))
+    if d is None:
+        return None
+    n, expansion = sae["expansion"] * d, sae["expansion"]
+    how = f"sae.expansion = {expansion} x d = {d}, the width of {site} of {model!r} ({arch})"
+    if round(n) < 1 or abs(n - round(n)) > 1e-9:
+        problem = "fewer than one" if n < 1 - 1e-9 else "not a whole number"
+        raise ValueError(
+            f"{how} gives {n:g} latents, {problem}; set an expansion that gives a positive integer, or "
+            "sae.n_latents (it overrides expansion)"
+        )
+    return int(round(n)), how
+
+
+def _check_sae(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
+    """Of every planned SAE: the site's layer within the tower, k at most the latents, the buffer at
+    least one zarr chunk of the store, a token budget of at least one batch, and a holdout that leaves
+    images on both sides."""
+    sae = raw["sae"]
+    planned = [(model, site) for model, sites in sae_sites.items() for site in sites]
+    if not planned:
+        return
+    if sae["n_tokens"] < sae["batch_size"]:
+        raise ValueError(
+            f"sae.n_tokens = {sae['n_tokens']} is under one batch of sae.batch_size = {sae['batch_size']} tokens: "
+            f"training runs n_tokens // batch_size = 0 steps; set sae.n_tokens to at least {sae['batch_size']}"
+        )
+    dataset = raw["analyses"]["datasets"][0]
+    n_images = _n_images(raw, dataset)
+    why = "rule train_sae trains on the others and evaluate_sae measures on the held-out ones"
+    n_train = n_images - _n_heldout("sae.holdout", sae["holdout"], dataset, n_images, why)
+    batch = raw["extraction"]["batch_size"]
+    for model, site in planned:
+        arch = raw["models"][model]["architecture"]
+        tower, layer, _ = block_site(site)
+        _check_layer(f"sae.sites {site} of {model}", model, arch, tower, [layer])
+        if tower == "text" and sae["tokens"] != "all":
+            raise ValueError(
+                f"sae.tokens = {sae['tokens']}, but the SAE of {model!r} at the text-tower site {site} trains on "
+                "every token of the caption: set sae.tokens to all"
+            )
+        latents = _sae_latents(sae, model, arch, site)
+        if latents is not None and sae["k"] > latents[0]:
+            raise ValueError(
+                f"sae.k = {sae['k']} exceeds the {latents[0]} latents of the SAE of {model!r} at {site} "
+                f"({latents[1]}): TopK keeps k latents per token, so k must be at most {latents[0]}"
+            )
+        tokens = catalogue.tokens_per_input(arch, tower)
+        if tokens is None:
+            continue
+        prefix, rest = tokens
+        per_image = {"patch": rest, "class": 1, "all": prefix + rest}[sae["tokens"]] if tower == "visual" else rest
+        images = min(batch, n_train)
+        chunk = images * per_image
+        if sae["buffer_tokens"] < chunk:
+            raise ValueError(
+                f"sae.buffer_tokens = {sae['buffer_tokens']} holds less than one zarr chunk of the store of "
+                f"{model!r} at {site}: {images} images (extraction.batch_size = {batch}, at most the {n_train} "
+                f"training images) x {per_image} tokens per image (sae.tokens = {sae['tokens']}, {arch}) = "
+                f"{chunk} tokens; set sae.buffer_tokens to at least {chunk}"
+            )
 
 
 def _shift_of(datasets: Mapping) -> dict[str, str]:

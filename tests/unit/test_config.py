@@ -646,6 +646,16 @@ def test_extraction_layers_within_the_stored_models():
     assert "extraction.sites text.blocks.2.hook_resid_post: layers [2] are beyond the 2 text blocks" in rejected(config)
 
 
+def test_sae_site_layer_within_the_tower():
+    config = tiny()
+    config["extraction"]["sites"] = ["visual.blocks.*.hook_mlp_out", "visual.blocks.*.hook_resid_pre"]
+    config["sae"]["sites"] = ["visual.blocks.2.hook_resid_pre"]
+    config["miclip"]["units"] = {}
+    assert "sae.sites visual.blocks.2.hook_resid_pre of tiny-vit: layers [2] are beyond the 2 visual blocks" in (
+        rejected(config)
+    )
+
+
 def test_selectivity_reduction_is_extracted():
     config = tiny()
     config["extraction"]["reductions"] = ["mean", "cls"]
@@ -670,6 +680,72 @@ def test_timm_towers_are_left_to_loading():
     config["models"]["siglip"] = {"architecture": "ViT-B-16-SigLIP", "pretrained": None}
     config["miclip"]["units"]["siglip"] = [{"site": "visual.blocks.30.hook_mlp_out", "kind": "neurons"}]
     assert ("siglip", "visual.blocks.30.hook_mlp_out", "neurons") in load_config(config).plan.miclip_units
+
+
+# --- SAE sizes ---------------------------------------------------------------------------------------------
+
+
+def test_sae_k_at_most_the_latents():
+    config = tiny()
+    config["sae"]["k"] = 129
+    message = rejected(config)
+    assert "sae.k = 129 exceeds the 128 latents of the SAE of 'tiny-vit' at visual.blocks.1.hook_resid_pre" in message
+    assert "(sae.expansion = 2 x d = 64, the width of visual.blocks.1.hook_resid_pre" in message
+    config["sae"]["n_latents"] = 100
+    assert "sae.k = 129 exceeds the 100 latents" in rejected(config) and "(sae.n_latents = 100)" in rejected(config)
+    config["sae"]["k"] = 100
+    load_config(config)
+
+
+@pytest.mark.parametrize(
+    ("expansion", "problem"), [(0.01, "0.64 latents, fewer than one"), (1.01, "64.64 latents, not")]
+)
+def test_sae_expansion_gives_whole_latents(expansion, problem):
+    config = tiny()
+    config["sae"].update(expansion=expansion, k=1)
+    message = rejected(config)
+    assert f"sae.expansion = {expansion} x d = 64" in message and problem in message
+    config["sae"]["n_latents"] = 64
+    load_config(config)
+
+
+def test_sae_token_budget_of_one_batch():
+    config = tiny()
+    config["sae"]["n_tokens"] = 255
+    assert "sae.n_tokens = 255 is under one batch of sae.batch_size = 256 tokens" in rejected(config)
+
+
+def test_sae_buffer_holds_a_chunk():
+    config = tiny()
+    config["sae"]["buffer_tokens"] = 1039
+    message = rejected(config)
+    assert "sae.buffer_tokens = 1039 holds less than one zarr chunk of the store of 'tiny-vit'" in message
+    assert "16 images (extraction.batch_size = 16, at most the 36 training images) x 65 tokens per image" in message
+    assert "set sae.buffer_tokens to at least 1040" in message
+    config["sae"]["tokens"] = "patch"  # 64 tokens per image
+    load_config(config)
+    config["extraction"]["batch_size"] = 64  # larger than the 36 training images
+    assert "36 images (extraction.batch_size = 64, at most the 36 training images) x 64" in rejected(config)
+
+
+@pytest.mark.parametrize(("holdout", "n_heldout"), [(0.0, 0), (0.01, 0), (0.99, 40)])
+def test_sae_holdout_leaves_images_on_both_sides(holdout, n_heldout):
+    config = tiny()
+    config["sae"]["holdout"] = holdout
+    message = rejected(config)
+    assert f"sae.holdout = {holdout} holds out {n_heldout} of the 40 images of dataset 'tiny-shapes'" in message
+    assert "holds out 1 to 39 images" in message
+
+
+def test_sae_text_site_takes_all_tokens():
+    config = tiny()
+    config["extraction"]["sites"].append("text.blocks.1.hook_resid_post")
+    config["sae"].update(sites=["text.blocks.1.hook_resid_post"], tokens="patch")
+    config["miclip"]["units"] = {}
+    assert "sae.tokens = patch, but the SAE of 'tiny-vit' at the text-tower site" in rejected(config)
+    config["sae"]["tokens"] = "all"
+    config["sae"]["buffer_tokens"] = 16 * 48 - 1  # 48 caption tokens per image (context_length)
+    assert "x 48 tokens per image" in rejected(config)
 
 
 # --- patching ------------------------------------------------------------------------------------------
