@@ -889,6 +889,7 @@ def _normalise(raw: dict) -> tuple[dict[str, list[str]], dict[str, str]]:
     _check_miclip(raw, sae_sites)
     if raw["miclip"]["dataset"] is None:
         raw["miclip"]["dataset"] = raw["analyses"]["datasets"][0]
+    _check_miclip_counts(raw, sae_sites)
     shift_of = _shift_of(raw["datasets"])
     _check_atlas(raw)
     _check_zeroshot(raw)
@@ -1114,8 +1115,15 @@ def _check_miclip(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
         )
     for model, unit_sets in section["units"].items():
         valid = _miclip_sites(raw["models"][model]["architecture"])
+        seen = set()
         for entry in unit_sets:
             site, kind = entry["site"], entry["kind"]
+            if (site, kind) in seen:
+                raise ValueError(
+                    f"miclip.units.{model} lists the unit set {{site: {site}, kind: {kind}}} twice: "
+                    "each (site, kind) of a model once"
+                )
+            seen.add((site, kind))
             if valid is not None and site not in valid:
                 raise ValueError(
                     f"miclip.units.{model}: unknown site {site!r}; valid sites are: {_allowed(site, valid)}"
@@ -1310,6 +1318,42 @@ def _check_sae(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
                 f"training images) x {per_image} tokens per image (sae.tokens = {sae['tokens']}, {arch}) = "
                 f"{chunk} tokens; set sae.buffer_tokens to at least {chunk}"
             )
+
+
+def _check_miclip_counts(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
+    """miclip.tau at most the units of every unit set, a holdout that leaves images on both sides, and
+    miclip.k_top (null: selectivity.k) at most the held-out images of miclip.dataset."""
+    section = raw["miclip"]
+    if not section["units"]:
+        return
+    for model, unit_sets in section["units"].items():
+        arch = raw["models"][model]["architecture"]
+        for entry in unit_sets:
+            site, kind = entry["site"], entry["kind"]
+            if kind == "neurons":
+                width = catalogue.site_width(arch, *block_site(site))
+                units = None if width is None else (width, f"the channels of {site} of {arch}")
+            else:
+                units = _sae_latents(raw["sae"], model, arch, site)
+                units = None if units is None else (units[0], f"the latents of its SAE: {units[1]}")
+            if units is not None and section["tau"] > units[0]:
+                raise ValueError(
+                    f"miclip.tau = {section['tau']} exceeds the {units[0]} units of the unit set "
+                    f"{{site: {site}, kind: {kind}}} of miclip.units.{model} ({units[1]}): Eqs. 3 and 4 select "
+                    f"tau units per concept, so tau must be at most {units[0]}"
+                )
+    dataset = section["dataset"]
+    n_images = _n_images(raw, dataset)
+    why = "the encoders train on the others and the evaluation reads the held-out ones"
+    n_heldout = _n_heldout("miclip.holdout", section["holdout"], dataset, n_images, why)
+    k_top = raw["selectivity"]["k"] if section["k_top"] is None else section["k_top"]
+    if k_top > n_heldout:
+        key = "miclip.k_top" if section["k_top"] is not None else "miclip.k_top (null: selectivity.k)"
+        raise ValueError(
+            f"{key} = {k_top} exceeds the {n_heldout} held-out images of miclip.dataset {dataset!r} "
+            f"(round(miclip.holdout = {section['holdout']} x {n_images})): the ground truth ranks each unit's top "
+            f"k_top held-out images; set miclip.k_top to at most {n_heldout} or raise miclip.holdout"
+        )
 
 
 def _shift_of(datasets: Mapping) -> dict[str, str]:

@@ -155,6 +155,7 @@ def test_k_counts_the_images_of_the_configured_object_counts():
     assert "selectivity.k = 17 exceeds the 16 images of dataset 'tiny-shapes'" in rejected(config)
     config["selectivity"]["k"] = 16
     config["tsne"]["perplexity"] = 5
+    config["miclip"]["k_top"] = 8  # of the 8 held-out images (its default, selectivity.k, is refused)
     load_config(config)
 
 
@@ -746,6 +747,49 @@ def test_sae_text_site_takes_all_tokens():
     config["sae"]["tokens"] = "all"
     config["sae"]["buffer_tokens"] = 16 * 48 - 1  # 48 caption tokens per image (context_length)
     assert "x 48 tokens per image" in rejected(config)
+
+
+# --- MiCLIP sizes ------------------------------------------------------------------------------------------
+
+
+def test_miclip_tau_at_most_the_units():
+    config = tiny()
+    config["miclip"]["tau"] = 65
+    message = rejected(config)
+    assert (
+        "miclip.tau = 65 exceeds the 64 units of the unit set {site: visual.blocks.1.hook_mlp_out, kind: neurons}"
+        in (message)
+    )
+    assert "miclip.units.tiny-vit (the channels of visual.blocks.1.hook_mlp_out of clipmech-vit-tiny)" in message
+    config["miclip"]["units"]["tiny-vit"] = [{"site": "visual.blocks.1.hook_resid_pre", "kind": "sae"}]
+    config["miclip"]["tau"] = 129
+    message = rejected(config)
+    assert "exceeds the 128 units of the unit set {site: visual.blocks.1.hook_resid_pre, kind: sae}" in message
+    assert "the latents of its SAE: sae.expansion = 2 x d = 64" in message
+    config["miclip"]["units"] = {"tiny-rn": [{"site": "visual.blocks.0.hook_resid_post", "kind": "neurons"}]}
+    config["miclip"]["tau"] = 65  # stage 0 of tiny-rn: 16 x 4 channels
+    assert "exceeds the 64 units" in rejected(config)
+
+
+def test_miclip_k_top_at_most_the_heldout_images():
+    config = tiny()
+    config["miclip"]["k_top"] = 21
+    message = rejected(config)
+    assert "miclip.k_top = 21 exceeds the 20 held-out images of miclip.dataset 'tiny-shapes'" in message
+    assert "(round(miclip.holdout = 0.5 x 40))" in message
+    config["miclip"]["k_top"] = None
+    config["selectivity"]["k"] = 25
+    assert "miclip.k_top (null: selectivity.k) = 25 exceeds the 20 held-out images" in rejected(config)
+    config["miclip"]["holdout"] = 0.99
+    assert "miclip.holdout = 0.99 holds out 40 of the 40 images of dataset 'tiny-shapes'" in rejected(config)
+
+
+def test_miclip_unit_sets_once():
+    config = tiny()
+    config["miclip"]["units"]["tiny-vit"].append({"site": "visual.blocks.1.hook_mlp_out", "kind": "neurons"})
+    assert "miclip.units.tiny-vit lists the unit set {site: visual.blocks.1.hook_mlp_out, kind: neurons} twice" in (
+        rejected(config)
+    )
 
 
 # --- patching ------------------------------------------------------------------------------------------
