@@ -12,11 +12,14 @@
    ``atlas.models`` = the analysed then the decomposed models; ``miclip.dataset``, ``atlas.dataset`` =
    ``analyses.datasets[0]``; and Algorithm 1's k (methods.md Sec. 2), owned by ``selectivity.k``, for
    ``miclip.k_top``, ``sae.evaluate.entropy_k`` and ``atlas.k``;
-3. checks keys against each other and against open_clip's tables (:mod:`clipmech.models.catalogue`),
-   so that ``snakemake -n`` fails with the key and the allowed values before any job runs, rather than
+3. checks keys against each other and against open_clip's tables and model configs (tower kinds,
+   depths, widths, tokens per image: :mod:`clipmech.models.catalogue`), so that ``snakemake -n`` fails with the key and the allowed values before any job runs, rather than
    a job after hours of training;
 4. returns a :class:`Config`: one frozen :class:`Section` per top-level key and the :class:`Plan`, which
    models, datasets, sites and unit sets each analysis family runs on.
+
+:func:`read_config` reads a YAML file first with :func:`read_yaml`, which refuses a key written twice
+(the Snakefile re-reads Snakemake's config files with it).
 
 Lists are tuples and free-form mappings read-only in the dataclasses; :meth:`Section.params` gives a
 section back as the plain, key-sorted dict the workflow passes to its jobs. Standard library, jsonschema
