@@ -13,8 +13,8 @@
    ``analyses.datasets[0]``; and Algorithm 1's k (methods.md Sec. 2), owned by ``selectivity.k``, for
    ``miclip.k_top``, ``sae.evaluate.entropy_k`` and ``atlas.k``;
 3. checks keys against each other and against open_clip's tables and model configs (tower kinds,
-   depths, widths, tokens per image: :mod:`clipmech.models.catalogue`), so that ``snakemake -n`` fails with the key and the allowed values before any job runs, rather than
-   a job after hours of training;
+   depths, widths, tokens per image: :mod:`clipmech.models.catalogue`), so that ``snakemake -n`` fails
+   with the key and the allowed values before any job runs, rather than a job after hours of training;
 4. returns a :class:`Config`: one frozen :class:`Section` per top-level key and the :class:`Plan`, which
    models, datasets, sites and unit sets each analysis family runs on.
 
