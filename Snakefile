@@ -18,7 +18,12 @@ if not workflow.overwrite_configfiles:
 # This workflow's package first (a copy of the workflow runs its own copy of the package).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from clipmech.config import load_config
+from clipmech.config import load_config, read_yaml
+
+# Snakemake has read the config files itself, keeping the last value of a key written twice: read them
+# again with the strict loader, so that a duplicated key stops the run here, naming the key and its lines.
+for path in workflow.configfiles:
+    read_yaml(path)
 
 # Validated against workflow/schemas/config.schema.yaml, defaults filled, normalised and
 # cross-checked: a config mistake stops here, naming the key and the allowed values, before any

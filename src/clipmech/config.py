@@ -12,11 +12,14 @@
    ``atlas.models`` = the analysed then the decomposed models; ``miclip.dataset``, ``atlas.dataset`` =
    ``analyses.datasets[0]``; and Algorithm 1's k (methods.md Sec. 2), owned by ``selectivity.k``, for
    ``miclip.k_top``, ``sae.evaluate.entropy_k`` and ``atlas.k``;
-3. checks keys against each other and against open_clip's tables (:mod:`clipmech.models.catalogue`),
-   so that ``snakemake -n`` fails with the key and the allowed values before any job runs, rather than
-   a job after hours of training;
+3. checks keys against each other and against open_clip's tables and model configs (tower kinds,
+   depths, widths, tokens per image: :mod:`clipmech.models.catalogue`), so that ``snakemake -n`` fails
+   with the key and the allowed values before any job runs, rather than a job after hours of training;
 4. returns a :class:`Config`: one frozen :class:`Section` per top-level key and the :class:`Plan`, which
    models, datasets, sites and unit sets each analysis family runs on.
+
+:func:`read_config` reads a YAML file first with :func:`read_yaml`, which refuses a key written twice
+(the Snakefile re-reads Snakemake's config files with it).
 
 Lists are tuples and free-form mappings read-only in the dataclasses; :meth:`Section.params` gives a
 section back as the plain, key-sorted dict the workflow passes to its jobs. Standard library, jsonschema
@@ -38,7 +41,7 @@ import jsonschema
 import yaml
 
 from clipmech.checkpoints import is_local_checkpoint
-from clipmech.hooks.names import CHANNEL_HOOKS, block_site
+from clipmech.hooks.names import BLOCK_PATTERN, CHANNEL_HOOKS, block_site
 from clipmech.models import catalogue
 
 #: The config schema: every key, its type, default and description.
@@ -770,7 +773,9 @@ def load_config(config: Mapping, schema: str | Path = SCHEMA) -> Config:
         _validator(_schema(Path(schema).resolve())).validate(raw)
     except jsonschema.ValidationError as error:
         where = ".".join(map(str, error.absolute_path)) or "the top level"
-        raise ValueError(f"invalid config at {where}: {error.message}") from None
+        allowed = error.schema.get("description") if error.validator == "pattern" else None
+        reason = f"{error.message}; allowed: {allowed}" if allowed else error.message
+        raise ValueError(f"invalid config at {where}: {reason}") from None
     raw = _canonical(raw)
     sae_sites, shift_of = _normalise(raw)
     return Config(
@@ -784,9 +789,52 @@ def load_config(config: Mapping, schema: str | Path = SCHEMA) -> Config:
     )
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A YAML mapping with a key twice (:class:`StrictLoader`)."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping with a duplicated key (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<`: a written key may override a merged one
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:  # an unhashable key: the base class raises its own error
+                    continue
+                if first is not key_node.start_mark:
+                    raise DuplicateKeyError(
+                        f"duplicate key {key!r} at line {key_node.start_mark.line + 1} (first at line "
+                        f"{first.line + 1}) of the mapping at line {node.start_mark.line + 1}: YAML would keep "
+                        "the last value silently; write each key once"
+                    )
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | Path):
+    """A YAML (or JSON) config file's content, refusing duplicated keys.
+
+    Raises
+    ------
+    ValueError
+        If a mapping of the file has a key twice (naming the key and both lines), or the file is not
+        valid YAML.
+    """
+    with open(path, encoding="utf-8") as stream:
+        try:
+            return yaml.load(stream, Loader=StrictLoader)  # noqa: S506 (StrictLoader is a SafeLoader)
+        except yaml.YAMLError as error:
+            raise ValueError(f"config file {path}: {error}") from None
+
+
 def read_config(path: str | Path, schema: str | Path = SCHEMA) -> Config:
-    """:func:`load_config` of a YAML file."""
-    return load_config(yaml.safe_load(Path(path).read_text()), schema)
+    """:func:`load_config` of a YAML file (duplicated keys refused: :func:`read_yaml`)."""
+    return load_config(read_yaml(path), schema)
 
 
 # --- Resolution and checks (parse time) -----------------------------------------------------------------
@@ -856,10 +904,15 @@ def _normalise(raw: dict) -> tuple[dict[str, list[str]], dict[str, str]]:
     _check_natural_analyses(raw)
     sae_sites = _sae_sites_by_model(raw["sae"])
     _check_models_and_counts(raw)
+    _check_towers(raw, sae_sites)
+    _check_extraction(raw, sae_sites)
+    _check_patching(raw)
     _check_sae_sites(raw["extraction"], sae_sites)
+    _check_sae(raw, sae_sites)
     _check_miclip(raw, sae_sites)
     if raw["miclip"]["dataset"] is None:
         raw["miclip"]["dataset"] = raw["analyses"]["datasets"][0]
+    _check_miclip_counts(raw, sae_sites)
     shift_of = _shift_of(raw["datasets"])
     _check_atlas(raw)
     _check_zeroshot(raw)
@@ -1087,8 +1140,15 @@ def _check_miclip(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
         )
     for model, unit_sets in section["units"].items():
         valid = _miclip_sites(raw["models"][model]["architecture"])
+        seen = set()
         for entry in unit_sets:
             site, kind = entry["site"], entry["kind"]
+            if (site, kind) in seen:
+                raise ValueError(
+                    f"miclip.units.{model} lists the unit set {{site: {site}, kind: {kind}}} twice: "
+                    "each (site, kind) of a model once"
+                )
+            seen.add((site, kind))
             if valid is not None and site not in valid:
                 raise ValueError(
                     f"miclip.units.{model}: unknown site {site!r}; valid sites are: {_allowed(site, valid)}"
@@ -1105,6 +1165,220 @@ def _check_miclip(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
                     "the patch tokens (methods.md Sec. 9.3), but sae.tokens = class trains the SAE on the "
                     "class token only; set sae.tokens to patch or all"
                 )
+
+
+def _n_images(raw: dict, dataset: str) -> int:
+    """The images of a synthetic dataset (:attr:`Shapes.n_images` and its kin)."""
+    entry = raw["datasets"][dataset]
+    return DATASET_KINDS[entry["kind"]].from_mapping(entry).n_images
+
+
+def _n_heldout(key: str, holdout: float, dataset: str, n_images: int, why: str) -> int:
+    """round(holdout x n_images), the held-out images of a split (clipmech.sae.streaming.split_images,
+    clipmech.miclip.units.split_images); raises ValueError unless it leaves an image on either side."""
+    n_heldout = int(round(holdout * n_images))
+    if not 0 < n_heldout < n_images:
+        raise ValueError(
+            f"{key} = {holdout} holds out {n_heldout} of the {n_images} images of dataset {dataset!r} "
+            f"(round({holdout} x {n_images})), but {why}: give a fraction that holds out 1 to "
+            f"{n_images - 1} images (about {1 / n_images:.3g} to {(n_images - 1) / n_images:.3g})"
+        )
+    return n_heldout
+
+
+def _check_towers(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
+    """The vision tower each analysis reads: a transformer for analyses.models and the SAEs, a
+    ModifiedResNet for decomposition.models (catalogue.is_resnet; unknown architectures pass)."""
+    needs = (
+        (
+            "analyses.models",
+            raw["analyses"]["models"],
+            False,
+            "the shapes-paper stores and analyses read the "
+            "MLP outputs of a transformer's blocks; decompose a CLIP-ResNet with decomposition.models instead",
+        ),
+        (
+            "decomposition.models",
+            raw["decomposition"]["models"],
+            True,
+            "the decomposition reads the attention pool of a CLIP-ResNet (a ModifiedResNet, such as RN50 or RN50x16)",
+        ),
+        (
+            "sae.models",
+            [model for model, sites in sae_sites.items() if sites],
+            False,
+            "the SAEs train on the tokens of a transformer's sites; drop it from sae.models or give it no sae.sites",
+        ),
+    )
+    for key, models, resnet, why in needs:
+        for model in models:
+            arch = raw["models"][model]["architecture"]
+            is_resnet = catalogue.is_resnet(arch)
+            if is_resnet is not None and is_resnet != resnet:
+                tower = "a CLIP-ResNet (ModifiedResNet)" if is_resnet else "a transformer"
+                raise ValueError(
+                    f"{key} names {model!r}, whose architecture {arch} has {tower} vision tower, but {why}"
+                )
+
+
+def _stored_models(raw: dict, sae_sites: Mapping[str, list[str]]) -> list[str]:
+    """Models with an activation store: analyses.models and the models with SAE sites."""
+    return list(dict.fromkeys([*raw["analyses"]["models"], *(model for model, sites in sae_sites.items() if sites)]))
+
+
+def _check_layer(key: str, model: str, arch: str, tower: str, layers) -> None:
+    """Raise ValueError naming `key` if a layer is beyond the blocks of the model's tower (unknown: pass)."""
+    n = catalogue.tower_layers(arch, tower)
+    beyond = sorted({layer for layer in layers if n is not None and layer >= n})
+    if beyond:
+        raise ValueError(
+            f"{key}: layers {beyond} are beyond the {n} {tower} blocks of {model!r} ({arch}); valid layers: 0..{n - 1}"
+        )
+
+
+def _check_extraction(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
+    """extraction.layers and the layers of extraction.sites within the blocks of every stored model, and
+    selectivity.reduction among extraction.reductions."""
+    extraction = raw["extraction"]
+    for model in _stored_models(raw, sae_sites):
+        arch = raw["models"][model]["architecture"]
+        if extraction["layers"] is not None:
+            _check_layer("extraction.layers", model, arch, "visual", extraction["layers"])
+        for site in extraction["sites"]:
+            match = BLOCK_PATTERN.fullmatch(site)
+            if match is not None and match.group(2) != "*":
+                _check_layer(f"extraction.sites {site}", model, arch, match.group(1), [int(match.group(2))])
+    reduction = raw["selectivity"]["reduction"]
+    if reduction not in extraction["reductions"]:
+        raise ValueError(
+            f"selectivity.reduction = {reduction!r} is not stored: extraction.reductions = {extraction['reductions']}; "
+            f"rank by one of {', '.join(extraction['reductions'])}, or add {reduction} to extraction.reductions"
+        )
+
+
+def _check_patching(raw: dict) -> None:
+    """A non-empty family list for every tower kind causal tracing runs: transformer (every text tower,
+    ViT vision towers) and resnet (the vision tower of a CLIP-ResNet)."""
+    patching = raw["patching"]
+    if not (patching["models"] and patching["datasets"]):
+        return
+    families = patching["families"]
+    resnets = [m for m in patching["models"] if catalogue.is_resnet(raw["models"][m]["architecture"])]
+    if not families["transformer"]:
+        raise ValueError(
+            f"patching.families.transformer is empty, but causal tracing runs the text tower (a transformer) of "
+            f"every model of patching.models {patching['models']}; list some of resid_pre, attn_out, mlp_out, "
+            "head, neuron"
+        )
+    if resnets and not families["resnet"]:
+        raise ValueError(
+            f"patching.families.resnet is empty, but patching.models {resnets} are CLIP-ResNets; list some of "
+            "stage, pool_token, pool_head, pool_neuron (or drop them from patching.models)"
+        )
+
+
+def _sae_latents(sae: Mapping, model: str, arch: str, site: str) -> tuple[int, str] | None:
+    """(n, how n was got) of the SAE of `model` at `site`: sae.n_latents, or sae.expansion x the site's
+    width (catalogue.site_width; None when the width is unknown at parse time)."""
+    if sae["n_latents"] is not None:
+        return sae["n_latents"], f"sae.n_latents = {sae['n_latents']}"
+    d = catalogue.site_width(arch, *block_site(site))
+    if d is None:
+        return None
+    n, expansion = sae["expansion"] * d, sae["expansion"]
+    how = f"sae.expansion = {expansion} x d = {d}, the width of {site} of {model!r} ({arch})"
+    if round(n) < 1 or abs(n - round(n)) > 1e-9:
+        problem = "fewer than one" if n < 1 - 1e-9 else "not a whole number"
+        raise ValueError(
+            f"{how} gives {n:g} latents, {problem}; set an expansion that gives a positive integer, or "
+            "sae.n_latents (it overrides expansion)"
+        )
+    return int(round(n)), how
+
+
+def _check_sae(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
+    """Of every planned SAE: the site's layer within the tower, k at most the latents, the buffer at
+    least one zarr chunk of the store, a token budget of at least one batch, and a holdout that leaves
+    images on both sides."""
+    sae = raw["sae"]
+    planned = [(model, site) for model, sites in sae_sites.items() for site in sites]
+    if not planned:
+        return
+    if sae["n_tokens"] < sae["batch_size"]:
+        raise ValueError(
+            f"sae.n_tokens = {sae['n_tokens']} is under one batch of sae.batch_size = {sae['batch_size']} tokens: "
+            f"training runs n_tokens // batch_size = 0 steps; set sae.n_tokens to at least {sae['batch_size']}"
+        )
+    dataset = raw["analyses"]["datasets"][0]
+    n_images = _n_images(raw, dataset)
+    why = "rule train_sae trains on the others and evaluate_sae measures on the held-out ones"
+    n_train = n_images - _n_heldout("sae.holdout", sae["holdout"], dataset, n_images, why)
+    batch = raw["extraction"]["batch_size"]
+    for model, site in planned:
+        arch = raw["models"][model]["architecture"]
+        tower, layer, _ = block_site(site)
+        _check_layer(f"sae.sites {site} of {model}", model, arch, tower, [layer])
+        if tower == "text" and sae["tokens"] != "all":
+            raise ValueError(
+                f"sae.tokens = {sae['tokens']}, but the SAE of {model!r} at the text-tower site {site} trains on "
+                "every token of the caption: set sae.tokens to all"
+            )
+        latents = _sae_latents(sae, model, arch, site)
+        if latents is not None and sae["k"] > latents[0]:
+            raise ValueError(
+                f"sae.k = {sae['k']} exceeds the {latents[0]} latents of the SAE of {model!r} at {site} "
+                f"({latents[1]}): TopK keeps k latents per token, so k must be at most {latents[0]}"
+            )
+        tokens = catalogue.tokens_per_input(arch, tower)
+        if tokens is None:
+            continue
+        prefix, rest = tokens
+        per_image = {"patch": rest, "class": 1, "all": prefix + rest}[sae["tokens"]] if tower == "visual" else rest
+        images = min(batch, n_train)
+        chunk = images * per_image
+        if sae["buffer_tokens"] < chunk:
+            raise ValueError(
+                f"sae.buffer_tokens = {sae['buffer_tokens']} holds less than one zarr chunk of the store of "
+                f"{model!r} at {site}: {images} images (extraction.batch_size = {batch}, at most the {n_train} "
+                f"training images) x {per_image} tokens per image (sae.tokens = {sae['tokens']}, {arch}) = "
+                f"{chunk} tokens; set sae.buffer_tokens to at least {chunk}"
+            )
+
+
+def _check_miclip_counts(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
+    """miclip.tau at most the units of every unit set, a holdout that leaves images on both sides, and
+    miclip.k_top (null: selectivity.k) at most the held-out images of miclip.dataset."""
+    section = raw["miclip"]
+    if not section["units"]:
+        return
+    for model, unit_sets in section["units"].items():
+        arch = raw["models"][model]["architecture"]
+        for entry in unit_sets:
+            site, kind = entry["site"], entry["kind"]
+            if kind == "neurons":
+                width = catalogue.site_width(arch, *block_site(site))
+                units = None if width is None else (width, f"the channels of {site} of {arch}")
+            else:
+                units = _sae_latents(raw["sae"], model, arch, site)
+                units = None if units is None else (units[0], f"the latents of its SAE: {units[1]}")
+            if units is not None and section["tau"] > units[0]:
+                raise ValueError(
+                    f"miclip.tau = {section['tau']} exceeds the {units[0]} units of the unit set "
+                    f"{{site: {site}, kind: {kind}}} of miclip.units.{model} ({units[1]}): Eqs. 3 and 4 select "
+                    f"tau units per concept, so tau must be at most {units[0]}"
+                )
+    dataset = section["dataset"]
+    n_images = _n_images(raw, dataset)
+    why = "the encoders train on the others and the evaluation reads the held-out ones"
+    n_heldout = _n_heldout("miclip.holdout", section["holdout"], dataset, n_images, why)
+    k_top = raw["selectivity"]["k"] if section["k_top"] is None else section["k_top"]
+    if k_top > n_heldout:
+        key = "miclip.k_top" if section["k_top"] is not None else "miclip.k_top (null: selectivity.k)"
+        raise ValueError(
+            f"{key} = {k_top} exceeds the {n_heldout} held-out images of miclip.dataset {dataset!r} "
+            f"(round(miclip.holdout = {section['holdout']} x {n_images})): the ground truth ranks each unit's top "
+            f"k_top held-out images; set miclip.k_top to at most {n_heldout} or raise miclip.holdout"
+        )
 
 
 def _shift_of(datasets: Mapping) -> dict[str, str]:

@@ -155,6 +155,7 @@ def test_k_counts_the_images_of_the_configured_object_counts():
     assert "selectivity.k = 17 exceeds the 16 images of dataset 'tiny-shapes'" in rejected(config)
     config["selectivity"]["k"] = 16
     config["tsne"]["perplexity"] = 5
+    config["miclip"]["k_top"] = 8  # of the 8 held-out images (its default, selectivity.k, is refused)
     load_config(config)
 
 
@@ -611,3 +612,223 @@ def test_zeroshot_needs_single_label_datasets_and_templates():
 def test_no_natural_dataset_plans_no_zero_shot():
     loaded = load_config(tiny())
     assert loaded.zeroshot.datasets == () and loaded.plan.zeroshots == ()
+
+
+# --- YAML ----------------------------------------------------------------------------------------------
+
+
+def test_read_config_refuses_a_duplicated_key(tmp_path):
+    path = tmp_path / "dup.yaml"
+    text = TINY.read_text().replace("  k: 5\n", "  k: 5\n  k: 6\n", 1)
+    path.write_text(text)
+    message = str(pytest.raises(ValueError, read_config, path).value)
+    assert f"config file {path}: duplicate key 'k' at line" in message and "write each key once" in message
+
+
+def test_strict_yaml_keeps_merge_keys(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text("a: &x {c: 1, d: 2}\nb:\n  <<: *x\n  c: 3\n")
+    assert cfg.read_yaml(path) == {"a": {"c": 1, "d": 2}, "b": {"c": 3, "d": 2}}
+    path.write_text("a: {c: 1, c: 2}\n")
+    with pytest.raises(ValueError, match="duplicate key 'c' at line 1"):
+        cfg.read_yaml(path)
+
+
+# --- towers, layers and widths (open_clip's model configs) ----------------------------------------------
+# tiny-vit: clipmech-vit-tiny, 2 blocks of width 64 (MLP 256), 64 px in patches of 8: 65 tokens per image;
+# tiny-rn: clipmech-rn-tiny, 4 stages of 64, 128, 256, 512 channels. tiny-shapes: 40 images.
+
+
+def test_analysed_models_are_transformers_and_decomposed_ones_resnets():
+    config = tiny()
+    config["analyses"]["models"] = ["tiny-rn"]
+    message = rejected(config)
+    assert "analyses.models names 'tiny-rn', whose architecture clipmech-rn-tiny has a CLIP-ResNet" in message
+    assert "read the MLP outputs of a transformer's blocks" in message
+    config = tiny()
+    config["decomposition"]["models"] = ["tiny-rn", "tiny-vit"]
+    message = rejected(config)
+    assert "decomposition.models names 'tiny-vit', whose architecture clipmech-vit-tiny has a transformer" in message
+    assert "attention pool of a CLIP-ResNet (a ModifiedResNet" in message
+
+
+def test_sae_models_are_transformers():
+    config = tiny()
+    config["sae"]["models"] = ["tiny-rn"]
+    assert "sae.models names 'tiny-rn', whose architecture clipmech-rn-tiny has a CLIP-ResNet" in rejected(config)
+    config["sae"]["sites"] = {"tiny-rn": []}  # no SAE: nothing to refuse
+    config["miclip"]["units"] = {}
+    load_config(config)
+
+
+def test_extraction_layers_within_the_stored_models():
+    config = tiny()
+    config["extraction"]["layers"] = [1, 2]
+    message = rejected(config)
+    assert "extraction.layers: layers [2] are beyond the 2 visual blocks of 'tiny-vit' (clipmech-vit-tiny)" in message
+    assert "valid layers: 0..1" in message
+    config = tiny()
+    config["extraction"]["sites"].append("text.blocks.2.hook_resid_post")
+    assert "extraction.sites text.blocks.2.hook_resid_post: layers [2] are beyond the 2 text blocks" in rejected(config)
+
+
+def test_sae_site_layer_within_the_tower():
+    config = tiny()
+    config["extraction"]["sites"] = ["visual.blocks.*.hook_mlp_out", "visual.blocks.*.hook_resid_pre"]
+    config["sae"]["sites"] = ["visual.blocks.2.hook_resid_pre"]
+    config["miclip"]["units"] = {}
+    assert "sae.sites visual.blocks.2.hook_resid_pre of tiny-vit: layers [2] are beyond the 2 visual blocks" in (
+        rejected(config)
+    )
+
+
+def test_selectivity_reduction_is_extracted():
+    config = tiny()
+    config["extraction"]["reductions"] = ["mean", "cls"]
+    config["selectivity"]["reduction"] = "max"
+    assert "selectivity.reduction = 'max' is not stored: extraction.reductions = ['mean', 'cls']" in rejected(config)
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda0", "CPU"])
+def test_extraction_device(device):
+    config = tiny()
+    config["extraction"]["device"] = device
+    message = rejected(config)
+    assert f"invalid config at extraction.device: '{device}' does not match" in message
+    assert "allowed: `auto` (CUDA when present), `cpu`, `cuda`, `cuda:N`" in message
+    config["extraction"]["device"] = "cuda:1"
+    assert load_config(config).extraction.gpus == 1
+
+
+def test_timm_towers_are_left_to_loading():
+    """A timm vision tower's depth and width are timm's: the MiCLIP site and tau checks pass it (no KeyError)."""
+    config = tiny()
+    config["models"]["siglip"] = {"architecture": "ViT-B-16-SigLIP", "pretrained": None}
+    config["miclip"]["units"]["siglip"] = [{"site": "visual.blocks.30.hook_mlp_out", "kind": "neurons"}]
+    assert ("siglip", "visual.blocks.30.hook_mlp_out", "neurons") in load_config(config).plan.miclip_units
+
+
+# --- SAE sizes ---------------------------------------------------------------------------------------------
+
+
+def test_sae_k_at_most_the_latents():
+    config = tiny()
+    config["sae"]["k"] = 129
+    message = rejected(config)
+    assert "sae.k = 129 exceeds the 128 latents of the SAE of 'tiny-vit' at visual.blocks.1.hook_resid_pre" in message
+    assert "(sae.expansion = 2 x d = 64, the width of visual.blocks.1.hook_resid_pre" in message
+    config["sae"]["n_latents"] = 100
+    assert "sae.k = 129 exceeds the 100 latents" in rejected(config) and "(sae.n_latents = 100)" in rejected(config)
+    config["sae"]["k"] = 100
+    load_config(config)
+
+
+@pytest.mark.parametrize(
+    ("expansion", "problem"), [(0.01, "0.64 latents, fewer than one"), (1.01, "64.64 latents, not")]
+)
+def test_sae_expansion_gives_whole_latents(expansion, problem):
+    config = tiny()
+    config["sae"].update(expansion=expansion, k=1)
+    message = rejected(config)
+    assert f"sae.expansion = {expansion} x d = 64" in message and problem in message
+    config["sae"]["n_latents"] = 64
+    load_config(config)
+
+
+def test_sae_token_budget_of_one_batch():
+    config = tiny()
+    config["sae"]["n_tokens"] = 255
+    assert "sae.n_tokens = 255 is under one batch of sae.batch_size = 256 tokens" in rejected(config)
+
+
+def test_sae_buffer_holds_a_chunk():
+    config = tiny()
+    config["sae"]["buffer_tokens"] = 1039
+    message = rejected(config)
+    assert "sae.buffer_tokens = 1039 holds less than one zarr chunk of the store of 'tiny-vit'" in message
+    assert "16 images (extraction.batch_size = 16, at most the 36 training images) x 65 tokens per image" in message
+    assert "set sae.buffer_tokens to at least 1040" in message
+    config["sae"]["tokens"] = "patch"  # 64 tokens per image
+    load_config(config)
+    config["extraction"]["batch_size"] = 64  # larger than the 36 training images
+    assert "36 images (extraction.batch_size = 64, at most the 36 training images) x 64" in rejected(config)
+
+
+@pytest.mark.parametrize(("holdout", "n_heldout"), [(0.0, 0), (0.01, 0), (0.99, 40)])
+def test_sae_holdout_leaves_images_on_both_sides(holdout, n_heldout):
+    config = tiny()
+    config["sae"]["holdout"] = holdout
+    message = rejected(config)
+    assert f"sae.holdout = {holdout} holds out {n_heldout} of the 40 images of dataset 'tiny-shapes'" in message
+    assert "holds out 1 to 39 images" in message
+
+
+def test_sae_text_site_takes_all_tokens():
+    config = tiny()
+    config["extraction"]["sites"].append("text.blocks.1.hook_resid_post")
+    config["sae"].update(sites=["text.blocks.1.hook_resid_post"], tokens="patch")
+    config["miclip"]["units"] = {}
+    assert "sae.tokens = patch, but the SAE of 'tiny-vit' at the text-tower site" in rejected(config)
+    config["sae"]["tokens"] = "all"
+    config["sae"]["buffer_tokens"] = 16 * 48 - 1  # 48 caption tokens per image (context_length)
+    assert "x 48 tokens per image" in rejected(config)
+
+
+# --- MiCLIP sizes ------------------------------------------------------------------------------------------
+
+
+def test_miclip_tau_at_most_the_units():
+    config = tiny()
+    config["miclip"]["tau"] = 65
+    message = rejected(config)
+    assert (
+        "miclip.tau = 65 exceeds the 64 units of the unit set {site: visual.blocks.1.hook_mlp_out, kind: neurons}"
+        in (message)
+    )
+    assert "miclip.units.tiny-vit (the channels of visual.blocks.1.hook_mlp_out of clipmech-vit-tiny)" in message
+    config["miclip"]["units"]["tiny-vit"] = [{"site": "visual.blocks.1.hook_resid_pre", "kind": "sae"}]
+    config["miclip"]["tau"] = 129
+    message = rejected(config)
+    assert "exceeds the 128 units of the unit set {site: visual.blocks.1.hook_resid_pre, kind: sae}" in message
+    assert "the latents of its SAE: sae.expansion = 2 x d = 64" in message
+    config["miclip"]["units"] = {"tiny-rn": [{"site": "visual.blocks.0.hook_resid_post", "kind": "neurons"}]}
+    config["miclip"]["tau"] = 65  # stage 0 of tiny-rn: 16 x 4 channels
+    assert "exceeds the 64 units" in rejected(config)
+
+
+def test_miclip_k_top_at_most_the_heldout_images():
+    config = tiny()
+    config["miclip"]["k_top"] = 21
+    message = rejected(config)
+    assert "miclip.k_top = 21 exceeds the 20 held-out images of miclip.dataset 'tiny-shapes'" in message
+    assert "(round(miclip.holdout = 0.5 x 40))" in message
+    config["miclip"]["k_top"] = None
+    config["selectivity"]["k"] = 25
+    assert "miclip.k_top (null: selectivity.k) = 25 exceeds the 20 held-out images" in rejected(config)
+    config["miclip"]["holdout"] = 0.99
+    assert "miclip.holdout = 0.99 holds out 40 of the 40 images of dataset 'tiny-shapes'" in rejected(config)
+
+
+def test_miclip_unit_sets_once():
+    config = tiny()
+    config["miclip"]["units"]["tiny-vit"].append({"site": "visual.blocks.1.hook_mlp_out", "kind": "neurons"})
+    assert "miclip.units.tiny-vit lists the unit set {site: visual.blocks.1.hook_mlp_out, kind: neurons} twice" in (
+        rejected(config)
+    )
+
+
+# --- patching ------------------------------------------------------------------------------------------
+
+
+def test_patching_families_of_the_traced_towers():
+    config = tiny()
+    config["patching"]["families"]["transformer"] = []
+    assert "patching.families.transformer is empty, but causal tracing runs the text tower" in rejected(config)
+    config = tiny()
+    config["patching"]["families"]["resnet"] = []
+    assert "patching.families.resnet is empty, but patching.models ['tiny-rn'] are CLIP-ResNets" in rejected(config)
+    config["patching"]["models"] = ["tiny-vit"]
+    load_config(config)
+    config["patching"]["families"]["transformer"] = []
+    config["patching"]["datasets"] = []  # no causal tracing: nothing to refuse
+    load_config(config)

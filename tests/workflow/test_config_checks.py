@@ -83,3 +83,13 @@ def test_paper_config_trains_nothing(tmp_path):
     # (vit-b-32 at layer 6 for causal tracing, vit-b-16 at layer 10 for MiCLIP).
     assert "train_clip" not in jobs and jobs["extract_activations"] == 3 and jobs["train_sae"] == 2
     assert jobs["train_miclip"] == 2 and jobs["evaluate_miclip"] == 3
+
+
+def test_duplicated_key_stops_the_dry_run(tmp_path):
+    """Snakemake reads --configfile keeping the last of a duplicated key; the Snakefile reads it again strictly."""
+    path = tmp_path / "user.yaml"
+    path.write_text(TINY.read_text().replace("  k: 5\n", "  k: 5\n  k: 6\n", 1))
+    result = snakemake("-n", "--configfile", path, workdir=tmp_path, check=False)
+    message = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0 and "Job stats" not in message, message[-2000:]
+    assert "duplicate key 'k' at line" in message and "write each key once" in message, message[-2000:]

@@ -80,16 +80,91 @@ def pretrained_tags() -> dict[str, list[str]]:
     return tags
 
 
-def vision_layers(architecture: str) -> tuple[bool, int] | None:
-    """(is_resnet, number of vision blocks) of an architecture from its open_clip config file, or None
-    for a hub / local-dir architecture or one without a config file (checked when the model loads)."""
+def model_config(architecture: str) -> dict | None:
+    """open_clip's model config of an architecture (its JSON file; clipmech's own first), or None for a
+    hub / local-dir architecture or one without a config file (checked when the model loads)."""
     if architecture.startswith(OPEN_CLIP_SCHEMES):
         return None
     for directory in (CLIPMECH_MODEL_CONFIGS, open_clip_dir() / "model_configs"):
         path = directory / f"{architecture}.json"
         if path.is_file():
-            layers = json.loads(path.read_text())["vision_cfg"]["layers"]
-            if isinstance(layers, list):
-                return True, len(layers)
-            return False, int(layers)
+            return json.loads(path.read_text())
     return None
+
+
+def is_resnet(architecture: str) -> bool | None:
+    """Whether the vision tower is a ModifiedResNet (its config's ``vision_cfg.layers`` is a list of
+    stage depths), or None when the config is not known at parse time."""
+    config = model_config(architecture)
+    if config is None:
+        return None
+    return isinstance(config["vision_cfg"].get("layers"), list)
+
+
+def vision_layers(architecture: str) -> tuple[bool, int] | None:
+    """(is_resnet, number of vision blocks) of an architecture from its open_clip config file, or None
+    for a hub / local-dir architecture, one without a config file, or a timm tower (its depth is timm's)."""
+    config = model_config(architecture)
+    if config is None or "timm_model_name" in config["vision_cfg"]:
+        return None
+    layers = config["vision_cfg"].get("layers", VISION_DEFAULTS["layers"])
+    if isinstance(layers, list):
+        return True, len(layers)
+    return False, int(layers)
+
+
+#: open_clip's CLIPVisionCfg / CLIPTextCfg defaults of the keys read here (a config file may omit them).
+VISION_DEFAULTS = {"layers": 12, "width": 768, "mlp_ratio": 4.0, "patch_size": 16, "image_size": 224}
+TEXT_DEFAULTS = {"layers": 12, "width": 512, "mlp_ratio": 4.0, "context_length": 77}
+
+
+def _tower_cfg(architecture: str, tower: str) -> dict | None:
+    """The vision_cfg / text_cfg of an open_clip-built transformer or ModifiedResNet tower with the
+    defaults filled, or None when it is unknown at parse time (no config file, a timm vision tower, a
+    Hugging Face text tower)."""
+    config = model_config(architecture)
+    if config is None or tower not in ("visual", "text"):
+        return None
+    cfg = config.get("vision_cfg" if tower == "visual" else "text_cfg", {})
+    if "timm_model_name" in cfg or "hf_model_name" in cfg:
+        return None
+    return {**(VISION_DEFAULTS if tower == "visual" else TEXT_DEFAULTS), **cfg}
+
+
+def tower_layers(architecture: str, tower: str) -> int | None:
+    """Blocks of a tower (`visual`: transformer blocks or ResNet stages; `text`), or None when unknown."""
+    cfg = _tower_cfg(architecture, tower)
+    if cfg is None:
+        return None
+    return len(cfg["layers"]) if isinstance(cfg["layers"], list) else int(cfg["layers"])
+
+
+def site_width(architecture: str, tower: str, layer: int, hook: str) -> int | None:
+    """Channels of the last axis of a block site (clipmech.hooks.names) of a transformer tower, or of a
+    ModifiedResNet stage's ``hook_resid_post`` (``width`` x 2^stage x 4, the bottleneck's expansion);
+    None when unknown at parse time (see :func:`_tower_cfg`) or for a per-head hook."""
+    cfg = _tower_cfg(architecture, tower)
+    if cfg is None:
+        return None
+    if isinstance(cfg["layers"], list):
+        return int(cfg["width"]) * 2**layer * 4 if hook == "hook_resid_post" else None
+    if hook == "mlp.hook_post":
+        return int(int(cfg["width"]) * float(cfg["mlp_ratio"]))
+    if hook in ("hook_resid_pre", "hook_attn_out", "hook_resid_mid", "hook_mlp_out", "hook_resid_post"):
+        return int(cfg["width"])
+    return None
+
+
+def tokens_per_input(architecture: str, tower: str) -> tuple[int, int] | None:
+    """(prefix tokens, other tokens) of one input of a transformer tower: an open_clip ViT has its class
+    token and (image_size / patch_size)^2 patches, a text tower ``context_length`` tokens and no prefix;
+    None when unknown at parse time or for a ModifiedResNet."""
+    cfg = _tower_cfg(architecture, tower)
+    if cfg is None or isinstance(cfg["layers"], list):
+        return None
+    if tower == "text":
+        return 0, int(cfg["context_length"])
+    image, patch = cfg["image_size"], cfg["patch_size"]
+    image = (image, image) if isinstance(image, int) else tuple(image)
+    patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
+    return 1, (image[0] // patch[0]) * (image[1] // patch[1])
