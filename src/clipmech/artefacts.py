@@ -99,7 +99,7 @@ def _temporary(path: Path) -> str:
     return tmp
 
 
-def write(path: str | Path, write_to: Callable[[BinaryIO], Any], *, rule: str) -> str:
+def write(path: str | Path, write_to: Callable[[BinaryIO], Any], *, rule: str, record: bool = True) -> str:
     """Write a verified artefact: ``write_to(fh)`` fills a temporary binary file, published with its record.
 
     Parameters
@@ -110,6 +110,9 @@ def write(path: str | Path, write_to: Callable[[BinaryIO], Any], *, rule: str) -
         Writes the bytes to the open file it is given (``torch.save(obj, fh)``, ``np.savez(fh, ...)``).
     rule : str
         The rule that writes it (recorded, and named by the reader's messages).
+    record : bool
+        Write the digest record ``<path>.sha256``; False where the caller records the returned digest
+        elsewhere (a CLIP checkpoint's ``metrics.json``, :mod:`clipmech.models.loading`).
 
     Returns
     -------
@@ -133,16 +136,18 @@ def write(path: str | Path, write_to: Callable[[BinaryIO], Any], *, rule: str) -
             os.fsync(fh.fileno())
         digest = file_sha256(tmp)
         size = os.path.getsize(tmp)
-        record_tmp = _temporary(record_path(path))
-        with open(record_tmp, "w") as fh:
-            fh.write(f"{digest}  {path.name}\n")
-            fh.write(json.dumps({"bytes": size, "rule": rule}) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        if record:
+            record_tmp = _temporary(record_path(path))
+            with open(record_tmp, "w") as fh:
+                fh.write(f"{digest}  {path.name}\n")
+                fh.write(json.dumps({"bytes": size, "rule": rule}) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
         tmp = None
-        os.replace(record_tmp, record_path(path))
-        record_tmp = None
+        if record:
+            os.replace(record_tmp, record_path(path))
+            record_tmp = None
         _fsync_dir(path.parent)
         return digest
     except BaseException as error:
@@ -239,10 +244,10 @@ def remove(path: str | Path) -> None:
     record_path(path).unlink(missing_ok=True)
 
 
-def save_torch(path: str | Path, obj: Any, *, rule: str) -> str:
+def save_torch(path: str | Path, obj: Any, *, rule: str, record: bool = True) -> str:
     """``torch.save`` ``obj`` as a verified artefact (:func:`write`); it should hold only what
     ``torch.load(weights_only=True)`` reads (tensors, dicts, lists, tuples, str, numbers, bool, None)."""
-    return write(path, lambda fh: torch.save(obj, fh), rule=rule)
+    return write(path, lambda fh: torch.save(obj, fh), rule=rule, record=record)
 
 
 def load_torch(path: str | Path, *, rule: str, map_location: str | torch.device = "cpu") -> Any:

@@ -113,3 +113,9 @@ def test_remove_deletes_file_and_record(tmp_path):
     artefacts.remove(path)
     artefacts.remove(path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_without_a_record_only_the_file_is_published(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    digest = artefacts.save_torch(path, {"state_dict": {}}, rule="train_clip", record=False)
+    assert digest == artefacts.file_sha256(path) and list(tmp_path.iterdir()) == [path]
