@@ -119,3 +119,42 @@ def test_without_a_record_only_the_file_is_published(tmp_path):
     path = tmp_path / "checkpoint.pt"
     digest = artefacts.save_torch(path, {"state_dict": {}}, rule="train_clip", record=False)
     assert digest == artefacts.file_sha256(path) and list(tmp_path.iterdir()) == [path]
+
+
+class _FullFile:
+    """A binary file whose device fills up after ``room`` bytes (writes raise ENOSPC, as on a full disk)."""
+
+    def __init__(self, fh, room):
+        self._fh, self._room = fh, room
+
+    def write(self, data):
+        if len(data) > self._room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._room -= len(data)
+        return self._fh.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._fh.close()
+
+
+@pytest.mark.parametrize("kind", ["torch", "npz"])
+def test_a_device_filling_up_mid_write_is_named_by_real_writers(tmp_path, monkeypatch, kind):
+    def filling_open(path, mode="r", *args, **kwargs):
+        fh = open(path, mode, *args, **kwargs)
+        return _FullFile(fh, 1000) if "b" in mode and "w" in mode else fh
+
+    monkeypatch.setattr(artefacts, "open", filling_open, raising=False)
+    big = np.random.default_rng(0).standard_normal(10_000)
+    with pytest.raises(OSError, match=f"no space left on the device holding {tmp_path}") as info:
+        if kind == "torch":
+            artefacts.save_torch(tmp_path / "a.pt", {"W": torch.from_numpy(big)}, rule="r")
+        else:
+            artefacts.save_npz(tmp_path / "a.npz", rule="r", x=big)
+    assert info.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
