@@ -514,6 +514,7 @@ class Sae(Section):
     buffer_tokens: int = 65536
     holdout: float = 0.1
     checkpoint_every: int = 500
+    max_fvu: float = 1.0
     seed: int = 0
     evaluate: SaeEvaluation = field(default_factory=SaeEvaluation)
 

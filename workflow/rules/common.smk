@@ -20,6 +20,22 @@ def script_code(name):
     return code_hash(SCRIPTS / name)
 
 
+def sha256_record(path):
+    """The sha256 record of a verified artefact (clipmech.artefacts.record_path: `<file>.sha256`), declared as an
+    output beside the file its rule writes and as an input of the rules that read the file. `path`: a pattern,
+    or an input function (then a function giving the records of its files)."""
+    if callable(path):
+
+        def records(wildcards):
+            files = path(wildcards)
+            if isinstance(files, (list, tuple)):
+                return [f"{file}.sha256" for file in files]
+            return f"{files}.sha256"
+
+        return records
+    return f"{path}.sha256"
+
+
 def name_pattern(names):
     """A wildcard constraint matching exactly these names (nothing when there are none)."""
     return "|".join(re.escape(name) for name in sorted(names)) or "(?!)"
@@ -201,6 +217,9 @@ def atlas_inputs(wildcards):
     if sites:
         inputs["sae_checkpoints"] = [
             f"results/sae/{model}/{site}/checkpoint.pt" for site in sites
+        ]
+        inputs["sae_checkpoints_sha256"] = [
+            sha256_record(path) for path in inputs["sae_checkpoints"]
         ]
         inputs["sae_latents"] = [
             f"results/sae/{model}/{site}/latents.tsv" for site in sites

@@ -28,6 +28,7 @@ rule embed_text:
         checkpoint=checkpoint_input,
     output:
         embeddings="results/text/{model}/embeddings.npz",
+        embeddings_sha256=sha256_record("results/text/{model}/embeddings.npz"),
     log:
         "logs/embed_text/{model}.log",
     benchmark:
@@ -93,6 +94,7 @@ rule ablate_components:
         store=ATTNPOOL,
         dataset_dir=synthetic_data,
         text_path="results/text/{model}/embeddings.npz",
+        text_path_sha256=sha256_record("results/text/{model}/embeddings.npz"),
     output:
         table=reported(
             "results/decomposition/{model}/{dataset}/ablation.tsv",
@@ -128,6 +130,7 @@ rule decompose_text:
         store=ATTNPOOL,
         dataset_dir=synthetic_data,
         text_path="results/text/{model}/embeddings.npz",
+        text_path_sha256=sha256_record("results/text/{model}/embeddings.npz"),
     output:
         words=reported(
             "results/decomposition/{model}/{dataset}/words.tsv",

@@ -3,6 +3,7 @@ rule embed_miclip_concepts:
         checkpoint=checkpoint_input,
     output:
         embeddings="results/miclip/reference/{model}.npz",
+        embeddings_sha256=sha256_record("results/miclip/reference/{model}.npz"),
     log:
         "logs/embed_miclip_concepts/{model}.log",
     benchmark:
@@ -30,6 +31,7 @@ rule probe_miclip:
         reference_checkpoint=miclip_reference_checkpoint,
     output:
         probe="results/miclip/{model}/{site}/probe.npz",
+        probe_sha256=sha256_record("results/miclip/{model}/{site}/probe.npz"),
     log:
         "logs/probe_miclip/{model}/{site}.log",
     benchmark:
@@ -58,9 +60,12 @@ rule probe_miclip:
 rule train_miclip:
     input:
         probe="results/miclip/{model}/{site}/probe.npz",
+        probe_sha256=sha256_record("results/miclip/{model}/{site}/probe.npz"),
         concepts=miclip_reference_text,
+        concepts_sha256=sha256_record(miclip_reference_text),
     output:
         encoders="results/miclip/{model}/{site}/encoders.pt",
+        encoders_sha256=sha256_record("results/miclip/{model}/{site}/encoders.pt"),
         log="results/miclip/{model}/{site}/training.tsv",
         figure=reported(
             "results/miclip/{model}/{site}/training.png",
@@ -97,9 +102,13 @@ rule evaluate_miclip:
         dataset_dir=miclip_dataset_dir,
         checkpoint=checkpoint_input,
         probe="results/miclip/{model}/{site}/probe.npz",
+        probe_sha256=sha256_record("results/miclip/{model}/{site}/probe.npz"),
         concepts=miclip_reference_text,
+        concepts_sha256=sha256_record(miclip_reference_text),
         encoders="results/miclip/{model}/{site}/encoders.pt",
+        encoders_sha256=sha256_record("results/miclip/{model}/{site}/encoders.pt"),
         sae=miclip_sae_input,
+        sae_sha256=sha256_record(miclip_sae_input),
     output:
         descriptions=reported(
             "results/miclip/{model}/{site}/{kind}/descriptions.tsv",

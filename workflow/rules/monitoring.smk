@@ -3,6 +3,7 @@ rule monitor_shift:
         store=shift_store,
         dataset_dir=shift_data,
         text_path="results/text/{model}/embeddings.npz",
+        text_path_sha256=sha256_record("results/text/{model}/embeddings.npz"),
     output:
         splits=reported(
             "results/decomposition/{model}/{dataset}/shift_splits.tsv",

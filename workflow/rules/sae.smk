@@ -3,6 +3,7 @@ rule train_sae:
         store=sae_store,
     output:
         checkpoint="results/sae/{model}/{site}/checkpoint.pt",
+        checkpoint_sha256=sha256_record("results/sae/{model}/{site}/checkpoint.pt"),
         log="results/sae/{model}/{site}/training.tsv",
     log:
         "logs/train_sae/{model}/{site}.log",
@@ -57,6 +58,7 @@ rule evaluate_sae:
         dataset_dir=sae_dataset_dir,
         store=sae_store,
         sae="results/sae/{model}/{site}/checkpoint.pt",
+        sae_sha256=sha256_record("results/sae/{model}/{site}/checkpoint.pt"),
         checkpoint=checkpoint_input,
     output:
         metrics=reported(

@@ -3,6 +3,7 @@ rule segment_shapes:
         store=ATTNPOOL,
         dataset_dir=synthetic_data,
         text_path="results/text/{model}/embeddings.npz",
+        text_path_sha256=sha256_record("results/text/{model}/embeddings.npz"),
     output:
         miou=reported(
             "results/segmentation/{model}/{dataset}/miou.tsv",

@@ -4,6 +4,9 @@ rule zero_shot_classifier:
         checkpoint=checkpoint_input,
     output:
         classifier="results/zeroshot/{model}/{dataset}/classifier.npz",
+        classifier_sha256=sha256_record(
+            "results/zeroshot/{model}/{dataset}/classifier.npz"
+        ),
     log:
         "logs/zero_shot_classifier/{model}/{dataset}.log",
     benchmark:
@@ -28,6 +31,9 @@ rule zero_shot:
         dataset_dir=DATA,
         checkpoint=checkpoint_input,
         classifier="results/zeroshot/{model}/{dataset}/classifier.npz",
+        classifier_sha256=sha256_record(
+            "results/zeroshot/{model}/{dataset}/classifier.npz"
+        ),
     output:
         accuracy="results/zeroshot/{model}/{dataset}/accuracy.tsv",
         per_class="results/zeroshot/{model}/{dataset}/per_class.tsv",

@@ -17,18 +17,31 @@ recorded beside the training loss at every step.
 Algorithm 1 writes plain cosines as the logits; Eq. 6 (App. B.3) divides them by a temperature tau. We
 divide by tau (default 0.07, CLIP's initial temperature): with cosines alone the logits lie in [-1, 1]
 and the softmax can never be sharp.
+
+File (:func:`save_encoders`, :func:`load_encoders`): ``encoders.pt``, a verified artefact
+(:mod:`clipmech.artefacts`) of plain values only, read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from clipmech import artefacts
+
 #: Loss variants: Eq. 2 and its two ablations (MiCLIP Table 4).
 LOSSES = ("both", "input", "output")
+
+#: The rule that writes encoder files (named when one fails its checks).
+RULE = "train_miclip"
+
+#: Keys of an encoder file (:func:`save_encoders`).
+FILE_KEYS = ("W", "losses", "seeds", "site", "params", "dataset_sha256")
 
 
 def symmetric_infonce(a_BE: torch.Tensor, b_BE: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -255,3 +268,77 @@ def train_all(
             )
             encoders[loss, seed], curves[loss, seed] = W, (train_curve, heldout_curve)
     return encoders, curves
+
+
+def save_encoders(
+    path: str | Path,
+    encoders: Mapping[tuple[str, int], np.ndarray],
+    *,
+    site: str,
+    params: Mapping,
+    dataset_sha256: str,
+    rule: str = RULE,
+) -> None:
+    """Write the encoders of :func:`train_all` as a verified artefact, refusing non-finite ones.
+
+    The file holds ``{"W": {"<loss>/<seed>": float32 (E, D) tensor}, "losses", "seeds", "site", "params",
+    "dataset_sha256"}``: tensors, dicts, lists, str and numbers only (``params`` is passed through JSON), so
+    :func:`load_encoders` reads it with ``torch.load(weights_only=True)``.
+
+    Raises
+    ------
+    ValueError
+        If an encoder holds a NaN or an infinity (the message names it and the training settings ``params``:
+        lr, steps, batch_size, temperature); nothing is written.
+    """
+    plain = json.loads(json.dumps(dict(params), default=str))
+    bad = [f"{loss}/{seed}" for (loss, seed), W in encoders.items() if not np.isfinite(np.asarray(W)).all()]
+    if bad:
+        settings = ", ".join(
+            f"{key} {plain[key]}" for key in ("lr", "steps", "batch_size", "temperature") if key in plain
+        )
+        raise ValueError(
+            f"MiCLIP encoders {', '.join(bad)} for {path} (site {site}) have non-finite weights: training diverged "
+            f"with {settings}; nothing is written. Lower lr (or raise temperature) and run rule {rule} again"
+        )
+    record = {
+        "W": {
+            f"{loss}/{seed}": torch.as_tensor(np.asarray(W, dtype=np.float32)) for (loss, seed), W in encoders.items()
+        },
+        "losses": list(dict.fromkeys(str(loss) for loss, _ in encoders)),
+        "seeds": list(dict.fromkeys(int(seed) for _, seed in encoders)),
+        "site": str(site),
+        "params": plain,
+        "dataset_sha256": str(dataset_sha256),
+    }
+    artefacts.save_torch(path, record, rule=rule)
+
+
+def load_encoders(path: str | Path, *, rule: str = RULE) -> dict:
+    """Read an encoder file of :func:`save_encoders`: its sha256 checked, then ``torch.load(weights_only=True)``.
+
+    Returns
+    -------
+    dict
+        :data:`FILE_KEYS`; ``W`` maps ``"<loss>/<seed>"`` to float32 (E, D) tensors.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If it fails its sha256 check (garbled, truncated, no record), is not readable with
+        ``weights_only=True``, lacks a key of :data:`FILE_KEYS`, or an encoder is not finite; the message
+        names the file and the rule that rebuilds it.
+    """
+    record = artefacts.load_torch(path, rule=rule)
+    if not isinstance(record, dict) or any(key not in record for key in FILE_KEYS):
+        found = sorted(record) if isinstance(record, dict) else type(record).__name__
+        raise ValueError(f"MiCLIP encoder file {path} holds {found}, not the keys {', '.join(FILE_KEYS)}")
+    bad = [key for key, W in record["W"].items() if not torch.isfinite(W).all()]
+    if bad:
+        raise ValueError(
+            f"MiCLIP encoder file {path} has non-finite weights in {', '.join(bad)}: delete it and run rule {rule} "
+            "again with other settings (a lower lr)"
+        )
+    return record

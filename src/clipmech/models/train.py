@@ -22,12 +22,12 @@ import open_clip
 import torch
 from tqdm import tqdm
 
+from clipmech import artefacts
 from clipmech.data import shapes
 from clipmech.models import zeroshot
 from clipmech.models.loading import (
     ModelSpec,
     encode_text,
-    file_sha256,
     load_tokenizer,
     preprocess_images,
     preprocess_square_batch,
@@ -247,7 +247,13 @@ def train_and_save(
     model, preprocess, tokenizer, losses = train(spec.architecture, cfg)
     train_seconds = time.perf_counter() - start
     Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": model.state_dict(), "architecture": spec.architecture}, checkpoint)
+    # Atomic, a full device named as such; its sha256 goes into metrics.json (models.loading.verify_checkpoint).
+    checkpoint_sha256 = artefacts.save_torch(
+        checkpoint,
+        {"state_dict": model.state_dict(), "architecture": spec.architecture},
+        rule="train_clip",
+        record=False,
+    )
     metrics = evaluate(model, preprocess, tokenizer, cfg.n_heldout, cfg.image_size, cfg.seed)
     log.info("zero-shot metrics: %s", metrics)
     record = {
@@ -258,7 +264,7 @@ def train_and_save(
         "train_seconds": round(train_seconds, 1),
         "torch_threads": torch.get_num_threads(),
         "train": asdict(cfg),
-        "checkpoint_sha256": file_sha256(checkpoint),
+        "checkpoint_sha256": checkpoint_sha256,
     }
     Path(metrics_path).write_text(json.dumps(record, indent=2) + "\n")
     with open(losses_path, "w") as fh:

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import string
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import numpy as np
 import open_clip
 import torch
 
+from clipmech import artefacts
 from clipmech.data.shapes import COLOURS, POSITION_PHRASES, POSITIONS, SHAPES
 from clipmech.models.loading import weights_id
 
@@ -240,33 +239,33 @@ def dataset_classifier(model, dataset, configured: Sequence[str] | None) -> tupl
     return classnames, chosen, provenance
 
 
-def save_classifier(path: str | Path, weights_EK, provenance: dict) -> None:
-    """Write classifier weights with their provenance (:func:`classifier_provenance`) to an ``.npz``, atomically
-    (a temporary file beside ``path``, then renamed): ``weights_EK`` float32 (E, K) and ``provenance`` as JSON.
+#: The rule that writes classifier files (named when one fails its sha256 check).
+CLASSIFIER_RULE = "zero_shot_classifier"
+
+
+def save_classifier(path: str | Path, weights_EK, provenance: dict, *, rule: str = CLASSIFIER_RULE) -> None:
+    """Write classifier weights with their provenance (:func:`classifier_provenance`) to an ``.npz``, a verified
+    artefact (:func:`clipmech.artefacts.save_npz`: atomic, with a sha256 record ``<path>.sha256``):
+    ``weights_EK`` float32 (E, K) and ``provenance`` as JSON.
 
     Raises
     ------
     ValueError
-        If ``weights_EK`` is not 2-d.
+        If ``weights_EK`` is not 2-d, or not finite.
+    OSError
+        If it cannot be written (a full device is named as such); nothing is left behind.
     """
     weights = torch.as_tensor(weights_EK).detach().cpu().float().numpy()
     if weights.ndim != 2:
         raise ValueError(f"classifier weights must be (E, K), got shape {weights.shape}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, weights_EK=weights, provenance=np.array(json.dumps(provenance, sort_keys=True)))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if not np.isfinite(weights).all():
+        raise ValueError(f"zero-shot classifier weights for {path} are not finite ({provenance})")
+    artefacts.save_npz(path, rule=rule, weights_EK=weights, provenance=np.array(json.dumps(provenance, sort_keys=True)))
 
 
-def load_classifier(path: str | Path, expected_provenance: dict) -> torch.Tensor:
-    """Classifier weights written by :func:`save_classifier`, after checking that they were built from what
-    ``expected_provenance`` says.
+def load_classifier(path: str | Path, expected_provenance: dict, *, rule: str = CLASSIFIER_RULE) -> torch.Tensor:
+    """Classifier weights written by :func:`save_classifier`, after checking their sha256 record and that they
+    were built from what ``expected_provenance`` says.
 
     Returns
     -------
@@ -277,13 +276,14 @@ def load_classifier(path: str | Path, expected_provenance: dict) -> torch.Tensor
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the stored provenance differs from ``expected_provenance`` (the message names the file, both
+        If the file fails its sha256 check (garbled, truncated, no record: :func:`clipmech.artefacts.verify`),
+        or the stored provenance differs from ``expected_provenance`` (the message names the file, both
         provenances and the differing keys: delete the file to rebuild it).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no zero-shot classifier at {path}")
-    with np.load(path, allow_pickle=False) as npz:
+        raise FileNotFoundError(f"no zero-shot classifier at {path} (rule {rule} writes it)")
+    with artefacts.load_npz(path, rule=rule) as npz:
         stored = json.loads(str(npz["provenance"]))
         weights = np.array(npz["weights_EK"], dtype=np.float32)
     expected = json.loads(json.dumps(expected_provenance, sort_keys=True))

@@ -29,22 +29,26 @@ so that ``W_dec.T``, whose rows the sparse decoder (:meth:`TopKSAE.decode_sparse
 and ``.to(device)`` keep that layout.
 
 File format (:func:`save_sae`, :func:`load_sae`): ``torch.save`` of ``{"state_dict", "d", "n_latents",
-"k", "meta"}``, written atomically; ``meta`` is a JSON-like dict of how it was trained.
+"k", "meta"}``, a verified artefact (:mod:`clipmech.artefacts`: written atomically with a sha256 record
+``<file>.sha256``, checked before it is read); ``meta`` is a JSON-like dict of how it was trained.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import pickle
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clipmech import artefacts
+
 #: Keys of an SAE file (:func:`save_sae`).
 FILE_KEYS = ("state_dict", "d", "n_latents", "k", "meta")
+
+#: The rule that writes SAE files (named by the messages of :func:`load_sae`).
+RULE = "train_sae"
 
 
 def geometric_median(x_ND: Tensor, n_iter: int = 64, tol: float = 1e-6) -> Tensor:
@@ -286,8 +290,8 @@ class TopKSAE(nn.Module):
         self.W_dec.div_(self.W_dec.norm(dim=0, keepdim=True))
 
 
-def save_sae(path: str | Path, sae: TopKSAE, meta: dict) -> None:
-    """Write an SAE file atomically (a temporary file beside it, then a rename; module docstring).
+def save_sae(path: str | Path, sae: TopKSAE, meta: dict, *, rule: str = RULE) -> None:
+    """Write an SAE file as a verified artefact (:func:`clipmech.artefacts.save_torch`; module docstring).
 
     Parameters
     ----------
@@ -297,9 +301,14 @@ def save_sae(path: str | Path, sae: TopKSAE, meta: dict) -> None:
     meta : dict
         How it was trained; plain Python values (str, int, float, bool, None, lists, dicts), which
         ``torch.load(weights_only=True)`` reads back.
+    rule : str
+        The rule that writes it, named when it fails its check.
+
+    Raises
+    ------
+    OSError
+        If it cannot be written (a full device is named as such); nothing is left behind.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "state_dict": {name: tensor.detach().cpu() for name, tensor in sae.state_dict().items()},
         "d": sae.d,
@@ -307,13 +316,16 @@ def save_sae(path: str | Path, sae: TopKSAE, meta: dict) -> None:
         "k": sae.k,
         "meta": meta,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(record, tmp)
-    os.replace(tmp, path)
+    artefacts.save_torch(path, record, rule=rule)
 
 
-def load_sae(path: str | Path) -> tuple[TopKSAE, dict]:
-    """Read an SAE file written by :func:`save_sae`, on CPU.
+def non_finite_parameters(sae: TopKSAE) -> list[str]:
+    """Names of the SAE's parameters holding a NaN or an infinity."""
+    return [name for name, tensor in sae.state_dict().items() if not torch.isfinite(tensor).all()]
+
+
+def load_sae(path: str | Path, *, rule: str = RULE) -> tuple[TopKSAE, dict]:
+    """Read an SAE file written by :func:`save_sae`, on CPU, after checking it against its sha256 record.
 
     Returns
     -------
@@ -326,16 +338,14 @@ def load_sae(path: str | Path) -> tuple[TopKSAE, dict]:
     FileNotFoundError
         If the file does not exist.
     ValueError
-        If the file is not a readable torch file, lacks one of :data:`FILE_KEYS`, or its tensors do not
-        fit its sizes (a corrupt or foreign file); the message names the file.
+        If the file fails its sha256 check (garbled, truncated, no record: :func:`clipmech.artefacts.verify`),
+        is not a readable torch file, lacks one of :data:`FILE_KEYS`, or its tensors do not fit its sizes or
+        are not finite; the message names the file and the rule that rebuilds it.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no SAE file at {path}")
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as error:
-        raise ValueError(f"SAE file {path} is corrupt or not a torch file ({type(error).__name__}: {error})") from error
+        raise FileNotFoundError(f"no SAE file at {path} (rule {rule} writes it)")
+    record = artefacts.load_torch(path, rule=rule)
     if not isinstance(record, dict) or any(key not in record for key in FILE_KEYS):
         found = sorted(record) if isinstance(record, dict) else type(record).__name__
         raise ValueError(f"SAE file {path} holds {found}, not the keys {', '.join(FILE_KEYS)} of save_sae")
@@ -344,4 +354,10 @@ def load_sae(path: str | Path) -> tuple[TopKSAE, dict]:
         sae.load_state_dict(record["state_dict"])
     except RuntimeError as error:
         raise ValueError(f"SAE file {path}: its state dict does not fit its sizes ({error})") from error
+    bad = non_finite_parameters(sae)
+    if bad:
+        raise ValueError(
+            f"SAE file {path} has non-finite weights in {', '.join(bad)}: its training diverged; "
+            f"delete it and run rule {rule} again with other settings (a lower lr)"
+        )
     return sae.eval(), record["meta"]

@@ -45,13 +45,18 @@ Data: :class:`clipmech.sae.streaming.ShuffleStream` over the training images of
 :func:`clipmech.sae.streaming.split_images`; ``n_tokens // batch_size`` steps.
 
 Resumable: every ``checkpoint_every`` steps the training state (model, Adam, dead-latent counters, the
-per-step log, the step) is written atomically to ``<sae file>.resume``. The stream needs no state of
+per-step log, the step) is written to ``<sae file>.resume``, a verified artefact (:mod:`clipmech.artefacts`:
+atomic, with a sha256 record ``<sae file>.resume.sha256``). The stream needs no state of
 its own (it restarts at any batch, :mod:`clipmech.sae.streaming`) and nothing random is drawn after
 the initialisation, so a training killed and resumed from its last checkpoint ends with the same
 weights, bit for bit, as one run uninterrupted (on the same device and thread count). A state whose
 settings (:class:`SAETrainConfig`, site, store attributes, the caller's ``provenance``) differ from the
-run's is ignored with a warning and the training starts afresh; the state is deleted once the SAE
-file is written.
+run's, or that fails its sha256 check or cannot be read, is discarded with a warning and the training
+starts afresh (never resumed from a garbled state); the state is deleted once the SAE file is written.
+
+Finite or refused: a training that ends with a non-finite weight writes no SAE file and raises, naming
+its settings; one whose final FVU (mean over the last 10 % of steps) exceeds ``max_fvu`` is published with
+a warning and ``diverged: true`` in its meta.
 """
 
 from __future__ import annotations
@@ -60,8 +65,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -70,7 +73,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from clipmech.sae.model import TopKSAE, save_sae
+from clipmech import artefacts
+from clipmech.sae.model import RULE, TopKSAE, non_finite_parameters, save_sae
 from clipmech.sae.streaming import TOKENS, ShuffleStream, SiteTokens, split_images
 from clipmech.stores import activations
 
@@ -116,6 +120,8 @@ class SAETrainConfig:
         Fraction of images held out for evaluation (:func:`clipmech.sae.streaming.split_images`).
     checkpoint_every : int
         Steps between training-state checkpoints.
+    max_fvu : float
+        Divergence bound on the final FVU (module docstring); not part of what a resumed state must match.
     seed : int
         Seed of the initialisation, the split and the stream.
     """
@@ -132,6 +138,7 @@ class SAETrainConfig:
     buffer_tokens: int = 65_536
     holdout: float = 0.1
     checkpoint_every: int = 500
+    max_fvu: float = 1.0
     seed: int = 0
 
     def __post_init__(self):
@@ -147,6 +154,8 @@ class SAETrainConfig:
             raise ValueError(f"k_aux must be >= 0 (0: no AuxK) or null (d / 2), got {self.k_aux}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not self.max_fvu > 0:
+            raise ValueError(f"max_fvu must be positive, got {self.max_fvu}")
 
     @property
     def steps(self) -> int:
@@ -261,19 +270,19 @@ def resume_path(sae_path: str | Path) -> Path:
 
 
 def _save_state(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    artefacts.save_torch(path, state, rule=RULE)
 
 
 def _load_state(path: Path, provenance: dict) -> dict | None:
-    """The checkpointed training state at ``path`` if it exists, is readable and has this provenance."""
+    """The checkpointed training state at ``path`` if it exists, passes its sha256 check, is readable and has
+    this provenance; a state that fails the check or cannot be read is deleted (it is never resumed)."""
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as error:
-        log.warning("training state %s is unreadable (%s); starting afresh", path, error)
+        state = artefacts.load_torch(path, rule=RULE)
+    except (ValueError, OSError) as error:
+        log.warning("discarding the training state %s and starting afresh: %s", path, error)
+        artefacts.remove(path)
         return None
     stored = state.get("provenance") if isinstance(state, dict) else None
     if stored != provenance:
@@ -320,13 +329,17 @@ def train_sae(
     dict
         The meta written into the SAE file: the settings, the site, the store, d, n, k_aux, the scaled
         learning rate, steps, the split (n_images, holdout, seed), the final FVU and dead fraction
-        (means over the last 10 % of steps, and at the end) and ``provenance``.
+        (means over the last 10 % of steps, and at the end), ``diverged`` (final FVU above ``max_fvu``) and
+        ``provenance``.
 
     Raises
     ------
     ValueError
         For a site that is not stored, a tokens kind the store cannot give, a buffer smaller than a
-        chunk, or an expansion that does not give an integer number of latents.
+        chunk, or an expansion that does not give an integer number of latents; or if training ends with a
+        non-finite weight (the message names the settings; no SAE file is written).
+    OSError
+        If the SAE file or a training state cannot be written (a full device is named as such).
     """
     device = torch.device(device)
     sae_path, log_path = Path(sae_path), Path(log_path)
@@ -339,7 +352,7 @@ def train_sae(
     n_latents = cfg.latents(d)
     lr = scaled_lr(cfg.lr, n_latents)
     run = {
-        "config": asdict(cfg),
+        "config": {key: value for key, value in asdict(cfg).items() if key != "max_fvu"},
         "site": site,
         "store": _store_fingerprint(ds.attrs),
         "extra": provenance or {},
@@ -349,14 +362,25 @@ def train_sae(
     since_fired_n = torch.zeros(n_latents, dtype=torch.int64, device=device)
     state_path = resume_path(sae_path)
     state = _load_state(state_path, run)
+    if state is not None:
+        try:
+            sae.load_state_dict(state["sae"])
+            optimizer.load_state_dict(state["optimizer"])
+            since_fired_n.copy_(state["since_fired"])
+            start, stats = int(state["step"]), list(state["stats"].to(device).unbind())
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as error:
+            log.warning(
+                "discarding the training state %s (it does not fit this SAE: %s); starting afresh", state_path, error
+            )
+            artefacts.remove(state_path)
+            state = None
+            sae = TopKSAE(d, n_latents, cfg.k, seed=cfg.seed).to(device)
+            optimizer = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), eps=ADAM_EPS)
+            since_fired_n.zero_()
+        else:
+            log.info("resuming SAE training %s after %d of %d steps", sae_path, start, cfg.steps)
     if state is None:
         start, stats = 0, []
-    else:
-        sae.load_state_dict(state["sae"])
-        optimizer.load_state_dict(state["optimizer"])
-        since_fired_n.copy_(state["since_fired"])
-        start, stats = int(state["step"]), list(state["stats"].to(device).unbind())
-        log.info("resuming SAE training %s after %d of %d steps", sae_path, start, cfg.steps)
     log.info(
         "SAE on %s (%s tokens of %d training images, %d tokens per epoch): d %d, n %d, k %d, k_aux %d, lr %.3g, "
         "%d steps of %d",
@@ -398,6 +422,28 @@ def train_sae(
     table.insert(0, "tokens", np.arange(1, cfg.steps + 1) * cfg.batch_size)
     table.insert(0, "step", np.arange(1, cfg.steps + 1))
     tail = table.iloc[-max(1, cfg.steps // 10) :]
+    settings = (
+        f"site {site}, lr {cfg.lr:g} (scaled {lr:.3g}), k {cfg.k}, n_latents {n_latents}, k_aux {cfg.auxk_latents(d)}, "
+        f"steps {cfg.steps}, batch_size {cfg.batch_size}, seed {cfg.seed}"
+    )
+    bad = non_finite_parameters(sae)
+    if bad:
+        artefacts.remove(state_path)
+        raise ValueError(
+            f"SAE training for {sae_path} diverged to non-finite weights ({', '.join(bad)}; last FVU "
+            f"{table['fvu'].iloc[-1]:g}) with {settings}: no SAE file is written; lower lr (or change k or "
+            "batch_size) and run rule train_sae again"
+        )
+    final_fvu = float(tail["fvu"].mean())
+    diverged = not final_fvu <= cfg.max_fvu
+    if diverged:
+        log.warning(
+            "SAE %s diverged: final FVU %.4g exceeds max_fvu %g (%s); publishing it with diverged: true",
+            sae_path,
+            final_fvu,
+            cfg.max_fvu,
+            settings,
+        )
     meta = {
         **asdict(cfg),
         "site": site,
@@ -411,15 +457,16 @@ def train_sae(
         "n_train_images": len(train_images),
         "holdout_images": holdout_images.tolist(),
         "train_tokens_per_epoch": source.n_tokens,
-        "final_fvu": float(tail["fvu"].mean()),
+        "final_fvu": final_fvu,
+        "diverged": diverged,
         "final_dead_fraction": float(table["dead_fraction"].iloc[-1]),
         "final_l0": float(tail["l0"].mean()),
         "provenance": provenance or {},
     }
-    save_sae(sae_path, sae.eval(), meta)
+    save_sae(sae_path, sae.eval(), meta, rule=RULE)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(log_path, sep="\t", index=False, float_format="%.6g")
-    state_path.unlink(missing_ok=True)
+    artefacts.remove(state_path)
     log.info(
         "wrote %s: fvu %.4f, l0 %.2f, dead %.3f",
         sae_path,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pandas as pd
 
 from clipmech.data import datasets, tables
 from clipmech.decomposition import components
 from clipmech.figures import ablation as ablation_figures
+from clipmech.stages.embed_text import load_text
 from clipmech.stores import attnpool as pool_store
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def ablate_components(
     data = datasets.load(dataset_dir)
     pool_store.check_images(ds, data, store, dataset_dir)
     parts = pool_store.parts(ds)
-    tasks = components.zero_shot_tasks(data, np.load(text_path))
+    tasks = components.zero_shot_tasks(data, load_text(text_path))
     evaluated, _ = components.evaluated_images(tasks)
     # One pass over the store: the scalars of all images, their mean tokens, and the evaluated images' tokens.
     read = pool_store.scan(ds, chunk_size, evaluated)

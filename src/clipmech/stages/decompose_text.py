@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import torch
 
 from clipmech.data import datasets, tables
@@ -12,6 +11,7 @@ from clipmech.decomposition import components, pool
 from clipmech.decomposition import text as text_decomposition
 from clipmech.figures import sparse_accuracy as sparse_accuracy_figures
 from clipmech.models import loading
+from clipmech.stages.embed_text import load_text
 from clipmech.stores import attnpool as pool_store
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def decompose_text(
     pool_store.check_images(ds, data, store, dataset_dir)
     parts = pool_store.parts(ds)
     s_NHC, y_NE = pool_store.pair_scalars(ds, chunk_size)
-    text_data = np.load(text_path)
+    text_data = load_text(text_path)
     words, dictionary_AE = text_data["words"].tolist(), text_data["word_embeddings"]
     tasks = components.zero_shot_tasks(data, text_data)
     if max(text["m_values"]) > text["n_components"]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from clipmech import artefacts
 from clipmech.data import shapes
 from clipmech.decomposition import wordlist
 from clipmech.models import loading
@@ -15,6 +15,9 @@ from clipmech.models.loading import ModelSpec
 from clipmech.patching.interventions import concept_prompts
 
 log = logging.getLogger(__name__)
+
+#: The rule that writes the reference concept embeddings (named when a file fails its sha256 check).
+RULE = "embed_miclip_concepts"
 
 
 def embed_miclip_concepts(
@@ -26,16 +29,16 @@ def embed_miclip_concepts(
     zero-shot prompts ("a red shape", "a square", "a shape at the top left"), ``concept_embeddings`` (16, E),
     ``words`` (A,) the ``n_words`` most common English words (:func:`clipmech.decomposition.wordlist.vocabulary`)
     and ``word_embeddings`` (A, E), the words embedded as themselves; L2-normalised float32. ``batch_size``:
-    texts per forward pass.
+    texts per forward pass. A verified artefact (:mod:`clipmech.artefacts`; :func:`load_concepts` reads it).
     """
     torch.set_num_threads(threads)
     torch_device = loading.resolve_device(device)
     clip, _, tokenizer = loading.load(model, torch_device)
     prompts = concept_prompts()
     words = wordlist.vocabulary(n_words)
-    Path(embeddings).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(
+    artefacts.save_npz(
         embeddings,
+        rule=RULE,
         concepts=np.array(shapes.FEATURES),
         prompts=np.array(prompts),
         concept_embeddings=wordlist.embed_texts(clip, tokenizer, prompts, batch_size, torch_device),
@@ -43,3 +46,9 @@ def embed_miclip_concepts(
         word_embeddings=wordlist.embed_texts(clip, tokenizer, words, batch_size, torch_device),
     )
     log.info("embedded %d concepts and %d words with %s", len(prompts), len(words), model.name)
+
+
+def load_concepts(path: str):
+    """Reference concept embeddings written by :func:`embed_miclip_concepts`, checked against their sha256
+    record (an ``NpzFile``; :func:`clipmech.artefacts.load_npz`)."""
+    return artefacts.load_npz(path, rule=RULE)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from clipmech import artefacts
 from clipmech.decomposition import wordlist
 from clipmech.models import loading, zeroshot
 from clipmech.models.loading import ModelSpec
 
 log = logging.getLogger(__name__)
+
+#: The rule that writes the text embeddings (named when a file fails its sha256 check).
+RULE = "embed_text"
 
 
 def embed_text(*, model: ModelSpec, embeddings: str, text: dict, device: str, threads: int) -> None:
@@ -20,7 +23,8 @@ def embed_text(*, model: ModelSpec, embeddings: str, text: dict, device: str, th
 
     ``text`` is the config's ``decomposition.text`` section. Writes ``embeddings``, an npz with ``words``
     (A,), ``word_embeddings`` (A, E), ``prompt_task``, ``prompt_class``, ``prompts`` (P,) and
-    ``prompt_embeddings`` (P, E); embeddings are L2-normalised float32 from ``model``'s text tower.
+    ``prompt_embeddings`` (P, E); embeddings are L2-normalised float32 from ``model``'s text tower. A verified
+    artefact (:mod:`clipmech.artefacts`; :func:`load_text` reads it).
     """
     torch.set_num_threads(threads)
     torch_device = loading.resolve_device(device)
@@ -34,9 +38,9 @@ def embed_text(*, model: ModelSpec, embeddings: str, text: dict, device: str, th
         classes += list(names)
         prompts += task_prompts
     prompt_embeddings = wordlist.embed_texts(clip, tokenizer, prompts, text["batch_size"], torch_device)
-    Path(embeddings).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(
+    artefacts.save_npz(
         embeddings,
+        rule=RULE,
         words=np.array(words),
         word_embeddings=word_embeddings,
         prompt_task=np.array(tasks),
@@ -45,3 +49,9 @@ def embed_text(*, model: ModelSpec, embeddings: str, text: dict, device: str, th
         prompt_embeddings=prompt_embeddings,
     )
     log.info("embedded %d words and %d prompts with %s", len(words), len(prompts), model.name)
+
+
+def load_text(path: str):
+    """Text embeddings written by :func:`embed_text`, checked against their sha256 record (an ``NpzFile``;
+    :func:`clipmech.artefacts.load_npz`)."""
+    return artefacts.load_npz(path, rule=RULE)

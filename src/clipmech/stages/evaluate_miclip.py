@@ -3,17 +3,19 @@ rule ``evaluate_miclip``."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from clipmech.data import datasets, tables
 from clipmech.figures import miclip as figures
 from clipmech.miclip import units
+from clipmech.miclip.encoder import load_encoders
 from clipmech.miclip.evaluation import evaluate_unit_set, heldout_objects, neuron_set, sae_set
 from clipmech.models import loading
 from clipmech.models.loading import ModelSpec
 from clipmech.sae.latents import token_positions
 from clipmech.sae.model import load_sae
+from clipmech.stages.embed_miclip_concepts import load_concepts
+from clipmech.stages.probe_miclip import load_probe
 
 
 def evaluate_miclip(
@@ -49,7 +51,8 @@ def evaluate_miclip(
     Raises
     ------
     ValueError
-        For an unknown kind, a probe of another dataset, or an SAE of another site or width or that reads
+        For an unknown kind, a probe of another dataset, an input that fails its sha256 check (probe,
+        concepts, encoders, SAE: :mod:`clipmech.artefacts`), non-finite encoder or SAE weights, or an SAE of another site or width or that reads
         no patch token.
     """
     torch.set_num_threads(threads)
@@ -57,11 +60,11 @@ def evaluate_miclip(
         raise ValueError(f"unknown unit kind {kind!r}; valid kinds are: {', '.join(units.KINDS)}")
     torch_device = loading.resolve_device(device)
     data = datasets.load(dataset_dir)
-    probe_data = np.load(probe)
+    probe_data = load_probe(probe)
     if str(probe_data["dataset_sha256"]) != data.spec["sha256"]:
         raise ValueError(f"probe {probe} was computed on another dataset than {dataset_dir} (sha256 differs)")
     site = str(probe_data["site"])
-    record = torch.load(encoders, weights_only=False)
+    record = load_encoders(encoders)
     heldout = probe_data["heldout_images"]
     site_acts = probe_data["site_acts"][heldout]
     n_prefix, grid = int(probe_data["n_prefix_tokens"]), tuple(int(g) for g in probe_data["grid"])
@@ -87,7 +90,7 @@ def evaluate_miclip(
         masks_NHW=data.masks[heldout],
         site=site,
         encoders={key: value.numpy() for key, value in record["W"].items()},
-        concept_data=np.load(concepts),
+        concept_data=load_concepts(concepts),
         reference_images_NE=probe_data["reference_images"][heldout],
         params=evaluation,
         k_top=k_top,

@@ -15,6 +15,7 @@ from clipmech.models.towers import tower
 from clipmech.sae import alignment, evaluate
 from clipmech.sae.latents import token_positions
 from clipmech.sae.model import load_sae
+from clipmech.sae.train import SAETrainConfig
 from clipmech.stores import activations
 from clipmech.stores.activation_extraction import StoreProvenance
 
@@ -62,7 +63,8 @@ def evaluate_sae(
     ``evaluation["split"]``: ``holdout`` or ``all`` (then the training images too). PCA and k-means are fit
     on at most ``evaluation["fit_tokens"]`` tokens of seeded random training images.
 
-    Writes ``out["metrics"]`` (JSON: ``reconstruction`` (:meth:`clipmech.sae.evaluate.ReconstructionStats.summary`),
+    Writes ``out["metrics"]`` (JSON: ``diverged`` (the training flagged it, or the held-out FVU exceeds the
+    SAE's ``max_fvu``; a warning is logged too), ``max_fvu``, ``reconstruction`` (:meth:`clipmech.sae.evaluate.ReconstructionStats.summary`),
     ``histogram`` (:func:`clipmech.sae.evaluate.frequency_histogram`), ``downstream`` (the zero-shot rows of
     :func:`clipmech.sae.evaluate.zero_shot_table`, the logit scale and ``error_term_max_abs_diff``, the
     largest |embedding(sae_error) - embedding(clean)|, 0 when the splice is exact), ``alignment`` (per method
@@ -153,8 +155,20 @@ def evaluate_sae(
     )
     latents = alignment.latent_table(aligned["sae_scores"], stats.frequency)
 
+    max_fvu = float(meta.get("max_fvu", SAETrainConfig.max_fvu))
+    diverged = bool(meta.get("diverged", False)) or not reconstruction["fvu"] <= max_fvu
+    if diverged:
+        log.warning(
+            "SAE %s diverged: held-out FVU %.4g, final training FVU %s, max_fvu %g; its metrics say diverged: true",
+            sae,
+            reconstruction["fvu"],
+            meta.get("final_fvu"),
+            max_fvu,
+        )
     metrics_json = {
         "model": model.name,
+        "diverged": diverged,
+        "max_fvu": max_fvu,
         "site": site,
         "tokens": meta["tokens"],
         "d": int(d),

@@ -10,6 +10,7 @@ from clipmech.data import datasets, shapes, tables
 from clipmech.data import shift as shift_data
 from clipmech.decomposition import components, monitoring, pool
 from clipmech.figures import shift as shift_figures
+from clipmech.stages.embed_text import load_text
 from clipmech.stores import attnpool as pool_store
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def monitor_shift(
     spec = shift_data.load_spec(dataset_dir)
     parts = pool_store.parts(ds)
     s_NHC, y_NE = pool_store.pair_scalars(ds, chunk_size)
-    text = np.load(text_path)
+    text = load_text(text_path)
     scores = np.zeros((data.n_images, len(spec.concepts)))
     for f, concept in enumerate(spec.concepts):
         task = "colour" if concept in shapes.COLOURS else "shape"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from clipmech import artefacts
 from clipmech.data import datasets
 from clipmech.miclip import interventions, units
 from clipmech.models import loading
@@ -16,6 +16,9 @@ from clipmech.models.prompt_embeddings import attribute_prompt_embeddings
 from clipmech.models.towers import tower
 
 log = logging.getLogger(__name__)
+
+#: The rule that writes probe files (named when one fails its sha256 check).
+RULE = "probe_miclip"
 
 
 def probe_miclip(
@@ -40,7 +43,8 @@ def probe_miclip(
     text tower, :data:`clipmech.models.zeroshot.ATTRIBUTE_TASKS` order), ``reference_images`` (float32
     (N, E): the normalised image embeddings of the ``reference`` CLIP), ``n_prefix_tokens``, ``grid``
     (rows, cols), ``site``, ``dataset_sha256``, and the split: ``train_images`` and ``heldout_images``
-    (int64, sorted, disjoint; the encoders train on the first, everything else reads the second).
+    (int64, sorted, disjoint; the encoders train on the first, everything else reads the second); a verified
+    artefact (:mod:`clipmech.artefacts`; :func:`load_probe` reads it).
 
     Raises
     ------
@@ -71,9 +75,9 @@ def probe_miclip(
                 for s in range(0, ref_pixels.shape[0], batch_size)
             ]
         ).numpy()
-    Path(probe).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(
+    artefacts.save_npz(
         probe,
+        rule=RULE,
         site_acts=site_acts,
         predictions=predicted,
         reference_images=ref_images,
@@ -94,3 +98,15 @@ def probe_miclip(
         heldout_images.size,
         reference.name,
     )
+
+
+def load_probe(path: str):
+    """A probe file written by :func:`probe_miclip`, checked against its sha256 record (an ``NpzFile``).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        If it is missing, garbled or truncated (:func:`clipmech.artefacts.verify`; the message names the file
+        and rule ``probe_miclip``).
+    """
+    return artefacts.load_npz(path, rule=RULE)

@@ -11,6 +11,7 @@ from clipmech.data import datasets, tables
 from clipmech.decomposition import components, miou, pool
 from clipmech.decomposition import segmentation as segmentation_decomposition
 from clipmech.figures import segmentation as segmentation_figures
+from clipmech.stages.embed_text import load_text
 from clipmech.stores import attnpool as pool_store
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def segment_shapes(
     data = datasets.load(dataset_dir)
     pool_store.check_images(ds, data, store, dataset_dir)
     parts = pool_store.parts(ds)
-    text = np.load(text_path)
+    text = load_text(text_path)
     size = data.masks.shape[1:]
     h, c, _ = parts.u_HCE.shape
     k = min(segmentation["top_k"], h * c)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +12,8 @@ from clipmech.data import shapes, tables
 from clipmech.figures import miclip as figures
 from clipmech.miclip import encoder, units
 from clipmech.models import zeroshot
+from clipmech.stages.embed_miclip_concepts import load_concepts
+from clipmech.stages.probe_miclip import load_probe
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,19 @@ def train_miclip(*, probe: str, concepts: str, out: dict, train: dict, label: st
     :func:`clipmech.miclip.encoder.train_all`).
 
     ``train``: ``losses``, ``seeds``, ``steps``, ``batch_size``, ``lr``, ``temperature``. Writes
-    ``out["encoders"]`` (``torch.save`` of ``{"W": {"<loss>/<seed>": float32 (E, D)}, "losses", "seeds",
-    "site", "params", "dataset_sha256"}``), ``out["log"]`` (``loss, seed, step, train, heldout``: the
+    ``out["encoders"]`` (:func:`clipmech.miclip.encoder.save_encoders`: a verified artefact of
+    ``{"W": {"<loss>/<seed>": float32 (E, D)}, "losses", "seeds", "site", "params", "dataset_sha256"}``), ``out["log"]`` (``loss, seed, step, train, heldout``: the
     step's training-batch loss and the held-out loss, both before its update) and ``out["figure"]``.
+
+    Raises
+    ------
+    ValueError
+        If the probe or the concept embeddings fail their sha256 check, or an encoder ends with a non-finite
+        weight (the message names the settings; the encoder file is not written).
     """
     torch.set_num_threads(threads)
-    probe_data = np.load(probe)
-    concept_data = np.load(concepts)
+    probe_data = load_probe(probe)
+    concept_data = load_concepts(concepts)
     acts_ND = units.neuron_image_acts(probe_data["site_acts"], int(probe_data["n_prefix_tokens"]))
     targets = concept_targets(probe_data["predictions"], concept_data["concept_embeddings"])
     train_images, heldout_images = probe_data["train_images"], probe_data["heldout_images"]
@@ -73,17 +80,12 @@ def train_miclip(*, probe: str, concepts: str, out: dict, train: dict, label: st
             heldout[0],
             heldout[-1],
         )
-    Path(out["encoders"]).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "W": {f"{loss}/{seed}": torch.as_tensor(W) for (loss, seed), W in encoders.items()},
-            "losses": list(train["losses"]),
-            "seeds": [int(s) for s in train["seeds"]],
-            "site": str(probe_data["site"]),
-            "params": dict(train),
-            "dataset_sha256": str(probe_data["dataset_sha256"]),
-        },
+    encoder.save_encoders(
         out["encoders"],
+        encoders,
+        site=str(probe_data["site"]),
+        params=train,
+        dataset_sha256=str(probe_data["dataset_sha256"]),
     )
     tables.write_table(log_table, out["log"])
     figures.training_curves(log_table, f"{label}: MiCLIP encoder training", out["figure"])

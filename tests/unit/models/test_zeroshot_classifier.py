@@ -118,7 +118,7 @@ def test_save_and_load_check_provenance(tmp_path):
     provenance = zeroshot.classifier_provenance("clipmech-vit-tiny", "random-init:seed0", CLASSES, TEMPLATES)
     path = tmp_path / "zeroshot" / "classifier.npz"
     zeroshot.save_classifier(path, weights_EK, provenance)
-    assert [p.name for p in path.parent.iterdir()] == ["classifier.npz"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["classifier.npz", "classifier.npz.sha256"]
     loaded = zeroshot.load_classifier(path, provenance)
     assert loaded.dtype == torch.float32
     torch.testing.assert_close(loaded, weights_EK, rtol=0, atol=0)
@@ -137,6 +137,23 @@ def test_save_and_load_check_provenance(tmp_path):
         zeroshot.load_classifier(path, other_templates)
     with pytest.raises(FileNotFoundError):
         zeroshot.load_classifier(tmp_path / "missing.npz", provenance)
+
+
+def test_a_garbled_or_truncated_classifier_is_refused(tmp_path):
+    provenance = zeroshot.classifier_provenance("clipmech-vit-tiny", "random-init:seed0", CLASSES, TEMPLATES)
+    path = tmp_path / "classifier.npz"
+    zeroshot.save_classifier(path, torch.randn(8, 3), provenance)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x20
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"classifier\.npz is corrupt: it was garbled.*rule zero_shot_classifier"):
+        zeroshot.load_classifier(path, provenance)
+    zeroshot.save_classifier(path, torch.randn(8, 3), provenance)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"classifier\.npz is corrupt: it is truncated"):
+        zeroshot.load_classifier(path, provenance)
+    with pytest.raises(ValueError, match="not finite"):
+        zeroshot.save_classifier(path, torch.full((8, 3), float("nan")), provenance)
 
 
 def test_batched_predictions_give_the_accuracy_of_the_whole():

@@ -219,6 +219,7 @@ def test_evaluate_sae_stage(tmp_path, tokens):
     assert recon["n_tokens"] == 10 * (64 if tokens == "patch" else 1)
     assert recon["fvu"] > 0 and 0 <= recon["dead_fraction"] <= 1 and recon["l0"] <= 8
     assert sum(metrics["histogram"]["counts"]) + metrics["histogram"]["n_dead"] == 128
+    assert metrics["max_fvu"] == 1.0 and metrics["diverged"] == (recon["fvu"] > 1.0)  # the default bound
     downstream = metrics["downstream"]
     assert downstream["error_term_max_abs_diff"] == 0.0
     zero_shot = pd.DataFrame(downstream["zero_shot"])

@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from clipmech import artefacts
 from clipmech.sae.model import TopKSAE, geometric_median, load_sae, save_sae
 
 
@@ -167,21 +168,42 @@ def test_load_refuses_missing_and_corrupt_files(tmp_path):
         load_sae(tmp_path / "absent.pt")
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a torch file at all")
-    with pytest.raises(ValueError, match="corrupt"):
+    with pytest.raises(ValueError, match="no sha256 record.*train_sae"):
         load_sae(garbage)
     path = tmp_path / "sae.pt"
     save_sae(path, _sae(), {})
-    truncated = tmp_path / "truncated.pt"
-    truncated.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(ValueError, match="corrupt"):
-        load_sae(truncated)
     foreign = tmp_path / "foreign.pt"
-    torch.save({"state_dict": {}}, foreign)
+    artefacts.save_torch(foreign, {"state_dict": {}}, rule="train_sae")
     with pytest.raises(ValueError, match="not the keys"):
         load_sae(foreign)
     mismatched = tmp_path / "mismatched.pt"
     record = torch.load(path, weights_only=True)
     record["n_latents"] = 21
-    torch.save(record, mismatched)
+    artefacts.save_torch(mismatched, record, rule="train_sae")
     with pytest.raises(ValueError, match="does not fit"):
         load_sae(mismatched)
+
+
+def test_load_refuses_a_garbled_or_truncated_file(tmp_path):
+    path = tmp_path / "sae.pt"
+    save_sae(path, _sae(), {})
+    assert artefacts.record_path(path).is_file()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit, same size
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"sae\.pt is corrupt: it was garbled.*records.*rule train_sae") as info:
+        load_sae(path)
+    assert artefacts.file_sha256(path) in str(info.value)
+    save_sae(path, _sae(), {})
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"sae\.pt is corrupt: it is truncated \(200 of the \d+ bytes.*train_sae"):
+        load_sae(path)
+
+
+def test_load_refuses_non_finite_weights(tmp_path):
+    sae = _sae()
+    with torch.no_grad():
+        sae.b_enc[0] = float("nan")
+    save_sae(tmp_path / "sae.pt", sae, {})
+    with pytest.raises(ValueError, match="non-finite weights in b_enc"):
+        load_sae(tmp_path / "sae.pt")

@@ -1,3 +1,4 @@
+import dataclasses
 import logging
 
 import numpy as np
@@ -6,9 +7,11 @@ import pytest
 import torch
 from toys import planted_dictionary, write_site_store
 
+from clipmech import artefacts
 from clipmech.sae import streaming, train
 from clipmech.sae.model import TopKSAE, load_sae
 from clipmech.sae.train import LOG_COLUMNS, SAETrainConfig, resume_path, scaled_lr, train_sae, train_step
+from clipmech.stages import train_sae as train_stage
 
 SITE = "visual.blocks.1.hook_resid_pre"
 
@@ -150,6 +153,71 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path, monkeypatch, ca
     assert "has other settings (extra differ); starting afresh" in caplog.text
     fresh = train_sae(store, SITE, cfg, tmp_path / "fresh.pt", tmp_path / "fresh.tsv", provenance={"code": "new"})
     assert load_sae(tmp_path / "sae.pt")[1]["final_fvu"] == fresh["final_fvu"]
+
+
+def _small_run(tmp_path, seed=2):
+    rng = np.random.default_rng(seed)
+    x, _ = planted_dictionary(rng, 60 * 17, 8, 12, 2, 0.05)
+    cfg = SAETrainConfig(expansion=4, k=2, n_tokens=32 * 20, batch_size=32, buffer_tokens=500, checkpoint_every=5)
+    return _store(tmp_path, x), cfg
+
+
+@pytest.mark.parametrize("damage", ["garble", "truncate", "drop_record"])
+def test_a_damaged_resume_state_is_discarded_and_training_starts_afresh(tmp_path, monkeypatch, caplog, damage):
+    store, cfg = _small_run(tmp_path)
+    reference = train_sae(store, SITE, cfg, tmp_path / "ref.pt", tmp_path / "ref.tsv", provenance={"code": "x"})
+    _killing_batches(monkeypatch, 12)  # checkpointed after step 10
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(store, SITE, cfg, tmp_path / "sae.pt", tmp_path / "sae.tsv", provenance={"code": "x"})
+    monkeypatch.undo()
+    state = resume_path(tmp_path / "sae.pt")
+    data = bytearray(state.read_bytes())
+    if damage == "garble":
+        data[len(data) // 2] ^= 0xFF
+        state.write_bytes(bytes(data))
+    elif damage == "truncate":
+        state.write_bytes(bytes(data[:300]))
+    else:
+        artefacts.record_path(state).unlink()
+    with caplog.at_level(logging.INFO):
+        resumed = train_sae(store, SITE, cfg, tmp_path / "sae.pt", tmp_path / "sae.tsv", provenance={"code": "x"})
+    assert f"discarding the training state {state}" in caplog.text
+    assert "resuming" not in caplog.text
+    assert resumed == reference
+    assert (tmp_path / "sae.tsv").read_text() == (tmp_path / "ref.tsv").read_text()
+    assert not state.exists() and not artefacts.record_path(state).exists()
+
+
+def test_non_finite_weights_fail_the_stage_naming_the_settings(tmp_path, monkeypatch):
+    store, cfg = _small_run(tmp_path)
+    original = train.train_step
+
+    def poisoned(sae, *args, **kwargs):
+        stats = original(sae, *args, **kwargs)
+        with torch.no_grad():
+            sae.b_enc[0] = float("nan")
+        return stats
+
+    monkeypatch.setattr(train, "train_step", poisoned)
+    out = {"checkpoint": str(tmp_path / "sae.pt"), "log": str(tmp_path / "sae.tsv")}
+    settings = {key: value for key, value in dataclasses.asdict(cfg).items()}
+    with pytest.raises(ValueError, match=r"non-finite weights \(.*b_enc.*lr 0.0002 .*k 2, .*steps 20, batch_size 32"):
+        train_stage.train_sae(
+            model="m", site=SITE, store=str(store), sae=settings, out=out, device="cpu", threads=1, code="c"
+        )
+    assert not (tmp_path / "sae.pt").exists() and not artefacts.record_path(tmp_path / "sae.pt").exists()
+    assert not resume_path(tmp_path / "sae.pt").exists()
+
+
+def test_a_diverged_sae_is_published_with_a_flag_and_a_warning(tmp_path, caplog):
+    store, cfg = _small_run(tmp_path)
+    strict = dataclasses.replace(cfg, max_fvu=1e-6)
+    with caplog.at_level(logging.WARNING):
+        meta = train_sae(store, SITE, strict, tmp_path / "sae.pt", tmp_path / "sae.tsv")
+    assert meta["diverged"] is True and meta["max_fvu"] == 1e-6
+    assert "diverged: final FVU" in caplog.text and "max_fvu 1e-06" in caplog.text
+    assert load_sae(tmp_path / "sae.pt")[1]["diverged"] is True
+    assert train_sae(store, SITE, cfg, tmp_path / "ok.pt", tmp_path / "ok.tsv")["diverged"] is False
 
 
 def test_training_on_a_store_larger_than_the_buffer(tmp_path, monkeypatch):
