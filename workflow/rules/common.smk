@@ -21,19 +21,19 @@ def script_code(name):
 
 
 def sha256_record(path):
-    """The sha256 record of a verified artefact (clipmech.artefacts.record_path: `<file>.sha256`), declared as an
-    output beside the file its rule writes and as an input of the rules that read the file. `path`: a pattern,
-    or an input function (then a function giving the records of its files)."""
+    """The sha256 record of a verified artefact (clipmech.artefacts.record_path, `<file>.sha256`), declared as an
+    output beside the file its writer makes and as an input of its readers. `path` is a pattern, or an
+    input function (then a function giving the records of its files)."""
     if callable(path):
-
-        def records(wildcards):
-            files = path(wildcards)
-            if isinstance(files, (list, tuple)):
-                return [f"{file}.sha256" for file in files]
-            return f"{files}.sha256"
-
-        return records
+        return lambda wildcards: records_of(path(wildcards))
     return f"{path}.sha256"
+
+
+def records_of(files):
+    """The sha256 records of a file or a list of files."""
+    if isinstance(files, (list, tuple)):
+        return [f"{file}.sha256" for file in files]
+    return f"{files}.sha256"
 
 
 def name_pattern(names):
