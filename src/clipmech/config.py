@@ -9,7 +9,8 @@
    the same parameters;
 2. resolves the keys whose default is another key (``null`` in the schema): ``patching.models``,
    ``sae.models`` = ``analyses.models``; ``patching.datasets`` = every ``pairs`` dataset;
-   ``atlas.models`` = the analysed then the decomposed models; ``miclip.dataset``, ``atlas.dataset`` =
+   ``atlas.models`` = the analysed then the decomposed models (for a natural-image ``atlas.dataset``, the
+   analysed models that are not decomposed); ``miclip.dataset``, ``atlas.dataset`` =
    ``analyses.datasets[0]``; and Algorithm 1's k (methods.md Sec. 2), owned by ``selectivity.k``, for
    ``miclip.k_top``, ``sae.evaluate.entropy_k`` and ``atlas.k``;
 3. checks keys against each other and against open_clip's tables and model configs (tower kinds,
@@ -1400,20 +1401,31 @@ def _shift_of(datasets: Mapping) -> dict[str, str]:
 
 
 def _check_atlas(raw: dict) -> None:
-    """atlas.models (default: the analysed then the decomposed models) are analysed or decomposed, and
-    atlas.dataset (default: analyses.datasets[0]) is analysed; fills both defaults in place."""
+    """atlas.dataset (default: analyses.datasets[0]) is analysed, and atlas.models (default: the analysed then
+    the decomposed models) are analysed or decomposed; fills both defaults in place.
+
+    A natural-image atlas.dataset gets the atlas of its activation store, Algorithm 1 over its concepts and
+    the SAEs: its pages cannot read a CLIP-ResNet's decomposition, which runs on synthetic datasets only
+    (:attr:`Plan.decompositions`), so the default models are then the analysed ones that are not decomposed,
+    and a decomposed model named in atlas.models is refused."""
     sources = list(dict.fromkeys(raw["analyses"]["models"] + raw["decomposition"]["models"]))
     atlas = raw["atlas"]
-    if atlas["models"] is None:
-        atlas["models"] = sources
-    _check_names("analysed or decomposed models", atlas["models"], sources, "atlas.models")
     if atlas["dataset"] is None:
         atlas["dataset"] = raw["analyses"]["datasets"][0]
     _check_names("analysed datasets", [atlas["dataset"]], raw["analyses"]["datasets"], "atlas.dataset")
-    if atlas["models"] and raw["datasets"][atlas["dataset"]]["kind"] in NATURAL_KINDS:
+    natural = raw["datasets"][atlas["dataset"]]["kind"] in NATURAL_KINDS
+    decomposed = raw["decomposition"]["models"]
+    if atlas["models"] is None:
+        atlas["models"] = [m for m in sources if m not in decomposed] if natural else sources
+    _check_names("analysed or decomposed models", atlas["models"], sources, "atlas.models")
+    resnets = [m for m in atlas["models"] if m in decomposed]
+    if natural and resnets:
+        kind = raw["datasets"][atlas["dataset"]]["kind"]
         raise ValueError(
-            f"atlas.dataset = {atlas['dataset']!r} is a natural-image dataset (null = analyses.datasets[0]); the "
-            "atlas reads synthetic datasets only so far: name a shapes dataset of analyses.datasets"
+            f"atlas.models names the CLIP-ResNet(s) {resnets} (decomposition.models), but atlas.dataset = "
+            f"{atlas['dataset']!r} is a natural-image dataset (kind {kind}): a ResNet's atlas pages read its "
+            "decomposition, which runs on synthetic datasets only; drop them from atlas.models or name a shapes "
+            "dataset as atlas.dataset"
         )
 
 

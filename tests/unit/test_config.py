@@ -589,9 +589,25 @@ def test_natural_analyses_checks():
     config["zeroshot"] = {"datasets": []}
     config["analyses"]["datasets"] = ["photos", "tiny-shapes"]
     assert "the SAEs train on analyses.datasets[0] = 'photos', a natural-image dataset" in rejected(config)
+
+
+def test_a_natural_atlas_dataset_leaves_out_the_decomposed_resnets():
+    config = natural(tiny())
+    config["zeroshot"] = {"datasets": []}
     config["analyses"]["datasets"] = ["tiny-shapes", "photos"]
     config["atlas"]["dataset"] = "photos"
-    assert "atlas.dataset = 'photos' is a natural-image dataset" in rejected(config)
+    loaded = load_config(config)  # default models: the analysed ones, not the decomposed tiny-rn
+    assert loaded.atlas.models == loaded.plan.atlas_models == ("tiny-vit",)
+    assert loaded.plan.atlas_dataset == "photos"
+    config["atlas"]["models"] = ["tiny-vit", "tiny-rn"]
+    message = rejected(config)
+    assert "atlas.models names the CLIP-ResNet(s) ['tiny-rn'] (decomposition.models)" in message
+    assert "atlas.dataset = 'photos' is a natural-image dataset (kind imagefolder)" in message
+    assert "decomposition, which runs on synthetic datasets only" in message
+    config["datasets"]["pairs-text"]["words"] = ["dog"]
+    config["analyses"] = {"models": ["tiny-vit"], "datasets": ["tiny-shapes", "pairs-text"]}
+    config["atlas"] = {"dataset": "pairs-text"}
+    assert load_config(config).plan.atlas_models == ("tiny-vit",)
 
 
 def test_zeroshot_needs_single_label_datasets_and_templates():

@@ -1,8 +1,10 @@
 """Natural-image datasets through the DAG: one dataset of each kind beside the tiny config, built from the
-photographs inside scikit-image's wheel (nothing downloads), indexed and classified zero-shot."""
+photographs inside scikit-image's wheel (nothing downloads), indexed and classified zero-shot; then, in a
+config of its own, the atlas of tiny-vit on the photographs, opened in headless Chromium."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -11,7 +13,9 @@ import pandas as pd
 import pytest
 import skimage
 import yaml
+from PIL import Image
 from snakemake_cli import TINY, planned_jobs, snakemake
+from test_atlas_browser import ARTIFACTS, browser, visit  # noqa: F401 (fixtures)
 
 from clipmech.data import datasets
 
@@ -154,3 +158,76 @@ def test_a_shapes_only_output_of_a_natural_dataset_is_refused_with_the_reason(na
     )
     assert result.returncode != 0
     assert "photos is a natural-image dataset (kind imagefolder)" in result.stderr + result.stdout
+
+
+# --- the atlas of the photographs (issue 21) -----------------------------------------------------------
+
+ATLAS = "results/atlas/tiny-vit"
+
+
+def atlas_config(root: Path, **atlas) -> Path:
+    """The natural config with atlas.dataset the photographs (default models: tiny-vit; tiny-rn is decomposed)."""
+    config = yaml.safe_load(natural_config(root).read_text())
+    config["atlas"] = {"dataset": "photos", **atlas}
+    path = root / f"atlas-{len(atlas)}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def natural_atlas(natural_run):
+    """The natural run's directory with the atlas of the photographs built (after the tests above)."""
+    workdir, data, _, _ = natural_run
+    extra = atlas_config(data)
+    everything = planned_jobs("--configfile", TINY, extra, workdir=workdir)
+    planned = planned_jobs(f"{ATLAS}.tsv", "--configfile", TINY, extra, workdir=workdir)
+    snakemake(f"{ATLAS}.tsv", "--cores", "2", "--configfile", TINY, extra, workdir=workdir)
+    return workdir, data, everything, planned
+
+
+def test_the_atlas_of_the_photographs_reads_their_store_and_classes(natural_atlas):
+    workdir, _, everything, planned = natural_atlas
+    assert everything["build_atlas"] == planned["build_atlas"] == 1  # tiny-vit only: tiny-rn is decomposed
+    # The photographs' store and units.tsv exist already; the SAE, MiCLIP and patching tables are their own.
+    assert "neuron_selectivity" not in planned and "decompose_attnpool" not in planned
+    assert {"train_sae", "evaluate_sae", "evaluate_miclip"} <= set(planned)
+    site = workdir / ATLAS
+    manifest = json.loads((site / "manifest.json").read_text())
+    assert set(manifest["pages"]) == {"mlp", "sae"}
+    index = (site / "index.html").read_text()
+    assert "<dt>concepts</dt><dd>6 folder classes: " + ", ".join(sorted(PHOTOS)) + "</dd>" in index
+    thumbnails = sorted((site / "images").iterdir())
+    assert thumbnails and all(Image.open(p).size == (32, 32) for p in thumbnails)  # tiny.yaml's thumbnail_size
+    page = next((site / "units" / "mlp").iterdir()).read_text()
+    assert f"<dd>photos (imagefolder photographs): all {len(FILES)} images</dd>" in page
+    assert "<h2>Concept affinities: the folder classes (Algorithm 1 over the top images;" in page
+    assert "SAE concept alignment on tiny-shapes" in next((site / "units" / "sae").iterdir()).read_text()
+
+
+def test_a_resnet_atlas_of_the_photographs_is_refused_with_the_reason(natural_atlas):
+    workdir, data, _, _ = natural_atlas
+    extra = atlas_config(data, models=["tiny-vit", "tiny-rn"])
+    result = snakemake("-n", "--configfile", TINY, extra, workdir=workdir, check=False)
+    assert result.returncode != 0
+    assert "atlas.models names the CLIP-ResNet(s) ['tiny-rn']" in result.stderr + result.stdout
+
+
+def test_a_unit_page_of_the_photographs_in_chromium(natural_atlas, visit, tmp_path):  # noqa: F811
+    workdir, _, _, _ = natural_atlas
+    v = visit()
+    page = v.open(workdir / ATLAS / "index.html")
+    href = page.eval_on_selector("#units tbody tr[data-kind='mlp'][data-page='1'] a", "a => a.href")
+    page.goto(href)
+    page.wait_for_load_state("load")
+    sizes = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+    assert sizes and all(n == 32 for n in sizes)
+    assert page.locator("table.affinity tr").count() <= len(PHOTOS)
+    drawn = page.eval_on_selector_all("canvas.heat", "cs => cs.map(c => c.width * c.height)")
+    assert drawn and all(n > 0 for n in drawn)  # every photograph has its heatmap
+    shot = tmp_path / "atlas-natural-unit.png"
+    page.screenshot(path=shot, full_page=True)
+    assert v.problems == []
+    assert shot.stat().st_size > 10_000
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copyfile(shot, ARTIFACTS / shot.name)
+    print(f"atlas screenshot of a photographs' unit page: {ARTIFACTS / shot.name}")

@@ -35,6 +35,8 @@ rule build_atlas:
             "patching": (CONFIG.patching.datasets or [None])[0],
             "miclip": CONFIG.miclip.dataset,
         },
+        # A captions atlas dataset's concept words (None for other kinds).
+        concept_words=atlas_concept_words,
         sae_sites=atlas_sae_sites,
         miclip_units=atlas_miclip_units,
         code=script_code("build_atlas.py"),

@@ -197,14 +197,26 @@ def atlas_miclip_units(wildcards):
     return [unit.params() for unit in CONFIG.miclip.units.get(wildcards.model, ())]
 
 
+def atlas_concept_words(wildcards):
+    """The concept words of a captions atlas.dataset (methods.md Sec. 1.1); None for other kinds."""
+    words = getattr(CONFIG.datasets[PLAN.atlas_dataset], "words", None)
+    return None if words is None else list(words)
+
+
 def atlas_inputs(wildcards):
-    """Named inputs of a model's atlas (clipmech.stages.build_atlas): only the results its analyses make."""
+    """Named inputs of a model's atlas (clipmech.stages.build_atlas): only the results its analyses make.
+
+    On a natural-image atlas.dataset: the store, units.tsv and the SAE checkpoints (their latents are
+    computed on the dataset's store); the SAE evaluation (latents.tsv, metrics.json), the patching tables
+    and MiCLIP's are the same results as on a Shapes atlas, made on their own synthetic datasets and named
+    so on the pages; no decomposition (synthetic only: the config refuses a CLIP-ResNet there).
+    """
     model, dataset = wildcards.model, PLAN.atlas_dataset
     inputs = {"data": DATA.format(dataset=dataset)}
     if model in CONFIG.analyses.models:
         inputs["store"] = ACTIVATIONS.format(model=model, dataset=dataset)
         inputs["units"] = f"results/selectivity/{model}/{dataset}/units.tsv"
-    if model in CONFIG.decomposition.models:
+    if model in CONFIG.decomposition.models and dataset not in NATURAL_DATASETS:
         base = f"results/decomposition/{model}/{dataset}"
         inputs["attnpool"] = ATTNPOOL.format(model=model, dataset=dataset)
         inputs["pairs"] = f"{base}/pairs.tsv"

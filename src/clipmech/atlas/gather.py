@@ -77,17 +77,18 @@ def unit_selectivity(acts_NU: np.ndarray, counts_NF: np.ndarray, k: int) -> tupl
     Parameters
     ----------
     acts_NU : numpy.ndarray, (N, U)
-    counts_NF : numpy.ndarray, (N, 16)
-        Objects with each feature per image (:func:`clipmech.data.shapes.feature_counts`).
+    counts_NF : numpy.ndarray, (N, F)
+        Objects with each feature per image (:func:`clipmech.data.shapes.feature_counts`, F = 16), or a
+        natural-image dataset's concepts, 0 or 1 per image (:func:`clipmech.data.concepts.concept_matrix`).
     k : int
         Top images per unit, 1 <= k <= N.
 
     Returns
     -------
-    affinity_UF : numpy.ndarray, float64, (U, 16)
+    affinity_UF : numpy.ndarray, float64, (U, F)
         Rows sum to 1.
     entropy_U : numpy.ndarray, float64, (U,)
-        Nats, at most ln 16.
+        Nats, at most ln F.
 
     Raises
     ------

@@ -35,6 +35,9 @@ INDEX_COLUMNS = (
     ),
     ("note", "note", "text", ""),
 )
+#: What a Shapes dataset's concepts are (:attr:`clipmech.data.concepts.Concepts.source`): their affinities keep
+#: the title "Feature affinities"; other concepts are named by their source.
+SHAPES_SOURCE = "Shapes features"
 #: What the index and the links say of a unit without a page.
 INDEX_ONLY = "in the index only (past atlas.max_units)"
 DEAD = "dead: the same activation on every image (no page)"
@@ -76,8 +79,8 @@ class UnitPage:
         The index's layer / site column.
     entropy : float
         Algorithm 1 entropy (nats), NaN when undefined.
-    affinity_F : numpy.ndarray, (16,)
-        Feature affinities (rows of Algorithm 1).
+    affinity_F : numpy.ndarray, (F,)
+        Concept affinities (rows of Algorithm 1), one per name of ``concepts``.
     hist_counts_B, hist_edges_B : numpy.ndarray, (bins,), (bins + 1,)
         Activation histogram over the dataset's images.
     images_K : numpy.ndarray, int, (K,)
@@ -98,6 +101,11 @@ class UnitPage:
         Whether a full page is written (False: index only).
     dead : bool
         The unit's activation is the same on every image (:mod:`clipmech.analyses.dead`): no page.
+    concepts : tuple of F str
+        The concepts' names (default the 16 Shapes features; a natural-image dataset's classes, categories or
+        words, :func:`clipmech.data.concepts.concept_matrix`).
+    concept_source : str
+        What the concepts are (:attr:`clipmech.data.concepts.Concepts.source`), named on the page.
     """
 
     kind: str
@@ -118,6 +126,8 @@ class UnitPage:
     note: str = ""
     page: bool = True
     dead: bool = False
+    concepts: tuple[str, ...] = FEATURES
+    concept_source: str = SHAPES_SOURCE
 
     @property
     def href(self) -> str:
@@ -125,7 +135,7 @@ class UnitPage:
 
     @property
     def top_concept(self) -> str:
-        return FEATURES[int(np.argmax(self.affinity_F))] if np.isfinite(self.affinity_F).all() else ""
+        return self.concepts[int(np.argmax(self.affinity_F))] if np.isfinite(self.affinity_F).all() else ""
 
 
 def unit_href(kind: str, key: str) -> str:
@@ -228,17 +238,24 @@ def histogram_svg(
     )
 
 
-def affinity_html(affinity_F: np.ndarray) -> str:
-    """The 16 feature affinities as labelled bars, largest first."""
+def affinity_html(affinity_F: np.ndarray, names: tuple[str, ...] = FEATURES) -> str:
+    """The concept affinities (named by ``names``, default the 16 Shapes features) as labelled bars, largest first."""
     order = np.argsort(-np.nan_to_num(affinity_F, nan=-1.0), kind="stable")
     peak = float(np.nanmax(affinity_F)) if np.isfinite(affinity_F).any() and np.nanmax(affinity_F) > 0 else 1.0
     rows = "\n".join(
-        f'<tr><td>{escape(FEATURES[f])}</td><td class="bar"><span style="width:{100 * affinity_F[f] / peak:.1f}%">'
+        f'<tr><td>{escape(names[f])}</td><td class="bar"><span style="width:{100 * affinity_F[f] / peak:.1f}%">'
         f"</span></td><td>{number(affinity_F[f])}</td></tr>"
         for f in order
         if np.isfinite(affinity_F[f])
     )
     return f'<table class="affinity"><tbody>\n{rows}\n</tbody></table>'
+
+
+def affinity_title(source: str, dataset: str) -> str:
+    """The title of a page's affinities: what the concepts are (``source``) and the images (``dataset``)."""
+    if source == SHAPES_SOURCE:
+        return f"Feature affinities (Algorithm 1 over the top images; {dataset})"
+    return f"Concept affinities: the {source} (Algorithm 1 over the top images; {dataset})"
 
 
 def unit_page_html(unit: UnitPage, model: str, dataset: str) -> str:
@@ -271,7 +288,7 @@ def unit_page_html(unit: UnitPage, model: str, dataset: str) -> str:
 <div class="columns">
 <section><h2>Activation histogram ({escape(dataset)})</h2>{histogram_svg(unit.hist_counts_B, unit.hist_edges_B, unit.acts_K)}
 <p class="caption">{int(unit.hist_counts_B.sum())} images; ticks: the top images.</p></section>
-<section><h2>Feature affinities (Algorithm 1 over the top images; {escape(dataset)})</h2>{affinity_html(unit.affinity_F)}</section>
+<section><h2>{escape(affinity_title(unit.concept_source, dataset))}</h2>{affinity_html(unit.affinity_F, unit.concepts)}</section>
 </div>
 {"".join(table_html(t, root) for t in unit.tables)}"""
     return _PAGE.substitute(

@@ -4,7 +4,8 @@ Layout of ``<site>/``::
 
     index.html                      every unit, sortable and filterable
     atlas.js, atlas.css             the only script and stylesheet (copied from ``assets/``)
-    images/<i>.png                  one thumbnail per dataset image that some page shows
+    images/<i>.png                  one thumbnail per dataset image that some page shows (a photograph of a
+                                    natural-image dataset as the model sees it: :class:`PhotoThumbnails`)
     units/<kind>/<key>.html         one page per unit with a page (:func:`clipmech.atlas.render.unit_href`)
     manifest.json                   units, pages and dead units per kind, and every file with its size and sha256
 
@@ -23,8 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
 
 from clipmech.atlas import render
+from clipmech.data import loader
 
 ASSETS = Path(__file__).parent / "assets"
 ASSET_FILES = ("atlas.js", "atlas.css")
@@ -36,6 +40,48 @@ def thumbnail(image_HW3: np.ndarray, size: int) -> Image.Image:
     return picture if picture.size == (size, size) else picture.resize((size, size), Image.Resampling.BILINEAR)
 
 
+def model_view(picture: Image.Image, size: int) -> Image.Image:
+    """A photograph as the model sees it, at ``size`` x ``size`` pixels: its short side resized to ``size``
+    (bicubic) and the centre cropped, the geometry of open_clip's eval transform (``Resize`` of the short side,
+    ``CenterCrop``), so that a unit's patch map covers exactly the thumbnail."""
+    resized = TF.resize(picture, size, interpolation=InterpolationMode.BICUBIC)
+    return TF.center_crop(resized, [size, size])
+
+
+class PhotoThumbnails:
+    """The thumbnails of a natural-image dataset (:class:`clipmech.data.datasets.ImageDataset` with a manifest):
+    each image read through its manifest (a file or a tar member), decoded by :func:`clipmech.data.loader.open_rgb`
+    as the model's pipeline decodes it, and cropped by :func:`model_view`."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+        self.n_images = int(dataset.n_images)
+
+    def thumbnails(self, indices: list[int], size: int):
+        """(image index, thumbnail) for each of ``indices``, in their order."""
+        manifest = self.dataset.manifest.iloc[list(indices)]  # one row per image, in index order
+        if manifest["index"].tolist() != list(indices):
+            raise ValueError("the manifest's rows are not in index order")
+        images = loader.ManifestImages(manifest, self.dataset.root, lambda picture: model_view(picture, size))
+        try:
+            for item in range(len(images)):
+                yield images[item]
+        finally:
+            images.close()
+
+
+class ArrayThumbnails:
+    """The thumbnails of a dataset held as one uint8 (N, H, W, 3) array (Shapes): :func:`thumbnail`."""
+
+    def __init__(self, images_NHW3: np.ndarray) -> None:
+        self.images_NHW3 = images_NHW3
+        self.n_images = int(images_NHW3.shape[0])
+
+    def thumbnails(self, indices: list[int], size: int):
+        for i in indices:
+            yield i, thumbnail(self.images_NHW3[i], size)
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -45,7 +91,7 @@ def write_site(
     *,
     model: str,
     units: list[render.UnitPage],
-    images_NHW3: np.ndarray,
+    images_NHW3: np.ndarray | PhotoThumbnails,
     dataset: str,
     thumbnail_size: int,
     facts: list[tuple[str, str]],
@@ -59,8 +105,9 @@ def write_site(
     model : str
     units : list of clipmech.atlas.render.UnitPage
         Every unit, in index order; those with ``page`` get a page.
-    images_NHW3 : numpy.ndarray, uint8, (N, H, W, 3)
-        The dataset's images (only those shown on a page are read).
+    images_NHW3 : numpy.ndarray, uint8, (N, H, W, 3), or PhotoThumbnails
+        The dataset's images (only those shown on a page are read): an array (Shapes), or the photographs of
+        a natural-image dataset, read through its manifest.
     dataset : str
         The dataset and split of those images, as the pages name it (e.g. ``shapes: all 500 images``).
     thumbnail_size : int
@@ -83,17 +130,18 @@ def write_site(
     repeated = sorted(a for a, n in addresses.items() if n > 1)
     if repeated:
         raise ValueError(f"units share addresses: {', '.join(repeated[:5])}")
+    images = images_NHW3 if isinstance(images_NHW3, PhotoThumbnails) else ArrayThumbnails(images_NHW3)
     shown = sorted({int(i) for u in units if u.page for i in u.images_K})
-    if shown and (shown[0] < 0 or shown[-1] >= images_NHW3.shape[0]):
-        raise ValueError(f"pages show images outside 0..{images_NHW3.shape[0] - 1} of the dataset")
+    if shown and (shown[0] < 0 or shown[-1] >= images.n_images):
+        raise ValueError(f"pages show images outside 0..{images.n_images - 1} of the dataset")
     partial = site.with_name(site.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
     (partial / "images").mkdir(parents=True)
     for name in ASSET_FILES:
         shutil.copyfile(ASSETS / name, partial / name)
-    for i in shown:
-        thumbnail(images_NHW3[i], thumbnail_size).save(partial / "images" / f"{i}.png", format="PNG")
+    for i, picture in images.thumbnails(shown, thumbnail_size):
+        picture.save(partial / "images" / f"{i}.png", format="PNG")
     for unit in units:
         if unit.page:
             path = partial / unit.href

@@ -19,7 +19,7 @@ import xarray as xr
 
 from clipmech.analyses import dead
 from clipmech.atlas import gather, sections
-from clipmech.atlas.render import Link, UnitPage
+from clipmech.atlas.render import SHAPES_SOURCE, Link, UnitPage
 from clipmech.data import shapes
 from clipmech.decomposition import pool
 from clipmech.sae.latents import image_activations, token_latents, token_positions
@@ -69,9 +69,12 @@ def unit_pages(
     params: dict,
     affinity_UF: np.ndarray | None = None,
     entropy_U: np.ndarray | None = None,
+    concepts: tuple[str, ...] = shapes.FEATURES,
+    concept_source: str = SHAPES_SOURCE,
 ) -> list[UnitPage]:
     """Pages (without maps and tables) of the columns of ``acts_NU``, the units' image-level activations (what
-    they are: ``activation``, named on every page); Algorithm 1 computed when not given.
+    they are: ``activation``, named on every page); Algorithm 1 computed when not given, over ``counts_NF``,
+    whose columns are the ``concepts`` (default the 16 Shapes features; what they are: ``concept_source``).
 
     A dead unit (:func:`clipmech.analyses.dead.dead_units` of ``acts_NU``) is marked dead, with NaN
     entropy and affinities (its top images are arbitrary), and gets no page.
@@ -99,6 +102,8 @@ def unit_pages(
             activation=activation,
             page=bool(page_U[u]),
             dead=bool(dead_U[u]),
+            concepts=tuple(concepts),
+            concept_source=concept_source,
         )
         for u in range(acts_NU.shape[1])
     ]
@@ -112,12 +117,20 @@ def set_maps(units: list[UnitPage], maps_of, grid: tuple[int, int]) -> None:
             unit.grid = grid
 
 
-def mlp_units(ds: xr.Dataset, units_tsv: str, counts_NF: np.ndarray, params: dict) -> list[UnitPage]:
+def mlp_units(
+    ds: xr.Dataset,
+    units_tsv: str,
+    counts_NF: np.ndarray,
+    params: dict,
+    concepts: tuple[str, ...] = shapes.FEATURES,
+    concept_source: str = SHAPES_SOURCE,
+) -> list[UnitPage]:
     """ViT MLP output channels (methods.md Sec. 2) of the activation store ``ds``: one page per (layer, neuron),
     image-level activation the store's :data:`clipmech.atlas.gather.NEURON_REDUCTION` reduction, maps from its
     ``tokens``. Algorithm 1 and the null percentile as ``neuron_selectivity`` computed them (its ``units.tsv``)
     when it ranks by that reduction (``params["reduction"]``); otherwise Algorithm 1 is computed here, and the
-    pages show no null percentile.
+    pages show no null percentile. ``concepts`` name the columns of ``counts_NF`` and the table's ``a_<concept>``
+    affinities (the dataset's concepts, as ``neuron_selectivity`` wrote them).
 
     Raises
     ------
@@ -137,7 +150,7 @@ def mlp_units(ds: xr.Dataset, units_tsv: str, counts_NF: np.ndarray, params: dic
     same = params["reduction"] == gather.NEURON_REDUCTION
     table = pd.read_csv(units_tsv, sep="\t").set_index(["layer", "neuron"])
     table = table.loc[list(zip(layer_U.tolist(), neuron_U.tolist()))]
-    features = [f"a_{f}" for f in shapes.FEATURES]
+    features = [f"a_{f}" for f in concepts]
     units = unit_pages(
         kind="mlp",
         keys=[f"{layer}-{neuron}" for layer, neuron in zip(layer_U, neuron_U)],
@@ -152,6 +165,8 @@ def mlp_units(ds: xr.Dataset, units_tsv: str, counts_NF: np.ndarray, params: dic
         params=params,
         affinity_UF=table[features].to_numpy(dtype=np.float64) if same else None,
         entropy_U=table["entropy"].to_numpy(dtype=np.float64) if same else None,
+        concepts=concepts,
+        concept_source=concept_source,
     )
     if same:
         for unit, p_null in zip(units, table["p_null"].to_numpy()):
@@ -250,11 +265,17 @@ def resnet_units(
 
 @torch.inference_mode()
 def sae_units(
-    checkpoint: str, ds: xr.Dataset, counts_NF: np.ndarray, params: dict
+    checkpoint: str,
+    ds: xr.Dataset,
+    counts_NF: np.ndarray,
+    params: dict,
+    concepts: tuple[str, ...] = shapes.FEATURES,
+    concept_source: str = SHAPES_SOURCE,
 ) -> tuple[str, list[UnitPage], np.ndarray, np.ndarray]:
     """The latents of one top-k SAE (methods.md Sec. 7) on the tokens of the activation store ``ds``
     (:func:`clipmech.sae.latents.token_latents`), image-level activation the maximum over the patch tokens
-    (:func:`clipmech.sae.latents.image_activations`, as the SAE's concept alignment reads it).
+    (:func:`clipmech.sae.latents.image_activations`, as the SAE's concept alignment reads it); Algorithm 1 over
+    ``counts_NF``, whose columns are the ``concepts``.
 
     Returns
     -------
@@ -282,6 +303,8 @@ def sae_units(
         activation=gather.ACTIVATIONS["sae"] if patch.any() else gather.SAE_CLASS_ACTIVATION,
         counts_NF=counts_NF,
         params=params,
+        concepts=concepts,
+        concept_source=concept_source,
     )
     if patch.sum() == grid[0] * grid[1]:
         set_maps(units, lambda i, images: z_NTn[images][:, patch, i], grid)

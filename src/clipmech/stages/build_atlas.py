@@ -8,8 +8,9 @@ import time
 import numpy as np
 
 from clipmech.atlas import gather, links, units
-from clipmech.atlas.site import summary_table, write_site
-from clipmech.data import datasets, shapes, tables
+from clipmech.atlas.render import SHAPES_SOURCE
+from clipmech.atlas.site import PhotoThumbnails, summary_table, write_site
+from clipmech.data import concepts, datasets, shapes, tables
 from clipmech.stores import activations
 
 log = logging.getLogger(__name__)
@@ -26,19 +27,23 @@ def build_atlas(
     sources: dict,
     sae_sites: list[str],
     miclip_units: list[dict],
+    concept_words: list[str] | None = None,
 ) -> dict:
     """Build the atlas site of one model (methods.md Sec. 10; layout: :mod:`clipmech.atlas.site`).
 
     Parameters
     ----------
     model, dataset : str
-        Names, for the pages; ``dataset`` is the one every unit's images come from.
+        Names, for the pages; ``dataset`` is the one every unit's images come from: a Shapes dataset (its
+        object table's 16 features are the concepts) or a natural-image dataset (its concepts:
+        :func:`clipmech.data.concepts.concept_matrix`; its photographs shown as the model sees them).
     inputs : dict
         Paths: ``data`` (the dataset directory, always); for a ViT ``store`` (activation store) and ``units``
         (``neuron_selectivity``'s ``units.tsv``); for a CLIP-ResNet ``attnpool``, ``pairs``, ``words``; where
         the model is patched ``auroc`` and ``recovery``; per SAE site (aligned with ``sae_sites``) lists
         ``sae_checkpoints``, ``sae_latents`` and ``sae_metrics`` (then ``store`` too); per MiCLIP unit set (aligned with
-        ``miclip_units``) lists ``miclip_descriptions``, ``miclip_interventions``, ``miclip_localisation``.
+        ``miclip_units``) lists ``miclip_descriptions``, ``miclip_interventions``, ``miclip_localisation``. A
+        natural-image dataset has no decomposition: no CLIP-ResNet inputs then.
     site : str
         The site directory.
     summary : str
@@ -57,6 +62,8 @@ def build_atlas(
     sae_sites : list of str
     miclip_units : list of dict
         ``{site, kind}`` with ``kind`` ``neurons`` | ``sae``.
+    concept_words : list of str, optional
+        A captions dataset's concept words (``datasets.<name>.words``).
 
     Returns
     -------
@@ -66,17 +73,30 @@ def build_atlas(
     Raises
     ------
     ValueError
-        If the dataset has no object table (Algorithm 1 needs it), or the inputs show no unit.
+        If a synthetic dataset has no object table (Algorithm 1 needs it), a natural-image dataset comes with
+        CLIP-ResNet inputs (their decomposition runs on synthetic datasets only), or the inputs show no unit.
     """
     start = time.perf_counter()
     data = datasets.load(inputs["data"])
-    if data.objects is None:
+    natural = data.images is None and data.manifest is not None
+    if natural:
+        if "attnpool" in inputs:
+            raise ValueError(
+                f"{dataset} is a natural-image dataset: it has no CLIP-ResNet decomposition for the atlas to read"
+            )
+        matrix = concepts.concept_matrix(data, words=concept_words)
+        counts_NF, names, source = matrix.present_NF.astype(np.float64), matrix.names, matrix.source
+        thumbnails = PhotoThumbnails(data)
+    elif data.objects is None:
         raise ValueError(f"the atlas needs a Shapes dataset with an object table; {inputs['data']} has none")
-    counts_NF = shapes.feature_counts(data.objects, data.n_images)
+    else:
+        counts_NF, names, source = shapes.feature_counts(data.objects, data.n_images), shapes.FEATURES, SHAPES_SOURCE
+        thumbnails = data.images
+    concept_args = {"concepts": tuple(names), "concept_source": source}
     checkpoints = inputs.get("sae_checkpoints", [])
     store = activations.open_store(inputs["store"]) if "units" in inputs or checkpoints else None
     pages = units.Pages()
-    mlp = units.mlp_units(store, inputs["units"], counts_NF, atlas) if "units" in inputs else []
+    mlp = units.mlp_units(store, inputs["units"], counts_NF, atlas, **concept_args) if "units" in inputs else []
     pages.add(mlp)
     neurons, pairs, pair_table = [], [], None
     if "attnpool" in inputs:
@@ -87,12 +107,17 @@ def build_atlas(
         pages.add(pairs)
     saes = []
     for checkpoint in checkpoints:
-        saes.append(units.sae_units(checkpoint, store, counts_NF, atlas))
+        saes.append(units.sae_units(checkpoint, store, counts_NF, atlas, **concept_args))
         pages.add(saes[-1][1])
     if not pages.units:
         raise ValueError(f"no unit of {model} to show: the inputs hold no selectivity, decomposition or SAE results")
 
-    images = f"{dataset}: all {data.n_images} images"
+    kind = data.spec["kind"]
+    images = (
+        f"{dataset} ({kind} photographs): all {data.n_images} images"
+        if natural
+        else f"{dataset}: all {data.n_images} images"
+    )
     links.sae_reads(pages, saes, mlp)
     for (_, latents, *_), latents_tsv, metrics_json in zip(
         saes, inputs.get("sae_latents", []), inputs.get("sae_metrics", [])
@@ -119,6 +144,14 @@ def build_atlas(
     facts = [
         ("dataset", f"{dataset} ({data.n_images} images): every unit's top images, histogram and affinities"),
         *(
+            [
+                ("images", f"{kind} photographs, shown as the model sees them (short side resized, centre crop)"),
+                ("concepts", f"{len(names)} {source}: {', '.join(names[:12])}{', ...' if len(names) > 12 else ''}"),
+            ]
+            if natural
+            else []
+        ),
+        *(
             (f"image-level activation of {kind} units", text)
             for kind, text in dict.fromkeys((u.kind, u.activation) for u in ordered)
         ),
@@ -134,7 +167,7 @@ def build_atlas(
         site,
         model=model,
         units=ordered,
-        images_NHW3=data.images,
+        images_NHW3=thumbnails,
         dataset=images,
         thumbnail_size=atlas["thumbnail_size"],
         facts=facts,
