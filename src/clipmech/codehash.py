@@ -119,9 +119,11 @@ def package_data(modules: list[Path]) -> list[Path]:
 
 
 def code_hash(script: str | Path) -> str:
-    """sha256 (first 16 hex digits) over the code of the package modules a script runs and over the data
-    files of their subpackages, each keyed by its path relative to the package."""
+    """sha256 (first 16 hex digits) over the script's own code, the code of the package modules it runs and
+    the data files of their subpackages, each module and file keyed by its path relative to the package (so
+    the hash does not depend on where the project lies)."""
     digest = hashlib.sha256()
+    digest.update(code_digest(Path(script).read_text()))
     modules = module_closure(script)
     for path in modules:
         digest.update(str(path.relative_to(PACKAGE_DIR)).encode())

@@ -29,6 +29,16 @@ def test_hash_changes_with_the_code_it_covers(tmp_path, monkeypatch):
     assert codehash.code_hash(script) == before
     (package / "b.py").write_text("X = 2\n")
     assert codehash.code_hash(script) != before
+    # The script's own code counts (Snakemake's `code` trigger is off, docs/reruns.md); its comments do not.
+    edited = codehash.code_hash(script)
+    script.write_text("# a comment\nfrom clipmech import a\n")
+    assert codehash.code_hash(script) == edited
+    script.write_text("from clipmech import a\n\nrun = 1\n")
+    assert codehash.code_hash(script) != edited
+    moved = tmp_path / "elsewhere" / "script.py"
+    moved.parent.mkdir()
+    moved.write_text("from clipmech import a\n\nrun = 1\n")
+    assert codehash.code_hash(moved) == codehash.code_hash(script)
 
 
 def test_comments_and_docstrings_do_not_count(tmp_path, monkeypatch):

@@ -195,6 +195,15 @@ def test_package_edit_reruns_the_rule_that_runs_it(tiny_run, tmp_path, module, f
     assert (ROOT / "src" / "clipmech" / module).read_text().count("edited_by_test") == 0
 
 
+def test_a_moved_project_and_its_results_rerun_nothing(tiny_run, tmp_path):
+    """A finished run moved elsewhere with its workflow (or a fresh clone beside copied results) plans
+    nothing: the code hash covers scripts and package, and no rerun trigger reads the project's path."""
+    snakefile = copy_workflow(tmp_path / "moved")
+    shutil.copytree(tiny_run, tmp_path / "moved" / "run", symlinks=True)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "moved" / "src")}
+    assert planned_jobs("--configfile", TINY, workdir=tmp_path / "moved" / "run", snakefile=snakefile, env=env) == {}
+
+
 def test_config_key_order_reruns_nothing(tiny_run, tmp_path):
     config = yaml.safe_load(TINY.read_text())
     reordered = tmp_path / "reordered.yaml"
