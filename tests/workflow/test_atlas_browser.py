@@ -1,19 +1,15 @@
 """The atlas in a real browser (issue 14): headless Debian Chromium driven by Playwright.
 
 The sites are those of the session's tiny run (conftest ``tiny_run``); one more is built from its results
-with hand-written MiCLIP tables. Chromium is the Debian package at /usr/bin/chromium: installed with
-``apt-get install -y --no-install-recommends chromium`` when missing and this user is root or has
-passwordless sudo, skipped with the reason otherwise; Playwright drives it (``executable_path``), never
-downloading a browser. Screenshots of an index and a unit page go to pytest's base temporary
+with hand-written MiCLIP tables. The browser is the session's (``tests/workflow/conftest.py``: Debian's
+Chromium driven by Playwright, never a downloaded browser). Screenshots of an index and a unit page go to pytest's base temporary
 directory (``atlas-screenshots/``) and are copied to ``tests/artifacts/`` (ignored by git).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -23,81 +19,7 @@ from clipmech.stages.build_atlas import build_atlas
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-
-
-def _install_chromium() -> str | None:
-    """Install Debian's chromium; the reason it cannot be installed, or None when it is."""
-    if os.geteuid() == 0:
-        prefix = []
-    elif shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0:
-        prefix = ["sudo", "-n"]
-    else:
-        return (
-            f"{CHROMIUM} is missing and this user is neither root nor has passwordless sudo to apt-get install chromium"
-        )
-    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]):
-        result = subprocess.run(prefix + command, capture_output=True, text=True, timeout=1200)
-        if result.returncode != 0:
-            return f"{' '.join(command)} failed: {result.stderr[-500:]}"
-    return None if CHROMIUM.is_file() else f"apt-get installed chromium but {CHROMIUM} does not exist"
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """Headless Chromium (Debian package) under Playwright, for the session."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (test extra)")
-    if not CHROMIUM.is_file():
-        reason = _install_chromium()
-        if reason:
-            pytest.skip(reason)
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True)
-        yield chromium
-        chromium.close()
-
-
-class Visit:
-    """A page that records console errors, page errors, failed requests and any request outside file://."""
-
-    def __init__(self, browser):
-        self.page = browser.new_page(viewport={"width": 1200, "height": 900})
-        self.problems: list[str] = []
-        self.page.on(
-            "console", lambda m: self.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None
-        )
-        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
-        self.page.on("requestfailed", lambda r: self.problems.append(f"failed request: {r.url}"))
-        self.page.route("**/*", self._only_files)
-
-    def _only_files(self, route):
-        if route.request.url.startswith("file://"):
-            route.continue_()
-        else:
-            self.problems.append(f"request outside the site: {route.request.url}")
-            route.abort()
-
-    def open(self, path: Path):
-        self.page.goto(path.as_uri())
-        self.page.wait_for_load_state("load")
-        return self.page
-
-    def close(self):
-        self.page.close()
-
-
-@pytest.fixture
-def visit(browser):
-    visits = []
-
-    def make():
-        visits.append(Visit(browser))
-        return visits[-1]
-
-    yield make
-    for v in visits:
-        v.close()
 
 
 def sites(tiny_run) -> dict[str, Path]:
@@ -285,7 +207,12 @@ def test_miclip_results_show_on_the_pages_of_their_units(tiny_run, visit, tmp_pa
     v = visit()
     page = v.open(out / f"units/mlp/{key}.html")
     descriptions = page.locator("section.table", has_text="MiCLIP descriptions").locator("tbody tr")
-    assert descriptions.all_text_contents() == ["shapes1circle0.61", "words1sun0.42"]
+    # Every seed's descriptions, each with how many seeds describe the unit by that concept.
+    assert descriptions.all_text_contents() == [
+        "shapes01circle0.611 of 2 seeds",
+        "shapes11square0.51 of 2 seeds",
+        "words01sun0.421 of 2 seeds",
+    ]
     localised = page.locator("section.table", has_text="MiCLIP localisation").locator("tbody tr").all_text_contents()
     assert localised == ["circlemiclip1 of 2 seeds010.98scale 0: -0.250"]
     assert v.problems == []

@@ -15,7 +15,7 @@ import skimage
 import yaml
 from PIL import Image
 from snakemake_cli import TINY, planned_jobs, snakemake
-from test_atlas_browser import ARTIFACTS, browser, visit  # noqa: F401 (fixtures)
+from test_atlas_browser import ARTIFACTS
 
 from clipmech.data import datasets
 
