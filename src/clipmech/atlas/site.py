@@ -15,7 +15,6 @@ site that exists is whole; a leftover partial directory of a killed job is remov
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections import Counter
@@ -27,6 +26,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from clipmech.artefacts import file_sha256
 from clipmech.atlas import render
 from clipmech.data import loader
 
@@ -80,10 +80,6 @@ class ArrayThumbnails:
     def thumbnails(self, indices: list[int], size: int):
         for i in indices:
             yield i, thumbnail(self.images_NHW3[i], size)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_site(
@@ -154,7 +150,9 @@ def write_site(
         "units": dict(sorted(Counter(u.kind for u in units).items())),
         "pages": dict(sorted(Counter(u.kind for u in units if u.page).items())),
         "dead": dict(sorted(Counter(u.kind for u in units if u.dead).items())),
-        "files": {p.relative_to(partial).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files},
+        "files": {
+            p.relative_to(partial).as_posix(): {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in files
+        },
     }
     (partial / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     if site.exists():

@@ -15,7 +15,6 @@ local cache, while the model itself never needs them. Work on the vision tower a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 from huggingface_hub.file_download import repo_folder_name
 
 from clipmech import __version__
+from clipmech.artefacts import file_sha256
 from clipmech.checkpoints import is_local_checkpoint
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -259,15 +259,6 @@ def load(spec: ModelSpec, device: str | torch.device = "cpu"):
     tokenizer = load_tokenizer(spec)
     model, preprocess = load_model(spec, device)
     return model, preprocess, tokenizer
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 hex digest of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_id(spec: ModelSpec) -> str:
