@@ -716,6 +716,76 @@ class Config:
             entry["sha256"] = model.sha256
         return entry
 
+    def skipped(self) -> list[str]:
+        """What this config leaves out of the run and how to run it, one line each (the Snakefile logs them).
+
+        Natural-image datasets get only their store and Algorithm 1 (and zero-shot classification), a
+        synthetic dataset without a shift split no monitoring, no patching models or pairs datasets no
+        causal tracing, an unset `cifar10.root` no CIFAR-10 maps,
+        an unset `decomposition.pascal_context.root` no PASCAL Context segmentation; a natural-image
+        dataset in no analysis is only indexed.
+        """
+        plan = self.plan
+        synthetic = {dataset for _, dataset in plan.shapes_analyses}
+        lines = [
+            f"{dataset} is a natural-image dataset: its activation store and Algorithm 1 run, the rest of "
+            "the shapes-paper track and the decomposition (they read objects, masks and attribute captions) "
+            "do not"
+            for dataset in sorted({d for _, d in plan.analyses} - synthetic)
+        ]
+        lines += [
+            f"no dataset of kind shift has base {dataset}: skipping the shift monitoring of {model} on it "
+            "(declare one under datasets to run it)"
+            for model, dataset in plan.decompositions
+            if dataset not in plan.shift_of
+        ]
+        lines += [
+            f"dataset {dataset} ({self.datasets[dataset].kind}) is in no analysis: indexing it only"
+            for dataset in self.indexed_only()
+        ]
+        if not plan.patchings:
+            lines.append(
+                "causal tracing and activation patching do not run: patching.models or patching.datasets is "
+                "empty (it reads minimal pairs: declare a dataset of kind pairs and name it in patching.datasets)"
+            )
+        if self.cifar10.root is None:
+            lines.append(
+                "cifar10.root is not set: skipping the CIFAR-10 t-SNE maps "
+                "(set it to a directory holding cifar-10-batches-py/ to draw them)"
+            )
+        if self.decomposition.pascal_context.root is None and self.decomposition.models:
+            lines.append(
+                "decomposition.pascal_context.root is not set: skipping PASCAL Context-59 segmentation "
+                "(set it to a local VOC2010 directory in mmseg's layout to run it)"
+            )
+        return lines
+
+    def synthetic_data(self, name: str) -> str:
+        """The folder of a synthetic dataset, for rules that read its objects, masks or attribute captions.
+
+        Raises
+        ------
+        ValueError
+            If `name` is a natural-image dataset, with the reason (the DAG is then not built).
+        """
+        kind = self.datasets[name].kind
+        if kind in NATURAL_KINDS:
+            raise ValueError(
+                f"this rule reads a synthetic dataset's objects, masks and attribute captions, but {name} is "
+                f"a natural-image dataset (kind {kind}): only its activation store, Algorithm 1 "
+                "(neuron_selectivity) and zero-shot classification run on it"
+            )
+        return DATA.format(dataset=name)
+
+    def natural_datasets(self) -> list[str]:
+        """The natural-image datasets (kinds imagenet, imagefolder, captions), by kind then name."""
+        return [name for kind in NATURAL_KINDS for name in self.datasets_of_kind(kind)]
+
+    def indexed_only(self) -> list[str]:
+        """The natural-image datasets no analysis and no zero-shot classification reads."""
+        used = set(self.zeroshot.datasets) | set(self.analyses.datasets)
+        return [name for name in self.natural_datasets() if name not in used]
+
 
 # --- Loading --------------------------------------------------------------------------------------------
 

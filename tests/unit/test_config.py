@@ -573,6 +573,27 @@ def test_natural_datasets_get_the_store_and_algorithm_1_only():
     assert {dataset for _, dataset in plan.decompositions} == {"tiny-shapes"}
 
 
+def test_what_a_config_leaves_out_is_said_and_shapes_only_rules_refuse_natural_data():
+    config = natural(tiny())
+    config["analyses"]["datasets"] = ["tiny-shapes", "photos"]
+    config["zeroshot"] = {"datasets": []}
+    loaded = load_config(config)
+    assert loaded.natural_datasets() == ["imnet", "photos", "pairs-text"]
+    assert loaded.indexed_only() == ["imnet", "pairs-text"]
+    skipped = loaded.skipped()
+    assert skipped[0].startswith("photos is a natural-image dataset: its activation store and Algorithm 1 run")
+    assert "dataset imnet (imagenet) is in no analysis: indexing it only" in skipped
+    assert any(line.startswith("cifar10.root is not set") for line in skipped)
+    assert not any(line.startswith("causal tracing") for line in skipped)
+    config["patching"]["datasets"] = []
+    assert any(
+        line.startswith("causal tracing and activation patching do not run") for line in load_config(config).skipped()
+    )
+    assert loaded.synthetic_data("tiny-shapes") == "results/datasets/tiny-shapes/data"
+    with pytest.raises(ValueError, match="but photos is a natural-image dataset \\(kind imagefolder\\)"):
+        loaded.synthetic_data("photos")
+
+
 def test_natural_analyses_checks():
     config = natural(tiny())
     config["zeroshot"] = {"datasets": []}

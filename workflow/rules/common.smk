@@ -5,14 +5,12 @@ from pathlib import Path
 
 from clipmech.checkpoints import is_local_checkpoint
 from clipmech.codehash import code_hash
-from clipmech.config import ACTIVATIONS, ATTNPOOL, CHECKPOINT, DATA, NATURAL_KINDS
+from clipmech.config import ACTIVATIONS, ATTNPOOL, CHECKPOINT, DATA
 
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
 ENV = "../../environment.yml"
 PLAN = CONFIG.plan
-NATURAL_DATASETS = [
-    name for kind in NATURAL_KINDS for name in CONFIG.datasets_of_kind(kind)
-]
+NATURAL_DATASETS = CONFIG.natural_datasets()
 
 
 def script_code(name):
@@ -25,15 +23,10 @@ def sha256_record(path):
     output beside the file its writer makes and as an input of its readers. `path` is a pattern, or an
     input function (then a function giving the records of its files)."""
     if callable(path):
-        return lambda wildcards: records_of(path(wildcards))
+        return lambda wildcards: sha256_record(path(wildcards))
+    if isinstance(path, (list, tuple)):
+        return [f"{file}.sha256" for file in path]
     return f"{path}.sha256"
-
-
-def records_of(files):
-    """The sha256 records of a file or a list of files."""
-    if isinstance(files, (list, tuple)):
-        return [f"{file}.sha256" for file in files]
-    return f"{files}.sha256"
 
 
 def name_pattern(names):
@@ -94,16 +87,8 @@ def dataset_spec(wildcards):
 
 
 def synthetic_data(wildcards):
-    """The folder of a synthetic dataset, for rules that read its objects, masks or attribute captions;
-    a natural-image dataset is refused with the reason when the DAG is built."""
-    kind = CONFIG.datasets[wildcards.dataset].kind
-    if kind in NATURAL_KINDS:
-        raise ValueError(
-            f"this rule reads a synthetic dataset's objects, masks and attribute captions, but "
-            f"{wildcards.dataset} is a natural-image dataset (kind {kind}): only its activation store, "
-            "Algorithm 1 (neuron_selectivity) and zero-shot classification run on it"
-        )
-    return DATA.format(dataset=wildcards.dataset)
+    """The folder of a synthetic dataset; a natural-image one is refused with the reason (Config.synthetic_data)."""
+    return CONFIG.synthetic_data(wildcards.dataset)
 
 
 def dataset_words(wildcards):
@@ -253,19 +238,16 @@ def atlas_inputs(wildcards):
 
 def all_targets():
     """One output of every job no other job always needs, one no rule reads; the rest of the DAG
-    (datasets, trainings, stores, probes, encoders) follows from their inputs."""
+    (datasets, trainings, stores, probes, encoders) follows from their inputs. What the config leaves
+    out is logged (clipmech.config.Config.skipped)."""
+    for line in CONFIG.skipped():
+        logger.info(line)
     synthetic = {dataset for _, dataset in PLAN.shapes_analyses}
     targets = [f"results/datasets/{d}/preview.png" for d in sorted(synthetic)]
     targets += [f"results/models/{model}/loss_curve.png" for model in PLAN.trained]
     for model, dataset in PLAN.analyses:
         if dataset not in synthetic:
             targets.append(f"results/selectivity/{model}/{dataset}/units.tsv")
-    for dataset in sorted({d for _, d in PLAN.analyses} - synthetic):
-        logger.info(
-            f"{dataset} is a natural-image dataset: its activation store and Algorithm 1 run, the rest "
-            "of the shapes-paper track and the decomposition (they read objects, masks and attribute "
-            "captions) do not"
-        )
     for model, dataset in PLAN.shapes_analyses:
         targets += [
             f"results/selectivity/{model}/{dataset}/entropy_by_layer.png",
@@ -285,11 +267,6 @@ def all_targets():
         ]
         if dataset in PLAN.shift_of:
             targets.append(f"{base}/shift_splits.tsv")
-        else:
-            logger.info(
-                f"no dataset of kind shift has base {dataset}: skipping the shift monitoring of "
-                f"{model} on it (declare one under datasets to run it)"
-            )
     for model, dataset in PLAN.patchings:
         base = f"results/patching/{model}/{dataset}"
         targets += [f"{base}/circuit.png", f"{base}/interventions.tsv"]
@@ -305,28 +282,12 @@ def all_targets():
         f"results/zeroshot/{model}/{dataset}/accuracy.tsv"
         for model, dataset in PLAN.zeroshots
     ]
-    for dataset in NATURAL_DATASETS:
-        if dataset not in CONFIG.zeroshot.datasets + CONFIG.analyses.datasets:
-            logger.info(
-                f"dataset {dataset} ({CONFIG.datasets[dataset].kind}) is in no analysis: indexing it only"
-            )
-            targets.append(DATA.format(dataset=dataset))
-    if CONFIG.cifar10.root is None:
-        logger.info(
-            "cifar10.root is not set: skipping the CIFAR-10 t-SNE maps "
-            "(set it to a directory holding cifar-10-batches-py/ to draw them)"
-        )
-    else:
+    targets += [DATA.format(dataset=dataset) for dataset in CONFIG.indexed_only()]
+    if CONFIG.cifar10.root is not None:
         targets += [
             f"results/tsne/{model}/cifar10.tsv" for model in CONFIG.analyses.models
         ]
-    if CONFIG.decomposition.pascal_context.root is None:
-        if CONFIG.decomposition.models:
-            logger.info(
-                "decomposition.pascal_context.root is not set: skipping PASCAL Context-59 "
-                "segmentation (set it to a local VOC2010 directory in mmseg's layout to run it)"
-            )
-    else:
+    if CONFIG.decomposition.pascal_context.root is not None:
         targets += [
             f"results/pascal-context-59/{model}/miou.tsv"
             for model in CONFIG.decomposition.models
