@@ -99,7 +99,7 @@ def _temporary(path: Path) -> str:
     return tmp
 
 
-def write(path: str | Path, write_to: Callable[[BinaryIO], Any], *, rule: str, record: bool = True) -> str:
+def write(path: str | Path, write_to: Callable[[BinaryIO], Any], *, rule: str | None, record: bool = True) -> str:
     """Write a verified artefact: ``write_to(fh)`` fills a temporary binary file, published with its record.
 
     Parameters
@@ -108,8 +108,9 @@ def write(path: str | Path, write_to: Callable[[BinaryIO], Any], *, rule: str, r
         The artefact; its folder is created.
     write_to : callable
         Writes the bytes to the open file it is given (``torch.save(obj, fh)``, ``np.savez(fh, ...)``).
-    rule : str
-        The rule that writes it (recorded, and named by the reader's messages).
+    rule : str or None
+        The rule that writes it (recorded, and named by the reader's messages); None for a file without a
+        record whose writer does not know its rule (a table, :func:`write_text`).
     record : bool
         Write the digest record ``<path>.sha256``; False where the caller records the returned digest
         elsewhere (a CLIP checkpoint's ``metrics.json``, :mod:`clipmech.models.loading`).
@@ -154,7 +155,8 @@ def write(path: str | Path, write_to: Callable[[BinaryIO], Any], *, rule: str, r
         if isinstance(error, (OSError, RuntimeError)) and _is_disk_full(error, path.parent):
             raise OSError(
                 errno.ENOSPC,
-                f"no space left on the device holding {path.parent} while writing {path.name} (rule {rule}): "
+                f"no space left on the device holding {path.parent} while writing {path.name}"
+                f"{'' if rule is None else f' (rule {rule})'}: "
                 "free space on that device (or move the results folder to a larger one), then run the rule again",
             ) from error
         raise
@@ -162,6 +164,14 @@ def write(path: str | Path, write_to: Callable[[BinaryIO], Any], *, rule: str, r
         for leftover in (tmp, record_tmp):
             if leftover is not None:
                 Path(leftover).unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Publish a text file (a table, a JSON record, an HTML page) by rename, so that it is whole or absent.
+
+    UTF-8, no digest record. Raises OSError as :func:`write` (a full disk named, no temporary file left).
+    """
+    write(path, lambda fh: fh.write(text.encode("utf-8")), rule=None, record=False)
 
 
 def read_record(path: str | Path) -> dict:

@@ -158,3 +158,34 @@ def test_a_device_filling_up_mid_write_is_named_by_real_writers(tmp_path, monkey
             artefacts.save_npz(tmp_path / "a.npz", rule="r", x=big)
     assert info.value.errno == errno.ENOSPC
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tables_json_and_figures_are_published_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A table, a JSON record and a PNG whose device fills mid-write: no partial file looks complete."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from clipmech.data import tables
+    from clipmech.figures.style import save_figure
+
+    table = pd.DataFrame({"unit": range(2000), "affinity": np.linspace(0, 1, 2000)})
+    tables.write_table(table, tmp_path / "ok.tsv")
+    assert (tmp_path / "ok.tsv").read_text() == table.to_csv(sep="\t", index=False, float_format="%.6g")
+    (tmp_path / "ok.tsv").unlink()
+
+    def filling_open(path, mode="r", *args, **kwargs):
+        fh = open(path, mode, *args, **kwargs)
+        return _FullFile(fh, 1000) if "b" in mode and "w" in mode else fh
+
+    monkeypatch.setattr(artefacts, "open", filling_open, raising=False)
+    figure = plt.figure()
+    figure.add_subplot().plot(np.random.default_rng(0).standard_normal(500))
+    writes = {
+        "units.tsv": lambda path: tables.write_table(table, path),
+        "metrics.json": lambda path: tables.write_json({"fvu": list(range(500))}, path),
+        "curve.png": lambda path: save_figure(figure, path),
+    }
+    for name, write in writes.items():
+        with pytest.raises(OSError, match=f"no space left on the device holding {tmp_path} while writing {name}:"):
+            write(tmp_path / name)
+    assert list(tmp_path.iterdir()) == []

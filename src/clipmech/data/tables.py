@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from clipmech import artefacts
+
 
 def write_table(table: pd.DataFrame, path: str) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, sep="\t", index=False, float_format="%.6g")
+    """``table`` as a tab-separated file, six significant digits, published whole (artefacts.write_text)."""
+    artefacts.write_text(path, table.to_csv(sep="\t", index=False, float_format="%.6g"))
 
 
 def json_ready(value):
@@ -29,6 +30,6 @@ def json_ready(value):
 
 
 def write_json(record: dict, path: str) -> None:
-    """``record`` as indented JSON (:func:`json_ready`: NaN as null) and a final newline, parents created."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(json_ready(record), indent=2) + "\n")
+    """``record`` as indented JSON (:func:`json_ready`: NaN as null) and a final newline, parents created,
+    published whole (artefacts.write_text)."""
+    artefacts.write_text(path, json.dumps(json_ready(record), indent=2) + "\n")

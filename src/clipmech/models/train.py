@@ -266,8 +266,8 @@ def train_and_save(
         "train": asdict(cfg),
         "checkpoint_sha256": checkpoint_sha256,
     }
-    Path(metrics_path).write_text(json.dumps(record, indent=2) + "\n")
-    with open(losses_path, "w") as fh:
-        fh.write("step\tloss\n")
-        fh.writelines(f"{step}\t{loss:.6f}\n" for step, loss in enumerate(losses))
+    artefacts.write_text(metrics_path, json.dumps(record, indent=2) + "\n")
+    artefacts.write_text(
+        losses_path, "step\tloss\n" + "".join(f"{step}\t{loss:.6f}\n" for step, loss in enumerate(losses))
+    )
     return record

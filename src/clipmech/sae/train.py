@@ -74,6 +74,7 @@ import torch
 from tqdm import tqdm
 
 from clipmech import artefacts
+from clipmech.data import tables
 from clipmech.sae.model import RULE, TopKSAE, non_finite_parameters, save_sae
 from clipmech.sae.streaming import TOKENS, ShuffleStream, SiteTokens, split_images
 from clipmech.stores import activations
@@ -464,8 +465,7 @@ def train_sae(
         "provenance": provenance or {},
     }
     save_sae(sae_path, sae.eval(), meta, rule=RULE)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(log_path, sep="\t", index=False, float_format="%.6g")
+    tables.write_table(table, log_path)
     artefacts.remove(state_path)
     log.info(
         "wrote %s: fvu %.4f, l0 %.2f, dead %.3f",
