@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from clipmech.models.towers import tower
-from clipmech.patching import corruptions, measures, tracing
+from clipmech.patching import corruptions, engine, measures, tracing
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,40 @@ def tower_run(model, tower_name, *, chosen, corruption, pixels, tokenizer, scale
     return run, np.ones(len(chosen), dtype=bool) if tower_name == "visual" else keep
 
 
+def check_kept(baselines: Sequence[tuple[dict, engine.SweepResult]], min_effect: float) -> None:
+    """Refuse a causal tracing in which ``min_effect`` keeps no pair of any corruption and tower.
+
+    Parameters
+    ----------
+    baselines : sequence of (labels, SweepResult)
+        The unpatched runs of every corruption and tower (``labels``: ``corruption``, ``tower``).
+    min_effect : float
+        patching.min_effect, in logits (:func:`clipmech.patching.measures.kept_pairs`).
+
+    Raises
+    ------
+    ValueError
+        If no pair is kept anywhere (every mean would be NaN), naming ``patching.min_effect``, the pairs
+        whose clean run is right and the largest effect m_clean - m_corrupt among them; also when no
+        corruption has a usable pair at all.
+    """
+    if not baselines:
+        raise ValueError("no corruption of patching.corruptions has a usable pair in either tower: nothing to trace")
+    n_kept = sum(int(measures.kept_pairs(base, min_effect).sum()) for _, base in baselines)
+    if n_kept:
+        return
+    right = [base.m_clean_Q - base.m_corrupt_Q for _, base in baselines]
+    effects = np.concatenate([effect[measures.clean_right(base)] for effect, (_, base) in zip(right, baselines)])
+    n_pairs = sum(effect.size for effect in right)
+    largest = f"the largest effect m_clean - m_corrupt among them is {effects.max():.3g} logits" if effects.size else ""
+    raise ValueError(
+        f"patching.min_effect = {min_effect} keeps no pair: of the {n_pairs} pairs over every corruption and tower, "
+        f"{effects.size} have a right clean run and {largest or 'none is kept'}; every recovery, circuit and concept "
+        "table would be NaN. Lower patching.min_effect (a corruption must move the logit difference by at least "
+        "that much), or check the model: a model whose clean runs are wrong has no answer to restore"
+    )
+
+
 def trace_pairs(
     model, tokenizer, pairs: pd.DataFrame, pixels_NCHW: torch.Tensor, *, params: dict, device,
     tables: Sequence[str] = DEFAULT_TABLES,
@@ -155,8 +189,8 @@ def trace_pairs(
     Raises
     ------
     ValueError
-        If the pair table lacks a kind a corruption needs (:func:`pairs_of`), or for a table not in
-        :data:`TABLES`.
+        If the pair table lacks a kind a corruption needs (:func:`pairs_of`), for a table not in
+        :data:`TABLES`, or when ``min_effect`` keeps no pair at all (:func:`check_kept`).
     """
     unknown = [key for key in tables if key not in TABLES]
     if unknown:
@@ -165,53 +199,60 @@ def trace_pairs(
     stds = embedding_stds(model, tokenizer, pairs, pixels_NCHW, device)
     log.info("logit scale %.3f; embedding std: %s", scale, stds)
     frames = {key: [] for key in TABLES}
-    for corruption in params["corruptions"]:
-        chosen = pairs_of(pairs, corruption, params["n_pairs"])
-        for tower_name in ("visual", "text"):
-            run, used = tower_run(
-                model, tower_name, chosen=chosen, corruption=corruption, pixels=pixels_NCHW, tokenizer=tokenizer,
-                scale=scale, params=params, stds=stds, device=device,
-            )  # fmt: skip
-            labels = {"corruption": corruption, "tower": tower_name}
-            if run is None:
-                log.info("%s, %s: no usable pair, skipped", corruption, tower_name)
-                continue
-            base_run = run.baseline()
-            right = measures.clean_right(base_run)
-            keep = run.kept(params["min_effect"])
-            frames["runs"].append(
-                pd.DataFrame(
-                    {
-                        **labels,
-                        "pair_id": chosen["pair_id"].to_numpy()[used],
-                        "m_clean": base_run.m_clean_Q,
-                        "m_corrupt": base_run.m_corrupt_Q,
-                        "clean_right": right,
-                        "kept": keep,
-                    }
-                )
+
+    def tower_runs():
+        """(labels, run, chosen, used) of every corruption and tower with a usable pair, built on demand."""
+        for corruption in params["corruptions"]:
+            chosen = pairs_of(pairs, corruption, params["n_pairs"])
+            for tower_name in ("visual", "text"):
+                run, used = tower_run(
+                    model, tower_name, chosen=chosen, corruption=corruption, pixels=pixels_NCHW,
+                    tokenizer=tokenizer, scale=scale, params=params, stds=stds, device=device,
+                )  # fmt: skip
+                if run is None:
+                    log.info("%s, %s: no usable pair, skipped", corruption, tower_name)
+                    continue
+                yield {"corruption": corruption, "tower": tower_name}, run, chosen, used
+
+    # The baselines first (one unpatched run each), so that a min_effect keeping no pair fails before the sweeps.
+    check_kept([(labels, run.baseline()) for labels, run, _, _ in tower_runs()], params["min_effect"])
+    for labels, run, chosen, used in tower_runs():
+        base_run = run.baseline()
+        right = measures.clean_right(base_run)
+        keep = run.kept(params["min_effect"])
+        frames["runs"].append(
+            pd.DataFrame(
+                {
+                    **labels,
+                    "pair_id": chosen["pair_id"].to_numpy()[used],
+                    "m_clean": base_run.m_clean_Q,
+                    "m_corrupt": base_run.m_corrupt_Q,
+                    "clean_right": right,
+                    "kept": keep,
+                }
             )
-            families = params["families"]["resnet" if run.info.kind == "resnet" else "transformer"]
-            directions = params["directions"]
-            stats = {"min_effect": params["min_effect"], "n_resamples": params["n_bootstrap"], "seed": params["seed"]}
-            recovery, single = tracing.trace(run, families, directions, **stats)
-            frames["recovery"].append(recovery.assign(**labels))
-            circuit = {
-                "threshold": params["circuit"]["threshold"], "n_points": params["circuit"]["n_points"],
-                "n_random": params["circuit"]["n_random"], "mlp": params["circuit"]["mlp"], **stats,
-            }  # fmt: skip
-            curve, summary = tracing.circuit(run, single, view="units", **circuit)
-            frames["circuit"].append(curve.assign(**labels))
-            frames["circuit_summary"].append(summary.assign(**labels))
-            if "circuit_paths" in tables or "circuit_paths_summary" in tables:
-                path_curve, path_summary = tracing.circuit(run, single, view="paths", **circuit)
-                frames["circuit_paths"].append(path_curve.assign(**labels))
-                frames["circuit_paths_summary"].append(path_summary.assign(**labels))
-            log.info(
-                "%s, %s: %d of %d clean runs right, %d pairs kept; greedy circuit needs %s of %d heads and MLPs",
-                corruption, tower_name, int(right.sum()), keep.size, int(keep.sum()),
-                summary.loc[summary["order"] == "greedy", "n_needed"].iloc[0], summary["n_total"].iloc[0],
-            )  # fmt: skip
+        )
+        families = params["families"]["resnet" if run.info.kind == "resnet" else "transformer"]
+        directions = params["directions"]
+        stats = {"min_effect": params["min_effect"], "n_resamples": params["n_bootstrap"], "seed": params["seed"]}
+        recovery, single = tracing.trace(run, families, directions, **stats)
+        frames["recovery"].append(recovery.assign(**labels))
+        circuit = {
+            "threshold": params["circuit"]["threshold"], "n_points": params["circuit"]["n_points"],
+            "n_random": params["circuit"]["n_random"], "mlp": params["circuit"]["mlp"], **stats,
+        }  # fmt: skip
+        curve, summary = tracing.circuit(run, single, view="units", **circuit)
+        frames["circuit"].append(curve.assign(**labels))
+        frames["circuit_summary"].append(summary.assign(**labels))
+        if "circuit_paths" in tables or "circuit_paths_summary" in tables:
+            path_curve, path_summary = tracing.circuit(run, single, view="paths", **circuit)
+            frames["circuit_paths"].append(path_curve.assign(**labels))
+            frames["circuit_paths_summary"].append(path_summary.assign(**labels))
+        log.info(
+            "%s, %s: %d of %d clean runs right, %d pairs kept; greedy circuit needs %s of %d heads and MLPs",
+            labels["corruption"], labels["tower"], int(right.sum()), keep.size, int(keep.sum()),
+            summary.loc[summary["order"] == "greedy", "n_needed"].iloc[0], summary["n_total"].iloc[0],
+        )  # fmt: skip
     front = ["corruption", "tower"]
     out = {}
     for key in (key for key in TABLES if key in tables):
