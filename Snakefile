@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -15,8 +16,13 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-# This workflow's package first (a copy of the workflow runs its own copy of the package).
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+# This workflow's package first (a copy of the workflow runs its own copy of the package), here and in
+# every job: a job imports the code its code hash covers, not a package installed from another checkout.
+PACKAGE_SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, PACKAGE_SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [PACKAGE_SRC, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+)
 
 from clipmech.config import load_config, read_yaml
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from snakemake_cli import ROOT, TINY, planned_jobs
+from snakemake_cli import ROOT, TINY, planned_jobs, snakemake
 
 pytestmark = pytest.mark.integration
 
@@ -284,3 +284,18 @@ def test_atlas_settings_rerun_the_atlases_only(tiny_run, tmp_path):
     )
     assert plan == forcerun_plan(tiny_run, "build_atlas")
     assert plan == {"build_atlas": 2, "all": 1}
+
+
+def test_a_second_checkouts_jobs_import_its_own_package(tmp_path):
+    """A copy of the workflow beside the installed one: its jobs run the copy's package (the code their
+    code hash covers), not the editable install of the first checkout, with no PYTHONPATH set."""
+    snakefile = copy_workflow(tmp_path / "copy")
+    stage = tmp_path / "copy" / "src" / "clipmech" / "stages" / "synthesize_shapes.py"
+    stage.write_text(stage.read_text() + '\n__import__("pathlib").Path("stage_module.txt").write_text(__file__)\n')
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    (tmp_path / "run").mkdir()
+    snakemake(
+        "results/datasets/tiny-shapes/data", "--configfile", TINY, "--cores", "1",
+        workdir=tmp_path / "run", snakefile=snakefile, env=env,
+    )  # fmt: skip
+    assert (tmp_path / "run" / "stage_module.txt").read_text() == str(stage)
