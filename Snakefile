@@ -1,4 +1,3 @@
-import os
 import sys
 from pathlib import Path
 
@@ -18,11 +17,11 @@ if not workflow.overwrite_configfiles:
 
 # This workflow's package first (a copy of the workflow runs its own copy of the package), here and in
 # every job: a job imports the code its code hash covers, not a package installed from another checkout.
-PACKAGE_SRC = str(Path(workflow.basedir) / "src")
-sys.path.insert(0, PACKAGE_SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [PACKAGE_SRC, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-)
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from clipmech.codehash import export_package
+
+export_package()
 
 from clipmech.config import load_config, read_yaml
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import os
 from pathlib import Path
 
 PACKAGE = "clipmech"
@@ -134,3 +135,11 @@ def code_hash(script: str | Path) -> str:
         digest.update(b"\0")
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def export_package() -> None:
+    """Put this package's source folder first on ``PYTHONPATH``, so that the jobs a workflow starts import
+    the package their code hash covers, not one installed from another checkout of the project."""
+    src = str(PACKAGE_DIR.parent)
+    rest = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry and entry != src]
+    os.environ["PYTHONPATH"] = os.pathsep.join([src, *rest])
