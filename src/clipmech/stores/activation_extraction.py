@@ -388,6 +388,9 @@ def extract(
 
     Raises
     ------
+    StoreLockedError
+        If another process is writing the store (:mod:`clipmech.stores.locks`); raised before the model
+        is loaded, and nothing is read, written or deleted.
     FileExistsError
         If ``store`` already exists (a complete store is never overwritten).
     ValueError
@@ -401,80 +404,82 @@ def extract(
         (:func:`clipmech.models.loading.load_tokenizer`); vision sites need no tokenizer.
     """
     store = Path(store)
-    if store.exists():
-        raise FileExistsError(f"activation store {store} already exists; delete it to extract again")
-    unknown = sorted(set(reductions) - set(REDUCTIONS))
-    if unknown:
-        raise ValueError(f"unknown reductions {unknown}; valid reductions are: {', '.join(REDUCTIONS)}")
-    torch_device = loading.resolve_device(device)
-    dataset = datasets.load(dataset_dir)
-    model, preprocess = loading.load_model(spec, torch_device)
-    info = tower(model, "visual")
-    if info.kind == "resnet":
-        raise TypeError(
-            f"activation stores hold transformer MLP outputs; {spec.name} has a ModifiedResNet vision tower "
-            "(use the attention-pool store, clipmech.stores.attnpool)"
-        )
-    plan = plan_sites(model, sites, layers)
-    captions = image_captions(dataset) if plan.needs_text else None
-    # Only text-tower sites need the tokenizer (SigLIP's: Hugging Face files, loading.load_tokenizer).
-    tokenizer = loading.load_tokenizer(spec) if plan.needs_text else None
-    prov = StoreProvenance(
-        **loading.run_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size),
-        layers=plan.layers,
-        reductions=tuple(reductions),
-        save_tokens=bool(save_tokens),
-        sites=plan.sites,
-        code=code,
-    )
-    n_images = dataset.n_images
-    layout = {"n_prefix_tokens": info.n_prefix_tokens, "grid_rows": info.grid[0], "grid_cols": info.grid[1]}
-    # From the model config: a timm trunk (SigLIP's TimmModel) has no `output_dim` as open_clip's own towers do.
-    embed_dim = int(open_clip.get_model_config(spec.architecture)["embed_dim"])
-
-    def text_tokens(first: int, last: int) -> torch.Tensor | None:
-        return tokenizer(captions[first:last]).to(torch_device) if plan.needs_text else None
-
-    with hooked(model, capture=plan.sites) as cache, torch.inference_mode():
-        extras = {}
-        if plan.extras:
-            # One image (and caption) through the model gives each extra site's (T, width).
-            _, _, pixels = next(loader.pixel_batches(dataset, preprocess, batch_size=1))
-            pixels = pixels.to(torch_device)
-            activations_batch(model, cache, plan, pixels, text_tokens(0, 1), (), False, info.n_prefix_tokens)
-            extras = {
-                var: ([resolve(model, site).layer for site in names], *cache[names[0]].shape[1:])
-                for var, names in plan.extras.items()
-            }
-        batch_sites = {
-            **dict.fromkeys((*reductions, "tokens"), plan.mlp_sites),
-            "embedding": "the image embedding",
-            **plan.extras,
-        }
-        start = base.begin_store(
-            store,
-            prov,
-            lambda: store_template(
-                n_images, plan.layers, info.n_tokens, info.width, embed_dim, batch_size, prov, layout, extras
-            ),
-        )
-        batches = loader.pixel_batches(
-            dataset, preprocess, batch_size=batch_size, start=start, workers=workers, device=torch_device
-        )
-        for first, last, pixels in tqdm(
-            batches, desc=f"extract {spec.name}", total=-(-(n_images - start) // batch_size), mininterval=10
-        ):
-            batch = activations_batch(
-                model,
-                cache,
-                plan,
-                pixels.to(torch_device, non_blocking=True),
-                text_tokens(first, last),
-                reductions,
-                save_tokens,
-                info.n_prefix_tokens,
+    # A second writer of the store fails here, before it loads anything or touches a file.
+    with base.writing(store):
+        if store.exists():
+            raise FileExistsError(f"activation store {store} already exists; delete it to extract again")
+        unknown = sorted(set(reductions) - set(REDUCTIONS))
+        if unknown:
+            raise ValueError(f"unknown reductions {unknown}; valid reductions are: {', '.join(REDUCTIONS)}")
+        torch_device = loading.resolve_device(device)
+        dataset = datasets.load(dataset_dir)
+        model, preprocess = loading.load_model(spec, torch_device)
+        info = tower(model, "visual")
+        if info.kind == "resnet":
+            raise TypeError(
+                f"activation stores hold transformer MLP outputs; {spec.name} has a ModifiedResNet vision tower "
+                "(use the attention-pool store, clipmech.stores.attnpool)"
             )
-            base.write_batch(store, batch, first, last, spec.name, batch_sites)
-    base.publish_store(store, "activation store")
+        plan = plan_sites(model, sites, layers)
+        captions = image_captions(dataset) if plan.needs_text else None
+        # Only text-tower sites need the tokenizer (SigLIP's: Hugging Face files, loading.load_tokenizer).
+        tokenizer = loading.load_tokenizer(spec) if plan.needs_text else None
+        prov = StoreProvenance(
+            **loading.run_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size),
+            layers=plan.layers,
+            reductions=tuple(reductions),
+            save_tokens=bool(save_tokens),
+            sites=plan.sites,
+            code=code,
+        )
+        n_images = dataset.n_images
+        layout = {"n_prefix_tokens": info.n_prefix_tokens, "grid_rows": info.grid[0], "grid_cols": info.grid[1]}
+        # From the model config: a timm trunk (SigLIP's TimmModel) has no `output_dim` as open_clip's own towers do.
+        embed_dim = int(open_clip.get_model_config(spec.architecture)["embed_dim"])
+
+        def text_tokens(first: int, last: int) -> torch.Tensor | None:
+            return tokenizer(captions[first:last]).to(torch_device) if plan.needs_text else None
+
+        with hooked(model, capture=plan.sites) as cache, torch.inference_mode():
+            extras = {}
+            if plan.extras:
+                # One image (and caption) through the model gives each extra site's (T, width).
+                _, _, pixels = next(loader.pixel_batches(dataset, preprocess, batch_size=1))
+                pixels = pixels.to(torch_device)
+                activations_batch(model, cache, plan, pixels, text_tokens(0, 1), (), False, info.n_prefix_tokens)
+                extras = {
+                    var: ([resolve(model, site).layer for site in names], *cache[names[0]].shape[1:])
+                    for var, names in plan.extras.items()
+                }
+            batch_sites = {
+                **dict.fromkeys((*reductions, "tokens"), plan.mlp_sites),
+                "embedding": "the image embedding",
+                **plan.extras,
+            }
+            start = base.begin_store(
+                store,
+                prov,
+                lambda: store_template(
+                    n_images, plan.layers, info.n_tokens, info.width, embed_dim, batch_size, prov, layout, extras
+                ),
+            )
+            batches = loader.pixel_batches(
+                dataset, preprocess, batch_size=batch_size, start=start, workers=workers, device=torch_device
+            )
+            for first, last, pixels in tqdm(
+                batches, desc=f"extract {spec.name}", total=-(-(n_images - start) // batch_size), mininterval=10
+            ):
+                batch = activations_batch(
+                    model,
+                    cache,
+                    plan,
+                    pixels.to(torch_device, non_blocking=True),
+                    text_tokens(first, last),
+                    reductions,
+                    save_tokens,
+                    info.n_prefix_tokens,
+                )
+                base.write_batch(store, batch, first, last, spec.name, batch_sites)
+        base.publish_store(store, "activation store")
     log.info("published %s (%d images, sites %s)", store, n_images, ", ".join(plan.sites))
     return store

@@ -161,6 +161,9 @@ def extract_attnpool(
 
     Raises
     ------
+    StoreLockedError
+        If another process is writing the store (:mod:`clipmech.stores.locks`); raised before the model
+        is loaded, and nothing is read, written or deleted.
     FileExistsError
         If ``store`` already exists.
     TypeError
@@ -172,39 +175,41 @@ def extract_attnpool(
         store stays unpublished).
     """
     store = Path(store)
-    if store.exists():
-        raise FileExistsError(f"attention-pool store {store} already exists; delete it to extract again")
-    torch_device = loading.resolve_device(device)
-    dataset = datasets.load(dataset_dir)
-    model, preprocess = loading.load_model(spec, torch_device)
-    info = tower(model, "visual")
-    if not info.has_attnpool:
-        raise TypeError(
-            f"{spec.name} has a {info.kind} image tower without visual.attnpool: attention-pool stores need an "
-            "open_clip ModifiedResNet image tower (RN50, RN101, RN50x4, RN50x16, RN50x64, clipmech-rn-tiny)"
+    # A second writer of the store fails here, before it loads anything or touches a file.
+    with base.writing(store):
+        if store.exists():
+            raise FileExistsError(f"attention-pool store {store} already exists; delete it to extract again")
+        torch_device = loading.resolve_device(device)
+        dataset = datasets.load(dataset_dir)
+        model, preprocess = loading.load_model(spec, torch_device)
+        info = tower(model, "visual")
+        if not info.has_attnpool:
+            raise TypeError(
+                f"{spec.name} has a {info.kind} image tower without visual.attnpool: attention-pool stores need an "
+                "open_clip ModifiedResNet image tower (RN50, RN101, RN50x4, RN50x16, RN50x64, clipmech-rn-tiny)"
+            )
+        weights = pool.attnpool_weights(model.visual.attnpool, dtype=np.float32)
+        prov = AttnPoolProvenance(
+            **loading.run_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size), code=code
         )
-    weights = pool.attnpool_weights(model.visual.attnpool, dtype=np.float32)
-    prov = AttnPoolProvenance(
-        **loading.run_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size), code=code
-    )
-    n_images = dataset.n_images
-    start = base.begin_store(store, prov, lambda: store_template(n_images, batch_size, prov, weights, info.grid))
-    batches = loader.pixel_batches(
-        dataset, preprocess, batch_size=batch_size, start=start, workers=workers, device=torch_device
-    )
-    for first, last, pixels in tqdm(
-        batches, desc=f"attnpool {spec.name}", total=-(-(n_images - start) // batch_size), mininterval=10
-    ):
-        capture = capture_attnpool(model, pixels.to(torch_device, non_blocking=True))
-        batch = xr.Dataset(
-            {
-                "x": (("image", "token", "neuron"), capture.x_NTC.float().cpu().numpy()),
-                "alpha": (("image", "head", "token"), capture.alpha_NHT.float().cpu().numpy()),
-                "y": (("image", "embed"), capture.y_NE.float().cpu().numpy()),
-            }
+        n_images = dataset.n_images
+        start = base.begin_store(store, prov, lambda: store_template(n_images, batch_size, prov, weights, info.grid))
+        batches = loader.pixel_batches(
+            dataset, preprocess, batch_size=batch_size, start=start, workers=workers, device=torch_device
         )
-        base.write_batch(store, batch, first, last, spec.name, POOL_SITES)
-    base.publish_store(store, "attention-pool store")
+        for first, last, pixels in tqdm(
+            batches, desc=f"attnpool {spec.name}", total=-(-(n_images - start) // batch_size), mininterval=10
+        ):
+            capture = capture_attnpool(model, pixels.to(torch_device, non_blocking=True))
+            batch = xr.Dataset(
+                {
+                    "x": (("image", "token", "neuron"), capture.x_NTC.float().cpu().numpy()),
+                    "alpha": (("image", "head", "token"), capture.alpha_NHT.float().cpu().numpy()),
+                    "y": (("image", "embed"), capture.y_NE.float().cpu().numpy()),
+                }
+            )
+            base.write_batch(store, batch, first, last, spec.name, POOL_SITES)
+        base.publish_store(store, "attention-pool store")
     log.info(
         "published %s (%d images, %d tokens, %d neurons, %d heads)",
         store,

@@ -21,6 +21,17 @@ written, even one equal to the fill value, so a chunk file that is missing means
 (reading no data) and refuse a store that lacks one, has another image count than its
 ``images_complete`` attribute, or was written without checksums. A resume trusts the progress
 file only as far as the chunks it claims exist; an unreadable progress file starts afresh.
+
+Position. A chunk's own checksum does not tell where it belongs, so :func:`publish_store` records
+the crc32c of every chunk by its key in the store (:data:`CHUNK_RECORD`, read from the four last
+bytes of each file), and the reader of :func:`open_published` checks each chunk it reads against
+the record of its key: a chunk file copied over another fails, naming the file and the chunk it
+holds. A store without the record (published by an older clipmech) is refused on open.
+
+One writer. A store is written under an exclusive lock on ``<store>.lock``
+(:mod:`clipmech.stores.locks`), taken by :func:`begin_store` (or the extraction, earlier) and
+released by :func:`publish_store`: a second writer fails at once, before it reads, writes or
+deletes anything.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ import logging
 import os
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -42,14 +53,28 @@ import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.storage import LocalStore, WrapperStore
 
+# The writer lock, re-exported: stores are written through this module.
+from clipmech.stores.locks import StoreLockedError, lock_path, lock_store, unlock_store, writing  # noqa: F401
+
 log = logging.getLogger(__name__)
 
 #: The bytes-to-bytes codecs of every array: zarr's default zstd, then a crc32c checksum of each chunk.
 COMPRESSORS = (ZstdCodec(level=0, checksum=False), Crc32cCodec())
 
 
+#: The file in a published store recording the crc32c of every chunk by its key (``<array>/c/<i>/<j>``).
+CHUNK_RECORD = "chunks.json"
+
+#: Zarr warns of files in a store that are not part of its hierarchy: Snakemake's timestamp, the chunk record.
+_FOREIGN_FILES = f".*(snakemake_timestamp|{CHUNK_RECORD.replace('.', '[.]')}).*"
+
+#: The rule that writes each kind of store, for the messages that ask to rerun it.
+_RULES = {"activation store": "extract_activations", "attention-pool store": "extract_attnpool"}
+
+
 class StoreIntegrityError(RuntimeError):
-    """A store that lacks chunks, holds another image count than it claims, or has no checksums."""
+    """A store that lacks chunks, holds another image count than it claims, has no checksums, or holds a
+    chunk at another position than the one it was written at."""
 
 
 class ProvenanceAttrs:
@@ -92,19 +117,83 @@ def progress_path(store: str | Path) -> Path:
     return store.with_name(store.name + ".progress.json")
 
 
+def _chunk_keys(path: Path) -> Iterator[str]:
+    """The key of every chunk of every array of a store (``mean/c/0/1/0``), from its metadata."""
+    for name, array in _arrays(path):
+        for coords in itertools.product(*(range(n) for n in array.cdata_shape)):
+            yield f"{name}/{array.metadata.encode_chunk_key(coords)}"
+
+
+def _record_chunks(path: Path) -> None:
+    """Write :data:`CHUNK_RECORD` into a store: the crc32c of each chunk file by its key.
+
+    The crc32c is the one :class:`zarr.codecs.Crc32cCodec` stores as each file's four last bytes, so
+    only those are read: a chunk copied over another keeps its own crc32c and no longer matches the
+    record of its position.
+    """
+    record = {}
+    for key in _chunk_keys(path):
+        with open(path / key, "rb") as file:
+            file.seek(-4, os.SEEK_END)
+            record[key] = int.from_bytes(file.read(4), "little")
+    tmp = path / (CHUNK_RECORD + ".tmp")
+    tmp.write_text(json.dumps({"crc32c": record}))
+    os.replace(tmp, path / CHUNK_RECORD)
+
+
+def _read_chunk_record(store: Path, kind: str) -> dict[str, int]:
+    """The chunk record of a published store, checked to name every chunk of it exactly once."""
+    rerun = f"delete it and extract it again (rule {_RULES.get(kind, 'that writes it')})"
+    try:
+        record = json.loads((store / CHUNK_RECORD).read_text())["crc32c"]
+    except FileNotFoundError:
+        raise StoreIntegrityError(
+            f"{kind} {store} has no {CHUNK_RECORD}: published by an older clipmech, its chunks cannot be "
+            f"bound to their positions; {rerun}"
+        ) from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise StoreIntegrityError(f"{kind} {store}: {CHUNK_RECORD} is unreadable ({error}); {rerun}") from None
+    expected = set(_chunk_keys(store))
+    if not isinstance(record, dict) or set(record) != expected:
+        raise StoreIntegrityError(f"{kind} {store}: {CHUNK_RECORD} does not list exactly the store's chunks; {rerun}")
+    return record
+
+
 class _VerifiedStore(WrapperStore):
     """A read-only local store that checks the crc32c of every chunk it reads, so that the error of a
-    corrupt chunk names its file (zarr's codec checks it again, without naming it)."""
+    corrupt chunk names its file (zarr's codec checks it again, without naming it), and checks that
+    crc32c against the one recorded for the chunk's key when the store was published
+    (:data:`CHUNK_RECORD`), so that a chunk file copied over another fails too."""
+
+    def __init__(self, store, record: dict[str, int]):
+        super().__init__(store)
+        self._record = record
+        self._keys_by_crc: dict[int, list[str]] | None = None
+
+    def _with_store(self, store):
+        return type(self)(store, self._record)
 
     async def get(self, key, prototype, byte_range=None):
         buffer = await self._store.get(key, prototype, byte_range)
         if buffer is None or byte_range is not None or key.rsplit("/", 1)[-1] == "zarr.json":
             return buffer
         data = buffer.as_numpy_array()
-        if google_crc32c.value(data[:-4].tobytes()) != int.from_bytes(data[-4:].tobytes(), "little"):
+        file = Path(self._store.root) / key
+        crc = int.from_bytes(data[-4:].tobytes(), "little")
+        if google_crc32c.value(data[:-4].tobytes()) != crc:
             raise StoreIntegrityError(
-                f"chunk file {Path(self._store.root) / key} fails its crc32c checksum: the store is corrupt; "
-                "delete it and extract it again"
+                f"chunk file {file} fails its crc32c checksum: the store is corrupt; delete it and extract it again"
+            )
+        if self._record.get(key) != crc:
+            if self._keys_by_crc is None:  # built once, on the first misplaced chunk
+                self._keys_by_crc = {}
+                for other, value in self._record.items():
+                    self._keys_by_crc.setdefault(value, []).append(other)
+            origin = [other for other in self._keys_by_crc.get(crc, []) if other != key]
+            holds = f"the chunk written at {' or '.join(origin)}" if origin else "a chunk written at another position"
+            raise StoreIntegrityError(
+                f"chunk file {file} holds {holds}, not the chunk written at {key} (its crc32c differs from the one "
+                f"recorded in {CHUNK_RECORD}): the store is corrupt; delete it and extract it again"
             )
         return buffer
 
@@ -125,13 +214,13 @@ def _images_complete(progress: Path) -> int | None:
 def _open_group(path: Path, mode: str = "r") -> zarr.Group:
     with warnings.catch_warnings():
         # Snakemake leaves a timestamp file in directory outputs; zarr notes it is not an array.
-        warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
+        warnings.filterwarnings("ignore", message=_FOREIGN_FILES)
         return zarr.open_group(path, mode=mode, zarr_format=3)
 
 
 def _arrays(path: Path) -> list[tuple[str, zarr.Array]]:
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
+        warnings.filterwarnings("ignore", message=_FOREIGN_FILES)
         return list(_open_group(path).arrays())
 
 
@@ -269,28 +358,38 @@ def _write_progress(progress: Path, n_complete: int) -> None:
 def begin_store(store: str | Path, prov: ProvenanceAttrs, template: Callable[[], xr.Dataset]) -> int:
     """Start or resume writing ``<store>.partial``; the first image still to write.
 
-    A partial store whose attributes hold the same provenance resumes after its last complete
-    batch; anything else (no progress file, unreadable store, other provenance) is deleted and
-    the store started afresh from ``template()`` (a lazy Dataset of the full shape and chunking,
-    whose metadata and coordinates ``to_zarr(compute=False)`` writes).
+    First takes the store's writer lock (:func:`lock_store`), held until :func:`publish_store` (or the
+    end of :func:`writing`, or of the process), so that a second writer fails before it reads,
+    writes or deletes anything. A partial store whose attributes hold the same provenance resumes
+    after its last complete batch; anything else (no progress file, unreadable store, other
+    provenance) is deleted and the store started afresh from ``template()`` (a lazy Dataset of the
+    full shape and chunking, whose metadata and coordinates ``to_zarr(compute=False)`` writes).
 
     Raises
     ------
+    StoreLockedError
+        If another process is writing the store (it holds the lock); nothing is touched.
     FileExistsError
-        If ``store`` already exists (a complete store is never overwritten).
+        If ``store`` already exists (a complete store is never overwritten); nothing is touched.
     """
     store = Path(store)
-    if store.exists():
-        raise FileExistsError(f"store {store} already exists; delete it to extract again")
-    partial, progress = partial_path(store), progress_path(store)
-    start = _read_progress(partial, progress, prov)
-    if start < 0:
-        shutil.rmtree(partial, ignore_errors=True)
-        ds = template()
-        encoding = {name: {"compressors": COMPRESSORS} for name in ds.variables}
-        ds.to_zarr(partial, compute=False, mode="w", consolidated=False, encoding=encoding, write_empty_chunks=True)
-        _write_progress(progress, 0)
-        return 0
+    taken = lock_store(store)
+    try:
+        if store.exists():
+            raise FileExistsError(f"store {store} already exists; delete it to extract again")
+        partial, progress = partial_path(store), progress_path(store)
+        start = _read_progress(partial, progress, prov)
+        if start < 0:
+            shutil.rmtree(partial, ignore_errors=True)
+            ds = template()
+            encoding = {name: {"compressors": COMPRESSORS} for name in ds.variables}
+            ds.to_zarr(partial, compute=False, mode="w", consolidated=False, encoding=encoding, write_empty_chunks=True)
+            _write_progress(progress, 0)
+            return 0
+    except BaseException:
+        if taken:
+            unlock_store(store)
+        raise
     if start:
         log.info("resuming %s after %d images", partial, start)
     return start
@@ -351,7 +450,11 @@ def write_batch(store: str | Path, batch: xr.Dataset, first: int, last: int, mod
 
 
 def publish_store(store: str | Path, kind: str) -> Path:
-    """Check a finished partial store and publish it by a rename, so a store that exists is complete.
+    """Check a finished partial store, record its chunks and publish it by a rename, so a store that
+    exists is complete; then release the writer lock (:func:`begin_store`).
+
+    The record (:data:`CHUNK_RECORD`, in the store) holds the crc32c of every chunk by its key, so
+    that reading a chunk file copied over another fails (:func:`open_published`).
 
     Parameters
     ----------
@@ -361,24 +464,34 @@ def publish_store(store: str | Path, kind: str) -> Path:
 
     Raises
     ------
+    StoreLockedError
+        If another process is writing the store.
     StoreIntegrityError
         If the progress file does not record every image complete, or a chunk file is missing (:func:`check_store`).
     """
     store = Path(store)
     partial, progress = partial_path(store), progress_path(store)
-    group = _open_group(partial, mode="r+")
-    n_images = group["image"].shape[0]
-    n_complete = _images_complete(progress)
-    if n_complete != n_images:
-        raise StoreIntegrityError(
-            f"progress file {progress} records {n_complete} of {n_images} images complete; {partial} is not published"
-        )
-    check_store(partial, f"partial {kind}", n_images)
-    group.attrs["images_complete"] = n_images
-    # Without the progress file a leftover partial store restarts from scratch, so dropping it
-    # before the rename never lets an incomplete store pass for a complete one.
-    progress.unlink()
-    os.replace(partial, store)
+    taken = lock_store(store)
+    try:
+        group = _open_group(partial, mode="r+")
+        n_images = group["image"].shape[0]
+        n_complete = _images_complete(progress)
+        if n_complete != n_images:
+            raise StoreIntegrityError(
+                f"progress file {progress} records {n_complete} of {n_images} images complete; {partial} is not published"
+            )
+        check_store(partial, f"partial {kind}", n_images)
+        _record_chunks(partial)
+        group.attrs["images_complete"] = n_images
+        # Without the progress file a leftover partial store restarts from scratch, so dropping it
+        # before the rename never lets an incomplete store pass for a complete one.
+        progress.unlink()
+        os.replace(partial, store)
+    except BaseException:
+        if taken:
+            unlock_store(store)
+        raise
+    unlock_store(store)
     return store
 
 
@@ -395,7 +508,10 @@ def open_published(store: str | Path, kind: str) -> xr.Dataset:
     Returns
     -------
     xarray.Dataset
-        Lazy; reading a chunk whose crc32c checksum fails raises :class:`StoreIntegrityError` naming its file.
+        Lazy; reading a chunk whose crc32c checksum fails, or whose file holds another chunk than the
+        one written at its position (a chunk file copied over another: its crc32c differs from the one
+        :data:`CHUNK_RECORD` records for its key), raises :class:`StoreIntegrityError` naming the file
+        and, when its crc32c is recorded for another key, that chunk.
 
     Raises
     ------
@@ -403,7 +519,8 @@ def open_published(store: str | Path, kind: str) -> xr.Dataset:
         If the store does not exist; the message says whether a partial store is waiting to resume.
     StoreIntegrityError
         If the store records no ``images_complete`` or another image count, lacks a chunk file or
-        has no checksums (:func:`check_store`).
+        has no checksums (:func:`check_store`), or has no :data:`CHUNK_RECORD` listing every chunk
+        (a store published by an older clipmech: the message names the rule to rerun).
     """
     store = Path(store)
     if not store.exists():
@@ -417,6 +534,7 @@ def open_published(store: str | Path, kind: str) -> xr.Dataset:
             "delete it and extract it again"
         )
     check_store(store, kind, n_complete)
+    record = _read_chunk_record(store, kind)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
-        return xr.open_zarr(_VerifiedStore(LocalStore(store, read_only=True)), consolidated=False)
+        warnings.filterwarnings("ignore", message=_FOREIGN_FILES)
+        return xr.open_zarr(_VerifiedStore(LocalStore(store, read_only=True), record), consolidated=False)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +17,7 @@ import zarr
 from toys import die_on_region_write, record_region_writes
 
 from clipmech.models.loading import ModelSpec
-from clipmech.stores import activation_extraction, activations, attnpool_extraction, base
+from clipmech.stores import activation_extraction, activations, attnpool_extraction, base, locks
 from clipmech.stores import attnpool as pool_store
 
 RANDOM = ModelSpec("rand", "clipmech-vit-tiny", None)
@@ -154,3 +158,96 @@ def test_publish_refuses_a_short_progress(tmp_path, tiny_dataset, monkeypatch):
     with pytest.raises(base.StoreIntegrityError, match=r"records 6 of 10 images complete; .*s\.zarr\.partial"):
         base.publish_store(target, "activation store")
     assert not target.exists()
+
+
+def test_chunk_copied_over_another_fails_on_read_naming_both(tmp_path, tiny_dataset):
+    store = extract(tmp_path / "s.zarr", tiny_dataset)
+    # Images 3-5 of layer 0 copied over images 0-2: each file passes its own crc32c.
+    (store / "mean/c/0/0/0").write_bytes((store / "mean/c/1/0/0").read_bytes())
+    ds = activations.open_store(store)
+    assert np.isfinite(ds["mean"][3:6].values).all()  # the chunks left in place read
+    with pytest.raises(
+        base.StoreIntegrityError,
+        match=r"chunk file .*s\.zarr/mean/c/0/0/0 holds the chunk written at mean/c/1/0/0, not the chunk written at "
+        r"mean/c/0/0/0",
+    ):
+        ds["mean"].values
+
+
+def test_store_without_chunk_record_is_refused_naming_the_rule(tmp_path, tiny_dataset):
+    store = extract(tmp_path / "s.zarr", tiny_dataset)
+    (store / base.CHUNK_RECORD).unlink()  # as published before chunks were bound to their keys
+    with pytest.raises(base.StoreIntegrityError, match=r"has no chunks\.json: .*rule extract_activations"):
+        activations.open_store(store)
+
+
+@pytest.fixture
+def other_writer(tmp_path):
+    """Lock ``tmp_path / "s.zarr"`` from another process as a live writer does; yields its pid."""
+    lock = base.lock_path(tmp_path / "s.zarr")
+    script = (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "os.write(fd, str(os.getpid()).encode())\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "locked"
+        yield process.pid
+    finally:
+        process.kill()
+        process.wait()
+
+
+def files(path):
+    return {file: file.read_bytes() for file in sorted(path.parent.rglob("*")) if file.is_file()}
+
+
+def test_second_writer_fails_at_once_and_touches_nothing(tmp_path, tiny_dataset, monkeypatch, request):
+    target = tmp_path / "s.zarr"
+    killed(target, tiny_dataset, monkeypatch, 3)  # a partial store of 6 images, as the first writer left it
+    assert not base.lock_path(target).exists()  # released by the killed extraction
+    pid = request.getfixturevalue("other_writer")  # the first writer, alive again
+    before = {file: data for file, data in files(target).items() if file != base.lock_path(target)}
+    message = rf"s\.zarr is being written by another process \(pid {pid}\); wait for it or kill it"
+    other = dataclasses.replace(
+        activation_extraction.StoreProvenance.from_attrs(
+            xr.open_zarr(base.partial_path(target), consolidated=False).attrs
+        ),
+        code="other",
+    )
+    with pytest.raises(base.StoreLockedError, match=message):  # another provenance would start afresh
+        base.begin_store(target, other, lambda: pytest.fail("the template of a fresh start was asked for"))
+    with pytest.raises(base.StoreLockedError, match=message):  # fails before it loads the model
+        extract(target, tiny_dataset, code="other")
+    with pytest.raises(base.StoreLockedError, match=message):
+        base.publish_store(target, "activation store")
+    after = {file: data for file, data in files(target).items() if file != base.lock_path(target)}
+    assert after == before
+    assert base.lock_path(target).read_text() == str(pid)
+
+
+def test_second_writer_of_a_published_store_touches_nothing(tmp_path, tiny_dataset, request):
+    store = extract(tmp_path / "s.zarr", tiny_dataset)
+    assert not base.lock_path(store).exists()  # released and removed on publication
+    before = files(store)
+    request.getfixturevalue("other_writer")
+    with pytest.raises(base.StoreLockedError, match="is being written by another process"):
+        extract(store, tiny_dataset)
+    assert {file: data for file, data in files(store).items() if file != base.lock_path(store)} == before
+    assert activations.open_store(store)["mean"].shape[0] == 10
+
+
+def test_lock_is_per_process_and_removed_on_release(tmp_path):
+    store = tmp_path / "s.zarr"
+    assert base.lock_store(store) and not base.lock_store(store)  # per process: taken once
+    assert locks.writer_pid(store) == str(os.getpid())
+    base.unlock_store(store)
+    assert not base.lock_path(store).exists()
+    assert locks.writer_pid(store) is None
+    with base.writing(store):
+        assert base.lock_path(store).read_text().strip() == str(os.getpid())
+    assert not base.lock_path(store).exists()
