@@ -228,8 +228,9 @@ def test_comments_and_docstrings_rerun_nothing(tiny_run, tmp_path):
 
 
 def test_model_config_edit_reruns_that_models_jobs(tiny_run, tmp_path):
-    """The open_clip model configs are package data the rules read: editing one (here quick_gelu)
-    reruns the rules that load models, from the training on."""
+    """The open_clip model configs are package data the rules read, hashed per model (their `model_config`
+    param, clipmech.codehash.model_config_sha256): editing the ViT's (here quick_gelu) reruns the ViT's
+    training and what reads its checkpoint, not the ResNet's jobs or the datasets."""
     snakefile = copy_workflow(tmp_path / "copy")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "copy" / "src")}
     path = tmp_path / "copy" / "src" / "clipmech" / "models" / "model_configs" / "clipmech-vit-tiny.json"
@@ -237,8 +238,11 @@ def test_model_config_edit_reruns_that_models_jobs(tiny_run, tmp_path):
     config["quick_gelu"] = not config.get("quick_gelu", False)
     path.write_text(json.dumps(config, indent=2))
     plan = planned_jobs("--configfile", TINY, workdir=tiny_run, snakefile=snakefile, env=env)
-    assert {"train_clip", "extract_activations"} <= plan.keys()
+    assert {"train_clip", "extract_activations"} <= plan.keys() and plan["train_clip"] == 1
     assert not plan.keys() & {"synthesize_shapes", "synthesize_shift", "plot_dataset"}
+    assert plan == planned_jobs(
+        "--configfile", TINY, "--forcerun", "results/models/tiny-vit/checkpoint.pt", workdir=tiny_run
+    )
 
 
 def test_patching_pairs_rerun_patching_only(tiny_run, tmp_path):

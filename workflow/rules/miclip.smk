@@ -17,6 +17,7 @@ rule embed_miclip_concepts:
         runtime=60,
     params:
         model=model_params,
+        model_config=model_config,
         n_words=CONFIG.miclip.n_words,
         device=CONFIG.extraction.device,
         code=script_code("embed_miclip_concepts.py"),
@@ -47,7 +48,9 @@ rule probe_miclip:
         runtime=60,
     params:
         model=model_params,
+        model_config=model_config,
         reference=miclip_reference,
+        reference_config=miclip_reference_config,
         holdout=CONFIG.miclip.holdout,
         seed=CONFIG.seed,
         batch_size=CONFIG.miclip.batch_size_eval,
@@ -174,6 +177,7 @@ rule evaluate_miclip:
         runtime=120,
     params:
         model=model_params,
+        model_config=model_config,
         evaluation={
             **CONFIG.miclip.pick(
                 "seeds", "tau", "interventions", "clip_dissect", "netdissect"

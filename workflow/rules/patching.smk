@@ -48,6 +48,7 @@ rule patch_components:
         runtime=240,
     params:
         model=model_params,
+        model_config=model_config,
         # Without what only the DAG or the concept rules use; with the run's seed.
         patching={
             **CONFIG.patching.params("models", "datasets", "concepts"),
@@ -130,6 +131,7 @@ rule concept_auroc:
         runtime=60,
     params:
         model=model_params,
+        model_config=model_config,
         concepts=CONFIG.patching.concepts.params(),
         device=CONFIG.extraction.device,
         label=pair_label,
@@ -169,6 +171,7 @@ rule intervene_concepts:
         runtime=60,
     params:
         model=model_params,
+        model_config=model_config,
         concepts=CONFIG.patching.concepts.params(),
         seed=CONFIG.seed,
         device=CONFIG.extraction.device,

@@ -106,6 +106,7 @@ rule evaluate_sae:
         runtime=120,
     params:
         model=model_params,
+        model_config=model_config,
         evaluation=CONFIG.sae.evaluate.params(),
         seed=CONFIG.seed,
         device=CONFIG.extraction.device,
