@@ -152,3 +152,36 @@ def test_every_rule_that_loads_a_model_passes_its_config_hash():
                 assert "model_config=model_config," in block, f"rule {name} ({smk.name}) lacks model_config"
             if "reference=miclip_reference," in block:
                 assert "reference_config=miclip_reference_config," in block, f"rule {name} lacks reference_config"
+
+
+#: Compute scripts that still draw their figures themselves (to move into plot rules, issue 22 item 4).
+DRAWS_ITS_FIGURES = {
+    "ablate_components.py",
+    "binding_benchmark.py",
+    "decompose_attnpool.py",
+    "decompose_text.py",
+    "find_registers.py",
+    "gradcam_binding.py",
+    "monitor_shift.py",
+    "segment_shapes.py",
+    "superposition_separability.py",
+    "tsne_cifar10.py",
+    "tsne_shapes.py",
+}
+
+
+def test_compute_rules_do_not_hash_figure_code():
+    """A computation writes tables and a plot rule (a `plot_*.py` script) draws them, so editing a figure
+    module reruns only the plot rules, not the computation."""
+    scripts = codehash.PACKAGE_DIR.parents[1] / "workflow" / "scripts"
+    compute = [path for path in sorted(scripts.glob("*.py")) if not path.name.startswith("plot_")]
+    assert compute
+    drawing = {
+        path.name
+        for path in compute
+        if any(
+            module.relative_to(codehash.PACKAGE_DIR).parts[0] == "figures" for module in codehash.module_closure(path)
+        )
+    }
+    assert drawing <= DRAWS_ITS_FIGURES, f"compute scripts importing clipmech.figures: {sorted(drawing)}"
+    assert DRAWS_ITS_FIGURES <= {path.name for path in compute}

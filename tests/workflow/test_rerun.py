@@ -143,6 +143,26 @@ def edit_function(module: Path, function: str) -> None:
             {*UPSTREAM, "synthesize_pairs", "plot_training", "neuron_selectivity", "decompose_attnpool"},
         ),
         ("figures/tracing.py", "circuit_curves", "plot_patching", {*UPSTREAM, "synthesize_pairs", "patch_components"}),
+        # Figures of the MiCLIP, concept and SAE evaluations are drawn by plot rules: editing one reruns the
+        # plot rule only, not the training or evaluation whose tables it draws.
+        (
+            "figures/miclip.py",
+            "delta_bars",
+            ("plot_miclip_training", "plot_miclip"),
+            {*UPSTREAM, "probe_miclip", "train_miclip", "evaluate_miclip", "build_atlas"},
+        ),
+        (
+            "figures/patching.py",
+            "auroc_by_layer",
+            "plot_concepts",
+            {*UPSTREAM, "synthesize_pairs", "concept_auroc", "intervene_concepts", "build_atlas"},
+        ),
+        (
+            "figures/sae_eval.py",
+            "firing_histogram",
+            "plot_sae_evaluation",
+            {*UPSTREAM, "train_sae", "evaluate_sae", "evaluate_miclip", "build_atlas"},
+        ),
         # The SAE model reruns the SAE training and its figure, and MiCLIP's evaluations and the atlases
         # (they load SAEs), not the activation store it reads or the models.
         (
@@ -268,7 +288,16 @@ def test_sae_k_reruns_the_sae_only(tiny_run, tmp_path):
     plan = planned_jobs("--configfile", changed_config(tmp_path, "sae", None, "k", k + 1), workdir=tiny_run)
     assert plan == forcerun_plan(tiny_run, "train_sae")
     # ... and what reads the SAE: its MiCLIP unit set and the atlas.
-    assert plan.keys() == {"train_sae", "plot_sae_training", "evaluate_sae", "evaluate_miclip", "build_atlas", "all"}
+    assert plan.keys() == {
+        "train_sae",
+        "plot_sae_training",
+        "evaluate_sae",
+        "plot_sae_evaluation",
+        "evaluate_miclip",
+        "plot_miclip",
+        "build_atlas",
+        "all",
+    }
 
 
 def test_miclip_steps_rerun_the_miclip_family_only(tiny_run, tmp_path):
@@ -277,8 +306,16 @@ def test_miclip_steps_rerun_the_miclip_family_only(tiny_run, tmp_path):
     steps = yaml.safe_load(TINY.read_text())["miclip"]["steps"]
     plan = planned_jobs("--configfile", changed_config(tmp_path, "miclip", None, "steps", steps + 1), workdir=tiny_run)
     assert plan == forcerun_plan(tiny_run, "train_miclip")
-    assert plan.keys() == {"train_miclip", "evaluate_miclip", "build_atlas", "all"}
+    assert plan.keys() == {
+        "train_miclip",
+        "plot_miclip_training",
+        "evaluate_miclip",
+        "plot_miclip",
+        "build_atlas",
+        "all",
+    }
     assert plan["train_miclip"] == 3 and plan["evaluate_miclip"] == 3  # three sites, three unit sets
+    assert plan["plot_miclip_training"] == 3 and plan["plot_miclip"] == 3
 
 
 def test_atlas_settings_rerun_the_atlases_only(tiny_run, tmp_path):

@@ -273,14 +273,14 @@ def all_targets():
             targets.append(f"{base}/shift_splits.tsv")
     for model, dataset in PLAN.patchings:
         base = f"results/patching/{model}/{dataset}"
-        targets += [f"{base}/circuit.png", f"{base}/interventions.tsv"]
+        targets += [f"{base}/{n}.png" for n in ("circuit", "auroc", "interventions")]
     for model, site in PLAN.saes:
-        targets += [
-            f"results/sae/{model}/{site}/{name}"
-            for name in ("training.png", "metrics.json")
-        ]
+        base = f"results/sae/{model}/{site}"
+        targets += [f"{base}/{n}.png" for n in ("training", "histogram", "top_images")]
     for model, site, kind in PLAN.miclip_units:
-        targets.append(f"results/miclip/{model}/{site}/{kind}/delta_acc.tsv")
+        targets.append(f"results/miclip/{model}/{site}/training.png")
+        base = f"results/miclip/{model}/{site}/{kind}"
+        targets += [f"{base}/{n}.png" for n in ("delta_acc", "descriptions")]
     targets += [f"results/atlas/{model}.tsv" for model in PLAN.atlas_models]
     targets += [
         f"results/zeroshot/{model}/{dataset}/accuracy.tsv"
@@ -296,4 +296,4 @@ def all_targets():
             f"results/pascal-context-59/{model}/miou.tsv"
             for model in CONFIG.decomposition.models
         ]
-    return targets
+    return list(dict.fromkeys(targets))  # a site's MiCLIP training once
