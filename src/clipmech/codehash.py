@@ -4,9 +4,13 @@ Snakemake's ``code`` rerun trigger sees only a rule's script file, not the packa
 rule therefore passes ``params: code=code_hash(script)``: the sha256 over the code of every
 ``clipmech`` module the script imports, followed transitively through the package's own imports
 (read with ``ast``, nothing is executed), and over the package data those modules' subpackages ship
-(the open_clip model configs in ``models/model_configs/``). Editing a function a rule uses changes that
-rule's params, and Snakemake's ``params`` trigger reruns it and what depends on it; rules that do not
-import the edited module keep their outputs.
+on purpose (the atlas's stylesheet and script: :data:`DATA_SUFFIXES`; editor and backup files do not
+count). Editing a function a rule uses changes that rule's params, and Snakemake's ``params`` trigger
+reruns it and what depends on it; rules that do not import the edited module keep their outputs.
+
+The open_clip configs of clipmech's own models (``models/model_configs/*.json``) are not part of any code
+hash: each belongs to one architecture, so a rule that loads a model passes that model's config hash
+instead (:func:`model_config_sha256`), and editing one config reruns that model's jobs only.
 
 What is hashed is the parsed code, not the text: :func:`code_digest` drops comments, docstrings and
 formatting, so editing a comment or a docstring reruns nothing. (The dump of the syntax tree can differ
@@ -24,6 +28,11 @@ from pathlib import Path
 
 PACKAGE = "clipmech"
 PACKAGE_DIR = Path(__file__).resolve().parent
+#: The package data a subpackage ships on purpose (pyproject.toml's package-data): anything else in its
+#: folders (editor swap and backup files, caches) is not hashed.
+DATA_SUFFIXES = frozenset({".json", ".css", ".js"})
+#: clipmech's open_clip model configs, relative to the package: hashed per model, not per rule.
+MODEL_CONFIGS = Path("models") / "model_configs"
 
 
 def _module_file(name: str) -> Path | None:
@@ -103,20 +112,41 @@ def code_digest(source: str) -> bytes:
     return ast.dump(_strip_docstrings(ast.parse(source)), include_attributes=False).encode()
 
 
+def _is_package_data(path: Path, directory: Path) -> bool:
+    """Whether a file below a subpackage's folder is data it ships: an allowed suffix, no hidden part,
+    not a model config (those are hashed per model)."""
+    relative = path.relative_to(directory)
+    return (
+        path.is_file()
+        and path.suffix in DATA_SUFFIXES
+        and not any(part.startswith(".") or part == "__pycache__" for part in relative.parts)
+        and not path.is_relative_to(PACKAGE_DIR / MODEL_CONFIGS)
+    )
+
+
 def package_data(modules: list[Path]) -> list[Path]:
-    """The data files (anything but Python sources and caches) of the subpackages the modules belong to.
+    """The data files the subpackages of the modules ship (:data:`DATA_SUFFIXES`: ``atlas/assets/*``).
 
     The package root's own directory is not a subpackage here: only the directories below it that hold
-    a module of ``modules`` count, searched recursively (``models/model_configs/*.json``).
+    a module of ``modules`` count, searched recursively. Hidden files, editor backups (``*~``, ``*.swp``),
+    caches and clipmech's model configs (:func:`model_config_sha256`) are left out.
     """
     directories = {path.parent for path in modules if path.parent != PACKAGE_DIR}
-    files = {
-        path
-        for directory in directories
-        for path in directory.rglob("*")
-        if path.is_file() and path.suffix not in {".py", ".pyc"} and "__pycache__" not in path.parts
-    }
+    files = {path for directory in directories for path in directory.rglob("*") if _is_package_data(path, directory)}
     return sorted(files)
+
+
+def model_config_sha256(architecture: str) -> str | None:
+    """sha256 (first 16 hex digits) of clipmech's open_clip config of ``architecture``
+    (``models/model_configs/<architecture>.json``), or None when the architecture is open_clip's own (its
+    config comes with the installed open_clip, part of the software environment).
+
+    A param of every rule that loads a model: editing one model's config reruns that model's jobs only.
+    """
+    path = PACKAGE_DIR / MODEL_CONFIGS / f"{architecture}.json"
+    if not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def code_hash(script: str | Path) -> str:

@@ -143,6 +143,26 @@ def edit_function(module: Path, function: str) -> None:
             {*UPSTREAM, "synthesize_pairs", "plot_training", "neuron_selectivity", "decompose_attnpool"},
         ),
         ("figures/tracing.py", "circuit_curves", "plot_patching", {*UPSTREAM, "synthesize_pairs", "patch_components"}),
+        # Figures of the MiCLIP, concept and SAE evaluations are drawn by plot rules: editing one reruns the
+        # plot rule only, not the training or evaluation whose tables it draws.
+        (
+            "figures/miclip.py",
+            "delta_bars",
+            ("plot_miclip_training", "plot_miclip"),
+            {*UPSTREAM, "probe_miclip", "train_miclip", "evaluate_miclip", "build_atlas"},
+        ),
+        (
+            "figures/patching.py",
+            "auroc_by_layer",
+            "plot_concepts",
+            {*UPSTREAM, "synthesize_pairs", "concept_auroc", "intervene_concepts", "build_atlas"},
+        ),
+        (
+            "figures/sae_eval.py",
+            "firing_histogram",
+            "plot_sae_evaluation",
+            {*UPSTREAM, "train_sae", "evaluate_sae", "evaluate_miclip", "build_atlas"},
+        ),
         # The SAE model reruns the SAE training and its figure, and MiCLIP's evaluations and the atlases
         # (they load SAEs), not the activation store it reads or the models.
         (
@@ -228,8 +248,9 @@ def test_comments_and_docstrings_rerun_nothing(tiny_run, tmp_path):
 
 
 def test_model_config_edit_reruns_that_models_jobs(tiny_run, tmp_path):
-    """The open_clip model configs are package data the rules read: editing one (here quick_gelu)
-    reruns the rules that load models, from the training on."""
+    """The open_clip model configs are package data the rules read, hashed per model (their `model_config`
+    param, clipmech.codehash.model_config_sha256): editing the ViT's (here quick_gelu) reruns the ViT's
+    training and what reads its checkpoint, not the ResNet's jobs or the datasets."""
     snakefile = copy_workflow(tmp_path / "copy")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "copy" / "src")}
     path = tmp_path / "copy" / "src" / "clipmech" / "models" / "model_configs" / "clipmech-vit-tiny.json"
@@ -237,8 +258,11 @@ def test_model_config_edit_reruns_that_models_jobs(tiny_run, tmp_path):
     config["quick_gelu"] = not config.get("quick_gelu", False)
     path.write_text(json.dumps(config, indent=2))
     plan = planned_jobs("--configfile", TINY, workdir=tiny_run, snakefile=snakefile, env=env)
-    assert {"train_clip", "extract_activations"} <= plan.keys()
+    assert {"train_clip", "extract_activations"} <= plan.keys() and plan["train_clip"] == 1
     assert not plan.keys() & {"synthesize_shapes", "synthesize_shift", "plot_dataset"}
+    assert plan == planned_jobs(
+        "--configfile", TINY, "--forcerun", "results/models/tiny-vit/checkpoint.pt", workdir=tiny_run
+    )
 
 
 def test_patching_pairs_rerun_patching_only(tiny_run, tmp_path):
@@ -264,7 +288,16 @@ def test_sae_k_reruns_the_sae_only(tiny_run, tmp_path):
     plan = planned_jobs("--configfile", changed_config(tmp_path, "sae", None, "k", k + 1), workdir=tiny_run)
     assert plan == forcerun_plan(tiny_run, "train_sae")
     # ... and what reads the SAE: its MiCLIP unit set and the atlas.
-    assert plan.keys() == {"train_sae", "plot_sae_training", "evaluate_sae", "evaluate_miclip", "build_atlas", "all"}
+    assert plan.keys() == {
+        "train_sae",
+        "plot_sae_training",
+        "evaluate_sae",
+        "plot_sae_evaluation",
+        "evaluate_miclip",
+        "plot_miclip",
+        "build_atlas",
+        "all",
+    }
 
 
 def test_miclip_steps_rerun_the_miclip_family_only(tiny_run, tmp_path):
@@ -273,8 +306,16 @@ def test_miclip_steps_rerun_the_miclip_family_only(tiny_run, tmp_path):
     steps = yaml.safe_load(TINY.read_text())["miclip"]["steps"]
     plan = planned_jobs("--configfile", changed_config(tmp_path, "miclip", None, "steps", steps + 1), workdir=tiny_run)
     assert plan == forcerun_plan(tiny_run, "train_miclip")
-    assert plan.keys() == {"train_miclip", "evaluate_miclip", "build_atlas", "all"}
+    assert plan.keys() == {
+        "train_miclip",
+        "plot_miclip_training",
+        "evaluate_miclip",
+        "plot_miclip",
+        "build_atlas",
+        "all",
+    }
     assert plan["train_miclip"] == 3 and plan["evaluate_miclip"] == 3  # three sites, three unit sets
+    assert plan["plot_miclip_training"] == 3 and plan["plot_miclip"] == 3
 
 
 def test_atlas_settings_rerun_the_atlases_only(tiny_run, tmp_path):

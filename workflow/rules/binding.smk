@@ -29,6 +29,7 @@ rule binding_benchmark:
         runtime=60,
     params:
         model=model_params,
+        model_config=model_config,
         binding=CONFIG.binding.params(),
         seed=CONFIG.seed,
         device=CONFIG.extraction.device,

@@ -1,10 +1,9 @@
-# What each job reads: input and params functions of the wildcards, and the targets of rule all.
-# The config is loaded, normalised and checked by clipmech.config (the Snakefile's CONFIG).
+# What each job reads: input and params functions of the wildcards, and rule all's targets (CONFIG: clipmech.config).
 import re
 from pathlib import Path
 
 from clipmech.checkpoints import is_local_checkpoint
-from clipmech.codehash import code_hash
+from clipmech.codehash import code_hash, model_config_sha256
 from clipmech.config import ACTIVATIONS, ATTNPOOL, CHECKPOINT, DATA
 
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
@@ -53,9 +52,8 @@ wildcard_constraints:
 
 
 def model_spec(model):
-    """A model as its jobs load it (clipmech.models.loading.ModelSpec): name, architecture,
-    pretrained and sha256 if set; a pipeline-trained model's `pretrained` is its checkpoint.
-    """
+    """A model as its jobs load it (clipmech.models.loading.ModelSpec): name, architecture, pretrained and
+    sha256 if set; a pipeline-trained model's `pretrained` is its checkpoint."""
     return {"name": model, **CONFIG.model_entry(model)}
 
 
@@ -75,6 +73,11 @@ def checkpoint_input(wildcards):
 
 def architecture(wildcards):
     return CONFIG.models[wildcards.model].architecture
+
+
+def model_config(wildcards):
+    """Hash of the model's own open_clip config, None for open_clip's (clipmech.codehash.model_config_sha256)."""
+    return model_config_sha256(architecture(wildcards))
 
 
 def train_params(wildcards):
@@ -152,6 +155,10 @@ def miclip_reference(wildcards):
     return model_spec(CONFIG.miclip.reference)
 
 
+def miclip_reference_config(wildcards):
+    return model_config_sha256(CONFIG.models[CONFIG.miclip.reference].architecture)
+
+
 def miclip_reference_checkpoint(wildcards):
     return loaded_checkpoint(CONFIG.miclip.reference)
 
@@ -190,12 +197,9 @@ def atlas_concept_words(wildcards):
 
 def atlas_inputs(wildcards):
     """Named inputs of a model's atlas (clipmech.stages.build_atlas): only the results its analyses make.
-
-    On a natural-image atlas.dataset: the store, units.tsv and the SAE checkpoints (their latents are
-    computed on the dataset's store); the SAE evaluation (latents.tsv, metrics.json), the patching tables
-    and MiCLIP's are the same results as on a Shapes atlas, made on their own synthetic datasets and named
-    so on the pages; no decomposition (synthetic only: the config refuses a CLIP-ResNet there).
-    """
+    On a natural-image atlas.dataset: the store, units.tsv and the SAE checkpoints (their latents are computed
+    on the dataset's store); the SAE evaluation, the patching and MiCLIP tables are those of a Shapes atlas,
+    made on their own synthetic datasets; no decomposition (synthetic only)."""
     model, dataset = wildcards.model, PLAN.atlas_dataset
     inputs = {"data": DATA.format(dataset=dataset)}
     if model in CONFIG.analyses.models:
@@ -269,14 +273,14 @@ def all_targets():
             targets.append(f"{base}/shift_splits.tsv")
     for model, dataset in PLAN.patchings:
         base = f"results/patching/{model}/{dataset}"
-        targets += [f"{base}/circuit.png", f"{base}/interventions.tsv"]
+        targets += [f"{base}/{n}.png" for n in ("circuit", "auroc", "interventions")]
     for model, site in PLAN.saes:
-        targets += [
-            f"results/sae/{model}/{site}/{name}"
-            for name in ("training.png", "metrics.json")
-        ]
+        base = f"results/sae/{model}/{site}"
+        targets += [f"{base}/{n}.png" for n in ("training", "histogram", "top_images")]
     for model, site, kind in PLAN.miclip_units:
-        targets.append(f"results/miclip/{model}/{site}/{kind}/delta_acc.tsv")
+        targets.append(f"results/miclip/{model}/{site}/training.png")
+        base = f"results/miclip/{model}/{site}/{kind}"
+        targets += [f"{base}/{n}.png" for n in ("delta_acc", "descriptions")]
     targets += [f"results/atlas/{model}.tsv" for model in PLAN.atlas_models]
     targets += [
         f"results/zeroshot/{model}/{dataset}/accuracy.tsv"
@@ -292,4 +296,4 @@ def all_targets():
             f"results/pascal-context-59/{model}/miou.tsv"
             for model in CONFIG.decomposition.models
         ]
-    return targets
+    return list(dict.fromkeys(targets))  # a site's MiCLIP training once

@@ -17,6 +17,7 @@ rule extract_attnpool:
         runtime=120,
     params:
         model=model_params,
+        model_config=model_config,
         extraction=CONFIG.extraction.params(),
         code=script_code("extract_attnpool.py"),
     script:
@@ -42,6 +43,7 @@ rule embed_text:
         runtime=60,
     params:
         model=model_params,
+        model_config=model_config,
         text=CONFIG.decomposition.text.params(),
         device=CONFIG.extraction.device,
         code=script_code("embed_text.py"),

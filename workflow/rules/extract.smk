@@ -17,6 +17,7 @@ rule extract_activations:
         runtime=120,
     params:
         model=model_params,
+        model_config=model_config,
         extraction=CONFIG.extraction.params(),
         code=script_code("extract_activations.py"),
     script:

@@ -31,6 +31,7 @@ rule gradcam_binding:
         runtime=60,
     params:
         model=model_params,
+        model_config=model_config,
         gradcam=CONFIG.gradcam.params(),
         seed=CONFIG.seed,
         device=CONFIG.extraction.device,

@@ -17,6 +17,7 @@ rule embed_miclip_concepts:
         runtime=60,
     params:
         model=model_params,
+        model_config=model_config,
         n_words=CONFIG.miclip.n_words,
         device=CONFIG.extraction.device,
         code=script_code("embed_miclip_concepts.py"),
@@ -47,7 +48,9 @@ rule probe_miclip:
         runtime=60,
     params:
         model=model_params,
+        model_config=model_config,
         reference=miclip_reference,
+        reference_config=miclip_reference_config,
         holdout=CONFIG.miclip.holdout,
         seed=CONFIG.seed,
         batch_size=CONFIG.miclip.batch_size_eval,
@@ -67,12 +70,6 @@ rule train_miclip:
         encoders="results/miclip/{model}/{site}/encoders.pt",
         encoders_sha256=sha256_record("results/miclip/{model}/{site}/encoders.pt"),
         log="results/miclip/{model}/{site}/training.tsv",
-        figure=reported(
-            "results/miclip/{model}/{site}/training.png",
-            "miclip_training.rst",
-            "9 MiCLIP",
-            "{model} at {site}",
-        ),
     log:
         "logs/train_miclip/{model}/{site}.log",
     benchmark:
@@ -91,10 +88,35 @@ rule train_miclip:
         train=CONFIG.miclip.pick(
             "losses", "seeds", "steps", "batch_size", "lr", "temperature"
         ),
-        label=miclip_label,
         code=script_code("train_miclip.py"),
     script:
         "../scripts/train_miclip.py"
+
+
+rule plot_miclip_training:
+    input:
+        log="results/miclip/{model}/{site}/training.tsv",
+    output:
+        figure=reported(
+            "results/miclip/{model}/{site}/training.png",
+            "miclip_training.rst",
+            "9 MiCLIP",
+            "{model} at {site}",
+        ),
+    log:
+        "logs/plot_miclip_training/{model}/{site}.log",
+    wildcard_constraints:
+        site=name_pattern({site for _, site in CONFIG.plan.miclip_sites}),
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        label=miclip_label,
+        code=script_code("plot_miclip_training.py"),
+    script:
+        "../scripts/plot_miclip_training.py"
 
 
 rule evaluate_miclip:
@@ -146,18 +168,6 @@ rule evaluate_miclip:
             "9 MiCLIP",
             "{model} at {site}, {kind}",
         ),
-        delta_figure=reported(
-            "results/miclip/{model}/{site}/{kind}/delta_acc.png",
-            "miclip_delta_acc_figure.rst",
-            "9 MiCLIP",
-            "{model} at {site}, {kind}",
-        ),
-        description_figure=reported(
-            "results/miclip/{model}/{site}/{kind}/descriptions.png",
-            "miclip_descriptions_figure.rst",
-            "9 MiCLIP",
-            "{model} at {site}, {kind}",
-        ),
     log:
         "logs/evaluate_miclip/{model}/{site}/{kind}.log",
     benchmark:
@@ -174,6 +184,7 @@ rule evaluate_miclip:
         runtime=120,
     params:
         model=model_params,
+        model_config=model_config,
         evaluation={
             **CONFIG.miclip.pick(
                 "seeds", "tau", "interventions", "clip_dissect", "netdissect"
@@ -181,8 +192,42 @@ rule evaluate_miclip:
             "batch_size": CONFIG.miclip.batch_size_eval,
         },
         k_top=CONFIG.miclip.k_top,
-        label=miclip_label,
         device=CONFIG.extraction.device,
         code=script_code("evaluate_miclip.py"),
     script:
         "../scripts/evaluate_miclip.py"
+
+
+rule plot_miclip:
+    input:
+        delta_acc="results/miclip/{model}/{site}/{kind}/delta_acc.tsv",
+        description_accuracy="results/miclip/{model}/{site}/{kind}/description_accuracy.tsv",
+    output:
+        delta_figure=reported(
+            "results/miclip/{model}/{site}/{kind}/delta_acc.png",
+            "miclip_delta_acc_figure.rst",
+            "9 MiCLIP",
+            "{model} at {site}, {kind}",
+        ),
+        description_figure=reported(
+            "results/miclip/{model}/{site}/{kind}/descriptions.png",
+            "miclip_descriptions_figure.rst",
+            "9 MiCLIP",
+            "{model} at {site}, {kind}",
+        ),
+    log:
+        "logs/plot_miclip/{model}/{site}/{kind}.log",
+    wildcard_constraints:
+        site=name_pattern({site for _, site in CONFIG.plan.miclip_sites}),
+        kind="neurons|sae",
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        tau=CONFIG.miclip.tau,
+        label=miclip_label,
+        code=script_code("plot_miclip.py"),
+    script:
+        "../scripts/plot_miclip.py"

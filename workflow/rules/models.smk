@@ -22,6 +22,7 @@ rule train_clip:
         runtime=120,
     params:
         architecture=architecture,
+        model_config=model_config,
         train=train_params,
         code=script_code("train_clip.py"),
     script:

@@ -48,6 +48,7 @@ rule patch_components:
         runtime=240,
     params:
         model=model_params,
+        model_config=model_config,
         # Without what only the DAG or the concept rules use; with the run's seed.
         patching={
             **CONFIG.patching.params("models", "datasets", "concepts"),
@@ -110,11 +111,6 @@ rule concept_auroc:
             "concept_auroc_summary.rst",
             "7 Causal tracing",
         ),
-        figure=reported(
-            "results/patching/{model}/{dataset}/auroc.png",
-            "concept_auroc_figure.rst",
-            "7 Causal tracing",
-        ),
     log:
         "logs/concept_auroc/{model}/{dataset}.log",
     benchmark:
@@ -130,9 +126,9 @@ rule concept_auroc:
         runtime=60,
     params:
         model=model_params,
+        model_config=model_config,
         concepts=CONFIG.patching.concepts.params(),
         device=CONFIG.extraction.device,
-        label=pair_label,
         code=script_code("concept_auroc.py"),
     script:
         "../scripts/concept_auroc.py"
@@ -147,11 +143,6 @@ rule intervene_concepts:
         interventions=reported(
             "results/patching/{model}/{dataset}/interventions.tsv",
             "concept_interventions_table.rst",
-            "7 Causal tracing",
-        ),
-        figure=reported(
-            "results/patching/{model}/{dataset}/interventions.png",
-            "concept_interventions_figure.rst",
             "7 Causal tracing",
         ),
     log:
@@ -169,10 +160,42 @@ rule intervene_concepts:
         runtime=60,
     params:
         model=model_params,
+        model_config=model_config,
         concepts=CONFIG.patching.concepts.params(),
         seed=CONFIG.seed,
         device=CONFIG.extraction.device,
-        label=pair_label,
         code=script_code("intervene_concepts.py"),
     script:
         "../scripts/intervene_concepts.py"
+
+
+rule plot_concepts:
+    input:
+        auroc="results/patching/{model}/{dataset}/auroc.tsv",
+        interventions="results/patching/{model}/{dataset}/interventions.tsv",
+    output:
+        auroc_figure=reported(
+            "results/patching/{model}/{dataset}/auroc.png",
+            "concept_auroc_figure.rst",
+            "7 Causal tracing",
+        ),
+        interventions_figure=reported(
+            "results/patching/{model}/{dataset}/interventions.png",
+            "concept_interventions_figure.rst",
+            "7 Causal tracing",
+        ),
+    log:
+        "logs/plot_concepts/{model}/{dataset}.log",
+    wildcard_constraints:
+        dataset=name_pattern(CONFIG.datasets_of_kind("pairs")),
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        concepts=CONFIG.patching.concepts.pick("threshold", "n_units"),
+        label=pair_label,
+        code=script_code("plot_concepts.py"),
+    script:
+        "../scripts/plot_concepts.py"

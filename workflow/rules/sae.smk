@@ -79,18 +79,7 @@ rule evaluate_sae:
             "8 Sparse autoencoders",
             "{model} at {site}",
         ),
-        histogram=reported(
-            "results/sae/{model}/{site}/histogram.png",
-            "sae_histogram.rst",
-            "8 Sparse autoencoders",
-            "{model} at {site}",
-        ),
-        top_images=reported(
-            "results/sae/{model}/{site}/top_images.png",
-            "sae_top_images.rst",
-            "8 Sparse autoencoders",
-            "{model} at {site}",
-        ),
+        top_latents="results/sae/{model}/{site}/top_latents.npz",
     log:
         "logs/evaluate_sae/{model}/{site}.log",
     benchmark:
@@ -106,10 +95,44 @@ rule evaluate_sae:
         runtime=120,
     params:
         model=model_params,
+        model_config=model_config,
         evaluation=CONFIG.sae.evaluate.params(),
         seed=CONFIG.seed,
         device=CONFIG.extraction.device,
-        label=sae_label,
         code=script_code("evaluate_sae.py"),
     script:
         "../scripts/evaluate_sae.py"
+
+
+rule plot_sae_evaluation:
+    input:
+        metrics="results/sae/{model}/{site}/metrics.json",
+        top_latents="results/sae/{model}/{site}/top_latents.npz",
+    output:
+        histogram=reported(
+            "results/sae/{model}/{site}/histogram.png",
+            "sae_histogram.rst",
+            "8 Sparse autoencoders",
+            "{model} at {site}",
+        ),
+        top_images=reported(
+            "results/sae/{model}/{site}/top_images.png",
+            "sae_top_images.rst",
+            "8 Sparse autoencoders",
+            "{model} at {site}",
+        ),
+    log:
+        "logs/plot_sae_evaluation/{model}/{site}.log",
+    wildcard_constraints:
+        site=name_pattern(CONFIG.plan.all_sae_sites),
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        dense_threshold=CONFIG.sae.evaluate.dense_threshold,
+        label=sae_label,
+        code=script_code("plot_sae_evaluation.py"),
+    script:
+        "../scripts/plot_sae_evaluation.py"

@@ -65,6 +65,7 @@ rule segment_pascal_context:
         runtime=600,
     params:
         model=model_params,
+        model_config=model_config,
         pascal_context=CONFIG.decomposition.pascal_context.params(),
         device=CONFIG.extraction.device,
         label=model_label,

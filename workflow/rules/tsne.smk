@@ -58,6 +58,7 @@ rule tsne_cifar10:
         runtime=120,
     params:
         model=model_params,
+        model_config=model_config,
         cifar10=CONFIG.cifar10.params(),
         tsne=CONFIG.tsne.params(),
         seed=CONFIG.seed,

@@ -20,6 +20,7 @@ rule zero_shot_classifier:
         runtime=60,
     params:
         model=model_params,
+        model_config=model_config,
         zeroshot_params=CONFIG.zeroshot.pick("templates", "batch_size"),
         code=script_code("zero_shot_classifier.py"),
     script:
@@ -51,6 +52,7 @@ rule zero_shot:
         runtime=240,
     params:
         model=model_params,
+        model_config=model_config,
         zeroshot_params=CONFIG.zeroshot.pick("templates", "batch_size"),
         code=script_code("zero_shot.py"),
     script:

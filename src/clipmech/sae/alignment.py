@@ -506,3 +506,19 @@ def top_latents(
         np.stack(shown_maps) if shown_maps and patch_tokens.any() else None,
         titles,
     )
+
+
+def save_top_latents(path: str, images_LKHW3: np.ndarray, maps_LKhw: np.ndarray | None, titles: list[str]) -> None:
+    """:func:`top_latents`' images, maps (left out when None) and row titles as a compressed npz, what rule
+    ``plot_sae_evaluation`` draws."""
+    arrays = {"images": images_LKHW3, "titles": np.asarray(titles, dtype=str)}
+    if maps_LKhw is not None:
+        arrays["maps"] = maps_LKhw
+    np.savez_compressed(path, **arrays)
+
+
+def load_top_latents(path: str) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """What :func:`save_top_latents` wrote: images, maps (None if left out) and titles."""
+    with np.load(path, allow_pickle=False) as record:
+        maps = record["maps"] if "maps" in record.files else None
+        return record["images"], maps, [str(title) for title in record["titles"]]

@@ -10,7 +10,6 @@ import torch
 
 from clipmech.analyses.concepts import auroc, caption_presence, image_presence
 from clipmech.data import datasets, tables
-from clipmech.figures import patching as patching_figures
 from clipmech.models import loading
 from clipmech.models.loading import ModelSpec
 from clipmech.patching import concepts as patching_concepts
@@ -18,9 +17,7 @@ from clipmech.patching import concepts as patching_concepts
 log = logging.getLogger(__name__)
 
 
-def concept_auroc(
-    *, model: ModelSpec, dataset_dir: str, out: dict, concepts: dict, device: str, threads: int, label: str
-) -> None:
+def concept_auroc(*, model: ModelSpec, dataset_dir: str, out: dict, concepts: dict, device: str, threads: int) -> None:
     """AUROC of every unit of both towers for each of the 16 Shapes concepts (methods.md Sec. 8;
     :mod:`clipmech.patching.concepts`): vision units on the dataset's images, text units on their
     captions (:func:`clipmech.patching.concepts.image_captions`).
@@ -29,9 +26,8 @@ def concept_auroc(
     concept_type, auroc, n_pos, n_neg``), ``out["summary"]`` (one row per tower, site, layer and
     concept: ``n_units``, ``n_selective`` = units with AUROC >= ``concepts["threshold"]``,
     ``n_selective_tower`` = the concept's selective units in the whole tower, and
-    ``modality_invariant``, True on every row of a concept with selective units in both towers) and
-    ``out["figure"]`` (:func:`clipmech.figures.patching.auroc_by_layer`). ``concepts``: ``batch_size``,
-    ``threshold``.
+    ``modality_invariant``, True on every row of a concept with selective units in both towers); rule
+    ``plot_concepts`` draws the AUROCs. ``concepts``: ``batch_size``, ``threshold``.
 
     Raises
     ------
@@ -96,4 +92,3 @@ def concept_auroc(
         per_tower.to_string(),
         ", ".join(patching_concepts.modality_invariant(summary)) or "none",
     )
-    patching_figures.auroc_by_layer(table, concepts["threshold"], f"{label}: concept AUROC per unit", out["figure"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 
 from clipmech.data import datasets, tables
-from clipmech.figures import miclip as figures
 from clipmech.miclip import units
 from clipmech.miclip.encoder import load_encoders
 from clipmech.miclip.evaluation import evaluate_unit_set, heldout_objects, neuron_set, sae_set
@@ -30,7 +29,6 @@ def evaluate_miclip(
     out: dict,
     evaluation: dict,
     k_top: int,
-    label: str,
     device: str,
     threads: int,
 ) -> None:
@@ -45,8 +43,8 @@ def evaluate_miclip(
     ``evaluation``: ``seeds``, ``tau``, ``interventions`` (form -> betas), ``clip_dissect`` (top_k, a, lam),
     ``netdissect`` (quantile, resolution), ``batch_size``. ``k_top``: the top-k images of the ground truth
     (Algorithm 1). Writes ``out`` ``descriptions``, ``localisation``, ``interventions``,
-    ``description_accuracy``, ``delta_acc``, ``ablation`` (TSVs, :mod:`clipmech.miclip.tables`) and the
-    figures ``delta_figure``, ``description_figure``.
+    ``description_accuracy``, ``delta_acc``, ``ablation`` (TSVs, :mod:`clipmech.miclip.tables`; rule
+    ``plot_miclip`` draws the figures).
 
     Raises
     ------
@@ -98,10 +96,3 @@ def evaluate_miclip(
     )
     for key, table in results.items():
         tables.write_table(table, out[key])
-    tau = int(evaluation["tau"])
-    figures.delta_bars(
-        results["delta_acc"], f"{label}: Delta Acc of the top-{tau} {kind} per concept", out["delta_figure"]
-    )
-    figures.description_bars(
-        results["description_accuracy"], f"{label}: {kind} descriptions", out["description_figure"]
-    )

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from clipmech.data import datasets, tables
-from clipmech.figures import sae_eval as sae_figures
 from clipmech.models import loading
 from clipmech.models.loading import ModelSpec
 from clipmech.models.towers import tower
@@ -51,7 +50,6 @@ def evaluate_sae(
     seed: int,
     device: str,
     threads: int,
-    label: str,
 ) -> None:
     """Reconstruction, downstream and concept-alignment metrics of a top-k SAE (methods.md Sec. 7;
     :mod:`clipmech.sae.evaluate`, :mod:`clipmech.sae.alignment`).
@@ -71,8 +69,9 @@ def evaluate_sae(
     its metrics and per-concept bests); NaN as null), ``out["latents"]`` (:data:`clipmech.sae.alignment.LATENT_COLUMNS`,
     frequency on the held-out tokens), ``out["alignment"]`` (one row per method of
     :data:`clipmech.sae.alignment.METHODS`: ``method`` and the metrics of :func:`clipmech.sae.alignment.summarise`),
-    ``out["histogram"]`` and ``out["top_images"]`` (the ``n_figure_latents`` lowest-entropy latents, each with
-    its ``n_figure_images`` top images and patch heatmaps).
+    and ``out["top_latents"]`` (:func:`clipmech.sae.alignment.save_top_latents`: the ``n_figure_latents``
+    lowest-entropy latents, each with its ``n_figure_images`` top images and patch maps), which rule
+    ``plot_sae_evaluation`` draws with the histogram.
 
     ``evaluation``: ``batch_size`` (images per read and forward), ``split``, ``dense_threshold``, ``purity_k``,
     ``coverage_ap``, ``entropy_k``, ``fit_tokens``, ``kmeans_max_clusters``, ``n_figure_latents``,
@@ -185,20 +184,8 @@ def evaluate_sae(
     tables.write_table(latents, out["latents"])
     tables.write_table(aligned["table"], out["alignment"])
 
-    sae_figures.firing_histogram(
-        histogram,
-        evaluation["dense_threshold"],
-        f"{label}: SAE at {site}, firing frequency of {n_latents} latents",
-        out["histogram"],
-    )
     shown_images, shown_maps, titles = alignment.top_latents(
         latents, aligned["sae_acts"], images, data.images, patch_tokens=patch_tokens, grid=info.grid,
         n_latents=evaluation["n_figure_latents"], n_images=evaluation["n_figure_images"],
     )  # fmt: skip
-    sae_figures.top_latent_images(
-        shown_images,
-        shown_maps,
-        titles,
-        f"{label}: SAE at {site}, lowest-entropy latents and their top images",
-        out["top_images"],
-    )
+    alignment.save_top_latents(out["top_latents"], shown_images, shown_maps, titles)

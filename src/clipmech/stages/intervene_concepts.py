@@ -10,7 +10,6 @@ import torch
 
 from clipmech.analyses.concepts import image_presence
 from clipmech.data import datasets, shapes, tables
-from clipmech.figures import patching as patching_figures
 from clipmech.models import loading
 from clipmech.models.loading import ModelSpec
 from clipmech.patching import interventions
@@ -28,7 +27,6 @@ def intervene_concepts(
     seed: int,
     device: str,
     threads: int,
-    label: str,
 ) -> None:
     """For every concept, scale its ``concepts["n_units"]`` distinct vision units of highest AUROC, each once
     (a CLIP-ResNet channel seen at two sites counts once; ``auroc``,
@@ -37,9 +35,8 @@ def intervene_concepts(
 
     Writes ``out["interventions"]`` (:data:`clipmech.patching.interventions.INTERVENTION_COLUMNS`, one
     row per concept and scale; CIs are percentile bootstraps over images with
-    ``concepts["n_bootstrap"]`` resamples drawn from ``numpy.random.default_rng(seed)``) and
-    ``out["figure"]`` (:func:`clipmech.figures.patching.intervention_effects`). ``concepts``:
-    ``batch_size``, ``n_units``, ``scales``, ``n_bootstrap``.
+    ``concepts["n_bootstrap"]`` resamples drawn from ``numpy.random.default_rng(seed)``; rule
+    ``plot_concepts`` draws it). ``concepts``: ``batch_size``, ``n_units``, ``scales``, ``n_bootstrap``.
 
     Raises
     ------
@@ -86,7 +83,4 @@ def intervene_concepts(
         result["concept"].nunique(),
         concepts["scales"],
         result.groupby("scale")[["d_cos_target", "d_cos_unrelated"]].mean().to_string(),
-    )
-    patching_figures.intervention_effects(
-        result, f"{label}: top-{concepts['n_units']} concept units scaled on images with the concept", out["figure"]
     )

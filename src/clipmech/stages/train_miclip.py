@@ -9,7 +9,6 @@ import pandas as pd
 import torch
 
 from clipmech.data import shapes, tables
-from clipmech.figures import miclip as figures
 from clipmech.miclip import encoder, units
 from clipmech.models import zeroshot
 from clipmech.stages.embed_miclip_concepts import load_concepts
@@ -32,7 +31,7 @@ def concept_targets(predictions_NK: np.ndarray, concept_CE: np.ndarray) -> np.nd
     return np.stack(rows, axis=1)
 
 
-def train_miclip(*, probe: str, concepts: str, out: dict, train: dict, label: str, threads: int) -> None:
+def train_miclip(*, probe: str, concepts: str, out: dict, train: dict, threads: int) -> None:
     """Train one linear encoder per loss variant x seed on the image-level site activations of the probe's
     training images, with the loss on its held-out images beside (methods.md Secs. 9.1, 9.2;
     :func:`clipmech.miclip.encoder.train_all`).
@@ -40,7 +39,8 @@ def train_miclip(*, probe: str, concepts: str, out: dict, train: dict, label: st
     ``train``: ``losses``, ``seeds``, ``steps``, ``batch_size``, ``lr``, ``temperature``. Writes
     ``out["encoders"]`` (:func:`clipmech.miclip.encoder.save_encoders`: a verified artefact of
     ``{"W": {"<loss>/<seed>": float32 (E, D)}, "losses", "seeds", "site", "params", "dataset_sha256"}``), ``out["log"]`` (``loss, seed, step, train, heldout``: the
-    step's training-batch loss and the held-out loss, both before its update) and ``out["figure"]``.
+    step's training-batch loss and the held-out loss, both before its update; rule ``plot_miclip_training``
+    draws it).
 
     Raises
     ------
@@ -88,4 +88,3 @@ def train_miclip(*, probe: str, concepts: str, out: dict, train: dict, label: st
         dataset_sha256=str(probe_data["dataset_sha256"]),
     )
     tables.write_table(log_table, out["log"])
-    figures.training_curves(log_table, f"{label}: MiCLIP encoder training", out["figure"])

@@ -96,10 +96,10 @@ def test_train_miclip_stage_fails_on_a_nan_encoder(tmp_path, monkeypatch):
     nan = _encoders(np.random.default_rng(0), np.nan)
     curves = {key: (np.ones(3), np.ones(3)) for key in nan}
     monkeypatch.setattr(encoder, "train_all", lambda *args, **kwargs: (nan, curves))
-    out = {name: str(tmp_path / "out" / name) for name in ("encoders.pt", "training.tsv", "training.png")}
-    out = dict(zip(("encoders", "log", "figure"), out.values()))
+    out = {name: str(tmp_path / "out" / name) for name in ("encoders.pt", "training.tsv")}
+    out = dict(zip(("encoders", "log"), out.values()))
     with pytest.raises(ValueError, match="non-finite weights: training diverged with lr 0.01"):
-        train_stage.train_miclip(probe=str(probe), concepts=str(concepts), out=out, train=PARAMS, label="t", threads=1)
+        train_stage.train_miclip(probe=str(probe), concepts=str(concepts), out=out, train=PARAMS, threads=1)
     assert not (tmp_path / "out" / "encoders.pt").exists()
     assert not (tmp_path / "out").exists() or not any(p.name.endswith(".tmp") for p in (tmp_path / "out").iterdir())
 
@@ -111,6 +111,6 @@ def test_train_miclip_stage_refuses_a_garbled_probe(tmp_path):
     data = bytearray(probe.read_bytes())
     data[len(data) // 3] ^= 0x10
     probe.write_bytes(bytes(data))
-    out = {"encoders": str(tmp_path / "e.pt"), "log": str(tmp_path / "t.tsv"), "figure": str(tmp_path / "t.png")}
+    out = {"encoders": str(tmp_path / "e.pt"), "log": str(tmp_path / "t.tsv")}
     with pytest.raises(ValueError, match=r"probe\.npz is corrupt.*rule probe_miclip"):
-        train_stage.train_miclip(probe=str(probe), concepts=str(concepts), out=out, train=PARAMS, label="t", threads=1)
+        train_stage.train_miclip(probe=str(probe), concepts=str(concepts), out=out, train=PARAMS, threads=1)

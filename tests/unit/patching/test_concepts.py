@@ -157,10 +157,7 @@ def test_selective_counts_and_modality_invariant():
 def test_concept_auroc_stage(tiny_dataset, tmp_path, architecture):
     from clipmech.stages.concept_auroc import concept_auroc
 
-    out = {
-        key: str(tmp_path / name)
-        for key, name in (("auroc", "auroc.tsv"), ("summary", "summary.tsv"), ("figure", "auroc.png"))
-    }
+    out = {key: str(tmp_path / name) for key, name in (("auroc", "auroc.tsv"), ("summary", "summary.tsv"))}
     concept_auroc(
         model=ModelSpec(name="random", architecture=architecture, pretrained=None),
         dataset_dir=str(tiny_dataset),
@@ -168,7 +165,6 @@ def test_concept_auroc_stage(tiny_dataset, tmp_path, architecture):
         concepts={"batch_size": 4, "threshold": 0.9},
         device="cpu",
         threads=1,
-        label="test",
     )
     table = pd.read_csv(out["auroc"], sep="\t")
     assert tuple(table.columns) == concepts.AUROC_COLUMNS
@@ -194,7 +190,6 @@ def test_concept_auroc_stage(tiny_dataset, tmp_path, architecture):
     np.testing.assert_array_equal(
         summary.set_index(["tower", "site", "concept"])["n_selective"].loc[expected.index], expected
     )
-    assert (tmp_path / "auroc.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_auroc_figure_counts_the_units_at_the_threshold(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 x1 is the identity, x0 is zero-ablation by a second route, unit choice, bootstrap, and the intervene_concepts stage."""
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -218,11 +219,10 @@ def test_concept_prompts():
 def test_intervene_concepts_stage(tiny_dataset, tmp_path, architecture):
     from clipmech.stages.concept_auroc import concept_auroc
     from clipmech.stages.intervene_concepts import intervene_concepts
+    from clipmech.stages.plot_concepts import plot_concepts
 
     model = ModelSpec(name="random", architecture=architecture, pretrained=None)
-    auroc_out = {
-        key: str(tmp_path / f"{key}.{ext}") for key, ext in (("auroc", "tsv"), ("summary", "tsv"), ("figure", "png"))
-    }
+    auroc_out = {key: str(tmp_path / f"{key}.{ext}") for key, ext in (("auroc", "tsv"), ("summary", "tsv"))}
     concept_auroc(
         model=model,
         dataset_dir=str(tiny_dataset),
@@ -230,9 +230,8 @@ def test_intervene_concepts_stage(tiny_dataset, tmp_path, architecture):
         concepts={"batch_size": 5, "threshold": 0.9},
         device="cpu",
         threads=1,
-        label="test",
     )
-    out = {"interventions": str(tmp_path / "interventions.tsv"), "figure": str(tmp_path / "interventions.png")}
+    out = {"interventions": str(tmp_path / "interventions.tsv")}
     params = {"batch_size": 5, "n_units": 50, "scales": [0.0, 2.0], "n_bootstrap": 200}
     intervene_concepts(
         model=model,
@@ -243,7 +242,6 @@ def test_intervene_concepts_stage(tiny_dataset, tmp_path, architecture):
         seed=0,
         device="cpu",
         threads=1,
-        label="test",
     )
     table = pd.read_csv(out["interventions"], sep="\t")
     assert tuple(table.columns) == interventions.INTERVENTION_COLUMNS
@@ -261,7 +259,16 @@ def test_intervene_concepts_stage(tiny_dataset, tmp_path, architecture):
         assert (table.loc[multi, f"{column}_low"] <= table.loc[multi, column] + 1e-9).all()
         assert (table.loc[multi, column] <= table.loc[multi, f"{column}_high"] + 1e-9).all()
     assert table[["d_cos_target", "d_cos_unrelated"]].abs().max().max() > 0
-    assert (tmp_path / "interventions.png").read_bytes()[:4] == b"\x89PNG"
+    figures = {"auroc_figure": str(tmp_path / "auroc.png"), "interventions_figure": str(tmp_path / "interventions.png")}
+    plot_concepts(
+        auroc=auroc_out["auroc"],
+        interventions=out["interventions"],
+        out=figures,
+        concepts={"threshold": 0.9, "n_units": 50},
+        label="test",
+    )
+    for figure in figures.values():
+        assert Path(figure).read_bytes()[:4] == b"\x89PNG"
     repeat = dict(out, interventions=str(tmp_path / "repeat.tsv"))
     intervene_concepts(
         model=model,
@@ -272,7 +279,6 @@ def test_intervene_concepts_stage(tiny_dataset, tmp_path, architecture):
         seed=0,
         device="cpu",
         threads=1,
-        label="test",
     )
     assert (tmp_path / "repeat.tsv").read_bytes() == (tmp_path / "interventions.tsv").read_bytes()
 
@@ -293,5 +299,4 @@ def test_intervene_concepts_rejects_an_auroc_table_of_other_images(tiny_dataset,
             seed=0,
             device="cpu",
             threads=1,
-            label="test",
         )

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import open_clip
@@ -194,6 +195,7 @@ PARAMS = {
 @pytest.mark.parametrize("tokens", ["patch", "class"])
 def test_evaluate_sae_stage(tmp_path, tokens):
     from clipmech.stages.evaluate_sae import evaluate_sae
+    from clipmech.stages.plot_sae_evaluation import plot_sae_evaluation
 
     dataset, store = _tiny_store(tmp_path)
     checkpoint = tmp_path / "checkpoint.pt"
@@ -201,7 +203,7 @@ def test_evaluate_sae_stage(tmp_path, tokens):
     save_sae(checkpoint, random_sae(64, 128, 8, seed=4), {"site": SITE, "tokens": tokens, "holdout_images": holdout})
     names = {"metrics": "metrics.json", "latents": "latents.tsv", "alignment": "alignment.tsv"}
     out = {key: str(tmp_path / "out" / name) for key, name in names.items()}
-    out |= {"histogram": str(tmp_path / "out" / "histogram.png"), "top_images": str(tmp_path / "out" / "top.png")}
+    out["top_latents"] = str(tmp_path / "out" / "top_latents.npz")
     evaluate_sae(
         model=ModelSpec(name="random", architecture="clipmech-vit-tiny", pretrained=None),
         dataset_dir=str(dataset),
@@ -212,7 +214,6 @@ def test_evaluate_sae_stage(tmp_path, tokens):
         seed=0,
         device="cpu",
         threads=1,
-        label="test",
     )
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     recon = metrics["reconstruction"]
@@ -251,10 +252,12 @@ def test_evaluate_sae_stage(tmp_path, tokens):
     live = latents[~latents["dead"]]
     assert live["entropy"].notna().any() and set(live["top_concept"]) <= set(shapes.FEATURES)
     assert latents.loc[latents["dead"], "top_concept"].isna().all()  # a dead latent has no top concept ('')
-    for key in ("histogram", "top_images"):
-        assert (tmp_path / "out" / {"histogram": "histogram.png", "top_images": "top.png"}[key]).read_bytes()[:4] == (
-            b"\x89PNG"
-        )
+    figures = {"histogram": str(tmp_path / "out" / "histogram.png"), "top_images": str(tmp_path / "out" / "top.png")}
+    plot_sae_evaluation(
+        metrics=out["metrics"], top_latents=out["top_latents"], out=figures, dense_threshold=0.1, label="test"
+    )
+    for figure in figures.values():
+        assert Path(figure).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_evaluate_sae_stage_refuses_mismatched_inputs(tmp_path, tiny_dataset):
@@ -271,7 +274,6 @@ def test_evaluate_sae_stage_refuses_mismatched_inputs(tmp_path, tiny_dataset):
         seed=0,
         device="cpu",
         threads=1,
-        label="test",
     )
     with pytest.raises(ValueError, match=r"extracted from a dataset with sha256 \w+, but .* has sha256"):
         evaluate_sae(dataset_dir=str(tiny_dataset), evaluation=PARAMS, **kwargs)

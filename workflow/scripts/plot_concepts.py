@@ -1,0 +1,4 @@
+from clipmech.runner import run
+from clipmech.stages.plot_concepts import plot_concepts
+
+run(plot_concepts, snakemake)
