@@ -1,4 +1,4 @@
-# What each job reads: input and params functions of the wildcards, and rule all's targets (CONFIG: clipmech.config).
+# What each job reads: input and params functions of the wildcards, and the targets of rule all.
 import re
 from pathlib import Path
 
