@@ -22,7 +22,7 @@ import pandas as pd
 import scipy.stats
 import xarray as xr
 
-from clipmech.data import shapes
+from clipmech.data import shapes, tables
 from clipmech.data.shapes import FEATURES
 
 log = logging.getLogger(__name__)
@@ -274,8 +274,7 @@ def write(
 ) -> None:
     """Write the unit table, the top-k table and the null entropies as TSV files."""
     for table, path in ((units, units_path), (topk, topk_path), (pd.DataFrame({"entropy": null_Z}), null_path)):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(path, sep="\t", index=False, float_format="%.6g")
+        tables.write_table(table, path)
 
 
 def heatmap_examples(

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from clipmech.analyses import binding as binding_analysis
-from clipmech.data import datasets
+from clipmech.data import datasets, tables
 from clipmech.figures import binding as binding_figures
 from clipmech.models import loading, zeroshot
 from clipmech.models.loading import ModelSpec
@@ -64,7 +63,6 @@ def binding_benchmark(
     trials["preferred"] = zeroshot.pairwise_preference(image_RE, correct_RE, foil_RE)
     accuracy = binding_analysis.accuracy_by_count(trials, binding["confidence_level"])
     for key, table in (("trials", trials), ("accuracy", accuracy)):
-        Path(out[key]).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out[key], sep="\t", index=False, float_format="%.6g")
+        tables.write_table(table, out[key])
     log.info("binding accuracy of %s:\n%s", model.name, accuracy.to_string())
     binding_figures.binding_accuracy(accuracy, f"{label}: binding benchmark (chance 0.5)", out["figure"])

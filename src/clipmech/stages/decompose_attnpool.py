@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from clipmech import artefacts
 from clipmech.data import tables
 from clipmech.decomposition import components, pool
 from clipmech.figures import norms as norms_figures
@@ -82,7 +82,7 @@ def decompose_attnpool(*, store: str, out: dict, decomposition: dict, label: str
             f"the decomposition does not reproduce the stored outputs: max relative error "
             f"{summary['reconstruction_rel_err_max']:.3g} > max_rel_err={decomposition['max_rel_err']}"
         )
-    Path(out["summary"]).write_text(json.dumps(summary, indent=2) + "\n")
+    artefacts.write_text(out["summary"], json.dumps(summary, indent=2) + "\n")
     norms_figures.component_norms(
         scores,
         rank_one,

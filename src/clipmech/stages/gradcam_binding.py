@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,7 @@ import torch.nn.functional as F
 
 from clipmech.analyses import binding
 from clipmech.analyses import gradcam as gradcam_analysis
-from clipmech.data import datasets
+from clipmech.data import datasets, tables
 from clipmech.figures import gradcam as gradcam_figures
 from clipmech.models import loading
 from clipmech.models.loading import ModelSpec
@@ -96,8 +95,7 @@ def gradcam_binding(
     pointing = pd.DataFrame(rows)
     summary = gradcam_analysis.summarise(pointing)
     for key, table in (("pointing", pointing), ("summary", summary)):
-        Path(out[key]).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out[key], sep="\t", index=False, float_format="%.6g")
+        tables.write_table(table, out[key])
     scores = pointing.pivot(index="image_id", columns="prompt_type", values="score").loc[images]
     margin_N = (scores["correct"] - scores["swapped"]).to_numpy()
     log.info(

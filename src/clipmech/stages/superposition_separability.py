@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 
 from clipmech.analyses import selectivity
 from clipmech.analyses import superposition as superposition_analysis
-from clipmech.data import datasets, shapes
+from clipmech.data import datasets, shapes, tables
 from clipmech.figures import superposition as superposition_figures
 from clipmech.stores import activations
 
@@ -63,8 +62,7 @@ def superposition_separability(
         bootstrap_method=superposition["bootstrap_method"],
     )
     for key, table in (("pairs", pairs), ("correlations", correlations)):
-        Path(out[key]).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out[key], sep="\t", index=False, float_format="%.6g")
+        tables.write_table(table, out[key])
     log.info(
         "%d of %d pairs measurable; correlations:\n%s",
         (pairs["status"] == "ok").sum(),
