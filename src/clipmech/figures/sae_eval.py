@@ -12,9 +12,12 @@ import numpy as np
 from clipmech.figures.style import save_figure
 
 
-def firing_histogram(histogram: dict, dense_threshold: float, title: str, path: str | Path) -> None:
+def firing_histogram(
+    histogram: dict, dense_threshold: float, title: str, path: str | Path, title_colour: str = "black"
+) -> None:
     """Latents per log10 firing-frequency bin (:func:`clipmech.sae.evaluate.frequency_histogram`), the dense
-    threshold as a dashed line and the number of dead latents (never firing, outside the bins) in the legend."""
+    threshold as a dashed line and the number of dead latents (never firing, outside the bins) in the legend;
+    ``title_colour`` marks a warning (a diverged SAE)."""
     edges = np.asarray(histogram["log10_edges"])
     counts = np.asarray(histogram["counts"])
     fig, ax = plt.subplots(figsize=(5.5, 3.2), layout="constrained")
@@ -23,7 +26,7 @@ def firing_histogram(histogram: dict, dense_threshold: float, title: str, path: 
     ax.plot([], [], " ", label=f"dead (never fire): {histogram['n_dead']}")
     ax.set_xlabel(f"log10 firing frequency (on {histogram['n_tokens']} tokens)")
     ax.set_ylabel("latents")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=9, color=title_colour)
     ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save_figure(fig, path)
 
@@ -34,6 +37,7 @@ def top_latent_images(
     row_titles: Sequence[str],
     title: str,
     path: str | Path,
+    title_colour: str = "black",
 ) -> None:
     """One row per latent: its top images, each with the latent's patch activation overlaid where it fires
     (> 0; colour scale per latent, from 0 to its maximum over the row); without maps (class-token SAEs) the
@@ -47,13 +51,15 @@ def top_latent_images(
     row_titles : sequence of str, (L,)
     title : str
     path : path
+    title_colour : str
+        The title's colour: a warning (a diverged SAE) in red.
     """
     n_rows, n_cols = images_LKHW3.shape[:2]
     if n_rows == 0:
         fig, ax = plt.subplots(figsize=(5, 1.5))
         ax.text(0.5, 0.5, "no latent fires on the evaluated images", ha="center", va="center")
         ax.set_axis_off()
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(title, fontsize=9, color=title_colour)
         save_figure(fig, path)
         return
     fig = plt.figure(figsize=(1.5 * n_cols + 0.8, 1.75 * n_rows + 0.4), layout="constrained")
@@ -74,5 +80,5 @@ def top_latent_images(
         if maps_LKhw is not None:
             subfig.colorbar(shown, ax=axes.tolist(), fraction=0.02, pad=0.01).ax.tick_params(labelsize=6)
         subfig.suptitle(row_titles[r], fontsize=8)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, color=title_colour)
     save_figure(fig, path)

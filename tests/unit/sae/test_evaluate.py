@@ -258,6 +258,36 @@ def test_evaluate_sae_stage(tmp_path, tokens):
     )
     for figure in figures.values():
         assert Path(figure).read_bytes()[:4] == b"\x89PNG"
+    if tokens == "patch":
+        _diverged_titles(tmp_path, out, metrics)
+
+
+def _diverged_titles(tmp_path, out, metrics):
+    """The report's figures of a diverged SAE say so in red; a sound SAE's do not."""
+    import matplotlib.pyplot as plt
+
+    from clipmech.stages.plot_sae_evaluation import plot_sae_evaluation
+
+    titles = []
+
+    def capture(fig, path):
+        texts = [ax.title for ax in fig.axes] + [t for t in [getattr(fig, "_suptitle", None)] if t is not None]
+        titles.extend((t.get_text(), t.get_color()) for t in texts if t.get_text())
+        plt.close(fig)
+
+    figures = {"histogram": str(tmp_path / "h.png"), "top_images": str(tmp_path / "t.png")}
+    for diverged in (False, True):
+        record = {**metrics, "diverged": diverged, "reconstruction": {**metrics["reconstruction"], "fvu": 3.5e17}}
+        path = tmp_path / f"metrics-{diverged}.json"
+        path.write_text(json.dumps(record))
+        titles.clear()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("clipmech.figures.sae_eval.save_figure", capture)
+            plot_sae_evaluation(
+                metrics=str(path), top_latents=out["top_latents"], out=figures, dense_threshold=0.1, label="test"
+            )
+        warned = [text for text, colour in titles if text.startswith("DIVERGED (held-out FVU 3.5e+17 > max_fvu 1;")]
+        assert len(warned) == (2 if diverged else 0), titles
 
 
 def test_evaluate_sae_stage_refuses_mismatched_inputs(tmp_path, tiny_dataset):
