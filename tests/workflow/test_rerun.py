@@ -16,6 +16,7 @@ import ast
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -234,7 +235,8 @@ def test_config_key_order_reruns_nothing(tiny_run, tmp_path):
 
 def test_comments_and_docstrings_rerun_nothing(tiny_run, tmp_path):
     """Only code counts: a comment and a docstring edit in the dataset synthesis (which every rule
-    runs) plan nothing, where hashing the source text reran the whole DAG, trainings included."""
+    runs), and a touched and commented workflow script, plan nothing, where hashing the source text reran
+    the whole DAG, trainings included."""
     snakefile = copy_workflow(tmp_path / "copy")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "copy" / "src")}
     module = tmp_path / "copy" / "src" / "clipmech" / "data" / "shapes.py"
@@ -244,6 +246,10 @@ def test_comments_and_docstrings_rerun_nothing(tiny_run, tmp_path):
     edited = source.replace(docstring, docstring + "\nEdited by a test.", 1) + "\n# a comment added by a test\n"
     module.write_text(edited)
     assert ast.dump(ast.parse(edited)) != ast.dump(tree)  # the docstring really changed
+    # A workflow script touched (a newer mtime) and commented: scripts are code, not inputs.
+    script = tmp_path / "copy" / "workflow" / "scripts" / "train_clip.py"
+    script.write_text("# a comment added by a test\n" + script.read_text())
+    os.utime(script, (time.time() + 60, time.time() + 60))
     assert planned_jobs("--configfile", TINY, workdir=tiny_run, snakefile=snakefile, env=env) == {}
 
 
