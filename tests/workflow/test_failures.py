@@ -181,3 +181,28 @@ def test_missing_checkpoint_stops_before_any_job_runs(tmp_path):
     message = result.stdout + result.stderr
     assert "MissingInputException" in message and "checkpoints/missing-vit.pt" in message
     assert not (tmp_path / "results").exists()
+
+
+def test_a_second_run_on_a_store_being_written_plans_nothing_and_deletes_nothing(tmp_path):
+    """`snakemake --unlock` under a live extraction, then a second run: the DAG is not built while another
+    process holds the store's writer lock, so nothing of the first run's store is touched."""
+    store = tmp_path / "results" / "activations" / "tiny-vit" / "tiny-shapes.zarr"
+    partial = partial_path(store)
+    partial.mkdir(parents=True)
+    (partial / "first-run.txt").write_text("the first run's chunks")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from clipmech.stores.locks import lock_store; lock_store({str(store)!r}); input()"],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (store.parent / "tiny-shapes.zarr.lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        result = snakemake("--cores", "1", "--configfile", TINY, workdir=tmp_path, check=False)
+    finally:
+        holder.communicate(b"\n", timeout=60)
+    message = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"{store.relative_to(tmp_path)} is being written by another process (pid {holder.pid})" in message
+    assert (partial / "first-run.txt").read_text() == "the first run's chunks"
+    assert not (tmp_path / "results" / "models").exists()  # no job ran

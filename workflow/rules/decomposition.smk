@@ -1,7 +1,11 @@
+from clipmech.stores.locks import no_writer
+
+
 rule extract_attnpool:
     input:
         dataset_dir=DATA,
         checkpoint=checkpoint_input,
+        unlocked=no_writer(ATTNPOOL),
     output:
         store=directory(ATTNPOOL),
     log:

@@ -1,7 +1,11 @@
+from clipmech.stores.locks import no_writer
+
+
 rule extract_activations:
     input:
         dataset_dir=DATA,
         checkpoint=checkpoint_input,
+        unlocked=no_writer(ACTIVATIONS),
     output:
         store=directory(ACTIVATIONS),
     log:

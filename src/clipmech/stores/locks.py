@@ -135,3 +135,27 @@ def writing(store: str | Path) -> Iterator[None]:
     finally:
         if taken:
             unlock_store(store)
+
+
+def no_writer(pattern: str):
+    """An input function for the rule that writes the stores of ``pattern`` (a path with wildcards): no
+    input, but it stops the DAG being built while another live process writes the job's store, so that a
+    second run (after ``snakemake --unlock``) plans nothing on it and Snakemake deletes nothing of it.
+
+    Raises
+    ------
+    StoreLockedError
+        When the store is being written (:func:`writer_pid`), naming the store and the writer's pid.
+    """
+
+    def check(wildcards) -> list[str]:
+        store = pattern.format(**dict(wildcards.items()))
+        pid = writer_pid(store)
+        if pid is not None:
+            raise StoreLockedError(
+                f"{store} is being written by another process (pid {pid}), perhaps a run whose Snakemake lock "
+                "was removed with --unlock: wait for it or kill it, then run again"
+            )
+        return []
+
+    return check
