@@ -77,12 +77,13 @@ def test_dataset_seed_reruns_everything_downstream_of_synthesis(tiny_run, tmp_pa
 
 
 def test_shift_dataset_seed_reruns_the_shift_splits_only(tiny_run, tmp_path):
-    """The shift splits are a dataset of their own: changing them leaves the base dataset's jobs alone."""
+    """The shift splits are a dataset of their own: changing them leaves the base dataset's jobs alone (the
+    shift figure is redrawn from the new tables)."""
     seed = yaml.safe_load(TINY.read_text())["datasets"]["tiny-shapes-shift"]["seed"]
     plan = planned_jobs(
         "--configfile", changed_config(tmp_path, "datasets", "tiny-shapes-shift", "seed", seed + 1), workdir=tiny_run
     )
-    assert plan == {"synthesize_shift": 1, "extract_attnpool": 1, "monitor_shift": 1, "all": 1}
+    assert plan == {"synthesize_shift": 1, "extract_attnpool": 1, "monitor_shift": 1, "plot_shift": 1, "all": 1}
     assert plan == forcerun_plan(tiny_run, "synthesize_shift")
 
 
@@ -120,12 +121,22 @@ def edit_function(module: Path, function: str) -> None:
             "neuron_selectivity",
             {*UPSTREAM, "plot_dataset", "plot_training"},
         ),
-        # A figure function reruns the rule that draws the figure, not the stores it reads.
+        # A figure function reruns the plot rule that draws the figure, not the decomposition whose scores it
+        # draws, the stores it reads or the atlas.
         (
             "figures/norms.py",
             "component_norms",
-            "decompose_attnpool",
-            {*UPSTREAM, "extract_attnpool", "embed_text", "ablate_components", "decompose_text", "find_registers"},
+            "plot_decomposition",
+            {
+                *UPSTREAM,
+                "extract_attnpool",
+                "embed_text",
+                "decompose_attnpool",
+                "ablate_components",
+                "decompose_text",
+                "find_registers",
+                "build_atlas",
+            },
         ),
         # The selectivity code reruns the selectivity rules and their readers, the SAE evaluation
         # (its Algorithm 1 entropy of the latents), MiCLIP's evaluation (its ground truth) and the atlases

@@ -263,14 +263,14 @@ def all_targets():
     for model, dataset in PLAN.decompositions:
         base = f"results/decomposition/{model}/{dataset}"
         targets += [
-            f"{base}/summary.json",
-            f"{base}/ablation.tsv",
-            f"{base}/sparse_accuracy.tsv",
-            f"{base}/registers.tsv",
+            f"{base}/norms.png",
+            f"{base}/ablation.png",
+            f"{base}/sparse_accuracy.png",
+            f"{base}/attention_sink.png",
             f"results/segmentation/{model}/{dataset}/miou.tsv",
         ]
         if dataset in PLAN.shift_of:
-            targets.append(f"{base}/shift_splits.tsv")
+            targets.append(f"{base}/shift.png")
     for model, dataset in PLAN.patchings:
         base = f"results/patching/{model}/{dataset}"
         targets += [f"{base}/{n}.png" for n in ("circuit", "auroc", "interventions")]

@@ -69,10 +69,9 @@ rule decompose_attnpool:
             "decomposition_summary.rst",
             "6 ResNet decomposition",
         ),
-        figure=reported(
-            "results/decomposition/{model}/{dataset}/norms.png",
-            "decomposition_norms.rst",
-            "6 ResNet decomposition",
+        scores="results/decomposition/{model}/{dataset}/scores.npz",
+        scores_sha256=sha256_record(
+            "results/decomposition/{model}/{dataset}/scores.npz"
         ),
     log:
         "logs/decompose_attnpool/{model}/{dataset}.log",
@@ -89,10 +88,36 @@ rule decompose_attnpool:
         decomposition=CONFIG.decomposition.pick(
             "chunk_size", "n_checked", "pc_top_k", "max_rel_err"
         ),
-        label=pair_label,
         code=script_code("decompose_attnpool.py"),
     script:
         "../scripts/decompose_attnpool.py"
+
+
+rule plot_decomposition:
+    input:
+        summary="results/decomposition/{model}/{dataset}/summary.json",
+        scores="results/decomposition/{model}/{dataset}/scores.npz",
+        scores_sha256=sha256_record(
+            "results/decomposition/{model}/{dataset}/scores.npz"
+        ),
+    output:
+        figure=reported(
+            "results/decomposition/{model}/{dataset}/norms.png",
+            "decomposition_norms.rst",
+            "6 ResNet decomposition",
+        ),
+    log:
+        "logs/plot_decomposition/{model}/{dataset}.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        label=pair_label,
+        code=script_code("plot_decomposition.py"),
+    script:
+        "../scripts/plot_decomposition.py"
 
 
 rule ablate_components:
@@ -107,11 +132,7 @@ rule ablate_components:
             "ablation_table.rst",
             "6 ResNet decomposition",
         ),
-        figure=reported(
-            "results/decomposition/{model}/{dataset}/ablation.png",
-            "ablation_figure.rst",
-            "6 ResNet decomposition",
-        ),
+        tasks="results/decomposition/{model}/{dataset}/ablation_tasks.tsv",
     log:
         "logs/ablate_components/{model}/{dataset}.log",
     benchmark:
@@ -125,10 +146,33 @@ rule ablate_components:
     params:
         ablation=CONFIG.decomposition.ablation.params(),
         chunk_size=CONFIG.decomposition.chunk_size,
-        label=pair_label,
         code=script_code("ablate_components.py"),
     script:
         "../scripts/ablate_components.py"
+
+
+rule plot_ablation:
+    input:
+        table="results/decomposition/{model}/{dataset}/ablation.tsv",
+        tasks="results/decomposition/{model}/{dataset}/ablation_tasks.tsv",
+    output:
+        figure=reported(
+            "results/decomposition/{model}/{dataset}/ablation.png",
+            "ablation_figure.rst",
+            "6 ResNet decomposition",
+        ),
+    log:
+        "logs/plot_ablation/{model}/{dataset}.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        label=pair_label,
+        code=script_code("plot_ablation.py"),
+    script:
+        "../scripts/plot_ablation.py"
 
 
 rule decompose_text:
@@ -153,11 +197,6 @@ rule decompose_text:
             "text_accuracy.rst",
             "6 ResNet decomposition",
         ),
-        figure=reported(
-            "results/decomposition/{model}/{dataset}/sparse_accuracy.png",
-            "text_accuracy_figure.rst",
-            "6 ResNet decomposition",
-        ),
     log:
         "logs/decompose_text/{model}/{dataset}.log",
     benchmark:
@@ -174,10 +213,35 @@ rule decompose_text:
         pc_top_k=CONFIG.decomposition.pc_top_k,
         chunk_size=CONFIG.decomposition.chunk_size,
         device=CONFIG.extraction.device,
-        label=pair_label,
         code=script_code("decompose_text.py"),
     script:
         "../scripts/decompose_text.py"
+
+
+rule plot_sparse_accuracy:
+    input:
+        accuracy="results/decomposition/{model}/{dataset}/sparse_accuracy.tsv",
+        text_path="results/text/{model}/embeddings.npz",
+        text_path_sha256=sha256_record("results/text/{model}/embeddings.npz"),
+    output:
+        figure=reported(
+            "results/decomposition/{model}/{dataset}/sparse_accuracy.png",
+            "text_accuracy_figure.rst",
+            "6 ResNet decomposition",
+        ),
+    log:
+        "logs/plot_sparse_accuracy/{model}/{dataset}.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        keep_fraction=CONFIG.decomposition.text.keep_fraction,
+        label=pair_label,
+        code=script_code("plot_sparse_accuracy.py"),
+    script:
+        "../scripts/plot_sparse_accuracy.py"
 
 
 rule find_registers:
@@ -194,11 +258,7 @@ rule find_registers:
             "register_neurons.rst",
             "6 ResNet decomposition",
         ),
-        figure=reported(
-            "results/decomposition/{model}/{dataset}/attention_sink.png",
-            "attention_sink.rst",
-            "6 ResNet decomposition",
-        ),
+        sample="results/decomposition/{model}/{dataset}/register_sample.tsv",
     log:
         "logs/find_registers/{model}/{dataset}.log",
     benchmark:
@@ -210,8 +270,33 @@ rule find_registers:
         mem_mb=8000,
         runtime=60,
     params:
-        registers=CONFIG.decomposition.registers.params(),
-        label=pair_label,
+        registers=CONFIG.decomposition.registers.params("n_figure_neurons"),
         code=script_code("find_registers.py"),
     script:
         "../scripts/find_registers.py"
+
+
+rule plot_registers:
+    input:
+        tokens="results/decomposition/{model}/{dataset}/tokens.tsv",
+        neurons="results/decomposition/{model}/{dataset}/registers.tsv",
+        sample="results/decomposition/{model}/{dataset}/register_sample.tsv",
+    output:
+        figure=reported(
+            "results/decomposition/{model}/{dataset}/attention_sink.png",
+            "attention_sink.rst",
+            "6 ResNet decomposition",
+        ),
+    log:
+        "logs/plot_registers/{model}/{dataset}.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        n_figure_neurons=CONFIG.decomposition.registers.n_figure_neurons,
+        label=pair_label,
+        code=script_code("plot_registers.py"),
+    script:
+        "../scripts/plot_registers.py"

@@ -15,11 +15,6 @@ rule monitor_shift:
             "shift_correlations.rst",
             "6 ResNet decomposition",
         ),
-        figure=reported(
-            "results/decomposition/{model}/{dataset}/shift.png",
-            "shift_figure.rst",
-            "6 ResNet decomposition",
-        ),
     log:
         "logs/monitor_shift/{model}/{dataset}.log",
     wildcard_constraints:
@@ -32,7 +27,33 @@ rule monitor_shift:
     params:
         shift=CONFIG.decomposition.shift.params(),
         chunk_size=CONFIG.decomposition.chunk_size,
-        label=pair_label,
         code=script_code("monitor_shift.py"),
     script:
         "../scripts/monitor_shift.py"
+
+
+rule plot_shift:
+    input:
+        splits="results/decomposition/{model}/{dataset}/shift_splits.tsv",
+        correlations="results/decomposition/{model}/{dataset}/shift_correlations.tsv",
+    output:
+        figure=reported(
+            "results/decomposition/{model}/{dataset}/shift.png",
+            "shift_figure.rst",
+            "6 ResNet decomposition",
+        ),
+    log:
+        "logs/plot_shift/{model}/{dataset}.log",
+    wildcard_constraints:
+        dataset=name_pattern(CONFIG.plan.shift_of),
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        top_k=CONFIG.decomposition.shift.top_k,
+        label=pair_label,
+        code=script_code("plot_shift.py"),
+    script:
+        "../scripts/plot_shift.py"

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from clipmech import artefacts
 from clipmech.data import datasets
 from clipmech.decomposition import pool
 from clipmech.hooks import pool_forward
@@ -111,6 +112,19 @@ def component_scores(s_NHC: np.ndarray, u_HCE: np.ndarray) -> dict[str, np.ndarr
         "neuron": pool.neuron_contribution_norms(s_NHC, pool.neuron_gram(u_HCE)).mean(axis=0),
         "head": np.linalg.norm(pool.head_contributions(s_NHC, u_HCE), axis=-1).mean(axis=0),
     }
+
+
+def save_component_scores(path: str, scores: dict[str, np.ndarray], cos_pc_u: np.ndarray, *, rule: str) -> None:
+    """:func:`component_scores` and the top pairs' |cos(first PC, u)| (:func:`pair_rank_one`, NaN kept) as a
+    verified npz (:func:`clipmech.artefacts.save_npz`), what rule ``plot_decomposition`` draws."""
+    artefacts.save_npz(path, rule=rule, levels=np.asarray(list(scores), dtype=str), cos_pc_u=cos_pc_u, **scores)
+
+
+def load_component_scores(path: str, *, rule: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """What :func:`save_component_scores` wrote, checked against its sha256 record: the scores per level (in
+    the order written) and the cos of the top pairs."""
+    with artefacts.load_npz(path, rule=rule) as record:
+        return {str(level): record[str(level)] for level in record["levels"]}, record["cos_pc_u"]
 
 
 def _curve_rows(

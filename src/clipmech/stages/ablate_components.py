@@ -8,7 +8,6 @@ import pandas as pd
 
 from clipmech.data import datasets, tables
 from clipmech.decomposition import components
-from clipmech.figures import ablation as ablation_figures
 from clipmech.stages.embed_text import load_text
 from clipmech.stores import attnpool as pool_store
 
@@ -16,14 +15,16 @@ log = logging.getLogger(__name__)
 
 
 def ablate_components(
-    *, store: str, dataset_dir: str, text_path: str, out: dict, ablation: dict, chunk_size: int, label: str
+    *, store: str, dataset_dir: str, text_path: str, out: dict, ablation: dict, chunk_size: int
 ) -> None:
     """Zero-shot accuracy vs fraction of pairs, neurons and heads kept, the rest mean-ablated (paper Fig. 1).
 
     Contributions of pairs, neurons and heads are mean-ablated with the attention held fixed;
     the ``neuron_activation`` level mean-ablates the neurons' activations instead, so the
     attention is recomputed (:func:`clipmech.decomposition.components.activation_ablation_curve`).
-    ``ablation`` is the config's ``decomposition.ablation`` section.
+    ``ablation`` is the config's ``decomposition.ablation`` section. ``out["table"]``: the curves;
+    ``out["tasks"]``: each zero-shot task's number of classes (its chance level is one over it) and of
+    evaluated images, what rule ``plot_ablation`` draws with the curves.
     """
     ds = pool_store.open_store(store)
     data = datasets.load(dataset_dir)
@@ -46,10 +47,11 @@ def ablate_components(
     table["model_accuracy"] = table["task"].map(model_acc)
     tables.write_table(table, out["table"])
     log.info("unablated accuracy: %s", model_acc)
-    chance = {task.name: 1.0 / len(task.classes) for task in tasks}
-    ablation_figures.ablation_curves(
-        table,
-        chance,
-        f"{label}: mean-ablation of all but the top components ({len(tasks[0].images)} single-object images)",
-        out["figure"],
+    tasks_table = pd.DataFrame(
+        {
+            "task": [task.name for task in tasks],
+            "n_classes": [len(task.classes) for task in tasks],
+            "n_images": [len(task.images) for task in tasks],
+        }
     )
+    tables.write_table(tasks_table, out["tasks"])

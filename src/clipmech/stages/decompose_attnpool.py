@@ -11,20 +11,24 @@ import pandas as pd
 from clipmech import artefacts
 from clipmech.data import tables
 from clipmech.decomposition import components, pool
-from clipmech.figures import norms as norms_figures
 from clipmech.stores import attnpool as pool_store
 
 log = logging.getLogger(__name__)
 
+#: The rule that writes the component scores (named when their file fails its sha256 check).
+RULE = "decompose_attnpool"
 
-def decompose_attnpool(*, store: str, out: dict, decomposition: dict, label: str) -> None:
+
+def decompose_attnpool(*, store: str, out: dict, decomposition: dict) -> None:
     """Scalars, norms and the checks of the decomposition (methods.md Sec. 5 tests).
 
     ``out["pairs"]``: every pair ranked by mean contribution norm (rank, head, neuron, mean_norm,
     u_norm, s_mean, and for the top ``n_checked`` pairs cos_pc_u and explained);
     ``out["summary"]``: reconstruction error of the stored outputs, rank-1 statistics of pairs vs
-    neurons, norm shares; ``out["figure"]``. ``decomposition`` holds the config's ``decomposition`` keys
-    ``chunk_size``, ``n_checked``, ``pc_top_k`` and ``max_rel_err``.
+    neurons, norm shares; ``out["scores"]``: the mean contribution norms of every pair, neuron and head and
+    the top pairs' cos_pc_u, unrounded (:func:`clipmech.decomposition.components.save_component_scores`),
+    what rule ``plot_decomposition`` draws with the summary. ``decomposition`` holds the config's
+    ``decomposition`` keys ``chunk_size``, ``n_checked``, ``pc_top_k`` and ``max_rel_err``.
     """
     ds = pool_store.open_store(store)
     parts = pool_store.parts(ds)
@@ -83,11 +87,4 @@ def decompose_attnpool(*, store: str, out: dict, decomposition: dict, label: str
             f"{summary['reconstruction_rel_err_max']:.3g} > max_rel_err={decomposition['max_rel_err']}"
         )
     artefacts.write_text(out["summary"], json.dumps(summary, indent=2) + "\n")
-    norms_figures.component_norms(
-        scores,
-        rank_one,
-        f"{label}: {h} heads x {c} neurons; reconstruction error {summary['reconstruction_rel_err_max']:.1e}; "
-        f"median PC1 variance share: pairs {summary['pair_pc1_explained_median']:.3f}, "
-        f"neurons {summary['neuron_pc1_explained_median']:.3f}",
-        out["figure"],
-    )
+    components.save_component_scores(out["scores"], scores, rank_one["cos_pc_u"].to_numpy(), rule=RULE)

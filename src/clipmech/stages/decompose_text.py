@@ -9,7 +9,6 @@ import torch
 from clipmech.data import datasets, tables
 from clipmech.decomposition import components, pool
 from clipmech.decomposition import text as text_decomposition
-from clipmech.figures import sparse_accuracy as sparse_accuracy_figures
 from clipmech.models import loading
 from clipmech.stages.embed_text import load_text
 from clipmech.stores import attnpool as pool_store
@@ -28,7 +27,6 @@ def decompose_text(
     chunk_size: int,
     device: str,
     threads: int,
-    label: str,
 ) -> None:
     """OMP text decomposition of neuron-head directions and the sparse-direction accuracy (paper Fig. 2).
 
@@ -37,8 +35,8 @@ def decompose_text(
     (sorted by mean norm) with their first words; ``out["class_pairs"]``: each class's pairs
     with words; ``out["accuracy"]``: zero-shot accuracy with the kept pairs' directions replaced
     by their m-sparse approximations (rest mean-ablated), against the neuron baseline (kept
-    neurons reduced to their first PC, itself replaced by its m-sparse approximation). ``text`` is the
-    config's ``decomposition.text`` section.
+    neurons reduced to their first PC, itself replaced by its m-sparse approximation), what rule
+    ``plot_sparse_accuracy`` draws. ``text`` is the config's ``decomposition.text`` section.
     """
     torch.set_num_threads(threads)
     torch_device = loading.resolve_device(device)
@@ -65,8 +63,3 @@ def decompose_text(
     )  # fmt: skip
     tables.write_table(accuracy, out["accuracy"])
     log.info("sparse-direction accuracy:\n%s", accuracy.to_string())
-    sparse_accuracy_figures.sparse_accuracy(
-        accuracy,
-        f"{label}: top {text['keep_fraction']:.0%} of pairs / neurons kept, directions from m of {len(words)} words",
-        out["figure"],
-    )

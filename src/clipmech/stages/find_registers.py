@@ -5,20 +5,22 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 
 from clipmech.data import tables
 from clipmech.decomposition import registers as registers_decomposition
-from clipmech.figures import registers as registers_figures
 from clipmech.stores import attnpool as pool_store
 
 log = logging.getLogger(__name__)
 
 
-def find_registers(*, store: str, out: dict, registers: dict, label: str) -> None:
+def find_registers(*, store: str, out: dict, registers: dict) -> None:
     """The attention sink (token with the largest mean attention) and the register neurons (paper A.5-A.6).
 
     ``out["tokens"]``: the mean attention of every token; ``out["neurons"]``: the register neurons;
-    ``out["figure"]``. ``registers`` is the config's ``decomposition.registers`` section.
+    ``out["sample"]``: the number of images the register neurons were measured on and the feature map's grid,
+    what rule ``plot_registers`` draws with the two tables. ``registers`` is the config's
+    ``decomposition.registers`` section without ``n_figure_neurons`` (the figure's).
     """
     ds = pool_store.open_store(store)
     parts = pool_store.parts(ds)
@@ -39,11 +41,5 @@ def find_registers(*, store: str, out: dict, registers: dict, label: str) -> Non
         tokens["mean_attention"].max(),
         neurons.head(10).to_string(),
     )
-    registers_figures.attention_sink(
-        tokens,
-        neurons,
-        parts.grid,
-        registers["n_figure_neurons"],
-        f"{label}: attention sink and register neurons ({n} images)",
-        out["figure"],
-    )
+    sample = pd.DataFrame({"n_images": [n], "grid_rows": [parts.grid[0]], "grid_cols": [parts.grid[1]]})
+    tables.write_table(sample, out["sample"])

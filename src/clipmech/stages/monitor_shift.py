@@ -9,19 +9,17 @@ import numpy as np
 from clipmech.data import datasets, shapes, tables
 from clipmech.data import shift as shift_data
 from clipmech.decomposition import components, monitoring, pool
-from clipmech.figures import shift as shift_figures
 from clipmech.stages.embed_text import load_text
 from clipmech.stores import attnpool as pool_store
 
 log = logging.getLogger(__name__)
 
 
-def monitor_shift(
-    *, store: str, dataset_dir: str, text_path: str, out: dict, shift: dict, chunk_size: int, label: str
-) -> None:
+def monitor_shift(*, store: str, dataset_dir: str, text_path: str, out: dict, shift: dict, chunk_size: int) -> None:
     """Concept scores of the top pairs of each concept across the splits, and their correlations (paper Sec. 5.2).
 
     ``dataset_dir`` is a dataset of kind ``shift``; ``shift`` is the config's ``decomposition.shift`` section.
+    ``out["splits"]`` and ``out["correlations"]`` are what rule ``plot_shift`` draws.
     """
     ds = pool_store.open_store(store)
     data = datasets.load(dataset_dir)
@@ -41,6 +39,3 @@ def monitor_shift(
     tables.write_table(splits, out["splits"])
     tables.write_table(correlations, out["correlations"])
     log.info("shift monitoring:\n%s\n%s", splits.to_string(), correlations.to_string())
-    shift_figures.shift_monitoring(
-        splits, correlations, f"{label}: concept scores of the top {shift['top_k']} pairs", out["figure"]
-    )

@@ -1,0 +1,161 @@
+"""The decomposition's compute stages write what their plot stages draw: the plot rules read tables and npz
+files only, so editing a figure module reruns the plot rule, not the computation (tests/unit/test_codehash.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clipmech import artefacts
+from clipmech.decomposition import components
+from clipmech.figures import ablation as ablation_figures
+from clipmech.models.loading import ModelSpec
+from clipmech.stores import attnpool as pool_store
+from clipmech.stores import attnpool_extraction
+
+RANDOM_RN = ModelSpec("rand-rn", "clipmech-rn-tiny", None)
+
+
+def _is_png(path) -> bool:
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, tiny_dataset):
+    path = tmp_path_factory.mktemp("attnpool") / "store.zarr"
+    return str(
+        attnpool_extraction.extract_attnpool(RANDOM_RN, tiny_dataset, path, batch_size=5, device="cpu", code="t")
+    )
+
+
+def test_decompose_attnpool_writes_the_scores_plot_decomposition_draws(store, tmp_path):
+    from clipmech.stages.decompose_attnpool import decompose_attnpool
+    from clipmech.stages.plot_decomposition import plot_decomposition
+
+    out = {
+        "pairs": str(tmp_path / "pairs.tsv"),
+        "summary": str(tmp_path / "summary.json"),
+        "scores": str(tmp_path / "scores.npz"),
+    }
+    decompose_attnpool(
+        store=store, out=out, decomposition={"chunk_size": 4, "n_checked": 10, "pc_top_k": 5, "max_rel_err": 1e-3}
+    )
+    assert artefacts.record_path(out["scores"]).exists()
+    scores, cos_pc_u = components.load_component_scores(out["scores"], rule="decompose_attnpool")
+    ds = pool_store.open_store(store)
+    s_NHC, _ = pool_store.pair_scalars(ds, 4)
+    expected = components.component_scores(s_NHC, pool_store.parts(ds).u_HCE)
+    assert list(scores) == list(expected) == list(components.LEVELS)  # the legend's order
+    for level in components.LEVELS:
+        np.testing.assert_array_equal(scores[level], expected[level])  # unrounded, unlike pairs.tsv
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert scores["pair"].shape == (summary["n_heads"], summary["n_neurons"]) and len(cos_pc_u) == 10
+    figure = tmp_path / "norms.png"
+    plot_decomposition(summary=out["summary"], scores=out["scores"], out={"figure": str(figure)}, label="test")
+    assert _is_png(figure)
+
+
+def test_find_registers_writes_the_sample_plot_registers_draws(store, tmp_path):
+    from clipmech.stages.find_registers import find_registers
+    from clipmech.stages.plot_registers import plot_registers
+
+    out = {name: str(tmp_path / f"{name}.tsv") for name in ("tokens", "neurons", "sample")}
+    find_registers(store=store, out=out, registers={"n_images": 4, "chunk_size": 64})
+    sample = pd.read_csv(out["sample"], sep="\t")
+    grid = pool_store.parts(pool_store.open_store(store)).grid
+    assert sample.to_dict("records") == [{"n_images": 4, "grid_rows": grid[0], "grid_cols": grid[1]}]
+    figure = tmp_path / "attention_sink.png"
+    plot_registers(**out, out={"figure": str(figure)}, n_figure_neurons=5, label="test")
+    assert _is_png(figure)
+
+
+def test_plot_ablation_draws_chance_from_the_number_of_classes(tmp_path):
+    """The chance level is 1 / n_classes as the compute stage had it in memory: the same figure, byte for byte."""
+    from clipmech.stages.plot_ablation import plot_ablation
+
+    table = pd.DataFrame(
+        [
+            {"level": level, "fraction": fraction, "task": task, "accuracy": 0.5 * fraction + 0.2}
+            for task in ("colour", "shape")
+            for level in ("pair", "neuron", "head", "neuron_activation")
+            for fraction in (0.0, 0.5, 1.0)
+        ]
+    )
+    table.to_csv(tmp_path / "ablation.tsv", sep="\t", index=False)
+    tasks = pd.DataFrame({"task": ["colour", "shape"], "n_classes": [6, 3], "n_images": [7, 7]})
+    tasks.to_csv(tmp_path / "tasks.tsv", sep="\t", index=False)
+    figure = tmp_path / "ablation.png"
+    plot_ablation(
+        table=str(tmp_path / "ablation.tsv"), tasks=str(tmp_path / "tasks.tsv"), out={"figure": str(figure)}, label="t"
+    )
+    ablation_figures.ablation_curves(
+        table,
+        {"colour": 1.0 / 6, "shape": 1.0 / 3},
+        "t: mean-ablation of all but the top components (7 single-object images)",
+        tmp_path / "direct.png",
+    )
+    assert figure.read_bytes() == (tmp_path / "direct.png").read_bytes()
+
+
+def test_plot_sparse_accuracy_counts_the_words_of_the_text_embeddings(tmp_path, monkeypatch):
+    from clipmech.stages import plot_sparse_accuracy as stage
+
+    rows = [{"level": "model", "directions": "exact", "m": np.nan, "task": "colour", "accuracy": 0.9}]
+    for level in ("pair", "neuron"):
+        rows.append({"level": level, "directions": "exact", "m": np.nan, "task": "colour", "accuracy": 0.8})
+        rows += [
+            {"level": level, "directions": "sparse", "m": m, "task": "colour", "accuracy": 0.1 * m} for m in (1, 4)
+        ]
+    pd.DataFrame(rows).to_csv(tmp_path / "sparse_accuracy.tsv", sep="\t", index=False)
+    text_path = tmp_path / "embeddings.npz"
+    artefacts.save_npz(text_path, rule="embed_text", words=np.array(["red", "square", "left"]))
+    titles = []
+    monkeypatch.setattr(
+        stage.sparse_accuracy_figures, "sparse_accuracy", lambda table, title, path: titles.append(title)
+    )
+    stage.plot_sparse_accuracy(
+        accuracy=str(tmp_path / "sparse_accuracy.tsv"),
+        text_path=str(text_path),
+        out={"figure": str(tmp_path / "sparse_accuracy.png")},
+        keep_fraction=0.2,
+        label="t",
+    )
+    assert titles == ["t: top 20% of pairs / neurons kept, directions from m of 3 words"]
+    monkeypatch.undo()
+    stage.plot_sparse_accuracy(
+        accuracy=str(tmp_path / "sparse_accuracy.tsv"),
+        text_path=str(text_path),
+        out={"figure": str(tmp_path / "sparse_accuracy.png")},
+        keep_fraction=0.2,
+        label="t",
+    )
+    assert _is_png(tmp_path / "sparse_accuracy.png")
+
+
+def test_plot_shift_draws_the_tables_of_monitor_shift(tmp_path):
+    from clipmech.stages.plot_shift import plot_shift
+
+    splits = pd.DataFrame(
+        [
+            {"concept": c, "split": s, "true_share": 0.2 * s, "mean_score": 0.1 * s, "sd_score": 0.05}
+            for c in ("red", "circle")
+            for s in range(3)
+        ]
+    )
+    correlations = pd.DataFrame(
+        {"concept": ["red", "circle"], "point_biserial_r": [0.5, np.nan], "split_pearson_r": [0.9, 0.1]}
+    )
+    splits.to_csv(tmp_path / "splits.tsv", sep="\t", index=False)
+    correlations.to_csv(tmp_path / "correlations.tsv", sep="\t", index=False)
+    figure = tmp_path / "shift.png"
+    plot_shift(
+        splits=str(tmp_path / "splits.tsv"),
+        correlations=str(tmp_path / "correlations.tsv"),
+        out={"figure": str(figure)},
+        top_k=8,
+        label="t",
+    )
+    assert _is_png(figure)
