@@ -157,14 +157,12 @@ def test_every_rule_that_loads_a_model_passes_its_config_hash():
 #: Compute scripts that still draw their figures themselves (to move into plot rules, issue 22 item 4).
 DRAWS_ITS_FIGURES = {
     "ablate_components.py",
-    "binding_benchmark.py",
     "decompose_attnpool.py",
     "decompose_text.py",
     "find_registers.py",
     "gradcam_binding.py",
     "monitor_shift.py",
     "segment_shapes.py",
-    "superposition_separability.py",
     "tsne_cifar10.py",
     "tsne_shapes.py",
 }

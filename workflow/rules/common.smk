@@ -255,8 +255,8 @@ def all_targets():
     for model, dataset in PLAN.shapes_analyses:
         targets += [
             f"results/selectivity/{model}/{dataset}/entropy_by_layer.png",
-            f"results/superposition/{model}/{dataset}/pairs.tsv",
-            f"results/binding/{model}/{dataset}/trials.tsv",
+            f"results/superposition/{model}/{dataset}/distance.png",
+            f"results/binding/{model}/{dataset}/accuracy.png",
             f"results/gradcam/{model}/{dataset}/pointing.tsv",
             f"results/tsne/{model}/{dataset}/tsne.tsv",
         ]

@@ -1,5 +1,7 @@
 """Unit tests of the helpers of the superposition and Grad-CAM stages."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -111,3 +113,41 @@ def test_gradcam_stage_on_random_weights(tiny_dataset, tmp_path, architecture, l
     )  # 6 digits
     assert (pointing["target_object"] != pointing["lure_object"]).all()
     assert (tmp_path / "figure.png").stat().st_size > 1000
+
+
+def test_plot_rules_draw_the_superposition_and_binding_tables(tiny_dataset, tmp_path):
+    """Rules plot_superposition and plot_binding draw from the tables their compute rules write (read back
+    from the TSVs, six significant digits), with no figure code in the computation."""
+    from clipmech.analyses import binding as binding_analysis
+    from clipmech.analyses import superposition as superposition_analysis
+    from clipmech.data import datasets, shapes, tables
+    from clipmech.stages.plot_binding import plot_binding
+    from clipmech.stages.plot_superposition import plot_superposition
+
+    data = datasets.load(str(tiny_dataset))
+    rng = np.random.default_rng(0)
+    pairs = superposition_analysis.superposition_pair_table(
+        rng.dirichlet(np.full(len(FEATURES), 0.5), size=40),
+        rng.standard_normal((data.n_images, 8)),
+        shapes.feature_counts(data.objects, data.n_images),
+        n_units=20,
+        min_images=2,
+        rng=rng,
+    )
+    correlations = superposition_analysis.correlation_by_type(pairs, rng, n_resamples=99)
+    paths = {name: str(tmp_path / f"{name}.tsv") for name in ("pairs", "correlations", "accuracy")}
+    tables.write_table(pairs, paths["pairs"])
+    tables.write_table(correlations, paths["correlations"])
+    figures = {name: str(tmp_path / f"{name}.png") for name in ("distance", "misclassification", "figure")}
+    plot_superposition(
+        pairs=paths["pairs"],
+        correlations=paths["correlations"],
+        out=figures,
+        superposition={"variance_kept": 0.9, "threshold": 0.3},
+        label="test",
+    )
+    trials = binding_analysis.binding_trials(data.objects, ["colour_swap", "absent_shape"], rng)
+    trials["preferred"] = rng.random(len(trials)) < 0.6
+    tables.write_table(binding_analysis.accuracy_by_count(trials), paths["accuracy"])
+    plot_binding(accuracy=paths["accuracy"], out=figures, label="test")
+    assert all(Path(path).stat().st_size > 1000 for path in figures.values())
