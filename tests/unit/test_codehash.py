@@ -160,7 +160,6 @@ DRAWS_ITS_FIGURES = {
     "decompose_attnpool.py",
     "decompose_text.py",
     "find_registers.py",
-    "gradcam_binding.py",
     "monitor_shift.py",
     "segment_shapes.py",
     "tsne_cifar10.py",

@@ -257,7 +257,7 @@ def all_targets():
             f"results/selectivity/{model}/{dataset}/entropy_by_layer.png",
             f"results/superposition/{model}/{dataset}/distance.png",
             f"results/binding/{model}/{dataset}/accuracy.png",
-            f"results/gradcam/{model}/{dataset}/pointing.tsv",
+            f"results/gradcam/{model}/{dataset}/examples.png",
             f"results/tsne/{model}/{dataset}/tsne.tsv",
         ]
     for model, dataset in PLAN.decompositions:

@@ -82,11 +82,12 @@ def test_summarise_per_prompt_type():
 )
 def test_gradcam_stage_on_random_weights(tiny_dataset, tmp_path, architecture, layer, caplog):
     from clipmech.models.loading import ModelSpec
-    from clipmech.stages.gradcam_binding import gradcam_binding
+    from clipmech.stages.gradcam_binding import gradcam_binding, load_examples
+    from clipmech.stages.plot_gradcam import plot_gradcam
 
     out = {
         name: str(tmp_path / f"{name}.{ext}")
-        for name, ext in (("pointing", "tsv"), ("summary", "tsv"), ("figure", "png"))
+        for name, ext in (("pointing", "tsv"), ("summary", "tsv"), ("examples", "npz"))
     }
     params = {"n_images": 3, "target": None, "score": "cosine", "n_figure_rows": 2}
     with caplog.at_level("INFO"):
@@ -98,7 +99,6 @@ def test_gradcam_stage_on_random_weights(tiny_dataset, tmp_path, architecture, l
             seed=0,
             device="cpu",
             threads=1,
-            label="test",
         )
     assert f"Grad-CAM at {layer}" in caplog.text
     pointing = pd.read_csv(out["pointing"], sep="\t")
@@ -112,6 +112,14 @@ def test_gradcam_stage_on_random_weights(tiny_dataset, tmp_path, architecture, l
         mapped[["target", "lure", "other", "background"]].sum(axis=1), 1.0, atol=1e-5
     )  # 6 digits
     assert (pointing["target_object"] != pointing["lure_object"]).all()
+    # The figure's rows, drawn by rule plot_gradcam: images whose maps are not all zero, with their prompts.
+    rows = load_examples(out["examples"])
+    n_rows = len(rows["failed"])
+    assert 1 <= n_rows <= 2 and rows["layer"] == layer and rows["score"] == "cosine"
+    assert rows["images"].shape[0] == n_rows and rows["maps"].shape[:2] == (n_rows, 3)
+    assert rows["maps"].shape[2:] == rows["images"].shape[1:3] and rows["scores"].shape == (n_rows, 3)
+    assert all(prompts in pointing["prompt"].tolist() for row in rows["prompts"] for prompts in row)
+    plot_gradcam(examples=out["examples"], out={"figure": str(tmp_path / "figure.png")}, label="test")
     assert (tmp_path / "figure.png").stat().st_size > 1000
 
 
