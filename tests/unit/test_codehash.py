@@ -162,8 +162,6 @@ DRAWS_ITS_FIGURES = {
     "find_registers.py",
     "monitor_shift.py",
     "segment_shapes.py",
-    "tsne_cifar10.py",
-    "tsne_shapes.py",
 }
 
 

@@ -258,7 +258,7 @@ def all_targets():
             f"results/superposition/{model}/{dataset}/distance.png",
             f"results/binding/{model}/{dataset}/accuracy.png",
             f"results/gradcam/{model}/{dataset}/examples.png",
-            f"results/tsne/{model}/{dataset}/tsne.tsv",
+            f"results/tsne/{model}/{dataset}/tsne.png",
         ]
     for model, dataset in PLAN.decompositions:
         base = f"results/decomposition/{model}/{dataset}"
@@ -289,7 +289,7 @@ def all_targets():
     targets += [DATA.format(dataset=dataset) for dataset in CONFIG.indexed_only()]
     if CONFIG.cifar10.root is not None:
         targets += [
-            f"results/tsne/{model}/cifar10.tsv" for model in CONFIG.analyses.models
+            f"results/tsne/{model}/cifar10.png" for model in CONFIG.analyses.models
         ]
     if CONFIG.decomposition.pascal_context.root is not None:
         targets += [
