@@ -161,7 +161,6 @@ DRAWS_ITS_FIGURES = {
     "decompose_text.py",
     "find_registers.py",
     "monitor_shift.py",
-    "segment_shapes.py",
 }
 
 

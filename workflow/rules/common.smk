@@ -267,7 +267,7 @@ def all_targets():
             f"{base}/ablation.tsv",
             f"{base}/sparse_accuracy.tsv",
             f"{base}/registers.tsv",
-            f"results/segmentation/{model}/{dataset}/miou.tsv",
+            f"results/segmentation/{model}/{dataset}/masks.png",
         ]
         if dataset in PLAN.shift_of:
             targets.append(f"{base}/shift_splits.tsv")
