@@ -154,17 +154,6 @@ def test_every_rule_that_loads_a_model_passes_its_config_hash():
                 assert "reference_config=miclip_reference_config," in block, f"rule {name} lacks reference_config"
 
 
-#: Compute scripts that still draw their figures themselves (to move into plot rules, issue 22 item 4).
-DRAWS_ITS_FIGURES = {
-    "binding_benchmark.py",
-    "gradcam_binding.py",
-    "segment_shapes.py",
-    "superposition_separability.py",
-    "tsne_cifar10.py",
-    "tsne_shapes.py",
-}
-
-
 def test_compute_rules_do_not_hash_figure_code():
     """A computation writes tables and a plot rule (a `plot_*.py` script) draws them, so editing a figure
     module reruns only the plot rules, not the computation."""
@@ -178,5 +167,4 @@ def test_compute_rules_do_not_hash_figure_code():
             module.relative_to(codehash.PACKAGE_DIR).parts[0] == "figures" for module in codehash.module_closure(path)
         )
     }
-    assert drawing <= DRAWS_ITS_FIGURES, f"compute scripts importing clipmech.figures: {sorted(drawing)}"
-    assert DRAWS_ITS_FIGURES <= {path.name for path in compute}
+    assert not drawing, f"compute scripts importing clipmech.figures: {sorted(drawing)}"

@@ -175,6 +175,16 @@ def edit_function(module: Path, function: str) -> None:
             "plot_sae_evaluation",
             {*UPSTREAM, "train_sae", "evaluate_sae", "evaluate_miclip", "build_atlas"},
         ),
+        # So are those of Grad-CAM, the segmentation and the t-SNE: their computations write the examples and
+        # silhouettes the figures show (examples.npz, tsne.json), and editing a figure does not rerun them.
+        ("figures/gradcam.py", "gradcam_rows", "plot_gradcam", {*UPSTREAM, "gradcam_binding"}),
+        (
+            "figures/segmentation.py",
+            "class_heatmaps",
+            "plot_segmentation",
+            {"synthesize_shapes", "train_clip", "extract_attnpool", "embed_text", "segment_shapes"},
+        ),
+        ("figures/tsne.py", "tsne_shapes", "plot_tsne_shapes", {*UPSTREAM, "tsne_shapes"}),
         # The SAE model reruns the SAE training and its figure, and MiCLIP's evaluations and the atlases
         # (they load SAEs), not the activation store it reads or the models.
         (

@@ -14,11 +14,6 @@ rule binding_benchmark:
             "binding_accuracy.rst",
             "4 Binding",
         ),
-        figure=reported(
-            "results/binding/{model}/{dataset}/accuracy.png",
-            "binding_figure.rst",
-            "4 Binding",
-        ),
     log:
         "logs/binding_benchmark/{model}/{dataset}.log",
     conda:
@@ -34,7 +29,29 @@ rule binding_benchmark:
         seed=CONFIG.seed,
         device=CONFIG.extraction.device,
         batch_size=CONFIG.extraction.batch_size,
-        label=pair_label,
         code=script_code("binding_benchmark.py"),
     script:
         "../scripts/binding_benchmark.py"
+
+
+rule plot_binding:
+    input:
+        accuracy="results/binding/{model}/{dataset}/accuracy.tsv",
+    output:
+        figure=reported(
+            "results/binding/{model}/{dataset}/accuracy.png",
+            "binding_figure.rst",
+            "4 Binding",
+        ),
+    log:
+        "logs/plot_binding/{model}/{dataset}.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        label=pair_label,
+        code=script_code("plot_binding.py"),
+    script:
+        "../scripts/plot_binding.py"

@@ -255,10 +255,10 @@ def all_targets():
     for model, dataset in PLAN.shapes_analyses:
         targets += [
             f"results/selectivity/{model}/{dataset}/entropy_by_layer.png",
-            f"results/superposition/{model}/{dataset}/pairs.tsv",
-            f"results/binding/{model}/{dataset}/trials.tsv",
-            f"results/gradcam/{model}/{dataset}/pointing.tsv",
-            f"results/tsne/{model}/{dataset}/tsne.tsv",
+            f"results/superposition/{model}/{dataset}/distance.png",
+            f"results/binding/{model}/{dataset}/accuracy.png",
+            f"results/gradcam/{model}/{dataset}/examples.png",
+            f"results/tsne/{model}/{dataset}/tsne.png",
         ]
     for model, dataset in PLAN.decompositions:
         base = f"results/decomposition/{model}/{dataset}"
@@ -267,7 +267,7 @@ def all_targets():
             f"{base}/ablation.png",
             f"{base}/sparse_accuracy.png",
             f"{base}/attention_sink.png",
-            f"results/segmentation/{model}/{dataset}/miou.tsv",
+            f"results/segmentation/{model}/{dataset}/masks.png",
         ]
         if dataset in PLAN.shift_of:
             targets.append(f"{base}/shift.png")
@@ -289,7 +289,7 @@ def all_targets():
     targets += [DATA.format(dataset=dataset) for dataset in CONFIG.indexed_only()]
     if CONFIG.cifar10.root is not None:
         targets += [
-            f"results/tsne/{model}/cifar10.tsv" for model in CONFIG.analyses.models
+            f"results/tsne/{model}/cifar10.png" for model in CONFIG.analyses.models
         ]
     if CONFIG.decomposition.pascal_context.root is not None:
         targets += [

@@ -13,11 +13,8 @@ rule gradcam_binding:
             "gradcam_summary.rst",
             "4 Binding",
         ),
-        figure=reported(
-            "results/gradcam/{model}/{dataset}/examples.png",
-            "gradcam_examples.rst",
-            "4 Binding",
-        ),
+        examples="results/gradcam/{model}/{dataset}/examples.npz",
+        examples_sha256=sha256_record("results/gradcam/{model}/{dataset}/examples.npz"),
     log:
         "logs/gradcam_binding/{model}/{dataset}.log",
     benchmark:
@@ -35,7 +32,30 @@ rule gradcam_binding:
         gradcam=CONFIG.gradcam.params(),
         seed=CONFIG.seed,
         device=CONFIG.extraction.device,
-        label=pair_label,
         code=script_code("gradcam_binding.py"),
     script:
         "../scripts/gradcam_binding.py"
+
+
+rule plot_gradcam:
+    input:
+        examples="results/gradcam/{model}/{dataset}/examples.npz",
+        examples_sha256=sha256_record("results/gradcam/{model}/{dataset}/examples.npz"),
+    output:
+        figure=reported(
+            "results/gradcam/{model}/{dataset}/examples.png",
+            "gradcam_examples.rst",
+            "4 Binding",
+        ),
+    log:
+        "logs/plot_gradcam/{model}/{dataset}.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        label=pair_label,
+        code=script_code("plot_gradcam.py"),
+    script:
+        "../scripts/plot_gradcam.py"

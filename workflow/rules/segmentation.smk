@@ -11,15 +11,9 @@ rule segment_shapes:
             "6 ResNet decomposition",
         ),
         iou="results/segmentation/{model}/{dataset}/iou.tsv",
-        heatmaps=reported(
-            "results/segmentation/{model}/{dataset}/heatmaps.png",
-            "segmentation_heatmaps.rst",
-            "6 ResNet decomposition",
-        ),
-        masks=reported(
-            "results/segmentation/{model}/{dataset}/masks.png",
-            "segmentation_masks.rst",
-            "6 ResNet decomposition",
+        examples="results/segmentation/{model}/{dataset}/examples.npz",
+        examples_sha256=sha256_record(
+            "results/segmentation/{model}/{dataset}/examples.npz"
         ),
     log:
         "logs/segment_shapes/{model}/{dataset}.log",
@@ -35,10 +29,40 @@ rule segment_shapes:
         segmentation=CONFIG.decomposition.segmentation.params(),
         chunk_size=CONFIG.decomposition.chunk_size,
         seed=CONFIG.seed,
-        label=pair_label,
         code=script_code("segment_shapes.py"),
     script:
         "../scripts/segment_shapes.py"
+
+
+rule plot_segmentation:
+    input:
+        examples="results/segmentation/{model}/{dataset}/examples.npz",
+        examples_sha256=sha256_record(
+            "results/segmentation/{model}/{dataset}/examples.npz"
+        ),
+    output:
+        heatmaps=reported(
+            "results/segmentation/{model}/{dataset}/heatmaps.png",
+            "segmentation_heatmaps.rst",
+            "6 ResNet decomposition",
+        ),
+        masks=reported(
+            "results/segmentation/{model}/{dataset}/masks.png",
+            "segmentation_masks.rst",
+            "6 ResNet decomposition",
+        ),
+    log:
+        "logs/plot_segmentation/{model}/{dataset}.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        label=pair_label,
+        code=script_code("plot_segmentation.py"),
+    script:
+        "../scripts/plot_segmentation.py"
 
 
 rule segment_pascal_context:

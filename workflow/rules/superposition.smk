@@ -14,16 +14,6 @@ rule superposition_separability:
             "superposition_correlations.rst",
             "4 Binding",
         ),
-        distance=reported(
-            "results/superposition/{model}/{dataset}/distance.png",
-            "superposition_distance.rst",
-            "4 Binding",
-        ),
-        misclassification=reported(
-            "results/superposition/{model}/{dataset}/misclassification.png",
-            "superposition_misclassification.rst",
-            "4 Binding",
-        ),
     log:
         "logs/superposition_separability/{model}/{dataset}.log",
     benchmark:
@@ -36,7 +26,36 @@ rule superposition_separability:
     params:
         superposition=CONFIG.superposition.params(),
         seed=CONFIG.seed,
-        label=pair_label,
         code=script_code("superposition_separability.py"),
     script:
         "../scripts/superposition_separability.py"
+
+
+rule plot_superposition:
+    input:
+        pairs="results/superposition/{model}/{dataset}/pairs.tsv",
+        correlations="results/superposition/{model}/{dataset}/correlations.tsv",
+    output:
+        distance=reported(
+            "results/superposition/{model}/{dataset}/distance.png",
+            "superposition_distance.rst",
+            "4 Binding",
+        ),
+        misclassification=reported(
+            "results/superposition/{model}/{dataset}/misclassification.png",
+            "superposition_misclassification.rst",
+            "4 Binding",
+        ),
+    log:
+        "logs/plot_superposition/{model}/{dataset}.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        superposition=CONFIG.superposition.pick("variance_kept", "threshold"),
+        label=pair_label,
+        code=script_code("plot_superposition.py"),
+    script:
+        "../scripts/plot_superposition.py"

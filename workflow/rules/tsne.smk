@@ -8,11 +8,7 @@ rule tsne_shapes:
             "tsne_shapes_table.rst",
             "5 Embedding maps",
         ),
-        figure=reported(
-            "results/tsne/{model}/{dataset}/tsne.png",
-            "tsne_shapes.rst",
-            "5 Embedding maps",
-        ),
+        summary="results/tsne/{model}/{dataset}/tsne.json",
     log:
         "logs/tsne_shapes/{model}/{dataset}.log",
     conda:
@@ -23,10 +19,33 @@ rule tsne_shapes:
     params:
         tsne=CONFIG.tsne.params(),
         seed=CONFIG.seed,
-        label=pair_label,
         code=script_code("tsne_shapes.py"),
     script:
         "../scripts/tsne_shapes.py"
+
+
+rule plot_tsne_shapes:
+    input:
+        table="results/tsne/{model}/{dataset}/tsne.tsv",
+        summary="results/tsne/{model}/{dataset}/tsne.json",
+    output:
+        figure=reported(
+            "results/tsne/{model}/{dataset}/tsne.png",
+            "tsne_shapes.rst",
+            "5 Embedding maps",
+        ),
+    log:
+        "logs/plot_tsne_shapes/{model}/{dataset}.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        label=pair_label,
+        code=script_code("plot_tsne_shapes.py"),
+    script:
+        "../scripts/plot_tsne_shapes.py"
 
 
 rule tsne_cifar10:
@@ -39,12 +58,7 @@ rule tsne_cifar10:
             "5 Embedding maps",
             "{model} on CIFAR-10",
         ),
-        figure=reported(
-            "results/tsne/{model}/cifar10.png",
-            "tsne_cifar10.rst",
-            "5 Embedding maps",
-            "{model} on CIFAR-10",
-        ),
+        summary="results/tsne/{model}/cifar10.json",
     log:
         "logs/tsne_cifar10/{model}.log",
     benchmark:
@@ -67,3 +81,28 @@ rule tsne_cifar10:
         code=script_code("tsne_cifar10.py"),
     script:
         "../scripts/tsne_cifar10.py"
+
+
+rule plot_tsne_cifar10:
+    input:
+        table="results/tsne/{model}/cifar10.tsv",
+        summary="results/tsne/{model}/cifar10.json",
+    output:
+        figure=reported(
+            "results/tsne/{model}/cifar10.png",
+            "tsne_cifar10.rst",
+            "5 Embedding maps",
+            "{model} on CIFAR-10",
+        ),
+    log:
+        "logs/plot_tsne_cifar10/{model}.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    params:
+        label=model_label,
+        code=script_code("plot_tsne_cifar10.py"),
+    script:
+        "../scripts/plot_tsne_cifar10.py"

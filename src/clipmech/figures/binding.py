@@ -1,4 +1,4 @@
-"""Binding-benchmark accuracy per object count (rule ``binding_benchmark``)."""
+"""Binding-benchmark accuracy per object count (rule ``plot_binding``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Grad-CAM example rows of correct and failed bindings (methods.md Sec. 4; rule ``gradcam_binding``)."""
+"""Grad-CAM example rows of correct and failed bindings (methods.md Sec. 4; rule ``plot_gradcam``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Segmentation heatmaps and predicted masks (methods.md Sec. 5; rules ``segment_shapes``)."""
+"""Segmentation heatmaps and predicted masks (methods.md Sec. 5; rule ``plot_segmentation``)."""
 
 from __future__ import annotations
 

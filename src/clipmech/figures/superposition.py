@@ -1,4 +1,4 @@
-"""Superposition vs separability scatter plots (methods.md Sec. 3; rule ``superposition_separability``)."""
+"""Superposition vs separability scatter plots (methods.md Sec. 3; rule ``plot_superposition``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""t-SNE maps of image embeddings (rules ``tsne_shapes`` and ``tsne_cifar10``)."""
+"""t-SNE maps of image embeddings (rules ``plot_tsne_shapes`` and ``plot_tsne_cifar10``)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,6 @@ import torch
 
 from clipmech.analyses import binding as binding_analysis
 from clipmech.data import datasets, tables
-from clipmech.figures import binding as binding_figures
 from clipmech.models import loading, zeroshot
 from clipmech.models.loading import ModelSpec
 from clipmech.stores import activations
@@ -27,16 +26,14 @@ def binding_benchmark(
     seed: int,
     device: str,
     batch_size: int,
-    label: str,
 ) -> None:
     """Score every binding trial (:func:`clipmech.analyses.binding.binding_trials`) of the dataset's images
-    with >= 2 objects and write the per-trial table (``out["trials"]``), the accuracy per task and
-    object count (``out["accuracy"]``) and its figure (``out["figure"]``).
+    with >= 2 objects and write the per-trial table (``out["trials"]``) and the accuracy per task and
+    object count (``out["accuracy"]``, drawn by rule ``plot_binding``).
 
     Image embeddings are the store's (the normalised final embeddings); text embeddings come from
     ``model``. ``binding`` is the config's ``binding`` section; ``seed`` draws the foils; prompts are
-    encoded ``batch_size`` at a time on ``device`` (:func:`clipmech.stores.loading.resolve_device`);
-    ``label`` ("<model> on <dataset>") titles the figure.
+    encoded ``batch_size`` at a time on ``device`` (:func:`clipmech.stores.loading.resolve_device`).
     """
     data = datasets.load(dataset_dir)
     trials = binding_analysis.binding_trials(data.objects, binding["tasks"], np.random.default_rng(seed))
@@ -65,4 +62,3 @@ def binding_benchmark(
     for key, table in (("trials", trials), ("accuracy", accuracy)):
         tables.write_table(table, out[key])
     log.info("binding accuracy of %s:\n%s", model.name, accuracy.to_string())
-    binding_figures.binding_accuracy(accuracy, f"{label}: binding benchmark (chance 0.5)", out["figure"])

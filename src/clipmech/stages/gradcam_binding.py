@@ -9,14 +9,17 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from clipmech import artefacts
 from clipmech.analyses import binding
 from clipmech.analyses import gradcam as gradcam_analysis
 from clipmech.data import datasets, tables
-from clipmech.figures import gradcam as gradcam_figures
 from clipmech.models import loading
 from clipmech.models.loading import ModelSpec
 
 log = logging.getLogger(__name__)
+
+#: The rule that writes the figure's examples (named when the file fails its sha256 check).
+RULE = "gradcam_binding"
 
 
 def gradcam_binding(
@@ -28,14 +31,14 @@ def gradcam_binding(
     seed: int,
     device: str,
     threads: int,
-    label: str,
 ) -> None:
     """Grad-CAM maps (methods.md Sec. 4) of the correct, swapped and absent prompts
     (:func:`clipmech.analyses.binding.gradcam_prompts`) on ``gradcam["n_images"]`` seeded images with >= 2
     objects; writes the per-prompt pointing game (``out["pointing"]``), its summary per prompt type
-    (``out["summary"]``) and the figure (``out["figure"]``) of images chosen by
-    :func:`clipmech.analyses.binding.select_examples` on S(correct) - S(swapped) among the images whose three
-    maps are not all-zero. ``gradcam`` is the config's ``gradcam`` section; ``model`` is loaded on ``device``.
+    (``out["summary"]``) and the figure's rows (``out["examples"]``, :func:`load_examples`; rule
+    ``plot_gradcam`` draws them): images chosen by :func:`clipmech.analyses.binding.select_examples` on
+    S(correct) - S(swapped) among the images whose three maps are not all-zero, with their maps, prompts and
+    scores. ``gradcam`` is the config's ``gradcam`` section; ``model`` is loaded on ``device``.
 
     Maps are computed at the model's input resolution and resized bilinearly to the dataset's
     image (and mask) size. The images are square, so the model's resize and centre crop is a
@@ -110,12 +113,31 @@ def gradcam_binding(
     has_zero_map = (pointing.groupby("image_id")["total_energy"].min().loc[images] == 0).to_numpy()
     index, failed = binding.select_examples(np.where(has_zero_map, np.nan, margin_N), gradcam["n_figure_rows"])
     prompts_NP = [pointing.loc[pointing["image_id"] == images[i], "prompt"].tolist() for i in index]
-    gradcam_figures.gradcam_rows(
-        data.images[np.asarray(images)[index]],
-        np.stack([maps[i] for i in index]),
-        prompts_NP,
-        scores.loc[np.asarray(images)[index], list(binding.GRADCAM_PROMPT_TYPES)].to_numpy(),
-        failed,
-        f"{label}: Grad-CAM at {result.layer} ({gradcam['score']}); prompts correct / swapped / absent",
-        out["figure"],
+    artefacts.save_npz(
+        out["examples"],
+        rule=RULE,
+        images=np.asarray(data.images[np.asarray(images)[index]]),
+        maps=np.stack([maps[i] for i in index]),
+        prompts=np.array(prompts_NP, dtype=str),
+        scores=scores.loc[np.asarray(images)[index], list(binding.GRADCAM_PROMPT_TYPES)].to_numpy(),
+        failed=np.asarray(failed, dtype=bool),
+        layer=np.array(result.layer),
+        score=np.array(gradcam["score"]),
     )
+
+
+def load_examples(path: str) -> dict:
+    """The figure's rows that :func:`gradcam_binding` wrote, checked against their sha256 record
+    (:func:`clipmech.artefacts.load_npz`): ``images`` (N, H, W, 3) uint8, ``maps`` (N, P, H, W) at the image
+    resolution, ``prompts`` (N lists of P str), ``scores`` (N, P) S_t, ``failed`` (N,) bool, the hooked
+    ``layer`` and the ``score`` (str) of the Grad-CAM."""
+    with artefacts.load_npz(path, rule=RULE) as npz:
+        return {
+            "images": npz["images"],
+            "maps": npz["maps"],
+            "prompts": [[str(prompt) for prompt in row] for row in npz["prompts"]],
+            "scores": npz["scores"],
+            "failed": npz["failed"],
+            "layer": str(npz["layer"]),
+            "score": str(npz["score"]),
+        }

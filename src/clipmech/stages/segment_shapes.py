@@ -7,14 +7,17 @@ import logging
 import numpy as np
 import pandas as pd
 
+from clipmech import artefacts
 from clipmech.data import datasets, tables
 from clipmech.decomposition import components, miou, pool
 from clipmech.decomposition import segmentation as segmentation_decomposition
-from clipmech.figures import segmentation as segmentation_figures
 from clipmech.stages.embed_text import load_text
 from clipmech.stores import attnpool as pool_store
 
 log = logging.getLogger(__name__)
+
+#: The rule that writes the figures' examples (named when the file fails its sha256 check).
+RULE = "segment_shapes"
 
 
 def segment_shapes(
@@ -26,15 +29,16 @@ def segment_shapes(
     segmentation: dict,
     chunk_size: int,
     seed: int,
-    label: str,
 ) -> None:
-    """Training-free segmentation of Shapes colours and shapes with every method; mIoU tables and figures.
+    """Training-free segmentation of Shapes colours and shapes with every method; mIoU tables and the
+    examples the figures of rule ``plot_segmentation`` show.
 
     ``out["miou"]``: task, method, scoring (``with_background``: background + classes, background
     by threshold; ``objects_only``: object pixels, argmax over classes), miou, n_images;
-    ``out["iou"]``: the per-class IoU; ``out["heatmaps"]``: the pair method's class maps (colour
-    task) on example images; ``out["masks"]``: predicted masks of every method next to the
-    ground truth for both tasks. ``segmentation`` is the config's ``decomposition.segmentation`` section.
+    ``out["iou"]``: the per-class IoU; ``out["examples"]`` (:func:`load_examples`): ``n_figure_images``
+    seeded example images with the pair method's class maps (colour task) and, for both tasks, the ground
+    truth and every method's predicted masks. ``segmentation`` is the config's ``decomposition.segmentation``
+    section.
     """
     ds = pool_store.open_store(store)
     data = datasets.load(dataset_dir)
@@ -93,28 +97,46 @@ def segment_shapes(
     tables.write_table(miou_table, out["miou"])
     tables.write_table(pd.DataFrame(iou_rows), out["iou"])
     log.info("mIoU:\n%s", miou_table.to_string())
-    images = np.asarray(data.images[examples])
-    segmentation_figures.class_heatmaps(
-        images,
-        figure_heatmaps,
-        setups["colour"][0],
-        f"{label}: pair-method colour maps (top {k} pairs per class)",
-        out["heatmaps"],
-    )
-    blocks = [
-        {
-            "task": task,
-            "classes": setups[task][0],
-            "gt": segmentation_decomposition.shapes_ground_truth(
-                data.masks, data.objects, examples, task, setups[task][0]
-            ),
-            "preds": {method: np.concatenate(preds) for method, preds in figure_preds[task].items()},
+    arrays = {
+        "images": np.asarray(data.images[examples]),
+        "heatmaps": figure_heatmaps,
+        "n_pairs": np.array(k),
+        "background_threshold": np.array(segmentation["background_threshold"]),
+        "tasks": np.array(segmentation_decomposition.SEGMENTED_TASKS),
+    }
+    for task in segmentation_decomposition.SEGMENTED_TASKS:
+        classes = setups[task][0]
+        arrays[f"classes_{task}"] = np.array(classes, dtype=str)
+        arrays[f"gt_{task}"] = segmentation_decomposition.shapes_ground_truth(
+            data.masks, data.objects, examples, task, classes
+        )
+        arrays[f"methods_{task}"] = np.array(list(figure_preds[task]), dtype=str)
+        arrays[f"preds_{task}"] = np.stack([np.concatenate(preds) for preds in figure_preds[task].values()])
+    artefacts.save_npz(out["examples"], rule=RULE, **arrays)
+
+
+def load_examples(path: str) -> dict:
+    """The figures' examples that :func:`segment_shapes` wrote, checked against their sha256 record
+    (:func:`clipmech.artefacts.load_npz`): ``images`` (n, H, W, 3), ``heatmaps`` (n, K, H, W) the pair method's
+    pixel logits of the K colour classes, ``n_pairs`` (the top pairs per class), ``background_threshold``, and
+    ``blocks``, one per task as :func:`clipmech.figures.segmentation.predicted_masks` takes them (``task``,
+    ``classes``, ``gt`` (n, H, W), ``preds`` {method: (n, H, W)})."""
+    with artefacts.load_npz(path, rule=RULE) as npz:
+        blocks = []
+        for task in (str(task) for task in npz["tasks"]):
+            preds = npz[f"preds_{task}"]
+            blocks.append(
+                {
+                    "task": task,
+                    "classes": tuple(str(name) for name in npz[f"classes_{task}"]),
+                    "gt": npz[f"gt_{task}"],
+                    "preds": {str(method): preds[m] for m, method in enumerate(npz[f"methods_{task}"])},
+                }
+            )
+        return {
+            "images": npz["images"],
+            "heatmaps": npz["heatmaps"],
+            "n_pairs": npz["n_pairs"].item(),
+            "background_threshold": npz["background_threshold"].item(),
+            "blocks": blocks,
         }
-        for task in segmentation_decomposition.SEGMENTED_TASKS
-    ]
-    segmentation_figures.predicted_masks(
-        images,
-        blocks,
-        f"{label}: predicted masks (background threshold {segmentation['background_threshold']})",
-        out["masks"],
-    )

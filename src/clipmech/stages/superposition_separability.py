@@ -9,21 +9,19 @@ import numpy as np
 from clipmech.analyses import selectivity
 from clipmech.analyses import superposition as superposition_analysis
 from clipmech.data import datasets, shapes, tables
-from clipmech.figures import superposition as superposition_figures
 from clipmech.stores import activations
 
 log = logging.getLogger(__name__)
 
 
 def superposition_separability(
-    *, units: str, store: str, dataset_dir: str, out: dict, superposition: dict, seed: int, label: str
+    *, units: str, store: str, dataset_dir: str, out: dict, superposition: dict, seed: int
 ) -> None:
-    """Pair table, correlation table (pooled and within each pair type,
-    :func:`clipmech.analyses.superposition.correlation_by_type`) and the two scatter figures of
-    methods.md Sec. 3.
+    """Pair table and correlation table (pooled and within each pair type,
+    :func:`clipmech.analyses.superposition.correlation_by_type`) of methods.md Sec. 3; rule
+    ``plot_superposition`` draws them.
 
-    ``out`` maps ``pairs``, ``correlations``, ``distance`` and ``misclassification`` to paths;
-    ``superposition`` is the config's ``superposition`` section. The hold-out splits (``cv: holdout``)
+    ``out`` maps ``pairs`` and ``correlations`` to paths; ``superposition`` is the config's ``superposition`` section. The hold-out splits (``cv: holdout``)
     and the bootstrap draw from two independent streams of ``seed``.
     """
     affinity_UF = selectivity.read_affinities(units)
@@ -69,17 +67,3 @@ def superposition_separability(
         len(pairs),
         correlations.to_string(),
     )
-    n_units = int(pairs["n_units"].iloc[0])
-    for key, separability, claim in (
-        ("distance", "D", "embeddings closer"),
-        ("misclassification", "M", "more misclassification"),
-    ):
-        superposition_figures.superposition_scatter(
-            pairs,
-            correlations,
-            separability,
-            superposition["variance_kept"],
-            f"{label}: higher superposition -> {claim}? ({n_units} lowest-entropy units, "
-            f"threshold {superposition['threshold']})",
-            out[key],
-        )

@@ -11,7 +11,6 @@ import torch
 from clipmech.analyses import embedding_maps
 from clipmech.data import cifar10 as cifar10_data
 from clipmech.data import tables
-from clipmech.figures import tsne as tsne_figures
 from clipmech.models import loading
 from clipmech.models.loading import ModelSpec
 
@@ -30,8 +29,9 @@ def tsne_cifar10(
     threads: int,
 ) -> None:
     """t-SNE of the model's normalised image embeddings of a seeded CIFAR-10 subset (the shapes
-    paper's Fig. 1): coordinates and labels (``out["table"]``) and the figure coloured by class
-    (``out["figure"]``), titled with the class silhouette in the embedding space.
+    paper's Fig. 1): coordinates and labels (``out["table"]``), and the split, number of images, every class
+    name in label order and the class silhouette in the embedding space (``out["summary"]``); rule
+    ``plot_tsne_cifar10`` draws them.
 
     ``cifar10`` is the config's ``cifar10`` section (``root``, ``split``, ``n_images``; read by
     :func:`clipmech.data.cifar10.load_cifar10`); ``tsne`` its ``tsne`` section. One seed stream
@@ -65,11 +65,7 @@ def tsne_cifar10(
         pd.DataFrame({"label": labels_N, "class": np.asarray(classes)[labels_N], "x": xy_N2[:, 0], "y": xy_N2[:, 1]}),
         out["table"],
     )
-    tsne_figures.tsne_classes(
-        xy_N2,
-        labels_N,
-        classes,
-        f"{model.name} on CIFAR-10 ({cifar10['split']}, {len(labels_N)} images): t-SNE of image embeddings; "
-        f"class silhouette {silhouette:.2f}",
-        out["figure"],
+    tables.write_json(
+        {"split": cifar10["split"], "n_images": len(labels_N), "classes": list(classes), "silhouette": silhouette},
+        out["summary"],
     )

@@ -6,17 +6,17 @@ import logging
 
 from clipmech.analyses import embedding_maps
 from clipmech.data import datasets, tables
-from clipmech.figures import tsne as tsne_figures
 from clipmech.stores import activations
 
 log = logging.getLogger(__name__)
 
 
-def tsne_shapes(*, store: str, dataset_dir: str, out: dict, tsne: dict, seed: int, label: str) -> None:
+def tsne_shapes(*, store: str, dataset_dir: str, out: dict, tsne: dict, seed: int) -> None:
     """t-SNE of the store's normalised image embeddings of every Shapes image: coordinates and
-    labels (``out["table"]``) and the three-panel figure (``out["figure"]``; colour and shape of
-    single-object images, object count of all). The silhouettes of colour and shape classes among
-    single-object images are logged and shown in the title. ``tsne`` is the config's ``tsne`` section."""
+    labels (``out["table"]``). The silhouettes of colour and shape classes among single-object images
+    (cosine, in the embedding space) are logged and written with the perplexity (``out["summary"]``:
+    ``perplexity``, ``silhouette`` {colour, shape}); rule ``plot_tsne_shapes`` draws both. ``tsne`` is the
+    config's ``tsne`` section."""
     data = datasets.load(dataset_dir)
     emb_NE = activations.open_store(store)["embedding"].values
     if emb_NE.shape[0] != data.n_images:
@@ -32,10 +32,4 @@ def tsne_shapes(*, store: str, dataset_dir: str, out: dict, tsne: dict, seed: in
     }
     log.info("silhouette of single-object images (cosine): %s", silhouettes)
     tables.write_table(labels.assign(x=xy_N2[:, 0], y=xy_N2[:, 1]), out["table"])
-    tsne_figures.tsne_shapes(
-        xy_N2,
-        labels,
-        f"{label}: t-SNE of image embeddings (perplexity {tsne['perplexity']}); silhouette of single-object "
-        f"images by colour {silhouettes['colour']:.2f}, by shape {silhouettes['shape']:.2f}",
-        out["figure"],
-    )
+    tables.write_json({"perplexity": tsne["perplexity"], "silhouette": silhouettes}, out["summary"])

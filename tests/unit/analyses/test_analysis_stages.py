@@ -1,5 +1,7 @@
 """Unit tests of the helpers of the superposition and Grad-CAM stages."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -80,11 +82,12 @@ def test_summarise_per_prompt_type():
 )
 def test_gradcam_stage_on_random_weights(tiny_dataset, tmp_path, architecture, layer, caplog):
     from clipmech.models.loading import ModelSpec
-    from clipmech.stages.gradcam_binding import gradcam_binding
+    from clipmech.stages.gradcam_binding import gradcam_binding, load_examples
+    from clipmech.stages.plot_gradcam import plot_gradcam
 
     out = {
         name: str(tmp_path / f"{name}.{ext}")
-        for name, ext in (("pointing", "tsv"), ("summary", "tsv"), ("figure", "png"))
+        for name, ext in (("pointing", "tsv"), ("summary", "tsv"), ("examples", "npz"))
     }
     params = {"n_images": 3, "target": None, "score": "cosine", "n_figure_rows": 2}
     with caplog.at_level("INFO"):
@@ -96,7 +99,6 @@ def test_gradcam_stage_on_random_weights(tiny_dataset, tmp_path, architecture, l
             seed=0,
             device="cpu",
             threads=1,
-            label="test",
         )
     assert f"Grad-CAM at {layer}" in caplog.text
     pointing = pd.read_csv(out["pointing"], sep="\t")
@@ -110,4 +112,50 @@ def test_gradcam_stage_on_random_weights(tiny_dataset, tmp_path, architecture, l
         mapped[["target", "lure", "other", "background"]].sum(axis=1), 1.0, atol=1e-5
     )  # 6 digits
     assert (pointing["target_object"] != pointing["lure_object"]).all()
+    # The figure's rows, drawn by rule plot_gradcam: images whose maps are not all zero, with their prompts.
+    rows = load_examples(out["examples"])
+    n_rows = len(rows["failed"])
+    assert 1 <= n_rows <= 2 and rows["layer"] == layer and rows["score"] == "cosine"
+    assert rows["images"].shape[0] == n_rows and rows["maps"].shape[:2] == (n_rows, 3)
+    assert rows["maps"].shape[2:] == rows["images"].shape[1:3] and rows["scores"].shape == (n_rows, 3)
+    assert all(prompts in pointing["prompt"].tolist() for row in rows["prompts"] for prompts in row)
+    plot_gradcam(examples=out["examples"], out={"figure": str(tmp_path / "figure.png")}, label="test")
     assert (tmp_path / "figure.png").stat().st_size > 1000
+
+
+def test_plot_rules_draw_the_superposition_and_binding_tables(tiny_dataset, tmp_path):
+    """Rules plot_superposition and plot_binding draw from the tables their compute rules write (read back
+    from the TSVs, six significant digits), with no figure code in the computation."""
+    from clipmech.analyses import binding as binding_analysis
+    from clipmech.analyses import superposition as superposition_analysis
+    from clipmech.data import datasets, shapes, tables
+    from clipmech.stages.plot_binding import plot_binding
+    from clipmech.stages.plot_superposition import plot_superposition
+
+    data = datasets.load(str(tiny_dataset))
+    rng = np.random.default_rng(0)
+    pairs = superposition_analysis.superposition_pair_table(
+        rng.dirichlet(np.full(len(FEATURES), 0.5), size=40),
+        rng.standard_normal((data.n_images, 8)),
+        shapes.feature_counts(data.objects, data.n_images),
+        n_units=20,
+        min_images=2,
+        rng=rng,
+    )
+    correlations = superposition_analysis.correlation_by_type(pairs, rng, n_resamples=99)
+    paths = {name: str(tmp_path / f"{name}.tsv") for name in ("pairs", "correlations", "accuracy")}
+    tables.write_table(pairs, paths["pairs"])
+    tables.write_table(correlations, paths["correlations"])
+    figures = {name: str(tmp_path / f"{name}.png") for name in ("distance", "misclassification", "figure")}
+    plot_superposition(
+        pairs=paths["pairs"],
+        correlations=paths["correlations"],
+        out=figures,
+        superposition={"variance_kept": 0.9, "threshold": 0.3},
+        label="test",
+    )
+    trials = binding_analysis.binding_trials(data.objects, ["colour_swap", "absent_shape"], rng)
+    trials["preferred"] = rng.random(len(trials)) < 0.6
+    tables.write_table(binding_analysis.accuracy_by_count(trials), paths["accuracy"])
+    plot_binding(accuracy=paths["accuracy"], out=figures, label="test")
+    assert all(Path(path).stat().st_size > 1000 for path in figures.values())

@@ -1,7 +1,9 @@
 """Unit tests of clipmech.analyses.embedding_maps: the CIFAR-10 reader on a fake local copy, t-SNE, labels."""
 
 import hashlib
+import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -110,9 +112,10 @@ def test_shapes_labels():
 
 def test_cifar10_stage_on_the_fake_copy(fake_cifar, tmp_path):
     from clipmech.models.loading import ModelSpec
+    from clipmech.stages.plot_tsne_cifar10 import plot_tsne_cifar10
     from clipmech.stages.tsne_cifar10 import tsne_cifar10
 
-    out = {"table": str(tmp_path / "out" / "cifar10.tsv"), "figure": str(tmp_path / "out" / "cifar10.png")}
+    out = {"table": str(tmp_path / "out" / "cifar10.tsv"), "summary": str(tmp_path / "out" / "cifar10.json")}
     cifar = {"root": str(fake_cifar), "split": "test", "n_images": 10}
     tsne_cifar10(
         model=ModelSpec("random-vit", "clipmech-vit-tiny", None),
@@ -127,4 +130,36 @@ def test_cifar10_stage_on_the_fake_copy(fake_cifar, tmp_path):
     table = pd.read_csv(out["table"], sep="\t")
     assert len(table) == 10 and set(table["class"]) <= set(CLASSES)
     assert (table["class"] == np.asarray(CLASSES)[table["label"]]).all()
-    assert (tmp_path / "out" / "cifar10.png").stat().st_size > 1000
+    summary = json.loads(Path(out["summary"]).read_text())
+    assert summary["classes"] == list(CLASSES) and (summary["split"], summary["n_images"]) == ("test", 10)
+    figure = tmp_path / "out" / "cifar10.png"
+    plot_tsne_cifar10(table=out["table"], summary=out["summary"], out={"figure": str(figure)}, label="random-vit")
+    assert figure.stat().st_size > 1000
+
+
+def test_plot_tsne_shapes_reads_the_table_and_summary(tmp_path):
+    """Rule plot_tsne_shapes draws from tsne_shapes' table (a multi-object image's empty colour and shape read
+    back as "") and its summary (a NaN silhouette written as null)."""
+    from clipmech.data import tables
+    from clipmech.stages.plot_tsne_shapes import plot_tsne_shapes
+
+    objects = pd.DataFrame(
+        {
+            "image_id": [0, 1, 1, 2, 3],
+            "object_id": [1, 1, 2, 1, 1],
+            "n_objects": [1, 2, 2, 1, 1],
+            "shape": ["square", "circle", "triangle", "hexagon", "square"],
+            "colour": ["red", "blue", "green", "pink", "red"],
+        }
+    )
+    labels = shapes_labels(objects, 4)
+    xy = np.random.default_rng(0).standard_normal((4, 2))
+    tables.write_table(labels.assign(x=xy[:, 0], y=xy[:, 1]), str(tmp_path / "tsne.tsv"))
+    tables.write_json({"perplexity": 3, "silhouette": {"colour": 0.5, "shape": float("nan")}}, str(tmp_path / "s.json"))
+    read = pd.read_csv(tmp_path / "tsne.tsv", sep="\t", keep_default_na=False)
+    assert read["colour"].tolist() == labels["colour"].tolist()
+    figure = tmp_path / "tsne.png"
+    plot_tsne_shapes(
+        table=str(tmp_path / "tsne.tsv"), summary=str(tmp_path / "s.json"), out={"figure": str(figure)}, label="test"
+    )
+    assert figure.stat().st_size > 1000

@@ -237,3 +237,53 @@ def test_objects_only_does_not_depend_on_the_threshold():
     for cm in scores[1:]:
         np.testing.assert_array_equal(cm, scores[0])
     assert scores[0].sum() == (gt > 0).sum()
+
+
+def test_segment_shapes_writes_the_examples_plot_segmentation_draws(tmp_path, tiny_dataset):
+    """The stage writes tables and the figures' examples (no figure code runs in it); rule
+    plot_segmentation draws the heatmaps and masks from those examples."""
+    from clipmech import artefacts
+    from clipmech.models import zeroshot
+    from clipmech.stages.plot_segmentation import plot_segmentation
+    from clipmech.stages.segment_shapes import load_examples, segment_shapes
+    from clipmech.stores import attnpool_extraction
+
+    store = attnpool_extraction.extract_attnpool(
+        ModelSpec("rand-rn", "clipmech-rn-tiny", None), tiny_dataset, tmp_path / "a.zarr", device="cpu", code="c"
+    )
+    tasks, classes = [], []
+    for task in zeroshot.ATTRIBUTE_TASKS:
+        names, _ = zeroshot.attribute_prompts(task)
+        tasks += [task] * len(names)
+        classes += list(names)
+    embeddings = np.random.default_rng(0).standard_normal((len(classes), 64)).astype(np.float32)
+    text = tmp_path / "embeddings.npz"
+    artefacts.save_npz(
+        text,
+        rule="embed_text",
+        prompt_task=np.array(tasks),
+        prompt_class=np.array(classes),
+        prompt_embeddings=embeddings,
+    )
+    out = {"miou": str(tmp_path / "miou.tsv"), "iou": str(tmp_path / "iou.tsv"), "examples": str(tmp_path / "ex.npz")}
+    segment_shapes(
+        store=str(store),
+        dataset_dir=str(tiny_dataset),
+        text_path=str(text),
+        out=out,
+        segmentation={"top_k": 8, "background_threshold": 0.5, "n_figure_images": 3},
+        chunk_size=4,
+        seed=0,
+    )
+    assert len(pd.read_csv(out["miou"], sep="\t")) == 2 * len(segmentation.METHODS) * 2
+    shown = load_examples(out["examples"])
+    assert shown["images"].shape == (3, 64, 64, 3) and (shown["n_pairs"], shown["background_threshold"]) == (8, 0.5)
+    assert [block["task"] for block in shown["blocks"]] == list(segmentation.SEGMENTED_TASKS)
+    colour = shown["blocks"][0]
+    assert shown["heatmaps"].shape == (3, len(colour["classes"]), 64, 64)
+    for block in shown["blocks"]:
+        assert list(block["preds"]) == list(segmentation.METHODS) and block["gt"].shape == (3, 64, 64)
+        assert all(pred.shape == (3, 64, 64) for pred in block["preds"].values())
+    figures = {"heatmaps": str(tmp_path / "heatmaps.png"), "masks": str(tmp_path / "masks.png")}
+    plot_segmentation(examples=out["examples"], out=figures, label="test")
+    assert all((tmp_path / f"{name}.png").stat().st_size > 1000 for name in figures)
