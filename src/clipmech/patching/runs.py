@@ -116,7 +116,7 @@ def tower_run(model, tower_name, *, chosen, corruption, pixels, tokenizer, scale
 
 
 def check_kept(baselines: Sequence[tuple[dict, engine.SweepResult]], min_effect: float) -> None:
-    """Refuse a causal tracing in which ``min_effect`` keeps no pair of any corruption and tower.
+    """Refuse a causal tracing in which ``min_effect`` drops every pair whose clean run is right.
 
     Parameters
     ----------
@@ -128,24 +128,31 @@ def check_kept(baselines: Sequence[tuple[dict, engine.SweepResult]], min_effect:
     Raises
     ------
     ValueError
-        If no pair is kept anywhere (every mean would be NaN), naming ``patching.min_effect``, the pairs
-        whose clean run is right and the largest effect m_clean - m_corrupt among them; also when no
-        corruption has a usable pair at all.
+        If some pair's clean run is right but none is kept (every mean would be NaN because of
+        ``min_effect``), naming ``patching.min_effect``, those pairs and the largest effect m_clean - m_corrupt
+        among them; also when no corruption has a usable pair at all. When no clean run is right (a model
+        that does not answer these pairs, such as a barely trained one) no setting can help: the tables are
+        NaN and a warning says why.
     """
     if not baselines:
         raise ValueError("no corruption of patching.corruptions has a usable pair in either tower: nothing to trace")
-    n_kept = sum(int(measures.kept_pairs(base, min_effect).sum()) for _, base in baselines)
-    if n_kept:
+    if sum(int(measures.kept_pairs(base, min_effect).sum()) for _, base in baselines):
         return
-    right = [base.m_clean_Q - base.m_corrupt_Q for _, base in baselines]
-    effects = np.concatenate([effect[measures.clean_right(base)] for effect, (_, base) in zip(right, baselines)])
-    n_pairs = sum(effect.size for effect in right)
-    largest = f"the largest effect m_clean - m_corrupt among them is {effects.max():.3g} logits" if effects.size else ""
+    effects_Q = [base.m_clean_Q - base.m_corrupt_Q for _, base in baselines]
+    right = np.concatenate([effect[measures.clean_right(base)] for effect, (_, base) in zip(effects_Q, baselines)])
+    n_pairs = sum(effect.size for effect in effects_Q)
+    if not right.size:
+        log.warning(
+            "no clean run of the %d pairs over every corruption and tower is right (m_clean <= 0): the model does "
+            "not answer these pairs, so no pair is kept and every recovery, circuit and concept table is NaN",
+            n_pairs,
+        )
+        return
     raise ValueError(
         f"patching.min_effect = {min_effect} keeps no pair: of the {n_pairs} pairs over every corruption and tower, "
-        f"{effects.size} have a right clean run and {largest or 'none is kept'}; every recovery, circuit and concept "
-        "table would be NaN. Lower patching.min_effect (a corruption must move the logit difference by at least "
-        "that much), or check the model: a model whose clean runs are wrong has no answer to restore"
+        f"{right.size} have a right clean run and the largest effect m_clean - m_corrupt among them is "
+        f"{right.max():.3g} logits; every recovery, circuit and concept table would be NaN. Lower "
+        "patching.min_effect (a corruption must move the logit difference by at least that much)"
     )
 
 

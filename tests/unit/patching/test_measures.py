@@ -34,3 +34,14 @@ def test_a_min_effect_keeping_no_pair_fails_naming_it():
     assert "3 have a right clean run and the largest effect m_clean - m_corrupt among them is 2 logits" in message
     with pytest.raises(ValueError, match="no corruption of patching.corruptions has a usable pair"):
         check_kept([], 0.5)
+
+
+def test_no_right_clean_run_is_a_warning_not_a_min_effect_error(caplog):
+    """A model that answers no pair (a barely trained one): no min_effect can help, so the tables are NaN
+    and the log says why."""
+    from clipmech.patching.runs import check_kept
+
+    wrong = ({"corruption": "binding", "tower": "visual"}, _result([-0.2, -1.0], [-0.5, -3.0]))
+    with caplog.at_level("WARNING", logger="clipmech.patching.runs"):
+        check_kept([wrong], 0.0)
+    assert "no clean run of the 2 pairs over every corruption and tower is right" in caplog.text
