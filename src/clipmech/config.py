@@ -57,6 +57,8 @@ CHECKPOINT = "results/models/{model}/checkpoint.pt"
 ACTIVATIONS = "results/activations/{model}/{dataset}.zarr"
 #: The attention-pool store of a CLIP-ResNet on a dataset (methods.md Sec. 5).
 ATTNPOOL = "results/attnpool/{model}/{dataset}.zarr"
+#: The zero-shot classifier of a model over a natural-image dataset's classes (methods.md Sec. 1.2).
+CLASSIFIER = "results/zeroshot/{model}/{dataset}/classifier.npz"
 
 # Files of torchvision's CIFAR-10 layout, per split (clipmech.data.cifar10 reads them).
 CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
@@ -225,6 +227,8 @@ DATASET_KINDS = {
 }
 #: Dataset kinds of natural images on the user's disk (the others are synthesised by the pipeline).
 NATURAL_KINDS = ("imagenet", "imagefolder", "captions")
+#: Natural-image kinds with one class per image (zero-shot classification, methods.md Sec. 1.2).
+CLASS_KINDS = ("imagenet", "imagefolder")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -636,7 +640,8 @@ class Plan:
     saes : tuple of (model, site)
         Every SAE; each trains on the store of its model on `sae_dataset`.
     sae_dataset : str
-        analyses.datasets[0].
+        analyses.datasets[0]: a Shapes or a natural-image dataset (then the alignment reads its image-level
+        concepts and the downstream metrics its zero-shot classifier, methods.md Sec. 7.4).
     miclip_units : tuple of (model, site, kind)
         Every MiCLIP unit set (methods.md Sec. 9), probed on `miclip.dataset`.
     miclip_sites : tuple of (model, site)
@@ -728,9 +733,9 @@ class Config:
         plan = self.plan
         synthetic = {dataset for _, dataset in plan.shapes_analyses}
         lines = [
-            f"{dataset} is a natural-image dataset: its activation store and Algorithm 1 run, the rest of "
-            "the shapes-paper track and the decomposition (they read objects, masks and attribute captions) "
-            "do not"
+            f"{dataset} is a natural-image dataset: its activation store and Algorithm 1 run (and the SAEs, "
+            "when it is analyses.datasets[0]), the rest of the shapes-paper track and the decomposition (they "
+            "read objects, masks and attribute captions) do not"
             for dataset in sorted({d for _, d in plan.analyses} - synthetic)
         ]
         lines += [
@@ -776,6 +781,31 @@ class Config:
                 "(neuron_selectivity) and zero-shot classification run on it"
             )
         return DATA.format(dataset=name)
+
+    def sae_evaluation_inputs(self, model: str) -> dict[str, str]:
+        """The inputs of rule evaluate_sae beside the store and the SAE, for `model`: the folder of the dataset
+        the SAEs train on (`Plan.sae_dataset`: its concepts ground the alignment) and, when that is a
+        natural-image dataset with classes (imagenet, imagefolder), the model's zero-shot classifier over them
+        (rule zero_shot_classifier; the downstream metrics classify over it, methods.md Sec. 7.4) with its
+        sha256 record. Shapes and captions datasets need no classifier."""
+        dataset = self.plan.sae_dataset
+        inputs = {"dataset_dir": DATA.format(dataset=dataset)}
+        if self.datasets[dataset].kind in CLASS_KINDS:
+            classifier = CLASSIFIER.format(model=model, dataset=dataset)
+            inputs |= {"classifier": classifier, "classifier_sha256": f"{classifier}.sha256"}
+        return inputs
+
+    def sae_natural_params(self) -> dict:
+        """What evaluate_sae needs of a natural-image SAE dataset: ``templates`` (zeroshot.templates, checked
+        against its classifier's provenance; a dataset with classes only) and ``words`` (a captions dataset's
+        concept words); None where they do not apply, so that editing them reruns no Shapes evaluation."""
+        entry = self.datasets[self.plan.sae_dataset]
+        templates = self.zeroshot.templates if entry.kind in CLASS_KINDS else None
+        words = getattr(entry, "words", None) if entry.kind == "captions" else None
+        return {
+            "templates": None if templates is None else list(templates),
+            "words": None if words is None else list(words),
+        }
 
     def natural_datasets(self) -> list[str]:
         """The natural-image datasets (kinds imagenet, imagefolder, captions), by kind then name."""
@@ -922,9 +952,10 @@ def _check_names(kind: str, requested, configured, key: str | None = None) -> No
 
 
 def _check_natural_analyses(raw: dict) -> None:
-    """Natural-image datasets in analyses.datasets get the store and Algorithm 1 over their concepts only:
-    a captions dataset needs concepts (COCO instances or words), text-tower extraction sites need captions,
-    and the SAEs (trained and evaluated on analyses.datasets[0]) need a synthetic dataset there."""
+    """Natural-image datasets in analyses.datasets get the store, Algorithm 1 over their concepts and, first
+    in the list, the SAEs: a captions dataset needs concepts (COCO instances or words), text-tower extraction
+    sites need captions, and SAEs evaluated on an image folder need zeroshot.templates (the downstream
+    metrics classify over its classes with its zero-shot classifier; ImageNet has default templates)."""
     datasets = raw["datasets"]
     natural = [name for name in raw["analyses"]["datasets"] if datasets[name]["kind"] in NATURAL_KINDS]
     for name in natural:
@@ -943,10 +974,14 @@ def _check_natural_analyses(raw: dict) -> None:
             f"analyses.datasets {uncaptioned} have no captions: drop those sites or those datasets"
         )
     first = raw["analyses"]["datasets"][0]
-    if any(sites for sites in _sae_sites_by_model(raw["sae"]).values()) and first in natural:
+    kind = datasets[first]["kind"]
+    has_saes = any(sites for sites in _sae_sites_by_model(raw["sae"]).values())
+    if has_saes and kind in CLASS_KINDS and kind != "imagenet" and raw["zeroshot"]["templates"] is None:
         raise ValueError(
-            f"the SAEs train on analyses.datasets[0] = {first!r}, a natural-image dataset, but their evaluation "
-            "reads a synthetic dataset's objects and masks: list a shapes dataset first in analyses.datasets"
+            f"the SAEs train on analyses.datasets[0] = {first!r}, a natural-image dataset of kind {kind}, and "
+            "their evaluation classifies its images zero-shot over its classes (methods.md Sec. 7.4), but "
+            "zeroshot.templates is null: list prompt templates that suit its classes, each with one {} for "
+            "the class name (e.g. ['a photo of a {}.'])"
         )
 
 
@@ -998,7 +1033,7 @@ def _normalise(raw: dict) -> tuple[dict[str, list[str]], dict[str, str]]:
 
 def _has_classes(entry: Mapping) -> bool:
     """A natural-image dataset with one class per image: ImageNet or an image folder."""
-    return entry["kind"] in ("imagenet", "imagefolder")
+    return entry["kind"] in CLASS_KINDS
 
 
 def _check_zeroshot(raw: dict) -> None:
@@ -1239,8 +1274,9 @@ def _check_miclip(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
                 )
 
 
-def _n_images(raw: dict, dataset: str) -> int:
-    """The images of a synthetic dataset (:attr:`Shapes.n_images` and its kin)."""
+def _n_images(raw: dict, dataset: str) -> int | None:
+    """The images of a dataset (:attr:`Shapes.n_images` and its kin); None for a whole natural-image dataset
+    (its size is known once it is indexed)."""
     entry = raw["datasets"][dataset]
     return DATASET_KINDS[entry["kind"]].from_mapping(entry).n_images
 
@@ -1384,8 +1420,12 @@ def _check_sae(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
     dataset = raw["analyses"]["datasets"][0]
     n_images = _n_images(raw, dataset)
     why = "rule train_sae trains on the others and evaluate_sae measures on the held-out ones"
-    n_train = n_images - _n_heldout("sae.holdout", sae["holdout"], dataset, n_images, why)
     batch = raw["extraction"]["batch_size"]
+    if n_images is None:  # a whole natural-image dataset: counted when it is indexed (train_sae checks then)
+        n_train, at_most = batch, "its size is known once it is indexed"
+    else:
+        n_train = n_images - _n_heldout("sae.holdout", sae["holdout"], dataset, n_images, why)
+        at_most = f"at most the {n_train} training images"
     for model, site in planned:
         arch = raw["models"][model]["architecture"]
         tower, layer, _ = block_site(site)
@@ -1411,8 +1451,8 @@ def _check_sae(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
         if sae["buffer_tokens"] < chunk:
             raise ValueError(
                 f"sae.buffer_tokens = {sae['buffer_tokens']} holds less than one zarr chunk of the store of "
-                f"{model!r} at {site}: {images} images (extraction.batch_size = {batch}, at most the {n_train} "
-                f"training images) x {per_image} tokens per image (sae.tokens = {sae['tokens']}, {arch}) = "
+                f"{model!r} at {site}: {images} images (extraction.batch_size = {batch}, {at_most}) "
+                f"x {per_image} tokens per image (sae.tokens = {sae['tokens']}, {arch}) = "
                 f"{chunk} tokens; set sae.buffer_tokens to at least {chunk}"
             )
 

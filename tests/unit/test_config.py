@@ -606,10 +606,84 @@ def test_natural_analyses_checks():
     config["analyses"]["datasets"] = ["tiny-shapes", "photos"]
     config["extraction"]["sites"] = [*config["extraction"]["sites"], "text.blocks.0.hook_mlp_out"]
     assert "but analyses.datasets ['photos'] have no captions" in rejected(config)
+
+
+def natural_saes(first, **zeroshot):
+    """tiny.yaml with the natural datasets, `first` first in analyses.datasets (the SAEs train on it) and the
+    MiCLIP units on tiny-shapes (they read a Shapes dataset of their own)."""
     config = natural(tiny())
-    config["zeroshot"] = {"datasets": []}
-    config["analyses"]["datasets"] = ["photos", "tiny-shapes"]
-    assert "the SAEs train on analyses.datasets[0] = 'photos', a natural-image dataset" in rejected(config)
+    config["zeroshot"] = {"datasets": [], **zeroshot}
+    config["analyses"]["datasets"] = [first, "tiny-shapes"]
+    config["miclip"]["dataset"] = "tiny-shapes"
+    return config
+
+
+@pytest.mark.parametrize("first", ["photos", "imnet", "pairs-text"])
+def test_saes_train_and_evaluate_on_a_natural_dataset(first):
+    config = natural_saes(first, templates=["a photo of a {}."])
+    config["datasets"]["pairs-text"]["words"] = ["dog", "red car"]
+    loaded = load_config(config)
+    assert loaded.plan.sae_dataset == first and loaded.plan.saes == (("tiny-vit", "visual.blocks.1.hook_resid_pre"),)
+    inputs = loaded.sae_evaluation_inputs("tiny-vit")
+    assert inputs["dataset_dir"] == f"results/datasets/{first}/data"
+    params = loaded.sae_natural_params()
+    if first == "pairs-text":  # captions: no classes, so no classifier; its concept words
+        assert set(inputs) == {"dataset_dir"}
+        assert params == {"templates": None, "words": ["dog", "red car"]}
+    else:  # the downstream metrics classify over its classes with rule zero_shot_classifier's classifier
+        classifier = f"results/zeroshot/tiny-vit/{first}/classifier.npz"
+        assert inputs == {
+            "dataset_dir": f"results/datasets/{first}/data",
+            "classifier": classifier,
+            "classifier_sha256": f"{classifier}.sha256",
+        }
+        assert params == {"templates": ["a photo of a {}."], "words": None}
+    assert loaded.skipped()[0].startswith(f"{first} is a natural-image dataset: its activation store and Algorithm 1")
+
+
+def test_shapes_saes_read_no_classifier_and_no_natural_params():
+    config = natural(tiny())
+    config["zeroshot"] = {"templates": ["a photo of a {}."]}
+    loaded = load_config(config)
+    assert loaded.sae_evaluation_inputs("tiny-vit") == {"dataset_dir": "results/datasets/tiny-shapes/data"}
+    assert loaded.sae_natural_params() == {"templates": None, "words": None}  # template edits rerun no Shapes SAE
+
+
+def test_natural_sae_checks():
+    # An image folder has no default templates: its SAEs' downstream metrics need them.
+    message = rejected(natural_saes("photos"))
+    assert "the SAEs train on analyses.datasets[0] = 'photos', a natural-image dataset of kind imagefolder" in message
+    assert "zeroshot.templates is null" in message
+    load_config(natural_saes("imnet"))  # ImageNet's default: OpenAI's 80 templates
+    config = natural_saes("photos")
+    config["sae"]["sites"] = []  # no SAE: nothing to classify
+    config["miclip"]["units"] = {}
+    load_config(config)
+    # A captions dataset still needs its concepts; MiCLIP still needs a Shapes dataset.
+    assert "set datasets.pairs-text.words" in rejected(natural_saes("pairs-text"))
+    config = natural_saes("imnet")
+    config["miclip"]["dataset"] = None
+    assert "miclip.dataset is null and analyses.datasets[0] = 'imnet' is not a Shapes dataset" in rejected(config)
+
+
+def test_natural_sae_token_settings():
+    """The token checks hold on natural data: the buffer against a chunk (the whole dataset's size is unknown
+    until it is indexed, so a chunk is extraction.batch_size images), the holdout of a counted subset."""
+    config = natural_saes("photos", templates=["a {}"])
+    config["sae"]["tokens"] = "patch"
+    load_config(config)
+    config["sae"]["buffer_tokens"] = 16 * 64 - 1
+    message = rejected(config)
+    assert "16 images (extraction.batch_size = 16, its size is known once it is indexed) x 64 tokens" in message
+    config = natural_saes("imnet")
+    config["datasets"]["imnet"]["n_images"] = 8
+    config["sae"]["holdout"] = 0.05
+    assert "sae.holdout = 0.05 holds out 0 of the 8 images of dataset 'imnet'" in rejected(config)
+    config["sae"]["holdout"] = 0.25
+    load_config(config)
+    config["miclip"]["units"]["tiny-vit"] = [{"site": "visual.blocks.1.hook_resid_pre", "kind": "sae"}]
+    config["sae"]["tokens"] = "class"
+    assert "kind sae at visual.blocks.1.hook_resid_pre reads a latent per image" in rejected(config)
 
 
 def test_a_natural_atlas_dataset_leaves_out_the_decomposed_resnets():

@@ -1,6 +1,7 @@
 """Natural-image datasets through the DAG: one dataset of each kind beside the tiny config, built from the
 photographs inside scikit-image's wheel (nothing downloads), indexed and classified zero-shot; then, in a
-config of its own, the atlas of tiny-vit on the photographs, opened in headless Chromium."""
+config of its own, the atlas of tiny-vit on the photographs, opened in headless Chromium; last, in another, an
+SAE trained and evaluated on the photographs (analyses.datasets[0])."""
 
 from __future__ import annotations
 
@@ -231,3 +232,46 @@ def test_a_unit_page_of_the_photographs_in_chromium(natural_atlas, visit, tmp_pa
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copyfile(shot, ARTIFACTS / shot.name)
     print(f"atlas screenshot of a photographs' unit page: {ARTIFACTS / shot.name}")
+
+
+# --- an SAE trained and evaluated on the photographs ---------------------------------------------------
+
+SAE = "results/sae/tiny-vit/visual.blocks.1.hook_resid_pre"
+
+
+@pytest.fixture(scope="module")
+def natural_sae(natural_run):
+    """The natural run's directory with tiny.yaml's SAE trained and evaluated on the photographs, listed first
+    in analyses.datasets (MiCLIP keeps tiny-shapes). Runs after the atlas tests: its SAE replaces theirs."""
+    workdir, data, _, _ = natural_run
+    config = yaml.safe_load(natural_config(data).read_text())
+    config["analyses"]["datasets"] = ["photos", "tiny-shapes"]
+    config["miclip"] = {"dataset": "tiny-shapes"}
+    extra = data / "sae-photos.yaml"
+    extra.write_text(yaml.safe_dump(config))
+    targets = [f"{SAE}/top_images.png", f"{SAE}/training.png"]
+    planned = planned_jobs(*targets, "--configfile", TINY, extra, workdir=workdir)
+    snakemake(*targets, "--cores", "2", "--configfile", TINY, extra, workdir=workdir)
+    return workdir, planned
+
+
+def test_an_sae_trains_and_evaluates_on_the_photographs(natural_sae):
+    workdir, planned = natural_sae
+    # The photographs' store and classifier exist: only the SAE's own jobs run.
+    assert set(planned) == {"train_sae", "plot_sae_training", "evaluate_sae", "plot_sae_evaluation"}
+    metrics = json.loads((workdir / SAE / "metrics.json").read_text())
+    assert metrics["concepts"] == {"source": "folder classes", "n_concepts": len(PHOTOS), "patch_level": False}
+    assert metrics["n_holdout_images"] == 1 and metrics["n_split_images"] == len(FILES)  # tiny.yaml: split all
+    down = metrics["downstream"]
+    assert down["n_images"] == len(FILES) and down["n_classes"] == len(PHOTOS)
+    assert down["error_term_max_abs_diff"] == 0.0
+    zero_shot = pd.DataFrame(down["zero_shot"]).set_index("condition")
+    assert set(zero_shot["task"]) == {"class"} and zero_shot.loc["sae_error", "kl"] == 0.0
+    alignment = pd.read_csv(workdir / SAE / "alignment.tsv", sep="\t")
+    assert alignment["mean_best_auroc_patch"].isna().all() and alignment["mean_best_auroc_image"].between(0, 1).all()
+    assert metrics["alignment"]["sae"]["per_concept"]["concept"] == sorted(PHOTOS)
+    latents = pd.read_csv(workdir / SAE / "latents.tsv", sep="\t")
+    assert set(latents.loc[~latents["dead"], "top_concept"].dropna()) <= set(PHOTOS)
+    with np.load(workdir / SAE / "top_latents.npz") as record:
+        assert record["images"].shape[2:] == (64, 64, 3)  # the photographs at tiny-vit's input size
+    assert Image.open(workdir / SAE / "top_images.png").size[0] > 0

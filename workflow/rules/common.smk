@@ -131,9 +131,9 @@ def sae_store(wildcards):
     return ACTIVATIONS.format(model=wildcards.model, dataset=PLAN.sae_dataset)
 
 
-def sae_dataset_dir(wildcards):
-    """The dataset of the store an SAE trains on (its masks and objects ground the alignment)."""
-    return DATA.format(dataset=PLAN.sae_dataset)
+def sae_evaluation_inputs(wildcards):
+    """The SAE dataset's folder and, for one with classes, its zero-shot classifier (Config.sae_evaluation_inputs)."""
+    return CONFIG.sae_evaluation_inputs(wildcards.model)
 
 
 def sae_label(wildcards):

@@ -55,7 +55,7 @@ rule plot_sae_training:
 
 rule evaluate_sae:
     input:
-        dataset_dir=sae_dataset_dir,
+        unpack(sae_evaluation_inputs),
         store=sae_store,
         sae="results/sae/{model}/{site}/checkpoint.pt",
         sae_sha256=sha256_record("results/sae/{model}/{site}/checkpoint.pt"),
@@ -97,6 +97,8 @@ rule evaluate_sae:
         model=model_params,
         model_config=model_config,
         evaluation=CONFIG.sae.evaluate.params(),
+        # A natural-image SAE dataset's classifier templates and concept words (None on Shapes).
+        natural=CONFIG.sae_natural_params(),
         seed=CONFIG.seed,
         device=CONFIG.extraction.device,
         code=script_code("evaluate_sae.py"),

@@ -23,12 +23,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
 from clipmech.artefacts import file_sha256
 from clipmech.atlas import render
 from clipmech.data import loader
+from clipmech.data.loader import model_view
 
 ASSETS = Path(__file__).parent / "assets"
 ASSET_FILES = ("atlas.js", "atlas.css")
@@ -38,14 +37,6 @@ def thumbnail(image_HW3: np.ndarray, size: int) -> Image.Image:
     """An RGB image resized to ``size`` x ``size`` pixels (bilinear; shapes images are square)."""
     picture = Image.fromarray(np.ascontiguousarray(image_HW3, dtype=np.uint8), mode="RGB")
     return picture if picture.size == (size, size) else picture.resize((size, size), Image.Resampling.BILINEAR)
-
-
-def model_view(picture: Image.Image, size: int) -> Image.Image:
-    """A photograph as the model sees it, at ``size`` x ``size`` pixels: its short side resized to ``size``
-    (bicubic) and the centre cropped, the geometry of open_clip's eval transform (``Resize`` of the short side,
-    ``CenterCrop``), so that a unit's patch map covers exactly the thumbnail."""
-    resized = TF.resize(picture, size, interpolation=InterpolationMode.BICUBIC)
-    return TF.center_crop(resized, [size, size])
 
 
 class PhotoThumbnails:

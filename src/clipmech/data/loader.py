@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
 
 from clipmech.models.loading import preprocess_images
 
@@ -101,6 +103,52 @@ def open_rgb(source: bytes | str | Path, name: str | None = None) -> Image.Image
         # PIL raises UnidentifiedImageError (OSError) for unknown formats, OSError for truncated data,
         # ValueError for unsupported conversions and SyntaxError from some format parsers.
         raise ValueError(f"cannot decode image {name}: {type(error).__name__}: {error}") from error
+
+
+def model_view(picture: Image.Image, size: int) -> Image.Image:
+    """A photograph as the model sees it, at ``size`` x ``size`` pixels: its short side resized to ``size``
+    (bicubic) and the centre cropped, the geometry of open_clip's eval transform (``Resize`` of the short side,
+    ``CenterCrop``), so that a unit's patch map covers exactly the picture (the atlas's thumbnails, the SAE
+    evaluation's top images)."""
+    resized = TF.resize(picture, size, interpolation=InterpolationMode.BICUBIC)
+    return TF.center_crop(resized, [size, size])
+
+
+class ModelViewImages:
+    """The photographs of a natural-image dataset as uint8 RGB arrays at ``size`` x ``size`` pixels, as the model
+    sees them (:func:`model_view`), indexed like a Shapes dataset's (N, size, size, 3) image array: an int array
+    of image indices gives those images, decoded on demand through the manifest (:class:`ManifestImages`).
+
+    Parameters
+    ----------
+    dataset : clipmech.data.datasets.ImageDataset
+        With ``manifest`` (one row per image, in ``index`` order), ``root`` and ``n_images``.
+    size : int
+        The model's input size (its crop).
+    """
+
+    def __init__(self, dataset, size: int) -> None:
+        self.dataset = dataset
+        self.size = int(size)
+        self.shape = (int(dataset.n_images), self.size, self.size, 3)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, indices) -> np.ndarray:
+        """uint8 (len(indices), size, size, 3) for an int array or list of image indices."""
+        indices = np.atleast_1d(np.asarray(indices, dtype=np.int64))
+        manifest = self.dataset.manifest.iloc[indices]
+        if not np.array_equal(manifest["index"].to_numpy(), indices):
+            raise ValueError("the manifest's rows are not in index order")
+        images = ManifestImages(manifest, self.dataset.root, lambda picture: np.asarray(model_view(picture, self.size)))
+        try:
+            out = np.zeros((len(indices), self.size, self.size, 3), dtype=np.uint8)
+            for item in range(len(images)):
+                out[item] = images[item][1]
+            return out
+        finally:
+            images.close()
 
 
 class ManifestImages(torch.utils.data.Dataset):

@@ -1,7 +1,15 @@
-"""Concept alignment of SAE latents and of baseline units on Shapes (methods.md Sec. 7).
+"""Concept alignment of SAE latents and of baseline units (methods.md Sec. 7).
 
-Concepts are the 16 Shapes features (:data:`clipmech.data.shapes.FEATURES`); the ground truth comes from
-the object table and the instance masks. A unit is an SAE latent, a raw neuron (dimension) of the site,
+The concepts and their ground truth (:class:`GroundTruth`) are those of the dataset the SAE trained on:
+
+- Shapes (:func:`shapes_truth`): the 16 Shapes features (:data:`clipmech.data.shapes.FEATURES`), from the
+  object table (image level) and the instance masks (patch level);
+- a natural-image dataset (:func:`natural_truth`): its image-level concepts
+  (:func:`clipmech.data.concepts.concept_matrix`: ImageNet or folder classes, COCO categories, caption
+  words). There are no masks, so there is no patch level: the patch AUROC is NaN, every other measure is
+  the same.
+
+A unit is an SAE latent, a raw neuron (dimension) of the site,
 a signed PCA direction or a k-means centroid (:func:`method_activations`); its activation is given per
 token of the evaluated images (the tokens the SAE reads, ``clipmech.sae.latents.token_positions``).
 
@@ -9,10 +17,11 @@ token of the evaluated images (the tokens the SAE reads, ``clipmech.sae.latents.
   token excluded (:func:`clipmech.sae.latents.image_activations`, the one definition of an SAE latent's
   image-level activation, which the atlas shows too; the class token's value when the SAE reads the class
   token only); the baselines are read the same way, so the methods compare on one reduction. An image is
-  positive for a concept when one of its objects has it (:func:`clipmech.analyses.concepts.image_presence`).
+  positive for a concept when one of its objects has it (:func:`clipmech.analyses.concepts.image_presence`);
+  on a natural-image dataset when its concept matrix says so.
 - Patch level: the unit's activation on each patch token; a patch is positive for a concept when its pixel
   square overlaps the mask of an object with that concept (:func:`clipmech.analyses.concepts.patch_presence`).
-  Undefined (NaN) when the SAE reads the class token only.
+  Undefined (NaN) when the SAE reads the class token only, and on a natural-image dataset (no masks).
 - AUROC per unit and concept, at both levels: :func:`clipmech.analyses.concepts.auroc` (mid-ranks).
 - AP per unit and concept, image level: :func:`clipmech.analyses.concepts.average_precision`. Best AP of a concept:
   the maximum over units; its best unit b(f): the unit of highest AP (ties: lowest index).
@@ -21,7 +30,8 @@ token of the evaluated images (the tokens the SAE reads, ``clipmech.sae.latents.
   contain f; Purity@k is its mean over the concepts.
 - Coverage@t (t = 0.3 by default): the fraction of concepts whose best AP is >= t.
 - Entropy: Algorithm 1 of the shapes paper (:mod:`clipmech.analyses.selectivity`, top ``entropy_k``
-  images by image activation).
+  images by image activation), over the object counts of Shapes or the 0/1 concepts of a natural-image
+  dataset (as rule ``neuron_selectivity`` counts them); NaN for a unit whose top images hold no concept.
 - Dead units (:func:`clipmech.analyses.dead.dead_units`): a unit whose image activation is the same on
   every evaluated image (e.g. a latent that never fires) ranks the images arbitrarily; it has no scores
   (AUROC, AP, Purity and entropy NaN), so it is never a concept's best unit, and no top concept.
@@ -43,6 +53,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +65,7 @@ from sklearn.decomposition import PCA
 
 from clipmech.analyses import concepts, dead, selectivity
 from clipmech.data import shapes
+from clipmech.data.concepts import Concepts
 from clipmech.sae import latents
 
 #: Units whose alignment is measured, in table order.
@@ -72,6 +84,71 @@ LATENT_COLUMNS = (
 )
 #: Elements of the float32 block of token activations scored at once (bounds memory).
 BLOCK_ELEMENTS = 1 << 23
+#: The ``concept_type`` of a natural-image dataset's concepts, by :attr:`clipmech.data.concepts.Concepts.source`.
+NATURAL_CONCEPT_TYPES = {
+    "ImageNet classes": "class",
+    "folder classes": "class",
+    "COCO categories": "category",
+    "caption words": "word",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class GroundTruth:
+    """The F concepts the units are scored against, over every image of the dataset (module docstring).
+
+    Attributes
+    ----------
+    names, types : tuple of F str
+        The concepts and their type (Shapes: shape, colour, position; natural images:
+        :data:`NATURAL_CONCEPT_TYPES`).
+    present_NF : numpy.ndarray, bool, (N_dataset, F)
+        Image-level presence.
+    counts_NF : numpy.ndarray, float64, (N_dataset, F)
+        Algorithm 1's counts: objects with each concept (Shapes), or the presence as 0/1.
+    source : str
+        What the concepts are ("Shapes features", "folder classes", ...).
+    patch_presence : callable or None
+        ``(images, grid) -> bool (N, rows x cols, F)``, the patch-level presence of the given images
+        (:func:`clipmech.analyses.concepts.patch_presence`); None without masks (natural images).
+    """
+
+    names: tuple[str, ...]
+    types: tuple[str, ...]
+    present_NF: np.ndarray
+    counts_NF: np.ndarray
+    source: str
+    patch_presence: Callable[[np.ndarray, tuple[int, int]], np.ndarray] | None = None
+
+    @property
+    def n_concepts(self) -> int:
+        return len(self.names)
+
+
+def shapes_truth(objects: pd.DataFrame, masks_NHW: np.ndarray, n_dataset: int) -> GroundTruth:
+    """The 16 Shapes features of a Shapes dataset: image presence and object counts from the object table,
+    patch presence from the instance masks."""
+    return GroundTruth(
+        names=tuple(shapes.FEATURES),
+        types=tuple(shapes.FEATURE_TYPES),
+        present_NF=concepts.image_presence(objects, n_dataset),
+        counts_NF=shapes.feature_counts(objects, n_dataset).astype(np.float64),
+        source="Shapes features",
+        patch_presence=lambda images, grid: concepts.patch_presence(masks_NHW, objects, images, grid),
+    )
+
+
+def natural_truth(matrix: Concepts) -> GroundTruth:
+    """The image-level concepts of a natural-image dataset (:func:`clipmech.data.concepts.concept_matrix`),
+    counted 0/1 for Algorithm 1; no patch level (no masks)."""
+    kind = NATURAL_CONCEPT_TYPES.get(matrix.source, matrix.source)
+    return GroundTruth(
+        names=matrix.names,
+        types=(kind,) * matrix.n_concepts,
+        present_NF=np.asarray(matrix.present_NF, dtype=bool),
+        counts_NF=matrix.present_NF.astype(np.float64),
+        source=matrix.source,
+    )
 
 
 @dataclass(frozen=True)
@@ -133,12 +210,14 @@ def score_units(
         N.
     patch_tokens : numpy.ndarray, bool, (T',)
         Which of the T' tokens are patch tokens, in raster order (all patches or none).
-    present_NF : numpy.ndarray, bool, (N, 16)
+    present_NF : numpy.ndarray, bool, (N, F)
         Image-level presence.
-    patch_present_NSF : numpy.ndarray, bool, (N, S, 16), optional
-        Patch-level presence (:func:`clipmech.analyses.concepts.patch_presence`); None when there are no patch tokens.
-    counts_NF : numpy.ndarray, (N, 16)
-        Objects with each concept per image (:func:`clipmech.data.shapes.feature_counts`).
+    patch_present_NSF : numpy.ndarray, bool, (N, S, F), optional
+        Patch-level presence (:func:`clipmech.analyses.concepts.patch_presence`); None when there are no patch
+        tokens or no masks (natural images): then the patch AUROC is NaN.
+    counts_NF : numpy.ndarray, (N, F)
+        Algorithm 1's counts: objects with each concept per image (:func:`clipmech.data.shapes.feature_counts`),
+        or the 0/1 presence of a natural-image dataset's concepts.
     purity_k, entropy_k : int
         Top images for Purity and for the entropy.
 
@@ -149,24 +228,23 @@ def score_units(
     Raises
     ------
     ValueError
-        If the rows are not N x T', the patch tokens do not match the patch presence, or a k exceeds N.
+        If the rows are not N x T', a patch presence is given that does not match the patch tokens, or a k
+        exceeds N.
     """
     n_rows, n_units = acts_BU.shape
     n_tokens = patch_tokens.size
     if n_rows != n_images * n_tokens:
         raise ValueError(f"token activations have {n_rows} rows, expected {n_images} images x {n_tokens} tokens")
     n_patches = int(patch_tokens.sum())
-    if (patch_present_NSF is None) != (n_patches == 0) or (
-        patch_present_NSF is not None and patch_present_NSF.shape[:2] != (n_images, n_patches)
-    ):
-        shape = None if patch_present_NSF is None else patch_present_NSF.shape
-        raise ValueError(f"{n_patches} patch tokens per image but patch presence of shape {shape}")
+    if patch_present_NSF is not None and (n_patches == 0 or patch_present_NSF.shape[:2] != (n_images, n_patches)):
+        raise ValueError(f"{n_patches} patch tokens per image but patch presence of shape {patch_present_NSF.shape}")
     for name, k in (("purity_k", purity_k), ("entropy_k", entropy_k)):
         if not 1 <= k <= n_images:
             raise ValueError(f"{name} must lie in 1..{n_images} (the evaluated images), got {k}")
     chunk = max(1, BLOCK_ELEMENTS // max(n_rows, 1))
     parts: dict[str, list[np.ndarray]] = {name: [] for name in ("image", "patch", "ap", "purity", "entropy", "dead")}
-    flat_patch_present = None if patch_present_NSF is None else patch_present_NSF.reshape(-1, len(shapes.FEATURES))
+    n_concepts = present_NF.shape[1]
+    flat_patch_present = None if patch_present_NSF is None else patch_present_NSF.reshape(-1, n_concepts)
     for start in range(0, n_units, chunk):
         block_NTU = _dense_columns(acts_BU, start, min(start + chunk, n_units)).reshape(n_images, n_tokens, -1)
         image_NU = latents.image_activations(block_NTU, patch_tokens)
@@ -174,7 +252,7 @@ def score_units(
         parts["dead"].append(dead_U)
         parts["image"].append(_drop_dead(concepts.auroc(image_NU, present_NF), dead_U))
         if flat_patch_present is None:
-            parts["patch"].append(np.full((image_NU.shape[1], len(shapes.FEATURES)), np.nan))
+            parts["patch"].append(np.full((image_NU.shape[1], n_concepts), np.nan))
         else:
             patch_BU = block_NTU[:, patch_tokens].reshape(n_images * n_patches, -1)
             parts["patch"].append(_drop_dead(concepts.auroc(patch_BU, flat_patch_present), dead_U))
@@ -203,14 +281,21 @@ def _defined(score_UF: np.ndarray) -> np.ndarray:
 
 
 def best_units(scores: UnitScores) -> np.ndarray:
-    """b(f): the live unit of highest AP for each concept (ties: lowest index), int64 (16,); -1 where undefined."""
+    """b(f): the live unit of highest AP for each concept (ties: lowest index), int64 (F,); -1 where undefined."""
     defined = _defined(scores.ap_UF)
     best = np.full(scores.ap_UF.shape[1], -1, dtype=np.int64)
     best[defined] = np.argmax(np.nan_to_num(scores.ap_UF[:, defined], nan=-np.inf), axis=0)
     return best
 
 
-def summarise(scores: UnitScores, *, purity_k: int, coverage_ap: float) -> tuple[dict, pd.DataFrame]:
+def summarise(
+    scores: UnitScores,
+    *,
+    purity_k: int,
+    coverage_ap: float,
+    names: Sequence[str] = shapes.FEATURES,
+    types: Sequence[str] = shapes.FEATURE_TYPES,
+) -> tuple[dict, pd.DataFrame]:
     """The alignment metrics of a set of units (module docstring).
 
     Parameters
@@ -220,6 +305,8 @@ def summarise(scores: UnitScores, *, purity_k: int, coverage_ap: float) -> tuple
         Only names the metric (the scores hold the purity at this k).
     coverage_ap : float
         t of Coverage@t.
+    names, types : sequence of F str
+        The concepts (:attr:`GroundTruth.names`, :attr:`GroundTruth.types`); the Shapes features by default.
 
     Returns
     -------
@@ -233,11 +320,11 @@ def summarise(scores: UnitScores, *, purity_k: int, coverage_ap: float) -> tuple
     """
     best = best_units(scores)
     defined = best >= 0
-    concept_index = np.arange(len(shapes.FEATURES))
+    concept_index = np.arange(len(names))
     per_concept = pd.DataFrame(
         {
-            "concept": shapes.FEATURES,
-            "concept_type": shapes.FEATURE_TYPES,
+            "concept": list(names),
+            "concept_type": list(types),
             "best_auroc_image": _best(scores.auroc_image_UF),
             "best_auroc_patch": _best(scores.auroc_patch_UF),
             "best_ap": _best(scores.ap_UF),
@@ -272,11 +359,11 @@ def _mean(values: pd.Series) -> float:
     return float(values.mean()) if values.size else float("nan")
 
 
-def latent_table(scores: UnitScores, frequency_U: np.ndarray) -> pd.DataFrame:
+def latent_table(scores: UnitScores, frequency_U: np.ndarray, names: Sequence[str] = shapes.FEATURES) -> pd.DataFrame:
     """One row per SAE latent (:data:`LATENT_COLUMNS`): firing frequency on the evaluated tokens, whether it is
     dead (module docstring), entropy, and for its top concept (highest image-level AUROC, which unlike AP does
-    not favour frequent concepts; ties to the first in ``FEATURES`` order) the image and patch AUROC, AP and
-    Purity. A dead latent has no top concept ('') and NaN scores."""
+    not favour frequent concepts; ties to the first in ``names`` order, the Shapes features by default) the
+    image and patch AUROC, AP and Purity. A dead latent has no top concept ('') and NaN scores."""
     n_units = scores.ap_UF.shape[0]
     defined = _defined(scores.auroc_image_UF)
     top_U = np.flatnonzero(defined)[np.argmax(scores.auroc_image_UF[:, defined], axis=1)] if defined.any() else None
@@ -285,7 +372,7 @@ def latent_table(scores: UnitScores, frequency_U: np.ndarray) -> pd.DataFrame:
     def at_top(score_UF):
         return score_UF[units, top_U] if top_U is not None else np.full(n_units, np.nan)
 
-    top_concept = np.asarray(shapes.FEATURES, dtype=object)[top_U] if top_U is not None else np.full(n_units, "")
+    top_concept = np.asarray(list(names), dtype=object)[top_U] if top_U is not None else np.full(n_units, "")
     return pd.DataFrame(
         {
             "latent": units,
@@ -395,9 +482,7 @@ def align(
     train: np.ndarray,
     positions: np.ndarray,
     patch_tokens: np.ndarray,
-    objects: pd.DataFrame,
-    masks_NHW: np.ndarray,
-    n_dataset: int,
+    truth: GroundTruth,
     grid: tuple[int, int],
     params: dict,
     seed: int,
@@ -414,9 +499,10 @@ def align(
         Evaluated images and training images (dataset positions).
     positions : numpy.ndarray, int, (T',)
         The SAE's token positions; ``patch_tokens`` (bool, (T',)) marks the patch tokens among them.
-    objects, masks_NHW, n_dataset, grid
-        The dataset's object table, instance masks and size, and the patch grid (ground truth,
-        :mod:`clipmech.analyses.concepts`).
+    truth : GroundTruth
+        The concepts of the dataset's images (:func:`shapes_truth`, :func:`natural_truth`).
+    grid : tuple of int
+        The patch grid (rows, cols), for the patch-level presence.
     params : dict
         ``batch_size``, ``fit_tokens``, ``kmeans_max_clusters``, ``purity_k``, ``entropy_k``, ``coverage_ap``.
 
@@ -433,8 +519,9 @@ def align(
         acts, train, positions, fit_tokens=params["fit_tokens"], batch_size=params["batch_size"], rng=rng
     )
     x_BD = stack_tokens(acts, images, positions, params["batch_size"])
-    present_NF, counts_NF = concepts.presence(objects, n_dataset, images)
-    patch_present = concepts.patch_presence(masks_NHW, objects, images, grid) if patch_tokens.any() else None
+    present_NF, counts_NF = truth.present_NF[images], truth.counts_NF[images]
+    has_patches = patch_tokens.any() and truth.patch_presence is not None
+    patch_present = truth.patch_presence(images, grid) if has_patches else None
     fitted = {
         "sae": sae,
         "pca": fit_pca(fit_BD, n_latents),
@@ -453,7 +540,9 @@ def align(
             purity_k=params["purity_k"],
             entropy_k=params["entropy_k"],
         )
-        metrics, per_concept = summarise(scores, purity_k=params["purity_k"], coverage_ap=params["coverage_ap"])
+        metrics, per_concept = summarise(
+            scores, purity_k=params["purity_k"], coverage_ap=params["coverage_ap"], names=truth.names, types=truth.types
+        )
         rows.append({"method": method, **metrics})
         by_method[method] = {"metrics": metrics, "per_concept": per_concept.to_dict("list")}
         if method == "sae":
@@ -471,7 +560,7 @@ def top_latents(
     latent_table: pd.DataFrame,
     sae_acts,
     images: np.ndarray,
-    images_NHW3: np.ndarray,
+    images_NHW3,
     *,
     patch_tokens: np.ndarray,
     grid: tuple[int, int],
@@ -480,6 +569,10 @@ def top_latents(
 ) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """The ``n_latents`` lowest-entropy latents (ties: lower index) of :func:`latent_table` with the top
     ``n_images`` of the evaluated ``images`` of each (highest image activation, ties to the lower position).
+
+    ``images_NHW3`` is the dataset's uint8 (N, H, W, 3) image array (Shapes), or any object indexed the same
+    way by an int array with the same ``shape`` (a natural-image dataset's photographs as the model sees
+    them, :class:`clipmech.data.loader.ModelViewImages`).
 
     Returns
     -------

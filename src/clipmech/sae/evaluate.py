@@ -23,6 +23,11 @@ tokens replaced by the reconstruction (``sae``), by the reconstruction plus the 
 pass unchanged. On single-object images, for each attribute task of :mod:`clipmech.models.zeroshot`
 (colour, shape, position prompts): the zero-shot accuracy and the KL divergence KL(p_clean || p) of the
 zero-shot distribution p = softmax over the task's prompts of logit_scale x cosine (:func:`zero_shot_table`).
+On a natural-image dataset with classes (ImageNet, an image folder) one task, ``class``, over the labelled
+images: the prompts are the columns of the dataset's zero-shot classifier
+(:func:`clipmech.models.zeroshot.classifier`, the mean prompt embedding of each class), so p is the
+classifier's softmax at the model's logit scale (:func:`class_prompts`). A captions dataset has no single
+class per image: no downstream metrics.
 
 ``sae_error`` reproduces the clean activation, and so the clean outputs, bitwise: the error term is
 computed in float64, where x - x_hat of two float32 numbers is exact whenever neither exceeds the other
@@ -33,7 +38,7 @@ of the entries (by one rounding).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -317,6 +322,21 @@ def zero_shot_table(
     return pd.DataFrame(rows)
 
 
+def class_prompts(weights_EK) -> dict[str, torch.Tensor]:
+    """The prompts of the ``class`` task of a natural-image dataset: the (K, E) class embeddings, the columns of
+    its zero-shot classifier (:func:`clipmech.models.zeroshot.load_classifier`), for :func:`downstream`."""
+    return {"class": torch.as_tensor(weights_EK).detach().float().T.contiguous()}
+
+
+def class_labels(labels_N: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The labelled images among ``images`` (a label of -1 is none: ImageNet's unlabelled images), sorted, int64,
+    and their class, the correct prompt of the ``class`` task (:func:`class_prompts`)."""
+    labels_N = np.asarray(labels_N, dtype=np.int64)
+    images = np.sort(np.asarray(images, dtype=np.int64))
+    labelled = images[labels_N[images] >= 0]
+    return labelled, {"class": labels_N[labelled]}
+
+
 def holdout_split(meta: dict, n_images: int, checkpoint: str) -> tuple[np.ndarray, np.ndarray]:
     """The checkpoint's held-out images (``meta["holdout_images"]``, sorted) and the other images, int64.
 
@@ -327,7 +347,12 @@ def holdout_split(meta: dict, n_images: int, checkpoint: str) -> tuple[np.ndarra
         training image.
     """
     holdout = np.asarray(meta["holdout_images"], dtype=np.int64)
-    if holdout.size == 0 or np.unique(holdout).size != holdout.size or holdout.min() < 0 or holdout.max() >= n_images:
+    if holdout.size == 0:
+        raise ValueError(
+            f"SAE checkpoint {checkpoint} holds out none of the {n_images} images (round(sae.holdout x "
+            f"{n_images}) = 0): the evaluation measures on held-out images; raise sae.holdout and retrain"
+        )
+    if np.unique(holdout).size != holdout.size or holdout.min() < 0 or holdout.max() >= n_images:
         raise ValueError(
             f"SAE checkpoint {checkpoint}: holdout_images must be distinct image indices in 0..{n_images - 1} "
             f"(at least one), got {holdout.size} entries"
@@ -354,7 +379,7 @@ def single_object_labels(objects: pd.DataFrame, images: np.ndarray) -> tuple[np.
 def downstream(
     model: torch.nn.Module,
     tokenizer,
-    pixels_NCHW: torch.Tensor,
+    pixels_NCHW: torch.Tensor | Iterable[torch.Tensor],
     labels: Mapping[str, np.ndarray],
     *,
     sae: torch.nn.Module,
@@ -363,18 +388,24 @@ def downstream(
     mean_D: np.ndarray,
     batch_size: int,
     device: str | torch.device,
+    texts: Mapping[str, torch.Tensor] | None = None,
 ) -> dict:
     """The downstream metrics (module docstring): zero-shot accuracy and KL of the clean model and of every
     :func:`splice` of the SAE at ``site``, on the given images.
 
     Parameters
     ----------
-    pixels_NCHW : torch.Tensor, float, (N, 3, S, S)
-        The preprocessed single-object images.
+    pixels_NCHW : torch.Tensor, float, (N, 3, S, S), or an iterable of such batches
+        The preprocessed images (single-object Shapes images, or the labelled images of a natural-image
+        dataset, streamed in batches so that they need not fit in memory).
     labels : mapping of str to numpy.ndarray, int, (N,)
-        Task -> the correct prompt of each image (:func:`single_object_labels`).
+        Task -> the correct prompt of each image (:func:`single_object_labels`, :func:`class_labels`).
     mean_D : numpy.ndarray, (D,)
         The mean of the evaluated tokens (``mean`` splice).
+    texts : mapping of str to torch.Tensor, (K_task, E), optional
+        Task -> prompt embeddings; the Shapes attribute prompts by default
+        (:func:`clipmech.models.prompt_embeddings.attribute_prompt_embeddings`), :func:`class_prompts` for a
+        natural-image dataset.
 
     Returns
     -------
@@ -383,15 +414,30 @@ def downstream(
         largest |embedding(sae_error) - embedding(clean)|, 0 when the splice is exact) and ``zero_shot``
         (the table of :func:`zero_shot_table`).
     """
-    embeddings = {"clean": image_embeddings(model, pixels_NCHW, None, batch_size=batch_size, device=device)}
-    for mode in SPLICE_MODES:
-        edit = {site: splice(sae, positions, mode, mean_D)}
-        embeddings[mode] = image_embeddings(model, pixels_NCHW, edit, batch_size=batch_size, device=device)
-    texts = attribute_prompt_embeddings(model, tokenizer, device)
+    edits = {"clean": None, **{mode: {site: splice(sae, positions, mode, mean_D)} for mode in SPLICE_MODES}}
+    parts: dict[str, list[torch.Tensor]] = {condition: [] for condition in edits}
+    for batch in _pixel_batches(pixels_NCHW, batch_size):
+        for condition, edit in edits.items():
+            parts[condition].append(image_embeddings(model, batch, edit, batch_size=batch_size, device=device))
+    if not parts["clean"]:
+        raise ValueError("downstream metrics of zero images: nothing to classify")
+    embeddings = {condition: torch.cat(chunks) for condition, chunks in parts.items()}
+    if texts is None:
+        texts = attribute_prompt_embeddings(model, tokenizer, device)
+    texts = {task: text_KE.to(embeddings["clean"].device) for task, text_KE in texts.items()}
     logit_scale = float(model.logit_scale.detach().exp())
     return {
-        "n_images": int(pixels_NCHW.shape[0]),
+        "n_images": int(embeddings["clean"].shape[0]),
         "logit_scale": logit_scale,
         "error_term_max_abs_diff": float((embeddings["sae_error"] - embeddings["clean"]).abs().max()),
         "zero_shot": zero_shot_table(embeddings, texts, labels, logit_scale),
     }
+
+
+def _pixel_batches(pixels, batch_size: int) -> Iterator[torch.Tensor]:
+    """Batches of at most ``batch_size`` images of a (N, 3, S, S) tensor, or the batches of an iterable as given."""
+    if isinstance(pixels, torch.Tensor):
+        for start in range(0, pixels.shape[0], batch_size):
+            yield pixels[start : start + batch_size]
+    else:
+        yield from pixels

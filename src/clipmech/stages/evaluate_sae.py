@@ -7,8 +7,8 @@ import logging
 import numpy as np
 import torch
 
-from clipmech.data import datasets, tables
-from clipmech.models import loading
+from clipmech.data import concepts, datasets, loader, tables
+from clipmech.models import loading, zeroshot
 from clipmech.models.loading import ModelSpec
 from clipmech.models.towers import tower
 from clipmech.sae import alignment, evaluate
@@ -22,11 +22,23 @@ log = logging.getLogger(__name__)
 
 #: Which images the downstream and alignment metrics use (``evaluation["split"]``).
 SPLITS = ("holdout", "all")
+#: Why a captions dataset gets no downstream metrics (metrics.json's ``downstream.reason``, logged once).
+NO_CLASSES = (
+    "no downstream zero-shot metrics: dataset {dataset} is of kind captions, which has no single class per "
+    "image to classify (methods.md Sec. 7.4)"
+)
+
+
+def _is_natural(data) -> bool:
+    return data.images is None and data.manifest is not None
 
 
 def _check_inputs(data, prov: StoreProvenance, model: ModelSpec, dataset_dir: str, store: str) -> None:
-    if data.objects is None:
-        raise ValueError(f"SAE concept alignment needs a Shapes dataset with an object table; {dataset_dir} has none")
+    if data.objects is None and not _is_natural(data):
+        raise ValueError(
+            f"SAE concept alignment needs a Shapes dataset with an object table or a natural-image dataset with a "
+            f"manifest; {dataset_dir} has neither"
+        )
     if prov.dataset_sha256 != data.spec["sha256"]:
         raise ValueError(
             f"activation store {store} was extracted from a dataset with sha256 {prov.dataset_sha256}, but "
@@ -50,6 +62,8 @@ def evaluate_sae(
     seed: int,
     device: str,
     threads: int,
+    classifier: str | None = None,
+    natural: dict | None = None,
 ) -> None:
     """Reconstruction, downstream and concept-alignment metrics of a top-k SAE (methods.md Sec. 7;
     :mod:`clipmech.sae.evaluate`, :mod:`clipmech.sae.alignment`).
@@ -77,10 +91,21 @@ def evaluate_sae(
     ``coverage_ap``, ``entropy_k``, ``fit_tokens``, ``kmeans_max_clusters``, ``n_figure_latents``,
     ``n_figure_images``.
 
+    On a natural-image dataset (methods.md Sec. 7.4): the alignment scores the dataset's image-level
+    concepts (:func:`clipmech.data.concepts.concept_matrix`, :func:`clipmech.sae.alignment.natural_truth`;
+    no masks, so the patch AUROC is NaN); the downstream task is ``class`` over the labelled images, with the
+    dataset's zero-shot classifier ``classifier`` (rule ``zero_shot_classifier``, checked against the
+    templates ``natural["templates"]``); a captions dataset gets no downstream metrics (``downstream`` is
+    ``{"skipped": true, "reason": ...}``, logged once); its concepts are its COCO categories or the words
+    ``natural["words"]``. The top images are its photographs as the model sees them, at its input size
+    (:class:`clipmech.data.loader.ModelViewImages`). metrics.json then says which concepts were scored
+    (``concepts``: ``source``, ``n_concepts``, ``patch_level``).
+
     Raises
     ------
     ValueError
-        If the dataset has no object table, the store was extracted from another dataset or other weights,
+        If the dataset has neither an object table nor a manifest, a natural-image dataset with classes comes
+        without its ``classifier``, the store was extracted from another dataset or other weights,
         the SAE's site is not a vision site or its width differs from the store's, the held-out images are
         invalid or leave no training image, ``split`` is unknown, or the store's token layout differs from
         the model's.
@@ -125,26 +150,25 @@ def evaluate_sae(
     )
 
     images = holdout if evaluation["split"] == "holdout" else np.arange(data.n_images)
-    single, labels = evaluate.single_object_labels(data.objects, images)
-    if single.size == 0:
-        raise ValueError(f"no single-object image among the {evaluation['split']} images of {dataset_dir}")
-    pixels = loading.preprocess_images(data.images[single], preprocess)
-    down = evaluate.downstream(
-        clip, tokenizer, pixels, labels, sae=autoencoder, site=site, positions=positions,
-        mean_D=stats.mean_D.numpy(), batch_size=batch_size, device=torch_device,
+    natural = natural or {}
+    splice = dict(
+        sae=autoencoder, site=site, positions=positions, mean_D=stats.mean_D.numpy(), batch_size=batch_size,
+        device=torch_device,
     )  # fmt: skip
-    log.info(
-        "zero-shot on %d single-object images (error term exact to %g):\n%s",
-        single.size,
-        down["error_term_max_abs_diff"],
-        down["zero_shot"],
-    )
+    if not _is_natural(data):
+        down = _shapes_downstream(clip, tokenizer, preprocess, data, images, dataset_dir, evaluation["split"], splice)
+        truth = alignment.shapes_truth(data.objects, data.masks, data.n_images)
+    else:
+        down = _natural_downstream(
+            clip, model, preprocess, data, images, classifier, natural.get("templates"), dataset_dir, splice
+        )
+        truth = alignment.natural_truth(concepts.concept_matrix(data, words=natural.get("words")))
+    log.info("alignment over %d %s of %s", truth.n_concepts, truth.source, dataset_dir)
 
     patch_tokens = positions >= info.n_prefix_tokens
     aligned = alignment.align(
         autoencoder, acts, images=images, train=train, positions=positions, patch_tokens=patch_tokens,
-        objects=data.objects, masks_NHW=data.masks, n_dataset=data.n_images, grid=info.grid, params=evaluation,
-        seed=seed,
+        truth=truth, grid=info.grid, params=evaluation, seed=seed,
     )  # fmt: skip
     log.info(
         "alignment on %d images (%d fit tokens):\n%s",
@@ -152,7 +176,7 @@ def evaluate_sae(
         aligned["n_fit_tokens"],
         aligned["table"].to_string(),
     )
-    latents = alignment.latent_table(aligned["sae_scores"], stats.frequency)
+    latents = alignment.latent_table(aligned["sae_scores"], stats.frequency, truth.names)
 
     max_fvu = float(meta.get("max_fvu", SAETrainConfig.max_fvu))
     diverged = bool(meta.get("diverged", False)) or not reconstruction["fvu"] <= max_fvu
@@ -177,15 +201,73 @@ def evaluate_sae(
         "n_split_images": int(images.size),
         "reconstruction": reconstruction,
         "histogram": histogram,
-        "downstream": {**down, "zero_shot": down["zero_shot"].to_dict("records")},
+        "concepts": {
+            "source": truth.source,
+            "n_concepts": truth.n_concepts,
+            "patch_level": truth.patch_presence is not None and bool(patch_tokens.any()),
+        },
+        "downstream": down if "zero_shot" not in down else {**down, "zero_shot": down["zero_shot"].to_dict("records")},
         "alignment": aligned["json"],
     }
     tables.write_json(metrics_json, out["metrics"])
     tables.write_table(latents, out["latents"])
     tables.write_table(aligned["table"], out["alignment"])
 
+    pictures = data.images if not _is_natural(data) else loader.ModelViewImages(data, info.image_size[0])
     shown_images, shown_maps, titles = alignment.top_latents(
-        latents, aligned["sae_acts"], images, data.images, patch_tokens=patch_tokens, grid=info.grid,
+        latents, aligned["sae_acts"], images, pictures, patch_tokens=patch_tokens, grid=info.grid,
         n_latents=evaluation["n_figure_latents"], n_images=evaluation["n_figure_images"],
     )  # fmt: skip
     alignment.save_top_latents(out["top_latents"], shown_images, shown_maps, titles)
+
+
+def _shapes_downstream(clip, tokenizer, preprocess, data, images, dataset_dir, split, splice) -> dict:
+    """The attribute tasks on the single-object Shapes images among ``images``."""
+    single, labels = evaluate.single_object_labels(data.objects, images)
+    if single.size == 0:
+        raise ValueError(f"no single-object image among the {split} images of {dataset_dir}")
+    pixels = loading.preprocess_images(data.images[single], preprocess)
+    down = evaluate.downstream(clip, tokenizer, pixels, labels, **splice)
+    log.info(
+        "zero-shot on %d single-object images (error term exact to %g):\n%s",
+        single.size,
+        down["error_term_max_abs_diff"],
+        down["zero_shot"],
+    )
+    return down
+
+
+def _natural_downstream(clip, model, preprocess, data, images, classifier, templates, dataset_dir, splice) -> dict:
+    """The ``class`` task over the labelled images among ``images`` with the dataset's zero-shot classifier; a
+    captions dataset (no classes) gets ``{"skipped": True, "reason": ...}``, logged once."""
+    kind = data.spec["kind"]
+    if kind not in concepts.CLASS_KINDS:
+        reason = NO_CLASSES.format(dataset=dataset_dir)
+        log.warning("%s", reason)
+        return {"skipped": True, "reason": reason}
+    if classifier is None:
+        raise ValueError(
+            f"{dataset_dir} is a natural-image dataset of kind {kind}: its downstream metrics need its zero-shot "
+            "classifier (rule zero_shot_classifier's classifier.npz), and none was given"
+        )
+    _, _, provenance = zeroshot.dataset_classifier(model, data, templates)
+    texts = evaluate.class_prompts(zeroshot.load_classifier(classifier, provenance))
+    labelled, labels = evaluate.class_labels(data.manifest["label"].to_numpy(), images)
+    if labelled.size == 0:
+        raise ValueError(f"no labelled image among the evaluated images of {dataset_dir}")
+    batches = loader.image_loader(
+        loader.ManifestImages(data.manifest.iloc[labelled], data.root, preprocess),
+        batch_size=splice["batch_size"],
+        workers=0,
+    )
+    pixels = (pixels_NCHW for _, pixels_NCHW in batches)
+    down = evaluate.downstream(clip, None, pixels, labels, texts=texts, **splice)
+    log.info(
+        "zero-shot over the %d classes of %s on %d labelled images (error term exact to %g):\n%s",
+        texts["class"].shape[0],
+        dataset_dir,
+        labelled.size,
+        down["error_term_max_abs_diff"],
+        down["zero_shot"],
+    )
+    return {**down, "n_classes": int(texts["class"].shape[0])}

@@ -204,3 +204,113 @@ def test_image_level_scores_leave_the_class_token_out(scenes):
     assert not scores.dead_U.any() and scores.auroc_image_UF[0, f] == 1.0  # not constant at the class token's 100
     image_N, _ = alignment.unit_maps(with_class_NTU.reshape(-1, patches_NTU.shape[2]), 0, 40, tokens, GRID)
     np.testing.assert_array_equal(image_N, present_NF[:, f])
+
+
+# --- natural-image datasets: image-level concepts, no masks ---------------------------------------------
+
+
+def _classes(n_images=30, n_classes=3):
+    """A folder-classes concept matrix: image i is of class i mod n_classes (labels one-hot)."""
+    from clipmech.data.concepts import Concepts
+
+    labels = np.arange(n_images) % n_classes
+    present = np.zeros((n_images, n_classes), dtype=bool)
+    present[np.arange(n_images), labels] = True
+    return Concepts(present, tuple(f"class{c}" for c in range(n_classes)), "folder classes"), labels
+
+
+def test_natural_truth_is_image_level_only():
+    matrix, _ = _classes()
+    truth = alignment.natural_truth(matrix)
+    assert truth.names == ("class0", "class1", "class2") and truth.types == ("class",) * 3
+    assert truth.source == "folder classes" and truth.patch_presence is None
+    np.testing.assert_array_equal(truth.counts_NF, matrix.present_NF.astype(np.float64))
+    words = alignment.natural_truth(type(matrix)(matrix.present_NF, ("dog", "cat", "red car"), "caption words"))
+    assert words.types == ("word",) * 3
+
+
+def test_shapes_truth_is_the_object_table_and_the_masks(scenes):
+    _, masks, objects = scenes
+    truth = alignment.shapes_truth(objects, masks, 40)
+    images = np.arange(3, 40, 5)
+    present_NF, counts_NF = concepts.presence(objects, 40, images)
+    assert truth.names == tuple(shapes.FEATURES) and truth.types == tuple(shapes.FEATURE_TYPES)
+    np.testing.assert_array_equal(truth.present_NF[images], present_NF)
+    np.testing.assert_array_equal(truth.counts_NF[images], counts_NF)
+    np.testing.assert_array_equal(
+        truth.patch_presence(images, GRID), concepts.patch_presence(masks, objects, images, GRID)
+    )
+
+
+def test_a_class_latent_is_aligned_with_its_class_on_natural_images():
+    """A unit that fires on the patches of class-1 images: image AUROC, AP and purity 1 for class1, entropy 0;
+    no masks, so the patch AUROC is NaN though the SAE reads patch tokens."""
+    matrix, labels = _classes()
+    truth = alignment.natural_truth(matrix)
+    rng = np.random.default_rng(0)
+    n_images = labels.size
+    planted_NT = np.where(labels[:, None] == 1, 1.0 + rng.random((n_images, N_PATCHES)), 0.0)
+    acts_BU = np.stack([planted_NT.reshape(-1), rng.standard_normal(n_images * N_PATCHES)], axis=1).astype(np.float32)
+    scores = alignment.score_units(
+        acts_BU,
+        n_images=n_images,
+        patch_tokens=np.ones(N_PATCHES, dtype=bool),
+        present_NF=truth.present_NF,
+        patch_present_NSF=None,
+        counts_NF=truth.counts_NF,
+        purity_k=8,
+        entropy_k=5,
+    )
+    assert scores.auroc_image_UF.shape == (2, 3) and np.isnan(scores.auroc_patch_UF).all()
+    assert scores.auroc_image_UF[0, 1] == 1.0 and scores.purity_UF[0, 1] == 1.0
+    assert scores.ap_UF[0, 1] == pytest.approx(1.0)
+    assert scores.entropy_U[0] == 0.0
+    metrics, per_concept = alignment.summarise(
+        scores, purity_k=8, coverage_ap=0.3, names=truth.names, types=truth.types
+    )
+    assert per_concept["concept"].tolist() == list(truth.names) and set(per_concept["concept_type"]) == {"class"}
+    assert per_concept.loc[1, "best_unit"] == 0 and per_concept.loc[1, "best_ap"] == pytest.approx(1.0)
+    assert np.isnan(metrics["mean_best_auroc_patch"]) and 0 <= metrics["mean_best_ap"] <= 1
+    table = alignment.latent_table(scores, np.array([1 / 3, 1.0]), truth.names)
+    assert table.loc[0, "top_concept"] == "class1" and np.isnan(table.loc[0, "auroc_patch"])
+    assert table.loc[1, "top_concept"] in truth.names
+    # A patch presence with no patch tokens to match is refused.
+    with pytest.raises(ValueError, match="0 patch tokens per image but patch presence of shape"):
+        alignment.score_units(
+            acts_BU[::N_PATCHES],
+            n_images=n_images,
+            patch_tokens=np.zeros(1, dtype=bool),
+            present_NF=truth.present_NF,
+            patch_present_NSF=np.zeros((n_images, 1, 3), dtype=bool),
+            counts_NF=truth.counts_NF,
+            purity_k=8,
+            entropy_k=5,
+        )
+
+
+def test_align_on_natural_truth_leaves_the_patch_level_out():
+    import xarray as xr
+
+    matrix, labels = _classes(n_images=24)
+    rng = np.random.default_rng(1)
+    values = rng.standard_normal((24, 1 + N_PATCHES, 12)).astype(np.float32)
+    values[labels == 2, 1:, 0] += 4.0  # dimension 0 lights up on class-2 patches
+    acts = xr.DataArray(values.astype(np.float16), dims=("image", "token", "unit"))
+    params = {
+        "batch_size": 8,
+        "fit_tokens": 200,
+        "kmeans_max_clusters": 8,
+        "purity_k": 4,
+        "entropy_k": 4,
+        "coverage_ap": 0.3,
+    }
+    aligned = alignment.align(
+        random_sae(12, 24, 4, seed=0), acts, images=np.arange(12, 24), train=np.arange(12),
+        positions=np.arange(1 + N_PATCHES), patch_tokens=np.arange(1 + N_PATCHES) >= 1,
+        truth=alignment.natural_truth(matrix), grid=GRID, params=params, seed=0,
+    )  # fmt: skip
+    table = aligned["table"].set_index("method")
+    assert list(table.index) == list(alignment.METHODS) and table["mean_best_auroc_patch"].isna().all()
+    assert table.loc["neurons", "mean_best_auroc_image"] > 0.5
+    assert aligned["json"]["neurons"]["per_concept"]["concept"] == list(matrix.names)
+    assert aligned["json"]["neurons"]["per_concept"]["best_auroc_image"][2] == 1.0
