@@ -21,7 +21,7 @@ reader's messages need. The rules declare it as an output beside the file, and a
 that read the file (``verified`` in ``workflow/rules/common.smk``), so Snakemake rebuilds a file whose
 record is missing.
 
-Standard library, torch and numpy only.
+Standard library and numpy; torch only when a torch file is written or read.
 """
 
 from __future__ import annotations
@@ -36,10 +36,12 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +259,8 @@ def remove(path: str | Path) -> None:
 def save_torch(path: str | Path, obj: Any, *, rule: str, record: bool = True) -> str:
     """``torch.save`` ``obj`` as a verified artefact (:func:`write`); it should hold only what
     ``torch.load(weights_only=True)`` reads (tensors, dicts, lists, tuples, str, numbers, bool, None)."""
+    import torch  # here, not at the top: tables and figures publish through this module without torch
+
     return write(path, lambda fh: torch.save(obj, fh), rule=rule, record=record)
 
 
@@ -268,6 +272,8 @@ def load_torch(path: str | Path, *, rule: str, map_location: str | torch.device 
     FileNotFoundError, ValueError
         As :func:`verify`; ``ValueError`` also if torch cannot read the verified file (the message names it).
     """
+    import torch
+
     verify(path, rule=rule)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)

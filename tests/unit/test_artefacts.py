@@ -65,7 +65,7 @@ def test_no_space_left_is_named_and_leaves_no_temporary_file(tmp_path, monkeypat
         fh.write(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(artefacts.torch, "save", full)
+    monkeypatch.setattr(torch, "save", full)
     with pytest.raises(OSError, match=rf"no space left on the device holding {path.parent}.*train_x") as info:
         artefacts.save_torch(path, {"W": torch.zeros(3)}, rule="train_x")
     assert info.value.errno == errno.ENOSPC
@@ -78,7 +78,7 @@ def test_torch_unexpected_pos_on_a_full_device_is_named(tmp_path, monkeypatch):
     def torch_full(obj, fh, *args, **kwargs):
         raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0")
 
-    monkeypatch.setattr(artefacts.torch, "save", torch_full)
+    monkeypatch.setattr(torch, "save", torch_full)
     monkeypatch.setattr(artefacts.shutil, "disk_usage", lambda folder: type("U", (), {"free": 0})())
     with pytest.raises(OSError, match="no space left on the device holding"):
         artefacts.save_torch(tmp_path / "a.pt", {}, rule="r")
