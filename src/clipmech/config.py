@@ -807,13 +807,24 @@ class Config:
             "words": None if words is None else list(words),
         }
 
+    def miclip_natural_params(self) -> dict | None:
+        """What the MiCLIP stages need of a natural-image miclip.dataset (methods.md Sec. 9.8): ``words`` (a
+        captions dataset's concept words, else None); None for a Shapes dataset, so that editing them reruns
+        no Shapes job."""
+        entry = self.datasets[self.miclip.dataset]
+        if entry.kind not in NATURAL_KINDS:
+            return None
+        words = getattr(entry, "words", None) if entry.kind == "captions" else None
+        return {"words": None if words is None else list(words)}
+
     def natural_datasets(self) -> list[str]:
         """The natural-image datasets (kinds imagenet, imagefolder, captions), by kind then name."""
         return [name for kind in NATURAL_KINDS for name in self.datasets_of_kind(kind)]
 
     def indexed_only(self) -> list[str]:
-        """The natural-image datasets no analysis and no zero-shot classification reads."""
+        """The natural-image datasets no analysis, no zero-shot classification and no MiCLIP run reads."""
         used = set(self.zeroshot.datasets) | set(self.analyses.datasets)
+        used |= {self.miclip.dataset} if self.plan.miclip_units else set()
         return [name for name in self.natural_datasets() if name not in used]
 
 
@@ -1232,14 +1243,18 @@ def _check_miclip(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
     shapes = _datasets_of_kind(raw["datasets"], "shapes")
     _check_names("models", list(section["units"]), raw["models"], "miclip.units")
     _check_names("models", [section["reference"]], raw["models"], "miclip.reference")
+    natural = sorted(name for name, entry in raw["datasets"].items() if entry["kind"] in NATURAL_KINDS)
     if section["dataset"] is not None:
-        _check_names("shapes datasets", [section["dataset"]], shapes, "miclip.dataset")
-    elif raw["datasets"][raw["analyses"]["datasets"][0]]["kind"] != "shapes":
+        _check_names("shapes or natural-image datasets", [section["dataset"]], shapes + natural, "miclip.dataset")
+    elif raw["datasets"][raw["analyses"]["datasets"][0]]["kind"] not in ("shapes", *NATURAL_KINDS):
         raise ValueError(
             f"miclip.dataset is null and analyses.datasets[0] = "
-            f"{raw['analyses']['datasets'][0]!r} is not a Shapes dataset; name one of "
-            f"{', '.join(shapes)}"
+            f"{raw['analyses']['datasets'][0]!r} is not a Shapes or natural-image dataset; name one of "
+            f"{', '.join(shapes + natural)}"
         )
+    dataset = section["dataset"] or raw["analyses"]["datasets"][0]
+    if dataset in natural:
+        _check_miclip_natural(raw, dataset)
     if sorted(section["losses"]) != ["both", "input", "output"]:
         raise ValueError(
             f"miclip.losses = {section['losses']}: the evaluation compares all three losses, "
@@ -1271,6 +1286,27 @@ def _check_miclip(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
                     f"miclip.units.{model}: kind sae at {site} reads a latent per image as its maximum over "
                     "the patch tokens (methods.md Sec. 9.3), but sae.tokens = class trains the SAE on the "
                     "class token only; set sae.tokens to patch or all"
+                )
+
+
+def _check_miclip_natural(raw: dict, dataset: str) -> None:
+    """A natural-image miclip.dataset (methods.md Sec. 9.8): its concepts are its classes, COCO categories or
+    words (a captions dataset needs ``instances`` or ``words``), and the unit sets are neurons (an SAE unit
+    set reads token-level activations, which the natural-image probe does not keep)."""
+    entry = raw["datasets"][dataset]
+    if entry["kind"] == "captions" and entry.get("instances") is None and entry.get("words") is None:
+        raise ValueError(
+            f"miclip.dataset {dataset!r} is a captions dataset without concepts for MiCLIP to describe units "
+            f"with: set datasets.{dataset}.words (words or phrases found in the captions) or "
+            f"datasets.{dataset}.instances (COCO's instances file)"
+        )
+    for model, unit_sets in raw["miclip"]["units"].items():
+        for unit in unit_sets:
+            if unit["kind"] == "sae":
+                raise ValueError(
+                    f"miclip.units.{model}: kind sae at {unit['site']} is not supported on miclip.dataset "
+                    f"{dataset!r}, a natural-image dataset (kind {entry['kind']}): its probe keeps image-level "
+                    "neuron activations only (methods.md Sec. 9.8); use kind neurons or a Shapes miclip.dataset"
                 )
 
 
@@ -1481,6 +1517,8 @@ def _check_miclip_counts(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
                 )
     dataset = section["dataset"]
     n_images = _n_images(raw, dataset)
+    if n_images is None:  # a whole natural-image dataset: counted when it is indexed (probe_miclip checks then)
+        return
     why = "the encoders train on the others and the evaluation reads the held-out ones"
     n_heldout = _n_heldout("miclip.holdout", section["holdout"], dataset, n_images, why)
     k_top = raw["selectivity"]["k"] if section["k_top"] is None else section["k_top"]

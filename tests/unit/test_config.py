@@ -447,7 +447,7 @@ def test_miclip_names_are_checked():
     assert "miclip.reference names unknown models ['absent']" in rejected(config)
     config = tiny()
     config["miclip"]["dataset"] = "tiny-shapes-pairs"
-    assert "miclip.dataset names unknown shapes datasets ['tiny-shapes-pairs']" in rejected(config)
+    assert "miclip.dataset names unknown shapes or natural-image datasets ['tiny-shapes-pairs']" in rejected(config)
 
 
 def test_miclip_default_dataset_must_be_shapes():
@@ -455,7 +455,7 @@ def test_miclip_default_dataset_must_be_shapes():
     config["analyses"]["datasets"] = ["tiny-shapes-pairs"]
     config["selectivity"]["k"] = config["tsne"]["perplexity"] = 5
     message = rejected(config)
-    assert "miclip.dataset is null and analyses.datasets[0] = 'tiny-shapes-pairs' is not a Shapes dataset" in message
+    assert "analyses.datasets[0] = 'tiny-shapes-pairs' is not a Shapes or natural-image dataset" in message
     config["miclip"]["dataset"] = "tiny-shapes"
     assert load_config(config).miclip.dataset == "tiny-shapes"
 
@@ -659,11 +659,57 @@ def test_natural_sae_checks():
     config["sae"]["sites"] = []  # no SAE: nothing to classify
     config["miclip"]["units"] = {}
     load_config(config)
-    # A captions dataset still needs its concepts; MiCLIP still needs a Shapes dataset.
+    # A captions dataset still needs its concepts; MiCLIP's SAE unit sets still need a Shapes dataset.
     assert "set datasets.pairs-text.words" in rejected(natural_saes("pairs-text"))
     config = natural_saes("imnet")
     config["miclip"]["dataset"] = None
-    assert "miclip.dataset is null and analyses.datasets[0] = 'imnet' is not a Shapes dataset" in rejected(config)
+    assert "kind sae at visual.blocks.1.hook_resid_pre is not supported on miclip.dataset 'imnet'" in rejected(config)
+
+
+def natural_miclip(dataset):
+    """tiny.yaml with the natural datasets and MiCLIP's neuron unit sets on `dataset`."""
+    config = natural(tiny())
+    config["zeroshot"] = {"datasets": []}
+    config["miclip"]["dataset"] = dataset
+    config["miclip"]["units"] = {
+        model: [unit for unit in units if unit["kind"] == "neurons"]
+        for model, units in config["miclip"]["units"].items()
+    }
+    return config
+
+
+@pytest.mark.parametrize("dataset", ["photos", "imnet", "pairs-text"])
+def test_miclip_runs_on_a_natural_dataset(dataset):
+    config = natural_miclip(dataset)
+    config["datasets"]["pairs-text"]["words"] = ["dog", "red car"]
+    config["miclip"]["k_top"] = 10_000  # the dataset's size is known once it is indexed: not checked here
+    loaded = load_config(config)
+    assert loaded.miclip.dataset == dataset and loaded.plan.miclip_units
+    assert all(kind == "neurons" for _, _, kind in loaded.plan.miclip_units)
+    assert loaded.miclip_natural_params() == {"words": ["dog", "red car"] if dataset == "pairs-text" else None}
+    assert dataset not in loaded.indexed_only()  # its index is read by MiCLIP, not built for nothing
+
+
+def test_shapes_miclip_reads_no_natural_params():
+    assert load_config(natural_miclip("tiny-shapes")).miclip_natural_params() is None
+
+
+def test_natural_miclip_checks():
+    # A captions dataset needs concepts to describe the units with.
+    message = rejected(natural_miclip("pairs-text"))
+    assert "miclip.dataset 'pairs-text' is a captions dataset without concepts for MiCLIP" in message
+    assert "set datasets.pairs-text.words" in message
+    # SAE unit sets read token-level activations, which the natural-image probe does not keep.
+    config = natural_miclip("photos")
+    config["miclip"]["units"]["tiny-vit"].append({"site": "visual.blocks.1.hook_resid_pre", "kind": "sae"})
+    message = rejected(config)
+    assert "miclip.units.tiny-vit: kind sae at visual.blocks.1.hook_resid_pre is not supported" in message
+    assert "use kind neurons or a Shapes miclip.dataset" in message
+    # The holdout of a counted subset is still checked.
+    config = natural_miclip("imnet")
+    config["datasets"]["imnet"]["n_images"] = 8
+    config["miclip"]["holdout"] = 0.01
+    assert "miclip.holdout = 0.01 holds out 0 of the 8 images of dataset 'imnet'" in rejected(config)
 
 
 def test_natural_sae_token_settings():

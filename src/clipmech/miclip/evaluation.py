@@ -27,7 +27,9 @@ import torch
 
 from clipmech.analyses import concepts, dead
 from clipmech.data import shapes
+from clipmech.data.concepts import Concepts
 from clipmech.miclip import baselines, interventions, tables, units
+from clipmech.miclip import natural as miclip_natural
 from clipmech.models.prompt_embeddings import attribute_prompt_embeddings
 from clipmech.sae.latents import token_latents
 
@@ -184,7 +186,7 @@ def method_scores(
     if iou_UF is not None:
         scores["netdissect", 0] = {"shapes": iou_UF, "words": None}
     for seed in seeds:
-        scores["random", seed] = {"shapes": np.full((acts_NU.shape[1], len(shapes.FEATURES)), np.nan), "words": None}
+        scores["random", seed] = {"shapes": np.full((acts_NU.shape[1], concept_CE.shape[0]), np.nan), "words": None}
     return scores
 
 
@@ -195,7 +197,7 @@ def unit_sets(scores, tau: int, dead_U: np.ndarray) -> dict[tuple[str, int], tup
     sets = {}
     for (method, seed), by_vocabulary in scores.items():
         if method == "random":
-            index = live[units.random_units(live.size, len(shapes.FEATURES), tau, seed)]
+            index = live[units.random_units(live.size, by_vocabulary["shapes"].shape[1], tau, seed)]
             sets[method, seed] = index, np.full(index.shape, np.nan)
         else:
             shapes_UC = np.nan_to_num(by_vocabulary["shapes"][live], nan=-np.inf)
@@ -204,27 +206,30 @@ def unit_sets(scores, tau: int, dead_U: np.ndarray) -> dict[tuple[str, int], tup
     return sets
 
 
-def description_table(scores, tau: int, words: list[str], dead_U: np.ndarray) -> pd.DataFrame:
-    """D_u of every method (not ``random``) and seed over the Shapes concepts, and over the words where scored,
-    of the live units (``dead_U``, bool (U,): the dead ones, which get no rows)."""
+def description_table(
+    scores, tau: int, words: list[str], dead_U: np.ndarray, concepts=shapes.FEATURES, vocabulary: str = "shapes"
+) -> pd.DataFrame:
+    """D_u of every method (not ``random``) and seed over the ``concepts`` (the Shapes features; a natural-image
+    dataset's, vocabulary ``concepts``), and over the words where scored, of the live units (``dead_U``,
+    bool (U,): the dead ones, which get no rows)."""
     parts = []
     for (method, seed), by_vocabulary in scores.items():
         if method == "random":
             continue
         index, score = units.describe(np.nan_to_num(by_vocabulary["shapes"], nan=-np.inf), tau)
         score = np.where(np.isfinite(score), score, np.nan)
-        parts.append(tables.description_rows(method, seed, "shapes", list(shapes.FEATURES), index, score))
+        parts.append(tables.description_rows(method, seed, vocabulary, list(concepts), index, score))
         if by_vocabulary["words"] is not None:
             parts.append(tables.description_rows(method, seed, "words", words, *by_vocabulary["words"]))
     rows = pd.concat(parts, ignore_index=True)
     return rows[~np.asarray(dead_U, dtype=bool)[rows["unit"].to_numpy()]].reset_index(drop=True)
 
 
-def localisation_table(sets) -> pd.DataFrame:
-    """:data:`clipmech.miclip.tables.LOCALISATION_COLUMNS` rows of :func:`unit_sets`."""
+def localisation_table(sets, concepts=shapes.FEATURES) -> pd.DataFrame:
+    """:data:`clipmech.miclip.tables.LOCALISATION_COLUMNS` rows of :func:`unit_sets` (``concepts``: their names)."""
     return pd.concat(
         [
-            tables.localisation_rows(method, seed, list(shapes.FEATURES), index, score)
+            tables.localisation_rows(method, seed, list(concepts), index, score)
             for (method, seed), (index, score) in sets.items()
         ],
         ignore_index=True,
@@ -334,6 +339,7 @@ def evaluate_unit_set(
     params: dict,
     k_top: int,
     device: str | torch.device,
+    natural: Concepts | None = None,
 ) -> dict[str, pd.DataFrame]:
     """MiCLIP and its baselines on one unit set (methods.md Sec. 9): scores, descriptions, localisation,
     description accuracy against the Algorithm 1 ground truth, and the interventions' Delta Acc on each
@@ -357,6 +363,11 @@ def evaluate_unit_set(
         resolution), ``batch_size``.
     k_top : int
         The top-k images of the ground truth (Algorithm 1).
+    natural : clipmech.data.concepts.Concepts, optional
+        The concepts of the evaluated images of a natural-image dataset (methods.md Sec. 9.8), in the order of
+        ``concept_data["concept_embeddings"]``: they replace the Shapes features (presence and ground truth,
+        description vocabulary ``concepts``); ``objects``, ``masks_NHW`` and ``pixels_NCHW`` are unused (None),
+        Network Dissection is left out and the interventions are not run (empty tables).
 
     Returns
     -------
@@ -368,9 +379,15 @@ def evaluate_unit_set(
     tau = int(params["tau"])
     acts_NU = unit_set.acts_NU
     n_images, n_units = acts_NU.shape
-    present_NF, counts_NF = concepts.presence(objects, n_images, np.arange(n_images))
+    if natural is None:
+        present_NF, counts_NF = concepts.presence(objects, n_images, np.arange(n_images))
+        names, vocabulary = list(shapes.FEATURES), "shapes"
+    else:
+        present_NF = np.asarray(natural.present_NF, dtype=bool)
+        counts_NF = present_NF.astype(np.float64)
+        names, vocabulary = list(natural.names), miclip_natural.VOCABULARY
     iou_UF = None
-    if unit_set.maps is not None:
+    if unit_set.maps is not None and natural is None:
         masks = baselines.concept_masks(masks_NHW, objects, params["netdissect"]["resolution"])
         iou_UF = baselines.netdissect_iou(unit_set.maps, masks, quantile=params["netdissect"]["quantile"])
     words = [str(w) for w in concept_data["words"]]
@@ -388,7 +405,7 @@ def evaluate_unit_set(
         tau=tau,
     )
     dead_U = dead.dead_units(acts_NU)
-    descriptions = description_table(scores, tau, words, dead_U)
+    descriptions = description_table(scores, tau, words, dead_U, names, vocabulary)
     sets = unit_sets(scores, tau, dead_U)
     log.info(
         "%s: %d units (%d dead: no description or localisation), %d method x seed unit sets",
@@ -402,14 +419,25 @@ def evaluate_unit_set(
     per_seed = tables.description_accuracy(
         descriptions,
         truth_U,
-        list(shapes.FEATURES),
+        names,
         concept_data["concept_embeddings"],
         {w: i for i, w in enumerate(words)},
         concept_data["word_embeddings"],
+        vocabulary,
     )
     description_summary = tables.summarise_descriptions(per_seed)
     log.info("description accuracy:\n%s", description_summary.to_string())
 
+    if natural is not None:
+        intervention_rows = pd.DataFrame(columns=list(tables.INTERVENTION_COLUMNS))
+        return {
+            "descriptions": descriptions,
+            "localisation": localisation_table(sets, names),
+            "interventions": intervention_rows,
+            "description_accuracy": description_summary,
+            "delta_acc": pd.DataFrame(columns=list(tables.DELTA_COLUMNS)),
+            "ablation": tables.ablation_table(description_summary, pd.DataFrame(columns=list(tables.DELTA_COLUMNS))),
+        }
     intervention_rows = intervention_table(
         model=model,
         pixels_NCHW=pixels_NCHW,

@@ -3,18 +3,26 @@ rule ``evaluate_miclip``."""
 
 from __future__ import annotations
 
+import functools
+import logging
+
+import numpy as np
 import torch
 
 from clipmech.data import datasets, tables
+from clipmech.data.concepts import Concepts
+from clipmech.miclip import natural as miclip_natural
 from clipmech.miclip import units
 from clipmech.miclip.encoder import load_encoders
-from clipmech.miclip.evaluation import evaluate_unit_set, heldout_objects, neuron_set, sae_set
+from clipmech.miclip.evaluation import UnitSet, evaluate_unit_set, heldout_objects, neuron_set, sae_set
 from clipmech.models import loading
 from clipmech.models.loading import ModelSpec
 from clipmech.sae.latents import token_positions
 from clipmech.sae.model import load_sae
 from clipmech.stages.embed_miclip_concepts import load_concepts
 from clipmech.stages.probe_miclip import load_probe
+
+log = logging.getLogger(__name__)
 
 
 def evaluate_miclip(
@@ -31,6 +39,7 @@ def evaluate_miclip(
     k_top: int,
     device: str,
     threads: int,
+    natural: dict | None = None,
 ) -> None:
     """Evaluate the units of one (model, site, kind) with MiCLIP and its baselines (methods.md Sec. 9).
 
@@ -46,10 +55,16 @@ def evaluate_miclip(
     ``description_accuracy``, ``delta_acc``, ``ablation`` (TSVs, :mod:`clipmech.miclip.tables`; rule
     ``plot_miclip`` draws the figures).
 
+    On a natural-image dataset (methods.md Sec. 9.8; the probe holds ``image_acts``) only ``neurons`` are
+    evaluated, over the dataset's concepts (:func:`clipmech.data.concepts.concept_matrix`; ``natural["words"]``
+    for a captions dataset): descriptions, localisation and description accuracy; Network Dissection is left out
+    (no masks) and the interventions are not run: ``interventions``, ``delta_acc`` hold no rows and the reason
+    is logged (:data:`clipmech.miclip.natural.NO_INTERVENTIONS`).
+
     Raises
     ------
     ValueError
-        For an unknown kind, a probe of another dataset, an input that fails its sha256 check (probe,
+        For an unknown kind, an SAE unit set or a Shapes probe on a natural-image dataset, a probe of another dataset, an input that fails its sha256 check (probe,
         concepts, encoders, SAE: :mod:`clipmech.artefacts`), non-finite encoder or SAE weights, or an SAE of another site or width or that reads
         no patch token.
     """
@@ -64,9 +79,12 @@ def evaluate_miclip(
     site = str(probe_data["site"])
     record = load_encoders(encoders)
     heldout = probe_data["heldout_images"]
-    site_acts = probe_data["site_acts"][heldout]
+    site_acts = probe_data["site_acts"][heldout] if "site_acts" in probe_data else None
     n_prefix, grid = int(probe_data["n_prefix_tokens"]), tuple(int(g) for g in probe_data["grid"])
     clip, preprocess, tokenizer = loading.load(model, torch_device)
+    if miclip_natural.is_natural(data):
+        _evaluate_natural(**locals())
+        return
     if kind == "neurons":
         unit_set = neuron_set(site_acts, n_prefix, grid)
     else:
@@ -96,3 +114,38 @@ def evaluate_miclip(
     )
     for key, table in results.items():
         tables.write_table(table, out[key])
+
+
+def _evaluate_natural(*, kind, data, probe, probe_data, heldout, site, record, clip, tokenizer, **rest) -> None:
+    if kind != "neurons" or "image_acts" not in probe_data:
+        raise ValueError(
+            f"MiCLIP on natural-image dataset {rest['dataset_dir']} evaluates neurons from a natural-image probe "
+            f"(image_acts); got kind {kind} and probe {probe}"
+        )
+    natural = rest["natural"] or {}
+    present = miclip_natural.dataset_concepts(data, natural.get("words"))
+    concept_data = load_concepts(rest["concepts"])
+    if [str(c) for c in concept_data["concepts"]] != list(present.names):
+        raise ValueError(f"concept embeddings {rest['concepts']} are not of the concepts of {rest['dataset_dir']}")
+    acts_NU = probe_data["image_acts"][heldout].astype(np.float64)
+    typical_U = units.typical_activation(acts_NU)
+    unit_set = UnitSet(acts_NU, None, functools.partial(units.neuron_embeddings, typical_U=typical_U), None)
+    results = evaluate_unit_set(
+        unit_set,
+        model=clip,
+        tokenizer=tokenizer,
+        pixels_NCHW=None,
+        objects=None,
+        masks_NHW=None,
+        site=site,
+        encoders={key: value.numpy() for key, value in record["W"].items()},
+        concept_data=concept_data,
+        reference_images_NE=probe_data["reference_images"][heldout],
+        params=rest["evaluation"],
+        k_top=rest["k_top"],
+        device=rest["torch_device"],
+        natural=Concepts(present.present_NF[heldout], present.names, present.source),
+    )
+    log.info(miclip_natural.NO_INTERVENTIONS.format(dataset=rest["dataset_dir"], kind=data.spec["kind"]))
+    for key, table in results.items():
+        tables.write_table(table, rest["out"][key])

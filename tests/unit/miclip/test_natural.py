@@ -1,0 +1,147 @@
+"""MiCLIP on natural-image datasets (methods.md Sec. 9.8): the tiny Shapes images as photographs in class folders
+(an imagefolder) and behind a captions file, probed, embedded, trained on and evaluated with a random tiny CLIP
+as both target and reference."""
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from clipmech.data import concepts, datasets, natural, shapes
+from clipmech.miclip import tables
+from clipmech.models.loading import ModelSpec
+from clipmech.stages.embed_miclip_concepts import embed_miclip_concepts, load_concepts
+from clipmech.stages.evaluate_miclip import evaluate_miclip
+from clipmech.stages.probe_miclip import load_probe, probe_miclip
+from clipmech.stages.train_miclip import train_miclip
+
+SITE = "visual.blocks.1.hook_resid_pre"
+RANDOM = ModelSpec(name="random", architecture="clipmech-vit-tiny", pretrained=None)
+COUNTS = ("one", "two", "three", "four", "five")
+TRAIN = {
+    "losses": ["both", "input", "output"],
+    "seeds": [0, 1],
+    "steps": 3,
+    "batch_size": 4,
+    "lr": 0.01,
+    "temperature": 0.07,
+}
+EVALUATION = {
+    "seeds": [0, 1],
+    "tau": 2,
+    "interventions": {"scale": [2.0, 0.0], "add": [1.0, -1.0]},
+    "clip_dissect": {"top_k": 3, "a": 10.0, "lam": 1.0},
+    "netdissect": {"quantile": 0.005, "resolution": 28},
+    "batch_size": 4,
+}
+WORDS = ["one", "two", "three", "four", "five"]
+
+
+@pytest.fixture(scope="module")
+def photographs(tmp_path_factory):
+    """15 Shapes images (3 per object count) as PNGs in one folder per count, indexed as an imagefolder and, with
+    a caption naming the count, as a captions dataset."""
+    tmp, raw = tmp_path_factory.mktemp("natural-miclip"), tmp_path_factory.mktemp("natural-miclip-raw")
+    synthetic = tmp / "shapes"
+    shapes.build(synthetic, shapes.ShapesSpec(n_per_count=3, image_size=64, seed=5))
+    data = datasets.load(synthetic)
+    counts = data.objects.groupby("image_id")["n_objects"].first().to_numpy()
+    rows = []
+    for i, (image, count) in enumerate(zip(data.images, counts, strict=True)):
+        folder = raw / "photos" / f"{COUNTS[count - 1]} objects"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.asarray(image)).save(folder / f"{i:03d}.png")
+        rows.append({"filepath": f"photos/{folder.name}/{i:03d}.png", "title": f"{COUNTS[count - 1]} shapes"})
+    pd.DataFrame(rows).to_csv(raw / "captions.tsv", sep="\t", index=False)
+    out = {}
+    for kind, spec in (
+        ("imagefolder", {"kind": "imagefolder", "root": str(raw / "photos")}),
+        ("captions", {"kind": "captions", "path": str(raw / "captions.tsv")}),
+    ):
+        directory = tmp / kind / "data"
+        natural.write_natural_dataset(directory, spec)
+        out[kind] = directory
+    return tmp, out
+
+
+@pytest.mark.parametrize("kind", ["imagefolder", "captions"])
+def test_miclip_runs_on_natural_images(photographs, kind, caplog):
+    tmp, directories = photographs
+    directory, work = str(directories[kind]), tmp / f"run-{kind}"
+    natural_params = {"words": WORDS if kind == "captions" else None}
+    data = datasets.load(directory)
+    names = list(concepts.concept_matrix(data, words=natural_params["words"]).names)
+
+    embeddings = str(work / "reference.npz")
+    embed_miclip_concepts(
+        model=RANDOM,
+        embeddings=embeddings,
+        n_words=50,
+        device="cpu",
+        threads=1,
+        dataset_dir=directory,
+        natural=natural_params,
+    )
+    with load_concepts(embeddings) as npz:
+        assert [str(c) for c in npz["concepts"]] == names
+        assert npz["concept_embeddings"].shape[0] == len(names)
+        assert [str(p) for p in npz["prompts"]][0] == f"a photo of a {names[0]}."
+
+    probe = str(work / "probe.npz")
+    probe_miclip(
+        model=RANDOM,
+        reference=RANDOM,
+        dataset_dir=directory,
+        site=SITE,
+        probe=probe,
+        holdout=0.4,
+        seed=0,
+        batch_size=4,
+        device="cpu",
+        threads=1,
+        natural=natural_params,
+    )
+    with load_probe(probe) as npz:
+        assert "site_acts" not in npz
+        assert npz["image_acts"].shape == (15, 64) and npz["image_acts"].dtype == np.float32
+        assert npz["predictions"].shape == (15, 1) and npz["predictions"].max() < len(names)
+        assert npz["reference_images"].shape[0] == 15
+        assert npz["heldout_images"].size == 6 and npz["train_images"].size == 9
+
+    out = {"encoders": str(work / "encoders.pt"), "log": str(work / "training.tsv")}
+    train_miclip(probe=probe, concepts=embeddings, out=out, train=TRAIN, threads=1)
+    assert np.isfinite(pd.read_csv(out["log"], sep="\t")[["train", "heldout"]].to_numpy()).all()
+
+    names_out = ("descriptions", "localisation", "interventions", "description_accuracy", "delta_acc", "ablation")
+    results = {name: str(work / "neurons" / f"{name}.tsv") for name in names_out}
+    with caplog.at_level(logging.INFO):
+        evaluate_miclip(
+            model=RANDOM,
+            kind="neurons",
+            dataset_dir=directory,
+            probe=probe,
+            concepts=embeddings,
+            encoders=out["encoders"],
+            sae=[],
+            out=results,
+            evaluation=EVALUATION,
+            k_top=3,
+            device="cpu",
+            threads=1,
+            natural=natural_params,
+        )
+    assert "the interventions on its images are not implemented yet" in caplog.text
+    descriptions = pd.read_csv(results["descriptions"], sep="\t")
+    assert set(descriptions["vocabulary"]) == {"concepts", "words"}
+    assert set(descriptions.loc[descriptions["vocabulary"] == "concepts", "concept"]) <= set(names)
+    localisation = pd.read_csv(results["localisation"], sep="\t")
+    assert set(localisation["concept"]) == set(names) and "netdissect" not in set(localisation["method"])
+    accuracy = pd.read_csv(results["description_accuracy"], sep="\t")
+    assert {"miclip", "act_values", "clip_dissect"} <= set(accuracy["method"])
+    assert accuracy["accuracy_mean"].between(0, 1).all()
+    for name in ("interventions", "delta_acc"):
+        table = pd.read_csv(results[name], sep="\t")
+        assert table.empty
+    assert list(pd.read_csv(results["delta_acc"], sep="\t").columns) == list(tables.DELTA_COLUMNS)
