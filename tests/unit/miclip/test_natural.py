@@ -3,6 +3,7 @@
 as both target and reference."""
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from clipmech.miclip import tables
 from clipmech.models.loading import ModelSpec
 from clipmech.stages.embed_miclip_concepts import embed_miclip_concepts, load_concepts
 from clipmech.stages.evaluate_miclip import evaluate_miclip
+from clipmech.stages.plot_miclip import plot_miclip
 from clipmech.stages.probe_miclip import load_probe, probe_miclip
 from clipmech.stages.train_miclip import train_miclip
 
@@ -145,3 +147,15 @@ def test_miclip_runs_on_natural_images(photographs, kind, caplog):
         table = pd.read_csv(results[name], sep="\t")
         assert table.empty
     assert list(pd.read_csv(results["delta_acc"], sep="\t").columns) == list(tables.DELTA_COLUMNS)
+
+    # The figures draw from the tables: an empty Delta Acc table says that no interventions ran.
+    figures = {"delta_figure": str(work / "delta_acc.png"), "description_figure": str(work / "descriptions.png")}
+    plot_miclip(
+        delta_acc=results["delta_acc"],
+        description_accuracy=results["description_accuracy"],
+        out=figures,
+        kind="neurons",
+        tau=2,
+        label="random",
+    )
+    assert all(Path(path).stat().st_size > 0 for path in figures.values())
