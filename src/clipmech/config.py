@@ -809,13 +809,28 @@ class Config:
 
     def miclip_natural_params(self) -> dict | None:
         """What the MiCLIP stages need of a natural-image miclip.dataset (methods.md Sec. 9.8): ``words`` (a
-        captions dataset's concept words, else None); None for a Shapes dataset, so that editing them reruns
-        no Shapes job."""
+        captions dataset's concept words, else None) and ``templates`` (zeroshot.templates, checked against the
+        classifier's provenance; a dataset with classes only, else None); None for a Shapes dataset, so that
+        editing them reruns no Shapes job."""
         entry = self.datasets[self.miclip.dataset]
         if entry.kind not in NATURAL_KINDS:
             return None
         words = getattr(entry, "words", None) if entry.kind == "captions" else None
-        return {"words": None if words is None else list(words)}
+        templates = self.zeroshot.templates if entry.kind in CLASS_KINDS else None
+        return {
+            "words": None if words is None else list(words),
+            "templates": None if templates is None else list(templates),
+        }
+
+    def miclip_classifier(self, sha256: bool = False) -> str | list:
+        """The target's zero-shot classifier over a natural-image miclip.dataset with classes (rule
+        zero_shot_classifier; Delta Acc classifies over it, methods.md Sec. 9.8), as a pattern in the
+        ``{model}`` wildcard, or its sha256 record; [] for other datasets (no input)."""
+        dataset = self.miclip.dataset
+        if self.datasets[dataset].kind not in CLASS_KINDS:
+            return []
+        path = CLASSIFIER.format(model="{model}", dataset=dataset)
+        return f"{path}.sha256" if sha256 else path
 
     def natural_datasets(self) -> list[str]:
         """The natural-image datasets (kinds imagenet, imagefolder, captions), by kind then name."""
@@ -1291,7 +1306,8 @@ def _check_miclip(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
 
 def _check_miclip_natural(raw: dict, dataset: str) -> None:
     """A natural-image miclip.dataset (methods.md Sec. 9.8): its concepts are its classes, COCO categories or
-    words (a captions dataset needs ``instances`` or ``words``), and the unit sets are neurons (an SAE unit
+    words (a captions dataset needs ``instances`` or ``words``), an image folder's classifier needs
+    zeroshot.templates (ImageNet has default ones), and the unit sets are neurons (an SAE unit
     set reads token-level activations, which the natural-image probe does not keep)."""
     entry = raw["datasets"][dataset]
     if entry["kind"] == "captions" and entry.get("instances") is None and entry.get("words") is None:
@@ -1299,6 +1315,12 @@ def _check_miclip_natural(raw: dict, dataset: str) -> None:
             f"miclip.dataset {dataset!r} is a captions dataset without concepts for MiCLIP to describe units "
             f"with: set datasets.{dataset}.words (words or phrases found in the captions) or "
             f"datasets.{dataset}.instances (COCO's instances file)"
+        )
+    if entry["kind"] == "imagefolder" and raw["zeroshot"]["templates"] is None:
+        raise ValueError(
+            f"miclip.dataset {dataset!r} is an image folder, and MiCLIP's Delta Acc classifies its images zero-shot "
+            "over its classes (methods.md Sec. 9.8), but zeroshot.templates is null: list prompt templates that "
+            "suit its classes, each with one {} for the class name (e.g. ['a photo of a {}.'])"
         )
     for model, unit_sets in raw["miclip"]["units"].items():
         for unit in unit_sets:

@@ -669,7 +669,7 @@ def test_natural_sae_checks():
 def natural_miclip(dataset):
     """tiny.yaml with the natural datasets and MiCLIP's neuron unit sets on `dataset`."""
     config = natural(tiny())
-    config["zeroshot"] = {"datasets": []}
+    config["zeroshot"] = {"datasets": [], "templates": ["a photo of a {}."]}
     config["miclip"]["dataset"] = dataset
     config["miclip"]["units"] = {
         model: [unit for unit in units if unit["kind"] == "neurons"]
@@ -686,12 +686,19 @@ def test_miclip_runs_on_a_natural_dataset(dataset):
     loaded = load_config(config)
     assert loaded.miclip.dataset == dataset and loaded.plan.miclip_units
     assert all(kind == "neurons" for _, _, kind in loaded.plan.miclip_units)
-    assert loaded.miclip_natural_params() == {"words": ["dog", "red car"] if dataset == "pairs-text" else None}
+    words = ["dog", "red car"] if dataset == "pairs-text" else None
+    templates = ["a photo of a {}."] if dataset != "pairs-text" else None
+    assert loaded.miclip_natural_params() == {"words": words, "templates": templates}
     assert dataset not in loaded.indexed_only()  # its index is read by MiCLIP, not built for nothing
+    # Delta Acc classifies a dataset with classes with the target's zero-shot classifier; captions: none.
+    classifier = f"results/zeroshot/{{model}}/{dataset}/classifier.npz"
+    assert loaded.miclip_classifier() == ([] if dataset == "pairs-text" else classifier)
+    assert loaded.miclip_classifier(sha256=True) == ([] if dataset == "pairs-text" else f"{classifier}.sha256")
 
 
 def test_shapes_miclip_reads_no_natural_params():
-    assert load_config(natural_miclip("tiny-shapes")).miclip_natural_params() is None
+    loaded = load_config(natural_miclip("tiny-shapes"))
+    assert loaded.miclip_natural_params() is None and loaded.miclip_classifier() == []
 
 
 def test_natural_miclip_checks():
@@ -705,6 +712,13 @@ def test_natural_miclip_checks():
     message = rejected(config)
     assert "miclip.units.tiny-vit: kind sae at visual.blocks.1.hook_resid_pre is not supported" in message
     assert "use kind neurons or a Shapes miclip.dataset" in message
+    # An image folder's classifier needs templates (ImageNet has OpenAI's).
+    config = natural_miclip("photos")
+    config["zeroshot"]["templates"] = None
+    assert "miclip.dataset 'photos' is an image folder" in rejected(config)
+    config = natural_miclip("imnet")
+    config["zeroshot"]["templates"] = None
+    load_config(config)
     # The holdout of a counted subset is still checked.
     config = natural_miclip("imnet")
     config["datasets"]["imnet"]["n_images"] = 8

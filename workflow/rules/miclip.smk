@@ -135,6 +135,9 @@ rule evaluate_miclip:
         encoders_sha256=sha256_record("results/miclip/{model}/{site}/encoders.pt"),
         sae=miclip_sae_input,
         sae_sha256=sha256_record(miclip_sae_input),
+        # A natural-image dataset with classes: the target's zero-shot classifier (methods.md Sec. 9.8).
+        classifier=CONFIG.miclip_classifier(),
+        classifier_sha256=CONFIG.miclip_classifier(sha256=True),
     output:
         descriptions=reported(
             "results/miclip/{model}/{site}/{kind}/descriptions.tsv",

@@ -248,6 +248,8 @@ def intervention_table(
     forms: Mapping[str, list[float]],
     batch_size: int,
     device: str | torch.device,
+    concepts=shapes.FEATURES,
+    task_of: Callable[[str], tuple[int, int]] = interventions.task_of,
 ) -> pd.DataFrame:
     """Delta Acc of every method's L_c for every concept and intervention (:mod:`clipmech.miclip.interventions`).
 
@@ -258,7 +260,10 @@ def intervention_table(
 
     Parameters
     ----------
-    images_NF : numpy.ndarray, bool, (N, 16)
+    pixels_NCHW : torch.Tensor or callable
+        The evaluated images, preprocessed, or a function of image indices (int64) -> their pixels (a
+        natural-image dataset's photographs, decoded per concept).
+    images_NF : numpy.ndarray, bool, (N, F)
         The images each concept's accuracy is measured on (the evaluation: its single-label images,
         :func:`clipmech.miclip.interventions.single_label_images`).
     make_edit : callable
@@ -268,6 +273,10 @@ def intervention_table(
         Intervention form -> betas.
     batch_size : int
         Rows (image copies) per forward pass.
+    concepts : sequence of str
+        The concepts, the columns of ``images_NF`` and the rows of the sets' (C, K) unit indices.
+    task_of : callable
+        Concept -> (task index in ``texts``, index of its prompt in the task).
 
     Returns
     -------
@@ -275,11 +284,12 @@ def intervention_table(
         :data:`clipmech.miclip.tables.INTERVENTION_COLUMNS` rows.
     """
     rows = []
-    for f, concept in enumerate(shapes.FEATURES):
+    for f, concept in enumerate(concepts):
         images = np.flatnonzero(images_NF[:, f])
         if images.size == 0:
             continue
-        task, target = interventions.task_of(concept)
+        task, target = task_of(concept)
+        pixels = pixels_NCHW(images) if callable(pixels_NCHW) else pixels_NCHW[images]
         # (method, seed, form, beta, copy): the copy is (sorted units, form, beta), shared where they agree.
         wanted = [
             (method, int(seed), form, float(beta), (tuple(np.sort(index_CK[f]).tolist()), form, float(beta)))
@@ -293,7 +303,7 @@ def intervention_table(
             [
                 interventions.copy_predictions(
                     model,
-                    pixels_NCHW[images],
+                    pixels,
                     dict(texts),
                     site=site,
                     edit=make_edit(chunk),
@@ -340,6 +350,7 @@ def evaluate_unit_set(
     k_top: int,
     device: str | torch.device,
     natural: Concepts | None = None,
+    class_texts: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """MiCLIP and its baselines on one unit set (methods.md Sec. 9): scores, descriptions, localisation,
     description accuracy against the Algorithm 1 ground truth, and the interventions' Delta Acc on each
@@ -366,8 +377,13 @@ def evaluate_unit_set(
     natural : clipmech.data.concepts.Concepts, optional
         The concepts of the evaluated images of a natural-image dataset (methods.md Sec. 9.8), in the order of
         ``concept_data["concept_embeddings"]``: they replace the Shapes features (presence and ground truth,
-        description vocabulary ``concepts``); ``objects``, ``masks_NHW`` and ``pixels_NCHW`` are unused (None),
-        Network Dissection is left out and the interventions are not run (empty tables).
+        description vocabulary ``concepts``); ``objects`` and ``masks_NHW`` are unused (None) and Network
+        Dissection is left out. With ``class_texts`` (a dataset with one class per image) Delta Acc is measured
+        on each class's labelled images, ``pixels_NCHW`` then a function of image indices -> their pixels;
+        without (a captions dataset) the interventions are not run (empty tables).
+    class_texts : mapping of str to torch.Tensor, optional
+        ``{"class": (K, E)}``: the class embeddings of the target's zero-shot classifier over the dataset's
+        classes (:func:`clipmech.sae.evaluate.class_prompts`), in the order of ``natural.names``.
 
     Returns
     -------
@@ -428,33 +444,42 @@ def evaluate_unit_set(
     description_summary = tables.summarise_descriptions(per_seed)
     log.info("description accuracy:\n%s", description_summary.to_string())
 
-    if natural is not None:
+    if natural is not None and class_texts is None:  # captions: no single class per image to measure
         intervention_rows = pd.DataFrame(columns=list(tables.INTERVENTION_COLUMNS))
-        return {
-            "descriptions": descriptions,
-            "localisation": localisation_table(sets, names),
-            "interventions": intervention_rows,
-            "description_accuracy": description_summary,
-            "delta_acc": pd.DataFrame(columns=list(tables.DELTA_COLUMNS)),
-            "ablation": tables.ablation_table(description_summary, pd.DataFrame(columns=list(tables.DELTA_COLUMNS))),
-        }
-    intervention_rows = intervention_table(
-        model=model,
-        pixels_NCHW=pixels_NCHW,
-        images_NF=interventions.single_label_images(objects, n_images),
-        texts=attribute_prompt_embeddings(model, tokenizer, device),
-        sets=sets,
-        make_edit=unit_set.make_edit,
-        site=site,
-        forms=params["interventions"],
-        batch_size=params["batch_size"],
-        device=device,
-    )
+    elif natural is not None:  # one class per image: each labelled image is single-label
+        position = {name: f for f, name in enumerate(names)}
+        intervention_rows = intervention_table(
+            model=model,
+            pixels_NCHW=pixels_NCHW,
+            images_NF=present_NF,
+            texts=class_texts,
+            sets=sets,
+            make_edit=unit_set.make_edit,
+            site=site,
+            forms=params["interventions"],
+            batch_size=params["batch_size"],
+            device=device,
+            concepts=names,
+            task_of=lambda concept: (0, position[concept]),
+        )
+    else:
+        intervention_rows = intervention_table(
+            model=model,
+            pixels_NCHW=pixels_NCHW,
+            images_NF=interventions.single_label_images(objects, n_images),
+            texts=attribute_prompt_embeddings(model, tokenizer, device),
+            sets=sets,
+            make_edit=unit_set.make_edit,
+            site=site,
+            forms=params["interventions"],
+            batch_size=params["batch_size"],
+            device=device,
+        )
     deltas = tables.delta_table(intervention_rows, seeds)
     log.info("Delta Acc:\n%s", deltas.to_string())
     return {
         "descriptions": descriptions,
-        "localisation": localisation_table(sets),
+        "localisation": localisation_table(sets, names),
         "interventions": intervention_rows,
         "description_accuracy": description_summary,
         "delta_acc": deltas,

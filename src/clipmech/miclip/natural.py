@@ -5,8 +5,9 @@ classes, COCO categories or caption words), embedded as the prompt :data:`PROMPT
 target CLIPs; the target's prediction (the output term of the loss) is its zero-shot choice among those
 prompts, one task per image; the probe streams the photographs in batches at each model's preprocessing
 (:func:`clipmech.data.loader.pixel_batches`) and keeps only the image-level neuron activations (N, D), so
-its memory does not grow with the tokens of the images. No masks: Network Dissection is left out. No
-interventions: Delta Acc is recorded as skipped (:data:`NO_INTERVENTIONS`).
+its memory does not grow with the tokens of the images. No masks: Network Dissection is left out. Delta Acc
+is measured on the classes of an imagenet or imagefolder dataset with the target's zero-shot classifier; a
+captions dataset's is recorded as skipped (:data:`NO_INTERVENTIONS`).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ PROMPT = "a photo of a {}."
 VOCABULARY = "concepts"
 #: Why the interventions of a natural-image dataset are not run (logged; the tables are empty).
 NO_INTERVENTIONS = (
-    "no interventions or Delta Acc: miclip.dataset {dataset} is a natural-image dataset (kind {kind}); the "
-    "interventions on its images are not implemented yet (methods.md Sec. 9.8)"
+    "no interventions or Delta Acc: miclip.dataset {dataset} is of kind {kind}, which has no single class per "
+    "image to measure an accuracy on (methods.md Sec. 9.8)"
 )
 
 

@@ -9,14 +9,15 @@ import logging
 import numpy as np
 import torch
 
-from clipmech.data import datasets, tables
-from clipmech.data.concepts import Concepts
+from clipmech.data import datasets, loader, tables
+from clipmech.data.concepts import CLASS_KINDS, Concepts
 from clipmech.miclip import natural as miclip_natural
 from clipmech.miclip import units
 from clipmech.miclip.encoder import load_encoders
-from clipmech.miclip.evaluation import UnitSet, evaluate_unit_set, heldout_objects, neuron_set, sae_set
-from clipmech.models import loading
+from clipmech.miclip.evaluation import UnitSet, _neuron_edit, evaluate_unit_set, heldout_objects, neuron_set, sae_set
+from clipmech.models import catalogue, loading, zeroshot
 from clipmech.models.loading import ModelSpec
+from clipmech.sae.evaluate import class_prompts
 from clipmech.sae.latents import token_positions
 from clipmech.sae.model import load_sae
 from clipmech.stages.embed_miclip_concepts import load_concepts
@@ -40,6 +41,7 @@ def evaluate_miclip(
     device: str,
     threads: int,
     natural: dict | None = None,
+    classifier: str | list | None = None,
 ) -> None:
     """Evaluate the units of one (model, site, kind) with MiCLIP and its baselines (methods.md Sec. 9).
 
@@ -58,13 +60,17 @@ def evaluate_miclip(
     On a natural-image dataset (methods.md Sec. 9.8; the probe holds ``image_acts``) only ``neurons`` are
     evaluated, over the dataset's concepts (:func:`clipmech.data.concepts.concept_matrix`; ``natural["words"]``
     for a captions dataset): descriptions, localisation and description accuracy; Network Dissection is left out
-    (no masks) and the interventions are not run: ``interventions``, ``delta_acc`` hold no rows and the reason
-    is logged (:data:`clipmech.miclip.natural.NO_INTERVENTIONS`).
+    (no masks). Delta Acc of a dataset with classes (imagenet, imagefolder) is measured on each class's held-out
+    images with the target's zero-shot classifier ``classifier`` (rule ``zero_shot_classifier``, checked against
+    the templates ``natural["templates"]``), its photographs decoded per class; a captions dataset has no single
+    class per image: ``interventions``, ``delta_acc`` hold no rows and the reason is logged
+    (:data:`clipmech.miclip.natural.NO_INTERVENTIONS`).
 
     Raises
     ------
     ValueError
-        For an unknown kind, an SAE unit set or a Shapes probe on a natural-image dataset, a probe of another dataset, an input that fails its sha256 check (probe,
+        For an unknown kind, an SAE unit set or a Shapes probe on a natural-image dataset, a natural-image
+        dataset with classes without its ``classifier``, a probe of another dataset, an input that fails its sha256 check (probe,
         concepts, encoders, SAE: :mod:`clipmech.artefacts`), non-finite encoder or SAE weights, or an SAE of another site or width or that reads
         no patch token.
     """
@@ -129,12 +135,31 @@ def _evaluate_natural(*, kind, data, probe, probe_data, heldout, site, record, c
         raise ValueError(f"concept embeddings {rest['concepts']} are not of the concepts of {rest['dataset_dir']}")
     acts_NU = probe_data["image_acts"][heldout].astype(np.float64)
     typical_U = units.typical_activation(acts_NU)
-    unit_set = UnitSet(acts_NU, None, functools.partial(units.neuron_embeddings, typical_U=typical_U), None)
+    channel_axis = 1 if catalogue.is_resnet(rest["model"].architecture) else -1  # ResNet stages: (N, C, h, w)
+    unit_set = UnitSet(
+        acts_NU,
+        None,
+        functools.partial(units.neuron_embeddings, typical_U=typical_U),
+        functools.partial(_neuron_edit, typical_U=typical_U, channel_axis=channel_axis),
+    )
+    class_texts, pixels_of, device = None, None, rest["torch_device"]
+    if data.spec["kind"] in CLASS_KINDS:
+        if not rest["classifier"]:
+            raise ValueError(
+                f"MiCLIP's Delta Acc on {rest['dataset_dir']} (kind {data.spec['kind']}) classifies its images with "
+                "the target's zero-shot classifier (rule zero_shot_classifier's classifier.npz), and none was given"
+            )
+        path = rest["classifier"] if isinstance(rest["classifier"], str) else rest["classifier"][0]
+        _, _, provenance = zeroshot.dataset_classifier(rest["model"], data, natural.get("templates"))
+        class_texts = {k: v.to(device) for k, v in class_prompts(zeroshot.load_classifier(path, provenance)).items()}
+        pixels_of = functools.partial(_pixels, data=data, images=heldout, preprocess=rest["preprocess"])
+    else:
+        log.info(miclip_natural.NO_INTERVENTIONS.format(dataset=rest["dataset_dir"], kind=data.spec["kind"]))
     results = evaluate_unit_set(
         unit_set,
         model=clip,
         tokenizer=tokenizer,
-        pixels_NCHW=None,
+        pixels_NCHW=pixels_of,
         objects=None,
         masks_NHW=None,
         site=site,
@@ -143,9 +168,18 @@ def _evaluate_natural(*, kind, data, probe, probe_data, heldout, site, record, c
         reference_images_NE=probe_data["reference_images"][heldout],
         params=rest["evaluation"],
         k_top=rest["k_top"],
-        device=rest["torch_device"],
+        device=device,
         natural=Concepts(present.present_NF[heldout], present.names, present.source),
+        class_texts=class_texts,
     )
-    log.info(miclip_natural.NO_INTERVENTIONS.format(dataset=rest["dataset_dir"], kind=data.spec["kind"]))
     for key, table in results.items():
         tables.write_table(table, rest["out"][key])
+
+
+def _pixels(indices: np.ndarray, *, data, images: np.ndarray, preprocess) -> torch.Tensor:
+    """The photographs ``images[indices]`` of a natural-image dataset through ``preprocess``, (n, 3, S, S)."""
+    photos = loader.ManifestImages(data.manifest.iloc[images[indices]], data.root, preprocess)
+    try:
+        return torch.stack([photos[i][1] for i in range(len(photos))])
+    finally:
+        photos.close()

@@ -12,6 +12,7 @@ from PIL import Image
 
 from clipmech.data import concepts, datasets, natural, shapes
 from clipmech.miclip import tables
+from clipmech.models import loading, zeroshot
 from clipmech.models.loading import ModelSpec
 from clipmech.stages.embed_miclip_concepts import embed_miclip_concepts, load_concepts
 from clipmech.stages.evaluate_miclip import evaluate_miclip
@@ -39,6 +40,18 @@ EVALUATION = {
     "batch_size": 4,
 }
 WORDS = ["one", "two", "three", "four", "five"]
+TEMPLATES = ["a photo of {}."]
+
+
+def _classifier(work, directory):
+    net, _ = loading.load_model(RANDOM)
+    classnames, templates, provenance = zeroshot.dataset_classifier(RANDOM, datasets.load(directory), TEMPLATES)
+    weights = zeroshot.classifier(
+        net, loading.load_tokenizer(RANDOM), classnames, templates, device="cpu", batch_size=8
+    )
+    path = work / "classifier.npz"
+    zeroshot.save_classifier(path, weights, provenance)
+    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +85,10 @@ def photographs(tmp_path_factory):
 def test_miclip_runs_on_natural_images(photographs, kind, caplog):
     tmp, directories = photographs
     directory, work = str(directories[kind]), tmp / f"run-{kind}"
-    natural_params = {"words": WORDS if kind == "captions" else None}
+    natural_params = {
+        "words": WORDS if kind == "captions" else None,
+        "templates": TEMPLATES if kind == "imagefolder" else None,
+    }
     data = datasets.load(directory)
     names = list(concepts.concept_matrix(data, words=natural_params["words"]).names)
 
@@ -118,6 +134,7 @@ def test_miclip_runs_on_natural_images(photographs, kind, caplog):
 
     names_out = ("descriptions", "localisation", "interventions", "description_accuracy", "delta_acc", "ablation")
     results = {name: str(work / "neurons" / f"{name}.tsv") for name in names_out}
+    classifier = _classifier(work, directory) if kind == "imagefolder" else None
     with caplog.at_level(logging.INFO):
         evaluate_miclip(
             model=RANDOM,
@@ -133,8 +150,8 @@ def test_miclip_runs_on_natural_images(photographs, kind, caplog):
             device="cpu",
             threads=1,
             natural=natural_params,
+            classifier=classifier,
         )
-    assert "the interventions on its images are not implemented yet" in caplog.text
     descriptions = pd.read_csv(results["descriptions"], sep="\t")
     assert set(descriptions["vocabulary"]) == {"concepts", "words"}
     assert set(descriptions.loc[descriptions["vocabulary"] == "concepts", "concept"]) <= set(names)
@@ -143,10 +160,29 @@ def test_miclip_runs_on_natural_images(photographs, kind, caplog):
     accuracy = pd.read_csv(results["description_accuracy"], sep="\t")
     assert {"miclip", "act_values", "clip_dissect"} <= set(accuracy["method"])
     assert accuracy["accuracy_mean"].between(0, 1).all()
-    for name in ("interventions", "delta_acc"):
-        table = pd.read_csv(results[name], sep="\t")
-        assert table.empty
-    assert list(pd.read_csv(results["delta_acc"], sep="\t").columns) == list(tables.DELTA_COLUMNS)
+    interventions = pd.read_csv(results["interventions"], sep="\t")
+    delta = pd.read_csv(results["delta_acc"], sep="\t")
+    assert list(delta.columns) == list(tables.DELTA_COLUMNS)
+    if kind == "captions":  # no single class per image: no Delta Acc, and the log says why
+        assert "which has no single class per image" in caplog.text
+        assert interventions.empty and delta.empty
+    else:  # each class's held-out photographs, classified over the folder classes
+        held_out = load_probe(probe)["heldout_images"]
+        labels = data.manifest["label"].to_numpy()[held_out]
+        n_images = interventions.groupby("concept")["n_images"].first()
+        assert n_images.to_dict() == {names[c]: int((labels == c).sum()) for c in np.unique(labels)}
+        assert set(interventions["method"]) == {
+            "miclip",
+            "miclip_input",
+            "miclip_output",
+            "act_values",
+            "clip_dissect",
+            "random",
+        }
+        assert interventions["accuracy_before"].between(0, 1).all() and np.isfinite(interventions["delta_acc"]).all()
+        # Scaling by 1 or adding 0 changes nothing; here the betas move the prediction or not, within [-100, 100].
+        assert interventions["delta_acc"].abs().le(100).all()
+        assert len(delta) == 6 * 4 and set(delta["effect"]) == {"enhance", "remove"}
 
     # The figures draw from the tables: an empty Delta Acc table says that no interventions ran.
     figures = {"delta_figure": str(work / "delta_acc.png"), "description_figure": str(work / "descriptions.png")}
