@@ -59,14 +59,17 @@ def probe_batches(
     concept_CE: np.ndarray,
     batch_size: int,
     device: str | torch.device,
+    workers: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The image-level neuron activations at ``site`` (:func:`clipmech.miclip.units.neuron_image_acts`,
     float32 (N, D)) and the zero-shot prediction of each image among the concepts whose normalised text
-    embeddings (of ``model``) are ``concept_CE`` (int64 (N, 1)), one batch of images in memory at a time."""
+    embeddings (of ``model``) are ``concept_CE`` (int64 (N, 1)), one batch of images in memory at a time, decoded
+    by ``workers`` processes (:func:`clipmech.data.loader.pixel_batches`)."""
     acts, predicted = [], []
     text_EC = torch.as_tensor(np.asarray(concept_CE, dtype=np.float32)).T.to(device)
     with torch.inference_mode(), hooked(model, capture=[site]) as cache:
-        for _, _, pixels in loader.pixel_batches(data, preprocess, batch_size=batch_size, device=device):
+        batches = loader.pixel_batches(data, preprocess, batch_size=batch_size, workers=workers, device=device)
+        for _, _, pixels in batches:
             cache.reset()
             image_NE = torch.nn.functional.normalize(model.encode_image(pixels.to(device)).float(), dim=-1)
             acts.append(units.neuron_image_acts(cache[site].float().cpu().numpy(), n_prefix_tokens).astype(np.float32))
@@ -74,11 +77,15 @@ def probe_batches(
     return np.concatenate(acts), np.concatenate(predicted).astype(np.int64)[:, None]
 
 
-def image_embeddings(model: torch.nn.Module, preprocess, data, *, batch_size: int, device) -> np.ndarray:
-    """Normalised image embeddings of every image, float32 (N, E), streamed in batches."""
+def image_embeddings(
+    model: torch.nn.Module, preprocess, data, *, batch_size: int, device, workers: int = 0
+) -> np.ndarray:
+    """Normalised image embeddings of every image, float32 (N, E), streamed in batches (``workers``: as
+    :func:`probe_batches`)."""
     parts = []
     with torch.inference_mode():
-        for _, _, pixels in loader.pixel_batches(data, preprocess, batch_size=batch_size, device=device):
+        batches = loader.pixel_batches(data, preprocess, batch_size=batch_size, workers=workers, device=device)
+        for _, _, pixels in batches:
             parts.append(torch.nn.functional.normalize(model.encode_image(pixels.to(device)).float(), dim=-1).cpu())
     return torch.cat(parts).numpy()
 

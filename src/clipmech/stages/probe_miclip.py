@@ -49,10 +49,10 @@ def probe_miclip(
     artefact (:mod:`clipmech.artefacts`; :func:`load_probe` reads it).
 
     On a natural-image dataset (methods.md Sec. 9.8; :mod:`clipmech.miclip.natural`) the images are streamed
-    in batches of ``batch_size`` at each model's preprocessing, and the probe holds ``image_acts`` (float32
-    (N, D): the image-level neuron activations) instead of ``site_acts``, and ``predictions`` (N, 1): the
-    target's zero-shot choice among the dataset's concepts (``natural["words"]``: a captions dataset's words),
-    their prompts embedded by its own text tower.
+    in batches of ``batch_size`` at each model's preprocessing (decoded by ``threads`` processes), and the probe
+    holds ``image_acts`` (float32 (N, D): the image-level neuron activations) instead of ``site_acts``, and
+    ``predictions`` (N, 1): the target's zero-shot choice among the dataset's concepts (``natural["words"]``: a
+    captions dataset's words), their prompts embedded by its own text tower.
 
     Raises
     ------
@@ -113,7 +113,7 @@ def probe_miclip(
     )
 
 
-def _probe_natural(*, model, reference, site, probe, holdout, seed, batch_size, data, torch_device, **params):
+def _probe_natural(*, model, reference, site, probe, holdout, seed, batch_size, data, torch_device, threads, **params):
     words = (params.get("natural") or {}).get("words")
     names = miclip_natural.dataset_concepts(data, words).names
     train_images, heldout_images = units.split_images(data.n_images, holdout, seed)
@@ -129,11 +129,12 @@ def _probe_natural(*, model, reference, site, probe, holdout, seed, batch_size, 
         concept_CE=concept_CE,
         batch_size=batch_size,
         device=torch_device,
+        workers=threads,
     )
     del clip
     ref_model, ref_preprocess = loading.load_model(reference, torch_device)
     ref_images = miclip_natural.image_embeddings(
-        ref_model, ref_preprocess, data, batch_size=batch_size, device=torch_device
+        ref_model, ref_preprocess, data, batch_size=batch_size, device=torch_device, workers=threads
     )
     artefacts.save_npz(
         probe,

@@ -22,6 +22,8 @@ from clipmech.stages.train_miclip import train_miclip
 
 SITE = "visual.blocks.1.hook_resid_pre"
 RANDOM = ModelSpec(name="random", architecture="clipmech-vit-tiny", pretrained=None)
+RANDOM_RN = ModelSpec(name="random-rn", architecture="clipmech-rn-tiny", pretrained=None)
+RN_SITE = "visual.blocks.3.hook_resid_post"
 COUNTS = ("one", "two", "three", "four", "five")
 TRAIN = {
     "losses": ["both", "input", "output"],
@@ -195,3 +197,44 @@ def test_miclip_runs_on_natural_images(photographs, kind, caplog):
         label="random",
     )
     assert all(Path(path).stat().st_size > 0 for path in figures.values())
+
+
+def test_a_resnet_stage_on_an_image_folder(photographs):
+    """A CLIP-ResNet's channels (N, C, h, w): probed as image-level means, intervened on along axis 1."""
+    tmp, directories = photographs
+    directory, work = str(directories["imagefolder"]), tmp / "run-resnet"
+    natural_params = {"words": None, "templates": TEMPLATES}
+    embeddings, probe = str(work / "reference.npz"), str(work / "probe.npz")
+    embed_miclip_concepts(
+        model=RANDOM,
+        embeddings=embeddings,
+        n_words=20,
+        device="cpu",
+        threads=1,
+        dataset_dir=directory,
+        natural=natural_params,
+    )
+    probe_miclip(
+        model=RANDOM_RN, reference=RANDOM, dataset_dir=directory, site=RN_SITE, probe=probe, holdout=0.4, seed=0,
+        batch_size=4, device="cpu", threads=1, natural=natural_params,
+    )  # fmt: skip
+    with load_probe(probe) as npz:
+        acts = npz["image_acts"]
+    assert acts.ndim == 2 and acts.shape[0] == 15
+    out = {"encoders": str(work / "encoders.pt"), "log": str(work / "training.tsv")}
+    train_miclip(probe=probe, concepts=embeddings, out=out, train=TRAIN, threads=1)
+    net, _ = loading.load_model(RANDOM_RN)
+    classnames, templates, provenance = zeroshot.dataset_classifier(RANDOM_RN, datasets.load(directory), TEMPLATES)
+    weights = zeroshot.classifier(
+        net, loading.load_tokenizer(RANDOM_RN), classnames, templates, device="cpu", batch_size=8
+    )
+    zeroshot.save_classifier(work / "classifier.npz", weights, provenance)
+    names_out = ("descriptions", "localisation", "interventions", "description_accuracy", "delta_acc", "ablation")
+    results = {name: str(work / f"{name}.tsv") for name in names_out}
+    evaluate_miclip(
+        model=RANDOM_RN, kind="neurons", dataset_dir=directory, probe=probe, concepts=embeddings,
+        encoders=out["encoders"], sae=[], out=results, evaluation=EVALUATION, k_top=3, device="cpu", threads=1,
+        natural=natural_params, classifier=str(work / "classifier.npz"),
+    )  # fmt: skip
+    interventions = pd.read_csv(results["interventions"], sep="\t")
+    assert len(interventions) and np.isfinite(interventions["delta_acc"]).all()
