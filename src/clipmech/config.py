@@ -734,8 +734,8 @@ class Config:
         synthetic = {dataset for _, dataset in plan.shapes_analyses}
         lines = [
             f"{dataset} is a natural-image dataset: its activation store and Algorithm 1 run (and the SAEs, "
-            "when it is analyses.datasets[0]), the rest of the shapes-paper track and the decomposition (they "
-            "read objects, masks and attribute captions) do not"
+            "when it is analyses.datasets[0], and MiCLIP, when it is miclip.dataset), the rest of the "
+            "shapes-paper track and the decomposition (they read objects, masks and attribute captions) do not"
             for dataset in sorted({d for _, d in plan.analyses} - synthetic)
         ]
         lines += [
