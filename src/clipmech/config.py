@@ -1306,9 +1306,8 @@ def _check_miclip(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
 
 def _check_miclip_natural(raw: dict, dataset: str) -> None:
     """A natural-image miclip.dataset (methods.md Sec. 9.8): its concepts are its classes, COCO categories or
-    words (a captions dataset needs ``instances`` or ``words``), an image folder's classifier needs
-    zeroshot.templates (ImageNet has default ones), and the unit sets are neurons (an SAE unit
-    set reads token-level activations, which the natural-image probe does not keep)."""
+    words (a captions dataset needs ``instances`` or ``words``), and an image folder's classifier needs
+    zeroshot.templates (ImageNet has default ones)."""
     entry = raw["datasets"][dataset]
     if entry["kind"] == "captions" and entry.get("instances") is None and entry.get("words") is None:
         raise ValueError(
@@ -1322,14 +1321,6 @@ def _check_miclip_natural(raw: dict, dataset: str) -> None:
             "over its classes (methods.md Sec. 9.8), but zeroshot.templates is null: list prompt templates that "
             "suit its classes, each with one {} for the class name (e.g. ['a photo of a {}.'])"
         )
-    for model, unit_sets in raw["miclip"]["units"].items():
-        for unit in unit_sets:
-            if unit["kind"] == "sae":
-                raise ValueError(
-                    f"miclip.units.{model}: kind sae at {unit['site']} is not supported on miclip.dataset "
-                    f"{dataset!r}, a natural-image dataset (kind {entry['kind']}): its probe keeps image-level "
-                    "neuron activations only (methods.md Sec. 9.8); use kind neurons or a Shapes miclip.dataset"
-                )
 
 
 def _n_images(raw: dict, dataset: str) -> int | None:

@@ -659,15 +659,16 @@ def test_natural_sae_checks():
     config["sae"]["sites"] = []  # no SAE: nothing to classify
     config["miclip"]["units"] = {}
     load_config(config)
-    # A captions dataset still needs its concepts; MiCLIP's SAE unit sets still need a Shapes dataset.
+    # A captions dataset still needs its concepts; MiCLIP may probe the natural dataset too, SAE units included.
     assert "set datasets.pairs-text.words" in rejected(natural_saes("pairs-text"))
     config = natural_saes("imnet")
     config["miclip"]["dataset"] = None
-    assert "kind sae at visual.blocks.1.hook_resid_pre is not supported on miclip.dataset 'imnet'" in rejected(config)
+    loaded = load_config(config)
+    assert loaded.miclip.dataset == "imnet" and any(kind == "sae" for _, _, kind in loaded.plan.miclip_units)
 
 
 def natural_miclip(dataset):
-    """tiny.yaml with the natural datasets and MiCLIP's neuron unit sets on `dataset`."""
+    """tiny.yaml with the natural datasets and MiCLIP's neuron unit sets on `dataset`."""  # sae: checked below
     config = natural(tiny())
     config["zeroshot"] = {"datasets": [], "templates": ["a photo of a {}."]}
     config["miclip"]["dataset"] = dataset
@@ -706,12 +707,10 @@ def test_natural_miclip_checks():
     message = rejected(natural_miclip("pairs-text"))
     assert "miclip.dataset 'pairs-text' is a captions dataset without concepts for MiCLIP" in message
     assert "set datasets.pairs-text.words" in message
-    # SAE unit sets read token-level activations, which the natural-image probe does not keep.
+    # SAE unit sets read the held-out photographs' tokens again (methods.md Sec. 9.8): accepted.
     config = natural_miclip("photos")
     config["miclip"]["units"]["tiny-vit"].append({"site": "visual.blocks.1.hook_resid_pre", "kind": "sae"})
-    message = rejected(config)
-    assert "miclip.units.tiny-vit: kind sae at visual.blocks.1.hook_resid_pre is not supported" in message
-    assert "use kind neurons or a Shapes miclip.dataset" in message
+    assert ("tiny-vit", "visual.blocks.1.hook_resid_pre", "sae") in load_config(config).plan.miclip_units
     # An image folder's classifier needs templates (ImageNet has OpenAI's).
     config = natural_miclip("photos")
     config["zeroshot"]["templates"] = None

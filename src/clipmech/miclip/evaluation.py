@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,6 +99,55 @@ def sae_set(
     return UnitSet(
         acts_NU,
         maps,
+        functools.partial(units.latent_embeddings, W_dec_Dn=W_dec, typical_U=typical_U),
+        functools.partial(_sae_edit, sae=sae, positions=positions, typical_U=typical_U),
+    )
+
+
+def streamed_sae_set(
+    sae: torch.nn.Module,
+    positions: np.ndarray,
+    n_prefix_tokens: int,
+    batches: Callable[[], Iterable[np.ndarray]],
+    batch_images: int = SAE_BATCH_IMAGES,
+) -> UnitSet:
+    """:func:`sae_set` without maps from site activations read in batches, for a natural-image dataset whose
+    token activations do not fit in memory (methods.md Sec. 9.8): ``batches()`` yields the (B, T, D) site
+    activations of the evaluated images in order, and is read twice: once for the image-level activations,
+    once for the typical firing values on each latent's top images (:func:`clipmech.miclip.units.typical_firing`).
+
+    Raises
+    ------
+    ValueError
+        If the SAE reads no patch token or its width is not the site's.
+    """
+    patch = np.asarray(positions) >= n_prefix_tokens
+    if not patch.any():
+        raise ValueError("MiCLIP's SAE latents need an SAE that reads the patch tokens (sae.tokens patch or all)")
+
+    def latents(x_BTD):
+        if x_BTD.shape[-1] != sae.d:
+            raise ValueError(f"the SAE has width {sae.d}, the site {x_BTD.shape[-1]}")
+        return token_latents(sae, x_BTD, positions, batch_images)
+
+    acts_NU = np.concatenate([units.latent_image_acts(latents(x), positions, n_prefix_tokens) for x in batches()])
+    top_Kn = units.top_images(acts_NU, units.TYPICAL_FRACTION)
+    total_n, count_n = np.zeros(acts_NU.shape[1]), np.zeros(acts_NU.shape[1])
+    start = 0
+    for x_BTD in batches():
+        z_BPn = latents(x_BTD)[:, patch]
+        end = start + z_BPn.shape[0]
+        k, u = np.nonzero((top_Kn >= start) & (top_Kn < end))
+        values_mP = z_BPn[top_Kn[k, u] - start, :, u].astype(np.float64)
+        firing_mP = values_mP != 0
+        np.add.at(count_n, u, firing_mP.sum(axis=1))
+        np.add.at(total_n, u, np.where(firing_mP, values_mP, 0.0).sum(axis=1))
+        start = end
+    typical_U = np.divide(total_n, count_n, out=np.zeros_like(total_n), where=count_n > 0)
+    W_dec = sae.W_dec.detach().cpu().double().numpy()
+    return UnitSet(
+        acts_NU,
+        None,
         functools.partial(units.latent_embeddings, W_dec_Dn=W_dec, typical_U=typical_U),
         functools.partial(_sae_edit, sae=sae, positions=positions, typical_U=typical_U),
     )

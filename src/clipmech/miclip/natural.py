@@ -5,7 +5,8 @@ classes, COCO categories or caption words), embedded as the prompt :data:`PROMPT
 target CLIPs; the target's prediction (the output term of the loss) is its zero-shot choice among those
 prompts, one task per image; the probe streams the photographs in batches at each model's preprocessing
 (:func:`clipmech.data.loader.pixel_batches`) and keeps only the image-level neuron activations (N, D), so
-its memory does not grow with the tokens of the images. No masks: Network Dissection is left out. Delta Acc
+its memory does not grow with the tokens of the images (an SAE unit set reads the held-out photographs' tokens
+again in batches: :func:`site_batches`). No masks: Network Dissection is left out. Delta Acc
 is measured on the classes of an imagenet or imagefolder dataset with the target's zero-shot classifier; a
 captions dataset's is recorded as skipped (:data:`NO_INTERVENTIONS`).
 """
@@ -93,3 +94,27 @@ def image_embeddings(
 def embed_prompts(model, tokenizer, names: Sequence[str], batch_size: int, device) -> np.ndarray:
     """Normalised text embeddings (float32 (C, E)) of the prompts of ``names``."""
     return wordlist.embed_texts(model, tokenizer, prompts(names), batch_size, device)
+
+
+def site_batches(
+    model: torch.nn.Module,
+    preprocess,
+    data,
+    images: np.ndarray,
+    site: str,
+    *,
+    batch_size: int,
+    device,
+    workers: int = 0,
+):
+    """The site's activations (float32 numpy, (B, T, D)) on the photographs ``images`` (int64 image indices) of a
+    natural-image dataset, in that order, one batch at a time: what an SAE unit set reads (methods.md Sec. 9.8)."""
+    photos = loader.ManifestImages(data.manifest.iloc[np.asarray(images, dtype=np.int64)], data.root, preprocess)
+    try:
+        with torch.inference_mode(), hooked(model, capture=[site]) as cache:
+            for _, pixels in loader.image_loader(photos, batch_size=batch_size, workers=workers, device=device):
+                cache.reset()
+                model.encode_image(pixels.to(device))
+                yield cache[site].float().cpu().numpy()
+    finally:
+        photos.close()

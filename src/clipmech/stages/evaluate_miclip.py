@@ -14,9 +14,18 @@ from clipmech.data.concepts import CLASS_KINDS, Concepts
 from clipmech.miclip import natural as miclip_natural
 from clipmech.miclip import units
 from clipmech.miclip.encoder import load_encoders
-from clipmech.miclip.evaluation import UnitSet, _neuron_edit, evaluate_unit_set, heldout_objects, neuron_set, sae_set
+from clipmech.miclip.evaluation import (
+    UnitSet,
+    _neuron_edit,
+    evaluate_unit_set,
+    heldout_objects,
+    neuron_set,
+    sae_set,
+    streamed_sae_set,
+)
 from clipmech.models import catalogue, loading, zeroshot
 from clipmech.models.loading import ModelSpec
+from clipmech.models.towers import tower
 from clipmech.sae.evaluate import class_prompts
 from clipmech.sae.latents import token_positions
 from clipmech.sae.model import load_sae
@@ -57,10 +66,11 @@ def evaluate_miclip(
     ``description_accuracy``, ``delta_acc``, ``ablation`` (TSVs, :mod:`clipmech.miclip.tables`; rule
     ``plot_miclip`` draws the figures).
 
-    On a natural-image dataset (methods.md Sec. 9.8; the probe holds ``image_acts``) only ``neurons`` are
-    evaluated, over the dataset's concepts (:func:`clipmech.data.concepts.concept_matrix`; ``natural["words"]``
+    On a natural-image dataset (methods.md Sec. 9.8; the probe holds ``image_acts``) the units are evaluated
+    over the dataset's concepts (:func:`clipmech.data.concepts.concept_matrix`; ``natural["words"]``
     for a captions dataset): descriptions, localisation and description accuracy; Network Dissection is left out
-    (no masks). Delta Acc of a dataset with classes (imagenet, imagefolder) is measured on each class's held-out
+    (no masks). An ``sae`` unit set reads the site's tokens on the held-out photographs again, in batches
+    (:func:`clipmech.miclip.evaluation.streamed_sae_set`). Delta Acc of a dataset with classes (imagenet, imagefolder) is measured on each class's held-out
     images with the target's zero-shot classifier ``classifier`` (rule ``zero_shot_classifier``, checked against
     the templates ``natural["templates"]``), its photographs decoded per class; a captions dataset has no single
     class per image: ``interventions``, ``delta_acc`` hold no rows and the reason is logged
@@ -69,7 +79,7 @@ def evaluate_miclip(
     Raises
     ------
     ValueError
-        For an unknown kind, an SAE unit set or a Shapes probe on a natural-image dataset, a natural-image
+        For an unknown kind, a Shapes probe on a natural-image dataset, a natural-image
         dataset with classes without its ``classifier``, a probe of another dataset, an input that fails its sha256 check (probe,
         concepts, encoders, SAE: :mod:`clipmech.artefacts`), non-finite encoder or SAE weights, or an SAE of another site or width or that reads
         no patch token.
@@ -123,26 +133,47 @@ def evaluate_miclip(
 
 
 def _evaluate_natural(*, kind, data, probe, probe_data, heldout, site, record, clip, tokenizer, **rest) -> None:
-    if kind != "neurons" or "image_acts" not in probe_data:
+    if "image_acts" not in probe_data:
         raise ValueError(
-            f"MiCLIP on natural-image dataset {rest['dataset_dir']} evaluates neurons from a natural-image probe "
-            f"(image_acts); got kind {kind} and probe {probe}"
+            f"probe {probe} holds no image_acts: it is not the probe of natural-image dataset {rest['dataset_dir']}"
         )
     natural = rest["natural"] or {}
     present = miclip_natural.dataset_concepts(data, natural.get("words"))
     concept_data = load_concepts(rest["concepts"])
     if [str(c) for c in concept_data["concepts"]] != list(present.names):
         raise ValueError(f"concept embeddings {rest['concepts']} are not of the concepts of {rest['dataset_dir']}")
-    acts_NU = probe_data["image_acts"][heldout].astype(np.float64)
-    typical_U = units.typical_activation(acts_NU)
-    channel_axis = 1 if catalogue.is_resnet(rest["model"].architecture) else -1  # ResNet stages: (N, C, h, w)
-    unit_set = UnitSet(
-        acts_NU,
-        None,
-        functools.partial(units.neuron_embeddings, typical_U=typical_U),
-        functools.partial(_neuron_edit, typical_U=typical_U, channel_axis=channel_axis),
-    )
-    class_texts, pixels_of, device = None, None, rest["torch_device"]
+    device = rest["torch_device"]
+    if kind == "neurons":
+        acts_NU = probe_data["image_acts"][heldout].astype(np.float64)
+        typical_U = units.typical_activation(acts_NU)
+        channel_axis = 1 if catalogue.is_resnet(rest["model"].architecture) else -1  # ResNet stages: (N, C, h, w)
+        unit_set = UnitSet(
+            acts_NU,
+            None,
+            functools.partial(units.neuron_embeddings, typical_U=typical_U),
+            functools.partial(_neuron_edit, typical_U=typical_U, channel_axis=channel_axis),
+        )
+    else:  # the SAE's latents on the held-out photographs' tokens, read in batches (twice)
+        checkpoint = rest["sae"][0] if rest["sae"] else None
+        autoencoder, meta = load_sae(checkpoint)
+        if meta["site"] != site:
+            raise ValueError(f"SAE {checkpoint} is of site {meta['site']}, the probe of {site}")
+        autoencoder = autoencoder.to(device).eval()
+        n_prefix = int(probe_data["n_prefix_tokens"])
+        positions = token_positions(meta["tokens"], tower(clip, "visual").n_tokens, n_prefix)
+        batches = functools.partial(
+            miclip_natural.site_batches,
+            clip,
+            rest["preprocess"],
+            data,
+            heldout,
+            site,
+            batch_size=rest["evaluation"]["batch_size"],
+            device=device,
+            workers=rest["threads"],
+        )
+        unit_set = streamed_sae_set(autoencoder, positions, n_prefix, batches)
+    class_texts, pixels_of = None, None
     if data.spec["kind"] in CLASS_KINDS:
         if not rest["classifier"]:
             raise ValueError(

@@ -8,12 +8,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from clipmech.data import concepts, datasets, natural, shapes
 from clipmech.miclip import tables
+from clipmech.miclip.evaluation import sae_set, streamed_sae_set
 from clipmech.models import loading, zeroshot
 from clipmech.models.loading import ModelSpec
+from clipmech.sae.latents import token_positions
+from clipmech.sae.model import TopKSAE, save_sae
 from clipmech.stages.embed_miclip_concepts import embed_miclip_concepts, load_concepts
 from clipmech.stages.evaluate_miclip import evaluate_miclip
 from clipmech.stages.plot_miclip import plot_miclip
@@ -43,6 +47,16 @@ EVALUATION = {
 }
 WORDS = ["one", "two", "three", "four", "five"]
 TEMPLATES = ["a photo of {}."]
+
+
+def _random_sae(d, n_latents, k, seed):
+    generator = torch.Generator().manual_seed(seed)
+    sae = TopKSAE(d, n_latents, k)
+    with torch.no_grad():
+        w = torch.randn(d, n_latents, generator=generator)
+        sae.W_dec.copy_(w / w.norm(dim=0, keepdim=True))
+        sae.W_enc.copy_(sae.W_dec.T)
+    return sae.eval()
 
 
 def _classifier(work, directory):
@@ -236,5 +250,60 @@ def test_a_resnet_stage_on_an_image_folder(photographs):
         encoders=out["encoders"], sae=[], out=results, evaluation=EVALUATION, k_top=3, device="cpu", threads=1,
         natural=natural_params, classifier=str(work / "classifier.npz"),
     )  # fmt: skip
+    interventions = pd.read_csv(results["interventions"], sep="\t")
+    assert len(interventions) and np.isfinite(interventions["delta_acc"]).all()
+
+
+@pytest.mark.parametrize("tokens", ["all", "patch"])
+def test_a_streamed_sae_set_equals_the_in_memory_one(tokens):
+    """Read in batches, twice (natural images), an SAE unit set has the image-level activations, typical firing
+    values, embeddings and edits of :func:`sae_set` on the whole array."""
+    rng = np.random.default_rng(3)
+    site_acts = rng.standard_normal((150, 5, 16)).astype(np.float32)  # 1 class token + 2 x 2 patches
+    sae = _random_sae(16, 40, 4, seed=1)
+    positions = token_positions(tokens, 5, 1)
+    whole = sae_set(sae, positions, site_acts, 1, (2, 2))
+    batches = lambda: (site_acts[start : start + 7] for start in range(0, 150, 7))  # noqa: E731
+    streamed = streamed_sae_set(sae, positions, 1, batches, batch_images=3)
+    np.testing.assert_allclose(streamed.acts_NU, whole.acts_NU)
+    assert streamed.maps is None
+    W = rng.standard_normal((8, 16))
+    np.testing.assert_allclose(streamed.embed(W), whole.embed(W), rtol=1e-10, atol=1e-12)
+    assert np.abs(whole.embed(W)).sum() > 0  # the latents fire: the typical firing values are compared
+
+
+def test_sae_latents_on_an_image_folder(photographs, tmp_path):
+    """An SAE unit set on natural images: its latents on the held-out photographs' tokens, described with the
+    folder classes, intervened on."""
+    _, directories = photographs
+    directory = str(directories["imagefolder"])
+    natural_params = {"words": None, "templates": TEMPLATES}
+    embeddings, probe = str(tmp_path / "reference.npz"), str(tmp_path / "probe.npz")
+    embed_miclip_concepts(
+        model=RANDOM,
+        embeddings=embeddings,
+        n_words=20,
+        device="cpu",
+        threads=1,
+        dataset_dir=directory,
+        natural=natural_params,
+    )
+    probe_miclip(
+        model=RANDOM, reference=RANDOM, dataset_dir=directory, site=SITE, probe=probe, holdout=0.4, seed=0,
+        batch_size=4, device="cpu", threads=1, natural=natural_params,
+    )  # fmt: skip
+    out = {"encoders": str(tmp_path / "encoders.pt"), "log": str(tmp_path / "training.tsv")}
+    train_miclip(probe=probe, concepts=embeddings, out=out, train=TRAIN, threads=1)
+    checkpoint = tmp_path / "sae.pt"
+    save_sae(checkpoint, _random_sae(64, 96, 8, seed=4), {"site": SITE, "tokens": "all", "holdout_images": [1]})
+    names_out = ("descriptions", "localisation", "interventions", "description_accuracy", "delta_acc", "ablation")
+    results = {name: str(tmp_path / f"{name}.tsv") for name in names_out}
+    evaluate_miclip(
+        model=RANDOM, kind="sae", dataset_dir=directory, probe=probe, concepts=embeddings, encoders=out["encoders"],
+        sae=[str(checkpoint)], out=results, evaluation=EVALUATION, k_top=3, device="cpu", threads=1,
+        natural=natural_params, classifier=_classifier(tmp_path, directory),
+    )  # fmt: skip
+    descriptions = pd.read_csv(results["descriptions"], sep="\t")
+    assert descriptions["unit"].max() < 96 and set(descriptions["vocabulary"]) == {"concepts", "words"}
     interventions = pd.read_csv(results["interventions"], sep="\t")
     assert len(interventions) and np.isfinite(interventions["delta_acc"]).all()
