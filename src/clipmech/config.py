@@ -734,8 +734,8 @@ class Config:
         synthetic = {dataset for _, dataset in plan.shapes_analyses}
         lines = [
             f"{dataset} is a natural-image dataset: its activation store and Algorithm 1 run (and the SAEs, "
-            "when it is analyses.datasets[0]), the rest of the shapes-paper track and the decomposition (they "
-            "read objects, masks and attribute captions) do not"
+            "when it is analyses.datasets[0], and MiCLIP, when it is miclip.dataset), the rest of the "
+            "shapes-paper track and the decomposition (they read objects, masks and attribute captions) do not"
             for dataset in sorted({d for _, d in plan.analyses} - synthetic)
         ]
         lines += [
@@ -807,13 +807,39 @@ class Config:
             "words": None if words is None else list(words),
         }
 
+    def miclip_natural_params(self) -> dict | None:
+        """What the MiCLIP stages need of a natural-image miclip.dataset (methods.md Sec. 9.8): ``words`` (a
+        captions dataset's concept words, else None) and ``templates`` (zeroshot.templates, checked against the
+        classifier's provenance; a dataset with classes only, else None); None for a Shapes dataset, so that
+        editing them reruns no Shapes job."""
+        entry = self.datasets[self.miclip.dataset]
+        if entry.kind not in NATURAL_KINDS:
+            return None
+        words = getattr(entry, "words", None) if entry.kind == "captions" else None
+        templates = self.zeroshot.templates if entry.kind in CLASS_KINDS else None
+        return {
+            "words": None if words is None else list(words),
+            "templates": None if templates is None else list(templates),
+        }
+
+    def miclip_classifier(self, sha256: bool = False) -> str | list:
+        """The target's zero-shot classifier over a natural-image miclip.dataset with classes (rule
+        zero_shot_classifier; Delta Acc classifies over it, methods.md Sec. 9.8), as a pattern in the
+        ``{model}`` wildcard, or its sha256 record; [] for other datasets (no input)."""
+        dataset = self.miclip.dataset
+        if self.datasets[dataset].kind not in CLASS_KINDS:
+            return []
+        path = CLASSIFIER.format(model="{model}", dataset=dataset)
+        return f"{path}.sha256" if sha256 else path
+
     def natural_datasets(self) -> list[str]:
         """The natural-image datasets (kinds imagenet, imagefolder, captions), by kind then name."""
         return [name for kind in NATURAL_KINDS for name in self.datasets_of_kind(kind)]
 
     def indexed_only(self) -> list[str]:
-        """The natural-image datasets no analysis and no zero-shot classification reads."""
+        """The natural-image datasets no analysis, no zero-shot classification and no MiCLIP run reads."""
         used = set(self.zeroshot.datasets) | set(self.analyses.datasets)
+        used |= {self.miclip.dataset} if self.plan.miclip_units else set()
         return [name for name in self.natural_datasets() if name not in used]
 
 
@@ -1232,14 +1258,18 @@ def _check_miclip(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
     shapes = _datasets_of_kind(raw["datasets"], "shapes")
     _check_names("models", list(section["units"]), raw["models"], "miclip.units")
     _check_names("models", [section["reference"]], raw["models"], "miclip.reference")
+    natural = sorted(name for name, entry in raw["datasets"].items() if entry["kind"] in NATURAL_KINDS)
     if section["dataset"] is not None:
-        _check_names("shapes datasets", [section["dataset"]], shapes, "miclip.dataset")
-    elif raw["datasets"][raw["analyses"]["datasets"][0]]["kind"] != "shapes":
+        _check_names("shapes or natural-image datasets", [section["dataset"]], shapes + natural, "miclip.dataset")
+    elif raw["datasets"][raw["analyses"]["datasets"][0]]["kind"] not in ("shapes", *NATURAL_KINDS):
         raise ValueError(
             f"miclip.dataset is null and analyses.datasets[0] = "
-            f"{raw['analyses']['datasets'][0]!r} is not a Shapes dataset; name one of "
-            f"{', '.join(shapes)}"
+            f"{raw['analyses']['datasets'][0]!r} is not a Shapes or natural-image dataset; name one of "
+            f"{', '.join(shapes + natural)}"
         )
+    dataset = section["dataset"] or raw["analyses"]["datasets"][0]
+    if dataset in natural:
+        _check_miclip_natural(raw, dataset)
     if sorted(section["losses"]) != ["both", "input", "output"]:
         raise ValueError(
             f"miclip.losses = {section['losses']}: the evaluation compares all three losses, "
@@ -1272,6 +1302,25 @@ def _check_miclip(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
                     "the patch tokens (methods.md Sec. 9.3), but sae.tokens = class trains the SAE on the "
                     "class token only; set sae.tokens to patch or all"
                 )
+
+
+def _check_miclip_natural(raw: dict, dataset: str) -> None:
+    """A natural-image miclip.dataset (methods.md Sec. 9.8): its concepts are its classes, COCO categories or
+    words (a captions dataset needs ``instances`` or ``words``), and an image folder's classifier needs
+    zeroshot.templates (ImageNet has default ones)."""
+    entry = raw["datasets"][dataset]
+    if entry["kind"] == "captions" and entry.get("instances") is None and entry.get("words") is None:
+        raise ValueError(
+            f"miclip.dataset {dataset!r} is a captions dataset without concepts for MiCLIP to describe units "
+            f"with: set datasets.{dataset}.words (words or phrases found in the captions) or "
+            f"datasets.{dataset}.instances (COCO's instances file)"
+        )
+    if entry["kind"] == "imagefolder" and raw["zeroshot"]["templates"] is None:
+        raise ValueError(
+            f"miclip.dataset {dataset!r} is an image folder, and MiCLIP's Delta Acc classifies its images zero-shot "
+            "over its classes (methods.md Sec. 9.8), but zeroshot.templates is null: list prompt templates that "
+            "suit its classes, each with one {} for the class name (e.g. ['a photo of a {}.'])"
+        )
 
 
 def _n_images(raw: dict, dataset: str) -> int | None:
@@ -1481,6 +1530,8 @@ def _check_miclip_counts(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
                 )
     dataset = section["dataset"]
     n_images = _n_images(raw, dataset)
+    if n_images is None:  # a whole natural-image dataset: counted when it is indexed (probe_miclip checks then)
+        return
     why = "the encoders train on the others and the evaluation reads the held-out ones"
     n_heldout = _n_heldout("miclip.holdout", section["holdout"], dataset, n_images, why)
     k_top = raw["selectivity"]["k"] if section["k_top"] is None else section["k_top"]

@@ -447,7 +447,7 @@ def test_miclip_names_are_checked():
     assert "miclip.reference names unknown models ['absent']" in rejected(config)
     config = tiny()
     config["miclip"]["dataset"] = "tiny-shapes-pairs"
-    assert "miclip.dataset names unknown shapes datasets ['tiny-shapes-pairs']" in rejected(config)
+    assert "miclip.dataset names unknown shapes or natural-image datasets ['tiny-shapes-pairs']" in rejected(config)
 
 
 def test_miclip_default_dataset_must_be_shapes():
@@ -455,7 +455,7 @@ def test_miclip_default_dataset_must_be_shapes():
     config["analyses"]["datasets"] = ["tiny-shapes-pairs"]
     config["selectivity"]["k"] = config["tsne"]["perplexity"] = 5
     message = rejected(config)
-    assert "miclip.dataset is null and analyses.datasets[0] = 'tiny-shapes-pairs' is not a Shapes dataset" in message
+    assert "analyses.datasets[0] = 'tiny-shapes-pairs' is not a Shapes or natural-image dataset" in message
     config["miclip"]["dataset"] = "tiny-shapes"
     assert load_config(config).miclip.dataset == "tiny-shapes"
 
@@ -659,11 +659,70 @@ def test_natural_sae_checks():
     config["sae"]["sites"] = []  # no SAE: nothing to classify
     config["miclip"]["units"] = {}
     load_config(config)
-    # A captions dataset still needs its concepts; MiCLIP still needs a Shapes dataset.
+    # A captions dataset still needs its concepts; MiCLIP may probe the natural dataset too, SAE units included.
     assert "set datasets.pairs-text.words" in rejected(natural_saes("pairs-text"))
     config = natural_saes("imnet")
     config["miclip"]["dataset"] = None
-    assert "miclip.dataset is null and analyses.datasets[0] = 'imnet' is not a Shapes dataset" in rejected(config)
+    loaded = load_config(config)
+    assert loaded.miclip.dataset == "imnet" and any(kind == "sae" for _, _, kind in loaded.plan.miclip_units)
+
+
+def natural_miclip(dataset):
+    """tiny.yaml with the natural datasets and MiCLIP's neuron unit sets on `dataset`."""  # sae: checked below
+    config = natural(tiny())
+    config["zeroshot"] = {"datasets": [], "templates": ["a photo of a {}."]}
+    config["miclip"]["dataset"] = dataset
+    config["miclip"]["units"] = {
+        model: [unit for unit in units if unit["kind"] == "neurons"]
+        for model, units in config["miclip"]["units"].items()
+    }
+    return config
+
+
+@pytest.mark.parametrize("dataset", ["photos", "imnet", "pairs-text"])
+def test_miclip_runs_on_a_natural_dataset(dataset):
+    config = natural_miclip(dataset)
+    config["datasets"]["pairs-text"]["words"] = ["dog", "red car"]
+    config["miclip"]["k_top"] = 10_000  # the dataset's size is known once it is indexed: not checked here
+    loaded = load_config(config)
+    assert loaded.miclip.dataset == dataset and loaded.plan.miclip_units
+    assert all(kind == "neurons" for _, _, kind in loaded.plan.miclip_units)
+    words = ["dog", "red car"] if dataset == "pairs-text" else None
+    templates = ["a photo of a {}."] if dataset != "pairs-text" else None
+    assert loaded.miclip_natural_params() == {"words": words, "templates": templates}
+    assert dataset not in loaded.indexed_only()  # its index is read by MiCLIP, not built for nothing
+    # Delta Acc classifies a dataset with classes with the target's zero-shot classifier; captions: none.
+    classifier = f"results/zeroshot/{{model}}/{dataset}/classifier.npz"
+    assert loaded.miclip_classifier() == ([] if dataset == "pairs-text" else classifier)
+    assert loaded.miclip_classifier(sha256=True) == ([] if dataset == "pairs-text" else f"{classifier}.sha256")
+
+
+def test_shapes_miclip_reads_no_natural_params():
+    loaded = load_config(natural_miclip("tiny-shapes"))
+    assert loaded.miclip_natural_params() is None and loaded.miclip_classifier() == []
+
+
+def test_natural_miclip_checks():
+    # A captions dataset needs concepts to describe the units with.
+    message = rejected(natural_miclip("pairs-text"))
+    assert "miclip.dataset 'pairs-text' is a captions dataset without concepts for MiCLIP" in message
+    assert "set datasets.pairs-text.words" in message
+    # SAE unit sets read the held-out photographs' tokens again (methods.md Sec. 9.8): accepted.
+    config = natural_miclip("photos")
+    config["miclip"]["units"]["tiny-vit"].append({"site": "visual.blocks.1.hook_resid_pre", "kind": "sae"})
+    assert ("tiny-vit", "visual.blocks.1.hook_resid_pre", "sae") in load_config(config).plan.miclip_units
+    # An image folder's classifier needs templates (ImageNet has OpenAI's).
+    config = natural_miclip("photos")
+    config["zeroshot"]["templates"] = None
+    assert "miclip.dataset 'photos' is an image folder" in rejected(config)
+    config = natural_miclip("imnet")
+    config["zeroshot"]["templates"] = None
+    load_config(config)
+    # The holdout of a counted subset is still checked.
+    config = natural_miclip("imnet")
+    config["datasets"]["imnet"]["n_images"] = 8
+    config["miclip"]["holdout"] = 0.01
+    assert "miclip.holdout = 0.01 holds out 0 of the 8 images of dataset 'imnet'" in rejected(config)
 
 
 def test_natural_sae_token_settings():

@@ -275,3 +275,42 @@ def test_an_sae_trains_and_evaluates_on_the_photographs(natural_sae):
     with np.load(workdir / SAE / "top_latents.npz") as record:
         assert record["images"].shape[2:] == (64, 64, 3)  # the photographs at tiny-vit's input size
     assert Image.open(workdir / SAE / "top_images.png").size[0] > 0
+
+
+# --- MiCLIP on the photographs ---------------------------------------------------------------------------
+
+MICLIP = "results/miclip/tiny-vit/visual.blocks.1.hook_mlp_out"
+
+
+@pytest.fixture(scope="module")
+def natural_miclip(natural_run):
+    """The natural run's directory with MiCLIP's tiny-vit neurons probed, trained and evaluated on the
+    photographs (methods.md Sec. 9.8), Delta Acc with the classifier of the natural run."""
+    workdir, data, _, _ = natural_run
+    config = yaml.safe_load(natural_config(data).read_text())
+    config["miclip"] = {
+        "dataset": "photos",
+        "units": {"tiny-vit": [{"site": "visual.blocks.1.hook_mlp_out", "kind": "neurons"}]},
+    }
+    extra = data / "miclip-photos.yaml"
+    extra.write_text(yaml.safe_dump(config))
+    targets = [f"{MICLIP}/neurons/descriptions.png", f"{MICLIP}/neurons/delta_acc.png", f"{MICLIP}/training.png"]
+    planned = planned_jobs(*targets, "--configfile", TINY, extra, workdir=workdir)
+    snakemake(*targets, "--cores", "2", "--configfile", TINY, extra, workdir=workdir)
+    return workdir, planned
+
+
+def test_miclip_describes_neurons_with_the_folder_classes(natural_miclip):
+    workdir, planned = natural_miclip
+    assert {"probe_miclip", "embed_miclip_concepts", "train_miclip", "evaluate_miclip", "plot_miclip"} <= set(planned)
+    with np.load(workdir / MICLIP / "probe.npz") as probe:
+        assert "site_acts" not in probe and probe["image_acts"].shape[0] == len(FILES)
+    descriptions = pd.read_csv(workdir / MICLIP / "neurons" / "descriptions.tsv", sep="\t")
+    concepts = descriptions.loc[descriptions["vocabulary"] == "concepts", "concept"]
+    assert len(concepts) and set(concepts) <= set(PHOTOS)
+    accuracy = pd.read_csv(workdir / MICLIP / "neurons" / "description_accuracy.tsv", sep="\t")
+    assert accuracy["accuracy_mean"].dropna().between(0, 1).all()
+    # Delta Acc on each folder class's held-out photographs, classified with tiny-vit's zero-shot classifier.
+    interventions = pd.read_csv(workdir / MICLIP / "neurons" / "interventions.tsv", sep="\t")
+    assert len(interventions) and set(interventions["concept"]) <= set(PHOTOS)
+    assert interventions["accuracy_before"].between(0, 1).all()

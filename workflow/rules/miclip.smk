@@ -1,6 +1,8 @@
 rule embed_miclip_concepts:
     input:
         checkpoint=checkpoint_input,
+        # A natural-image miclip.dataset's concepts are its own (methods.md Sec. 9.8).
+        dataset_dir=miclip_dataset_dir,
     output:
         embeddings="results/miclip/reference/{model}.npz",
         embeddings_sha256=sha256_record("results/miclip/reference/{model}.npz"),
@@ -19,6 +21,7 @@ rule embed_miclip_concepts:
         model=model_params,
         model_config=model_config,
         n_words=CONFIG.miclip.n_words,
+        natural=CONFIG.miclip_natural_params(),
         device=CONFIG.extraction.device,
         code=script_code("embed_miclip_concepts.py"),
     script:
@@ -54,6 +57,7 @@ rule probe_miclip:
         holdout=CONFIG.miclip.holdout,
         seed=CONFIG.seed,
         batch_size=CONFIG.miclip.batch_size_eval,
+        natural=CONFIG.miclip_natural_params(),
         device=CONFIG.extraction.device,
         code=script_code("probe_miclip.py"),
     script:
@@ -131,6 +135,9 @@ rule evaluate_miclip:
         encoders_sha256=sha256_record("results/miclip/{model}/{site}/encoders.pt"),
         sae=miclip_sae_input,
         sae_sha256=sha256_record(miclip_sae_input),
+        # A natural-image dataset with classes: the target's zero-shot classifier (methods.md Sec. 9.8).
+        classifier=CONFIG.miclip_classifier(),
+        classifier_sha256=CONFIG.miclip_classifier(sha256=True),
     output:
         descriptions=reported(
             "results/miclip/{model}/{site}/{kind}/descriptions.tsv",
@@ -192,6 +199,7 @@ rule evaluate_miclip:
             "batch_size": CONFIG.miclip.batch_size_eval,
         },
         k_top=CONFIG.miclip.k_top,
+        natural=CONFIG.miclip_natural_params(),
         device=CONFIG.extraction.device,
         code=script_code("evaluate_miclip.py"),
     script:

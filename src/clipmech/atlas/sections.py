@@ -13,7 +13,7 @@ from clipmech.atlas.render import Table
 #: The MiCLIP method whose descriptions a page shows (MiCLIP's own; the baselines are in the tables).
 MICLIP_METHOD = "miclip"
 #: The vocabularies of MiCLIP descriptions, in page order.
-MICLIP_VOCABULARIES = ("shapes", "words")
+MICLIP_VOCABULARIES = ("shapes", "concepts", "words")
 
 
 def _interval(value, low, high) -> str:

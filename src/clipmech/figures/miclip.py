@@ -47,6 +47,19 @@ def delta_bars(table: pd.DataFrame, title: str, path: str | Path) -> None:
         :func:`clipmech.miclip.tables.delta_table` rows.
     """
     panels = list(table.groupby(["intervention", "beta"], sort=False))
+    if not panels:  # a natural-image dataset: no interventions run (methods.md Sec. 9.8)
+        fig, ax = plt.subplots(figsize=(4.5, 2.0))
+        ax.axis("off")
+        ax.text(
+            0.5,
+            0.5,
+            "no interventions on this dataset\n(natural images: methods.md Sec. 9.8)",
+            ha="center",
+            va="center",
+        )
+        fig.suptitle(title, fontsize=10)
+        save_figure(fig, path)
+        return
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
     for ax, ((intervention, beta), block) in zip(axes[0], panels):
         x = np.arange(len(block))
@@ -70,7 +83,7 @@ def description_bars(summary: pd.DataFrame, title: str, path: str | Path) -> Non
     """
     columns = [
         ("accuracy", "top-1 accuracy"),
-        ("clip_score_shapes", "CLIP score, Shapes"),
+        ("clip_score_shapes", "CLIP score, concepts"),
         ("clip_score_words", "CLIP score, words"),
     ]
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +27,9 @@ import torch
 
 from clipmech.analyses import concepts, dead
 from clipmech.data import shapes
+from clipmech.data.concepts import Concepts
 from clipmech.miclip import baselines, interventions, tables, units
+from clipmech.miclip import natural as miclip_natural
 from clipmech.models.prompt_embeddings import attribute_prompt_embeddings
 from clipmech.sae.latents import token_latents
 
@@ -97,6 +99,55 @@ def sae_set(
     return UnitSet(
         acts_NU,
         maps,
+        functools.partial(units.latent_embeddings, W_dec_Dn=W_dec, typical_U=typical_U),
+        functools.partial(_sae_edit, sae=sae, positions=positions, typical_U=typical_U),
+    )
+
+
+def streamed_sae_set(
+    sae: torch.nn.Module,
+    positions: np.ndarray,
+    n_prefix_tokens: int,
+    batches: Callable[[], Iterable[np.ndarray]],
+    batch_images: int = SAE_BATCH_IMAGES,
+) -> UnitSet:
+    """:func:`sae_set` without maps from site activations read in batches, for a natural-image dataset whose
+    token activations do not fit in memory (methods.md Sec. 9.8): ``batches()`` yields the (B, T, D) site
+    activations of the evaluated images in order, and is read twice: once for the image-level activations,
+    once for the typical firing values on each latent's top images (:func:`clipmech.miclip.units.typical_firing`).
+
+    Raises
+    ------
+    ValueError
+        If the SAE reads no patch token or its width is not the site's.
+    """
+    patch = np.asarray(positions) >= n_prefix_tokens
+    if not patch.any():
+        raise ValueError("MiCLIP's SAE latents need an SAE that reads the patch tokens (sae.tokens patch or all)")
+
+    def latents(x_BTD):
+        if x_BTD.shape[-1] != sae.d:
+            raise ValueError(f"the SAE has width {sae.d}, the site {x_BTD.shape[-1]}")
+        return token_latents(sae, x_BTD, positions, batch_images)
+
+    acts_NU = np.concatenate([units.latent_image_acts(latents(x), positions, n_prefix_tokens) for x in batches()])
+    top_Kn = units.top_images(acts_NU, units.TYPICAL_FRACTION)
+    total_n, count_n = np.zeros(acts_NU.shape[1]), np.zeros(acts_NU.shape[1])
+    start = 0
+    for x_BTD in batches():
+        z_BPn = latents(x_BTD)[:, patch]
+        end = start + z_BPn.shape[0]
+        k, u = np.nonzero((top_Kn >= start) & (top_Kn < end))
+        values_mP = z_BPn[top_Kn[k, u] - start, :, u].astype(np.float64)
+        firing_mP = values_mP != 0
+        np.add.at(count_n, u, firing_mP.sum(axis=1))
+        np.add.at(total_n, u, np.where(firing_mP, values_mP, 0.0).sum(axis=1))
+        start = end
+    typical_U = np.divide(total_n, count_n, out=np.zeros_like(total_n), where=count_n > 0)
+    W_dec = sae.W_dec.detach().cpu().double().numpy()
+    return UnitSet(
+        acts_NU,
+        None,
         functools.partial(units.latent_embeddings, W_dec_Dn=W_dec, typical_U=typical_U),
         functools.partial(_sae_edit, sae=sae, positions=positions, typical_U=typical_U),
     )
@@ -184,7 +235,7 @@ def method_scores(
     if iou_UF is not None:
         scores["netdissect", 0] = {"shapes": iou_UF, "words": None}
     for seed in seeds:
-        scores["random", seed] = {"shapes": np.full((acts_NU.shape[1], len(shapes.FEATURES)), np.nan), "words": None}
+        scores["random", seed] = {"shapes": np.full((acts_NU.shape[1], concept_CE.shape[0]), np.nan), "words": None}
     return scores
 
 
@@ -195,7 +246,7 @@ def unit_sets(scores, tau: int, dead_U: np.ndarray) -> dict[tuple[str, int], tup
     sets = {}
     for (method, seed), by_vocabulary in scores.items():
         if method == "random":
-            index = live[units.random_units(live.size, len(shapes.FEATURES), tau, seed)]
+            index = live[units.random_units(live.size, by_vocabulary["shapes"].shape[1], tau, seed)]
             sets[method, seed] = index, np.full(index.shape, np.nan)
         else:
             shapes_UC = np.nan_to_num(by_vocabulary["shapes"][live], nan=-np.inf)
@@ -204,27 +255,30 @@ def unit_sets(scores, tau: int, dead_U: np.ndarray) -> dict[tuple[str, int], tup
     return sets
 
 
-def description_table(scores, tau: int, words: list[str], dead_U: np.ndarray) -> pd.DataFrame:
-    """D_u of every method (not ``random``) and seed over the Shapes concepts, and over the words where scored,
-    of the live units (``dead_U``, bool (U,): the dead ones, which get no rows)."""
+def description_table(
+    scores, tau: int, words: list[str], dead_U: np.ndarray, concepts=shapes.FEATURES, vocabulary: str = "shapes"
+) -> pd.DataFrame:
+    """D_u of every method (not ``random``) and seed over the ``concepts`` (the Shapes features; a natural-image
+    dataset's, vocabulary ``concepts``), and over the words where scored, of the live units (``dead_U``,
+    bool (U,): the dead ones, which get no rows)."""
     parts = []
     for (method, seed), by_vocabulary in scores.items():
         if method == "random":
             continue
         index, score = units.describe(np.nan_to_num(by_vocabulary["shapes"], nan=-np.inf), tau)
         score = np.where(np.isfinite(score), score, np.nan)
-        parts.append(tables.description_rows(method, seed, "shapes", list(shapes.FEATURES), index, score))
+        parts.append(tables.description_rows(method, seed, vocabulary, list(concepts), index, score))
         if by_vocabulary["words"] is not None:
             parts.append(tables.description_rows(method, seed, "words", words, *by_vocabulary["words"]))
     rows = pd.concat(parts, ignore_index=True)
     return rows[~np.asarray(dead_U, dtype=bool)[rows["unit"].to_numpy()]].reset_index(drop=True)
 
 
-def localisation_table(sets) -> pd.DataFrame:
-    """:data:`clipmech.miclip.tables.LOCALISATION_COLUMNS` rows of :func:`unit_sets`."""
+def localisation_table(sets, concepts=shapes.FEATURES) -> pd.DataFrame:
+    """:data:`clipmech.miclip.tables.LOCALISATION_COLUMNS` rows of :func:`unit_sets` (``concepts``: their names)."""
     return pd.concat(
         [
-            tables.localisation_rows(method, seed, list(shapes.FEATURES), index, score)
+            tables.localisation_rows(method, seed, list(concepts), index, score)
             for (method, seed), (index, score) in sets.items()
         ],
         ignore_index=True,
@@ -243,6 +297,8 @@ def intervention_table(
     forms: Mapping[str, list[float]],
     batch_size: int,
     device: str | torch.device,
+    concepts=shapes.FEATURES,
+    task_of: Callable[[str], tuple[int, int]] = interventions.task_of,
 ) -> pd.DataFrame:
     """Delta Acc of every method's L_c for every concept and intervention (:mod:`clipmech.miclip.interventions`).
 
@@ -253,7 +309,10 @@ def intervention_table(
 
     Parameters
     ----------
-    images_NF : numpy.ndarray, bool, (N, 16)
+    pixels_NCHW : torch.Tensor or callable
+        The evaluated images, preprocessed, or a function of image indices (int64) -> their pixels (a
+        natural-image dataset's photographs, decoded per concept).
+    images_NF : numpy.ndarray, bool, (N, F)
         The images each concept's accuracy is measured on (the evaluation: its single-label images,
         :func:`clipmech.miclip.interventions.single_label_images`).
     make_edit : callable
@@ -263,6 +322,10 @@ def intervention_table(
         Intervention form -> betas.
     batch_size : int
         Rows (image copies) per forward pass.
+    concepts : sequence of str
+        The concepts, the columns of ``images_NF`` and the rows of the sets' (C, K) unit indices.
+    task_of : callable
+        Concept -> (task index in ``texts``, index of its prompt in the task).
 
     Returns
     -------
@@ -270,11 +333,12 @@ def intervention_table(
         :data:`clipmech.miclip.tables.INTERVENTION_COLUMNS` rows.
     """
     rows = []
-    for f, concept in enumerate(shapes.FEATURES):
+    for f, concept in enumerate(concepts):
         images = np.flatnonzero(images_NF[:, f])
         if images.size == 0:
             continue
-        task, target = interventions.task_of(concept)
+        task, target = task_of(concept)
+        pixels = pixels_NCHW(images) if callable(pixels_NCHW) else pixels_NCHW[images]
         # (method, seed, form, beta, copy): the copy is (sorted units, form, beta), shared where they agree.
         wanted = [
             (method, int(seed), form, float(beta), (tuple(np.sort(index_CK[f]).tolist()), form, float(beta)))
@@ -288,7 +352,7 @@ def intervention_table(
             [
                 interventions.copy_predictions(
                     model,
-                    pixels_NCHW[images],
+                    pixels,
                     dict(texts),
                     site=site,
                     edit=make_edit(chunk),
@@ -334,6 +398,8 @@ def evaluate_unit_set(
     params: dict,
     k_top: int,
     device: str | torch.device,
+    natural: Concepts | None = None,
+    class_texts: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """MiCLIP and its baselines on one unit set (methods.md Sec. 9): scores, descriptions, localisation,
     description accuracy against the Algorithm 1 ground truth, and the interventions' Delta Acc on each
@@ -357,6 +423,16 @@ def evaluate_unit_set(
         resolution), ``batch_size``.
     k_top : int
         The top-k images of the ground truth (Algorithm 1).
+    natural : clipmech.data.concepts.Concepts, optional
+        The concepts of the evaluated images of a natural-image dataset (methods.md Sec. 9.8), in the order of
+        ``concept_data["concept_embeddings"]``: they replace the Shapes features (presence and ground truth,
+        description vocabulary ``concepts``); ``objects`` and ``masks_NHW`` are unused (None) and Network
+        Dissection is left out. With ``class_texts`` (a dataset with one class per image) Delta Acc is measured
+        on each class's labelled images, ``pixels_NCHW`` then a function of image indices -> their pixels;
+        without (a captions dataset) the interventions are not run (empty tables).
+    class_texts : mapping of str to torch.Tensor, optional
+        ``{"class": (K, E)}``: the class embeddings of the target's zero-shot classifier over the dataset's
+        classes (:func:`clipmech.sae.evaluate.class_prompts`), in the order of ``natural.names``.
 
     Returns
     -------
@@ -368,9 +444,15 @@ def evaluate_unit_set(
     tau = int(params["tau"])
     acts_NU = unit_set.acts_NU
     n_images, n_units = acts_NU.shape
-    present_NF, counts_NF = concepts.presence(objects, n_images, np.arange(n_images))
+    if natural is None:
+        present_NF, counts_NF = concepts.presence(objects, n_images, np.arange(n_images))
+        names, vocabulary = list(shapes.FEATURES), "shapes"
+    else:
+        present_NF = np.asarray(natural.present_NF, dtype=bool)
+        counts_NF = present_NF.astype(np.float64)
+        names, vocabulary = list(natural.names), miclip_natural.VOCABULARY
     iou_UF = None
-    if unit_set.maps is not None:
+    if unit_set.maps is not None and natural is None:
         masks = baselines.concept_masks(masks_NHW, objects, params["netdissect"]["resolution"])
         iou_UF = baselines.netdissect_iou(unit_set.maps, masks, quantile=params["netdissect"]["quantile"])
     words = [str(w) for w in concept_data["words"]]
@@ -388,7 +470,7 @@ def evaluate_unit_set(
         tau=tau,
     )
     dead_U = dead.dead_units(acts_NU)
-    descriptions = description_table(scores, tau, words, dead_U)
+    descriptions = description_table(scores, tau, words, dead_U, names, vocabulary)
     sets = unit_sets(scores, tau, dead_U)
     log.info(
         "%s: %d units (%d dead: no description or localisation), %d method x seed unit sets",
@@ -402,31 +484,51 @@ def evaluate_unit_set(
     per_seed = tables.description_accuracy(
         descriptions,
         truth_U,
-        list(shapes.FEATURES),
+        names,
         concept_data["concept_embeddings"],
         {w: i for i, w in enumerate(words)},
         concept_data["word_embeddings"],
+        vocabulary,
     )
     description_summary = tables.summarise_descriptions(per_seed)
     log.info("description accuracy:\n%s", description_summary.to_string())
 
-    intervention_rows = intervention_table(
-        model=model,
-        pixels_NCHW=pixels_NCHW,
-        images_NF=interventions.single_label_images(objects, n_images),
-        texts=attribute_prompt_embeddings(model, tokenizer, device),
-        sets=sets,
-        make_edit=unit_set.make_edit,
-        site=site,
-        forms=params["interventions"],
-        batch_size=params["batch_size"],
-        device=device,
-    )
+    if natural is not None and class_texts is None:  # captions: no single class per image to measure
+        intervention_rows = pd.DataFrame(columns=list(tables.INTERVENTION_COLUMNS))
+    elif natural is not None:  # one class per image: each labelled image is single-label
+        position = {name: f for f, name in enumerate(names)}
+        intervention_rows = intervention_table(
+            model=model,
+            pixels_NCHW=pixels_NCHW,
+            images_NF=present_NF,
+            texts=class_texts,
+            sets=sets,
+            make_edit=unit_set.make_edit,
+            site=site,
+            forms=params["interventions"],
+            batch_size=params["batch_size"],
+            device=device,
+            concepts=names,
+            task_of=lambda concept: (0, position[concept]),
+        )
+    else:
+        intervention_rows = intervention_table(
+            model=model,
+            pixels_NCHW=pixels_NCHW,
+            images_NF=interventions.single_label_images(objects, n_images),
+            texts=attribute_prompt_embeddings(model, tokenizer, device),
+            sets=sets,
+            make_edit=unit_set.make_edit,
+            site=site,
+            forms=params["interventions"],
+            batch_size=params["batch_size"],
+            device=device,
+        )
     deltas = tables.delta_table(intervention_rows, seeds)
     log.info("Delta Acc:\n%s", deltas.to_string())
     return {
         "descriptions": descriptions,
-        "localisation": localisation_table(sets),
+        "localisation": localisation_table(sets, names),
         "interventions": intervention_rows,
         "description_accuracy": description_summary,
         "delta_acc": deltas,

@@ -248,12 +248,13 @@ def predictions(
     Parameters
     ----------
     texts : dict of str to torch.Tensor, (P_task, E)
-        Task (in :data:`clipmech.models.zeroshot.ATTRIBUTE_TASKS` order) -> the model's prompt embeddings.
+        Task -> the model's prompt embeddings, in the order of the output's tasks: the attribute tasks in
+        :data:`clipmech.models.zeroshot.ATTRIBUTE_TASKS` order, or a natural-image dataset's ``class`` task.
     """
     parts = []
     for start in range(0, pixels_NCHW.shape[0], batch_size):
         image_NE = model.encode_image(pixels_NCHW[start : start + batch_size].to(device))
-        parts.append(np.stack([zeroshot.classify(image_NE, texts[task]) for task in zeroshot.ATTRIBUTE_TASKS], axis=1))
+        parts.append(np.stack([zeroshot.classify(image_NE, prompts) for prompts in texts.values()], axis=1))
     return np.concatenate(parts)
 
 

@@ -68,6 +68,10 @@ def localisation_rows(method: str, seed: int, concepts: list[str], index_CK, sco
     )
 
 
+#: The columns of :func:`delta_table`.
+DELTA_COLUMNS = ("method", "intervention", "beta", "effect", "n_seeds", "delta_acc_mean", "delta_acc_sd", "p_value")
+
+
 def _mean_sd(values: np.ndarray) -> tuple[float, float]:
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:
@@ -82,6 +86,7 @@ def description_accuracy(
     shapes_text_CE: np.ndarray,
     word_index: dict[str, int],
     word_text_AE: np.ndarray,
+    vocabulary: str = "shapes",
 ) -> pd.DataFrame:
     """Table 1's role: per method (and seed) top-1 accuracy against the ground truth and the CLIP scores.
 
@@ -103,6 +108,9 @@ def description_accuracy(
         L2-normalised reference text embeddings of the concepts' prompts and of the words.
     word_index : dict of str to int
         Word -> row of ``word_text_AE``.
+    vocabulary : str
+        The descriptions' vocabulary of ``concepts``: ``shapes``, or ``concepts`` for a natural-image
+        dataset's (whose accuracy and ``clip_score_shapes`` are then over its concepts).
 
     Returns
     -------
@@ -115,7 +123,7 @@ def description_accuracy(
     top1 = descriptions[descriptions["rank"] == 1]
     rows = []
     for (method, seed), group in top1.groupby(["method", "seed"], sort=False):
-        shapes_top = group[group["vocabulary"] == "shapes"].set_index("unit")["concept"].reindex(valid)
+        shapes_top = group[group["vocabulary"] == vocabulary].set_index("unit")["concept"].reindex(valid)
         predicted = shapes_top.map(concept_index).to_numpy(dtype=np.int64)
         row = {
             "method": method,
@@ -201,7 +209,7 @@ def delta_table(interventions: pd.DataFrame, seeds: list[int], reference: str = 
                     "p_value": p_value,
                 }
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=list(DELTA_COLUMNS))
 
 
 def ablation_table(description_summary: pd.DataFrame, deltas: pd.DataFrame) -> pd.DataFrame:

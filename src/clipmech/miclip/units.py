@@ -152,7 +152,7 @@ def sae_maps(latents_NTn: np.ndarray, positions: np.ndarray, n_prefix_tokens: in
     return latents.transpose(0, 2, 1).reshape(latents.shape[0], latents.shape[2], *grid)
 
 
-def _top_images(acts_NU: np.ndarray, fraction: float) -> np.ndarray:
+def top_images(acts_NU: np.ndarray, fraction: float) -> np.ndarray:
     """Each unit's top ``fraction`` of the images by image-level activation (at least 1; ties broken
     towards the lower image index), int64 (K, U)."""
     n_top = max(1, int(fraction * acts_NU.shape[0]))
@@ -163,7 +163,7 @@ def typical_activation(acts_NU: np.ndarray, fraction: float = TYPICAL_FRACTION) 
     """A neuron's typical activation: the mean of its image-level activation over its top ``fraction`` of
     the images (at least 1 image; ties broken towards the lower image index), float64 (U,)."""
     acts_NU = np.asarray(acts_NU, dtype=np.float64)
-    return np.take_along_axis(acts_NU, _top_images(acts_NU, fraction), axis=0).mean(axis=0)
+    return np.take_along_axis(acts_NU, top_images(acts_NU, fraction), axis=0).mean(axis=0)
 
 
 def typical_firing(latents_NPn: np.ndarray, acts_Nn: np.ndarray, fraction: float = TYPICAL_FRACTION) -> np.ndarray:
@@ -179,7 +179,7 @@ def typical_firing(latents_NPn: np.ndarray, acts_Nn: np.ndarray, fraction: float
     acts_Nn : numpy.ndarray, float, (N, n)
         Image-level latent activations.
     """
-    top_Kn = _top_images(acts_Nn, fraction)
+    top_Kn = top_images(acts_Nn, fraction)
     values_KnP = np.asarray(latents_NPn)[top_Kn, :, np.arange(top_Kn.shape[1])[None, :]].astype(np.float64)
     firing_KnP = values_KnP != 0
     count_n = firing_KnP.sum(axis=(0, 2))

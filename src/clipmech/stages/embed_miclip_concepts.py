@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from clipmech import artefacts
-from clipmech.data import shapes
+from clipmech.data import datasets, shapes
 from clipmech.decomposition import wordlist
+from clipmech.miclip import natural as miclip_natural
 from clipmech.models import loading
 from clipmech.models.loading import ModelSpec
 from clipmech.patching.interventions import concept_prompts
@@ -21,7 +22,15 @@ RULE = "embed_miclip_concepts"
 
 
 def embed_miclip_concepts(
-    *, model: ModelSpec, embeddings: str, n_words: int, device: str, threads: int, batch_size: int = 256
+    *,
+    model: ModelSpec,
+    embeddings: str,
+    n_words: int,
+    device: str,
+    threads: int,
+    batch_size: int = 256,
+    dataset_dir: str | None = None,
+    natural: dict | None = None,
 ) -> None:
     """Embed the two concept sets of methods.md Sec. 9 with the reference CLIP's text tower, once per reference.
 
@@ -30,16 +39,25 @@ def embed_miclip_concepts(
     ``words`` (A,) the ``n_words`` most common English words (:func:`clipmech.decomposition.wordlist.vocabulary`)
     and ``word_embeddings`` (A, E), the words embedded as themselves; L2-normalised float32. ``batch_size``:
     texts per forward pass. A verified artefact (:mod:`clipmech.artefacts`; :func:`load_concepts` reads it).
+
+    For a natural-image ``dataset_dir`` (methods.md Sec. 9.8) the concepts are the dataset's
+    (:func:`clipmech.data.concepts.concept_matrix`: ImageNet class names, folder names, COCO categories or the
+    words ``natural["words"]`` of a captions dataset), prompted as :data:`clipmech.miclip.natural.PROMPT`.
     """
     torch.set_num_threads(threads)
     torch_device = loading.resolve_device(device)
     clip, _, tokenizer = loading.load(model, torch_device)
-    prompts = concept_prompts()
+    names, prompts = list(shapes.FEATURES), concept_prompts()
+    if dataset_dir is not None:
+        data = datasets.load(dataset_dir)
+        if miclip_natural.is_natural(data):
+            names = list(miclip_natural.dataset_concepts(data, (natural or {}).get("words")).names)
+            prompts = miclip_natural.prompts(names)
     words = wordlist.vocabulary(n_words)
     artefacts.save_npz(
         embeddings,
         rule=RULE,
-        concepts=np.array(shapes.FEATURES),
+        concepts=np.array(names),
         prompts=np.array(prompts),
         concept_embeddings=wordlist.embed_texts(clip, tokenizer, prompts, batch_size, torch_device),
         words=np.array(words),

@@ -3,18 +3,36 @@ rule ``evaluate_miclip``."""
 
 from __future__ import annotations
 
+import functools
+import logging
+
+import numpy as np
 import torch
 
-from clipmech.data import datasets, tables
+from clipmech.data import datasets, loader, tables
+from clipmech.data.concepts import CLASS_KINDS, Concepts
+from clipmech.miclip import natural as miclip_natural
 from clipmech.miclip import units
 from clipmech.miclip.encoder import load_encoders
-from clipmech.miclip.evaluation import evaluate_unit_set, heldout_objects, neuron_set, sae_set
-from clipmech.models import loading
+from clipmech.miclip.evaluation import (
+    UnitSet,
+    _neuron_edit,
+    evaluate_unit_set,
+    heldout_objects,
+    neuron_set,
+    sae_set,
+    streamed_sae_set,
+)
+from clipmech.models import catalogue, loading, zeroshot
 from clipmech.models.loading import ModelSpec
+from clipmech.models.towers import tower
+from clipmech.sae.evaluate import class_prompts
 from clipmech.sae.latents import token_positions
 from clipmech.sae.model import load_sae
 from clipmech.stages.embed_miclip_concepts import load_concepts
 from clipmech.stages.probe_miclip import load_probe
+
+log = logging.getLogger(__name__)
 
 
 def evaluate_miclip(
@@ -31,6 +49,8 @@ def evaluate_miclip(
     k_top: int,
     device: str,
     threads: int,
+    natural: dict | None = None,
+    classifier: str | list | None = None,
 ) -> None:
     """Evaluate the units of one (model, site, kind) with MiCLIP and its baselines (methods.md Sec. 9).
 
@@ -46,10 +66,21 @@ def evaluate_miclip(
     ``description_accuracy``, ``delta_acc``, ``ablation`` (TSVs, :mod:`clipmech.miclip.tables`; rule
     ``plot_miclip`` draws the figures).
 
+    On a natural-image dataset (methods.md Sec. 9.8; the probe holds ``image_acts``) the units are evaluated
+    over the dataset's concepts (:func:`clipmech.data.concepts.concept_matrix`; ``natural["words"]``
+    for a captions dataset): descriptions, localisation and description accuracy; Network Dissection is left out
+    (no masks). An ``sae`` unit set reads the site's tokens on the held-out photographs again, in batches
+    (:func:`clipmech.miclip.evaluation.streamed_sae_set`). Delta Acc of a dataset with classes (imagenet, imagefolder) is measured on each class's held-out
+    images with the target's zero-shot classifier ``classifier`` (rule ``zero_shot_classifier``, checked against
+    the templates ``natural["templates"]``), its photographs decoded per class; a captions dataset has no single
+    class per image: ``interventions``, ``delta_acc`` hold no rows and the reason is logged
+    (:data:`clipmech.miclip.natural.NO_INTERVENTIONS`).
+
     Raises
     ------
     ValueError
-        For an unknown kind, a probe of another dataset, an input that fails its sha256 check (probe,
+        For an unknown kind, a Shapes probe on a natural-image dataset, a natural-image
+        dataset with classes without its ``classifier``, a probe of another dataset, an input that fails its sha256 check (probe,
         concepts, encoders, SAE: :mod:`clipmech.artefacts`), non-finite encoder or SAE weights, or an SAE of another site or width or that reads
         no patch token.
     """
@@ -64,9 +95,12 @@ def evaluate_miclip(
     site = str(probe_data["site"])
     record = load_encoders(encoders)
     heldout = probe_data["heldout_images"]
-    site_acts = probe_data["site_acts"][heldout]
+    site_acts = probe_data["site_acts"][heldout] if "site_acts" in probe_data else None
     n_prefix, grid = int(probe_data["n_prefix_tokens"]), tuple(int(g) for g in probe_data["grid"])
     clip, preprocess, tokenizer = loading.load(model, torch_device)
+    if miclip_natural.is_natural(data):
+        _evaluate_natural(**locals())
+        return
     if kind == "neurons":
         unit_set = neuron_set(site_acts, n_prefix, grid)
     else:
@@ -96,3 +130,87 @@ def evaluate_miclip(
     )
     for key, table in results.items():
         tables.write_table(table, out[key])
+
+
+def _evaluate_natural(*, kind, data, probe, probe_data, heldout, site, record, clip, tokenizer, **rest) -> None:
+    if "image_acts" not in probe_data:
+        raise ValueError(
+            f"probe {probe} holds no image_acts: it is not the probe of natural-image dataset {rest['dataset_dir']}"
+        )
+    natural = rest["natural"] or {}
+    present = miclip_natural.dataset_concepts(data, natural.get("words"))
+    concept_data = load_concepts(rest["concepts"])
+    if [str(c) for c in concept_data["concepts"]] != list(present.names):
+        raise ValueError(f"concept embeddings {rest['concepts']} are not of the concepts of {rest['dataset_dir']}")
+    device = rest["torch_device"]
+    if kind == "neurons":
+        acts_NU = probe_data["image_acts"][heldout].astype(np.float64)
+        typical_U = units.typical_activation(acts_NU)
+        channel_axis = 1 if catalogue.is_resnet(rest["model"].architecture) else -1  # ResNet stages: (N, C, h, w)
+        unit_set = UnitSet(
+            acts_NU,
+            None,
+            functools.partial(units.neuron_embeddings, typical_U=typical_U),
+            functools.partial(_neuron_edit, typical_U=typical_U, channel_axis=channel_axis),
+        )
+    else:  # the SAE's latents on the held-out photographs' tokens, read in batches (twice)
+        checkpoint = rest["sae"][0] if rest["sae"] else None
+        autoencoder, meta = load_sae(checkpoint)
+        if meta["site"] != site:
+            raise ValueError(f"SAE {checkpoint} is of site {meta['site']}, the probe of {site}")
+        autoencoder = autoencoder.to(device).eval()
+        n_prefix = int(probe_data["n_prefix_tokens"])
+        positions = token_positions(meta["tokens"], tower(clip, "visual").n_tokens, n_prefix)
+        batches = functools.partial(
+            miclip_natural.site_batches,
+            clip,
+            rest["preprocess"],
+            data,
+            heldout,
+            site,
+            batch_size=rest["evaluation"]["batch_size"],
+            device=device,
+            workers=rest["threads"],
+        )
+        unit_set = streamed_sae_set(autoencoder, positions, n_prefix, batches)
+    class_texts, pixels_of = None, None
+    if data.spec["kind"] in CLASS_KINDS:
+        if not rest["classifier"]:
+            raise ValueError(
+                f"MiCLIP's Delta Acc on {rest['dataset_dir']} (kind {data.spec['kind']}) classifies its images with "
+                "the target's zero-shot classifier (rule zero_shot_classifier's classifier.npz), and none was given"
+            )
+        path = rest["classifier"] if isinstance(rest["classifier"], str) else rest["classifier"][0]
+        _, _, provenance = zeroshot.dataset_classifier(rest["model"], data, natural.get("templates"))
+        class_texts = {k: v.to(device) for k, v in class_prompts(zeroshot.load_classifier(path, provenance)).items()}
+        pixels_of = functools.partial(_pixels, data=data, images=heldout, preprocess=rest["preprocess"])
+    else:
+        log.info(miclip_natural.NO_INTERVENTIONS.format(dataset=rest["dataset_dir"], kind=data.spec["kind"]))
+    results = evaluate_unit_set(
+        unit_set,
+        model=clip,
+        tokenizer=tokenizer,
+        pixels_NCHW=pixels_of,
+        objects=None,
+        masks_NHW=None,
+        site=site,
+        encoders={key: value.numpy() for key, value in record["W"].items()},
+        concept_data=concept_data,
+        reference_images_NE=probe_data["reference_images"][heldout],
+        params=rest["evaluation"],
+        k_top=rest["k_top"],
+        device=device,
+        natural=Concepts(present.present_NF[heldout], present.names, present.source),
+        class_texts=class_texts,
+    )
+    for key, table in results.items():
+        tables.write_table(table, rest["out"][key])
+
+
+def _pixels(indices: np.ndarray, *, data, images: np.ndarray, preprocess) -> torch.Tensor:
+    """The photographs ``images[indices]`` of a natural-image dataset through ``preprocess``, (n, 3, S, S)."""
+    photos = loader.ManifestImages(data.manifest.iloc[images[indices]], data.root, preprocess)
+    try:
+        return torch.stack([photos[i][1] for i in range(len(photos))])
+    finally:
+        photos.close()

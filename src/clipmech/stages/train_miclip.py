@@ -36,6 +36,9 @@ def train_miclip(*, probe: str, concepts: str, out: dict, train: dict, threads: 
     training images, with the loss on its held-out images beside (methods.md Secs. 9.1, 9.2;
     :func:`clipmech.miclip.encoder.train_all`).
 
+    A natural-image probe (``image_acts``, methods.md Sec. 9.8) has one task: the output term's target is the
+    reference embedding of the dataset concept the target predicted.
+
     ``train``: ``losses``, ``seeds``, ``steps``, ``batch_size``, ``lr``, ``temperature``. Writes
     ``out["encoders"]`` (:func:`clipmech.miclip.encoder.save_encoders`: a verified artefact of
     ``{"W": {"<loss>/<seed>": float32 (E, D)}, "losses", "seeds", "site", "params", "dataset_sha256"}``), ``out["log"]`` (``loss, seed, step, train, heldout``: the
@@ -51,8 +54,12 @@ def train_miclip(*, probe: str, concepts: str, out: dict, train: dict, threads: 
     torch.set_num_threads(threads)
     probe_data = load_probe(probe)
     concept_data = load_concepts(concepts)
-    acts_ND = units.neuron_image_acts(probe_data["site_acts"], int(probe_data["n_prefix_tokens"]))
-    targets = concept_targets(probe_data["predictions"], concept_data["concept_embeddings"])
+    if "image_acts" in probe_data:  # a natural-image probe: one task, the prediction among the dataset's concepts
+        acts_ND = probe_data["image_acts"].astype(np.float64)
+        targets = concept_data["concept_embeddings"][probe_data["predictions"][:, 0]][:, None]
+    else:
+        acts_ND = units.neuron_image_acts(probe_data["site_acts"], int(probe_data["n_prefix_tokens"]))
+        targets = concept_targets(probe_data["predictions"], concept_data["concept_embeddings"])
     train_images, heldout_images = probe_data["train_images"], probe_data["heldout_images"]
     encoders, curves = encoder.train_all(
         *(
