@@ -45,6 +45,7 @@ rule plot_binding:
         ),
     log:
         "logs/plot_binding/{model}/{dataset}.log",
+    localrule: True
     conda:
         ENV
     resources:

@@ -88,6 +88,7 @@ rule plot_dataset:
         ),
     log:
         "logs/plot_dataset/{dataset}.log",
+    localrule: True
     conda:
         ENV
     resources:

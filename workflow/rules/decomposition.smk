@@ -108,6 +108,7 @@ rule plot_decomposition:
         ),
     log:
         "logs/plot_decomposition/{model}/{dataset}.log",
+    localrule: True
     conda:
         ENV
     resources:
@@ -163,6 +164,7 @@ rule plot_ablation:
         ),
     log:
         "logs/plot_ablation/{model}/{dataset}.log",
+    localrule: True
     conda:
         ENV
     resources:
@@ -231,6 +233,7 @@ rule plot_sparse_accuracy:
         ),
     log:
         "logs/plot_sparse_accuracy/{model}/{dataset}.log",
+    localrule: True
     conda:
         ENV
     resources:
@@ -289,6 +292,7 @@ rule plot_registers:
         ),
     log:
         "logs/plot_registers/{model}/{dataset}.log",
+    localrule: True
     conda:
         ENV
     resources:

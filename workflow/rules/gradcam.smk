@@ -49,6 +49,7 @@ rule plot_gradcam:
         ),
     log:
         "logs/plot_gradcam/{model}/{dataset}.log",
+    localrule: True
     conda:
         ENV
     resources:

@@ -111,6 +111,7 @@ rule plot_miclip_training:
         "logs/plot_miclip_training/{model}/{site}.log",
     wildcard_constraints:
         site=name_pattern({site for _, site in CONFIG.plan.miclip_sites}),
+    localrule: True
     conda:
         ENV
     resources:
@@ -228,6 +229,7 @@ rule plot_miclip:
     wildcard_constraints:
         site=name_pattern({site for _, site in CONFIG.plan.miclip_sites}),
         kind="neurons|sae",
+    localrule: True
     conda:
         ENV
     resources:

@@ -42,6 +42,7 @@ rule plot_training:
         ),
     log:
         "logs/plot_training/{model}.log",
+    localrule: True
     conda:
         ENV
     resources:

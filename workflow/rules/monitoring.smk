@@ -46,6 +46,7 @@ rule plot_shift:
         "logs/plot_shift/{model}/{dataset}.log",
     wildcard_constraints:
         dataset=name_pattern(CONFIG.plan.shift_of),
+    localrule: True
     conda:
         ENV
     resources:

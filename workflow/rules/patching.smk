@@ -87,6 +87,7 @@ rule plot_patching:
         ),
     log:
         "logs/plot_patching/{model}/{dataset}.log",
+    localrule: True
     conda:
         ENV
     resources:
@@ -188,6 +189,7 @@ rule plot_concepts:
         "logs/plot_concepts/{model}/{dataset}.log",
     wildcard_constraints:
         dataset=name_pattern(CONFIG.datasets_of_kind("pairs")),
+    localrule: True
     conda:
         ENV
     resources:

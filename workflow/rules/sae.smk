@@ -41,6 +41,7 @@ rule plot_sae_training:
         "logs/plot_sae_training/{model}/{site}.log",
     wildcard_constraints:
         site=name_pattern(CONFIG.plan.all_sae_sites),
+    localrule: True
     conda:
         ENV
     resources:
@@ -127,6 +128,7 @@ rule plot_sae_evaluation:
         "logs/plot_sae_evaluation/{model}/{site}.log",
     wildcard_constraints:
         site=name_pattern(CONFIG.plan.all_sae_sites),
+    localrule: True
     conda:
         ENV
     resources:

@@ -53,6 +53,7 @@ rule plot_segmentation:
         ),
     log:
         "logs/plot_segmentation/{model}/{dataset}.log",
+    localrule: True
     conda:
         ENV
     resources:

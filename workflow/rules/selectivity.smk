@@ -53,6 +53,7 @@ rule plot_selectivity:
         ),
     log:
         "logs/plot_selectivity/{model}/{dataset}.log",
+    localrule: True
     conda:
         ENV
     resources:

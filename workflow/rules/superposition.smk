@@ -48,6 +48,7 @@ rule plot_superposition:
         ),
     log:
         "logs/plot_superposition/{model}/{dataset}.log",
+    localrule: True
     conda:
         ENV
     resources:

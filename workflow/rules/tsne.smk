@@ -36,6 +36,7 @@ rule plot_tsne_shapes:
         ),
     log:
         "logs/plot_tsne_shapes/{model}/{dataset}.log",
+    localrule: True
     conda:
         ENV
     resources:
@@ -96,6 +97,7 @@ rule plot_tsne_cifar10:
         ),
     log:
         "logs/plot_tsne_cifar10/{model}.log",
+    localrule: True
     conda:
         ENV
     resources:
