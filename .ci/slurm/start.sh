@@ -190,7 +190,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1024
 # Finished jobs stay visible to squeue for an hour: longer than the whole
-# tiny run may take (test_slurm.py allows 30 min), so the test sees every job,
+# tiny run may take (test_slurm.py allows 45 min), so the test sees every job,
 # and the plugin's squeue status checks need MinJobAge >= 3 x
 # slurm-init-seconds-before-status-checks.
 MinJobAge=3600

@@ -64,10 +64,10 @@ def slurm_run(slurm_cluster, tmp_path_factory):
     planned = planned_jobs("--configfile", TINY, workdir=workdir)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     try:
-        snakemake("--configfile", TINY, *PROFILES, workdir=workdir, env=env, timeout=1800)
+        snakemake("--configfile", TINY, *PROFILES, workdir=workdir, env=env, timeout=2700)
     except subprocess.TimeoutExpired:
         pytest.fail(
-            f"the SLURM run took over 30 min; SLURM's jobs (id state reason):\n{squeue('%i %T %r')}", pytrace=False
+            f"the SLURM run took over 45 min; SLURM's jobs (id state reason):\n{squeue('%i %T %r')}", pytrace=False
         )
     return workdir, planned
 
