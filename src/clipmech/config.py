@@ -596,6 +596,13 @@ class Atlas(Section):
     batch_tokens: int = 65536
 
 
+@dataclass(frozen=True, kw_only=True)
+class Storage(Section):
+    """The disk the stores may take (clipmech.storage); `budget_gb` None is no limit."""
+
+    budget_gb: float | None = None
+
+
 #: The sections with a schema of their own, by top-level key.
 SECTIONS = {
     "analyses": Analyses,
@@ -612,6 +619,7 @@ SECTIONS = {
     "sae": Sae,
     "miclip": Miclip,
     "atlas": Atlas,
+    "storage": Storage,
 }
 
 
@@ -699,6 +707,7 @@ class Config:
     sae: Sae
     miclip: Miclip
     atlas: Atlas
+    storage: Storage
     plan: Plan
 
     def datasets_of_kind(self, kind: str) -> list[str]:

@@ -186,6 +186,18 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     assert "Nothing to be done" in snakemake("-n", "--directory", str(tiny_run), "--configfile", str(TINY)).stdout
 
 
+def test_the_storage_plan_is_within_10_percent_of_the_stores(tiny_run):
+    """clipmech.storage's estimate of each store of the tiny run against the bytes of its files."""
+    from clipmech import storage
+    from clipmech.config import read_config
+
+    stores = storage.storage_plan(read_config(TINY), tiny_run)
+    assert len(stores) == 3
+    for store in stores:
+        written = sum(path.stat().st_size for path in (tiny_run / store.path).rglob("*") if path.is_file())
+        assert abs(store.nbytes - written) <= 0.1 * written, (store.path, store.nbytes, written)
+
+
 def test_snakefmt_clean():
     result = subprocess.run(
         [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"], cwd=ROOT, capture_output=True, text=True
