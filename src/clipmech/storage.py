@@ -104,13 +104,13 @@ def dataset_images(config: Config, name: str, workdir: str | Path = ".") -> int 
         return None
 
 
-def _expand(config: Config, architecture: str, n_vision: int) -> tuple[list[int], list[str]]:
+def _expand(config: Config, model: str, architecture: str, n_vision: int) -> tuple[list[int], list[str]]:
     """The vision layers of the MLP outputs and every other stored site (as plan_sites expands them)."""
     extraction = config.extraction
     layers = list(range(n_vision)) if extraction.layers is None else [int(layer) for layer in extraction.layers]
     mlp = {f"visual.blocks.{layer}.hook_mlp_out" for layer in layers}
     others = []
-    for entry in extraction.sites:
+    for entry in extraction.sites_of(model):
         prefix, star, hook = entry.partition(".blocks.*.")
         if not star:
             tower, layer, hook = block_site(entry)
@@ -141,7 +141,7 @@ def activation_store(config: Config, model: str, dataset: str, n_images: int | N
             else f"{architecture}'s configuration is known only when it loads"
         )
         return StoreEstimate(path, "activations", model, dataset, n_images, note=why)
-    layers, others = _expand(config, architecture, n_vision)
+    layers, others = _expand(config, model, architecture, n_vision)
     n_tokens = sum(tokens)
     arrays = {reduction: n_images * len(layers) * width * FLOAT32 for reduction in config.extraction.reductions}
     if config.extraction.save_tokens:
