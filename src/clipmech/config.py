@@ -492,6 +492,8 @@ class Patching(Section):
     directions: tuple[str, ...] = ("denoising", "noising")
     families: Families = field(default_factory=Families)
     n_pairs: int = 100
+    layers: tuple[int, ...] | None = None
+    positions: tuple[int, ...] | None = None
     noise_scale: float = 3.0
     min_effect: float = 0.5
     n_bootstrap: int = 1000
@@ -1470,6 +1472,18 @@ def _check_patching(raw: dict) -> None:
             f"patching.families.resnet is empty, but patching.models {resnets} are CLIP-ResNets; list some of "
             "stage, pool_token, pool_head, pool_neuron (or drop them from patching.models)"
         )
+    if patching["layers"] is not None:
+        for model in patching["models"]:
+            arch = raw["models"][model]["architecture"]
+            depth = max(
+                filter(None, (catalogue.tower_layers(arch, tower) for tower in ("visual", "text"))), default=None
+            )
+            beyond = [layer for layer in patching["layers"] if depth is not None and layer >= depth]
+            if beyond:
+                raise ValueError(
+                    f"patching.layers {beyond} are beyond the {depth} blocks of the deeper tower of {model!r} ({arch}); "
+                    f"valid layers: 0..{depth - 1}"
+                )
 
 
 def _sae_latents(sae: Mapping, model: str, arch: str, site: str) -> tuple[int, str] | None:
