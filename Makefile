@@ -57,3 +57,4 @@ benchmark: $(BIN)/.installed
 	$(BIN)/python benchmarks/patching.py
 	$(BIN)/python benchmarks/sae.py
 	$(BIN)/python benchmarks/loader.py
+	$(BIN)/python benchmarks/scaling.py

@@ -35,6 +35,13 @@ for path in workflow.configfiles:
 # job is planned.
 CONFIG = load_config(config)
 
+# The stores' estimated size (clipmech.storage; `python -m clipmech plan` prints it): over
+# storage.budget_gb the DAG is not built, and the message names the largest stores and what shrinks them.
+if CONFIG.storage.budget_gb is not None:
+    from clipmech.storage import check_budget, storage_plan
+
+    check_budget(storage_plan(CONFIG), CONFIG.storage.budget_gb)
+
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/datasets.smk"

@@ -15,7 +15,7 @@ embeddings, zero-shot classifiers) therefore goes through this module:
   that rebuilds it.
 
 The record is a separate file because a digest cannot live inside the bytes it hashes. It is a
-``sha256sum`` line (``<hex>  <name>``; ``sha256sum -c results/sae/m/s/checkpoint.pt.sha256`` checks it from
+``sha256sum`` line (``<hex>  <name>``; ``sha256sum -c results/sae/m/d/s/checkpoint.pt.sha256`` checks it from
 the file's folder) followed by a JSON line of the size and the writing rule, so it carries what the
 reader's messages need. The rules declare it as an output beside the file, and as an input of the rules
 that read the file (``verified`` in ``workflow/rules/common.smk``), so Snakemake rebuilds a file whose

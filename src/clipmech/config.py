@@ -60,6 +60,9 @@ ATTNPOOL = "results/attnpool/{model}/{dataset}.zarr"
 #: The zero-shot classifier of a model over a natural-image dataset's classes (methods.md Sec. 1.2).
 CLASSIFIER = "results/zeroshot/{model}/{dataset}/classifier.npz"
 
+#: The MLP outputs of every vision block: the site pattern every activation store holds (methods.md Sec. 2).
+MLP_SITES = "visual.blocks.*.hook_mlp_out"
+
 # Files of torchvision's CIFAR-10 layout, per split (clipmech.data.cifar10 reads them).
 CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 CIFAR10_SIZES = {"train": 50000, "test": 10000}
@@ -283,20 +286,33 @@ class Extraction(Section):
     """Activation extraction into zarr (methods.md Sec. 2)."""
 
     layers: tuple[int, ...] | None = None
-    sites: tuple[str, ...] = ("visual.blocks.*.hook_mlp_out",)
+    sites: tuple[str, ...] | Mapping[str, tuple[str, ...]] = (MLP_SITES,)
     reductions: tuple[str, ...] = ("mean", "max", "cls")
     save_tokens: bool = True
     batch_size: int = 32
     device: str = "auto"
 
-    def stores(self, site: str) -> bool:
-        """Whether the activation store holds a site ``<tower>.blocks.<l>.<hook>``: listed, or a ``*``
+    def sites_of(self, model: str) -> tuple[str, ...]:
+        """The sites of `model`'s store: the one list of every model, or its entry of a mapping (a model the
+        mapping leaves out stores the MLP outputs only)."""
+        if isinstance(self.sites, Mapping):
+            return tuple(self.sites.get(model, (MLP_SITES,)))
+        return self.sites
+
+    def stores(self, site: str, model: str) -> bool:
+        """Whether `model`'s activation store holds a site ``<tower>.blocks.<l>.<hook>``: listed, or a ``*``
         pattern covering its layer (vision: a layer of `layers`); hook_mlp_out needs `save_tokens`."""
         tower, layer, hook = block_site(site)
         if tower == "visual" and hook == "hook_mlp_out" and not self.save_tokens:
             return False
+        sites = self.sites_of(model)
         covered = tower == "text" or self.layers is None or layer in self.layers
-        return site in self.sites or (f"{tower}.blocks.*.{hook}" in self.sites and covered)
+        return site in sites or (f"{tower}.blocks.*.{hook}" in sites and covered)
+
+    def params_of(self, model: str) -> dict:
+        """The section as `model`'s extraction job gets it: :meth:`params` with `sites` its own list, so that
+        another model's sites do not rerun its extraction."""
+        return {**self.params(), "sites": list(self.sites_of(model))}
 
     @property
     def gpus(self) -> int:
@@ -476,6 +492,8 @@ class Patching(Section):
     directions: tuple[str, ...] = ("denoising", "noising")
     families: Families = field(default_factory=Families)
     n_pairs: int = 100
+    layers: tuple[int, ...] | None = None
+    positions: tuple[int, ...] | None = None
     noise_scale: float = 3.0
     min_effect: float = 0.5
     n_bootstrap: int = 1000
@@ -596,6 +614,13 @@ class Atlas(Section):
     batch_tokens: int = 65536
 
 
+@dataclass(frozen=True, kw_only=True)
+class Storage(Section):
+    """The disk the stores may take (clipmech.storage); `budget_gb` None is no limit."""
+
+    budget_gb: float | None = None
+
+
 #: The sections with a schema of their own, by top-level key.
 SECTIONS = {
     "analyses": Analyses,
@@ -612,6 +637,7 @@ SECTIONS = {
     "sae": Sae,
     "miclip": Miclip,
     "atlas": Atlas,
+    "storage": Storage,
 }
 
 
@@ -699,6 +725,7 @@ class Config:
     sae: Sae
     miclip: Miclip
     atlas: Atlas
+    storage: Storage
     plan: Plan
 
     def datasets_of_kind(self, kind: str) -> list[str]:
@@ -992,7 +1019,9 @@ def _check_natural_analyses(raw: dict) -> None:
                 f"set datasets.{name}.words (words or phrases found in the captions) or datasets.{name}.instances "
                 "(COCO's instances file)"
             )
-    text_sites = [site for site in raw["extraction"]["sites"] if site.startswith("text.")]
+    sites_of = _extraction_sites(raw)
+    analysed = raw["analyses"]["models"]
+    text_sites = sorted({site for model in analysed for site in sites_of[model] if site.startswith("text.")})
     uncaptioned = [name for name in natural if datasets[name]["kind"] != "captions"]
     if text_sites and uncaptioned:
         raise ValueError(
@@ -1092,6 +1121,15 @@ def _check_zeroshot(raw: dict) -> None:
             f"zeroshot.templates is null, but zeroshot.datasets {others} are not ImageNet: list prompt templates "
             "that suit their classes, each with one {} for the class name (e.g. ['a photo of a {}.'])"
         )
+
+
+def _extraction_sites(raw: dict) -> dict[str, list[str]]:
+    """extraction.sites per configured model (:meth:`Extraction.sites_of`); a mapping may name only models."""
+    sites = raw["extraction"]["sites"]
+    if not isinstance(sites, dict):
+        return {model: list(sites) for model in raw["models"]}
+    _check_names("models", list(sites), raw["models"], "extraction.sites (a mapping of models)")
+    return {model: list(sites.get(model, [MLP_SITES])) for model in raw["models"]}
 
 
 def _sae_sites_by_model(sae: dict) -> dict[str, list[str]]:
@@ -1238,17 +1276,18 @@ def _check_models_and_counts(raw: dict) -> None:
 
 
 def _check_sae_sites(extraction: dict, sae_sites: Mapping[str, list[str]]) -> None:
-    """Every SAE site is in the activation store (:meth:`Extraction.stores`)."""
+    """Every SAE site is in its model's activation store (:meth:`Extraction.stores`)."""
     stored = Extraction.from_mapping(extraction)
-    sites = sorted({site for model_sites in sae_sites.values() for site in model_sites})
-    missing = [site for site in sites if not stored.stores(site)]
-    if missing:
-        raise ValueError(
-            f"sae.sites {missing} are not stored by extraction.sites = {extraction['sites']} "
-            f"(extraction.layers = {extraction['layers']}, save_tokens = "
-            f"{extraction['save_tokens']}): add them to extraction.sites so the activation "
-            "store holds them (hook_mlp_out also needs extraction.save_tokens: true)"
-        )
+    for model, sites in sae_sites.items():
+        missing = [site for site in sites if not stored.stores(site, model)]
+        if missing:
+            key = f"extraction.sites.{model}" if isinstance(extraction["sites"], dict) else "extraction.sites"
+            raise ValueError(
+                f"sae.sites {missing} of {model!r} are not stored by {key} = {list(stored.sites_of(model))} "
+                f"(extraction.layers = {extraction['layers']}, save_tokens = "
+                f"{extraction['save_tokens']}): add them to {key} so the activation "
+                "store holds them (hook_mlp_out also needs extraction.save_tokens: true)"
+            )
 
 
 def _check_miclip(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
@@ -1397,11 +1436,12 @@ def _check_extraction(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
     """extraction.layers and the layers of extraction.sites within the blocks of every stored model, and
     selectivity.reduction among extraction.reductions."""
     extraction = raw["extraction"]
+    sites_of = _extraction_sites(raw)
     for model in _stored_models(raw, sae_sites):
         arch = raw["models"][model]["architecture"]
         if extraction["layers"] is not None:
             _check_layer("extraction.layers", model, arch, "visual", extraction["layers"])
-        for site in extraction["sites"]:
+        for site in sites_of.get(model, [MLP_SITES]):
             match = BLOCK_PATTERN.fullmatch(site)
             if match is not None and match.group(2) != "*":
                 _check_layer(f"extraction.sites {site}", model, arch, match.group(1), [int(match.group(2))])
@@ -1432,6 +1472,18 @@ def _check_patching(raw: dict) -> None:
             f"patching.families.resnet is empty, but patching.models {resnets} are CLIP-ResNets; list some of "
             "stage, pool_token, pool_head, pool_neuron (or drop them from patching.models)"
         )
+    if patching["layers"] is not None:
+        for model in patching["models"]:
+            arch = raw["models"][model]["architecture"]
+            depth = max(
+                filter(None, (catalogue.tower_layers(arch, tower) for tower in ("visual", "text"))), default=None
+            )
+            beyond = [layer for layer in patching["layers"] if depth is not None and layer >= depth]
+            if beyond:
+                raise ValueError(
+                    f"patching.layers {beyond} are beyond the {depth} blocks of the deeper tower of {model!r} ({arch}); "
+                    f"valid layers: 0..{depth - 1}"
+                )
 
 
 def _sae_latents(sae: Mapping, model: str, arch: str, site: str) -> tuple[int, str] | None:

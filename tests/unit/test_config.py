@@ -383,7 +383,25 @@ def test_paper_config_trains_nothing():
 def test_sae_site_must_be_in_the_store():
     config = tiny()
     config["sae"]["sites"] = ["visual.blocks.0.hook_resid_post"]
-    assert "sae.sites ['visual.blocks.0.hook_resid_post'] are not stored by extraction.sites" in rejected(config)
+    message = rejected(config)
+    assert "sae.sites ['visual.blocks.0.hook_resid_post'] of 'tiny-vit' are not stored by extraction.sites" in message
+
+
+def test_extraction_sites_per_model():
+    config = tiny()
+    sites = config["extraction"]["sites"]
+    config["extraction"]["sites"] = {"tiny-vit": sites}
+    loaded = load_config(config)
+    assert loaded.extraction.sites_of("tiny-vit") == tuple(sites)
+    assert loaded.extraction.sites_of("tiny-rn") == ("visual.blocks.*.hook_mlp_out",)  # left out: MLP outputs only
+    assert loaded.extraction.params_of("tiny-vit")["sites"] == sites
+    # The SAE site must be in its own model's list.
+    config["extraction"]["sites"] = {"tiny-vit": ["visual.blocks.*.hook_mlp_out"], "tiny-rn": sites}
+    assert "of 'tiny-vit' are not stored by extraction.sites.tiny-vit" in rejected(config)
+    config["extraction"]["sites"] = {"tiny-vt": sites}
+    assert "extraction.sites (a mapping of models)" in rejected(config)
+    config["extraction"]["sites"] = {"tiny-vit": ["visual.blocks.1.hook_resid_pre"]}
+    assert "invalid config at extraction.sites.tiny-vit" in rejected(config)
 
 
 def test_sae_mlp_out_site_needs_the_tokens():
@@ -426,7 +444,7 @@ def test_sae_sites_per_model():
         "tiny-vit": ["visual.blocks.1.hook_resid_pre"],
         "second-vit": ["visual.blocks.0.hook_resid_post"],
     }
-    assert "sae.sites ['visual.blocks.0.hook_resid_post'] are not stored by extraction.sites" in rejected(config)
+    assert "sae.sites ['visual.blocks.0.hook_resid_post'] of 'second-vit' are not stored by" in rejected(config)
 
 
 def test_block_site_parses_the_layer_and_rejects_other_forms():

@@ -15,11 +15,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from clipmech.atlas import render
+from clipmech.atlas.site import ASSET_FILES, ASSETS
 from clipmech.stages.build_atlas import build_atlas
 
 pytestmark = pytest.mark.integration
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+PAGE_ROWS = render.INDEX_PAGE_ROWS
 
 
 def sites(tiny_run) -> dict[str, Path]:
@@ -99,27 +102,38 @@ def test_every_index_row_links_to_a_page_or_is_marked_index_only(tiny_run, visit
         assert all(r["only"] and r["link"] is None for r in rows if r["page"] == "0")
 
 
+def matching(page) -> int:
+    """The number of rows the filters match (``#count``: "<matching> of <total> units")."""
+    return int(page.locator("#count").text_content().split()[0])
+
+
 def test_sorting_and_filtering_change_the_visible_rows(tiny_run, visit):
     page = visit().open(sites(tiny_run)["tiny-rn"] / "index.html")
     total = page.locator("#units tbody tr").count()
+    assert len(visible(page, 0)) == PAGE_ROWS  # 4,608 units, one page at a time
     page.select_option("#f-kind", "pair")
-    assert set(visible(page, 0)) == {"pair"} and len(visible(page, 0)) == 8 * 512
+    assert set(visible(page, 0)) == {"pair"} and len(visible(page, 0)) == PAGE_ROWS
     assert page.locator("#count").text_content() == f"{8 * 512} of {total} units"
     every = sorted(float(e) for e in visible(page, 3))
     low, high = every[len(every) // 4], every[len(every) // 2]  # an entropy range holding about a quarter
     page.fill("#f-emin", str(low))
     page.fill("#f-emax", str(high))
     entropies = [float(e) for e in visible(page, 3)]
-    assert entropies and all(low <= e <= high for e in entropies) and len(entropies) < 8 * 512
+    assert entropies and all(low <= e <= high for e in entropies) and matching(page) < 8 * 512
     page.fill("#f-emin", "")
     page.fill("#f-emax", "")
     page.click("button[data-sort='entropy']")
     entropies = [float(e) for e in visible(page, 3)]
     assert entropies == sorted(entropies)
+    page.click("#next")  # the next page goes on in the same order
+    following = [float(e) for e in visible(page, 3)]
+    assert following == sorted(following) and following[0] >= entropies[-1]
+    assert page.locator("#position").text_content() == f"{PAGE_ROWS + 1}-{2 * PAGE_ROWS}"
     page.click("button[data-sort='entropy']")
     entropies = [float(e) for e in visible(page, 3)]
     assert entropies == sorted(entropies, reverse=True)
     assert page.locator("button[data-sort='entropy']").get_attribute("aria-sort") == "descending"
+    assert page.locator("#position").text_content() == f"1-{PAGE_ROWS}" and page.locator("#previous").is_disabled()
     concept = visible(page, 4)[0]
     page.select_option("#f-top", concept)
     assert set(visible(page, 4)) == {concept} and set(visible(page, 0)) == {"pair"}
@@ -128,9 +142,9 @@ def test_sorting_and_filtering_change_the_visible_rows(tiny_run, visit):
     key = visible(page, 1)[0]
     page.fill("#f-search", key)
     texts = page.eval_on_selector_all("#units tbody tr:not([hidden])", "rows => rows.map(r => r.textContent)")
-    assert key in visible(page, 1) and len(texts) < total and all(key in text for text in texts)
+    assert key in visible(page, 1) and matching(page) == len(texts) < total and all(key in text for text in texts)
     page.fill("#f-search", "")
-    assert len(visible(page, 0)) == total
+    assert matching(page) == total and len(visible(page, 0)) == PAGE_ROWS
 
     vit = visit().open(sites(tiny_run)["tiny-vit"] / "index.html")
     vit.select_option("#f-layer", "1")
@@ -215,4 +229,46 @@ def test_miclip_results_show_on_the_pages_of_their_units(tiny_run, visit, tmp_pa
     ]
     localised = page.locator("section.table", has_text="MiCLIP localisation").locator("tbody tr").all_text_contents()
     assert localised == ["circlemiclip1 of 2 seeds010.98scale 0: -0.250"]
+    assert v.problems == []
+
+
+def test_a_paper_scale_index_sorts_filters_and_pages(visit, tmp_path):
+    """ViT-L/14's 24 x 1,024 MLP channels in one index (issue 23): every row is on the page, one page shows."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n_layers, width = 24, 1024
+    units = [
+        render.UnitPage(
+            kind="mlp",
+            key=f"{layer}-{neuron}",
+            title="",
+            layer=str(layer),
+            entropy=float(rng.uniform(0, 2.8)),
+            affinity_F=rng.dirichlet(np.ones(16)),
+            hist_counts_B=np.zeros(4),
+            hist_edges_B=np.zeros(5),
+            images_K=np.arange(3),
+            acts_K=rng.normal(size=3),
+            activation="mean",
+            page=False,
+        )  # fmt: skip
+        for layer in range(n_layers)
+        for neuron in range(width)
+    ]
+    (tmp_path / "index.html").write_text(render.index_html(units, "vit-l-14", [("dataset", "random weights")]))
+    for name in ASSET_FILES:
+        shutil.copyfile(ASSETS / name, tmp_path / name)
+    v = visit()
+    page = v.open(tmp_path / "index.html")
+    assert page.locator("#units tbody tr").count() == n_layers * width
+    assert page.locator("#count").text_content() == f"{n_layers * width} of {n_layers * width} units"
+    assert len(visible(page, 0)) == PAGE_ROWS
+    page.click("button[data-sort='entropy']")
+    entropies = [float(e) for e in visible(page, 3)]
+    assert entropies == sorted(entropies) and entropies[0] == float(render.number(min(u.entropy for u in units), 4))
+    page.select_option("#f-layer", "23")
+    assert matching(page) == width and set(visible(page, 2)) == {"23"}
+    page.fill("#f-search", "23-1000")
+    assert visible(page, 1) == ["23-1000"]
     assert v.problems == []

@@ -236,14 +236,14 @@ def test_a_unit_page_of_the_photographs_in_chromium(natural_atlas, visit, tmp_pa
 
 # --- an SAE trained and evaluated on the photographs ---------------------------------------------------
 
-SAE = "results/sae/tiny-vit/visual.blocks.1.hook_resid_pre"
+SAE = "results/sae/tiny-vit/photos/visual.blocks.1.hook_resid_pre"
 
 
 @pytest.fixture(scope="module")
-def natural_sae(natural_run):
+def natural_sae(natural_atlas):
     """The natural run's directory with tiny.yaml's SAE trained and evaluated on the photographs, listed first
-    in analyses.datasets (MiCLIP keeps tiny-shapes). Runs after the atlas tests: its SAE replaces theirs."""
-    workdir, data, _, _ = natural_run
+    in analyses.datasets (MiCLIP keeps tiny-shapes), after the atlas, whose SAE trained on tiny-shapes."""
+    workdir, data, _, _ = natural_atlas
     config = yaml.safe_load(natural_config(data).read_text())
     config["analyses"]["datasets"] = ["photos", "tiny-shapes"]
     config["miclip"] = {"dataset": "tiny-shapes"}
@@ -259,6 +259,9 @@ def test_an_sae_trains_and_evaluates_on_the_photographs(natural_sae):
     workdir, planned = natural_sae
     # The photographs' store and classifier exist: only the SAE's own jobs run.
     assert set(planned) == {"train_sae", "plot_sae_training", "evaluate_sae", "plot_sae_evaluation"}
+    # Beside the atlas's SAE on tiny-shapes (analyses.datasets[0] there), not over it.
+    shapes_sae = workdir / SAE.replace("/photos/", "/tiny-shapes/")
+    assert (shapes_sae / "checkpoint.pt").is_file() and (shapes_sae / "latents.tsv").is_file()
     metrics = json.loads((workdir / SAE / "metrics.json").read_text())
     assert metrics["concepts"] == {"source": "folder classes", "n_concepts": len(PHOTOS), "patch_level": False}
     assert metrics["n_holdout_images"] == 1 and metrics["n_split_images"] == len(FILES)  # tiny.yaml: split all
@@ -279,7 +282,7 @@ def test_an_sae_trains_and_evaluates_on_the_photographs(natural_sae):
 
 # --- MiCLIP on the photographs ---------------------------------------------------------------------------
 
-MICLIP = "results/miclip/tiny-vit/visual.blocks.1.hook_mlp_out"
+MICLIP = "results/miclip/tiny-vit/photos/visual.blocks.1.hook_mlp_out"
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,20 @@ def test_selectivity_k_reruns_selectivity_and_downstream_only(tiny_run, tmp_path
     )
 
 
+def test_extraction_sites_of_one_model_rerun_its_store_only(tiny_run, tmp_path):
+    """extraction.sites as a mapping: tiny-vit keeps its list (no rerun); tiny-rn's attention-pool store reads no
+    site (no rerun either); a new site of tiny-vit alone reruns its store and what reads it."""
+    sites = yaml.safe_load(TINY.read_text())["extraction"]["sites"]
+    same = changed_config(tmp_path, "extraction", None, "sites", {"tiny-vit": sites})
+    assert planned_jobs("--configfile", same, workdir=tiny_run) == {}
+    more = changed_config(
+        tmp_path, "extraction", None, "sites", {"tiny-vit": [*sites, "visual.blocks.0.hook_resid_post"]}
+    )
+    plan = planned_jobs("--configfile", more, workdir=tiny_run)
+    assert plan["extract_activations"] == 1 and "extract_attnpool" not in plan
+    assert plan == planned_jobs("--configfile", TINY, "--forcerun", "extract_activations", workdir=tiny_run)
+
+
 def test_dataset_seed_reruns_everything_downstream_of_synthesis(tiny_run, tmp_path):
     seed = yaml.safe_load(TINY.read_text())["datasets"]["tiny-shapes"]["seed"]
     plan = planned_jobs(

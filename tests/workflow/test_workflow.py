@@ -152,18 +152,18 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     for figure in ("heatmaps.png", "masks.png"):
         assert (results / "segmentation/tiny-rn/tiny-shapes" / figure).stat().st_size > 1000
     assert not list(results.glob("pascal-context-59/*"))  # no local PASCAL Context configured: skipped
-    sae_dir = results / "sae/tiny-vit/visual.blocks.1.hook_resid_pre"
+    sae_dir = results / "sae/tiny-vit/tiny-shapes/visual.blocks.1.hook_resid_pre"
     sae, meta = load_sae(sae_dir / "checkpoint.pt")
     assert (sae.d, sae.n_latents, sae.k, meta["steps"], meta["tokens"]) == (64, 128, 4, 32, "all")
     assert meta["provenance"]["model"] == "tiny-vit" and meta["n_train_images"] == 36
     sae_log = pd.read_csv(sae_dir / "training.tsv", sep="\t")
     assert len(sae_log) == 32 and sae_log["fvu"].iloc[-5:].mean() < sae_log["fvu"].iloc[:5].mean()
     assert (sae_dir / "training.png").stat().st_size > 1000 and not list(sae_dir.glob("*.resume"))
-    miclip = results / "miclip/tiny-vit/visual.blocks.1.hook_mlp_out"
+    miclip = results / "miclip/tiny-vit/tiny-shapes/visual.blocks.1.hook_mlp_out"
     training = pd.read_csv(miclip / "training.tsv", sep="\t")
     assert len(training) == 3 * 2 * 20 and set(training["loss"]) == {"both", "input", "output"}
-    for kind_dir in (miclip / "neurons", results / "miclip/tiny-vit/visual.blocks.1.hook_resid_pre/sae",
-                     results / "miclip/tiny-rn/visual.blocks.3.hook_resid_post/neurons"):  # fmt: skip
+    for kind_dir in (miclip / "neurons", results / "miclip/tiny-vit/tiny-shapes/visual.blocks.1.hook_resid_pre/sae",
+                     results / "miclip/tiny-rn/tiny-shapes/visual.blocks.3.hook_resid_post/neurons"):  # fmt: skip
         descriptions = pd.read_csv(kind_dir / "descriptions.tsv", sep="\t")
         assert list(descriptions.columns) == ["unit", "method", "seed", "vocabulary", "rank", "concept", "score"]
         assert set(descriptions["vocabulary"]) == {"shapes", "words"} and descriptions["rank"].max() == 5
@@ -184,6 +184,18 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     assert not list(results.glob("activations/**/*.partial"))
     # Nothing left to do: a second invocation plans no job.
     assert "Nothing to be done" in snakemake("-n", "--directory", str(tiny_run), "--configfile", str(TINY)).stdout
+
+
+def test_the_storage_plan_is_within_10_percent_of_the_stores(tiny_run):
+    """clipmech.storage's estimate of each store of the tiny run against the bytes of its files."""
+    from clipmech import storage
+    from clipmech.config import read_config
+
+    stores = storage.storage_plan(read_config(TINY), tiny_run)
+    assert len(stores) == 3
+    for store in stores:
+        written = sum(path.stat().st_size for path in (tiny_run / store.path).rglob("*") if path.is_file())
+        assert abs(store.nbytes - written) <= 0.1 * written, (store.path, store.nbytes, written)
 
 
 def test_snakefmt_clean():

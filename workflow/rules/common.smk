@@ -127,28 +127,20 @@ def model_label(wildcards):
 # --- SAEs (methods.md Sec. 7): each trains on its model's store of the first analysed dataset ----------
 
 
-def sae_store(wildcards):
-    return ACTIVATIONS.format(model=wildcards.model, dataset=PLAN.sae_dataset)
-
-
 def sae_evaluation_inputs(wildcards):
     """The SAE dataset's folder and, for one with classes, its zero-shot classifier (Config.sae_evaluation_inputs)."""
     return CONFIG.sae_evaluation_inputs(wildcards.model)
 
 
 def sae_label(wildcards):
-    return f"{wildcards.model} at {wildcards.site} on {PLAN.sae_dataset}"
+    return f"{wildcards.model} at {wildcards.site} on {wildcards.dataset}"
 
 
 # --- MiCLIP (methods.md Sec. 9) -----------------------------------------------------------------------
 
 
-def miclip_dataset_dir(wildcards):
-    return DATA.format(dataset=CONFIG.miclip.dataset)
-
-
 def miclip_reference_text(wildcards):
-    return f"results/miclip/reference/{CONFIG.miclip.reference}.npz"
+    return f"results/miclip/reference/{CONFIG.miclip.reference}/{wildcards.dataset}.npz"
 
 
 def miclip_reference(wildcards):
@@ -166,12 +158,14 @@ def miclip_reference_checkpoint(wildcards):
 def miclip_sae_input(wildcards):
     """The SAE an `sae` unit set reads; none for neurons."""
     if wildcards.kind == "sae":
-        return [f"results/sae/{wildcards.model}/{wildcards.site}/checkpoint.pt"]
+        return [
+            f"results/sae/{wildcards.model}/{PLAN.sae_dataset}/{wildcards.site}/checkpoint.pt"
+        ]
     return []
 
 
 def miclip_label(wildcards):
-    return f"{wildcards.model} at {wildcards.site} on {CONFIG.miclip.dataset}"
+    return f"{wildcards.model} at {wildcards.site} on {wildcards.dataset}"
 
 
 # --- The atlas (methods.md Sec. 10) -------------------------------------------------------------------
@@ -217,21 +211,24 @@ def atlas_inputs(wildcards):
     sites = atlas_sae_sites(wildcards)
     if sites:
         inputs["sae_checkpoints"] = [
-            f"results/sae/{model}/{site}/checkpoint.pt" for site in sites
+            f"results/sae/{model}/{PLAN.sae_dataset}/{site}/checkpoint.pt"
+            for site in sites
         ]
         inputs["sae_checkpoints_sha256"] = [
             sha256_record(path) for path in inputs["sae_checkpoints"]
         ]
         inputs["sae_latents"] = [
-            f"results/sae/{model}/{site}/latents.tsv" for site in sites
+            f"results/sae/{model}/{PLAN.sae_dataset}/{site}/latents.tsv"
+            for site in sites
         ]
         inputs["sae_metrics"] = [
-            f"results/sae/{model}/{site}/metrics.json" for site in sites
+            f"results/sae/{model}/{PLAN.sae_dataset}/{site}/metrics.json"
+            for site in sites
         ]
     units = atlas_miclip_units(wildcards)
     for name in ("descriptions", "interventions", "localisation") if units else ():
         inputs[f"miclip_{name}"] = [
-            f"results/miclip/{model}/{unit['site']}/{unit['kind']}/{name}.tsv"
+            f"results/miclip/{model}/{CONFIG.miclip.dataset}/{unit['site']}/{unit['kind']}/{name}.tsv"
             for unit in units
         ]
     return inputs
@@ -275,11 +272,12 @@ def all_targets():
         base = f"results/patching/{model}/{dataset}"
         targets += [f"{base}/{n}.png" for n in ("circuit", "auroc", "interventions")]
     for model, site in PLAN.saes:
-        base = f"results/sae/{model}/{site}"
+        base = f"results/sae/{model}/{PLAN.sae_dataset}/{site}"
         targets += [f"{base}/{n}.png" for n in ("training", "histogram", "top_images")]
     for model, site, kind in PLAN.miclip_units:
-        targets.append(f"results/miclip/{model}/{site}/training.png")
-        base = f"results/miclip/{model}/{site}/{kind}"
+        base = f"results/miclip/{model}/{CONFIG.miclip.dataset}/{site}"
+        targets.append(f"{base}/training.png")
+        base = f"{base}/{kind}"
         targets += [f"{base}/{n}.png" for n in ("delta_acc", "descriptions")]
     targets += [f"results/atlas/{model}.tsv" for model in PLAN.atlas_models]
     targets += [

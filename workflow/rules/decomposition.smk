@@ -22,7 +22,8 @@ rule extract_attnpool:
     params:
         model=model_params,
         model_config=model_config,
-        extraction=CONFIG.extraction.params(),
+        # What the attention-pool store reads of the section (not the activation stores' sites).
+        extraction=CONFIG.extraction.pick("batch_size", "device"),
         code=script_code("extract_attnpool.py"),
     script:
         "../scripts/extract_attnpool.py"

@@ -22,7 +22,7 @@ rule extract_activations:
     params:
         model=model_params,
         model_config=model_config,
-        extraction=CONFIG.extraction.params(),
+        extraction=lambda wildcards: CONFIG.extraction.params_of(wildcards.model),
         code=script_code("extract_activations.py"),
     script:
         "../scripts/extract_activations.py"

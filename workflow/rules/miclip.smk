@@ -2,14 +2,18 @@ rule embed_miclip_concepts:
     input:
         checkpoint=checkpoint_input,
         # A natural-image miclip.dataset's concepts are its own (methods.md Sec. 9.8).
-        dataset_dir=miclip_dataset_dir,
+        dataset_dir=DATA,
     output:
-        embeddings="results/miclip/reference/{model}.npz",
-        embeddings_sha256=sha256_record("results/miclip/reference/{model}.npz"),
+        embeddings="results/miclip/reference/{model}/{dataset}.npz",
+        embeddings_sha256=sha256_record(
+            "results/miclip/reference/{model}/{dataset}.npz"
+        ),
     log:
-        "logs/embed_miclip_concepts/{model}.log",
+        "logs/embed_miclip_concepts/{model}/{dataset}.log",
     benchmark:
-        "results/benchmarks/embed_miclip_concepts/{model}.tsv"
+        "results/benchmarks/embed_miclip_concepts/{model}/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=name_pattern([CONFIG.miclip.dataset]),
     conda:
         ENV
     threads: 2
@@ -30,18 +34,19 @@ rule embed_miclip_concepts:
 
 rule probe_miclip:
     input:
-        dataset_dir=miclip_dataset_dir,
+        dataset_dir=DATA,
         checkpoint=checkpoint_input,
         reference_checkpoint=miclip_reference_checkpoint,
     output:
-        probe="results/miclip/{model}/{site}/probe.npz",
-        probe_sha256=sha256_record("results/miclip/{model}/{site}/probe.npz"),
+        probe="results/miclip/{model}/{dataset}/{site}/probe.npz",
+        probe_sha256=sha256_record("results/miclip/{model}/{dataset}/{site}/probe.npz"),
     log:
-        "logs/probe_miclip/{model}/{site}.log",
+        "logs/probe_miclip/{model}/{dataset}/{site}.log",
     benchmark:
-        "results/benchmarks/probe_miclip/{model}/{site}.tsv"
+        "results/benchmarks/probe_miclip/{model}/{dataset}/{site}.tsv"
     wildcard_constraints:
         site=name_pattern({site for _, site in CONFIG.plan.miclip_sites}),
+        dataset=name_pattern([CONFIG.miclip.dataset]),
     conda:
         ENV
     threads: 2
@@ -66,20 +71,23 @@ rule probe_miclip:
 
 rule train_miclip:
     input:
-        probe="results/miclip/{model}/{site}/probe.npz",
-        probe_sha256=sha256_record("results/miclip/{model}/{site}/probe.npz"),
+        probe="results/miclip/{model}/{dataset}/{site}/probe.npz",
+        probe_sha256=sha256_record("results/miclip/{model}/{dataset}/{site}/probe.npz"),
         concepts=miclip_reference_text,
         concepts_sha256=sha256_record(miclip_reference_text),
     output:
-        encoders="results/miclip/{model}/{site}/encoders.pt",
-        encoders_sha256=sha256_record("results/miclip/{model}/{site}/encoders.pt"),
-        log="results/miclip/{model}/{site}/training.tsv",
+        encoders="results/miclip/{model}/{dataset}/{site}/encoders.pt",
+        encoders_sha256=sha256_record(
+            "results/miclip/{model}/{dataset}/{site}/encoders.pt"
+        ),
+        log="results/miclip/{model}/{dataset}/{site}/training.tsv",
     log:
-        "logs/train_miclip/{model}/{site}.log",
+        "logs/train_miclip/{model}/{dataset}/{site}.log",
     benchmark:
-        "results/benchmarks/train_miclip/{model}/{site}.tsv"
+        "results/benchmarks/train_miclip/{model}/{dataset}/{site}.tsv"
     wildcard_constraints:
         site=name_pattern({site for _, site in CONFIG.plan.miclip_sites}),
+        dataset=name_pattern([CONFIG.miclip.dataset]),
     conda:
         ENV
     # 9 encoders of D x E weights: one thread (two threads of such small products are ~25x slower on a
@@ -99,18 +107,19 @@ rule train_miclip:
 
 rule plot_miclip_training:
     input:
-        log="results/miclip/{model}/{site}/training.tsv",
+        log="results/miclip/{model}/{dataset}/{site}/training.tsv",
     output:
         figure=reported(
-            "results/miclip/{model}/{site}/training.png",
+            "results/miclip/{model}/{dataset}/{site}/training.png",
             "miclip_training.rst",
             "9 MiCLIP",
             "{model} at {site}",
         ),
     log:
-        "logs/plot_miclip_training/{model}/{site}.log",
+        "logs/plot_miclip_training/{model}/{dataset}/{site}.log",
     wildcard_constraints:
         site=name_pattern({site for _, site in CONFIG.plan.miclip_sites}),
+        dataset=name_pattern([CONFIG.miclip.dataset]),
     localrule: True
     conda:
         ENV
@@ -126,14 +135,16 @@ rule plot_miclip_training:
 
 rule evaluate_miclip:
     input:
-        dataset_dir=miclip_dataset_dir,
+        dataset_dir=DATA,
         checkpoint=checkpoint_input,
-        probe="results/miclip/{model}/{site}/probe.npz",
-        probe_sha256=sha256_record("results/miclip/{model}/{site}/probe.npz"),
+        probe="results/miclip/{model}/{dataset}/{site}/probe.npz",
+        probe_sha256=sha256_record("results/miclip/{model}/{dataset}/{site}/probe.npz"),
         concepts=miclip_reference_text,
         concepts_sha256=sha256_record(miclip_reference_text),
-        encoders="results/miclip/{model}/{site}/encoders.pt",
-        encoders_sha256=sha256_record("results/miclip/{model}/{site}/encoders.pt"),
+        encoders="results/miclip/{model}/{dataset}/{site}/encoders.pt",
+        encoders_sha256=sha256_record(
+            "results/miclip/{model}/{dataset}/{site}/encoders.pt"
+        ),
         sae=miclip_sae_input,
         sae_sha256=sha256_record(miclip_sae_input),
         # A natural-image dataset with classes: the target's zero-shot classifier (methods.md Sec. 9.8).
@@ -141,47 +152,48 @@ rule evaluate_miclip:
         classifier_sha256=CONFIG.miclip_classifier(sha256=True),
     output:
         descriptions=reported(
-            "results/miclip/{model}/{site}/{kind}/descriptions.tsv",
+            "results/miclip/{model}/{dataset}/{site}/{kind}/descriptions.tsv",
             "miclip_descriptions.rst",
             "9 MiCLIP",
             "{model} at {site}, {kind}",
         ),
         localisation=reported(
-            "results/miclip/{model}/{site}/{kind}/localisation.tsv",
+            "results/miclip/{model}/{dataset}/{site}/{kind}/localisation.tsv",
             "miclip_localisation.rst",
             "9 MiCLIP",
             "{model} at {site}, {kind}",
         ),
         interventions=reported(
-            "results/miclip/{model}/{site}/{kind}/interventions.tsv",
+            "results/miclip/{model}/{dataset}/{site}/{kind}/interventions.tsv",
             "miclip_interventions.rst",
             "9 MiCLIP",
             "{model} at {site}, {kind}",
         ),
         description_accuracy=reported(
-            "results/miclip/{model}/{site}/{kind}/description_accuracy.tsv",
+            "results/miclip/{model}/{dataset}/{site}/{kind}/description_accuracy.tsv",
             "miclip_description_accuracy.rst",
             "9 MiCLIP",
             "{model} at {site}, {kind}",
         ),
         delta_acc=reported(
-            "results/miclip/{model}/{site}/{kind}/delta_acc.tsv",
+            "results/miclip/{model}/{dataset}/{site}/{kind}/delta_acc.tsv",
             "miclip_delta_acc.rst",
             "9 MiCLIP",
             "{model} at {site}, {kind}",
         ),
         ablation=reported(
-            "results/miclip/{model}/{site}/{kind}/ablation.tsv",
+            "results/miclip/{model}/{dataset}/{site}/{kind}/ablation.tsv",
             "miclip_ablation.rst",
             "9 MiCLIP",
             "{model} at {site}, {kind}",
         ),
     log:
-        "logs/evaluate_miclip/{model}/{site}/{kind}.log",
+        "logs/evaluate_miclip/{model}/{dataset}/{site}/{kind}.log",
     benchmark:
-        "results/benchmarks/evaluate_miclip/{model}/{site}/{kind}.tsv"
+        "results/benchmarks/evaluate_miclip/{model}/{dataset}/{site}/{kind}.tsv"
     wildcard_constraints:
         site=name_pattern({site for _, site in CONFIG.plan.miclip_sites}),
+        dataset=name_pattern([CONFIG.miclip.dataset]),
         kind="neurons|sae",
     conda:
         ENV
@@ -209,25 +221,26 @@ rule evaluate_miclip:
 
 rule plot_miclip:
     input:
-        delta_acc="results/miclip/{model}/{site}/{kind}/delta_acc.tsv",
-        description_accuracy="results/miclip/{model}/{site}/{kind}/description_accuracy.tsv",
+        delta_acc="results/miclip/{model}/{dataset}/{site}/{kind}/delta_acc.tsv",
+        description_accuracy="results/miclip/{model}/{dataset}/{site}/{kind}/description_accuracy.tsv",
     output:
         delta_figure=reported(
-            "results/miclip/{model}/{site}/{kind}/delta_acc.png",
+            "results/miclip/{model}/{dataset}/{site}/{kind}/delta_acc.png",
             "miclip_delta_acc_figure.rst",
             "9 MiCLIP",
             "{model} at {site}, {kind}",
         ),
         description_figure=reported(
-            "results/miclip/{model}/{site}/{kind}/descriptions.png",
+            "results/miclip/{model}/{dataset}/{site}/{kind}/descriptions.png",
             "miclip_descriptions_figure.rst",
             "9 MiCLIP",
             "{model} at {site}, {kind}",
         ),
     log:
-        "logs/plot_miclip/{model}/{site}/{kind}.log",
+        "logs/plot_miclip/{model}/{dataset}/{site}/{kind}.log",
     wildcard_constraints:
         site=name_pattern({site for _, site in CONFIG.plan.miclip_sites}),
+        dataset=name_pattern([CONFIG.miclip.dataset]),
         kind="neurons|sae",
     localrule: True
     conda:

@@ -1,16 +1,19 @@
 rule train_sae:
     input:
-        store=sae_store,
+        store=ACTIVATIONS,
     output:
-        checkpoint="results/sae/{model}/{site}/checkpoint.pt",
-        checkpoint_sha256=sha256_record("results/sae/{model}/{site}/checkpoint.pt"),
-        log="results/sae/{model}/{site}/training.tsv",
+        checkpoint="results/sae/{model}/{dataset}/{site}/checkpoint.pt",
+        checkpoint_sha256=sha256_record(
+            "results/sae/{model}/{dataset}/{site}/checkpoint.pt"
+        ),
+        log="results/sae/{model}/{dataset}/{site}/training.tsv",
     log:
-        "logs/train_sae/{model}/{site}.log",
+        "logs/train_sae/{model}/{dataset}/{site}.log",
     benchmark:
-        "results/benchmarks/train_sae/{model}/{site}.tsv"
+        "results/benchmarks/train_sae/{model}/{dataset}/{site}.tsv"
     wildcard_constraints:
         site=name_pattern(CONFIG.plan.all_sae_sites),
+        dataset=name_pattern([PLAN.sae_dataset]),
     conda:
         ENV
     threads: 2
@@ -29,18 +32,19 @@ rule train_sae:
 
 rule plot_sae_training:
     input:
-        log="results/sae/{model}/{site}/training.tsv",
+        log="results/sae/{model}/{dataset}/{site}/training.tsv",
     output:
         figure=reported(
-            "results/sae/{model}/{site}/training.png",
+            "results/sae/{model}/{dataset}/{site}/training.png",
             "sae_training.rst",
             "8 Sparse autoencoders",
             "{model} at {site}",
         ),
     log:
-        "logs/plot_sae_training/{model}/{site}.log",
+        "logs/plot_sae_training/{model}/{dataset}/{site}.log",
     wildcard_constraints:
         site=name_pattern(CONFIG.plan.all_sae_sites),
+        dataset=name_pattern([PLAN.sae_dataset]),
     localrule: True
     conda:
         ENV
@@ -57,36 +61,37 @@ rule plot_sae_training:
 rule evaluate_sae:
     input:
         unpack(sae_evaluation_inputs),
-        store=sae_store,
-        sae="results/sae/{model}/{site}/checkpoint.pt",
-        sae_sha256=sha256_record("results/sae/{model}/{site}/checkpoint.pt"),
+        store=ACTIVATIONS,
+        sae="results/sae/{model}/{dataset}/{site}/checkpoint.pt",
+        sae_sha256=sha256_record("results/sae/{model}/{dataset}/{site}/checkpoint.pt"),
         checkpoint=checkpoint_input,
     output:
         metrics=reported(
-            "results/sae/{model}/{site}/metrics.json",
+            "results/sae/{model}/{dataset}/{site}/metrics.json",
             "sae_metrics.rst",
             "8 Sparse autoencoders",
             "{model} at {site}",
         ),
         latents=reported(
-            "results/sae/{model}/{site}/latents.tsv",
+            "results/sae/{model}/{dataset}/{site}/latents.tsv",
             "sae_latents.rst",
             "8 Sparse autoencoders",
             "{model} at {site}",
         ),
         alignment=reported(
-            "results/sae/{model}/{site}/alignment.tsv",
+            "results/sae/{model}/{dataset}/{site}/alignment.tsv",
             "sae_alignment.rst",
             "8 Sparse autoencoders",
             "{model} at {site}",
         ),
-        top_latents="results/sae/{model}/{site}/top_latents.npz",
+        top_latents="results/sae/{model}/{dataset}/{site}/top_latents.npz",
     log:
-        "logs/evaluate_sae/{model}/{site}.log",
+        "logs/evaluate_sae/{model}/{dataset}/{site}.log",
     benchmark:
-        "results/benchmarks/evaluate_sae/{model}/{site}.tsv"
+        "results/benchmarks/evaluate_sae/{model}/{dataset}/{site}.tsv"
     wildcard_constraints:
         site=name_pattern(CONFIG.plan.all_sae_sites),
+        dataset=name_pattern([PLAN.sae_dataset]),
     conda:
         ENV
     threads: 2
@@ -109,25 +114,26 @@ rule evaluate_sae:
 
 rule plot_sae_evaluation:
     input:
-        metrics="results/sae/{model}/{site}/metrics.json",
-        top_latents="results/sae/{model}/{site}/top_latents.npz",
+        metrics="results/sae/{model}/{dataset}/{site}/metrics.json",
+        top_latents="results/sae/{model}/{dataset}/{site}/top_latents.npz",
     output:
         histogram=reported(
-            "results/sae/{model}/{site}/histogram.png",
+            "results/sae/{model}/{dataset}/{site}/histogram.png",
             "sae_histogram.rst",
             "8 Sparse autoencoders",
             "{model} at {site}",
         ),
         top_images=reported(
-            "results/sae/{model}/{site}/top_images.png",
+            "results/sae/{model}/{dataset}/{site}/top_images.png",
             "sae_top_images.rst",
             "8 Sparse autoencoders",
             "{model} at {site}",
         ),
     log:
-        "logs/plot_sae_evaluation/{model}/{site}.log",
+        "logs/plot_sae_evaluation/{model}/{dataset}/{site}.log",
     wildcard_constraints:
         site=name_pattern(CONFIG.plan.all_sae_sites),
+        dataset=name_pattern([PLAN.sae_dataset]),
     localrule: True
     conda:
         ENV

@@ -19,6 +19,8 @@ import numpy as np
 from clipmech.data.shapes import FEATURES
 
 #: Columns of the index, in order: (key, header, sort type, header tooltip).
+#: Rows of the index shown at a time: sorting and filtering then move one page of rows, whatever the units.
+INDEX_PAGE_ROWS = 500
 INDEX_COLUMNS = (
     ("kind", "kind", "text", ""),
     ("unit", "unit", "text", ""),
@@ -303,7 +305,8 @@ def unit_page_html(unit: UnitPage, model: str, dataset: str) -> str:
 
 def index_html(units: list[UnitPage], model: str, facts: list[tuple[str, str]]) -> str:
     """The index: ``facts`` and the number of dead units per kind, then every unit (with or without a page)
-    in one sortable, filterable table."""
+    in one sortable, filterable table, shown :data:`INDEX_PAGE_ROWS` matching rows at a time (the rows past
+    the first page are written hidden; atlas.js pages through them)."""
     head = "".join(
         f'<th><button type="button" data-sort="{key}" data-type="{kind}"'
         + (f' title="{escape(tip)}"' if tip else "")
@@ -328,8 +331,10 @@ def index_html(units: list[UnitPage], model: str, facts: list[tuple[str, str]]) 
         html["layer"] = f'<span class="key">{key_html(u.layer)}</span>'
         cells = "".join(f"<td>{html[key]}</td>" for key, *_ in INDEX_COLUMNS)
         data = " ".join(f'data-{key}="{escape(values[key])}"' for key in ("kind", "layer", "entropy", "top"))
+        hidden = " hidden" if len(rows) >= INDEX_PAGE_ROWS else ""  # the script shows one page at a time
         rows.append(
-            f'<tr {data} data-unit="{escape(u.key)}" data-page="{int(u.page)}" data-dead="{int(u.dead)}">{cells}</tr>'
+            f'<tr {data} data-unit="{escape(u.key)}" data-page="{int(u.page)}" data-dead="{int(u.dead)}"{hidden}>'
+            f"{cells}</tr>"
         )
 
     def options(key: str) -> str:
@@ -350,10 +355,12 @@ def index_html(units: list[UnitPage], model: str, facts: list[tuple[str, str]]) 
 <label>top concept <select id="f-top"><option value="">all</option>{options("top")}</select></label>
 <label>search <input id="f-search" type="search" placeholder="unit, concept, word"></label>
 <output id="count"></output>
+<span>rows <output id="position"></output>
+<button type="button" id="previous">previous</button> <button type="button" id="next">next</button></span>
 </form>
 <p class="caption">Units in grey have no page: past <code>atlas.max_units</code> (the most selective units get
 pages), or dead (the same activation on every image).</p>
-<table id="units"><thead><tr>{head}</tr></thead>
+<table id="units" data-page-size="{INDEX_PAGE_ROWS}"><thead><tr>{head}</tr></thead>
 <tbody>
 {chr(10).join(rows)}
 </tbody></table>"""

@@ -92,7 +92,14 @@ def _check_families(info: Tower, families: Sequence[str]) -> None:
         )
 
 
-def components(info: Tower, families: Sequence[str], n_positions: int | None = None):
+def components(
+    info: Tower,
+    families: Sequence[str],
+    n_positions: int | None = None,
+    *,
+    layers: Sequence[int] | None = None,
+    positions: Sequence[int] | None = None,
+):
     """All components of the given families of one tower, in family order, then layer, then index.
 
     Parameters
@@ -104,6 +111,12 @@ def components(info: Tower, families: Sequence[str], n_positions: int | None = N
         Token positions 0..n_positions-1 of the position families (default: all ``info.n_tokens``;
         for text, the longest caption up to its end-of-text token). ``neuron`` has ``info.d_mlp`` units
         per block.
+    layers : sequence of int, optional
+        Only these blocks (ResNet: stages) of the families with a layer; those beyond the tower's depth are
+        left out (the config's ``patching.layers``, to size a sweep). Default: every block.
+    positions : sequence of int, optional
+        Only these token positions of the position families (those from ``n_positions`` on are left out;
+        ``patching.positions``). Default: every position.
 
     Returns
     -------
@@ -116,22 +129,25 @@ def components(info: Tower, families: Sequence[str], n_positions: int | None = N
     """
     _check_families(info, families)
     n_positions = info.n_tokens if n_positions is None else n_positions
+    blocks = [layer for layer in range(info.n_layers) if layers is None or layer in layers]
+    tokens = [t for t in range(n_positions) if positions is None or t in positions]
     found = []
     for family in families:
         if family == "stage":
-            found += [
-                Component(family, f"visual.blocks.{layer}.hook_resid_post", (), layer=layer)
-                for layer in range(info.n_layers)
-            ]
+            found += [Component(family, f"visual.blocks.{layer}.hook_resid_post", (), layer=layer) for layer in blocks]
         elif family == "pool_token":
-            found += [Component(family, RESNET_FAMILIES[family], (t,), position=t) for t in range(info.n_tokens)]
+            found += [
+                Component(family, RESNET_FAMILIES[family], (t,), position=t)
+                for t in range(info.n_tokens)
+                if positions is None or t in positions
+            ]
         elif family == "pool_head":
             found += [Component(family, RESNET_FAMILIES[family], (h,), head=h) for h in range(info.n_heads)]
         elif family == "pool_neuron":
             found += [Component(family, RESNET_FAMILIES[family], (None, c), unit=c) for c in range(info.width)]
         else:
             hook = TRANSFORMER_FAMILIES[family]
-            for layer in range(info.n_layers):
+            for layer in blocks:
                 site = f"{info.name}.blocks.{layer}.{hook}"
                 if family == "head":
                     found += [Component(family, site, (None, h), layer=layer, head=h) for h in range(info.n_heads)]
@@ -140,7 +156,7 @@ def components(info: Tower, families: Sequence[str], n_positions: int | None = N
                 elif family == "mlp":
                     found.append(Component(family, site, (), layer=layer))
                 else:
-                    found += [Component(family, site, (t,), layer=layer, position=t) for t in range(n_positions)]
+                    found += [Component(family, site, (t,), layer=layer, position=t) for t in tokens]
     return found
 
 
@@ -154,24 +170,32 @@ def layer_component(info: Tower, layer: int) -> Component:
     return Component("resid_pre", f"{info.name}.blocks.{layer}.hook_resid_pre", (), layer=layer)
 
 
-def path_components(info: Tower, n_positions: int | None = None) -> list[Component]:
+def path_components(
+    info: Tower,
+    n_positions: int | None = None,
+    *,
+    layers: Sequence[int] | None = None,
+    positions: Sequence[int] | None = None,
+) -> list[Component]:
     """The components whose restoration together restores the whole output (circuit sparsity).
 
     Transformer towers: the embeddings (``resid_pre`` of layer 0 per token) and every attention and
     MLP output per layer and token, whose sum is the final residual stream. ResNet: the
-    attention-pool heads, whose sum plus the output bias is the image embedding.
+    attention-pool heads, whose sum plus the output bias is the image embedding. ``layers`` and
+    ``positions`` restrict them as in :func:`components` (the embeddings are kept at the positions); the
+    restricted set no longer restores the whole output.
     """
     if info.kind == "resnet":
         return components(info, ["pool_head"])
-    embeddings = [c for c in components(info, ["resid_pre"], n_positions) if c.layer == 0]
-    return embeddings + components(info, ["attn_out", "mlp_out"], n_positions)
+    embeddings = components(info, ["resid_pre"], n_positions, layers=[0], positions=positions)
+    return embeddings + components(info, ["attn_out", "mlp_out"], n_positions, layers=layers, positions=positions)
 
 
 #: How :func:`unit_components` counts a transformer's MLPs: whole layers (``mlp``) or hidden neurons (``neuron``).
 MLP_UNITS = {"layer": "mlp", "neuron": "neuron"}
 
 
-def unit_components(info: Tower, mlp: str = "layer") -> list[Component]:
+def unit_components(info: Tower, mlp: str = "layer", *, layers: Sequence[int] | None = None) -> list[Component]:
     """The components circuit sparsity counts as the causal-tracing paper does: heads and MLPs, every token.
 
     Transformer towers: every attention head (``head``) and every MLP, as a whole layer (``mlp``) or
@@ -184,6 +208,8 @@ def unit_components(info: Tower, mlp: str = "layer") -> list[Component]:
     info : clipmech.models.towers.Tower
     mlp : {"layer", "neuron"}
         Transformer towers: the MLP units (:data:`MLP_UNITS`).
+    layers : sequence of int, optional
+        Only the heads and MLPs of these blocks (:func:`components`); default every block.
 
     Raises
     ------
@@ -194,4 +220,4 @@ def unit_components(info: Tower, mlp: str = "layer") -> list[Component]:
         raise ValueError(f"unknown MLP unit {mlp!r}; valid: {', '.join(MLP_UNITS)}")
     if info.kind == "resnet":
         return components(info, ["pool_head"])
-    return components(info, ["head", MLP_UNITS[mlp]])
+    return components(info, ["head", MLP_UNITS[mlp]], layers=layers)

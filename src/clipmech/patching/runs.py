@@ -110,9 +110,14 @@ def tower_run(model, tower_name, *, chosen, corruption, pixels, tokenizer, scale
     run = tracing.TowerRun(
         model=model, info=info, forward=model.encode_image if tower_name == "visual" else model.encode_text,
         metric=metric, clean=clean, corrupt=corrupt, corruption=corruption_hook, n_positions=n_positions,
-        batch_size=params["batch_size"],
+        batch_size=params["batch_size"], layers=_optional(params.get("layers")),
+        positions=_optional(params.get("positions")),
     )  # fmt: skip
     return run, np.ones(len(chosen), dtype=bool) if tower_name == "visual" else keep
+
+
+def _optional(values) -> tuple[int, ...] | None:
+    return None if values is None else tuple(int(v) for v in values)
 
 
 def check_kept(baselines: Sequence[tuple[dict, engine.SweepResult]], min_effect: float) -> None:
@@ -173,7 +178,8 @@ def trace_pairs(
         The dataset's preprocessed images, on ``device``.
     params : dict
         ``corruptions``, ``n_pairs``, ``noise_scale``, ``seed``, ``batch_size``, ``min_effect``, ``families``
-        (``resnet`` / ``transformer`` -> families), ``directions``, ``n_bootstrap``, ``circuit``
+        (``resnet`` / ``transformer`` -> families), ``directions``, ``n_bootstrap``, optional ``layers`` and
+        ``positions`` (the blocks and token positions swept, None = all: :class:`clipmech.patching.tracing.TowerRun`), ``circuit``
         (``threshold``, ``n_points``, ``n_random`` and ``mlp``: ``layer`` or ``neuron``, the MLP units of :func:`clipmech.patching.components.unit_components`).
     device : str or torch.device
     tables : sequence of str

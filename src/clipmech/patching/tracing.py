@@ -72,6 +72,9 @@ class TowerRun:
     n_positions : int
         Token positions of the position families (text: up to the longest caption's end of text).
     batch_size : int
+    layers, positions : tuple of int or None
+        The blocks and token positions swept (``patching.layers``, ``patching.positions``; None: all), in
+        :func:`trace` and :func:`circuit` (:func:`clipmech.patching.components.components`).
     """
 
     model: nn.Module
@@ -83,6 +86,8 @@ class TowerRun:
     corruption: object
     n_positions: int
     batch_size: int
+    layers: tuple[int, ...] | None = None
+    positions: tuple[int, ...] | None = None
     _maps: tuple = field(default=(), repr=False)
     _baseline: engine.SweepResult | None = field(default=None, repr=False)
 
@@ -172,7 +177,7 @@ def trace(
     rows, single = [], {}
     for direction in directions:
         for family in families:
-            found = components(run.info, [family], run.n_positions)
+            found = components(run.info, [family], run.n_positions, layers=run.layers, positions=run.positions)
             result = run.sweep([[c] for c in found], direction, pool=family in POOL_FAMILIES)
             rows += [{"direction": direction, **row} for row in _rows(found, result, keep_Q, n_resamples, seed)]
             if direction == "denoising":
@@ -252,7 +257,10 @@ def circuit(
     """
     if view not in VIEWS:
         raise ValueError(f"unknown circuit view {view!r}; valid: {', '.join(VIEWS)}")
-    found = unit_components(run.info, mlp) if view == "units" else path_components(run.info, run.n_positions)
+    if view == "units":
+        found = unit_components(run.info, mlp, layers=run.layers)
+    else:
+        found = path_components(run.info, run.n_positions, layers=run.layers, positions=run.positions)
     pool = run.info.kind == "resnet"
     missing = [c for c in found if c not in single]
     if missing:
@@ -282,7 +290,9 @@ def circuit(
 
     bound = {}
     if view == "paths":
-        positions = None if pool else read_out_positions(run, keep_Q)
+        # The bound holds for the whole path set only: NaN when patching.layers or positions restrict it.
+        restricted = run.layers is not None or run.positions is not None
+        positions = None if pool or restricted else read_out_positions(run, keep_Q)
         n_read_out = np.nan if positions is None else len(positions) * (1 + 2 * run.info.n_layers)
         bound = {"n_read_out": n_read_out, "read_out_bound": n_read_out / len(found)}
     curve_rows, summary_rows = [], []

@@ -32,6 +32,8 @@ class PlantedRun:
     m_clean_Q: np.ndarray
     m_corrupt_Q: np.ndarray
     swept: list
+    layers: tuple | None = None
+    positions: tuple | None = None
 
     def sweep(self, patch_sets, direction, pool=False):
         self.swept.append(len(patch_sets))
@@ -121,3 +123,29 @@ def test_unknown_view_and_mlp_units(planted):
     with pytest.raises(ValueError, match="unknown MLP unit 'block'; valid: layer, neuron"):
         tracing.circuit(run, {}, min_effect=0.5, threshold=0.8, n_points=4, n_random=0, n_resamples=10, seed=0,
                         mlp="block")  # fmt: skip
+
+
+def test_layers_and_positions_restrict_every_component_set(vit):
+    """patching.layers / positions: the same components as the whole sets, filtered (sizing a sweep)."""
+    from clipmech.patching.components import components, unit_components
+
+    info = tower(vit, "visual")
+    whole = components(info, ["resid_pre", "head", "neuron"])
+    some = components(info, ["resid_pre", "head", "neuron"], layers=[1, 7], positions=[0, 3, 999])
+    assert some == [c for c in whole if c.layer == 1 and (c.position in (0, 3) or c.position is None)]
+    assert {c.position for c in some if c.family == "resid_pre"} == {0, 3}  # 999: beyond the 65 tokens
+    assert unit_components(info, layers=[0]) == [c for c in unit_components(info) if c.layer == 0]
+    paths = path_components(info, layers=[1], positions=[0])
+    assert [(c.family, c.layer, c.position) for c in paths] == [
+        ("resid_pre", 0, 0),  # the embedding of the kept token
+        ("attn_out", 1, 0),
+        ("mlp_out", 1, 0),
+    ]
+
+
+def test_a_restricted_path_view_has_no_read_out_bound(planted):
+    run, _ = planted
+    run.layers, run.positions = (1,), (0, 1)
+    _, summary = _circuit(run, n_random=1)
+    assert summary["n_total"].iloc[0] == 2 + 2 * 2  # 2 embeddings, then attention and MLP of block 1 at 2 tokens
+    assert summary["read_out_bound"].isna().all()

@@ -1,13 +1,63 @@
-// The atlas's only script (methods.md Sec. 10): index sorting and filtering, heatmap overlays on unit pages
+// The atlas's only script (methods.md Sec. 10): index sorting, filtering and paging, heatmap overlays on unit pages
 // (drawn on load, shown when the reader ticks the box).
 // No library, no request: everything it reads is in the page.
 "use strict";
 
 function indexPage() {
-  const body = document.querySelector("#units tbody");
-  const rows = Array.from(body.rows);
+  // Paged: every unit is a row of the page, but only one page of the matching rows is shown at a time, so
+  // that an index of tens of thousands of units stays quick to sort and filter (methods.md Sec. 10).
+  const table = document.getElementById("units");
+  const body = table.tBodies[0];
+  const pageSize = Number(table.dataset.pageSize);
   const field = (id) => document.getElementById(id);
   const count = field("count");
+  const position = field("position");
+  // What filtering and sorting read of each row, read from the page once.
+  const units = Array.from(body.rows, (row) => ({
+    row: row,
+    kind: row.dataset.kind,
+    layer: row.dataset.layer,
+    top: row.dataset.top,
+    entropy: row.dataset.entropy === "" ? NaN : Number(row.dataset.entropy),
+    text: row.textContent.toLowerCase(),
+  }));
+  const columns = Array.from(document.querySelectorAll("#units th button"), (b) => b.dataset.sort);
+  const cellValue = (unit, key, type) => {  // cached per unit and column
+    const name = "sort_" + key;
+    if (!(name in unit)) {
+      const text = unit.row.cells[columns.indexOf(key)].textContent;
+      unit[name] = type === "number" ? parseFloat(text) : text;
+    }
+    return unit[name];
+  };
+  let matching = units;
+  let shown = units.filter((u) => !u.row.hidden);
+  let first = 0;
+  let order = { key: null, ascending: true, type: null };
+  function show() {
+    for (const unit of shown) unit.row.hidden = true;
+    shown = matching.slice(first, first + pageSize);
+    for (const unit of shown) {
+      unit.row.hidden = false;
+      body.appendChild(unit.row);  // in the order of the page
+    }
+    count.textContent = matching.length + " of " + units.length + " units";
+    position.textContent = matching.length ? (first + 1) + "-" + (first + shown.length) : "none";
+    field("previous").disabled = first === 0;
+    field("next").disabled = first + pageSize >= matching.length;
+  }
+  function sort() {
+    if (order.key === null) return;
+    const sign = order.ascending ? 1 : -1;
+    matching.sort((a, b) => {
+      const x = cellValue(a, order.key, order.type), y = cellValue(b, order.key, order.type);
+      if (order.type === "number") {
+        if (isNaN(x) || isNaN(y)) return isNaN(x) - isNaN(y);  // empty cells last either way
+        return sign * (x - y);
+      }
+      return sign * x.localeCompare(y, undefined, { numeric: true });
+    });
+  }
   function apply() {
     const kind = field("f-kind").value;
     const layer = field("f-layer").value;
@@ -15,37 +65,22 @@ function indexPage() {
     const low = field("f-emin").value === "" ? -Infinity : Number(field("f-emin").value);
     const high = field("f-emax").value === "" ? Infinity : Number(field("f-emax").value);
     const words = field("f-search").value.trim().toLowerCase().split(/\s+/).filter(Boolean);
-    let shown = 0;
-    for (const row of rows) {
-      const d = row.dataset;
-      const entropy = d.entropy === "" ? NaN : Number(d.entropy);
-      const inRange = low === -Infinity && high === Infinity ? true : entropy >= low && entropy <= high;
-      const text = row.textContent.toLowerCase();
-      const ok = (!kind || d.kind === kind) && (!layer || d.layer === layer) && (!top || d.top === top) &&
-        inRange && words.every((w) => text.includes(w));
-      row.hidden = !ok;
-      if (ok) shown += 1;
-    }
-    count.textContent = shown + " of " + rows.length + " units";
+    const anyEntropy = low === -Infinity && high === Infinity;
+    matching = units.filter((u) => (!kind || u.kind === kind) && (!layer || u.layer === layer) &&
+      (!top || u.top === top) && (anyEntropy || (u.entropy >= low && u.entropy <= high)) &&
+      words.every((w) => u.text.includes(w)));
+    sort();
+    first = 0;
+    show();
   }
-  let current = { key: null, ascending: true };
   function sortBy(key, type) {
-    current = { key: key, ascending: current.key === key ? !current.ascending : true };
-    const column = Array.from(document.querySelectorAll("#units th button")).findIndex((b) => b.dataset.sort === key);
-    const value = (row) => row.cells[column].textContent;
-    const sign = current.ascending ? 1 : -1;
-    const sorted = rows.slice().sort((a, b) => {
-      if (type === "number") {
-        const x = parseFloat(value(a)), y = parseFloat(value(b));
-        if (isNaN(x) || isNaN(y)) return isNaN(x) - isNaN(y);  // empty cells last either way
-        return sign * (x - y);
-      }
-      return sign * value(a).localeCompare(value(b), undefined, { numeric: true });
-    });
-    for (const row of sorted) body.appendChild(row);
+    order = { key: key, ascending: order.key === key ? !order.ascending : true, type: type };
+    sort();
+    first = 0;
+    show();
     for (const b of document.querySelectorAll("#units th button")) {
       b.removeAttribute("aria-sort");
-      if (b.dataset.sort === key) b.setAttribute("aria-sort", current.ascending ? "ascending" : "descending");
+      if (b.dataset.sort === key) b.setAttribute("aria-sort", order.ascending ? "ascending" : "descending");
     }
   }
   for (const b of document.querySelectorAll("#units th button")) {
@@ -55,6 +90,8 @@ function indexPage() {
     field(id).addEventListener("input", apply);
     field(id).addEventListener("change", apply);
   }
+  field("previous").addEventListener("click", () => { first = Math.max(0, first - pageSize); show(); });
+  field("next").addEventListener("click", () => { first += pageSize; show(); });
   apply();
 }
 
