@@ -334,6 +334,15 @@ class Superposition(Section):
     bootstrap_method: str = "BCa"
 
 
+#: Why superposition_separability (methods.md Sec. 3) does not run on a natural-image dataset.
+NO_NATURAL_SUPERPOSITION = (
+    "superposition_separability pairs two values of one attribute of the objects (two colours, two shapes, two "
+    "positions), counted in the object table: a natural dataset's caption words and COCO categories are not values "
+    "of one attribute, and its classes, which are, are not implemented (all K(K-1)/2 class pairs, 499,500 for "
+    "ImageNet, are beyond the correlations' BCa bootstrap, a jackknife over the pairs)"
+)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Binding(Section):
     """Zero-shot binding benchmark (clipmech.analyses.binding)."""
@@ -771,7 +780,8 @@ class Config:
         lines = [
             f"{dataset} is a natural-image dataset: its activation store and Algorithm 1 run (and the SAEs, "
             "when it is analyses.datasets[0], and MiCLIP, when it is miclip.dataset), the rest of the "
-            "shapes-paper track and the decomposition (they read objects, masks and attribute captions) do not"
+            "shapes-paper track and the decomposition (they read objects, masks and attribute captions) do not; "
+            + NO_NATURAL_SUPERPOSITION
             for dataset in sorted({d for _, d in plan.analyses} - synthetic)
         ]
         lines += [
@@ -814,8 +824,8 @@ class Config:
         if kind in NATURAL_KINDS:
             raise ValueError(
                 f"this rule reads a synthetic dataset's objects, masks and attribute captions, but {name} is "
-                f"a natural-image dataset (kind {kind}): only its activation store, Algorithm 1 "
-                "(neuron_selectivity) and zero-shot classification run on it"
+                f"a natural-image dataset (kind {kind}), which has none (docs/datasets.md lists what runs on natural "
+                f"images; {NO_NATURAL_SUPERPOSITION})"
             )
         return DATA.format(dataset=name)
 

@@ -1072,3 +1072,17 @@ def test_concept_datasets_without_concepts_are_refused():
     # The interventions read the 16 Shapes features: a natural dataset is refused by their input.
     with pytest.raises(ValueError, match="but photos is a natural-image dataset"):
         loaded.synthetic_data("photos")
+
+
+def test_superposition_of_a_natural_dataset_says_why_it_does_not_run():
+    config = natural(tiny())
+    config["zeroshot"] = {"datasets": []}
+    config["analyses"]["datasets"] = ["tiny-shapes", "photos"]
+    loaded = load_config(config)
+    assert loaded.plan.shapes_analyses == (("tiny-vit", "tiny-shapes"),)
+    said = loaded.skipped()[0]
+    assert said.startswith("photos is a natural-image dataset") and said.endswith(cfg.NO_NATURAL_SUPERPOSITION)
+    with pytest.raises(ValueError) as error:
+        loaded.synthetic_data("photos")
+    assert "which has none" in str(error.value) and cfg.NO_NATURAL_SUPERPOSITION in str(error.value)
+    assert "caption words and COCO categories are not values of one attribute" in cfg.NO_NATURAL_SUPERPOSITION
