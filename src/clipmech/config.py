@@ -9,6 +9,7 @@
    the same parameters;
 2. resolves the keys whose default is another key (``null`` in the schema): ``patching.models``,
    ``sae.models`` = ``analyses.models``; ``patching.datasets`` = every ``pairs`` dataset;
+   ``patching.concepts.datasets`` = ``patching.datasets``;
    ``atlas.models`` = the analysed then the decomposed models (for a natural-image ``atlas.dataset``, the
    analysed models that are not decomposed); ``miclip.dataset``, ``atlas.dataset`` =
    ``analyses.datasets[0]``; and Algorithm 1's k (methods.md Sec. 2), owned by ``selectivity.k``, for
@@ -349,6 +350,15 @@ class Superposition(Section):
     bootstrap_method: str = "BCa"
 
 
+#: Why superposition_separability (methods.md Sec. 3) does not run on a natural-image dataset.
+NO_NATURAL_SUPERPOSITION = (
+    "superposition_separability pairs two values of one attribute of the objects (two colours, two shapes, two "
+    "positions), counted in the object table: a natural dataset's caption words and COCO categories are not values "
+    "of one attribute, and its classes, which are, are not implemented (all K(K-1)/2 class pairs, 499,500 for "
+    "ImageNet, are beyond the correlations' BCa bootstrap, a jackknife over the pairs)"
+)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Binding(Section):
     """Zero-shot binding benchmark (clipmech.analyses.binding)."""
@@ -475,6 +485,10 @@ class Circuit(Section):
 
 @dataclass(frozen=True, kw_only=True)
 class Concepts(Section):
+    """Concept selectivity and interventions (methods.md Secs. 8.5-8.6); `datasets` resolved (None =
+    patching.datasets)."""
+
+    datasets: tuple[str, ...] | None = None
     batch_size: int = 50
     threshold: float = 0.9
     n_units: int = 50
@@ -500,6 +514,30 @@ class Patching(Section):
     batch_size: int = 256
     circuit: Circuit = field(default_factory=Circuit)
     concepts: Concepts = field(default_factory=Concepts)
+
+
+#: Dataset kinds with concepts for the concept AUROC (methods.md Sec. 8.5): the Shapes features of an object
+#: table, a natural-image dataset's classes, COCO categories or words (a captions dataset needs one of the two).
+CONCEPT_KINDS = ("shapes", "pairs", "imagenet", "imagefolder", "captions")
+#: Of those, the kinds the concept interventions run on (methods.md Sec. 8.6: the 16 Shapes features).
+INTERVENTION_KINDS = ("shapes", "pairs")
+
+
+def _no_concepts(name: str, entry) -> str | None:
+    """Why dataset `name` (a config mapping or a dataset section) has no concepts for the concept AUROC, or None."""
+    values = entry if isinstance(entry, Mapping) else dataclasses.asdict(entry)
+    kind = values["kind"]
+    if kind not in CONCEPT_KINDS:
+        return (
+            f"dataset {name!r} is of kind {kind}, which has no concepts for the concept AUROC (methods.md Sec. 8.5); "
+            f"the kinds with concepts are: {', '.join(CONCEPT_KINDS)}"
+        )
+    if kind == "captions" and values.get("words") is None and values.get("instances") is None:
+        return (
+            f"dataset {name!r} is a captions dataset without concepts for the concept AUROC: set datasets.{name}.words "
+            f"(words or phrases found in the captions) or datasets.{name}.instances (COCO's instances file)"
+        )
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -660,7 +698,11 @@ class Plan:
         analysed dataset; the rest of the shapes-paper track (superposition, binding, Grad-CAM, t-SNE,
         figures) on the synthetic ones only (it reads objects, masks and attribute captions); the
         decomposition (methods.md Sec. 5) of every decomposed model on every synthetic analysed
-        dataset; causal tracing (methods.md Sec. 8) of every patching model on every patching dataset.
+        dataset; causal tracing (methods.md Secs. 8.1-8.4) of every patching model on every patching dataset.
+    concepts, concept_interventions : tuple of (model, dataset)
+        The concept AUROC (methods.md Sec. 8.5) of every patching model on every dataset of
+        `patching.concepts.datasets`; the concept interventions (Sec. 8.6) of those on Shapes datasets
+        (:data:`INTERVENTION_KINDS`).
     sae_sites : mapping of str to tuple of str
         The SAE sites of each model of `sae.models` (methods.md Sec. 7).
     saes : tuple of (model, site)
@@ -688,6 +730,8 @@ class Plan:
     shapes_analyses: tuple[tuple[str, str], ...]
     decompositions: tuple[tuple[str, str], ...]
     patchings: tuple[tuple[str, str], ...]
+    concepts: tuple[tuple[str, str], ...]
+    concept_interventions: tuple[tuple[str, str], ...]
     sae_sites: Mapping[str, tuple[str, ...]]
     saes: tuple[tuple[str, str], ...]
     sae_dataset: str
@@ -753,7 +797,8 @@ class Config:
 
         Natural-image datasets get only their store and Algorithm 1 (and zero-shot classification), a
         synthetic dataset without a shift split no monitoring, no patching models or pairs datasets no
-        causal tracing, an unset `cifar10.root` no CIFAR-10 maps,
+        causal tracing, a natural-image dataset of `patching.concepts.datasets` no concept interventions
+        (:meth:`concept_skips`), an unset `cifar10.root` no CIFAR-10 maps,
         an unset `decomposition.pascal_context.root` no PASCAL Context segmentation; a natural-image
         dataset in no analysis is only indexed.
         """
@@ -762,7 +807,8 @@ class Config:
         lines = [
             f"{dataset} is a natural-image dataset: its activation store and Algorithm 1 run (and the SAEs, "
             "when it is analyses.datasets[0], and MiCLIP, when it is miclip.dataset), the rest of the "
-            "shapes-paper track and the decomposition (they read objects, masks and attribute captions) do not"
+            "shapes-paper track and the decomposition (they read objects, masks and attribute captions) do not; "
+            + NO_NATURAL_SUPERPOSITION
             for dataset in sorted({d for _, d in plan.analyses} - synthetic)
         ]
         lines += [
@@ -780,6 +826,7 @@ class Config:
                 "causal tracing and activation patching do not run: patching.models or patching.datasets is "
                 "empty (it reads minimal pairs: declare a dataset of kind pairs and name it in patching.datasets)"
             )
+        lines += self.concept_skips()
         if self.cifar10.root is None:
             lines.append(
                 "cifar10.root is not set: skipping the CIFAR-10 t-SNE maps "
@@ -804,8 +851,8 @@ class Config:
         if kind in NATURAL_KINDS:
             raise ValueError(
                 f"this rule reads a synthetic dataset's objects, masks and attribute captions, but {name} is "
-                f"a natural-image dataset (kind {kind}): only its activation store, Algorithm 1 "
-                "(neuron_selectivity) and zero-shot classification run on it"
+                f"a natural-image dataset (kind {kind}), which has none (docs/datasets.md lists what runs on natural "
+                f"images; {NO_NATURAL_SUPERPOSITION})"
             )
         return DATA.format(dataset=name)
 
@@ -859,14 +906,69 @@ class Config:
         path = CLASSIFIER.format(model="{model}", dataset=dataset)
         return f"{path}.sha256" if sha256 else path
 
+    def concept_data(self, name: str) -> str:
+        """The folder of a dataset for rule concept_auroc (methods.md Sec. 8.5), of any kind with concepts, named
+        in `patching.concepts.datasets` or not.
+
+        Raises
+        ------
+        ValueError
+            If the dataset has no concepts (a kind outside :data:`CONCEPT_KINDS`, a captions dataset without
+            `words` or `instances`), with the reason (the DAG is then not built).
+        """
+        reason = _no_concepts(name, self.datasets[name])
+        if reason is not None:
+            raise ValueError(f"rule concept_auroc: {reason}")
+        return DATA.format(dataset=name)
+
+    def patching_targets(self) -> list[str]:
+        """The figures rule all asks of causal tracing and concept selectivity (methods.md Sec. 8): circuit.png of
+        every (model, pairs dataset) traced, auroc.png of every (model, dataset) of the concept AUROC, and
+        interventions.png of those on Shapes datasets."""
+        plan = self.plan
+        targets = [f"results/patching/{model}/{dataset}/circuit.png" for model, dataset in plan.patchings]
+        for model, dataset in plan.concepts:
+            targets.append(f"results/patching/{model}/{dataset}/auroc.png")
+            if (model, dataset) in plan.concept_interventions:
+                targets.append(f"results/patching/{model}/{dataset}/interventions.png")
+        return targets
+
+    def atlas_patching_inputs(self, model: str) -> dict[str, str]:
+        """The patching tables a model's atlas reads (methods.md Sec. 10): the concept AUROC and the recovery of
+        the model on the first of `patching.datasets` (minimal pairs), when it is traced; {} otherwise."""
+        if model not in self.patching.models or not self.patching.datasets:
+            return {}
+        base = f"results/patching/{model}/{self.patching.datasets[0]}"
+        return {"auroc": f"{base}/auroc.tsv", "recovery": f"{base}/recovery.tsv"}
+
+    def concept_skips(self) -> list[str]:
+        """What :meth:`skipped` says of the concept AUROC and interventions (methods.md Secs. 8.5-8.6)."""
+        plan = self.plan
+        if not plan.concepts:
+            return [
+                "concept selectivity (concept_auroc) does not run: patching.models or patching.concepts.datasets is "
+                f"empty (name datasets of kinds {', '.join(CONCEPT_KINDS)} in patching.concepts.datasets to run it)"
+            ]
+        intervened = {dataset for _, dataset in plan.concept_interventions}
+        return [
+            f"{dataset} ({self.datasets[dataset].kind}) is in patching.concepts.datasets: its concept AUROC runs, the "
+            "concept interventions (intervene_concepts) do not: they run on Shapes datasets only, scaling the top units "
+            "on images held in memory and measuring the change in cosine to the 16 features' attribute prompts "
+            "(methods.md Sec. 8.6)"
+            for dataset in dict.fromkeys(dataset for _, dataset in plan.concepts)
+            if dataset not in intervened
+        ]
+
     def natural_datasets(self) -> list[str]:
         """The natural-image datasets (kinds imagenet, imagefolder, captions), by kind then name."""
         return [name for kind in NATURAL_KINDS for name in self.datasets_of_kind(kind)]
 
     def indexed_only(self) -> list[str]:
-        """The natural-image datasets no analysis, no zero-shot classification and no MiCLIP run reads."""
+        """The natural-image datasets no analysis, no zero-shot classification, no concept AUROC and no MiCLIP run
+        reads."""
         used = set(self.zeroshot.datasets) | set(self.analyses.datasets)
         used |= {self.miclip.dataset} if self.plan.miclip_units else set()
+        used |= {dataset for _, dataset in self.plan.concepts}
         return [name for name in self.natural_datasets() if name not in used]
 
 
@@ -1060,6 +1162,7 @@ def _normalise(raw: dict) -> tuple[dict[str, list[str]], dict[str, str]]:
         raw["patching"]["datasets"] = pairs
     _check_names("models", raw["patching"]["models"], raw["models"], "patching.models")
     _check_names("pairs datasets", raw["patching"]["datasets"], pairs, "patching.datasets")
+    _check_concepts(raw)
     if raw["sae"]["models"] is None:
         raw["sae"]["models"] = list(raw["analyses"]["models"])
     _check_names("models", raw["sae"]["models"], raw["models"], "sae.models")
@@ -1486,6 +1589,19 @@ def _check_patching(raw: dict) -> None:
                 )
 
 
+def _check_concepts(raw: dict) -> None:
+    """patching.concepts.datasets (default: patching.datasets, filled in place) names datasets with concepts
+    (:data:`CONCEPT_KINDS`; a captions dataset with `words` or `instances`), methods.md Sec. 8.5."""
+    concepts = raw["patching"]["concepts"]
+    if concepts["datasets"] is None:
+        concepts["datasets"] = list(raw["patching"]["datasets"])
+    _check_names("datasets", concepts["datasets"], raw["datasets"], "patching.concepts.datasets")
+    for name in concepts["datasets"]:
+        reason = _no_concepts(name, raw["datasets"][name])
+        if reason is not None:
+            raise ValueError(f"patching.concepts.datasets names {name!r}, but {reason}")
+
+
 def _sae_latents(sae: Mapping, model: str, arch: str, site: str) -> tuple[int, str] | None:
     """(n, how n was got) of the SAE of `model` at `site`: sae.n_latents, or sae.expansion x the site's
     width (catalogue.site_width; None when the width is unknown at parse time)."""
@@ -1663,6 +1779,13 @@ def _plan(raw: dict, sae_sites: Mapping[str, list[str]], shift_of: Mapping[str, 
         shapes_analyses=tuple((m, d) for m in analyses["models"] for d in synthetic),
         decompositions=tuple((m, d) for m in decomposition["models"] for d in synthetic),
         patchings=tuple((m, d) for m in patching["models"] for d in patching["datasets"]),
+        concepts=tuple((m, d) for m in patching["models"] for d in patching["concepts"]["datasets"]),
+        concept_interventions=tuple(
+            (m, d)
+            for m in patching["models"]
+            for d in patching["concepts"]["datasets"]
+            if raw["datasets"][d]["kind"] in INTERVENTION_KINDS
+        ),
         sae_sites=MappingProxyType({model: tuple(sites) for model, sites in sae_sites.items()}),
         saes=tuple((m, site) for m, sites in sae_sites.items() for site in sites),
         sae_dataset=analyses["datasets"][0],

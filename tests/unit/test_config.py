@@ -102,7 +102,8 @@ def test_sections_give_back_the_configs_values(path):
     for key in ("extraction", "selectivity", "superposition", "binding", "gradcam", "tsne", "cifar10"):
         assert getattr(loaded, key).params() == validated[key]
     assert loaded.decomposition.text.params() == validated["decomposition"]["text"]
-    assert loaded.patching.concepts.params() == validated["patching"]["concepts"]
+    concepts = {key: value for key, value in validated["patching"]["concepts"].items() if key != "datasets"}
+    assert loaded.patching.concepts.params("datasets") == concepts  # datasets: resolved (test_concept_datasets)
     for name, entry in validated["datasets"].items():
         assert loaded.datasets[name].params() == entry
     for name, entry in validated["models"].items():
@@ -1020,3 +1021,86 @@ def test_patching_families_of_the_traced_towers():
     config["patching"]["families"]["transformer"] = []
     config["patching"]["datasets"] = []  # no causal tracing: nothing to refuse
     load_config(config)
+
+
+def test_concept_datasets_default_to_the_pairs_and_may_name_natural_ones():
+    loaded = load_config(tiny())
+    assert loaded.patching.concepts.datasets == loaded.patching.datasets == ("tiny-shapes-pairs",)
+    assert loaded.plan.concepts == loaded.plan.concept_interventions == loaded.plan.patchings
+    assert not any("concept" in line for line in loaded.skipped())
+    config = natural(tiny())
+    config["zeroshot"] = {"datasets": []}
+    config["datasets"]["pairs-text"]["instances"] = "/data/instances.json"
+    config["patching"]["models"] = ["tiny-vit"]
+    config["patching"]["concepts"] = {"datasets": ["tiny-shapes-pairs", "tiny-shapes", "photos", "pairs-text"]}
+    loaded = load_config(config)
+    assert loaded.plan.patchings == (("tiny-vit", "tiny-shapes-pairs"),)
+    assert [d for _, d in loaded.plan.concepts] == ["tiny-shapes-pairs", "tiny-shapes", "photos", "pairs-text"]
+    assert [d for _, d in loaded.plan.concept_interventions] == ["tiny-shapes-pairs", "tiny-shapes"]
+    base = "results/patching/tiny-vit"
+    assert loaded.patching_targets() == [
+        f"{base}/tiny-shapes-pairs/circuit.png",
+        f"{base}/tiny-shapes-pairs/auroc.png",
+        f"{base}/tiny-shapes-pairs/interventions.png",
+        f"{base}/tiny-shapes/auroc.png",
+        f"{base}/tiny-shapes/interventions.png",
+        f"{base}/photos/auroc.png",
+        f"{base}/pairs-text/auroc.png",
+    ]
+    skipped = [line for line in loaded.skipped() if "concept" in line]
+    assert [line.split()[0] for line in skipped] == ["photos", "pairs-text"]  # said once per dataset
+    assert "the concept interventions (intervene_concepts) do not" in skipped[0]
+    assert loaded.concept_data("photos") == "results/datasets/photos/data"
+    assert loaded.indexed_only() == ["imnet"]  # the concept AUROC reads photos and pairs-text
+    # The atlas reads the concept AUROC of the minimal pairs, whatever patching.concepts.datasets says.
+    assert loaded.atlas_patching_inputs("tiny-vit") == {
+        "auroc": f"{base}/tiny-shapes-pairs/auroc.tsv",
+        "recovery": f"{base}/tiny-shapes-pairs/recovery.tsv",
+    }
+    assert loaded.atlas_patching_inputs("tiny-rn") == {}
+    # Changing which datasets get the concept AUROC changes no job's params.
+    assert "datasets" not in loaded.patching.concepts.pick("batch_size", "threshold")
+
+
+def test_concept_datasets_without_concepts_are_refused():
+    config = natural(tiny())
+    config["zeroshot"] = {"datasets": []}
+    config["patching"]["concepts"] = {"datasets": ["absent"]}
+    assert "patching.concepts.datasets names unknown datasets ['absent']" in rejected(config)
+    config["patching"]["concepts"] = {"datasets": ["pairs-text"]}
+    message = rejected(config)
+    assert "patching.concepts.datasets names 'pairs-text', but dataset 'pairs-text' is a captions dataset" in message
+    assert "set datasets.pairs-text.words" in message and "datasets.pairs-text.instances" in message
+    config["patching"]["concepts"] = {"datasets": ["tiny-shapes-shift"]}
+    message = rejected(config)
+    assert "dataset 'tiny-shapes-shift' is of kind shift, which has no concepts for the concept AUROC" in message
+    assert "the kinds with concepts are: shapes, pairs, imagenet, imagefolder, captions" in message
+    # Asked for by name (a target outside the plan), rule concept_auroc's input refuses the same datasets.
+    config["patching"]["concepts"] = {"datasets": []}
+    loaded = load_config(config)
+    assert any(line.startswith("concept selectivity (concept_auroc) does not run") for line in loaded.skipped())
+    assert loaded.patching_targets() == ["results/patching/tiny-vit/tiny-shapes-pairs/circuit.png"] + [
+        "results/patching/tiny-rn/tiny-shapes-pairs/circuit.png"
+    ]
+    with pytest.raises(ValueError, match="rule concept_auroc: dataset 'pairs-text' is a captions dataset without"):
+        loaded.concept_data("pairs-text")
+    with pytest.raises(ValueError, match="rule concept_auroc: dataset 'tiny-shapes-shift' is of kind shift"):
+        loaded.concept_data("tiny-shapes-shift")
+    assert loaded.concept_data("imnet") == "results/datasets/imnet/data"
+    # The interventions read the 16 Shapes features: a natural dataset is refused by their input.
+    with pytest.raises(ValueError, match="but photos is a natural-image dataset"):
+        loaded.synthetic_data("photos")
+
+
+def test_superposition_of_a_natural_dataset_says_why_it_does_not_run():
+    config = natural(tiny())
+    config["zeroshot"] = {"datasets": []}
+    config["analyses"]["datasets"] = ["tiny-shapes", "photos"]
+    loaded = load_config(config)
+    assert loaded.plan.shapes_analyses == (("tiny-vit", "tiny-shapes"),)
+    said = loaded.skipped()[0]
+    assert said.startswith("photos is a natural-image dataset") and said.endswith(cfg.NO_NATURAL_SUPERPOSITION)
+    with pytest.raises(ValueError) as error:
+        loaded.synthetic_data("photos")
+    assert "which has none" in str(error.value) and cfg.NO_NATURAL_SUPERPOSITION in str(error.value)
+    assert "caption words and COCO categories are not values of one attribute" in cfg.NO_NATURAL_SUPERPOSITION

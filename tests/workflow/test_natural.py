@@ -1,6 +1,6 @@
 """Natural-image datasets through the DAG: one dataset of each kind beside the tiny config, built from the
-photographs inside scikit-image's wheel (nothing downloads), indexed and classified zero-shot; then, in a
-config of its own, the atlas of tiny-vit on the photographs, opened in headless Chromium; last, in another, an
+photographs inside scikit-image's wheel (nothing downloads), indexed, classified zero-shot and, for the
+photographs and their captions, the concept AUROC of tiny-vit's units; then, in a config of its own, the atlas of tiny-vit on the photographs, opened in headless Chromium; last, in another, an
 SAE trained and evaluated on the photographs (analyses.datasets[0])."""
 
 from __future__ import annotations
@@ -34,11 +34,15 @@ PHOTOS = {
 FILES = [(label, name) for label, names in PHOTOS.items() for name in names]
 #: 1000 made-up WordNet ids, sorted: ImageNet class i is WNIDS[i].
 WNIDS = [f"n{10000000 + 7 * i:08d}" for i in range(1000)]
+#: The concept words of the captions dataset (its captions are "a photo of a {class folder}").
+WORDS = [*PHOTOS, "photo"]
 TARGETS = [
     "results/selectivity/tiny-vit/photos/units.tsv",
     "results/zeroshot/tiny-vit/photos/accuracy.tsv",
     "results/zeroshot/tiny-vit/imnet/accuracy.tsv",
     "results/datasets/captioned/data",
+    "results/patching/tiny-vit/photos/auroc.png",
+    "results/patching/tiny-vit/captioned/auroc.png",
 ]
 
 
@@ -65,10 +69,11 @@ def natural_config(root: Path) -> Path:
         "datasets": {
             "photos": {"kind": "imagefolder", "root": str(root / "photos")},
             "imnet": {"kind": "imagenet", "root": str(root / "imagenet"), "split": "val", "n_images": 4, "seed": 1},
-            "captioned": {"kind": "captions", "path": str(root / "captions.csv")},
+            "captioned": {"kind": "captions", "path": str(root / "captions.csv"), "words": WORDS},
         },
         "analyses": {"models": ["tiny-vit"], "datasets": ["tiny-shapes", "photos"]},
         "zeroshot": {"models": ["tiny-vit"], "templates": ["a photo of a {}.", "a picture of a {}."]},
+        "patching": {"concepts": {"datasets": ["tiny-shapes-pairs", "photos", "captioned"]}},
     }
     path = root / "natural.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -146,19 +151,41 @@ def test_new_templates_rerun_the_classifiers_only(natural_run, tmp_path):
     }
 
 
-def test_a_shapes_only_output_of_a_natural_dataset_is_refused_with_the_reason(natural_run, tmp_path):
+def test_concept_auroc_of_the_photographs_and_their_captions(natural_run):
+    workdir, _, _, planned = natural_run
+    # Both patching models on the pairs and the two natural datasets; the interventions on the pairs only.
+    assert planned["concept_auroc"] == planned["plot_concepts"] == 6
+    assert planned["intervene_concepts"] == planned["plot_interventions"] == 2
+    for name, concepts in (("photos", sorted(PHOTOS)), ("captioned", WORDS)):
+        base = workdir / "results/patching/tiny-vit" / name
+        table = pd.read_csv(base / "auroc.tsv", sep="\t")
+        assert list(dict.fromkeys(table["concept"])) == concepts
+        assert ((table["n_pos"] + table["n_neg"]) == len(FILES)).all()  # every photograph has a class and a caption
+        assert table.loc[table["concept"] != "photo", "auroc"].between(0, 1).all()
+        assert table.loc[table["concept"] == "photo", "auroc"].isna().all()  # in every caption: no negatives
+        summary = pd.read_csv(base / "auroc_summary.tsv", sep="\t")
+        assert set(summary["tower"]) == {"visual", "text"} and set(summary["concept"]) == set(concepts)
+        assert Image.open(base / "auroc.png").size[0] > 0
+        assert not (base / "interventions.tsv").exists()
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("results/superposition/tiny-vit/photos/pairs.tsv", "photos is a natural-image dataset (kind imagefolder)"),
+        ("results/patching/tiny-vit/photos/interventions.png", "photos is a natural-image dataset (kind imagefolder)"),
+        (
+            "results/patching/tiny-vit/tiny-shapes-shift/auroc.png",
+            "rule concept_auroc: dataset 'tiny-shapes-shift' is of kind shift, which has no concepts",
+        ),
+    ],
+    ids=["superposition", "interventions", "auroc-of-shift"],
+)
+def test_an_output_a_dataset_cannot_have_is_refused_with_the_reason(natural_run, target, reason):
     workdir, _, extra, _ = natural_run
-    result = snakemake(
-        "results/superposition/tiny-vit/photos/pairs.tsv",
-        "-n",
-        "--configfile",
-        TINY,
-        extra,
-        workdir=workdir,
-        check=False,
-    )
+    result = snakemake(target, "-n", "--configfile", TINY, extra, workdir=workdir, check=False)
     assert result.returncode != 0
-    assert "photos is a natural-image dataset (kind imagefolder)" in result.stderr + result.stdout
+    assert reason in result.stderr + result.stdout
 
 
 # --- the atlas of the photographs (issue 21) -----------------------------------------------------------

@@ -180,7 +180,7 @@ def edit_function(module: Path, function: str) -> None:
         (
             "figures/patching.py",
             "auroc_by_layer",
-            "plot_concepts",
+            ("plot_concepts", "plot_interventions"),
             {*UPSTREAM, "synthesize_pairs", "concept_auroc", "intervene_concepts", "build_atlas"},
         ),
         (

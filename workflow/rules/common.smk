@@ -94,6 +94,11 @@ def synthetic_data(wildcards):
     return CONFIG.synthetic_data(wildcards.dataset)
 
 
+def concept_data(wildcards):
+    """The folder of a dataset with concepts; one without is refused with the reason (Config.concept_data)."""
+    return CONFIG.concept_data(wildcards.dataset)
+
+
 def dataset_words(wildcards):
     """A captions dataset's concept words (methods.md Sec. 1.1); None for other kinds."""
     words = getattr(CONFIG.datasets[wildcards.dataset], "words", None)
@@ -204,10 +209,7 @@ def atlas_inputs(wildcards):
         inputs["attnpool"] = ATTNPOOL.format(model=model, dataset=dataset)
         inputs["pairs"] = f"{base}/pairs.tsv"
         inputs["words"] = f"{base}/words.tsv"
-    if model in CONFIG.patching.models and CONFIG.patching.datasets:
-        base = f"results/patching/{model}/{CONFIG.patching.datasets[0]}"
-        inputs["auroc"] = f"{base}/auroc.tsv"
-        inputs["recovery"] = f"{base}/recovery.tsv"
+    inputs |= CONFIG.atlas_patching_inputs(model)
     sites = atlas_sae_sites(wildcards)
     if sites:
         inputs["sae_checkpoints"] = [
@@ -268,9 +270,7 @@ def all_targets():
         ]
         if dataset in PLAN.shift_of:
             targets.append(f"{base}/shift.png")
-    for model, dataset in PLAN.patchings:
-        base = f"results/patching/{model}/{dataset}"
-        targets += [f"{base}/{n}.png" for n in ("circuit", "auroc", "interventions")]
+    targets += CONFIG.patching_targets()
     for model, site in PLAN.saes:
         base = f"results/sae/{model}/{PLAN.sae_dataset}/{site}"
         targets += [f"{base}/{n}.png" for n in ("training", "histogram", "top_images")]

@@ -117,7 +117,7 @@ def concept_matrix(dataset, *, words: Sequence[str] | None = None) -> Concepts:
         return _class_concepts(dataset, CLASS_KINDS[kind])
     if kind == CAPTION_KIND:
         manifest = _manifest(dataset)
-        categories = [_as_list(cell) for cell in manifest["categories"]] if "categories" in manifest else []
+        categories = [as_list(cell) for cell in manifest["categories"]] if "categories" in manifest else []
         if any(categories):
             return _category_concepts(dataset, categories)
         if not words or not any(str(word).strip() for word in words):
@@ -170,16 +170,31 @@ def _category_concepts(dataset, categories: list[list[int]]) -> Concepts:
 
 def _word_concepts(manifest: pd.DataFrame, words: Sequence[str]) -> Concepts:
     names = tuple(dict.fromkeys(" ".join(str(word).split()) for word in words if str(word).strip()))
-    patterns = [re.compile(r"(?<!\w)" + r"\s+".join(map(re.escape, name.split())) + r"(?!\w)", re.I) for name in names]
     present = np.zeros((len(manifest), len(names)), dtype=bool)
     for i, cell in enumerate(manifest["captions"]):
-        captions = [str(caption) for caption in _as_list(cell)]
-        for f, pattern in enumerate(patterns):
-            present[i, f] = any(pattern.search(caption) for caption in captions)
+        captions = [str(caption) for caption in as_list(cell)]
+        if captions:
+            present[i] = words_in_texts(captions, names).any(axis=0)
     return Concepts(present, names, "caption words")
 
 
-def _as_list(cell) -> list:
+def words_in_texts(texts: Sequence[str], names: Sequence[str]) -> np.ndarray:
+    """Which texts hold each word or phrase: as whole words, ignoring case, with any run of whitespace between a
+    phrase's words (the rule of a captions dataset's word concepts, :func:`concept_matrix`).
+
+    Returns
+    -------
+    present_NF : numpy.ndarray, bool, (len(texts), len(names))
+    """
+    patterns = [re.compile(r"(?<!\w)" + r"\s+".join(map(re.escape, name.split())) + r"(?!\w)", re.I) for name in names]
+    present = np.zeros((len(texts), len(patterns)), dtype=bool)
+    for n, text in enumerate(texts):
+        for f, pattern in enumerate(patterns):
+            present[n, f] = pattern.search(str(text)) is not None
+    return present
+
+
+def as_list(cell) -> list:
     """A list cell of the manifest (a list, a numpy array from parquet, or None/NaN for a missing one)."""
     if cell is None or (isinstance(cell, float) and np.isnan(cell)):
         return []

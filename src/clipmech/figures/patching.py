@@ -1,4 +1,5 @@
-"""Concept-selectivity and intervention figures (methods.md Sec. 8; rules ``concept_auroc`` and ``intervene_concepts``)."""
+"""Concept-selectivity and intervention figures (methods.md Secs. 8.5-8.6; rules ``plot_concepts`` and
+``plot_interventions``)."""
 
 from __future__ import annotations
 
@@ -18,19 +19,26 @@ def _layer_label(site: str, layer: int) -> str:
     return "pool" if ".attnpool." in site else str(layer)
 
 
-def auroc_by_layer(table: pd.DataFrame, threshold: float, title: str, path: str | Path) -> None:
+def auroc_by_layer(
+    table: pd.DataFrame, threshold: float, title: str, path: str | Path, n_concepts: int | None = None
+) -> None:
     """Per tower a panel: per layer (site), the box plot of every unit's best AUROC over the concepts,
     the threshold line, and above each box the number of units at or above it (selective for some concept).
 
     Parameters
     ----------
     table : pandas.DataFrame
-        AUROC rows (:data:`clipmech.patching.concepts.AUROC_COLUMNS`); units whose AUROC is NaN for
-        every concept are left out.
+        AUROC rows (:data:`clipmech.patching.concepts.AUROC_COLUMNS`), or any rows with ``tower, site,
+        layer, unit, auroc`` (each unit's best, :func:`clipmech.stages.plot_concepts.best_aurocs`); units
+        whose AUROC is NaN for every concept are left out.
     threshold : float
     title : str
     path : str or pathlib.Path
+    n_concepts : int, optional
+        The concepts the best AUROC is over, for the axis label; default the table's distinct ``concept``.
     """
+    if n_concepts is None:
+        n_concepts = table["concept"].nunique()
     best = table.groupby(["tower", "site", "layer", "unit"], sort=False)["auroc"].max().dropna().reset_index()
     towers = [t for t in TOWER_TITLES if t in set(table["tower"])]
     n_sites = [best.loc[best["tower"] == t, "site"].nunique() for t in towers]
@@ -55,7 +63,7 @@ def auroc_by_layer(table: pd.DataFrame, threshold: float, title: str, path: str 
         ax.set_ylim(0.0, 1.08)
         ax.set_xlabel("layer")
         ax.set_title(f"{TOWER_TITLES[tower_name]}: {len(rows)} units", fontsize=9)
-    axes[0, 0].set_ylabel(f"best AUROC over {len(FEATURES)} concepts")
+    axes[0, 0].set_ylabel(f"best AUROC over {n_concepts} concepts")
     fig.suptitle(f"{title} (red: units with AUROC >= {threshold:g})", fontsize=9)
     save_figure(fig, path)
 

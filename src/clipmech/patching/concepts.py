@@ -1,8 +1,10 @@
-"""Concept selectivity of the units of both towers, as AUROC (methods.md Sec. 8; causal-tracing paper Sec. 3.4).
+"""Concept selectivity of the units of both towers, as AUROC (methods.md Sec. 8.5; causal-tracing paper Sec. 3.4).
 
-Concepts are the 16 Shapes features (:data:`clipmech.data.shapes.FEATURES`: 5 shapes, 6 colours, 5
-positions), present in an image or its caption (:func:`image_captions`) as
-:mod:`clipmech.analyses.concepts` defines.
+Concepts are a dataset's (:func:`clipmech.data.concepts.concept_matrix`, methods.md Sec. 1.1): the 16 Shapes
+features (:data:`clipmech.data.shapes.FEATURES`: 5 shapes, 6 colours, 5 positions) of a Shapes or
+minimal-pairs dataset, the classes of an ImageNet or image-folder dataset, the COCO categories or the
+configured words of a captions dataset. Their type (:func:`concept_types`) is the Shapes attribute
+(``shape``, ``colour``, ``position``), or ``class``, ``category`` or ``word``.
 
 Units are, per tower, the MLP hidden neurons ``{tower}.blocks.{l}.mlp.hook_post`` of every block
 (vision kinds ``vit`` and ``timm``, and the text tower); for a CLIP-ResNet (kind ``resnet``) the channels
@@ -12,8 +14,13 @@ last stage's output channels, :func:`channel_site`, each with its own AUROC here
 an image is its image-level activation as methods.md Sec. 9.3 defines it for every analysis that reads a
 neuron: the mean over the patch tokens, the prefix (class) tokens excluded (ResNet stages: over the
 feature map's positions; the attention-pool input: over its spatial tokens, the mean token excluded).
-On a caption it is the maximum over the caption's real tokens (:func:`real_token_mask`): a caption
-has no patch tokens, and a concept is named by one or two of its tokens.
+On a text it is the maximum over the text's real tokens (:func:`real_token_mask`): a text has no patch
+tokens, and a concept is named by one or two of its tokens.
+
+The texts (:func:`text_inputs`): a Shapes image's caption (:func:`image_captions`), whose concepts are its
+image's; the first caption of a captions dataset's image, whose concepts are its words (a word list) or its
+image's COCO categories; for a dataset of classes, the prompt :data:`CLASS_PROMPT` of each labelled image's
+class, whose concept is that class.
 
 AUROC of unit u for concept f: :func:`clipmech.analyses.concepts.auroc`. A unit is selective for a
 concept when its AUROC >= 0.9; a concept is modality-invariant when both towers have a selective unit
@@ -22,13 +29,16 @@ for it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
+from clipmech.analyses.concepts import caption_presence
 from clipmech.data import shapes
+from clipmech.data.concepts import CAPTION_KIND, CLASS_KINDS, SHAPES_KINDS, Concepts, as_list, words_in_texts
 from clipmech.hooks.sites import hooked, resolve
 from clipmech.models.towers import text_pool, tower
 
@@ -40,6 +50,100 @@ PAD_POOLS = ("last",)
 POOL_INPUT = "visual.attnpool.hook_x"
 #: Columns of the AUROC table, one row per unit x concept.
 AUROC_COLUMNS = ("tower", "site", "layer", "unit", "concept", "concept_type", "auroc", "n_pos", "n_neg")
+#: The text of a class for the text tower on a dataset of classes (the prompt MiCLIP embeds, methods.md Sec. 9.8).
+CLASS_PROMPT = "a photo of a {}."
+#: The concept type of each natural-image concept source (:attr:`clipmech.data.concepts.Concepts.source`).
+SOURCE_TYPES = {
+    "ImageNet classes": "class",
+    "folder classes": "class",
+    "COCO categories": "category",
+    "caption words": "word",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class TextInputs:
+    """The texts the text tower reads for the concept AUROC of a dataset (:func:`text_inputs`).
+
+    Attributes
+    ----------
+    texts : tuple of str
+        One per row; repeated where images share a text (a class's prompt).
+    images : numpy.ndarray, int64, (N_t,)
+        The image of each text; images without a text (unlabelled, uncaptioned) have no row.
+    present_NF : numpy.ndarray, bool, (N_t, F)
+        The concepts each text holds, columns as the dataset's concepts.
+    description : str
+        What the texts are, for the log.
+    """
+
+    texts: tuple[str, ...]
+    images: np.ndarray
+    present_NF: np.ndarray
+    description: str
+
+
+def concept_types(concepts: Concepts) -> tuple[str, ...]:
+    """The type of each concept: the Shapes attribute of a feature, else ``class``, ``category`` or ``word``.
+
+    Raises
+    ------
+    ValueError
+        For a concept source this module does not know (the message lists the known ones).
+    """
+    if concepts.source == "Shapes features":
+        return tuple(shapes.FEATURE_TYPES)
+    if concepts.source not in SOURCE_TYPES:
+        known = ", ".join(["Shapes features", *SOURCE_TYPES])
+        raise ValueError(f"no concept type for concepts of source {concepts.source!r}; known sources: {known}")
+    return (SOURCE_TYPES[concepts.source],) * concepts.n_concepts
+
+
+def text_inputs(data, concepts: Concepts) -> TextInputs:
+    """The texts of a dataset's images for the text tower, and the concepts each holds (module docstring).
+
+    Parameters
+    ----------
+    data : clipmech.data.datasets.ImageDataset
+        Shapes kinds need ``objects``; ``imagenet`` and ``imagefolder`` the manifest's ``label``; ``captions``
+        its ``captions``.
+    concepts : Concepts
+        The dataset's concepts (:func:`clipmech.data.concepts.concept_matrix` of ``data``).
+
+    Raises
+    ------
+    ValueError
+        If a Shapes caption names other concepts than its image's objects (the message names the first such
+        image), or the dataset's kind has no texts here (the message lists the kinds).
+    """
+    kind = data.spec["kind"]
+    if kind in SHAPES_KINDS:
+        captions = image_captions(data.objects, data.n_images)
+        present_NF = caption_presence(captions)
+        differs = np.flatnonzero((present_NF != concepts.present_NF).any(axis=1))
+        if differs.size:
+            raise ValueError(
+                f"image {differs[0]}: its caption {captions[differs[0]]!r} names other concepts than its objects "
+                f"({differs.size} images differ)"
+            )
+        images = np.arange(data.n_images, dtype=np.int64)
+        return TextInputs(tuple(captions), images, present_NF, "each image's caption of its objects")
+    if kind in CLASS_KINDS:
+        labels = data.manifest["label"].to_numpy(dtype=np.int64)
+        images = np.flatnonzero(labels >= 0).astype(np.int64)
+        texts = tuple(CLASS_PROMPT.format(concepts.names[label]) for label in labels[images])
+        description = f"the prompt {CLASS_PROMPT!r} of each labelled image's class"
+        return TextInputs(texts, images, concepts.present_NF[images], description)
+    if kind == CAPTION_KIND:
+        firsts = [as_list(cell)[:1] for cell in data.manifest["captions"]]
+        images = np.asarray([i for i, first in enumerate(firsts) if first], dtype=np.int64)
+        texts = tuple(str(firsts[i][0]) for i in images)
+        if concepts.source == "caption words":
+            return TextInputs(texts, images, words_in_texts(texts, concepts.names), "each image's first caption")
+        description = "each image's first caption, holding its image's COCO categories"
+        return TextInputs(texts, images, concepts.present_NF[images], description)
+    valid = ", ".join((*SHAPES_KINDS, *CLASS_KINDS, CAPTION_KIND))
+    raise ValueError(f"no texts for the concept AUROC of dataset kind {kind!r}; the kinds with texts are: {valid}")
 
 
 def image_captions(objects: pd.DataFrame, n_images: int) -> list[str]:
@@ -159,18 +263,27 @@ def _caption_reduce(real_NT: torch.Tensor):
     return reduce
 
 
-def _collect(model, sites: Sequence[str], n: int, batch_size: int, forward, reduce) -> dict[str, np.ndarray]:
-    """Run ``forward(start, stop)`` batch by batch, keeping ``reduce(activation, start)`` of every site."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+def _collect(model, sites: Sequence[str], batches: Iterable, forward, reduce) -> dict[str, np.ndarray]:
+    """For every batch, ``forward(batch)``, then keep ``reduce(activation, start)`` of every site (``start``: the
+    batch's first input), one batch of captured activations in memory at a time."""
     parts: dict[str, list[np.ndarray]] = {site: [] for site in sites}
+    start = 0
     with torch.inference_mode(), hooked(model, capture=list(sites)) as cache:
-        for start in range(0, n, batch_size):
+        for batch in batches:
             cache.reset()
-            forward(start, min(start + batch_size, n))
+            forward(batch)
             for site in sites:
                 parts[site].append(reduce(cache[site], start).float().cpu().numpy())
+            start += batch.shape[0]
+    if start == 0:
+        raise ValueError("no inputs: the unit activations need at least one image or text")
     return {site: np.concatenate(chunks) for site, chunks in parts.items()}
+
+
+def _batches(values, batch_size: int):
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return (values[start : start + batch_size] for start in range(0, values.shape[0], batch_size))
 
 
 def image_unit_activations(
@@ -181,11 +294,8 @@ def image_unit_activations(
     batch_size: int,
     device: str | torch.device = "cpu",
 ) -> dict[str, np.ndarray]:
-    """Every vision unit's image-level activation: its mean over the patch tokens (ResNet stages: over the
-    feature map's positions; the attention-pool input: over its spatial tokens), module docstring.
-
-    Capture holds the full activations of all ``sites`` for one batch: batch_size x sum over sites of
-    T x U floats.
+    """Every vision unit's image-level activation on preprocessed images held in memory, ``batch_size`` at a time
+    (:func:`streamed_image_unit_activations`).
 
     Parameters
     ----------
@@ -205,14 +315,51 @@ def image_unit_activations(
     Raises
     ------
     ValueError
-        For an unknown site (:func:`clipmech.hooks.sites.hooked`) or a batch size below 1.
+        For an unknown site (:func:`clipmech.hooks.sites.hooked`), a batch size below 1 or no images.
     """
+    return streamed_image_unit_activations(model, _batches(pixels_NCHW, batch_size), sites, device=device)
 
-    def forward(start: int, stop: int) -> None:
-        model.encode_image(pixels_NCHW[start:stop].to(device))
 
+def streamed_image_unit_activations(
+    model: torch.nn.Module,
+    batches: Iterable[torch.Tensor],
+    sites: Sequence[str],
+    *,
+    device: str | torch.device = "cpu",
+) -> dict[str, np.ndarray]:
+    """Every vision unit's image-level activation: its mean over the patch tokens (ResNet stages: over the
+    feature map's positions; the attention-pool input: over its spatial tokens), module docstring.
+
+    Memory holds one batch of pixels and the full activations of all ``sites`` for it (batch x sum over sites of
+    T x U floats), and the result, N x U float32: the images may come from a loader that decodes them as they
+    are needed (:func:`clipmech.data.loader.pixel_batches`).
+
+    Parameters
+    ----------
+    model : open_clip.CLIP or open_clip.CustomTextCLIP
+    batches : iterable of torch.Tensor, float, (B, 3, S, S)
+        Preprocessed images, in order.
+    sites : sequence of str
+        Vision unit sites (:func:`unit_sites`).
+    device : str or torch.device
+        Where the model is.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray, float32, (N, U_site)
+        N the images of all batches, in order.
+
+    Raises
+    ------
+    ValueError
+        For an unknown site (:func:`clipmech.hooks.sites.hooked`) or no images.
+    """
     by_image = _image_reduce(tower(model, "visual").n_prefix_tokens)
-    return _collect(model, sites, pixels_NCHW.shape[0], batch_size, forward, lambda act, _: by_image(act))
+
+    def forward(pixels: torch.Tensor) -> None:
+        model.encode_image(pixels.to(device))
+
+    return _collect(model, sites, batches, forward, lambda act, _: by_image(act))
 
 
 def caption_unit_activations(
@@ -245,30 +392,67 @@ def caption_unit_activations(
     Raises
     ------
     ValueError
-        For an unknown site, a batch size below 1 or an unsupported text pooling (:func:`real_token_mask`).
+        For an unknown site, a batch size below 1, no captions or an unsupported text pooling
+        (:func:`real_token_mask`).
     """
     tokens_NT = tokenizer(list(captions))
     real_NT = real_token_mask(tokens_NT, *text_pooling(model, tokenizer))
 
-    def forward(start: int, stop: int) -> None:
-        model.encode_text(tokens_NT[start:stop].to(device))
+    def forward(tokens: torch.Tensor) -> None:
+        model.encode_text(tokens.to(device))
 
-    return _collect(model, sites, len(captions), batch_size, forward, _caption_reduce(real_NT))
+    return _collect(model, sites, _batches(tokens_NT, batch_size), forward, _caption_reduce(real_NT))
 
 
-def auroc_table(tower_name: str, site: str, layer: int, auroc_UF: np.ndarray, present_NF: np.ndarray) -> pd.DataFrame:
-    """The AUROC of one site's units as rows (:data:`AUROC_COLUMNS`), unit-major, concepts in ``FEATURES`` order.
+def text_unit_activations(
+    model: torch.nn.Module,
+    tokenizer,
+    texts: Sequence[str],
+    sites: Sequence[str],
+    *,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+) -> dict[str, np.ndarray]:
+    """:func:`caption_unit_activations` of every text, each distinct text run once (a class's prompt is shared
+    by its images), float32 (len(texts), U_site) per site."""
+    codes, distinct = pd.factorize(pd.Series(list(texts), dtype=object), sort=False)
+    acts = caption_unit_activations(model, tokenizer, list(distinct), sites, batch_size=batch_size, device=device)
+    return {site: acts_NU[codes] for site, acts_NU in acts.items()}
+
+
+def auroc_table(
+    tower_name: str,
+    site: str,
+    layer: int,
+    auroc_UF: np.ndarray,
+    present_NF: np.ndarray,
+    names: Sequence[str] = shapes.FEATURES,
+    types: Sequence[str] = shapes.FEATURE_TYPES,
+) -> pd.DataFrame:
+    """The AUROC of one site's units as rows (:data:`AUROC_COLUMNS`), unit-major, concepts in column order.
 
     Parameters
     ----------
     tower_name : {"visual", "text"}
     site : str
     layer : int
-    auroc_UF : numpy.ndarray, float64, (U, 16)
-    present_NF : numpy.ndarray, bool, (N, 16)
+    auroc_UF : numpy.ndarray, float64, (U, F)
+    present_NF : numpy.ndarray, bool, (N, F)
         The presence the AUROC was computed on (gives n_pos and n_neg).
+    names, types : sequence of F str
+        The concepts and their types (:func:`concept_types`); default the 16 Shapes features.
+
+    Raises
+    ------
+    ValueError
+        If the arrays, names and types do not have F columns each.
     """
     n_units, n_features = auroc_UF.shape
+    if not present_NF.shape[1] == len(names) == len(types) == n_features:
+        raise ValueError(
+            f"auroc_table: {n_features} AUROC columns, {present_NF.shape[1]} presence columns, {len(names)} names "
+            f"and {len(types)} types; they must agree"
+        )
     n_pos_F = present_NF.sum(axis=0)
     return pd.DataFrame(
         {
@@ -276,8 +460,8 @@ def auroc_table(tower_name: str, site: str, layer: int, auroc_UF: np.ndarray, pr
             "site": site,
             "layer": layer,
             "unit": np.repeat(np.arange(n_units), n_features),
-            "concept": np.tile(np.asarray(shapes.FEATURES, dtype=object), n_units),
-            "concept_type": np.tile(np.asarray(shapes.FEATURE_TYPES, dtype=object), n_units),
+            "concept": np.tile(np.asarray(names, dtype=object), n_units),
+            "concept_type": np.tile(np.asarray(types, dtype=object), n_units),
             "auroc": auroc_UF.reshape(-1),
             "n_pos": np.tile(n_pos_F, n_units),
             "n_neg": np.tile(present_NF.shape[0] - n_pos_F, n_units),
@@ -301,15 +485,26 @@ def selective_counts(table: pd.DataFrame, threshold: float = 0.9) -> pd.DataFram
         concept, concept_type, n_units, n_selective`` (NaN AUROC counts as not selective),
         ``n_selective_tower`` (selective units of the concept in the whole tower) and
         ``modality_invariant`` (True on every row of a concept with selective units in both the
-        ``visual`` and the ``text`` tower).
+        ``visual`` and the ``text`` tower). Equal to :func:`tower_counts` of the concatenated
+        :func:`site_counts` of the table's parts, for any split of its rows by site.
     """
+    return tower_counts(site_counts(table, threshold))
+
+
+def site_counts(table: pd.DataFrame, threshold: float = 0.9) -> pd.DataFrame:
+    """The first seven columns of :func:`selective_counts`: units and selective units per tower, site and concept."""
     keys = ["tower", "site", "layer", "concept", "concept_type"]
-    counts = (
+    return (
         table.assign(selective=table["auroc"] >= threshold)
         .groupby(keys, sort=False)
         .agg(n_units=("unit", "size"), n_selective=("selective", "sum"))
         .reset_index()
     )
+
+
+def tower_counts(counts: pd.DataFrame) -> pd.DataFrame:
+    """:func:`site_counts` rows with ``n_selective_tower`` and ``modality_invariant`` added (:func:`selective_counts`)."""
+    counts = counts.reset_index(drop=True)
     counts["n_selective_tower"] = counts.groupby(["tower", "concept"])["n_selective"].transform("sum")
     per_tower = counts.groupby(["concept", "tower"])["n_selective"].sum().unstack("tower")
     both = per_tower.reindex(columns=["visual", "text"]).fillna(0).gt(0).all(axis=1)
@@ -318,6 +513,5 @@ def selective_counts(table: pd.DataFrame, threshold: float = 0.9) -> pd.DataFram
 
 
 def modality_invariant(counts: pd.DataFrame) -> list[str]:
-    """The modality-invariant concepts of :func:`selective_counts`, in ``FEATURES`` order."""
-    found = set(counts.loc[counts["modality_invariant"], "concept"])
-    return [feature for feature in shapes.FEATURES if feature in found]
+    """The modality-invariant concepts of :func:`selective_counts`, in the order the counts list them."""
+    return list(dict.fromkeys(counts.loc[counts["modality_invariant"], "concept"]))

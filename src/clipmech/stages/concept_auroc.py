@@ -1,94 +1,143 @@
-"""Concept selectivity (AUROC) of the units of both towers (methods.md Sec. 8): the stage of rule ``concept_auroc``."""
+"""Concept selectivity (AUROC) of the units of both towers (methods.md Sec. 8.5): the stage of rule ``concept_auroc``."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 
-from clipmech.analyses.concepts import auroc, caption_presence, image_presence
-from clipmech.data import datasets, tables
+from clipmech.analyses.concepts import auroc
+from clipmech.data import datasets, loader, tables
+from clipmech.data.concepts import concept_matrix
 from clipmech.models import loading
 from clipmech.models.loading import ModelSpec
 from clipmech.patching import concepts as patching_concepts
 
 log = logging.getLogger(__name__)
 
+#: Concepts listed one by one in the log up to this many; beyond, the log counts them.
+LOGGED_CONCEPTS = 20
 
-def concept_auroc(*, model: ModelSpec, dataset_dir: str, out: dict, concepts: dict, device: str, threads: int) -> None:
-    """AUROC of every unit of both towers for each of the 16 Shapes concepts (methods.md Sec. 8;
-    :mod:`clipmech.patching.concepts`): vision units on the dataset's images, text units on their
-    captions (:func:`clipmech.patching.concepts.image_captions`).
+
+def concept_auroc(
+    *,
+    model: ModelSpec,
+    dataset_dir: str,
+    out: dict,
+    concepts: dict,
+    device: str,
+    threads: int,
+    words: Sequence[str] | None = None,
+) -> None:
+    """AUROC of every unit of both towers for each of the dataset's concepts (methods.md Sec. 8.5;
+    :mod:`clipmech.patching.concepts`): vision units on the dataset's images, streamed through the model's own
+    preprocessing in batches (:func:`clipmech.data.loader.pixel_batches`, ``threads`` decoding workers for
+    photographs), text units on their texts (:func:`clipmech.patching.concepts.text_inputs`: a Shapes image's
+    caption, a captions dataset's first caption, the prompt of a labelled image's class).
+
+    Concepts: :func:`clipmech.data.concepts.concept_matrix` (``words``: a captions dataset's concept words;
+    None otherwise). Memory holds one batch of pixels, and every unit's activation on every image or text
+    (N x U float32), which the AUROC ranks; the AUROC table is written one site at a time.
 
     Writes ``out["auroc"]`` (one row per unit x concept: ``tower, site, layer, unit, concept,
-    concept_type, auroc, n_pos, n_neg``), ``out["summary"]`` (one row per tower, site, layer and
-    concept: ``n_units``, ``n_selective`` = units with AUROC >= ``concepts["threshold"]``,
-    ``n_selective_tower`` = the concept's selective units in the whole tower, and
+    concept_type, auroc, n_pos, n_neg``; a tower's n_pos and n_neg count its own inputs), ``out["summary"]``
+    (one row per tower, site, layer and concept: ``n_units``, ``n_selective`` = units with AUROC >=
+    ``concepts["threshold"]``, ``n_selective_tower`` = the concept's selective units in the whole tower, and
     ``modality_invariant``, True on every row of a concept with selective units in both towers); rule
     ``plot_concepts`` draws the AUROCs. ``concepts``: ``batch_size``, ``threshold``.
 
     Raises
     ------
     ValueError
-        If the dataset has no object table (not a Shapes dataset), or a caption's concepts differ from
-        its image's (the message names the first such image).
+        If the dataset has no concepts (:func:`clipmech.data.concepts.concept_matrix`: a captions dataset
+        without COCO categories or ``words``, an unknown kind), a Shapes caption's concepts differ from its
+        image's (the message names the first such image), or no image has a text.
     """
     torch.set_num_threads(threads)
     data = datasets.load(dataset_dir)
-    if data.objects is None:
-        raise ValueError(f"concept AUROC needs a Shapes dataset with an object table; {dataset_dir} has none")
-    present_NF = image_presence(data.objects, data.n_images)
-    captions = patching_concepts.image_captions(data.objects, data.n_images)
-    differs = np.flatnonzero((caption_presence(captions) != present_NF).any(axis=1))
-    if differs.size:
-        raise ValueError(
-            f"image {differs[0]} of {dataset_dir}: its caption {captions[differs[0]]!r} names other concepts "
-            f"than its objects ({differs.size} images differ)"
-        )
+    matrix = concept_matrix(data, words=words)
+    types = patching_concepts.concept_types(matrix)
+    texts = patching_concepts.text_inputs(data, matrix)
+    if not texts.texts:
+        raise ValueError(f"no image of {dataset_dir} has a text for the text tower ({texts.description})")
     torch_device = loading.resolve_device(device)
     clip, preprocess, tokenizer = loading.load(model, torch_device)
-    pixels = loading.preprocess_images(data.images, preprocess)
-    acts = {
-        "visual": patching_concepts.image_unit_activations(
-            clip,
-            pixels,
-            patching_concepts.unit_sites(clip, "visual"),
-            batch_size=concepts["batch_size"],
-            device=torch_device,
+    batch_size = concepts["batch_size"]
+    batches = loader.pixel_batches(data, preprocess, batch_size=batch_size, workers=threads, device=torch_device)
+    towers = {
+        "visual": (
+            patching_concepts.streamed_image_unit_activations(
+                clip,
+                (pixels for _, _, pixels in batches),
+                patching_concepts.unit_sites(clip, "visual"),
+                device=torch_device,
+            ),
+            matrix.present_NF,
         ),
-        "text": patching_concepts.caption_unit_activations(
-            clip,
-            tokenizer,
-            captions,
-            patching_concepts.unit_sites(clip, "text"),
-            batch_size=concepts["batch_size"],
-            device=torch_device,
+        "text": (
+            patching_concepts.text_unit_activations(
+                clip,
+                tokenizer,
+                texts.texts,
+                patching_concepts.unit_sites(clip, "text"),
+                batch_size=batch_size,
+                device=torch_device,
+            ),
+            texts.present_NF,
         ),
     }
-    table = pd.concat(
-        [
-            patching_concepts.auroc_table(
-                tower_name, site, patching_concepts.site_layer(clip, site), auroc(acts_NU, present_NF), present_NF
-            )
-            for tower_name, tower_acts in acts.items()
-            for site, acts_NU in tower_acts.items()
-        ],
-        ignore_index=True,
-    )
-    summary = patching_concepts.selective_counts(table, concepts["threshold"])
-    tables.write_table(table, out["auroc"])
+    counts = []
+
+    def parts():
+        for tower_name, (tower_acts, present_NF) in towers.items():
+            for site, acts_NU in tower_acts.items():
+                layer = patching_concepts.site_layer(clip, site)
+                part = patching_concepts.auroc_table(
+                    tower_name, site, layer, auroc(acts_NU, present_NF), present_NF, matrix.names, types
+                )
+                counts.append(patching_concepts.site_counts(part, concepts["threshold"]))
+                yield part
+
+    tables.write_table_parts(parts(), out["auroc"])
+    summary = patching_concepts.tower_counts(pd.concat(counts, ignore_index=True))
     tables.write_table(summary, out["summary"])
-    per_tower = summary.groupby(["tower", "concept"], sort=False)["n_selective"].sum().unstack("tower")
     log.info(
-        "%s on %d images: %d vision and %d text units; units with AUROC >= %g per concept:\n%s\n"
-        "modality-invariant concepts: %s",
+        "%s on %s (%s): %d images, %d vision units; %d texts (%s), %d text units; %d concepts (%s)",
         model.name,
+        dataset_dir,
+        data.spec["kind"],
         data.n_images,
-        sum(a.shape[1] for a in acts["visual"].values()),
-        sum(a.shape[1] for a in acts["text"].values()),
-        concepts["threshold"],
-        per_tower.to_string(),
-        ", ".join(patching_concepts.modality_invariant(summary)) or "none",
+        sum(acts.shape[1] for acts in towers["visual"][0].values()),
+        len(texts.texts),
+        texts.description,
+        sum(acts.shape[1] for acts in towers["text"][0].values()),
+        matrix.n_concepts,
+        matrix.source,
+    )
+    _log_counts(summary, concepts["threshold"])
+
+
+def _log_counts(summary: pd.DataFrame, threshold: float) -> None:
+    """The selective units per concept and tower, and the modality-invariant concepts (counted beyond
+    :data:`LOGGED_CONCEPTS` concepts)."""
+    per_tower = summary.groupby(["concept", "tower"], sort=False)["n_selective"].sum().unstack("tower")
+    invariant = patching_concepts.modality_invariant(summary)
+    if len(per_tower) <= LOGGED_CONCEPTS:
+        log.info(
+            "units with AUROC >= %g per concept:\n%s\nmodality-invariant concepts: %s",
+            threshold,
+            per_tower.to_string(),
+            ", ".join(invariant) or "none",
+        )
+        return
+    with_units = per_tower.gt(0).sum()
+    log.info(
+        "concepts with a unit of AUROC >= %g: %s of %d; modality-invariant: %d (first: %s)",
+        threshold,
+        ", ".join(f"{tower} {int(n)}" for tower, n in with_units.items()),
+        len(per_tower),
+        len(invariant),
+        ", ".join(invariant[:LOGGED_CONCEPTS]) or "none",
     )

@@ -220,6 +220,7 @@ def test_intervene_concepts_stage(tiny_dataset, tmp_path, architecture):
     from clipmech.stages.concept_auroc import concept_auroc
     from clipmech.stages.intervene_concepts import intervene_concepts
     from clipmech.stages.plot_concepts import plot_concepts
+    from clipmech.stages.plot_interventions import plot_interventions
 
     model = ModelSpec(name="random", architecture=architecture, pretrained=None)
     auroc_out = {key: str(tmp_path / f"{key}.{ext}") for key, ext in (("auroc", "tsv"), ("summary", "tsv"))}
@@ -260,13 +261,8 @@ def test_intervene_concepts_stage(tiny_dataset, tmp_path, architecture):
         assert (table.loc[multi, column] <= table.loc[multi, f"{column}_high"] + 1e-9).all()
     assert table[["d_cos_target", "d_cos_unrelated"]].abs().max().max() > 0
     figures = {"auroc_figure": str(tmp_path / "auroc.png"), "interventions_figure": str(tmp_path / "interventions.png")}
-    plot_concepts(
-        auroc=auroc_out["auroc"],
-        interventions=out["interventions"],
-        out=figures,
-        concepts={"threshold": 0.9, "n_units": 50},
-        label="test",
-    )
+    plot_concepts(auroc=auroc_out["auroc"], out=figures, threshold=0.9, label="test")
+    plot_interventions(interventions=out["interventions"], out=figures, n_units=50, label="test")
     for figure in figures.values():
         assert Path(figure).read_bytes()[:4] == b"\x89PNG"
     repeat = dict(out, interventions=str(tmp_path / "repeat.tsv"))
