@@ -81,9 +81,9 @@ def natural_config(root: Path) -> Path:
         },
         "analyses": {"models": ["tiny-vit"], "datasets": ["tiny-shapes", "photos", "context"]},
         "zeroshot": {"models": ["tiny-vit"], "templates": ["a photo of a {}.", "a picture of a {}."]},
-        # tiny-rn's input is 64 pixels: the 48 x 64 images are resized to 64 x 85, two windows each.
+        # tiny-rn's input is 128 pixels: the 48 x 64 images are resized to 128 x 171, two windows each.
         "decomposition": {
-            "pascal_context": {"dataset": "context", "scale": [256, 64], "crop_size": 64, "stride": 32, "top_k": 64}
+            "pascal_context": {"dataset": "context", "scale": [512, 128], "crop_size": 128, "stride": 64, "top_k": 64}
         },
     }
     path = root / "natural.yaml"
