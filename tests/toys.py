@@ -253,3 +253,67 @@ def planted_dictionary(
     x_ND = np.einsum("nk,nkd->nd", codes_NK, atoms_AD[support_NK])
     x_ND += noise * rng.standard_normal((n_samples, d)) + rng.standard_normal(d)
     return x_ND.astype(np.float32), atoms_AD.astype(np.float32)
+
+
+# --- local copies of CIFAR-10 and PASCAL Context in their own layouts ---------------------------------------
+
+
+#: The ten CIFAR-10 class names, in label order (its batches.meta).
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def fake_cifar10(root, monkeypatch, rows: int = 4, test_rows: int = 6):
+    """A CIFAR-10 copy in the python format torchvision reads, under ``root/cifar-10-batches-py/``: five training
+    batches of ``rows`` images and a test batch of ``test_rows`` (pickled dicts: uint8 ``data`` rows of 3 x 32 x 32
+    channel-first random pixels, ``labels``, ``filenames``) and ``batches.meta``. torchvision's md5 table and the
+    split sizes the dataset kind checks (``natural.CIFAR10_SPLIT_SIZES``) are pointed at it with ``monkeypatch``.
+    Returns ``root``."""
+    import hashlib
+    import pickle
+
+    from torchvision.datasets import CIFAR10
+
+    from clipmech.data import natural
+
+    folder = root / CIFAR10.base_folder
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    sizes = {**{f"data_batch_{i}": rows for i in range(1, 6)}, "test_batch": test_rows}
+    for name, n in sizes.items():
+        batch = {
+            "batch_label": name,
+            "labels": rng.integers(0, 10, size=n).tolist(),
+            "data": rng.integers(0, 256, size=(n, 3 * 32 * 32), dtype=np.uint8),
+            "filenames": [f"{name}_{i}.png" for i in range(n)],
+        }
+        with open(folder / name, "wb") as fh:
+            pickle.dump(batch, fh)
+    with open(folder / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": CIFAR10_CLASSES, "num_cases_per_batch": rows, "num_vis": 3072}, fh)
+
+    def md5(name):
+        return hashlib.md5((folder / name).read_bytes()).hexdigest()
+
+    monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", md5(f"data_batch_{i}")] for i in range(1, 6)])
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5("test_batch")]])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5("batches.meta")})
+    monkeypatch.setattr(natural, "CIFAR10_SPLIT_SIZES", {"train": 5 * rows, "test": test_rows})
+    return root
+
+
+def fake_pascal_context(root, names, size=(90, 120), classes=(0, 5, 13, 59)):
+    """A PASCAL Context copy in mmseg's layout under ``root``: for each name a random RGB JPEG of ``size``
+    (height, width) and a label PNG whose values are drawn from ``classes`` (0 background, 1..59 the Context-59
+    classes), and ``ImageSets/SegmentationContext/val.txt`` listing the names. Returns ``root``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "SegmentationClassContext").mkdir()
+    (root / "ImageSets" / "SegmentationContext").mkdir(parents=True)
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(root / "JPEGImages" / f"{name}.jpg")
+        mask = rng.choice(np.asarray(classes, dtype=np.uint8), size=size)
+        Image.fromarray(mask).save(root / "SegmentationClassContext" / f"{name}.png")
+    (root / "ImageSets" / "SegmentationContext" / "val.txt").write_text("\n".join(names) + "\n")
+    return root

@@ -64,10 +64,6 @@ CLASSIFIER = "results/zeroshot/{model}/{dataset}/classifier.npz"
 #: The MLP outputs of every vision block: the site pattern every activation store holds (methods.md Sec. 2).
 MLP_SITES = "visual.blocks.*.hook_mlp_out"
 
-# Files of torchvision's CIFAR-10 layout, per split (clipmech.data.cifar10 reads them).
-CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
-CIFAR10_SIZES = {"train": 50000, "test": 10000}
-
 
 # --- Sections ----------------------------------------------------------------------------------------
 
@@ -221,6 +217,29 @@ class Captions(Natural):
     split: str = "all"
 
 
+@dataclass(frozen=True, kw_only=True)
+class Cifar10(Section):
+    """CIFAR-10's python version (``root/cifar-10-batches-py/``), read by torchvision, which checks every file's
+    md5 (nothing to skip); ``n_images`` None is the whole split. The CIFAR-10 t-SNE map reads the one
+    ``tsne.cifar10`` names."""
+
+    kind: str = "cifar10"
+    root: str
+    split: str = "test"
+    n_images: int | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PascalContextImages(Natural):
+    """PASCAL Context in mmseg's layout, images with their Context-59 masks; the PASCAL Context-59 segmentation
+    reads the one ``decomposition.pascal_context.dataset`` names."""
+
+    kind: str = "pascal_context"
+    root: str
+    split: str = "val"
+
+
 DATASET_KINDS = {
     "shapes": Shapes,
     "shift": Shift,
@@ -228,11 +247,15 @@ DATASET_KINDS = {
     "imagenet": ImageNet,
     "imagefolder": ImageFolder,
     "captions": Captions,
+    "cifar10": Cifar10,
+    "pascal_context": PascalContextImages,
 }
 #: Dataset kinds of natural images on the user's disk (the others are synthesised by the pipeline).
-NATURAL_KINDS = ("imagenet", "imagefolder", "captions")
+NATURAL_KINDS = ("imagenet", "imagefolder", "captions", "cifar10", "pascal_context")
 #: Natural-image kinds with one class per image (zero-shot classification, methods.md Sec. 1.2).
-CLASS_KINDS = ("imagenet", "imagefolder")
+CLASS_KINDS = ("imagenet", "imagefolder", "cifar10")
+#: The keys that name a dataset of one kind for one rule, with that kind.
+NAMED_DATASETS = {"tsne.cifar10": "cifar10", "decomposition.pascal_context.dataset": "pascal_context"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -379,18 +402,11 @@ class Gradcam(Section):
 
 @dataclass(frozen=True, kw_only=True)
 class Tsne(Section):
-    """t-SNE maps of the final image embeddings."""
+    """t-SNE maps of the final image embeddings; `cifar10` names the dataset of kind cifar10 mapped (None: no
+    CIFAR-10 map)."""
 
     perplexity: float = 30
-
-
-@dataclass(frozen=True, kw_only=True)
-class Cifar10(Section):
-    """The CIFAR-10 t-SNE map, from a local copy only (`root`; None skips it)."""
-
-    root: str | None = None
-    split: str = "test"
-    n_images: int = 2000
+    cifar10: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -430,14 +446,15 @@ class Segmentation(Section):
 
 @dataclass(frozen=True, kw_only=True)
 class PascalContext(Section):
-    root: str | None = None
-    split: str = "val"
+    """PASCAL Context-59 segmentation (methods.md Sec. 5): the dataset of kind pascal_context it reads
+    (`dataset`; None: no segmentation) and the reference protocol."""
+
+    dataset: str | None = None
     scale: tuple[int, ...] = (2048, 384)
     crop_size: int = 384
     stride: int = 192
     logit_scale: float = 40
     top_k: int = 20000
-    n_images: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -518,7 +535,7 @@ class Patching(Section):
 
 #: Dataset kinds with concepts for the concept AUROC (methods.md Sec. 8.5): the Shapes features of an object
 #: table, a natural-image dataset's classes, COCO categories or words (a captions dataset needs one of the two).
-CONCEPT_KINDS = ("shapes", "pairs", "imagenet", "imagefolder", "captions")
+CONCEPT_KINDS = ("shapes", "pairs", "imagenet", "imagefolder", "cifar10", "captions")
 #: Of those, the kinds the concept interventions run on (methods.md Sec. 8.6: the 16 Shapes features).
 INTERVENTION_KINDS = ("shapes", "pairs")
 
@@ -668,7 +685,6 @@ SECTIONS = {
     "binding": Binding,
     "gradcam": Gradcam,
     "tsne": Tsne,
-    "cifar10": Cifar10,
     "zeroshot": Zeroshot,
     "decomposition": Decomposition,
     "patching": Patching,
@@ -753,7 +769,7 @@ class Config:
     """The validated, normalised and checked config (:func:`load_config`) and its :class:`Plan`."""
 
     seed: int
-    datasets: Mapping[str, Shapes | Shift | Pairs | ImageNet | ImageFolder | Captions]
+    datasets: Mapping[str, Shapes | Shift | Pairs | ImageNet | ImageFolder | Captions | Cifar10 | PascalContextImages]
     models: Mapping[str, Model]
     analyses: Analyses
     extraction: Extraction
@@ -762,7 +778,6 @@ class Config:
     binding: Binding
     gradcam: Gradcam
     tsne: Tsne
-    cifar10: Cifar10
     zeroshot: Zeroshot
     decomposition: Decomposition
     patching: Patching
@@ -798,9 +813,9 @@ class Config:
         Natural-image datasets get only their store and Algorithm 1 (and zero-shot classification), a
         synthetic dataset without a shift split no monitoring, no patching models or pairs datasets no
         causal tracing, a natural-image dataset of `patching.concepts.datasets` no concept interventions
-        (:meth:`concept_skips`), an unset `cifar10.root` no CIFAR-10 maps,
-        an unset `decomposition.pascal_context.root` no PASCAL Context segmentation; a natural-image
-        dataset in no analysis is only indexed.
+        (:meth:`concept_skips`), an unset `tsne.cifar10` no CIFAR-10 maps, an unset
+        `decomposition.pascal_context.dataset` no PASCAL Context segmentation; a natural-image dataset in no
+        analysis is only indexed.
         """
         plan = self.plan
         synthetic = {dataset for _, dataset in plan.shapes_analyses}
@@ -827,17 +842,41 @@ class Config:
                 "empty (it reads minimal pairs: declare a dataset of kind pairs and name it in patching.datasets)"
             )
         lines += self.concept_skips()
-        if self.cifar10.root is None:
+        if self.tsne.cifar10 is None:
             lines.append(
-                "cifar10.root is not set: skipping the CIFAR-10 t-SNE maps "
-                "(set it to a directory holding cifar-10-batches-py/ to draw them)"
+                "tsne.cifar10 is not set: skipping the CIFAR-10 t-SNE maps (declare a local copy under datasets "
+                "with kind cifar10 and name it in tsne.cifar10 to draw them)"
             )
-        if self.decomposition.pascal_context.root is None and self.decomposition.models:
+        if self.decomposition.pascal_context.dataset is None and self.decomposition.models:
             lines.append(
-                "decomposition.pascal_context.root is not set: skipping PASCAL Context-59 segmentation "
-                "(set it to a local VOC2010 directory in mmseg's layout to run it)"
+                "decomposition.pascal_context.dataset is not set: skipping PASCAL Context-59 segmentation "
+                "(declare a local VOC2010 copy in mmseg's layout under datasets with kind pascal_context and name "
+                "it in decomposition.pascal_context.dataset to run it)"
             )
         return lines
+
+    def named_dataset(self, key: str):
+        """An input function of the rule that reads the dataset a key of :data:`NAMED_DATASETS` names: the
+        dataset's folder; when the key is null (the rule is then not planned, but its output may be asked for
+        by name) it raises ValueError naming the key, so the DAG is not built.
+
+        Raises
+        ------
+        KeyError
+            If `key` is not one of :data:`NAMED_DATASETS` (at parse time).
+        """
+        kind = NAMED_DATASETS[key]
+        name = {
+            "tsne.cifar10": self.tsne.cifar10,
+            "decomposition.pascal_context.dataset": self.decomposition.pascal_context.dataset,
+        }[key]
+
+        def dataset_dir(wildcards) -> str:
+            if name is None:
+                raise ValueError(f"{key} is null: name a dataset of kind {kind} (declared under datasets) to run this")
+            return DATA.format(dataset=name)
+
+        return dataset_dir
 
     def synthetic_data(self, name: str) -> str:
         """The folder of a synthetic dataset, for rules that read its objects, masks or attribute captions.
@@ -859,9 +898,9 @@ class Config:
     def sae_evaluation_inputs(self, model: str) -> dict[str, str]:
         """The inputs of rule evaluate_sae beside the store and the SAE, for `model`: the folder of the dataset
         the SAEs train on (`Plan.sae_dataset`: its concepts ground the alignment) and, when that is a
-        natural-image dataset with classes (imagenet, imagefolder), the model's zero-shot classifier over them
+        natural-image dataset with classes (CLASS_KINDS), the model's zero-shot classifier over them
         (rule zero_shot_classifier; the downstream metrics classify over it, methods.md Sec. 7.4) with its
-        sha256 record. Shapes and captions datasets need no classifier."""
+        sha256 record. Datasets without one class per image (Shapes, captions, pascal_context) need none."""
         dataset = self.plan.sae_dataset
         inputs = {"dataset_dir": DATA.format(dataset=dataset)}
         if self.datasets[dataset].kind in CLASS_KINDS:
@@ -960,15 +999,17 @@ class Config:
         ]
 
     def natural_datasets(self) -> list[str]:
-        """The natural-image datasets (kinds imagenet, imagefolder, captions), by kind then name."""
+        """The natural-image datasets (:data:`NATURAL_KINDS`), by kind then name."""
         return [name for kind in NATURAL_KINDS for name in self.datasets_of_kind(kind)]
 
     def indexed_only(self) -> list[str]:
-        """The natural-image datasets no analysis, no zero-shot classification, no concept AUROC and no MiCLIP run
-        reads."""
+        """The natural-image datasets no analysis, no zero-shot classification, no concept AUROC, no MiCLIP run,
+        no CIFAR-10 map and no PASCAL Context segmentation reads."""
         used = set(self.zeroshot.datasets) | set(self.analyses.datasets)
         used |= {self.miclip.dataset} if self.plan.miclip_units else set()
         used |= {dataset for _, dataset in self.plan.concepts}
+        used |= {self.tsne.cifar10} if self.analyses.models else set()
+        used |= {self.decomposition.pascal_context.dataset} if self.decomposition.models else set()
         return [name for name in self.natural_datasets() if name not in used]
 
 
@@ -1022,10 +1063,12 @@ def load_config(config: Mapping, schema: str | Path = SCHEMA) -> Config:
     Raises
     ------
     ValueError
-        If the config does not match the schema (the message has the key and the schema's reason) or
-        fails a cross-key check (the message names the key and the allowed values).
+        If the config does not match the schema (the message has the key and the schema's reason), holds a
+        key that moved (:func:`_refuse_moved_keys`: the message says where to) or fails a cross-key check
+        (the message names the key and the allowed values).
     """
     raw = copy.deepcopy(dict(config))
+    _refuse_moved_keys(raw)
     try:
         _validator(_schema(Path(schema).resolve())).validate(raw)
     except jsonschema.ValidationError as error:
@@ -1095,6 +1138,55 @@ def read_config(path: str | Path, schema: str | Path = SCHEMA) -> Config:
 
 
 # --- Resolution and checks (parse time) -----------------------------------------------------------------
+
+
+def _refuse_moved_keys(raw: Mapping) -> None:
+    """Raise ValueError, saying where they went, for keys that moved: the `cifar10` section and
+    `decomposition.pascal_context`'s `root`, `split`, `n_images` (a local CIFAR-10 or PASCAL Context copy is a
+    dataset of its own kind now, named by `tsne.cifar10` or `decomposition.pascal_context.dataset`)."""
+    if "cifar10" in raw:
+        raise ValueError(
+            "the cifar10 section moved: declare the local copy as a dataset, e.g. datasets: {cifar10-test: "
+            "{kind: cifar10, root: <directory holding cifar-10-batches-py/>, split: test, n_images: 2000}}, and "
+            "name it in tsne.cifar10 (delete the cifar10 section; null skips the map)"
+        )
+    decomposition = raw.get("decomposition")
+    pascal = decomposition.get("pascal_context") if isinstance(decomposition, Mapping) else None
+    moved = [key for key in ("root", "split", "n_images") if isinstance(pascal, Mapping) and key in pascal]
+    if moved:
+        raise ValueError(
+            f"the key(s) {', '.join(moved)} of decomposition.pascal_context moved: declare the local copy as a dataset, e.g. "
+            "datasets: {pascal-context-val: {kind: pascal_context, root: <VOC2010 directory in mmseg's layout>, "
+            "split: val}} (n_images there draws a seeded subset), and name it in "
+            "decomposition.pascal_context.dataset"
+        )
+
+
+def _check_named_datasets(raw: dict, perplexity: float) -> None:
+    """The keys of :data:`NAMED_DATASETS` name a configured dataset of their kind, and the CIFAR-10 subset
+    (when counted) has more images than the t-SNE perplexity."""
+    sections = {
+        "tsne.cifar10": raw["tsne"],
+        "decomposition.pascal_context.dataset": raw["decomposition"]["pascal_context"],
+    }
+    for key, kind in NAMED_DATASETS.items():
+        name = sections[key][key.rsplit(".", 1)[1]]
+        if name is None:
+            continue
+        of_kind = _datasets_of_kind(raw["datasets"], kind)
+        _check_names("datasets", [name], raw["datasets"], key)
+        if name not in of_kind:
+            raise ValueError(
+                f"{key} names {name!r}, a dataset of kind {raw['datasets'][name]['kind']}, but it needs a dataset of "
+                f"kind {kind}; configured {kind} datasets are: {', '.join(of_kind) or 'none'}"
+            )
+    name = raw["tsne"]["cifar10"]
+    n = None if name is None else raw["datasets"][name].get("n_images")
+    if n is not None and perplexity >= n:
+        raise ValueError(
+            f"tsne.perplexity = {perplexity} must be below the {n} CIFAR-10 images of datasets.{name}.n_images "
+            "(t-SNE needs perplexity < number of images)"
+        )
 
 
 def _check_names(kind: str, requested, configured, key: str | None = None) -> None:
@@ -1190,7 +1282,7 @@ def _normalise(raw: dict) -> tuple[dict[str, list[str]], dict[str, str]]:
 
 
 def _has_classes(entry: Mapping) -> bool:
-    """A natural-image dataset with one class per image: ImageNet or an image folder."""
+    """A natural-image dataset with one class per image (:data:`CLASS_KINDS`)."""
     return entry["kind"] in CLASS_KINDS
 
 
@@ -1203,6 +1295,7 @@ def _check_zeroshot(raw: dict) -> None:
         section["models"] = list(raw["analyses"]["models"])
     _check_names("models", section["models"], raw["models"], "zeroshot.models")
     classified = sorted(name for name, entry in raw["datasets"].items() if _has_classes(entry))
+    defaulted = " (null: every dataset with classes)" if section["datasets"] is None else ""
     if section["datasets"] is None:
         section["datasets"] = classified
     for name in section["datasets"]:
@@ -1210,8 +1303,8 @@ def _check_zeroshot(raw: dict) -> None:
         if name not in classified:
             kind = raw["datasets"][name]["kind"]
             reason = (
-                "a captions dataset has no single class per image (COCO's categories are several per image)"
-                if kind == "captions"
+                f"a {kind} dataset has no single class per image (its categories are several per image, or none)"
+                if kind in NATURAL_KINDS
                 else f"kind {kind} is synthetic; the Shapes analyses classify its attributes zero-shot themselves"
             )
             raise ValueError(
@@ -1221,8 +1314,9 @@ def _check_zeroshot(raw: dict) -> None:
     others = [name for name in section["datasets"] if raw["datasets"][name]["kind"] != "imagenet"]
     if others and section["templates"] is None:
         raise ValueError(
-            f"zeroshot.templates is null, but zeroshot.datasets {others} are not ImageNet: list prompt templates "
-            "that suit their classes, each with one {} for the class name (e.g. ['a photo of a {}.'])"
+            f"zeroshot.templates is null, but zeroshot.datasets{defaulted} {others} are not ImageNet: list prompt "
+            "templates that suit their classes, each with one {} for the class name (e.g. ['a photo of a {}.']), "
+            "or list in zeroshot.datasets only the datasets to classify"
         )
 
 
@@ -1310,26 +1404,6 @@ def _check_object_counts(key: str, entry: Mapping, default_max: int) -> None:
         )
 
 
-def _check_cifar10(section: Mapping, perplexity: float) -> None:
-    """The local CIFAR-10 copy holds the split's batches, and the subset is larger than the perplexity."""
-    root = section["root"]
-    batches = Path(root) / "cifar-10-batches-py"
-    files = ["batches.meta", *CIFAR10_FILES[section["split"]]]
-    missing = [f for f in files if not (batches / f).is_file()]
-    if missing:
-        raise ValueError(
-            f"cifar10.root = {root!r} must hold torchvision's cifar-10-batches-py/ with "
-            f"{', '.join(files)} (split {section['split']!r}); missing in {batches}: {', '.join(missing)} "
-            "(set cifar10.root to null to skip the CIFAR-10 map)"
-        )
-    n = min(section["n_images"], CIFAR10_SIZES[section["split"]])
-    if perplexity >= n:
-        raise ValueError(
-            f"tsne.perplexity = {perplexity} must be below the {n} CIFAR-10 images of "
-            "cifar10.n_images (t-SNE needs perplexity < number of images)"
-        )
-
-
 def _miclip_sites(architecture: str) -> list[str] | None:
     """The valid MiCLIP sites of an architecture, or None when it is not known at parse time."""
     facts = catalogue.vision_layers(architecture)
@@ -1342,7 +1416,7 @@ def _miclip_sites(architecture: str) -> list[str] | None:
 
 def _check_models_and_counts(raw: dict) -> None:
     """Models against open_clip's tables, object counts, k and the perplexity against the images, the
-    CIFAR-10 copy, the OMP sparsities."""
+    datasets named for one rule (:func:`_check_named_datasets`), the OMP sparsities."""
     architectures = catalogue.architectures()
     pretrained_tags = catalogue.pretrained_tags()
     for name, entry in raw["models"].items():
@@ -1367,8 +1441,7 @@ def _check_models_and_counts(raw: dict) -> None:
                 f"tsne.perplexity = {perplexity} must be below the {n} images of dataset "
                 f"{name!r} (t-SNE needs perplexity < number of images)"
             )
-    if raw["cifar10"]["root"] is not None:
-        _check_cifar10(raw["cifar10"], perplexity)
+    _check_named_datasets(raw, perplexity)
     text = raw["decomposition"]["text"]
     too_large = [m for m in text["m_values"] if m > text["n_components"]]
     if raw["decomposition"]["models"] and too_large:
@@ -1447,9 +1520,9 @@ def _check_miclip(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
 
 
 def _check_miclip_natural(raw: dict, dataset: str) -> None:
-    """A natural-image miclip.dataset (methods.md Sec. 9.8): its concepts are its classes, COCO categories or
-    words (a captions dataset needs ``instances`` or ``words``), and an image folder's classifier needs
-    zeroshot.templates (ImageNet has default ones)."""
+    """A natural-image miclip.dataset (methods.md Sec. 9.8): its concepts are its classes, COCO or PASCAL Context
+    categories or words (a captions dataset needs ``instances`` or ``words``), and the classifier of a dataset
+    with classes other than ImageNet (which has default templates) needs zeroshot.templates."""
     entry = raw["datasets"][dataset]
     if entry["kind"] == "captions" and entry.get("instances") is None and entry.get("words") is None:
         raise ValueError(
@@ -1457,9 +1530,9 @@ def _check_miclip_natural(raw: dict, dataset: str) -> None:
             f"with: set datasets.{dataset}.words (words or phrases found in the captions) or "
             f"datasets.{dataset}.instances (COCO's instances file)"
         )
-    if entry["kind"] == "imagefolder" and raw["zeroshot"]["templates"] is None:
+    if entry["kind"] in CLASS_KINDS and entry["kind"] != "imagenet" and raw["zeroshot"]["templates"] is None:
         raise ValueError(
-            f"miclip.dataset {dataset!r} is an image folder, and MiCLIP's Delta Acc classifies its images zero-shot "
+            f"miclip.dataset {dataset!r} is of kind {entry['kind']}, and MiCLIP's Delta Acc classifies its images zero-shot "
             "over its classes (methods.md Sec. 9.8), but zeroshot.templates is null: list prompt templates that "
             "suit its classes, each with one {} for the class name (e.g. ['a photo of a {}.'])"
         )

@@ -32,14 +32,6 @@ def rejected(config) -> str:
     return str(error.value)
 
 
-def fake_cifar10(root, files=("batches.meta", "test_batch")):
-    batches = root / "cifar-10-batches-py"
-    batches.mkdir(parents=True)
-    for name in files:
-        (batches / name).write_bytes(b"")
-    return root
-
-
 # --- schema ------------------------------------------------------------------------------------------
 
 
@@ -99,7 +91,7 @@ def test_sections_give_back_the_configs_values(path):
     cfg._validator(cfg._schema(cfg.SCHEMA)).validate(validated)
     validated = cfg._canonical(validated)
     loaded = load_config(raw)
-    for key in ("extraction", "selectivity", "superposition", "binding", "gradcam", "tsne", "cifar10"):
+    for key in ("extraction", "selectivity", "superposition", "binding", "gradcam", "tsne"):
         assert getattr(loaded, key).params() == validated[key]
     assert loaded.decomposition.text.params() == validated["decomposition"]["text"]
     concepts = {key: value for key, value in validated["patching"]["concepts"].items() if key != "datasets"}
@@ -327,33 +319,126 @@ def test_model_entry_of_a_trained_model_is_its_checkpoint():
     }
 
 
-# --- CIFAR-10 --------------------------------------------------------------------------------------
+# --- CIFAR-10 and PASCAL Context: datasets named by the rule that reads them ---------------------------------
 
 
-def test_cifar10_root_without_the_batches(tmp_path):
+def local_copies(config):
+    """tiny.yaml with a CIFAR-10 and a PASCAL Context dataset, named for the t-SNE map and the segmentation."""
+    config["datasets"]["cifar"] = {"kind": "cifar10", "root": "/data/cifar10", "n_images": 100}
+    config["datasets"]["context"] = {"kind": "pascal_context", "root": "/data/VOC2010"}
+    config["tsne"]["cifar10"] = "cifar"
+    config.setdefault("decomposition", {}).setdefault("pascal_context", {})["dataset"] = "context"
+    config["zeroshot"] = {"datasets": []}
+    return config
+
+
+def test_the_moved_keys_say_where_they_went():
     config = tiny()
-    config["cifar10"]["root"] = str(tmp_path / "cifar")
+    config["cifar10"] = {"root": "/data/cifar10", "split": "test", "n_images": 2000}
     message = rejected(config)
-    assert f"cifar10.root = '{tmp_path / 'cifar'}' must hold torchvision's cifar-10-batches-py/" in message
-    assert "missing in" in message and "test_batch" in message
-
-
-def test_cifar10_train_split_needs_the_training_batches(tmp_path):
+    assert (
+        message.startswith("the cifar10 section moved: declare the local copy as a dataset")
+        and "kind: cifar10" in message
+    )
+    assert "name it in tsne.cifar10" in message
     config = tiny()
-    config["cifar10"].update(root=str(fake_cifar10(tmp_path / "cifar")), split="train")
-    assert "missing in" in rejected(config) and "data_batch_1" in rejected(config)
+    config["decomposition"]["pascal_context"] = {"root": "/data/VOC2010", "split": "val", "scale": [2048, 384]}
+    message = rejected(config)
+    assert (
+        message.startswith("the key(s) root, split of decomposition.pascal_context moved")
+        and "kind: pascal_context" in message
+    )
+    assert "name it in decomposition.pascal_context.dataset" in message
 
 
-def test_cifar10_perplexity_below_the_subset(tmp_path):
-    config = tiny()
-    config["cifar10"].update(root=str(fake_cifar10(tmp_path / "cifar")), n_images=5)
-    assert "tsne.perplexity = 5 must be below the 5 CIFAR-10 images of cifar10.n_images" in rejected(config)
+def test_named_datasets_fill_their_defaults_and_are_read_by_their_rule():
+    loaded = load_config(local_copies(tiny()))
+    assert loaded.datasets["cifar"] == cfg.Cifar10(root="/data/cifar10", n_images=100)
+    assert loaded.datasets["cifar"].params() == {
+        "kind": "cifar10", "n_images": 100, "root": "/data/cifar10", "seed": 0, "split": "test",
+    }  # fmt: skip
+    assert loaded.datasets["context"] == cfg.PascalContextImages(root="/data/VOC2010")
+    assert (loaded.datasets["context"].split, loaded.datasets["context"].skip_unreadable) == ("val", False)
+    assert loaded.natural_datasets() == ["cifar", "context"] and loaded.indexed_only() == []
+    skipped = loaded.skipped()
+    assert not any(line.startswith(("tsne.cifar10", "decomposition.pascal_context")) for line in skipped)
+    assert loaded.named_dataset("tsne.cifar10")(None) == "results/datasets/cifar/data"
+    assert loaded.named_dataset("decomposition.pascal_context.dataset")(None) == "results/datasets/context/data"
+    # The rules' params leave the dataset names out: the folder is their input.
+    assert loaded.tsne.params("cifar10") == {"perplexity": 5}
+    assert "dataset" not in loaded.decomposition.pascal_context.params("dataset")
+    unset = load_config(tiny())
+    assert any(line.startswith("tsne.cifar10 is not set: skipping the CIFAR-10 t-SNE maps") for line in unset.skipped())
+    assert any(line.startswith("decomposition.pascal_context.dataset is not set") for line in unset.skipped())
+    with pytest.raises(ValueError, match="tsne.cifar10 is null: name a dataset of kind cifar10"):
+        unset.named_dataset("tsne.cifar10")(None)
+    # Only indexed when its rule runs: no decomposed model reads the PASCAL Context dataset.
+    config = local_copies(tiny())
+    config["decomposition"]["models"] = []
+    config["atlas"] = {"models": ["tiny-vit"]}
+    config["miclip"]["units"] = {"tiny-vit": config["miclip"]["units"]["tiny-vit"]}
+    assert load_config(config).indexed_only() == ["context"]
 
 
-def test_cifar10_with_its_layout_passes(tmp_path):
-    config = tiny()
-    config["cifar10"]["root"] = str(fake_cifar10(tmp_path / "cifar"))
-    assert load_config(config).cifar10.root == config["cifar10"]["root"]
+def test_named_datasets_are_of_their_kind():
+    config = local_copies(tiny())
+    config["tsne"]["cifar10"] = "nope"
+    assert "tsne.cifar10 names unknown datasets ['nope']; configured datasets are: cifar, context" in rejected(config)
+    config["tsne"]["cifar10"] = "context"
+    assert (
+        "tsne.cifar10 names 'context', a dataset of kind pascal_context, but it needs a dataset of kind cifar10; "
+        "configured cifar10 datasets are: cifar" in rejected(config)
+    )
+    config = local_copies(tiny())
+    config["decomposition"]["pascal_context"]["dataset"] = "tiny-shapes"
+    assert (
+        "decomposition.pascal_context.dataset names 'tiny-shapes', a dataset of kind shapes, but it needs a dataset "
+        "of kind pascal_context; configured pascal_context datasets are: context" in rejected(config)
+    )
+
+
+def test_cifar10_perplexity_below_the_subset():
+    config = local_copies(tiny())
+    config["datasets"]["cifar"]["n_images"] = 5
+    assert "tsne.perplexity = 5 must be below the 5 CIFAR-10 images of datasets.cifar.n_images" in rejected(config)
+    config["datasets"]["cifar"]["n_images"] = None  # the whole split (10,000 or 50,000 images)
+    load_config(config)
+
+
+def test_cifar10_and_pascal_context_are_natural_datasets_elsewhere():
+    """In analyses.datasets they get the store and Algorithm 1; CIFAR-10 has one class per image (zero-shot with
+    templates, the SAEs' and MiCLIP's classifier), PASCAL Context several categories (no classifier)."""
+    config = local_copies(tiny())
+    config["analyses"]["datasets"] = ["tiny-shapes", "cifar", "context"]
+    plan = load_config(config).plan
+    assert plan.analyses == (("tiny-vit", "tiny-shapes"), ("tiny-vit", "cifar"), ("tiny-vit", "context"))
+    assert plan.shapes_analyses == (("tiny-vit", "tiny-shapes"),)
+    config["zeroshot"] = {}
+    message = rejected(config)
+    assert "zeroshot.templates is null, but zeroshot.datasets (null: every dataset with classes) ['cifar']" in message
+    config["zeroshot"] = {"templates": ["a photo of a {}."]}
+    assert load_config(config).plan.zeroshots == (("tiny-vit", "cifar"),)
+    config["zeroshot"] = {"datasets": ["context"], "templates": ["a {}"]}
+    message = rejected(config)
+    assert "'context', which has no classes to classify: a pascal_context dataset has no single class" in message
+    # The SAEs on CIFAR-10 classify it with its classifier (templates needed); on PASCAL Context, none.
+    config = local_copies(tiny())
+    config["analyses"]["datasets"] = ["cifar", "tiny-shapes"]
+    config["miclip"]["dataset"] = "tiny-shapes"
+    message = rejected(config)
+    assert "a natural-image dataset of kind cifar10" in message and "zeroshot.templates is null" in message
+    config["zeroshot"]["templates"] = ["a photo of a {}."]
+    inputs = load_config(config).sae_evaluation_inputs("tiny-vit")
+    assert inputs["classifier"] == "results/zeroshot/tiny-vit/cifar/classifier.npz"
+    config["analyses"]["datasets"] = ["context", "tiny-shapes"]
+    assert load_config(config).sae_evaluation_inputs("tiny-vit") == {"dataset_dir": "results/datasets/context/data"}
+    # MiCLIP on CIFAR-10: Delta Acc over its classes needs templates.
+    config = local_copies(tiny())
+    config["miclip"]["dataset"] = "cifar"
+    config["miclip"]["units"] = {"tiny-vit": [{"site": "visual.blocks.1.hook_mlp_out", "kind": "neurons"}]}
+    assert "miclip.dataset 'cifar' is of kind cifar10, and MiCLIP's Delta Acc" in rejected(config)
+    config["miclip"]["dataset"] = "context"
+    assert load_config(config).miclip_classifier() == []
 
 
 # --- which models are used and trained -------------------------------------------------------------------
@@ -602,7 +687,7 @@ def test_what_a_config_leaves_out_is_said_and_shapes_only_rules_refuse_natural_d
     skipped = loaded.skipped()
     assert skipped[0].startswith("photos is a natural-image dataset: its activation store and Algorithm 1 run")
     assert "dataset imnet (imagenet) is in no analysis: indexing it only" in skipped
-    assert any(line.startswith("cifar10.root is not set") for line in skipped)
+    assert any(line.startswith("tsne.cifar10 is not set") for line in skipped)
     assert not any(line.startswith("causal tracing") for line in skipped)
     config["patching"]["datasets"] = []
     assert any(
@@ -733,7 +818,7 @@ def test_natural_miclip_checks():
     # An image folder's classifier needs templates (ImageNet has OpenAI's).
     config = natural_miclip("photos")
     config["zeroshot"]["templates"] = None
-    assert "miclip.dataset 'photos' is an image folder" in rejected(config)
+    assert "miclip.dataset 'photos' is of kind imagefolder, and MiCLIP's Delta Acc" in rejected(config)
     config = natural_miclip("imnet")
     config["zeroshot"]["templates"] = None
     load_config(config)
@@ -785,7 +870,9 @@ def test_a_natural_atlas_dataset_leaves_out_the_decomposed_resnets():
 
 def test_zeroshot_needs_single_label_datasets_and_templates():
     config = natural(tiny())
-    assert "zeroshot.templates is null, but zeroshot.datasets ['photos'] are not ImageNet" in rejected(config)
+    message = rejected(config)
+    assert "zeroshot.templates is null, but zeroshot.datasets (null: every dataset with classes) ['photos']" in message
+    assert "are not ImageNet" in message and "or list in zeroshot.datasets only the datasets to classify" in message
     config["zeroshot"] = {"datasets": ["imnet"]}
     assert load_config(config).plan.zeroshots == (("tiny-vit", "imnet"),)
     config["zeroshot"] = {"datasets": ["pairs-text"], "templates": ["a {}"]}

@@ -45,14 +45,18 @@ def test_schema_error_stops_the_dry_run(tmp_path):
     assert "'visual.blocks.-1.hook_resid_pre' does not match" in rejected(tmp_path, config)
 
 
-def test_cifar10_with_its_layout_plans_the_map(tmp_path):
+def test_a_cifar10_dataset_plans_the_map_and_the_old_section_is_refused(tmp_path):
     config = tiny()
-    batches = tmp_path / "cifar" / "cifar-10-batches-py"
-    batches.mkdir(parents=True)
-    for name in ("batches.meta", "test_batch"):
-        (batches / name).write_bytes(b"")
-    config["cifar10"]["root"] = str(tmp_path / "cifar")
-    assert planned_jobs("--configfile", write(tmp_path, config), workdir=tmp_path)["tsne_cifar10"] == 1
+    config["datasets"]["cifar"] = {"kind": "cifar10", "root": str(tmp_path / "cifar")}
+    config["tsne"]["cifar10"] = "cifar"
+    # CIFAR-10 has classes: classified zero-shot by default, which needs templates.
+    assert "zeroshot.datasets (null: every dataset with classes) ['cifar']" in rejected(tmp_path, config)
+    config["zeroshot"] = {"templates": ["a photo of a {}."]}
+    jobs = planned_jobs("--configfile", write(tmp_path, config), workdir=tmp_path)
+    assert jobs["tsne_cifar10"] == jobs["plot_tsne_cifar10"] == jobs["index_images"] == jobs["zero_shot"] == 1
+    del config["tsne"]["cifar10"]
+    config["cifar10"] = {"root": str(tmp_path / "cifar")}
+    assert "the cifar10 section moved" in rejected(tmp_path, config)
 
 
 # --- which config, which trainings -----------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Natural-image datasets through the DAG: one dataset of each kind beside the tiny config, built from the
 photographs inside scikit-image's wheel (nothing downloads), indexed, classified zero-shot and, for the
-photographs and their captions, the concept AUROC of tiny-vit's units; then, in a config of its own, the atlas of tiny-vit on the photographs, opened in headless Chromium; last, in another, an
-SAE trained and evaluated on the photographs (analyses.datasets[0])."""
+photographs and their captions, the concept AUROC of tiny-vit's units, and a tiny PASCAL Context copy, analysed
+and segmented by the decomposed tiny-rn (a CIFAR-10 copy cannot be indexed here: torchvision checks the md5 sums
+of the real files); then, in a config of its own, the atlas of tiny-vit on the photographs, opened in headless
+Chromium; last, in another, an SAE trained and evaluated on the photographs (analyses.datasets[0])."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import yaml
 from PIL import Image
 from snakemake_cli import TINY, planned_jobs, snakemake
 from test_atlas_browser import ARTIFACTS
+from toys import fake_pascal_context
 
 from clipmech.data import datasets
 
@@ -36,6 +39,8 @@ FILES = [(label, name) for label, names in PHOTOS.items() for name in names]
 WNIDS = [f"n{10000000 + 7 * i:08d}" for i in range(1000)]
 #: The concept words of the captions dataset (its captions are "a photo of a {class folder}").
 WORDS = [*PHOTOS, "photo"]
+#: The PASCAL Context images: image i's mask holds background and the Context-59 classes i + 1 and 20 + i.
+CONTEXT = [f"2008_{i:06d}" for i in range(6)]
 TARGETS = [
     "results/selectivity/tiny-vit/photos/units.tsv",
     "results/zeroshot/tiny-vit/photos/accuracy.tsv",
@@ -43,6 +48,8 @@ TARGETS = [
     "results/datasets/captioned/data",
     "results/patching/tiny-vit/photos/auroc.png",
     "results/patching/tiny-vit/captioned/auroc.png",
+    "results/selectivity/tiny-vit/context/units.tsv",
+    "results/pascal-context-59/tiny-rn/miou.tsv",
 ]
 
 
@@ -62,6 +69,10 @@ def write_trees(root: Path) -> None:
         shutil.copy(photo(name), root / "imagenet" / "val" / WNIDS[7 * i] / f"ILSVRC2012_val_{i + 1:08d}{suffix}")
     rows = [{"filepath": f"photos/{label}/{name}", "title": f"a photo of a {label}"} for label, name in FILES]
     pd.DataFrame(rows).to_csv(root / "captions.csv", sep="\t", index=False)
+    fake_pascal_context(root / "VOC2010", CONTEXT, size=(48, 64))
+    for i, name in enumerate(CONTEXT):
+        mask = np.random.default_rng(i).choice(np.asarray([0, i + 1, 20 + i], dtype=np.uint8), size=(48, 64))
+        Image.fromarray(mask).save(root / "VOC2010" / "SegmentationClassContext" / f"{name}.png")
 
 
 def natural_config(root: Path) -> Path:
@@ -70,10 +81,15 @@ def natural_config(root: Path) -> Path:
             "photos": {"kind": "imagefolder", "root": str(root / "photos")},
             "imnet": {"kind": "imagenet", "root": str(root / "imagenet"), "split": "val", "n_images": 4, "seed": 1},
             "captioned": {"kind": "captions", "path": str(root / "captions.csv"), "words": WORDS},
+            "context": {"kind": "pascal_context", "root": str(root / "VOC2010")},
         },
-        "analyses": {"models": ["tiny-vit"], "datasets": ["tiny-shapes", "photos"]},
+        "analyses": {"models": ["tiny-vit"], "datasets": ["tiny-shapes", "photos", "context"]},
         "zeroshot": {"models": ["tiny-vit"], "templates": ["a photo of a {}.", "a picture of a {}."]},
         "patching": {"concepts": {"datasets": ["tiny-shapes-pairs", "photos", "captioned"]}},
+        # tiny-rn's input is 128 pixels: the 48 x 64 images are resized to 128 x 171, two windows each.
+        "decomposition": {
+            "pascal_context": {"dataset": "context", "scale": [512, 128], "crop_size": 128, "stride": 64, "top_k": 64}
+        },
     }
     path = root / "natural.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -93,10 +109,12 @@ def natural_run(tmp_path_factory):
 
 def test_the_full_dag_plans_every_natural_dataset(natural_run):
     _, _, _, planned = natural_run
-    assert planned["index_images"] == 3
+    assert planned["index_images"] == 4
     assert planned["zero_shot_classifier"] == planned["zero_shot"] == 2
-    # The store and Algorithm 1 on the photographs too; the rest of the shapes-paper track on Shapes only.
-    assert planned["extract_activations"] == planned["neuron_selectivity"] == 2
+    # The store and Algorithm 1 on the photographs and PASCAL Context too; the rest of the shapes-paper track on
+    # Shapes only; PASCAL Context-59 segmented by the decomposed model.
+    assert planned["extract_activations"] == planned["neuron_selectivity"] == 3
+    assert planned["segment_pascal_context"] == 1
     assert planned["plot_selectivity"] == planned["superposition_separability"] == planned["plot_dataset"] == 1
 
 
@@ -120,6 +138,21 @@ def test_manifests_of_each_kind(natural_run):
     assert captioned.n_images == len(FILES) and captioned.manifest["captions"].map(len).tolist() == [1] * len(FILES)
     # Nothing was written into the user's folders.
     assert not any(p.name.endswith((".parquet", ".json")) for p in data.rglob("*"))
+
+
+def test_pascal_context_is_indexed_analysed_and_segmented(natural_run):
+    workdir, data, _, _ = natural_run
+    context = datasets.load(workdir / "results/datasets/context/data")
+    assert context.n_images == len(CONTEXT) and len(context.classes) == 59
+    assert context.manifest["mask"].tolist() == [f"SegmentationClassContext/{name}.png" for name in CONTEXT]
+    assert [list(c) for c in context.manifest["categories"]] == [[i, 19 + i] for i in range(len(CONTEXT))]
+    # Algorithm 1 over the 59 categories (several per image).
+    units = pd.read_csv(workdir / "results/selectivity/tiny-vit/context/units.tsv", sep="\t")
+    names = context.classes["name"].tolist()
+    assert [c for c in units.columns if c.startswith("a_")] == [f"a_{name}" for name in names]
+    assert units["top1"].isin([names[i] for c in context.manifest["categories"] for i in c]).all()
+    miou = pd.read_csv(workdir / "results/pascal-context-59/tiny-rn/miou.tsv", sep="\t")
+    assert (miou["n_images"] == len(CONTEXT)).all() and miou["miou"].between(0, 1).all()
 
 
 def test_zero_shot_tables(natural_run):

@@ -86,17 +86,19 @@ def test_shift_splits_are_a_dataset_synthesised_like_any(tmp_path):
     assert "no dataset of kind shift has base tiny-shapes" in result.stdout + result.stderr
 
 
-def test_cifar10_map_only_with_a_local_copy(tmp_path):
+def test_cifar10_map_only_with_a_cifar10_dataset(tmp_path):
     skipped = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(TINY))
-    assert "tsne_cifar10" not in skipped.stdout and "cifar10.root is not set" in skipped.stdout + skipped.stderr
-    batches = tmp_path / "cifar" / "cifar-10-batches-py"  # the layout the config check asks for
-    batches.mkdir(parents=True)
-    for name in ("batches.meta", "test_batch"):
-        (batches / name).write_bytes(b"")
-    config = tmp_path / "cifar.yaml"
-    config.write_text(TINY.read_text().replace("root: null", f"root: {tmp_path / 'cifar'}"))
-    out = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(config)).stdout
-    assert "results/tsne/tiny-vit/cifar10.png" in out
+    assert "tsne_cifar10" not in skipped.stdout and "tsne.cifar10 is not set" in skipped.stdout + skipped.stderr
+    config = yaml.safe_load(TINY.read_text())
+    config["datasets"]["cifar"] = {"kind": "cifar10", "root": str(tmp_path / "cifar"), "n_images": 100}
+    config["tsne"]["cifar10"] = "cifar"
+    config["zeroshot"] = {"datasets": []}  # the map only (a dataset with classes is classified by default)
+    path = tmp_path / "cifar.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    out = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(path)).stdout
+    # The copy is indexed (the layout is checked then, by torchvision) and its folder is the map's input.
+    assert "results/tsne/tiny-vit/cifar10.png" in out and "results/datasets/cifar/data" in out
+    assert "rule index_images" in out and "rule tsne_cifar10" in out
 
 
 @pytest.mark.integration

@@ -285,11 +285,11 @@ def all_targets():
         for model, dataset in PLAN.zeroshots
     ]
     targets += [DATA.format(dataset=dataset) for dataset in CONFIG.indexed_only()]
-    if CONFIG.cifar10.root is not None:
+    if CONFIG.tsne.cifar10 is not None:
         targets += [
             f"results/tsne/{model}/cifar10.png" for model in CONFIG.analyses.models
         ]
-    if CONFIG.decomposition.pascal_context.root is not None:
+    if CONFIG.decomposition.pascal_context.dataset is not None:
         targets += [
             f"results/pascal-context-59/{model}/miou.tsv"
             for model in CONFIG.decomposition.models

@@ -69,6 +69,7 @@ rule plot_segmentation:
 rule segment_pascal_context:
     input:
         checkpoint=checkpoint_input,
+        dataset_dir=CONFIG.named_dataset("decomposition.pascal_context.dataset"),
     output:
         miou=reported(
             "results/pascal-context-59/{model}/miou.tsv",
@@ -91,7 +92,7 @@ rule segment_pascal_context:
     params:
         model=model_params,
         model_config=model_config,
-        pascal_context=CONFIG.decomposition.pascal_context.params(),
+        pascal_context=CONFIG.decomposition.pascal_context.params("dataset"),
         device=CONFIG.extraction.device,
         label=model_label,
         code=script_code("segment_pascal_context.py"),

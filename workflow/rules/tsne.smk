@@ -17,7 +17,7 @@ rule tsne_shapes:
         mem_mb=4000,
         runtime=30,
     params:
-        tsne=CONFIG.tsne.params(),
+        tsne=CONFIG.tsne.params("cifar10"),
         seed=CONFIG.seed,
         code=script_code("tsne_shapes.py"),
     script:
@@ -52,6 +52,7 @@ rule plot_tsne_shapes:
 rule tsne_cifar10:
     input:
         checkpoint=checkpoint_input,
+        dataset_dir=CONFIG.named_dataset("tsne.cifar10"),
     output:
         table=reported(
             "results/tsne/{model}/cifar10.tsv",
@@ -74,8 +75,7 @@ rule tsne_cifar10:
     params:
         model=model_params,
         model_config=model_config,
-        cifar10=CONFIG.cifar10.params(),
-        tsne=CONFIG.tsne.params(),
+        tsne=CONFIG.tsne.params("cifar10"),
         seed=CONFIG.seed,
         device=CONFIG.extraction.device,
         batch_size=CONFIG.extraction.batch_size,

@@ -1,11 +1,9 @@
-"""2-D maps of image embeddings (shapes paper Sec. 4.1, Fig. 1) and the CIFAR-10 reader they use.
+"""2-D maps of image embeddings (shapes paper Sec. 4.1, Fig. 1).
 
 The paper projects CLIP's final image embeddings of a CIFAR-10 subset with t-SNE and colours them
-by class. Here the same map is drawn for the Shapes analysis images (always) and for CIFAR-10 when
-a local copy is configured: the pipeline never downloads, so CIFAR-10 is read from a directory in
-torchvision's format (``torchvision.datasets.CIFAR10(root, download=False)``: ``root`` holds
-``cifar-10-batches-py/`` with the pickled batches and ``batches.meta``, each checked against
-torchvision's md5 sums).
+by class. Here the same map is drawn for the Shapes analysis images (always) and for a dataset of kind
+``cifar10`` when ``tsne.cifar10`` names one: a local copy the pipeline never downloads, indexed like any
+natural-image dataset (:func:`clipmech.data.natural.list_cifar10`, torchvision's md5-checked reader).
 """
 
 from __future__ import annotations

@@ -12,9 +12,13 @@ dataset kind (``spec``)       concepts (columns)                                
 ``imagenet``                  the classes of ``classes.tsv``, one-hot of          "ImageNet classes"
                               ``label``
 ``imagefolder``               the same                                            "folder classes"
+``cifar10``                   the same                                            "CIFAR-10 classes"
 ``captions`` with categories  the COCO categories of ``classes.tsv``, from the    "COCO categories"
                               manifest's ``categories``
 ``captions`` otherwise        the configured words, matched in the captions       "caption words"
+``pascal_context``            the 59 classes of ``classes.tsv``, from the         "PASCAL Context
+                              manifest's ``categories`` (those in the mask,       categories"
+                              several per image)
 ============================  ==================================================  =====================
 
 A natural-image dataset is read through the attributes ``spec``, ``manifest``, ``classes`` and ``n_images``
@@ -37,7 +41,9 @@ from clipmech.data import shapes
 #: Dataset kinds whose concepts are the 16 Shapes features of their object table.
 SHAPES_KINDS = ("shapes", "pairs", "shift")
 #: Dataset kinds whose concepts are their classes (one-hot of ``label``), with their ``source`` phrase.
-CLASS_KINDS = {"imagenet": "ImageNet classes", "imagefolder": "folder classes"}
+CLASS_KINDS = {"imagenet": "ImageNet classes", "imagefolder": "folder classes", "cifar10": "CIFAR-10 classes"}
+#: Dataset kinds whose concepts are the categories of each image (the manifest's ``categories``), with their phrase.
+CATEGORY_KINDS = {"pascal_context": "PASCAL Context categories"}
 CAPTION_KIND = "captions"
 
 
@@ -53,7 +59,7 @@ class Concepts:
         The concepts' names, in column order.
     source : str
         What the concepts are, a short phrase for tables and pages ("Shapes features", "ImageNet classes",
-        "folder classes", "COCO categories", "caption words").
+        "folder classes", "CIFAR-10 classes", "COCO categories", "PASCAL Context categories", "caption words").
 
     Raises
     ------
@@ -100,8 +106,9 @@ def concept_matrix(dataset, *, words: Sequence[str] | None = None) -> Concepts:
     Returns
     -------
     Concepts
-        For ``imagenet`` and ``imagefolder``, row i is the one-hot of image i's ``label``, and an image with
-        label -1 holds no concept.
+        For ``imagenet``, ``imagefolder`` and ``cifar10``, row i is the one-hot of image i's ``label``, and an
+        image with label -1 holds no concept; for ``pascal_context`` (and captions with COCO categories), row i
+        marks image i's ``categories`` (none, one or several).
 
     Raises
     ------
@@ -115,18 +122,21 @@ def concept_matrix(dataset, *, words: Sequence[str] | None = None) -> Concepts:
         return Concepts(image_presence(dataset.objects, dataset.n_images), shapes.FEATURES, "Shapes features")
     if kind in CLASS_KINDS:
         return _class_concepts(dataset, CLASS_KINDS[kind])
+    if kind in CATEGORY_KINDS:
+        categories = [_as_list(cell) for cell in _manifest(dataset)["categories"]]
+        return _category_concepts(dataset, categories, CATEGORY_KINDS[kind])
     if kind == CAPTION_KIND:
         manifest = _manifest(dataset)
         categories = [as_list(cell) for cell in manifest["categories"]] if "categories" in manifest else []
         if any(categories):
-            return _category_concepts(dataset, categories)
+            return _category_concepts(dataset, categories, "COCO categories")
         if not words or not any(str(word).strip() for word in words):
             raise ValueError(
                 f"dataset kind {kind!r}: its manifest has no COCO categories, so its concepts must be words "
                 "matched in the captions, and no word list is set: configure a non-empty list of words"
             )
         return _word_concepts(manifest, words)
-    valid = ", ".join((*SHAPES_KINDS, *CLASS_KINDS, CAPTION_KIND))
+    valid = ", ".join((*SHAPES_KINDS, *CLASS_KINDS, *CATEGORY_KINDS, CAPTION_KIND))
     raise ValueError(f"no concepts for dataset kind {kind!r}; the kinds with concepts are: {valid}")
 
 
@@ -157,7 +167,7 @@ def _class_concepts(dataset, source: str) -> Concepts:
     return Concepts(present, names, source)
 
 
-def _category_concepts(dataset, categories: list[list[int]]) -> Concepts:
+def _category_concepts(dataset, categories: list[list[int]], source: str) -> Concepts:
     names = _class_names(dataset)
     present = np.zeros((len(categories), len(names)), dtype=bool)
     for i, cell in enumerate(categories):
@@ -165,7 +175,7 @@ def _category_concepts(dataset, categories: list[list[int]]) -> Concepts:
         if ((index < 0) | (index >= len(names))).any():
             raise ValueError(f"image {i} has categories {index.tolist()} outside 0..{len(names) - 1} (classes.tsv)")
         present[i, index] = True
-    return Concepts(present, names, "COCO categories")
+    return Concepts(present, names, source)
 
 
 def _word_concepts(manifest: pd.DataFrame, words: Sequence[str]) -> Concepts:

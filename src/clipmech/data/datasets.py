@@ -68,9 +68,11 @@ DATA_FILES = {
     "imagenet": ("manifest.parquet", "classes.tsv"),
     "imagefolder": ("manifest.parquet", "classes.tsv"),
     "captions": ("manifest.parquet", "classes.tsv"),
+    "cifar10": ("manifest.parquet", "classes.tsv"),
+    "pascal_context": ("manifest.parquet", "classes.tsv"),
 }
 #: Kinds whose directory holds a manifest of the user's images instead of ``images.npy``.
-NATURAL_KINDS = ("imagenet", "imagefolder", "captions")
+NATURAL_KINDS = ("imagenet", "imagefolder", "captions", "cifar10", "pascal_context")
 
 
 def data_files(kind: str) -> tuple[str, ...]:

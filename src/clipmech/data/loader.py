@@ -1,10 +1,11 @@
 """Feeding natural-image datasets (files or tar shards listed in a manifest) to a model, fast enough for a GPU.
 
 A natural-image dataset directory holds ``manifest.parquet``: one row per sample in ``index`` order,
-with ``source`` (an image file, or a tar shard, relative to the dataset root), ``member`` (the member
-name inside that shard, ``""`` for a plain file) and ``sha256`` (of the image's bytes), among other
-columns. :class:`ManifestImages` reads one sample: its bytes, decoded to RGB by :func:`open_rgb`,
-through the model's eval transform; :func:`image_loader` batches them in index order with worker
+with ``source`` (an image file, a tar shard or a CIFAR-10 batch file, relative to the dataset root),
+``member`` (the member name inside that shard, the image's row in that batch as decimal digits, ``""``
+for a plain file) and ``sha256`` (of the image's bytes), among other columns. :class:`ManifestImages`
+reads one sample: its bytes, decoded to RGB by :func:`open_rgb` (a CIFAR-10 row: its 32 x 32 pixels,
+:func:`cifar_image`), through the model's eval transform; :func:`image_loader` batches them in index order with worker
 processes that decode and transform in parallel (``benchmarks/loader.py`` measures how many images
 per second one core decodes, which sizes the CPUs a GPU needs).
 
@@ -17,6 +18,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pickle
+import re
 import tarfile
 from collections import OrderedDict
 from collections.abc import Callable
@@ -36,6 +39,9 @@ MANIFEST_COLUMNS = ("index", "source", "member")
 
 #: Tar shards a worker keeps open at once; older ones are closed (and their member index dropped) first.
 MAX_OPEN_SHARDS = 8
+
+#: A manifest ``member`` that names a row of a CIFAR-10 batch file (a tar member always has an extension).
+BATCH_ROW = re.compile(r"^\d+$")
 
 #: Integer greyscale modes that hold more than 8 bits per pixel, scaled to 8 bits by :func:`open_rgb`.
 _DEEP_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -105,6 +111,42 @@ def open_rgb(source: bytes | str | Path, name: str | None = None) -> Image.Image
         raise ValueError(f"cannot decode image {name}: {type(error).__name__}: {error}") from error
 
 
+def read_cifar_batch(path: str | Path) -> np.ndarray:
+    """The images of a CIFAR-10 batch file (python version), as the batch stores them.
+
+    The file is a pickled dict whose ``data`` is uint8 (n, 3072): per image the 1024 red, then green, then
+    blue values of its 32 x 32 pixels, row-major (read as torchvision's ``CIFAR10`` reads it, with
+    ``encoding="latin1"``). Only call it on files you trust: unpickling runs code.
+
+    Returns
+    -------
+    numpy.ndarray, uint8, (n, 3072)
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file is not a pickled dict with such a ``data`` array (the message names it).
+    """
+    with open(path, "rb") as fh:
+        try:
+            batch = pickle.load(fh, encoding="latin1")
+            data = np.asarray(batch["data"])
+        except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{path} is not a CIFAR-10 batch file: {type(error).__name__}: {error}") from error
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise ValueError(f"{path}: its data is {data.dtype} of shape {data.shape}, expected uint8 (n, 3072)")
+    return data
+
+
+def cifar_image(row: bytes | np.ndarray) -> Image.Image:
+    """A CIFAR-10 image from its 3072 bytes as its batch stores them (channel-first), as an RGB PIL image:
+    ``Image.fromarray`` of the 32 x 32 x 3 array, what torchvision's ``CIFAR10`` gives for it."""
+    pixels = np.frombuffer(row, dtype=np.uint8) if isinstance(row, bytes | bytearray) else np.asarray(row)
+    return Image.fromarray(np.ascontiguousarray(pixels.reshape(3, 32, 32).transpose(1, 2, 0)))
+
+
 def model_view(picture: Image.Image, size: int) -> Image.Image:
     """A photograph as the model sees it, at ``size`` x ``size`` pixels: its short side resized to ``size``
     (bicubic) and the centre cropped, the geometry of open_clip's eval transform (``Resize`` of the short side,
@@ -156,10 +198,13 @@ class ManifestImages(torch.utils.data.Dataset):
 
     Item ``i`` is the manifest's ``i``-th row (the rows given, in their order). A plain file is read
     from ``root / source``; a tar member from the shard ``root / source`` (uncompressed tar: members are
-    read by seeking to their data, after one pass over the shard's headers). Each process opens its own
-    shard handles lazily and keeps up to :data:`MAX_OPEN_SHARDS` of them; a process that finds handles
-    opened by another (after a fork) drops them and opens its own, and :func:`image_loader`'s workers
-    drop them on start (:meth:`reset_handles`), so no file offset is ever shared between processes.
+    read by seeking to their data, after one pass over the shard's headers); a CIFAR-10 image (a ``member``
+    of digits, :data:`BATCH_ROW`) is that row of the batch file ``root / source`` (:func:`read_cifar_batch`,
+    decoded by :func:`cifar_image`). Each process opens its own shard handles lazily and keeps up to
+    :data:`MAX_OPEN_SHARDS` of them, and as many CIFAR-10 batches in memory (each worker reads a batch file
+    once); a process that finds handles opened by another (after a fork) drops them and opens its own, and
+    :func:`image_loader`'s workers drop them on start (:meth:`reset_handles`), so no file offset is ever
+    shared between processes.
 
     Parameters
     ----------
@@ -196,6 +241,7 @@ class ManifestImages(torch.utils.data.Dataset):
         self.members = [member if isinstance(member, str) else "" for member in manifest["member"]]
         self.sha256 = [str(digest) for digest in manifest["sha256"]] if verify else None
         self._shards: OrderedDict[str, tuple] = OrderedDict()
+        self._batches: OrderedDict[str, np.ndarray] = OrderedDict()
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -220,12 +266,21 @@ class ManifestImages(torch.utils.data.Dataset):
                     f"image {name} (manifest index {self.indices[item]}) has sha256 {actual}, but the manifest "
                     f"records {self.sha256[item]}: the file changed after the manifest was written"
                 )
-        return int(self.indices[item]), self.transform(open_rgb(data, name))
+        picture = cifar_image(data) if BATCH_ROW.match(self.members[item]) else open_rgb(data, name)
+        return int(self.indices[item]), self.transform(picture)
 
     def read_bytes(self, item: int) -> tuple[bytes, str]:
-        """The encoded bytes of sample ``item`` and its name for messages (``path`` or ``shard:member``)."""
+        """The bytes of sample ``item`` (encoded; a CIFAR-10 image's 3072 as its batch stores them) and its name
+        for messages (``path``, ``shard:member`` or ``batch:row``)."""
         path = self.root / self.sources[item]
         member = self.members[item]
+        if BATCH_ROW.match(member):
+            rows = self._batch(path)
+            if int(member) >= len(rows):
+                raise FileNotFoundError(
+                    f"CIFAR-10 batch {path} has {len(rows)} rows, no row {member} (manifest index {self.indices[item]})"
+                )
+            return rows[int(member)].tobytes(), f"{path}:{member}"
         if not member:
             try:
                 return path.read_bytes(), str(path)
@@ -240,19 +295,35 @@ class ManifestImages(torch.utils.data.Dataset):
         return handle.read(size), name
 
     def __getstate__(self) -> dict:
-        # Workers started by spawn (not fork) get a pickled copy: without the open shards.
-        return {**self.__dict__, "_shards": OrderedDict()}
+        # Workers started by spawn (not fork) get a pickled copy: without the open shards and read batches.
+        return {**self.__dict__, "_shards": OrderedDict(), "_batches": OrderedDict()}
 
     def reset_handles(self) -> None:
-        """Forget the shard handles (without closing them: they may belong to the parent of a fork)."""
+        """Forget the shard handles (without closing them: they may belong to the parent of a fork) and the
+        batches read."""
         self._shards = OrderedDict()
+        self._batches = OrderedDict()
         self._pid = os.getpid()
 
     def close(self) -> None:
-        """Close this process's shard handles."""
+        """Close this process's shard handles and drop its batches."""
         for handle, _ in self._shards.values():
             handle.close()
         self._shards = OrderedDict()
+        self._batches = OrderedDict()
+
+    def _batch(self, path: Path) -> np.ndarray:
+        if self._pid != os.getpid():
+            self.reset_handles()
+        key = str(path)
+        if key not in self._batches:
+            if not path.is_file():
+                raise FileNotFoundError(f"CIFAR-10 batch file missing: {path}")
+            self._batches[key] = read_cifar_batch(path)
+            if len(self._batches) > MAX_OPEN_SHARDS:
+                self._batches.popitem(last=False)
+        self._batches.move_to_end(key)
+        return self._batches[key]
 
     def _shard(self, path: Path) -> tuple:
         if self._pid != os.getpid():

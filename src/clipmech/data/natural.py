@@ -1,21 +1,25 @@
 """Natural-image datasets a researcher already has on disk, written as manifests.
 
-A natural dataset is not copied: the dataset rule lists the images of a local copy (ImageNet,
-any folder of class folders, or image-caption pairs), reads every listed image once to hash its
-bytes and check that it decodes, and writes a *manifest*, one row per readable sample. The images
-are decoded again only when a later stage reads them through the manifest.
+A natural dataset is not copied: the dataset rule lists the images of a local copy (ImageNet, any folder
+of class folders, image-caption pairs, CIFAR-10's pickled batches or PASCAL Context), reads every listed
+image once to hash its bytes and check that it decodes, and writes a *manifest*, one row per readable
+sample. The images are decoded again only when a later stage reads them through the manifest.
 
 A dataset directory written by :func:`write_natural_dataset` holds
 
 ``manifest.parquet``
     One row per readable sample, in ``index`` order (:data:`MANIFEST_SCHEMA`): ``index`` (int64,
-    0..N-1), ``source`` (string, the image file or the tar shard, relative to ``spec.json``'s
-    ``root``), ``member`` (string, the member name inside the tar shard, "" for a plain file),
-    ``label`` (int64 class index, -1 when none), ``class_id`` (string: WordNet id for ``imagenet``,
-    folder name for ``imagefolder``, "" otherwise), ``captions`` (list<string>, [] when none),
-    ``categories`` (list<int64>, COCO category indices 0..79 of the image's instances, sorted and
-    unique; [] otherwise), ``width`` and ``height`` (int32, of the decoded image), ``sha256``
-    (string, hex of the file's or member's bytes) and ``split`` (string).
+    0..N-1), ``source`` (string, the image file, the tar shard or the CIFAR-10 batch file, relative to
+    ``spec.json``'s ``root``), ``member`` (string: the member name inside the tar shard, the image's row
+    in the CIFAR-10 batch as decimal digits, "" for a plain file), ``label`` (int64 class index, -1 when
+    none), ``class_id`` (string: WordNet id for ``imagenet``, folder name for ``imagefolder``, class name
+    for ``cifar10``, "" otherwise), ``captions`` (list<string>, [] when none), ``categories``
+    (list<int64>, sorted and unique: the COCO category indices 0..79 of a captions image's instances, the
+    PASCAL Context-59 classes 0..58 present in a ``pascal_context`` image's mask; [] otherwise),
+    ``mask`` (string, the label PNG of a ``pascal_context`` image relative to ``root``, "" otherwise),
+    ``width`` and ``height`` (int32, of the decoded image), ``sha256`` (string, hex of the file's or
+    member's bytes; of a CIFAR-10 image, of its 3072 bytes as the batch stores them, channel-first) and
+    ``split`` (string).
 ``classes.tsv``
     Columns ``index``, ``class_id``, ``name``; the header alone when the dataset has no classes.
 ``spec.json``
@@ -33,6 +37,10 @@ Kinds (the ``kind`` of the dataset's config entry):
 ``captions``
     Image-caption pairs: open_clip's CSV/TSV, a folder of webdataset tar shards, or a COCO captions
     JSON with optional instances (:func:`list_captions`).
+``cifar10``
+    CIFAR-10's python version, read by torchvision (:func:`list_cifar10`).
+``pascal_context``
+    PASCAL Context in mmseg's layout, images with their Context-59 label masks (:func:`list_pascal_context`).
 
 Nothing is downloaded and nothing is written into the data folder: the dataset is built in a
 sibling temporary directory of the output and renamed into place, so a killed job never leaves a
@@ -61,7 +69,7 @@ from PIL import Image
 
 from clipmech.data import datasets
 
-KINDS = ("imagenet", "imagefolder", "captions")
+KINDS = ("imagenet", "imagefolder", "captions", "cifar10", "pascal_context")
 #: Image file extensions of ``imagefolder`` (and of ImageNet's class folders), compared lower-case.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 #: Image member extensions of a webdataset sample, in the order one is picked when a sample has several.
@@ -79,8 +87,30 @@ LOC_SYNSETS = "LOC_synset_mapping.txt"
 KAGGLE_IMAGES = Path("ILSVRC", "Data", "CLS-LOC")
 WNID_PATTERN = re.compile(r"^n\d{8}$")
 VAL_FILE_PATTERN = re.compile(r"^(ILSVRC2012_val_(\d{8}))\.jpe?g$", re.IGNORECASE)
+#: The split read when a dataset's entry names none, by kind (the others record "").
+DEFAULT_SPLITS = {"imagenet": "val", "cifar10": "test", "pascal_context": "val"}
+#: Images per CIFAR-10 split (torchvision's md5 sums pin the files: 10,000 per batch file).
+CIFAR10_SPLIT_SIZES = {"train": 50_000, "test": 10_000}
+#: The side of a CIFAR-10 image, and its bytes in its batch: 3 channels of 32 x 32, channel-first.
+CIFAR10_SIDE = 32
+CIFAR10_IMAGE_BYTES = 3 * CIFAR10_SIDE * CIFAR10_SIDE
+#: mmseg's ``PascalContextDataset59`` classes, in mask order 1..59 (0 = background, not a class).
+PASCAL_CONTEXT_59 = (
+    "aeroplane", "bag", "bed", "bedclothes", "bench", "bicycle", "bird", "boat", "book", "bottle",
+    "building", "bus", "cabinet", "car", "cat", "ceiling", "chair", "cloth", "computer", "cow",
+    "cup", "curtain", "dog", "door", "fence", "floor", "flower", "food", "grass", "ground",
+    "horse", "keyboard", "light", "motorbike", "mountain", "mouse", "person", "plate", "platform",
+    "pottedplant", "road", "rock", "sheep", "shelves", "sidewalk", "sign", "sky", "snow", "sofa",
+    "table", "track", "train", "tree", "truck", "tvmonitor", "wall", "water", "window", "wood",
+)  # fmt: skip
+#: mmseg's PASCAL Context layout under ``root`` (the VOC2010 folder): images, label masks, split files.
+PASCAL_CONTEXT_IMAGES = "JPEGImages"
+PASCAL_CONTEXT_MASKS = "SegmentationClassContext"
+PASCAL_CONTEXT_SPLITS = Path("ImageSets", "SegmentationContext")
+#: A mask value that marks unlabelled pixels (mmseg's ignore index); every other value is 0..59.
+MASK_IGNORE = 255
 
-#: The columns of ``manifest.parquet``, exactly.
+#: The columns of ``manifest.parquet``, exactly (the module docstring says what each holds).
 MANIFEST_SCHEMA = pa.schema(
     [
         ("index", pa.int64()),
@@ -90,6 +120,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("class_id", pa.string()),
         ("captions", pa.list_(pa.string())),
         ("categories", pa.list_(pa.int64())),
+        ("mask", pa.string()),
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("sha256", pa.string()),
@@ -110,19 +141,26 @@ class Sample:
     Attributes
     ----------
     path : pathlib.Path
-        The image file, or the tar shard holding it.
+        The image file, the tar shard or the CIFAR-10 batch file holding it.
     source : str
         ``path`` relative to the dataset root (may start with ``../`` for a CSV naming files outside
         its folder).
     member : str
-        The image's member name inside the shard; "" for a plain file.
+        The image's member name inside the shard, or its row in the CIFAR-10 batch (decimal digits);
+        "" for a plain file.
     label : int
         Class index, -1 when none.
     class_id : str
-        WordNet id (imagenet), folder name (imagefolder), "" otherwise.
+        WordNet id (imagenet), folder name (imagefolder), class name (cifar10), "" otherwise.
     captions : list of str
     categories : list of int
-        COCO category indices (sorted, unique), [] otherwise.
+        COCO category indices (sorted, unique), [] otherwise; a PASCAL Context image's are read from its
+        mask when the dataset is written (:func:`mask_categories`).
+    mask : pathlib.Path or None
+        The label mask of a PASCAL Context image, None otherwise.
+    pixels : numpy.ndarray or None
+        uint8, (3072,): a CIFAR-10 image as its batch stores it (channel-first), hashed instead of a file;
+        None otherwise.
     """
 
     path: Path
@@ -132,6 +170,8 @@ class Sample:
     class_id: str = ""
     captions: list[str] = field(default_factory=list)
     categories: list[int] = field(default_factory=list)
+    mask: Path | None = None
+    pixels: np.ndarray | None = None
 
 
 @dataclass
@@ -618,6 +658,152 @@ def _list_coco(path: Path, split: str, instances: str | Path | None, image_root:
     return Listing(layout="coco", root=root, samples=samples, classes=classes)
 
 
+# CIFAR-10 -----------------------------------------------------------------------------------------------------------
+
+
+def list_cifar10(root: str | Path, split: str = "test") -> Listing:
+    """List a local CIFAR-10 copy (the python version), read and md5-checked by ``torchvision.datasets.CIFAR10``.
+
+    ``root`` holds ``cifar-10-batches-py/`` with ``data_batch_1`` ... ``data_batch_5``, ``test_batch`` and
+    ``batches.meta`` as the dataset's authors distribute them (pickled dicts); torchvision checks every one
+    of them against its md5 sum, whichever split is read. Samples are in torchvision's order (the batch
+    files in order, the rows of each in order): sample j of the split is row j % 10,000 of batch file
+    j // 10,000. Classes are ``batches.meta``'s ten label names, in label order.
+
+    Returns
+    -------
+    Listing
+        Layout ``"cifar-10-batches-py"``; each sample's ``source`` is its batch file relative to ``root``,
+        ``member`` its row (decimal), ``label`` its class index, ``class_id`` the class name and ``pixels``
+        its 3072 bytes as the batch stores them.
+
+    Raises
+    ------
+    ValueError
+        If the split is not ``train`` or ``test``, or the split does not hold its 50,000 or 10,000 images
+        (naming both numbers).
+    FileNotFoundError
+        If ``root`` does not exist, or torchvision finds a file missing or corrupted (wrong md5); the message
+        names the layout expected.
+    """
+    from torchvision.datasets import CIFAR10
+
+    root = Path(root)
+    if split not in CIFAR10_SPLIT_SIZES:
+        raise ValueError(f"unknown CIFAR-10 split {split!r}; allowed: {', '.join(CIFAR10_SPLIT_SIZES)}")
+    _require_root(root, "cifar10")
+    files = [name for name, _ in (CIFAR10.train_list if split == "train" else CIFAR10.test_list)]
+    try:
+        dataset = CIFAR10(root, train=split == "train", download=False)
+    except RuntimeError as error:
+        every = [name for name, _ in CIFAR10.train_list + CIFAR10.test_list] + [CIFAR10.meta["filename"]]
+        raise FileNotFoundError(
+            f"no CIFAR-10 layout under {root}: torchvision's CIFAR10 finds a file missing or corrupted (an md5 "
+            f"sum that differs); expected {root / CIFAR10.base_folder}/ with {', '.join(every)} (the python "
+            "version of the dataset; torchvision checks all of them, whichever split is read)"
+        ) from error
+    expected, found = CIFAR10_SPLIT_SIZES[split], len(dataset.targets)
+    if found != expected:
+        raise ValueError(f"CIFAR-10 {split}: found {found} images in {', '.join(files)}, but the split has {expected}")
+    per_file = expected // len(files)
+    # torchvision holds the images height x width x channel; the batches store them channel-first.
+    stored_NC = np.ascontiguousarray(dataset.data.transpose(0, 3, 1, 2)).reshape(found, CIFAR10_IMAGE_BYTES)
+    classes = list(dataset.classes)
+    samples = []
+    for j, label in enumerate(dataset.targets):
+        path = root / CIFAR10.base_folder / files[j // per_file]
+        samples.append(
+            Sample(
+                path=path,
+                source=path.relative_to(root).as_posix(),
+                member=str(j % per_file),
+                label=int(label),
+                class_id=classes[label],
+                pixels=stored_NC[j],
+            )
+        )
+    return Listing(layout=CIFAR10.base_folder, root=root, samples=samples, classes=_classes(classes, classes))
+
+
+# PASCAL Context -----------------------------------------------------------------------------------------------------
+
+
+def list_pascal_context(root: str | Path, split: str = "val") -> Listing:
+    """List a local PASCAL Context copy in mmseg's layout: the images of a split with their Context-59 masks.
+
+    mmseg's ``PascalContextDataset59`` reads ``<root>/ImageSets/SegmentationContext/<split>.txt`` (one image
+    id per line), ``<root>/JPEGImages/<id>.jpg`` and ``<root>/SegmentationClassContext/<id>.png`` (labels
+    0..59, 0 = background; written by mmseg's ``tools/dataset_converters/pascal_context.py``). ``root`` is
+    the VOC2010 directory. Samples are in the split file's order; the classes are the 59 of
+    :data:`PASCAL_CONTEXT_59` (mask value v is class v - 1).
+
+    Returns
+    -------
+    Listing
+        Layout ``"mmseg"``; ``Sample.source`` the JPEG and ``Sample.mask`` the PNG (``categories`` are read
+        from the masks when the dataset is written: :func:`mask_categories`).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``root`` or the split file does not exist (the message names mmseg's layout), or the split lists
+        an image whose JPEG or mask is missing (the message names it).
+    """
+    root = Path(root)
+    _require_root(root, "pascal_context")
+    split_file = root / PASCAL_CONTEXT_SPLITS / f"{split}.txt"
+    if not split_file.is_file():
+        raise FileNotFoundError(
+            f"no PASCAL Context layout under {root}: no split file {split_file}; expected mmseg's layout: "
+            f"<root>/{PASCAL_CONTEXT_IMAGES}/<id>.jpg, <root>/{PASCAL_CONTEXT_MASKS}/<id>.png, "
+            f"<root>/{PASCAL_CONTEXT_SPLITS.as_posix()}/<split>.txt"
+        )
+    samples = []
+    for name in split_file.read_text().split():
+        image, mask = root / PASCAL_CONTEXT_IMAGES / f"{name}.jpg", root / PASCAL_CONTEXT_MASKS / f"{name}.png"
+        for path in (image, mask):
+            if not path.is_file():
+                raise FileNotFoundError(f"PASCAL Context {split} lists {name!r} but {path} does not exist")
+        samples.append(Sample(path=image, source=image.relative_to(root).as_posix(), mask=mask))
+    names = list(PASCAL_CONTEXT_59)
+    return Listing(layout="mmseg", root=root, samples=samples, classes=_classes(names, names))
+
+
+def mask_categories(mask: Path, size: tuple[int, int]) -> list[int]:
+    """The Context-59 classes present in a PASCAL Context label mask: its values 1..59 as 0..58, sorted.
+
+    Parameters
+    ----------
+    mask : pathlib.Path
+        The label PNG (one 8-bit value per pixel: 0 background, 1..59 the classes, 255 unlabelled).
+    size : tuple of int
+        (width, height) of the image it labels.
+
+    Raises
+    ------
+    UnreadableImageError
+        If the mask cannot be decoded, is not the image's size, or holds a value outside 0..59 and 255 (the
+        message names the file and what is wrong).
+    """
+    try:
+        with Image.open(mask) as image:
+            values = np.asarray(image)
+    except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
+        raise UnreadableImageError(f"unreadable mask {mask}: {type(error).__name__}: {error}") from error
+    if values.ndim != 2 or (values.shape[1], values.shape[0]) != tuple(size):
+        raise UnreadableImageError(
+            f"mask {mask} has shape {values.shape}, but its image is {size[0]} x {size[1]} (width x height)"
+        )
+    present = np.unique(values)
+    bad = present[(present > len(PASCAL_CONTEXT_59)) & (present != MASK_IGNORE)]
+    if bad.size:
+        raise UnreadableImageError(
+            f"mask {mask} holds the values {bad.tolist()}; a Context-59 mask holds 0..{len(PASCAL_CONTEXT_59)} "
+            f"and {MASK_IGNORE} (unlabelled)"
+        )
+    return [int(v) - 1 for v in present if 1 <= v <= len(PASCAL_CONTEXT_59)]
+
+
 # reading and writing ------------------------------------------------------------------------------------------------
 
 
@@ -663,9 +849,10 @@ def read_sample(sample: Sample, shards: ShardReader | None = None) -> tuple[str,
     Returns
     -------
     sha256 : str
-        Hex digest of the file's (or tar member's) bytes.
+        Hex digest of the file's (or tar member's) bytes; of a CIFAR-10 image (``sample.pixels``), of its
+        3072 bytes as its batch stores them.
     width, height : int
-        Of the decoded image.
+        Of the decoded image (32 x 32 for CIFAR-10).
 
     Raises
     ------
@@ -673,6 +860,8 @@ def read_sample(sample: Sample, shards: ShardReader | None = None) -> tuple[str,
         If the file or member is missing, or PIL cannot open or fully decode it (e.g. a truncated
         JPEG); the message names the file (and member).
     """
+    if sample.pixels is not None:
+        return hashlib.sha256(np.ascontiguousarray(sample.pixels).tobytes()).hexdigest(), CIFAR10_SIDE, CIFAR10_SIDE
     name = f"{sample.path}" + (f" member {sample.member}" if sample.member else "")
     try:
         digest = hashlib.sha256()
@@ -699,7 +888,8 @@ def _copy_hashing(fh, digest, buffer: io.BytesIO) -> None:
 
 
 def list_dataset(spec: dict) -> Listing:
-    """Dispatch a dataset config entry to :func:`list_imagenet`, :func:`list_imagefolder` or :func:`list_captions`.
+    """Dispatch a dataset config entry to the listing function of its kind (:func:`list_imagenet`,
+    :func:`list_imagefolder`, :func:`list_captions`, :func:`list_cifar10`, :func:`list_pascal_context`).
 
     Raises
     ------
@@ -713,9 +903,13 @@ def list_dataset(spec: dict) -> Listing:
     if not spec.get(key):
         raise ValueError(f"a {kind} dataset needs {key!r}")
     if kind == "imagenet":
-        return list_imagenet(spec["root"], spec.get("split", "val"))
+        return list_imagenet(spec["root"], spec.get("split") or DEFAULT_SPLITS[kind])
     if kind == "imagefolder":
         return list_imagefolder(spec["root"])
+    if kind == "cifar10":
+        return list_cifar10(spec["root"], spec.get("split") or DEFAULT_SPLITS[kind])
+    if kind == "pascal_context":
+        return list_pascal_context(spec["root"], spec.get("split") or DEFAULT_SPLITS[kind])
     return list_captions(
         spec["path"],
         split=spec.get("split") or "",
@@ -731,8 +925,9 @@ def select(samples: list[Sample], kind: str, split: str, n_images: int | None, s
 
     ImageNet must have exactly the split's size (:data:`IMAGENET_SPLIT_SIZES`) unless ``n_images``
     asks for a subset: then fewer files than the split has are allowed (a partial copy), more are not.
-    Other kinds take what is there. The subset is ``numpy.random.default_rng(seed).choice(len, n_images,
-    replace=False)``, sorted, so the same files and seed give the same subset.
+    CIFAR-10's count is checked when it is listed (:func:`list_cifar10`); other kinds take what is there.
+    The subset is ``numpy.random.default_rng(seed).choice(len, n_images, replace=False)``, sorted, so the
+    same files and seed give the same subset.
 
     Raises
     ------
@@ -755,8 +950,9 @@ def select(samples: list[Sample], kind: str, split: str, n_images: int | None, s
     return [samples[i] for i in index]
 
 
-def manifest_table(samples: list[Sample], hashes: list[tuple[str, int, int]], split: str) -> pa.Table:
-    """The manifest of samples that were read (:data:`MANIFEST_SCHEMA`); ``hashes`` from :func:`read_sample`."""
+def manifest_table(samples: list[Sample], hashes: list[tuple[str, int, int]], split: str, root: Path) -> pa.Table:
+    """The manifest of samples that were read (:data:`MANIFEST_SCHEMA`); ``hashes`` from :func:`read_sample`,
+    ``root`` the listing's root (masks are recorded relative to it)."""
     return pa.Table.from_pydict(
         {
             "index": list(range(len(samples))),
@@ -766,6 +962,7 @@ def manifest_table(samples: list[Sample], hashes: list[tuple[str, int, int]], sp
             "class_id": [s.class_id for s in samples],
             "captions": [list(s.captions) for s in samples],
             "categories": [list(s.categories) for s in samples],
+            "mask": ["" if s.mask is None else s.mask.relative_to(root).as_posix() for s in samples],
             "width": [h[1] for h in hashes],
             "height": [h[2] for h in hashes],
             "sha256": [h[0] for h in hashes],
@@ -784,7 +981,8 @@ def write_natural_dataset(out: str | Path, spec: dict) -> dict:
         The dataset directory to create; it must not exist and must not lie inside the data folder.
     spec : dict
         The dataset's config entry: ``kind`` (:data:`KINDS`), ``root`` (``path`` for captions),
-        ``split`` (imagenet: "val" or "train", default "val"; otherwise recorded as given),
+        ``split`` (imagenet: "val" or "train", default "val"; cifar10: "train" or "test", default
+        "test"; pascal_context: the split file's name, default "val"; otherwise recorded as given),
         ``n_images`` (optional seeded subset), ``seed`` (default 0), ``skip_unreadable`` (default
         False), and for captions ``image_key``, ``caption_key``, ``instances``, ``image_root``.
 
@@ -794,7 +992,8 @@ def write_natural_dataset(out: str | Path, spec: dict) -> dict:
         The ``spec.json`` written (see the module docstring); for captions it also records ``path``
         and the options used.
 
-    Every selected image is read once (:func:`read_sample`). Unreadable images raise, unless
+    Every selected image is read once (:func:`read_sample`), and a PASCAL Context image's mask with it
+    (:func:`mask_categories`; a bad mask counts as an unreadable image). Unreadable images raise, unless
     ``skip_unreadable``: then they are listed in ``skipped`` and left out, so the manifest may have
     fewer rows than ``n_images``. Files are written to a temporary sibling of ``out`` that is renamed
     to ``out`` at the end and removed on any error, so ``out`` exists only complete.
@@ -820,7 +1019,7 @@ def write_natural_dataset(out: str | Path, spec: dict) -> dict:
             raise ValueError(f"dataset output {out} lies inside the data folder {folder}; write it elsewhere")
     if out.exists():
         raise FileExistsError(f"dataset output {out} exists; delete it to write it again")
-    split = spec.get("split") or ("val" if kind == "imagenet" else "")
+    split = spec.get("split") or DEFAULT_SPLITS.get(kind, "")
     seed = int(spec.get("seed", 0) or 0)
     n_images = spec.get("n_images")
     samples = select(listing.samples, kind, split, None if n_images is None else int(n_images), seed)
@@ -828,7 +1027,10 @@ def write_natural_dataset(out: str | Path, spec: dict) -> dict:
     with ShardReader() as shards:
         for sample in samples:
             try:
-                hashes.append(read_sample(sample, shards))
+                read = read_sample(sample, shards)
+                if sample.mask is not None:
+                    sample.categories = mask_categories(sample.mask, read[1:])
+                hashes.append(read)
                 kept.append(sample)
             except UnreadableImageError as error:
                 if not spec.get("skip_unreadable", False):
@@ -854,7 +1056,7 @@ def write_natural_dataset(out: str | Path, spec: dict) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        pq.write_table(manifest_table(kept, hashes, split), tmp / "manifest.parquet")
+        pq.write_table(manifest_table(kept, hashes, split, listing.root), tmp / "manifest.parquet")
         listing.classes.to_csv(tmp / "classes.tsv", sep="\t", index=False)
         meta["sha256"] = datasets.dataset_hash(tmp, kind)
         (tmp / "spec.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

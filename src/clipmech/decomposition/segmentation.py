@@ -21,8 +21,9 @@ classes; mIoU comes from one confusion matrix accumulated over the dataset
 (:mod:`clipmech.decomposition.miou`).
 
 Two protocols: Shapes (ground truth from the instance masks and the object table: background +
-6 colours, background + 5 shapes), and PASCAL Context-59 in mmseg's on-disk format with the
-reference slide inference (see :func:`slide_windows`).
+6 colours, background + 5 shapes), and PASCAL Context-59 (a dataset of kind ``pascal_context``, its
+images and label masks read through its manifest: :func:`clipmech.data.natural.list_pascal_context`)
+with the reference slide inference (see :func:`slide_windows`).
 """
 
 from __future__ import annotations
@@ -40,16 +41,6 @@ from clipmech.decomposition import pool
 from clipmech.decomposition.miou import confusion_matrix
 
 METHODS = ("pairs", "heads", "neurons", "maskclip")
-
-#: mmseg's ``PascalContextDataset59`` classes, in label order 1..59 (0 = background, not scored).
-PASCAL_CONTEXT_59 = (
-    "aeroplane", "bag", "bed", "bedclothes", "bench", "bicycle", "bird", "boat", "book", "bottle",
-    "building", "bus", "cabinet", "car", "cat", "ceiling", "chair", "cloth", "computer", "cow",
-    "cup", "curtain", "dog", "door", "fence", "floor", "flower", "food", "grass", "ground",
-    "horse", "keyboard", "light", "motorbike", "mountain", "mouse", "person", "plate", "platform",
-    "pottedplant", "road", "rock", "sheep", "shelves", "sidewalk", "sign", "sky", "snow", "sofa",
-    "table", "track", "train", "tree", "truck", "tvmonitor", "wall", "water", "window", "wood",
-)  # fmt: skip
 
 
 def pair_weights(heads_Kk: np.ndarray, neurons_Kk: np.ndarray, n_heads: int, n_neurons: int) -> np.ndarray:
@@ -233,38 +224,8 @@ def shapes_confusions(
 
 
 # --------------------------------------------------------------------------------------------
-# PASCAL Context-59 (mmseg layout and test protocol)
+# PASCAL Context-59 (mmseg test protocol)
 # --------------------------------------------------------------------------------------------
-
-
-def pascal_context_items(root: str | Path, split: str = "val") -> list[tuple[Path, Path]]:
-    """Image and label paths of a local PASCAL Context copy in mmseg's layout.
-
-    mmseg's ``PascalContextDataset59`` reads ``<root>/ImageSets/SegmentationContext/<split>.txt``
-    (one image id per line), ``<root>/JPEGImages/<id>.jpg`` and
-    ``<root>/SegmentationClassContext/<id>.png`` (labels 0..59, 0 = background; written by mmseg's
-    ``tools/dataset_converters/pascal_context.py``). ``root`` is the VOC2010 directory.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the split file or a listed image or label is missing (the message names it).
-    """
-    root = Path(root)
-    split_file = root / "ImageSets" / "SegmentationContext" / f"{split}.txt"
-    if not split_file.is_file():
-        raise FileNotFoundError(
-            f"no PASCAL Context split file at {split_file}; expected mmseg's layout: <root>/JPEGImages/*.jpg, "
-            "<root>/SegmentationClassContext/*.png, <root>/ImageSets/SegmentationContext/<split>.txt"
-        )
-    items = []
-    for name in split_file.read_text().split():
-        image, label = root / "JPEGImages" / f"{name}.jpg", root / "SegmentationClassContext" / f"{name}.png"
-        for path in (image, label):
-            if not path.is_file():
-                raise FileNotFoundError(f"PASCAL Context {split} lists {name!r} but {path} does not exist")
-        items.append((image, label))
-    return items
 
 
 def rescale_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, int]:
@@ -345,26 +306,29 @@ def slide_logits(
     return {name: total / count for name, total in totals.items()}
 
 
-def read_pascal_item(image_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read one PASCAL Context item.
+def read_label_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """Read a PASCAL Context label mask (the manifest's ``mask``; 0..59, 0 = background).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+    shape : tuple of int
+        (height, width) of the image it labels.
 
     Returns
     -------
-    image : ndarray of uint8, shape (H, W, 3)
-        RGB.
-    label : ndarray of uint8, shape (H, W)
-        0..59, 0 = background.
+    ndarray of uint8, shape (H, W)
 
     Raises
     ------
     ValueError
-        If the label and image sizes differ.
+        If the mask's size differs from the image's (the message names the file and both shapes).
     """
-    image = np.asarray(Image.open(image_path).convert("RGB"), dtype=np.uint8)
-    label = np.asarray(Image.open(label_path), dtype=np.uint8)
-    if label.shape != image.shape[:2]:
-        raise ValueError(f"label {label_path} has shape {label.shape} but image {image_path} has {image.shape[:2]}")
-    return image, label
+    with Image.open(path) as image:
+        label = np.asarray(image, dtype=np.uint8)
+    if label.shape != tuple(shape):
+        raise ValueError(f"label mask {path} has shape {label.shape} but its image has {tuple(shape)}")
+    return label
 
 
 #: The Shapes attributes segmented (position is a location, not a region class).

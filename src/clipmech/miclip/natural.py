@@ -1,14 +1,16 @@
-"""MiCLIP on a natural-image dataset (kinds imagenet, imagefolder, captions; methods.md Sec. 9.8).
+"""MiCLIP on a natural-image dataset (kinds imagenet, imagefolder, captions, cifar10, pascal_context; methods.md
+Sec. 9.8).
 
 What differs from Shapes: the concepts are the dataset's (:func:`clipmech.data.concepts.concept_matrix`: its
-classes, COCO categories or caption words), embedded as the prompt :data:`PROMPT` by the reference and the
-target CLIPs; the target's prediction (the output term of the loss) is its zero-shot choice among those
-prompts, one task per image; the probe streams the photographs in batches at each model's preprocessing
-(:func:`clipmech.data.loader.pixel_batches`) and keeps only the image-level neuron activations (N, D), so
-its memory does not grow with the tokens of the images (an SAE unit set reads the held-out photographs' tokens
-again in batches: :func:`site_batches`). No masks: Network Dissection is left out. Delta Acc
-is measured on the classes of an imagenet or imagefolder dataset with the target's zero-shot classifier; a
-captions dataset's is recorded as skipped (:data:`NO_INTERVENTIONS`).
+classes, COCO or PASCAL Context categories or caption words), embedded as the prompt :data:`PROMPT` by the
+reference and the target CLIPs; the target's prediction (the output term of the loss) is its zero-shot choice
+among those prompts, one task per image; the probe streams the photographs in batches at each model's
+preprocessing (:func:`clipmech.data.loader.pixel_batches`) and keeps only the image-level neuron activations
+(N, D), so its memory does not grow with the tokens of the images (an SAE unit set reads the held-out
+photographs' tokens again in batches: :func:`site_batches`). Network Dissection is left out (it reads a Shapes
+dataset's masks; PASCAL Context's are not read here). Delta Acc is measured on the classes of an imagenet,
+imagefolder or cifar10 dataset with the target's zero-shot classifier; a captions or pascal_context dataset's
+(several categories or none per image) is recorded as skipped (:data:`NO_INTERVENTIONS`).
 """
 
 from __future__ import annotations

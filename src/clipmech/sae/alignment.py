@@ -88,7 +88,9 @@ BLOCK_ELEMENTS = 1 << 23
 NATURAL_CONCEPT_TYPES = {
     "ImageNet classes": "class",
     "folder classes": "class",
+    "CIFAR-10 classes": "class",
     "COCO categories": "category",
+    "PASCAL Context categories": "category",
     "caption words": "word",
 }
 

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 SPLITS = ("holdout", "all")
 #: Why a captions dataset gets no downstream metrics (metrics.json's ``downstream.reason``, logged once).
 NO_CLASSES = (
-    "no downstream zero-shot metrics: dataset {dataset} is of kind captions, which has no single class per "
+    "no downstream zero-shot metrics: dataset {dataset} is of kind {kind}, which has no single class per "
     "image to classify (methods.md Sec. 7.4)"
 )
 
@@ -95,9 +95,9 @@ def evaluate_sae(
     concepts (:func:`clipmech.data.concepts.concept_matrix`, :func:`clipmech.sae.alignment.natural_truth`;
     no masks, so the patch AUROC is NaN); the downstream task is ``class`` over the labelled images, with the
     dataset's zero-shot classifier ``classifier`` (rule ``zero_shot_classifier``, checked against the
-    templates ``natural["templates"]``); a captions dataset gets no downstream metrics (``downstream`` is
-    ``{"skipped": true, "reason": ...}``, logged once); its concepts are its COCO categories or the words
-    ``natural["words"]``. The top images are its photographs as the model sees them, at its input size
+    templates ``natural["templates"]``); a captions or pascal_context dataset (several categories or none per
+    image) gets no downstream metrics (``downstream`` is ``{"skipped": true, "reason": ...}``, logged once);
+    a captions dataset's concepts are its COCO categories or the words ``natural["words"]``. The top images are its photographs as the model sees them, at its input size
     (:class:`clipmech.data.loader.ModelViewImages`). metrics.json then says which concepts were scored
     (``concepts``: ``source``, ``n_concepts``, ``patch_level``).
 
@@ -239,10 +239,11 @@ def _shapes_downstream(clip, tokenizer, preprocess, data, images, dataset_dir, s
 
 def _natural_downstream(clip, model, preprocess, data, images, classifier, templates, dataset_dir, splice) -> dict:
     """The ``class`` task over the labelled images among ``images`` with the dataset's zero-shot classifier; a
-    captions dataset (no classes) gets ``{"skipped": True, "reason": ...}``, logged once."""
+    dataset without one class per image (captions, pascal_context) gets ``{"skipped": True, "reason": ...}``,
+    logged once."""
     kind = data.spec["kind"]
     if kind not in concepts.CLASS_KINDS:
-        reason = NO_CLASSES.format(dataset=dataset_dir)
+        reason = NO_CLASSES.format(dataset=dataset_dir, kind=kind)
         log.warning("%s", reason)
         return {"skipped": True, "reason": reason}
     if classifier is None:

@@ -14,7 +14,8 @@ def index_images(*, data: str | Path, spec: dict) -> None:
     """Write the manifest directory of a natural-image dataset (:func:`clipmech.data.natural.write_natural_dataset`).
 
     ``data`` is the dataset folder to write (never inside the user's data folder); ``spec`` is the dataset's
-    config entry (kind ``imagenet``, ``imagefolder`` or ``captions``). Raises as ``write_natural_dataset``.
+    config entry (kind ``imagenet``, ``imagefolder``, ``captions``, ``cifar10`` or ``pascal_context``). Raises as
+    ``write_natural_dataset``.
     """
     written = natural.write_natural_dataset(data, spec)
     log.info(

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from clipmech.data import tables
+from clipmech.data import datasets, loader, tables
 from clipmech.decomposition import miou, pool, segmentation, wordlist
 from clipmech.hooks.attnpool import capture_attnpool
 from clipmech.models import loading
@@ -20,18 +20,33 @@ log = logging.getLogger(__name__)
 
 
 def segment_pascal_context(
-    *, model: ModelSpec, out: dict, pascal_context: dict, device: str, threads: int, label: str
+    *, model: ModelSpec, out: dict, dataset_dir: str, pascal_context: dict, device: str, threads: int, label: str
 ) -> None:
     """PASCAL Context-59 mIoU of every method with mmseg's protocol (methods.md Sec. 5).
 
-    Each image is resized keeping its aspect ratio to fit ``scale`` (long, short) (shorter side
-    384 for RN50x16), cut into ``crop_size`` windows at ``stride`` (mmseg slide inference), each
-    window's logits computed by the decomposition and averaged, resized to the label's size, and
-    argmaxed over the 59 classes; labels go through ``reduce_zero_label`` (background not
-    scored). MaskCLIP logits are cosines times ``logit_scale`` (averaging logits, as mmseg does,
-    the argmax does not depend on it); the pair method uses the top ``top_k`` pairs per class.
-    ``pascal_context`` is the config's ``decomposition.pascal_context`` section.
+    ``dataset_dir`` is a dataset of kind ``pascal_context`` (rule ``index_images``): every image of its
+    manifest is read (its bytes checked against the manifest's sha256) with its label mask. Each image is
+    resized keeping its aspect ratio to fit ``scale`` (long, short) (shorter side 384 for RN50x16), cut
+    into ``crop_size`` windows at ``stride`` (mmseg slide inference), each window's logits computed by the
+    decomposition and averaged, resized to the label's size, and argmaxed over the dataset's 59 classes;
+    labels go through ``reduce_zero_label`` (background not scored). MaskCLIP logits are cosines times
+    ``logit_scale`` (averaging logits, as mmseg does, the argmax does not depend on it); the pair method
+    uses the top ``top_k`` pairs per class. ``pascal_context`` is the config's
+    ``decomposition.pascal_context`` section without its ``dataset`` (the protocol).
+
+    Raises
+    ------
+    ValueError
+        If the dataset is not of kind ``pascal_context``, the model is not a square CLIP-ResNet, ``crop_size``
+        is not its input size, an image's bytes differ from the manifest's sha256 or a mask's size from its
+        image's.
     """
+    data = datasets.load(dataset_dir)
+    if data.spec["kind"] != "pascal_context":
+        raise ValueError(
+            f"decomposition.pascal_context.dataset: {dataset_dir} is a dataset of kind {data.spec['kind']}; "
+            "PASCAL Context-59 segmentation needs one of kind pascal_context"
+        )
     torch.set_num_threads(threads)
     torch_device = loading.resolve_device(device)
     clip, preprocess, tokenizer = loading.load(model, torch_device)
@@ -49,13 +64,13 @@ def segment_pascal_context(
     weights = pool.attnpool_weights(clip.visual.attnpool)
     u_HCE, bias_E = pool.neuron_head_directions(weights), pool.output_bias(weights)
     h, c, _ = u_HCE.shape
-    classes = segmentation.PASCAL_CONTEXT_59
+    classes = tuple(data.classes["name"])
     z_KE = wordlist.embed_texts(clip, tokenizer, classes, len(classes), torch_device).astype(np.float64)
     heads_Kk, neurons_Kk, _ = pool.top_pairs_by_text(u_HCE, z_KE, min(pascal_context["top_k"], h * c))
     w_KHC = segmentation.pair_weights(heads_Kk, neurons_Kk, h, c)
-    items = segmentation.pascal_context_items(pascal_context["root"], pascal_context["split"])
-    if pascal_context["n_images"] is not None:
-        items = items[: pascal_context["n_images"]]
+    # RGB uint8 (H, W, 3) of every image, in manifest order, its bytes checked against the manifest.
+    images = loader.ManifestImages(data.manifest, data.root, np.asarray, verify=True)
+    masks = [data.root / mask for mask in data.manifest["mask"]]
     confusions = {method: 0 for method in segmentation.METHODS}
 
     def crop_logits(crop_3SS: torch.Tensor) -> dict[str, np.ndarray]:
@@ -68,8 +83,9 @@ def segment_pascal_context(
             logits[method] = scale * segmentation.upsample(token, grid, (image_size, image_size))[0]
         return logits
 
-    for i, (image_path, label_path) in enumerate(items):
-        image, gt = segmentation.read_pascal_item(image_path, label_path)
+    for i, mask in enumerate(masks):
+        _, image = images[i]
+        gt = segmentation.read_label_mask(mask, image.shape[:2])
         height, width = segmentation.rescale_size(*gt.shape, tuple(pascal_context["scale"]))
         resized = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
         pixels = normalize(torch.from_numpy(resized.copy()).permute(2, 0, 1).float() / 255.0)
@@ -81,11 +97,11 @@ def segment_pascal_context(
             confusions[method] = confusions[method] + miou.confusion_matrix(
                 full_KHW.argmax(axis=0), gt_scored, len(classes)
             )
-        log.info("PASCAL Context image %d/%d done", i + 1, len(items))
+        log.info("PASCAL Context image %d/%d done", i + 1, len(masks))
     miou_rows, iou_rows = [], []
     for method, cm in confusions.items():
         miou_rows.append(
-            {"method": method, "miou": miou.mean_iou(cm), "n_images": len(items), "top_k": int(w_KHC[0].sum())}
+            {"method": method, "miou": miou.mean_iou(cm), "n_images": len(masks), "top_k": int(w_KHC[0].sum())}
         )
         iou_rows += [
             {"method": method, "class": name, "iou": v} for name, v in zip(classes, miou.iou_from_confusion(cm))

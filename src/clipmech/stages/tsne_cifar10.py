@@ -1,4 +1,4 @@
-"""t-SNE of CIFAR-10 image embeddings from a local copy: the stage of rule ``tsne_cifar10``."""
+"""t-SNE of CIFAR-10 image embeddings: the stage of rule ``tsne_cifar10``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import pandas as pd
 import torch
 
 from clipmech.analyses import embedding_maps
-from clipmech.data import cifar10 as cifar10_data
-from clipmech.data import tables
+from clipmech.data import datasets, loader, tables
 from clipmech.models import loading
 from clipmech.models.loading import ModelSpec
 
@@ -21,51 +20,55 @@ def tsne_cifar10(
     *,
     model: ModelSpec,
     out: dict,
-    cifar10: dict,
+    dataset_dir: str,
     tsne: dict,
     seed: int,
     device: str,
     batch_size: int,
     threads: int,
 ) -> None:
-    """t-SNE of the model's normalised image embeddings of a seeded CIFAR-10 subset (the shapes
-    paper's Fig. 1): coordinates and labels (``out["table"]``), and the split, number of images, every class
-    name in label order and the class silhouette in the embedding space (``out["summary"]``); rule
-    ``plot_tsne_cifar10`` draws them.
+    """t-SNE of the model's normalised image embeddings of a CIFAR-10 dataset (the shapes paper's Fig. 1):
+    coordinates and labels (``out["table"]``), and the split, number of images, every class name in label
+    order and the class silhouette in the embedding space (``out["summary"]``); rule ``plot_tsne_cifar10``
+    draws them.
 
-    ``cifar10`` is the config's ``cifar10`` section (``root``, ``split``, ``n_images``; read by
-    :func:`clipmech.data.cifar10.load_cifar10`); ``tsne`` its ``tsne`` section. One seed stream
-    draws the subset, another is the t-SNE seed.
+    ``dataset_dir`` is a dataset of kind ``cifar10`` (rule ``index_images``; its ``n_images`` and ``seed``
+    draw the subset), every image of it embedded, decoded from its batch file by ``threads`` loader workers
+    (:func:`clipmech.data.loader.pixel_batches`); ``tsne`` is the config's ``tsne`` section without its
+    ``cifar10`` (``perplexity``); ``seed`` the t-SNE seed.
+
+    Raises
+    ------
+    ValueError
+        If the dataset is not of kind ``cifar10``, or ``tsne["perplexity"]`` is not below its images.
     """
+    data = datasets.load(dataset_dir)
+    if data.spec["kind"] != "cifar10":
+        raise ValueError(
+            f"tsne.cifar10: {dataset_dir} is a dataset of kind {data.spec['kind']}; the CIFAR-10 map needs one of "
+            "kind cifar10"
+        )
     torch.set_num_threads(threads)
-    subset_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
-    images_NHW3, labels_N, classes = cifar10_data.load_cifar10(
-        cifar10["root"], cifar10["split"], cifar10["n_images"], subset_rng
-    )
     torch_device = loading.resolve_device(device)
     clip, preprocess = loading.load_model(model, torch_device)
+    embeddings = []
     with torch.inference_mode():
-        emb_NE = torch.cat(
-            [
-                clip.encode_image(
-                    loading.preprocess_images(images_NHW3[i : i + batch_size], preprocess).to(torch_device),
-                    normalize=True,
-                )
-                .float()
-                .cpu()
-                for i in range(0, len(images_NHW3), batch_size)
-            ]
-        ).numpy()
+        for _, _, pixels_NCHW in loader.pixel_batches(
+            data, preprocess, batch_size=batch_size, workers=threads, device=torch_device
+        ):
+            embeddings.append(clip.encode_image(pixels_NCHW.to(torch_device), normalize=True).float().cpu())
+    emb_NE = torch.cat(embeddings).numpy()
+    labels_N = data.manifest["label"].to_numpy(dtype=np.int64)
+    classes = [str(name) for name in data.classes["name"]]
+    split = data.spec["split"]
     xy_N2 = embedding_maps.tsne_map(emb_NE, tsne["perplexity"], seed)
     silhouette = embedding_maps.cluster_separation(emb_NE, labels_N)
-    log.info(
-        "CIFAR-10 %s subset of %d images; class silhouette (cosine) %.3f", cifar10["split"], len(labels_N), silhouette
-    )
+    log.info("CIFAR-10 %s, %d images; class silhouette (cosine) %.3f", split, len(labels_N), silhouette)
     tables.write_table(
         pd.DataFrame({"label": labels_N, "class": np.asarray(classes)[labels_N], "x": xy_N2[:, 0], "y": xy_N2[:, 1]}),
         out["table"],
     )
     tables.write_json(
-        {"split": cifar10["split"], "n_images": len(labels_N), "classes": list(classes), "silhouette": silhouette},
+        {"split": split, "n_images": len(labels_N), "classes": classes, "silhouette": silhouette},
         out["summary"],
     )

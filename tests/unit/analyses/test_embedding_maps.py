@@ -1,81 +1,17 @@
-"""Unit tests of clipmech.analyses.embedding_maps: the CIFAR-10 reader on a fake local copy, t-SNE, labels."""
+"""Unit tests of clipmech.analyses.embedding_maps (t-SNE, labels) and of the t-SNE stages: the CIFAR-10 map of
+a dataset of kind cifar10 indexed from a fake local copy."""
 
-import hashlib
 import json
-import pickle
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from torchvision.datasets import CIFAR10
+from PIL import Image
+from toys import CIFAR10_CLASSES, fake_cifar10
 
 from clipmech.analyses.embedding_maps import cluster_separation, shapes_labels, tsne_map
-from clipmech.data.cifar10 import load_cifar10
-
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-def _md5(path):
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture
-def fake_cifar(tmp_path, monkeypatch):
-    """A CIFAR-10 copy in the python format torchvision reads: five training batches and a test
-    batch (pickled dicts with uint8 ``data`` rows of 3 x 32 x 32 channel-first pixels and
-    ``labels``) and ``batches.meta``; torchvision's md5 table is pointed at these files.
-
-    Image i of a batch is filled with the value of its label, so pixels identify labels."""
-    folder = tmp_path / CIFAR10.base_folder
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    sizes = {
-        "data_batch_1": 4,
-        "data_batch_2": 4,
-        "data_batch_3": 4,
-        "data_batch_4": 4,
-        "data_batch_5": 4,
-        "test_batch": 12,
-    }
-    for name, n in sizes.items():
-        labels = rng.integers(0, 10, size=n).tolist()
-        data = np.repeat(np.asarray(labels, dtype=np.uint8)[:, None], 3 * 32 * 32, axis=1)
-        with open(folder / name, "wb") as fh:
-            pickle.dump(
-                {"batch_label": name, "labels": labels, "data": data, "filenames": [f"{i}.png" for i in range(n)]}, fh
-            )
-    with open(folder / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": CLASSES, "num_cases_per_batch": 4, "num_vis": 3072}, fh)
-    monkeypatch.setattr(
-        CIFAR10, "train_list", [[f"data_batch_{i}", _md5(folder / f"data_batch_{i}")] for i in range(1, 6)]
-    )
-    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", _md5(folder / "test_batch")]])
-    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": _md5(folder / "batches.meta")})
-    return tmp_path
-
-
-def test_cifar10_reader(fake_cifar):
-    images, labels, classes = load_cifar10(str(fake_cifar), "test", 5, np.random.default_rng(0))
-    assert classes == CLASSES
-    assert images.shape == (5, 32, 32, 3) and images.dtype == np.uint8 and labels.dtype == np.int64
-    assert np.all(images == labels[:, None, None, None])  # each image still carries its own label
-    again = load_cifar10(str(fake_cifar), "test", 5, np.random.default_rng(0))
-    np.testing.assert_array_equal(again[1], labels)
-    whole, whole_labels, _ = load_cifar10(str(fake_cifar), "train", 100, np.random.default_rng(0))
-    assert whole.shape[0] == 20  # the whole split when it is smaller than the subset
-    assert np.all(whole == whole_labels[:, None, None, None])
-
-
-def test_cifar10_reader_checks_md5_and_layout(fake_cifar, tmp_path):
-    with open(fake_cifar / CIFAR10.base_folder / "test_batch", "ab") as fh:
-        fh.write(b"corrupted")
-    with pytest.raises(FileNotFoundError, match="no valid CIFAR-10 copy.*test_batch"):
-        load_cifar10(str(fake_cifar), "test", 5, np.random.default_rng(0))
-    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
-        load_cifar10(str(tmp_path / "nowhere"), "test", 5, np.random.default_rng(0))
-    with pytest.raises(ValueError, match="'val'"):
-        load_cifar10(str(fake_cifar), "val", 5, np.random.default_rng(0))
+from clipmech.data import natural
 
 
 def test_tsne_is_seeded_and_separates_clusters():
@@ -110,31 +46,41 @@ def test_shapes_labels():
     assert labels["shape"].tolist() == ["square", "", "hexagon"]
 
 
-def test_cifar10_stage_on_the_fake_copy(fake_cifar, tmp_path):
+def test_cifar10_stage_on_a_cifar10_dataset(tmp_path, monkeypatch):
     from clipmech.models.loading import ModelSpec
     from clipmech.stages.plot_tsne_cifar10 import plot_tsne_cifar10
     from clipmech.stages.tsne_cifar10 import tsne_cifar10
 
+    root = fake_cifar10(tmp_path / "cifar", monkeypatch, rows=4, test_rows=12)
+    natural.write_natural_dataset(tmp_path / "data", {"kind": "cifar10", "root": str(root), "n_images": 10})
+    manifest = pd.read_parquet(tmp_path / "data" / "manifest.parquet")
     out = {"table": str(tmp_path / "out" / "cifar10.tsv"), "summary": str(tmp_path / "out" / "cifar10.json")}
-    cifar = {"root": str(fake_cifar), "split": "test", "n_images": 10}
-    tsne_cifar10(
+    arguments = dict(
         model=ModelSpec("random-vit", "clipmech-vit-tiny", None),
         out=out,
-        cifar10=cifar,
         tsne={"perplexity": 3},
         seed=0,
         device="cpu",
         batch_size=4,
         threads=1,
     )
+    tsne_cifar10(dataset_dir=str(tmp_path / "data"), **arguments)
     table = pd.read_csv(out["table"], sep="\t")
-    assert len(table) == 10 and set(table["class"]) <= set(CLASSES)
-    assert (table["class"] == np.asarray(CLASSES)[table["label"]]).all()
+    assert table["label"].tolist() == manifest["label"].tolist()  # every image of the dataset, in its order
+    assert (table["class"] == np.asarray(CIFAR10_CLASSES)[table["label"]]).all()
     summary = json.loads(Path(out["summary"]).read_text())
-    assert summary["classes"] == list(CLASSES) and (summary["split"], summary["n_images"]) == ("test", 10)
+    assert summary["classes"] == CIFAR10_CLASSES and (summary["split"], summary["n_images"]) == ("test", 10)
     figure = tmp_path / "out" / "cifar10.png"
     plot_tsne_cifar10(table=out["table"], summary=out["summary"], out={"figure": str(figure)}, label="random-vit")
     assert figure.stat().st_size > 1000
+    folder = tmp_path / "folder"
+    (folder / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(folder / "a" / "x.png")
+    natural.write_natural_dataset(tmp_path / "folder-data", {"kind": "imagefolder", "root": str(folder)})
+    with pytest.raises(
+        ValueError, match="tsne.cifar10: .* is a dataset of kind imagefolder; .* needs one of kind cifar10"
+    ):
+        tsne_cifar10(dataset_dir=str(tmp_path / "folder-data"), **arguments)
 
 
 def test_plot_tsne_shapes_reads_the_table_and_summary(tmp_path):

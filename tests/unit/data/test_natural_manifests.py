@@ -106,6 +106,7 @@ EXPECTED_COLUMNS = {
     "class_id": pa.string(),
     "captions": pa.list_(pa.string()),
     "categories": pa.list_(pa.int64()),
+    "mask": pa.string(),
     "width": pa.int32(),
     "height": pa.int32(),
     "sha256": pa.string(),
@@ -122,6 +123,7 @@ def check_directory(out, spec):
     dataset = datasets.load(out)
     assert dataset.images is None and dataset.n_images == spec["n_images"] == len(dataset.manifest)
     assert dataset.manifest["index"].tolist() == list(range(spec["n_images"]))
+    assert (dataset.manifest["mask"] == "").all()  # masks are PASCAL Context's only
     assert list(dataset.classes.columns) == ["index", "class_id", "name"] and len(dataset.classes) == spec["n_classes"]
     assert dataset.root == natural.Path(spec["root"])
     assert not list(out.parent.glob(f".{out.name}.tmp-*"))

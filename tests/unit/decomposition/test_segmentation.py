@@ -1,6 +1,6 @@
 """Training-free segmentation from the decomposition (clipmech.decomposition.segmentation), its
 ``objects_only`` scoring of Shapes (argmax over the classes on object pixels, methods.md Sec. 5) and the
-PASCAL Context-59 stage on a fake copy in mmseg's on-disk layout."""
+PASCAL Context-59 stage on a dataset of kind pascal_context indexed from a fake copy in mmseg's layout."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from toys import random_attnpool_weights
+from toys import fake_pascal_context, random_attnpool_weights
 
-from clipmech.data import datasets
+from clipmech.data import datasets, natural
 from clipmech.decomposition import pool, segmentation
 from clipmech.decomposition.miou import confusion_matrix, mean_iou
 from clipmech.models.loading import ModelSpec
@@ -132,61 +132,32 @@ def test_rescale_size_is_mmcv_keep_ratio():
     assert segmentation.rescale_size(100, 2000, (2048, 384)) == (102, 2048)  # the long side binds
 
 
-def _fake_pascal_context(root, names, size=(90, 120)):
-    rng = np.random.default_rng(0)
-    (root / "JPEGImages").mkdir(parents=True)
-    (root / "SegmentationClassContext").mkdir()
-    (root / "ImageSets" / "SegmentationContext").mkdir(parents=True)
-    for name in names:
-        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(root / "JPEGImages" / f"{name}.jpg")
-        Image.fromarray(rng.integers(0, 60, size, dtype=np.uint8)).save(
-            root / "SegmentationClassContext" / f"{name}.png"
-        )
-    (root / "ImageSets" / "SegmentationContext" / "val.txt").write_text("\n".join(names) + "\n")
-
-
-def test_pascal_context_reader_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="mmseg's layout"):
-        segmentation.pascal_context_items(tmp_path)
-    _fake_pascal_context(tmp_path, ["2008_000002"])
-    (tmp_path / "ImageSets" / "SegmentationContext" / "val.txt").write_text("2008_000002\n2008_000003\n")
-    with pytest.raises(FileNotFoundError, match="2008_000003"):
-        segmentation.pascal_context_items(tmp_path)
-    assert (
-        len(segmentation.PASCAL_CONTEXT_59) == 59
-        and segmentation.PASCAL_CONTEXT_59[0] == "aeroplane"
-        and segmentation.PASCAL_CONTEXT_59[-1] == "wood"
-    )
-
-
-def test_pascal_context_stage_on_a_fake_copy(tmp_path):
-    root = tmp_path / "VOC2010"
-    _fake_pascal_context(root, ["2008_000002", "2008_000007"])
+def test_pascal_context_stage_reads_a_pascal_context_dataset(tmp_path):
+    root = fake_pascal_context(tmp_path / "VOC2010", ["2008_000002", "2008_000007"], classes=range(60))
+    natural.write_natural_dataset(tmp_path / "data", {"kind": "pascal_context", "root": str(root)})
     out = {"miou": str(tmp_path / "out" / "miou.tsv"), "iou": str(tmp_path / "out" / "iou.tsv")}
-    params = {"root": str(root), "split": "val", "scale": [512, 128], "crop_size": 128, "stride": 64,
-              "logit_scale": 40.0, "top_k": 50, "n_images": None}  # fmt: skip
-    segment_pascal_context(
-        model=ModelSpec("rn", "clipmech-rn-tiny", None),
-        out=out,
-        pascal_context=params,
-        device="cpu",
-        threads=1,
-        label="rn",
-    )
+    params = {"scale": [512, 128], "crop_size": 128, "stride": 64, "logit_scale": 40.0, "top_k": 50}
+    arguments = dict(model=ModelSpec("rn", "clipmech-rn-tiny", None), out=out, device="cpu", threads=1, label="rn")
+    segment_pascal_context(dataset_dir=str(tmp_path / "data"), pascal_context=params, **arguments)
     miou = pd.read_csv(out["miou"], sep="\t")
     assert list(miou["method"]) == list(segmentation.METHODS) and (miou["n_images"] == 2).all()
     assert miou["miou"].between(0, 1).all()
     iou = pd.read_csv(out["iou"], sep="\t")
-    assert len(iou) == 4 * 59
+    assert len(iou) == 4 * 59 and iou["class"].iloc[:59].tolist() == list(natural.PASCAL_CONTEXT_59)
     with pytest.raises(ValueError, match="crop_size"):
         segment_pascal_context(
-            model=ModelSpec("rn", "clipmech-rn-tiny", None),
-            out=out,
-            pascal_context={**params, "crop_size": 96},
-            device="cpu",
-            threads=1,
-            label="rn",
+            dataset_dir=str(tmp_path / "data"), pascal_context={**params, "crop_size": 96}, **arguments
         )
+    # A mask replaced by one of another size after indexing is named.
+    Image.fromarray(np.zeros((90, 100), dtype=np.uint8)).save(root / "SegmentationClassContext" / "2008_000007.png")
+    with pytest.raises(ValueError, match=r"2008_000007.png has shape \(90, 100\) but its image has \(90, 120\)"):
+        segment_pascal_context(dataset_dir=str(tmp_path / "data"), pascal_context=params, **arguments)
+    folder = tmp_path / "folder"
+    (folder / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(folder / "a" / "x.png")
+    natural.write_natural_dataset(tmp_path / "folder-data", {"kind": "imagefolder", "root": str(folder)})
+    with pytest.raises(ValueError, match="is a dataset of kind imagefolder; .* needs one of kind pascal_context"):
+        segment_pascal_context(dataset_dir=str(tmp_path / "folder-data"), pascal_context=params, **arguments)
 
 
 def _logits():
