@@ -123,7 +123,7 @@ def concept_matrix(dataset, *, words: Sequence[str] | None = None) -> Concepts:
     if kind in CLASS_KINDS:
         return _class_concepts(dataset, CLASS_KINDS[kind])
     if kind in CATEGORY_KINDS:
-        categories = [_as_list(cell) for cell in _manifest(dataset)["categories"]]
+        categories = [as_list(cell) for cell in _manifest(dataset)["categories"]]
         return _category_concepts(dataset, categories, CATEGORY_KINDS[kind])
     if kind == CAPTION_KIND:
         manifest = _manifest(dataset)
