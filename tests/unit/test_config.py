@@ -1161,7 +1161,7 @@ def test_concept_datasets_without_concepts_are_refused():
     config["patching"]["concepts"] = {"datasets": ["tiny-shapes-shift"]}
     message = rejected(config)
     assert "dataset 'tiny-shapes-shift' is of kind shift, which has no concepts for the concept AUROC" in message
-    assert "the kinds with concepts are: shapes, pairs, imagenet, imagefolder, captions" in message
+    assert "the kinds with concepts are: shapes, pairs, imagenet, imagefolder, cifar10, captions" in message
     # Asked for by name (a target outside the plan), rule concept_auroc's input refuses the same datasets.
     config["patching"]["concepts"] = {"datasets": []}
     loaded = load_config(config)
