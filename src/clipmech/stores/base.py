@@ -662,7 +662,8 @@ def begin_part(store: str | Path, prov: ProvenanceAttrs, part: Part) -> int:
     Raises
     ------
     StoreLockedError
-        If another process is writing this part; nothing is touched.
+        If another process is writing this part, or holds the store's own lock (its template or
+        publishing job, or a one-job extraction); nothing is touched.
     FileExistsError
         If ``store`` already exists.
     FileNotFoundError
@@ -674,6 +675,9 @@ def begin_part(store: str | Path, prov: ProvenanceAttrs, part: Part) -> int:
     partial, progress = partial_path(store), part.progress(store)
     taken = lock_store(part.name(store))
     try:
+        pid = writer_pid(store)
+        if pid is not None:  # the template job, the publishing job, or a one-job extraction
+            raise StoreLockedError(f"{store} is being written by another process (pid {pid}); wait for it or kill it")
         if store.exists():
             raise FileExistsError(f"store {store} already exists; delete it to extract again")
         if not partial.exists():
@@ -747,7 +751,8 @@ def publish_parts(store: str | Path, kind: str, parts: int, batch_size: int) -> 
                     f"{part.end - 1} complete; {partial} is not published"
                 )
             progress.append(file)
-        _publish(store, group, kind, progress)
+        # Those of another part count too (a kept partial store whose K changed), so that none is left behind.
+        _publish(store, group, kind, sorted(set(progress) | set(_part_files(store, ".progress.json"))))
     return store
 
 

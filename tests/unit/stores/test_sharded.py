@@ -4,6 +4,8 @@ extracted by one writer byte for byte; a killed part resumes alone; a part of ot
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,6 +105,45 @@ def test_part_of_other_provenance_is_refused_touching_nothing(tmp_path, tiny_dat
     with pytest.raises(base.StoreProvenanceError, match="part 1 of .*other provenance \\(code differ\\)"):
         in_parts(store, tiny_dataset, parts=(1,), code="edited")
     assert files(tmp_path) == before
+
+
+def test_part_count_changed_midway(tmp_path, tiny_dataset, one_writer):
+    """A kept partial store whose parts were 2: parts of 3 restart their ranges, no old progress file is left."""
+    store = tmp_path / "s.zarr"
+    activation_extraction.begin_parts(RANDOM, tiny_dataset, store, code="c", **SETTINGS)
+    for part in (0, 1):
+        activation_extraction.extract_part(RANDOM, tiny_dataset, store, part, 2, code="c", **SETTINGS)
+    assert activation_extraction.begin_parts(RANDOM, tiny_dataset, store, code="c", **SETTINGS)
+    in_parts(store, tiny_dataset)
+    activation_extraction.publish_parts(store, 3)
+    assert files(store) == files(one_writer)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["s.zarr"]
+
+
+def test_a_live_part_writer_stops_that_part_and_the_store_writers(tmp_path, tiny_dataset):
+    """Another process writing part 1 (holding ``s.zarr.part-1.lock``): part 1, the template job and the
+    publishing job fail at once, touching nothing; part 0 writes its own chunks."""
+    store = tmp_path / "s.zarr"
+    activation_extraction.begin_parts(RANDOM, tiny_dataset, store, code="c", **SETTINGS)
+    script = "import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+    script += "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(120)\n"
+    lock = base.lock_path(base.Part(1, 3, 0, 0).name(store))
+    process = subprocess.Popen([sys.executable, "-c", script, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "locked"
+        before = files(tmp_path)
+        with pytest.raises(base.StoreLockedError, match="part-1 is being written by another process"):
+            in_parts(store, tiny_dataset, parts=(1,))
+        with pytest.raises(base.StoreLockedError, match="part-1 is being written by another process"):
+            activation_extraction.begin_parts(RANDOM, tiny_dataset, store, code="c", **SETTINGS)
+        with pytest.raises(base.StoreLockedError, match="part-1 is being written by another process"):
+            activation_extraction.publish_parts(store, 3)
+        assert files(tmp_path) == before
+        in_parts(store, tiny_dataset, parts=(0,))
+        assert json.loads((tmp_path / "s.zarr.part-0.progress.json").read_text())["images_complete"] == 4
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_part_without_template_is_refused(tmp_path, tiny_dataset):
