@@ -196,7 +196,7 @@ def test_store_in_parts_equals_the_one_job_store(tiny_run, tmp_path):
     shutil.rmtree(workdir / store)
     config = tmp_path / "parts.yaml"
     config.write_text(TINY.read_text().replace("\nextraction:\n", "\nextraction:\n  parts: 3\n", 1))
-    snakemake("--cores", "2", "--configfile", str(config), store, cwd=workdir)
+    snakemake(store, "--cores", "2", "--configfile", str(config), cwd=workdir)  # --configfile takes several
     logs = sorted(path.relative_to(workdir / "logs").as_posix() for path in (workdir / "logs").rglob("*.log"))
     new = [log for log in logs if not (tiny_run / "logs" / log).exists()]
     assert new == [
