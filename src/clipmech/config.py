@@ -56,6 +56,11 @@ DATA = "results/datasets/{dataset}/data"
 CHECKPOINT = "results/models/{model}/checkpoint.pt"
 #: The activation store of a model on a dataset (methods.md Sec. 2).
 ACTIVATIONS = "results/activations/{model}/{dataset}.zarr"
+#: With extraction.parts > 1: the marker of a store's template (``<store>.begun``), the name of a part
+#: (``<store>.part-<k>``, its lock ``<store>.part-<k>.lock``; clipmech.stores.base.Part) and its marker.
+ACTIVATIONS_BEGUN = f"{ACTIVATIONS}.begun"
+ACTIVATIONS_PART = f"{ACTIVATIONS}.part-{{part}}"
+ACTIVATIONS_PART_DONE = f"{ACTIVATIONS_PART}.done"
 #: The attention-pool store of a CLIP-ResNet on a dataset (methods.md Sec. 5).
 ATTNPOOL = "results/attnpool/{model}/{dataset}.zarr"
 #: The zero-shot classifier of a model over a natural-image dataset's classes (methods.md Sec. 1.2).
@@ -315,6 +320,7 @@ class Extraction(Section):
     save_tokens: bool = True
     batch_size: int = 32
     device: str = "auto"
+    parts: int = 1
 
     def sites_of(self, model: str) -> tuple[str, ...]:
         """The sites of `model`'s store: the one list of every model, or its entry of a mapping (a model the
@@ -334,9 +340,15 @@ class Extraction(Section):
         return site in sites or (f"{tower}.blocks.*.{hook}" in sites and covered)
 
     def params_of(self, model: str) -> dict:
-        """The section as `model`'s extraction job gets it: :meth:`params` with `sites` its own list, so that
-        another model's sites do not rerun its extraction."""
-        return {**self.params(), "sites": list(self.sites_of(model))}
+        """The section as `model`'s extraction jobs get it: :meth:`params` with `sites` its own list, so that
+        another model's sites do not rerun its extraction, and without `parts`, which changes how a store is
+        written (one job or several), not one byte of it."""
+        return {**self.params("parts"), "sites": list(self.sites_of(model))}
+
+    @property
+    def part_indices(self) -> list[int]:
+        """The `part` wildcard of each extraction part job: 0 .. parts - 1 (one job per store at parts = 1)."""
+        return list(range(self.parts))
 
     @property
     def gpus(self) -> int:

@@ -976,6 +976,19 @@ def test_extraction_device(device):
     assert load_config(config).extraction.gpus == 1
 
 
+def test_extraction_parts():
+    """extraction.parts is how many jobs write a store, not what it holds: it is no part of a job's params."""
+    config = tiny()
+    assert load_config(config).extraction.part_indices == [0]
+    config["extraction"]["parts"] = 3
+    loaded = load_config(config)
+    assert loaded.extraction.part_indices == [0, 1, 2]
+    assert "parts" not in loaded.extraction.params_of("tiny-vit")
+    assert loaded.extraction.params_of("tiny-vit") == load_config(tiny()).extraction.params_of("tiny-vit")
+    config["extraction"]["parts"] = 0
+    assert "invalid config at extraction.parts: 0 is less than the minimum of 1" in rejected(config)
+
+
 def test_timm_towers_are_left_to_loading():
     """A timm vision tower's depth and width are timm's: the MiCLIP site and tau checks pass it (no KeyError)."""
     config = tiny()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -186,6 +187,31 @@ def test_tiny_config_runs_end_to_end(tiny_run):
     assert not list(results.glob("activations/**/*.partial"))
     # Nothing left to do: a second invocation plans no job.
     assert "Nothing to be done" in snakemake("-n", "--directory", str(tiny_run), "--configfile", str(TINY)).stdout
+
+
+@pytest.mark.integration
+def test_store_in_parts_equals_the_one_job_store(tiny_run, tmp_path):
+    """extraction.parts = 3 in a copy of the tiny run: a template job, 3 part jobs and a publishing job write
+    the activation store again, the same byte for byte as the one extract_activations wrote (parts = 1)."""
+    workdir, store = tmp_path / "run", "results/activations/tiny-vit/tiny-shapes.zarr"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    shutil.rmtree(workdir / store)
+    config = tmp_path / "parts.yaml"
+    config.write_text(TINY.read_text().replace("\nextraction:\n", "\nextraction:\n  parts: 3\n", 1))
+    snakemake(store, "--cores", "2", "--configfile", str(config), cwd=workdir)  # --configfile takes several
+    logs = sorted(path.relative_to(workdir / "logs").as_posix() for path in (workdir / "logs").rglob("*.log"))
+    new = [log for log in logs if not (tiny_run / "logs" / log).exists()]
+    assert new == [
+        "begin_activations/tiny-vit/tiny-shapes.log",
+        *(f"extract_activations/tiny-vit/tiny-shapes.part-{k}.log" for k in range(3)),
+        "publish_activations/tiny-vit/tiny-shapes.log",
+    ]
+
+    def files(path):
+        return {file.relative_to(path): file.read_bytes() for file in sorted(path.rglob("*")) if file.is_file()}
+
+    assert files(workdir / store) == files(tiny_run / store)
+    assert sorted(path.name for path in (workdir / store).parent.iterdir()) == ["tiny-shapes.zarr"]  # no part files
 
 
 def test_the_storage_plan_is_within_10_percent_of_the_stores(tiny_run):

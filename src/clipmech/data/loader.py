@@ -403,10 +403,11 @@ def pixel_batches(
     *,
     batch_size: int,
     start: int = 0,
+    stop: int | None = None,
     workers: int = 0,
     device: str | torch.device | None = None,
 ):
-    """The images of any dataset from ``start`` on, through a model's eval transform, in batches.
+    """The images of any dataset from ``start`` on (to ``stop``, excluded), through a model's eval transform, in batches.
 
     A synthetic dataset (``dataset.images``, uint8 (N, H, W, 3)) is transformed image by image in this
     process (:func:`clipmech.models.loading.preprocess_images`); a natural-image dataset (``dataset.manifest``)
@@ -422,6 +423,8 @@ def pixel_batches(
     batch_size : int
     start : int
         The first image.
+    stop : int, optional
+        The image after the last (default: every image to the end).
     workers : int
         Decoding processes for a natural-image dataset (0: this process).
     device : str or torch.device, optional
@@ -433,13 +436,13 @@ def pixel_batches(
         The images ``first .. last - 1`` of the dataset.
     pixels_NCHW : torch.Tensor, float32, (last - first, 3, S, S), on the CPU
     """
-    n_images = dataset.n_images
+    n_images = dataset.n_images if stop is None else min(stop, dataset.n_images)
     if dataset.images is not None:
         for first in range(start, n_images, batch_size):
             last = min(first + batch_size, n_images)
             yield first, last, preprocess_images(dataset.images[first:last], preprocess)
         return
-    rows = dataset.manifest.iloc[start:]
+    rows = dataset.manifest.iloc[start:n_images]
     images = ManifestImages(rows, dataset.root, preprocess)
     first = start
     for _, pixels_NCHW in image_loader(images, batch_size=batch_size, workers=workers, device=device):

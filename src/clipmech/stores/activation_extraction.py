@@ -8,7 +8,9 @@ and do not depend on this module, the models or the hooks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -408,78 +410,239 @@ def extract(
     with base.writing(store):
         if store.exists():
             raise FileExistsError(f"activation store {store} already exists; delete it to extract again")
-        unknown = sorted(set(reductions) - set(REDUCTIONS))
-        if unknown:
-            raise ValueError(f"unknown reductions {unknown}; valid reductions are: {', '.join(REDUCTIONS)}")
-        torch_device = loading.resolve_device(device)
-        dataset = datasets.load(dataset_dir)
-        model, preprocess = loading.load_model(spec, torch_device)
-        info = tower(model, "visual")
-        if info.kind == "resnet":
-            raise TypeError(
-                f"activation stores hold transformer MLP outputs; {spec.name} has a ModifiedResNet vision tower "
-                "(use the attention-pool store, clipmech.stores.attnpool)"
+        with _opened(spec, dataset_dir, layers, sites, reductions, save_tokens, batch_size, device, code) as run:
+            start = base.begin_store(store, run.prov, run.template)
+            run.write(store, start, run.dataset.n_images, workers)
+        base.publish_store(store, "activation store")
+    log.info("published %s (%d images, sites %s)", store, run.dataset.n_images, ", ".join(run.plan.sites))
+    return store
+
+
+@dataclass
+class _Run:
+    """A model loaded for the extraction of one store, inside ``hooked(model, capture=plan.sites)``."""
+
+    spec: loading.ModelSpec
+    dataset: datasets.ImageDataset
+    model: object
+    preprocess: object
+    cache: object
+    plan: SitePlan
+    prov: StoreProvenance
+    device: torch.device
+    captions: list[str] | None
+    tokenizer: object
+
+    @property
+    def info(self):
+        return tower(self.model, "visual")
+
+    def text_tokens(self, first: int, last: int) -> torch.Tensor | None:
+        return self.tokenizer(self.captions[first:last]).to(self.device) if self.plan.needs_text else None
+
+    def template(self) -> xr.Dataset:
+        """The store's lazy template (:func:`store_template`); extra sites' (T, width) from one image."""
+        extras = {}
+        if self.plan.extras:
+            _, _, pixels = next(loader.pixel_batches(self.dataset, self.preprocess, batch_size=1))
+            activations_batch(
+                self.model, self.cache, self.plan, pixels.to(self.device), self.text_tokens(0, 1), (), False, 1
             )
-        plan = plan_sites(model, sites, layers)
-        captions = image_captions(dataset) if plan.needs_text else None
-        # Only text-tower sites need the tokenizer (SigLIP's: Hugging Face files, loading.load_tokenizer).
-        tokenizer = loading.load_tokenizer(spec) if plan.needs_text else None
-        prov = StoreProvenance(
-            **loading.run_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size),
-            layers=plan.layers,
-            reductions=tuple(reductions),
-            save_tokens=bool(save_tokens),
-            sites=plan.sites,
-            code=code,
-        )
-        n_images = dataset.n_images
+            extras = {
+                var: ([resolve(self.model, site).layer for site in names], *self.cache[names[0]].shape[1:])
+                for var, names in self.plan.extras.items()
+            }
+        info = self.info
         layout = {"n_prefix_tokens": info.n_prefix_tokens, "grid_rows": info.grid[0], "grid_cols": info.grid[1]}
         # From the model config: a timm trunk (SigLIP's TimmModel) has no `output_dim` as open_clip's own towers do.
-        embed_dim = int(open_clip.get_model_config(spec.architecture)["embed_dim"])
+        embed_dim = int(open_clip.get_model_config(self.spec.architecture)["embed_dim"])
+        prov = self.prov
+        return store_template(
+            self.dataset.n_images,
+            prov.layers,
+            info.n_tokens,
+            info.width,
+            embed_dim,
+            prov.batch_size,
+            prov,
+            layout,
+            extras,
+        )
 
-        def text_tokens(first: int, last: int) -> torch.Tensor | None:
-            return tokenizer(captions[first:last]).to(torch_device) if plan.needs_text else None
+    def write(self, store: Path, start: int, stop: int, workers: int, part: base.Part | None = None) -> None:
+        """Forward images ``start`` to ``stop - 1`` in batches and write each (:func:`clipmech.stores.base.write_batch`)."""
+        prov, plan = self.prov, self.plan
+        batch_sites = {
+            **dict.fromkeys((*prov.reductions, "tokens"), plan.mlp_sites),
+            "embedding": "the image embedding",
+            **plan.extras,
+        }
+        batches = loader.pixel_batches(
+            self.dataset,
+            self.preprocess,
+            batch_size=prov.batch_size,
+            start=start,
+            stop=stop,
+            workers=workers,
+            device=self.device,
+        )
+        n_prefix_tokens = self.info.n_prefix_tokens
+        label = f"extract {self.spec.name}" + ("" if part is None else f" part {part.index}")
+        for first, last, pixels in tqdm(
+            batches, desc=label, total=-(-(stop - start) // prov.batch_size), mininterval=10
+        ):
+            batch = activations_batch(
+                self.model,
+                self.cache,
+                plan,
+                pixels.to(self.device, non_blocking=True),
+                self.text_tokens(first, last),
+                prov.reductions,
+                prov.save_tokens,
+                n_prefix_tokens,
+            )
+            base.write_batch(store, batch, first, last, self.spec.name, batch_sites, part)
 
-        with hooked(model, capture=plan.sites) as cache, torch.inference_mode():
-            extras = {}
-            if plan.extras:
-                # One image (and caption) through the model gives each extra site's (T, width).
-                _, _, pixels = next(loader.pixel_batches(dataset, preprocess, batch_size=1))
-                pixels = pixels.to(torch_device)
-                activations_batch(model, cache, plan, pixels, text_tokens(0, 1), (), False, info.n_prefix_tokens)
-                extras = {
-                    var: ([resolve(model, site).layer for site in names], *cache[names[0]].shape[1:])
-                    for var, names in plan.extras.items()
-                }
-            batch_sites = {
-                **dict.fromkeys((*reductions, "tokens"), plan.mlp_sites),
-                "embedding": "the image embedding",
-                **plan.extras,
-            }
-            start = base.begin_store(
-                store,
-                prov,
-                lambda: store_template(
-                    n_images, plan.layers, info.n_tokens, info.width, embed_dim, batch_size, prov, layout, extras
-                ),
-            )
-            batches = loader.pixel_batches(
-                dataset, preprocess, batch_size=batch_size, start=start, workers=workers, device=torch_device
-            )
-            for first, last, pixels in tqdm(
-                batches, desc=f"extract {spec.name}", total=-(-(n_images - start) // batch_size), mininterval=10
-            ):
-                batch = activations_batch(
-                    model,
-                    cache,
-                    plan,
-                    pixels.to(torch_device, non_blocking=True),
-                    text_tokens(first, last),
-                    reductions,
-                    save_tokens,
-                    info.n_prefix_tokens,
-                )
-                base.write_batch(store, batch, first, last, spec.name, batch_sites)
-        base.publish_store(store, "activation store")
-    log.info("published %s (%d images, sites %s)", store, n_images, ", ".join(plan.sites))
+
+@contextlib.contextmanager
+def _opened(spec, dataset_dir, layers, sites, reductions, save_tokens, batch_size, device, code) -> Iterator[_Run]:
+    """Load the dataset and the model, plan the sites and the provenance, and hook the sites (:func:`extract`)."""
+    unknown = sorted(set(reductions) - set(REDUCTIONS))
+    if unknown:
+        raise ValueError(f"unknown reductions {unknown}; valid reductions are: {', '.join(REDUCTIONS)}")
+    torch_device = loading.resolve_device(device)
+    dataset = datasets.load(dataset_dir)
+    model, preprocess = loading.load_model(spec, torch_device)
+    if tower(model, "visual").kind == "resnet":
+        raise TypeError(
+            f"activation stores hold transformer MLP outputs; {spec.name} has a ModifiedResNet vision tower "
+            "(use the attention-pool store, clipmech.stores.attnpool)"
+        )
+    plan = plan_sites(model, sites, layers)
+    captions = image_captions(dataset) if plan.needs_text else None
+    # Only text-tower sites need the tokenizer (SigLIP's: Hugging Face files, loading.load_tokenizer).
+    tokenizer = loading.load_tokenizer(spec) if plan.needs_text else None
+    prov = StoreProvenance(
+        **loading.run_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size),
+        layers=plan.layers,
+        reductions=tuple(reductions),
+        save_tokens=bool(save_tokens),
+        sites=plan.sites,
+        code=code,
+    )
+    with hooked(model, capture=plan.sites) as cache, torch.inference_mode():
+        yield _Run(spec, dataset, model, preprocess, cache, plan, prov, torch_device, captions, tokenizer)
+
+
+def begin_parts(
+    spec: loading.ModelSpec,
+    dataset_dir: str | Path,
+    store: str | Path,
+    layers: list[int] | None = None,
+    sites: tuple[str, ...] = DEFAULT_SITES,
+    reductions: tuple[str, ...] = ("mean", "max", "cls"),
+    save_tokens: bool = True,
+    batch_size: int = 32,
+    device: str = "auto",
+    *,
+    code: str,
+) -> Path:
+    """Write the template of a store that parts extract (:func:`extract_part`), or keep a partial store of
+    the same provenance so that its parts resume (:func:`clipmech.stores.base.begin_parts`).
+
+    Parameters are those of :func:`extract`; the model is loaded to know the store's shapes (and the
+    extra sites' from one image) and provenance.
+
+    Returns
+    -------
+    pathlib.Path
+        The partial store, ``<store>.partial``.
+
+    Raises
+    ------
+    StoreLockedError
+        If another process writes the store or a part of it; raised before the model is loaded.
+    FileExistsError
+        If ``store`` already exists.
+    ValueError, TypeError, FileNotFoundError
+        As :func:`extract`.
+    """
+    store = Path(store)
+    with base.writing(store):
+        if store.exists():
+            raise FileExistsError(f"activation store {store} already exists; delete it to extract again")
+        with _opened(spec, dataset_dir, layers, sites, reductions, save_tokens, batch_size, device, code) as run:
+            base.begin_parts(store, run.prov, run.template)
+    return base.partial_path(store)
+
+
+def extract_part(
+    spec: loading.ModelSpec,
+    dataset_dir: str | Path,
+    store: str | Path,
+    part: int,
+    parts: int,
+    layers: list[int] | None = None,
+    sites: tuple[str, ...] = DEFAULT_SITES,
+    reductions: tuple[str, ...] = ("mean", "max", "cls"),
+    save_tokens: bool = True,
+    batch_size: int = 32,
+    device: str = "auto",
+    *,
+    code: str,
+    workers: int = 0,
+) -> base.Part:
+    """Extract part ``part`` of ``parts`` of a store into its partial store (:func:`begin_parts` first):
+    the images of whole chunks :func:`clipmech.stores.base.part_range` gives it, resumably.
+
+    Parameters are those of :func:`extract`, which must equal the template's: the part's provenance
+    is checked against the partial store's before anything is written.
+
+    Returns
+    -------
+    clipmech.stores.base.Part
+        The part's range, every image of it written and recorded in ``<store>.part-<k>.progress.json``.
+
+    Raises
+    ------
+    StoreLockedError
+        If another process writes this part; raised before the model is loaded.
+    FileNotFoundError
+        If the partial store does not exist (no template yet).
+    clipmech.stores.base.StoreProvenanceError
+        If the partial store was begun with other provenance (model, weights, sites, code...); nothing is written.
+    ValueError, TypeError
+        As :func:`extract`, and for a part outside ``0 .. parts - 1``.
+    """
+    store = Path(store)
+    # Known before the model loads: the part's lock, taken here, stops a second writer of this part at once.
+    base.part_range(0, batch_size, part, parts)
+    with base.writing(base.Part(part, parts, 0, 0).name(store)):
+        with _opened(spec, dataset_dir, layers, sites, reductions, save_tokens, batch_size, device, code) as run:
+            span = base.part_range(run.dataset.n_images, batch_size, part, parts)
+            start = base.begin_part(store, run.prov, span)
+            run.write(store, start, span.end, workers, span)
+    log.info("wrote part %d of %d of %s (images %d to %d)", part, parts, store, span.first, span.end - 1)
+    return span
+
+
+def publish_parts(store: str | Path, parts: int) -> Path:
+    """Publish a store written by ``parts`` parts (:func:`extract_part`): every part recorded its whole
+    range and every chunk exists (:func:`clipmech.stores.base.publish_parts`); the chunk size is the
+    ``batch_size`` of the partial store's provenance.
+
+    Returns
+    -------
+    pathlib.Path
+        The published store, the same byte for byte as :func:`extract` writes.
+
+    Raises
+    ------
+    StoreLockedError, clipmech.stores.base.StoreIntegrityError
+        As :func:`clipmech.stores.base.publish_parts`.
+    """
+    store = Path(store)
+    batch_size = int(xr.open_zarr(base.partial_path(store), consolidated=False).attrs["batch_size"])
+    base.publish_parts(store, "activation store", parts, batch_size)
+    log.info("published %s from %d parts", store, parts)
     return store

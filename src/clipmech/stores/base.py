@@ -32,10 +32,21 @@ One writer. A store is written under an exclusive lock on ``<store>.lock``
 (:mod:`clipmech.stores.locks`), taken by :func:`begin_store` (or the extraction, earlier) and
 released by :func:`publish_store`: a second writer fails at once, before it reads, writes or
 deletes anything.
+
+Parts. A store may instead be written by K processes at once, each its own range of whole chunks
+(:func:`part_range`): :func:`begin_parts` writes the template of ``<store>.partial`` (or keeps a
+partial store of the same provenance) under the store's lock; each part, under its own lock
+``<store>.part-<k>.lock``, checks with :func:`begin_part` that the partial store holds its own
+provenance (it refuses another, touching nothing), writes its batches with :func:`write_batch`
+and records them in ``<store>.part-<k>.progress.json``, so a killed part resumes alone; and
+:func:`publish_parts` checks that every part recorded its whole range before it publishes as
+:func:`publish_store` does. The chunks, metadata and attributes are those one writer would write:
+the published store is the same byte for byte.
 """
 
 from __future__ import annotations
 
+import glob
 import itertools
 import json
 import logging
@@ -43,7 +54,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import google_crc32c
@@ -54,7 +65,14 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.storage import LocalStore, WrapperStore
 
 # The writer lock, re-exported: stores are written through this module.
-from clipmech.stores.locks import StoreLockedError, lock_path, lock_store, unlock_store, writing  # noqa: F401
+from clipmech.stores.locks import (  # noqa: F401
+    StoreLockedError,
+    lock_path,
+    lock_store,
+    unlock_store,
+    writer_pid,
+    writing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +135,66 @@ def progress_path(store: str | Path) -> Path:
     return store.with_name(store.name + ".progress.json")
 
 
+class StoreProvenanceError(ValueError):
+    """A part of a store whose provenance differs from the one its partial store's template records."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """Part ``index`` of ``parts`` of a store: images ``first`` to ``end - 1``, whole chunks (:func:`part_range`)."""
+
+    index: int
+    parts: int
+    first: int
+    end: int
+
+    def name(self, store: str | Path) -> Path:
+        """``<store>.part-<k>``: the part's lock is this path's (:func:`lock_path`, ``<store>.part-<k>.lock``)."""
+        store = Path(store)
+        return store.with_name(f"{store.name}.part-{self.index}")
+
+    def progress(self, store: str | Path) -> Path:
+        """The file recording how far the part got: ``<store>.part-<k>.progress.json``."""
+        store = Path(store)
+        return store.with_name(f"{store.name}.part-{self.index}.progress.json")
+
+    def record(self, n_complete: int) -> dict:
+        """The content of its progress file once images ``first`` to ``n_complete - 1`` are written."""
+        return {"images_complete": n_complete, **asdict(self)}
+
+
+def part_range(n_images: int, batch_size: int, index: int, parts: int) -> Part:
+    """Part ``index`` of ``parts`` of a store of ``n_images`` images in chunks of ``batch_size``.
+
+    Each part but the last holds ``ceil(n_chunks / parts)`` whole chunks, so no two parts write one
+    chunk file; a part past the last chunk is empty (``first == end``).
+
+    Raises
+    ------
+    ValueError
+        If ``parts`` < 1, ``index`` is not in ``0 .. parts - 1``, or ``batch_size`` < 1.
+    """
+    if parts < 1 or not 0 <= index < parts or batch_size < 1:
+        raise ValueError(f"part {index} of {parts} (batch size {batch_size}): need 0 <= part < parts, batch size >= 1")
+    per_part = -(-(-(-n_images // batch_size)) // parts) * batch_size  # images: ceil(n_chunks / parts) chunks
+    return Part(index, parts, min(index * per_part, n_images), min((index + 1) * per_part, n_images))
+
+
+def _part_files(store: Path, suffix: str) -> list[Path]:
+    """The files ``<store>.part-<k><suffix>`` of any part count."""
+    return sorted(store.parent.glob(f"{glob.escape(store.name)}.part-*{suffix}"))
+
+
+def _check_no_part_writer(store: Path) -> None:
+    """Raise :class:`StoreLockedError` if a live process writes a part of the store (holds its lock)."""
+    for lock in _part_files(store, ".lock"):
+        pid = writer_pid(lock.with_suffix(""))
+        if pid is not None:
+            raise StoreLockedError(
+                f"{lock.with_suffix('')} is being written by another process (pid {pid}); wait for it or kill it"
+            )
+
+
 def _chunk_keys(path: Path) -> Iterator[str]:
     """The key of every chunk of every array of a store (``mean/c/0/1/0``), from its metadata."""
     for name, array in _arrays(path):
@@ -137,7 +215,7 @@ def _record_chunks(path: Path) -> None:
             file.seek(-4, os.SEEK_END)
             record[key] = int.from_bytes(file.read(4), "little")
     tmp = path / (CHUNK_RECORD + ".tmp")
-    tmp.write_text(json.dumps({"crc32c": record}))
+    tmp.write_text(json.dumps({"crc32c": record}, sort_keys=True))  # the same bytes whatever the listing order
     os.replace(tmp, path / CHUNK_RECORD)
 
 
@@ -298,11 +376,12 @@ def check_store(path: str | Path, kind: str, n_complete: int) -> None:
         )
 
 
-def _verified_start(partial: Path, progress: Path, claimed: int) -> int:
-    """``claimed``, or fewer images if the partial store lacks chunks of the claimed images (logged)."""
+def _verified_start(partial: Path, progress: Path, claimed: int, first: int = 0) -> int:
+    """``claimed``, or fewer images if the partial store lacks chunks of the claimed images ``first`` on
+    (logged); -1 if the claim or the store's coordinates cannot be trusted."""
     group = _open_group(partial)
     n_images = group["image"].shape[0]
-    if claimed > n_images:
+    if not first <= claimed <= n_images:
         log.warning(
             "progress file %s claims %d images, partial store %s has %d; starting afresh",
             progress,
@@ -318,7 +397,8 @@ def _verified_start(partial: Path, progress: Path, claimed: int) -> int:
             log.warning("partial store %s lacks chunks of %s; starting afresh", partial, name)
             return -1
         axis = dims.index("image")
-        verified = min([verified] + [c[axis] * group[name].chunks[axis] for c in lost])
+        starts = [c[axis] * group[name].chunks[axis] for c in lost]
+        verified = min([verified] + [start for start in starts if start >= first])
     if verified < claimed:
         log.warning(
             "progress file %s claims %d images complete but partial store %s lacks chunks from image %d on; "
@@ -332,27 +412,43 @@ def _verified_start(partial: Path, progress: Path, claimed: int) -> int:
     return verified
 
 
+def _stored_provenance(partial: Path, prov: ProvenanceAttrs) -> list[str] | None:
+    """The provenance fields in which a partial store differs from ``prov`` ([] if none), or None
+    (logged) if the store or its provenance is unreadable."""
+    try:
+        stored = type(prov).from_attrs(xr.open_zarr(partial, consolidated=False).attrs)
+    except (KeyError, FileNotFoundError, ValueError) as error:
+        log.warning("partial store %s unreadable (%s)", partial, error)
+        return None
+    return [f.name for f in fields(prov) if getattr(stored, f.name) != getattr(prov, f.name)]
+
+
 def _read_progress(partial: Path, progress: Path, prov: ProvenanceAttrs) -> int:
     """Images already complete in a partial store with the same provenance, else -1."""
     if not progress.is_file():
         return -1
-    try:
-        stored = type(prov).from_attrs(xr.open_zarr(partial, consolidated=False).attrs)
-    except (KeyError, FileNotFoundError, ValueError) as error:
-        log.warning("partial store %s unreadable (%s); starting afresh", partial, error)
+    changed = _stored_provenance(partial, prov)
+    if changed is None:
+        log.warning("partial store %s unreadable; starting afresh", partial)
         return -1
-    if stored != prov:
-        changed = [f.name for f in fields(prov) if getattr(stored, f.name) != getattr(prov, f.name)]
+    if changed:
         log.warning("partial store %s has other provenance (%s differ); starting afresh", partial, ", ".join(changed))
         return -1
     claimed = _images_complete(progress)
     return -1 if claimed is None else _verified_start(partial, progress, claimed)
 
 
-def _write_progress(progress: Path, n_complete: int) -> None:
+def _write_progress(progress: Path, n_complete: int, part: Part | None = None) -> None:
     tmp = progress.with_name(progress.name + ".tmp")
-    tmp.write_text(json.dumps({"images_complete": n_complete}))
+    tmp.write_text(json.dumps({"images_complete": n_complete} if part is None else part.record(n_complete)))
     os.replace(tmp, progress)
+
+
+def _write_template(partial: Path, template: Callable[[], xr.Dataset]) -> None:
+    shutil.rmtree(partial, ignore_errors=True)
+    ds = template()
+    encoding = {name: {"compressors": COMPRESSORS} for name in ds.variables}
+    ds.to_zarr(partial, compute=False, mode="w", consolidated=False, encoding=encoding, write_empty_chunks=True)
 
 
 def begin_store(store: str | Path, prov: ProvenanceAttrs, template: Callable[[], xr.Dataset]) -> int:
@@ -365,10 +461,12 @@ def begin_store(store: str | Path, prov: ProvenanceAttrs, template: Callable[[],
     provenance) is deleted and the store started afresh from ``template()`` (a lazy Dataset of the
     full shape and chunking, whose metadata and coordinates ``to_zarr(compute=False)`` writes).
 
+    Progress files of parts (:func:`begin_parts`) are deleted: their chunks are rewritten.
+
     Raises
     ------
     StoreLockedError
-        If another process is writing the store (it holds the lock); nothing is touched.
+        If another process is writing the store or a part of it (it holds the lock); nothing is touched.
     FileExistsError
         If ``store`` already exists (a complete store is never overwritten); nothing is touched.
     """
@@ -378,12 +476,13 @@ def begin_store(store: str | Path, prov: ProvenanceAttrs, template: Callable[[],
         if store.exists():
             raise FileExistsError(f"store {store} already exists; delete it to extract again")
         partial, progress = partial_path(store), progress_path(store)
+        _check_no_part_writer(store)
+        # A part's progress claims chunks of a sharded run: not this writer's, so never trusted here.
+        for stale in _part_files(store, ".progress.json"):
+            stale.unlink()
         start = _read_progress(partial, progress, prov)
         if start < 0:
-            shutil.rmtree(partial, ignore_errors=True)
-            ds = template()
-            encoding = {name: {"compressors": COMPRESSORS} for name in ds.variables}
-            ds.to_zarr(partial, compute=False, mode="w", consolidated=False, encoding=encoding, write_empty_chunks=True)
+            _write_template(partial, template)
             _write_progress(progress, 0)
             return 0
     except BaseException:
@@ -433,20 +532,28 @@ def check_finite(batch: xr.Dataset, first: int, last: int, model: str, sites: di
         )
 
 
-def write_batch(store: str | Path, batch: xr.Dataset, first: int, last: int, model: str, sites: dict) -> None:
+def write_batch(
+    store: str | Path, batch: xr.Dataset, first: int, last: int, model: str, sites: dict, part: Part | None = None
+) -> None:
     """Check images ``first:last`` (:func:`check_finite`), write them into the partial store (a region
-    write), then record them complete.
+    write), then record them complete: in the store's progress file, or in the progress file of
+    ``part`` (:func:`begin_part`), whose range must hold them.
 
     Raises
     ------
     ValueError
-        If a value of the batch is not finite; nothing of it is written.
+        If a value of the batch is not finite, or the images are outside ``part``; nothing of it is written.
     """
+    if part is not None and not part.first <= first <= last <= part.end:
+        raise ValueError(f"images {first}:{last} are outside part {part.index} ({part.first}:{part.end})")
     check_finite(batch, first, last, model, sites)
     batch.to_zarr(
         partial_path(store), region={"image": slice(first, last)}, consolidated=False, write_empty_chunks=True
     )
-    _write_progress(progress_path(store), last)
+    if part is None:
+        _write_progress(progress_path(store), last)
+    else:
+        _write_progress(part.progress(store), last, part)
 
 
 def publish_store(store: str | Path, kind: str) -> Path:
@@ -480,18 +587,172 @@ def publish_store(store: str | Path, kind: str) -> Path:
             raise StoreIntegrityError(
                 f"progress file {progress} records {n_complete} of {n_images} images complete; {partial} is not published"
             )
-        check_store(partial, f"partial {kind}", n_images)
-        _record_chunks(partial)
-        group.attrs["images_complete"] = n_images
-        # Without the progress file a leftover partial store restarts from scratch, so dropping it
-        # before the rename never lets an incomplete store pass for a complete one.
-        progress.unlink()
-        os.replace(partial, store)
+        _publish(store, group, kind, [progress])
     except BaseException:
         if taken:
             unlock_store(store)
         raise
     unlock_store(store)
+    return store
+
+
+def _publish(store: Path, group: zarr.Group, kind: str, progress: list[Path]) -> None:
+    """Check every chunk of a finished partial store, record them, drop its progress files and rename it."""
+    partial = partial_path(store)
+    n_images = group["image"].shape[0]
+    check_store(partial, f"partial {kind}", n_images)
+    _record_chunks(partial)
+    group.attrs["images_complete"] = n_images
+    # Without its progress files a leftover partial store restarts from scratch, so dropping them
+    # before the rename never lets an incomplete store pass for a complete one.
+    for file in progress:
+        file.unlink()
+    os.replace(partial, store)
+
+
+def begin_parts(store: str | Path, prov: ProvenanceAttrs, template: Callable[[], xr.Dataset]) -> bool:
+    """Write the template of ``<store>.partial`` for its parts (:func:`begin_part`), or keep a partial
+    store whose attributes hold the same provenance, so that its parts resume.
+
+    Runs under the store's writer lock, released on return. A kept partial store loses its
+    single-writer progress file (:func:`begin_store`), whose chunks the parts rewrite; a new one
+    drops every part's progress file.
+
+    Returns
+    -------
+    bool
+        True if a partial store was kept.
+
+    Raises
+    ------
+    StoreLockedError
+        If another process is writing the store or a part of it; nothing is touched.
+    FileExistsError
+        If ``store`` already exists; nothing is touched.
+    """
+    store = Path(store)
+    partial = partial_path(store)
+    with writing(store):
+        if store.exists():
+            raise FileExistsError(f"store {store} already exists; delete it to extract again")
+        _check_no_part_writer(store)
+        progress_path(store).unlink(missing_ok=True)
+        changed = _stored_provenance(partial, prov) if partial.exists() else None
+        if changed == []:
+            log.info("keeping %s: its parts resume", partial)
+            return True
+        if changed:
+            log.warning(
+                "partial store %s has other provenance (%s differ); starting afresh", partial, ", ".join(changed)
+            )
+        for stale in _part_files(store, ".progress.json"):
+            stale.unlink()
+        _write_template(partial, template)
+    return False
+
+
+def begin_part(store: str | Path, prov: ProvenanceAttrs, part: Part) -> int:
+    """Start or resume writing one part of a store (:func:`part_range`); the first image still to write.
+
+    Takes the part's writer lock (``<store>.part-<k>.lock``), held until the process ends or
+    :func:`unlock_store` of :meth:`Part.name`. The partial store (:func:`begin_parts`) must hold
+    ``prov``; the part resumes after the last complete batch its progress file records, if that file
+    is of the same part and range and the chunks it claims exist, else from ``part.first``.
+
+    Raises
+    ------
+    StoreLockedError
+        If another process is writing this part, or holds the store's own lock (its template or
+        publishing job, or a one-job extraction); nothing is touched.
+    FileExistsError
+        If ``store`` already exists.
+    FileNotFoundError
+        If there is no partial store (its template job has not run).
+    StoreProvenanceError
+        If the partial store holds other provenance (the message names the fields); nothing is touched.
+    """
+    store = Path(store)
+    partial, progress = partial_path(store), part.progress(store)
+    taken = lock_store(part.name(store))
+    try:
+        pid = writer_pid(store)
+        if pid is not None:  # the template job, the publishing job, or a one-job extraction
+            raise StoreLockedError(f"{store} is being written by another process (pid {pid}); wait for it or kill it")
+        if store.exists():
+            raise FileExistsError(f"store {store} already exists; delete it to extract again")
+        if not partial.exists():
+            raise FileNotFoundError(
+                f"part {part.index} of {store}: no partial store {partial}; write its template first"
+            )
+        changed = _stored_provenance(partial, prov)
+        if changed is None:
+            raise StoreProvenanceError(f"part {part.index} of {store}: partial store {partial} is unreadable")
+        if changed:
+            raise StoreProvenanceError(
+                f"part {part.index} of {store}: partial store {partial} was begun with other provenance "
+                f"({', '.join(changed)} differ); the part refuses to write into it. Rerun the store's template "
+                "job (it starts the partial store afresh), then every part"
+            )
+        start = -1
+        if progress.is_file():
+            claimed = _images_complete(progress)
+            try:
+                same = json.loads(progress.read_text()) == part.record(claimed)
+            except ValueError:
+                same = False
+            if claimed is not None and same:
+                start = _verified_start(partial, progress, claimed, part.first)
+            else:
+                log.warning("progress file %s is of another part or range; starting the part afresh", progress)
+        if start < 0:
+            start = part.first
+            _write_progress(progress, start, part)
+    except BaseException:
+        if taken:
+            unlock_store(part.name(store))
+        raise
+    if start > part.first:
+        log.info("resuming part %d of %s after image %d", part.index, partial, start)
+    return start
+
+
+def publish_parts(store: str | Path, kind: str, parts: int, batch_size: int) -> Path:
+    """Check that each of the ``parts`` parts of a partial store recorded its whole range complete and
+    that every chunk was written, then publish it as :func:`publish_store` does (the same chunk
+    record, attributes and rename), dropping the parts' progress files.
+
+    Raises
+    ------
+    StoreLockedError
+        If another process is writing the store or a part of it.
+    StoreIntegrityError
+        If a part's progress file is missing, of another part count or range, or short, or a chunk
+        file is missing (:func:`check_store`).
+    """
+    store = Path(store)
+    partial = partial_path(store)
+    with writing(store):
+        _check_no_part_writer(store)
+        group = _open_group(partial, mode="r+")
+        n_images = group["image"].shape[0]
+        progress = []
+        for index in range(parts):
+            part = part_range(n_images, batch_size, index, parts)
+            file = part.progress(store)
+            try:
+                recorded = json.loads(file.read_text())
+            except (FileNotFoundError, ValueError) as error:
+                raise StoreIntegrityError(
+                    f"part {index} of {parts} of {partial}: no readable {file} ({error})"
+                ) from None
+            if recorded != part.record(part.end):
+                raise StoreIntegrityError(
+                    f"part {index} of {parts} of {partial}: {file} records {recorded}, not images {part.first} to "
+                    f"{part.end - 1} complete; {partial} is not published"
+                )
+            progress.append(file)
+        # Those of another part count too (a kept partial store whose K changed), so that none is left behind.
+        _publish(store, group, kind, sorted(set(progress) | set(_part_files(store, ".progress.json"))))
     return store
 
 
