@@ -13,7 +13,7 @@ positions). The ground truth comes from the object table and the instance masks:
 
 AUROC of unit u for concept f (:func:`auroc`) is P(a_pos > a_neg) + 0.5 P(a_pos = a_neg) over the inputs with
 and without the concept, the Mann-Whitney U statistic divided by n_pos n_neg; AP (:func:`average_precision`)
-is ``sklearn.metrics.average_precision_score``. Both are NaN for a concept that no input, or every input, has.
+is ``sklearn.metrics.average_precision_score``'s, for all units at once. Both are NaN for a concept that no input, or every input, has.
 Used by the concept selectivity of :mod:`clipmech.patching.concepts`, the SAE alignment of
 :mod:`clipmech.sae.alignment` and the MiCLIP evaluation of :mod:`clipmech.miclip.evaluation`.
 """
@@ -25,7 +25,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn.metrics import average_precision_score
 
 from clipmech.data import shapes
 
@@ -162,14 +161,58 @@ def auroc(acts_NU: np.ndarray, present_NF: np.ndarray) -> np.ndarray:
 
 
 def average_precision(acts_NU: np.ndarray, present_NF: np.ndarray) -> np.ndarray:
-    """AP of every unit for every concept (``sklearn.metrics.average_precision_score``), float64 (U, F).
+    """AP of every unit for every concept (methods.md Sec. 7.4), ``sklearn.metrics.average_precision_score``'s
+    definition computed for all units at once.
 
-    NaN for a concept that no input, or every input, has.
+    AP = sum over the distinct thresholds t, from the highest, of (R_t - R_prev) P_t, with precision P_t and
+    recall R_t of "activation >= t" (R_prev = 0 before the first threshold): inputs tied in activation enter
+    together. Equivalently, the mean over the positives of the precision at the last input of their tie
+    group, which is what is computed: each unit's activations are sorted once (descending), and per concept
+    the cumulative positives give the precision at every position.
+
+    Parameters
+    ----------
+    acts_NU : numpy.ndarray, float, (N, U)
+        Unit activations per input (compared in float64).
+    present_NF : numpy.ndarray, bool, (N, F)
+        Whether input n has concept f.
+
+    Returns
+    -------
+    ap_UF : numpy.ndarray, float64, (U, F)
+        In [0, 1], equal to scikit-learn's up to float64 rounding; NaN for a concept that no input, or every
+        input, has.
+
+    Raises
+    ------
+    ValueError
+        If the arrays are not 2-D with the same N, or an activation is not finite (the message names the units).
     """
     acts_NU = np.asarray(acts_NU, dtype=np.float64)
-    ap_UF = np.full((acts_NU.shape[1], present_NF.shape[1]), np.nan)
-    for f in range(present_NF.shape[1]):
-        y_N = present_NF[:, f]
-        if 0 < y_N.sum() < y_N.size:
-            ap_UF[:, f] = average_precision_score(np.repeat(y_N[:, None], acts_NU.shape[1], 1), acts_NU, average=None)
+    present_NF = np.asarray(present_NF, dtype=bool)
+    if acts_NU.ndim != 2 or present_NF.ndim != 2 or acts_NU.shape[0] != present_NF.shape[0]:
+        raise ValueError(
+            f"average_precision needs acts (N, U) and presence (N, F) with the same N, got {acts_NU.shape} and "
+            f"{present_NF.shape}"
+        )
+    bad = np.flatnonzero(~np.isfinite(acts_NU).all(axis=0))
+    if bad.size:
+        raise ValueError(f"average_precision: units {bad[:10].tolist()} (of {bad.size}) have non-finite activations")
+    n_inputs, n_units = acts_NU.shape
+    ap_UF = np.full((n_units, present_NF.shape[1]), np.nan)
+    n_pos_F = present_NF.sum(axis=0)
+    defined = np.flatnonzero((n_pos_F > 0) & (n_pos_F < n_inputs))
+    if defined.size == 0 or n_units == 0:
+        return ap_UF
+    order_NU = np.argsort(-acts_NU, axis=0, kind="stable")
+    sorted_NU = np.take_along_axis(acts_NU, order_NU, axis=0)
+    # Position (0-based) of the last input of each input's tie group, in sorted order.
+    position_N1 = np.arange(n_inputs)[:, None]
+    last_NU = np.where(np.vstack([sorted_NU[1:] != sorted_NU[:-1], np.ones((1, n_units), bool)]), position_N1, n_inputs)
+    last_NU = np.minimum.accumulate(last_NU[::-1], axis=0)[::-1]
+    for f in defined:
+        positive_NU = present_NF[order_NU, f]
+        true_pos_NU = np.cumsum(positive_NU, axis=0)
+        precision_NU = np.take_along_axis(true_pos_NU, last_NU, axis=0) / (last_NU + 1.0)
+        ap_UF[:, f] = np.where(positive_NU, precision_NU, 0.0).sum(axis=0) / n_pos_F[f]
     return ap_UF
