@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.sparse
 from scipy import stats
 
 from clipmech.data import shapes
@@ -156,6 +157,70 @@ def auroc(acts_NU: np.ndarray, present_NF: np.ndarray) -> np.ndarray:
     u_UF = ranks_NU.T @ present_NF.astype(np.float64) - n_pos_F * (n_pos_F + 1) / 2
     with np.errstate(invalid="ignore", divide="ignore"):
         auroc_UF = u_UF / (n_pos_F * n_neg_F)
+    auroc_UF[:, (n_pos_F == 0) | (n_neg_F == 0)] = np.nan
+    return auroc_UF
+
+
+def sparse_auroc(acts_NU, present_NF: np.ndarray) -> np.ndarray:
+    """:func:`auroc` of the columns of a sparse matrix, from its stored entries alone (no dense copy).
+
+    The entries a column does not store are its zeros, one tie group of mid-rank n_neg + (z + 1) / 2 (n_neg
+    of its stored values below 0, z its zeros); a stored value v has its mid-rank among the stored values,
+    plus z when v > 0. The rank sums of the positives then follow from products of the sparse matrix with
+    the presence. The ranks are half-integers and their sums exact in float64, so the result equals
+    :func:`auroc` of the dense matrix.
+
+    Parameters
+    ----------
+    acts_NU : scipy.sparse matrix, float, (N, U)
+        Unit activations per input.
+    present_NF : numpy.ndarray, bool, (N, F)
+
+    Returns
+    -------
+    auroc_UF : numpy.ndarray, float64, (U, F)
+        NaN for a concept that no input, or every input, has.
+
+    Raises
+    ------
+    ValueError
+        If the shapes disagree on N, or a stored activation is not finite (the message names the units).
+    """
+    matrix = scipy.sparse.csc_matrix(acts_NU, dtype=np.float64, copy=True)
+    present_NF = np.asarray(present_NF, dtype=bool)
+    if present_NF.ndim != 2 or matrix.shape[0] != present_NF.shape[0]:
+        raise ValueError(
+            f"auroc needs acts (N, U) and presence (N, F) with the same N, got {matrix.shape} and {present_NF.shape}"
+        )
+    matrix.eliminate_zeros()
+    n_inputs, n_units = matrix.shape
+    column_E = np.repeat(np.arange(n_units), np.diff(matrix.indptr))
+    bad = np.unique(column_E[~np.isfinite(matrix.data)])
+    if bad.size:
+        raise ValueError(f"auroc: units {bad[:10].tolist()} (of {bad.size}) have non-finite activations")
+    # Mid-ranks among each column's stored values: sort by (column, value), tie groups of equal pairs.
+    order = np.lexsort((matrix.data, column_E))
+    value, column = matrix.data[order], column_E[order]
+    new_group = np.ones(value.size, dtype=bool)
+    new_group[1:] = (value[1:] != value[:-1]) | (column[1:] != column[:-1])
+    group = np.cumsum(new_group) - 1
+    first = np.flatnonzero(new_group)
+    last = np.append(first[1:], value.size) - 1
+    rank = (first[group] + last[group]) / 2.0 + 1.0 - matrix.indptr[column]  # 1-based, within the column
+    zeros_U = n_inputs - np.diff(matrix.indptr)
+    negative_U = np.bincount(column_E[matrix.data < 0], minlength=n_units)
+    ranks = matrix.copy()
+    ranks.data[order] = rank + np.where(value > 0, zeros_U[column], 0)
+    pattern = matrix.copy()
+    pattern.data[:] = 1.0
+    present = present_NF.astype(np.float64)
+    n_pos_F = present.sum(axis=0)
+    n_neg_F = n_inputs - n_pos_F
+    zero_rank_U = negative_U + (zeros_U + 1) / 2.0
+    stored_pos_UF = np.asarray(pattern.T @ present)
+    rank_sum_UF = np.asarray(ranks.T @ present) + (n_pos_F[None, :] - stored_pos_UF) * zero_rank_U[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auroc_UF = (rank_sum_UF - n_pos_F * (n_pos_F + 1) / 2) / (n_pos_F * n_neg_F)
     auroc_UF[:, (n_pos_F == 0) | (n_neg_F == 0)] = np.nan
     return auroc_UF
 

@@ -133,6 +133,43 @@ def image_activations(z_NTU: np.ndarray, patch_T: np.ndarray) -> np.ndarray:
     return np.asarray(tokens, dtype=np.float32).max(axis=1)
 
 
+def sparse_image_activations(z_BU, n_images: int, patch_T: np.ndarray) -> np.ndarray:
+    """:func:`image_activations` of token activations given as a sparse matrix, from its stored entries: the
+    maximum over an image's patch tokens of the stored values, and of 0 where some of those tokens store
+    nothing (any sign: the baselines' units are not >= 0).
+
+    Parameters
+    ----------
+    z_BU : scipy.sparse matrix, (N x T', U)
+        Token activations, image-major (row n T' + t is token t of image n).
+    n_images : int
+        N.
+    patch_T : numpy.ndarray, bool, (T',)
+
+    Returns
+    -------
+    numpy.ndarray, float32, (N, U)
+
+    Raises
+    ------
+    ValueError
+        If the rows are not N x T'.
+    """
+    patch_T = np.asarray(patch_T, dtype=bool)
+    n_tokens = patch_T.size
+    if z_BU.shape[0] != n_images * n_tokens:
+        raise ValueError(f"token activations have {z_BU.shape[0]} rows, expected {n_images} images x {n_tokens} tokens")
+    tokens = patch_T if patch_T.any() else np.ones(n_tokens, dtype=bool)
+    coo = scipy.sparse.coo_matrix(z_BU)
+    kept = tokens[coo.row % n_tokens]
+    cell = (coo.row[kept] // n_tokens) * z_BU.shape[1] + coo.col[kept]
+    max_NU = np.full(n_images * z_BU.shape[1], -np.inf, dtype=np.float32)
+    np.maximum.at(max_NU, cell, coo.data[kept].astype(np.float32))
+    stored_NU = np.bincount(cell, minlength=max_NU.size)
+    max_NU = np.where(stored_NU < tokens.sum(), np.maximum(max_NU, 0.0), max_NU)
+    return max_NU.reshape(n_images, z_BU.shape[1])
+
+
 def sparse_latents(sae: torch.nn.Module, x_BD: np.ndarray, batch_size: int) -> scipy.sparse.csc_matrix:
     """The SAE's latents z = encode(x) of every token (row), ``batch_size`` rows per call, float32 (B, n),
     sparse (k non-zeros a row)."""

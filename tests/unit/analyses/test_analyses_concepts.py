@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse
 from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -43,6 +44,28 @@ def test_auroc_rejects_bad_input():
     acts[1, 2] = np.nan
     with pytest.raises(ValueError, match=r"units \[2\]"):
         concepts.auroc(acts, np.zeros((4, 1), dtype=bool))
+
+
+def test_sparse_auroc_is_the_dense_auroc_exactly():
+    """Stored entries of any sign, ties among them and with the unstored zeros, explicit zeros, empty and
+    full columns."""
+    rng = np.random.default_rng(3)
+    for trial in range(6):
+        stored = rng.random((70, 12)) < rng.uniform(0.05, 0.9)
+        values = rng.integers(-2, 3, size=(70, 12)).astype(np.float64) if trial % 2 else rng.standard_normal((70, 12))
+        acts_NU = np.where(stored, values, 0.0)
+        acts_NU[:, 0], acts_NU[:, 1] = 0.0, rng.random(70) + 0.5  # nothing stored; everything stored
+        present_NF = rng.random((70, 6)) < np.array([0.05, 0.3, 0.5, 0.8, 0.0, 1.0])
+        sparse = scipy.sparse.csc_matrix(acts_NU)
+        sparse.data[::7] = 0.0  # explicit zeros count as zeros
+        expected = concepts.auroc(sparse.toarray(), present_NF)
+        np.testing.assert_array_equal(concepts.sparse_auroc(sparse, present_NF), expected)
+        np.testing.assert_array_equal(concepts.sparse_auroc(sparse.tocsr(), present_NF), expected)
+    with pytest.raises(ValueError, match="same N"):
+        concepts.sparse_auroc(scipy.sparse.csc_matrix((4, 2)), np.zeros((3, 1), dtype=bool))
+    bad = scipy.sparse.csc_matrix(np.array([[0.0, 1.0], [0.0, np.nan]]))
+    with pytest.raises(ValueError, match=r"units \[1\]"):
+        concepts.sparse_auroc(bad, np.zeros((2, 1), dtype=bool))
 
 
 @pytest.mark.parametrize("values", [4, 0])  # four values (many ties), or continuous

@@ -54,3 +54,25 @@ def test_image_activation_of_a_latent_is_its_max_over_the_patch_tokens():
     np.testing.assert_array_equal(latents.image_activations(z_NTU[:, :1], np.zeros(1, dtype=bool)), z_NTU[:, 0])
     with pytest.raises(ValueError, match="marks"):
         latents.image_activations(z_NTU, patch_T[1:])
+
+
+def test_image_activations_of_a_sparse_matrix_are_those_of_the_dense_one():
+    """Any sign: an image whose patch tokens all store a negative value reads their maximum, one with a token
+    storing nothing reads at least 0."""
+    rng = np.random.default_rng(2)
+    z_NTU = np.where(rng.random((6, 5, 4)) < 0.5, rng.standard_normal((6, 5, 4)), 0.0).astype(np.float32)
+    z_NTU[0, 1:, 0] = [-3.0, -1.0, -2.0, -4.0]  # every patch token stored, all negative: -1
+    z_NTU[1, 1:, 1] = [-3.0, 0.0, -2.0, -4.0]  # one patch token not stored: 0
+    z_NTU[2, 0, 2], z_NTU[2, 1:, 2] = 7.0, 0.0  # the class token is left out
+    for patch_T in (np.array([False, True, True, True, True]), np.ones(5, bool)):
+        sparse = scipy.sparse.csc_matrix(z_NTU.reshape(-1, 4))
+        image_NU = latents.sparse_image_activations(sparse, 6, patch_T)
+        assert image_NU.dtype == np.float32
+        np.testing.assert_array_equal(image_NU, latents.image_activations(z_NTU, patch_T))
+    assert latents.sparse_image_activations(sparse, 6, np.array([False, True, True, True, True]))[0, 0] == -1.0
+    class_only = scipy.sparse.csc_matrix(z_NTU[:, 0])
+    np.testing.assert_array_equal(
+        latents.sparse_image_activations(class_only, 6, np.zeros(1, bool)), z_NTU[:, 0].astype(np.float32)
+    )
+    with pytest.raises(ValueError, match="expected 5 images x 5 tokens"):
+        latents.sparse_image_activations(sparse, 5, np.ones(5, bool))
