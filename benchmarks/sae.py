@@ -18,13 +18,30 @@ read back through ``clipmech.sae.streaming``. 10 % of the images are held out.
 2. Streaming: tokens/s of our chunk-sequential shuffle stream over the training images vs reading the
    same number of tokens one at a time at random (image, token) positions straight from the zarr array
    (each read decodes its chunk); goal: the stream >= 5x faster.
+3. Latents held sparse: a random SAE of ``--eval-latents`` latents (k ``--eval-k``) on Gaussian tokens of
+   ``--eval-images`` images x ``--eval-tokens`` tokens (a class token and the patches) of width
+   ``--eval-d``. Each computation reports its CPU time and the rise of the process's peak RSS over its
+   resident size, both measured after a warm-up on 4 images, the peak reset before it (Linux
+   ``/proc/self/clear_refs``, freed heap returned first); the sparse computation runs first, so memory
+   the process keeps can only lower the dense one's figure. (a) MiCLIP's SAE unit set: the dense
+   (N, T', n) latents with the image-level activations, maps and typical firing values read from them
+   (as before the top-k codes), vs :func:`clipmech.miclip.evaluation.sae_set` on top-k codes; (b) the
+   SAE alignment's per-latent scores (image and patch AUROC, AP, Purity, entropy) of 16 random
+   concepts: dense column blocks with scikit-learn's per-latent ``average_precision_score`` and the
+   dense patch ranks (as before), vs :func:`clipmech.sae.alignment.score_units` on the sparse latents,
+   the encoding included in both. Reported: both, their ratios (goals: memory and CPU ratios > 1) and
+   whether the results agree (image activations, maps, AUROCs, Purity and entropy exactly, typical
+   firing and AP to float64 rounding).
 
-    python benchmarks/sae.py            # defaults: d 64, n 512, k 8, 1000 steps of 1024 tokens
+    python benchmarks/sae.py            # defaults: d 64, n 512, k 8, 1000 steps of 1024 tokens; part 3:
+                                        # n 4096, k 32, 32 images x 197 tokens of width 768
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import os
 import shutil
 import sys
@@ -33,9 +50,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse
 import torch
 import zarr
+from sklearn.metrics import average_precision_score
 
+from clipmech.analyses import concepts, dead, selectivity
+from clipmech.miclip import evaluation as miclip_evaluation
+from clipmech.miclip import units as miclip_units
+from clipmech.sae import alignment, latents
 from clipmech.sae.model import TopKSAE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -67,6 +90,11 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--random-reads", type=int, default=500, help="tokens read one at a time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, the same for both SAEs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-latents", type=int, default=4096, help="part 3: SAE latents")
+    parser.add_argument("--eval-k", type=int, default=32, help="part 3: SAE k")
+    parser.add_argument("--eval-images", type=int, default=32, help="part 3: evaluated images")
+    parser.add_argument("--eval-tokens", type=int, default=197, help="part 3: tokens per image, the class token first")
+    parser.add_argument("--eval-d", type=int, default=768, help="part 3: token width")
     return parser.parse_args()
 
 
@@ -160,6 +188,168 @@ def streaming_benchmark(store: Path, source: SiteTokens, args: argparse.Namespac
     print(f"streaming ratio stream / random reads: {stream_rate / random_rate:.1f}x; goal >= 5")
 
 
+def _rss_bytes(field: str) -> int:
+    """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) of this process, from ``/proc/self/status``."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}: part 3 measures memory on Linux only")
+
+
+def _reset_peak() -> int:
+    """Return freed heap to the system (glibc ``malloc_trim``), reset the peak RSS to the resident size
+    (``/proc/self/clear_refs``, Linux >= 4.0) and return that size."""
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+    return _rss_bytes("VmRSS")
+
+
+def _eval_setup(args: argparse.Namespace) -> tuple[TopKSAE, np.ndarray, np.ndarray, np.ndarray]:
+    """Part 3's seeded SAE, tokens (N, T, d) float32, image presence (N, 16) and patch presence (N, P, 16)."""
+    rng = np.random.default_rng(args.seed)
+    sae = TopKSAE(args.eval_d, args.eval_latents, args.eval_k, seed=args.seed).eval()
+    tokens_NTD = rng.standard_normal((args.eval_images, args.eval_tokens, args.eval_d), dtype=np.float32)
+    present_NF = rng.random((args.eval_images, 16)) < 0.3
+    patch_present_NPF = rng.random((args.eval_images, args.eval_tokens - 1, 16)) < 0.1
+    return sae, tokens_NTD, present_NF, patch_present_NPF
+
+
+def _dense_unit_set(sae, tokens_NTD, positions, grid):
+    """MiCLIP's SAE unit set as it was computed from dense latents: image-level activations, maps, typical firing."""
+    patch = positions >= 1
+    with torch.inference_mode():
+        z_NTn = np.zeros((tokens_NTD.shape[0], positions.size, sae.n_latents), dtype=np.float32)
+        for start in range(0, tokens_NTD.shape[0], 64):  # 64 images per encoder call
+            x_BD = torch.from_numpy(tokens_NTD[start : start + 64].reshape(-1, tokens_NTD.shape[-1]))
+            z_NTn[start : start + 64] = sae.encode(x_BD).numpy().reshape(-1, positions.size, sae.n_latents)
+    acts_Nn = latents.image_activations(z_NTn, patch).astype(np.float64)
+    maps = z_NTn[:, patch].transpose(0, 2, 1).reshape(z_NTn.shape[0], z_NTn.shape[2], *grid)
+    top_Kn = miclip_units.top_images(acts_Nn, miclip_units.TYPICAL_FRACTION)
+    values_KnP = z_NTn[:, patch][top_Kn, :, np.arange(top_Kn.shape[1])[None, :]].astype(np.float64)
+    firing = values_KnP != 0
+    count_n, total_n = firing.sum(axis=(0, 2)), np.where(firing, values_KnP, 0.0).sum(axis=(0, 2))
+    typical_n = np.divide(total_n, count_n, out=np.zeros_like(total_n), where=count_n > 0)
+    return acts_Nn, maps, typical_n
+
+
+def _sparse_unit_set(sae, tokens_NTD, positions, grid):
+    """:func:`clipmech.miclip.evaluation.sae_set`: the same from top-k codes (maps read lazily)."""
+    unit_set = miclip_evaluation.sae_set(sae, positions, tokens_NTD, 1, grid)
+    return unit_set.acts_NU, unit_set.maps, unit_set.embed.keywords["typical_U"]
+
+
+def _dense_scores(sae, x_BD, present_NF, patch_present_NPF, patch_T):
+    """The alignment's per-latent scores as they were computed: dense encodes of 4096 tokens made sparse, dense
+    column blocks, the dense patch ranks and scikit-learn's AP latent by latent."""
+    with torch.inference_mode():
+        parts = [
+            scipy.sparse.csr_matrix(sae.encode(torch.from_numpy(x_BD[start : start + 4096])).numpy())
+            for start in range(0, x_BD.shape[0], 4096)
+        ]
+    acts_BU = scipy.sparse.vstack(parts).tocsc()
+    n_images, n_tokens = present_NF.shape[0], patch_T.size
+    chunk = max(1, alignment.BLOCK_ELEMENTS // x_BD.shape[0])
+    scores: dict[str, list] = {"image": [], "patch": [], "ap": [], "purity": [], "entropy": []}
+    for start in range(0, acts_BU.shape[1], chunk):
+        block_NTU = acts_BU[:, start : start + chunk].toarray().reshape(n_images, n_tokens, -1)
+        image_NU = latents.image_activations(block_NTU, patch_T)
+        dead_U = dead.dead_units(image_NU)[:, None]
+        scores["image"].append(np.where(dead_U, np.nan, concepts.auroc(image_NU, present_NF)))
+        patch_BU = block_NTU[:, patch_T].reshape(-1, block_NTU.shape[2])
+        scores["patch"].append(np.where(dead_U, np.nan, concepts.auroc(patch_BU, patch_present_NPF.reshape(-1, 16))))
+        ap_UF = np.full((image_NU.shape[1], 16), np.nan)
+        for f in range(16):
+            y_N = present_NF[:, f]
+            if 0 < y_N.sum() < y_N.size:
+                y_NU = np.repeat(y_N[:, None], image_NU.shape[1], 1)
+                ap_UF[:, f] = average_precision_score(y_NU, image_NU.astype(np.float64), average=None)
+        scores["ap"].append(np.where(dead_U, np.nan, ap_UF))
+        top_KU = np.argsort(-image_NU, axis=0, kind="stable")[:4]
+        scores["purity"].append(np.where(dead_U, np.nan, present_NF[top_KU].mean(axis=0)))
+        entropy_U = selectivity.entropy(selectivity.affinity(present_NF.astype(float), top_KU))
+        scores["entropy"].append(np.where(dead_U[:, 0], np.nan, entropy_U))
+    return {name: np.concatenate(values) for name, values in scores.items()}
+
+
+def _sparse_scores(sae, x_BD, present_NF, patch_present_NPF, patch_T):
+    """:func:`clipmech.sae.alignment.score_units` on the sparse latents of the alignment."""
+    acts_BU = alignment.method_activations("sae", x_BD, sae=sae)
+    scores = alignment.score_units(
+        acts_BU, n_images=present_NF.shape[0], patch_tokens=patch_T, present_NF=present_NF,
+        patch_present_NSF=patch_present_NPF, counts_NF=present_NF.astype(float), purity_k=4, entropy_k=4,
+    )  # fmt: skip
+    return {
+        "image": scores.auroc_image_UF, "patch": scores.auroc_patch_UF, "ap": scores.ap_UF,
+        "purity": scores.purity_UF, "entropy": scores.entropy_U,
+    }  # fmt: skip
+
+
+def _measure(task: str, setup, args: argparse.Namespace):
+    """Run one of part 3's computations: (result, CPU seconds, rise of the peak RSS over the resident size, bytes)."""
+    sae, tokens_NTD, present_NF, patch_present_NPF = setup
+    positions, patch_T = np.arange(args.eval_tokens), np.arange(args.eval_tokens) >= 1
+    grid = (1, args.eval_tokens - 1)
+
+    def run(n_images: int):
+        if task.endswith("unit_set"):
+            return globals()[f"_{task}"](sae, tokens_NTD[:n_images], positions, grid)
+        x_BD = tokens_NTD[:n_images].reshape(-1, args.eval_d)
+        return globals()[f"_{task}"](sae, x_BD, present_NF[:n_images], patch_present_NPF[:n_images], patch_T)
+
+    run(min(4, args.eval_images))  # a warm-up: lazy imports, code pages and thread pools are not the computation's
+    resident = _reset_peak()
+    start = time.process_time()
+    result = run(args.eval_images)
+    seconds = time.process_time() - start
+    peak = _rss_bytes("VmHWM")
+    if task.endswith("unit_set"):  # every map, for the agreement: after the measurement
+        result = (result[0], np.asarray(result[1][:, :]), result[2])
+    return result, seconds, max(0, peak - resident)
+
+
+def sparse_latents_benchmark(args: argparse.Namespace) -> None:
+    mib = 2**20
+    print(
+        f"latents held sparse: n {args.eval_latents}, k {args.eval_k}, {args.eval_images} images x "
+        f"{args.eval_tokens} tokens of width {args.eval_d}, threads {args.threads}"
+    )
+    torch.set_num_threads(args.threads)
+    setup = _eval_setup(args)
+    codes, codes_s, codes_b = _measure("sparse_unit_set", setup, args)
+    dense, dense_s, dense_b = _measure("dense_unit_set", setup, args)
+    print(
+        f"MiCLIP SAE unit set: dense latents {dense_s:.2f} CPU s, peak RSS +{dense_b / mib:.1f} MiB; top-k codes "
+        f"{codes_s:.2f} CPU s, +{codes_b / mib:.1f} MiB"
+    )
+    same = np.array_equal(dense[0], codes[0]) and np.array_equal(dense[1], codes[1])
+    typical = np.max(np.abs(dense[2] - codes[2]) / np.maximum(np.abs(dense[2]), 1e-300))
+    print(
+        f"unit set agreement: activations and maps equal {same}, typical firing max relative difference {typical:.1e}"
+    )
+    print(
+        f"unit set ratio dense / codes: memory {max(dense_b, 1) / max(codes_b, 1):.1f}x, "
+        f"CPU {dense_s / max(codes_s, 1e-6):.1f}x; goal > 1"
+    )
+    sparse, sparse_s, sparse_b = _measure("sparse_scores", setup, args)
+    dense, dense_s, dense_b = _measure("dense_scores", setup, args)
+    print(
+        f"alignment scores: dense blocks and scikit-learn AP {dense_s:.2f} CPU s, peak RSS +{dense_b / mib:.1f} MiB; "
+        f"sparse and vectorised {sparse_s:.2f} CPU s, +{sparse_b / mib:.1f} MiB"
+    )
+    exact = all(np.array_equal(dense[name], sparse[name], equal_nan=True) for name in ("image", "patch", "purity"))
+    ap = np.nanmax(np.abs(dense["ap"] - sparse["ap"]))
+    entropy = np.array_equal(dense["entropy"], sparse["entropy"], equal_nan=True)
+    print(f"scores agreement: AUROCs and Purity equal {exact}, entropy equal {entropy}, AP max difference {ap:.1e}")
+    print(
+        f"scores ratio dense / sparse: memory {max(dense_b, 1) / max(sparse_b, 1):.1f}x, "
+        f"CPU {dense_s / max(sparse_s, 1e-6):.1f}x; "
+        "goal > 1"
+    )
+
+
 def main() -> None:
     args = _parse_args()
     torch.set_num_threads(args.threads)
@@ -219,6 +409,7 @@ def main() -> None:
     print(f"throughput ratio ours / sparsify: {ours_rate / reference_rate:.2f}; goal >= 1")
     streaming_benchmark(store, source, args)
     shutil.rmtree(workdir)
+    sparse_latents_benchmark(args)
 
 
 if __name__ == "__main__":

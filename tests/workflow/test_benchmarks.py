@@ -28,8 +28,10 @@ from snakemake_cli import ROOT
                 *("--d", "16", "--atoms", "32", "--k-true", "2", "--images", "40", "--tokens-per-image", "9"),
                 *("--chunk-images", "8", "--expansion", "2", "--k", "2", "--steps", "5", "--batch-size", "32"),
                 *("--buffer-tokens", "128", "--random-reads", "10"),
+                *("--eval-latents", "64", "--eval-k", "4", "--eval-images", "6", "--eval-tokens", "10"),
+                *("--eval-d", "16"),
             ],
-            "streaming ratio stream / random reads:",
+            "scores agreement: AUROCs and Purity equal True, entropy equal True",
         ),
         (
             "omp.py",

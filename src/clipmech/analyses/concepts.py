@@ -13,7 +13,7 @@ positions). The ground truth comes from the object table and the instance masks:
 
 AUROC of unit u for concept f (:func:`auroc`) is P(a_pos > a_neg) + 0.5 P(a_pos = a_neg) over the inputs with
 and without the concept, the Mann-Whitney U statistic divided by n_pos n_neg; AP (:func:`average_precision`)
-is ``sklearn.metrics.average_precision_score``. Both are NaN for a concept that no input, or every input, has.
+is ``sklearn.metrics.average_precision_score``'s, for all units at once. Both are NaN for a concept that no input, or every input, has.
 Used by the concept selectivity of :mod:`clipmech.patching.concepts`, the SAE alignment of
 :mod:`clipmech.sae.alignment` and the MiCLIP evaluation of :mod:`clipmech.miclip.evaluation`.
 """
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import scipy.sparse
 from scipy import stats
-from sklearn.metrics import average_precision_score
 
 from clipmech.data import shapes
 
@@ -161,15 +161,123 @@ def auroc(acts_NU: np.ndarray, present_NF: np.ndarray) -> np.ndarray:
     return auroc_UF
 
 
-def average_precision(acts_NU: np.ndarray, present_NF: np.ndarray) -> np.ndarray:
-    """AP of every unit for every concept (``sklearn.metrics.average_precision_score``), float64 (U, F).
+def sparse_auroc(acts_NU, present_NF: np.ndarray) -> np.ndarray:
+    """:func:`auroc` of the columns of a sparse matrix, from its stored entries alone (no dense copy).
 
-    NaN for a concept that no input, or every input, has.
+    The entries a column does not store are its zeros, one tie group of mid-rank n_neg + (z + 1) / 2 (n_neg
+    of its stored values below 0, z its zeros); a stored value v has its mid-rank among the stored values,
+    plus z when v > 0. The rank sums of the positives then follow from products of the sparse matrix with
+    the presence. The ranks are half-integers and their sums exact in float64, so the result equals
+    :func:`auroc` of the dense matrix.
+
+    Parameters
+    ----------
+    acts_NU : scipy.sparse matrix, float, (N, U)
+        Unit activations per input.
+    present_NF : numpy.ndarray, bool, (N, F)
+
+    Returns
+    -------
+    auroc_UF : numpy.ndarray, float64, (U, F)
+        NaN for a concept that no input, or every input, has.
+
+    Raises
+    ------
+    ValueError
+        If the shapes disagree on N, or a stored activation is not finite (the message names the units).
+    """
+    matrix = scipy.sparse.csc_matrix(acts_NU, dtype=np.float64, copy=True)
+    present_NF = np.asarray(present_NF, dtype=bool)
+    if present_NF.ndim != 2 or matrix.shape[0] != present_NF.shape[0]:
+        raise ValueError(
+            f"auroc needs acts (N, U) and presence (N, F) with the same N, got {matrix.shape} and {present_NF.shape}"
+        )
+    matrix.eliminate_zeros()
+    n_inputs, n_units = matrix.shape
+    column_E = np.repeat(np.arange(n_units), np.diff(matrix.indptr))
+    bad = np.unique(column_E[~np.isfinite(matrix.data)])
+    if bad.size:
+        raise ValueError(f"auroc: units {bad[:10].tolist()} (of {bad.size}) have non-finite activations")
+    # Mid-ranks among each column's stored values: sort by (column, value), tie groups of equal pairs.
+    order = np.lexsort((matrix.data, column_E))
+    value, column = matrix.data[order], column_E[order]
+    new_group = np.ones(value.size, dtype=bool)
+    new_group[1:] = (value[1:] != value[:-1]) | (column[1:] != column[:-1])
+    group = np.cumsum(new_group) - 1
+    first = np.flatnonzero(new_group)
+    last = np.append(first[1:], value.size) - 1
+    rank = (first[group] + last[group]) / 2.0 + 1.0 - matrix.indptr[column]  # 1-based, within the column
+    zeros_U = n_inputs - np.diff(matrix.indptr)
+    negative_U = np.bincount(column_E[matrix.data < 0], minlength=n_units)
+    ranks = matrix.copy()
+    ranks.data[order] = rank + np.where(value > 0, zeros_U[column], 0)
+    pattern = matrix.copy()
+    pattern.data[:] = 1.0
+    present = present_NF.astype(np.float64)
+    n_pos_F = present.sum(axis=0)
+    n_neg_F = n_inputs - n_pos_F
+    zero_rank_U = negative_U + (zeros_U + 1) / 2.0
+    stored_pos_UF = np.asarray(pattern.T @ present)
+    rank_sum_UF = np.asarray(ranks.T @ present) + (n_pos_F[None, :] - stored_pos_UF) * zero_rank_U[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auroc_UF = (rank_sum_UF - n_pos_F * (n_pos_F + 1) / 2) / (n_pos_F * n_neg_F)
+    auroc_UF[:, (n_pos_F == 0) | (n_neg_F == 0)] = np.nan
+    return auroc_UF
+
+
+def average_precision(acts_NU: np.ndarray, present_NF: np.ndarray) -> np.ndarray:
+    """AP of every unit for every concept (methods.md Sec. 7.4), ``sklearn.metrics.average_precision_score``'s
+    definition computed for all units at once.
+
+    AP = sum over the distinct thresholds t, from the highest, of (R_t - R_prev) P_t, with precision P_t and
+    recall R_t of "activation >= t" (R_prev = 0 before the first threshold): inputs tied in activation enter
+    together. Equivalently, the mean over the positives of the precision at the last input of their tie
+    group, which is what is computed: each unit's activations are sorted once (descending), and per concept
+    the cumulative positives give the precision at every position.
+
+    Parameters
+    ----------
+    acts_NU : numpy.ndarray, float, (N, U)
+        Unit activations per input (compared in float64).
+    present_NF : numpy.ndarray, bool, (N, F)
+        Whether input n has concept f.
+
+    Returns
+    -------
+    ap_UF : numpy.ndarray, float64, (U, F)
+        In [0, 1], equal to scikit-learn's up to float64 rounding; NaN for a concept that no input, or every
+        input, has.
+
+    Raises
+    ------
+    ValueError
+        If the arrays are not 2-D with the same N, or an activation is not finite (the message names the units).
     """
     acts_NU = np.asarray(acts_NU, dtype=np.float64)
-    ap_UF = np.full((acts_NU.shape[1], present_NF.shape[1]), np.nan)
-    for f in range(present_NF.shape[1]):
-        y_N = present_NF[:, f]
-        if 0 < y_N.sum() < y_N.size:
-            ap_UF[:, f] = average_precision_score(np.repeat(y_N[:, None], acts_NU.shape[1], 1), acts_NU, average=None)
+    present_NF = np.asarray(present_NF, dtype=bool)
+    if acts_NU.ndim != 2 or present_NF.ndim != 2 or acts_NU.shape[0] != present_NF.shape[0]:
+        raise ValueError(
+            f"average_precision needs acts (N, U) and presence (N, F) with the same N, got {acts_NU.shape} and "
+            f"{present_NF.shape}"
+        )
+    bad = np.flatnonzero(~np.isfinite(acts_NU).all(axis=0))
+    if bad.size:
+        raise ValueError(f"average_precision: units {bad[:10].tolist()} (of {bad.size}) have non-finite activations")
+    n_inputs, n_units = acts_NU.shape
+    ap_UF = np.full((n_units, present_NF.shape[1]), np.nan)
+    n_pos_F = present_NF.sum(axis=0)
+    defined = np.flatnonzero((n_pos_F > 0) & (n_pos_F < n_inputs))
+    if defined.size == 0 or n_units == 0:
+        return ap_UF
+    order_NU = np.argsort(-acts_NU, axis=0, kind="stable")
+    sorted_NU = np.take_along_axis(acts_NU, order_NU, axis=0)
+    # Position (0-based) of the last input of each input's tie group, in sorted order.
+    position_N1 = np.arange(n_inputs)[:, None]
+    last_NU = np.where(np.vstack([sorted_NU[1:] != sorted_NU[:-1], np.ones((1, n_units), bool)]), position_N1, n_inputs)
+    last_NU = np.minimum.accumulate(last_NU[::-1], axis=0)[::-1]
+    for f in defined:
+        positive_NU = present_NF[order_NU, f]
+        true_pos_NU = np.cumsum(positive_NU, axis=0)
+        precision_NU = np.take_along_axis(true_pos_NU, last_NU, axis=0) / (last_NU + 1.0)
+        ap_UF[:, f] = np.where(positive_NU, precision_NU, 0.0).sum(axis=0) / n_pos_F[f]
     return ap_UF

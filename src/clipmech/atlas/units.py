@@ -22,7 +22,7 @@ from clipmech.atlas import gather, sections
 from clipmech.atlas.render import SHAPES_SOURCE, Link, UnitPage
 from clipmech.data import shapes
 from clipmech.decomposition import pool
-from clipmech.sae.latents import image_activations, token_latents, token_positions
+from clipmech.sae.latents import token_codes, token_positions
 from clipmech.sae.model import load_sae
 from clipmech.stores import activations
 from clipmech.stores import attnpool as pool_store
@@ -272,10 +272,11 @@ def sae_units(
     concepts: tuple[str, ...] = shapes.FEATURES,
     concept_source: str = SHAPES_SOURCE,
 ) -> tuple[str, list[UnitPage], np.ndarray, np.ndarray]:
-    """The latents of one top-k SAE (methods.md Sec. 7) on the tokens of the activation store ``ds``
-    (:func:`clipmech.sae.latents.token_latents`), image-level activation the maximum over the patch tokens
-    (:func:`clipmech.sae.latents.image_activations`, as the SAE's concept alignment reads it); Algorithm 1 over
-    ``counts_NF``, whose columns are the ``concepts``.
+    """The latents of one top-k SAE (methods.md Sec. 7) on the tokens of the activation store ``ds``, held as
+    top-k codes (:func:`clipmech.sae.latents.token_codes`), image-level activation the maximum over the patch
+    tokens (:meth:`clipmech.sae.latents.TokenCodes.image_max`, as the SAE's concept alignment reads it);
+    Algorithm 1 over ``counts_NF``, whose columns are the ``concepts``; maps of the pages' top images from the
+    codes.
 
     Returns
     -------
@@ -292,14 +293,14 @@ def sae_units(
     prefix = int(ds.attrs["n_prefix_tokens"])
     grid = (int(ds.attrs["grid_rows"]), int(ds.attrs["grid_cols"]))
     positions = token_positions(meta["tokens"], n_tokens, prefix)
-    z_NTn = token_latents(sae, acts, positions, max(1, params["batch_tokens"] // positions.size))
+    codes = token_codes(sae, acts, positions, max(1, params["batch_tokens"] // positions.size))
     patch = positions >= prefix
     units = unit_pages(
         kind="sae",
         keys=[f"{site_name}-{i}" for i in range(sae.n_latents)],
         titles=[f"SAE latent {i} at {site_name}" for i in range(sae.n_latents)],
         layers=[site_name] * sae.n_latents,
-        acts_NU=image_activations(z_NTn, patch),
+        acts_NU=codes.image_max(patch),
         activation=gather.ACTIVATIONS["sae"] if patch.any() else gather.SAE_CLASS_ACTIVATION,
         counts_NF=counts_NF,
         params=params,
@@ -307,7 +308,7 @@ def sae_units(
         concept_source=concept_source,
     )
     if patch.sum() == grid[0] * grid[1]:
-        set_maps(units, lambda i, images: z_NTn[images][:, patch, i], grid)
+        set_maps(units, lambda i, images: codes.columns(slice(i, i + 1))[images][:, patch, 0], grid)
     dims_nK, weights_nK = gather.strongest_inputs(sae.W_enc.detach().double().numpy(), params["n_reads"])
     return site_name, units, dims_nK, weights_nK
 

@@ -115,8 +115,10 @@ def netdissect_iou(maps_NUhw: np.ndarray, concept_NRRF: np.ndarray, *, quantile:
 
     Parameters
     ----------
-    maps_NUhw : numpy.ndarray, float, (N, U, h, w)
-        Unit activation maps.
+    maps_NUhw : numpy.ndarray or array-like, float, (N, U, h, w)
+        Unit activation maps: an array, or any object with ``shape`` whose ``maps_NUhw[:, first:stop]`` is
+        an array (SAE latents' maps read from their codes, :class:`clipmech.miclip.units.LatentMaps`); read
+        ``chunk`` units at a time.
     concept_NRRF : numpy.ndarray, bool, (N, R, R, F)
         Concept masks (:func:`concept_masks`).
     quantile : float
@@ -131,7 +133,6 @@ def netdissect_iou(maps_NUhw: np.ndarray, concept_NRRF: np.ndarray, *, quantile:
     """
     if not 0 < quantile < 1:
         raise ValueError(f"netdissect quantile must lie in (0, 1), got {quantile}")
-    maps_NUhw = np.asarray(maps_NUhw, dtype=np.float32)
     if maps_NUhw.shape[0] != concept_NRRF.shape[0]:
         raise ValueError(f"netdissect_iou: {maps_NUhw.shape[0]} maps but {concept_NRRF.shape[0]} mask images")
     resolution, n_features = concept_NRRF.shape[1], concept_NRRF.shape[3]
@@ -141,7 +142,7 @@ def netdissect_iou(maps_NUhw: np.ndarray, concept_NRRF: np.ndarray, *, quantile:
     rank = n_pixels - max(1, int(np.ceil(quantile * n_pixels)))  # the top n_pixels - rank values are on
     iou_UF = np.zeros((maps_NUhw.shape[1], n_features))
     for first in range(0, maps_NUhw.shape[1], chunk):
-        maps = torch.as_tensor(maps_NUhw[:, first : first + chunk])
+        maps = torch.as_tensor(np.asarray(maps_NUhw[:, first : first + chunk], dtype=np.float32))
         up_NBRR = F.interpolate(maps, size=(resolution, resolution), mode="bilinear", align_corners=False)
         values_BP = up_NBRR.permute(1, 0, 2, 3).reshape(maps.shape[1], -1)
         if rank >= 1:

@@ -31,7 +31,7 @@ from clipmech.data.concepts import Concepts
 from clipmech.miclip import baselines, interventions, tables, units
 from clipmech.miclip import natural as miclip_natural
 from clipmech.models.prompt_embeddings import attribute_prompt_embeddings
-from clipmech.sae.latents import token_latents
+from clipmech.sae.latents import token_codes
 
 log = logging.getLogger(__name__)
 #: Images per SAE encode call when the latents of a unit set are computed from the probe.
@@ -47,8 +47,9 @@ class UnitSet:
     ----------
     acts_NU : numpy.ndarray, float64, (N, U)
         Image-level activations.
-    maps : numpy.ndarray, float32, (N, U, h, w), or None
-        Activation maps (Network Dissection); None for an SAE that does not read every patch.
+    maps : numpy.ndarray or clipmech.miclip.units.LatentMaps, float32, (N, U, h, w), or None
+        Activation maps (Network Dissection): an array of a neuron set, maps read from the codes of an SAE set;
+        None for an SAE that does not read every patch.
     embed : callable
         Encoder weights W (E, D) -> unit embeddings (U, E), the typical activations bound.
     make_edit : callable
@@ -80,21 +81,22 @@ def neuron_set(site_acts: np.ndarray, n_prefix_tokens: int, grid: tuple[int, int
 def sae_set(
     sae: torch.nn.Module, positions: np.ndarray, site_acts_NTD: np.ndarray, n_prefix_tokens: int, grid: tuple[int, int]
 ) -> UnitSet:
-    """The latents of an SAE of the site as units, on the tokens at ``positions`` of its probe activations
-    (:func:`clipmech.sae.latents.token_latents`): image-level activation the maximum over the patch tokens
-    (:func:`clipmech.miclip.units.latent_image_acts`), typical activation the typical firing value
-    (:func:`clipmech.miclip.units.typical_firing`); maps only when the SAE reads every patch token.
+    """The latents of an SAE of the site as units, on the tokens at ``positions`` of its probe activations,
+    held as top-k codes (:func:`clipmech.sae.latents.token_codes`): image-level activation the maximum over
+    the patch tokens (:func:`clipmech.miclip.units.latent_image_acts`), typical activation the typical firing
+    value (:func:`clipmech.miclip.units.typical_firing`); maps (:class:`clipmech.miclip.units.LatentMaps`,
+    read from the codes) only when the SAE reads every patch token.
 
     Raises
     ------
     ValueError
         If the SAE reads no patch token.
     """
-    latents_NTn = token_latents(sae, site_acts_NTD, positions, SAE_BATCH_IMAGES)
-    acts_NU = units.latent_image_acts(latents_NTn, positions, n_prefix_tokens)
+    codes = token_codes(sae, site_acts_NTD, positions, SAE_BATCH_IMAGES)
+    acts_NU = units.latent_image_acts(codes, positions, n_prefix_tokens)
     patch = positions >= n_prefix_tokens
-    maps = units.sae_maps(latents_NTn, positions, n_prefix_tokens, grid) if patch.sum() == grid[0] * grid[1] else None
-    typical_U = units.typical_firing(latents_NTn[:, patch], acts_NU)
+    maps = units.LatentMaps(codes, positions, n_prefix_tokens, grid) if patch.sum() == grid[0] * grid[1] else None
+    typical_U = units.typical_firing(codes, patch, acts_NU)
     W_dec = sae.W_dec.detach().cpu().double().numpy()
     return UnitSet(
         acts_NU,
@@ -115,6 +117,7 @@ def streamed_sae_set(
     token activations do not fit in memory (methods.md Sec. 9.8): ``batches()`` yields the (B, T, D) site
     activations of the evaluated images in order, and is read twice: once for the image-level activations,
     once for the typical firing values on each latent's top images (:func:`clipmech.miclip.units.typical_firing`).
+    Each batch's latents are held as top-k codes (:func:`clipmech.sae.latents.token_codes`) while it is read.
 
     Raises
     ------
@@ -125,24 +128,21 @@ def streamed_sae_set(
     if not patch.any():
         raise ValueError("MiCLIP's SAE latents need an SAE that reads the patch tokens (sae.tokens patch or all)")
 
-    def latents(x_BTD):
+    def codes(x_BTD):
         if x_BTD.shape[-1] != sae.d:
             raise ValueError(f"the SAE has width {sae.d}, the site {x_BTD.shape[-1]}")
-        return token_latents(sae, x_BTD, positions, batch_images)
+        return token_codes(sae, x_BTD, positions, batch_images)
 
-    acts_NU = np.concatenate([units.latent_image_acts(latents(x), positions, n_prefix_tokens) for x in batches()])
-    top_Kn = units.top_images(acts_NU, units.TYPICAL_FRACTION)
-    total_n, count_n = np.zeros(acts_NU.shape[1]), np.zeros(acts_NU.shape[1])
+    acts_NU = np.concatenate([units.latent_image_acts(codes(x), positions, n_prefix_tokens) for x in batches()])
+    top_NU = units.top_image_mask(acts_NU, units.TYPICAL_FRACTION)
+    total_n, count_n = np.zeros(acts_NU.shape[1]), np.zeros(acts_NU.shape[1], dtype=np.int64)
     start = 0
     for x_BTD in batches():
-        z_BPn = latents(x_BTD)[:, patch]
-        end = start + z_BPn.shape[0]
-        k, u = np.nonzero((top_Kn >= start) & (top_Kn < end))
-        values_mP = z_BPn[top_Kn[k, u] - start, :, u].astype(np.float64)
-        firing_mP = values_mP != 0
-        np.add.at(count_n, u, firing_mP.sum(axis=1))
-        np.add.at(total_n, u, np.where(firing_mP, values_mP, 0.0).sum(axis=1))
-        start = end
+        batch = codes(x_BTD)
+        batch_total, batch_count = batch.firing_sums(patch, top_NU[start : start + batch.n_images])
+        total_n += batch_total
+        count_n += batch_count
+        start += batch.n_images
     typical_U = np.divide(total_n, count_n, out=np.zeros_like(total_n), where=count_n > 0)
     W_dec = sae.W_dec.detach().cpu().double().numpy()
     return UnitSet(

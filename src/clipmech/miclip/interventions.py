@@ -153,6 +153,8 @@ def sae_copies(
     offset_KD = (offset_KU.to(W_dec_DU) @ W_dec_DU.T).double()
     # Only the latents some copy scales enter the product (at most tau per copy, of n).
     scaled = torch.nonzero(coeff_KU.abs().sum(dim=0) > 0).flatten()
+    column_n = torch.full((coeff_KU.shape[1],), scaled.numel(), dtype=torch.int64)  # S: not scaled
+    column_n[scaled] = torch.arange(scaled.numel())
     coeff_KS, W_dec_DS = coeff_KU[:, scaled], W_dec_DU[:, scaled.to(W_dec_DU.device)]
     pos = torch.as_tensor(np.asarray(positions, dtype=np.int64))
 
@@ -165,7 +167,8 @@ def sae_copies(
         if scaled.numel():
             # The copies of an image are equal up to the site, so its latents are encoded once, from copy 0.
             x_BD = x_nKPD[:, 0].reshape(-1, x_nKPD.shape[-1]).to(device=parameter.device, dtype=parameter.dtype)
-            z_nPS = sae.encode(x_BD)[:, scaled.to(parameter.device)].reshape(x_nKPD.shape[0], x_nKPD.shape[2], -1)
+            z_nPS = _scaled_latents(sae, x_BD, column_n.to(parameter.device), scaled.numel())
+            z_nPS = z_nPS.reshape(x_nKPD.shape[0], x_nKPD.shape[2], -1)
             scaled_nKPS = z_nPS[:, None] * coeff_KS.to(z_nPS)[None, :, None, :]
             delta_nKPD = delta_nKPD + (scaled_nKPS @ W_dec_DS.T).to(device=act_NTD.device, dtype=act_NTD.dtype)
         out = act_NTD.clone()
@@ -173,6 +176,14 @@ def sae_copies(
         return out
 
     return edit
+
+
+def _scaled_latents(sae: torch.nn.Module, x_BD: torch.Tensor, column_n: torch.Tensor, n_scaled: int) -> torch.Tensor:
+    """The latents f_i(x) of the S scaled latents, (B, S), from the top-k codes of ``x_BD`` (never the dense (B, n)
+    latents): ``column_n`` (int64, (n,)) is each latent's column among them, S for the others."""
+    values_BK, indices_BK = sae.topk(sae.pre_activations(x_BD))
+    z_BS = values_BK.new_zeros(x_BD.shape[0], n_scaled + 1)  # column S gathers the unscaled latents, dropped
+    return z_BS.scatter_(1, column_n[indices_BK], values_BK)[:, :n_scaled]
 
 
 def _repeat_copies(model: torch.nn.Module, site: str, n_copies: int):

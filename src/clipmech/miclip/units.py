@@ -3,14 +3,16 @@
 A unit set is (model, site, kind). Kind ``neurons``: the channels of the site, the last axis of an
 (N, T, D) transformer site, axis 1 of a ResNet stage (N, C, h, w). Kind ``sae``: the latents of a
 top-k SAE (:class:`clipmech.sae.model.TopKSAE`) of the site, on the tokens it reads
-(:func:`clipmech.sae.latents.token_positions`; latents: :func:`clipmech.sae.latents.token_latents`).
+(:func:`clipmech.sae.latents.token_positions`; latents: :func:`clipmech.sae.latents.token_codes`, held as
+top-k codes, never dense).
 
 Image-level activation (methods.md Sec. 9.3), one definition wherever MiCLIP reads a unit (encoder
 input, ground truth, baselines, typical activation): a neuron's is its mean over the patch tokens,
 prefix (class) tokens excluded, a ResNet channel's its mean over the feature map's positions
 (:func:`neuron_image_acts`, Algorithm 1's ``mean`` reduction); an SAE latent's is its maximum over the
 patch tokens the SAE reads (:func:`latent_image_acts`). Activation maps (Network Dissection only): ViT
-patch tokens reshaped to the patch grid (prefix tokens dropped), ResNet spatial maps.
+patch tokens reshaped to the patch grid (prefix tokens dropped), ResNet spatial maps; an SAE's latents' maps
+are read from their codes a few latents at a time (:class:`LatentMaps`).
 
 Unit embeddings: neuron i, u_i = E_n(a_i e_i); SAE latent i, u_i = E_n(a_i d_i), d_i its unit-norm
 decoder column; a_i is the unit's typical activation (neurons: :func:`typical_activation`, SAE latents:
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 
 from clipmech.hooks.sites import hooked
-from clipmech.sae.latents import image_activations
+from clipmech.sae.latents import TokenCodes
 from clipmech.sae.streaming import split_images as _split_images
 from clipmech.stores.activation_extraction import reduce_tokens
 
@@ -101,11 +103,11 @@ def neuron_image_acts(site_acts: np.ndarray, n_prefix_tokens: int) -> np.ndarray
     return mean_N1D[:, 0].numpy().astype(np.float64)
 
 
-def latent_image_acts(latents_NTn: np.ndarray, positions: np.ndarray, n_prefix_tokens: int) -> np.ndarray:
-    """Image-level SAE latent activations, float64 (N, n): :func:`clipmech.sae.latents.image_activations`
-    (the maximum over the patch tokens among the SAE's ``positions``) of
-    :func:`clipmech.sae.latents.token_latents` output (N, T', n), for an SAE that reads patch tokens (the
-    typical firing value reads them too).
+def latent_image_acts(codes: TokenCodes, positions: np.ndarray, n_prefix_tokens: int) -> np.ndarray:
+    """Image-level SAE latent activations, float64 (N, n): the maximum over the patch tokens among the SAE's
+    ``positions`` (:meth:`clipmech.sae.latents.TokenCodes.image_max` of its top-k codes,
+    :func:`clipmech.sae.latents.token_codes`), for an SAE that reads patch tokens (the typical firing value
+    reads them too).
 
     Raises
     ------
@@ -115,7 +117,7 @@ def latent_image_acts(latents_NTn: np.ndarray, positions: np.ndarray, n_prefix_t
     patch = np.asarray(positions) >= n_prefix_tokens
     if not patch.any():
         raise ValueError("MiCLIP's SAE latents need an SAE that reads the patch tokens (sae.tokens patch or all)")
-    return image_activations(np.asarray(latents_NTn), patch).astype(np.float64)
+    return codes.image_max(patch).astype(np.float64)
 
 
 def neuron_maps(site_acts: np.ndarray, n_prefix_tokens: int, grid: tuple[int, int]) -> np.ndarray:
@@ -137,19 +139,42 @@ def neuron_maps(site_acts: np.ndarray, n_prefix_tokens: int, grid: tuple[int, in
     return patches.transpose(0, 2, 1).reshape(site_acts.shape[0], site_acts.shape[2], *grid)
 
 
-def sae_maps(latents_NTn: np.ndarray, positions: np.ndarray, n_prefix_tokens: int, grid: tuple[int, int]) -> np.ndarray:
-    """Activation maps of the SAE latents on the patch grid, float32 (N, n, h, w), from :func:`clipmech.sae.latents.token_latents`.
+class LatentMaps:
+    """Activation maps of SAE latents on the patch grid, an (N, n, rows, cols) float32 array read lazily from
+    top-k codes: ``maps[:, first:stop]`` is the dense (N, stop - first, rows, cols) array of those latents
+    (the patch tokens of :meth:`clipmech.sae.latents.TokenCodes.columns`), what Network Dissection reads a
+    few latents at a time (:func:`clipmech.miclip.baselines.netdissect_iou`).
+
+    Parameters
+    ----------
+    codes : clipmech.sae.latents.TokenCodes
+    positions : numpy.ndarray, int, (T',)
+        The token positions the SAE reads.
+    n_prefix_tokens : int
+    grid : tuple of int
+        (rows, cols) of the patch grid.
 
     Raises
     ------
     ValueError
         If the SAE does not read every patch token.
     """
-    patch = np.asarray(positions) >= n_prefix_tokens
-    if patch.sum() != grid[0] * grid[1]:
-        raise ValueError(f"the SAE reads {int(patch.sum())} patch tokens; maps need all {grid[0] * grid[1]}")
-    latents = latents_NTn[:, patch]
-    return latents.transpose(0, 2, 1).reshape(latents.shape[0], latents.shape[2], *grid)
+
+    ndim = 4
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, codes: TokenCodes, positions: np.ndarray, n_prefix_tokens: int, grid: tuple[int, int]):
+        self.patch = np.asarray(positions) >= n_prefix_tokens
+        if self.patch.sum() != grid[0] * grid[1]:
+            raise ValueError(f"the SAE reads {int(self.patch.sum())} patch tokens; maps need all {grid[0] * grid[1]}")
+        self.codes, self.grid = codes, tuple(grid)
+        self.shape = (codes.n_images, codes.n_latents, *self.grid)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not (isinstance(key, tuple) and len(key) == 2 and key[0] == slice(None) and isinstance(key[1], slice)):
+            raise TypeError(f"LatentMaps reads maps[:, first:stop] only, not maps[{key!r}]")
+        latents = self.codes.columns(key[1])[:, self.patch]
+        return latents.transpose(0, 2, 1).reshape(latents.shape[0], latents.shape[2], *self.grid)
 
 
 def top_images(acts_NU: np.ndarray, fraction: float) -> np.ndarray:
@@ -166,7 +191,9 @@ def typical_activation(acts_NU: np.ndarray, fraction: float = TYPICAL_FRACTION) 
     return np.take_along_axis(acts_NU, top_images(acts_NU, fraction), axis=0).mean(axis=0)
 
 
-def typical_firing(latents_NPn: np.ndarray, acts_Nn: np.ndarray, fraction: float = TYPICAL_FRACTION) -> np.ndarray:
+def typical_firing(
+    codes: TokenCodes, patch_T: np.ndarray, acts_Nn: np.ndarray, fraction: float = TYPICAL_FRACTION
+) -> np.ndarray:
     """An SAE latent's typical activation, its typical firing value where it fires: the mean of its
     non-zero activations on the patch tokens of its top ``fraction`` of the images by image-level
     activation (:func:`latent_image_acts`; at least 1 image, ties to the lower index), float64 (n,); 0
@@ -174,17 +201,23 @@ def typical_firing(latents_NPn: np.ndarray, acts_Nn: np.ndarray, fraction: float
 
     Parameters
     ----------
-    latents_NPn : numpy.ndarray, float, (N, P, n)
-        The latents on the patch tokens.
+    codes : clipmech.sae.latents.TokenCodes
+        The latents' top-k codes on the T' tokens of the N images.
+    patch_T : numpy.ndarray, bool, (T',)
+        The patch tokens among the T'.
     acts_Nn : numpy.ndarray, float, (N, n)
         Image-level latent activations.
     """
-    top_Kn = top_images(acts_Nn, fraction)
-    values_KnP = np.asarray(latents_NPn)[top_Kn, :, np.arange(top_Kn.shape[1])[None, :]].astype(np.float64)
-    firing_KnP = values_KnP != 0
-    count_n = firing_KnP.sum(axis=(0, 2))
-    total_n = np.where(firing_KnP, values_KnP, 0.0).sum(axis=(0, 2))
+    total_n, count_n = codes.firing_sums(patch_T, top_image_mask(acts_Nn, fraction))
     return np.divide(total_n, count_n, out=np.zeros_like(total_n), where=count_n > 0)
+
+
+def top_image_mask(acts_NU: np.ndarray, fraction: float) -> np.ndarray:
+    """Which images are among each unit's top ``fraction`` (:func:`top_images`), bool (N, U)."""
+    top_KU = top_images(acts_NU, fraction)
+    chosen_NU = np.zeros(np.shape(acts_NU), dtype=bool)
+    chosen_NU[top_KU, np.arange(top_KU.shape[1])[None, :]] = True
+    return chosen_NU
 
 
 def neuron_embeddings(W_ED: np.ndarray, typical_U: np.ndarray) -> np.ndarray:

@@ -82,7 +82,8 @@ LATENT_COLUMNS = (
     "ap",
     "purity",
 )
-#: Elements of the float32 block of token activations scored at once (bounds memory).
+#: Elements of the dense float32 block scored at once (bounds memory): token activations of dense units, the
+#: image-level activations of sparse ones.
 BLOCK_ELEMENTS = 1 << 23
 #: The ``concept_type`` of a natural-image dataset's concepts, by :attr:`clipmech.data.concepts.Concepts.source`.
 NATURAL_CONCEPT_TYPES = {
@@ -202,7 +203,11 @@ def score_units(
 ) -> UnitScores:
     """AUROC (image and patch level), AP, Purity and Algorithm 1 entropy of every unit (module docstring).
 
-    Units are scored in blocks of columns (:data:`BLOCK_ELEMENTS` floats at a time).
+    Units are scored in blocks of columns, one pass over the activations. Dense activations are read
+    :data:`BLOCK_ELEMENTS` floats at a time; sparse ones (an SAE's latents) stay sparse, their image-level
+    activations (:func:`clipmech.sae.latents.sparse_image_activations`) and patch AUROC
+    (:func:`clipmech.analyses.concepts.sparse_auroc`) computed from the stored entries, equal to the dense
+    computation; only the image-level activations of :data:`BLOCK_ELEMENTS` // N units at a time are dense.
 
     Parameters
     ----------
@@ -243,18 +248,31 @@ def score_units(
     for name, k in (("purity_k", purity_k), ("entropy_k", entropy_k)):
         if not 1 <= k <= n_images:
             raise ValueError(f"{name} must lie in 1..{n_images} (the evaluated images), got {k}")
-    chunk = max(1, BLOCK_ELEMENTS // max(n_rows, 1))
+    sparse = scipy.sparse.issparse(acts_BU)
+    if sparse:
+        acts_BU = scipy.sparse.csc_matrix(acts_BU)
+    # A dense block is (N x T', units); a sparse one leaves dense only its (N, units) image-level activations.
+    chunk = max(1, BLOCK_ELEMENTS // max(n_images if sparse else n_rows, 1))
     parts: dict[str, list[np.ndarray]] = {name: [] for name in ("image", "patch", "ap", "purity", "entropy", "dead")}
     n_concepts = present_NF.shape[1]
     flat_patch_present = None if patch_present_NSF is None else patch_present_NSF.reshape(-1, n_concepts)
+    patch_rows = np.flatnonzero(np.tile(patch_tokens, n_images))
     for start in range(0, n_units, chunk):
-        block_NTU = _dense_columns(acts_BU, start, min(start + chunk, n_units)).reshape(n_images, n_tokens, -1)
-        image_NU = latents.image_activations(block_NTU, patch_tokens)
+        stop = min(start + chunk, n_units)
+        if sparse:
+            block_BU = acts_BU[:, start:stop]
+            image_NU = latents.sparse_image_activations(block_BU, n_images, patch_tokens)
+        else:
+            block_NTU = _dense_columns(acts_BU, start, stop).reshape(n_images, n_tokens, -1)
+            image_NU = latents.image_activations(block_NTU, patch_tokens)
         dead_U = dead.dead_units(image_NU)
         parts["dead"].append(dead_U)
         parts["image"].append(_drop_dead(concepts.auroc(image_NU, present_NF), dead_U))
         if flat_patch_present is None:
             parts["patch"].append(np.full((image_NU.shape[1], n_concepts), np.nan))
+        elif sparse:
+            patch_BU = block_BU if patch_rows.size == n_rows else block_BU[patch_rows]
+            parts["patch"].append(_drop_dead(concepts.sparse_auroc(patch_BU, flat_patch_present), dead_U))
         else:
             patch_BU = block_NTU[:, patch_tokens].reshape(n_images * n_patches, -1)
             parts["patch"].append(_drop_dead(concepts.auroc(patch_BU, flat_patch_present), dead_U))

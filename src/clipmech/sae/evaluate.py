@@ -3,7 +3,10 @@ Gao et al. 2024, Sec. 4).
 
 The SAE (:class:`clipmech.sae.model.TopKSAE`: ``encode``, ``decode``, ``forward(x) -> (x_hat, z)``) reads
 the tokens of one vision site, selected by its ``tokens`` setting
-(:func:`clipmech.sae.latents.token_positions`: ``patch``, ``class`` or ``all``).
+(:func:`clipmech.sae.latents.token_positions`: ``patch``, ``class`` or ``all``). Its reconstructions and
+firing counts are computed from the latents' top-k codes (``encode_sparse``, ``decode_sparse``: the x_hat of
+``forward``), for at most :data:`clipmech.sae.latents.ENCODE_ELEMENTS` pre-activations at a time; the dense
+latents are never formed.
 
 Reconstruction, on the tokens of the held-out images read from an activation store
 (:mod:`clipmech.stores.activations`, float16, cast to float32 for the SAE; every sum in float64):
@@ -48,7 +51,7 @@ import xarray as xr
 from clipmech.hooks.sites import hooked
 from clipmech.models import zeroshot
 from clipmech.models.prompt_embeddings import attribute_prompt_embeddings
-from clipmech.sae.latents import read_tokens
+from clipmech.sae.latents import ENCODE_ELEMENTS, read_tokens
 
 #: A latent is dense when it fires on more than this fraction of the evaluated tokens.
 DENSE_THRESHOLD = 0.1
@@ -87,15 +90,19 @@ class ReconstructionStats:
         self.n_tokens = 0
         self.sse = self.sst = self.cosine = self.norm_ratio = 0.0
 
-    def update(self, x_BD: torch.Tensor, x_hat_BD: torch.Tensor, z_BU: torch.Tensor) -> None:
-        """Add B tokens: inputs, reconstructions and latent activations (any float dtype, any device)."""
+    def update(
+        self, x_BD: torch.Tensor, x_hat_BD: torch.Tensor, values_BK: torch.Tensor, indices_BK: torch.Tensor
+    ) -> None:
+        """Add B tokens: inputs, reconstructions and the latents' top-k codes, values and latent indices (B, k)
+        (any float dtype, any device; :meth:`clipmech.sae.model.TopKSAE.encode_sparse`)."""
         x, x_hat = x_BD.detach().cpu().double(), x_hat_BD.detach().cpu().double()
         self.sse += float(((x - x_hat) ** 2).sum())
         self.sst += float(((x - self.mean_D) ** 2).sum())
         norm_x, norm_hat = x.norm(dim=-1), x_hat.norm(dim=-1)
         self.cosine += float(((x * x_hat).sum(-1) / (norm_x * norm_hat)).sum())
         self.norm_ratio += float((norm_hat / norm_x).sum())
-        self.fires_U += (z_BU.detach().cpu() != 0).sum(dim=0)
+        fired = indices_BK.detach().cpu()[values_BK.detach().cpu() != 0]
+        self.fires_U += torch.bincount(fired, minlength=self.fires_U.numel())
         self.n_tokens += x.shape[0]
 
     @property
@@ -165,9 +172,23 @@ def reconstruction_stats(
     stats = ReconstructionStats(token_mean(acts, images, positions, batch_size), sae.W_enc.shape[0])
     for x_NTD in read_tokens(acts, images, positions, batch_size):
         x_BD = torch.from_numpy(x_NTD.reshape(-1, x_NTD.shape[-1])).to(device=device, dtype=dtype)
-        x_hat_BD, z_BU = sae(x_BD)
-        stats.update(x_BD, x_hat_BD, z_BU)
+        for rows in torch.split(x_BD, _encoder_rows(sae)):
+            values_BK, indices_BK, _, _ = sae.encode_sparse(rows)
+            stats.update(rows, sae.decode_sparse(values_BK, indices_BK), values_BK, indices_BK)
     return stats
+
+
+def _encoder_rows(sae: torch.nn.Module) -> int:
+    """Tokens per encoder call: the dense pre-activations of at most
+    :data:`clipmech.sae.latents.ENCODE_ELEMENTS` values."""
+    return max(1, ENCODE_ELEMENTS // sae.W_enc.shape[0])
+
+
+def _reconstruct(sae: torch.nn.Module, x_BD: torch.Tensor) -> torch.Tensor:
+    """x_hat of ``sae.forward`` from the top-k codes, :func:`_encoder_rows` rows at a time (no dense latents)."""
+    return torch.cat(
+        [sae.decode_sparse(*sae.encode_sparse(rows)[:2]) for rows in torch.split(x_BD, _encoder_rows(sae))]
+    )
 
 
 def frequency_histogram(frequency_U: np.ndarray, n_tokens: int) -> dict:
@@ -234,7 +255,7 @@ def splice(
             new = mean.to(device=act_NTD.device, dtype=act_NTD.dtype).expand_as(x_NTD)
         else:
             x_BD = x_NTD.reshape(-1, x_NTD.shape[-1])
-            x_hat_BD = sae(x_BD.to(device=device, dtype=dtype))[0].to(act_NTD.device)
+            x_hat_BD = _reconstruct(sae, x_BD.to(device=device, dtype=dtype)).to(act_NTD.device)
             if mode == "sae_error":
                 x_hat64 = x_hat_BD.double()
                 x_hat_BD = x_hat64 + (x_BD.double() - x_hat64)

@@ -3,8 +3,9 @@
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse
 from scipy import stats
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from clipmech.analyses import concepts
 from clipmech.data import shapes
@@ -43,6 +44,62 @@ def test_auroc_rejects_bad_input():
     acts[1, 2] = np.nan
     with pytest.raises(ValueError, match=r"units \[2\]"):
         concepts.auroc(acts, np.zeros((4, 1), dtype=bool))
+
+
+def test_sparse_auroc_is_the_dense_auroc_exactly():
+    """Stored entries of any sign, ties among them and with the unstored zeros, explicit zeros, empty and
+    full columns."""
+    rng = np.random.default_rng(3)
+    for trial in range(6):
+        stored = rng.random((70, 12)) < rng.uniform(0.05, 0.9)
+        values = rng.integers(-2, 3, size=(70, 12)).astype(np.float64) if trial % 2 else rng.standard_normal((70, 12))
+        acts_NU = np.where(stored, values, 0.0)
+        acts_NU[:, 0], acts_NU[:, 1] = 0.0, rng.random(70) + 0.5  # nothing stored; everything stored
+        present_NF = rng.random((70, 6)) < np.array([0.05, 0.3, 0.5, 0.8, 0.0, 1.0])
+        sparse = scipy.sparse.csc_matrix(acts_NU)
+        sparse.data[::7] = 0.0  # explicit zeros count as zeros
+        expected = concepts.auroc(sparse.toarray(), present_NF)
+        np.testing.assert_array_equal(concepts.sparse_auroc(sparse, present_NF), expected)
+        np.testing.assert_array_equal(concepts.sparse_auroc(sparse.tocsr(), present_NF), expected)
+    with pytest.raises(ValueError, match="same N"):
+        concepts.sparse_auroc(scipy.sparse.csc_matrix((4, 2)), np.zeros((3, 1), dtype=bool))
+    bad = scipy.sparse.csc_matrix(np.array([[0.0, 1.0], [0.0, np.nan]]))
+    with pytest.raises(ValueError, match=r"units \[1\]"):
+        concepts.sparse_auroc(bad, np.zeros((2, 1), dtype=bool))
+
+
+@pytest.mark.parametrize("values", [4, 0])  # four values (many ties), or continuous
+def test_average_precision_matches_sklearn(values):
+    rng = np.random.default_rng(values)
+    n_inputs, n_units = 80, 30
+    if values:
+        acts_NU = rng.integers(0, values, size=(n_inputs, n_units)).astype(np.float32)
+    else:
+        acts_NU = rng.standard_normal((n_inputs, n_units))
+    acts_NU[:, 0] = 1.5  # a constant unit: one tie group
+    acts_NU[:, 1] = np.where(rng.random(n_inputs) < 0.1, rng.random(n_inputs), 0.0)  # sparse: zeros tied
+    present_NF = rng.random((n_inputs, 7)) < np.array([0.02, 0.1, 0.3, 0.5, 0.9, 0.0, 1.0])
+    present_NF[0, 0] = True  # a single positive
+    ap_UF = concepts.average_precision(acts_NU, present_NF)
+    assert ap_UF.dtype == np.float64 and ap_UF.shape == (n_units, 7)
+    assert np.isnan(ap_UF[:, 5:]).all()  # no input, or every input, has the concept
+    for f in range(5):
+        expected = [average_precision_score(present_NF[:, f], acts_NU[:, u]) for u in range(n_units)]
+        np.testing.assert_allclose(ap_UF[:, f], expected, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ap_UF[0, :5], present_NF[:, :5].mean(axis=0), rtol=1e-12)  # a constant unit: the rate
+
+
+def test_average_precision_by_hand():
+    # descending: 3 (pos), then the tie group {2 (pos), 2 (neg)}, then 1 (neg): (1/2) 1 + (1/2) (2/3)
+    ap_UF = concepts.average_precision(np.array([[1.0], [2.0], [2.0], [3.0]]), np.array([[0], [1], [0], [1]], bool))
+    assert ap_UF[0, 0] == pytest.approx(5 / 6, abs=1e-15)
+    assert concepts.average_precision(np.zeros((3, 0)), np.array([[0], [1], [0]], bool)).shape == (0, 1)
+    with pytest.raises(ValueError, match="same N"):
+        concepts.average_precision(np.zeros((4, 2)), np.zeros((3, 1), dtype=bool))
+    acts = np.zeros((4, 3))
+    acts[2, 1] = np.inf
+    with pytest.raises(ValueError, match=r"units \[1\]"):
+        concepts.average_precision(acts, np.zeros((4, 1), dtype=bool))
 
 
 def test_captions_name_the_image_concepts(tiny_dataset):

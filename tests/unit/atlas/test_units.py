@@ -96,6 +96,11 @@ def test_an_sae_latent_page_reads_the_max_over_patch_tokens_and_names_it(tmp_pat
     assert site_name == SAE_SITE and not latents[0].dead
     np.testing.assert_array_equal(latents[0].acts_K, np.sort(patch_max_N)[::-1][:4])
     assert latents[0].activation == gather.ACTIVATIONS["sae"]
+    # Its maps, read from the latents' top-k codes: the patch tokens of its top images.
+    top = latents[0].images_K
+    expected = gather.quantise_maps(acts_NTD[top, 1:, 0].astype(np.float16).astype(np.float32))
+    assert latents[0].page and latents[0].grid == (1, 4)
+    np.testing.assert_array_equal(latents[0].maps_K, expected.reshape(top.size, -1))
     latents_tsv, metrics_json = tmp_path / "latents.tsv", tmp_path / "metrics.json"
     pd.DataFrame(
         {"latent": [0, 1], "frequency": [0.5, 0.25], "top_concept": ["red", ""], "auroc_image": [0.9, 0.6], "ap": 0.5}

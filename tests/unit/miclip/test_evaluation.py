@@ -65,3 +65,25 @@ def test_without_dead_units_every_unit_is_described_and_drawn_as_before():
     assert set(descriptions["unit"]) == set(range(6)) and descriptions.index.equals(pd.RangeIndex(len(descriptions)))
     random_CK = evaluation.unit_sets(scores, 2, alive)["random", 0][0]
     np.testing.assert_array_equal(random_CK, units.random_units(6, len(shapes.FEATURES), 2, 0))
+
+
+def test_an_sae_set_from_top_k_codes_equals_the_dense_latents():
+    """The SAE unit set holds its latents as top-k codes; its image-level activations and maps equal those of
+    the dense latents exactly, its typical firing values to float64 rounding (methods.md Sec. 9.3)."""
+    rng = np.random.default_rng(5)
+    n, t, d, n_latents = 30, 5, 8, 24  # 1 class token + 2 x 2 patches
+    sae = TopKSAE(d, n_latents, 3, seed=2).eval()
+    site_acts = rng.standard_normal((n, t, d)).astype(np.float32)
+    positions = np.arange(t)
+    unit_set = evaluation.sae_set(sae, positions, site_acts, 1, (2, 2))
+    with torch.inference_mode():
+        z_NTn = sae.encode(torch.from_numpy(site_acts.reshape(-1, d))).numpy().reshape(n, t, n_latents)
+    dense_acts = z_NTn[:, 1:].max(axis=1).astype(np.float64)
+    np.testing.assert_array_equal(unit_set.acts_NU, dense_acts)
+    np.testing.assert_array_equal(unit_set.maps[:, :], z_NTn[:, 1:].transpose(0, 2, 1).reshape(n, n_latents, 2, 2))
+    top_n = np.argmax(dense_acts, axis=0)  # the top 1 % of 30 images: the first image of highest activation
+    firing = z_NTn[top_n, 1:, np.arange(n_latents)].astype(np.float64)  # (n, patches)
+    count = (firing != 0).sum(axis=1)
+    typical = np.divide(firing.sum(axis=1), count, out=np.zeros(n_latents), where=count > 0)
+    np.testing.assert_allclose(unit_set.embed.keywords["typical_U"], typical, rtol=1e-12)
+    assert (count > 0).sum() > n_latents // 2

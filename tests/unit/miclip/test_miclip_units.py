@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from clipmech.miclip import evaluation, units
+from clipmech.sae.latents import TokenCodes
 from clipmech.stores.activation_extraction import reduce_tokens
 
 
@@ -26,25 +27,53 @@ def test_a_neurons_image_level_activation_is_its_mean_over_the_patch_tokens():
         units.neuron_image_acts(site_acts[:, :1], 1)
 
 
+def _codes(latents_NTn):
+    """Dense latents as codes that list every latent of every token (k = n)."""
+    n_images, n_tokens, n_latents = latents_NTn.shape
+    values = np.asarray(latents_NTn, dtype=np.float32).reshape(-1, n_latents)
+    indices = np.broadcast_to(np.arange(n_latents), values.shape).copy()
+    return TokenCodes(values, indices, n_images, n_tokens, n_latents)
+
+
 def test_a_latents_image_level_activation_is_its_max_over_the_patch_tokens():
     latents = np.zeros((2, 3, 2), dtype=np.float32)  # tokens at positions 0 (class), 1, 2
     latents[:, 0, 0] = 9.0
     latents[0, 1, 0], latents[0, 2, 0], latents[1, 2, 1] = 2.0, 3.0, 1.5
-    acts = units.latent_image_acts(latents, np.array([0, 1, 2]), 1)
+    acts = units.latent_image_acts(_codes(latents), np.array([0, 1, 2]), 1)
+    assert acts.dtype == np.float64
     np.testing.assert_array_equal(acts, [[3.0, 0.0], [0.0, 1.5]])
     with pytest.raises(ValueError, match="patch tokens"):
-        units.latent_image_acts(latents[:, :1], np.array([0]), 1)
+        units.latent_image_acts(_codes(latents[:, :1]), np.array([0]), 1)
 
 
 def test_a_latents_typical_activation_is_its_mean_nonzero_firing_on_its_top_images():
     # 100 images, so the top 1 % is one image; latent 0 fires on 2 of 3 patches of its top image
-    latents = np.zeros((100, 3, 3))
-    latents[7, :, 0] = [4.0, 0.0, 2.0]
-    latents[3, :, 0] = [1.0, 1.0, 1.0]  # not a top image of latent 0
-    latents[5, :, 1] = [0.0, 0.5, 0.0]
-    acts = latents.max(axis=1)
-    np.testing.assert_array_equal(units.typical_firing(latents, acts), [3.0, 0.5, 0.0])  # latent 2 never fires
+    latents = np.zeros((100, 4, 3))  # token 0 the class token, left out
+    latents[:, 0, :] = 50.0
+    latents[7, 1:, 0] = [4.0, 0.0, 2.0]
+    latents[3, 1:, 0] = [1.0, 1.0, 1.0]  # not a top image of latent 0
+    latents[5, 1:, 1] = [0.0, 0.5, 0.0]
+    patch = np.array([False, True, True, True])
+    acts = latents[:, 1:].max(axis=1)
+    typical = units.typical_firing(_codes(latents), patch, acts)
+    np.testing.assert_array_equal(typical, [3.0, 0.5, 0.0])  # latent 2 never fires
     assert units.typical_activation(acts)[0] == 4.0  # a neuron's: the mean image-level activation instead
+    np.testing.assert_array_equal(units.top_image_mask(acts, 0.01)[[7, 5], [0, 1]], [True, True])
+    assert units.top_image_mask(acts, 0.01).sum(axis=0).tolist() == [1, 1, 1]
+
+
+def test_latent_maps_are_the_patch_tokens_on_the_grid():
+    rng = np.random.default_rng(0)
+    latents = np.where(rng.random((3, 5, 6)) < 0.4, rng.random((3, 5, 6)), 0.0).astype(np.float32)
+    maps = units.LatentMaps(_codes(latents), np.arange(5), 1, (2, 2))
+    assert maps.shape == (3, 6, 2, 2) and maps.ndim == 4
+    expected = latents[:, 1:].transpose(0, 2, 1).reshape(3, 6, 2, 2)
+    np.testing.assert_array_equal(maps[:, 2:5], expected[:, 2:5])
+    np.testing.assert_array_equal(maps[:, :], expected)
+    with pytest.raises(TypeError, match=r"maps\[:, first:stop\] only"):
+        maps[0]
+    with pytest.raises(ValueError, match="maps need all 4"):
+        units.LatentMaps(_codes(latents), np.arange(4), 1, (2, 2))
 
 
 def test_the_split_is_disjoint_complete_and_seeded():

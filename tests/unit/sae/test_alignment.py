@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import scipy.sparse
+import torch
 from hand_saes import random_sae
 from sklearn.metrics import average_precision_score
 
@@ -108,6 +109,30 @@ def test_scores_agree_with_their_definitions(scenes, monkeypatch):
             purity_k=8,
             entropy_k=5,
         )
+
+
+@pytest.mark.parametrize("block_units", [2, 1000])
+def test_sparse_latents_score_as_their_dense_matrix(scenes, monkeypatch, block_units):
+    """An SAE's latents on a class token and 16 patches, with latents that never fire: scored from the sparse
+    matrix (no dense copy of its tokens) they give exactly the scores of the dense matrix, in blocks or not."""
+    rng = np.random.default_rng(6)
+    _, patch_present, present_NF, counts_NF = _planted(scenes, "red", 0, rng)
+    sae = random_sae(12, 30, 3, seed=3)
+    with torch.no_grad():
+        sae.b_enc[[4, 9]] = -100.0  # never fire: dead
+    x_BD = rng.standard_normal((40 * (1 + N_PATCHES), 12)).astype(np.float32)
+    x_BD.reshape(40, 1 + N_PATCHES, 12)[:, 1:, 0] += 3 * patch_present[:, :, shapes.FEATURES.index("red")]
+    sparse = alignment.method_activations("sae", x_BD, sae=sae, batch_size=100)
+    tokens = np.concatenate([[False], np.ones(N_PATCHES, dtype=bool)])
+    monkeypatch.setattr(alignment, "BLOCK_ELEMENTS", block_units * 40)
+    kwargs = dict(n_images=40, patch_tokens=tokens, present_NF=present_NF, patch_present_NSF=patch_present,
+                  counts_NF=counts_NF, purity_k=8, entropy_k=5)  # fmt: skip
+    from_sparse = alignment.score_units(sparse, **kwargs)
+    monkeypatch.setattr(alignment, "BLOCK_ELEMENTS", 1 << 23)
+    from_dense = alignment.score_units(sparse.toarray(), **kwargs)
+    assert from_sparse.dead_U[[4, 9]].all() and from_sparse.dead_U.sum() < 10
+    for name in ("auroc_image_UF", "auroc_patch_UF", "ap_UF", "purity_UF", "entropy_U", "dead_U"):
+        np.testing.assert_array_equal(getattr(from_sparse, name), getattr(from_dense, name), err_msg=name)
 
 
 def test_baselines_run_and_stay_in_range(scenes):

@@ -27,7 +27,8 @@ def _acts(values_NTD: np.ndarray) -> xr.DataArray:
 def test_metrics_by_hand():
     stats = evaluate.ReconstructionStats(np.array([1.0, 1.0]), n_latents=3)
     x = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
-    stats.update(x, x / 2, torch.tensor([[1.0, 0.0, 0.0], [3.0, 0.0, 0.0]]))
+    # Top-2 codes: latent 0 at 1 and 3; latents 2 and 1 kept at 0 (ReLU'd), which is no firing.
+    stats.update(x, x / 2, torch.tensor([[1.0, 0.0], [3.0, 0.0]]), torch.tensor([[0, 2], [0, 1]]))
     summary = stats.summary(dense_threshold=0.5)
     # sse = 1 + 1, sst = (1 + 1) + (1 + 1); cosine 1; norm ratio 1/2; latent 0 fires on both tokens.
     assert summary["fvu"] == 0.5 and summary["l0"] == 1.0
@@ -44,7 +45,10 @@ def test_mean_predictor_has_fvu_exactly_one():
     mean_D = x_BD.mean(axis=0)
     stats = evaluate.ReconstructionStats(mean_D, n_latents=4)
     stats.update(
-        torch.from_numpy(x_BD), torch.from_numpy(np.broadcast_to(mean_D, x_BD.shape).copy()), torch.zeros(50, 4)
+        torch.from_numpy(x_BD),
+        torch.from_numpy(np.broadcast_to(mean_D, x_BD.shape).copy()),
+        torch.zeros(50, 1),
+        torch.zeros(50, 1, dtype=torch.int64),
     )
     assert stats.fvu == 1.0
     # Through the SAE and a store: integer tokens (exact in float16), 16 per dimension, so that mu is exact in
@@ -73,6 +77,26 @@ def test_identity_reconstruction_has_fvu_zero():
     # Every latent fires on the tokens where its coordinate has its sign: well above 10 % here.
     signs = np.sign(values.astype(np.float16)).reshape(-1, 5)
     np.testing.assert_array_equal(stats.frequency, np.concatenate([(signs > 0).mean(0), (signs < 0).mean(0)]))
+
+
+def test_reconstruction_from_codes_in_slices_is_the_forward_pass(monkeypatch):
+    """Encoded a few tokens at a time from the top-k codes, the metrics are those of the dense forward pass (to
+    float32 rounding: the encoder's matrix product may round differently for another number of rows)."""
+    rng = np.random.default_rng(2)
+    values = rng.standard_normal((5, 4, 6))
+    sae = random_sae(6, 20, 3, seed=4)
+    positions = np.arange(4)
+    whole = evaluate.reconstruction_stats(sae, _acts(values), np.arange(5), positions, 5)
+    monkeypatch.setattr(evaluate, "ENCODE_ELEMENTS", 3 * 20)  # 3 tokens per encoder call
+    sliced = evaluate.reconstruction_stats(sae, _acts(values), np.arange(5), positions, 5)
+    x_BD = torch.from_numpy(values.astype(np.float16).astype(np.float32).reshape(-1, 6))
+    with torch.inference_mode():
+        x_hat_BD, z_Bn = sae(x_BD)
+    np.testing.assert_array_equal(sliced.frequency, (z_Bn != 0).double().mean(dim=0).numpy())
+    np.testing.assert_array_equal(whole.frequency, sliced.frequency)
+    sse = float((x_BD.double() - x_hat_BD.double()).square().sum())
+    assert sliced.sse == pytest.approx(sse, rel=1e-6) and whole.sse == pytest.approx(sse, rel=1e-6)
+    assert sliced.summary() == pytest.approx(whole.summary(), rel=1e-6)
 
 
 def test_frequency_histogram():
