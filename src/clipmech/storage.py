@@ -4,9 +4,11 @@
 (methods.md Sec. 5) of a :class:`clipmech.config.Config` from the config alone: images x layers x
 tokens x width x bytes per value of each array, with the widths, depths and tokens per image read from
 open_clip's model configs (:mod:`clipmech.models.catalogue`, no model is built). The estimate is
-the arrays' raw bytes; the stores are written with zstd, which gains little on activations (8 % on the
-float16 tokens of the tiny test model), and their metadata is a few kB per array, so the files of a
-store come within 10 % of it (tests/workflow/test_workflow.py checks the tiny config's stores).
+the arrays' raw bytes; the stores are written with zstd, which gains little on transformer activations (8 %
+on the float16 tokens of the tiny test model), and their metadata is a few kB per array, so the files of an
+activation store come within 10 % of it. An attention-pool store's ``x`` is a ReLU output, about half
+zeros, which zstd compresses: its estimate is an upper bound (the tiny run's: 13 % and 31 % over;
+tests/workflow/test_workflow.py checks both).
 
 ``python -m clipmech plan`` prints the plan (:func:`format_plan`); the Snakefile refuses to build the DAG
 when the total exceeds ``storage.budget_gb`` (:func:`check_budget`).

@@ -214,16 +214,20 @@ def test_store_in_parts_equals_the_one_job_store(tiny_run, tmp_path):
     assert sorted(path.name for path in (workdir / store).parent.iterdir()) == ["tiny-shapes.zarr"]  # no part files
 
 
-def test_the_storage_plan_is_within_10_percent_of_the_stores(tiny_run):
-    """clipmech.storage's estimate of each store of the tiny run against the bytes of its files."""
+def test_the_storage_plan_against_the_stores(tiny_run):
+    """clipmech.storage's estimate of each store of the tiny run against the bytes of its files: an activation
+    store within 10 %; an attention-pool store at most the estimate (its x is post-ReLU: zstd halves it)."""
     from clipmech import storage
     from clipmech.config import read_config
 
     stores = storage.storage_plan(read_config(TINY), tiny_run)
-    assert len(stores) == 3
+    assert sorted(store.kind for store in stores) == ["activations", "attnpool", "attnpool"]
     for store in stores:
         written = sum(path.stat().st_size for path in (tiny_run / store.path).rglob("*") if path.is_file())
-        assert abs(store.nbytes - written) <= 0.1 * written, (store.path, store.nbytes, written)
+        if store.kind == "activations":
+            assert abs(store.nbytes - written) <= 0.1 * written, (store.path, store.nbytes, written)
+        else:
+            assert 0.5 * store.nbytes <= written <= store.nbytes, (store.path, store.nbytes, written)
 
 
 def test_snakefmt_clean():
