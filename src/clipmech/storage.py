@@ -30,8 +30,6 @@ from clipmech.models import catalogue
 
 #: Bytes per value of the stores' arrays (clipmech.stores.activation_extraction, attnpool_extraction).
 FLOAT32, FLOAT16 = 4, 2
-#: ImageNet's images per split (clipmech.data.natural.IMAGENET_SPLIT_SIZES, without importing PIL here).
-IMAGENET_SPLIT_SIZES = {"val": 50_000, "train": 1_281_167}
 GB = 1e9
 
 #: What shrinks an activation store, named when a plan is over budget.
@@ -91,15 +89,15 @@ def dataset_images(config: Config, name: str, workdir: str | Path = ".") -> int 
         return dataset.n_images
     if dataset.n_images is not None:
         return dataset.n_images
+    from clipmech.data import natural
+
     if dataset.kind == "imagenet":
-        return IMAGENET_SPLIT_SIZES[dataset.split]
+        return natural.IMAGENET_SPLIT_SIZES[dataset.split]
     manifest = Path(workdir) / DATA.format(dataset=name) / "manifest.parquet"
     if manifest.is_file():
         import pyarrow.parquet as pq
 
         return pq.ParquetFile(manifest).metadata.num_rows
-    from clipmech.data import natural
-
     try:
         return len(natural.list_dataset(dataset.params()).samples)
     except (OSError, ValueError):
