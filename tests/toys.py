@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
+import pandas as pd
 import timm
 import torch
+from PIL import Image
 from torch import nn
 
+from clipmech.data import natural
 from clipmech.decomposition import pool
+
+#: Names of the object counts 1..5: the class folders of :func:`shapes_as_photographs`.
+COUNTS = ("one", "two", "three", "four", "five")
 
 
 def random_attnpool_weights(
@@ -317,3 +325,42 @@ def fake_pascal_context(root, names, size=(90, 120), classes=(0, 5, 13, 59)):
         Image.fromarray(mask).save(root / "SegmentationClassContext" / f"{name}.png")
     (root / "ImageSets" / "SegmentationContext" / "val.txt").write_text("\n".join(names) + "\n")
     return root
+
+
+def natural_stand_in(kind, labels=None, captions=None, categories=None, class_names=()):
+    """A natural-image dataset with the attributes concept_matrix and the concept texts read (manifest, classes)."""
+    n = len(labels if labels is not None else captions)
+    manifest = pd.DataFrame(
+        {
+            "index": np.arange(n, dtype=np.int64),
+            "label": np.asarray(labels if labels is not None else [-1] * n, dtype=np.int64),
+            "captions": captions if captions is not None else [[] for _ in range(n)],
+            "categories": categories if categories is not None else [[] for _ in range(n)],
+        }
+    )
+    classes = pd.DataFrame(
+        {"index": np.arange(len(class_names), dtype=np.int64), "class_id": list(class_names), "name": list(class_names)}
+    )
+    return SimpleNamespace(spec={"kind": kind}, manifest=manifest, classes=classes, n_images=n)
+
+
+def shapes_as_photographs(data, raw, tmp, caption) -> dict:
+    """A Shapes dataset's images as PNGs in one folder per object count (``raw/photos/<count> objects``) and
+    behind a captions file (``raw/captions.tsv``, image i captioned ``caption(i, its object count)``), indexed
+    as an imagefolder and as a captions dataset: ``{"imagefolder": tmp/imagefolder/data, "captions": ...}``."""
+    counts = data.objects.groupby("image_id")["n_objects"].first().to_numpy()
+    rows = []
+    for i, (image, count) in enumerate(zip(data.images, counts, strict=True)):
+        folder = raw / "photos" / f"{COUNTS[count - 1]} objects"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.asarray(image)).save(folder / f"{i:03d}.png")
+        rows.append({"filepath": f"photos/{folder.name}/{i:03d}.png", "title": caption(i, count)})
+    pd.DataFrame(rows).to_csv(raw / "captions.tsv", sep="\t", index=False)
+    out = {}
+    for kind, spec in (
+        ("imagefolder", {"kind": "imagefolder", "root": str(raw / "photos")}),
+        ("captions", {"kind": "captions", "path": str(raw / "captions.tsv")}),
+    ):
+        out[kind] = tmp / kind / "data"
+        natural.write_natural_dataset(out[kind], spec)
+    return out

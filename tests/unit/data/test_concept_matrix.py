@@ -6,26 +6,11 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from toys import natural_stand_in as natural
 
 from clipmech.analyses.concepts import image_presence
 from clipmech.data import datasets, shapes
 from clipmech.data.concepts import Concepts, concept_matrix
-
-
-def natural(kind, labels=None, captions=None, categories=None, class_names=()):
-    n = len(labels if labels is not None else captions)
-    manifest = pd.DataFrame(
-        {
-            "index": np.arange(n, dtype=np.int64),
-            "label": np.asarray(labels if labels is not None else [-1] * n, dtype=np.int64),
-            "captions": captions if captions is not None else [[] for _ in range(n)],
-            "categories": categories if categories is not None else [[] for _ in range(n)],
-        }
-    )
-    classes = pd.DataFrame(
-        {"index": np.arange(len(class_names), dtype=np.int64), "class_id": list(class_names), "name": list(class_names)}
-    )
-    return SimpleNamespace(spec={"kind": kind}, manifest=manifest, classes=classes, n_images=n)
 
 
 def test_shapes_equals_image_presence(tiny_dataset):

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
+from toys import COUNTS, shapes_as_photographs
 
-from clipmech.data import concepts, datasets, natural, shapes
+from clipmech.data import concepts, datasets, shapes
 from clipmech.miclip import tables
 from clipmech.miclip.evaluation import sae_set, streamed_sae_set
 from clipmech.models import loading, zeroshot
@@ -28,7 +28,6 @@ SITE = "visual.blocks.1.hook_resid_pre"
 RANDOM = ModelSpec(name="random", architecture="clipmech-vit-tiny", pretrained=None)
 RANDOM_RN = ModelSpec(name="random-rn", architecture="clipmech-rn-tiny", pretrained=None)
 RN_SITE = "visual.blocks.3.hook_resid_post"
-COUNTS = ("one", "two", "three", "four", "five")
 TRAIN = {
     "losses": ["both", "input", "output"],
     "seeds": [0, 1],
@@ -78,22 +77,7 @@ def photographs(tmp_path_factory):
     synthetic = tmp / "shapes"
     shapes.build(synthetic, shapes.ShapesSpec(n_per_count=3, image_size=64, seed=5))
     data = datasets.load(synthetic)
-    counts = data.objects.groupby("image_id")["n_objects"].first().to_numpy()
-    rows = []
-    for i, (image, count) in enumerate(zip(data.images, counts, strict=True)):
-        folder = raw / "photos" / f"{COUNTS[count - 1]} objects"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.asarray(image)).save(folder / f"{i:03d}.png")
-        rows.append({"filepath": f"photos/{folder.name}/{i:03d}.png", "title": f"{COUNTS[count - 1]} shapes"})
-    pd.DataFrame(rows).to_csv(raw / "captions.tsv", sep="\t", index=False)
-    out = {}
-    for kind, spec in (
-        ("imagefolder", {"kind": "imagefolder", "root": str(raw / "photos")}),
-        ("captions", {"kind": "captions", "path": str(raw / "captions.tsv")}),
-    ):
-        directory = tmp / kind / "data"
-        natural.write_natural_dataset(directory, spec)
-        out[kind] = directory
+    out = shapes_as_photographs(data, raw, tmp, lambda i, count: f"{COUNTS[count - 1]} shapes")
     return tmp, out
 
 

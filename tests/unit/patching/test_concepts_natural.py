@@ -9,35 +9,18 @@ import open_clip
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 from sklearn.metrics import roc_auc_score
+from toys import COUNTS, shapes_as_photographs
+from toys import natural_stand_in as stand_in
 
-from clipmech.data import datasets, loader, natural, shapes, tables
+from clipmech.data import datasets, loader, shapes, tables
 from clipmech.data.concepts import concept_matrix
 from clipmech.models import loading
 from clipmech.models.loading import ModelSpec
 from clipmech.patching import concepts
 
 RANDOM = ModelSpec(name="random", architecture="clipmech-vit-tiny", pretrained=None)
-COUNTS = ("one", "two", "three", "four", "five")
 WORDS = ["one", "two", "three", "four", "five", "red", "shapes"]
-
-
-def stand_in(kind, labels=None, captions=None, categories=None, class_names=()):
-    """A natural-image dataset with the attributes concept_matrix and text_inputs read."""
-    n = len(labels if labels is not None else captions)
-    manifest = pd.DataFrame(
-        {
-            "index": np.arange(n, dtype=np.int64),
-            "label": np.asarray(labels if labels is not None else [-1] * n, dtype=np.int64),
-            "captions": captions if captions is not None else [[] for _ in range(n)],
-            "categories": categories if categories is not None else [[] for _ in range(n)],
-        }
-    )
-    classes = pd.DataFrame(
-        {"index": np.arange(len(class_names), dtype=np.int64), "class_id": list(class_names), "name": list(class_names)}
-    )
-    return SimpleNamespace(spec={"kind": kind}, manifest=manifest, classes=classes, n_images=n)
 
 
 @pytest.mark.parametrize("kind", ["imagenet", "imagefolder"])
@@ -143,21 +126,7 @@ def photographs(tmp_path_factory):
     shapes.build(synthetic, shapes.ShapesSpec(n_per_count=3, image_size=64, seed=5))
     data = datasets.load(synthetic)
     first = data.objects.sort_values(["image_id", "object_id"]).groupby("image_id").first()
-    rows = []
-    for i, image in enumerate(data.images):
-        count, colour = int(first.loc[i, "n_objects"]), first.loc[i, "colour"]
-        folder = raw / "photos" / f"{COUNTS[count - 1]} objects"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.asarray(image)).save(folder / f"{i:03d}.png")
-        rows.append({"filepath": f"photos/{folder.name}/{i:03d}.png", "title": f"{COUNTS[count - 1]} {colour} shapes"})
-    pd.DataFrame(rows).to_csv(raw / "captions.tsv", sep="\t", index=False)
-    out = {}
-    for kind, spec in (
-        ("imagefolder", {"kind": "imagefolder", "root": str(raw / "photos")}),
-        ("captions", {"kind": "captions", "path": str(raw / "captions.tsv")}),
-    ):
-        out[kind] = tmp / kind / "data"
-        natural.write_natural_dataset(out[kind], spec)
+    out = shapes_as_photographs(data, raw, tmp, lambda i, count: f"{COUNTS[count - 1]} {first.loc[i, 'colour']} shapes")
     return tmp, out
 
 

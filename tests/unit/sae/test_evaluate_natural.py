@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 from hand_saes import random_sae
-from PIL import Image
+from toys import COUNTS, shapes_as_photographs
 
-from clipmech.data import datasets, loader, natural, shapes
+from clipmech.data import datasets, loader, shapes
 from clipmech.models import loading, zeroshot
 from clipmech.models.loading import ModelSpec
 from clipmech.sae import alignment, evaluate
@@ -22,7 +22,6 @@ from clipmech.stores import activation_extraction
 SITE = "visual.blocks.1.hook_resid_pre"
 RANDOM = ModelSpec(name="random", architecture="clipmech-vit-tiny", pretrained=None)
 TEMPLATES = ["a photo of {}.", "a picture of {}."]
-COUNTS = ("one", "two", "three", "four", "five")
 PARAMS = {
     "batch_size": 8,
     "split": "all",
@@ -45,21 +44,9 @@ def photographs(tmp_path_factory):
     synthetic = tmp / "shapes"
     shapes.build(synthetic, shapes.ShapesSpec(n_per_count=4, image_size=64, seed=5))
     data = datasets.load(synthetic)
-    counts = data.objects.groupby("image_id")["n_objects"].first().to_numpy()
-    rows = []
-    for i, (image, count) in enumerate(zip(data.images, counts, strict=True)):
-        folder = raw / "photos" / f"{COUNTS[count - 1]} objects"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.asarray(image)).save(folder / f"{i:03d}.png")
-        rows.append({"filepath": f"photos/{folder.name}/{i:03d}.png", "title": f"{COUNTS[count - 1]} shapes"})
-    pd.DataFrame(rows).to_csv(raw / "captions.tsv", sep="\t", index=False)
+    directories = shapes_as_photographs(data, raw, tmp, lambda i, count: f"{COUNTS[count - 1]} shapes")
     out = {}
-    for kind, spec in (
-        ("imagefolder", {"kind": "imagefolder", "root": str(raw / "photos")}),
-        ("captions", {"kind": "captions", "path": str(raw / "captions.tsv")}),
-    ):
-        directory = tmp / kind / "data"
-        natural.write_natural_dataset(directory, spec)
+    for kind, directory in directories.items():
         store = activation_extraction.extract(
             RANDOM,
             directory,
