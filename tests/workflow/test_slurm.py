@@ -7,13 +7,15 @@ environment's Snakemake (PATH is exported to the jobs). SLURM's own records must
 COMPLETED, and the results must equal a local run's bit for bit (both runs give train_clip and
 extract_activations the rule's 2 threads: local --cores 2, SLURM --cpus-per-task=2).
 .ci/slurm/stop.sh cancels leftover jobs, stops the daemons and removes the /etc/slurm/slurm.conf
-link, also when a test or the run fails.
+link, also when a test or the run fails. A second run, in a copy of the local run, writes the activation
+store in 3 parts (extraction.parts), each part its own SLURM job, as a cluster's GPU jobs would.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,3 +127,28 @@ def test_slurm_results_equal_a_local_run(slurm_run, tiny_run):
     for name in ("units.tsv", "topk.tsv", "null.tsv"):
         path = Path("selectivity/tiny-vit/tiny-shapes") / name
         assert (local / path).read_bytes() == (remote / path).read_bytes(), path
+
+
+def test_store_in_parts_runs_as_slurm_jobs(slurm_cluster, tiny_run, tmp_path):
+    """extraction.parts = 3 through the SLURM profiles, in a copy of the local tiny run without its store: the
+    template job, the 3 part jobs and the publishing job each run as a SLURM job that completes, and the store
+    they write equals the one-job store byte for byte."""
+    workdir, store = tmp_path / "run", "results/activations/tiny-vit/tiny-shapes.zarr"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    shutil.rmtree(workdir / store)
+    config = tmp_path / "parts.yaml"
+    config.write_text(TINY.read_text().replace("\nextraction:\n", "\nextraction:\n  parts: 3\n", 1))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    snakemake(store, "--configfile", config, *PROFILES, workdir=workdir, env=env, timeout=900)
+
+    slurm_logs = workdir / ".snakemake" / "slurm_logs"
+    logs = list(slurm_logs.glob("rule_*/**/*.log"))
+    submitted = Counter(log.relative_to(slurm_logs).parts[0].removeprefix("rule_") for log in logs)
+    assert submitted == {"begin_activations": 1, "extract_activations_part": 3, "publish_activations": 1}
+    states = dict(line.split() for line in squeue("%i %T").splitlines())
+    assert {states[log.stem] for log in logs} == {"COMPLETED"}
+
+    def files(path):
+        return {file.relative_to(path): file.read_bytes() for file in sorted(path.rglob("*")) if file.is_file()}
+
+    assert files(workdir / store) == files(tiny_run / store)
