@@ -26,7 +26,7 @@ def _latent_pages(rng):
         keys=[f"{SAE_SITE}-{i}" for i in range(4)],
         titles=[f"latent {i}" for i in range(4)],
         layers=[SAE_SITE] * 4,
-        acts_NU=acts_NU,
+        summary=units.summarise(lambda start, stop: acts_NU[start:stop], 12, 4, PARAMS),
         activation="max over the patch tokens",
         counts_NF=counts_NF,
         params=PARAMS,
