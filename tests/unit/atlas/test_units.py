@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import torch
@@ -72,7 +74,8 @@ def test_a_dead_latent_gets_no_page_and_no_miclip_description(tmp_path):
     assert f"units/sae/{latents[2].key}.html" not in manifest["files"]
     index = (tmp_path / "site" / "index.html").read_text()
     assert "<dt>dead units</dt><dd>1 (1 sae): the same activation on every image, no page</dd>" in index
-    assert index.count('data-dead="1"') == 1
+    payload = json.loads(index.split('<script type="application/json" id="rows">')[1].split("</script>")[0])
+    assert [row[payload["fields"].index("dead")] for row in payload["rows"]] == [0, 0, 1, 0]
     summary = site.summary_table(manifest, tmp_path / "site")
     assert summary[["kind", "units", "pages", "dead"]].values.tolist() == [["sae", 4, 3, 1]]
 
