@@ -5,10 +5,11 @@ Real activations of a random-weight model: a Shapes set is drawn (``--images``, 
 (:func:`clipmech.stores.activation_extraction.extract`) at the MLP outputs of ``--sites`` blocks (ViT-L/14:
 24 x 1,024 = 24,576 units), Algorithm 1 as ``neuron_selectivity`` computes it, and a top-k SAE of
 ``--latents`` latents is trained on the last block's MLP output (:func:`clipmech.sae.train.train_sae`,
-``--sae-tokens`` tokens). Then ``build_atlas`` runs in a child process (its wall time and peak RSS, the
-child's ``ru_maxrss``), with the config's atlas defaults. Printed: the build, the site's files and size,
-the index's rows and size, and in headless Debian Chromium (Playwright, as the workflow tests drive it) the
-index's load, a sort by entropy, a layer filter and a search, each the median of ``--repeats`` page loads.
+``--sae-tokens`` tokens). Then ``build_atlas`` runs in a child process (its wall time; its peak RSS, the
+child's ``VmHWM``, and that before the build: the imports), with the config's atlas defaults. Printed: the
+build, the site's files and size, the index's size and units, and in headless Debian Chromium (Playwright,
+as the workflow tests drive it) the index's load, a sort by entropy, a layer filter and a search, each the
+median of ``--repeats`` page loads. The data are kept (``--keep``): a rerun extracts nothing again.
 
 ``--synthetic-rows`` times indexes of that many made-up MLP rows (no site; as
 ``tests/workflow/test_atlas_browser.py`` builds one) the same way, e.g. 24,576 and ~90k.
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import resource
 import shutil
 import statistics
 import tempfile
@@ -62,12 +62,21 @@ def _parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def _peak_mib() -> float:
+    """This process's peak RSS (``VmHWM``) in MiB: of its own memory since it started (``ru_maxrss`` would
+    count the parent's at the fork)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def _child(queue, kwargs: dict) -> None:
-    imported = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    imported = _peak_mib()
     start = time.perf_counter()
     manifest = build_atlas(**kwargs)
     seconds = time.perf_counter() - start
-    queue.put((seconds, imported, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, manifest))
+    queue.put((seconds, imported, _peak_mib(), manifest))
 
 
 def timed_build(kwargs: dict) -> tuple[float, float, float, dict]:
@@ -201,9 +210,9 @@ _ACTIONS = {
 }
 
 
-def browser_times(index: Path, repeats: int) -> dict[str, float]:
-    """Median seconds over ``repeats`` fresh page loads: the load (to the load event, the script run) and
-    each of :data:`_ACTIONS` in turn."""
+def browser_times(index: Path, repeats: int) -> tuple[str, dict[str, float]]:
+    """The index's count of units, and the median seconds over ``repeats`` fresh page loads of the load (to
+    the load event, the script run) and of each of :data:`_ACTIONS` in turn."""
     from playwright.sync_api import sync_playwright
 
     times: dict[str, list[float]] = {"page load": [], **{name: [] for name in _ACTIONS}}
@@ -218,6 +227,7 @@ def browser_times(index: Path, repeats: int) -> dict[str, float]:
             page.wait_for_load_state("load")
             page.evaluate("document.body.offsetHeight")
             times["page load"].append(time.perf_counter() - start)
+            units = page.locator("#count").text_content()
             for name, action in _ACTIONS.items():
                 ms = page.evaluate(
                     f"() => {{ const t = performance.now(); {action}; document.body.offsetHeight;"
@@ -228,13 +238,13 @@ def browser_times(index: Path, repeats: int) -> dict[str, float]:
                 raise RuntimeError(f"{index}: {errors}")
             page.close()
         browser.close()
-    return {name: statistics.median(values) for name, values in times.items()}
+    return units, {name: statistics.median(values) for name, values in times.items()}
 
 
 def report_browser(index: Path, repeats: int) -> None:
-    rows = index.read_text().count("data-unit=")
-    print(f"index {index}: {index.stat().st_size / MIB:.1f} MiB, {rows} rows with a data-unit attribute")
-    for name, seconds in browser_times(index, repeats).items():
+    units, times = browser_times(index, repeats)
+    print(f"index {index}: {index.stat().st_size / MIB:.1f} MiB, {units}")
+    for name, seconds in times.items():
         print(f"  Chromium {name}: {seconds:.2f} s")
 
 

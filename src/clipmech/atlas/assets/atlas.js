@@ -17,17 +17,20 @@ function indexPage() {
   const at = {};
   payload.fields.forEach((name, i) => { at[name] = i; });
   const columns = Array.from(document.querySelectorAll("#units th button"), (b) => b.dataset.sort);
-  // What filtering reads of each unit, computed once; sort keys are computed when first needed.
-  const units = payload.rows.map((row) => ({
+  // What filtering reads of each unit, computed once.
+  const units = payload.rows.map((row, i) => ({
+    i: i,
     row: row,
     entropy: row[at.entropy] === "" ? NaN : Number(row[at.entropy]),
     text: columns.map((key) => row[at[key]]).join(" ").toLowerCase(),
   }));
   const collator = new Intl.Collator(undefined, { numeric: true });
-  const sortKey = (unit, key, type) => {
-    const name = "sort_" + key;
-    if (!(name in unit)) unit[name] = type === "number" ? parseFloat(unit.row[at[key]]) : unit.row[at[key]];
-    return unit[name];
+  const sortKeys = {};  // per column, every unit's sort key (by unit.i), computed when first sorted by
+  const keysOf = (key, type) => {
+    if (!(key in sortKeys)) {
+      sortKeys[key] = units.map((u) => type === "number" ? parseFloat(u.row[at[key]]) : u.row[at[key]]);
+    }
+    return sortKeys[key];
   };
   function breakable(tag, text) {  // a key or site name with a line break allowed after each dot
     const element = document.createElement(tag);
@@ -79,15 +82,16 @@ function indexPage() {
   function sort() {
     if (order.key === null) return;
     const sign = order.ascending ? 1 : -1;
-    const key = order.key, type = order.type;
-    matching.sort((a, b) => {
-      const x = sortKey(a, key, type), y = sortKey(b, key, type);
-      if (type === "number") {
+    const keys = keysOf(order.key, order.type);
+    if (order.type === "number") {
+      matching.sort((a, b) => {
+        const x = keys[a.i], y = keys[b.i];
         if (isNaN(x) || isNaN(y)) return isNaN(x) - isNaN(y);  // empty cells last either way
         return sign * (x - y);
-      }
-      return sign * collator.compare(x, y);
-    });
+      });
+    } else {
+      matching.sort((a, b) => sign * collator.compare(keys[a.i], keys[b.i]));
+    }
   }
   function apply() {
     const kind = field("f-kind").value;
