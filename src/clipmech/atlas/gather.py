@@ -34,8 +34,9 @@ ACTIVATIONS = {
 #: An SAE latent's image-level activation when its SAE reads the class token only.
 SAE_CLASS_ACTIVATION = "the class token's value: the SAE reads no patch token (methods.md Sec. 7.4)"
 
-#: Activations held at once while streaming (:func:`summarise`): images per chunk = this // units, at least 1.
-CHUNK_ELEMENTS = 1 << 24
+#: Activations read at once while streaming (:func:`summarise`): images per chunk = this // units, at least 1
+#: (the histogram pass holds about 32 bytes per activation: ~130 MB).
+CHUNK_ELEMENTS = 1 << 22
 
 _RESID_SITE = re.compile(r"visual\.blocks\.(\d+)\.(hook_resid_pre|hook_resid_mid|hook_resid_post)")
 
