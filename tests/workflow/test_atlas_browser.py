@@ -35,6 +35,26 @@ def visible(page, column: int) -> list[str]:
     )
 
 
+def kind_links(page) -> dict[str, list[str]]:
+    """Per unit kind, the page links of the first page of its rows (the kind filter set to it, then reset)."""
+    kinds = page.eval_on_selector_all("#f-kind option", "options => options.map(o => o.value).filter(v => v)")
+    links = {}
+    for kind in kinds:
+        page.select_option("#f-kind", kind)
+        links[kind] = page.eval_on_selector_all("#units tbody tr[data-page='1'] a", "links => links.map(a => a.href)")
+    page.select_option("#f-kind", "")
+    return links
+
+
+def all_rows(page, script: str) -> list:
+    """``script`` (a function of the visible rows) on every page of the index, from the first to the last."""
+    rows = page.eval_on_selector_all("#units tbody tr", script)
+    while not page.locator("#next").is_disabled():
+        page.click("#next")
+        rows += page.eval_on_selector_all("#units tbody tr", script)
+    return rows
+
+
 def test_every_model_has_a_site_with_every_unit_kind(tiny_run):
     found = {name: json.loads((site / "manifest.json").read_text()) for name, site in sites(tiny_run).items()}
     for name, manifest in found.items():  # the report's entry: units and pages per kind
@@ -57,12 +77,9 @@ def test_index_and_unit_pages_load_offline_without_errors(tiny_run, visit, tmp_p
         v = visit()
         page = v.open(site / "index.html")
         assert page.locator("#count").text_content().endswith("units")
-        hrefs = page.eval_on_selector_all("#units tbody tr[data-page='1'] a", "links => links.map(a => a.href)")
-        kinds = {}
-        for href in hrefs:  # a sample: the first two pages of each kind
-            kinds.setdefault(href.split("/units/")[1].split("/")[0], []).append(href)
-        sample = [h for group in kinds.values() for h in group[:2]]
-        assert len(kinds) == 2
+        kinds = {kind: links for kind, links in kind_links(page).items() if links}
+        sample = [h for group in kinds.values() for h in group[:2]]  # the first two pages of each kind
+        assert len(kinds) == 2 and all(h.split("/units/")[1].startswith(k + "/") for k in kinds for h in kinds[k])
         if name == "tiny-vit":
             page.screenshot(path=shots / "index.png")
         for href in sample:
@@ -90,8 +107,8 @@ def test_every_index_row_links_to_a_page_or_is_marked_index_only(tiny_run, visit
     for name, site in sites(tiny_run).items():
         manifest = json.loads((site / "manifest.json").read_text())
         page = visit().open(site / "index.html")
-        rows = page.eval_on_selector_all(
-            "#units tbody tr",
+        rows = all_rows(  # every row, one page at a time
+            page,
             """rows => rows.map(r => ({page: r.dataset.page, link: r.cells[1].querySelector('a')?.getAttribute('href'),
                                       only: r.cells[1].querySelector('.index-only') !== null}))""",
         )
@@ -109,8 +126,8 @@ def matching(page) -> int:
 
 def test_sorting_and_filtering_change_the_visible_rows(tiny_run, visit):
     page = visit().open(sites(tiny_run)["tiny-rn"] / "index.html")
-    total = page.locator("#units tbody tr").count()
-    assert len(visible(page, 0)) == PAGE_ROWS  # 4,608 units, one page at a time
+    total = int(page.locator("#count").text_content().split()[-2])
+    assert total == 512 + 8 * 512 and page.locator("#units tbody tr").count() == PAGE_ROWS  # one page at a time
     page.select_option("#f-kind", "pair")
     assert set(visible(page, 0)) == {"pair"} and len(visible(page, 0)) == PAGE_ROWS
     assert page.locator("#count").text_content() == f"{8 * 512} of {total} units"
@@ -233,7 +250,8 @@ def test_miclip_results_show_on_the_pages_of_their_units(tiny_run, visit, tmp_pa
 
 
 def test_a_paper_scale_index_sorts_filters_and_pages(visit, tmp_path):
-    """ViT-L/14's 24 x 1,024 MLP channels in one index (issue 23): every row is on the page, one page shows."""
+    """ViT-L/14's 24 x 1,024 MLP channels in one index (issue 23): every unit is in the page's data, the rows
+    of one page are drawn."""
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -261,9 +279,8 @@ def test_a_paper_scale_index_sorts_filters_and_pages(visit, tmp_path):
         shutil.copyfile(ASSETS / name, tmp_path / name)
     v = visit()
     page = v.open(tmp_path / "index.html")
-    assert page.locator("#units tbody tr").count() == n_layers * width
+    assert page.locator("#units tbody tr").count() == PAGE_ROWS
     assert page.locator("#count").text_content() == f"{n_layers * width} of {n_layers * width} units"
-    assert len(visible(page, 0)) == PAGE_ROWS
     page.click("button[data-sort='entropy']")
     entropies = [float(e) for e in visible(page, 3)]
     assert entropies == sorted(entropies) and entropies[0] == float(render.number(min(u.entropy for u in units), 4))
@@ -271,4 +288,48 @@ def test_a_paper_scale_index_sorts_filters_and_pages(visit, tmp_path):
     assert matching(page) == width and set(visible(page, 2)) == {"23"}
     page.fill("#f-search", "23-1000")
     assert visible(page, 1) == ["23-1000"]
+    assert v.problems == []
+
+
+def test_index_rows_drawn_from_data_link_wrap_and_say_why_a_unit_has_no_page(visit, tmp_path):
+    import numpy as np
+
+    long_key = "visual.blocks.1.hook_resid_post-7"
+
+    def latent(key, page, dead):
+        return render.UnitPage(
+            kind="sae",
+            key=key,
+            title="",
+            layer="visual.blocks.1.hook_resid_post",
+            entropy=float("nan") if dead else 1.0,
+            affinity_F=np.full(16, np.nan) if dead else np.full(16, 1 / 16),
+            hist_counts_B=np.zeros(4),
+            hist_edges_B=np.zeros(5),
+            images_K=np.arange(3),
+            acts_K=np.ones(3),
+            activation="max",
+            page=page,
+            dead=dead,
+            note="</script><b>not markup</b>",
+        )
+
+    units = [latent(long_key, True, False), latent(long_key + "8", False, False), latent(long_key + "9", False, True)]
+    (tmp_path / "index.html").write_text(render.index_html(units, "m", []))
+    for name in ASSET_FILES:
+        shutil.copyfile(ASSETS / name, tmp_path / name)
+    v = visit()
+    page = v.open(tmp_path / "index.html")
+    cells = page.eval_on_selector_all(
+        "#units tbody tr",
+        """rows => rows.map(r => ({href: r.cells[1].querySelector('a')?.getAttribute('href') ?? null,
+                                  title: r.cells[1].querySelector('.index-only')?.title ?? null,
+                                  breaks: r.cells[1].querySelectorAll('wbr').length, text: r.cells[1].textContent,
+                                  note: r.cells[7].textContent, bold: r.querySelector('b') !== null}))""",
+    )
+    assert [c["text"] for c in cells] == [u.key for u in units] and all(c["breaks"] == 3 for c in cells)
+    assert cells[0]["href"] == f"units/sae/{long_key}.html" and cells[0]["title"] is None
+    assert [c["title"] for c in cells[1:]] == [render.INDEX_ONLY, render.DEAD]
+    assert cells[0]["note"] == "</script><b>not markup</b>" and not any(c["bold"] for c in cells)
+    assert cells[2]["note"] == "dead (the same activation on every image)"
     assert v.problems == []

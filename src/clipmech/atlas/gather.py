@@ -12,6 +12,8 @@ histogram; a dead unit (the same activation on every image, :mod:`clipmech.analy
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,6 +33,10 @@ ACTIVATIONS = {
 }
 #: An SAE latent's image-level activation when its SAE reads the class token only.
 SAE_CLASS_ACTIVATION = "the class token's value: the SAE reads no patch token (methods.md Sec. 7.4)"
+
+#: Activations read at once while streaming (:func:`summarise`): images per chunk = this // units, at least 1
+#: (the histogram pass holds about 32 bytes per activation: ~130 MB).
+CHUNK_ELEMENTS = 1 << 22
 
 _RESID_SITE = re.compile(r"visual\.blocks\.(\d+)\.(hook_resid_pre|hook_resid_mid|hook_resid_post)")
 
@@ -105,6 +111,33 @@ def unit_selectivity(acts_NU: np.ndarray, counts_NF: np.ndarray, k: int) -> tupl
     return affinity_UF, selectivity.entropy(affinity_UF)
 
 
+def summary_selectivity(summary: UnitSummary, counts_NF: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`unit_selectivity` from a :func:`summarise` that kept at least ``k`` top images per unit.
+
+    Parameters
+    ----------
+    summary : UnitSummary
+    counts_NF : numpy.ndarray, (N, F)
+    k : int
+        1 <= k <= N.
+
+    Returns
+    -------
+    affinity_UF : numpy.ndarray, float64, (U, F)
+    entropy_U : numpy.ndarray, float64, (U,)
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is outside 1..N or exceeds the images the summary kept.
+    """
+    n_images = counts_NF.shape[0]
+    if not 1 <= k <= min(n_images, summary.index_KU.shape[0]):
+        raise ValueError(f"k must be in 1..{min(n_images, summary.index_KU.shape[0])} (the images kept), got {k}")
+    affinity_UF = selectivity.affinity(counts_NF, summary.index_KU[:k])
+    return affinity_UF, selectivity.entropy(affinity_UF)
+
+
 def histograms(acts_NU: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-unit histograms of the image-level activations over each unit's own range.
 
@@ -133,11 +166,109 @@ def histograms(acts_NU: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
     flat = high_U <= low_U
     low_U, high_U = np.where(flat, low_U - 0.5, low_U), np.where(flat, high_U + 0.5, high_U)
     edges_UB = low_U[:, None] + (high_U - low_U)[:, None] * np.linspace(0.0, 1.0, bins + 1)[None]
+    return _bin_counts(acts_NU, low_U, high_U, bins), edges_UB
+
+
+@dataclass(frozen=True)
+class UnitSummary:
+    """What an atlas page needs of U units' image-level activations over N images, held in O(U) memory.
+
+    Attributes
+    ----------
+    index_KU : numpy.ndarray, int64, (K, U)
+        Each unit's top images by descending activation, ties towards the lower image index (:func:`top_images`).
+    values_KU : numpy.ndarray, float32, (K, U)
+    dead_U : numpy.ndarray, bool, (U,)
+        The same activation on every image (:func:`clipmech.analyses.dead.dead_units`).
+    counts_UB : numpy.ndarray, int64, (U, bins)
+    edges_UB : numpy.ndarray, float64, (U, bins + 1)
+        The histograms of :func:`histograms`.
+    """
+
+    index_KU: np.ndarray
+    values_KU: np.ndarray
+    dead_U: np.ndarray
+    counts_UB: np.ndarray
+    edges_UB: np.ndarray
+
+
+def image_chunks(n_images: int, n_units: int, chunk_elements: int = CHUNK_ELEMENTS) -> list[tuple[int, int]]:
+    """(start, stop) image ranges covering 0..N-1 in order, each holding at most ``chunk_elements``
+    activations of ``n_units`` units (at least one image)."""
+    step = max(1, chunk_elements // max(1, n_units))
+    return [(start, min(start + step, n_images)) for start in range(0, n_images, step)]
+
+
+def summarise(
+    read: Callable[[int, int], np.ndarray],
+    n_images: int,
+    n_top: int,
+    bins: int,
+    chunks: list[tuple[int, int]],
+) -> UnitSummary:
+    """Top images, dead units and histograms of U units, streamed over image chunks (methods.md Sec. 10):
+    two passes over ``read`` (the first: a running top-k, minimum and maximum; the second: the histograms
+    over each unit's range), so that memory does not grow with the number of images. Equal to
+    :func:`top_images`, :func:`clipmech.analyses.dead.dead_units` and :func:`histograms` of the whole array.
+
+    Parameters
+    ----------
+    read : callable
+        ``read(start, stop)`` -> (stop - start, U) activations of those images (any float dtype; dead units
+        are compared in it, as :func:`clipmech.analyses.dead.dead_units` does).
+    n_images : int
+        N, at least 1.
+    n_top : int
+        Top images kept per unit (at least 1; K = min(n_top, N)).
+    bins : int
+        Histogram bins, at least 1.
+    chunks : list of (int, int)
+        Image ranges covering 0..N-1 in increasing order (:func:`image_chunks`).
+
+    Returns
+    -------
+    UnitSummary
+
+    Raises
+    ------
+    ValueError
+        If ``n_top`` or ``bins`` < 1, N < 1, or the chunks do not cover 0..N-1 in order.
+    """
+    if n_top < 1:
+        raise ValueError(f"n_top must be at least 1, got {n_top}")
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    starts = [0] + [stop for _, stop in chunks[:-1]]
+    if n_images < 1 or not chunks or [start for start, _ in chunks] != starts or chunks[-1][1] != n_images:
+        raise ValueError(f"the chunks must cover images 0..{n_images - 1} in order, got {chunks[:3]}...")
+    k = min(n_top, n_images)
+    values = index = low = high = None
+    for start, stop in chunks:
+        chunk_BU = np.asarray(read(start, stop))
+        if values is None:
+            values, index = np.empty((0, chunk_BU.shape[1]), np.float32), np.empty((0, chunk_BU.shape[1]), np.int64)
+            low, high = chunk_BU.min(axis=0), chunk_BU.max(axis=0)
+        values, index = selectivity.topk_merge(values, index, chunk_BU.astype(np.float32), np.arange(start, stop), k)
+        low, high = np.minimum(low, chunk_BU.min(axis=0)), np.maximum(high, chunk_BU.max(axis=0))
+    dead_U = high == low
+    low_U, high_U = low.astype(np.float64), high.astype(np.float64)
+    flat = high_U <= low_U
+    low_U, high_U = np.where(flat, low_U - 0.5, low_U), np.where(flat, high_U + 0.5, high_U)
+    counts_UB = np.zeros((low_U.size, bins), dtype=np.int64)
+    for start, stop in chunks:
+        counts_UB += _bin_counts(np.asarray(read(start, stop), dtype=np.float64), low_U, high_U, bins)
+    edges_UB = low_U[:, None] + (high_U - low_U)[:, None] * np.linspace(0.0, 1.0, bins + 1)[None]
+    return UnitSummary(index.astype(np.int64), values, dead_U, counts_UB, edges_UB)
+
+
+def _bin_counts(acts_NU: np.ndarray, low_U: np.ndarray, high_U: np.ndarray, bins: int) -> np.ndarray:
+    """(U, bins) counts of float64 activations in ``bins`` equal bins from ``low_U`` to ``high_U`` (the last
+    bin closed on the right, values outside clipped into the end bins)."""
     position_NU = (acts_NU - low_U) / (high_U - low_U) * bins
     bin_NU = np.clip(np.floor(position_NU).astype(np.int64), 0, bins - 1)
-    counts_UB = np.zeros((acts_NU.shape[1], bins), dtype=np.int64)
-    np.add.at(counts_UB, (np.broadcast_to(np.arange(acts_NU.shape[1]), bin_NU.shape), bin_NU), 1)
-    return counts_UB, edges_UB
+    n_units = acts_NU.shape[1]
+    flat = (np.arange(n_units) * bins + bin_NU).ravel()
+    return np.bincount(flat, minlength=n_units * bins).reshape(n_units, bins)
 
 
 def quantise_maps(maps_Kt: np.ndarray) -> np.ndarray:

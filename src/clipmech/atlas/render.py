@@ -303,39 +303,48 @@ def unit_page_html(unit: UnitPage, model: str, dataset: str) -> str:
     )
 
 
-def index_html(units: list[UnitPage], model: str, facts: list[tuple[str, str]]) -> str:
-    """The index: ``facts`` and the number of dead units per kind, then every unit (with or without a page)
-    in one sortable, filterable table, shown :data:`INDEX_PAGE_ROWS` matching rows at a time (the rows past
-    the first page are written hidden; atlas.js pages through them)."""
-    head = "".join(
-        f'<th><button type="button" data-sort="{key}" data-type="{kind}"'
-        + (f' title="{escape(tip)}"' if tip else "")
-        + f">{escape(label)}</button></th>"
-        for key, label, kind, tip in INDEX_COLUMNS
-    )
+#: The fields of an index row in the index's JSON (:func:`index_rows`): the columns' texts, then whether the
+#: unit has a page and whether it is dead (0 or 1).
+ROW_FIELDS = (*(key for key, *_ in INDEX_COLUMNS), "page", "dead")
+
+
+def index_rows(units: list[UnitPage]) -> list[list]:
+    """The index's rows, one per unit in order, as lists of :data:`ROW_FIELDS`: the texts the columns show
+    (numbers formatted by :func:`number`; sorting reads them back) and ``page``, ``dead`` as 0 or 1."""
     rows = []
     for u in units:
         affinity = float(np.nanmax(u.affinity_F)) if np.isfinite(u.affinity_F).any() else float("nan")
         top_act = float(u.acts_K[0]) if u.acts_K.size else float("nan")
         values = {
             "kind": u.kind,
+            "unit": u.key,
             "layer": u.layer,
             "entropy": number(u.entropy, 4),
             "top": u.top_concept,
             "affinity": number(affinity),
             "max": number(top_act),
             "note": "dead (the same activation on every image)" if u.dead else u.note,
+            "page": int(u.page),
+            "dead": int(u.dead),
         }
-        html = {key: escape(value) for key, value in values.items()}
-        html["unit"] = unit_name_html(u.key, u.href, u.page, u.dead)
-        html["layer"] = f'<span class="key">{key_html(u.layer)}</span>'
-        cells = "".join(f"<td>{html[key]}</td>" for key, *_ in INDEX_COLUMNS)
-        data = " ".join(f'data-{key}="{escape(values[key])}"' for key in ("kind", "layer", "entropy", "top"))
-        hidden = " hidden" if len(rows) >= INDEX_PAGE_ROWS else ""  # the script shows one page at a time
-        rows.append(
-            f'<tr {data} data-unit="{escape(u.key)}" data-page="{int(u.page)}" data-dead="{int(u.dead)}"{hidden}>'
-            f"{cells}</tr>"
-        )
+        rows.append([values[key] for key in ROW_FIELDS])
+    return rows
+
+
+def index_html(units: list[UnitPage], model: str, facts: list[tuple[str, str]]) -> str:
+    """The index: ``facts`` and the number of dead units per kind, then every unit (with or without a page)
+    in one sortable, filterable table. The rows are data, not HTML: a JSON script (``#rows``: ``fields``,
+    :data:`ROW_FIELDS`, and ``rows``, :func:`index_rows`) from which atlas.js builds the table's rows of
+    the :data:`INDEX_PAGE_ROWS` matching units shown at a time, so that an index of ~100,000 units stays
+    quick to load, sort and filter (methods.md Sec. 10)."""
+    head = "".join(
+        f'<th><button type="button" data-sort="{key}" data-type="{kind}"'
+        + (f' title="{escape(tip)}"' if tip else "")
+        + f">{escape(label)}</button></th>"
+        for key, label, kind, tip in INDEX_COLUMNS
+    )
+    payload = json.dumps({"fields": ROW_FIELDS, "rows": index_rows(units)}, separators=(",", ":"))
+    payload = payload.replace("<", "\\u003c")  # no "</script>" inside the script
 
     def options(key: str) -> str:
         seen = sorted({getattr(u, key) if key != "top" else u.top_concept for u in units} - {""})
@@ -360,10 +369,11 @@ def index_html(units: list[UnitPage], model: str, facts: list[tuple[str, str]]) 
 </form>
 <p class="caption">Units in grey have no page: past <code>atlas.max_units</code> (the most selective units get
 pages), or dead (the same activation on every image).</p>
-<table id="units" data-page-size="{INDEX_PAGE_ROWS}"><thead><tr>{head}</tr></thead>
-<tbody>
-{chr(10).join(rows)}
-</tbody></table>"""
+<noscript><p>The table of units is drawn by atlas.js: it needs JavaScript.</p></noscript>
+<table id="units" data-page-size="{INDEX_PAGE_ROWS}" data-index-only="{escape(INDEX_ONLY)}" data-dead="{escape(DEAD)}">
+<thead><tr>{head}</tr></thead>
+<tbody></tbody></table>
+<script type="application/json" id="rows">{payload}</script>"""
     return _PAGE.substitute(
         title=escape(f"{model} atlas"), root="", page_kind="index", model=escape(model), crumb="", body=body
     )

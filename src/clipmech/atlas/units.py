@@ -11,13 +11,14 @@ tables.
 from __future__ import annotations
 
 import re
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
 
-from clipmech.analyses import dead
 from clipmech.atlas import gather, sections
 from clipmech.atlas.render import SHAPES_SOURCE, Link, UnitPage
 from clipmech.data import shapes
@@ -57,13 +58,26 @@ class Pages:
             self.units[(kind, key)].tables.append(table)
 
 
+def summarise(read, n_images: int, n_units: int, params: dict) -> gather.UnitSummary:
+    """:func:`clipmech.atlas.gather.summarise` of U units' image-level activations, ``read(start, stop)`` ->
+    (stop - start, U) one :func:`~clipmech.atlas.gather.image_chunks` chunk at a time, keeping the top
+    max(``n_top_images``, ``k``) images (the pages' and Algorithm 1's)."""
+    return gather.summarise(
+        read,
+        n_images,
+        max(params["n_top_images"], params["k"]),
+        params["bins"],
+        gather.image_chunks(n_images, n_units),
+    )
+
+
 def unit_pages(
     *,
     kind: str,
     keys: list[str],
     titles: list[str],
     layers: list[str],
-    acts_NU: np.ndarray,
+    summary: gather.UnitSummary,
     activation: str,
     counts_NF: np.ndarray,
     params: dict,
@@ -72,20 +86,20 @@ def unit_pages(
     concepts: tuple[str, ...] = shapes.FEATURES,
     concept_source: str = SHAPES_SOURCE,
 ) -> list[UnitPage]:
-    """Pages (without maps and tables) of the columns of ``acts_NU``, the units' image-level activations (what
-    they are: ``activation``, named on every page); Algorithm 1 computed when not given, over ``counts_NF``,
-    whose columns are the ``concepts`` (default the 16 Shapes features; what they are: ``concept_source``).
+    """Pages (without maps and tables) of U units from the :func:`summarise` of their image-level activations
+    (what they are: ``activation``, named on every page); Algorithm 1 computed when not given
+    (:func:`clipmech.atlas.gather.summary_selectivity`), over ``counts_NF``, whose columns are the ``concepts``
+    (default the 16 Shapes features; what they are: ``concept_source``).
 
-    A dead unit (:func:`clipmech.analyses.dead.dead_units` of ``acts_NU``) is marked dead, with NaN
+    A dead unit (:func:`clipmech.analyses.dead.dead_units` of the activations) is marked dead, with NaN
     entropy and affinities (its top images are arbitrary), and gets no page.
     """
     if affinity_UF is None:
-        affinity_UF, entropy_U = gather.unit_selectivity(acts_NU, counts_NF, params["k"])
-    dead_U = dead.dead_units(acts_NU)
+        affinity_UF, entropy_U = gather.summary_selectivity(summary, counts_NF, params["k"])
+    dead_U = summary.dead_U
     entropy_U = np.where(dead_U, np.nan, entropy_U)
     affinity_UF = np.where(dead_U[:, None], np.nan, affinity_UF)
-    index_KU, values_KU = gather.top_images(acts_NU, params["n_top_images"])
-    counts_UB, edges_UB = gather.histograms(acts_NU, params["bins"])
+    index_KU, values_KU = summary.index_KU[: params["n_top_images"]], summary.values_KU[: params["n_top_images"]]
     page_U = gather.page_mask(entropy_U, dead_U, params["max_units"])
     return [
         UnitPage(
@@ -95,8 +109,8 @@ def unit_pages(
             layer=layers[u],
             entropy=float(entropy_U[u]),
             affinity_F=affinity_UF[u],
-            hist_counts_B=counts_UB[u],
-            hist_edges_B=edges_UB[u],
+            hist_counts_B=summary.counts_UB[u],
+            hist_edges_B=summary.edges_UB[u],
             images_K=index_KU[:, u],
             acts_K=values_KU[:, u],
             activation=activation,
@@ -105,15 +119,25 @@ def unit_pages(
             concepts=tuple(concepts),
             concept_source=concept_source,
         )
-        for u in range(acts_NU.shape[1])
+        for u in range(dead_U.size)
     ]
 
 
+def page_images(units: list[UnitPage]) -> np.ndarray:
+    """The images shown on the pages among ``units`` (their top images), int64, sorted and distinct: the only
+    images whose tokens the maps read."""
+    shown = [u.images_K for u in units if u.page]
+    return np.unique(np.concatenate(shown)) if shown else np.zeros(0, dtype=np.int64)
+
+
 def set_maps(units: list[UnitPage], maps_of, grid: tuple[int, int]) -> None:
-    """``maps_of(u, images) -> (K, rows * cols)`` raw maps of the pages' top images, quantised per unit."""
+    """``maps_of(u, rows) -> (K, rows * cols)`` raw maps of the pages' top images, quantised per unit; ``rows``
+    are the positions of the top images in :func:`page_images` of ``units``."""
+    needed = page_images(units)
     for u, unit in enumerate(units):
         if unit.page:
-            unit.maps_K = gather.quantise_maps(maps_of(u, unit.images_K)).reshape(unit.images_K.size, -1)
+            rows = np.searchsorted(needed, unit.images_K)
+            unit.maps_K = gather.quantise_maps(maps_of(u, rows)).reshape(unit.images_K.size, -1)
             unit.grid = grid
 
 
@@ -144,7 +168,12 @@ def mlp_units(
         )
     acts = ds[gather.NEURON_REDUCTION].transpose("image", "layer", "neuron")
     n_images, n_layers, width = acts.shape
-    acts_NU = np.asarray(acts.values, dtype=np.float32).reshape(n_images, n_layers * width)
+    summary = summarise(
+        lambda start, stop: np.asarray(acts[start:stop].values, dtype=np.float32).reshape(stop - start, -1),
+        n_images,
+        n_layers * width,
+        params,
+    )
     layer_U = np.repeat(acts["layer"].values, width)
     neuron_U = np.tile(acts["neuron"].values, n_layers)
     same = params["reduction"] == gather.NEURON_REDUCTION
@@ -159,7 +188,7 @@ def mlp_units(
             for layer, neuron in zip(layer_U, neuron_U)
         ],
         layers=[str(layer) for layer in layer_U],
-        acts_NU=acts_NU,
+        summary=summary,
         activation=gather.ACTIVATIONS["mlp"],
         counts_NF=counts_NF,
         params=params,
@@ -204,25 +233,35 @@ def resnet_units(
     ds = pool_store.open_store(attnpool)
     weights = pool_store.store_weights(ds)
     grid = (int(ds.attrs["grid_rows"]), int(ds.attrs["grid_cols"]))
-    x_NTC = np.asarray(ds["x"].values, dtype=np.float32)
-    alpha_NHT = np.asarray(ds["alpha"].values, dtype=np.float32)
-    raw_NTC = pool_store.neuron_activations(x_NTC, weights).astype(np.float32)
-    n_images, _, n_neurons = x_NTC.shape
+    n_images, _, n_neurons = ds["x"].shape
     n_heads = weights.n_heads
+
+    def tokens(images) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            np.asarray(ds["x"].isel(image=images).values, dtype=np.float32),
+            np.asarray(ds["alpha"].isel(image=images).values, dtype=np.float32),
+        )
+
+    def neuron_acts(start: int, stop: int) -> np.ndarray:
+        raw_BTC = pool_store.neuron_activations(tokens(slice(start, stop))[0], weights).astype(np.float32)
+        return reduce_tokens(torch.from_numpy(raw_BTC[:, None]), gather.NEURON_REDUCTION, 1)[:, 0].numpy()
+
+    def pair_acts(start: int, stop: int) -> np.ndarray:
+        x_BTC, alpha_BHT = tokens(slice(start, stop))
+        return pool.pair_scalars(x_BTC.astype(np.float64), alpha_BHT.astype(np.float64)).reshape(stop - start, -1)
+
     neurons = unit_pages(
         kind="neuron",
         keys=[str(c) for c in range(n_neurons)],
         titles=[f"ResNet neuron {c} (attention-pool input, {RESNET_NEURON_SITE})" for c in range(n_neurons)],
         layers=["attnpool"] * n_neurons,
-        acts_NU=reduce_tokens(torch.from_numpy(raw_NTC[:, None]), gather.NEURON_REDUCTION, 1)[:, 0].numpy(),
+        summary=summarise(neuron_acts, n_images, n_neurons, params),
         activation=gather.ACTIVATIONS["neuron"],
         counts_NF=counts_NF,
         params=params,
     )
-    set_maps(neurons, lambda c, images: raw_NTC[images, 1:, c], grid)
-    s_NQ = pool.pair_scalars(x_NTC.astype(np.float64), alpha_NHT.astype(np.float64)).reshape(
-        n_images, n_heads * n_neurons
-    )
+    raw_NTC = pool_store.neuron_activations(tokens(page_images(neurons))[0], weights).astype(np.float32)
+    set_maps(neurons, lambda c, rows: raw_NTC[rows, 1:, c], grid)
     heads_Q, neurons_Q = np.divmod(np.arange(n_heads * n_neurons), n_neurons)
     pairs = unit_pages(
         kind="pair",
@@ -232,14 +271,15 @@ def resnet_units(
             for h, c in zip(heads_Q, neurons_Q)
         ],
         layers=["attnpool"] * heads_Q.size,
-        acts_NU=s_NQ,
+        summary=summarise(pair_acts, n_images, heads_Q.size, params),
         activation=gather.ACTIVATIONS["pair"],
         counts_NF=counts_NF,
         params=params,
     )
+    x_NTC, alpha_NHT = tokens(page_images(pairs))
     set_maps(
         pairs,
-        lambda q, images: gather.pair_token_maps(x_NTC[images], alpha_NHT[images], heads_Q[q], neurons_Q[q]),
+        lambda q, rows: gather.pair_token_maps(x_NTC[rows], alpha_NHT[rows], heads_Q[q], neurons_Q[q]),
         grid,
     )
     table = pd.read_csv(pairs_tsv, sep="\t").merge(
@@ -293,14 +333,23 @@ def sae_units(
     prefix = int(ds.attrs["n_prefix_tokens"])
     grid = (int(ds.attrs["grid_rows"]), int(ds.attrs["grid_cols"]))
     positions = token_positions(meta["tokens"], n_tokens, prefix)
-    codes = token_codes(sae, acts, positions, max(1, params["batch_tokens"] // positions.size))
+    batch_images = max(1, params["batch_tokens"] // positions.size)
     patch = positions >= prefix
+    with tempfile.TemporaryDirectory(prefix="atlas-sae-") as scratch:
+        # The image-level activations, (N, n), spilled to disk: encoded once, read twice by summarise.
+        image_Nn = np.lib.format.open_memmap(
+            Path(scratch) / "image_max.npy", mode="w+", dtype=np.float32, shape=(n_images, sae.n_latents)
+        )
+        for start, stop in gather.image_chunks(n_images, max(sae.n_latents, positions.size * sae.k)):
+            codes = token_codes(sae, acts.isel(image=slice(start, stop)), positions, batch_images)
+            image_Nn[start:stop] = codes.image_max(patch)
+        summary = summarise(lambda start, stop: np.array(image_Nn[start:stop]), n_images, sae.n_latents, params)
     units = unit_pages(
         kind="sae",
         keys=[f"{site_name}-{i}" for i in range(sae.n_latents)],
         titles=[f"SAE latent {i} at {site_name}" for i in range(sae.n_latents)],
         layers=[site_name] * sae.n_latents,
-        acts_NU=codes.image_max(patch),
+        summary=summary,
         activation=gather.ACTIVATIONS["sae"] if patch.any() else gather.SAE_CLASS_ACTIVATION,
         counts_NF=counts_NF,
         params=params,
@@ -308,7 +357,8 @@ def sae_units(
         concept_source=concept_source,
     )
     if patch.sum() == grid[0] * grid[1]:
-        set_maps(units, lambda i, images: codes.columns(slice(i, i + 1))[images][:, patch, 0], grid)
+        codes = token_codes(sae, acts.isel(image=page_images(units)), positions, batch_images)
+        set_maps(units, lambda i, rows: codes.columns(slice(i, i + 1))[rows][:, patch, 0], grid)
     dims_nK, weights_nK = gather.strongest_inputs(sae.W_enc.detach().double().numpy(), params["n_reads"])
     return site_name, units, dims_nK, weights_nK
 

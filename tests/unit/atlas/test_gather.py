@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from clipmech.analyses import selectivity
+from clipmech.analyses import dead, selectivity
 from clipmech.atlas import gather
 from clipmech.decomposition import pool
 
@@ -45,6 +45,58 @@ def test_histograms_count_every_image_once():
     assert counts_UB[1].sum() == 4 and edges_UB[1, 0] == 0.5 and edges_UB[1, -1] == 1.5  # constant unit
     with pytest.raises(ValueError, match="bins"):
         gather.histograms(acts_NU, 0)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 40])
+def test_a_streamed_summary_equals_the_whole_array_computations(chunk):
+    """Top images, dead units, histograms and Algorithm 1 streamed over image chunks, as from all images at once."""
+    rng = np.random.default_rng(2)
+    acts_NU = rng.standard_normal((40, 9)).astype(np.float32)
+    acts_NU[:, 1] = 0.25  # dead
+    acts_NU[::5, 2] = acts_NU[0, 2]  # ties across chunks: to the lower image
+    acts_NU[:, 3] = np.round(acts_NU[:, 3])  # many ties
+    acts_NU[:, 4] = 0.25
+    acts_NU[7, 4] = np.nextafter(np.float32(0.25), np.float32(1))  # one ulp from dead: alive
+    counts_NF = rng.integers(0, 3, size=(40, 16)).astype(float)
+    counts_NF[:, 0] += 1
+    reads = []
+
+    def read(start, stop):
+        reads.append((start, stop))
+        return acts_NU[start:stop]
+
+    chunks = gather.image_chunks(40, 9, chunk * 9)
+    summary = gather.summarise(read, 40, 6, 5, chunks)
+    assert all(stop - start <= chunk for start, stop in reads) and len(reads) == 2 * len(chunks)
+    index_KU, values_KU = gather.top_images(acts_NU, 6)
+    np.testing.assert_array_equal(summary.index_KU, index_KU)
+    np.testing.assert_array_equal(summary.values_KU, values_KU)
+    np.testing.assert_array_equal(summary.dead_U, dead.dead_units(acts_NU))
+    assert summary.dead_U.tolist() == [False, True] + [False] * 7
+    counts_UB, edges_UB = gather.histograms(acts_NU, 5)
+    np.testing.assert_array_equal(summary.counts_UB, counts_UB)
+    np.testing.assert_array_equal(summary.edges_UB, edges_UB)
+    for got, expected in zip(
+        gather.summary_selectivity(summary, counts_NF, 4), gather.unit_selectivity(acts_NU, counts_NF, 4)
+    ):
+        np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match="images kept"):
+        gather.summary_selectivity(summary, counts_NF, 7)
+
+
+def test_summarise_refuses_chunks_that_miss_images():
+    acts_NU = np.zeros((6, 2))
+    with pytest.raises(ValueError, match="cover images 0..5"):
+        gather.summarise(lambda a, b: acts_NU[a:b], 6, 2, 3, [(0, 2), (3, 6)])
+    with pytest.raises(ValueError, match="cover images 0..5"):
+        gather.summarise(lambda a, b: acts_NU[a:b], 6, 2, 3, [(0, 2), (2, 4)])
+    with pytest.raises(ValueError, match="n_top"):
+        gather.summarise(lambda a, b: acts_NU[a:b], 6, 0, 3, [(0, 6)])
+
+
+def test_image_chunks_bound_the_activations_held():
+    assert gather.image_chunks(10, 3, 9) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert gather.image_chunks(2, 100, 9) == [(0, 1), (1, 2)]  # at least one image
 
 
 def test_quantise_maps_share_one_scale_per_unit():

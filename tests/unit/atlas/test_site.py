@@ -179,8 +179,8 @@ def test_site_is_written_whole_and_replaces_a_partial_one(tmp_path):
         "index.html",
         "units/mlp/0-1.html",
     }
-    index = (out / "index.html").read_text()
-    assert 'href="units/mlp/0-1.html"' in index and 'data-unit="0-2" data-page="0"' in index
+    rows = index_rows((out / "index.html").read_text())
+    assert [(r["unit"], r["page"], r["dead"]) for r in rows] == [("0-1", 1, 0), ("0-2", 0, 0)]
     first = {name: entry["sha256"] for name, entry in manifest["files"].items()}
     again = site.write_site(
         out, model="m", units=units, images_NHW3=images, dataset="d", thumbnail_size=4, facts=[("a", "b")]
@@ -226,11 +226,31 @@ def test_pages_start_without_heatmaps_and_name_a_negative_top_activation():
     assert ">2 images</text>" in svg and ">-1.5</text>" in svg and ">activation</text>" in svg and ">0</text>" in svg
 
 
-def test_index_wraps_long_keys_and_names_its_columns():
+def index_rows(html: str) -> list[dict]:
+    """The rows of an index page: its JSON script ``#rows`` as one dict per unit."""
+    payload = json.loads(html.split('<script type="application/json" id="rows">')[1].split("</script>")[0])
+    return [dict(zip(payload["fields"], row)) for row in payload["rows"]]
+
+
+def test_index_rows_are_json_data_safe_in_a_script():
+    units = [unit("mlp", "0-1", 1.0), unit("mlp", "0-2", float("nan"), page=False)]
+    units[1].note = "</script><b>x</b>"
+    units[1].dead = True
+    rows = index_rows(render.index_html(units, "m", []))
+    assert rows[0] == dict(zip(render.ROW_FIELDS, render.index_rows(units)[0]))
+    assert rows[1]["note"] == "dead (the same activation on every image)" and rows[1]["entropy"] == ""
+    units[1].dead = False
+    html = render.index_html(units, "m", [])
+    assert "</script><b>" not in html and index_rows(html)[1]["note"] == "</script><b>x</b>"
+
+
+def test_index_names_its_columns():
     long_key = "visual.blocks.1.hook_resid_post-7"
     units = [unit("sae", long_key, 1.0), unit("sae", "visual.blocks.1.hook_resid_post-8", 2.0, page=False)]
     index = render.index_html(units, "m", [])
-    assert "visual.<wbr>blocks.<wbr>1.<wbr>hook_resid_post-7" in index and f'data-unit="{long_key}"' in index
-    assert 'class="key" href="units/sae/visual.blocks.1.hook_resid_post-7.html"' in index
+    assert [(r["unit"], r["layer"], r["page"]) for r in index_rows(index)] == [
+        (long_key, "0", 1),
+        ("visual.blocks.1.hook_resid_post-8", "0", 0),
+    ]
     assert ">highest activation</button>" in index and ">max activation<" not in index
     assert "<dt>dead units</dt><dd>0: the same activation on every image, no page</dd>" in index

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import torch
@@ -26,7 +28,7 @@ def _latent_pages(rng):
         keys=[f"{SAE_SITE}-{i}" for i in range(4)],
         titles=[f"latent {i}" for i in range(4)],
         layers=[SAE_SITE] * 4,
-        acts_NU=acts_NU,
+        summary=units.summarise(lambda start, stop: acts_NU[start:stop], 12, 4, PARAMS),
         activation="max over the patch tokens",
         counts_NF=counts_NF,
         params=PARAMS,
@@ -72,7 +74,8 @@ def test_a_dead_latent_gets_no_page_and_no_miclip_description(tmp_path):
     assert f"units/sae/{latents[2].key}.html" not in manifest["files"]
     index = (tmp_path / "site" / "index.html").read_text()
     assert "<dt>dead units</dt><dd>1 (1 sae): the same activation on every image, no page</dd>" in index
-    assert index.count('data-dead="1"') == 1
+    payload = json.loads(index.split('<script type="application/json" id="rows">')[1].split("</script>")[0])
+    assert [row[payload["fields"].index("dead")] for row in payload["rows"]] == [0, 0, 1, 0]
     summary = site.summary_table(manifest, tmp_path / "site")
     assert summary[["kind", "units", "pages", "dead"]].values.tolist() == [["sae", 4, 3, 1]]
 
@@ -111,3 +114,51 @@ def test_an_sae_latent_page_reads_the_max_over_patch_tokens_and_names_it(tmp_pat
     links.sae_alignment(pages, latents, str(latents_tsv), str(metrics_json), "toy-shapes")
     assert latents[0].note == "frequency 0.5"
     assert latents[0].tables[0].title.startswith("SAE concept alignment on toy-shapes (its 3 held-out images;")
+
+
+def test_resnet_units_equal_the_whole_array_computations(tmp_path, tiny_dataset):
+    """Attention-pool neurons and pairs read chunk by chunk, maps from the pages' images only: as from all
+    the store's tokens at once."""
+    from clipmech.data import datasets, shapes
+    from clipmech.decomposition import pool
+    from clipmech.models.loading import ModelSpec
+    from clipmech.stores import attnpool as pool_store
+    from clipmech.stores import attnpool_extraction
+    from clipmech.stores.activation_extraction import reduce_tokens
+
+    path = attnpool_extraction.extract_attnpool(
+        ModelSpec("rand-rn", "clipmech-rn-tiny", None), tiny_dataset, tmp_path / "pool.zarr", batch_size=5,
+        device="cpu", code="t",
+    )  # fmt: skip
+    ds = pool_store.open_store(path)
+    weights = pool_store.store_weights(ds)
+    x_NTC, alpha_NHT = np.asarray(ds["x"].values, np.float32), np.asarray(ds["alpha"].values, np.float32)
+    n_images, _, n_neurons = x_NTC.shape
+    (tmp_path / "pairs.tsv").write_text(
+        "head\tneuron\trank\tmean_norm\tu_norm\ts_mean\tcos_pc_u\n0\t1\t1\t2.0\t1.0\t0.5\t\n"
+    )
+    (tmp_path / "words.tsv").write_text("head\tneuron\twords\tcos_sparse_u\n0\t1\tred (0.5), blue (0.25)\t0.9\n")
+    data = datasets.load(tiny_dataset)
+    counts_NF = shapes.feature_counts(data.objects, data.n_images)
+    params = {"k": 3, "n_top_images": 4, "bins": 5, "max_units": 3}
+    neurons, pairs, table = units.resnet_units(
+        str(path), str(tmp_path / "pairs.tsv"), str(tmp_path / "words.tsv"), counts_NF, params
+    )
+    raw_NTC = pool_store.neuron_activations(x_NTC, weights).astype(np.float32)
+    neuron_NU = reduce_tokens(torch.from_numpy(raw_NTC[:, None]), gather.NEURON_REDUCTION, 1)[:, 0].numpy()
+    pair_NU = pool.pair_scalars(x_NTC.astype(np.float64), alpha_NHT.astype(np.float64)).reshape(n_images, -1)
+    for pages, acts_NU in ((neurons, neuron_NU), (pairs, pair_NU)):
+        index_KU, values_KU = gather.top_images(acts_NU, 4)
+        counts_UB, edges_UB = gather.histograms(acts_NU, 5)
+        np.testing.assert_array_equal(np.stack([u.images_K for u in pages], axis=1), index_KU)
+        np.testing.assert_array_equal(np.stack([u.acts_K for u in pages], axis=1), values_KU)
+        np.testing.assert_array_equal(np.stack([u.hist_counts_B for u in pages]), counts_UB)
+        np.testing.assert_array_equal(np.stack([u.hist_edges_B for u in pages]), edges_UB)
+        assert sum(u.page for u in pages) == 3
+    for u in (u for u in neurons if u.page):
+        np.testing.assert_array_equal(u.maps_K, gather.quantise_maps(raw_NTC[u.images_K, 1:, int(u.key)]))
+    for q, u in ((q, u) for q, u in enumerate(pairs) if u.page):
+        head, neuron = divmod(q, n_neurons)
+        expected = gather.pair_token_maps(x_NTC[u.images_K], alpha_NHT[u.images_K], head, neuron)
+        np.testing.assert_array_equal(u.maps_K, gather.quantise_maps(expected))
+    assert pairs[1].note == "red, blue" and len(table) == 1

@@ -4,43 +4,76 @@
 "use strict";
 
 function indexPage() {
-  // Paged: every unit is a row of the page, but only one page of the matching rows is shown at a time, so
-  // that an index of tens of thousands of units stays quick to sort and filter (methods.md Sec. 10).
+  // Paged: the units are data (the JSON of #rows), and only the table rows of one page of the matching units
+  // are built at a time, so that an index of ~100,000 units stays quick to load, sort and filter
+  // (methods.md Sec. 10).
   const table = document.getElementById("units");
   const body = table.tBodies[0];
   const pageSize = Number(table.dataset.pageSize);
   const field = (id) => document.getElementById(id);
   const count = field("count");
   const position = field("position");
-  // What filtering and sorting read of each row, read from the page once.
-  const units = Array.from(body.rows, (row) => ({
-    row: row,
-    kind: row.dataset.kind,
-    layer: row.dataset.layer,
-    top: row.dataset.top,
-    entropy: row.dataset.entropy === "" ? NaN : Number(row.dataset.entropy),
-    text: row.textContent.toLowerCase(),
-  }));
+  const payload = JSON.parse(field("rows").textContent);
+  const at = {};
+  payload.fields.forEach((name, i) => { at[name] = i; });
   const columns = Array.from(document.querySelectorAll("#units th button"), (b) => b.dataset.sort);
-  const cellValue = (unit, key, type) => {  // cached per unit and column
-    const name = "sort_" + key;
-    if (!(name in unit)) {
-      const text = unit.row.cells[columns.indexOf(key)].textContent;
-      unit[name] = type === "number" ? parseFloat(text) : text;
+  // What filtering reads of each unit, computed once.
+  const units = payload.rows.map((row, i) => ({
+    i: i,
+    row: row,
+    entropy: row[at.entropy] === "" ? NaN : Number(row[at.entropy]),
+    text: columns.map((key) => row[at[key]]).join(" ").toLowerCase(),
+  }));
+  const collator = new Intl.Collator(undefined, { numeric: true });
+  const sortKeys = {};  // per column, every unit's sort key (by unit.i), computed when first sorted by
+  const keysOf = (key, type) => {
+    if (!(key in sortKeys)) {
+      sortKeys[key] = units.map((u) => type === "number" ? parseFloat(u.row[at[key]]) : u.row[at[key]]);
     }
-    return unit[name];
+    return sortKeys[key];
   };
+  function breakable(tag, text) {  // a key or site name with a line break allowed after each dot
+    const element = document.createElement(tag);
+    const parts = text.split(".");
+    parts.forEach((part, i) => {
+      const last = i === parts.length - 1;
+      element.append(last ? part : part + ".");
+      if (!last) element.append(document.createElement("wbr"));
+    });
+    return element;
+  }
+  function tableRow(unit) {
+    const row = unit.row;
+    const tr = document.createElement("tr");
+    for (const name of ["kind", "layer", "entropy", "top", "unit", "page", "dead"]) tr.dataset[name] = row[at[name]];
+    for (const key of columns) {
+      const td = tr.insertCell();
+      if (key === "unit" && row[at.page]) {
+        const link = breakable("a", row[at.unit]);
+        link.className = "key";
+        link.setAttribute("href", "units/" + row[at.kind] + "/" + row[at.unit] + ".html");
+        td.append(link);
+      } else if (key === "unit") {
+        const text = breakable("span", row[at.unit]);
+        text.className = "index-only";
+        text.title = row[at.dead] ? table.dataset.dead : table.dataset.indexOnly;
+        td.append(text);
+      } else if (key === "layer") {
+        const text = breakable("span", row[at.layer]);
+        text.className = "key";
+        td.append(text);
+      } else {
+        td.textContent = row[at[key]];
+      }
+    }
+    return tr;
+  }
   let matching = units;
-  let shown = units.filter((u) => !u.row.hidden);
   let first = 0;
   let order = { key: null, ascending: true, type: null };
   function show() {
-    for (const unit of shown) unit.row.hidden = true;
-    shown = matching.slice(first, first + pageSize);
-    for (const unit of shown) {
-      unit.row.hidden = false;
-      body.appendChild(unit.row);  // in the order of the page
-    }
+    const shown = matching.slice(first, first + pageSize);
+    body.replaceChildren(...shown.map(tableRow));
     count.textContent = matching.length + " of " + units.length + " units";
     position.textContent = matching.length ? (first + 1) + "-" + (first + shown.length) : "none";
     field("previous").disabled = first === 0;
@@ -49,14 +82,16 @@ function indexPage() {
   function sort() {
     if (order.key === null) return;
     const sign = order.ascending ? 1 : -1;
-    matching.sort((a, b) => {
-      const x = cellValue(a, order.key, order.type), y = cellValue(b, order.key, order.type);
-      if (order.type === "number") {
+    const keys = keysOf(order.key, order.type);
+    if (order.type === "number") {
+      matching.sort((a, b) => {
+        const x = keys[a.i], y = keys[b.i];
         if (isNaN(x) || isNaN(y)) return isNaN(x) - isNaN(y);  // empty cells last either way
         return sign * (x - y);
-      }
-      return sign * x.localeCompare(y, undefined, { numeric: true });
-    });
+      });
+    } else {
+      matching.sort((a, b) => sign * collator.compare(keys[a.i], keys[b.i]));
+    }
   }
   function apply() {
     const kind = field("f-kind").value;
@@ -66,8 +101,8 @@ function indexPage() {
     const high = field("f-emax").value === "" ? Infinity : Number(field("f-emax").value);
     const words = field("f-search").value.trim().toLowerCase().split(/\s+/).filter(Boolean);
     const anyEntropy = low === -Infinity && high === Infinity;
-    matching = units.filter((u) => (!kind || u.kind === kind) && (!layer || u.layer === layer) &&
-      (!top || u.top === top) && (anyEntropy || (u.entropy >= low && u.entropy <= high)) &&
+    matching = units.filter((u) => (!kind || u.row[at.kind] === kind) && (!layer || u.row[at.layer] === layer) &&
+      (!top || u.row[at.top] === top) && (anyEntropy || (u.entropy >= low && u.entropy <= high)) &&
       words.every((w) => u.text.includes(w)));
     sort();
     first = 0;
