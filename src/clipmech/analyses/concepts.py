@@ -163,7 +163,7 @@ def auroc(acts_NU: np.ndarray, present_NF: np.ndarray) -> np.ndarray:
 
 
 #: Activations :func:`blocked_auroc` ranks at once (rows x units of a block), bounding its memory whatever N.
-BLOCK_VALUES = 1 << 22
+BLOCK_VALUES = 1 << 21
 
 
 def blocked_auroc(acts_NU, present_NF: np.ndarray, rows: np.ndarray | None = None, block_values: int = BLOCK_VALUES):

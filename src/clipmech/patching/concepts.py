@@ -53,7 +53,7 @@ POOL_INPUT = "visual.attnpool.hook_x"
 #: Columns of the AUROC table, one row per unit x concept.
 AUROC_COLUMNS = ("tower", "site", "layer", "unit", "concept", "concept_type", "auroc", "n_pos", "n_neg")
 #: Units per chunk of a spilled activation array (:func:`streamed_image_unit_activations` with ``spill``).
-SPILL_UNIT_CHUNK = 512
+SPILL_UNIT_CHUNK = 128
 #: The text of a class for the text tower on a dataset of classes (the prompt MiCLIP embeds, methods.md Sec. 9.8).
 CLASS_PROMPT = "a photo of a {}."
 #: The concept type of each natural-image concept source (:attr:`clipmech.data.concepts.Concepts.source`).

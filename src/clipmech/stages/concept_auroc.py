@@ -72,6 +72,7 @@ def concept_auroc(
     batch_size = concepts["batch_size"]
     codes, distinct = patching_concepts.distinct_texts(texts.texts)
     counts = []
+    Path(out["auroc"]).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".concept_auroc-", dir=Path(out["auroc"]).parent) as spill:
         batches = loader.pixel_batches(data, preprocess, batch_size=batch_size, workers=threads, device=torch_device)
         towers = {
