@@ -166,6 +166,19 @@ def auroc(acts_NU: np.ndarray, present_NF: np.ndarray) -> np.ndarray:
 BLOCK_VALUES = 1 << 21
 
 
+def block_units(n_inputs: int, block_values: int = BLOCK_VALUES) -> int:
+    """Units per block of :func:`blocked_auroc` over ``n_inputs`` inputs: max(1, block_values // n_inputs).
+
+    Raises
+    ------
+    ValueError
+        If ``block_values`` is below 1.
+    """
+    if block_values < 1:
+        raise ValueError(f"blocked_auroc: block_values must be >= 1, got {block_values}")
+    return max(1, block_values // max(1, n_inputs))
+
+
 def blocked_auroc(acts_NU, present_NF: np.ndarray, rows: np.ndarray | None = None, block_values: int = BLOCK_VALUES):
     """:func:`auroc` of an (N, U) array that need not fit in memory, read a block of units (columns) at a time.
 
@@ -183,7 +196,8 @@ def blocked_auroc(acts_NU, present_NF: np.ndarray, rows: np.ndarray | None = Non
         The stored row of each input (inputs that share a row, as images sharing a text, repeat it); default
         every stored row once, in order (N = N_stored).
     block_values : int
-        Activations per block; the block has max(1, block_values // N) units.
+        Activations per block; the block has :func:`block_units` units. An array on disk reads fastest when
+        its chunks are that many units wide.
 
     Returns
     -------
@@ -196,11 +210,9 @@ def blocked_auroc(acts_NU, present_NF: np.ndarray, rows: np.ndarray | None = Non
         As :func:`auroc` (a non-finite activation: the message names the offending units of the first block
         holding one, by their column in ``acts_NU``); if ``block_values`` is below 1.
     """
-    if block_values < 1:
-        raise ValueError(f"blocked_auroc: block_values must be >= 1, got {block_values}")
     n_inputs = present_NF.shape[0] if rows is None else len(rows)
     n_units = acts_NU.shape[1]
-    width = max(1, block_values // max(1, n_inputs))
+    width = block_units(n_inputs, block_values)
     parts = []
     for start in range(0, n_units, width):
         block_NU = np.asarray(acts_NU[:, start : start + width], dtype=np.float64)

@@ -52,7 +52,7 @@ PAD_POOLS = ("last",)
 POOL_INPUT = "visual.attnpool.hook_x"
 #: Columns of the AUROC table, one row per unit x concept.
 AUROC_COLUMNS = ("tower", "site", "layer", "unit", "concept", "concept_type", "auroc", "n_pos", "n_neg")
-#: Units per chunk of a spilled activation array (:func:`streamed_image_unit_activations` with ``spill``).
+#: Units per chunk of a spilled activation array by default (:func:`streamed_image_unit_activations` with ``spill``).
 SPILL_UNIT_CHUNK = 128
 #: The text of a class for the text tower on a dataset of classes (the prompt MiCLIP embeds, methods.md Sec. 9.8).
 CLASS_PROMPT = "a photo of a {}."
@@ -268,7 +268,13 @@ def _caption_reduce(real_NT: torch.Tensor):
 
 
 def _collect(
-    model, sites: Sequence[str], batches: Iterable, forward, reduce, spill: str | Path | None = None
+    model,
+    sites: Sequence[str],
+    batches: Iterable,
+    forward,
+    reduce,
+    spill: str | Path | None = None,
+    spill_units: int = SPILL_UNIT_CHUNK,
 ) -> dict[str, np.ndarray]:
     """For every batch, ``forward(batch)``, then keep ``reduce(activation, start)`` of every site (``start``: the
     batch's first input), one batch of captured activations in memory at a time; in memory, or appended to
@@ -286,7 +292,7 @@ def _collect(
                     parts[site].append(acts_BU)
                     continue
                 if site not in arrays:
-                    arrays[site] = _spill_array(Path(spill) / str(i), acts_BU.shape)
+                    arrays[site] = _spill_array(Path(spill) / str(i), acts_BU.shape, spill_units)
                 arrays[site].append(acts_BU, axis=0)
             start += batch.shape[0]
     if start == 0:
@@ -296,14 +302,14 @@ def _collect(
     return {site: np.concatenate(chunks) for site, chunks in parts.items()}
 
 
-def _spill_array(path: Path, batch_shape: tuple[int, int]) -> zarr.Array:
+def _spill_array(path: Path, batch_shape: tuple[int, int], units: int) -> zarr.Array:
     """An empty (0, U) float32 zarr array at ``path`` that batches of (B, U) are appended to: uncompressed chunks
-    of one batch's rows and :data:`SPILL_UNIT_CHUNK` units, so that a block of units reads whole chunks."""
-    rows, units = batch_shape
+    of one batch's rows and ``units`` units, so that a block of that many units reads whole chunks."""
+    rows, n_units = batch_shape
     return zarr.create_array(
         store=str(path),
-        shape=(0, units),
-        chunks=(max(1, rows), max(1, min(SPILL_UNIT_CHUNK, units))),
+        shape=(0, n_units),
+        chunks=(max(1, rows), max(1, min(units, n_units))),
         dtype="float32",
         compressors=None,
         fill_value=0.0,
@@ -357,13 +363,14 @@ def streamed_image_unit_activations(
     *,
     device: str | torch.device = "cpu",
     spill: str | Path | None = None,
+    spill_units: int = SPILL_UNIT_CHUNK,
 ) -> dict[str, np.ndarray]:
     """Every vision unit's image-level activation: its mean over the patch tokens (ResNet stages: over the
     feature map's positions; the attention-pool input: over its spatial tokens), module docstring.
 
     Memory holds one batch of pixels and the full activations of all ``sites`` for it (batch x sum over sites of
     T x U floats), and the result, N x U float32, unless ``spill`` names a directory: each site's result is then
-    appended batch by batch to a zarr array there (chunks of one batch x :data:`SPILL_UNIT_CHUNK` units), and
+    appended batch by batch to a zarr array there (chunks of one batch x ``spill_units`` units), and
     memory does not grow with N. The images may come from a loader that decodes them as they are needed
     (:func:`clipmech.data.loader.pixel_batches`).
 
@@ -378,6 +385,9 @@ def streamed_image_unit_activations(
         Where the model is.
     spill : str or pathlib.Path, optional
         A directory (created if absent) for the results on disk, one zarr array per site.
+    spill_units : int
+        Units per chunk of those arrays (:func:`clipmech.analyses.concepts.block_units` of the inputs, for
+        :func:`clipmech.analyses.concepts.blocked_auroc` to read whole chunks).
 
     Returns
     -------
@@ -394,7 +404,7 @@ def streamed_image_unit_activations(
     def forward(pixels: torch.Tensor) -> None:
         model.encode_image(pixels.to(device))
 
-    return _collect(model, sites, batches, forward, lambda act, _: by_image(act), spill)
+    return _collect(model, sites, batches, forward, lambda act, _: by_image(act), spill, spill_units)
 
 
 def caption_unit_activations(
@@ -406,6 +416,7 @@ def caption_unit_activations(
     batch_size: int,
     device: str | torch.device = "cpu",
     spill: str | Path | None = None,
+    spill_units: int = SPILL_UNIT_CHUNK,
 ) -> dict[str, np.ndarray]:
     """Every text unit's activation per caption: its maximum over the caption's real tokens
     (:func:`real_token_mask` for the model's pooling, :func:`text_pooling`); held in memory, or on disk under
@@ -422,6 +433,8 @@ def caption_unit_activations(
     batch_size : int
     device : str or torch.device
     spill : str or pathlib.Path, optional
+    spill_units : int
+        As :func:`streamed_image_unit_activations`.
 
     Returns
     -------
@@ -439,7 +452,9 @@ def caption_unit_activations(
     def forward(tokens: torch.Tensor) -> None:
         model.encode_text(tokens.to(device))
 
-    return _collect(model, sites, _batches(tokens_NT, batch_size), forward, _caption_reduce(real_NT), spill)
+    return _collect(
+        model, sites, _batches(tokens_NT, batch_size), forward, _caption_reduce(real_NT), spill, spill_units
+    )
 
 
 def text_unit_activations(

@@ -88,9 +88,7 @@ LATENT_COLUMNS = (
 )
 #: Elements of the dense float32 block scored at once (bounds memory): token activations of dense units, the
 #: image-level activations of sparse ones.
-BLOCK_ELEMENTS = 1 << 23
-#: Units per chunk of a dense method's token activations held on disk (:func:`token_activations` with ``spill``).
-SPILL_UNIT_CHUNK = 128
+BLOCK_ELEMENTS = 1 << 21
 #: The ``concept_type`` of a natural-image dataset's concepts, by :attr:`clipmech.data.concepts.Concepts.source`.
 NATURAL_CONCEPT_TYPES = {
     "ImageNet classes": "class",
@@ -258,7 +256,7 @@ def score_units(
     if sparse:
         acts_BU = scipy.sparse.csc_matrix(acts_BU)
     # A dense block is (N x T', units); a sparse one leaves dense only its (N, units) image-level activations.
-    chunk = max(1, BLOCK_ELEMENTS // max(n_images if sparse else n_rows, 1))
+    chunk = max(1, BLOCK_ELEMENTS // max(n_images if sparse else n_rows, 1))  # as token_activations' chunks
     parts: dict[str, list[np.ndarray]] = {name: [] for name in ("image", "patch", "ap", "purity", "entropy", "dead")}
     n_concepts = present_NF.shape[1]
     flat_patch_present = None if patch_present_NSF is None else patch_present_NSF.reshape(-1, n_concepts)
@@ -509,7 +507,8 @@ def token_activations(
     The SAE's are its top-k codes, gathered into one sparse matrix; the dense ones (neurons, PCA, k-means, whose
     activations are computed token by token) are concatenated in memory, or, when ``spill`` names a directory,
     appended batch by batch to one uncompressed zarr array per method there (chunks of one batch's tokens x
-    :data:`SPILL_UNIT_CHUNK` units), which :func:`score_units` then reads a block of units at a time.
+    the units of one of :func:`score_units`' dense blocks, :data:`BLOCK_ELEMENTS` // (N x T')), which
+    :func:`score_units` then reads a block, a column of whole chunks, at a time.
 
     Parameters
     ----------
@@ -534,6 +533,7 @@ def token_activations(
         If ``images`` is empty.
     """
     n_latents = fitted["sae"].n_latents
+    units = max(1, BLOCK_ELEMENTS // max(1, len(images) * positions.size))  # score_units' dense block
     values, indices = [np.zeros((0, fitted["sae"].k), np.float32)], [np.zeros((0, fitted["sae"].k), np.int64)]
     dense: dict[str, list] = {method: [] for method in METHODS if method != "sae"}
     arrays: dict = {}
@@ -551,7 +551,7 @@ def token_activations(
                 arrays[method] = zarr.create_array(
                     store=str(Path(spill) / method),
                     shape=(0, block_BU.shape[1]),
-                    chunks=(block_BU.shape[0], min(SPILL_UNIT_CHUNK, block_BU.shape[1])),
+                    chunks=(block_BU.shape[0], min(units, block_BU.shape[1])),
                     dtype="float32",
                     compressors=None,
                     fill_value=0.0,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from clipmech.analyses.concepts import blocked_auroc
+from clipmech.analyses.concepts import block_units, blocked_auroc
 from clipmech.data import datasets, loader, tables
 from clipmech.data.concepts import concept_matrix
 from clipmech.models import loading
@@ -83,6 +83,7 @@ def concept_auroc(
                     patching_concepts.unit_sites(clip, "visual"),
                     device=torch_device,
                     spill=Path(spill, "visual"),
+                    spill_units=block_units(data.n_images),
                 ),
                 matrix.present_NF,
                 None,
@@ -96,6 +97,7 @@ def concept_auroc(
                     batch_size=batch_size,
                     device=torch_device,
                     spill=Path(spill, "text"),
+                    spill_units=block_units(len(codes)),
                 ),
                 texts.present_NF,
                 codes,
