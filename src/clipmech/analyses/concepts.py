@@ -12,7 +12,8 @@ positions). The ground truth comes from the object table and the instance masks:
   object with that concept.
 
 AUROC of unit u for concept f (:func:`auroc`) is P(a_pos > a_neg) + 0.5 P(a_pos = a_neg) over the inputs with
-and without the concept, the Mann-Whitney U statistic divided by n_pos n_neg; AP (:func:`average_precision`)
+and without the concept, the Mann-Whitney U statistic divided by n_pos n_neg; :func:`blocked_auroc` computes it a
+block of units at a time from an (N, U) array held on disk, exactly; AP (:func:`average_precision`)
 is ``sklearn.metrics.average_precision_score``'s, for all units at once. Both are NaN for a concept that no input, or every input, has.
 Used by the concept selectivity of :mod:`clipmech.patching.concepts`, the SAE alignment of
 :mod:`clipmech.sae.alignment` and the MiCLIP evaluation of :mod:`clipmech.miclip.evaluation`.
@@ -159,6 +160,71 @@ def auroc(acts_NU: np.ndarray, present_NF: np.ndarray) -> np.ndarray:
         auroc_UF = u_UF / (n_pos_F * n_neg_F)
     auroc_UF[:, (n_pos_F == 0) | (n_neg_F == 0)] = np.nan
     return auroc_UF
+
+
+#: Activations :func:`blocked_auroc` ranks at once (rows x units of a block), bounding its memory whatever N.
+BLOCK_VALUES = 1 << 21
+
+
+def block_units(n_inputs: int, block_values: int = BLOCK_VALUES) -> int:
+    """Units per block of :func:`blocked_auroc` over ``n_inputs`` inputs: max(1, block_values // n_inputs).
+
+    Raises
+    ------
+    ValueError
+        If ``block_values`` is below 1.
+    """
+    if block_values < 1:
+        raise ValueError(f"blocked_auroc: block_values must be >= 1, got {block_values}")
+    return max(1, block_values // max(1, n_inputs))
+
+
+def blocked_auroc(acts_NU, present_NF: np.ndarray, rows: np.ndarray | None = None, block_values: int = BLOCK_VALUES):
+    """:func:`auroc` of an (N, U) array that need not fit in memory, read a block of units (columns) at a time.
+
+    Each unit's AUROC depends on its own column only, and the rank sums are sums of half-integers, exact in
+    float64, so the result equals :func:`auroc` of the whole array bit for bit. Memory holds one block of
+    about ``block_values`` activations (at least one column of N rows), in float64 with its ranks.
+
+    Parameters
+    ----------
+    acts_NU : array-like, float, (N_stored, U)
+        Anything indexed as ``acts_NU[:, start:stop]`` into a numpy array: a ``zarr.Array`` on disk, a numpy array.
+    present_NF : numpy.ndarray, bool, (N, F)
+        Whether input n has concept f.
+    rows : numpy.ndarray, int, (N,), optional
+        The stored row of each input (inputs that share a row, as images sharing a text, repeat it); default
+        every stored row once, in order (N = N_stored).
+    block_values : int
+        Activations per block; the block has :func:`block_units` units. An array on disk reads fastest when
+        its chunks are that many units wide.
+
+    Returns
+    -------
+    auroc_UF : numpy.ndarray, float64, (U, F)
+        As :func:`auroc`.
+
+    Raises
+    ------
+    ValueError
+        As :func:`auroc` (a non-finite activation: the message names the offending units of the first block
+        holding one, by their column in ``acts_NU``); if ``block_values`` is below 1.
+    """
+    n_inputs = present_NF.shape[0] if rows is None else len(rows)
+    n_units = acts_NU.shape[1]
+    width = block_units(n_inputs, block_values)
+    parts = []
+    for start in range(0, n_units, width):
+        block_NU = np.asarray(acts_NU[:, start : start + width], dtype=np.float64)
+        bad = start + np.flatnonzero(~np.isfinite(block_NU).all(axis=0))
+        if bad.size:
+            raise ValueError(
+                f"auroc: units {bad[:10].tolist()} (of {bad.size} in their block) have non-finite activations"
+            )
+        parts.append(auroc(block_NU if rows is None else block_NU[rows], present_NF))
+    if not parts:
+        return auroc(np.empty((n_inputs, 0)), present_NF)
+    return np.concatenate(parts)
 
 
 def sparse_auroc(acts_NU, present_NF: np.ndarray) -> np.ndarray:

@@ -4,6 +4,10 @@ The paper projects CLIP's final image embeddings of a CIFAR-10 subset with t-SNE
 by class. Here the same map is drawn for the Shapes analysis images (always) and for a dataset of kind
 ``cifar10`` when ``tsne.cifar10`` names one: a local copy the pipeline never downloads, indexed like any
 natural-image dataset (:func:`clipmech.data.natural.list_cifar10`, torchvision's md5-checked reader).
+
+t-SNE needs every mapped image's embedding at once (N x E) and a neighbour graph over them, and its time
+grows faster than N, so a map takes at most :data:`MAX_TSNE_IMAGES` images: a seeded subset beyond
+(:func:`tsne_rows`); the silhouettes are measured on the same images.
 """
 
 from __future__ import annotations
@@ -12,6 +16,30 @@ import numpy as np
 import pandas as pd
 from sklearn.manifold import TSNE
 from sklearn.metrics import silhouette_score
+
+#: The most images one t-SNE map takes (:func:`tsne_rows`); a dataset with more is mapped on a seeded subset.
+MAX_TSNE_IMAGES = 5000
+
+
+def tsne_rows(n_images: int, seed: int, limit: int = MAX_TSNE_IMAGES) -> np.ndarray:
+    """The images a t-SNE map takes: all of them when there are at most ``limit``, else ``limit`` of them drawn
+    without replacement by ``numpy.random.default_rng(seed)``.
+
+    Returns
+    -------
+    numpy.ndarray, int64, (min(n_images, limit),)
+        Positions in the dataset, increasing.
+
+    Raises
+    ------
+    ValueError
+        If ``limit`` is below 1.
+    """
+    if limit < 1:
+        raise ValueError(f"a t-SNE map needs a limit of at least 1 image, got {limit}")
+    if n_images <= limit:
+        return np.arange(n_images, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n_images, size=limit, replace=False)).astype(np.int64)
 
 
 def tsne_map(emb_NE: np.ndarray, perplexity: float, seed: int) -> np.ndarray:

@@ -32,7 +32,7 @@ Choices (configurable, defaults stated):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import combinations
 
 import numpy as np
@@ -403,9 +403,131 @@ def separability_table(
     return pd.DataFrame(rows)
 
 
+def streamed_separability_table(
+    chunks: Callable[[], Iterable[np.ndarray]],
+    counts_NF: np.ndarray,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    variance_kept: float = 0.9,
+    min_images: int = 5,
+) -> pd.DataFrame:
+    """:func:`separability_table` with its defaults (``cv="loo"``, ``pca_fit="all"``), from embeddings read a
+    chunk of images at a time (methods.md Sec. 3.3), so that memory holds one chunk, E x E sums and per-image
+    scalars.
+
+    Three passes over the chunks: the mean and every class's sum (the centroids); the centred scatter matrix,
+    whose eigenvectors are the PCA's directions (eigenvalues descending; the components kept as scikit-learn's
+    ``PCA(n_components=variance_kept)`` keeps them, from the cumulative explained-variance ratio); each
+    image's leave-one-out distances to its own and the other centroid of every pair it belongs to, in the full
+    and the PCA space (differences projected; a distance in the PCA space depends on the kept subspace only,
+    not on the signs or the rotation of its directions). The result equals :func:`separability_table`'s up to
+    float64 rounding (D to 1e-9 in the tests; M, a count of distance comparisons, exactly unless two distances
+    tie within rounding).
+
+    Parameters
+    ----------
+    chunks : callable
+        Returns a fresh iterable of float (B, E) embedding chunks, all N images in order (called three times).
+    counts_NF, pairs, variance_kept, min_images
+        As :func:`separability_table`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`separability_table`.
+
+    Raises
+    ------
+    ValueError
+        On counts that are not (N, 16) for the N images of the chunks or negative, ``min_images < 2``,
+        ``variance_kept`` outside (0, 1), a pair of equal features, or a zero or non-finite embedding.
+    """
+    counts_NF = np.asarray(counts_NF)
+    if counts_NF.ndim != 2 or counts_NF.shape[1] != len(FEATURES) or np.any(counts_NF < 0):
+        raise ValueError(f"counts_NF must be non-negative of shape (images, {len(FEATURES)}), got {counts_NF.shape}")
+    if min_images < 2:
+        raise ValueError(f"min_images must be >= 2, got {min_images}")
+    if not 0.0 < variance_kept < 1.0:
+        raise ValueError(f"variance_kept must lie in (0, 1), got {variance_kept}")
+    members = []  # per pair: (a_N, b_N)
+    for f1, f2 in pairs:
+        i1, i2 = _feature_index(f1), _feature_index(f2)
+        if i1 == i2:
+            raise ValueError(f"a pair needs two different features, got ({f1!r}, {f2!r})")
+        has1_N, has2_N = counts_NF[:, i1] > 0, counts_NF[:, i2] > 0
+        members.append((has1_N & ~has2_N, has2_N & ~has1_N))
+    n_images = counts_NF.shape[0]
+
+    def normalised():
+        first = 0
+        for chunk in chunks():
+            x_BE = normalise_rows(chunk)
+            if first + len(x_BE) > n_images:
+                raise ValueError(f"the embeddings hold over {n_images} images but counts_NF has {n_images} rows")
+            yield slice(first, first + len(x_BE)), x_BE
+            first += len(x_BE)
+        if first != n_images:
+            raise ValueError(f"the embeddings hold {first} images but counts_NF has {n_images} rows")
+
+    total_E, sums = None, None
+    for rows, x_BE in normalised():
+        if total_E is None:
+            total_E = np.zeros(x_BE.shape[1])
+            sums = np.zeros((len(pairs), 2, x_BE.shape[1]))
+        total_E += x_BE.sum(axis=0)
+        for p, (a_N, b_N) in enumerate(members):
+            sums[p, 0] += x_BE[a_N[rows]].sum(axis=0)
+            sums[p, 1] += x_BE[b_N[rows]].sum(axis=0)
+    mean_E = total_E / n_images
+    scatter_EE = np.zeros((mean_E.size, mean_E.size))
+    for _, x_BE in normalised():
+        centred_BE = x_BE - mean_E
+        scatter_EE += centred_BE.T @ centred_BE
+    variance_E, vectors_EE = np.linalg.eigh(scatter_EE / (n_images - 1))
+    variance_E, vectors_EE = np.clip(variance_E[::-1], 0.0, None), vectors_EE[:, ::-1]
+    n_components = int(np.searchsorted(np.cumsum(variance_E / variance_E.sum()), variance_kept, side="right") + 1)
+    components_EK = vectors_EE[:, :n_components]
+    sizes_P2 = np.array([[a_N.sum(), b_N.sum()] for a_N, b_N in members], dtype=np.int64).reshape(-1, 2)
+    measured = sizes_P2.min(axis=1) >= min_images
+    centroids_P2E = sums / np.maximum(sizes_P2, 1)[:, :, None]
+    errors_P2 = np.zeros((len(pairs), 2), dtype=np.int64)  # full, pca
+    for rows, x_BE in normalised():
+        for p in np.flatnonzero(measured):
+            for own, in_class_N in enumerate(members[p]):
+                x_nE = x_BE[in_class_N[rows]]
+                n = sizes_P2[p, own]
+                own_nE, other_nE = x_nE - centroids_P2E[p, own], x_nE - centroids_P2E[p, 1 - own]
+                for space, project in enumerate((lambda v: v, lambda v: v @ components_EK)):
+                    d_own = n / (n - 1) * np.linalg.norm(project(own_nE), axis=1)
+                    errors_P2[p, space] += int(np.sum(d_own >= np.linalg.norm(project(other_nE), axis=1)))
+    rows_out = []
+    for p, (f1, f2) in enumerate(pairs):
+        row = {
+            "f1": f1,
+            "f2": f2,
+            "type": pair_type(f1, f2),
+            "n_f1_only": int(sizes_P2[p, 0]),
+            "n_f2_only": int(sizes_P2[p, 1]),
+            "status": "too_few_images",
+            "D_full": np.nan,
+            "M_full": np.nan,
+            "D_pca": np.nan,
+            "M_pca": np.nan,
+            "n_pca_components": 0,
+        }
+        if measured[p]:
+            difference_E = centroids_P2E[p, 0] - centroids_P2E[p, 1]
+            row["D_full"] = float(np.linalg.norm(difference_E))
+            row["D_pca"] = float(np.linalg.norm(difference_E @ components_EK))
+            row["M_full"], row["M_pca"] = (errors_P2[p] / sizes_P2[p].sum()).tolist()
+            row["status"], row["n_pca_components"] = "ok", n_components
+        rows_out.append(row)
+    return pd.DataFrame(rows_out)
+
+
 def superposition_pair_table(
     affinity_UF: np.ndarray,
-    emb_NE: np.ndarray,
+    emb_NE: np.ndarray | Callable[[], Iterable[np.ndarray]],
     counts_NF: np.ndarray,
     *,
     n_units: int = 1000,
@@ -421,7 +543,10 @@ def superposition_pair_table(
     """The pair table of methods.md Sec. 3: superposition scores and separabilities per pair.
 
     Combines :func:`feature_pairs`, :func:`superposition_scores` and :func:`separability_table`
-    (see them for the parameters, shapes and errors).
+    (see them for the parameters, shapes and errors). ``emb_NE`` is the (N, E) embeddings, or a callable
+    returning a fresh iterable of their chunks in image order: then with ``cv="loo"`` and ``pca_fit="all"``
+    the separabilities are streamed (:func:`streamed_separability_table`), otherwise the chunks are
+    concatenated first.
 
     Returns
     -------
@@ -431,6 +556,13 @@ def superposition_pair_table(
     """
     pairs = feature_pairs(cross_type)
     scores = superposition_scores(affinity_UF, pairs, n_units=n_units, threshold=threshold)
+    if callable(emb_NE) and cv == "loo" and pca_fit == "all":
+        separations = streamed_separability_table(
+            emb_NE, counts_NF, pairs, variance_kept=variance_kept, min_images=min_images
+        )
+        return scores.merge(separations, on=["f1", "f2", "type"], how="left", validate="one_to_one")
+    if callable(emb_NE):
+        emb_NE = np.concatenate(list(emb_NE()))
     separations = separability_table(
         emb_NE,
         counts_NF,

@@ -31,10 +31,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+import zarr
 
 from clipmech.analyses.concepts import caption_presence
 from clipmech.data import shapes
@@ -50,6 +52,8 @@ PAD_POOLS = ("last",)
 POOL_INPUT = "visual.attnpool.hook_x"
 #: Columns of the AUROC table, one row per unit x concept.
 AUROC_COLUMNS = ("tower", "site", "layer", "unit", "concept", "concept_type", "auroc", "n_pos", "n_neg")
+#: Units per chunk of a spilled activation array by default (:func:`streamed_image_unit_activations` with ``spill``).
+SPILL_UNIT_CHUNK = 128
 #: The text of a class for the text tower on a dataset of classes (the prompt MiCLIP embeds, methods.md Sec. 9.8).
 CLASS_PROMPT = "a photo of a {}."
 #: The concept type of each natural-image concept source (:attr:`clipmech.data.concepts.Concepts.source`).
@@ -263,21 +267,53 @@ def _caption_reduce(real_NT: torch.Tensor):
     return reduce
 
 
-def _collect(model, sites: Sequence[str], batches: Iterable, forward, reduce) -> dict[str, np.ndarray]:
+def _collect(
+    model,
+    sites: Sequence[str],
+    batches: Iterable,
+    forward,
+    reduce,
+    spill: str | Path | None = None,
+    spill_units: int = SPILL_UNIT_CHUNK,
+) -> dict[str, np.ndarray]:
     """For every batch, ``forward(batch)``, then keep ``reduce(activation, start)`` of every site (``start``: the
-    batch's first input), one batch of captured activations in memory at a time."""
+    batch's first input), one batch of captured activations in memory at a time; in memory, or appended to
+    one zarr array per site under the directory ``spill`` (:func:`streamed_image_unit_activations`)."""
     parts: dict[str, list[np.ndarray]] = {site: [] for site in sites}
+    arrays: dict[str, zarr.Array] = {}
     start = 0
     with torch.inference_mode(), hooked(model, capture=list(sites)) as cache:
         for batch in batches:
             cache.reset()
             forward(batch)
-            for site in sites:
-                parts[site].append(reduce(cache[site], start).float().cpu().numpy())
+            for i, site in enumerate(sites):
+                acts_BU = reduce(cache[site], start).float().cpu().numpy()
+                if spill is None:
+                    parts[site].append(acts_BU)
+                    continue
+                if site not in arrays:
+                    arrays[site] = _spill_array(Path(spill) / str(i), acts_BU.shape, spill_units)
+                arrays[site].append(acts_BU, axis=0)
             start += batch.shape[0]
     if start == 0:
         raise ValueError("no inputs: the unit activations need at least one image or text")
+    if spill is not None:
+        return arrays
     return {site: np.concatenate(chunks) for site, chunks in parts.items()}
+
+
+def _spill_array(path: Path, batch_shape: tuple[int, int], units: int) -> zarr.Array:
+    """An empty (0, U) float32 zarr array at ``path`` that batches of (B, U) are appended to: uncompressed chunks
+    of one batch's rows and ``units`` units, so that a block of that many units reads whole chunks."""
+    rows, n_units = batch_shape
+    return zarr.create_array(
+        store=str(path),
+        shape=(0, n_units),
+        chunks=(max(1, rows), max(1, min(units, n_units))),
+        dtype="float32",
+        compressors=None,
+        fill_value=0.0,
+    )
 
 
 def _batches(values, batch_size: int):
@@ -326,13 +362,17 @@ def streamed_image_unit_activations(
     sites: Sequence[str],
     *,
     device: str | torch.device = "cpu",
+    spill: str | Path | None = None,
+    spill_units: int = SPILL_UNIT_CHUNK,
 ) -> dict[str, np.ndarray]:
     """Every vision unit's image-level activation: its mean over the patch tokens (ResNet stages: over the
     feature map's positions; the attention-pool input: over its spatial tokens), module docstring.
 
     Memory holds one batch of pixels and the full activations of all ``sites`` for it (batch x sum over sites of
-    T x U floats), and the result, N x U float32: the images may come from a loader that decodes them as they
-    are needed (:func:`clipmech.data.loader.pixel_batches`).
+    T x U floats), and the result, N x U float32, unless ``spill`` names a directory: each site's result is then
+    appended batch by batch to a zarr array there (chunks of one batch x ``spill_units`` units), and
+    memory does not grow with N. The images may come from a loader that decodes them as they are needed
+    (:func:`clipmech.data.loader.pixel_batches`).
 
     Parameters
     ----------
@@ -343,11 +383,16 @@ def streamed_image_unit_activations(
         Vision unit sites (:func:`unit_sites`).
     device : str or torch.device
         Where the model is.
+    spill : str or pathlib.Path, optional
+        A directory (created if absent) for the results on disk, one zarr array per site.
+    spill_units : int
+        Units per chunk of those arrays (:func:`clipmech.analyses.concepts.block_units` of the inputs, for
+        :func:`clipmech.analyses.concepts.blocked_auroc` to read whole chunks).
 
     Returns
     -------
-    dict of str to numpy.ndarray, float32, (N, U_site)
-        N the images of all batches, in order.
+    dict of str to numpy.ndarray or zarr.Array, float32, (N, U_site)
+        N the images of all batches, in order; zarr arrays under ``spill`` when it is given.
 
     Raises
     ------
@@ -359,7 +404,7 @@ def streamed_image_unit_activations(
     def forward(pixels: torch.Tensor) -> None:
         model.encode_image(pixels.to(device))
 
-    return _collect(model, sites, batches, forward, lambda act, _: by_image(act))
+    return _collect(model, sites, batches, forward, lambda act, _: by_image(act), spill, spill_units)
 
 
 def caption_unit_activations(
@@ -370,9 +415,12 @@ def caption_unit_activations(
     *,
     batch_size: int,
     device: str | torch.device = "cpu",
+    spill: str | Path | None = None,
+    spill_units: int = SPILL_UNIT_CHUNK,
 ) -> dict[str, np.ndarray]:
     """Every text unit's activation per caption: its maximum over the caption's real tokens
-    (:func:`real_token_mask` for the model's pooling, :func:`text_pooling`).
+    (:func:`real_token_mask` for the model's pooling, :func:`text_pooling`); held in memory, or on disk under
+    ``spill`` as :func:`streamed_image_unit_activations` holds them.
 
     Parameters
     ----------
@@ -384,10 +432,13 @@ def caption_unit_activations(
         Text unit sites (:func:`unit_sites`).
     batch_size : int
     device : str or torch.device
+    spill : str or pathlib.Path, optional
+    spill_units : int
+        As :func:`streamed_image_unit_activations`.
 
     Returns
     -------
-    dict of str to numpy.ndarray, float32, (N, U_site)
+    dict of str to numpy.ndarray or zarr.Array, float32, (N, U_site)
 
     Raises
     ------
@@ -401,7 +452,9 @@ def caption_unit_activations(
     def forward(tokens: torch.Tensor) -> None:
         model.encode_text(tokens.to(device))
 
-    return _collect(model, sites, _batches(tokens_NT, batch_size), forward, _caption_reduce(real_NT))
+    return _collect(
+        model, sites, _batches(tokens_NT, batch_size), forward, _caption_reduce(real_NT), spill, spill_units
+    )
 
 
 def text_unit_activations(
@@ -415,9 +468,15 @@ def text_unit_activations(
 ) -> dict[str, np.ndarray]:
     """:func:`caption_unit_activations` of every text, each distinct text run once (a class's prompt is shared
     by its images), float32 (len(texts), U_site) per site."""
-    codes, distinct = pd.factorize(pd.Series(list(texts), dtype=object), sort=False)
+    codes, distinct = distinct_texts(texts)
     acts = caption_unit_activations(model, tokenizer, list(distinct), sites, batch_size=batch_size, device=device)
     return {site: acts_NU[codes] for site, acts_NU in acts.items()}
+
+
+def distinct_texts(texts: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """The distinct texts in order of first occurrence, and the position among them of every text: int64 (N,)."""
+    codes, distinct = pd.factorize(pd.Series(list(texts), dtype=object), sort=False)
+    return codes.astype(np.int64), [str(text) for text in distinct]
 
 
 def auroc_table(

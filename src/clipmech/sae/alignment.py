@@ -51,15 +51,19 @@ Baselines (:func:`method_activations`), fit on tokens of the training images (no
 
 from __future__ import annotations
 
+import contextlib
 import math
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.sparse
 import torch
+import zarr
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.decomposition import PCA
 
@@ -84,7 +88,7 @@ LATENT_COLUMNS = (
 )
 #: Elements of the dense float32 block scored at once (bounds memory): token activations of dense units, the
 #: image-level activations of sparse ones.
-BLOCK_ELEMENTS = 1 << 23
+BLOCK_ELEMENTS = 1 << 21
 #: The ``concept_type`` of a natural-image dataset's concepts, by :attr:`clipmech.data.concepts.Concepts.source`.
 NATURAL_CONCEPT_TYPES = {
     "ImageNet classes": "class",
@@ -252,7 +256,7 @@ def score_units(
     if sparse:
         acts_BU = scipy.sparse.csc_matrix(acts_BU)
     # A dense block is (N x T', units); a sparse one leaves dense only its (N, units) image-level activations.
-    chunk = max(1, BLOCK_ELEMENTS // max(n_images if sparse else n_rows, 1))
+    chunk = max(1, BLOCK_ELEMENTS // max(n_images if sparse else n_rows, 1))  # as token_activations' chunks
     parts: dict[str, list[np.ndarray]] = {name: [] for name in ("image", "patch", "ap", "purity", "entropy", "dead")}
     n_concepts = present_NF.shape[1]
     flat_patch_present = None if patch_present_NSF is None else patch_present_NSF.reshape(-1, n_concepts)
@@ -494,6 +498,73 @@ def stack_tokens(acts, images: np.ndarray, positions: np.ndarray, batch_size: in
     return np.concatenate(parts).reshape(-1, acts.sizes["unit"])
 
 
+def token_activations(
+    acts, images: np.ndarray, positions: np.ndarray, fitted: dict, *, batch_size: int, spill: str | Path | None = None
+) -> dict:
+    """Every method's token activations on the selected tokens of ``images``, in one read of the store,
+    ``batch_size`` images at a time (:func:`method_activations` of each batch's tokens).
+
+    The SAE's are its top-k codes, gathered into one sparse matrix; the dense ones (neurons, PCA, k-means, whose
+    activations are computed token by token) are concatenated in memory, or, when ``spill`` names a directory,
+    appended batch by batch to one uncompressed zarr array per method there (chunks of one batch's tokens x
+    the units of one of :func:`score_units`' dense blocks, :data:`BLOCK_ELEMENTS` // (N x T')), which
+    :func:`score_units` then reads a block, a column of whole chunks, at a time.
+
+    Parameters
+    ----------
+    acts : xarray.DataArray, dims (image, token, unit)
+    images : numpy.ndarray, int
+    positions : numpy.ndarray, int, (T',)
+    fitted : dict
+        ``sae``, ``pca``, ``kmeans``: the fitted model of each method (:func:`method_activations`).
+    batch_size : int
+        Images per read.
+    spill : str or pathlib.Path, optional
+        A directory (created if absent) for the dense methods' activations.
+
+    Returns
+    -------
+    dict of str to scipy.sparse.csc_matrix (``sae``), numpy.ndarray or zarr.Array, float32, (N x T', U)
+        Image-major rows, for each method of :data:`METHODS`.
+
+    Raises
+    ------
+    ValueError
+        If ``images`` is empty.
+    """
+    n_latents = fitted["sae"].n_latents
+    units = max(1, BLOCK_ELEMENTS // max(1, len(images) * positions.size))  # score_units' dense block
+    values, indices = [np.zeros((0, fitted["sae"].k), np.float32)], [np.zeros((0, fitted["sae"].k), np.int64)]
+    dense: dict[str, list] = {method: [] for method in METHODS if method != "sae"}
+    arrays: dict = {}
+    for x_NTD in latents.read_tokens(acts, images, positions, batch_size):
+        x_BD = x_NTD.reshape(-1, x_NTD.shape[-1])
+        values_BK, indices_BK = latents.encode_codes(fitted["sae"], x_BD)
+        values.append(values_BK)
+        indices.append(indices_BK)
+        for method in dense:
+            block_BU = method_activations(method, x_BD, **fitted)
+            if spill is None:
+                dense[method].append(block_BU)
+                continue
+            if method not in arrays:
+                arrays[method] = zarr.create_array(
+                    store=str(Path(spill) / method),
+                    shape=(0, block_BU.shape[1]),
+                    chunks=(block_BU.shape[0], min(units, block_BU.shape[1])),
+                    dtype="float32",
+                    compressors=None,
+                    fill_value=0.0,
+                )
+            arrays[method].append(block_BU, axis=0)
+    if len(values) == 1:
+        raise ValueError("token_activations: no images to read")
+    result = {"sae": latents.codes_matrix(np.concatenate(values), np.concatenate(indices), n_latents)}
+    for method, blocks in dense.items():
+        result[method] = arrays[method] if spill is not None else np.concatenate(blocks)
+    return {method: result[method] for method in METHODS}
+
+
 def align(
     sae: torch.nn.Module,
     acts,
@@ -506,6 +577,7 @@ def align(
     grid: tuple[int, int],
     params: dict,
     seed: int,
+    spill: str | Path | None = None,
 ) -> dict:
     """The alignment of the SAE's latents and of every baseline of :data:`METHODS` on ``images`` (module
     docstring), the baselines fit on tokens of the ``train`` images (:func:`fit_tokens`, drawn by
@@ -525,6 +597,10 @@ def align(
         The patch grid (rows, cols), for the patch-level presence.
     params : dict
         ``batch_size``, ``fit_tokens``, ``kmeans_max_clusters``, ``purity_k``, ``entropy_k``, ``coverage_ap``.
+    spill : str or pathlib.Path, optional
+        A directory (created if absent) in which the dense methods' token activations are held on disk while they are scored
+        (:func:`token_activations`; a temporary directory inside it, deleted on return), so that memory holds
+        one block of units; by default they are held in memory.
 
     Returns
     -------
@@ -538,7 +614,6 @@ def align(
     fit_BD = fit_tokens(
         acts, train, positions, fit_tokens=params["fit_tokens"], batch_size=params["batch_size"], rng=rng
     )
-    x_BD = stack_tokens(acts, images, positions, params["batch_size"])
     present_NF, counts_NF = truth.present_NF[images], truth.counts_NF[images]
     has_patches = patch_tokens.any() and truth.patch_presence is not None
     patch_present = truth.patch_presence(images, grid) if has_patches else None
@@ -547,30 +622,36 @@ def align(
         "pca": fit_pca(fit_BD, n_latents),
         "kmeans": fit_kmeans(fit_BD, min(n_latents, params["kmeans_max_clusters"]), seed),
     }
-    rows, by_method, sae_acts, sae_scores = [], {}, None, None
-    for method in METHODS:
-        method_acts = method_activations(method, x_BD, **fitted)
-        scores = score_units(
-            method_acts,
-            n_images=images.size,
-            patch_tokens=patch_tokens,
-            present_NF=present_NF,
-            patch_present_NSF=patch_present,
-            counts_NF=counts_NF,
-            purity_k=params["purity_k"],
-            entropy_k=params["entropy_k"],
-        )
-        metrics, per_concept = summarise(
-            scores, purity_k=params["purity_k"], coverage_ap=params["coverage_ap"], names=truth.names, types=truth.types
-        )
-        rows.append({"method": method, **metrics})
-        by_method[method] = {"metrics": metrics, "per_concept": per_concept.to_dict("list")}
-        if method == "sae":
-            sae_acts, sae_scores = method_acts, scores
+    rows, by_method = [], {}
+    with contextlib.ExitStack() as stack:
+        where = None
+        if spill is not None:
+            Path(spill).mkdir(parents=True, exist_ok=True)
+            where = stack.enter_context(tempfile.TemporaryDirectory(prefix=".alignment-", dir=spill))
+        token_acts = token_activations(acts, images, positions, fitted, batch_size=params["batch_size"], spill=where)
+        for method in METHODS:
+            scores = score_units(
+                token_acts[method],
+                n_images=images.size,
+                patch_tokens=patch_tokens,
+                present_NF=present_NF,
+                patch_present_NSF=patch_present,
+                counts_NF=counts_NF,
+                purity_k=params["purity_k"],
+                entropy_k=params["entropy_k"],
+            )
+            metrics, per_concept = summarise(
+                scores, purity_k=params["purity_k"], coverage_ap=params["coverage_ap"], names=truth.names,
+                types=truth.types,
+            )  # fmt: skip
+            rows.append({"method": method, **metrics})
+            by_method[method] = {"metrics": metrics, "per_concept": per_concept.to_dict("list")}
+            if method == "sae":
+                sae_scores = scores
     return {
         "table": pd.DataFrame(rows),
         "json": by_method,
-        "sae_acts": sae_acts,
+        "sae_acts": token_acts["sae"],
         "sae_scores": sae_scores,
         "n_fit_tokens": fit_BD.shape[0],
     }

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 import torch
 
-from clipmech.analyses.concepts import auroc
+from clipmech.analyses.concepts import block_units, blocked_auroc
 from clipmech.data import datasets, loader, tables
 from clipmech.data.concepts import concept_matrix
 from clipmech.models import loading
@@ -38,8 +40,11 @@ def concept_auroc(
     caption, a captions dataset's first caption, the prompt of a labelled image's class).
 
     Concepts: :func:`clipmech.data.concepts.concept_matrix` (``words``: a captions dataset's concept words;
-    None otherwise). Memory holds one batch of pixels, and every unit's activation on every image or text
-    (N x U float32), which the AUROC ranks; the AUROC table is written one site at a time.
+    None otherwise). Memory holds one batch of pixels; every unit's activation on every image and distinct text
+    (N x U float32) goes to zarr arrays in a temporary directory beside ``out["auroc"]`` (deleted at the end;
+    :func:`clipmech.patching.concepts.streamed_image_unit_activations` with ``spill``), from which the AUROC is
+    computed exactly a block of units at a time (:func:`clipmech.analyses.concepts.blocked_auroc`), so memory
+    does not grow with N beyond one block; the AUROC table is written one site at a time.
 
     Writes ``out["auroc"]`` (one row per unit x concept: ``tower, site, layer, unit, concept,
     concept_type, auroc, n_pos, n_neg``; a tower's n_pos and n_neg count its own inputs), ``out["summary"]``
@@ -65,54 +70,68 @@ def concept_auroc(
     torch_device = loading.resolve_device(device)
     clip, preprocess, tokenizer = loading.load(model, torch_device)
     batch_size = concepts["batch_size"]
-    batches = loader.pixel_batches(data, preprocess, batch_size=batch_size, workers=threads, device=torch_device)
-    towers = {
-        "visual": (
-            patching_concepts.streamed_image_unit_activations(
-                clip,
-                (pixels for _, _, pixels in batches),
-                patching_concepts.unit_sites(clip, "visual"),
-                device=torch_device,
-            ),
-            matrix.present_NF,
-        ),
-        "text": (
-            patching_concepts.text_unit_activations(
-                clip,
-                tokenizer,
-                texts.texts,
-                patching_concepts.unit_sites(clip, "text"),
-                batch_size=batch_size,
-                device=torch_device,
-            ),
-            texts.present_NF,
-        ),
-    }
+    codes, distinct = patching_concepts.distinct_texts(texts.texts)
     counts = []
+    Path(out["auroc"]).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".concept_auroc-", dir=Path(out["auroc"]).parent) as spill:
+        batches = loader.pixel_batches(data, preprocess, batch_size=batch_size, workers=threads, device=torch_device)
+        towers = {
+            "visual": (
+                patching_concepts.streamed_image_unit_activations(
+                    clip,
+                    (pixels for _, _, pixels in batches),
+                    patching_concepts.unit_sites(clip, "visual"),
+                    device=torch_device,
+                    spill=Path(spill, "visual"),
+                    spill_units=block_units(data.n_images),
+                ),
+                matrix.present_NF,
+                None,
+            ),
+            "text": (
+                patching_concepts.caption_unit_activations(
+                    clip,
+                    tokenizer,
+                    distinct,
+                    patching_concepts.unit_sites(clip, "text"),
+                    batch_size=batch_size,
+                    device=torch_device,
+                    spill=Path(spill, "text"),
+                    spill_units=block_units(len(codes)),
+                ),
+                texts.present_NF,
+                codes,
+            ),
+        }
 
-    def parts():
-        for tower_name, (tower_acts, present_NF) in towers.items():
-            for site, acts_NU in tower_acts.items():
-                layer = patching_concepts.site_layer(clip, site)
-                part = patching_concepts.auroc_table(
-                    tower_name, site, layer, auroc(acts_NU, present_NF), present_NF, matrix.names, types
-                )
-                counts.append(patching_concepts.site_counts(part, concepts["threshold"]))
-                yield part
+        def parts():
+            for tower_name, (tower_acts, present_NF, rows) in towers.items():
+                for site, acts_NU in tower_acts.items():
+                    layer = patching_concepts.site_layer(clip, site)
+                    auroc_UF = blocked_auroc(acts_NU, present_NF, rows)
+                    part = patching_concepts.auroc_table(
+                        tower_name, site, layer, auroc_UF, present_NF, matrix.names, types
+                    )
+                    counts.append(patching_concepts.site_counts(part, concepts["threshold"]))
+                    yield part
 
-    tables.write_table_parts(parts(), out["auroc"])
+        tables.write_table_parts(parts(), out["auroc"])
+        n_units = {
+            name: sum(acts.shape[1] for acts in tower_acts.values()) for name, (tower_acts, *_) in towers.items()
+        }
     summary = patching_concepts.tower_counts(pd.concat(counts, ignore_index=True))
     tables.write_table(summary, out["summary"])
     log.info(
-        "%s on %s (%s): %d images, %d vision units; %d texts (%s), %d text units; %d concepts (%s)",
+        "%s on %s (%s): %d images, %d vision units; %d texts (%d distinct: %s), %d text units; %d concepts (%s)",
         model.name,
         dataset_dir,
         data.spec["kind"],
         data.n_images,
-        sum(acts.shape[1] for acts in towers["visual"][0].values()),
+        n_units["visual"],
         len(texts.texts),
+        len(distinct),
         texts.description,
-        sum(acts.shape[1] for acts in towers["text"][0].values()),
+        n_units["text"],
         matrix.n_concepts,
         matrix.source,
     )

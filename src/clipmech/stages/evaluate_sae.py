@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -73,7 +74,9 @@ def evaluate_sae(
     activation store ``store`` of the model on the dataset. Reconstruction metrics use the held-out images;
     the downstream zero-shot probes (single-object images) and the alignment use the images of
     ``evaluation["split"]``: ``holdout`` or ``all`` (then the training images too). PCA and k-means are fit
-    on at most ``evaluation["fit_tokens"]`` tokens of seeded random training images.
+    on at most ``evaluation["fit_tokens"]`` tokens of seeded random training images. The baselines' token
+    activations on the evaluated images are held on disk beside ``out["metrics"]`` while they are scored (a
+    temporary directory, :func:`clipmech.sae.alignment.token_activations`), the SAE's as top-k codes in memory.
 
     Writes ``out["metrics"]`` (JSON: ``diverged`` (the training flagged it, or the held-out FVU exceeds the
     SAE's ``max_fvu``; a warning is logged too), ``max_fvu``, ``reconstruction`` (:meth:`clipmech.sae.evaluate.ReconstructionStats.summary`),
@@ -168,7 +171,7 @@ def evaluate_sae(
     patch_tokens = positions >= info.n_prefix_tokens
     aligned = alignment.align(
         autoencoder, acts, images=images, train=train, positions=positions, patch_tokens=patch_tokens,
-        truth=truth, grid=info.grid, params=evaluation, seed=seed,
+        truth=truth, grid=info.grid, params=evaluation, seed=seed, spill=Path(out["metrics"]).parent,
     )  # fmt: skip
     log.info(
         "alignment on %d images (%d fit tokens):\n%s",
@@ -222,11 +225,15 @@ def evaluate_sae(
 
 
 def _shapes_downstream(clip, tokenizer, preprocess, data, images, dataset_dir, split, splice) -> dict:
-    """The attribute tasks on the single-object Shapes images among ``images``."""
+    """The attribute tasks on the single-object Shapes images among ``images``, preprocessed a batch at a time."""
     single, labels = evaluate.single_object_labels(data.objects, images)
     if single.size == 0:
         raise ValueError(f"no single-object image among the {split} images of {dataset_dir}")
-    pixels = loading.preprocess_images(data.images[single], preprocess)
+    batch_size = splice["batch_size"]
+    pixels = (
+        loading.preprocess_images(data.images[single[start : start + batch_size]], preprocess)
+        for start in range(0, single.size, batch_size)
+    )
     down = evaluate.downstream(clip, tokenizer, pixels, labels, **splice)
     log.info(
         "zero-shot on %d single-object images (error term exact to %g):\n%s",

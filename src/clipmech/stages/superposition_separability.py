@@ -22,7 +22,9 @@ def superposition_separability(
     ``plot_superposition`` draws them.
 
     ``out`` maps ``pairs`` and ``correlations`` to paths; ``superposition`` is the config's ``superposition`` section. The hold-out splits (``cv: holdout``)
-    and the bootstrap draw from two independent streams of ``seed``.
+    and the bootstrap draw from two independent streams of ``seed``. The embeddings are read a store chunk at a
+    time, and with the default ``cv: loo`` and ``pca_fit: all`` only a chunk is held
+    (:func:`clipmech.analyses.superposition.streamed_separability_table`).
     """
     affinity_UF = selectivity.read_affinities(units)
     if superposition["n_units"] > len(affinity_UF):
@@ -32,11 +34,18 @@ def superposition_separability(
             len(affinity_UF),
         )
     data = datasets.load(dataset_dir)
-    emb_NE = activations.open_store(store)["embedding"].values
-    if emb_NE.shape[0] != data.n_images:
+    embedding = activations.open_store(store)["embedding"]
+    if embedding.sizes["image"] != data.n_images:
         raise ValueError(
-            f"store {store} holds {emb_NE.shape[0]} embeddings but dataset {dataset_dir} has {data.n_images} images"
+            f"store {store} holds {embedding.sizes['image']} embeddings but dataset {dataset_dir} has "
+            f"{data.n_images} images"
         )
+    sizes = embedding.chunks[0] if embedding.chunks else (data.n_images,)
+    starts = np.cumsum((0, *sizes))
+
+    def emb_NE():
+        return (embedding.isel(image=slice(a, b)).values for a, b in zip(starts[:-1], starts[1:]))
+
     split_rng, bootstrap_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     pairs = superposition_analysis.superposition_pair_table(
         affinity_UF,

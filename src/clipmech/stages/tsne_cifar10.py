@@ -28,8 +28,9 @@ def tsne_cifar10(
     threads: int,
 ) -> None:
     """t-SNE of the model's normalised image embeddings of a CIFAR-10 dataset (the shapes paper's Fig. 1):
-    coordinates and labels (``out["table"]``), and the split, number of images, every class name in label
-    order and the class silhouette in the embedding space (``out["summary"]``); rule ``plot_tsne_cifar10``
+    coordinates and labels (``out["table"]``), and the split, number of images mapped (at most
+    :data:`clipmech.analyses.embedding_maps.MAX_TSNE_IMAGES`, a subset drawn with ``seed`` beyond, whose batches
+    alone are embedded) and in the dataset, every class name in label order and the class silhouette in the embedding space (``out["summary"]``); rule ``plot_tsne_cifar10``
     draws them.
 
     ``dataset_dir`` is a dataset of kind ``cifar10`` (rule ``index_images``; its ``n_images`` and ``seed``
@@ -51,24 +52,37 @@ def tsne_cifar10(
     torch.set_num_threads(threads)
     torch_device = loading.resolve_device(device)
     clip, preprocess = loading.load_model(model, torch_device)
+    rows = embedding_maps.tsne_rows(data.n_images, seed, embedding_maps.MAX_TSNE_IMAGES)
+    taken = np.zeros(data.n_images, dtype=bool)
+    taken[rows] = True
     embeddings = []
     with torch.inference_mode():
-        for _, _, pixels_NCHW in loader.pixel_batches(
+        for first, last, pixels_NCHW in loader.pixel_batches(
             data, preprocess, batch_size=batch_size, workers=threads, device=torch_device
         ):
-            embeddings.append(clip.encode_image(pixels_NCHW.to(torch_device), normalize=True).float().cpu())
+            if taken[first:last].any():
+                emb_BE = clip.encode_image(pixels_NCHW.to(torch_device), normalize=True).float().cpu()
+                embeddings.append(emb_BE[torch.from_numpy(taken[first:last])])
     emb_NE = torch.cat(embeddings).numpy()
-    labels_N = data.manifest["label"].to_numpy(dtype=np.int64)
+    labels_N = data.manifest["label"].to_numpy(dtype=np.int64)[rows]
     classes = [str(name) for name in data.classes["name"]]
     split = data.spec["split"]
     xy_N2 = embedding_maps.tsne_map(emb_NE, tsne["perplexity"], seed)
     silhouette = embedding_maps.cluster_separation(emb_NE, labels_N)
-    log.info("CIFAR-10 %s, %d images; class silhouette (cosine) %.3f", split, len(labels_N), silhouette)
+    log.info(
+        "CIFAR-10 %s, %d of %d images; class silhouette (cosine) %.3f", split, len(labels_N), data.n_images, silhouette
+    )
     tables.write_table(
         pd.DataFrame({"label": labels_N, "class": np.asarray(classes)[labels_N], "x": xy_N2[:, 0], "y": xy_N2[:, 1]}),
         out["table"],
     )
     tables.write_json(
-        {"split": split, "n_images": len(labels_N), "classes": classes, "silhouette": silhouette},
+        {
+            "split": split,
+            "n_images": len(labels_N),
+            "n_dataset_images": data.n_images,
+            "classes": classes,
+            "silhouette": silhouette,
+        },
         out["summary"],
     )

@@ -16,14 +16,21 @@ def tsne_shapes(*, store: str, dataset_dir: str, out: dict, tsne: dict, seed: in
     labels (``out["table"]``). The silhouettes of colour and shape classes among single-object images
     (cosine, in the embedding space) are logged and written with the perplexity (``out["summary"]``:
     ``perplexity``, ``silhouette`` {colour, shape}); rule ``plot_tsne_shapes`` draws both. ``tsne`` is the
-    config's ``tsne`` section."""
+    config's ``tsne`` section. At most :data:`clipmech.analyses.embedding_maps.MAX_TSNE_IMAGES` images are
+    mapped, a subset drawn with ``seed`` beyond (:func:`clipmech.analyses.embedding_maps.tsne_rows`); only
+    their embeddings are read."""
     data = datasets.load(dataset_dir)
-    emb_NE = activations.open_store(store)["embedding"].values
-    if emb_NE.shape[0] != data.n_images:
+    embedding = activations.open_store(store)["embedding"]
+    if embedding.sizes["image"] != data.n_images:
         raise ValueError(
-            f"store {store} holds {emb_NE.shape[0]} embeddings but dataset {dataset_dir} has {data.n_images} images"
+            f"store {store} holds {embedding.sizes['image']} embeddings but dataset {dataset_dir} has "
+            f"{data.n_images} images"
         )
-    labels = embedding_maps.shapes_labels(data.objects, data.n_images)
+    rows = embedding_maps.tsne_rows(data.n_images, seed, embedding_maps.MAX_TSNE_IMAGES)
+    if rows.size < data.n_images:
+        log.info("t-SNE of %d of the %d images (a seeded subset)", rows.size, data.n_images)
+    emb_NE = embedding.isel(image=rows).values
+    labels = embedding_maps.shapes_labels(data.objects, data.n_images).iloc[rows].reset_index(drop=True)
     xy_N2 = embedding_maps.tsne_map(emb_NE, tsne["perplexity"], seed)
     single = labels["n_objects"].to_numpy() == 1
     silhouettes = {

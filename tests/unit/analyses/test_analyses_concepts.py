@@ -46,6 +46,37 @@ def test_auroc_rejects_bad_input():
         concepts.auroc(acts, np.zeros((4, 1), dtype=bool))
 
 
+@pytest.mark.parametrize("block_values", [1, 50, 10**9])
+def test_blocked_auroc_is_the_auroc_exactly(tmp_path, block_values):
+    import zarr
+
+    rng = np.random.default_rng(3)
+    stored_DU = rng.integers(0, 5, size=(40, 9)).astype(np.float32)  # ties within and across blocks
+    stored_DU[:, 2] += rng.normal(size=40).astype(np.float32)
+    present_NF = rng.random((40, 4)) < 0.4
+    present_NF[:, 3] = False
+    on_disk = zarr.create_array(store=str(tmp_path / "acts"), shape=stored_DU.shape, chunks=(16, 4), dtype="float32")
+    on_disk[:] = stored_DU
+    np.testing.assert_array_equal(
+        concepts.blocked_auroc(on_disk, present_NF, block_values=block_values), concepts.auroc(stored_DU, present_NF)
+    )
+    rows = rng.integers(0, 40, size=70)  # inputs sharing a stored row
+    shared_NF = rng.random((70, 4)) < 0.5
+    np.testing.assert_array_equal(
+        concepts.blocked_auroc(on_disk, shared_NF, rows, block_values=block_values),
+        concepts.auroc(stored_DU[rows], shared_NF),
+    )
+
+
+def test_blocked_auroc_names_non_finite_units_by_column():
+    acts_NU = np.zeros((6, 5))
+    acts_NU[2, 3] = np.nan
+    with pytest.raises(ValueError, match=r"units \[3\]"):
+        concepts.blocked_auroc(acts_NU, np.eye(6, 2, dtype=bool), block_values=12)
+    with pytest.raises(ValueError, match="block_values"):
+        concepts.blocked_auroc(acts_NU, np.eye(6, 2, dtype=bool), block_values=0)
+
+
 def test_sparse_auroc_is_the_dense_auroc_exactly():
     """Stored entries of any sign, ties among them and with the unstored zeros, explicit zeros, empty and
     full columns."""

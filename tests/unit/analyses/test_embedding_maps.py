@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 from toys import CIFAR10_CLASSES, fake_cifar10
 
-from clipmech.analyses.embedding_maps import cluster_separation, shapes_labels, tsne_map
+from clipmech.analyses import embedding_maps
+from clipmech.analyses.embedding_maps import cluster_separation, shapes_labels, tsne_map, tsne_rows
 from clipmech.data import natural
 
 
@@ -28,6 +29,46 @@ def test_tsne_is_seeded_and_separates_clusters():
     assert np.isnan(cluster_separation(emb, np.zeros(45)))
     with pytest.raises(ValueError, match="perplexity"):
         tsne_map(emb, 45, seed=0)
+
+
+def test_tsne_rows_cap_the_images_with_a_seeded_subset():
+    np.testing.assert_array_equal(tsne_rows(7, seed=0, limit=7), np.arange(7))
+    rows = tsne_rows(100, seed=4, limit=30)
+    assert rows.dtype == np.int64 and rows.size == 30 and np.unique(rows).size == 30 and (np.diff(rows) > 0).all()
+    assert rows.max() < 100
+    np.testing.assert_array_equal(rows, tsne_rows(100, seed=4, limit=30))
+    assert not np.array_equal(rows, tsne_rows(100, seed=5, limit=30))
+    assert tsne_rows(10**6, seed=0).size == embedding_maps.MAX_TSNE_IMAGES
+    with pytest.raises(ValueError, match="at least 1"):
+        tsne_rows(5, seed=0, limit=0)
+
+
+def test_tsne_shapes_stage_maps_a_capped_subset(tmp_path, monkeypatch):
+    from clipmech.data import shapes
+    from clipmech.models.loading import ModelSpec
+    from clipmech.stages.tsne_shapes import tsne_shapes
+    from clipmech.stores import activation_extraction, activations
+
+    dataset = tmp_path / "data"
+    shapes.build(dataset, shapes.ShapesSpec(n_per_count=4, image_size=64, seed=5))
+    store = activation_extraction.extract(
+        ModelSpec("rand", "clipmech-vit-tiny", None), dataset, tmp_path / "a.zarr", batch_size=8, device="cpu",
+        code="test-code",
+    )  # fmt: skip
+
+    def run(name):
+        out = {"table": str(tmp_path / f"{name}.tsv"), "summary": str(tmp_path / f"{name}.json")}
+        tsne_shapes(store=str(store), dataset_dir=str(dataset), out=out, tsne={"perplexity": 3}, seed=2)
+        return pd.read_csv(out["table"], sep="\t", keep_default_na=False)
+
+    whole = run("whole")
+    assert whole["image_id"].tolist() == list(range(20))
+    monkeypatch.setattr(embedding_maps, "MAX_TSNE_IMAGES", 12)
+    capped = run("capped")
+    rows = tsne_rows(20, seed=2, limit=12)
+    assert capped["image_id"].tolist() == rows.tolist()
+    emb_NE = activations.open_store(store)["embedding"].values[rows]
+    np.testing.assert_allclose(capped[["x", "y"]].to_numpy(), tsne_map(emb_NE, 3, seed=2), rtol=1e-5)
 
 
 def test_shapes_labels():
@@ -70,6 +111,13 @@ def test_cifar10_stage_on_a_cifar10_dataset(tmp_path, monkeypatch):
     assert (table["class"] == np.asarray(CIFAR10_CLASSES)[table["label"]]).all()
     summary = json.loads(Path(out["summary"]).read_text())
     assert summary["classes"] == CIFAR10_CLASSES and (summary["split"], summary["n_images"]) == ("test", 10)
+    assert summary["n_dataset_images"] == 10
+    monkeypatch.setattr(embedding_maps, "MAX_TSNE_IMAGES", 6)
+    tsne_cifar10(dataset_dir=str(tmp_path / "data"), **arguments)
+    capped = pd.read_csv(out["table"], sep="\t")
+    assert capped["label"].tolist() == manifest["label"].to_numpy()[tsne_rows(10, seed=0, limit=6)].tolist()
+    summary = json.loads(Path(out["summary"]).read_text())
+    assert (summary["n_images"], summary["n_dataset_images"]) == (6, 10)
     figure = tmp_path / "out" / "cifar10.png"
     plot_tsne_cifar10(table=out["table"], summary=out["summary"], out={"figure": str(figure)}, label="random-vit")
     assert figure.stat().st_size > 1000

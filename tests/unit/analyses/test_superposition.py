@@ -13,6 +13,7 @@ from clipmech.analyses.superposition import (
     lowest_entropy_units,
     separability,
     separability_table,
+    streamed_separability_table,
     superposition_pair_table,
     superposition_scores,
 )
@@ -186,6 +187,42 @@ def test_separability_table_holdout_is_seeded():
     assert not run[0].loc[ok, "M_full"].equals(run[2].loc[ok, "M_full"])
     with pytest.raises(ValueError, match="min_images"):
         separability_table(emb_NE, counts_NF, pairs, cv="holdout", min_images=2, test_fraction=0.2, rng=rng)
+
+
+@pytest.mark.parametrize("chunk", [7, 50, 400])
+def test_streamed_separability_is_the_in_memory_one(chunk):
+    rng = np.random.default_rng(8)
+    emb_NE, counts_NF = _synthetic_dataset(rng, n_images=150)
+    emb_NE += 2.0  # a large common component, as real embeddings have
+    pairs = feature_pairs(cross_type=True)
+
+    def chunks():
+        return (emb_NE[start : start + chunk] for start in range(0, len(emb_NE), chunk))
+
+    held = separability_table(emb_NE, counts_NF, pairs)
+    streamed = streamed_separability_table(chunks, counts_NF, pairs)
+    ok = held["status"] == "ok"
+    assert ok.sum() >= 6
+    pd.testing.assert_frame_equal(
+        streamed.drop(columns=["D_full", "D_pca"]), held.drop(columns=["D_full", "D_pca"]), check_exact=True
+    )
+    np.testing.assert_allclose(streamed[["D_full", "D_pca"]], held[["D_full", "D_pca"]], rtol=0, atol=1e-9)
+    affinity_UF = rng.dirichlet(np.full(16, 0.3), size=50)
+    pd.testing.assert_frame_equal(
+        superposition_pair_table(affinity_UF, chunks, counts_NF, n_units=20),
+        superposition_pair_table(affinity_UF, emb_NE, counts_NF, n_units=20),
+        rtol=0,
+        atol=1e-9,
+    )
+    holdout = dict(cv="holdout", rng=np.random.default_rng(1), n_units=20)
+    pd.testing.assert_frame_equal(
+        superposition_pair_table(affinity_UF, chunks, counts_NF, **holdout),
+        superposition_pair_table(affinity_UF, emb_NE, counts_NF, **{**holdout, "rng": np.random.default_rng(1)}),
+    )
+    with pytest.raises(ValueError, match="over 149 images but counts_NF has 149 rows"):
+        streamed_separability_table(chunks, counts_NF[:149], pairs)
+    with pytest.raises(ValueError, match="hold 150 images but counts_NF has 151 rows"):
+        streamed_separability_table(chunks, np.vstack([counts_NF, counts_NF[:1]]), pairs)
 
 
 def test_pair_table_columns():

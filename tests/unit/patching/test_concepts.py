@@ -113,6 +113,27 @@ def test_image_level_activation_is_the_mean_over_patches(vit):
     np.testing.assert_allclose(acts, expected.numpy(), rtol=1e-6)
 
 
+def test_spilled_activations_are_the_in_memory_ones(vit, tmp_path):
+    sites = ["visual.blocks.0.mlp.hook_post", "visual.blocks.1.mlp.hook_post"]
+    size = vit.visual.image_size
+    pixels = torch.randn(5, 3, *((size,) * 2 if isinstance(size, int) else size), dtype=torch.float64)
+    held = concepts.image_unit_activations(vit, pixels, sites, batch_size=2)
+    spilled = concepts.streamed_image_unit_activations(
+        vit, (pixels[i : i + 2] for i in range(0, 5, 2)), sites, spill=tmp_path / "visual"
+    )
+    for site in sites:
+        assert spilled[site].shape == held[site].shape
+        np.testing.assert_array_equal(spilled[site][:], held[site])
+    tokenizer = open_clip.get_tokenizer("clipmech-vit-tiny")
+    texts = ["a red square", "a blue circle", "a red square"]
+    codes, distinct = concepts.distinct_texts(texts)
+    assert distinct == ["a red square", "a blue circle"] and codes.tolist() == [0, 1, 0]
+    site = "text.blocks.0.mlp.hook_post"
+    on_disk = concepts.caption_unit_activations(vit, tokenizer, distinct, [site], batch_size=1, spill=tmp_path / "t")
+    expanded = concepts.text_unit_activations(vit, tokenizer, texts, [site], batch_size=1)[site]
+    np.testing.assert_array_equal(on_disk[site][:][codes], expanded)
+
+
 def test_planted_text_unit_ignores_padding(vit):
     tokenizer = open_clip.get_tokenizer("clipmech-vit-tiny")
     captions = ["a red square", "a blue circle", "a red circle at the top left", "a green shape", "a red hexagon"]

@@ -1,4 +1,7 @@
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse
 import torch
@@ -339,3 +342,48 @@ def test_align_on_natural_truth_leaves_the_patch_level_out():
     assert table.loc["neurons", "mean_best_auroc_image"] > 0.5
     assert aligned["json"]["neurons"]["per_concept"]["concept"] == list(matrix.names)
     assert aligned["json"]["neurons"]["per_concept"]["best_auroc_image"][2] == 1.0
+
+
+def test_align_with_the_baselines_on_disk_is_align_in_memory(tmp_path):
+    import xarray as xr
+
+    matrix, labels = _classes(n_images=24)
+    rng = np.random.default_rng(2)
+    values = rng.standard_normal((24, 1 + N_PATCHES, 12)).astype(np.float32)
+    values[labels == 1, 1:, 3] += 3.0
+    acts = xr.DataArray(values.astype(np.float16), dims=("image", "token", "unit"))
+    params = {
+        "batch_size": 5,
+        "fit_tokens": 200,
+        "kmeans_max_clusters": 8,
+        "purity_k": 4,
+        "entropy_k": 4,
+        "coverage_ap": 0.3,
+    }
+    arguments = dict(
+        images=np.arange(6, 24), train=np.arange(6), positions=np.arange(1 + N_PATCHES),
+        patch_tokens=np.arange(1 + N_PATCHES) >= 1, truth=alignment.natural_truth(matrix), grid=GRID, params=params,
+        seed=0,
+    )  # fmt: skip
+    sae = random_sae(12, 24, 4, seed=0)
+    held = alignment.align(sae, acts, **arguments)
+    spilled = alignment.align(sae, acts, **arguments, spill=tmp_path)
+    pd.testing.assert_frame_equal(spilled["table"], held["table"])
+    assert json.dumps(spilled["json"]) == json.dumps(held["json"])
+    assert (spilled["sae_acts"] != held["sae_acts"]).nnz == 0
+    assert list(tmp_path.iterdir()) == []  # the temporary directory is gone
+    # Batch by batch, the methods' activations are those of all tokens at once (up to float rounding).
+    x_BD = alignment.stack_tokens(acts, arguments["images"], arguments["positions"], 100)
+    fit_BD = x_BD[:100]
+    fitted = {"sae": sae, "pca": alignment.fit_pca(fit_BD, 24), "kmeans": alignment.fit_kmeans(fit_BD, 8, 0)}
+    batched = alignment.token_activations(
+        acts, arguments["images"], arguments["positions"], fitted, batch_size=5, spill=tmp_path / "s"
+    )
+    for method in alignment.METHODS:
+        whole = alignment.method_activations(method, x_BD, **fitted)
+        if method == "sae":
+            np.testing.assert_allclose(batched[method].toarray(), whole.toarray(), rtol=1e-5, atol=1e-6)
+        else:
+            np.testing.assert_allclose(batched[method][:], whole, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="no images"):
+        alignment.token_activations(acts, np.arange(0), arguments["positions"], fitted, batch_size=5)
