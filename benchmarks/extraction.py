@@ -29,10 +29,9 @@ from pathlib import Path
 import open_clip
 import torch
 
-from clipmech.config import PRECISIONS
 from clipmech.hooks.sites import hooked
 from clipmech.models import loading
-from clipmech.models.precision import autocast
+from clipmech.models.precision import PRECISIONS, autocast
 from clipmech.models.towers import tower
 from clipmech.stores import base
 from clipmech.stores.activation_extraction import (

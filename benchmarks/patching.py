@@ -37,9 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from nnsight_sweep import FAMILY_VALUES, nnsight_sweep  # noqa: E402
 from toys import vision_pairs  # noqa: E402
 
-from clipmech.config import PRECISIONS  # noqa: E402
 from clipmech.models import loading  # noqa: E402
-from clipmech.models.precision import autocast  # noqa: E402
+from clipmech.models.precision import PRECISIONS, autocast  # noqa: E402
 from clipmech.models.towers import tower  # noqa: E402
 from clipmech.patching import engine  # noqa: E402
 from clipmech.patching.components import components  # noqa: E402

@@ -66,9 +66,6 @@ ATTNPOOL = "results/attnpool/{model}/{dataset}.zarr"
 #: The zero-shot classifier of a model over a natural-image dataset's classes (methods.md Sec. 1.2).
 CLASSIFIER = "results/zeroshot/{model}/{dataset}/classifier.npz"
 
-#: extraction.precision: the autocast dtype of the model forwards (clipmech.models.precision), fp32 = none.
-PRECISIONS = ("fp32", "bf16", "fp16")
-
 #: The MLP outputs of every vision block: the site pattern every activation store holds (methods.md Sec. 2).
 MLP_SITES = "visual.blocks.*.hook_mlp_out"
 
@@ -1640,7 +1637,7 @@ def _check_extraction(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
     if extraction["precision"] == "fp16" and extraction["device"] == "cpu":
         raise ValueError(
             "extraction.precision = 'fp16' needs a CUDA device, and extraction.device = 'cpu': on a CPU use "
-            f"one of {', '.join(p for p in PRECISIONS if p != 'fp16')} (bf16 autocasts on CPUs too)"
+            "bf16 or fp32 (torch autocasts to bf16 on CPUs too)"
         )
     reduction = raw["selectivity"]["reduction"]
     if reduction not in extraction["reductions"]:

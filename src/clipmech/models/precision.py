@@ -16,8 +16,9 @@ import contextlib
 
 import torch
 
-from clipmech.config import PRECISIONS
-
+#: The values of extraction.precision (the config schema's enum; clipmech.config, standard library only,
+#: does not import this module, which keeps the config out of the code hash of the rules that run models).
+PRECISIONS = ("fp32", "bf16", "fp16")
 #: The autocast dtype of each reduced precision.
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -40,7 +41,7 @@ def autocast(device: str | torch.device, precision: str) -> contextlib.AbstractC
     Raises
     ------
     ValueError
-        For a precision not in :data:`clipmech.config.PRECISIONS` (the message lists them), or fp16 on a
+        For a precision not in :data:`PRECISIONS` (the message lists them), or fp16 on a
         device that is not CUDA (the message names ``extraction.precision`` and what a CPU runs).
     """
     if precision not in PRECISIONS:

@@ -9,8 +9,8 @@ import yaml
 from snakemake_cli import TINY
 from toys import vision_pairs
 
-from clipmech.config import PRECISIONS, SCHEMA, load_config
-from clipmech.models.precision import autocast
+from clipmech.config import SCHEMA, load_config
+from clipmech.models.precision import PRECISIONS, autocast
 from clipmech.models.towers import tower
 from clipmech.patching import engine
 from clipmech.patching.components import components
