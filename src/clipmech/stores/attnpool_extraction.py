@@ -13,12 +13,14 @@ from pathlib import Path
 
 import dask.array
 import numpy as np
+import torch
 import xarray as xr
 from tqdm import tqdm
 
 from clipmech.data import datasets, loader
 from clipmech.decomposition import pool
 from clipmech.hooks.attnpool import capture_attnpool
+from clipmech.hooks.pool_forward import attnpool_output_from_attention
 from clipmech.models import loading
 from clipmech.models.precision import autocast
 from clipmech.models.towers import tower
@@ -73,6 +75,26 @@ class AttnPoolProvenance(base.ProvenanceAttrs):
     torch_version: str
     code: str
     precision: str
+
+
+@torch.no_grad()
+def _stored_output(model, capture, precision: str) -> torch.Tensor:
+    """The pool output y to store, float32 (N, E): the module's at fp32; at bf16 / fp16 the output of the
+    captured x and alpha recomputed in float64 (:func:`clipmech.hooks.pool_forward.attnpool_output_from_attention`),
+    so that the stored y is the exact pool of the stored x and alpha to float32 rounding, as the
+    decomposition checks (``decomposition.max_rel_err``), rather than to the half precision's. The two
+    differ by at most that rounding, which the capture check bounds (:data:`clipmech.hooks.attnpool.VERIFY_RTOL`)."""
+    if precision == "fp32":
+        return capture.y_NE.float()
+    pool_module = model.visual.attnpool
+    return attnpool_output_from_attention(
+        capture.x_NTC,
+        capture.alpha_NHT,
+        pool_module.v_proj.weight,
+        pool_module.v_proj.bias,
+        pool_module.c_proj.weight,
+        pool_module.c_proj.bias,
+    ).float()
 
 
 def store_template(
@@ -156,8 +178,9 @@ def extract_attnpool(
         ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``...
     precision : {"fp32", "bf16", "fp16"}
         The forward's compute precision (:func:`clipmech.models.precision.autocast`); the pool's x, alpha and
-        y are stored as float32 whatever it is, and the capture check's tolerance is that of the pool's
-        dtype (:data:`clipmech.hooks.attnpool.VERIFY_RTOL`).
+        y are stored as float32 whatever it is, the capture check's tolerance is that of the pool's
+        dtype (:data:`clipmech.hooks.attnpool.VERIFY_RTOL`), and at bf16 / fp16 the stored y is the pool of
+        the stored x and alpha recomputed in float64 (:func:`_stored_output`).
     code : str
         Hash of the extracting rule's package code (``AttnPoolProvenance.code``).
     workers : int
@@ -218,7 +241,7 @@ def extract_attnpool(
                 {
                     "x": (("image", "token", "neuron"), capture.x_NTC.float().cpu().numpy()),
                     "alpha": (("image", "head", "token"), capture.alpha_NHT.float().cpu().numpy()),
-                    "y": (("image", "embed"), capture.y_NE.float().cpu().numpy()),
+                    "y": (("image", "embed"), _stored_output(model, capture, precision).cpu().numpy()),
                 }
             )
             base.write_batch(store, batch, first, last, spec.name, POOL_SITES)

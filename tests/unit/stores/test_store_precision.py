@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
-from toys import die_on_region_write
+from toys import die_on_region_write, relative_error
 
+from clipmech.decomposition import pool
 from clipmech.models.loading import ModelSpec
 from clipmech.stores import activation_extraction, activations, attnpool_extraction, base
 from clipmech.stores import attnpool as pool_store
@@ -105,3 +106,8 @@ def test_bf16_attnpool_store_agrees_with_fp32(tmp_path, tiny_dataset):
         assert bf16[name].dtype == np.float32
         gap = close_in_scale(fp32[name].values, bf16[name].values)
         assert 0 < gap <= BF16_TOLERANCE, (name, gap)
+    # The stored y is the pool of the stored x and alpha to float32 rounding, as decompose_attnpool checks
+    # (decomposition.max_rel_err, default 1e-4), whatever the precision.
+    parts = pool_store.parts(bf16)
+    s_NHC, y_NE = pool_store.pair_scalars(bf16, chunk_size=5)
+    assert relative_error(pool.reconstruct_output(s_NHC, parts.u_HCE, parts.bias_E), y_NE) < 1e-5
