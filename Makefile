@@ -9,7 +9,7 @@ LOCK := requirements.lock
 UV ?= uv
 UV_ARGS ?=
 
-.PHONY: run test lint benchmark lock
+.PHONY: run test lint benchmark lock gpu-wheels
 
 $(BIN)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -58,3 +58,13 @@ benchmark: $(BIN)/.installed
 	$(BIN)/python benchmarks/sae.py
 	$(BIN)/python benchmarks/loader.py
 	$(BIN)/python benchmarks/scaling.py
+
+# The wheels benchmarks/gpu/run.sh installs on a machine that has PyTorch and nothing else (CPython 3.12,
+# Linux x86-64): exactly benchmarks/gpu/requirements.txt, no dependency resolution, into $(GPU_WHEELS)
+# (.whl is ignored by git); then `benchmarks/gpu/run.sh --wheels $(GPU_WHEELS)` there.
+GPU_WHEELS ?= .whl
+GPU_PLATFORMS := manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux_2_24_x86_64 manylinux_2_27_x86_64 \
+	manylinux_2_28_x86_64 manylinux_2_31_x86_64 manylinux_2_34_x86_64 manylinux_2_35_x86_64 manylinux1_x86_64
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(addprefix --platform ,$(GPU_PLATFORMS)) -d $(GPU_WHEELS) -r benchmarks/gpu/requirements.txt

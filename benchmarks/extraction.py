@@ -7,12 +7,19 @@ model's ``encode_image`` on the same preprocessed batches. Runs alternate (bare,
 ...) so that load on the machine hits both alike; the ratio is extraction time / bare time, median
 over repeats. Target: <= 1.15.
 
+``--precision`` takes a comma-separated list of ``extraction.precision`` values: each is measured in
+turn on the same model and batches, bare and extraction both under its autocast
+(:mod:`clipmech.models.precision`), and the bare forward's speed-up over the first is printed.
+``benchmarks/gpu/run.sh`` runs it on a GPU.
+
     python benchmarks/extraction.py --model ViT-B-32 --images 128 --batch-size 32
+    python benchmarks/extraction.py --model ViT-B-16 --device cuda --precision fp32,bf16
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import statistics
 import tempfile
@@ -24,6 +31,7 @@ import torch
 
 from clipmech.hooks.sites import hooked
 from clipmech.models import loading
+from clipmech.models.precision import PRECISIONS, autocast
 from clipmech.models.towers import tower
 from clipmech.stores import base
 from clipmech.stores.activation_extraction import (
@@ -44,7 +52,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-tokens", action="store_true", help="store reductions only")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32", help=f"comma-separated, of {', '.join(PRECISIONS)}")
     args = parser.parse_args()
+    precisions = args.precision.split(",")
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown:
+        parser.error(f"unknown precisions {unknown}; valid: {', '.join(PRECISIONS)}")
 
     torch.set_num_threads(args.threads)
     device = loading.resolve_device(args.device)
@@ -77,6 +90,7 @@ def main() -> None:
         torch_version=torch.__version__,
         sites=plan.sites,
         code="bench",
+        precision="fp32",
     )
     layout = {"n_prefix_tokens": info.n_prefix_tokens, "grid_rows": info.grid[0], "grid_cols": info.grid[1]}
     batch_sites = {**dict.fromkeys((*reductions, "tokens"), plan.mlp_sites), "embedding": "the image embedding"}
@@ -95,18 +109,19 @@ def main() -> None:
         sync()
         return time.perf_counter() - start
 
-    def extraction(run: int) -> float:
+    def extraction(run: int, precision: str) -> float:
         store = workdir / f"s{run}.zarr"
+        run_prov = dataclasses.replace(prov, precision=precision)
         sync()
         start = time.perf_counter()
 
         def template():
             return store_template(
                 args.images, plan.layers, info.n_tokens, info.width, int(model.visual.output_dim), args.batch_size,
-                prov, layout,
+                run_prov, layout,
             )  # fmt: skip
 
-        first = base.begin_store(store, prov, template)
+        first = base.begin_store(store, run_prov, template)
         with hooked(model, capture=plan.sites) as cache, torch.inference_mode():
             for pixels in batches:
                 batch = activations_batch(
@@ -120,29 +135,33 @@ def main() -> None:
         shutil.rmtree(store)
         return elapsed
 
-    bare()  # warm-up (allocator, kernels)
-    ratios, bare_times, extract_times = [], [], []
-    for run in range(args.repeats):
-        b = bare()
-        e = extraction(run)
-        bare_times.append(b)
-        extract_times.append(e)
-        ratios.append(e / b)
-    shutil.rmtree(workdir, ignore_errors=True)
     print(
         f"model {args.model} ({len(plan.layers)} blocks x {info.width} units, {info.n_tokens} tokens), "
         f"{args.images} images, batch {args.batch_size}, device {device}, threads {args.threads}, "
         f"tokens stored: {save_tokens}"
     )
-    print(
-        f"bare forward: median {statistics.median(bare_times):.2f} s ({args.images / statistics.median(bare_times):.1f} img/s)"
-    )
-    print(
-        f"extraction:   median {statistics.median(extract_times):.2f} s ({args.images / statistics.median(extract_times):.1f} img/s)"
-    )
-    print(
-        f"ratio extraction / bare forward: median {statistics.median(ratios):.3f} (runs: {', '.join(f'{r:.3f}' for r in ratios)}); target <= 1.15"
-    )
+    first_bare = None
+    for precision in precisions:
+        with autocast(device, precision):
+            bare()  # warm-up (allocator, kernels of this dtype)
+            ratios, bare_times, extract_times = [], [], []
+            for run in range(args.repeats):
+                b = bare()
+                e = extraction(run, precision)
+                bare_times.append(b)
+                extract_times.append(e)
+                ratios.append(e / b)
+        bare_median, extract_median = statistics.median(bare_times), statistics.median(extract_times)
+        first_bare = first_bare or bare_median
+        print(f"precision {precision}:")
+        print(f"  bare forward: median {bare_median:.2f} s ({args.images / bare_median:.1f} img/s)")
+        print(f"  extraction:   median {extract_median:.2f} s ({args.images / extract_median:.1f} img/s)")
+        print(
+            f"  ratio extraction / bare forward: median {statistics.median(ratios):.3f} "
+            f"(runs: {', '.join(f'{r:.3f}' for r in ratios)}); target <= 1.15"
+        )
+        print(f"  bare forward speed-up over {precisions[0]}: {first_bare / bare_median:.2f}x")
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,13 @@ batched and nnsight / batched. The metrics of the three agree to float rounding 
 |difference|). On a shared machine, ``--threads`` above the idle cores slows the many small
 operations of (b) and (c) most.
 
+``--precision`` takes a comma-separated list of ``extraction.precision`` values: each is measured in
+turn, the three ways under its autocast (:mod:`clipmech.models.precision`), with the largest
+difference of the batched engine's metrics from the first precision's. ``benchmarks/gpu/run.sh`` runs
+it on a GPU.
+
     python benchmarks/patching.py --model clipmech-vit-tiny --pairs 4 --batch-size 256
+    python benchmarks/patching.py --model ViT-B-16 --positions 4 --device cuda --precision fp32,bf16
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from nnsight_sweep import FAMILY_VALUES, nnsight_sweep  # noqa: E402
 from toys import vision_pairs  # noqa: E402
 
 from clipmech.models import loading  # noqa: E402
+from clipmech.models.precision import PRECISIONS, autocast  # noqa: E402
 from clipmech.models.towers import tower  # noqa: E402
 from clipmech.patching import engine  # noqa: E402
 from clipmech.patching.components import components  # noqa: E402
@@ -52,11 +59,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32", help=f"comma-separated, of {', '.join(PRECISIONS)}")
     args = parser.parse_args()
     families = args.families.split(",")
     unknown = [f for f in families if f not in FAMILY_VALUES]
     if unknown:
         parser.error(f"unknown families {unknown}; valid: {', '.join(FAMILY_VALUES)}")
+    precisions = args.precision.split(",")
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown:
+        parser.error(f"unknown precisions {unknown}; valid: {', '.join(PRECISIONS)}")
 
     torch.set_num_threads(args.threads)
     device = loading.resolve_device(args.device)
@@ -86,21 +98,8 @@ def main() -> None:
         sync()
         return time.perf_counter() - start, result
 
-    for run in runs.values():  # warm-up (allocator, kernels, nnsight's first trace)
-        run(sets[:2])
-    times = {name: [] for name in runs}
-    results = {}
-    for _ in range(args.repeats):
-        for name in runs:
-            elapsed, results[name] = timed(name)
-            times[name].append(elapsed)
-    median = {name: statistics.median(t) for name, t in times.items()}
-
     def metrics(result):
         return np.concatenate([result.m_clean_Q, result.m_corrupt_Q, result.m_patched_QK.ravel()])
-
-    def gap(a, b):
-        return float(np.abs(metrics(results[a]) - metrics(results[b])).max())
 
     print(
         f"model {args.model} ({args.dtype}, {info.n_layers} blocks, {info.n_tokens} tokens), {args.pairs} pairs, "
@@ -108,20 +107,45 @@ def main() -> None:
         f"threads {args.threads}, {args.repeats} repeats"
     )
     n_runs = args.pairs * (len(sets) + 2)
-    for name, label in (
-        ("batched", "batched engine.sweep"),
-        ("loop", "engine.loop_sweep"),
-        ("nnsight", "nnsight, a trace per component"),
-    ):
-        print(f"{label + ':':32s} median {median[name]:.2f} s ({n_runs / median[name]:.0f} runs/s)")
-    print(
-        f"ratio loop / batched: {median['loop'] / median['batched']:.2f}; "
-        f"ratio nnsight / batched: {median['nnsight'] / median['batched']:.2f}"
-    )
-    print(
-        f"max |difference| of the metrics: batched vs loop {gap('batched', 'loop'):.2e}, "
-        f"batched vs nnsight {gap('batched', 'nnsight'):.2e}, loop vs nnsight {gap('loop', 'nnsight'):.2e}"
-    )
+    first_batched = None
+    for precision in precisions:
+        with autocast(device, precision):
+            for run in runs.values():  # warm-up (allocator, kernels of this dtype, nnsight's first trace)
+                run(sets[:2])
+            times = {name: [] for name in runs}
+            results = {}
+            for _ in range(args.repeats):
+                for name in runs:
+                    elapsed, results[name] = timed(name)
+                    times[name].append(elapsed)
+        median = {name: statistics.median(t) for name, t in times.items()}
+
+        def gap(a, b):
+            return float(np.abs(metrics(results[a]) - metrics(results[b])).max())
+
+        print(f"precision {precision}:")
+        for name, label in (
+            ("batched", "batched engine.sweep"),
+            ("loop", "engine.loop_sweep"),
+            ("nnsight", "nnsight, a trace per component"),
+        ):
+            print(f"  {label + ':':32s} median {median[name]:.2f} s ({n_runs / median[name]:.0f} runs/s)")
+        print(
+            f"  ratio loop / batched: {median['loop'] / median['batched']:.2f}; "
+            f"ratio nnsight / batched: {median['nnsight'] / median['batched']:.2f}"
+        )
+        print(
+            f"  max |difference| of the metrics: batched vs loop {gap('batched', 'loop'):.2e}, "
+            f"batched vs nnsight {gap('batched', 'nnsight'):.2e}, loop vs nnsight {gap('loop', 'nnsight'):.2e}"
+        )
+        if first_batched is None:
+            first_batched = metrics(results["batched"])
+        else:
+            difference = np.abs(metrics(results["batched"]) - first_batched)
+            print(
+                f"  batched metrics vs {precisions[0]}: max |difference| {difference.max():.2e} "
+                f"({difference.max() / first_batched.std():.3f} of their standard deviation)"
+            )
 
 
 if __name__ == "__main__":

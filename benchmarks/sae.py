@@ -11,7 +11,8 @@ read back through ``clipmech.sae.streaming``. 10 % of the images are held out.
    reference is sparsify's ``SparseCoder`` (fused top-k encoder, sparse decoder) driven as its
    ``Trainer`` drives it for the FVU loss: decoder renormalised before each forward, AuxK from the dead
    mask, parallel gradient removed, Adam step; b_dec the mean of the first batch, as sparsify sets it.
-   Steps alternate between the two, each timed alone, so load on the machine hits both alike.
+   Steps alternate between the two, each timed alone, so load on the machine hits both alike; the
+   first step of each is not timed (it sets up CUDA kernels, and sparsify's Triton compiles them).
    Reported: the held-out FVU of each (float64, about the held-out mean: predicting the mean gives 1)
    and its difference (goal: ours no worse by more than 0.01), and training tokens/s of each and the
    ratio ours / reference (goal >= 1).
@@ -35,6 +36,10 @@ read back through ``clipmech.sae.streaming``. 10 % of the images are held out.
 
     python benchmarks/sae.py            # defaults: d 64, n 512, k 8, 1000 steps of 1024 tokens; part 3:
                                         # n 4096, k 32, 32 images x 197 tokens of width 768
+
+``--device cuda`` trains both SAEs of part 1 on the GPU (sparsify with its Triton decoder), the batches
+already there; ``--no-latents`` leaves out part 3, a measure of CPU time and memory, whose imports
+(clipmech.miclip) also need wordfreq. ``benchmarks/gpu/run.sh`` runs it so.
 """
 
 from __future__ import annotations
@@ -56,8 +61,7 @@ import zarr
 from sklearn.metrics import average_precision_score
 
 from clipmech.analyses import concepts, dead, selectivity
-from clipmech.miclip import evaluation as miclip_evaluation
-from clipmech.miclip import units as miclip_units
+from clipmech.models import loading
 from clipmech.sae import alignment, latents
 from clipmech.sae.model import TopKSAE
 
@@ -95,6 +99,8 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--eval-images", type=int, default=32, help="part 3: evaluated images")
     parser.add_argument("--eval-tokens", type=int, default=197, help="part 3: tokens per image, the class token first")
     parser.add_argument("--eval-d", type=int, default=768, help="part 3: token width")
+    parser.add_argument("--device", default="cpu", help="part 1's device: cpu, cuda, auto (CUDA when present)")
+    parser.add_argument("--no-latents", action="store_true", help="leave out part 3")
     return parser.parse_args()
 
 
@@ -118,16 +124,16 @@ class Reference:
     """sparsify's SparseCoder trained as its Trainer trains it with the FVU loss (module docstring)."""
 
     def __init__(self, d: int, n: int, k: int, lr: float, dead_tokens: int, first_batch: torch.Tensor):
-        if not torch.cuda.is_available():  # its Triton decoder needs a GPU; the eager one is its CPU path
+        if first_batch.device.type != "cuda":  # its Triton decoder needs a GPU; the eager one is its CPU path
             os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
         from sparsify import SparseCoder, SparseCoderConfig
 
-        torch.manual_seed(0)  # sparsify initialises from the global RNG
-        self.sae = SparseCoder(d, SparseCoderConfig(num_latents=n, k=k))
+        torch.manual_seed(0)  # sparsify initialises from the global RNG (on the CPU, whatever the device)
+        self.sae = SparseCoder(d, SparseCoderConfig(num_latents=n, k=k)).to(first_batch.device)
         with torch.no_grad():
             self.sae.b_dec.copy_(first_batch.mean(dim=0))
         self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=lr, eps=ADAM_EPS)
-        self.since_fired = torch.zeros(n, dtype=torch.int64)
+        self.since_fired = torch.zeros(n, dtype=torch.int64, device=first_batch.device)
         self.dead_tokens = dead_tokens
 
     def step(self, x: torch.Tensor) -> None:
@@ -150,10 +156,11 @@ class Reference:
 
 
 @torch.no_grad()
-def heldout_fvu(reconstruct, batches) -> float:
+def heldout_fvu(reconstruct, batches, device) -> float:
     """1 - explained variance about the held-out mean, float64 accumulators (predicting the mean gives 1)."""
     count, total, squares, errors = 0, 0.0, 0.0, 0.0
     for x in batches:
+        x = x.to(device)
         x64 = x.double()
         errors += float((x64 - reconstruct(x).double()).square().sum())
         total = total + x64.sum(dim=0)
@@ -218,6 +225,8 @@ def _eval_setup(args: argparse.Namespace) -> tuple[TopKSAE, np.ndarray, np.ndarr
 
 
 def _dense_unit_set(sae, tokens_NTD, positions, grid):
+    from clipmech.miclip import units as miclip_units
+
     """MiCLIP's SAE unit set as it was computed from dense latents: image-level activations, maps, typical firing."""
     patch = positions >= 1
     with torch.inference_mode():
@@ -236,6 +245,8 @@ def _dense_unit_set(sae, tokens_NTD, positions, grid):
 
 
 def _sparse_unit_set(sae, tokens_NTD, positions, grid):
+    from clipmech.miclip import evaluation as miclip_evaluation
+
     """:func:`clipmech.miclip.evaluation.sae_set`: the same from top-k codes (maps read lazily)."""
     unit_set = miclip_evaluation.sae_set(sae, positions, tokens_NTD, 1, grid)
     return unit_set.acts_NU, unit_set.maps, unit_set.embed.keywords["typical_U"]
@@ -352,7 +363,10 @@ def sparse_latents_benchmark(args: argparse.Namespace) -> None:
 
 def main() -> None:
     args = _parse_args()
+    if args.steps < 2:
+        raise SystemExit(f"--steps {args.steps}: at least 2 (the first is a warm-up, not timed)")
     torch.set_num_threads(args.threads)
+    device = loading.resolve_device(args.device)
     workdir = Path(tempfile.mkdtemp(prefix="clipmech-bench-sae-"))
     store = write_site_store(workdir / "planted.zarr", planted_tokens(args), SITE, args.chunk_images)
     train_images, heldout_images = split_images(args.images, 0.1, args.seed)
@@ -372,32 +386,35 @@ def main() -> None:
     n = cfg.latents(args.d)
     lr = scaled_lr(args.lr, n)
     stream = ShuffleStream(source, args.batch_size, args.buffer_tokens, args.seed).batches()
-    batches = [next(stream) for _ in range(args.steps)]
+    batches = [next(stream).to(device) for _ in range(args.steps)]
 
-    ours = TopKSAE(args.d, n, args.k, seed=args.seed)
+    ours = TopKSAE(args.d, n, args.k, seed=args.seed).to(device)
     ours.init_from_data(batches[0])
     optimizer = torch.optim.Adam(ours.parameters(), lr=lr, eps=ADAM_EPS)
-    since_fired = torch.zeros(n, dtype=torch.int64)
+    since_fired = torch.zeros(n, dtype=torch.int64, device=device)
     reference = Reference(args.d, n, args.k, lr, args.dead_tokens, batches[0])
     ours_seconds = reference_seconds = 0.0
-    for x in batches:
+    for step, x in enumerate(batches):
+        if step == 1:  # the first step of each is a warm-up
+            ours_seconds = reference_seconds = 0.0
         start = time.perf_counter()
         train_step(ours, optimizer, x, since_fired, cfg).tolist()  # .tolist(): the step's end, as a log write
         ours_seconds += time.perf_counter() - start
         start = time.perf_counter()
         reference.step(x)
+        reference.sae.b_dec.sum().tolist()  # the step's end, as for ours (a GPU runs asynchronously)
         reference_seconds += time.perf_counter() - start
     ours.eval()
-    fvu_ours = heldout_fvu(lambda x: ours(x)[0], heldout)
-    fvu_reference = heldout_fvu(reference.reconstruct, heldout)
-    tokens = args.steps * args.batch_size
+    fvu_ours = heldout_fvu(lambda x: ours(x)[0], heldout, device)
+    fvu_reference = heldout_fvu(reference.reconstruct, heldout, device)
+    tokens = (args.steps - 1) * args.batch_size
     print(
         f"planted data: d {args.d}, {args.atoms} atoms x {args.k_true} per token, noise {args.noise}; "
         f"{source.n_tokens:,} training and {sum(len(x) for x in heldout):,} held-out tokens"
     )
     print(
         f"SAE: n {n}, k {args.k}, {args.steps} steps of {args.batch_size}, lr {lr:.3g}, k_aux {args.d // 2}, "
-        f"threads {args.threads}"
+        f"threads {args.threads}, device {device}"
     )
     dead_ours = float((since_fired >= args.dead_tokens).float().mean())
     dead_reference = float((reference.since_fired > args.dead_tokens).float().mean())
@@ -409,7 +426,8 @@ def main() -> None:
     print(f"throughput ratio ours / sparsify: {ours_rate / reference_rate:.2f}; goal >= 1")
     streaming_benchmark(store, source, args)
     shutil.rmtree(workdir)
-    sparse_latents_benchmark(args)
+    if not args.no_latents:
+        sparse_latents_benchmark(args)
 
 
 if __name__ == "__main__":

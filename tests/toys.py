@@ -224,6 +224,7 @@ def write_site_store(path, acts_NTD: np.ndarray, site: str, batch_size: int, n_p
         torch_version="toy",
         sites=(site,),
         code="toy",
+        precision="fp32",
     )
     layout = {"n_prefix_tokens": n_prefix_tokens, "grid_rows": 1, "grid_cols": n_tokens - n_prefix_tokens}
     extras = {var: ([int(layer)], n_tokens, width)}

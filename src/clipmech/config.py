@@ -320,6 +320,7 @@ class Extraction(Section):
     save_tokens: bool = True
     batch_size: int = 32
     device: str = "auto"
+    precision: str = "fp32"
     parts: int = 1
 
     def sites_of(self, model: str) -> tuple[str, ...]:
@@ -1621,8 +1622,8 @@ def _check_layer(key: str, model: str, arch: str, tower: str, layers) -> None:
 
 
 def _check_extraction(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
-    """extraction.layers and the layers of extraction.sites within the blocks of every stored model, and
-    selectivity.reduction among extraction.reductions."""
+    """extraction.layers and the layers of extraction.sites within the blocks of every stored model, no fp16
+    extraction.precision on extraction.device cpu, and selectivity.reduction among extraction.reductions."""
     extraction = raw["extraction"]
     sites_of = _extraction_sites(raw)
     for model in _stored_models(raw, sae_sites):
@@ -1633,6 +1634,11 @@ def _check_extraction(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
             match = BLOCK_PATTERN.fullmatch(site)
             if match is not None and match.group(2) != "*":
                 _check_layer(f"extraction.sites {site}", model, arch, match.group(1), [int(match.group(2))])
+    if extraction["precision"] == "fp16" and extraction["device"] == "cpu":
+        raise ValueError(
+            "extraction.precision = 'fp16' needs a CUDA device, and extraction.device = 'cpu': on a CPU use "
+            "bf16 or fp32 (torch autocasts to bf16 on CPUs too)"
+        )
     reduction = raw["selectivity"]["reduction"]
     if reduction not in extraction["reductions"]:
         raise ValueError(

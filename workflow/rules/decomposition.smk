@@ -23,7 +23,7 @@ rule extract_attnpool:
         model=model_params,
         model_config=model_config,
         # What the attention-pool store reads of the section (not the activation stores' sites).
-        extraction=CONFIG.extraction.pick("batch_size", "device"),
+        extraction=CONFIG.extraction.pick("batch_size", "device", "precision"),
         code=script_code("extract_attnpool.py"),
     script:
         "../scripts/extract_attnpool.py"

@@ -55,6 +55,7 @@ rule patch_components:
             "seed": CONFIG.seed,
         },
         device=CONFIG.extraction.device,
+        precision=CONFIG.extraction.precision,
         code=script_code("patch_components.py"),
     script:
         "../scripts/patch_components.py"

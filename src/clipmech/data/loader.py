@@ -428,19 +428,22 @@ def pixel_batches(
     workers : int
         Decoding processes for a natural-image dataset (0: this process).
     device : str or torch.device, optional
-        Where the model runs (CUDA pins the batches, :func:`image_loader`).
+        Where the model runs: CUDA pins the batches of either kind of dataset in page-locked memory
+        (:func:`image_loader`), so that ``.to(device, non_blocking=True)`` overlaps the copy with compute.
 
     Yields
     ------
     first, last : int
         The images ``first .. last - 1`` of the dataset.
-    pixels_NCHW : torch.Tensor, float32, (last - first, 3, S, S), on the CPU
+    pixels_NCHW : torch.Tensor, float32, (last - first, 3, S, S), on the CPU (pinned for a CUDA ``device``)
     """
     n_images = dataset.n_images if stop is None else min(stop, dataset.n_images)
+    pin = device is not None and torch.device(device).type == "cuda"
     if dataset.images is not None:
         for first in range(start, n_images, batch_size):
             last = min(first + batch_size, n_images)
-            yield first, last, preprocess_images(dataset.images[first:last], preprocess)
+            pixels_NCHW = preprocess_images(dataset.images[first:last], preprocess)
+            yield first, last, pixels_NCHW.pin_memory() if pin else pixels_NCHW
         return
     rows = dataset.manifest.iloc[start:n_images]
     images = ManifestImages(rows, dataset.root, preprocess)

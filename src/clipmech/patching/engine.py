@@ -95,6 +95,12 @@ def _restorer(entries: list[tuple[int, int, tuple]]) -> Callable[[torch.Tensor],
     return edit
 
 
+def _float32(outputs: torch.Tensor) -> torch.Tensor:
+    """A run's outputs in float32 when autocast left them in a half dtype (extraction.precision bf16 / fp16),
+    so that the metric's sums do not round at 8 or 11 bits; float32 and float64 outputs as they are."""
+    return outputs.float() if outputs.dtype in (torch.float16, torch.bfloat16) else outputs
+
+
 def _check(direction: str, clean: torch.Tensor, corrupt: torch.Tensor) -> None:
     if direction not in DIRECTIONS:
         raise ValueError(f"unknown direction {direction!r}; valid: {', '.join(DIRECTIONS)}")
@@ -178,7 +184,8 @@ def sweep(
         ``forward(inputs_B...) -> outputs_B...``: the run, e.g. ``model.encode_image``.
     metric : callable
         ``metric(outputs_B..., pairs_B) -> m_B``: the metric of each row, given the pair (int64, (B,))
-        each row belongs to.
+        each row belongs to; outputs in a half dtype (a forward under extraction.precision's autocast,
+        :mod:`clipmech.models.precision`) reach it as float32.
     clean, corrupt : torch.Tensor, (Q, ...)
         Inputs of the clean and corrupted run of each pair. For embedding corruptions both are the
         clean inputs and ``corruption`` corrupts the corrupted rows.
@@ -251,7 +258,7 @@ def sweep(
         finally:
             for handle in handles:
                 handle.remove()
-        m_B = metric(outputs, pairs_B.to(outputs.device)).double().cpu().numpy()
+        m_B = metric(_float32(outputs), pairs_B.to(outputs.device)).double().cpu().numpy()
         for q, k, row in targets:
             if k == "clean":
                 m_clean[q] = m_B[row]
@@ -294,7 +301,7 @@ def loop_sweep(
             runs = {}
             for role, inputs in (("clean", clean), ("corrupt", corrupt)):
                 with hooked(model, capture=sites) as cache:
-                    runs[role] = float(metric(forward(inputs[q : q + 1]), pair)[0])
+                    runs[role] = float(metric(_float32(forward(inputs[q : q + 1])), pair)[0])
                     runs[role + "_acts"] = {site: cache[site] for site in sites}
             m_clean[q], m_corrupt[q] = runs["clean"], runs["corrupt"]
             base, source = (corrupt, runs["clean_acts"]) if direction == "denoising" else (clean, runs["corrupt_acts"])
@@ -304,7 +311,7 @@ def loop_sweep(
                     indices = [c.index for c in patch_set if c.site == site]
                     edits[site] = _replacer(source[site], indices)
                 with hooked(model, edit=edits):
-                    m_patched[q, k] = float(metric(forward(base[q : q + 1]), pair)[0])
+                    m_patched[q, k] = float(metric(_float32(forward(base[q : q + 1])), pair)[0])
     return SweepResult(m_clean, m_corrupt, m_patched, direction)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from clipmech.models.precision import autocast
 from clipmech.models.towers import tower
 from clipmech.patching import corruptions, engine, measures, tracing
 
@@ -163,7 +164,7 @@ def check_kept(baselines: Sequence[tuple[dict, engine.SweepResult]], min_effect:
 
 def trace_pairs(
     model, tokenizer, pairs: pd.DataFrame, pixels_NCHW: torch.Tensor, *, params: dict, device,
-    tables: Sequence[str] = DEFAULT_TABLES,
+    tables: Sequence[str] = DEFAULT_TABLES, precision: str = "fp32",
 ) -> dict:  # fmt: skip
     """Causal tracing of both towers under every corruption of ``params["corruptions"]``, on the first
     ``params["n_pairs"]`` pairs of each (:func:`pairs_of`).
@@ -185,6 +186,9 @@ def trace_pairs(
     tables : sequence of str
         Which of :data:`TABLES` to return (default :data:`DEFAULT_TABLES`); the path view is computed
         only when ``circuit_paths`` or ``circuit_paths_summary`` is asked for.
+    precision : {"fp32", "bf16", "fp16"}
+        The compute precision of every forward (``extraction.precision``, :func:`clipmech.models.precision.autocast`);
+        the metrics are computed from the runs' outputs in float32 (:func:`clipmech.patching.engine.sweep`).
 
     Returns
     -------
@@ -203,8 +207,15 @@ def trace_pairs(
     ------
     ValueError
         If the pair table lacks a kind a corruption needs (:func:`pairs_of`), for a table not in
-        :data:`TABLES`, or when ``min_effect`` keeps no pair at all (:func:`check_kept`).
+        :data:`TABLES`, or when ``min_effect`` keeps no pair at all (:func:`check_kept`); for fp16 on a
+        device that is not CUDA.
     """
+    with autocast(device, precision):
+        return _traced(model, tokenizer, pairs, pixels_NCHW, params, device, tables)
+
+
+def _traced(model, tokenizer, pairs, pixels_NCHW, params, device, tables) -> dict:
+    """:func:`trace_pairs` inside its precision's autocast."""
     unknown = [key for key in tables if key not in TABLES]
     if unknown:
         raise ValueError(f"unknown patching tables {unknown}; valid: {', '.join(TABLES)}")

@@ -27,6 +27,7 @@ def _settings(extraction: dict) -> dict:
         "save_tokens": extraction.get("save_tokens", True),
         "batch_size": extraction.get("batch_size", 32),
         "device": extraction.get("device", "auto"),
+        "precision": extraction.get("precision", "fp32"),
     }
 
 
@@ -43,7 +44,7 @@ def begin_activations(
     *, model: ModelSpec, dataset_dir: str, store: str, marker: str, extraction: dict, threads: int, code: str
 ) -> None:
     """Write the template of a store extracted in parts (:func:`clipmech.stores.activation_extraction.begin_parts`),
-    on the CPU (the model runs on one image at most, for the shapes), then the ``marker`` file (JSON: the
+    on the CPU (the model runs on one image at most, in float32, for the shapes), then the ``marker`` file (JSON: the
     partial store, and whether a partial store of the same provenance was kept for its parts to resume)."""
     torch.set_num_threads(threads)
     settings = {**_settings(extraction), "device": "cpu"}

@@ -25,6 +25,7 @@ def extract_attnpool(
         store,
         batch_size=extraction["batch_size"],
         device=extraction["device"],
+        precision=extraction["precision"],
         code=code,
         workers=threads,
     )

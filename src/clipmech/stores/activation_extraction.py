@@ -24,6 +24,7 @@ from tqdm import tqdm
 from clipmech.data import datasets, loader, shapes
 from clipmech.hooks.sites import canonical_name, hooked, resolve
 from clipmech.models import loading
+from clipmech.models.precision import autocast
 from clipmech.models.towers import tower
 from clipmech.stores import base
 from clipmech.stores.activations import site_variable
@@ -93,6 +94,9 @@ class StoreProvenance(base.ProvenanceAttrs):
     code : str
         Hash of the package code of the extracting rule (its ``code`` param, :mod:`clipmech.codehash`), so
         that a resume after a code edit starts afresh instead of mixing two versions in one store.
+    precision : {"fp32", "bf16", "fp16"}
+        The compute precision of the forwards (``extraction.precision``, :mod:`clipmech.models.precision`):
+        a store made at bf16 is never resumed at fp32, nor taken for one (it is in the store's attributes).
     """
 
     model: str
@@ -110,6 +114,7 @@ class StoreProvenance(base.ProvenanceAttrs):
     torch_version: str
     sites: tuple[str, ...]
     code: str
+    precision: str
 
 
 DEFAULT_SITES = ("visual.blocks.*.hook_mlp_out",)
@@ -353,6 +358,7 @@ def extract(
     save_tokens: bool = True,
     batch_size: int = 32,
     device: str = "auto",
+    precision: str = "fp32",
     *,
     code: str,
     workers: int = 0,
@@ -378,6 +384,9 @@ def extract(
         Images per forward pass and per zarr chunk.
     device : str
         ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``...
+    precision : {"fp32", "bf16", "fp16"}
+        The forwards' compute precision (:func:`clipmech.models.precision.autocast`); the stored dtypes do
+        not change.
     code : str
         Hash of the extracting rule's package code (``StoreProvenance.code``).
     workers : int
@@ -397,8 +406,9 @@ def extract(
         If ``store`` already exists (a complete store is never overwritten).
     ValueError
         For an unknown reduction, a site that is unknown or cannot be stored (:func:`plan_sites`),
-        text-tower sites on a dataset without captions (:func:`image_captions`), or a batch with a
-        NaN or infinite value (:func:`clipmech.stores.base.check_finite`; the store stays unpublished).
+        text-tower sites on a dataset without captions (:func:`image_captions`), fp16 on a device that is
+        not CUDA (:func:`clipmech.models.precision.autocast`), or a batch with a NaN or infinite value
+        (:func:`clipmech.stores.base.check_finite`; the store stays unpublished).
     TypeError
         If the vision tower is a ModifiedResNet (its store is the attention-pool store).
     FileNotFoundError
@@ -410,7 +420,9 @@ def extract(
     with base.writing(store):
         if store.exists():
             raise FileExistsError(f"activation store {store} already exists; delete it to extract again")
-        with _opened(spec, dataset_dir, layers, sites, reductions, save_tokens, batch_size, device, code) as run:
+        with _opened(
+            spec, dataset_dir, layers, sites, reductions, save_tokens, batch_size, device, precision, code
+        ) as run:
             start = base.begin_store(store, run.prov, run.template)
             run.write(store, start, run.dataset.n_images, workers)
         base.publish_store(store, "activation store")
@@ -505,12 +517,18 @@ class _Run:
 
 
 @contextlib.contextmanager
-def _opened(spec, dataset_dir, layers, sites, reductions, save_tokens, batch_size, device, code) -> Iterator[_Run]:
-    """Load the dataset and the model, plan the sites and the provenance, and hook the sites (:func:`extract`)."""
+def _opened(
+    spec, dataset_dir, layers, sites, reductions, save_tokens, batch_size, device, precision, code, *, shapes=False
+) -> Iterator[_Run]:
+    """Load the dataset and the model, plan the sites and the provenance, and hook the sites, the forwards
+    under the precision's autocast (:func:`extract`). With ``shapes`` (a template: one image's forward, for
+    the shapes of the extra sites) the forward runs in float32 on any device, an fp16 store's on the CPU too."""
     unknown = sorted(set(reductions) - set(REDUCTIONS))
     if unknown:
         raise ValueError(f"unknown reductions {unknown}; valid reductions are: {', '.join(REDUCTIONS)}")
     torch_device = loading.resolve_device(device)
+    # Refused before the model loads (fp16 on a CPU).
+    compute = contextlib.nullcontext() if shapes else autocast(torch_device, precision)
     dataset = datasets.load(dataset_dir)
     model, preprocess = loading.load_model(spec, torch_device)
     if tower(model, "visual").kind == "resnet":
@@ -529,8 +547,9 @@ def _opened(spec, dataset_dir, layers, sites, reductions, save_tokens, batch_siz
         save_tokens=bool(save_tokens),
         sites=plan.sites,
         code=code,
+        precision=precision,
     )
-    with hooked(model, capture=plan.sites) as cache, torch.inference_mode():
+    with hooked(model, capture=plan.sites) as cache, torch.inference_mode(), compute:
         yield _Run(spec, dataset, model, preprocess, cache, plan, prov, torch_device, captions, tokenizer)
 
 
@@ -544,6 +563,7 @@ def begin_parts(
     save_tokens: bool = True,
     batch_size: int = 32,
     device: str = "auto",
+    precision: str = "fp32",
     *,
     code: str,
 ) -> Path:
@@ -551,7 +571,7 @@ def begin_parts(
     the same provenance so that its parts resume (:func:`clipmech.stores.base.begin_parts`).
 
     Parameters are those of :func:`extract`; the model is loaded to know the store's shapes (and the
-    extra sites' from one image) and provenance.
+    extra sites' from one image, in float32 whatever ``precision``, which only the provenance records).
 
     Returns
     -------
@@ -571,7 +591,8 @@ def begin_parts(
     with base.writing(store):
         if store.exists():
             raise FileExistsError(f"activation store {store} already exists; delete it to extract again")
-        with _opened(spec, dataset_dir, layers, sites, reductions, save_tokens, batch_size, device, code) as run:
+        settings = (spec, dataset_dir, layers, sites, reductions, save_tokens, batch_size, device, precision, code)
+        with _opened(*settings, shapes=True) as run:
             base.begin_parts(store, run.prov, run.template)
     return base.partial_path(store)
 
@@ -588,6 +609,7 @@ def extract_part(
     save_tokens: bool = True,
     batch_size: int = 32,
     device: str = "auto",
+    precision: str = "fp32",
     *,
     code: str,
     workers: int = 0,
@@ -618,7 +640,9 @@ def extract_part(
     # Known before the model loads: the part's lock, taken here, stops a second writer of this part at once.
     base.part_range(0, batch_size, part, parts)
     with base.writing(base.Part(part, parts, 0, 0).name(store)):
-        with _opened(spec, dataset_dir, layers, sites, reductions, save_tokens, batch_size, device, code) as run:
+        with _opened(
+            spec, dataset_dir, layers, sites, reductions, save_tokens, batch_size, device, precision, code
+        ) as run:
             span = base.part_range(run.dataset.n_images, batch_size, part, parts)
             start = base.begin_part(store, run.prov, span)
             run.write(store, start, span.end, workers, span)

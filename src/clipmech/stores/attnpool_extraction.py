@@ -13,13 +13,16 @@ from pathlib import Path
 
 import dask.array
 import numpy as np
+import torch
 import xarray as xr
 from tqdm import tqdm
 
 from clipmech.data import datasets, loader
 from clipmech.decomposition import pool
 from clipmech.hooks.attnpool import capture_attnpool
+from clipmech.hooks.pool_forward import attnpool_output_from_attention
 from clipmech.models import loading
+from clipmech.models.precision import autocast
 from clipmech.models.towers import tower
 from clipmech.stores import attnpool as pool_store
 from clipmech.stores import base
@@ -56,6 +59,8 @@ class AttnPoolProvenance(base.ProvenanceAttrs):
     code : str
         Hash of the package code of the extracting rule (its ``code`` param, :mod:`clipmech.codehash`), so
         that a resume after a code edit starts afresh instead of mixing two versions in one store.
+    precision : {"fp32", "bf16", "fp16"}
+        The compute precision of the forwards (``extraction.precision``, :mod:`clipmech.models.precision`).
     """
 
     model: str
@@ -69,6 +74,27 @@ class AttnPoolProvenance(base.ProvenanceAttrs):
     open_clip_version: str
     torch_version: str
     code: str
+    precision: str
+
+
+@torch.no_grad()
+def _stored_output(model, capture, precision: str) -> torch.Tensor:
+    """The pool output y to store, float32 (N, E): the module's at fp32; at bf16 / fp16 the output of the
+    captured x and alpha recomputed in float64 (:func:`clipmech.hooks.pool_forward.attnpool_output_from_attention`),
+    so that the stored y is the exact pool of the stored x and alpha to float32 rounding, as the
+    decomposition checks (``decomposition.max_rel_err``), rather than to the half precision's. The two
+    differ by at most that rounding, which the capture check bounds (:data:`clipmech.hooks.attnpool.VERIFY_RTOL`)."""
+    if precision == "fp32":
+        return capture.y_NE.float()
+    pool_module = model.visual.attnpool
+    return attnpool_output_from_attention(
+        capture.x_NTC,
+        capture.alpha_NHT,
+        pool_module.v_proj.weight,
+        pool_module.v_proj.bias,
+        pool_module.c_proj.weight,
+        pool_module.c_proj.bias,
+    ).float()
 
 
 def store_template(
@@ -127,6 +153,7 @@ def extract_attnpool(
     store: str | Path,
     batch_size: int = 32,
     device: str = "auto",
+    precision: str = "fp32",
     *,
     code: str,
     workers: int = 0,
@@ -149,6 +176,11 @@ def extract_attnpool(
         Images per forward pass and per zarr chunk.
     device : str
         ``auto`` (CUDA when present), ``cpu``, ``cuda``, ``cuda:1``...
+    precision : {"fp32", "bf16", "fp16"}
+        The forward's compute precision (:func:`clipmech.models.precision.autocast`); the pool's x, alpha and
+        y are stored as float32 whatever it is, the capture check's tolerance is that of the pool's
+        dtype (:data:`clipmech.hooks.attnpool.VERIFY_RTOL`), and at bf16 / fp16 the stored y is the pool of
+        the stored x and alpha recomputed in float64 (:func:`_stored_output`).
     code : str
         Hash of the extracting rule's package code (``AttnPoolProvenance.code``).
     workers : int
@@ -172,7 +204,7 @@ def extract_attnpool(
         If the capture check fails (:func:`clipmech.hooks.attnpool.check_capture`).
     ValueError
         If a batch holds a NaN or infinite value (:func:`clipmech.stores.base.check_finite`; the
-        store stays unpublished).
+        store stays unpublished), or for fp16 on a device that is not CUDA.
     """
     store = Path(store)
     # A second writer of the store fails here, before it loads anything or touches a file.
@@ -180,6 +212,7 @@ def extract_attnpool(
         if store.exists():
             raise FileExistsError(f"attention-pool store {store} already exists; delete it to extract again")
         torch_device = loading.resolve_device(device)
+        compute = autocast(torch_device, precision)
         dataset = datasets.load(dataset_dir)
         model, preprocess = loading.load_model(spec, torch_device)
         info = tower(model, "visual")
@@ -190,7 +223,9 @@ def extract_attnpool(
             )
         weights = pool.attnpool_weights(model.visual.attnpool, dtype=np.float32)
         prov = AttnPoolProvenance(
-            **loading.run_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size), code=code
+            **loading.run_provenance(spec, preprocess, dataset_dir, dataset.spec["sha256"], batch_size),
+            code=code,
+            precision=precision,
         )
         n_images = dataset.n_images
         start = base.begin_store(store, prov, lambda: store_template(n_images, batch_size, prov, weights, info.grid))
@@ -200,12 +235,13 @@ def extract_attnpool(
         for first, last, pixels in tqdm(
             batches, desc=f"attnpool {spec.name}", total=-(-(n_images - start) // batch_size), mininterval=10
         ):
-            capture = capture_attnpool(model, pixels.to(torch_device, non_blocking=True))
+            with compute:
+                capture = capture_attnpool(model, pixels.to(torch_device, non_blocking=True))
             batch = xr.Dataset(
                 {
                     "x": (("image", "token", "neuron"), capture.x_NTC.float().cpu().numpy()),
                     "alpha": (("image", "head", "token"), capture.alpha_NHT.float().cpu().numpy()),
-                    "y": (("image", "embed"), capture.y_NE.float().cpu().numpy()),
+                    "y": (("image", "embed"), _stored_output(model, capture, precision).cpu().numpy()),
                 }
             )
             base.write_batch(store, batch, first, last, spec.name, POOL_SITES)
