@@ -450,13 +450,16 @@ def _pool(res: RuleResources, model: str) -> tuple[int, int, int, int]:
 
 
 def _scalars(res: RuleResources, model: str, dataset: str) -> dict:
-    """What every decomposition stage holds (clipmech.stores.attnpool.pair_scalars, float64): the neuron-head
-    scalars s (N, H, C) twice (their chunks and the concatenation; a full-size temporary of the scores), the
-    directions u (H, C, E) and a chunk of x, alpha and s."""
+    """What every decomposition stage holds (float64): the neuron-head scalars s (N, H, C) of every image
+    (clipmech.stores.attnpool.pair_scalars) and three temporaries of their size while
+    clipmech.decomposition.components.component_scores ranks them (|s|, |s| x ||u||, the neuron norms'
+    einsum), the head contributions (N, H, E), the directions u (H, C, E) twice and a chunk of x, alpha and s.
+    The tiny RN measures 4.2 copies of s per image (tests/workflow/test_resources.py)."""
     t, c, h, e = _pool(res, model)
     n, chunk = res.images(dataset), res.config.decomposition.chunk_size
     return {
-        "s (N, H, C) float64, twice": 2.0 * n * h * c * FLOAT64,
+        "s (N, H, C) float64 and 3 temporaries": 4.0 * n * h * c * FLOAT64,
+        "head contributions (N, H, E) float64": 1.0 * n * h * e * FLOAT64,
         "u (H, C, E) float64": 2.0 * h * c * e * FLOAT64,
         "a chunk of x, alpha, s": chunk * (t * c + h * t + h * c) * FLOAT64 * 2,
     }
@@ -528,7 +531,8 @@ def _pascal(res: RuleResources, wc) -> Estimate:
 
 
 def _monitor(res: RuleResources, wc) -> Estimate:
-    return _decomposition()(res, wc)
+    """monitor_shift: the decomposition stages' holdings on the shift splits of the job's dataset."""
+    return _decomposition()(res, _Wildcards(model=wc.model, dataset=res.config.plan.shift_of[wc.dataset]))
 
 
 def _patch(res: RuleResources, wc) -> Estimate:
@@ -825,7 +829,7 @@ def _wildcards(config: Config) -> dict[str, list[dict]]:
         "build_atlas": [{"model": m} for m in plan.atlas_models],
         "embed_text": [{"model": m} for m in config.decomposition.models],
     }
-    jobs["plot_dataset"] = [{"dataset": d} for d in sorted(used) if kinds[d] not in NATURAL_KINDS]
+    jobs["plot_dataset"] = [{"dataset": d} for d in sorted({d for _, d in plan.shapes_analyses})]
     if config.extraction.parts == 1:
         jobs["extract_activations"] = md(activations)
     else:
@@ -844,8 +848,7 @@ def _wildcards(config: Config) -> dict[str, list[dict]]:
     )
     for rule in decomposed.split():
         jobs[rule] = md(plan.decompositions)
-    shifted = [(m, plan.shift_of[d]) for m, d in plan.decompositions if d in plan.shift_of]
-    jobs["monitor_shift"] = jobs["plot_shift"] = md(shifted)
+    jobs["monitor_shift"] = jobs["plot_shift"] = md((m, d) for m, d in plan.decompositions if d in plan.shift_of)
     if config.decomposition.pascal_context.dataset is not None:
         jobs["segment_pascal_context"] = [{"model": m} for m in config.decomposition.models]
     if config.tsne.cifar10 is not None:
