@@ -232,9 +232,9 @@ class RuleResources:
 
     def store_per_image(self, model: str, dataset: str) -> float:
         """Bytes per image of the activation store (:func:`clipmech.storage.activation_store`)."""
-        store = storage.activation_store(self.config, model, dataset, 1)
-        if store.nbytes is not None:
-            return float(store.nbytes)
+        one, two = (storage.activation_store(self.config, model, dataset, n) for n in (1, 2))
+        if one.nbytes is not None:
+            return float(two.nbytes - one.nbytes)
         visual = self.shape(model).visual
         return float(visual.n_layers * visual.n_tokens * visual.width * FLOAT16)
 
@@ -322,6 +322,12 @@ def _pixels(res: RuleResources, model: str, n: int) -> float:
     """float32 preprocessed pixels of n images at the model's input size."""
     size = res.shape(model).visual.image_size or 224
     return n * 3.0 * size * size * FLOAT32
+
+
+def _stacked(res: RuleResources, model: str, n: int) -> float:
+    """Pixels of n images preprocessed at once (clipmech.models.loading.preprocess_images): the list of
+    per-image tensors and their stack."""
+    return 2 * _pixels(res, model, n)
 
 
 def _forward(res: RuleResources, model: str, batch: int, tower: str = "visual") -> dict:
@@ -434,7 +440,8 @@ def _text(res: RuleResources, wc) -> Estimate:
 def _attnpool_extract(res: RuleResources, wc) -> Estimate:
     """Attention-pool extraction: the model, a batch, one chunk of the pool store (float32) streamed to zarr."""
     batch, n = res.config.extraction.batch_size, res.images(wc.dataset)
-    per_image = storage.attnpool_store(res.config, wc.model, wc.dataset, 1).nbytes or 0
+    one, two = (storage.attnpool_store(res.config, wc.model, wc.dataset, n).nbytes or 0 for n in (1, 2))
+    per_image = two - one  # without the pool's parameters
     return Estimate(
         host={**res.weights(wc.model), "a chunk of the store": 2.0 * batch * per_image},
         device=_forward(res, wc.model, batch),
@@ -480,9 +487,10 @@ def _decomposition(extra: Callable | None = None) -> Callable:
 
 
 def _ablation_tokens(res: RuleResources, wc) -> dict:
-    """ablate_components also keeps the tokens x of the evaluated images (at most all) and recomputes the pool."""
+    """ablate_components also keeps the tokens x (M, T, C) of the evaluated images (at most all) and, per
+    fraction, recomputes the pool on an ablated copy (its keys and values the same size), float64."""
     t, c, h, e = _pool(res, wc.model)
-    return {"x of the evaluated images float64": res.images(wc.dataset) * t * c * FLOAT64 * 2}
+    return {"x of the evaluated images, its ablated copy, keys, values": 4.0 * res.images(wc.dataset) * t * c * FLOAT64}
 
 
 def _dictionary(res: RuleResources, wc) -> dict:
@@ -551,7 +559,9 @@ def _patch(res: RuleResources, wc) -> Estimate:
             for k, v in _forward(res, wc.model, patching.batch_size, name).items()
         }
     return Estimate(
-        host={**res.weights(wc.model), "pairs' pixels": _pixels(res, wc.model, 2 * n_pairs)}, device=device, flops=flops
+        host={**res.weights(wc.model), "the pairs' pixels, twice": _stacked(res, wc.model, res.images(wc.dataset))},
+        device=device,
+        flops=flops,
     )
 
 
@@ -574,7 +584,7 @@ def _interventions(res: RuleResources, wc) -> Estimate:
     and scale on the images that hold the concept (at most all), a batch at a time."""
     n, concepts = res.images(wc.dataset), res.config.patching.concepts
     n_runs = 1 + 16 * len(concepts.scales)
-    host = {**res.weights(wc.model), "pixels of every image": _pixels(res, wc.model, n)}
+    host = {**res.weights(wc.model), "pixels of every image, twice": _stacked(res, wc.model, n)}
     device = _forward(res, wc.model, concepts.batch_size)
     return Estimate(host=host, device=device, flops=n_runs * n * res.shape(wc.model).visual.flops)
 
@@ -611,6 +621,7 @@ def _evaluate_sae(res: RuleResources, wc) -> Estimate:
         "SAE": 2.0 * d * n_latents * FLOAT32 * 2,
         "top-k codes of every token": n * tokens * sae.k * (FLOAT32 + 8) * 2,
         "tokens of the held-out images": sae.holdout * n * tokens * d * FLOAT32 * 2,
+        "pixels of the single-object images (at most all), twice": _stacked(res, wc.model, n),
     }
     device = {"a batch's latents": res.config.atlas.batch_tokens * n_latents * FLOAT32 / 8}
     shape = res.shape(wc.model)
@@ -659,7 +670,7 @@ def _probe(res: RuleResources, wc) -> Estimate:
     host = {
         **res.weights(wc.model),
         **res.weights(reference),
-        "pixels for both models": _pixels(res, wc.model, n) + _pixels(res, reference, n),
+        "pixels for both models, twice": _stacked(res, wc.model, n) + _stacked(res, reference, n),
         "site activations (N, T, D) float32, twice": 2.0 * n * positions * width * FLOAT32,
     }
     flops = n * (2 * res.shape(wc.model).visual.flops + res.shape(reference).visual.flops)
@@ -688,7 +699,7 @@ def _evaluate_miclip(res: RuleResources, wc) -> Estimate:
     SAE unit set the SAE, every position's top-k codes and the image-level latents (N, n) float64."""
     n = res.images(wc.dataset)
     probe, train = _probe(res, wc), _train_miclip(res, wc)
-    host = {**res.weights(wc.model), **train.host, "held-out pixels": _pixels(res, wc.model, n)}
+    host = {**res.weights(wc.model), **train.host, "held-out pixels, twice": _stacked(res, wc.model, n)}
     if wc.kind == "sae":
         d, n_latents, _ = _sae_shape(res, wc.model, wc.site)
         _, positions = _site(res, wc.model, wc.site)
