@@ -42,6 +42,11 @@ if CONFIG.storage.budget_gb is not None:
 
     check_budget(storage_plan(CONFIG), CONFIG.storage.budget_gb)
 
+# Every rule's mem_mb and runtime, functions of the config and the job's wildcards (clipmech.resources).
+from clipmech.resources import RuleResources
+
+RESOURCES = RuleResources(CONFIG)
+
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/datasets.smk"

@@ -1,7 +1,10 @@
 """Every rule declares the portable resources a cluster needs: memory and wall time.
 
 Snakemake passes them on to any executor (profiles/slurm turns mem_mb into --mem and runtime into
---time); a rule without them gets a profile's default-resources, which fit nothing in particular.
+--time); a rule without them gets a profile's default-resources, which fit nothing in particular. Both
+are functions of the config and the job (clipmech.resources): the tiny run's measured peaks stay under
+the declared memory, the memory formula grows at least as fast as the code's peak (and not much faster),
+and ``python -m clipmech plan`` lists the jobs and memory the DAG declares.
 Threads default to 1 and GPUs to none, so only rules that use more declare them; a rule that runs
 a model on ``extraction.device`` (CUDA when present) declares ``gpu=CONFIG.extraction.gpus``: one GPU, none
 when the device is ``cpu`` (a CPU-only cluster gets no GPU request).
@@ -9,10 +12,18 @@ when the device is ``cpu`` (a CPU-only cluster gets no GPU request).
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 
+import pandas as pd
 import pytest
+import yaml
 from snakemake_cli import ROOT, TINY, snakemake
+
+from clipmech import resources as rule_resources
+from clipmech.config import load_config
 
 RULE = re.compile(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", re.DOTALL | re.MULTILINE)
 RESOURCES = re.compile(r"^    resources:\n((?:        .*\n)+)", re.MULTILINE)
@@ -66,3 +77,96 @@ def resources(body: str) -> set[str]:
     """Names in a rule's ``resources:`` block."""
     block = RESOURCES.search(body)
     return {line.strip().split("=")[0] for line in block[1].splitlines()} if block else set()
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory) -> list[dict]:
+    """Every job of the tiny config as a dry run in an empty directory plans it: rule, wildcards, benchmark
+    file and mem_mb."""
+    workdir = tmp_path_factory.mktemp("resources-dry-run")
+    out = snakemake("-n", "--configfile", TINY, workdir=workdir).stdout
+    jobs = []
+    for rule, body in re.findall(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", out, re.DOTALL | re.MULTILINE):
+        if rule == "all":
+            continue
+        wildcards = re.search(r"^    wildcards: (.*)$", body, re.MULTILINE)
+        benchmark = re.search(r"^    benchmark: (.*)$", body, re.MULTILINE)
+        jobs.append(
+            {
+                "rule": rule,
+                "wildcards": dict(item.split("=", 1) for item in wildcards[1].split(", ")) if wildcards else {},
+                "benchmark": benchmark[1] if benchmark else None,
+                "mem_mb": int(re.search(r"\bmem_mb=(\d+)", body)[1]),
+            }
+        )
+    return jobs
+
+
+@pytest.mark.integration
+def test_the_plan_lists_the_jobs_and_memory_the_dag_declares(dry_run):
+    """``python -m clipmech plan`` (clipmech.resources.plan_jobs) enumerates the DAG's jobs, each with its mem_mb."""
+    planned = {
+        (job.rule, tuple(sorted(job.wildcards.items()))): job.mem_mb
+        for job in rule_resources.plan_jobs(load_config(yaml.safe_load(TINY.read_text())))
+    }
+    declared = {(job["rule"], tuple(sorted(job["wildcards"].items()))): job["mem_mb"] for job in dry_run}
+    assert planned == declared
+
+
+@pytest.mark.integration
+def test_declared_memory_bounds_the_tiny_runs_peaks(tiny_run, dry_run):
+    """Every benchmarked job of the tiny run peaked (max_rss, MB) below the mem_mb it declares."""
+    declared = {job["benchmark"]: job for job in dry_run if job["benchmark"]}
+    measured = sorted((tiny_run / "results" / "benchmarks").rglob("*.tsv"))
+    assert len(measured) == len(declared)
+    over = []
+    for path in measured:
+        job = declared[str(path.relative_to(tiny_run))]
+        peak = pd.read_csv(path, sep="\t")["max_rss"].max()
+        if not peak < job["mem_mb"]:
+            over.append(f"{job['rule']} {job['wildcards']}: {peak:.0f} MB measured, {job['mem_mb']} declared")
+    assert not over, over
+
+
+#: Runs rule decompose_attnpool's stage on a fresh Shapes dataset of 5 x argv[2] images and its tiny-RN
+#: attention-pool store, and prints the peak bytes tracemalloc saw (numpy's buffers included).
+PEAK = """
+import sys, tracemalloc
+from pathlib import Path
+from clipmech.data import shapes
+from clipmech.models.loading import ModelSpec
+from clipmech.stores import attnpool_extraction
+from clipmech.stages.decompose_attnpool import decompose_attnpool
+root, n_per_count, chunk = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+shapes.build(root / "data", shapes.ShapesSpec(n_per_count=n_per_count, image_size=64, seed=0))
+model = ModelSpec("tiny-rn", "clipmech-rn-tiny", None)
+store = attnpool_extraction.extract_attnpool(model, root / "data", root / "s.zarr", batch_size=16, device="cpu", code="")
+out = {name: str(root / name) for name in ("pairs", "summary", "scores")}
+tracemalloc.start()
+decompose_attnpool(store=str(store), out=out, decomposition={"chunk_size": chunk, "n_checked": 20, "pc_top_k": 50, "max_rel_err": 1e-3})
+print(tracemalloc.get_traced_memory()[1])
+"""
+
+
+@pytest.mark.integration
+def test_decomposition_memory_grows_as_the_code_does(tmp_path):
+    """From 40 to 320 images the peak of decompose_attnpool's stage grows by no more than the declared
+    memory (MARGIN x the formula's growth), and the formula's growth is within 2x of the measured one."""
+    raw = yaml.safe_load(TINY.read_text())
+    chunk = raw["decomposition"]["chunk_size"]
+    peaks, held = [], []
+    for n_per_count in (8, 64):
+        workdir = tmp_path / str(n_per_count)
+        workdir.mkdir()
+        command = [sys.executable, "-c", PEAK, str(workdir), str(n_per_count), str(chunk)]
+        result = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300)
+        peaks.append(int(result.stdout.split()[-1]))
+        raw["datasets"]["tiny-shapes"]["n_per_count"] = n_per_count
+        estimate = rule_resources.RuleResources(load_config(raw)).estimate(
+            "decompose_attnpool", {"model": "tiny-rn", "dataset": "tiny-shapes"}
+        )
+        held.append(sum(estimate.host.values()))
+    measured, formula = peaks[1] - peaks[0], held[1] - held[0]
+    assert measured > 0
+    assert measured <= rule_resources.MARGIN * formula, json.dumps({"measured": measured, "formula": formula})
+    assert formula <= 2 * measured, json.dumps({"measured": measured, "formula": formula})

@@ -19,8 +19,8 @@ rule build_atlas:
         ENV
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=30,
+        mem_mb=RESOURCES.mem_mb("build_atlas"),
+        runtime=RESOURCES.runtime("build_atlas"),
     params:
         dataset=CONFIG.plan.atlas_dataset,
         # Algorithm 1's k and reduction: those of the selectivity tables the pages read.

@@ -20,8 +20,8 @@ rule binding_benchmark:
         ENV
     resources:
         gpu=CONFIG.extraction.gpus,
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=RESOURCES.mem_mb("binding_benchmark"),
+        runtime=RESOURCES.runtime("binding_benchmark"),
     params:
         model=model_params,
         model_config=model_config,
@@ -49,8 +49,8 @@ rule plot_binding:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=RESOURCES.mem_mb("plot_binding"),
+        runtime=RESOURCES.runtime("plot_binding"),
     params:
         label=pair_label,
         code=script_code("plot_binding.py"),

@@ -8,8 +8,8 @@ rule synthesize_shapes:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=RESOURCES.mem_mb("synthesize_shapes"),
+        runtime=RESOURCES.runtime("synthesize_shapes"),
     params:
         spec=dataset_spec,
         code=script_code("synthesize_shapes.py"),
@@ -27,8 +27,8 @@ rule synthesize_shift:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=RESOURCES.mem_mb("synthesize_shift"),
+        runtime=RESOURCES.runtime("synthesize_shift"),
     params:
         spec=dataset_spec,
         image_size=shift_image_size,
@@ -47,8 +47,8 @@ rule synthesize_pairs:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=RESOURCES.mem_mb("synthesize_pairs"),
+        runtime=RESOURCES.runtime("synthesize_pairs"),
     params:
         spec=dataset_spec,
         code=script_code("synthesize_pairs.py"),
@@ -66,9 +66,8 @@ rule index_images:
     conda:
         ENV
     resources:
-        mem_mb=4000,
-        # Reads and decodes every image once: ImageNet val (50,000) takes minutes, train hours.
-        runtime=600,
+        mem_mb=RESOURCES.mem_mb("index_images"),
+        runtime=RESOURCES.runtime("index_images"),
     params:
         spec=dataset_spec,
         code=script_code("index_images.py"),
@@ -92,8 +91,8 @@ rule plot_dataset:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=RESOURCES.mem_mb("plot_dataset"),
+        runtime=RESOURCES.runtime("plot_dataset"),
     params:
         code=script_code("plot_dataset.py"),
     script:

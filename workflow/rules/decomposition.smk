@@ -17,8 +17,8 @@ rule extract_attnpool:
     threads: 2
     resources:
         gpu=CONFIG.extraction.gpus,
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=RESOURCES.mem_mb("extract_attnpool"),
+        runtime=RESOURCES.runtime("extract_attnpool"),
     params:
         model=model_params,
         model_config=model_config,
@@ -44,8 +44,8 @@ rule embed_text:
     threads: 2
     resources:
         gpu=CONFIG.extraction.gpus,
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=RESOURCES.mem_mb("embed_text"),
+        runtime=RESOURCES.runtime("embed_text"),
     params:
         model=model_params,
         model_config=model_config,
@@ -82,8 +82,8 @@ rule decompose_attnpool:
         ENV
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=RESOURCES.mem_mb("decompose_attnpool"),
+        runtime=RESOURCES.runtime("decompose_attnpool"),
     params:
         # The keys the checks read: the rest of the block (text, segmentation...) does not rerun it.
         decomposition=CONFIG.decomposition.pick(
@@ -113,8 +113,8 @@ rule plot_decomposition:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=RESOURCES.mem_mb("plot_decomposition"),
+        runtime=RESOURCES.runtime("plot_decomposition"),
     params:
         label=pair_label,
         code=script_code("plot_decomposition.py"),
@@ -143,8 +143,8 @@ rule ablate_components:
         ENV
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=RESOURCES.mem_mb("ablate_components"),
+        runtime=RESOURCES.runtime("ablate_components"),
     params:
         ablation=CONFIG.decomposition.ablation.params(),
         chunk_size=CONFIG.decomposition.chunk_size,
@@ -169,8 +169,8 @@ rule plot_ablation:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=RESOURCES.mem_mb("plot_ablation"),
+        runtime=RESOURCES.runtime("plot_ablation"),
     params:
         label=pair_label,
         code=script_code("plot_ablation.py"),
@@ -209,8 +209,8 @@ rule decompose_text:
     threads: 2
     resources:
         gpu=CONFIG.extraction.gpus,
-        mem_mb=12000,
-        runtime=60,
+        mem_mb=RESOURCES.mem_mb("decompose_text"),
+        runtime=RESOURCES.runtime("decompose_text"),
     params:
         text=CONFIG.decomposition.text.params(),
         pc_top_k=CONFIG.decomposition.pc_top_k,
@@ -238,8 +238,8 @@ rule plot_sparse_accuracy:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=RESOURCES.mem_mb("plot_sparse_accuracy"),
+        runtime=RESOURCES.runtime("plot_sparse_accuracy"),
     params:
         keep_fraction=CONFIG.decomposition.text.keep_fraction,
         label=pair_label,
@@ -271,8 +271,8 @@ rule find_registers:
         ENV
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=RESOURCES.mem_mb("find_registers"),
+        runtime=RESOURCES.runtime("find_registers"),
     params:
         registers=CONFIG.decomposition.registers.params("n_figure_neurons"),
         code=script_code("find_registers.py"),
@@ -297,8 +297,8 @@ rule plot_registers:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=RESOURCES.mem_mb("plot_registers"),
+        runtime=RESOURCES.runtime("plot_registers"),
     params:
         n_figure_neurons=CONFIG.decomposition.registers.n_figure_neurons,
         label=pair_label,

@@ -29,8 +29,8 @@ rule extract_activations:
     threads: 2
     resources:
         gpu=CONFIG.extraction.gpus,
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=RESOURCES.mem_mb("extract_activations"),
+        runtime=RESOURCES.runtime("extract_activations"),
     params:
         model=model_params,
         model_config=model_config,
@@ -53,8 +53,8 @@ rule begin_activations:
         ENV
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=30,
+        mem_mb=RESOURCES.mem_mb("begin_activations"),
+        runtime=RESOURCES.runtime("begin_activations"),
     params:
         model=model_params,
         model_config=model_config,
@@ -85,8 +85,8 @@ rule extract_activations_part:
     threads: 2
     resources:
         gpu=CONFIG.extraction.gpus,
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=RESOURCES.mem_mb("extract_activations_part"),
+        runtime=RESOURCES.runtime("extract_activations_part"),
     params:
         model=model_params,
         model_config=model_config,
@@ -113,8 +113,8 @@ rule publish_activations:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=RESOURCES.mem_mb("publish_activations"),
+        runtime=RESOURCES.runtime("publish_activations"),
     params:
         parts=CONFIG.extraction.parts,
         code=script_code("extract_activations.py"),

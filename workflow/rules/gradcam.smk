@@ -24,8 +24,8 @@ rule gradcam_binding:
     threads: 2
     resources:
         gpu=CONFIG.extraction.gpus,
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=RESOURCES.mem_mb("gradcam_binding"),
+        runtime=RESOURCES.runtime("gradcam_binding"),
     params:
         model=model_params,
         model_config=model_config,
@@ -53,8 +53,8 @@ rule plot_gradcam:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=RESOURCES.mem_mb("plot_gradcam"),
+        runtime=RESOURCES.runtime("plot_gradcam"),
     params:
         label=pair_label,
         code=script_code("plot_gradcam.py"),

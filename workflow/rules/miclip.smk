@@ -19,8 +19,8 @@ rule embed_miclip_concepts:
     threads: 2
     resources:
         gpu=CONFIG.extraction.gpus,
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=RESOURCES.mem_mb("embed_miclip_concepts"),
+        runtime=RESOURCES.runtime("embed_miclip_concepts"),
     params:
         model=model_params,
         model_config=model_config,
@@ -52,8 +52,8 @@ rule probe_miclip:
     threads: 2
     resources:
         gpu=CONFIG.extraction.gpus,
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=RESOURCES.mem_mb("probe_miclip"),
+        runtime=RESOURCES.runtime("probe_miclip"),
     params:
         model=model_params,
         model_config=model_config,
@@ -94,8 +94,8 @@ rule train_miclip:
     # busy 2-core machine: the second thread only waits).
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=RESOURCES.mem_mb("train_miclip"),
+        runtime=RESOURCES.runtime("train_miclip"),
     params:
         train=CONFIG.miclip.pick(
             "losses", "seeds", "steps", "batch_size", "lr", "temperature"
@@ -124,8 +124,8 @@ rule plot_miclip_training:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=RESOURCES.mem_mb("plot_miclip_training"),
+        runtime=RESOURCES.runtime("plot_miclip_training"),
     params:
         label=miclip_label,
         code=script_code("plot_miclip_training.py"),
@@ -200,8 +200,8 @@ rule evaluate_miclip:
     threads: 2
     resources:
         gpu=CONFIG.extraction.gpus,
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=RESOURCES.mem_mb("evaluate_miclip"),
+        runtime=RESOURCES.runtime("evaluate_miclip"),
     params:
         model=model_params,
         model_config=model_config,
@@ -246,8 +246,8 @@ rule plot_miclip:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=RESOURCES.mem_mb("plot_miclip"),
+        runtime=RESOURCES.runtime("plot_miclip"),
     params:
         tau=CONFIG.miclip.tau,
         label=miclip_label,

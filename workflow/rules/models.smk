@@ -18,8 +18,8 @@ rule train_clip:
     # at 3.0 steps/s on 1 thread next to another job, 4.1 alone on 2).
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=RESOURCES.mem_mb("train_clip"),
+        runtime=RESOURCES.runtime("train_clip"),
     params:
         architecture=architecture,
         model_config=model_config,
@@ -46,8 +46,8 @@ rule plot_training:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=RESOURCES.mem_mb("plot_training"),
+        runtime=RESOURCES.runtime("plot_training"),
     params:
         code=script_code("plot_training.py"),
     script:

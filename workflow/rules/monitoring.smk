@@ -22,8 +22,8 @@ rule monitor_shift:
     conda:
         ENV
     resources:
-        mem_mb=8000,
-        runtime=30,
+        mem_mb=RESOURCES.mem_mb("monitor_shift"),
+        runtime=RESOURCES.runtime("monitor_shift"),
     params:
         shift=CONFIG.decomposition.shift.params(),
         chunk_size=CONFIG.decomposition.chunk_size,
@@ -50,8 +50,8 @@ rule plot_shift:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=RESOURCES.mem_mb("plot_shift"),
+        runtime=RESOURCES.runtime("plot_shift"),
     params:
         top_k=CONFIG.decomposition.shift.top_k,
         label=pair_label,

@@ -44,8 +44,8 @@ rule patch_components:
     threads: 2
     resources:
         gpu=CONFIG.extraction.gpus,
-        mem_mb=8000,
-        runtime=240,
+        mem_mb=RESOURCES.mem_mb("patch_components"),
+        runtime=RESOURCES.runtime("patch_components"),
     params:
         model=model_params,
         model_config=model_config,
@@ -92,8 +92,8 @@ rule plot_patching:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=RESOURCES.mem_mb("plot_patching"),
+        runtime=RESOURCES.runtime("plot_patching"),
     params:
         threshold=CONFIG.patching.circuit.threshold,
         label=pair_label,
@@ -123,8 +123,8 @@ rule concept_auroc:
     threads: 2
     resources:
         gpu=CONFIG.extraction.gpus,
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=RESOURCES.mem_mb("concept_auroc"),
+        runtime=RESOURCES.runtime("concept_auroc"),
     params:
         model=model_params,
         model_config=model_config,
@@ -157,8 +157,8 @@ rule intervene_concepts:
     threads: 2
     resources:
         gpu=CONFIG.extraction.gpus,
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=RESOURCES.mem_mb("intervene_concepts"),
+        runtime=RESOURCES.runtime("intervene_concepts"),
     params:
         model=model_params,
         model_config=model_config,
@@ -187,8 +187,8 @@ rule plot_concepts:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=RESOURCES.mem_mb("plot_concepts"),
+        runtime=RESOURCES.runtime("plot_concepts"),
     params:
         threshold=CONFIG.patching.concepts.threshold,
         label=pair_label,
@@ -212,8 +212,8 @@ rule plot_interventions:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=RESOURCES.mem_mb("plot_interventions"),
+        runtime=RESOURCES.runtime("plot_interventions"),
     params:
         n_units=CONFIG.patching.concepts.n_units,
         label=pair_label,

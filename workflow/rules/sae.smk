@@ -19,8 +19,8 @@ rule train_sae:
     threads: 2
     resources:
         gpu=CONFIG.extraction.gpus,
-        mem_mb=8000,
-        runtime=240,
+        mem_mb=RESOURCES.mem_mb("train_sae"),
+        runtime=RESOURCES.runtime("train_sae"),
     params:
         # Without what only the DAG or the evaluation uses.
         sae=CONFIG.sae.params("models", "sites", "evaluate"),
@@ -49,8 +49,8 @@ rule plot_sae_training:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=RESOURCES.mem_mb("plot_sae_training"),
+        runtime=RESOURCES.runtime("plot_sae_training"),
     params:
         label=sae_label,
         code=script_code("plot_sae_training.py"),
@@ -97,8 +97,8 @@ rule evaluate_sae:
     threads: 2
     resources:
         gpu=CONFIG.extraction.gpus,
-        mem_mb=16000,
-        runtime=120,
+        mem_mb=RESOURCES.mem_mb("evaluate_sae"),
+        runtime=RESOURCES.runtime("evaluate_sae"),
     params:
         model=model_params,
         model_config=model_config,
@@ -138,8 +138,8 @@ rule plot_sae_evaluation:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=RESOURCES.mem_mb("plot_sae_evaluation"),
+        runtime=RESOURCES.runtime("plot_sae_evaluation"),
     params:
         dense_threshold=CONFIG.sae.evaluate.dense_threshold,
         label=sae_label,

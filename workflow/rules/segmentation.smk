@@ -23,8 +23,8 @@ rule segment_shapes:
         ENV
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=RESOURCES.mem_mb("segment_shapes"),
+        runtime=RESOURCES.runtime("segment_shapes"),
     params:
         segmentation=CONFIG.decomposition.segmentation.params(),
         chunk_size=CONFIG.decomposition.chunk_size,
@@ -57,8 +57,8 @@ rule plot_segmentation:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=RESOURCES.mem_mb("plot_segmentation"),
+        runtime=RESOURCES.runtime("plot_segmentation"),
     params:
         label=pair_label,
         code=script_code("plot_segmentation.py"),
@@ -87,8 +87,8 @@ rule segment_pascal_context:
     threads: 2
     resources:
         gpu=CONFIG.extraction.gpus,
-        mem_mb=16000,
-        runtime=600,
+        mem_mb=RESOURCES.mem_mb("segment_pascal_context"),
+        runtime=RESOURCES.runtime("segment_pascal_context"),
     params:
         model=model_params,
         model_config=model_config,

@@ -17,8 +17,8 @@ rule neuron_selectivity:
     conda:
         ENV
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=RESOURCES.mem_mb("neuron_selectivity"),
+        runtime=RESOURCES.runtime("neuron_selectivity"),
     params:
         selectivity=CONFIG.selectivity.params(),
         seed=CONFIG.seed,
@@ -57,8 +57,8 @@ rule plot_selectivity:
     conda:
         ENV
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=RESOURCES.mem_mb("plot_selectivity"),
+        runtime=RESOURCES.runtime("plot_selectivity"),
     params:
         selectivity=CONFIG.selectivity.params(),
         seed=CONFIG.seed,

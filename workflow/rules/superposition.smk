@@ -21,8 +21,8 @@ rule superposition_separability:
     conda:
         ENV
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=RESOURCES.mem_mb("superposition_separability"),
+        runtime=RESOURCES.runtime("superposition_separability"),
     params:
         superposition=CONFIG.superposition.params(),
         seed=CONFIG.seed,
@@ -52,8 +52,8 @@ rule plot_superposition:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=RESOURCES.mem_mb("plot_superposition"),
+        runtime=RESOURCES.runtime("plot_superposition"),
     params:
         superposition=CONFIG.superposition.pick("variance_kept", "threshold"),
         label=pair_label,

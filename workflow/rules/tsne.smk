@@ -14,8 +14,8 @@ rule tsne_shapes:
     conda:
         ENV
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=RESOURCES.mem_mb("tsne_shapes"),
+        runtime=RESOURCES.runtime("tsne_shapes"),
     params:
         tsne=CONFIG.tsne.params("cifar10"),
         seed=CONFIG.seed,
@@ -40,8 +40,8 @@ rule plot_tsne_shapes:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=RESOURCES.mem_mb("plot_tsne_shapes"),
+        runtime=RESOURCES.runtime("plot_tsne_shapes"),
     params:
         label=pair_label,
         code=script_code("plot_tsne_shapes.py"),
@@ -70,8 +70,8 @@ rule tsne_cifar10:
     threads: 2
     resources:
         gpu=CONFIG.extraction.gpus,
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=RESOURCES.mem_mb("tsne_cifar10"),
+        runtime=RESOURCES.runtime("tsne_cifar10"),
     params:
         model=model_params,
         model_config=model_config,
@@ -101,8 +101,8 @@ rule plot_tsne_cifar10:
     conda:
         ENV
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=RESOURCES.mem_mb("plot_tsne_cifar10"),
+        runtime=RESOURCES.runtime("plot_tsne_cifar10"),
     params:
         label=model_label,
         code=script_code("plot_tsne_cifar10.py"),

@@ -16,8 +16,8 @@ rule zero_shot_classifier:
     threads: 2
     resources:
         gpu=CONFIG.extraction.gpus,
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=RESOURCES.mem_mb("zero_shot_classifier"),
+        runtime=RESOURCES.runtime("zero_shot_classifier"),
     params:
         model=model_params,
         model_config=model_config,
@@ -48,8 +48,8 @@ rule zero_shot:
     threads: 2
     resources:
         gpu=CONFIG.extraction.gpus,
-        mem_mb=8000,
-        runtime=240,
+        mem_mb=RESOURCES.mem_mb("zero_shot"),
+        runtime=RESOURCES.runtime("zero_shot"),
     params:
         model=model_params,
         model_config=model_config,

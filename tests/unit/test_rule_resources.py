@@ -1,0 +1,163 @@
+"""Rule resources (clipmech.resources): the formulas on cases computed by hand, the retry growth, the GPU/CPU
+split, the model shapes against open_clip's own models, and every rule of workflow/rules/ wired to its own entry.
+
+tests/workflow/test_resources.py checks the declared memory against the tiny run's measured peaks and the
+growth of the formula against the growth the code shows.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import yaml
+from snakemake_cli import ROOT, TINY
+
+from clipmech import resources
+from clipmech.config import load_config
+from clipmech.resources import BASELINE_MB, FLOAT64, MARGIN, MB, RuleResources
+
+# tiny-rn (clipmech-rn-tiny): width 16 -> C = 512 channels, H = 8 heads of 64, T = (128 / 32)^2 + 1 = 17 tokens,
+# E = 64; tiny-shapes: 8 images per object count, 1 to 5 objects.
+RN_C, RN_H, RN_T, EMBED, N = 512, 8, 17, 64, 40
+
+
+def tiny(**changes) -> dict:
+    raw = yaml.safe_load(TINY.read_text())
+    for key, value in changes.items():
+        section, _, name = key.partition(".")
+        raw[section][name] = value
+    return raw
+
+
+def mb(held_bytes: float, baseline: int) -> int:
+    """mem_mb as the module rounds it: baseline + MARGIN x held, up to 100 MB."""
+    return int(math.ceil((baseline + MARGIN * held_bytes / MB) / 100) * 100)
+
+
+def test_decomposition_memory_by_hand():
+    """decompose_attnpool holds s (N, H, C) float64 and three temporaries of its size, the head contributions
+    (N, H, E), u (H, C, E) twice and one chunk of x, alpha, s."""
+    config = load_config(tiny())
+    chunk = config.decomposition.chunk_size
+    held = 4 * N * RN_H * RN_C * FLOAT64 + N * RN_H * EMBED * FLOAT64
+    held += 2 * RN_H * RN_C * EMBED * FLOAT64
+    held += 2 * chunk * (RN_T * RN_C + RN_H * RN_T + RN_H * RN_C) * FLOAT64
+    job = {"model": "tiny-rn", "dataset": "tiny-shapes"}
+    assert RuleResources(config).memory_mb("decompose_attnpool", job) == mb(held, BASELINE_MB["torch"])
+
+
+def test_decomposition_memory_grows_with_the_images():
+    """At ImageNet's 50,000 validation images the RN50x16 scalars and their temporaries alone are
+    4 x 8 x 50,000 x 48 x 3072 bytes."""
+    raw = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    raw["datasets"]["shapes"]["n_per_count"] = 10_000  # 50,000 images
+    config = load_config(raw)
+    job = {"model": "rn50x16", "dataset": "shapes"}
+    scalars = 4 * 50_000 * 48 * 3072 * FLOAT64
+    assert RuleResources(config).memory_mb("decompose_attnpool", job) > MARGIN * scalars / MB > 100_000
+
+
+def test_plot_rules_take_the_numpy_baseline_and_the_floor():
+    res = RuleResources(load_config(tiny()))
+    job = {"model": "tiny-vit", "dataset": "tiny-shapes"}
+    assert res.memory_mb("plot_selectivity", job) == BASELINE_MB["numpy"]
+    assert res.runtime_min("plot_selectivity", job) == resources.FLOOR_MIN
+
+
+def test_a_retry_asks_for_more():
+    res = RuleResources(load_config(tiny()))
+    job = {"model": "tiny-rn", "dataset": "tiny-shapes"}
+    memory, runtime = res.mem_mb("ablate_components"), res.runtime("ablate_components")
+    assert memory(job, 2, 2) == 2 * memory(job, 2, 1) == 2 * res.memory_mb("ablate_components", job)
+    assert runtime(job, 3) == 3 * runtime(job, 1)
+
+
+def test_an_unknown_rule_is_refused_when_declared():
+    with pytest.raises(KeyError):
+        RuleResources(load_config(tiny())).mem_mb("no_such_rule")
+
+
+def test_device_memory_counts_on_the_cpu_only():
+    """A batch of patched runs lives on the GPU under CUDA: the host request drops by its size."""
+    job = {"model": "tiny-vit", "dataset": "tiny-shapes-pairs"}
+    cpu, cuda = (RuleResources(load_config(tiny(**{"extraction.device": d}))) for d in ("cpu", "cuda"))
+    estimate = cpu.estimate("patch_components", job)
+    device = sum(estimate.device.values())
+    host = sum(estimate.host.values())
+    assert device > 0
+    assert cpu.memory_mb("patch_components", job) == mb(host + device, BASELINE_MB["torch"])
+    assert cuda.memory_mb("patch_components", job) == mb(host, BASELINE_MB["torch"] + BASELINE_MB["cuda"])
+
+
+def test_tracing_time_follows_the_pairs():
+    """patch_components runs n_pairs x sets passes: doubling the pairs doubles the time above the floor."""
+    job = {"model": "tiny-vit", "dataset": "tiny-shapes-pairs"}
+    few, many = (
+        RuleResources(load_config(tiny(**{"patching.n_pairs": n}))).estimate("patch_components", job).flops
+        for n in (1, 2)
+    )
+    assert many == pytest.approx(2 * few)
+
+
+def test_natural_datasets_add_a_decoder_per_thread():
+    raw = tiny()
+    raw["datasets"]["photos"] = {"kind": "imagefolder", "root": "photos", "n_images": 10}
+    raw["zeroshot"] = {"models": ["tiny-vit"], "datasets": ["photos"], "templates": ["a photo of a {}."]}
+    res = RuleResources(load_config(raw))
+    job = {"model": "tiny-vit", "dataset": "photos"}
+    assert res.memory_mb("zero_shot", job, 3) - res.memory_mb("zero_shot", job, 1) == 2 * resources.DECODER_MB
+
+
+@pytest.mark.parametrize(
+    ("architecture", "params"),
+    # open_clip's parameter counts (its docs' model profile table; RN50x16 291M, ViT-L-14 428M).
+    [("RN50", 102.0e6), ("RN50x16", 291.0e6), ("ViT-B-32", 151.3e6), ("ViT-L-14", 427.6e6)],
+)
+def test_parameters_from_the_config_match_open_clip(architecture, params):
+    assert resources.model_shape(architecture).params == pytest.approx(params, rel=0.02)
+
+
+def test_the_tiny_models_shapes_match_the_built_models(vit, rn):
+    """Parameters and widths read from the configs equal those of the built tiny models (not within 2 %)."""
+    for architecture, model in (("clipmech-vit-tiny", vit), ("clipmech-rn-tiny", rn)):
+        shape = resources.model_shape(architecture)
+        built = sum(p.numel() for p in model.parameters())
+        assert shape.params == pytest.approx(built, rel=0.05), architecture
+    assert resources.model_shape("clipmech-rn-tiny").visual.width == RN_C
+    assert resources.model_shape("clipmech-rn-tiny").visual.n_heads == RN_H
+
+
+def declared():
+    """(file, rule, resources block) of every rule in workflow/rules/."""
+    rule = re.compile(r"^rule (\w+):\n(.*?)(?=^\S|\Z)", re.DOTALL | re.MULTILINE)
+    block = re.compile(r"^    resources:\n((?:        .*\n)+)", re.MULTILINE)
+    return [
+        (path.name, match[1], block.search(match[2])[1])
+        for path in sorted((ROOT / "workflow" / "rules").glob("*.smk"))
+        for match in rule.finditer(path.read_text())
+    ]
+
+
+@pytest.mark.parametrize(("file", "rule", "block"), declared(), ids=[rule for _, rule, _ in declared()])
+def test_every_rule_declares_its_own_estimate(file, rule, block):
+    assert f'mem_mb=RESOURCES.mem_mb("{rule}"),' in block, f"{file}: {rule}"
+    assert f'runtime=RESOURCES.runtime("{rule}"),' in block, f"{file}: {rule}"
+    assert rule in resources.ESTIMATES
+
+
+def test_every_estimate_is_of_a_rule():
+    assert set(resources.ESTIMATES) == {rule for _, rule, _ in declared()}
+
+
+def test_the_plan_lists_the_paper_jobs():
+    """config/paper.yaml: the RN50x16 decomposition and the SAE jobs are planned, each with its memory."""
+    raw = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    raw["patching"]["models"] = ["vit-b-32"]  # SigLIP's timm tower is sized by building it (slow)
+    jobs = resources.plan_jobs(load_config(raw))
+    rules = {job.rule for job in jobs}
+    assert {"decompose_attnpool", "train_sae", "patch_components", "extract_activations"} <= rules
+    text = resources.format_jobs(jobs, 1)
+    assert "largest memory:" in text and "decompose_attnpool" in text
+    assert all(job.mem_mb >= BASELINE_MB["numpy"] and job.runtime >= resources.FLOOR_MIN for job in jobs)
