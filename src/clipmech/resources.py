@@ -932,4 +932,8 @@ def format_jobs(jobs: list[Job], gpus: int) -> str:
             f"largest memory: {top.rule} {'/'.join(top.wildcards.values())} ({top.mem_mb / 1000:.3g} GB); "
             f"longest: {longest.rule} {'/'.join(longest.wildcards.values())} ({longest.runtime} min); {len(jobs)} jobs"
         )
+    lines.append(
+        f"(runtime is the scheduler's bound, not an estimate: {FLOOR_MIN} min + {SLACK} x the work at "
+        f"{THROUGHPUT['cuda'] / 1e12:g} TFLOP/s on a GPU, {THROUGHPUT['cpu'] / 1e9:g} GFLOP/s on a CPU thread)"
+    )
     return "\n".join(lines)
