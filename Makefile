@@ -57,6 +57,7 @@ benchmark: $(BIN)/.installed
 	$(BIN)/python benchmarks/patching.py
 	$(BIN)/python benchmarks/sae.py
 	$(BIN)/python benchmarks/loader.py
+	$(BIN)/python benchmarks/atlas.py
 	$(BIN)/python benchmarks/scaling.py
 
 # The wheels benchmarks/gpu/run.sh installs on a machine that has PyTorch and nothing else (CPython 3.12,
