@@ -244,7 +244,7 @@ def test_delta_acc_of_a_planted_neuron_is_measured_on_single_object_images(vit, 
     W = 0.01 * rng.standard_normal((e, 64))
     W[:, planted] = concept_CE[shapes.FEATURES.index("circle")]
     results = evaluation.evaluate_unit_set(
-        evaluation.neuron_set(site_acts, 1, (8, 8)),
+        evaluation.neuron_set(units.neuron_image_acts(site_acts, 1), units.NeuronMaps(site_acts, 1, (8, 8)), -1),
         model=model,
         tokenizer=None,
         pixels_NCHW=pixels,
