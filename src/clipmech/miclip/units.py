@@ -150,7 +150,7 @@ class NeuronMaps:
         Indexed by position (a probe store's, :func:`clipmech.miclip.probe_store.open_probe_store`).
     n_prefix_tokens : int
     grid : tuple of int
-        (rows, cols) of the patch grid (ResNet: the map's).
+        (rows, cols) of the patch grid (unused for a ResNet stage, whose maps are its activations).
     """
 
     ndim = 4
@@ -160,7 +160,7 @@ class NeuronMaps:
         self.site_acts, self.n_prefix_tokens, self.grid = site_acts, n_prefix_tokens, tuple(grid)
         shape = tuple(site_acts.shape)
         self.unit_axis = 1 if len(shape) == 4 else 2
-        self.shape = (shape[0], shape[self.unit_axis], *self.grid)
+        self.shape = shape if len(shape) == 4 else (shape[0], shape[2], *self.grid)
 
     def __getitem__(self, key) -> np.ndarray:
         if not (isinstance(key, tuple) and len(key) == 2 and key[0] == slice(None) and isinstance(key[1], slice)):

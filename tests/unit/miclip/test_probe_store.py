@@ -38,9 +38,8 @@ def test_a_store_written_in_batches_reads_back_the_array_and_its_maps(tmp_path, 
     read = probe_store.open_probe_store(store)
     np.testing.assert_array_equal(np.asarray(read), acts)
     heldout = np.array([1, 4, 5, 9])
-    grid = (2, 2) if len(shape) == 2 else (2, 3)
-    maps = units.NeuronMaps(read.isel(image=heldout), 1, grid)
-    whole = units.neuron_maps(acts[heldout], 1, grid)
+    maps = units.NeuronMaps(read.isel(image=heldout), 1, (2, 2))
+    whole = units.neuron_maps(acts[heldout], 1, (2, 2))
     assert maps.shape == whole.shape
     np.testing.assert_array_equal(maps[:, 3:67], whole[:, 3:67])
 
