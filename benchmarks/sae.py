@@ -248,7 +248,7 @@ def _sparse_unit_set(sae, tokens_NTD, positions, grid):
     from clipmech.miclip import evaluation as miclip_evaluation
 
     """:func:`clipmech.miclip.evaluation.sae_set`: the same from top-k codes (maps read lazily)."""
-    unit_set = miclip_evaluation.sae_set(sae, positions, tokens_NTD, 1, grid)
+    unit_set = miclip_evaluation.sae_set(sae, positions, 1, miclip_evaluation.array_batches(tokens_NTD), grid)
     return unit_set.acts_NU, unit_set.maps, unit_set.embed.keywords["typical_U"]
 
 

@@ -1,3 +1,12 @@
+# A Shapes miclip.dataset's probe writes the site activations of its images to a zarr store that the evaluation
+# reads; a natural-image dataset's probe keeps image-level activations only (methods.md Sec. 9.8).
+MICLIP_ACTS = (
+    {}
+    if CONFIG.miclip_natural_params()
+    else {"acts": "results/miclip/{model}/{dataset}/{site}/acts.zarr"}
+)
+
+
 rule embed_miclip_concepts:
     input:
         checkpoint=checkpoint_input,
@@ -38,6 +47,7 @@ rule probe_miclip:
         checkpoint=checkpoint_input,
         reference_checkpoint=miclip_reference_checkpoint,
     output:
+        **{name: directory(path) for name, path in MICLIP_ACTS.items()},
         probe="results/miclip/{model}/{dataset}/{site}/probe.npz",
         probe_sha256=sha256_record("results/miclip/{model}/{dataset}/{site}/probe.npz"),
     log:
@@ -135,6 +145,7 @@ rule plot_miclip_training:
 
 rule evaluate_miclip:
     input:
+        **MICLIP_ACTS,
         dataset_dir=DATA,
         checkpoint=checkpoint_input,
         probe="results/miclip/{model}/{dataset}/{site}/probe.npz",

@@ -31,11 +31,13 @@ from clipmech.data.concepts import Concepts
 from clipmech.miclip import baselines, interventions, tables, units
 from clipmech.miclip import natural as miclip_natural
 from clipmech.models.prompt_embeddings import attribute_prompt_embeddings
-from clipmech.sae.latents import token_codes
+from clipmech.sae.latents import TokenCodes, token_codes
 
 log = logging.getLogger(__name__)
 #: Images per SAE encode call when the latents of a unit set are computed from the probe.
 SAE_BATCH_IMAGES = 64
+#: Images whose pixels the interventions hold at a time (a concept's images are read in chunks of as many).
+PIXEL_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -62,14 +64,14 @@ class UnitSet:
     make_edit: Callable
 
 
-def neuron_set(site_acts: np.ndarray, n_prefix_tokens: int, grid: tuple[int, int]) -> UnitSet:
-    """The channels of a site as units, from its probe activations ((N, T, D) or ResNet (N, C, h, w)):
-    image-level activation the mean over the patch tokens (:func:`clipmech.miclip.units.neuron_image_acts`),
-    typical activation :func:`clipmech.miclip.units.typical_activation`."""
-    acts_NU = units.neuron_image_acts(site_acts, n_prefix_tokens)
-    maps = units.neuron_maps(site_acts, n_prefix_tokens, grid)
+def neuron_set(acts_NU: np.ndarray, maps, channel_axis: int) -> UnitSet:
+    """The channels of a site as units: ``acts_NU`` their image-level activations (float, (N, U): the mean over
+    the patch tokens, :func:`clipmech.miclip.units.neuron_image_acts`, as the probe holds them), ``maps`` their
+    activation maps (:class:`clipmech.miclip.units.NeuronMaps`, or None: no Network Dissection),
+    ``channel_axis`` the channel axis of the site's activations the edits scale (-1 for (N, T, D), 1 for a
+    ResNet stage's (N, C, h, w)); typical activation :func:`clipmech.miclip.units.typical_activation`."""
+    acts_NU = np.asarray(acts_NU, dtype=np.float64)
     typical_U = units.typical_activation(acts_NU)
-    channel_axis = 1 if site_acts.ndim == 4 else -1
     return UnitSet(
         acts_NU,
         maps,
@@ -79,45 +81,24 @@ def neuron_set(site_acts: np.ndarray, n_prefix_tokens: int, grid: tuple[int, int
 
 
 def sae_set(
-    sae: torch.nn.Module, positions: np.ndarray, site_acts_NTD: np.ndarray, n_prefix_tokens: int, grid: tuple[int, int]
-) -> UnitSet:
-    """The latents of an SAE of the site as units, on the tokens at ``positions`` of its probe activations,
-    held as top-k codes (:func:`clipmech.sae.latents.token_codes`): image-level activation the maximum over
-    the patch tokens (:func:`clipmech.miclip.units.latent_image_acts`), typical activation the typical firing
-    value (:func:`clipmech.miclip.units.typical_firing`); maps (:class:`clipmech.miclip.units.LatentMaps`,
-    read from the codes) only when the SAE reads every patch token.
-
-    Raises
-    ------
-    ValueError
-        If the SAE reads no patch token.
-    """
-    codes = token_codes(sae, site_acts_NTD, positions, SAE_BATCH_IMAGES)
-    acts_NU = units.latent_image_acts(codes, positions, n_prefix_tokens)
-    patch = positions >= n_prefix_tokens
-    maps = units.LatentMaps(codes, positions, n_prefix_tokens, grid) if patch.sum() == grid[0] * grid[1] else None
-    typical_U = units.typical_firing(codes, patch, acts_NU)
-    W_dec = sae.W_dec.detach().cpu().double().numpy()
-    return UnitSet(
-        acts_NU,
-        maps,
-        functools.partial(units.latent_embeddings, W_dec_Dn=W_dec, typical_U=typical_U),
-        functools.partial(_sae_edit, sae=sae, positions=positions, typical_U=typical_U),
-    )
-
-
-def streamed_sae_set(
     sae: torch.nn.Module,
     positions: np.ndarray,
     n_prefix_tokens: int,
     batches: Callable[[], Iterable[np.ndarray]],
+    grid: tuple[int, int] | None = None,
     batch_images: int = SAE_BATCH_IMAGES,
 ) -> UnitSet:
-    """:func:`sae_set` without maps from site activations read in batches, for a natural-image dataset whose
-    token activations do not fit in memory (methods.md Sec. 9.8): ``batches()`` yields the (B, T, D) site
-    activations of the evaluated images in order, and is read twice: once for the image-level activations,
-    once for the typical firing values on each latent's top images (:func:`clipmech.miclip.units.typical_firing`).
-    Each batch's latents are held as top-k codes (:func:`clipmech.sae.latents.token_codes`) while it is read.
+    """The latents of an SAE of the site as units, on the tokens at ``positions`` of site activations read in
+    batches: ``batches()`` yields the (B, T, D) activations of the evaluated images in order (a probe store's,
+    or a natural-image dataset's computed again, :func:`clipmech.miclip.natural.site_batches`), each batch's
+    latents held as top-k codes (:func:`clipmech.sae.latents.token_codes`, ``batch_images`` images per encode
+    call). Image-level activation the maximum over the patch tokens
+    (:func:`clipmech.miclip.units.latent_image_acts`), typical activation the typical firing value
+    (:func:`clipmech.miclip.units.typical_firing`), summed batch by batch over each latent's top images.
+
+    With ``grid`` given and an SAE that reads every patch token, the codes of every image are kept for the maps
+    (:class:`clipmech.miclip.units.LatentMaps`, Network Dissection) and ``batches()`` is read once; else no maps
+    are built, nothing but the (N, n) image-level activations is kept, and ``batches()`` is read twice.
 
     Raises
     ------
@@ -127,29 +108,55 @@ def streamed_sae_set(
     patch = np.asarray(positions) >= n_prefix_tokens
     if not patch.any():
         raise ValueError("MiCLIP's SAE latents need an SAE that reads the patch tokens (sae.tokens patch or all)")
+    with_maps = grid is not None and patch.sum() == grid[0] * grid[1]
 
-    def codes(x_BTD):
-        if x_BTD.shape[-1] != sae.d:
-            raise ValueError(f"the SAE has width {sae.d}, the site {x_BTD.shape[-1]}")
-        return token_codes(sae, x_BTD, positions, batch_images)
+    def code_batches():
+        for x_BTD in batches():
+            if x_BTD.shape[-1] != sae.d:
+                raise ValueError(f"the SAE has width {sae.d}, the site {x_BTD.shape[-1]}")
+            yield token_codes(sae, x_BTD, positions, batch_images)
 
-    acts_NU = np.concatenate([units.latent_image_acts(codes(x), positions, n_prefix_tokens) for x in batches()])
+    kept = []
+    acts = []
+    for batch in code_batches():
+        acts.append(units.latent_image_acts(batch, positions, n_prefix_tokens))
+        if with_maps:
+            kept.append(batch)
+    acts_NU = np.concatenate(acts)
     top_NU = units.top_image_mask(acts_NU, units.TYPICAL_FRACTION)
     total_n, count_n = np.zeros(acts_NU.shape[1]), np.zeros(acts_NU.shape[1], dtype=np.int64)
     start = 0
-    for x_BTD in batches():
-        batch = codes(x_BTD)
+    for batch in kept if with_maps else code_batches():
         batch_total, batch_count = batch.firing_sums(patch, top_NU[start : start + batch.n_images])
         total_n += batch_total
         count_n += batch_count
         start += batch.n_images
     typical_U = np.divide(total_n, count_n, out=np.zeros_like(total_n), where=count_n > 0)
+    maps = None
+    if with_maps:
+        codes = TokenCodes(
+            np.concatenate([b.values_BK for b in kept]),
+            np.concatenate([b.indices_BK for b in kept]),
+            acts_NU.shape[0],
+            positions.size,
+            sae.n_latents,
+        )
+        maps = units.LatentMaps(codes, positions, n_prefix_tokens, grid)
     W_dec = sae.W_dec.detach().cpu().double().numpy()
     return UnitSet(
         acts_NU,
-        None,
+        maps,
         functools.partial(units.latent_embeddings, W_dec_Dn=W_dec, typical_U=typical_U),
         functools.partial(_sae_edit, sae=sae, positions=positions, typical_U=typical_U),
+    )
+
+
+def array_batches(acts, batch_images: int = SAE_BATCH_IMAGES) -> Callable[[], Iterable[np.ndarray]]:
+    """What :func:`sae_set` reads of site activations held as an array or read lazily (a probe store's):
+    a function yielding ``acts[start : start + batch_images]`` as float32 numpy, images in order."""
+    return lambda: (
+        np.asarray(acts[start : start + batch_images], dtype=np.float32)
+        for start in range(0, acts.shape[0], batch_images)
     )
 
 
@@ -310,8 +317,9 @@ def intervention_table(
     Parameters
     ----------
     pixels_NCHW : torch.Tensor or callable
-        The evaluated images, preprocessed, or a function of image indices (int64) -> their pixels (a
-        natural-image dataset's photographs, decoded per concept).
+        The evaluated images, preprocessed, or a function of image indices (int64) -> their pixels, read
+        :data:`PIXEL_CHUNK` images of a concept at a time (the stage's: preprocessed from the dataset's
+        images, or a natural-image dataset's photographs decoded).
     images_NF : numpy.ndarray, bool, (N, F)
         The images each concept's accuracy is measured on (the evaluation: its single-label images,
         :func:`clipmech.miclip.interventions.single_label_images`).
@@ -338,7 +346,6 @@ def intervention_table(
         if images.size == 0:
             continue
         task, target = task_of(concept)
-        pixels = pixels_NCHW(images) if callable(pixels_NCHW) else pixels_NCHW[images]
         # (method, seed, form, beta, copy): the copy is (sorted units, form, beta), shared where they agree.
         wanted = [
             (method, int(seed), form, float(beta), (tuple(np.sort(index_CK[f]).tolist()), form, float(beta)))
@@ -350,19 +357,9 @@ def intervention_table(
         position = {copy: k for k, copy in enumerate(keys)}
         predicted = np.concatenate(
             [
-                interventions.copy_predictions(
-                    model,
-                    pixels,
-                    dict(texts),
-                    site=site,
-                    edit=make_edit(chunk),
-                    n_copies=len(chunk),
-                    batch_size=batch_size,
-                    device=device,
-                )
-                for chunk in (keys[start : start + batch_size] for start in range(0, len(keys), batch_size))
-            ],
-            axis=1,
+                _chunk_predictions(model, pixels_NCHW, chunk, texts, keys, make_edit, site, batch_size, device)
+                for chunk in (images[start : start + PIXEL_CHUNK] for start in range(0, images.size, PIXEL_CHUNK))
+            ]
         )
         accuracy_K = [interventions.concept_accuracy(predicted[:, k, task], target) for k in range(len(keys))]
         for method, seed, form, beta, copy in wanted:
@@ -381,6 +378,28 @@ def intervention_table(
                 }
             )
     return pd.DataFrame(rows, columns=list(tables.INTERVENTION_COLUMNS))
+
+
+def _chunk_predictions(model, pixels_NCHW, images, texts, keys, make_edit, site, batch_size, device) -> np.ndarray:
+    """Predictions (n, len(keys), tasks) of the copies ``keys`` of the images ``images`` (at most
+    :data:`PIXEL_CHUNK`, their pixels read here), ``batch_size`` copies per pass."""
+    pixels = pixels_NCHW(images) if callable(pixels_NCHW) else pixels_NCHW[images]
+    return np.concatenate(
+        [
+            interventions.copy_predictions(
+                model,
+                pixels,
+                dict(texts),
+                site=site,
+                edit=make_edit(chunk),
+                n_copies=len(chunk),
+                batch_size=batch_size,
+                device=device,
+            )
+            for chunk in (keys[start : start + batch_size] for start in range(0, len(keys), batch_size))
+        ],
+        axis=1,
+    )
 
 
 def evaluate_unit_set(
@@ -409,8 +428,9 @@ def evaluate_unit_set(
     ----------
     unit_set : UnitSet
         :func:`neuron_set` or :func:`sae_set` of the evaluated images.
-    pixels_NCHW : torch.Tensor, float, (N, 3, S, S)
-        The evaluated (held-out) images, preprocessed; ``objects`` and ``masks_NHW`` their object table
+    pixels_NCHW : torch.Tensor, float, (N, 3, S, S), or callable
+        The evaluated (held-out) images, preprocessed, or a function of their indices (int64) -> their pixels
+        (:func:`intervention_table`); ``objects`` and ``masks_NHW`` their object table
         (``image_id`` 0..N-1, :func:`heldout_objects`) and masks.
     encoders : mapping of str to numpy.ndarray, (E, D)
         ``"<loss>/<seed>"`` -> MiCLIP encoder weights.
@@ -428,8 +448,7 @@ def evaluate_unit_set(
         ``concept_data["concept_embeddings"]``: they replace the Shapes features (presence and ground truth,
         description vocabulary ``concepts``); ``objects`` and ``masks_NHW`` are unused (None) and Network
         Dissection is left out. With ``class_texts`` (a dataset with one class per image) Delta Acc is measured
-        on each class's labelled images, ``pixels_NCHW`` then a function of image indices -> their pixels;
-        without (a captions dataset) the interventions are not run (empty tables).
+        on each class's labelled images; without (a captions dataset) the interventions are not run (empty tables).
     class_texts : mapping of str to torch.Tensor, optional
         ``{"class": (K, E)}``: the class embeddings of the target's zero-shot classifier over the dataset's
         classes (:func:`clipmech.sae.evaluate.class_prompts`), in the order of ``natural.names``.

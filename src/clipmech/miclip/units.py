@@ -139,6 +139,36 @@ def neuron_maps(site_acts: np.ndarray, n_prefix_tokens: int, grid: tuple[int, in
     return patches.transpose(0, 2, 1).reshape(site_acts.shape[0], site_acts.shape[2], *grid)
 
 
+class NeuronMaps:
+    """Activation maps of the neurons (:func:`neuron_maps`), an (N, U, rows, cols) float32 array read lazily
+    from the site's activations: ``maps[:, first:stop]`` reads those channels of every image, what Network
+    Dissection reads a few units at a time (:func:`clipmech.miclip.baselines.netdissect_iou`).
+
+    Parameters
+    ----------
+    site_acts : xarray.DataArray or numpy.ndarray, (N, T, D) or ResNet (N, C, h, w)
+        Indexed by position (a probe store's, :func:`clipmech.miclip.probe_store.open_probe_store`).
+    n_prefix_tokens : int
+    grid : tuple of int
+        (rows, cols) of the patch grid (unused for a ResNet stage, whose maps are its activations).
+    """
+
+    ndim = 4
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, site_acts, n_prefix_tokens: int, grid: tuple[int, int]):
+        self.site_acts, self.n_prefix_tokens, self.grid = site_acts, n_prefix_tokens, tuple(grid)
+        shape = tuple(site_acts.shape)
+        self.unit_axis = 1 if len(shape) == 4 else 2
+        self.shape = shape if len(shape) == 4 else (shape[0], shape[2], *self.grid)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not (isinstance(key, tuple) and len(key) == 2 and key[0] == slice(None) and isinstance(key[1], slice)):
+            raise TypeError(f"NeuronMaps reads maps[:, first:stop] only, not maps[{key!r}]")
+        block = np.asarray(self.site_acts[(slice(None),) * self.unit_axis + (key[1],)], dtype=np.float32)
+        return neuron_maps(block, self.n_prefix_tokens, self.grid)
+
+
 class LatentMaps:
     """Activation maps of SAE latents on the patch grid, an (N, n, rows, cols) float32 array read lazily from
     top-k codes: ``maps[:, first:stop]`` is the dense (N, stop - first, rows, cols) array of those latents

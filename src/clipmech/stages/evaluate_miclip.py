@@ -12,17 +12,9 @@ import torch
 from clipmech.data import datasets, loader, tables
 from clipmech.data.concepts import CLASS_KINDS, Concepts
 from clipmech.miclip import natural as miclip_natural
-from clipmech.miclip import units
+from clipmech.miclip import probe_store, units
 from clipmech.miclip.encoder import load_encoders
-from clipmech.miclip.evaluation import (
-    UnitSet,
-    _neuron_edit,
-    evaluate_unit_set,
-    heldout_objects,
-    neuron_set,
-    sae_set,
-    streamed_sae_set,
-)
+from clipmech.miclip.evaluation import array_batches, evaluate_unit_set, heldout_objects, neuron_set, sae_set
 from clipmech.models import catalogue, loading, zeroshot
 from clipmech.models.loading import ModelSpec
 from clipmech.models.towers import tower
@@ -49,6 +41,7 @@ def evaluate_miclip(
     k_top: int,
     device: str,
     threads: int,
+    acts: str | None = None,
     natural: dict | None = None,
     classifier: str | list | None = None,
 ) -> None:
@@ -56,8 +49,10 @@ def evaluate_miclip(
 
     Units: the site's channels (``neurons``) or the latents of the SAE checkpoint ``sae[0]`` (``sae``; the list
     ``sae`` is empty for ``neurons``); their image-level activations, maps and typical activations come from
-    the probe (rule ``probe_miclip``), on its held-out images (``heldout_images``), which are all this
-    evaluation reads (the encoders trained on the others).
+    the probe (rule ``probe_miclip``: its ``image_acts`` and its store of site activations ``acts``, read lazily
+    a batch of images or a few units at a time, :mod:`clipmech.miclip.probe_store`), on its held-out images
+    (``heldout_images``), which are all this evaluation reads (the encoders trained on the others); the
+    interventions preprocess their pixels a chunk of a concept's images at a time.
     Network Dissection needs maps of every patch: it is left out for an SAE that does not read them all.
 
     ``evaluation``: ``seeds``, ``tau``, ``interventions`` (form -> betas), ``clip_dissect`` (top_k, a, lam),
@@ -70,7 +65,7 @@ def evaluate_miclip(
     over the dataset's concepts (:func:`clipmech.data.concepts.concept_matrix`; ``natural["words"]``
     for a captions dataset): descriptions, localisation and description accuracy; Network Dissection is left out
     (no masks). An ``sae`` unit set reads the site's tokens on the held-out photographs again, in batches
-    (:func:`clipmech.miclip.evaluation.streamed_sae_set`). Delta Acc of a dataset with classes (imagenet, imagefolder) is measured on each class's held-out
+    (:func:`clipmech.miclip.evaluation.sae_set`). Delta Acc of a dataset with classes (imagenet, imagefolder) is measured on each class's held-out
     images with the target's zero-shot classifier ``classifier`` (rule ``zero_shot_classifier``, checked against
     the templates ``natural["templates"]``), its photographs decoded per class; a captions dataset has no single
     class per image: ``interventions``, ``delta_acc`` hold no rows and the reason is logged
@@ -79,7 +74,7 @@ def evaluate_miclip(
     Raises
     ------
     ValueError
-        For an unknown kind, a Shapes probe on a natural-image dataset, a natural-image
+        For an unknown kind, a Shapes dataset without ``acts``, a Shapes probe on a natural-image dataset, a natural-image
         dataset with classes without its ``classifier``, a probe of another dataset, an input that fails its sha256 check (probe,
         concepts, encoders, SAE: :mod:`clipmech.artefacts`), non-finite encoder or SAE weights, or an SAE of another site or width or that reads
         no patch token.
@@ -95,14 +90,20 @@ def evaluate_miclip(
     site = str(probe_data["site"])
     record = load_encoders(encoders)
     heldout = probe_data["heldout_images"]
-    site_acts = probe_data["site_acts"][heldout] if "site_acts" in probe_data else None
     n_prefix, grid = int(probe_data["n_prefix_tokens"]), tuple(int(g) for g in probe_data["grid"])
     clip, preprocess, tokenizer = loading.load(model, torch_device)
+    channel_axis = 1 if catalogue.is_resnet(model.architecture) else -1  # ResNet stages: (N, C, h, w)
     if miclip_natural.is_natural(data):
         _evaluate_natural(**locals())
         return
+    if acts is None:
+        raise ValueError(
+            f"the evaluation on Shapes dataset {dataset_dir} reads the probe's site activations acts; none given"
+        )
+    site_acts = probe_store.open_probe_store(acts).isel(image=heldout)  # lazy: read a block at a time
     if kind == "neurons":
-        unit_set = neuron_set(site_acts, n_prefix, grid)
+        maps = units.NeuronMaps(site_acts, n_prefix, grid)
+        unit_set = neuron_set(probe_data["image_acts"][heldout], maps, channel_axis)
     else:
         checkpoint = sae[0] if sae else None
         autoencoder, meta = load_sae(checkpoint)
@@ -112,12 +113,12 @@ def evaluate_miclip(
             )
         autoencoder = autoencoder.to(torch_device).eval()
         positions = token_positions(meta["tokens"], site_acts.shape[1], n_prefix)
-        unit_set = sae_set(autoencoder, positions, site_acts, n_prefix, grid)
+        unit_set = sae_set(autoencoder, positions, n_prefix, array_batches(site_acts), grid)
     results = evaluate_unit_set(
         unit_set,
         model=clip,
         tokenizer=tokenizer,
-        pixels_NCHW=loading.preprocess_images(data.images[heldout], preprocess),
+        pixels_NCHW=lambda indices: loading.preprocess_images(data.images[heldout[indices]], preprocess),
         objects=heldout_objects(data.objects, heldout),
         masks_NHW=data.masks[heldout],
         site=site,
@@ -133,9 +134,9 @@ def evaluate_miclip(
 
 
 def _evaluate_natural(*, kind, data, probe, probe_data, heldout, site, record, clip, tokenizer, **rest) -> None:
-    if "image_acts" not in probe_data:
+    if str(probe_data["vocabulary"]) != miclip_natural.VOCABULARY:
         raise ValueError(
-            f"probe {probe} holds no image_acts: it is not the probe of natural-image dataset {rest['dataset_dir']}"
+            f"probe {probe} is a Shapes probe, not the probe of natural-image dataset {rest['dataset_dir']}"
         )
     natural = rest["natural"] or {}
     present = miclip_natural.dataset_concepts(data, natural.get("words"))
@@ -144,15 +145,7 @@ def _evaluate_natural(*, kind, data, probe, probe_data, heldout, site, record, c
         raise ValueError(f"concept embeddings {rest['concepts']} are not of the concepts of {rest['dataset_dir']}")
     device = rest["torch_device"]
     if kind == "neurons":
-        acts_NU = probe_data["image_acts"][heldout].astype(np.float64)
-        typical_U = units.typical_activation(acts_NU)
-        channel_axis = 1 if catalogue.is_resnet(rest["model"].architecture) else -1  # ResNet stages: (N, C, h, w)
-        unit_set = UnitSet(
-            acts_NU,
-            None,
-            functools.partial(units.neuron_embeddings, typical_U=typical_U),
-            functools.partial(_neuron_edit, typical_U=typical_U, channel_axis=channel_axis),
-        )
+        unit_set = neuron_set(probe_data["image_acts"][heldout], None, rest["channel_axis"])
     else:  # the SAE's latents on the held-out photographs' tokens, read in batches (twice)
         checkpoint = rest["sae"][0] if rest["sae"] else None
         autoencoder, meta = load_sae(checkpoint)
@@ -172,7 +165,7 @@ def _evaluate_natural(*, kind, data, probe, probe_data, heldout, site, record, c
             device=device,
             workers=rest["threads"],
         )
-        unit_set = streamed_sae_set(autoencoder, positions, n_prefix, batches)
+        unit_set = sae_set(autoencoder, positions, n_prefix, batches)
     class_texts, pixels_of = None, None
     if data.spec["kind"] in CLASS_KINDS:
         if not rest["classifier"]:

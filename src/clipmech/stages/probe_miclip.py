@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import numpy as np
@@ -9,9 +10,10 @@ import torch
 
 from clipmech import artefacts
 from clipmech.data import datasets
-from clipmech.miclip import interventions, units
+from clipmech.hooks.sites import hooked
 from clipmech.miclip import natural as miclip_natural
-from clipmech.models import loading
+from clipmech.miclip import probe_store, units
+from clipmech.models import loading, zeroshot
 from clipmech.models.loading import ModelSpec
 from clipmech.models.prompt_embeddings import attribute_prompt_embeddings
 from clipmech.models.towers import tower
@@ -34,31 +36,37 @@ def probe_miclip(
     batch_size: int,
     device: str,
     threads: int,
+    acts: str | None = None,
     natural: dict | None = None,
 ) -> None:
     """What the MiCLIP encoder trains on and its evaluation reads (methods.md Sec. 9), for every image, and
     the split of the images (:func:`clipmech.miclip.units.split_images`: the last ``holdout`` fraction of a
-    permutation seeded by ``seed`` held out).
+    permutation seeded by ``seed`` held out), the images streamed in batches of ``batch_size``: its memory holds
+    one batch of pixels and activations and the per-image vectors below, not the images' tokens.
 
-    Writes ``probe``, an npz with ``site_acts`` (float32: (N, T, D) for a transformer site, (N, C, h, w) for
-    a ResNet stage), ``predictions`` (int64 (N, 3): the target's zero-shot class per attribute task, its own
-    text tower, :data:`clipmech.models.zeroshot.ATTRIBUTE_TASKS` order), ``reference_images`` (float32
-    (N, E): the normalised image embeddings of the ``reference`` CLIP), ``n_prefix_tokens``, ``grid``
-    (rows, cols), ``site``, ``dataset_sha256``, and the split: ``train_images`` and ``heldout_images``
+    Writes ``probe``, an npz with ``image_acts`` (float32 (N, D), or (N, C) for a ResNet stage: the image-level
+    neuron activations, :func:`clipmech.miclip.units.neuron_image_acts`), ``predictions`` (int64 (N, 3): the
+    target's zero-shot class per attribute task, its own text tower,
+    :data:`clipmech.models.zeroshot.ATTRIBUTE_TASKS` order), ``reference_images`` (float32 (N, E): the
+    normalised image embeddings of the ``reference`` CLIP), ``vocabulary`` (``shapes``), ``n_prefix_tokens``,
+    ``grid`` (rows, cols), ``site``, ``dataset_sha256``, and the split: ``train_images`` and ``heldout_images``
     (int64, sorted, disjoint; the encoders train on the first, everything else reads the second); a verified
-    artefact (:mod:`clipmech.artefacts`; :func:`load_probe` reads it).
+    artefact (:mod:`clipmech.artefacts`; :func:`load_probe` reads it). The site's activations of every image
+    (float32, (N, T, D) or a ResNet stage's (N, C, h, w)) go to ``acts``, a chunked zarr store written batch by
+    batch (:mod:`clipmech.miclip.probe_store`).
 
-    On a natural-image dataset (methods.md Sec. 9.8; :mod:`clipmech.miclip.natural`) the images are streamed
-    in batches of ``batch_size`` at each model's preprocessing (decoded by ``threads`` processes), and the probe
-    holds ``image_acts`` (float32 (N, D): the image-level neuron activations) instead of ``site_acts``, and
-    ``predictions`` (N, 1): the target's zero-shot choice among the dataset's concepts (``natural["words"]``: a
-    captions dataset's words), their prompts embedded by its own text tower.
+    On a natural-image dataset (methods.md Sec. 9.8; :mod:`clipmech.miclip.natural`) the photographs are
+    decoded by ``threads`` processes at each model's preprocessing, no ``acts`` store is written (an SAE unit set
+    reads the held-out photographs' tokens again), the vocabulary is ``concepts`` and ``predictions`` (N, 1)
+    holds the target's zero-shot choice among the dataset's concepts (``natural["words"]``: a captions
+    dataset's words), their prompts embedded by its own text tower.
 
     Raises
     ------
     ValueError
-        If the dataset has neither an object table nor a manifest, the site is unknown, or the split leaves no
-        training or no held-out image.
+        If the dataset has neither an object table nor a manifest, a Shapes dataset is given no ``acts`` path,
+        the site is unknown, a site activation is not finite, or the split leaves no training or no held-out
+        image.
     """
     torch.set_num_threads(threads)
     torch_device = loading.resolve_device(device)
@@ -70,53 +78,82 @@ def probe_miclip(
         raise ValueError(
             f"MiCLIP needs a Shapes dataset with an object table or a natural-image dataset; {dataset_dir} is neither"
         )
-    train_images, heldout_images = units.split_images(data.n_images, holdout, seed)
+    if acts is None:
+        raise ValueError(f"the probe of Shapes dataset {dataset_dir} writes its site activations to acts; none given")
+    split = units.split_images(data.n_images, holdout, seed)
     clip, preprocess, tokenizer = loading.load(model, torch_device)
-    pixels = loading.preprocess_images(data.images, preprocess)
-    site_acts = units.site_activations(clip, pixels, site, batch_size=batch_size, device=torch_device)
-    texts = attribute_prompt_embeddings(clip, tokenizer, torch_device)
-    predicted = interventions.predictions(clip, pixels, texts, batch_size=batch_size, device=torch_device)
     info = tower(clip, "visual")
+    texts = attribute_prompt_embeddings(clip, tokenizer, torch_device)
+    image_acts, predicted = [], []
+    batches = _site_batches(
+        clip,
+        preprocess,
+        data.images,
+        site,
+        texts,
+        info.n_prefix_tokens,
+        batch_size,
+        torch_device,
+        image_acts,
+        predicted,
+    )
+    first = next(batches)
+    prov = probe_store.ProbeProvenance(
+        model=model.name,
+        site=site,
+        dataset_sha256=data.spec["sha256"],
+        n_images=data.n_images,
+        shape=tuple(first.shape[1:]),
+        batch_size=batch_size,
+    )
+    probe_store.write_probe_store(acts, prov, itertools.chain([first], batches))
+    del clip
     ref_model, ref_preprocess = loading.load_model(reference, torch_device)
-    ref_pixels = loading.preprocess_images(data.images, ref_preprocess)
     with torch.inference_mode():
         ref_images = torch.cat(
             [
                 torch.nn.functional.normalize(
-                    ref_model.encode_image(ref_pixels[s : s + batch_size].to(torch_device)).float(), dim=-1
+                    ref_model.encode_image(
+                        loading.preprocess_images(data.images[s : s + batch_size], ref_preprocess).to(torch_device)
+                    ).float(),
+                    dim=-1,
                 ).cpu()
-                for s in range(0, ref_pixels.shape[0], batch_size)
+                for s in range(0, data.n_images, batch_size)
             ]
         ).numpy()
-    artefacts.save_npz(
-        probe,
-        rule=RULE,
-        site_acts=site_acts,
-        predictions=predicted,
-        reference_images=ref_images,
-        n_prefix_tokens=np.int64(info.n_prefix_tokens),
-        grid=np.asarray(info.grid, dtype=np.int64),
-        site=np.array(site),
-        dataset_sha256=np.array(data.spec["sha256"]),
-        train_images=train_images,
-        heldout_images=heldout_images,
-    )
+    _save(probe, data, info, site, split, "shapes", np.concatenate(image_acts), np.concatenate(predicted), ref_images)
     log.info(
-        "%s at %s: site activations %s on %d images (%d training, %d held out); reference %s",
+        "%s at %s: site activations %s per image on %d images (%d training, %d held out) in %s; reference %s",
         model.name,
         site,
-        site_acts.shape,
+        prov.shape,
         data.n_images,
-        train_images.size,
-        heldout_images.size,
+        split[0].size,
+        split[1].size,
+        acts,
         reference.name,
     )
+
+
+def _site_batches(clip, preprocess, images, site, texts, n_prefix_tokens, batch_size, device, image_acts, predicted):
+    """The site's activations on ``images`` (float32 numpy, (B, T, D) or (B, C, h, w)), one batch at a time;
+    appends each batch's image-level activations to ``image_acts`` and its zero-shot predictions over ``texts``
+    to ``predicted`` as it goes."""
+    with torch.inference_mode(), hooked(clip, capture=[site]) as cache:
+        for start in range(0, images.shape[0], batch_size):
+            pixels = loading.preprocess_images(images[start : start + batch_size], preprocess)
+            cache.reset()
+            image_NE = clip.encode_image(pixels.to(device))
+            batch = cache[site].float().cpu().numpy()
+            predicted.append(np.stack([zeroshot.classify(image_NE, p) for p in texts.values()], axis=1))
+            image_acts.append(units.neuron_image_acts(batch, n_prefix_tokens).astype(np.float32))
+            yield batch
 
 
 def _probe_natural(*, model, reference, site, probe, holdout, seed, batch_size, data, torch_device, threads, **params):
     words = (params.get("natural") or {}).get("words")
     names = miclip_natural.dataset_concepts(data, words).names
-    train_images, heldout_images = units.split_images(data.n_images, holdout, seed)
+    split = units.split_images(data.n_images, holdout, seed)
     clip, preprocess, tokenizer = loading.load(model, torch_device)
     info = tower(clip, "visual")
     concept_CE = miclip_natural.embed_prompts(clip, tokenizer, names, batch_size, torch_device)
@@ -136,19 +173,7 @@ def _probe_natural(*, model, reference, site, probe, holdout, seed, batch_size, 
     ref_images = miclip_natural.image_embeddings(
         ref_model, ref_preprocess, data, batch_size=batch_size, device=torch_device, workers=threads
     )
-    artefacts.save_npz(
-        probe,
-        rule=RULE,
-        image_acts=image_acts,
-        predictions=predicted,
-        reference_images=ref_images,
-        n_prefix_tokens=np.int64(info.n_prefix_tokens),
-        grid=np.asarray(info.grid, dtype=np.int64),
-        site=np.array(site),
-        dataset_sha256=np.array(data.spec["sha256"]),
-        train_images=train_images,
-        heldout_images=heldout_images,
-    )
+    _save(probe, data, info, site, split, miclip_natural.VOCABULARY, image_acts, predicted, ref_images)
     log.info(
         "%s at %s: image-level activations %s on %d photographs (%d training, %d held out), predictions over "
         "%d concepts; reference %s",
@@ -156,10 +181,28 @@ def _probe_natural(*, model, reference, site, probe, holdout, seed, batch_size, 
         site,
         image_acts.shape,
         data.n_images,
-        train_images.size,
-        heldout_images.size,
+        split[0].size,
+        split[1].size,
         len(names),
         reference.name,
+    )
+
+
+def _save(probe, data, info, site, split, vocabulary, image_acts, predicted, ref_images) -> None:
+    """The probe file of either dataset kind (:func:`probe_miclip`)."""
+    artefacts.save_npz(
+        probe,
+        rule=RULE,
+        image_acts=image_acts,
+        predictions=predicted,
+        reference_images=ref_images,
+        vocabulary=np.array(vocabulary),
+        n_prefix_tokens=np.int64(info.n_prefix_tokens),
+        grid=np.asarray(info.grid, dtype=np.int64),
+        site=np.array(site),
+        dataset_sha256=np.array(data.spec["sha256"]),
+        train_images=split[0],
+        heldout_images=split[1],
     )
 
 

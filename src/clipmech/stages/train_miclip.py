@@ -9,7 +9,8 @@ import pandas as pd
 import torch
 
 from clipmech.data import shapes, tables
-from clipmech.miclip import encoder, units
+from clipmech.miclip import encoder
+from clipmech.miclip import natural as miclip_natural
 from clipmech.models import zeroshot
 from clipmech.stages.embed_miclip_concepts import load_concepts
 from clipmech.stages.probe_miclip import load_probe
@@ -33,10 +34,10 @@ def concept_targets(predictions_NK: np.ndarray, concept_CE: np.ndarray) -> np.nd
 
 def train_miclip(*, probe: str, concepts: str, out: dict, train: dict, threads: int) -> None:
     """Train one linear encoder per loss variant x seed on the image-level site activations of the probe's
-    training images, with the loss on its held-out images beside (methods.md Secs. 9.1, 9.2;
-    :func:`clipmech.miclip.encoder.train_all`).
+    training images (its ``image_acts``: (N, D) per-image vectors, all the stage holds of the site), with the
+    loss on its held-out images beside (methods.md Secs. 9.1, 9.2; :func:`clipmech.miclip.encoder.train_all`).
 
-    A natural-image probe (``image_acts``, methods.md Sec. 9.8) has one task: the output term's target is the
+    A natural-image probe (vocabulary ``concepts``, methods.md Sec. 9.8) has one task: the output term's target is the
     reference embedding of the dataset concept the target predicted.
 
     ``train``: ``losses``, ``seeds``, ``steps``, ``batch_size``, ``lr``, ``temperature``. Writes
@@ -54,11 +55,10 @@ def train_miclip(*, probe: str, concepts: str, out: dict, train: dict, threads: 
     torch.set_num_threads(threads)
     probe_data = load_probe(probe)
     concept_data = load_concepts(concepts)
-    if "image_acts" in probe_data:  # a natural-image probe: one task, the prediction among the dataset's concepts
-        acts_ND = probe_data["image_acts"].astype(np.float64)
+    acts_ND = probe_data["image_acts"].astype(np.float64)
+    if str(probe_data["vocabulary"]) == miclip_natural.VOCABULARY:  # one task: the choice among the concepts
         targets = concept_data["concept_embeddings"][probe_data["predictions"][:, 0]][:, None]
     else:
-        acts_ND = units.neuron_image_acts(probe_data["site_acts"], int(probe_data["n_prefix_tokens"]))
         targets = concept_targets(probe_data["predictions"], concept_data["concept_embeddings"])
     train_images, heldout_images = probe_data["train_images"], probe_data["heldout_images"]
     encoders, curves = encoder.train_all(

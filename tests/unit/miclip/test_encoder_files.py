@@ -70,14 +70,15 @@ def test_non_finite_encoders_are_refused_on_save_and_on_load(tmp_path, value):
         encoder.load_encoders(path)
 
 
-def _probe_and_concepts(tmp_path, rng, n=6, tokens=5, d=4, e=8):
+def _probe_and_concepts(tmp_path, rng, n=6, d=4, e=8):
     probe, concepts = tmp_path / "probe.npz", tmp_path / "concepts.npz"
     artefacts.save_npz(
         probe,
         rule="probe_miclip",
-        site_acts=rng.standard_normal((n, tokens, d)).astype(np.float32),
+        image_acts=rng.standard_normal((n, d)).astype(np.float32),
         predictions=np.zeros((n, 3), dtype=np.int64),
         reference_images=rng.standard_normal((n, e)).astype(np.float32),
+        vocabulary=np.array("shapes"),
         n_prefix_tokens=np.int64(1),
         grid=np.array([2, 2]),
         site=np.array("visual.blocks.0"),

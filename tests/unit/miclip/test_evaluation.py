@@ -26,7 +26,9 @@ def _dead_latent_scores(tau):
     with torch.no_grad():
         sae.W_enc[DEAD] = 0.0
         sae.b_enc[DEAD] = -100.0
-    unit_set = evaluation.sae_set(sae, np.arange(1, t), rng.standard_normal((n, t, d)), 1, (2, 2))
+    unit_set = evaluation.sae_set(
+        sae, np.arange(1, t), 1, evaluation.array_batches(rng.standard_normal((n, t, d)), 7), (2, 2)
+    )
     present = rng.random((n, len(shapes.FEATURES))) < 0.5
     scores = evaluation.method_scores(
         acts_NU=unit_set.acts_NU,
@@ -68,14 +70,15 @@ def test_without_dead_units_every_unit_is_described_and_drawn_as_before():
 
 
 def test_an_sae_set_from_top_k_codes_equals_the_dense_latents():
-    """The SAE unit set holds its latents as top-k codes; its image-level activations and maps equal those of
-    the dense latents exactly, its typical firing values to float64 rounding (methods.md Sec. 9.3)."""
+    """The SAE unit set holds its latents as top-k codes, read a batch of images at a time; its image-level
+    activations and maps equal those of the dense latents of the whole array exactly, its typical firing values
+    to float64 rounding (methods.md Sec. 9.3)."""
     rng = np.random.default_rng(5)
     n, t, d, n_latents = 30, 5, 8, 24  # 1 class token + 2 x 2 patches
     sae = TopKSAE(d, n_latents, 3, seed=2).eval()
     site_acts = rng.standard_normal((n, t, d)).astype(np.float32)
     positions = np.arange(t)
-    unit_set = evaluation.sae_set(sae, positions, site_acts, 1, (2, 2))
+    unit_set = evaluation.sae_set(sae, positions, 1, evaluation.array_batches(site_acts, 7), (2, 2), batch_images=3)
     with torch.inference_mode():
         z_NTn = sae.encode(torch.from_numpy(site_acts.reshape(-1, d))).numpy().reshape(n, t, n_latents)
     dense_acts = z_NTn[:, 1:].max(axis=1).astype(np.float64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 
 import numpy as np
 import pandas as pd
@@ -243,11 +244,11 @@ def test_delta_acc_of_a_planted_neuron_is_measured_on_single_object_images(vit, 
     concept_CE = _unit_rows(rng.standard_normal((len(shapes.FEATURES), e)))
     W = 0.01 * rng.standard_normal((e, 64))
     W[:, planted] = concept_CE[shapes.FEATURES.index("circle")]
-    results = evaluation.evaluate_unit_set(
-        evaluation.neuron_set(site_acts, 1, (8, 8)),
+    evaluate = functools.partial(
+        evaluation.evaluate_unit_set,
+        evaluation.neuron_set(units.neuron_image_acts(site_acts, 1), units.NeuronMaps(site_acts, 1, (8, 8)), -1),
         model=model,
         tokenizer=None,
-        pixels_NCHW=pixels,
         objects=objects,
         masks_NHW=np.zeros((8, 64, 64), dtype=np.uint8),
         site=SITE,
@@ -269,6 +270,7 @@ def test_delta_acc_of_a_planted_neuron_is_measured_on_single_object_images(vit, 
         k_top=2,
         device="cpu",
     )
+    results = evaluate(pixels_NCHW=pixels)
     located = results["localisation"].set_index(["method", "concept"])
     assert located.loc[("miclip", "circle"), "unit"] == planted
     rows = results["interventions"]
@@ -280,6 +282,12 @@ def test_delta_acc_of_a_planted_neuron_is_measured_on_single_object_images(vit, 
     counts = rows.drop_duplicates("concept").set_index("concept")["n_images"].to_dict()
     assert counts == {"circle": 3, "square": 1, "red": 2, "blue": 1, "green": 1, "top-left": 1, "top-right": 1,
                       "center": 2}  # fmt: skip
+    # Pixels read on demand, two images at a time: the same interventions.
+    monkeypatch.setattr(evaluation, "PIXEL_CHUNK", 2)
+    read = []
+    chunked = evaluate(pixels_NCHW=lambda images: read.append(len(images)) or pixels[images])
+    pd.testing.assert_frame_equal(chunked["interventions"], rows)
+    assert max(read) == 2 and sum(read) == sum(counts.values())
 
 
 def _unit_rows(x):

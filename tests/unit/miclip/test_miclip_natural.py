@@ -13,7 +13,7 @@ from toys import COUNTS, shapes_as_photographs
 
 from clipmech.data import concepts, datasets, shapes
 from clipmech.miclip import tables
-from clipmech.miclip.evaluation import sae_set, streamed_sae_set
+from clipmech.miclip.evaluation import array_batches, sae_set
 from clipmech.models import loading, zeroshot
 from clipmech.models.loading import ModelSpec
 from clipmech.sae.latents import token_positions
@@ -239,21 +239,28 @@ def test_a_resnet_stage_on_an_image_folder(photographs):
 
 
 @pytest.mark.parametrize("tokens", ["all", "patch"])
-def test_a_streamed_sae_set_equals_the_in_memory_one(tokens):
-    """Read in batches, twice (natural images), an SAE unit set has the image-level activations, typical firing
-    values, embeddings and edits of :func:`sae_set` on the whole array."""
+def test_an_sae_set_read_twice_equals_the_one_that_keeps_its_codes(tokens):
+    """Without maps (natural images) an SAE unit set reads its batches twice and keeps no codes; it has the
+    image-level activations, typical firing values, embeddings and edits of the set that keeps every image's
+    codes for the maps."""
     rng = np.random.default_rng(3)
     site_acts = rng.standard_normal((150, 5, 16)).astype(np.float32)  # 1 class token + 2 x 2 patches
     sae = _random_sae(16, 40, 4, seed=1)
     positions = token_positions(tokens, 5, 1)
-    whole = sae_set(sae, positions, site_acts, 1, (2, 2))
-    batches = lambda: (site_acts[start : start + 7] for start in range(0, 150, 7))  # noqa: E731
-    streamed = streamed_sae_set(sae, positions, 1, batches, batch_images=3)
-    np.testing.assert_allclose(streamed.acts_NU, whole.acts_NU)
-    assert streamed.maps is None
+    reads = []
+
+    def batches():
+        reads.append(1)
+        return array_batches(site_acts, 7)()
+
+    streamed = sae_set(sae, positions, 1, batches, batch_images=3)
+    assert streamed.maps is None and len(reads) == 2
+    kept = sae_set(sae, positions, 1, array_batches(site_acts, 150), (2, 2))
+    assert kept.maps is not None  # both read every patch token
+    np.testing.assert_allclose(streamed.acts_NU, kept.acts_NU)
     W = rng.standard_normal((8, 16))
-    np.testing.assert_allclose(streamed.embed(W), whole.embed(W), rtol=1e-10, atol=1e-12)
-    assert np.abs(whole.embed(W)).sum() > 0  # the latents fire: the typical firing values are compared
+    np.testing.assert_allclose(streamed.embed(W), kept.embed(W), rtol=1e-10, atol=1e-12)
+    assert np.abs(kept.embed(W)).sum() > 0  # the latents fire: the typical firing values are compared
 
 
 def test_sae_latents_on_an_image_folder(photographs, tmp_path):
