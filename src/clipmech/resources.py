@@ -56,6 +56,10 @@ FLOOR_MIN, SLACK = 15, 3
 #: Texts a zero-shot classifier or a natural dataset's concepts embed at most (ImageNet: 1000 classes x 80
 #: templates).
 PROMPTS = 80_000
+#: Held-out images MiCLIP's evaluation preprocesses at once (clipmech.miclip.evaluation.PIXEL_CHUNK, which
+#: imports torch: a test checks the two agree) and values concept AUROC ranks at once
+#: (clipmech.analyses.concepts.BLOCK_VALUES).
+MICLIP_PIXEL_CHUNK, AUROC_BLOCK_VALUES = 256, 1 << 21
 #: Parameters assumed for a model whose shapes are unknown before it loads (a Hugging Face hub architecture).
 UNKNOWN_PARAMS = 1_000_000_000
 FLOAT64, FLOAT32, FLOAT16 = 8, 4, 2
@@ -572,11 +576,18 @@ def _units(res: RuleResources, model: str) -> float:
 
 
 def _concepts(res: RuleResources, wc) -> Estimate:
-    """Concept AUROC: the per-image activations of every unit of both towers (float32) and their ranks."""
+    """Concept AUROC: a batch's activations of every unit of both towers, spilled to disk (float32) and read
+    back a block of units at a time, the block's ranks (float64, three copies) and the tokenised captions."""
     n, batch = res.images(wc.dataset), res.config.patching.concepts.batch_size
-    shape = res.shape(wc.model)
-    host = {**res.weights(wc.model), "unit activations (N, U) and ranks": 3.0 * n * _units(res, wc.model) * FLOAT64}
-    return Estimate(host=host, device=_forward(res, wc.model, batch), flops=n * (shape.visual.flops + shape.text.flops))
+    shape, units = res.shape(wc.model), _units(res, wc.model)
+    host = {
+        **res.weights(wc.model),
+        "a block of unit activations and their ranks": 3.0 * AUROC_BLOCK_VALUES * FLOAT64,
+        "a batch's unit activations, twice": 2.0 * batch * units * FLOAT32,
+        "tokenised captions (N, 77) int64": n * 77 * 8.0,
+    }
+    flops = n * (shape.visual.flops + shape.text.flops)
+    return Estimate(host=host, device=_forward(res, wc.model, batch), flops=flops, io_bytes=2.0 * n * units * FLOAT32)
 
 
 def _interventions(res: RuleResources, wc) -> Estimate:
@@ -662,32 +673,35 @@ def _site(res: RuleResources, model: str, site: str) -> tuple[int, int]:
 
 
 def _probe(res: RuleResources, wc) -> Estimate:
-    """MiCLIP's probe (clipmech.stages.probe_miclip): both models, every image preprocessed for the model and
-    for the reference (float32), and the site's activations of every image and position (float32, and the
-    list of batches they are concatenated from)."""
-    n, reference = res.images(wc.dataset), res.config.miclip.reference
+    """MiCLIP's probe (clipmech.stages.probe_miclip): the target, then the reference; a batch's pixels and site
+    activations (float32), written to acts.zarr as they come; per image the image-level activations (N, D)
+    and the reference embedding (N, E), float32."""
+    n, miclip = res.images(wc.dataset), res.config.miclip
+    batch, reference = miclip.batch_size_eval, miclip.reference
     width, positions = _site(res, wc.model, wc.site)
+    embed = res.shape(reference).embed_dim
     host = {
         **res.weights(wc.model),
         **res.weights(reference),
-        "pixels for both models, twice": _stacked(res, wc.model, n) + _stacked(res, reference, n),
-        "site activations (N, T, D) float32, twice": 2.0 * n * positions * width * FLOAT32,
+        "a batch's pixels and site activations, twice": _stacked(res, wc.model, batch)
+        + _stacked(res, reference, batch)
+        + 2.0 * batch * positions * width * FLOAT32,
+        "image activations (N, D) and reference embeddings (N, E), twice": 2.0 * n * (width + embed) * FLOAT32,
     }
     flops = n * (2 * res.shape(wc.model).visual.flops + res.shape(reference).visual.flops)
-    return Estimate(host=host, device=_forward(res, wc.model, res.config.miclip.batch_size), flops=flops)
+    io_bytes = n * positions * width * FLOAT32
+    return Estimate(host=host, device=_forward(res, wc.model, batch), flops=flops, io_bytes=io_bytes)
 
 
 def _train_miclip(res: RuleResources, wc) -> Estimate:
-    """MiCLIP encoders (clipmech.stages.train_miclip): the probe's site activations (N, T, D) float32, their
-    image-level (N, D) float64 and its training and held-out copies, one (E, D) encoder with Adam per loss and
-    seed."""
+    """MiCLIP encoders (clipmech.stages.train_miclip): the probe's image-level activations (N, D), float32 and
+    a float64 copy with its training and held-out parts, one (E, D) encoder with Adam per loss and seed."""
     n, miclip = res.images(wc.dataset), res.config.miclip
-    width, positions = _site(res, wc.model, wc.site)
+    width, _ = _site(res, wc.model, wc.site)
     embed = res.shape(miclip.reference).embed_dim
     n_encoders = len(miclip.seeds) * len(miclip.losses)
     host = {
-        "site activations (N, T, D) float32": n * positions * width * FLOAT32,
-        "image activations (N, D) float64": 2.0 * n * width * FLOAT64,
+        "image activations (N, D), float32 and float64, twice": n * width * (FLOAT32 + 2.0 * FLOAT64),
         "encoders with Adam": n_encoders * 4.0 * width * embed * FLOAT32,
     }
     flops = n_encoders * miclip.steps * miclip.batch_size * 6.0 * width * embed
@@ -695,11 +709,21 @@ def _train_miclip(res: RuleResources, wc) -> Estimate:
 
 
 def _evaluate_miclip(res: RuleResources, wc) -> Estimate:
-    """MiCLIP evaluation: the model, the probe's activations, the held-out images' pixels, the encoders; for an
+    """MiCLIP evaluation: the model, the probe's image-level activations, the encoders, a chunk of held-out
+    images' pixels (clipmech.miclip.evaluation.PIXEL_CHUNK) and a batch of the site's activations; for an
     SAE unit set the SAE, every position's top-k codes and the image-level latents (N, n) float64."""
     n = res.images(wc.dataset)
     probe, train = _probe(res, wc), _train_miclip(res, wc)
-    host = {**res.weights(wc.model), **train.host, "held-out pixels, twice": _stacked(res, wc.model, n)}
+    width, positions = _site(res, wc.model, wc.site)
+    host = {
+        **res.weights(wc.model),
+        **train.host,
+        "pixels of a chunk of held-out images, twice": _stacked(res, wc.model, min(n, MICLIP_PIXEL_CHUNK)),
+        "a batch's site activations read from acts.zarr": res.config.miclip.batch_size_eval
+        * positions
+        * width
+        * FLOAT32,
+    }
     if wc.kind == "sae":
         d, n_latents, _ = _sae_shape(res, wc.model, wc.site)
         _, positions = _site(res, wc.model, wc.site)

@@ -161,3 +161,11 @@ def test_the_plan_lists_the_paper_jobs():
     text = resources.format_jobs(jobs, 1)
     assert "largest memory:" in text and "decompose_attnpool" in text
     assert all(job.mem_mb >= BASELINE_MB["numpy"] and job.runtime >= resources.FLOOR_MIN for job in jobs)
+
+
+def test_the_chunk_constants_are_the_stages_own():
+    """resources keeps copies of two stage constants (the Snakefile imports it; the stages' modules import torch)."""
+    from clipmech.analyses.concepts import BLOCK_VALUES
+    from clipmech.miclip.evaluation import PIXEL_CHUNK
+
+    assert (resources.MICLIP_PIXEL_CHUNK, resources.AUROC_BLOCK_VALUES) == (PIXEL_CHUNK, BLOCK_VALUES)
