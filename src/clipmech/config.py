@@ -63,6 +63,8 @@ ACTIVATIONS_PART = f"{ACTIVATIONS}.part-{{part}}"
 ACTIVATIONS_PART_DONE = f"{ACTIVATIONS_PART}.done"
 #: The attention-pool store of a CLIP-ResNet on a dataset (methods.md Sec. 5).
 ATTNPOOL = "results/attnpool/{model}/{dataset}.zarr"
+#: The site activations a MiCLIP probe writes on a Shapes dataset (clipmech.miclip.probe_store).
+MICLIP_PROBE_ACTS = "results/miclip/{model}/{dataset}/{site}/acts.zarr"
 #: The zero-shot classifier of a model over a natural-image dataset's classes (methods.md Sec. 1.2).
 CLASSIFIER = "results/zeroshot/{model}/{dataset}/classifier.npz"
 

@@ -662,14 +662,12 @@ def _classifier_texts(res: RuleResources, wc) -> int:
 
 
 def _site(res: RuleResources, model: str, site: str) -> tuple[int, int]:
-    """(width, positions per image) of a site: a transformer's tokens, a ResNet stage's feature map (the
-    pool's grid, 4x larger per stage before the last)."""
+    """(width, positions per image) of a site: a transformer's tokens, a ResNet stage's feature map
+    (clipmech.models.catalogue.site_positions; a tower known only once built: its tokens)."""
     tower, layer, hook = block_site(site)
-    t = getattr(res.shape(model), tower)
-    width = catalogue.site_width(res.config.models[model].architecture, tower, layer, hook) or t.width
-    if t.kind == "resnet":
-        return width, (t.n_tokens - 1) * 4 ** max(0, t.n_layers - 1 - layer)
-    return width, t.n_tokens
+    t, architecture = getattr(res.shape(model), tower), res.config.models[model].architecture
+    width = catalogue.site_width(architecture, tower, layer, hook) or t.width
+    return width, catalogue.site_positions(architecture, tower, layer) or t.n_tokens
 
 
 def _probe(res: RuleResources, wc) -> Estimate:

@@ -10,6 +10,10 @@ activation store come within 10 % of it. An attention-pool store's ``x`` is a Re
 zeros, which zstd compresses: its estimate is an upper bound (the tiny run's: 13 % and 31 % over;
 tests/workflow/test_workflow.py checks both).
 
+The site activations a MiCLIP probe writes on a Shapes dataset (:func:`miclip_probe_store`, float32) are
+counted too: within 10 % at a transformer site, an upper bound at a ResNet stage (post-ReLU: the tiny run's
+files are a third of it).
+
 ``python -m clipmech plan`` prints the plan (:func:`format_plan`); the Snakefile refuses to build the DAG
 when the total exceeds ``storage.budget_gb`` (:func:`check_budget`).
 
@@ -24,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clipmech.config import ACTIVATIONS, ATTNPOOL, DATA, NATURAL_KINDS, Config
+from clipmech.config import ACTIVATIONS, ATTNPOOL, DATA, MICLIP_PROBE_ACTS, NATURAL_KINDS, Config
 from clipmech.hooks.names import block_site
 from clipmech.models import catalogue
 
@@ -32,13 +36,14 @@ from clipmech.models import catalogue
 FLOAT32, FLOAT16 = 4, 2
 GB = 1e9
 
-#: What shrinks an activation store, named when a plan is over budget.
+#: What shrinks the stores, named when a plan is over budget.
 SHRINK_KEYS = (
     "extraction.sites (each site pattern adds images x layers x tokens x width values)",
     "extraction.layers (the vision blocks a '*' pattern stands for)",
     "extraction.save_tokens: false (keep the per-image reductions only: the tokens are most of a store)",
     "extraction.reductions",
     "the datasets' n_images (a seeded subset)",
+    "miclip.units (each unit set on a Shapes miclip.dataset stores its site's activations, float32)",
 )
 
 
@@ -50,7 +55,7 @@ class StoreEstimate:
     ----------
     path : str
         The store, as the workflow names it.
-    kind : {"activations", "attnpool"}
+    kind : {"activations", "attnpool", "miclip"}
     model, dataset : str
     n_images : int or None
         None when the dataset's size is not known (see :func:`dataset_images`).
@@ -180,6 +185,23 @@ def attnpool_store(config: Config, model: str, dataset: str, n_images: int | Non
     return StoreEstimate(path, "attnpool", model, dataset, n_images, arrays)
 
 
+def miclip_probe_store(config: Config, model: str, site: str, n_images: int | None) -> StoreEstimate:
+    """The site activations a MiCLIP probe writes on a Shapes ``miclip.dataset`` (clipmech.miclip.probe_store):
+    ``site_acts`` float32, (N, T, D) at a transformer site, (N, C, h, w) at a ResNet stage."""
+    dataset = config.miclip.dataset
+    path = MICLIP_PROBE_ACTS.format(model=model, dataset=dataset, site=site)
+    architecture = config.models[model].architecture
+    tower, layer, hook = block_site(site)
+    width = catalogue.site_width(architecture, tower, layer, hook)
+    positions = catalogue.site_positions(architecture, tower, layer)
+    if None in (width, positions, n_images):
+        why = "the number of images is unknown" if n_images is None else "the architecture is known only when it loads"
+        return StoreEstimate(path, "miclip", model, dataset, n_images, note=why)
+    return StoreEstimate(
+        path, "miclip", model, dataset, n_images, {"site_acts": n_images * positions * width * FLOAT32}
+    )
+
+
 def planned_stores(config: Config) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(model, dataset) of every activation store and every attention-pool store the run writes: the analysed
     pairs, each SAE model's store on the SAE dataset and each analysed atlas model's on the atlas dataset;
@@ -196,12 +218,16 @@ def planned_stores(config: Config) -> tuple[list[tuple[str, str]], list[tuple[st
 
 
 def storage_plan(config: Config, workdir: str | Path = ".") -> list[StoreEstimate]:
-    """Every store of the run (:func:`planned_stores`) with its estimated size, largest first (unknown last)."""
+    """Every store of the run (:func:`planned_stores`, and the MiCLIP probes' site activations on a Shapes
+    ``miclip.dataset``) with its estimated size, largest first (unknown last)."""
     activations, attnpool = planned_stores(config)
     names = {dataset for _, dataset in activations + attnpool}
     images = {name: dataset_images(config, name, workdir) for name in sorted(names)}
     stores = [activation_store(config, m, d, images[d]) for m, d in activations]
     stores += [attnpool_store(config, m, d, images[d]) for m, d in attnpool]
+    if config.plan.miclip_sites and config.miclip_natural_params() is None:
+        n_images = dataset_images(config, config.miclip.dataset, workdir)
+        stores += [miclip_probe_store(config, model, site, n_images) for model, site in config.plan.miclip_sites]
     return sorted(stores, key=lambda store: -1 if store.nbytes is None else store.nbytes, reverse=True)
 
 
@@ -220,13 +246,14 @@ def human(nbytes: float) -> str:
 
 def format_plan(stores: list[StoreEstimate], budget_gb: float | None = None) -> str:
     """The plan as a table: one line per store (path, images, size, the largest array) and the total."""
-    lines = [f"{'store':<56} {'images':>9} {'size':>9}  largest array"]
+    width = max([56, *(len(store.path) for store in stores)])
+    lines = [f"{'store':<{width}} {'images':>9} {'size':>9}  largest array"]
     for store in stores:
         if store.nbytes is None:
-            lines.append(f"{store.path:<56} {store.n_images or '?':>9} {'?':>9}  ({store.note})")
+            lines.append(f"{store.path:<{width}} {store.n_images or '?':>9} {'?':>9}  ({store.note})")
             continue
         name, size = max(store.arrays.items(), key=lambda item: item[1])
-        lines.append(f"{store.path:<56} {store.n_images:>9} {human(store.nbytes):>9}  {name}: {human(size)}")
+        lines.append(f"{store.path:<{width}} {store.n_images:>9} {human(store.nbytes):>9}  {name}: {human(size)}")
     unknown = sum(store.nbytes is None for store in stores)
     total = f"total: {human(total_bytes(stores))} in {len(stores)} stores"
     if unknown:
@@ -248,7 +275,7 @@ def check_budget(stores: list[StoreEstimate], budget_gb: float | None) -> None:
         return
     largest = ", ".join(f"{s.path} ({human(s.nbytes)})" for s in stores[:3] if s.nbytes is not None)
     raise ValueError(
-        f"the activation and attention-pool stores of this config take about {human(total_bytes(stores))}, over "
+        f"the stores of this config take about {human(total_bytes(stores))}, over "
         f"storage.budget_gb = {budget_gb:g}; the largest: {largest}. Shrink them with "
         + "; ".join(SHRINK_KEYS)
         + ", or raise storage.budget_gb (python -m clipmech plan prints every store)"

@@ -25,6 +25,8 @@ N = 40  # tiny-shapes: 8 images per object count, 1 to 5 objects
 VIT_T, VIT_D, VIT_L, EMBED = 65, 64, 2, 64
 # tiny-rn: width 16 -> 512 channels, 8 heads of 64, (128 / 32)^2 + 1 tokens.
 RN_C, RN_H, RN_T = 512, 8, 17
+# The sites of tests/config/tiny.yaml's MiCLIP unit sets on tiny-vit.
+MICLIP_VIT_HOOKS = ("hook_mlp_out", "hook_resid_pre")
 
 
 def tiny(**changes) -> dict:
@@ -44,7 +46,15 @@ def test_the_tiny_stores_sized_by_hand():
         "results/activations/tiny-vit/tiny-shapes.zarr",
         "results/attnpool/tiny-rn/tiny-shapes.zarr",
         "results/attnpool/tiny-rn/tiny-shapes-shift.zarr",
+        *(f"results/miclip/tiny-vit/tiny-shapes/visual.blocks.1.{hook}/acts.zarr" for hook in MICLIP_VIT_HOOKS),
+        "results/miclip/tiny-rn/tiny-shapes/visual.blocks.3.hook_resid_post/acts.zarr",
     }
+    for hook in MICLIP_VIT_HOOKS:  # the probe's float32 (N, T, D)
+        probe = stores[f"results/miclip/tiny-vit/tiny-shapes/visual.blocks.1.{hook}/acts.zarr"]
+        assert probe.kind == "miclip" and probe.arrays == {"site_acts": N * VIT_T * VIT_D * 4}
+    # tiny-rn's last stage: (N, C, h, w) with C = 16 x 2^3 x 4 and h = w = 128 / (4 x 2^3).
+    probe = stores["results/miclip/tiny-rn/tiny-shapes/visual.blocks.3.hook_resid_post/acts.zarr"]
+    assert probe.arrays == {"site_acts": N * RN_C * 4 * 4 * 4}
     vit = stores["results/activations/tiny-vit/tiny-shapes.zarr"]
     assert vit.n_images == N and vit.arrays == {
         "mean": N * VIT_L * VIT_D * 4,
@@ -118,13 +128,13 @@ def test_over_budget_names_the_largest_stores_and_the_keys():
     config = load_config(raw)
     stores = storage.storage_plan(config)
     storage.check_budget(stores, None)
-    storage.check_budget(stores, 0.01)  # 9.4 MB
+    storage.check_budget(stores, 0.013)  # 12.1 MB
     with pytest.raises(ValueError) as error:
         storage.check_budget(stores, config.storage.budget_gb)
     message = str(error.value)
     assert "over storage.budget_gb = 0.005" in message
     assert "results/attnpool/tiny-rn/tiny-shapes.zarr (4.74 MB)" in message
-    assert all(key in message for key in ("extraction.sites", "extraction.save_tokens", "n_images"))
+    assert all(key in message for key in ("extraction.sites", "extraction.save_tokens", "n_images", "miclip.units"))
 
 
 def test_budget_must_be_positive():
@@ -139,7 +149,7 @@ def test_the_plan_command(tmp_path, capsys):
     over.write_text(yaml.safe_dump({"storage": {"budget_gb": 0.001}}))
     assert main(["plan", "--configfile", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "results/activations/tiny-vit/tiny-shapes.zarr" in out and "total: 9.42 MB in 3 stores" in out
+    assert "results/activations/tiny-vit/tiny-shapes.zarr" in out and "total: 12.1 MB in 6 stores" in out
     # Files merge as Snakemake merges them: the second one's budget applies.
     assert main(["plan", "--configfile", str(path), str(over)]) == 1
     assert "over storage.budget_gb = 0.001" in capsys.readouterr().err
@@ -155,4 +165,4 @@ def test_an_unknown_architecture_is_not_estimated():
     stores = by_path(storage.storage_plan(load_config(raw)))
     vit = stores["results/activations/tiny-vit/tiny-shapes.zarr"]
     assert vit.nbytes is None and "known only when it loads" in vit.note
-    assert "(1 not estimated)" in storage.format_plan(list(stores.values()))
+    assert "(3 not estimated)" in storage.format_plan(list(stores.values()))  # and its 2 MiCLIP probes

@@ -216,18 +216,20 @@ def test_store_in_parts_equals_the_one_job_store(tiny_run, tmp_path):
 
 def test_the_storage_plan_against_the_stores(tiny_run):
     """clipmech.storage's estimate of each store of the tiny run against the bytes of its files: an activation
-    store within 10 %; an attention-pool store at most the estimate (its x is post-ReLU: zstd halves it)."""
+    store and a MiCLIP probe's transformer site within 10 %; an attention-pool store and a probe's ResNet stage
+    at most the estimate (post-ReLU values: zstd compresses their zeros, to 34 % for the ResNet stage)."""
     from clipmech import storage
     from clipmech.config import read_config
 
     stores = storage.storage_plan(read_config(TINY), tiny_run)
-    assert sorted(store.kind for store in stores) == ["activations", "attnpool", "attnpool"]
+    kinds = ["activations", "attnpool", "attnpool", "miclip", "miclip", "miclip"]
+    assert sorted(store.kind for store in stores) == kinds
     for store in stores:
         written = sum(path.stat().st_size for path in (tiny_run / store.path).rglob("*") if path.is_file())
-        if store.kind == "activations":
+        if store.kind == "activations" or (store.kind == "miclip" and store.model == "tiny-vit"):
             assert abs(store.nbytes - written) <= 0.1 * written, (store.path, store.nbytes, written)
         else:
-            assert 0.5 * store.nbytes <= written <= store.nbytes, (store.path, store.nbytes, written)
+            assert 0.25 * store.nbytes <= written <= store.nbytes, (store.path, store.nbytes, written)
 
 
 def test_snakefmt_clean():

@@ -155,6 +155,21 @@ def site_width(architecture: str, tower: str, layer: int, hook: str) -> int | No
     return None
 
 
+def site_positions(architecture: str, tower: str, layer: int) -> int | None:
+    """Positions per input of a block site: every token of a transformer tower (:func:`tokens_per_input`), or
+    the h x w of a ModifiedResNet stage's feature map, image_size / (4 x 2^stage) on a side (the stem's stride 4,
+    then 2 per later stage); None when unknown at parse time."""
+    cfg = _tower_cfg(architecture, tower)
+    if cfg is None:
+        return None
+    if isinstance(cfg["layers"], list):
+        size = cfg["image_size"]
+        size = size if isinstance(size, int) else size[0]
+        return (int(size) // (4 * 2**layer)) ** 2
+    prefix, others = tokens_per_input(architecture, tower)
+    return prefix + others
+
+
 def tokens_per_input(architecture: str, tower: str) -> tuple[int, int] | None:
     """(prefix tokens, other tokens) of one input of a transformer tower: an open_clip ViT has its class
     token and (image_size / patch_size)^2 patches, a text tower ``context_length`` tokens and no prefix;
