@@ -131,6 +131,7 @@ rule concept_auroc:
         concepts=CONFIG.patching.concepts.pick("batch_size", "threshold"),
         words=dataset_words,
         device=CONFIG.extraction.device,
+        precision=CONFIG.extraction.precision,
         code=script_code("concept_auroc.py"),
     script:
         "../scripts/concept_auroc.py"

@@ -15,6 +15,7 @@ from clipmech.data import datasets, loader, tables
 from clipmech.data.concepts import concept_matrix
 from clipmech.models import loading
 from clipmech.models.loading import ModelSpec
+from clipmech.models.precision import autocast
 from clipmech.patching import concepts as patching_concepts
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ def concept_auroc(
     device: str,
     threads: int,
     words: Sequence[str] | None = None,
+    precision: str = "fp32",
 ) -> None:
     """AUROC of every unit of both towers for each of the dataset's concepts (methods.md Sec. 8.5;
     :mod:`clipmech.patching.concepts`): vision units on the dataset's images, streamed through the model's own
@@ -51,7 +53,9 @@ def concept_auroc(
     (one row per tower, site, layer and concept: ``n_units``, ``n_selective`` = units with AUROC >=
     ``concepts["threshold"]``, ``n_selective_tower`` = the concept's selective units in the whole tower, and
     ``modality_invariant``, True on every row of a concept with selective units in both towers); rule
-    ``plot_concepts`` draws the AUROCs. ``concepts``: ``batch_size``, ``threshold``.
+    ``plot_concepts`` draws the AUROCs. ``concepts``: ``batch_size``, ``threshold``. The forwards of both
+    towers run at ``precision`` (``extraction.precision``, :func:`clipmech.models.precision.autocast`); the
+    activations are cast to float32 before they are spilled and ranked.
 
     Raises
     ------
@@ -75,34 +79,35 @@ def concept_auroc(
     Path(out["auroc"]).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".concept_auroc-", dir=Path(out["auroc"]).parent) as spill:
         batches = loader.pixel_batches(data, preprocess, batch_size=batch_size, workers=threads, device=torch_device)
-        towers = {
-            "visual": (
-                patching_concepts.streamed_image_unit_activations(
-                    clip,
-                    (pixels for _, _, pixels in batches),
-                    patching_concepts.unit_sites(clip, "visual"),
-                    device=torch_device,
-                    spill=Path(spill, "visual"),
-                    spill_units=block_units(data.n_images),
+        with autocast(torch_device, precision):
+            towers = {
+                "visual": (
+                    patching_concepts.streamed_image_unit_activations(
+                        clip,
+                        (pixels for _, _, pixels in batches),
+                        patching_concepts.unit_sites(clip, "visual"),
+                        device=torch_device,
+                        spill=Path(spill, "visual"),
+                        spill_units=block_units(data.n_images),
+                    ),
+                    matrix.present_NF,
+                    None,
                 ),
-                matrix.present_NF,
-                None,
-            ),
-            "text": (
-                patching_concepts.caption_unit_activations(
-                    clip,
-                    tokenizer,
-                    distinct,
-                    patching_concepts.unit_sites(clip, "text"),
-                    batch_size=batch_size,
-                    device=torch_device,
-                    spill=Path(spill, "text"),
-                    spill_units=block_units(len(codes)),
+                "text": (
+                    patching_concepts.caption_unit_activations(
+                        clip,
+                        tokenizer,
+                        distinct,
+                        patching_concepts.unit_sites(clip, "text"),
+                        batch_size=batch_size,
+                        device=torch_device,
+                        spill=Path(spill, "text"),
+                        spill_units=block_units(len(codes)),
+                    ),
+                    texts.present_NF,
+                    codes,
                 ),
-                texts.present_NF,
-                codes,
-            ),
-        }
+            }
 
         def parts():
             for tower_name, (tower_acts, present_NF, rows) in towers.items():

@@ -240,3 +240,29 @@ def test_auroc_figure_counts_the_units_at_the_threshold(tmp_path, monkeypatch):
     assert [t.get_text() for t in vision.get_xticklabels()] == ["3", "pool"]
     assert vision.get_title() == "vision tower: 4 units"
     plt.close(figures[0])
+
+
+def test_concept_auroc_at_bf16_stays_near_fp32(tiny_dataset, tmp_path):
+    """extraction.precision bf16 runs both towers under autocast: the AUROCs move (bf16 keeps 8 bits, so ties
+    and near-ties reorder) but stay close to fp32's; the same table otherwise."""
+    from clipmech.stages.concept_auroc import concept_auroc
+
+    tables = {}
+    for precision in ("fp32", "bf16"):
+        out = {key: str(tmp_path / f"{precision}-{key}.tsv") for key in ("auroc", "summary")}
+        concept_auroc(
+            model=ModelSpec(name="random", architecture="clipmech-vit-tiny", pretrained=None),
+            dataset_dir=str(tiny_dataset),
+            out=out,
+            concepts={"batch_size": 4, "threshold": 0.9},
+            device="cpu",
+            threads=1,
+            precision=precision,
+        )
+        tables[precision] = pd.read_csv(out["auroc"], sep="\t")
+    fp32, bf16 = tables["fp32"], tables["bf16"]
+    keys = ["tower", "site", "layer", "unit", "concept", "n_pos", "n_neg"]
+    pd.testing.assert_frame_equal(fp32[keys], bf16[keys])
+    moved = (fp32["auroc"] - bf16["auroc"]).abs()
+    assert moved.max() > 0  # autocast did run
+    assert moved.mean() < 0.05, moved.describe()
