@@ -170,10 +170,11 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def synthetic_index(folder: Path, n_rows: int) -> Path:
-    """An index of ``n_rows`` made-up MLP units of 1,024 per layer, no page (as the browser test's)."""
+def synthetic_units(n_rows: int) -> list[render.UnitPage]:
+    """``n_rows`` made-up MLP units of 1,024 per layer (keys ``layer-neuron``), seeded, none with a page; the
+    browser test's paper-scale index too."""
     rng = np.random.default_rng(0)
-    units = [
+    return [
         render.UnitPage(
             kind="mlp",
             key=f"{row // 1024}-{row % 1024}",
@@ -190,6 +191,11 @@ def synthetic_index(folder: Path, n_rows: int) -> Path:
         )
         for row in range(n_rows)
     ]
+
+
+def synthetic_index(folder: Path, n_rows: int) -> Path:
+    """An index of :func:`synthetic_units`, with the atlas's assets."""
+    units = synthetic_units(n_rows)
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     (folder / "index.html").write_text(render.index_html(units, "synthetic", [("dataset", "made up")]))

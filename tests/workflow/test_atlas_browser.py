@@ -8,6 +8,7 @@ directory (``atlas-screenshots/``) and are copied to ``tests/artifacts/`` (ignor
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -23,6 +24,16 @@ pytestmark = pytest.mark.integration
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 PAGE_ROWS = render.INDEX_PAGE_ROWS
+
+
+def benchmark_module(name: str):
+    """A script of benchmarks/ loaded as a module (they are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        name, Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def sites(tiny_run) -> dict[str, Path]:
@@ -252,28 +263,8 @@ def test_miclip_results_show_on_the_pages_of_their_units(tiny_run, visit, tmp_pa
 def test_a_paper_scale_index_sorts_filters_and_pages(visit, tmp_path):
     """ViT-L/14's 24 x 1,024 MLP channels in one index (issue 23): every unit is in the page's data, the rows
     of one page are drawn."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
     n_layers, width = 24, 1024
-    units = [
-        render.UnitPage(
-            kind="mlp",
-            key=f"{layer}-{neuron}",
-            title="",
-            layer=str(layer),
-            entropy=float(rng.uniform(0, 2.8)),
-            affinity_F=rng.dirichlet(np.ones(16)),
-            hist_counts_B=np.zeros(4),
-            hist_edges_B=np.zeros(5),
-            images_K=np.arange(3),
-            acts_K=rng.normal(size=3),
-            activation="mean",
-            page=False,
-        )  # fmt: skip
-        for layer in range(n_layers)
-        for neuron in range(width)
-    ]
+    units = benchmark_module("atlas").synthetic_units(n_layers * width)
     (tmp_path / "index.html").write_text(render.index_html(units, "vit-l-14", [("dataset", "random weights")]))
     for name in ASSET_FILES:
         shutil.copyfile(ASSETS / name, tmp_path / name)

@@ -282,6 +282,23 @@ def normalise_rows(emb_NE: np.ndarray) -> np.ndarray:
     return emb_NE / norm_N[:, None]
 
 
+def _unmeasured_row(f1: str, f2: str, n_f1_only: int, n_f2_only: int) -> dict:
+    """A pair's row of the separability table before it is measured: status ``too_few_images``, NaN measures."""
+    return {
+        "f1": f1,
+        "f2": f2,
+        "type": pair_type(f1, f2),
+        "n_f1_only": n_f1_only,
+        "n_f2_only": n_f2_only,
+        "status": "too_few_images",
+        "D_full": np.nan,
+        "M_full": np.nan,
+        "D_pca": np.nan,
+        "M_pca": np.nan,
+        "n_pca_components": 0,
+    }
+
+
 def separability_table(
     emb_NE: np.ndarray,
     counts_NF: np.ndarray,
@@ -374,19 +391,7 @@ def separability_table(
             raise ValueError(f"a pair needs two different features, got ({f1!r}, {f2!r})")
         has1_N, has2_N = counts_NF[:, i1] > 0, counts_NF[:, i2] > 0
         a_N, b_N = has1_N & ~has2_N, has2_N & ~has1_N
-        row = {
-            "f1": f1,
-            "f2": f2,
-            "type": pair_type(f1, f2),
-            "n_f1_only": int(a_N.sum()),
-            "n_f2_only": int(b_N.sum()),
-            "status": "too_few_images",
-            "D_full": np.nan,
-            "M_full": np.nan,
-            "D_pca": np.nan,
-            "M_pca": np.nan,
-            "n_pca_components": 0,
-        }
+        row = _unmeasured_row(f1, f2, int(a_N.sum()), int(b_N.sum()))
         if min(row["n_f1_only"], row["n_f2_only"]) >= min_images:
             if pca_fit == "all":
                 pca, z_NK = pca_all, z_all_NK
@@ -502,19 +507,7 @@ def streamed_separability_table(
                     errors_P2[p, space] += int(np.sum(d_own >= np.linalg.norm(project(other_nE), axis=1)))
     rows_out = []
     for p, (f1, f2) in enumerate(pairs):
-        row = {
-            "f1": f1,
-            "f2": f2,
-            "type": pair_type(f1, f2),
-            "n_f1_only": int(sizes_P2[p, 0]),
-            "n_f2_only": int(sizes_P2[p, 1]),
-            "status": "too_few_images",
-            "D_full": np.nan,
-            "M_full": np.nan,
-            "D_pca": np.nan,
-            "M_pca": np.nan,
-            "n_pca_components": 0,
-        }
+        row = _unmeasured_row(f1, f2, int(sizes_P2[p, 0]), int(sizes_P2[p, 1]))
         if measured[p]:
             difference_E = centroids_P2E[p, 0] - centroids_P2E[p, 1]
             row["D_full"] = float(np.linalg.norm(difference_E))
