@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -169,3 +171,11 @@ def test_the_chunk_constants_are_the_stages_own():
     from clipmech.miclip.evaluation import PIXEL_CHUNK
 
     assert (resources.MICLIP_PIXEL_CHUNK, resources.AUROC_BLOCK_VALUES) == (PIXEL_CHUNK, BLOCK_VALUES)
+
+
+def test_the_snakefiles_imports_leave_torch_out():
+    """Every Snakemake invocation (and every SLURM job's) parses the Snakefile: importing torch and open_clip there
+    cost seconds each time."""
+    code = "import sys, clipmech.config, clipmech.resources, clipmech.storage; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

@@ -30,8 +30,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from clipmech.models.towers import Tower
+if TYPE_CHECKING:  # the Snakefile imports this module (through clipmech.resources): no torch at parse time
+    from clipmech.models.towers import Tower
 
 #: Families of transformer towers (vit, timm, text), with their hook.
 TRANSFORMER_FAMILIES = {
