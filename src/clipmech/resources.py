@@ -128,7 +128,7 @@ def _resnet(cfg: dict, embed: int) -> TowerShape:
         planes = width * 2**stage
         weights = depth * 17 * planes * planes + 4 * planes * max(width, 2 * planes)
         params += weights
-        flops += 2.0 * weights * (size // (4 * 2**stage)) ** 2
+        flops += 2.0 * weights * catalogue.site_positions(cfg["_architecture"], "visual", stage)
     channels, tokens = 32 * width, (size // 32) ** 2 + 1
     pool = tokens * channels + 3 * channels * channels + channels * embed
     heads = channels // int(cfg.get("head_width", 64))
@@ -234,11 +234,18 @@ class RuleResources:
         """A loaded model: its float32 weights twice (the module and the state dict loaded into it)."""
         return {f"{model} weights": 2 * FLOAT32 * self.shape(model).params}
 
+    def per_image(self, store: Callable, model: str, dataset: str) -> float | None:
+        """Bytes per image of a store of :mod:`clipmech.storage` (``store``: its estimate function): its size at
+        two images less its size at one, without what does not grow with N; None when it is not estimated."""
+        one, two = (store(self.config, model, dataset, n).nbytes for n in (1, 2))
+        return None if one is None else float(two - one)
+
     def store_per_image(self, model: str, dataset: str) -> float:
-        """Bytes per image of the activation store (:func:`clipmech.storage.activation_store`)."""
-        one, two = (storage.activation_store(self.config, model, dataset, n) for n in (1, 2))
-        if one.nbytes is not None:
-            return float(two.nbytes - one.nbytes)
+        """Bytes per image of the activation store (:func:`clipmech.storage.activation_store`); a model whose
+        shapes are known only once built: every layer's tokens, float16."""
+        per_image = self.per_image(storage.activation_store, model, dataset)
+        if per_image is not None:
+            return per_image
         visual = self.shape(model).visual
         return float(visual.n_layers * visual.n_tokens * visual.width * FLOAT16)
 
@@ -371,7 +378,7 @@ def _reductions(res: RuleResources, model: str, dataset: str) -> float:
     visual = res.shape(model).visual
     layers = res.config.extraction.layers
     n_layers = visual.n_layers if layers is None else len(layers)
-    return res.images(dataset) * n_layers * visual.width * 4.0 * FLOAT32 / FLOAT32
+    return res.images(dataset) * n_layers * visual.width * FLOAT32
 
 
 def _selectivity(res: RuleResources, wc) -> Estimate:
@@ -444,8 +451,7 @@ def _text(res: RuleResources, wc) -> Estimate:
 def _attnpool_extract(res: RuleResources, wc) -> Estimate:
     """Attention-pool extraction: the model, a batch, one chunk of the pool store (float32) streamed to zarr."""
     batch, n = res.config.extraction.batch_size, res.images(wc.dataset)
-    one, two = (storage.attnpool_store(res.config, wc.model, wc.dataset, n).nbytes or 0 for n in (1, 2))
-    per_image = two - one  # without the pool's parameters
+    per_image = res.per_image(storage.attnpool_store, wc.model, wc.dataset) or 0.0  # without the pool's parameters
     return Estimate(
         host={**res.weights(wc.model), "a chunk of the store": 2.0 * batch * per_image},
         device=_forward(res, wc.model, batch),
@@ -602,13 +608,10 @@ def _interventions(res: RuleResources, wc) -> Estimate:
 
 def _sae_shape(res: RuleResources, model: str, site: str) -> tuple[int, int, int]:
     """(d, n latents, tokens per image) of the SAE of a model at a site."""
-    tower, layer, hook = block_site(site)
-    architecture = res.config.models[model].architecture
-    d = catalogue.site_width(architecture, tower, layer, hook) or getattr(res.shape(model), tower).width
+    d, positions = _site(res, model, site)
     sae = res.config.sae
     n_latents = sae.n_latents or int(sae.expansion * d)
-    tokens = getattr(res.shape(model), tower).n_tokens if sae.tokens == "all" else 1
-    return d, n_latents, tokens
+    return d, n_latents, positions if sae.tokens == "all" else 1
 
 
 def _train_sae(res: RuleResources, wc) -> Estimate:
