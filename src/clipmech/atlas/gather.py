@@ -162,10 +162,7 @@ def histograms(acts_NU: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
     if bins < 1:
         raise ValueError(f"bins must be at least 1, got {bins}")
     acts_NU = np.asarray(acts_NU, dtype=np.float64)
-    low_U, high_U = acts_NU.min(axis=0), acts_NU.max(axis=0)
-    flat = high_U <= low_U
-    low_U, high_U = np.where(flat, low_U - 0.5, low_U), np.where(flat, high_U + 0.5, high_U)
-    edges_UB = low_U[:, None] + (high_U - low_U)[:, None] * np.linspace(0.0, 1.0, bins + 1)[None]
+    low_U, high_U, edges_UB = _bin_edges(acts_NU.min(axis=0), acts_NU.max(axis=0), bins)
     return _bin_counts(acts_NU, low_U, high_U, bins), edges_UB
 
 
@@ -251,14 +248,20 @@ def summarise(
         values, index = selectivity.topk_merge(values, index, chunk_BU.astype(np.float32), np.arange(start, stop), k)
         low, high = np.minimum(low, chunk_BU.min(axis=0)), np.maximum(high, chunk_BU.max(axis=0))
     dead_U = high == low
-    low_U, high_U = low.astype(np.float64), high.astype(np.float64)
-    flat = high_U <= low_U
-    low_U, high_U = np.where(flat, low_U - 0.5, low_U), np.where(flat, high_U + 0.5, high_U)
+    low_U, high_U, edges_UB = _bin_edges(low.astype(np.float64), high.astype(np.float64), bins)
     counts_UB = np.zeros((low_U.size, bins), dtype=np.int64)
     for start, stop in chunks:
         counts_UB += _bin_counts(np.asarray(read(start, stop), dtype=np.float64), low_U, high_U, bins)
-    edges_UB = low_U[:, None] + (high_U - low_U)[:, None] * np.linspace(0.0, 1.0, bins + 1)[None]
     return UnitSummary(index.astype(np.int64), values, dead_U, counts_UB, edges_UB)
+
+
+def _bin_edges(low_U: np.ndarray, high_U: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each unit's histogram range from its float64 minimum and maximum (a constant unit's widened to
+    [value - 0.5, value + 0.5]) and its ``bins + 1`` equal edges: (low_U, high_U, edges_UB)."""
+    flat = high_U <= low_U
+    low_U, high_U = np.where(flat, low_U - 0.5, low_U), np.where(flat, high_U + 0.5, high_U)
+    edges_UB = low_U[:, None] + (high_U - low_U)[:, None] * np.linspace(0.0, 1.0, bins + 1)[None]
+    return low_U, high_U, edges_UB
 
 
 def _bin_counts(acts_NU: np.ndarray, low_U: np.ndarray, high_U: np.ndarray, bins: int) -> np.ndarray:
