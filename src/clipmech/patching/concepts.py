@@ -43,6 +43,7 @@ from clipmech.data import shapes
 from clipmech.data.concepts import CAPTION_KIND, CLASS_KINDS, SHAPES_KINDS, Concepts, as_list, words_in_texts
 from clipmech.hooks.sites import hooked, resolve
 from clipmech.models.towers import text_pool, tower
+from clipmech.stores.base import spill_array
 
 #: Pooling types of open_clip's text towers whose pooled token ends the caption (``text_global_pool``).
 END_POOLS = ("argmax", "eos")
@@ -292,7 +293,7 @@ def _collect(
                     parts[site].append(acts_BU)
                     continue
                 if site not in arrays:
-                    arrays[site] = _spill_array(Path(spill) / str(i), acts_BU.shape, spill_units)
+                    arrays[site] = spill_array(Path(spill) / str(i), acts_BU.shape, spill_units)
                 arrays[site].append(acts_BU, axis=0)
             start += batch.shape[0]
     if start == 0:
@@ -300,20 +301,6 @@ def _collect(
     if spill is not None:
         return arrays
     return {site: np.concatenate(chunks) for site, chunks in parts.items()}
-
-
-def _spill_array(path: Path, batch_shape: tuple[int, int], units: int) -> zarr.Array:
-    """An empty (0, U) float32 zarr array at ``path`` that batches of (B, U) are appended to: uncompressed chunks
-    of one batch's rows and ``units`` units, so that a block of that many units reads whole chunks."""
-    rows, n_units = batch_shape
-    return zarr.create_array(
-        store=str(path),
-        shape=(0, n_units),
-        chunks=(max(1, rows), max(1, min(units, n_units))),
-        dtype="float32",
-        compressors=None,
-        fill_value=0.0,
-    )
 
 
 def _batches(values, batch_size: int):

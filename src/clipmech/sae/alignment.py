@@ -63,7 +63,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse
 import torch
-import zarr
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.decomposition import PCA
 
@@ -71,6 +70,7 @@ from clipmech.analyses import concepts, dead, selectivity
 from clipmech.data import shapes
 from clipmech.data.concepts import Concepts
 from clipmech.sae import latents
+from clipmech.stores.base import spill_array
 
 #: Units whose alignment is measured, in table order.
 METHODS = ("sae", "neurons", "pca", "kmeans")
@@ -548,14 +548,7 @@ def token_activations(
                 dense[method].append(block_BU)
                 continue
             if method not in arrays:
-                arrays[method] = zarr.create_array(
-                    store=str(Path(spill) / method),
-                    shape=(0, block_BU.shape[1]),
-                    chunks=(block_BU.shape[0], min(units, block_BU.shape[1])),
-                    dtype="float32",
-                    compressors=None,
-                    fill_value=0.0,
-                )
+                arrays[method] = spill_array(Path(spill) / method, block_BU.shape, units)
             arrays[method].append(block_BU, axis=0)
     if len(values) == 1:
         raise ValueError("token_activations: no images to read")

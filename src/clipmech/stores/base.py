@@ -799,3 +799,19 @@ def open_published(store: str | Path, kind: str) -> xr.Dataset:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_FOREIGN_FILES)
         return xr.open_zarr(_VerifiedStore(LocalStore(store, read_only=True), record), consolidated=False)
+
+
+def spill_array(path: str | Path, batch_shape: tuple[int, int], units: int) -> zarr.Array:
+    """An empty (0, U) float32 zarr array at ``path`` that batches of (B, U) are appended to: uncompressed chunks
+    of one batch's rows and ``units`` units, so that a block of that many units reads whole chunks. A stage's
+    temporary spill of per-input activations (concept AUROC, the SAE evaluation's baselines), not a store.
+    """
+    rows, n_units = batch_shape
+    return zarr.create_array(
+        store=str(path),
+        shape=(0, n_units),
+        chunks=(max(1, rows), max(1, min(units, n_units))),
+        dtype="float32",
+        compressors=None,
+        fill_value=0.0,
+    )
