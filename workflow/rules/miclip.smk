@@ -2,11 +2,7 @@ from clipmech.config import MICLIP_PROBE_ACTS
 
 # A Shapes miclip.dataset's probe writes the site activations of its images to a zarr store that the evaluation
 # reads; a natural-image dataset's probe keeps image-level activations only (methods.md Sec. 9.8).
-MICLIP_ACTS = (
-    {}
-    if CONFIG.miclip_natural_params()
-    else {"acts": MICLIP_PROBE_ACTS}
-)
+MICLIP_ACTS = {} if CONFIG.miclip_natural_params() else {"acts": MICLIP_PROBE_ACTS}
 
 
 rule embed_miclip_concepts:
