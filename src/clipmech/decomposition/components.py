@@ -70,10 +70,14 @@ def zero_shot_accuracy(y_NE: np.ndarray, task: ZeroShotTask) -> float:
     """
     if len(task.images) == 0:
         return float("nan")
-    y = y_NE[task.images]
-    y = y / np.linalg.norm(y, axis=1, keepdims=True)
-    z = task.text_KE / np.linalg.norm(task.text_KE, axis=1, keepdims=True)
-    return float(np.mean(np.argmax(y @ z.T, axis=1) == task.truth_M))
+    return float(np.mean(_correct(y_NE[task.images], task.text_KE, task.truth_M)))
+
+
+def _correct(y_ME: np.ndarray, text_KE: np.ndarray, truth_M: np.ndarray) -> np.ndarray:
+    """Whether cosine zero-shot classification of each row of ``y_ME`` gives ``truth_M``, bool (M,)."""
+    y = y_ME / np.linalg.norm(y_ME, axis=1, keepdims=True)
+    z = text_KE / np.linalg.norm(text_KE, axis=1, keepdims=True)
+    return np.argmax(y @ z.T, axis=1) == truth_M
 
 
 def evaluated_images(tasks: Sequence[ZeroShotTask]) -> tuple[np.ndarray, list[ZeroShotTask]]:
@@ -107,11 +111,99 @@ def component_scores(s_NHC: np.ndarray, u_HCE: np.ndarray) -> dict[str, np.ndarr
     dict
         ``pair`` (H, C), ``neuron`` (C,), ``head`` (H,), float64.
     """
-    return {
-        "pair": pool.pair_contribution_norms(s_NHC, pool.direction_norms(u_HCE)).mean(axis=0),
-        "neuron": pool.neuron_contribution_norms(s_NHC, pool.neuron_gram(u_HCE)).mean(axis=0),
-        "head": np.linalg.norm(pool.head_contributions(s_NHC, u_HCE), axis=-1).mean(axis=0),
-    }
+    sums = ScoreSums(u_HCE)
+    sums.add(s_NHC)
+    return sums.scores()
+
+
+class ScoreSums:
+    """:func:`component_scores` and the mean scalars, summed over chunks of images (methods.md Sec. 5).
+
+    The streamed form of :func:`component_scores`: memory is (H, C) and (C, H, H) whatever the number of
+    images. Summing chunk sums instead of all images at once changes the scores only by rounding (relative
+    ~1e-15 in float64).
+
+    Parameters
+    ----------
+    u_HCE : ndarray, shape (H, C, E)
+        Neuron-head directions.
+    """
+
+    def __init__(self, u_HCE: np.ndarray) -> None:
+        self.u_norm_HC = pool.direction_norms(u_HCE)
+        self.gram_CHH = pool.neuron_gram(u_HCE)
+        self.u_HCE = u_HCE
+        h, c, _ = u_HCE.shape
+        self.n_images = 0
+        self._sums = {"pair": np.zeros((h, c)), "neuron": np.zeros(c), "head": np.zeros(h), "s": np.zeros((h, c))}
+
+    def add(self, s_NHC: np.ndarray) -> None:
+        """Add the scalars of a chunk of images, shape (n, H, C), float64.
+
+        Raises
+        ------
+        ValueError
+            If the chunk's (H, C) is not that of ``u_HCE``.
+        """
+        if s_NHC.shape[1:] != self.u_norm_HC.shape:
+            raise ValueError(f"s_NHC has shape {s_NHC.shape}, the directions (H, C) = {self.u_norm_HC.shape}")
+        self.n_images += len(s_NHC)
+        self._sums["pair"] += pool.pair_contribution_norms(s_NHC, self.u_norm_HC).sum(axis=0)
+        self._sums["neuron"] += pool.neuron_contribution_norms(s_NHC, self.gram_CHH).sum(axis=0)
+        self._sums["head"] += np.linalg.norm(pool.head_contributions(s_NHC, self.u_HCE), axis=-1).sum(axis=0)
+        self._sums["s"] += s_NHC.sum(axis=0)
+
+    def _mean(self, key: str) -> np.ndarray:
+        if not self.n_images:
+            raise ValueError("no images were added")
+        return self._sums[key] / self.n_images
+
+    def scores(self) -> dict[str, np.ndarray]:
+        """What :func:`component_scores` returns for all images added: ``pair`` (H, C), ``neuron`` (C,),
+        ``head`` (H,), float64.
+
+        Raises
+        ------
+        ValueError
+            If no images were added.
+        """
+        return {level: self._mean(level) for level in LEVELS}
+
+    def s_mean(self) -> np.ndarray:
+        """Mean of s_{n,h} over the images added, shape (H, C): the reference of the mean-ablation."""
+        return self._mean("s")
+
+
+class ZeroShotCounts:
+    """Zero-shot accuracy of :func:`zero_shot_accuracy`, counted over chunks of images.
+
+    Each image's prediction depends on its own output only, so the counts equal those of one
+    :func:`zero_shot_accuracy` call on all images.
+
+    Parameters
+    ----------
+    tasks : sequence of ZeroShotTask
+        ``images`` index the images that :meth:`add` is given, in the global order of the chunks.
+    """
+
+    def __init__(self, tasks: Sequence[ZeroShotTask]) -> None:
+        self.tasks = list(tasks)
+        self.correct = {task.name: 0 for task in self.tasks}
+
+    def add(self, start: int, y_NE: np.ndarray) -> None:
+        """Count the correct predictions among images ``start .. start + len(y_NE)`` (outputs ``y_NE``, (n, E))."""
+        for task in self.tasks:
+            images = np.asarray(task.images, dtype=np.intp)
+            hit = np.flatnonzero((images >= start) & (images < start + len(y_NE)))
+            y_ME = y_NE[images[hit] - start]
+            self.correct[task.name] += int(_correct(y_ME, task.text_KE, task.truth_M[hit]).sum())
+
+    def accuracy(self) -> dict[str, float]:
+        """Accuracy per task name, in [0, 1]; NaN for a task without images."""
+        return {
+            task.name: self.correct[task.name] / len(task.images) if len(task.images) else float("nan")
+            for task in self.tasks
+        }
 
 
 def save_component_scores(path: str, scores: dict[str, np.ndarray], cos_pc_u: np.ndarray, *, rule: str) -> None:

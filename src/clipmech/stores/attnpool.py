@@ -203,10 +203,27 @@ def pair_scalars(ds: xr.Dataset, chunk_size: int, images: np.ndarray | None = No
     y_NE : ndarray, shape (N, E), float64
     """
     s_chunks, y_chunks = [], []
-    for batch in iter_batches(ds, chunk_size, images):
-        s_chunks.append(pool.pair_scalars(batch.x_NTC, batch.alpha_NHT))
+    for batch, s_NHC in iter_scalars(ds, chunk_size, images):
+        s_chunks.append(s_NHC)
         y_chunks.append(batch.y_NE)
     return np.concatenate(s_chunks), np.concatenate(y_chunks)
+
+
+def iter_scalars(
+    ds: xr.Dataset, chunk_size: int, images: np.ndarray | None = None
+) -> Iterator[tuple[Batch, np.ndarray]]:
+    """Each batch of :func:`iter_batches` with its neuron-head scalars s_{n,h}, shape (n, H, C), float64.
+
+    The streamed form of :func:`pair_scalars`: one chunk of images in memory at a time, each chunk's
+    scalars equal to those :func:`pair_scalars` computes with the same ``chunk_size``.
+
+    Raises
+    ------
+    ValueError
+        If ``chunk_size`` < 1.
+    """
+    for batch in iter_batches(ds, chunk_size, images):
+        yield batch, pool.pair_scalars(batch.x_NTC, batch.alpha_NHT)
 
 
 @dataclass(frozen=True)

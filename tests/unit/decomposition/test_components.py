@@ -185,3 +185,33 @@ def test_activation_ablation_curve_end_points_and_ranking(real_pool):
     assert quarter == [components.zero_shot_accuracy(kept, task) for task in local]
     with pytest.raises(ValueError, match="evaluate 9 images"):
         components.activation_ablation_curve(x_NTC, x_NTC.mean(0), weights, score_C, [0.5], tasks)
+
+
+def test_score_sums_over_chunks_equal_the_scores_of_all_images(toy):
+    s_NHC, u_HCE, _ = toy
+    sums = components.ScoreSums(u_HCE)
+    for start in range(0, len(s_NHC), 7):
+        sums.add(s_NHC[start : start + 7])
+    whole = components.component_scores(s_NHC, u_HCE)
+    for level, score in sums.scores().items():
+        np.testing.assert_allclose(score, whole[level], rtol=1e-13)
+    np.testing.assert_allclose(sums.s_mean(), s_NHC.mean(axis=0), rtol=1e-13, atol=1e-15)
+    with pytest.raises(ValueError, match="no images"):
+        components.ScoreSums(u_HCE).scores()
+    with pytest.raises(ValueError, match="directions"):
+        sums.add(s_NHC[:, :2])
+
+
+def test_zero_shot_counts_over_chunks_equal_the_accuracy_of_all_images(toy):
+    s_NHC, u_HCE, bias_E = toy
+    y_NE = pool.reconstruct_output(s_NHC, u_HCE, bias_E)
+    text_KE = np.random.default_rng(2).standard_normal((4, 6))
+    truth = np.argmax(y_NE @ text_KE.T, axis=1)
+    truth[::3] = (truth[::3] + 1) % 4
+    tasks = [_task("a", text_KE, np.arange(3, 40, 2), truth[3::2]), _task("none", text_KE, [], [])]
+    counts = components.ZeroShotCounts(tasks)
+    for start in range(0, len(y_NE), 6):
+        counts.add(start, y_NE[start : start + 6])
+    accuracy = counts.accuracy()
+    assert accuracy["a"] == components.zero_shot_accuracy(y_NE, tasks[0]) < 1
+    assert np.isnan(accuracy["none"])
