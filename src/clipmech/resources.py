@@ -466,46 +466,60 @@ def _pool(res: RuleResources, model: str) -> tuple[int, int, int, int]:
     return shape.visual.n_tokens, shape.visual.width, shape.visual.n_heads, shape.embed_dim
 
 
-def _scalars(res: RuleResources, model: str, dataset: str) -> dict:
-    """What every decomposition stage holds (float64): the neuron-head scalars s (N, H, C) of every image
-    (clipmech.stores.attnpool.pair_scalars) and three temporaries of their size while
-    clipmech.decomposition.components.component_scores ranks them (|s|, |s| x ||u||, the neuron norms'
-    einsum), the head contributions (N, H, E), the directions u (H, C, E) twice and a chunk of x, alpha and s.
-    The tiny RN measures 4.2 copies of s per image (tests/workflow/test_resources.py)."""
+def _streamed(res: RuleResources, model: str, dataset: str) -> dict:
+    """What every decomposition stage holds while it streams the store chunk by chunk (float64,
+    clipmech.stores.attnpool.iter_scalars): a chunk of x, alpha and s and its copy, three temporaries of s's size
+    and the head contributions (chunk, H, E) while clipmech.decomposition.components.ScoreSums adds it, the
+    directions u (H, C, E) twice, the neuron Gram matrices (C, H, H), and per-image scalars. Nothing grows with
+    the number of images beyond the scalars (tests/workflow/test_resources.py)."""
     t, c, h, e = _pool(res, model)
     n, chunk = res.images(dataset), res.config.decomposition.chunk_size
     return {
-        "s (N, H, C) float64 and 3 temporaries": 4.0 * n * h * c * FLOAT64,
-        "head contributions (N, H, E) float64": 1.0 * n * h * e * FLOAT64,
-        "u (H, C, E) float64": 2.0 * h * c * e * FLOAT64,
-        "a chunk of x, alpha, s": chunk * (t * c + h * t + h * c) * FLOAT64 * 2,
+        "a chunk of x, alpha, s and its temporaries": chunk * (2 * (t * c + h * t) + 5 * h * c + h * e) * FLOAT64,
+        "u (H, C, E) twice and the Gram matrices (C, H, H)": (2.0 * h * c * e + c * h * h) * FLOAT64,
+        "per-image scalars": n * 8 * FLOAT64,
     }
 
 
-def _decomposition(extra: Callable | None = None) -> Callable:
+def _decomposition(extra: Callable | None = None, passes: int = 2) -> Callable:
+    """A decomposition stage that reads the store ``passes`` times (the first for the mean norms)."""
+
     def estimate(res: RuleResources, wc) -> Estimate:
         t, c, h, e = _pool(res, wc.model)
         n = res.images(wc.dataset)
-        host = _scalars(res, wc.model, wc.dataset)
+        host = _streamed(res, wc.model, wc.dataset)
         if extra is not None:
             host |= extra(res, wc)
-        flops = 10.0 * n * h * c * (t + e)
-        io = storage.attnpool_store(res.config, wc.model, wc.dataset, n).nbytes or 0
+        flops = 10.0 * passes * n * h * c * (t + e)
+        io = passes * (storage.attnpool_store(res.config, wc.model, wc.dataset, n).nbytes or 0)
         return Estimate(host=host, flops=flops, io_bytes=io, torch=True)
 
     return estimate
 
 
+def _rank_one(res: RuleResources, wc) -> dict:
+    """decompose_attnpool's second pass keeps, per checked pair and neuron, the scalars of its top images."""
+    _, _, h, _ = _pool(res, wc.model)
+    dec = res.config.decomposition
+    return {"top images of the checked pairs and neurons": 2.0 * dec.n_checked * dec.pc_top_k * (h + 2) * FLOAT64}
+
+
 def _ablation_tokens(res: RuleResources, wc) -> dict:
-    """ablate_components also keeps the tokens x (M, T, C) of the evaluated images (at most all) and, per
-    fraction, recomputes the pool on an ablated copy (its keys and values the same size), float64."""
+    """ablate_components recomputes the pool per fraction on an ablated copy of a chunk's tokens (its keys and
+    values the same size), float64."""
     t, c, h, e = _pool(res, wc.model)
-    return {"x of the evaluated images, its ablated copy, keys, values": 4.0 * res.images(wc.dataset) * t * c * FLOAT64}
+    return {"a chunk's ablated tokens, keys, values": 4.0 * res.config.decomposition.chunk_size * t * c * FLOAT64}
 
 
 def _dictionary(res: RuleResources, wc) -> dict:
-    text, e = res.config.decomposition.text, res.shape(wc.model).embed_dim
-    return {"word dictionary and OMP codes": text.n_words * e * FLOAT64 * 4}
+    """decompose_text: the word dictionary and its OMP codes, and the kept neurons' top images."""
+    text, dec = res.config.decomposition.text, res.config.decomposition
+    _, c, h, e = _pool(res, wc.model)
+    kept = math.ceil(text.keep_fraction * c)
+    return {
+        "word dictionary and OMP codes": text.n_words * e * FLOAT64 * 4,
+        "top images of the kept neurons": 2.0 * kept * dec.pc_top_k * (h + 2) * FLOAT64,
+    }
 
 
 def _registers(res: RuleResources, wc) -> Estimate:
@@ -525,7 +539,7 @@ def _segment_shapes(res: RuleResources, wc) -> Estimate:
     """Training-free segmentation: the scalars, a chunk's per-pixel pair maps and the dataset's masks."""
     t, c, h, e = _pool(res, wc.model)
     top_k, chunk = res.config.decomposition.segmentation.top_k, res.config.decomposition.chunk_size
-    host = _scalars(res, wc.model, wc.dataset)
+    host = _streamed(res, wc.model, wc.dataset)
     host["pair maps of a chunk"] = chunk * min(top_k, h * c) * t * FLOAT64 * 2
     host["images and masks"] = _images_bytes(res, wc.dataset)
     return Estimate(host=host, flops=20.0 * res.images(wc.dataset) * min(top_k, h * c) * t * e)
@@ -549,8 +563,8 @@ def _pascal(res: RuleResources, wc) -> Estimate:
 
 
 def _monitor(res: RuleResources, wc) -> Estimate:
-    """monitor_shift: the decomposition stages' holdings on the shift splits of the job's dataset."""
-    return _decomposition()(res, _Wildcards(model=wc.model, dataset=res.config.plan.shift_of[wc.dataset]))
+    """monitor_shift: one pass over the shift splits' store, holding what the decomposition stages hold."""
+    return _decomposition(passes=1)(res, _Wildcards(model=wc.model, dataset=res.config.plan.shift_of[wc.dataset]))
 
 
 def _patch(res: RuleResources, wc) -> Estimate:
@@ -784,9 +798,9 @@ ESTIMATES: dict[str, Callable[[RuleResources, _Wildcards], Estimate]] = {
     "zero_shot": _model_on_images(_zeroshot),
     "extract_attnpool": _attnpool_extract,
     "embed_text": _text,
-    "decompose_attnpool": _decomposition(),
+    "decompose_attnpool": _decomposition(_rank_one),
     "ablate_components": _decomposition(_ablation_tokens),
-    "decompose_text": _decomposition(_dictionary),
+    "decompose_text": _decomposition(_dictionary, passes=3),
     "find_registers": _registers,
     "monitor_shift": _monitor,
     "segment_shapes": _segment_shapes,
