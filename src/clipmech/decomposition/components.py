@@ -470,12 +470,28 @@ def pair_outputs_with_directions(
     Returns
     -------
     ndarray, shape (N, E)
+
+    Notes
+    -----
+    Never copies u_HCE: the listed pairs enter as s_K d_K (kept) or mean(s_K) d_K (ablated), the kept pairs
+    not listed as one (N, H*C) x (H*C, E) product, skipped when every kept pair is listed (the sparse-direction
+    curves of :func:`clipmech.decomposition.text.sparse_accuracy`), so a chunk costs N x K x E.
     """
-    replaced_HCE = u_HCE.copy()
-    replaced_HCE[np.asarray(heads_K, dtype=np.intp), np.asarray(neurons_K, dtype=np.intp)] = directions_KE
-    return pool.mean_ablate(
-        s_NHC, replaced_HCE, bias_E, keep_HC, level="pair", s_mean_HC=s_mean_HC, chunk_size=chunk_size
-    )
+    heads_K, neurons_K = np.asarray(heads_K, dtype=np.intp), np.asarray(neurons_K, dtype=np.intp)
+    ablated_s_HC = np.where(keep_HC, 0.0, s_mean_HC)
+    listed_HC = np.zeros_like(keep_HC, dtype=bool)
+    listed_HC[heads_K, neurons_K] = True
+    delta_KE = directions_KE - u_HCE[heads_K, neurons_K]
+    offset_E = bias_E + ablated_s_HC.reshape(-1) @ u_HCE.reshape(-1, u_HCE.shape[2])
+    offset_E = offset_E + ablated_s_HC[heads_K, neurons_K] @ delta_KE
+    out_NE = (s_NHC[:, heads_K, neurons_K] * keep_HC[heads_K, neurons_K]) @ directions_KE + offset_E
+    others_HC = keep_HC & ~listed_HC
+    if others_HC.any():
+        zero_E = np.zeros_like(bias_E)
+        out_NE += pool.mean_ablate(
+            s_NHC, u_HCE, zero_E, others_HC, level="pair", s_mean_HC=np.zeros_like(s_mean_HC), chunk_size=chunk_size
+        )
+    return out_NE
 
 
 def neuron_outputs_rank_one(

@@ -9,7 +9,7 @@ of words with coefficients, following the second-order-lens paper): every direct
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -225,38 +225,47 @@ def decompose_pairs(
 
 
 def sparse_accuracy(
-    s_NHC: np.ndarray,
-    y_NE: np.ndarray,
+    chunks: Iterable[tuple[int, np.ndarray, np.ndarray]],
     u_HCE: np.ndarray,
     bias_E: np.ndarray,
     tasks: Sequence[components.ZeroShotTask],
-    scores: dict[str, np.ndarray],
+    s_mean_HC: np.ndarray,
     keep_HC: np.ndarray,
     pairs: dict,
+    keep_C: np.ndarray,
+    v_KE: np.ndarray,
     dictionary_AE: np.ndarray,
     *,
     params: dict,
-    pc_top_k: int,
-    chunk_size: int,
     device: str | torch.device,
 ) -> pd.DataFrame:
     """Zero-shot accuracy with the kept pairs' directions replaced by their m-sparse approximations (rest
     mean-ablated), against the neuron baseline: the same fraction of neurons, each reduced to its first PC,
-    itself replaced by its m-sparse approximation (neuron-attention paper Fig. 2).
+    itself replaced by its m-sparse approximation (neuron-attention paper Fig. 2; methods.md Sec. 5).
+
+    One pass over ``chunks``: every variant's outputs of a chunk are scored
+    (:class:`clipmech.decomposition.components.ZeroShotCounts`) and dropped, so memory holds one chunk.
 
     Parameters
     ----------
-    s_NHC, y_NE : numpy.ndarray
-        Pair scalars and the model's outputs (:func:`clipmech.stores.attnpool.pair_scalars`).
+    chunks : iterable of (int, numpy.ndarray, numpy.ndarray)
+        (start, s_NHC (n, H, C), y_NE (n, E)) of consecutive runs of the images the tasks index, float64
+        (:func:`clipmech.stores.attnpool.iter_scalars` over the evaluated images).
     u_HCE, bias_E : numpy.ndarray
         Pair directions and the output bias of the pool.
-    scores : dict of str to numpy.ndarray
-        :func:`clipmech.decomposition.components.component_scores` (``neuron`` used here).
+    tasks : sequence of ZeroShotTask
+        Their ``images`` index the images of ``chunks``.
+    s_mean_HC : numpy.ndarray, (H, C)
+        Mean scalars over the reference images (:meth:`clipmech.decomposition.components.ScoreSums.s_mean`).
     keep_HC : numpy.ndarray, bool, (H, C)
     pairs : dict
         :func:`decompose_pairs` of the same pairs.
+    keep_C : numpy.ndarray, bool, (C,)
+        The kept neurons (top ``keep_fraction`` by mean norm).
+    v_KE : numpy.ndarray, (K, E)
+        Their first PCs, in index order (:meth:`clipmech.decomposition.components.TopContributions.neuron_directions`).
     params : dict
-        ``keep_fraction``, ``m_values``, ``n_components``, ``omp_batch_size``.
+        ``m_values``, ``n_components``, ``omp_batch_size``.
 
     Returns
     -------
@@ -269,56 +278,35 @@ def sparse_accuracy(
     rows_K = np.array([index[(hh, nn)] for hh, nn in zip(kept_heads.tolist(), kept_neurons.tolist())], dtype=np.intp)
     u_norm_K = np.linalg.norm(u_HCE[kept_heads, kept_neurons], axis=1)
     kept_code = omp.OMPResult(*(None if t is None else t[torch.as_tensor(rows_K)] for t in code))
-    s_mean_HC = s_NHC.mean(axis=0)
-    records = []
-
-    def score(level: str, directions: str, m, y: np.ndarray) -> None:
-        for task in tasks:
-            records.append(
-                {
-                    "level": level,
-                    "directions": directions,
-                    "m": m,
-                    "task": task.name,
-                    "accuracy": components.zero_shot_accuracy(y, task),
-                }
-            )
-
-    score("model", "exact", np.nan, y_NE)
-    exact_pairs = components.pair_outputs_with_directions(
-        s_NHC,
-        u_HCE,
-        bias_E,
-        keep_HC,
-        s_mean_HC,
-        kept_heads,
-        kept_neurons,
-        u_HCE[kept_heads, kept_neurons],
-        chunk_size,
-    )
-    score("pair", "exact", np.nan, exact_pairs)
-    for m in params["m_values"]:
-        sparse_KE = sparse_directions(kept_code, dictionary_AE, m, u_norm_K)
-        y = components.pair_outputs_with_directions(
-            s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC, kept_heads, kept_neurons, sparse_KE, chunk_size
-        )
-        score("pair", "sparse", m, y)
-    # neurons: the same fraction of neurons, each reduced to its first PC
-    keep_C = pool.top_fraction_mask(scores["neuron"], params["keep_fraction"])
-    v_KE, _ = components.neuron_directions(s_NHC, u_HCE, np.flatnonzero(keep_C), pc_top_k)
-    score(
-        "neuron",
-        "exact",
-        np.nan,
-        components.neuron_outputs_rank_one(s_NHC, u_HCE, bias_E, keep_C, s_mean_HC, v_KE, v_KE),
-    )
     neuron_code = sparse_codes(v_KE, dictionary_AE, params["n_components"], params["omp_batch_size"], device)
-    for m in params["m_values"]:
-        sparse_KE = sparse_directions(neuron_code, dictionary_AE, m, np.linalg.norm(v_KE, axis=1))
-        score(
-            "neuron",
-            "sparse",
-            m,
-            components.neuron_outputs_rank_one(s_NHC, u_HCE, bias_E, keep_C, s_mean_HC, v_KE, sparse_KE),
+
+    def pair_outputs(directions_KE: np.ndarray):
+        return lambda s_NHC, y_NE: components.pair_outputs_with_directions(
+            s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC, kept_heads, kept_neurons, directions_KE, max(1, len(s_NHC))
         )
+
+    def neuron_outputs(directions_KE: np.ndarray):
+        return lambda s_NHC, y_NE: components.neuron_outputs_rank_one(
+            s_NHC, u_HCE, bias_E, keep_C, s_mean_HC, v_KE, directions_KE
+        )
+
+    variants = [(("model", "exact", np.nan), lambda s_NHC, y_NE: y_NE)]
+    variants.append((("pair", "exact", np.nan), pair_outputs(u_HCE[kept_heads, kept_neurons])))
+    for m in params["m_values"]:
+        variants.append((("pair", "sparse", m), pair_outputs(sparse_directions(kept_code, dictionary_AE, m, u_norm_K))))
+    variants.append((("neuron", "exact", np.nan), neuron_outputs(v_KE)))
+    v_norm_K = np.linalg.norm(v_KE, axis=1)
+    for m in params["m_values"]:
+        variants.append(
+            (("neuron", "sparse", m), neuron_outputs(sparse_directions(neuron_code, dictionary_AE, m, v_norm_K)))
+        )
+    counts = [components.ZeroShotCounts(tasks) for _ in variants]
+    for start, s_NHC, y_NE in chunks:
+        for (_, outputs), count in zip(variants, counts):
+            count.add(start, outputs(s_NHC, y_NE))
+    records = [
+        {"level": level, "directions": directions, "m": m, "task": task, "accuracy": accuracy}
+        for ((level, directions, m), _), count in zip(variants, counts)
+        for task, accuracy in count.accuracy().items()
+    ]
     return pd.DataFrame(records)

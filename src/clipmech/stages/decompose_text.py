@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 
 from clipmech.data import datasets, tables
@@ -44,22 +45,33 @@ def decompose_text(
     data = datasets.load(dataset_dir)
     pool_store.check_images(ds, data, store, dataset_dir)
     parts = pool_store.parts(ds)
-    s_NHC, y_NE = pool_store.pair_scalars(ds, chunk_size)
     text_data = load_text(text_path)
     words, dictionary_AE = text_data["words"].tolist(), text_data["word_embeddings"]
     tasks = components.zero_shot_tasks(data, text_data)
     if max(text["m_values"]) > text["n_components"]:
         raise ValueError(f"m_values {text['m_values']} must not exceed n_components={text['n_components']}")
-    scores = components.component_scores(s_NHC, parts.u_HCE)
+    # Three passes over the store, one chunk in memory: the mean norms, the kept neurons' top images, the curves.
+    sums = components.ScoreSums(parts.u_HCE)
+    for _, s_NHC in pool_store.iter_scalars(ds, chunk_size):
+        sums.add(s_NHC)
+    scores = sums.scores()
     keep_HC = pool.top_fraction_mask(scores["pair"], text["keep_fraction"])
     pairs = text_decomposition.decompose_pairs(
         parts.u_HCE, scores["pair"], keep_HC, tasks, dictionary_AE, words, params=text, device=torch_device
     )
     tables.write_table(pairs["words"], out["words"])
     tables.write_table(pairs["class_pairs"], out["class_pairs"])
+    keep_C = pool.top_fraction_mask(scores["neuron"], text["keep_fraction"])
+    top = components.top_contributions(
+        ((batch.images.start, s_NHC) for batch, s_NHC in pool_store.iter_scalars(ds, chunk_size)),
+        parts.u_HCE, [], [], np.flatnonzero(keep_C), pc_top_k,
+    )  # fmt: skip
+    v_KE, _ = top.neuron_directions()
+    evaluated, local = components.evaluated_images(tasks)
     accuracy = text_decomposition.sparse_accuracy(
-        s_NHC, y_NE, parts.u_HCE, parts.bias_E, tasks, scores, keep_HC, pairs, dictionary_AE, params=text,
-        pc_top_k=pc_top_k, chunk_size=chunk_size, device=torch_device,
+        ((batch.images.start, s_NHC, batch.y_NE) for batch, s_NHC in pool_store.iter_scalars(ds, chunk_size, evaluated)),
+        parts.u_HCE, parts.bias_E, local, sums.s_mean(), keep_HC, pairs, keep_C, v_KE, dictionary_AE,
+        params=text, device=torch_device,
     )  # fmt: skip
     tables.write_table(accuracy, out["accuracy"])
     log.info("sparse-direction accuracy:\n%s", accuracy.to_string())

@@ -215,3 +215,17 @@ def test_zero_shot_counts_over_chunks_equal_the_accuracy_of_all_images(toy):
     accuracy = counts.accuracy()
     assert accuracy["a"] == components.zero_shot_accuracy(y_NE, tasks[0]) < 1
     assert np.isnan(accuracy["none"])
+
+
+def test_direction_replacement_of_pairs_kept_or_not_equals_replacing_u(toy):
+    s_NHC, u_HCE, bias_E = toy
+    rng = np.random.default_rng(5)
+    keep_HC = rng.random((3, 5)) < 0.5
+    heads, neurons = np.array([0, 1, 2, 2]), np.array([0, 3, 1, 4])  # some kept, some ablated
+    other = rng.standard_normal((4, 6))
+    s_mean_HC = s_NHC.mean(0)
+    replaced_HCE = u_HCE.copy()
+    replaced_HCE[heads, neurons] = other
+    expected = pool.mean_ablate(s_NHC, replaced_HCE, bias_E, keep_HC, s_mean_HC=s_mean_HC)
+    got = components.pair_outputs_with_directions(s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC, heads, neurons, other)
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
