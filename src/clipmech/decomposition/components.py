@@ -14,7 +14,7 @@ leaks no label information (the paper draws both from ImageNet, means from 1000 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -378,35 +378,24 @@ def pair_rank_one(
 ) -> pd.DataFrame:
     """First principal component of each chosen pair's contributions vs its direction u_{n,h}.
 
-    methods.md Sec. 5 test / paper App. A.2: the PC of c_{n,h} over the ``top_k`` images with the
-    largest norm; since c_{n,h} = s_{n,h} u_{n,h}, |cos(PC, u)| must be ~1 (uncentred PC; the
-    centred one is used for the explained fraction as in the paper's PCA). Pairs whose
-    contribution vanishes on every image get NaN.
+    The in-memory form of :meth:`TopContributions.pair_rank_one` (one chunk holding all images);
+    see there for the columns.
 
-    Returns
-    -------
-    pandas.DataFrame
-        Columns head, neuron, cos_pc_u (|cos| of the uncentred first PC with u), explained
-        (variance fraction of the centred first PC).
+    Parameters
+    ----------
+    s_NHC : ndarray, shape (N, H, C)
+    u_HCE : ndarray, shape (H, C, E)
+    heads_K, neurons_K : array_like of int, shape (K,)
+        The pairs (neurons_K[k], heads_K[k]).
+    top_k : int
+        Images per pair.
+
+    Raises
+    ------
+    ValueError
+        As :class:`TopContributions`.
     """
-    rows = []
-    for h, n in zip(np.asarray(heads_K), np.asarray(neurons_K)):
-        c_NE = pool.pair_contributions(s_NHC, u_HCE, [h], [n])[:, 0]
-        u = u_HCE[h, n]
-        if not np.any(c_NE) or not np.any(u):
-            rows.append({"head": int(h), "neuron": int(n), "cos_pc_u": np.nan, "explained": np.nan})
-            continue
-        pc, _ = pool.top_norm_principal_components(c_NE, top_k=top_k, center=False)
-        _, explained = pool.top_norm_principal_components(c_NE, top_k=top_k)
-        rows.append(
-            {
-                "head": int(h),
-                "neuron": int(n),
-                "cos_pc_u": abs(float(pc[0] @ u) / float(np.linalg.norm(u))),
-                "explained": float(explained[0]),
-            }
-        )
-    return pd.DataFrame(rows)
+    return top_contributions([(0, s_NHC)], u_HCE, heads_K, neurons_K, [], top_k).pair_rank_one()
 
 
 def neuron_directions(
@@ -414,29 +403,176 @@ def neuron_directions(
 ) -> tuple[np.ndarray, np.ndarray]:
     """First principal component of each chosen neuron's contributions c_n (paper Sec. 4.1, A.2).
 
-    c_n = sum_h s_{n,h} u_{n,h} spans up to H directions; its PC over the ``top_k`` images with the
-    largest ||c_n|| is the neuron's rank-1 approximation direction (the baseline of the paper's
-    Table 1 and Fig. 2).
+    The in-memory form of :meth:`TopContributions.neuron_directions` (one chunk holding all images);
+    see there for the results, v_KE (K, E) and explained_K (K,).
 
-    Returns
-    -------
-    v_KE : ndarray, shape (K, E)
-        Unit PCs (uncentred, sign towards the mean contribution); zero rows for neurons that
-        never contribute.
-    explained_K : ndarray, shape (K,)
-        Variance fraction of the centred first PC (NaN for silent neurons).
+    Raises
+    ------
+    ValueError
+        As :class:`TopContributions`.
     """
-    neurons_K = np.asarray(neurons_K, dtype=np.intp)
-    v_KE = np.zeros((len(neurons_K), u_HCE.shape[2]))
-    explained_K = np.full(len(neurons_K), np.nan)
-    for k, n in enumerate(neurons_K):
-        c_NE = pool.neuron_contributions(s_NHC, u_HCE, [n])[:, 0]
-        if not np.any(c_NE):
-            continue
-        pc, _ = pool.top_norm_principal_components(c_NE, top_k=top_k, center=False)
-        _, explained = pool.top_norm_principal_components(c_NE, top_k=top_k)
-        v_KE[k], explained_K[k] = pc[0], explained[0]
-    return v_KE, explained_K
+    return top_contributions([(0, s_NHC)], u_HCE, [], [], neurons_K, top_k).neuron_directions()
+
+
+def top_contributions(
+    chunks: Iterable[tuple[int, np.ndarray]],
+    u_HCE: np.ndarray,
+    heads_P: np.ndarray,
+    neurons_P: np.ndarray,
+    neurons_K: np.ndarray,
+    top_k: int = 50,
+) -> TopContributions:
+    """A :class:`TopContributions` fed every chunk of ``chunks``, pairs (start image index, s_NHC (n, H, C)).
+
+    E.g. ``((batch.images.start, s) for batch, s in clipmech.stores.attnpool.iter_scalars(ds, chunk_size))``.
+
+    Raises
+    ------
+    ValueError
+        As :class:`TopContributions` and :meth:`TopContributions.add`.
+    """
+    top = TopContributions(u_HCE, heads_P, neurons_P, neurons_K, top_k)
+    for start, s_NHC in chunks:
+        top.add(start, s_NHC)
+    return top
+
+
+def _merge_top(top: tuple[np.ndarray, ...], new: tuple[np.ndarray, ...], top_k: int) -> tuple[np.ndarray, ...]:
+    """Keep, per column, the ``top_k`` rows of (norm, index, *values) arrays by larger norm, then lower index."""
+    joined = [np.concatenate([a, b]) for a, b in zip(top, new)]
+    norm, index = joined[:2]
+    order = np.lexsort((index, -norm), axis=0)[:top_k]
+    return tuple(np.take_along_axis(a, order.reshape(order.shape + (1,) * (a.ndim - 2)), axis=0) for a in joined)
+
+
+class TopContributions:
+    """The top-norm images of chosen pairs and neurons, kept over chunks of images (methods.md Sec. 5 test).
+
+    The rank-1 check of the paper (Sec. 4.1, App. A.2) takes a component's first principal component over
+    the ``top_k`` images with the largest contribution norm. This keeps, per chosen pair (n, h), the scalars
+    s_{n,h} of its ``top_k`` images by ||c_{n,h}|| = |s_{n,h}| ||u_{n,h}||, and per chosen neuron n the
+    H-vectors s_{n,:} of its ``top_k`` images by ||c_n|| = sqrt(s_n^T G_n s_n)
+    (:func:`clipmech.decomposition.pool.neuron_contribution_norms`), ties to the lower image index, as
+    ``np.argsort(-norms, kind="stable")[:top_k]`` over all images would, whatever the chunks and their
+    order. These norms equal ||s u|| and ||sum_h s_h u_h|| up to rounding, so the images kept are those
+    of the norms of the contributions themselves unless two images' norms tie within rounding. Memory:
+    (top_k + n, P) and (top_k + n, K, H) floats for a chunk of n images, whatever the number of images.
+
+    Parameters
+    ----------
+    u_HCE : ndarray, shape (H, C, E)
+        Neuron-head directions.
+    heads_P, neurons_P : array_like of int, shape (P,)
+        The pairs (neurons_P[p], heads_P[p]).
+    neurons_K : array_like of int, shape (K,)
+        The neurons.
+    top_k : int
+        Images kept per pair and neuron (all if fewer are added).
+
+    Raises
+    ------
+    ValueError
+        If ``top_k`` < 1, the pair arrays differ in length, or an index is out of range.
+    """
+
+    def __init__(
+        self, u_HCE: np.ndarray, heads_P: np.ndarray, neurons_P: np.ndarray, neurons_K: np.ndarray, top_k: int = 50
+    ) -> None:
+        h, c, _ = u_HCE.shape
+        self.heads_P = np.asarray(heads_P, dtype=np.intp).reshape(-1)
+        self.neurons_P = np.asarray(neurons_P, dtype=np.intp).reshape(-1)
+        self.neurons_K = np.asarray(neurons_K, dtype=np.intp).reshape(-1)
+        if top_k < 1:
+            raise ValueError(f"top_k must be positive, got {top_k}")
+        if self.heads_P.shape != self.neurons_P.shape:
+            raise ValueError(f"heads_P has {self.heads_P.size} entries but neurons_P has {self.neurons_P.size}")
+        for name, index, size in (
+            ("heads_P", self.heads_P, h),
+            ("neurons_P", self.neurons_P, c),
+            ("neurons_K", self.neurons_K, c),
+        ):
+            if index.size and (index.min() < 0 or index.max() >= size):
+                raise ValueError(f"{name} must lie in [0, {size}), got range [{index.min()}, {index.max()}]")
+        self.u_HCE = u_HCE
+        self.top_k = top_k
+        self.u_norm_P = pool.direction_norms(u_HCE[self.heads_P, self.neurons_P])
+        self.gram_KHH = pool.neuron_gram(u_HCE[:, self.neurons_K])
+        p, k = self.heads_P.size, self.neurons_K.size
+        # (norm, image index, scalars) of the images kept, sorted by larger norm then lower index
+        self._pairs = (np.empty((0, p)), np.empty((0, p), dtype=np.intp), np.empty((0, p)))
+        self._neurons = (np.empty((0, k)), np.empty((0, k), dtype=np.intp), np.empty((0, k, h)))
+
+    def add(self, start: int, s_NHC: np.ndarray) -> None:
+        """Offer images ``start .. start + n`` with scalars ``s_NHC`` (n, H, C), float64.
+
+        Raises
+        ------
+        ValueError
+            If the chunk's (H, C) is not that of ``u_HCE``.
+        """
+        if s_NHC.shape[1:] != self.u_HCE.shape[:2]:
+            raise ValueError(f"s_NHC has shape {s_NHC.shape}, the directions (H, C) = {self.u_HCE.shape[:2]}")
+        n = len(s_NHC)
+        s_nP = s_NHC[:, self.heads_P, self.neurons_P]
+        index_nP = np.broadcast_to(start + np.arange(n)[:, None], s_nP.shape)
+        self._pairs = _merge_top(self._pairs, (np.abs(s_nP) * self.u_norm_P, index_nP, s_nP), self.top_k)
+        s_nHK = s_NHC[:, :, self.neurons_K]
+        norm_nK = pool.neuron_contribution_norms(s_nHK, self.gram_KHH)
+        index_nK = np.broadcast_to(start + np.arange(n)[:, None], norm_nK.shape)
+        self._neurons = _merge_top(self._neurons, (norm_nK, index_nK, np.swapaxes(s_nHK, 1, 2)), self.top_k)
+
+    def pair_rank_one(self) -> pd.DataFrame:
+        """First principal component of each pair's contributions over its top images vs its direction u_{n,h}.
+
+        methods.md Sec. 5 test / paper App. A.2: since c_{n,h} = s_{n,h} u_{n,h}, |cos(PC, u)| must be ~1
+        (uncentred PC, :func:`clipmech.decomposition.pool.top_norm_principal_components`; the centred one
+        gives the explained fraction as in the paper's PCA). Pairs whose contribution vanishes on every
+        image added (or with u = 0) get NaN.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per pair, in the order given: columns head, neuron (int), cos_pc_u (|cos| of the
+            uncentred first PC with u), explained (variance fraction of the centred first PC), float64.
+        """
+        rows = []
+        _, _, s_kP = self._pairs
+        for p, (h, n) in enumerate(zip(self.heads_P, self.neurons_P)):
+            u = self.u_HCE[h, n]
+            c_kE = s_kP[:, p, None] * u[None]  # as pool.pair_contributions
+            row = {"head": int(h), "neuron": int(n), "cos_pc_u": np.nan, "explained": np.nan}
+            if np.any(c_kE) and np.any(u):
+                pc, _ = pool.top_norm_principal_components(c_kE, top_k=self.top_k, center=False)
+                _, explained = pool.top_norm_principal_components(c_kE, top_k=self.top_k)
+                row |= {"cos_pc_u": abs(float(pc[0] @ u) / float(np.linalg.norm(u))), "explained": float(explained[0])}
+            rows.append(row)
+        return pd.DataFrame(rows, columns=["head", "neuron", "cos_pc_u", "explained"])
+
+    def neuron_directions(self) -> tuple[np.ndarray, np.ndarray]:
+        """First principal component of each neuron's contributions c_n over its top images (paper Sec. 4.1, A.2).
+
+        c_n = sum_h s_{n,h} u_{n,h} spans up to H directions; its PC over the top images is the neuron's
+        rank-1 approximation direction (the baseline of the paper's Table 1 and Fig. 2).
+
+        Returns
+        -------
+        v_KE : ndarray, shape (K, E)
+            Unit PCs (uncentred, sign towards the mean contribution); zero rows for neurons that never
+            contribute.
+        explained_K : ndarray, shape (K,)
+            Variance fraction of the centred first PC (NaN for silent neurons), float64.
+        """
+        v_KE = np.zeros((len(self.neurons_K), self.u_HCE.shape[2]))
+        explained_K = np.full(len(self.neurons_K), np.nan)
+        _, _, s_kKH = self._neurons
+        for k, n in enumerate(self.neurons_K):
+            c_kE = pool.neuron_contributions(s_kKH[:, k, :, None], self.u_HCE[:, [n]], [0])[:, 0]
+            if not np.any(c_kE):
+                continue
+            pc, _ = pool.top_norm_principal_components(c_kE, top_k=self.top_k, center=False)
+            _, explained = pool.top_norm_principal_components(c_kE, top_k=self.top_k)
+            v_KE[k], explained_K[k] = pc[0], explained[0]
+        return v_KE, explained_K
 
 
 def pair_outputs_with_directions(

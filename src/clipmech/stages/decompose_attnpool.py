@@ -29,22 +29,47 @@ def decompose_attnpool(*, store: str, out: dict, decomposition: dict) -> None:
     the top pairs' cos_pc_u, unrounded (:func:`clipmech.decomposition.components.save_component_scores`),
     what rule ``plot_decomposition`` draws with the summary. ``decomposition`` holds the config's
     ``decomposition`` keys ``chunk_size``, ``n_checked``, ``pc_top_k`` and ``max_rel_err``.
+
+    Two passes over the store, ``chunk_size`` images at a time (:func:`clipmech.stores.attnpool.iter_scalars`):
+    the first sums the scores and scalars (:class:`clipmech.decomposition.components.ScoreSums`; chunk sums
+    change them only by rounding) and keeps each image's reconstruction error; the second keeps the
+    ``pc_top_k`` top-norm images of the checked pairs and neurons
+    (:class:`clipmech.decomposition.components.TopContributions`). Memory holds one chunk, N errors, and
+    (pc_top_k, n_checked, H) scalars, never the scalars of all images.
+
+    Raises
+    ------
+    RuntimeError
+        If the largest relative reconstruction error exceeds ``max_rel_err``.
     """
     ds = pool_store.open_store(store)
     parts = pool_store.parts(ds)
-    s_NHC, y_NE = pool_store.pair_scalars(ds, decomposition["chunk_size"])
-    y_hat_NE = pool.reconstruct_output(s_NHC, parts.u_HCE, parts.bias_E, decomposition["chunk_size"])
-    rel_err_N = np.linalg.norm(y_hat_NE - y_NE, axis=1) / np.linalg.norm(y_NE, axis=1)
-    scores = components.component_scores(s_NHC, parts.u_HCE)
+    chunk_size = decomposition["chunk_size"]
+    # pass 1: scores, mean scalars and the per-image reconstruction error
+    sums = components.ScoreSums(parts.u_HCE)
+    rel_err = []
+    for batch, s_NHC in pool_store.iter_scalars(ds, chunk_size):
+        sums.add(s_NHC)
+        y_hat_NE = pool.reconstruct_output(s_NHC, parts.u_HCE, parts.bias_E, chunk_size)
+        rel_err.append(np.linalg.norm(y_hat_NE - batch.y_NE, axis=1) / np.linalg.norm(batch.y_NE, axis=1))
+    rel_err_N = np.concatenate(rel_err)
+    scores = sums.scores()
     h, c = scores["pair"].shape
     order = np.argsort(-scores["pair"].ravel(), kind="stable")
     heads, neurons = np.divmod(order, c)
     n_checked = min(decomposition["n_checked"], h * c)
-    rank_one = components.pair_rank_one(
-        s_NHC, parts.u_HCE, heads[:n_checked], neurons[:n_checked], decomposition["pc_top_k"]
-    )
     top_neurons = np.argsort(-scores["neuron"], kind="stable")[: min(decomposition["n_checked"], c)]
-    _, neuron_explained = components.neuron_directions(s_NHC, parts.u_HCE, top_neurons, decomposition["pc_top_k"])
+    # pass 2: the top-norm images of the checked pairs and neurons
+    top = components.top_contributions(
+        ((batch.images.start, s_NHC) for batch, s_NHC in pool_store.iter_scalars(ds, chunk_size)),
+        parts.u_HCE,
+        heads[:n_checked],
+        neurons[:n_checked],
+        top_neurons,
+        decomposition["pc_top_k"],
+    )
+    rank_one = top.pair_rank_one()
+    _, neuron_explained = top.neuron_directions()
     table = pd.DataFrame(
         {
             "rank": np.arange(1, h * c + 1),
@@ -52,7 +77,7 @@ def decompose_attnpool(*, store: str, out: dict, decomposition: dict) -> None:
             "neuron": neurons,
             "mean_norm": scores["pair"].ravel()[order],
             "u_norm": pool.direction_norms(parts.u_HCE).ravel()[order],
-            "s_mean": s_NHC.mean(axis=0).ravel()[order],
+            "s_mean": sums.s_mean().ravel()[order],
         }
     )
     table = table.merge(rank_one, on=["head", "neuron"], how="left")
@@ -63,7 +88,7 @@ def decompose_attnpool(*, store: str, out: dict, decomposition: dict) -> None:
         return float(score[: max(1, int(round(fraction * score.size)))].sum() / score.sum())
 
     summary = {
-        "n_images": int(s_NHC.shape[0]),
+        "n_images": int(sums.n_images),
         "n_heads": int(h),
         "n_neurons": int(c),
         "n_tokens": int(ds.sizes["token"]),

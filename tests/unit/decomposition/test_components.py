@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from clipmech.decomposition import components, pool
@@ -229,3 +230,90 @@ def test_direction_replacement_of_pairs_kept_or_not_equals_replacing_u(toy):
     expected = pool.mean_ablate(s_NHC, replaced_HCE, bias_E, keep_HC, s_mean_HC=s_mean_HC)
     got = components.pair_outputs_with_directions(s_NHC, u_HCE, bias_E, keep_HC, s_mean_HC, heads, neurons, other)
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def _pair_rank_one_in_memory(s_NHC, u_HCE, heads_K, neurons_K, top_k):
+    """The rank-1 check as it was before streaming: contributions of all images, top images by ||c||."""
+    rows = []
+    for h, n in zip(heads_K, neurons_K):
+        c_NE = pool.pair_contributions(s_NHC, u_HCE, [h], [n])[:, 0]
+        u = u_HCE[h, n]
+        row = {"head": int(h), "neuron": int(n), "cos_pc_u": np.nan, "explained": np.nan}
+        if np.any(c_NE) and np.any(u):
+            pc, _ = pool.top_norm_principal_components(c_NE, top_k=top_k, center=False)
+            _, explained = pool.top_norm_principal_components(c_NE, top_k=top_k)
+            row |= {"cos_pc_u": abs(float(pc[0] @ u) / float(np.linalg.norm(u))), "explained": float(explained[0])}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _neuron_directions_in_memory(s_NHC, u_HCE, neurons_K, top_k):
+    """The neuron PCs as they were before streaming."""
+    v_KE = np.zeros((len(neurons_K), u_HCE.shape[2]))
+    explained_K = np.full(len(neurons_K), np.nan)
+    for k, n in enumerate(neurons_K):
+        c_NE = pool.neuron_contributions(s_NHC, u_HCE, [n])[:, 0]
+        if np.any(c_NE):
+            pc, _ = pool.top_norm_principal_components(c_NE, top_k=top_k, center=False)
+            _, explained = pool.top_norm_principal_components(c_NE, top_k=top_k)
+            v_KE[k], explained_K[k] = pc[0], explained[0]
+    return v_KE, explained_K
+
+
+@pytest.fixture(scope="module")
+def tied_toy(toy):
+    """The toy with tied norms (images 10-19 repeat 0-9, image 25 is -image 5), a silent pair (head 1,
+    neuron 2) and a silent neuron (3), and the top-k selection that argsort over all images makes."""
+    s_NHC, u_HCE, _ = toy
+    s = s_NHC.copy()
+    s[10:20] = s[0:10]
+    s[25] = -s[5]
+    s[:, 1, 2] = 0.0
+    s[:, :, 3] = 0.0
+    return s, u_HCE
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 40])
+@pytest.mark.parametrize("top_k", [5, 12, 60])
+def test_top_contributions_over_chunks_equal_the_in_memory_rank_one_check(tied_toy, chunk_size, top_k):
+    s_NHC, u_HCE = tied_toy
+    heads, neurons = np.array([0, 2, 1, 0, 1]), np.array([4, 0, 2, 3, 0])
+    neurons_K = np.array([0, 3, 1, 4, 2])
+    chunks = [(start, s_NHC[start : start + chunk_size]) for start in range(0, len(s_NHC), chunk_size)]
+    top = components.top_contributions(chunks, u_HCE, heads, neurons, neurons_K, top_k)
+    # the images kept are those of a stable argsort over all images, in its order
+    norm_NP = np.abs(s_NHC[:, heads, neurons]) * pool.direction_norms(u_HCE)[heads, neurons]
+    norm_NK = pool.neuron_contribution_norms(s_NHC[:, :, neurons_K], pool.neuron_gram(u_HCE[:, neurons_K]))
+    expected_P = np.argsort(-norm_NP, axis=0, kind="stable")[:top_k]
+    expected_K = np.argsort(-norm_NK, axis=0, kind="stable")[:top_k]
+    np.testing.assert_array_equal(top._pairs[1], expected_P)
+    np.testing.assert_array_equal(top._neurons[1], expected_K)
+    table = top.pair_rank_one()
+    expected = _pair_rank_one_in_memory(s_NHC, u_HCE, heads, neurons, top_k)
+    pd.testing.assert_frame_equal(table, expected, rtol=1e-12, atol=1e-12)
+    assert table["cos_pc_u"].isna().tolist() == [False, False, True, True, False]  # pair (1, 2), neuron 3
+    v_KE, explained_K = top.neuron_directions()
+    v_expected, explained_expected = _neuron_directions_in_memory(s_NHC, u_HCE, neurons_K, top_k)
+    np.testing.assert_allclose(v_KE, v_expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(explained_K, explained_expected, rtol=1e-12, atol=1e-12)
+    assert np.isnan(explained_K).tolist() == [False, True, False, False, False] and not v_KE[1].any()
+    # the in-memory functions are the streamed ones on one chunk
+    pd.testing.assert_frame_equal(components.pair_rank_one(s_NHC, u_HCE, heads, neurons, top_k), expected, rtol=1e-12)
+    np.testing.assert_allclose(components.neuron_directions(s_NHC, u_HCE, neurons_K, top_k)[0], v_KE, rtol=1e-12)
+
+
+def test_top_contributions_checks_its_arguments(toy):
+    s_NHC, u_HCE, _ = toy
+    with pytest.raises(ValueError, match="top_k"):
+        components.TopContributions(u_HCE, [0], [0], [0], top_k=0)
+    with pytest.raises(ValueError, match="neurons_P has"):
+        components.TopContributions(u_HCE, [0, 1], [0], [0])
+    with pytest.raises(ValueError, match="neurons_K must lie"):
+        components.TopContributions(u_HCE, [0], [0], [5])
+    with pytest.raises(ValueError, match="heads_P must lie"):
+        components.TopContributions(u_HCE, [-1], [0], [0])
+    with pytest.raises(ValueError, match="directions"):
+        components.TopContributions(u_HCE, [0], [0], [0]).add(0, s_NHC[:, :2])
+    # nothing added: every pair and neuron is silent
+    empty = components.TopContributions(u_HCE, [0], [1], [2])
+    assert empty.pair_rank_one()["cos_pc_u"].isna().all() and np.isnan(empty.neuron_directions()[1]).all()

@@ -46,8 +46,10 @@ def test_decompose_attnpool_writes_the_scores_plot_decomposition_draws(store, tm
     assert artefacts.record_path(out["scores"]).exists()
     scores, cos_pc_u = components.load_component_scores(out["scores"], rule="decompose_attnpool")
     ds = pool_store.open_store(store)
-    s_NHC, _ = pool_store.pair_scalars(ds, 4)
-    expected = components.component_scores(s_NHC, pool_store.parts(ds).u_HCE)
+    sums = components.ScoreSums(pool_store.parts(ds).u_HCE)
+    for _, s_NHC in pool_store.iter_scalars(ds, 4):
+        sums.add(s_NHC)
+    expected = sums.scores()
     assert list(scores) == list(expected) == list(components.LEVELS)  # the legend's order
     for level in components.LEVELS:
         np.testing.assert_array_equal(scores[level], expected[level])  # unrounded, unlike pairs.tsv
@@ -56,6 +58,54 @@ def test_decompose_attnpool_writes_the_scores_plot_decomposition_draws(store, tm
     figure = tmp_path / "norms.png"
     plot_decomposition(summary=out["summary"], scores=out["scores"], out={"figure": str(figure)}, label="test")
     assert _is_png(figure)
+
+
+def _decompose(store, path, chunk_size):
+    from clipmech.stages.decompose_attnpool import decompose_attnpool
+
+    path.mkdir()
+    out = {
+        name: str(path / f"{name}.{ext}") for name, ext in (("pairs", "tsv"), ("summary", "json"), ("scores", "npz"))
+    }
+    decompose_attnpool(
+        store=store,
+        out=out,
+        decomposition={"chunk_size": chunk_size, "n_checked": 12, "pc_top_k": 5, "max_rel_err": 1e-3},
+    )
+    scores, cos_pc_u = components.load_component_scores(out["scores"], rule="decompose_attnpool")
+    return pd.read_csv(out["pairs"], sep="\t"), json.loads(path.joinpath("summary.json").read_text()), scores, cos_pc_u
+
+
+def test_decompose_attnpool_streams_the_same_outputs_for_any_chunk_size(store, tmp_path):
+    """Chunk sums change the scores only by rounding (rtol 1e-12); one chunk of all images is the in-memory
+    computation (scores of :func:`components.component_scores`, rank-1 checks of all images' scalars)."""
+    ds = pool_store.open_store(store)
+    s_NHC, _ = pool_store.pair_scalars(ds, 1000)
+    u_HCE = pool_store.parts(ds).u_HCE
+    pairs_1, summary_1, scores_1, cos_1 = _decompose(store, tmp_path / "one", 1)
+    pairs_all, summary_all, scores_all, cos_all = _decompose(store, tmp_path / "all", 1000)
+    in_memory = components.component_scores(s_NHC, u_HCE)
+    for level in components.LEVELS:
+        np.testing.assert_array_equal(scores_all[level], in_memory[level])
+        np.testing.assert_allclose(scores_1[level], in_memory[level], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(cos_1, cos_all, rtol=1e-12)
+    assert len(cos_1) == 12 and np.isfinite(cos_1).all()
+    # the table: same pairs in the same order; floats as written (6 significant digits)
+    pd.testing.assert_frame_equal(pairs_1, pairs_all, rtol=1e-5, atol=1e-12)
+    checked = pairs_all.iloc[:12]
+    expected = components.pair_rank_one(s_NHC, u_HCE, checked["head"], checked["neuron"], 5)
+    np.testing.assert_allclose(checked["cos_pc_u"], expected["cos_pc_u"], rtol=1e-5)
+    # the reconstruction errors are rounding (~1e-7 of ||y||, y stored in float32): the matmul of another chunk
+    # size rounds y_hat otherwise, by ~1e-16 of ||y||, hence the absolute tolerance
+    assert summary_1.keys() == summary_all.keys()
+    for key, value in summary_all.items():
+        if isinstance(value, float):
+            np.testing.assert_allclose(summary_1[key], value, rtol=1e-12, atol=1e-12, err_msg=key)
+        elif isinstance(value, dict):
+            for level in value:
+                np.testing.assert_allclose(summary_1[key][level], value[level], rtol=1e-12, err_msg=key)
+        else:
+            assert summary_1[key] == value, key
 
 
 def test_find_registers_writes_the_sample_plot_registers_draws(store, tmp_path):
