@@ -254,3 +254,55 @@ def test_ablate_components_streams_the_curves_of_all_images_at_once(store, tiny_
         "n_classes": [len(task.classes) for task in tasks],
         "n_images": [len(task.images) for task in tasks],
     }
+
+
+@pytest.fixture(scope="module")
+def shift_store(tmp_path_factory):
+    """A 12-image shift dataset (3 splits of 4, shares of red and circle changing) and its attention-pool store."""
+    from clipmech.data import shift
+
+    directory = tmp_path_factory.mktemp("shift")
+    spec = shift.ShiftSpec(
+        concepts=("red", "circle"), shares=((0.25, 0.75), (0.5, 0.5), (1.0, 0.25)), n_per_split=4, image_size=64
+    )
+    shift.save(directory / "splits", spec, *shift.synthesize(spec))
+    store = attnpool_extraction.extract_attnpool(
+        RANDOM_RN, directory / "splits", directory / "store.zarr", batch_size=5, device="cpu", code="t"
+    )
+    return str(directory / "splits"), str(store)
+
+
+def test_monitor_shift_streams_the_scores_of_all_images_at_once(shift_store, tmp_path, written_tables):
+    """The tables of the streamed stage, for any chunk size, equal those of the concept scores of all images
+    at once within rtol 1e-12 (a chunk's matrix product may round differently from all images')."""
+    from clipmech.data import datasets, shapes
+    from clipmech.data import shift as shift_data
+    from clipmech.decomposition import monitoring, pool
+    from clipmech.stages.embed_text import load_text
+    from clipmech.stages.monitor_shift import monitor_shift
+
+    dataset_dir, store = shift_store
+    ds = pool_store.open_store(store)
+    text = _text_embeddings(tmp_path / "embeddings.npz", ds.sizes["embed"])
+    written = {}
+    for chunk in (1, 5, 100):
+        out = {"splits": str(tmp_path / f"splits{chunk}.tsv"), "correlations": str(tmp_path / f"corr{chunk}.tsv")}
+        monitor_shift(
+            store=store, dataset_dir=dataset_dir, text_path=text, out=out, shift={"top_k": 6}, chunk_size=chunk
+        )
+        written[chunk] = [written_tables[out[name]] for name in ("splits", "correlations")]
+
+    parts = pool_store.parts(ds)
+    s_NHC, y_NE = pool_store.pair_scalars(ds, 100)
+    spec = shift_data.load_spec(dataset_dir)
+    scores_NF = np.zeros((12, 2))
+    for f, concept in enumerate(spec.concepts):
+        classes, z_KE = components.task_text(load_text(text), "colour" if concept in shapes.COLOURS else "shape")
+        heads, neurons, _ = pool.top_pairs_by_text(parts.u_HCE, z_KE[[classes.index(concept)]], 6)
+        scores_NF[:, f] = monitoring.concept_scores(s_NHC, parts.u_HCE, y_NE, heads[0], neurons[0])
+    data = datasets.load(dataset_dir)
+    expected = monitoring.shift_tables(spec, scores_NF, shift_data.presence(data.objects, spec.concepts, 12))
+    for chunk, tables in written.items():
+        for table, reference in zip(tables, expected):
+            assert len(table) == len(reference) and table.notna().to_numpy().any()
+            pd.testing.assert_frame_equal(table, reference, check_exact=False, rtol=1e-12, atol=0)
