@@ -14,7 +14,7 @@ leaks no label information (the paper draws both from ImageNet, means from 1000 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -220,9 +220,9 @@ def load_component_scores(path: str, *, rule: str) -> tuple[dict[str, np.ndarray
 
 
 def _curve_rows(
-    level: str, fraction: float, keep: np.ndarray, y_NE: np.ndarray, tasks: Sequence[ZeroShotTask]
+    level: str, fraction: float, keep: np.ndarray, accuracy: dict[str, float], tasks: Sequence[ZeroShotTask]
 ) -> list[dict]:
-    """One row per task of an ablation curve at one fraction kept."""
+    """One row per task of an ablation curve at one fraction kept; ``accuracy`` maps task names to accuracies."""
     return [
         {
             "level": level,
@@ -230,59 +230,115 @@ def _curve_rows(
             "n_kept": int(keep.sum()),
             "n_components": int(keep.size),
             "task": task.name,
-            "accuracy": zero_shot_accuracy(y_NE, task),
+            "accuracy": accuracy[task.name],
         }
         for task in tasks
     ]
 
 
-def ablation_curves(
-    s_NHC: np.ndarray,
-    u_HCE: np.ndarray,
-    bias_E: np.ndarray,
-    scores: dict[str, np.ndarray],
-    fractions: Sequence[float],
-    tasks: Sequence[ZeroShotTask],
-    chunk_size: int = 256,
-) -> pd.DataFrame:
-    """Zero-shot accuracy vs fraction of components kept, the rest mean-ablated (paper Fig. 1).
+class _CurveCounts:
+    """Zero-shot counts (:class:`ZeroShotCounts`) of ablation curves, one per (level, fraction, keep mask).
 
-    For each level (pair, neuron, head) and fraction f, keeps the round(f * count) components
-    with the highest score and replaces every other one by its mean over all images of ``s_NHC``
-    (:func:`clipmech.decomposition.pool.mean_ablate`), then scores the ablated outputs.
+    The shared part of :class:`AblationCurves` and :class:`ActivationAblationCurve`: their ``add`` feeds
+    :meth:`_count` the ablated outputs of a chunk of images, :meth:`table` turns the counts into the rows.
+    """
+
+    def __init__(self, tasks: Sequence[ZeroShotTask], keeps: list[tuple[str, float, np.ndarray]]) -> None:
+        self.tasks = list(tasks)
+        self.keeps = keeps
+        self._counts = [ZeroShotCounts(self.tasks) for _ in keeps]
+        self._n_added = 0
+
+    def _count(self, start: int, outputs_NE: Iterator[np.ndarray]) -> None:
+        """Count the ablated outputs of images ``start ..`` given per keep mask, in the order of ``keeps``."""
+        for counts, y_NE in zip(self._counts, outputs_NE, strict=True):
+            counts.add(start, y_NE)
+            self._n_added = max(self._n_added, start + len(y_NE))
+
+    def table(self) -> pd.DataFrame:
+        """Columns level, fraction, n_kept, n_components, task, accuracy; one row per keep mask x task.
+
+        Raises
+        ------
+        ValueError
+            If a task evaluates an image beyond those added.
+        """
+        last = max((int(np.max(task.images)) for task in self.tasks if len(task.images)), default=-1)
+        if self.keeps and last >= self._n_added:
+            raise ValueError(f"the tasks evaluate image {last} but only images 0..{self._n_added - 1} were added")
+        rows = []
+        for (level, fraction, keep), counts in zip(self.keeps, self._counts):
+            rows.extend(_curve_rows(level, fraction, keep, counts.accuracy(), self.tasks))
+        return pd.DataFrame(rows)
+
+
+class AblationCurves(_CurveCounts):
+    """Zero-shot accuracy vs fraction of components kept, the rest mean-ablated (paper Fig. 1), over chunks.
+
+    For each level (pair, neuron, head) and fraction f, keeps the round(f * count) components with the
+    highest score and replaces every other one by its mean over the reference images
+    (:func:`clipmech.decomposition.pool.mean_ablate`), then counts the correct zero-shot predictions of the
+    ablated outputs. An image's ablated output depends on its own scalars only, so the table is the same
+    whatever the chunks the images come in; memory is the keep masks (at most 3 x F x H x C bool) and the
+    counts, plus (n, H, C) and (n, E) floats per chunk of n images.
 
     Parameters
     ----------
-    s_NHC : ndarray, shape (N, H, C)
-        Scalars of all analysed images (the reference set of the means).
     u_HCE : ndarray, shape (H, C, E)
     bias_E : ndarray, shape (E,)
     scores : dict
-        From :func:`component_scores`.
+        ``pair`` (H, C), ``neuron`` (C,), ``head`` (H,): :meth:`ScoreSums.scores` of the reference images.
+    s_mean_HC : ndarray, shape (H, C)
+        Mean scalars of the reference images (:meth:`ScoreSums.s_mean`).
     fractions : sequence of float in [0, 1]
     tasks : sequence of ZeroShotTask
+        ``images`` index the images given to :meth:`add` (the ``local`` tasks of :func:`evaluated_images`).
     chunk_size : int
         Images per matrix product.
 
-    Returns
-    -------
-    pandas.DataFrame
-        Columns level, fraction, n_kept, n_components, task, accuracy; one row per level x
-        fraction x task.
+    Raises
+    ------
+    ValueError
+        If ``s_mean_HC`` is not (H, C), a fraction lies outside [0, 1] or a score has NaNs.
     """
-    s_mean_HC = s_NHC.mean(axis=0)
-    evaluated, local = evaluated_images(tasks)
-    s_eval = s_NHC[evaluated]
-    rows = []
-    for level in LEVELS:
-        score = scores[level]
-        for fraction in fractions:
-            keep = pool.top_fraction_mask(score, float(fraction))
-            y_NE = pool.mean_ablate(
-                s_eval, u_HCE, bias_E, keep, level=level, s_mean_HC=s_mean_HC, chunk_size=chunk_size
-            )
-            rows.extend(_curve_rows(level, fraction, keep, y_NE, local))
-    return pd.DataFrame(rows)
+
+    def __init__(
+        self,
+        u_HCE: np.ndarray,
+        bias_E: np.ndarray,
+        scores: dict[str, np.ndarray],
+        s_mean_HC: np.ndarray,
+        fractions: Sequence[float],
+        tasks: Sequence[ZeroShotTask],
+        chunk_size: int = 256,
+    ) -> None:
+        if s_mean_HC.shape != u_HCE.shape[:2]:
+            raise ValueError(f"s_mean_HC has shape {s_mean_HC.shape}, the directions (H, C) = {u_HCE.shape[:2]}")
+        keeps = [
+            (level, float(fraction), pool.top_fraction_mask(scores[level], float(fraction)))
+            for level in LEVELS
+            for fraction in fractions
+        ]
+        super().__init__(tasks, keeps)
+        self.u_HCE, self.bias_E, self.s_mean_HC, self.chunk_size = u_HCE, bias_E, s_mean_HC, chunk_size
+
+    def add(self, start: int, s_NHC: np.ndarray) -> None:
+        """Count the images ``start .. start + n`` of the tasks from their scalars ``s_NHC``, shape (n, H, C)."""
+        self._count(
+            start,
+            (
+                pool.mean_ablate(
+                    s_NHC,
+                    self.u_HCE,
+                    self.bias_E,
+                    keep,
+                    level=level,
+                    s_mean_HC=self.s_mean_HC,
+                    chunk_size=self.chunk_size,
+                )
+                for level, _, keep in self.keeps
+            ),
+        )
 
 
 def activation_ablated_outputs(
@@ -303,7 +359,7 @@ def activation_ablated_outputs(
     x_NTC : ndarray, shape (N, T, C)
         Tokens of the evaluated images.
     x_mean_TC : ndarray, shape (T, C)
-        Mean tokens over the reference images (``Scan.token_mean_TC`` of :func:`clipmech.stores.attnpool.scan`).
+        Mean tokens over the reference images (rule ``ablate_components`` sums them in its first pass).
     keep_C : ndarray of bool, shape (C,)
     weights : AttnPoolWeights
 
@@ -327,50 +383,59 @@ def activation_ablated_outputs(
     ).numpy()
 
 
-def activation_ablation_curve(
-    x_NTC: np.ndarray,
-    x_mean_TC: np.ndarray,
-    weights: pool.AttnPoolWeights,
-    neuron_score_C: np.ndarray,
-    fractions: Sequence[float],
-    tasks: Sequence[ZeroShotTask],
-) -> pd.DataFrame:
-    """Zero-shot accuracy vs fraction of neurons kept, the other neurons' activations mean-ablated.
+class ActivationAblationCurve(_CurveCounts):
+    """Zero-shot accuracy vs fraction of neurons kept, the other neurons' activations mean-ablated, over chunks.
 
-    The ``neuron_activation`` curve of the paper's Fig. 1 (:func:`activation_ablated_outputs`),
-    with neurons ranked by the same score as the ``neuron`` level of :func:`ablation_curves`, so
-    the two curves keep the same neurons and differ only in what an ablation holds fixed.
+    The ``neuron_activation`` curve of the paper's Fig. 1 (:func:`activation_ablated_outputs`), with
+    neurons ranked by the same score as the ``neuron`` level of :class:`AblationCurves`, so the two
+    curves keep the same neurons and differ only in what an ablation holds fixed. An image's output
+    depends on its own tokens only, so the table is the same whatever the chunks; memory is F keep
+    masks of C bools and the counts, plus the recomputed attention pool of one chunk (n x T x C floats).
 
     Parameters
     ----------
-    x_NTC : ndarray, shape (M, T, C)
-        Tokens of the images the tasks evaluate, in the order of :func:`evaluated_images`.
     x_mean_TC : ndarray, shape (T, C)
+        Mean tokens over the reference images.
     weights : AttnPoolWeights
     neuron_score_C : ndarray, shape (C,)
-        ``component_scores(...)["neuron"]``.
+        ``ScoreSums.scores()["neuron"]``.
     fractions : sequence of float in [0, 1]
     tasks : sequence of ZeroShotTask
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns as :func:`ablation_curves`, level ``neuron_activation``.
+        ``images`` index the images given to :meth:`add` (the ``local`` tasks of :func:`evaluated_images`).
 
     Raises
     ------
     ValueError
-        If ``x_NTC`` does not hold one row per evaluated image.
+        If a fraction lies outside [0, 1] or the score has NaNs.
     """
-    evaluated, local = evaluated_images(tasks)
-    if len(evaluated) != x_NTC.shape[0]:
-        raise ValueError(f"the tasks evaluate {len(evaluated)} images but x_NTC holds {x_NTC.shape[0]}")
-    rows = []
-    for fraction in fractions:
-        keep = pool.top_fraction_mask(neuron_score_C, float(fraction))
-        y_NE = activation_ablated_outputs(x_NTC, x_mean_TC, keep, weights)
-        rows.extend(_curve_rows("neuron_activation", fraction, keep, y_NE, local))
-    return pd.DataFrame(rows)
+
+    def __init__(
+        self,
+        x_mean_TC: np.ndarray,
+        weights: pool.AttnPoolWeights,
+        neuron_score_C: np.ndarray,
+        fractions: Sequence[float],
+        tasks: Sequence[ZeroShotTask],
+    ) -> None:
+        keeps = [
+            ("neuron_activation", float(fraction), pool.top_fraction_mask(neuron_score_C, float(fraction)))
+            for fraction in fractions
+        ]
+        super().__init__(tasks, keeps)
+        self.x_mean_TC, self.weights = x_mean_TC, weights
+
+    def add(self, start: int, x_NTC: np.ndarray) -> None:
+        """Count the images ``start .. start + n`` of the tasks from their tokens ``x_NTC``, shape (n, T, C).
+
+        Raises
+        ------
+        ValueError
+            If ``x_NTC`` disagrees with the mean tokens' (T, C).
+        """
+        self._count(
+            start,
+            (activation_ablated_outputs(x_NTC, self.x_mean_TC, keep, self.weights) for _, _, keep in self.keeps),
+        )
 
 
 def pair_rank_one(

@@ -14,6 +14,9 @@ def concept_scores(
 ) -> np.ndarray:
     """||sum of the chosen pairs' contributions|| / ||y|| per image (paper Sec. 5.2).
 
+    An image's score depends on its own scalars and output only, so the images may come in chunks
+    (rule ``monitor_shift`` streams over the store).
+
     Parameters
     ----------
     s_NHC : ndarray, shape (N, H, C)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
 
 from clipmech.data import datasets, tables
@@ -19,31 +20,46 @@ def ablate_components(
 ) -> None:
     """Zero-shot accuracy vs fraction of pairs, neurons and heads kept, the rest mean-ablated (paper Fig. 1).
 
-    Contributions of pairs, neurons and heads are mean-ablated with the attention held fixed;
-    the ``neuron_activation`` level mean-ablates the neurons' activations instead, so the
-    attention is recomputed (:func:`clipmech.decomposition.components.activation_ablation_curve`).
-    ``ablation`` is the config's ``decomposition.ablation`` section. ``out["table"]``: the curves;
-    ``out["tasks"]``: each zero-shot task's number of classes (its chance level is one over it) and of
-    evaluated images, what rule ``plot_ablation`` draws with the curves.
+    Contributions of pairs, neurons and heads are mean-ablated with the attention held fixed
+    (:class:`clipmech.decomposition.components.AblationCurves`); the ``neuron_activation`` level
+    mean-ablates the neurons' activations instead, so the attention is recomputed
+    (:class:`clipmech.decomposition.components.ActivationAblationCurve`). ``ablation`` is the config's
+    ``decomposition.ablation`` section. ``out["table"]``: the curves; ``out["tasks"]``: each zero-shot
+    task's number of classes (its chance level is one over it) and of evaluated images, what rule
+    ``plot_ablation`` draws with the curves.
+
+    Streams over the store in chunks of ``chunk_size`` images, in two passes: all images for the
+    ranking scores, mean scalars and mean tokens (the reference of the ablations), then the M evaluated
+    images for the ablated outputs' zero-shot counts. Memory does not grow with the number of images
+    beyond per-image indices: the directions and neuron Gram matrix (H x C x E, C x H x H floats), the
+    mean tokens (T x C), the keep masks (at most 3 x F x H x C bools for F fractions) and one chunk's
+    tokens, attention, scalars and outputs.
     """
     ds = pool_store.open_store(store)
     data = datasets.load(dataset_dir)
     pool_store.check_images(ds, data, store, dataset_dir)
     parts = pool_store.parts(ds)
     tasks = components.zero_shot_tasks(data, load_text(text_path))
-    evaluated, _ = components.evaluated_images(tasks)
-    # One pass over the store: the scalars of all images, their mean tokens, and the evaluated images' tokens.
-    read = pool_store.scan(ds, chunk_size, evaluated)
-    s_NHC, y_NE = read.s_NHC, read.y_NE
-    scores = components.component_scores(s_NHC, parts.u_HCE)
-    table = components.ablation_curves(
-        s_NHC, parts.u_HCE, parts.bias_E, scores, ablation["fractions"], tasks, chunk_size
+    evaluated, local = components.evaluated_images(tasks)
+    # Pass 1, all images: ranking scores, mean scalars and mean tokens.
+    sums = components.ScoreSums(parts.u_HCE)
+    token_sum_TC = np.zeros((ds.sizes["token"], ds.sizes["neuron"]))
+    for batch, s_NHC in pool_store.iter_scalars(ds, chunk_size):
+        sums.add(s_NHC)
+        token_sum_TC += batch.x_NTC.sum(axis=0)
+    scores, fractions = sums.scores(), ablation["fractions"]
+    curves = components.AblationCurves(parts.u_HCE, parts.bias_E, scores, sums.s_mean(), fractions, local, chunk_size)
+    activation = components.ActivationAblationCurve(
+        token_sum_TC / sums.n_images, parts.weights, scores["neuron"], fractions, local
     )
-    activation = components.activation_ablation_curve(
-        read.x_NTC, read.token_mean_TC, parts.weights, scores["neuron"], ablation["fractions"], tasks
-    )
-    table = pd.concat([table, activation], ignore_index=True)
-    model_acc = {task.name: components.zero_shot_accuracy(y_NE, task) for task in tasks}
+    model = components.ZeroShotCounts(local)
+    # Pass 2, the evaluated images (batch.images indexes into `evaluated`, as the local tasks' images do).
+    for batch, s_NHC in pool_store.iter_scalars(ds, chunk_size, images=evaluated):
+        curves.add(batch.images.start, s_NHC)
+        activation.add(batch.images.start, batch.x_NTC)
+        model.add(batch.images.start, batch.y_NE)
+    table = pd.concat([curves.table(), activation.table()], ignore_index=True)
+    model_acc = model.accuracy()
     table["model_accuracy"] = table["task"].map(model_acc)
     tables.write_table(table, out["table"])
     log.info("unablated accuracy: %s", model_acc)

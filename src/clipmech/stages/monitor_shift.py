@@ -20,22 +20,29 @@ def monitor_shift(*, store: str, dataset_dir: str, text_path: str, out: dict, sh
 
     ``dataset_dir`` is a dataset of kind ``shift``; ``shift`` is the config's ``decomposition.shift`` section.
     ``out["splits"]`` and ``out["correlations"]`` are what rule ``plot_shift`` draws.
+
+    Streams over the store in chunks of ``chunk_size`` images: memory does not grow with the number of
+    images N beyond the per-image scores and presence (N x F for F concepts), besides the directions
+    (H x C x E floats) and one chunk's tokens, attention, scalars and outputs.
     """
     ds = pool_store.open_store(store)
     data = datasets.load(dataset_dir)
     pool_store.check_images(ds, data, store, dataset_dir)
     spec = shift_data.load_spec(dataset_dir)
     parts = pool_store.parts(ds)
-    s_NHC, y_NE = pool_store.pair_scalars(ds, chunk_size)
     text = load_text(text_path)
-    scores = np.zeros((data.n_images, len(spec.concepts)))
-    for f, concept in enumerate(spec.concepts):
-        task = "colour" if concept in shapes.COLOURS else "shape"
-        classes, z_KE = components.task_text(text, task)
+    # A concept's top pairs depend on the directions only: chosen once, before the pass over the images.
+    top_pairs = []
+    for concept in spec.concepts:
+        classes, z_KE = components.task_text(text, "colour" if concept in shapes.COLOURS else "shape")
         heads, neurons, _ = pool.top_pairs_by_text(parts.u_HCE, z_KE[[classes.index(concept)]], shift["top_k"])
-        scores[:, f] = monitoring.concept_scores(s_NHC, parts.u_HCE, y_NE, heads[0], neurons[0])
+        top_pairs.append((heads[0], neurons[0]))
+    scores_NF = np.zeros((data.n_images, len(spec.concepts)))
+    for batch, s_NHC in pool_store.iter_scalars(ds, chunk_size):
+        for f, (heads, neurons) in enumerate(top_pairs):
+            scores_NF[batch.images, f] = monitoring.concept_scores(s_NHC, parts.u_HCE, batch.y_NE, heads, neurons)
     present = shift_data.presence(data.objects, spec.concepts, data.n_images)
-    splits, correlations = monitoring.shift_tables(spec, scores, present)
+    splits, correlations = monitoring.shift_tables(spec, scores_NF, present)
     tables.write_table(splits, out["splits"])
     tables.write_table(correlations, out["correlations"])
     log.info("shift monitoring:\n%s\n%s", splits.to_string(), correlations.to_string())

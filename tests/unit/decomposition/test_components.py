@@ -43,6 +43,18 @@ def test_component_scores_are_mean_norms_of_explicit_contributions(toy):
     assert np.argmax(scores["head"]) == 0  # head 0 has 3x the scale
 
 
+def _ablation_table(s_NHC, u_HCE, bias_E, fractions, tasks, chunk):
+    """The curves of :class:`components.AblationCurves` with the scores and means of all of ``s_NHC``, which
+    is fed in chunks of ``chunk`` images (the tasks index into it)."""
+    sums = components.ScoreSums(u_HCE)
+    for start in range(0, len(s_NHC), chunk):
+        sums.add(s_NHC[start : start + chunk])
+    curves = components.AblationCurves(u_HCE, bias_E, sums.scores(), sums.s_mean(), fractions, tasks, chunk_size=3)
+    for start in range(0, len(s_NHC), chunk):
+        curves.add(start, s_NHC[start : start + chunk])
+    return curves.table()
+
+
 def test_ablation_curves_end_points(toy):
     s_NHC, u_HCE, bias_E = toy
     y_NE = pool.reconstruct_output(s_NHC, u_HCE, bias_E)
@@ -54,9 +66,7 @@ def test_ablation_curves_end_points(toy):
         _task("a", text_KE, np.arange(0, 40, 2), truth[::2]),
         _task("b", text_KE, np.arange(1, 40, 2), truth[1::2]),
     ]
-    table = components.ablation_curves(
-        s_NHC, u_HCE, bias_E, components.component_scores(s_NHC, u_HCE), [0.0, 0.5, 1.0], tasks, chunk_size=7
-    )
+    table = _ablation_table(s_NHC, u_HCE, bias_E, [0.0, 0.5, 1.0], tasks, chunk=7)
     assert len(table) == 3 * 3 * 2 and set(table["level"]) == set(components.LEVELS)
     full = table[table["fraction"] == 1.0]
     for task in tasks:
@@ -172,20 +182,23 @@ def test_activation_ablation_curve_end_points_and_ranking(real_pool):
     evaluated, _ = components.evaluated_images(tasks)
     assert evaluated.tolist() == [0, 1, 2, 4, 5, 6, 7, 8, 10]
     score_C = np.arange(8.0)[::-1]  # neuron 0 ranks first
-    table = components.activation_ablation_curve(
-        x_NTC[evaluated], x_NTC.mean(0), weights, score_C, [0.0, 0.25, 1.0], tasks
-    )
+    _, local = components.evaluated_images(tasks)
+    curve = components.ActivationAblationCurve(x_NTC.mean(0), weights, score_C, [0.0, 0.25, 1.0], local)
+    for start in range(0, len(evaluated), 4):
+        curve.add(start, x_NTC[evaluated[start : start + 4]])
+    table = curve.table()
     assert len(table) == 3 * 2 and set(table["level"]) == {"neuron_activation"}
     assert table.loc[table["fraction"] == 0.25, "n_kept"].tolist() == [2, 2]
     for task in tasks:
         full = table[(table["fraction"] == 1.0) & (table["task"] == task.name)]["accuracy"]
         assert float(full.iloc[0]) == components.zero_shot_accuracy(y_NE, task)
     kept = components.activation_ablated_outputs(x_NTC[evaluated], x_NTC.mean(0), score_C >= 6, weights)
-    _, local = components.evaluated_images(tasks)
     quarter = table[table["fraction"] == 0.25]["accuracy"].tolist()
     assert quarter == [components.zero_shot_accuracy(kept, task) for task in local]
-    with pytest.raises(ValueError, match="evaluate 9 images"):
-        components.activation_ablation_curve(x_NTC, x_NTC.mean(0), weights, score_C, [0.5], tasks)
+    short = components.ActivationAblationCurve(x_NTC.mean(0), weights, score_C, [0.5], local)
+    short.add(0, x_NTC[evaluated[:8]])
+    with pytest.raises(ValueError, match="evaluate image 8 but only images 0..7 were added"):
+        short.table()
 
 
 def test_score_sums_over_chunks_equal_the_scores_of_all_images(toy):
@@ -317,3 +330,68 @@ def test_top_contributions_checks_its_arguments(toy):
     # nothing added: every pair and neuron is silent
     empty = components.TopContributions(u_HCE, [0], [1], [2])
     assert empty.pair_rank_one()["cos_pc_u"].isna().all() and np.isnan(empty.neuron_directions()[1]).all()
+
+
+def _in_memory_curves(y_by_keep, keeps, tasks):
+    """The rows the curves had when every evaluated image's output was computed at once (the oracle)."""
+    return pd.DataFrame(
+        [
+            {
+                "level": level,
+                "fraction": fraction,
+                "n_kept": int(keep.sum()),
+                "n_components": keep.size,
+                "task": task.name,
+                "accuracy": components.zero_shot_accuracy(y_NE, task),
+            }
+            for (level, fraction, keep), y_NE in zip(keeps, y_by_keep)
+            for task in tasks
+        ]
+    )
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 40])
+def test_ablation_curves_over_chunks_equal_the_curves_of_all_images_at_once(toy, chunk):
+    """Streamed curves = in-memory curves (scores and means of all images, ablated outputs of all evaluated
+    images, one accuracy per task): the same per-image decisions, so the accuracies are exactly equal."""
+    s_NHC, u_HCE, bias_E = toy
+    y_NE = pool.reconstruct_output(s_NHC, u_HCE, bias_E)
+    text_KE = np.random.default_rng(3).standard_normal((4, 6))
+    truth = np.argmax(y_NE @ text_KE.T, axis=1)
+    truth[::3] = (truth[::3] + 1) % 4
+    tasks = [_task("a", text_KE, np.arange(0, 40, 3), truth[::3]), _task("b", text_KE, [1, 3, 39], truth[[1, 3, 39]])]
+    fractions = [0.0, 0.2, 0.5, 0.8, 1.0]
+    scores, s_mean_HC = components.component_scores(s_NHC, u_HCE), s_NHC.mean(0)
+    evaluated, local = components.evaluated_images(tasks)
+    keeps = [(lv, f, pool.top_fraction_mask(scores[lv], f)) for lv in components.LEVELS for f in fractions]
+    y_by_keep = [
+        pool.mean_ablate(s_NHC[evaluated], u_HCE, bias_E, keep, level=lv, s_mean_HC=s_mean_HC) for lv, _, keep in keeps
+    ]
+    expected = _in_memory_curves(y_by_keep, keeps, local)
+    sums = components.ScoreSums(u_HCE)
+    for start in range(0, 40, chunk):
+        sums.add(s_NHC[start : start + chunk])
+    curves = components.AblationCurves(u_HCE, bias_E, sums.scores(), sums.s_mean(), fractions, local, chunk)
+    for start in range(0, len(evaluated), chunk):
+        curves.add(start, s_NHC[evaluated[start : start + chunk]])
+    pd.testing.assert_frame_equal(curves.table(), expected)
+    with pytest.raises(ValueError, match="s_mean_HC"):
+        components.AblationCurves(u_HCE, bias_E, scores, s_mean_HC[1:], fractions, local)
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 12])
+def test_activation_ablation_curve_over_chunks_equals_the_curve_of_all_images_at_once(real_pool, chunk):
+    _, _, x_NTC, weights = real_pool
+    y_NE = components.activation_ablated_outputs(x_NTC, x_NTC.mean(0), np.ones(8, bool), weights)
+    text_KE = np.random.default_rng(4).standard_normal((3, 5))
+    truth = np.argmax(y_NE @ text_KE.T, axis=1)
+    truth[::4] = (truth[::4] + 1) % 3
+    tasks = [_task("a", text_KE, np.arange(12), truth), _task("b", text_KE, [3, 11], truth[[3, 11]])]
+    score_C = x_NTC.mean(axis=(0, 1))
+    fractions = [0.0, 0.25, 0.5, 1.0]
+    keeps = [("neuron_activation", f, pool.top_fraction_mask(score_C, f)) for f in fractions]
+    y_by_keep = [components.activation_ablated_outputs(x_NTC, x_NTC.mean(0), keep, weights) for _, _, keep in keeps]
+    curve = components.ActivationAblationCurve(x_NTC.mean(0), weights, score_C, fractions, tasks)
+    for start in range(0, 12, chunk):
+        curve.add(start, x_NTC[start : start + chunk])
+    pd.testing.assert_frame_equal(curve.table(), _in_memory_curves(y_by_keep, keeps, tasks))

@@ -209,3 +209,150 @@ def test_plot_shift_draws_the_tables_of_monitor_shift(tmp_path):
         label="t",
     )
     assert _is_png(figure)
+
+
+def _text_embeddings(path, n_embed):
+    """Random prompt embeddings of the zero-shot attribute tasks, saved as rule embed_text saves them."""
+    from clipmech.models import zeroshot
+
+    tasks, classes = [], []
+    for task in zeroshot.ATTRIBUTE_TASKS:
+        names, _ = zeroshot.attribute_prompts(task)
+        tasks += [task] * len(names)
+        classes += list(names)
+    embeddings = np.random.default_rng(0).standard_normal((len(classes), n_embed)).astype(np.float32)
+    artefacts.save_npz(
+        path,
+        rule="embed_text",
+        prompt_task=np.array(tasks),
+        prompt_class=np.array(classes),
+        prompt_embeddings=embeddings,
+    )
+    return str(path)
+
+
+@pytest.fixture
+def written_tables(monkeypatch):
+    """The tables the stages write, unrounded, by path (``tables.write_table`` rounds to six digits)."""
+    from clipmech.data import tables
+
+    written = {}
+    monkeypatch.setattr(tables, "write_table", lambda table, path: written.__setitem__(path, table))
+    return written
+
+
+def test_ablate_components_streams_the_curves_of_all_images_at_once(store, tiny_dataset, tmp_path, written_tables):
+    """The two streamed passes give, for any chunk size, exactly the accuracies of the in-memory computation:
+    scores, mean scalars and mean tokens of all images, ablated outputs of all evaluated images at once."""
+    from clipmech.data import datasets
+    from clipmech.decomposition import pool
+    from clipmech.stages.ablate_components import ablate_components
+    from clipmech.stages.embed_text import load_text
+
+    ds = pool_store.open_store(store)
+    text = _text_embeddings(tmp_path / "embeddings.npz", ds.sizes["embed"])
+    fractions = [0.0, 0.1, 0.5, 1.0]
+    written = {}
+    for chunk in (1, 3, 100):
+        out = {"table": str(tmp_path / f"ablation{chunk}.tsv"), "tasks": str(tmp_path / f"tasks{chunk}.tsv")}
+        ablate_components(
+            store=store,
+            dataset_dir=str(tiny_dataset),
+            text_path=text,
+            out=out,
+            ablation={"fractions": fractions},
+            chunk_size=chunk,
+        )
+        written[chunk] = written_tables[out["table"]], written_tables[out["tasks"]]
+    for chunk in (3, 100):
+        pd.testing.assert_frame_equal(written[chunk][0], written[1][0])
+        pd.testing.assert_frame_equal(written[chunk][1], written[1][1])
+
+    parts = pool_store.parts(ds)
+    tasks = components.zero_shot_tasks(datasets.load(tiny_dataset), load_text(text))
+    evaluated, local = components.evaluated_images(tasks)
+    s_NHC, y_NE = pool_store.pair_scalars(ds, 100)
+    x_NTC = ds["x"].values.astype(np.float64)
+    scores = components.component_scores(s_NHC, parts.u_HCE)
+    rows = []
+    for level in (*components.LEVELS, "neuron_activation"):
+        for fraction in fractions:
+            keep = pool.top_fraction_mask(scores[level.removesuffix("_activation")], fraction)
+            if level == "neuron_activation":
+                y_ME = components.activation_ablated_outputs(x_NTC[evaluated], x_NTC.mean(0), keep, parts.weights)
+            else:
+                y_ME = pool.mean_ablate(
+                    s_NHC[evaluated], parts.u_HCE, parts.bias_E, keep, level=level, s_mean_HC=s_NHC.mean(0)
+                )
+            rows += [
+                {
+                    "level": level,
+                    "fraction": fraction,
+                    "n_kept": int(keep.sum()),
+                    "n_components": keep.size,
+                    "task": local_task.name,
+                    "accuracy": components.zero_shot_accuracy(y_ME, local_task),
+                    "model_accuracy": components.zero_shot_accuracy(y_NE, task),
+                }
+                for task, local_task in zip(tasks, local)
+            ]
+    table = written[1][0]
+    expected = pd.DataFrame(rows)
+    pd.testing.assert_frame_equal(table, expected, check_exact=True)
+    assert written[1][1].to_dict("list") == {
+        "task": [task.name for task in tasks],
+        "n_classes": [len(task.classes) for task in tasks],
+        "n_images": [len(task.images) for task in tasks],
+    }
+
+
+@pytest.fixture(scope="module")
+def shift_store(tmp_path_factory):
+    """A 12-image shift dataset (3 splits of 4, shares of red and circle changing) and its attention-pool store."""
+    from clipmech.data import shift
+
+    directory = tmp_path_factory.mktemp("shift")
+    spec = shift.ShiftSpec(
+        concepts=("red", "circle"), shares=((0.25, 0.75), (0.5, 0.5), (1.0, 0.25)), n_per_split=4, image_size=64
+    )
+    shift.save(directory / "splits", spec, *shift.synthesize(spec))
+    store = attnpool_extraction.extract_attnpool(
+        RANDOM_RN, directory / "splits", directory / "store.zarr", batch_size=5, device="cpu", code="t"
+    )
+    return str(directory / "splits"), str(store)
+
+
+def test_monitor_shift_streams_the_scores_of_all_images_at_once(shift_store, tmp_path, written_tables):
+    """The tables of the streamed stage, for any chunk size, equal those of the concept scores of all images
+    at once within rtol 1e-12 (a chunk's matrix product may round differently from all images')."""
+    from clipmech.data import datasets, shapes
+    from clipmech.data import shift as shift_data
+    from clipmech.decomposition import monitoring, pool
+    from clipmech.stages.embed_text import load_text
+    from clipmech.stages.monitor_shift import monitor_shift
+
+    dataset_dir, store = shift_store
+    ds = pool_store.open_store(store)
+    text = _text_embeddings(tmp_path / "embeddings.npz", ds.sizes["embed"])
+    written = {}
+    for chunk in (1, 5, 100):
+        out = {"splits": str(tmp_path / f"splits{chunk}.tsv"), "correlations": str(tmp_path / f"corr{chunk}.tsv")}
+        monitor_shift(
+            store=store, dataset_dir=dataset_dir, text_path=text, out=out, shift={"top_k": 6}, chunk_size=chunk
+        )
+        written[chunk] = [written_tables[out[name]] for name in ("splits", "correlations")]
+
+    parts = pool_store.parts(ds)
+    s_NHC, y_NE = pool_store.pair_scalars(ds, 100)
+    spec = shift_data.load_spec(dataset_dir)
+    scores_NF = np.zeros((12, 2))
+    for f, concept in enumerate(spec.concepts):
+        classes, z_KE = components.task_text(load_text(text), "colour" if concept in shapes.COLOURS else "shape")
+        heads, neurons, _ = pool.top_pairs_by_text(parts.u_HCE, z_KE[[classes.index(concept)]], 6)
+        scores_NF[:, f] = monitoring.concept_scores(s_NHC, parts.u_HCE, y_NE, heads[0], neurons[0])
+    data = datasets.load(dataset_dir)
+    expected = monitoring.shift_tables(spec, scores_NF, shift_data.presence(data.objects, spec.concepts, 12))
+    for chunk, tables in written.items():
+        for table, reference in zip(tables, expected):
+            assert len(table) == len(reference) and table.notna().to_numpy().any()
+            pd.testing.assert_frame_equal(table, reference, check_exact=False, rtol=1e-12, atol=0)
