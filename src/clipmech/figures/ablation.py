@@ -17,7 +17,7 @@ LEVEL_LABELS = {"pair": "pairs", "neuron": "neurons", "head": "heads", "neuron_a
 
 def ablation_curves(table: pd.DataFrame, chance: dict[str, float], title: str, path: str | Path) -> None:
     """Zero-shot accuracy vs fraction kept (rest mean-ablated), one panel per task (paper Fig. 1):
-    one curve per level of :func:`clipmech.decomposition.components.ablation_curves` and the
+    one curve per level of :class:`clipmech.decomposition.components.AblationCurves` and the
     ``neuron_activation`` curve."""
     tasks = list(dict.fromkeys(table["task"]))
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.3 * len(tasks), 3.3), squeeze=False, layout="constrained")

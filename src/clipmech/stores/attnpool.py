@@ -195,7 +195,8 @@ def pair_scalars(ds: xr.Dataset, chunk_size: int, images: np.ndarray | None = No
     """Neuron-head scalars s_{n,h} and outputs y of a store's images, computed chunk by chunk.
 
     s_{n,h} = sum_t alpha_{h,t} x_t[n] (methods.md Sec. 5; :func:`clipmech.decomposition.pool.pair_scalars`);
-    only s (N x H x C) is kept, never x of all images.
+    only s (N x H x C) is kept, never x of all images. The stages stream :func:`iter_scalars` instead; this
+    in-memory form is the oracle their tests compare against, and suits a store small enough to hold s.
 
     Returns
     -------
