@@ -149,9 +149,10 @@ print(tracemalloc.get_traced_memory()[1])
 
 
 @pytest.mark.integration
-def test_decomposition_memory_grows_as_the_code_does(tmp_path):
-    """From 40 to 320 images the peak of decompose_attnpool's stage grows by no more than the declared
-    memory (MARGIN x the formula's growth), and the formula's growth is within 2x of the measured one."""
+def test_decomposition_memory_stays_flat_in_the_images(tmp_path):
+    """From 40 to 320 images the peak of decompose_attnpool's stage grows by less than a quarter (it streams the
+    store: 14.0 -> 15.2 MB measured; 14.9 -> 53.2 MB when it held s (N, H, C)), and the declared memory grows by
+    the per-image scalars only."""
     raw = yaml.safe_load(TINY.read_text())
     chunk = raw["decomposition"]["chunk_size"]
     peaks, held = [], []
@@ -166,7 +167,5 @@ def test_decomposition_memory_grows_as_the_code_does(tmp_path):
             "decompose_attnpool", {"model": "tiny-rn", "dataset": "tiny-shapes"}
         )
         held.append(sum(estimate.host.values()))
-    measured, formula = peaks[1] - peaks[0], held[1] - held[0]
-    assert measured > 0
-    assert measured <= rule_resources.MARGIN * formula, json.dumps({"measured": measured, "formula": formula})
-    assert formula <= 2 * measured, json.dumps({"measured": measured, "formula": formula})
+    assert peaks[1] < 1.25 * peaks[0], json.dumps({"peaks": peaks})
+    assert held[1] - held[0] == pytest.approx(280 * 8 * rule_resources.FLOAT64)
