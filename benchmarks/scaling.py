@@ -11,6 +11,7 @@ rules flagged ``!`` miss a goal. What does not depend on the dataset's size (tra
 their own scene stream, the minimal pairs, the shift splits) runs at every size alike.
 
     python benchmarks/scaling.py --sizes 1000 4000 16000 --cores 2
+    python benchmarks/scaling.py --until decompose_attnpool ablate_components  # one family and what it needs
 
 Models, the pairs dataset and the other settings stay those of the tiny config, so the numbers isolate
 the number of images; at 16,000 images the run takes about an hour on 2 cores.
@@ -45,10 +46,12 @@ def scaled_config(directory: Path, n_images: int) -> Path:
     return path
 
 
-def run_size(workdir: Path, n_images: int, cores: int) -> None:
+def run_size(workdir: Path, n_images: int, cores: int, until: list[str] | None = None) -> None:
     config = scaled_config(workdir, n_images)
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", str(cores)]
     command += ["--configfile", str(config), "--directory", str(workdir), "--quiet", "rules"]
+    if until:
+        command += ["--until", *until]
     subprocess.run(command, check=True, cwd=workdir)
 
 
@@ -82,6 +85,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 16000])
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="keep the runs in this directory (default: a temporary one)")
+    parser.add_argument(
+        "--until", nargs="+", metavar="RULE", help="run only these rules and what they need (Snakemake's --until)"
+    )
     args = parser.parse_args()
     if len(args.sizes) < 2:
         parser.error("--sizes needs at least two sizes")
@@ -91,7 +97,7 @@ def main() -> None:
         for size in sorted(args.sizes):
             workdir = base / f"n{size}"
             workdir.mkdir(parents=True, exist_ok=True)
-            run_size(workdir, size, args.cores)
+            run_size(workdir, size, args.cores, args.until)
             by_size[size] = collect(workdir)
     finally:
         if args.keep is None:
