@@ -356,3 +356,15 @@ def test_monitor_shift_streams_the_scores_of_all_images_at_once(shift_store, tmp
         for table, reference in zip(tables, expected):
             assert len(table) == len(reference) and table.notna().to_numpy().any()
             pd.testing.assert_frame_equal(table, reference, check_exact=False, rtol=1e-12, atol=0)
+
+
+def test_decompose_attnpool_refuses_a_store_it_does_not_reproduce_before_writing(store, tmp_path):
+    from clipmech.stages.decompose_attnpool import decompose_attnpool
+
+    out = {"pairs": str(tmp_path / "pairs.tsv"), "summary": str(tmp_path / "summary.json")}
+    out["scores"] = str(tmp_path / "scores.npz")
+    with pytest.raises(RuntimeError, match="max_rel_err=0"):
+        decompose_attnpool(
+            store=store, out=out, decomposition={"chunk_size": 4, "n_checked": 10, "pc_top_k": 5, "max_rel_err": 0.0}
+        )
+    assert not list(tmp_path.iterdir())
