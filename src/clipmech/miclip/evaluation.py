@@ -472,7 +472,7 @@ def evaluate_unit_set(
         names, vocabulary = list(natural.names), miclip_natural.VOCABULARY
     iou_UF = None
     if unit_set.maps is not None and natural is None:
-        masks = baselines.concept_masks(masks_NHW, objects, params["netdissect"]["resolution"])
+        masks = baselines.ConceptMasks(masks_NHW, objects, params["netdissect"]["resolution"])  # per image chunk
         iou_UF = baselines.netdissect_iou(unit_set.maps, masks, quantile=params["netdissect"]["quantile"])
     words = [str(w) for w in concept_data["words"]]
     scores = method_scores(

@@ -11,8 +11,8 @@ input, ground truth, baselines, typical activation): a neuron's is its mean over
 prefix (class) tokens excluded, a ResNet channel's its mean over the feature map's positions
 (:func:`neuron_image_acts`, Algorithm 1's ``mean`` reduction); an SAE latent's is its maximum over the
 patch tokens the SAE reads (:func:`latent_image_acts`). Activation maps (Network Dissection only): ViT
-patch tokens reshaped to the patch grid (prefix tokens dropped), ResNet spatial maps; an SAE's latents' maps
-are read from their codes a few latents at a time (:class:`LatentMaps`).
+patch tokens reshaped to the patch grid (prefix tokens dropped), ResNet spatial maps; read a chunk of images
+and units at a time (:class:`NeuronMaps` from the site's activations, :class:`LatentMaps` from an SAE's codes).
 
 Unit embeddings: neuron i, u_i = E_n(a_i e_i); SAE latent i, u_i = E_n(a_i d_i), d_i its unit-norm
 decoder column; a_i is the unit's typical activation (neurons: :func:`typical_activation`, SAE latents:
@@ -141,8 +141,10 @@ def neuron_maps(site_acts: np.ndarray, n_prefix_tokens: int, grid: tuple[int, in
 
 class NeuronMaps:
     """Activation maps of the neurons (:func:`neuron_maps`), an (N, U, rows, cols) float32 array read lazily
-    from the site's activations: ``maps[:, first:stop]`` reads those channels of every image, what Network
-    Dissection reads a few units at a time (:func:`clipmech.miclip.baselines.netdissect_iou`).
+    from the site's activations: ``maps[first:stop, a:b]`` (slices of step 1; ``:`` for all) reads channels
+    a .. b - 1 of images first .. stop - 1, float32 (stop - first, b - a, rows, cols), what Network Dissection
+    reads a chunk of images and units at a time (:func:`clipmech.miclip.baselines.netdissect_iou`). Any other
+    key raises TypeError.
 
     Parameters
     ----------
@@ -163,17 +165,20 @@ class NeuronMaps:
         self.shape = shape if len(shape) == 4 else (shape[0], shape[2], *self.grid)
 
     def __getitem__(self, key) -> np.ndarray:
-        if not (isinstance(key, tuple) and len(key) == 2 and key[0] == slice(None) and isinstance(key[1], slice)):
-            raise TypeError(f"NeuronMaps reads maps[:, first:stop] only, not maps[{key!r}]")
-        block = np.asarray(self.site_acts[(slice(None),) * self.unit_axis + (key[1],)], dtype=np.float32)
-        return neuron_maps(block, self.n_prefix_tokens, self.grid)
+        images, units = _image_unit_slices(key, "NeuronMaps")
+        index = (images,) + (slice(None),) * (self.unit_axis - 1) + (units,)
+        return neuron_maps(np.asarray(self.site_acts[index], dtype=np.float32), self.n_prefix_tokens, self.grid)
 
 
 class LatentMaps:
     """Activation maps of SAE latents on the patch grid, an (N, n, rows, cols) float32 array read lazily from
-    top-k codes: ``maps[:, first:stop]`` is the dense (N, stop - first, rows, cols) array of those latents
-    (the patch tokens of :meth:`clipmech.sae.latents.TokenCodes.columns`), what Network Dissection reads a
-    few latents at a time (:func:`clipmech.miclip.baselines.netdissect_iou`).
+    top-k codes: ``maps[first:stop, a:b]`` (slices of step 1; ``:`` for all) is the dense
+    (stop - first, b - a, rows, cols) array of latents a .. b - 1 on images first .. stop - 1, their patch
+    tokens read from the rows of those images in the codes' sparse matrix
+    (:attr:`clipmech.sae.latents.TokenCodes.csc`; the slice costs the non-zeros of those latents, nothing
+    dense beyond the block), what Network Dissection reads a chunk of images and latents at a time
+    (:func:`clipmech.miclip.baselines.netdissect_iou`). Any other key raises TypeError. The codes of every
+    image are held (sparse, k values a token).
 
     Parameters
     ----------
@@ -201,10 +206,22 @@ class LatentMaps:
         self.shape = (codes.n_images, codes.n_latents, *self.grid)
 
     def __getitem__(self, key) -> np.ndarray:
-        if not (isinstance(key, tuple) and len(key) == 2 and key[0] == slice(None) and isinstance(key[1], slice)):
-            raise TypeError(f"LatentMaps reads maps[:, first:stop] only, not maps[{key!r}]")
-        latents = self.codes.columns(key[1])[:, self.patch]
-        return latents.transpose(0, 2, 1).reshape(latents.shape[0], latents.shape[2], *self.grid)
+        images, latents = _image_unit_slices(key, "LatentMaps")
+        first, stop, _ = images.indices(self.shape[0])
+        stop = max(first, stop)
+        n_tokens = self.codes.n_tokens
+        block = self.codes.csc[first * n_tokens : stop * n_tokens, latents].toarray()
+        patches = block.reshape(stop - first, n_tokens, block.shape[1])[:, self.patch]
+        return patches.transpose(0, 2, 1).reshape(stop - first, patches.shape[2], *self.grid)
+
+
+def _image_unit_slices(key, name: str) -> tuple[slice, slice]:
+    """The (images, units) slices of ``maps[first:stop, a:b]`` (steps of 1 only); TypeError for another key."""
+    if not (
+        isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, slice) and k.step in (None, 1) for k in key)
+    ):
+        raise TypeError(f"{name} reads maps[first:stop, a:b] only, not maps[{key!r}]")
+    return key
 
 
 def top_images(acts_NU: np.ndarray, fraction: float) -> np.ndarray:

@@ -70,8 +70,13 @@ def test_latent_maps_are_the_patch_tokens_on_the_grid():
     expected = latents[:, 1:].transpose(0, 2, 1).reshape(3, 6, 2, 2)
     np.testing.assert_array_equal(maps[:, 2:5], expected[:, 2:5])
     np.testing.assert_array_equal(maps[:, :], expected)
-    with pytest.raises(TypeError, match=r"maps\[:, first:stop\] only"):
+    np.testing.assert_array_equal(maps[1:3, 2:5], expected[1:3, 2:5])  # an image range: rows of those images
+    np.testing.assert_array_equal(maps[2:, :1], expected[2:, :1])
+    assert maps[3:3, :].shape == (0, 6, 2, 2)
+    with pytest.raises(TypeError, match=r"maps\[first:stop, a:b\] only"):
         maps[0]
+    with pytest.raises(TypeError, match=r"maps\[first:stop, a:b\] only"):
+        maps[::2, :]
     with pytest.raises(ValueError, match="maps need all 4"):
         units.LatentMaps(_codes(latents), np.arange(4), 1, (2, 2))
 

@@ -42,6 +42,8 @@ def test_a_store_written_in_batches_reads_back_the_array_and_its_maps(tmp_path, 
     whole = units.neuron_maps(acts[heldout], 1, (2, 2))
     assert maps.shape == whole.shape
     np.testing.assert_array_equal(maps[:, 3:67], whole[:, 3:67])
+    np.testing.assert_array_equal(maps[1:3, 60:70], whole[1:3, 60:70])  # an image chunk across unit chunks
+    np.testing.assert_array_equal(maps[3:9, :], whole[3:])
 
 
 def test_a_non_finite_batch_is_not_published(tmp_path):
