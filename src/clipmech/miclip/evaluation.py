@@ -169,6 +169,27 @@ def heldout_objects(objects: pd.DataFrame, images: np.ndarray) -> pd.DataFrame:
     return kept.reset_index(drop=True)
 
 
+class HeldoutRows:
+    """Rows ``images`` of an array (e.g. the memory-mapped masks of a dataset), read lazily: ``rows[first:stop]``
+    is ``array[images[first:stop]]``, what :class:`clipmech.miclip.baselines.ConceptMasks` reads a chunk of
+    images at a time, so the held-out images' masks are never all in memory.
+
+    Parameters
+    ----------
+    array : numpy.ndarray or numpy.memmap, (N, ...)
+    images : numpy.ndarray, int, (H,)
+    """
+
+    def __init__(self, array: np.ndarray, images: np.ndarray):
+        self.array, self.images = array, np.asarray(images, dtype=np.intp)
+        self.shape = (len(self.images), *array.shape[1:])
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError(f"HeldoutRows reads rows[first:stop] only, not rows[{key!r}]")
+        return np.asarray(self.array[self.images[key]])
+
+
 def _neuron_edit(copies, *, typical_U, channel_axis):
     return interventions.neuron_copies(copies, typical_U, channel_axis)
 
@@ -409,7 +430,7 @@ def evaluate_unit_set(
     tokenizer,
     pixels_NCHW: torch.Tensor,
     objects: pd.DataFrame,
-    masks_NHW: np.ndarray,
+    masks_NHW: np.ndarray | HeldoutRows,
     site: str,
     encoders: Mapping[str, np.ndarray],
     concept_data: Mapping[str, np.ndarray],

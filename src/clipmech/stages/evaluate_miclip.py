@@ -14,7 +14,14 @@ from clipmech.data.concepts import CLASS_KINDS, Concepts
 from clipmech.miclip import natural as miclip_natural
 from clipmech.miclip import probe_store, units
 from clipmech.miclip.encoder import load_encoders
-from clipmech.miclip.evaluation import array_batches, evaluate_unit_set, heldout_objects, neuron_set, sae_set
+from clipmech.miclip.evaluation import (
+    HeldoutRows,
+    array_batches,
+    evaluate_unit_set,
+    heldout_objects,
+    neuron_set,
+    sae_set,
+)
 from clipmech.models import catalogue, loading, zeroshot
 from clipmech.models.loading import ModelSpec
 from clipmech.models.towers import tower
@@ -120,7 +127,7 @@ def evaluate_miclip(
         tokenizer=tokenizer,
         pixels_NCHW=lambda indices: loading.preprocess_images(data.images[heldout[indices]], preprocess),
         objects=heldout_objects(data.objects, heldout),
-        masks_NHW=data.masks[heldout],
+        masks_NHW=HeldoutRows(data.masks, heldout),
         site=site,
         encoders={key: value.numpy() for key, value in record["W"].items()},
         concept_data=load_concepts(concepts),

@@ -184,3 +184,16 @@ def test_concept_masks_are_read_a_chunk_of_images_at_a_time():
         baselines.netdissect_iou(maps, lazy, quantile=0.1, image_chunk=4),
         _netdissect_in_memory(maps, whole, quantile=0.1),
     )
+
+
+def test_held_out_rows_read_the_chosen_images_a_chunk_at_a_time():
+    from clipmech.miclip.evaluation import HeldoutRows
+
+    array = np.arange(10 * 2 * 3).reshape(10, 2, 3)
+    images = np.array([7, 2, 5, 9])
+    rows = HeldoutRows(array, images)
+    assert rows.shape == (4, 2, 3)
+    for first, stop in ((0, 4), (1, 3), (3, 9), (2, 2)):
+        np.testing.assert_array_equal(rows[first:stop], array[images][first:stop])
+    with pytest.raises(TypeError, match="first:stop"):
+        rows[0]
