@@ -60,6 +60,9 @@ PROMPTS = 80_000
 #: imports torch: a test checks the two agree) and values concept AUROC ranks at once
 #: (clipmech.analyses.concepts.BLOCK_VALUES).
 MICLIP_PIXEL_CHUNK, AUROC_BLOCK_VALUES = 256, 1 << 21
+#: Network Dissection's units and images upsampled at once and the values of a unit it sorts at most
+#: (the defaults of clipmech.miclip.baselines.netdissect_iou; the same test checks them).
+NETDISSECT_UNITS, NETDISSECT_IMAGES, NETDISSECT_CAP = 8, 256, 1 << 20
 #: Parameters assumed for a model whose shapes are unknown before it loads (a Hugging Face hub architecture).
 UNKNOWN_PARAMS = 1_000_000_000
 FLOAT64, FLOAT32, FLOAT16 = 8, 4, 2
@@ -725,8 +728,9 @@ def _train_miclip(res: RuleResources, wc) -> Estimate:
 
 def _evaluate_miclip(res: RuleResources, wc) -> Estimate:
     """MiCLIP evaluation: the model, the probe's image-level activations, the encoders, a chunk of held-out
-    images' pixels (clipmech.miclip.evaluation.PIXEL_CHUNK) and a batch of the site's activations; for an
-    SAE unit set the SAE, every position's top-k codes and the image-level latents (N, n) float64."""
+    images' pixels (clipmech.miclip.evaluation.PIXEL_CHUNK) and a batch of the site's activations; on Shapes,
+    Network Dissection's chunk of images (clipmech.miclip.baselines.netdissect_iou); for an SAE unit set the
+    SAE, every position's top-k codes and the image-level latents (N, n) float64."""
     n = res.images(wc.dataset)
     probe, train = _probe(res, wc), _train_miclip(res, wc)
     width, positions = _site(res, wc.model, wc.site)
@@ -739,6 +743,13 @@ def _evaluate_miclip(res: RuleResources, wc) -> Estimate:
         * width
         * FLOAT32,
     }
+    if res.config.datasets[wc.dataset].kind not in NATURAL_KINDS:
+        pixels = min(n, NETDISSECT_IMAGES) * res.config.miclip.netdissect.resolution**2
+        host["Network Dissection: a chunk's upsampled maps and concept masks, the values it sorts"] = (
+            3.0 * NETDISSECT_UNITS * pixels * FLOAT32
+            + 5.0 * 16 * pixels
+            + 2.0 * NETDISSECT_UNITS * NETDISSECT_CAP * FLOAT32
+        )
     if wc.kind == "sae":
         d, n_latents, _ = _sae_shape(res, wc.model, wc.site)
         _, positions = _site(res, wc.model, wc.site)

@@ -172,11 +172,20 @@ def test_the_plan_lists_the_paper_jobs():
 
 
 def test_the_chunk_constants_are_the_stages_own():
-    """resources keeps copies of two stage constants (the Snakefile imports it; the stages' modules import torch)."""
+    """resources keeps copies of stage constants (the Snakefile imports it; the stages' modules import torch)."""
+    import inspect
+
     from clipmech.analyses.concepts import BLOCK_VALUES
+    from clipmech.miclip.baselines import netdissect_iou
     from clipmech.miclip.evaluation import PIXEL_CHUNK
 
     assert (resources.MICLIP_PIXEL_CHUNK, resources.AUROC_BLOCK_VALUES) == (PIXEL_CHUNK, BLOCK_VALUES)
+    defaults = {name: p.default for name, p in inspect.signature(netdissect_iou).parameters.items()}
+    assert (resources.NETDISSECT_UNITS, resources.NETDISSECT_IMAGES, resources.NETDISSECT_CAP) == (
+        defaults["unit_chunk"],
+        defaults["image_chunk"],
+        defaults["cap"],
+    )
 
 
 def test_the_snakefiles_imports_leave_torch_out():
