@@ -526,7 +526,8 @@ def _dictionary(res: RuleResources, wc) -> dict:
 
 
 def _registers(res: RuleResources, wc) -> Estimate:
-    """find_registers: alpha (N, H, T) of every image and x (n, T, C) of the sample, float64."""
+    """find_registers: alpha (chunk, H, T) of a store chunk (a batch of the extraction) at a time, and x (n, T, C)
+    and alpha (n, H, T) of the sample, float64."""
     t, c, h, e = _pool(res, wc.model)
     n = res.images(wc.dataset)
     sample = (
@@ -534,7 +535,10 @@ def _registers(res: RuleResources, wc) -> Estimate:
         if res.config.decomposition.registers.n_images is None
         else min(n, res.config.decomposition.registers.n_images)
     )
-    host = {"alpha float64": 2.0 * n * h * t * FLOAT64, "x of the sample float64": 2.0 * sample * t * c * FLOAT64}
+    host = {
+        "alpha of a store chunk float64": 2.0 * res.config.extraction.batch_size * h * t * FLOAT64,
+        "x and alpha of the sample float64": 2.0 * sample * (t * c + h * t) * FLOAT64,
+    }
     return Estimate(host=host, flops=4.0 * sample * t * c * c)
 
 

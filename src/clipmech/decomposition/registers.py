@@ -17,6 +17,8 @@ which :func:`attention_after_zeroing` evaluates for every neuron at once (no for
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 import torch
@@ -24,12 +26,16 @@ import torch
 from clipmech.decomposition import pool
 
 
-def token_attention_table(alpha_NHT: np.ndarray, grid: tuple[int, int]) -> pd.DataFrame:
+def token_attention_table(alpha_chunks: Iterable[np.ndarray], grid: tuple[int, int]) -> pd.DataFrame:
     """Mean attention of the query to each token, and how often each token is the per-head maximum.
+
+    Summed over chunks of images, so memory holds one chunk (the stage reads the store's ``alpha`` a chunk at a
+    time); the mean differs from that of all images at once by rounding only.
 
     Parameters
     ----------
-    alpha_NHT : ndarray, shape (N, H, T)
+    alpha_chunks : iterable of ndarray, shape (n, H, T)
+        The attention of consecutive chunks of images (one array of all images works too, as ``[alpha_NHT]``).
     grid : tuple of int
         (rows, cols) of the feature map; T = rows * cols + 1.
 
@@ -44,13 +50,19 @@ def token_attention_table(alpha_NHT: np.ndarray, grid: tuple[int, int]) -> pd.Da
     Raises
     ------
     ValueError
-        If T does not match the grid.
+        If T does not match the grid, or there are no images.
     """
-    n, h, t = alpha_NHT.shape
-    if t != grid[0] * grid[1] + 1:
-        raise ValueError(f"alpha_NHT has {t} tokens but the grid {grid} needs {grid[0] * grid[1] + 1}")
-    mean_T = alpha_NHT.mean(axis=(0, 1))
-    argmax_share_T = np.bincount(alpha_NHT.argmax(axis=2).ravel(), minlength=t) / (n * h)
+    t = grid[0] * grid[1] + 1
+    sum_T, argmax_count_T, n_rows = np.zeros(t), np.zeros(t, dtype=np.int64), 0
+    for alpha_NHT in alpha_chunks:
+        if alpha_NHT.shape[2] != t:
+            raise ValueError(f"alpha_NHT has {alpha_NHT.shape[2]} tokens but the grid {grid} needs {t}")
+        sum_T += alpha_NHT.sum(axis=(0, 1))
+        argmax_count_T += np.bincount(alpha_NHT.argmax(axis=2).ravel(), minlength=t)
+        n_rows += alpha_NHT.shape[0] * alpha_NHT.shape[1]
+    if not n_rows:
+        raise ValueError("token_attention_table needs the attention of at least one image")
+    mean_T, argmax_share_T = sum_T / n_rows, argmax_count_T / n_rows
     rows = np.concatenate([[-1], np.arange(t - 1) // grid[1]])
     cols = np.concatenate([[-1], np.arange(t - 1) % grid[1]])
     return pd.DataFrame(

@@ -25,13 +25,20 @@ def find_registers(*, store: str, out: dict, registers: dict) -> None:
     ds = pool_store.open_store(store)
     parts = pool_store.parts(ds)
     n = parts.n_images if registers["n_images"] is None else min(registers["n_images"], parts.n_images)
-    alpha_NHT = ds["alpha"].values.astype(np.float64)  # all images, read once; the first n are the sample's
-    tokens = registers_decomposition.token_attention_table(alpha_NHT, parts.grid)
-    sink = int(tokens.loc[tokens["is_sink"], "token"].iloc[0])
-    x_NTC = ds["x"].isel(image=slice(0, n)).values.astype(np.float64)
-    neurons = registers_decomposition.register_neurons(
-        x_NTC, alpha_NHT[:n], parts.weights, sink, registers["chunk_size"]
+    alpha = ds["alpha"]
+    chunk = alpha.encoding.get("chunks", (alpha.sizes["image"],))[0]  # one zarr chunk of images at a time
+    tokens = registers_decomposition.token_attention_table(
+        (
+            alpha.isel(image=slice(start, start + chunk)).values.astype(np.float64)
+            for start in range(0, parts.n_images, chunk)
+        ),
+        parts.grid,
     )
+    sink = int(tokens.loc[tokens["is_sink"], "token"].iloc[0])
+    sample = slice(0, n)  # the register neurons are measured on the first n images (config registers.n_images)
+    x_NTC = ds["x"].isel(image=sample).values.astype(np.float64)
+    alpha_NHT = alpha.isel(image=sample).values.astype(np.float64)
+    neurons = registers_decomposition.register_neurons(x_NTC, alpha_NHT, parts.weights, sink, registers["chunk_size"])
     neurons["sink_token"] = sink
     tables.write_table(tokens, out["tokens"])
     tables.write_table(neurons, out["neurons"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from toys import random_attnpool_weights
@@ -55,10 +56,17 @@ def test_register_ranking_and_token_table(toy):
 
     alpha = np.full((4, 2, T), 0.5 / T)
     alpha[:, :, 5] += 0.5  # token 5 (row 1, col 1) takes half of every head's attention
-    tokens = registers.token_attention_table(alpha, GRID)
+    tokens = registers.token_attention_table([alpha], GRID)
     assert tokens.loc[tokens["is_sink"], "token"].tolist() == [5]
     assert tokens.loc[5, ["row", "col"]].tolist() == [1, 1] and tokens.loc[0, "kind"] == "mean"
     assert tokens.loc[5, "max_attention_share"] == 1.0
     np.testing.assert_allclose(tokens["mean_attention"].sum(), 1.0)
     with pytest.raises(ValueError, match="grid"):
-        registers.token_attention_table(alpha, (3, 3))
+        registers.token_attention_table([alpha], (3, 3))
+    with pytest.raises(ValueError, match="at least one image"):
+        registers.token_attention_table([], GRID)
+    rng = np.random.default_rng(3)
+    alpha = rng.dirichlet(np.ones(T), size=(9, 2))
+    whole = registers.token_attention_table([alpha], GRID)
+    chunked = registers.token_attention_table((alpha[i : i + 4] for i in range(0, 9, 4)), GRID)
+    pd.testing.assert_frame_equal(chunked, whole, check_exact=False, rtol=1e-13)
