@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from clipmech import costs, storage
 from clipmech.config import NATURAL_KINDS, Config
@@ -514,6 +514,21 @@ def _ablation_tokens(res: RuleResources, wc) -> dict:
     return {"a chunk's ablated tokens, keys, values": 4.0 * res.config.decomposition.chunk_size * t * c * FLOAT64}
 
 
+def _ablation(res: RuleResources, wc) -> Estimate:
+    """ablate_components: the streamed decomposition, plus one (n, H*C) x (H*C, E) product per level and
+    fraction kept (clipmech.decomposition.components.AblationCurves) and one attention-pool forward per
+    fraction (the activation ablation), for every image at most (the evaluated ones)."""
+    t, c, h, e = _pool(res, wc.model)
+    n, n_fractions = res.images(wc.dataset), len(res.config.decomposition.ablation.fractions)
+    estimate = _decomposition(_ablation_tokens)(res, wc)
+    curves = 2.0 * n * h * c * e * len(_DECOMPOSITION_LEVELS) * n_fractions + 6.0 * n * t * c * c * n_fractions
+    return replace(estimate, flops=estimate.flops + curves)
+
+
+#: The levels of the mean-ablation curves (clipmech.decomposition.components.LEVELS).
+_DECOMPOSITION_LEVELS = ("pair", "neuron", "head")
+
+
 def _dictionary(res: RuleResources, wc) -> dict:
     """decompose_text: the word dictionary and its OMP codes, and the kept neurons' top images."""
     text, dec = res.config.decomposition.text, res.config.decomposition
@@ -814,7 +829,7 @@ ESTIMATES: dict[str, Callable[[RuleResources, _Wildcards], Estimate]] = {
     "extract_attnpool": _attnpool_extract,
     "embed_text": _text,
     "decompose_attnpool": _decomposition(_rank_one),
-    "ablate_components": _decomposition(_ablation_tokens),
+    "ablate_components": _ablation,
     "decompose_text": _decomposition(_dictionary, passes=3),
     "find_registers": _registers,
     "monitor_shift": _monitor,

@@ -176,10 +176,12 @@ def test_the_chunk_constants_are_the_stages_own():
     import inspect
 
     from clipmech.analyses.concepts import BLOCK_VALUES
+    from clipmech.decomposition.components import LEVELS
     from clipmech.miclip.baselines import netdissect_iou
     from clipmech.miclip.evaluation import PIXEL_CHUNK
 
     assert (resources.MICLIP_PIXEL_CHUNK, resources.AUROC_BLOCK_VALUES) == (PIXEL_CHUNK, BLOCK_VALUES)
+    assert resources._DECOMPOSITION_LEVELS == LEVELS
     defaults = {name: p.default for name, p in inspect.signature(netdissect_iou).parameters.items()}
     assert (resources.NETDISSECT_UNITS, resources.NETDISSECT_IMAGES, resources.NETDISSECT_CAP) == (
         defaults["unit_chunk"],
