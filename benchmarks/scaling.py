@@ -86,7 +86,11 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="keep the runs in this directory (default: a temporary one)")
     parser.add_argument(
-        "--until", nargs="+", metavar="RULE", help="run only these rules and what they need (Snakemake's --until)"
+        "--until",
+        nargs="+",
+        metavar="RULE",
+        help="run only these rules and what they need (Snakemake's --until); name the last rules of a family only: "
+        "one upstream of another named rule stops Snakemake with 'Out of jobs ready' (its issue 823)",
     )
     args = parser.parse_args()
     if len(args.sizes) < 2:
