@@ -544,20 +544,10 @@ class TopContributions:
         self, u_HCE: np.ndarray, heads_P: np.ndarray, neurons_P: np.ndarray, neurons_K: np.ndarray, top_k: int = 50
     ) -> None:
         h, c, _ = u_HCE.shape
-        self.heads_P = np.asarray(heads_P, dtype=np.intp).reshape(-1)
-        self.neurons_P = np.asarray(neurons_P, dtype=np.intp).reshape(-1)
-        self.neurons_K = np.asarray(neurons_K, dtype=np.intp).reshape(-1)
         if top_k < 1:
             raise ValueError(f"top_k must be positive, got {top_k}")
-        if self.heads_P.shape != self.neurons_P.shape:
-            raise ValueError(f"heads_P has {self.heads_P.size} entries but neurons_P has {self.neurons_P.size}")
-        for name, index, size in (
-            ("heads_P", self.heads_P, h),
-            ("neurons_P", self.neurons_P, c),
-            ("neurons_K", self.neurons_K, c),
-        ):
-            if index.size and (index.min() < 0 or index.max() >= size):
-                raise ValueError(f"{name} must lie in [0, {size}), got range [{index.min()}, {index.max()}]")
+        self.heads_P, self.neurons_P = pool.checked_pairs(heads_P, neurons_P, h, c, names=("heads_P", "neurons_P"))
+        self.neurons_K = pool.checked_index("neurons_K", neurons_K, c)
         self.u_HCE = u_HCE
         self.top_k = top_k
         self.u_norm_P = pool.direction_norms(u_HCE[self.heads_P, self.neurons_P])

@@ -37,6 +37,8 @@ __all__ = [
     "neuron_head_directions",
     "output_bias",
     "direction_norms",
+    "checked_index",
+    "checked_pairs",
     "pair_scalars",
     "token_pair_scalars",
     "token_head_maps",
@@ -215,18 +217,37 @@ def pair_scalars(x_NTC: np.ndarray, alpha_NHT: np.ndarray) -> np.ndarray:
     return np.matmul(alpha_NHT, x_NTC)
 
 
-def _pairs(heads_K: np.ndarray, neurons_K: np.ndarray, n_heads: int, n_neurons: int) -> tuple[np.ndarray, np.ndarray]:
+def checked_index(name: str, index, size: int) -> np.ndarray:
+    """``index`` as a flat intp array, each entry in [0, size).
+
+    Raises
+    ------
+    ValueError
+        If an entry is out of range; the message names the argument ``name``.
+    """
+    index = np.asarray(index, dtype=np.intp).reshape(-1)
+    if index.size and (index.min() < 0 or index.max() >= size):
+        raise ValueError(f"{name} must lie in [0, {size}), got range [{index.min()}, {index.max()}]")
+    return index
+
+
+def checked_pairs(
+    heads_K, neurons_K, n_heads: int, n_neurons: int, names: tuple[str, str] = ("heads_K", "neurons_K")
+) -> tuple[np.ndarray, np.ndarray]:
+    """Neuron-head pairs (neurons_K[k], heads_K[k]) as two flat intp arrays of one length, in range.
+
+    Raises
+    ------
+    ValueError
+        If the arrays differ in length or an index is out of range; the messages name the arguments ``names``.
+    """
     heads_K = np.asarray(heads_K, dtype=np.intp).reshape(-1)
     neurons_K = np.asarray(neurons_K, dtype=np.intp).reshape(-1)
     if heads_K.shape != neurons_K.shape:
         raise ValueError(
-            f"heads_K has {heads_K.size} entries but neurons_K has {neurons_K.size}; pass one head per neuron"
+            f"{names[0]} has {heads_K.size} entries but {names[1]} has {neurons_K.size}; pass one head per neuron"
         )
-    if heads_K.size and (heads_K.min() < 0 or heads_K.max() >= n_heads):
-        raise ValueError(f"heads_K must lie in [0, {n_heads}), got range [{heads_K.min()}, {heads_K.max()}]")
-    if neurons_K.size and (neurons_K.min() < 0 or neurons_K.max() >= n_neurons):
-        raise ValueError(f"neurons_K must lie in [0, {n_neurons}), got range [{neurons_K.min()}, {neurons_K.max()}]")
-    return heads_K, neurons_K
+    return checked_index(names[0], heads_K, n_heads), checked_index(names[1], neurons_K, n_neurons)
 
 
 def token_pair_scalars(
@@ -254,7 +275,7 @@ def token_pair_scalars(
     ValueError
         If the index arrays differ in length or are out of range.
     """
-    heads_K, neurons_K = _pairs(heads_K, neurons_K, alpha_NHT.shape[1], x_NTC.shape[2])
+    heads_K, neurons_K = checked_pairs(heads_K, neurons_K, alpha_NHT.shape[1], x_NTC.shape[2])
     return alpha_NHT[:, heads_K, :] * np.swapaxes(x_NTC[:, :, neurons_K], 1, 2)
 
 
@@ -358,7 +379,7 @@ def pair_contributions(s_NHC: np.ndarray, u_HCE: np.ndarray, heads_K: np.ndarray
     ValueError
         If the index arrays differ in length or are out of range.
     """
-    heads_K, neurons_K = _pairs(heads_K, neurons_K, u_HCE.shape[0], u_HCE.shape[1])
+    heads_K, neurons_K = checked_pairs(heads_K, neurons_K, u_HCE.shape[0], u_HCE.shape[1])
     return s_NHC[:, heads_K, neurons_K, None] * u_HCE[heads_K, neurons_K][None]
 
 
