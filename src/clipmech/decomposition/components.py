@@ -188,12 +188,12 @@ class ZeroShotCounts:
 
     def __init__(self, tasks: Sequence[ZeroShotTask]) -> None:
         self.tasks = list(tasks)
+        self.images = [np.asarray(task.images, dtype=np.intp) for task in self.tasks]
         self.correct = {task.name: 0 for task in self.tasks}
 
     def add(self, start: int, y_NE: np.ndarray) -> None:
         """Count the correct predictions among images ``start .. start + len(y_NE)`` (outputs ``y_NE``, (n, E))."""
-        for task in self.tasks:
-            images = np.asarray(task.images, dtype=np.intp)
+        for task, images in zip(self.tasks, self.images):
             hit = np.flatnonzero((images >= start) & (images < start + len(y_NE)))
             y_ME = y_NE[images[hit] - start]
             self.correct[task.name] += int(_correct(y_ME, task.text_KE, task.truth_M[hit]).sum())
