@@ -174,10 +174,8 @@ class LatentMaps:
     """Activation maps of SAE latents on the patch grid, an (N, n, rows, cols) float32 array read lazily from
     top-k codes: ``maps[first:stop, a:b]`` (slices of step 1; ``:`` for all) is the dense
     (stop - first, b - a, rows, cols) array of latents a .. b - 1 on images first .. stop - 1, their patch
-    tokens read from the rows of those images in the codes' sparse matrix
-    (:attr:`clipmech.sae.latents.TokenCodes.csc`; the slice costs the non-zeros of those latents, nothing
-    dense beyond the block), what Network Dissection reads a chunk of images and latents at a time
-    (:func:`clipmech.miclip.baselines.netdissect_iou`). Any other key raises TypeError. The codes of every
+    tokens (:meth:`clipmech.sae.latents.TokenCodes.columns`), what Network Dissection reads a chunk of images
+    and latents at a time (:func:`clipmech.miclip.baselines.netdissect_iou`). Any other key raises TypeError. The codes of every
     image are held (sparse, k values a token).
 
     Parameters
@@ -207,12 +205,8 @@ class LatentMaps:
 
     def __getitem__(self, key) -> np.ndarray:
         images, latents = _image_unit_slices(key, "LatentMaps")
-        first, stop, _ = images.indices(self.shape[0])
-        stop = max(first, stop)
-        n_tokens = self.codes.n_tokens
-        block = self.codes.csc[first * n_tokens : stop * n_tokens, latents].toarray()
-        patches = block.reshape(stop - first, n_tokens, block.shape[1])[:, self.patch]
-        return patches.transpose(0, 2, 1).reshape(stop - first, patches.shape[2], *self.grid)
+        patches = self.codes.columns(latents, images)[:, self.patch]
+        return patches.transpose(0, 2, 1).reshape(patches.shape[0], patches.shape[2], *self.grid)
 
 
 def _image_unit_slices(key, name: str) -> tuple[slice, slice]:

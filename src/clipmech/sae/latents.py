@@ -155,10 +155,14 @@ class TokenCodes:
         """The latents as a sparse (N x T', n) float32 matrix (:func:`codes_matrix`), built once."""
         return codes_matrix(self.values_BK, self.indices_BK, self.n_latents)
 
-    def columns(self, latents: np.ndarray | slice) -> np.ndarray:
-        """The dense latents of some latents, float32 (N, T', L), from :attr:`csc`."""
-        block = self.csc[:, latents].toarray()
-        return block.reshape(self.n_images, self.n_tokens, -1)
+    def columns(self, latents: np.ndarray | slice, images: slice = slice(None)) -> np.ndarray:
+        """The dense latents of some latents on a range of images (step 1; default all), float32 (n, T', L),
+        from the rows of those images in :attr:`csc` (costing the non-zeros of those latents, nothing dense
+        beyond the block)."""
+        first, stop, _ = images.indices(self.n_images)
+        stop = max(first, stop)
+        block = self.csc[first * self.n_tokens : stop * self.n_tokens, latents].toarray()
+        return block.reshape(stop - first, self.n_tokens, block.shape[1])
 
     def firing_sums(self, patch_T: np.ndarray, chosen_Nn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per latent, the sum (float64) and the count (int64) of its non-zero activations on the patch tokens
