@@ -16,6 +16,8 @@ rule binding_benchmark:
         ),
     log:
         "logs/binding_benchmark/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/binding_benchmark/{model}/{dataset}.tsv"
     conda:
         ENV
     resources:

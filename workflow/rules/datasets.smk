@@ -3,6 +3,8 @@ rule synthesize_shapes:
         data=directory(DATA),
     log:
         "logs/synthesize_shapes/{dataset}.log",
+    benchmark:
+        "results/benchmarks/synthesize_shapes/{dataset}.tsv"
     wildcard_constraints:
         dataset=name_pattern(CONFIG.datasets_of_kind("shapes")),
     conda:
@@ -22,6 +24,8 @@ rule synthesize_shift:
         data=directory(DATA),
     log:
         "logs/synthesize_shift/{dataset}.log",
+    benchmark:
+        "results/benchmarks/synthesize_shift/{dataset}.tsv"
     wildcard_constraints:
         dataset=name_pattern(CONFIG.datasets_of_kind("shift")),
     conda:
@@ -42,6 +46,8 @@ rule synthesize_pairs:
         data=directory(DATA),
     log:
         "logs/synthesize_pairs/{dataset}.log",
+    benchmark:
+        "results/benchmarks/synthesize_pairs/{dataset}.tsv"
     wildcard_constraints:
         dataset=name_pattern(CONFIG.datasets_of_kind("pairs")),
     conda:
@@ -61,6 +67,8 @@ rule index_images:
         data=directory(DATA),
     log:
         "logs/index_images/{dataset}.log",
+    benchmark:
+        "results/benchmarks/index_images/{dataset}.tsv"
     wildcard_constraints:
         dataset=name_pattern(NATURAL_DATASETS),
     conda:

@@ -17,6 +17,8 @@ rule monitor_shift:
         ),
     log:
         "logs/monitor_shift/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/monitor_shift/{model}/{dataset}.tsv"
     wildcard_constraints:
         dataset=name_pattern(CONFIG.plan.shift_of),
     conda:

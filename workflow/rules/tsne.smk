@@ -11,6 +11,8 @@ rule tsne_shapes:
         summary="results/tsne/{model}/{dataset}/tsne.json",
     log:
         "logs/tsne_shapes/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/tsne_shapes/{model}/{dataset}.tsv"
     conda:
         ENV
     resources:
