@@ -49,6 +49,18 @@ def test_rule_declares_memory_and_runtime(file, rule, body):
 
 
 @pytest.mark.parametrize(("file", "rule", "body"), rules(), ids=[rule for _, rule, _ in rules()])
+def test_rule_that_is_not_local_writes_a_benchmark(file, rule, body):
+    """Every job a cluster runs records its wall time and peak memory where benchmarks/scaling.py and the tiny
+    run's memory check read them: results/benchmarks/<rule>/<its log's wildcards>.tsv."""
+    if "localrule: True" in body or rule == "all":
+        return
+    log = re.search(r'^    log:\n        "logs/(.*)\.log",$', body, re.MULTILINE)
+    benchmark = re.search(r'^    benchmark:\n        "(.*)"$', body, re.MULTILINE)
+    assert benchmark, f"rule {rule} ({file}) writes no benchmark file"
+    assert log and benchmark[1] == f"results/benchmarks/{log[1]}.tsv", f"rule {rule} ({file}): {benchmark[1]}"
+
+
+@pytest.mark.parametrize(("file", "rule", "body"), rules(), ids=[rule for _, rule, _ in rules()])
 def test_rule_on_the_extraction_device_declares_a_gpu(file, rule, body):
     """Rules that run a model where ``extraction.device`` says (CUDA when present) ask for a GPU."""
     if re.search(r"CONFIG\.extraction\.(device|params\(\))", body):

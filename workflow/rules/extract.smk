@@ -49,6 +49,8 @@ rule begin_activations:
         marker=temp(ACTIVATIONS_BEGUN),
     log:
         "logs/begin_activations/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/begin_activations/{model}/{dataset}.tsv"
     conda:
         ENV
     threads: 2
@@ -110,6 +112,8 @@ rule publish_activations:
         store=directory(ACTIVATIONS),
     log:
         "logs/publish_activations/{model}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/publish_activations/{model}/{dataset}.tsv"
     conda:
         ENV
     resources:
