@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import open_clip
 import pandas as pd
 import timm
 import torch
+from huggingface_hub.file_download import repo_folder_name
 from PIL import Image
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from torch import nn
 
 from clipmech.data import natural
@@ -365,3 +374,96 @@ def shapes_as_photographs(data, raw, tmp, caption) -> dict:
         out[kind] = tmp / kind / "data"
         natural.write_natural_dataset(out[kind], spec)
     return out
+
+
+#: The special tokens of SigLIP's T5 SentencePiece vocabulary, ids 0, 1, 2 as in T5's.
+T5_SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
+#: SigLIP pads with ``</s>`` (big_vision's ``pad_value=1``; open_clip's ``SigLipTokenizer``, which wrote the
+#: Hub's files, sets ``pad_token_id = 1``), so pad and eos are the same token.
+SIGLIP_SPECIAL_TOKENS = {"eos_token": "</s>", "pad_token": "</s>", "unk_token": "<unk>"}
+#: The commit that :func:`cache_siglip_tokenizer` files its snapshot under (``refs/main`` points at it).
+STAND_IN_REVISION = "5191e1f0c0de5191e1f0c0de5191e1f0c0de5191"
+
+
+def cache_siglip_tokenizer(cache: Path, architecture: str, captions: Sequence[str]) -> Tokenizer:
+    """Write a stand-in for an open_clip SigLIP architecture's Hugging Face tokenizer into the Hub cache ``cache``.
+
+    The real repository (``text_cfg.hf_tokenizer_name``, ``timm/ViT-B-16-SigLIP`` for the SigLIP 1 models)
+    holds SigLIP's 32,000-piece T5 SentencePiece vocabulary as open_clip's ``SigLipTokenizer.save_pretrained``
+    wrote it: ``spiece.model``, ``tokenizer.json``, ``tokenizer_config.json`` (``T5Tokenizer``, no extra ids,
+    pad = eos = ``</s>``) and ``special_tokens_map.json``. transformers 5 builds its ``T5Tokenizer`` from
+    ``tokenizer.json`` when there is one, so the stand-in writes the three JSON files (``spiece.model`` is
+    a SentencePiece protobuf, which only the ``sentencepiece`` package writes). They go where an online
+    ``AutoTokenizer.from_pretrained`` run leaves them: ``models--timm--ViT-B-16-SigLIP/blobs/<git blob sha1>``,
+    linked from ``snapshots/<rev>/``, ``refs/main`` naming ``<rev>``, and ``.no_exist/<rev>/config.json``
+    (the repository has no transformers model config; AutoTokenizer needs its absence recorded offline).
+
+    The vocabulary is a unigram language model fitted to ``captions`` after the architecture's own text
+    cleaning (``tokenizer_kwargs.clean``, SigLIP: lowercase, no punctuation): ``<pad>``, ``</s>``, ``<unk>``
+    (ids 0-2, T5's layout, which transformers' ``T5Tokenizer`` assumes for ``<unk>``), then every word as one
+    piece ``"\u2581word"``, then every character, each scored by the log of its relative frequency. (The
+    ``tokenizers`` Unigram trainer yields near-character pieces on a few captions: its seed pieces are
+    substrings seen before several different characters, which a whole word followed by its word boundary
+    never is.) Words of the captions are one token each; other words split into characters, unknown
+    characters to ``<unk>``.
+
+    Returns
+    -------
+    tokenizers.Tokenizer
+        The stand-in as written to ``tokenizer.json`` (for expected ids: ``encode(cleaned text).ids``
+        ends with ``</s>``).
+
+    Raises
+    ------
+    ValueError
+        If the architecture names no Hugging Face tokenizer, or the stand-in's vocabulary would not fit
+        the text tower's token embedding (``text_cfg.vocab_size``).
+    """
+    text_cfg = open_clip.get_model_config(architecture)["text_cfg"]
+    if "hf_tokenizer_name" not in text_cfg:
+        raise ValueError(f"{architecture} has open_clip's own tokenizer (no text_cfg.hf_tokenizer_name)")
+    clean = open_clip.tokenizer.get_clean_fn(text_cfg.get("tokenizer_kwargs", {}).get("clean", "whitespace"))
+    words = Counter(word for caption in captions for word in clean(caption).split())
+    characters = Counter(character for word in words.elements() for character in word)
+    characters["\u2581"] = words.total()
+    counts = {f"\u2581{word}": n for word, n in sorted(words.items())} | dict(sorted(characters.items()))
+    total = sum(counts.values())
+    vocab = [(token, 0.0) for token in T5_SPECIAL_TOKENS]
+    vocab += [(piece, math.log(n / total)) for piece, n in counts.items()]
+    if len(vocab) > text_cfg["vocab_size"]:
+        raise ValueError(f"a stand-in of {len(vocab)} pieces does not fit {architecture}'s {text_cfg['vocab_size']}")
+
+    # T5's pipeline (transformers' T5Tokenizer): words, each with a leading U+2581, then "</s>" appended.
+    stand_in = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    stand_in.add_special_tokens(list(T5_SPECIAL_TOKENS))
+    metaspace = {"replacement": "\u2581", "prepend_scheme": "always", "split": True}
+    stand_in.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(**metaspace)]
+    )
+    stand_in.decoder = decoders.Metaspace(**metaspace)
+    stand_in.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    config = {
+        "tokenizer_class": "T5Tokenizer",
+        "extra_ids": 0,
+        "additional_special_tokens": [],
+        **SIGLIP_SPECIAL_TOKENS,
+    }
+    files = {
+        "tokenizer.json": stand_in.to_str().encode(),
+        "tokenizer_config.json": json.dumps(config, indent=2).encode(),
+        "special_tokens_map.json": json.dumps(SIGLIP_SPECIAL_TOKENS, indent=2).encode(),
+    }
+
+    repo = Path(cache) / repo_folder_name(repo_id=text_cfg["hf_tokenizer_name"], repo_type="model")
+    snapshot = repo / "snapshots" / STAND_IN_REVISION
+    for folder in (repo / "blobs", snapshot, repo / "refs", repo / ".no_exist" / STAND_IN_REVISION):
+        folder.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        blob = hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()  # the Hub's ETag of a git file
+        (repo / "blobs" / blob).write_bytes(content)
+        (snapshot / name).symlink_to(Path("..", "..", "blobs", blob))
+    (repo / "refs" / "main").write_text(STAND_IN_REVISION)
+    (repo / ".no_exist" / STAND_IN_REVISION / "config.json").touch()
+    return stand_in

@@ -1,16 +1,16 @@
 """The Hugging Face tokenizer of SigLIP offline: a clear error without its files, a working tokenizer from a cache."""
 
-import json
-
 import pytest
 import torch
-from huggingface_hub.file_download import repo_folder_name
+from huggingface_hub import scan_cache_dir
+from toys import STAND_IN_REVISION, cache_siglip_tokenizer
 
 from clipmech.models import loading
 
 SIGLIP = loading.ModelSpec("siglip", "ViT-B-16-SigLIP", None)
 REPO = "timm/ViT-B-16-SigLIP"  # text_cfg.hf_tokenizer_name of open_clip's ViT-B-16-SigLIP config
-COMMIT = "0" * 40
+#: Shapes-style captions the stand-in tokenizer is fitted to.
+CAPTIONS = ["a red circle in the center", "a blue square at the top left and a green triangle", "a photo of a shape"]
 
 
 def test_missing_tokenizer_files_name_the_model_repo_and_cache(offline_hub):
@@ -42,35 +42,47 @@ def test_other_tokenizer_errors_pass_through(monkeypatch):
     assert type(raised.value) is OSError
 
 
-def _cache_t5_stand_in(cache):
-    """A tiny T5 (Unigram) tokenizer where an online run would have cached ``REPO``: the snapshot of one
-    commit with tokenizer.json and tokenizer_config.json, and config.json recorded as absent on the Hub."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def test_stand_in_tokenizer_loads_offline(offline_hub):
+    """The stand-in of tests/toys.py is a valid Hub cache entry, and open_clip's HFTokenizer reads it as SigLIP's."""
+    stand_in = cache_siglip_tokenizer(offline_hub, "ViT-B-16-SigLIP", CAPTIONS)
+    (repo,) = scan_cache_dir(offline_hub).repos
+    (revision,) = repo.revisions
+    assert (repo.repo_id, revision.commit_hash, revision.refs) == (REPO, STAND_IN_REVISION, frozenset({"main"}))
+    assert {file.file_name for file in revision.files} == {
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    }
+    assert all(file.file_path.is_symlink() for file in revision.files)  # snapshots link to blobs, as the Hub's
 
-    words = "a red blue circle square photo of".split()
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(f"\u2581{w}", -1.0 - i) for i, w in enumerate(words)]
-    stand_in = Tokenizer(models.Unigram(vocab, unk_id=2))
-    stand_in.pre_tokenizer = pre_tokenizers.Metaspace()
-    stand_in.decoder = decoders.Metaspace()
-    repo = cache / repo_folder_name(repo_id=REPO, repo_type="model")
-    snapshot = repo / "snapshots" / COMMIT
-    snapshot.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(COMMIT)
-    (repo / ".no_exist" / COMMIT).mkdir(parents=True)
-    (repo / ".no_exist" / COMMIT / "config.json").touch()
-    stand_in.save(str(snapshot / "tokenizer.json"))
-    config = {"tokenizer_class": "T5Tokenizer", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
-    (snapshot / "tokenizer_config.json").write_text(json.dumps(config))
-    return {w: 3 + i for i, w in enumerate(words)}
-
-
-def test_cached_tokenizer_files_load_offline(offline_hub):
-    ids = _cache_t5_stand_in(offline_hub)
     tokenizer = loading.load_tokenizer(SIGLIP)
-    tokens_PL = tokenizer(["a red circle", "photo of a blue square"])
-    assert tokens_PL.shape == (2, 64) and tokens_PL.dtype == torch.int64  # context_length of the config
-    eos, pad = 1, 0
-    expected = [[ids["a"], ids["red"], ids["circle"], eos], [ids[w] for w in "photo of a blue square".split()] + [eos]]
+    backend = tokenizer.tokenizer
+    assert (type(backend).__name__, backend.pad_token_id, backend.eos_token_id, backend.unk_token_id) == (
+        "T5Tokenizer",
+        1,
+        1,
+        2,
+    )
+    assert len(backend) == stand_in.get_vocab_size() <= 32000  # text_cfg.vocab_size: ids index the embedding
+    prompts = ["A red circle.", "a photo of a blue square", "a purple hexagon"]
+    tokens_PL = tokenizer(prompts)
+    assert tokens_PL.shape == (3, 64) and tokens_PL.dtype == torch.int64  # context_length of the config
+    ids = stand_in.get_vocab()
+    eos = pad = 1  # SigLIP pads with its end-of-sequence token
+    expected = [
+        [ids[f"\u2581{w}"] for w in ("a", "red", "circle")] + [eos],  # lowercased, punctuation dropped
+        [ids[f"\u2581{w}"] for w in "a photo of a blue square".split()] + [eos],
+        [
+            ids["\u2581a"],
+            ids["\u2581"],
+            *(ids[c] for c in "purple"),
+            ids["\u2581"],
+            ids["h"],
+            ids["e"],
+            2,
+            *(ids[c] for c in "agon"),
+            eos,
+        ],
+    ]
     for row, prefix in zip(tokens_PL.tolist(), expected):
         assert row == prefix + [pad] * (64 - len(prefix))
