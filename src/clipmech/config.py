@@ -8,7 +8,8 @@
    trigger compares dicts with their key order, so the same values written in another order must give
    the same parameters;
 2. resolves the keys whose default is another key (``null`` in the schema): ``patching.models``,
-   ``sae.models`` = ``analyses.models``; ``patching.datasets`` = every ``pairs`` dataset;
+   ``sae.models`` = ``analyses.models``; ``patching.datasets`` = every ``pairs`` dataset (a ``captions``
+   dataset is traced only when named);
    ``patching.concepts.datasets`` = ``patching.datasets``;
    ``atlas.models`` = the analysed then the decomposed models (for a natural-image ``atlas.dataset``, the
    analysed models that are not decomposed); ``miclip.dataset``, ``atlas.dataset`` =
@@ -516,6 +517,28 @@ class Circuit(Section):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Foil(Section):
+    """The foil captions of causal tracing on a captions dataset (methods.md Sec. 8.1, :mod:`clipmech.data.foils`):
+    the kind of word swapped and the attribute words. The default attributes are Berlin and Kay's eleven basic
+    colour terms without ``orange``, also a COCO object category (a swap could hit the fruit), spelt ``gray`` as
+    COCO's (US English) captions spell it: colour is the attribute the Shapes binding pairs swap."""
+
+    kind: str = "object"
+    attributes: tuple[str, ...] = (
+        "black",
+        "white",
+        "red",
+        "green",
+        "yellow",
+        "blue",
+        "brown",
+        "pink",
+        "purple",
+        "gray",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class Concepts(Section):
     """Concept selectivity and interventions (methods.md Secs. 8.5-8.6); `datasets` resolved (None =
     patching.datasets)."""
@@ -545,8 +568,15 @@ class Patching(Section):
     n_bootstrap: int = 1000
     batch_size: int = 256
     circuit: Circuit = field(default_factory=Circuit)
+    foil: Foil = field(default_factory=Foil)
     concepts: Concepts = field(default_factory=Concepts)
 
+
+#: Dataset kinds causal tracing runs on (methods.md Sec. 8.1): Shapes minimal pairs, image-caption pairs with foils.
+TRACING_KINDS = ("pairs", "captions")
+#: The corruptions of `patching.corruptions` that run on a captions dataset: the embedding corruptions (the others
+#: are Shapes minimal pairs, clipmech.patching.runs.MINIMAL_PAIRS).
+CAPTION_CORRUPTIONS = ("zero", "noise")
 
 #: Dataset kinds with concepts for the concept AUROC (methods.md Sec. 8.5): the Shapes features of an object
 #: table, a natural-image dataset's classes, COCO categories or words (a captions dataset needs one of the two).
@@ -854,7 +884,8 @@ class Config:
         if not plan.patchings:
             lines.append(
                 "causal tracing and activation patching do not run: patching.models or patching.datasets is "
-                "empty (it reads minimal pairs: declare a dataset of kind pairs and name it in patching.datasets)"
+                "empty (it reads minimal pairs or image-caption pairs: declare a dataset of kind pairs, or name a "
+                "captions dataset in patching.datasets)"
             )
         lines += self.concept_skips()
         if self.tsne.cifar10 is None:
@@ -974,6 +1005,22 @@ class Config:
         if reason is not None:
             raise ValueError(f"rule concept_auroc: {reason}")
         return DATA.format(dataset=name)
+
+    def patching_foil(self, name: str) -> dict | None:
+        """What rule patch_components needs of the foils of dataset `name` (methods.md Sec. 8.1): `patching.foil`
+        (``kind``, ``attributes``) for a captions dataset, None for a pairs dataset (its foils are its own), so
+        that editing the foil reruns no Shapes tracing."""
+        if self.datasets[name].kind != "captions":
+            return None
+        return self.patching.foil.params()
+
+    def tracing_pairs(self, name: str) -> int:
+        """The pairs per corruption causal tracing runs on dataset `name`: `patching.n_pairs`, at most the
+        scenes of a pairs dataset or the `n_images` of a captions dataset (an upper bound there: images whose
+        first caption has no word to swap are left out)."""
+        entry = self.datasets[name]
+        bound = entry.n_scenes if entry.kind == "pairs" else entry.n_images
+        return self.patching.n_pairs if bound is None else min(self.patching.n_pairs, bound)
 
     def patching_targets(self) -> list[str]:
         """The figures rule all asks of causal tracing and concept selectivity (methods.md Sec. 8): circuit.png of
@@ -1268,7 +1315,9 @@ def _normalise(raw: dict) -> tuple[dict[str, list[str]], dict[str, str]]:
     if raw["patching"]["datasets"] is None:
         raw["patching"]["datasets"] = pairs
     _check_names("models", raw["patching"]["models"], raw["models"], "patching.models")
-    _check_names("pairs datasets", raw["patching"]["datasets"], pairs, "patching.datasets")
+    traceable = sorted(name for kind in TRACING_KINDS for name in _datasets_of_kind(raw["datasets"], kind))
+    _check_names("pairs or captions datasets", raw["patching"]["datasets"], traceable, "patching.datasets")
+    _check_caption_tracing(raw)
     _check_concepts(raw)
     if raw["sae"]["models"] is None:
         raw["sae"]["models"] = list(raw["analyses"]["models"])
@@ -1680,6 +1729,32 @@ def _check_patching(raw: dict) -> None:
                     f"patching.layers {beyond} are beyond the {depth} blocks of the deeper tower of {model!r} ({arch}); "
                     f"valid layers: 0..{depth - 1}"
                 )
+
+
+def _check_caption_tracing(raw: dict) -> None:
+    """A captions dataset in patching.datasets (methods.md Sec. 8.1) runs the embedding corruptions only, and with
+    `patching.foil.kind` object it needs concept nouns to swap (`words` or COCO `instances`)."""
+    patching = raw["patching"]
+    captions = [name for name in patching["datasets"] if raw["datasets"][name]["kind"] == "captions"]
+    if not captions:
+        return
+    minimal = [corruption for corruption in patching["corruptions"] if corruption not in CAPTION_CORRUPTIONS]
+    if minimal:
+        raise ValueError(
+            f"patching.corruptions lists {minimal}, Shapes minimal pairs, but patching.datasets names the captions "
+            f"dataset(s) {captions}, which have none; on a captions dataset the allowed values are "
+            f"{', '.join(CAPTION_CORRUPTIONS)} (set patching.corruptions: [{', '.join(CAPTION_CORRUPTIONS)}])"
+        )
+    if patching["foil"]["kind"] != "object":
+        return
+    for name in captions:
+        entry = raw["datasets"][name]
+        if entry.get("words") is None and entry.get("instances") is None:
+            raise ValueError(
+                f"patching.datasets names the captions dataset {name!r} and patching.foil.kind is object, but it has "
+                f"no object nouns to swap: set datasets.{name}.words (words or phrases found in the captions) or "
+                f"datasets.{name}.instances (COCO's instances file), or set patching.foil.kind: attribute"
+            )
 
 
 def _check_concepts(raw: dict) -> None:

@@ -135,11 +135,12 @@ def forward_flops(clip, info) -> float:
 
 
 def tracing_cost(config: Config, model: str, dataset: str) -> TracingCost:
-    """Forward passes and FLOPs of causal tracing of ``model`` on the pairs dataset ``dataset`` (module docstring)."""
+    """Forward passes and FLOPs of causal tracing of ``model`` on the pairs or captions dataset ``dataset`` (module
+    docstring; pairs per corruption: :meth:`clipmech.config.Config.tracing_pairs`)."""
     from clipmech.models.towers import tower
 
     patching = config.patching
-    n_pairs = min(patching.n_pairs, config.datasets[dataset].n_scenes)
+    n_pairs = config.tracing_pairs(dataset)
     clip = meta_model(config, model)
     passes, flops, pool_passes = {}, {}, 0
     for name in ("visual", "text"):

@@ -593,7 +593,9 @@ def _patch(res: RuleResources, wc) -> Estimate:
     """Causal tracing (clipmech.patching.engine): the model, a batch of patched runs with the clean run's
     cached activations on the device, and the pairs' pixels; FLOPs from :func:`clipmech.costs.tower_sets`."""
     shape, patching = res.shape(wc.model), res.config.patching
-    n_pairs = min(patching.n_pairs, res.config.datasets[wc.dataset].n_scenes)
+    n_pairs = res.config.tracing_pairs(wc.dataset)
+    # A pairs dataset's images are all preprocessed; a captions dataset's, only those of its pairs.
+    n_images = res.images(wc.dataset) if res.config.datasets[wc.dataset].kind == "pairs" else n_pairs
     flops = 0.0
     for tower in (shape.visual, shape.text):
         full, pool, sweeps = costs.tower_sets(tower, patching)
@@ -605,7 +607,7 @@ def _patch(res: RuleResources, wc) -> Estimate:
             for k, v in _forward(res, wc.model, patching.batch_size, name).items()
         }
     return Estimate(
-        host={**res.weights(wc.model), "the pairs' pixels, twice": _stacked(res, wc.model, res.images(wc.dataset))},
+        host={**res.weights(wc.model), "the pairs' pixels, twice": _stacked(res, wc.model, n_images)},
         device=device,
         flops=flops,
     )

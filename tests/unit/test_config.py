@@ -215,8 +215,8 @@ def test_min_objects_above_max_objects(where):
             "patching",
             "datasets",
             ["tiny-shapes"],
-            "patching.datasets names unknown pairs datasets ['tiny-shapes']; configured pairs datasets are: "
-            "tiny-shapes-pairs",
+            "patching.datasets names unknown pairs or captions datasets ['tiny-shapes']; configured pairs or "
+            "captions datasets are: tiny-shapes-pairs",
         ),
         ("sae", "models", ["absent"], "sae.models names unknown models ['absent']"),
     ],
@@ -1121,6 +1121,46 @@ def test_patching_families_of_the_traced_towers():
     config["patching"]["families"]["transformer"] = []
     config["patching"]["datasets"] = []  # no causal tracing: nothing to refuse
     load_config(config)
+
+
+def captions_traced(**patching):
+    """tiny.yaml with the natural datasets and causal tracing of tiny-vit on the captions dataset pairs-text too."""
+    config = natural(tiny())
+    config["zeroshot"] = {"datasets": []}
+    config["datasets"]["pairs-text"]["words"] = ["dog", "red car"]
+    config["patching"] |= {"models": ["tiny-vit"], "datasets": ["tiny-shapes-pairs", "pairs-text"], **patching}
+    config["patching"]["concepts"] = {"datasets": ["tiny-shapes-pairs"]}
+    return config
+
+
+def test_causal_tracing_on_a_captions_dataset_runs_the_embedding_corruptions_only():
+    message = rejected(captions_traced(corruptions=["zero", "colour", "binding"]))
+    assert message.startswith("patching.corruptions lists ['colour', 'binding'], Shapes minimal pairs, but ")
+    assert "captions dataset(s) ['pairs-text']" in message and "the allowed values are zero, noise" in message
+    assert "patching.corruptions lists" in rejected(captions_traced())  # the default lists the minimal pairs
+    loaded = load_config(captions_traced(corruptions=["zero", "noise"]))
+    assert loaded.plan.patchings == (("tiny-vit", "tiny-shapes-pairs"), ("tiny-vit", "pairs-text"))
+    assert "results/patching/tiny-vit/pairs-text/circuit.png" in loaded.patching_targets()
+    # The foils go to the captions dataset's job only; its pairs are at most n_pairs (or its n_images).
+    assert loaded.patching_foil("tiny-shapes-pairs") is None
+    assert loaded.patching_foil("pairs-text") == {"attributes": list(cfg.Foil().attributes), "kind": "object"}
+    assert loaded.tracing_pairs("pairs-text") == loaded.patching.n_pairs
+    config = captions_traced(corruptions=["noise"])
+    config["datasets"]["pairs-text"]["n_images"] = 2
+    assert load_config(config).tracing_pairs("pairs-text") == 2
+
+
+def test_object_foils_need_the_captions_datasets_nouns():
+    config = captions_traced(corruptions=["zero"])
+    del config["datasets"]["pairs-text"]["words"]
+    assert "has no object nouns to swap: set datasets.pairs-text.words" in rejected(config)
+    config["datasets"]["pairs-text"]["instances"] = "/data/instances.json"  # COCO categories
+    load_config(config)
+    del config["datasets"]["pairs-text"]["instances"]
+    config["patching"]["foil"] = {"kind": "attribute", "attributes": ["red", "blue"]}
+    assert load_config(config).patching_foil("pairs-text") == {"attributes": ["red", "blue"], "kind": "attribute"}
+    config["patching"]["foil"] = {"kind": "attribute", "attributes": ["red"]}
+    assert "invalid config at patching.foil.attributes" in rejected(config)  # the schema: 2 words at least
 
 
 def test_concept_datasets_default_to_the_pairs_and_may_name_natural_ones():

@@ -109,6 +109,22 @@ def test_tracing_time_follows_the_pairs():
     assert many == pytest.approx(2 * few)
 
 
+def test_tracing_on_a_captions_dataset_holds_its_pairs_images_only():
+    """On a captions dataset patch_components preprocesses the images of its pairs: n_pairs, at most n_images."""
+    raw = tiny(**{"patching.corruptions": ["zero", "noise"]})
+    raw["datasets"]["captioned"] = {"kind": "captions", "path": "captions.tsv", "words": ["dog", "cat"]}
+    raw["patching"]["datasets"] = ["captioned"]
+    raw["patching"]["concepts"] = {"datasets": []}
+    job = {"model": "tiny-vit", "dataset": "captioned"}
+
+    def pixels(n_pairs, n_images=None):
+        raw["patching"]["n_pairs"], raw["datasets"]["captioned"]["n_images"] = n_pairs, n_images
+        return RuleResources(load_config(raw)).estimate("patch_components", job).host["the pairs' pixels, twice"]
+
+    assert pixels(2) == 2 * pixels(1) > 0
+    assert pixels(4, n_images=2) == pixels(2)
+
+
 def test_natural_datasets_add_a_decoder_per_thread():
     raw = tiny()
     raw["datasets"]["photos"] = {"kind": "imagefolder", "root": "photos", "n_images": 10}

@@ -48,6 +48,7 @@ TARGETS = [
     "results/datasets/captioned/data",
     "results/patching/tiny-vit/photos/auroc.png",
     "results/patching/tiny-vit/captioned/auroc.png",
+    "results/patching/tiny-vit/captioned/runs.tsv",
     "results/selectivity/tiny-vit/context/units.tsv",
     "results/pascal-context-59/tiny-rn/miou.tsv",
 ]
@@ -85,7 +86,12 @@ def natural_config(root: Path) -> Path:
         },
         "analyses": {"models": ["tiny-vit"], "datasets": ["tiny-shapes", "photos", "context"]},
         "zeroshot": {"models": ["tiny-vit"], "templates": ["a photo of a {}.", "a picture of a {}."]},
-        "patching": {"concepts": {"datasets": ["tiny-shapes-pairs", "photos", "captioned"]}},
+        # Causal tracing on the captions too (methods.md Sec. 8.1): embedding corruptions only, foils of WORDS.
+        "patching": {
+            "datasets": ["tiny-shapes-pairs", "captioned"],
+            "corruptions": ["noise"],
+            "concepts": {"datasets": ["tiny-shapes-pairs", "photos", "captioned"]},
+        },
         # tiny-rn's input is 128 pixels: the 48 x 64 images are resized to 128 x 171, two windows each.
         "decomposition": {
             "pascal_context": {"dataset": "context", "scale": [512, 128], "crop_size": 128, "stride": 64, "top_k": 64}
@@ -105,6 +111,20 @@ def natural_run(tmp_path_factory):
     planned = planned_jobs("--configfile", TINY, extra, workdir=workdir)
     snakemake(*TARGETS, "--cores", "2", "--configfile", TINY, extra, workdir=workdir)
     return workdir, data, extra, planned
+
+
+def test_causal_tracing_of_the_captions_against_their_foils(natural_run):
+    workdir, _, _, planned = natural_run
+    assert planned["patch_components"] == 4  # both patching models on the pairs and on the captions
+    runs = pd.read_csv(workdir / "results/patching/tiny-vit/captioned/runs.tsv", sep="\t")
+    assert runs.groupby(["corruption", "tower"])["pair_id"].apply(list).to_dict() == {
+        ("noise", "visual"): [0, 1],
+        ("noise", "text"): [0, 1],
+    }  # tiny.yaml's n_pairs: the first two photographs, whose captions all name a word of WORDS
+    assert runs["caption"].tolist() == [f"a photo of a {label}" for label, _ in FILES[:2]] * 2
+    for caption, foil in zip(runs["caption"], runs["foil"], strict=True):
+        changed = [(c, f) for c, f in zip(caption.split(), foil.split(), strict=True) if c != f]
+        assert len(changed) == 1 and changed[0][1] in WORDS and changed[0][1] not in caption.split()
 
 
 def test_the_full_dag_plans_every_natural_dataset(natural_run):

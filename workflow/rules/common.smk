@@ -105,6 +105,11 @@ def dataset_words(wildcards):
     return None if words is None else list(words)
 
 
+def patching_foil(wildcards):
+    """patching.foil for causal tracing on a captions dataset; None for a pairs dataset (Config.patching_foil)."""
+    return CONFIG.patching_foil(wildcards.dataset)
+
+
 def shift_image_size(wildcards):
     """Shift splits are drawn at the image size of their base dataset."""
     return CONFIG.datasets[CONFIG.datasets[wildcards.dataset].base].image_size

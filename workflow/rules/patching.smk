@@ -1,5 +1,6 @@
 rule patch_components:
     input:
+        # A pairs dataset (minimal pairs) or a captions dataset (image-caption pairs with foils, methods.md Sec. 8.1).
         dataset_dir=DATA,
         checkpoint=checkpoint_input,
     output:
@@ -38,7 +39,9 @@ rule patch_components:
     benchmark:
         "results/benchmarks/patch_components/{model}/{dataset}.tsv"
     wildcard_constraints:
-        dataset=name_pattern(CONFIG.datasets_of_kind("pairs")),
+        dataset=name_pattern(
+            CONFIG.datasets_of_kind("pairs") + CONFIG.datasets_of_kind("captions")
+        ),
     conda:
         ENV
     threads: 2
@@ -49,11 +52,14 @@ rule patch_components:
     params:
         model=model_params,
         model_config=model_config,
-        # Without what only the DAG or the concept rules use; with the run's seed.
+        # Without what only the DAG, the concept rules or the foils use; with the run's seed.
         patching={
-            **CONFIG.patching.params("models", "datasets", "concepts"),
+            **CONFIG.patching.params("models", "datasets", "concepts", "foil"),
             "seed": CONFIG.seed,
         },
+        # A captions dataset's foils and concept words; None for a pairs dataset.
+        foil=patching_foil,
+        words=dataset_words,
         device=CONFIG.extraction.device,
         precision=CONFIG.extraction.precision,
         code=script_code("patch_components.py"),

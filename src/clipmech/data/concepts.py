@@ -127,17 +127,42 @@ def concept_matrix(dataset, *, words: Sequence[str] | None = None) -> Concepts:
         return _category_concepts(dataset, categories, CATEGORY_KINDS[kind])
     if kind == CAPTION_KIND:
         manifest = _manifest(dataset)
-        categories = [as_list(cell) for cell in manifest["categories"]] if "categories" in manifest else []
+        categories = _caption_categories(manifest)
         if any(categories):
             return _category_concepts(dataset, categories, "COCO categories")
-        if not words or not any(str(word).strip() for word in words):
-            raise ValueError(
-                f"dataset kind {kind!r}: its manifest has no COCO categories, so its concepts must be words "
-                "matched in the captions, and no word list is set: configure a non-empty list of words"
-            )
-        return _word_concepts(manifest, words)
+        return _word_concepts(manifest, _word_names(words))
     valid = ", ".join((*SHAPES_KINDS, *CLASS_KINDS, *CATEGORY_KINDS, CAPTION_KIND))
     raise ValueError(f"no concepts for dataset kind {kind!r}; the kinds with concepts are: {valid}")
+
+
+def caption_concept_names(dataset, words: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The names of a captions dataset's concepts, without matching them: :func:`concept_matrix`'s columns.
+
+    Raises
+    ------
+    ValueError
+        As :func:`concept_matrix` for a captions dataset; for another kind.
+    """
+    kind = dataset.spec["kind"]
+    if kind != CAPTION_KIND:
+        raise ValueError(f"caption concept names are those of a {CAPTION_KIND!r} dataset, not of kind {kind!r}")
+    if any(_caption_categories(_manifest(dataset))):
+        return _class_names(dataset)
+    return _word_names(words)
+
+
+def _caption_categories(manifest: pd.DataFrame) -> list[list[int]]:
+    return [as_list(cell) for cell in manifest["categories"]] if "categories" in manifest else []
+
+
+def _word_names(words: Sequence[str] | None) -> tuple[str, ...]:
+    """A captions dataset's word concepts: each word with its whitespace runs made one space, once, in order."""
+    if not words or not any(str(word).strip() for word in words):
+        raise ValueError(
+            f"dataset kind {CAPTION_KIND!r}: its manifest has no COCO categories, so its concepts must be words "
+            "matched in the captions, and no word list is set: configure a non-empty list of words"
+        )
+    return tuple(dict.fromkeys(" ".join(str(word).split()) for word in words if str(word).strip()))
 
 
 def _manifest(dataset) -> pd.DataFrame:
@@ -178,8 +203,7 @@ def _category_concepts(dataset, categories: list[list[int]], source: str) -> Con
     return Concepts(present, names, source)
 
 
-def _word_concepts(manifest: pd.DataFrame, words: Sequence[str]) -> Concepts:
-    names = tuple(dict.fromkeys(" ".join(str(word).split()) for word in words if str(word).strip()))
+def _word_concepts(manifest: pd.DataFrame, names: tuple[str, ...]) -> Concepts:
     present = np.zeros((len(manifest), len(names)), dtype=bool)
     for i, cell in enumerate(manifest["captions"]):
         captions = [str(caption) for caption in as_list(cell)]

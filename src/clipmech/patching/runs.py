@@ -1,10 +1,13 @@
-"""Causal tracing of both towers on a pairs dataset (methods.md Sec. 8): the tower runs of each corruption
-and the tables of every run.
+"""Causal tracing of both towers on a pair table (methods.md Sec. 8): the tower runs of each corruption and
+the tables of every run.
 
-A corruption is a Shapes minimal pair kind (:data:`MINIMAL_PAIRS`: the pairs dataset's ``colour``, ``shape``,
-``position`` and ``binding`` pairs, clean and corrupted images and captions) or an embedding corruption
-(:data:`clipmech.patching.corruptions.CORRUPTIONS`), which runs on the binding pairs' clean images with their
-colour-swapped foil, both runs starting from the clean input. The vision tower's metric scores each image
+A pair table is a Shapes pairs dataset's (:func:`clipmech.data.pairs.synthesize`) or the image-caption pairs of
+a captions dataset with their foils (:func:`clipmech.data.foils.caption_pairs`, kind ``caption``). A corruption
+is a Shapes minimal pair kind (:data:`MINIMAL_PAIRS`: the pairs dataset's ``colour``, ``shape``, ``position``
+and ``binding`` pairs, clean and corrupted images and captions) or an embedding corruption
+(:data:`clipmech.patching.corruptions.CORRUPTIONS`), which runs on the table's pairs of the first of
+:data:`EMBEDDING_PAIRS` it holds: the binding pairs' clean images with their colour-swapped foil, or the
+images with their caption and its foil; both runs start from the clean input. The vision tower's metric scores each image
 against its caption and foil (:func:`clipmech.patching.tracing.vision_metric`); the text tower's scores each
 caption against the clean image (:func:`clipmech.patching.tracing.text_metric`), on the pairs whose caption
 and foil have the same word positions (the others are left out).
@@ -19,6 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from clipmech.data import foils
+from clipmech.data.concepts import caption_concept_names
+from clipmech.data.foils import CAPTION_PAIR_KIND
 from clipmech.models.precision import autocast
 from clipmech.models.towers import tower
 from clipmech.patching import corruptions, engine, measures, tracing
@@ -27,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: Corruptions that are Shapes minimal pairs (the dataset's pair kinds); the others corrupt embeddings.
 MINIMAL_PAIRS = ("colour", "shape", "position", "binding")
+#: The pair kinds an embedding corruption runs on, the first a table holds: Shapes binding pairs, image-caption pairs.
+EMBEDDING_PAIRS = ("binding", CAPTION_PAIR_KIND)
 #: The tables :func:`trace_pairs` can return, in the order it returns them.
 TABLES = ("recovery", "circuit", "circuit_summary", "circuit_paths", "circuit_paths_summary", "runs")
 #: The tables it returns unless asked: all but the path view of circuit sparsity.
@@ -35,20 +43,75 @@ DEFAULT_TABLES = ("recovery", "circuit", "circuit_summary", "runs")
 
 def pairs_of(pairs: pd.DataFrame, corruption: str, n_pairs: int) -> pd.DataFrame:
     """The first ``n_pairs`` pairs (by ``pair_id``) of one corruption: its minimal pairs, or for an embedding
-    corruption the binding pairs' clean images with their colour-swapped foil (``corrupt`` = ``clean``).
+    corruption the pairs of the first kind of :data:`EMBEDDING_PAIRS` the table holds (the binding pairs' clean
+    images with their colour-swapped foil, or image-caption pairs with their foil), ``corrupt`` = ``clean``.
 
     Raises
     ------
     ValueError
         If the pair table has no pair of the kind the corruption needs (the message lists its kinds).
     """
-    kind = corruption if corruption in MINIMAL_PAIRS else "binding"
+    held = set(pairs["kind"])
+    kind = corruption if corruption in MINIMAL_PAIRS else next((k for k in EMBEDDING_PAIRS if k in held), "binding")
     chosen = pairs[pairs["kind"] == kind].sort_values("pair_id").head(n_pairs).reset_index(drop=True)
     if chosen.empty:
-        raise ValueError(f"the pairs dataset has no {kind!r} pairs; its kinds are {sorted(pairs['kind'].unique())}")
+        raise ValueError(f"the pair table has no {kind!r} pairs; its kinds are {sorted(held)}")
     if corruption not in MINIMAL_PAIRS:
         chosen = chosen.assign(corrupt=chosen["clean"])
     return chosen
+
+
+def caption_pair_table(data, foil: dict, words: Sequence[str] | None, *, n_pairs: int, seed: int, tokenizer):
+    """The image-caption pairs of a captions dataset with their foils (methods.md Sec. 8.1): the first
+    ``n_pairs`` images whose first caption has a word of ``foil["kind"]`` (:func:`clipmech.data.foils.caption_pairs`),
+    the replacement chosen so that the foil has as many word tokens as the caption under ``tokenizer`` where a
+    replacement allows it. Logs how many images were left out.
+
+    Parameters
+    ----------
+    data : clipmech.data.datasets.ImageDataset
+        A captions dataset (its ``manifest``, ``classes``, ``spec``).
+    foil : dict
+        ``patching.foil``: ``kind`` (``object``: the dataset's concept nouns,
+        :func:`clipmech.data.concepts.caption_concept_names`, COCO categories else ``words``; ``attribute``:
+        ``attributes``) and ``attributes``.
+    words : sequence of str or None
+        The dataset's concept words (``datasets.<name>.words``).
+    n_pairs, seed : int
+    tokenizer : callable
+        The model's open_clip tokenizer: texts -> int64 (N, T).
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`clipmech.data.foils.caption_pairs`.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``foil["kind"]``, a dataset without concept nouns (``object``), fewer than 2 words of the
+        kind, or when no image's first caption has a word of the kind (the message names the kind and its words).
+    """
+    if foil["kind"] not in foils.FOIL_KINDS:
+        raise ValueError(f"unknown foil kind {foil['kind']!r}; valid: {', '.join(foils.FOIL_KINDS)}")
+    vocabulary = caption_concept_names(data, words) if foil["kind"] == "object" else tuple(foil["attributes"])
+    special = torch.unique(tokenizer([""]))
+
+    def n_tokens(texts: Sequence[str]) -> np.ndarray:
+        return corruptions.word_positions(tokenizer(list(texts)), special).sum(-1).numpy()
+
+    pairs, n_left_out = foils.caption_pairs(data.manifest, vocabulary, n_pairs, seed=seed, n_tokens=n_tokens)
+    shown = ", ".join(vocabulary[:20]) + (", ..." if len(vocabulary) > 20 else "")
+    if pairs.empty:
+        raise ValueError(
+            f"no image's first caption holds a word of foil kind {foil['kind']!r} ({shown}): no caption to foil"
+        )
+    log.info(
+        "%d image-caption pairs with a foil swapping one %s word (%d words: %s); %d of the %d images before the last "
+        "pair left out, their first caption having no such word to swap",
+        len(pairs), foil["kind"], len(vocabulary), shown, n_left_out, n_left_out + len(pairs),
+    )  # fmt: skip
+    return pairs
 
 
 def embedding_stds(model, tokenizer, pairs: pd.DataFrame, pixels_NCHW: torch.Tensor, device) -> dict[str, float]:
@@ -174,9 +237,10 @@ def trace_pairs(
     model : open_clip.CLIP or open_clip.CustomTextCLIP
     tokenizer : callable
     pairs : pandas.DataFrame
-        The pair table of a pairs dataset (``pair_id``, ``kind``, ``clean``, ``corrupt``, ``caption``, ``foil``).
+        The pair table (``pair_id``, ``kind``, ``clean``, ``corrupt``, ``caption``, ``foil``) of a pairs dataset
+        or of a captions dataset (:func:`clipmech.data.foils.caption_pairs`).
     pixels_NCHW : torch.Tensor, float, (N, 3, S, S)
-        The dataset's preprocessed images, on ``device``.
+        The preprocessed images ``clean`` and ``corrupt`` index, on ``device``.
     params : dict
         ``corruptions``, ``n_pairs``, ``noise_scale``, ``seed``, ``batch_size``, ``min_effect``, ``families``
         (``resnet`` / ``transformer`` -> families), ``directions``, ``n_bootstrap``, optional ``layers`` and
@@ -199,7 +263,7 @@ def trace_pairs(
         over heads and MLPs, the paper's measure, :func:`clipmech.patching.tracing.circuit` with view
         ``units``, denoising), ``circuit_paths`` and ``circuit_paths_summary`` (the same over the per-token
         path components, view ``paths``, with the read-out bound), ``runs``
-        (per pair: m_clean, m_corrupt, ``clean_right`` (m_clean > 0) and ``kept``, the pairs every mean uses:
+        (per pair: its caption and foil, m_clean, m_corrupt, ``clean_right`` (m_clean > 0) and ``kept``, the pairs every mean uses:
         clean run right and m_clean - m_corrupt >= ``min_effect``, :func:`clipmech.patching.measures.kept_pairs`;
         their sums count the pairs that pass each filter).
 
@@ -249,6 +313,8 @@ def _traced(model, tokenizer, pairs, pixels_NCHW, params, device, tables) -> dic
                 {
                     **labels,
                     "pair_id": chosen["pair_id"].to_numpy()[used],
+                    "caption": chosen["caption"].to_numpy()[used],
+                    "foil": chosen["foil"].to_numpy()[used],
                     "m_clean": base_run.m_clean_Q,
                     "m_corrupt": base_run.m_corrupt_Q,
                     "clean_right": right,
