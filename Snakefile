@@ -65,9 +65,11 @@ include: "workflow/rules/sae.smk"
 include: "workflow/rules/miclip.smk"
 include: "workflow/rules/atlas.smk"
 include: "workflow/rules/zeroshot.smk"
+include: "workflow/rules/papers.smk"
 
 
 rule all:
     default_target: True
     input:
         all_targets(),
+        expand("results/papers/{paper}.tsv", paper=PAPERS),

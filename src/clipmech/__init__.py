@@ -12,6 +12,7 @@ Subpackages, by the kind of work:
 - :mod:`.sae`: top-k sparse autoencoders;
 - :mod:`.miclip`: MiCLIP neuron encoders, their baselines and interventions;
 - :mod:`.atlas`: the static neuron atlas;
+- :mod:`.papers`: the source papers' reported numbers and the tables that set ours beside them;
 - :mod:`.figures`: matplotlib figures;
 - :mod:`.stages`: one module per workflow rule.
 

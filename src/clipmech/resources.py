@@ -33,6 +33,7 @@ from clipmech import costs, storage
 from clipmech.config import NATURAL_KINDS, Config
 from clipmech.hooks.names import block_site
 from clipmech.models import catalogue
+from clipmech.papers.numbers import PAPERS
 
 MB = 1e6
 #: Host memory of an idle job (MB): "numpy" stages import numpy, pandas, xarray, scipy, matplotlib; "torch"
@@ -847,6 +848,7 @@ ESTIMATES: dict[str, Callable[[RuleResources, _Wildcards], Estimate]] = {
     "train_miclip": _train_miclip,
     "evaluate_miclip": _evaluate_miclip,
     "build_atlas": _atlas,
+    "compare_paper": _plot,
 }
 ESTIMATES |= {
     rule: _plot
@@ -945,6 +947,7 @@ def _wildcards(config: Config) -> dict[str, list[dict]]:
         jobs["probe_miclip"] = jobs["train_miclip"] = jobs["plot_miclip_training"] = sites
         units = [{"model": m, "dataset": dataset, "site": s, "kind": k} for m, s, k in plan.miclip_units]
         jobs["evaluate_miclip"] = jobs["plot_miclip"] = units
+    jobs["compare_paper"] = [{"paper": paper} for paper in PAPERS]
     return {rule: wildcards for rule, wildcards in jobs.items() if wildcards}
 
 
