@@ -713,7 +713,8 @@ def top_pairs_by_text(u_HCE: np.ndarray, z_KE: np.ndarray, k: int) -> tuple[np.n
     z = z_KE / np.linalg.norm(z_KE, axis=1, keepdims=True)
     top_Kk = np.empty((len(z), k), dtype=np.intp)
     cos_Kk = np.empty((len(z), k))
-    # Texts in chunks, so that ImageNet's 1000 classes never hold K x H x C cosines at once (rows are independent).
+    # Texts in chunks, so that ImageNet's 1000 classes never hold K x H x C cosines at once; a chunk's product may
+    # round differently from all texts' (up to K = TEXT_CHUNK texts are one chunk, as before).
     for start in range(0, len(z), TEXT_CHUNK):
         z_kE = z[start : start + TEXT_CHUNK]
         cos_kP = np.divide(z_kE @ u_QE.T, u_norm[None], out=np.full((len(z_kE), h * c), -np.inf), where=u_norm[None] > 0)
