@@ -1417,7 +1417,9 @@ def _check_decomposition_datasets(raw: dict) -> None:
                 f"accuracy on Shapes attribute tasks or over one class per image, so it needs a dataset of kind "
                 f"{', '.join(DECOMPOSITION_KINDS)}; such datasets configured: {', '.join(allowed) or 'none'}"
             )
-    others = [d for d in section["datasets"] if datasets[d]["kind"] in CLASS_KINDS and datasets[d]["kind"] != "imagenet"]
+    others = [
+        d for d in section["datasets"] if datasets[d]["kind"] in CLASS_KINDS and datasets[d]["kind"] != "imagenet"
+    ]
     if others and raw["zeroshot"]["templates"] is None:
         raise ValueError(
             f"decomposition.datasets {others} are scored over their classes with their zero-shot classifier, but "

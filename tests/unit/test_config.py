@@ -699,7 +699,6 @@ def test_what_a_config_leaves_out_is_said_and_shapes_only_rules_refuse_natural_d
         loaded.synthetic_data("photos")
 
 
-
 def test_the_decomposition_runs_on_a_natural_dataset_with_classes_named_in_decomposition_datasets():
     """decomposition.datasets null is the synthetic analysed datasets (as before); naming ImageNet adds it with its
     classifier as input and the model and templates it is checked against, and no Shapes-only stage."""
@@ -724,7 +723,9 @@ def test_the_decomposition_runs_on_a_natural_dataset_with_classes_named_in_decom
         "classifier_sha256": f"{classifier}.sha256",
         "checkpoint": ["results/models/tiny-rn/checkpoint.pt"],  # its sha256 is the classifier's weights id
     }
-    assert loaded.decomposition_inputs("tiny-rn", "imnet", text=True)["text_path"] == "results/text/tiny-rn/embeddings.npz"
+    assert (
+        loaded.decomposition_inputs("tiny-rn", "imnet", text=True)["text_path"] == "results/text/tiny-rn/embeddings.npz"
+    )
     assert set(loaded.decomposition_inputs("tiny-rn", "tiny-shapes", text=False)) == {
         "dataset_dir", "text_path", "text_path_sha256"
     }  # fmt: skip
@@ -751,7 +752,9 @@ def test_decomposition_datasets_checks():
     config["decomposition"]["datasets"] = ["pairs-text"]
     message = rejected(config)
     assert "decomposition.datasets names 'pairs-text', a dataset of kind captions" in message
-    assert "kind shapes, imagenet, imagefolder, cifar10; such datasets configured: imnet, photos, tiny-shapes" in message
+    assert (
+        "kind shapes, imagenet, imagefolder, cifar10; such datasets configured: imnet, photos, tiny-shapes" in message
+    )
     config["decomposition"]["datasets"] = ["tiny-shapes-pairs"]
     assert "'tiny-shapes-pairs', a dataset of kind pairs" in rejected(config)
     config["decomposition"]["datasets"] = ["photos"]
@@ -761,6 +764,7 @@ def test_decomposition_datasets_checks():
     loaded = load_config(config)
     assert loaded.plan.decompositions == (("tiny-rn", "photos"),) and not loaded.plan.shapes_decompositions
     assert loaded.decomposition_classifier_spec({}, "photos")["templates"] == ["a photo of a {}."]
+
 
 def test_natural_analyses_checks():
     config = natural(tiny())

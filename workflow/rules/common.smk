@@ -96,7 +96,8 @@ def synthetic_data(wildcards):
 
 def decomposition_inputs(text):
     """An input function of ablate_components (text False) and decompose_text (text True): the dataset's folder,
-    the text embeddings, a natural dataset's zero-shot classifier (Config.decomposition_inputs)."""
+    the text embeddings, a natural dataset's zero-shot classifier (Config.decomposition_inputs).
+    """
     return lambda wildcards: CONFIG.decomposition_inputs(
         wildcards.model, wildcards.dataset, text
     )

@@ -717,7 +717,9 @@ def top_pairs_by_text(u_HCE: np.ndarray, z_KE: np.ndarray, k: int) -> tuple[np.n
     # round differently from all texts' (up to K = TEXT_CHUNK texts are one chunk, as before).
     for start in range(0, len(z), TEXT_CHUNK):
         z_kE = z[start : start + TEXT_CHUNK]
-        cos_kP = np.divide(z_kE @ u_QE.T, u_norm[None], out=np.full((len(z_kE), h * c), -np.inf), where=u_norm[None] > 0)
+        cos_kP = np.divide(
+            z_kE @ u_QE.T, u_norm[None], out=np.full((len(z_kE), h * c), -np.inf), where=u_norm[None] > 0
+        )
         top_Kk[start : start + TEXT_CHUNK] = np.argsort(-cos_kP, axis=1, kind="stable")[:, :k]
         cos_Kk[start : start + TEXT_CHUNK] = np.take_along_axis(cos_kP, top_Kk[start : start + TEXT_CHUNK], axis=1)
     heads, neurons = np.divmod(top_Kk, c)

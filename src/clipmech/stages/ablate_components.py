@@ -89,4 +89,3 @@ def ablate_components(
         }
     )
     tables.write_table(tasks_table, out["tasks"])
-

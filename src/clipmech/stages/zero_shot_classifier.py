@@ -35,7 +35,9 @@ def zero_shot_classifier(
     log.info("%s: %d classes x %d templates -> %s", model.name, len(classnames), len(templates), classifier)
 
 
-def load_weights(classifier: str | None, classifier_spec: dict | None, dataset: datasets.ImageDataset) -> np.ndarray | None:
+def load_weights(
+    classifier: str | None, classifier_spec: dict | None, dataset: datasets.ImageDataset
+) -> np.ndarray | None:
     """The (E, K) float32 weights this rule wrote to ``classifier`` for ``dataset``, checked against the provenance
     ``classifier_spec`` implies (``model``: the model's entry as rules pass it; ``templates``: the config's
     ``zeroshot.templates``; :func:`clipmech.models.zeroshot.load_dataset_classifier`); None without a classifier.

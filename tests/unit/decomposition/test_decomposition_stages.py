@@ -451,7 +451,7 @@ def test_ablate_components_scores_a_natural_dataset_over_its_classes(photos, tmp
     s_NHC, y_NE = pool_store.pair_scalars(ds, 100)
     data = datasets.load(dataset_dir)
     weights_EK = zeroshot.load_dataset_classifier(classifier, RANDOM_RN, data, TEMPLATES)
-    top1 = zeroshot.accuracy(y_NE, weights_EK, data.manifest["label"].to_numpy(), topk=(1,))["top1"]
+    top1 = zeroshot.accuracy(y_NE, weights_EK, np.array(data.manifest["label"]), topk=(1,))["top1"]
     np.testing.assert_allclose(table["model_accuracy"], top1, rtol=1e-6)  # top1 is a float32 mean
     task = components.class_task(data, weights_EK.numpy())
     scores = components.component_scores(s_NHC, parts.u_HCE)
@@ -465,7 +465,9 @@ def test_ablate_components_scores_a_natural_dataset_over_its_classes(photos, tmp
     for name, frame in (("table", table), ("tasks", tasks)):
         frame.to_csv(tmp_path / f"{name}.tsv", sep="\t", index=False)
     titles = []
-    monkeypatch.setattr(plot_stage.ablation_figures, "ablation_curves", lambda t, chance, title, path: titles.append(title))
+    monkeypatch.setattr(
+        plot_stage.ablation_figures, "ablation_curves", lambda t, chance, title, path: titles.append(title)
+    )
     plot_stage.plot_ablation(
         table=str(tmp_path / "table.tsv"), tasks=str(tmp_path / "tasks.tsv"), out={"figure": "unused"}, label="t"
     )
@@ -509,7 +511,7 @@ def test_decompose_text_scores_a_natural_dataset_over_its_classes(photos, tmp_pa
     data = datasets.load(dataset_dir)
     _, y_NE = pool_store.pair_scalars(ds, 100)
     weights_EK = zeroshot.load_dataset_classifier(classifier, RANDOM_RN, data, TEMPLATES)
-    top1 = zeroshot.accuracy(y_NE, weights_EK, data.manifest["label"].to_numpy(), topk=(1,))["top1"]
+    top1 = zeroshot.accuracy(y_NE, weights_EK, np.array(data.manifest["label"]), topk=(1,))["top1"]
     assert accuracy.loc[accuracy["level"] == "model", "accuracy"].item() == pytest.approx(top1, rel=1e-6)
     assert sorted(set(class_pairs["class"])) == sorted(PHOTOS)
     assert class_pairs.groupby("class").size().eq(params["n_class_pairs"]).all()
