@@ -68,6 +68,8 @@ ATTNPOOL = "results/attnpool/{model}/{dataset}.zarr"
 MICLIP_PROBE_ACTS = "results/miclip/{model}/{dataset}/{site}/acts.zarr"
 #: The zero-shot classifier of a model over a natural-image dataset's classes (methods.md Sec. 1.2).
 CLASSIFIER = "results/zeroshot/{model}/{dataset}/classifier.npz"
+#: The text embeddings of a decomposed model (rule embed_text: attribute prompts and the words of the dictionary).
+TEXT = "results/text/{model}/embeddings.npz"
 
 #: The MLP outputs of every vision block: the site pattern every activation store holds (methods.md Sec. 2).
 MLP_SITES = "visual.blocks.*.hook_mlp_out"
@@ -262,6 +264,9 @@ DATASET_KINDS = {
 NATURAL_KINDS = ("imagenet", "imagefolder", "captions", "cifar10", "pascal_context")
 #: Natural-image kinds with one class per image (zero-shot classification, methods.md Sec. 1.2).
 CLASS_KINDS = ("imagenet", "imagefolder", "cifar10")
+#: Dataset kinds the decomposition runs on (methods.md Sec. 5.2): Shapes, scored on its attribute tasks, and the
+#: natural-image kinds with classes, scored over their classes.
+DECOMPOSITION_KINDS = ("shapes", *CLASS_KINDS)
 #: The keys that name a dataset of one kind for one rule, with that kind.
 NAMED_DATASETS = {"tsne.cifar10": "cifar10", "decomposition.pascal_context.dataset": "pascal_context"}
 
@@ -487,9 +492,11 @@ class ShiftMonitoring(Section):
 
 @dataclass(frozen=True, kw_only=True)
 class Decomposition(Section):
-    """Neuron x attention-head decomposition of CLIP-ResNet attention pooling (methods.md Sec. 5)."""
+    """Neuron x attention-head decomposition of CLIP-ResNet attention pooling (methods.md Sec. 5); `datasets`
+    resolved (None = the Shapes datasets of analyses.datasets)."""
 
     models: tuple[str, ...] = ()
+    datasets: tuple[str, ...] | None = None
     chunk_size: int = 100
     pc_top_k: int = 50
     n_checked: int = 200
@@ -754,12 +761,14 @@ class Plan:
         configured model no analysis uses is neither trained nor loaded.
     trained : tuple of str
         The used models with a `train` block, trained by the pipeline.
-    analyses, shapes_analyses, decompositions, patchings : tuple of (model, dataset)
+    analyses, shapes_analyses, decompositions, shapes_decompositions, patchings : tuple of (model, dataset)
         The activation store and Algorithm 1 (methods.md Sec. 2) of every analysed model on every
         analysed dataset; the rest of the shapes-paper track (superposition, binding, Grad-CAM, t-SNE,
         figures) on the synthetic ones only (it reads objects, masks and attribute captions); the
-        decomposition (methods.md Sec. 5) of every decomposed model on every synthetic analysed
-        dataset; causal tracing (methods.md Secs. 8.1-8.4) of every patching model on every patching dataset.
+        decomposition (methods.md Sec. 5) of every decomposed model on every dataset of
+        `decomposition.datasets` (default: the synthetic analysed ones); its Shapes-only stages
+        (segmentation, shift monitoring) on the synthetic ones of those; causal tracing (methods.md
+        Secs. 8.1-8.4) of every patching model on every patching dataset.
     concepts, concept_interventions : tuple of (model, dataset)
         The concept AUROC (methods.md Sec. 8.5) of every patching model on every dataset of
         `patching.concepts.datasets`; the concept interventions (Sec. 8.6) of those on Shapes datasets
@@ -790,6 +799,7 @@ class Plan:
     analyses: tuple[tuple[str, str], ...]
     shapes_analyses: tuple[tuple[str, str], ...]
     decompositions: tuple[tuple[str, str], ...]
+    shapes_decompositions: tuple[tuple[str, str], ...]
     patchings: tuple[tuple[str, str], ...]
     concepts: tuple[tuple[str, str], ...]
     concept_interventions: tuple[tuple[str, str], ...]
@@ -864,17 +874,27 @@ class Config:
         """
         plan = self.plan
         synthetic = {dataset for _, dataset in plan.shapes_analyses}
+        decomposed = {dataset for _, dataset in plan.decompositions}
         lines = [
             f"{dataset} is a natural-image dataset: its activation store and Algorithm 1 run (and the SAEs, "
             "when it is analyses.datasets[0], and MiCLIP, when it is miclip.dataset), the rest of the "
-            "shapes-paper track and the decomposition (they read objects, masks and attribute captions) do not; "
+            "shapes-paper track (it reads objects, masks and attribute captions) does not, and the decomposition "
+            + ("does" if dataset in decomposed else "runs only where decomposition.datasets names it")
+            + "; "
             + NO_NATURAL_SUPERPOSITION
             for dataset in sorted({d for _, d in plan.analyses} - synthetic)
         ]
         lines += [
+            f"{dataset} ({self.datasets[dataset].kind}) is decomposed by {model}: its ablation curves and "
+            "sparse-direction accuracy score zero-shot top-1 over its classes; segmentation and shift monitoring "
+            "do not run on it (they read Shapes masks and objects)"
+            for model, dataset in plan.decompositions
+            if (model, dataset) not in plan.shapes_decompositions
+        ]
+        lines += [
             f"no dataset of kind shift has base {dataset}: skipping the shift monitoring of {model} on it "
             "(declare one under datasets to run it)"
-            for model, dataset in plan.decompositions
+            for model, dataset in plan.shapes_decompositions
             if dataset not in plan.shift_of
         ]
         lines += [
@@ -940,6 +960,48 @@ class Config:
                 f"images; {NO_NATURAL_SUPERPOSITION})"
             )
         return DATA.format(dataset=name)
+
+    def decomposition_inputs(self, model: str, dataset: str, text: bool) -> dict[str, str | list[str]]:
+        """The inputs of rules ablate_components (``text`` False) and decompose_text (``text`` True) beside the
+        store (methods.md Sec. 5.2): the dataset's folder; the text embeddings of rule embed_text (the
+        attribute prompts of a Shapes dataset, the words of decompose_text's dictionary) with their sha256
+        record, when ``text`` or the dataset is synthetic; for a natural-image dataset with classes, the model's
+        zero-shot classifier over them (rule zero_shot_classifier) with its sha256 record and the checkpoint
+        file its provenance hashes (none for an open_clip tag).
+
+        Raises
+        ------
+        ValueError
+            If the dataset is natural but has no classes, with the reason (the DAG is then not built).
+        """
+        kind = self.datasets[dataset].kind
+        if kind in NATURAL_KINDS and kind not in CLASS_KINDS:
+            raise ValueError(
+                f"the decomposition scores zero-shot accuracy over one class per image, but {dataset} is a {kind} "
+                f"dataset, which has none; kinds it runs on: {', '.join(DECOMPOSITION_KINDS)}"
+            )
+        inputs: dict[str, str | list[str]] = {"dataset_dir": DATA.format(dataset=dataset)}
+        if text or kind not in NATURAL_KINDS:
+            inputs |= {"text_path": TEXT.format(model=model), "text_path_sha256": f"{TEXT.format(model=model)}.sha256"}
+        if kind in CLASS_KINDS:
+            classifier = CLASSIFIER.format(model=model, dataset=dataset)
+            pretrained = self.model_entry(model)["pretrained"]
+            inputs |= {
+                "classifier": classifier,
+                "classifier_sha256": f"{classifier}.sha256",
+                "checkpoint": [pretrained] if is_local_checkpoint(pretrained) else [],
+            }
+        return inputs
+
+    def decomposition_classifier_spec(self, model_spec: dict, dataset: str) -> dict | None:
+        """What rules ablate_components and decompose_text check a dataset's zero-shot classifier against
+        (clipmech.stages.zero_shot_classifier.load_weights): ``model`` (``model_spec``, the model's entry as rules
+        pass it) and ``templates`` (zeroshot.templates, null for ImageNet's default); None for a Shapes dataset,
+        so that editing them reruns no Shapes job."""
+        if self.datasets[dataset].kind not in CLASS_KINDS:
+            return None
+        templates = self.zeroshot.templates
+        return {"model": model_spec, "templates": None if templates is None else list(templates)}
 
     def sae_evaluation_inputs(self, model: str) -> dict[str, str]:
         """The inputs of rule evaluate_sae beside the store and the SAE, for `model`: the folder of the dataset
@@ -1066,12 +1128,13 @@ class Config:
 
     def indexed_only(self) -> list[str]:
         """The natural-image datasets no analysis, no zero-shot classification, no concept AUROC, no MiCLIP run,
-        no CIFAR-10 map and no PASCAL Context segmentation reads."""
+        no CIFAR-10 map, no decomposition and no PASCAL Context segmentation reads."""
         used = set(self.zeroshot.datasets) | set(self.analyses.datasets)
         used |= {self.miclip.dataset} if self.plan.miclip_units else set()
         used |= {dataset for _, dataset in self.plan.concepts}
         used |= {self.tsne.cifar10} if self.analyses.models else set()
         used |= {self.decomposition.pascal_context.dataset} if self.decomposition.models else set()
+        used |= {dataset for _, dataset in self.plan.decompositions}
         return [name for name in self.natural_datasets() if name not in used]
 
 
@@ -1337,6 +1400,7 @@ def _normalise(raw: dict) -> tuple[dict[str, list[str]], dict[str, str]]:
     shift_of = _shift_of(raw["datasets"])
     _check_atlas(raw)
     _check_zeroshot(raw)
+    _check_decomposition_datasets(raw)
     # Algorithm 1's k has one owner: selectivity.k.
     k = raw["selectivity"]["k"]
     for section, key in ((raw["miclip"], "k_top"), (raw["sae"]["evaluate"], "entropy_k"), (raw["atlas"], "k")):
@@ -1381,6 +1445,35 @@ def _check_zeroshot(raw: dict) -> None:
             f"zeroshot.templates is null, but zeroshot.datasets{defaulted} {others} are not ImageNet: list prompt "
             "templates that suit their classes, each with one {} for the class name (e.g. ['a photo of a {}.']), "
             "or list in zeroshot.datasets only the datasets to classify"
+        )
+
+
+def _check_decomposition_datasets(raw: dict) -> None:
+    """decomposition.datasets (default: the synthetic datasets of analyses.datasets, filled in place) name
+    datasets of :data:`DECOMPOSITION_KINDS`; those of a kind with classes other than imagenet need
+    zeroshot.templates (their accuracy is scored over their classes, methods.md Sec. 5.2)."""
+    section, datasets = raw["decomposition"], raw["datasets"]
+    if section["datasets"] is None:
+        section["datasets"] = [d for d in raw["analyses"]["datasets"] if datasets[d]["kind"] not in NATURAL_KINDS]
+        return
+    _check_names("datasets", section["datasets"], datasets, "decomposition.datasets")
+    allowed = sorted(name for name, entry in datasets.items() if entry["kind"] in DECOMPOSITION_KINDS)
+    for name in section["datasets"]:
+        kind = datasets[name]["kind"]
+        if kind not in DECOMPOSITION_KINDS:
+            raise ValueError(
+                f"decomposition.datasets names {name!r}, a dataset of kind {kind}: the decomposition scores zero-shot "
+                f"accuracy on Shapes attribute tasks or over one class per image, so it needs a dataset of kind "
+                f"{', '.join(DECOMPOSITION_KINDS)}; such datasets configured: {', '.join(allowed) or 'none'}"
+            )
+    others = [
+        d for d in section["datasets"] if datasets[d]["kind"] in CLASS_KINDS and datasets[d]["kind"] != "imagenet"
+    ]
+    if others and raw["zeroshot"]["templates"] is None:
+        raise ValueError(
+            f"decomposition.datasets {others} are scored over their classes with their zero-shot classifier, but "
+            "zeroshot.templates is null (only ImageNet has default templates): list prompt templates that suit "
+            "their classes, each with one {} for the class name (e.g. ['a photo of a {}.'])"
         )
 
 
@@ -1945,7 +2038,13 @@ def _plan(raw: dict, sae_sites: Mapping[str, list[str]], shift_of: Mapping[str, 
         trained=tuple(name for name in used if "train" in raw["models"][name]),
         analyses=tuple((m, d) for m in analyses["models"] for d in analyses["datasets"]),
         shapes_analyses=tuple((m, d) for m in analyses["models"] for d in synthetic),
-        decompositions=tuple((m, d) for m in decomposition["models"] for d in synthetic),
+        decompositions=tuple((m, d) for m in decomposition["models"] for d in decomposition["datasets"]),
+        shapes_decompositions=tuple(
+            (m, d)
+            for m in decomposition["models"]
+            for d in decomposition["datasets"]
+            if raw["datasets"][d]["kind"] not in NATURAL_KINDS
+        ),
         patchings=tuple((m, d) for m in patching["models"] for d in patching["datasets"]),
         concepts=tuple((m, d) for m in patching["models"] for d in patching["concepts"]["datasets"]),
         concept_interventions=tuple(

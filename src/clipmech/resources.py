@@ -881,6 +881,11 @@ ESTIMATES |= {
 # --- the plan ----------------------------------------------------------------------------------------------
 
 
+def _natural_decompositions(plan) -> list[tuple[str, str]]:
+    """The decomposed (model, dataset) pairs of natural-image datasets (scored over their classes)."""
+    return [pair for pair in plan.decompositions if pair not in plan.shapes_decompositions]
+
+
 def _wildcards(config: Config) -> dict[str, list[dict]]:
     """The wildcards of every job of every rule the run plans (as common.smk's ``all_targets`` asks for them)."""
     plan = config.plan
@@ -908,7 +913,8 @@ def _wildcards(config: Config) -> dict[str, list[dict]]:
         "intervene_concepts": md(plan.concept_interventions),
         "plot_interventions": md(plan.concept_interventions),
         "plot_concepts": md(plan.concept_interventions),
-        "zero_shot_classifier": md(plan.zeroshots),
+        # The decomposition of a natural dataset scores over its classes with the same classifier.
+        "zero_shot_classifier": md(dict.fromkeys([*plan.zeroshots, *_natural_decompositions(plan)])),
         "zero_shot": md(plan.zeroshots),
         "build_atlas": [{"model": m} for m in plan.atlas_models],
         "embed_text": [{"model": m} for m in config.decomposition.models],
@@ -928,11 +934,12 @@ def _wildcards(config: Config) -> dict[str, list[dict]]:
         jobs[rule] = md(plan.shapes_analyses)
     decomposed = (
         "decompose_attnpool plot_decomposition ablate_components plot_ablation decompose_text plot_sparse_accuracy "
-        "find_registers plot_registers segment_shapes plot_segmentation"
+        "find_registers plot_registers"
     )
     for rule in decomposed.split():
         jobs[rule] = md(plan.decompositions)
-    jobs["monitor_shift"] = jobs["plot_shift"] = md((m, d) for m, d in plan.decompositions if d in plan.shift_of)
+    jobs["segment_shapes"] = jobs["plot_segmentation"] = md(plan.shapes_decompositions)
+    jobs["monitor_shift"] = jobs["plot_shift"] = md((m, d) for m, d in plan.shapes_decompositions if d in plan.shift_of)
     if config.decomposition.pascal_context.dataset is not None:
         jobs["segment_pascal_context"] = [{"model": m} for m in config.decomposition.models]
     if config.tsne.cifar10 is not None:

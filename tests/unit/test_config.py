@@ -16,6 +16,7 @@ from snakemake_cli import ROOT, TINY
 
 import clipmech.models.loading  # noqa: F401  (registers clipmech's model configs with open_clip)
 from clipmech import config as cfg
+from clipmech import resources
 from clipmech.config import load_config, read_config
 from clipmech.hooks.names import block_site
 
@@ -696,6 +697,73 @@ def test_what_a_config_leaves_out_is_said_and_shapes_only_rules_refuse_natural_d
     assert loaded.synthetic_data("tiny-shapes") == "results/datasets/tiny-shapes/data"
     with pytest.raises(ValueError, match="but photos is a natural-image dataset \\(kind imagefolder\\)"):
         loaded.synthetic_data("photos")
+
+
+def test_the_decomposition_runs_on_a_natural_dataset_with_classes_named_in_decomposition_datasets():
+    """decomposition.datasets null is the synthetic analysed datasets (as before); naming ImageNet adds it with its
+    classifier as input and the model and templates it is checked against, and no Shapes-only stage."""
+    config = natural(tiny())
+    config["zeroshot"] = {"datasets": []}
+    assert load_config(config).decomposition.datasets == ("tiny-shapes",)
+    config["decomposition"]["datasets"] = ["tiny-shapes", "imnet"]
+    loaded = load_config(config)
+    assert loaded.plan.decompositions == (("tiny-rn", "tiny-shapes"), ("tiny-rn", "imnet"))
+    assert loaded.plan.shapes_decompositions == (("tiny-rn", "tiny-shapes"),)
+    assert "imnet" not in loaded.indexed_only()
+    assert (
+        "imnet (imagenet) is decomposed by tiny-rn: its ablation curves and sparse-direction accuracy score zero-shot "
+        "top-1 over its classes; segmentation and shift monitoring do not run on it (they read Shapes masks and "
+        "objects)"
+    ) in loaded.skipped()
+    assert not any("shift has base imnet" in line for line in loaded.skipped())
+    classifier = "results/zeroshot/tiny-rn/imnet/classifier.npz"
+    assert loaded.decomposition_inputs("tiny-rn", "imnet", text=False) == {
+        "dataset_dir": "results/datasets/imnet/data",
+        "classifier": classifier,
+        "classifier_sha256": f"{classifier}.sha256",
+        "checkpoint": ["results/models/tiny-rn/checkpoint.pt"],  # its sha256 is the classifier's weights id
+    }
+    assert (
+        loaded.decomposition_inputs("tiny-rn", "imnet", text=True)["text_path"] == "results/text/tiny-rn/embeddings.npz"
+    )
+    assert set(loaded.decomposition_inputs("tiny-rn", "tiny-shapes", text=False)) == {
+        "dataset_dir", "text_path", "text_path_sha256"
+    }  # fmt: skip
+    assert loaded.decomposition_classifier_spec({"name": "tiny-rn"}, "imnet") == {
+        "model": {"name": "tiny-rn"},
+        "templates": None,  # ImageNet's 80 OpenAI templates
+    }
+    assert loaded.decomposition_classifier_spec({"name": "tiny-rn"}, "tiny-shapes") is None
+    with pytest.raises(ValueError, match="pairs-text is a captions dataset, which has none"):
+        loaded.decomposition_inputs("tiny-rn", "pairs-text", text=True)
+    jobs = {}
+    for job in resources.plan_jobs(loaded):
+        jobs.setdefault(job.rule, []).append((job.wildcards.get("model"), job.wildcards.get("dataset")))
+    assert jobs["ablate_components"] == jobs["decompose_text"] == list(loaded.plan.decompositions)
+    assert jobs["segment_shapes"] == [("tiny-rn", "tiny-shapes")]
+    assert ("tiny-rn", "imnet") in jobs["zero_shot_classifier"] and ("tiny-rn", "imnet") in jobs["extract_attnpool"]
+
+
+def test_decomposition_datasets_checks():
+    config = natural(tiny())
+    config["zeroshot"] = {"datasets": []}
+    config["decomposition"]["datasets"] = ["imnet", "nope"]
+    assert "decomposition.datasets names unknown datasets ['nope']" in rejected(config)
+    config["decomposition"]["datasets"] = ["pairs-text"]
+    message = rejected(config)
+    assert "decomposition.datasets names 'pairs-text', a dataset of kind captions" in message
+    assert (
+        "kind shapes, imagenet, imagefolder, cifar10; such datasets configured: imnet, photos, tiny-shapes" in message
+    )
+    config["decomposition"]["datasets"] = ["tiny-shapes-pairs"]
+    assert "'tiny-shapes-pairs', a dataset of kind pairs" in rejected(config)
+    config["decomposition"]["datasets"] = ["photos"]
+    assert "decomposition.datasets ['photos'] are scored over their classes" in rejected(config)
+    assert "zeroshot.templates is null" in rejected(config)
+    config["zeroshot"]["templates"] = ["a photo of a {}."]
+    loaded = load_config(config)
+    assert loaded.plan.decompositions == (("tiny-rn", "photos"),) and not loaded.plan.shapes_decompositions
+    assert loaded.decomposition_classifier_spec({}, "photos")["templates"] == ["a photo of a {}."]
 
 
 def test_natural_analyses_checks():

@@ -94,6 +94,22 @@ def synthetic_data(wildcards):
     return CONFIG.synthetic_data(wildcards.dataset)
 
 
+def decomposition_inputs(text):
+    """An input function of ablate_components (text False) and decompose_text (text True): the dataset's folder,
+    the text embeddings, a natural dataset's zero-shot classifier (Config.decomposition_inputs).
+    """
+    return lambda wildcards: CONFIG.decomposition_inputs(
+        wildcards.model, wildcards.dataset, text
+    )
+
+
+def decomposition_classifier_spec(wildcards):
+    """What a natural dataset's classifier is checked against; None on Shapes (Config.decomposition_classifier_spec)."""
+    return CONFIG.decomposition_classifier_spec(
+        model_spec(wildcards.model), wildcards.dataset
+    )
+
+
 def concept_data(wildcards):
     """The folder of a dataset with concepts; one without is refused with the reason (Config.concept_data)."""
     return CONFIG.concept_data(wildcards.dataset)
@@ -271,8 +287,9 @@ def all_targets():
             f"{base}/ablation.png",
             f"{base}/sparse_accuracy.png",
             f"{base}/attention_sink.png",
-            f"results/segmentation/{model}/{dataset}/masks.png",
         ]
+        if (model, dataset) in PLAN.shapes_decompositions:
+            targets.append(f"results/segmentation/{model}/{dataset}/masks.png")
         if dataset in PLAN.shift_of:
             targets.append(f"{base}/shift.png")
     targets += CONFIG.patching_targets()

@@ -124,10 +124,8 @@ rule plot_decomposition:
 
 rule ablate_components:
     input:
+        unpack(decomposition_inputs(text=False)),
         store=ATTNPOOL,
-        dataset_dir=synthetic_data,
-        text_path="results/text/{model}/embeddings.npz",
-        text_path_sha256=sha256_record("results/text/{model}/embeddings.npz"),
     output:
         table=reported(
             "results/decomposition/{model}/{dataset}/ablation.tsv",
@@ -148,6 +146,7 @@ rule ablate_components:
     params:
         ablation=CONFIG.decomposition.ablation.params(),
         chunk_size=CONFIG.decomposition.chunk_size,
+        classifier_spec=decomposition_classifier_spec,
         code=script_code("ablate_components.py"),
     script:
         "../scripts/ablate_components.py"
@@ -180,10 +179,8 @@ rule plot_ablation:
 
 rule decompose_text:
     input:
+        unpack(decomposition_inputs(text=True)),
         store=ATTNPOOL,
-        dataset_dir=synthetic_data,
-        text_path="results/text/{model}/embeddings.npz",
-        text_path_sha256=sha256_record("results/text/{model}/embeddings.npz"),
     output:
         words=reported(
             "results/decomposition/{model}/{dataset}/words.tsv",
@@ -216,6 +213,7 @@ rule decompose_text:
         pc_top_k=CONFIG.decomposition.pc_top_k,
         chunk_size=CONFIG.decomposition.chunk_size,
         device=CONFIG.extraction.device,
+        classifier_spec=decomposition_classifier_spec,
         code=script_code("decompose_text.py"),
     script:
         "../scripts/decompose_text.py"

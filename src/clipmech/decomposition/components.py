@@ -4,10 +4,12 @@ methods.md Sec. 5 (neuron-attention paper Sec. 4.1, Figs. 1-2, Table 1, App. A.2
 work on the scalars s_{n,h} (N, H, C) and directions u_{n,h} (H, C, E) of
 :mod:`clipmech.decomposition.pool`; contributions are never materialised for all pairs at once.
 
-Zero-shot evaluation (our choice for Shapes, documented in the config schema): the attribute
-tasks of :mod:`clipmech.models.zeroshot` (colour 6-way, shape 5-way, position 5-way, prompts from
-:func:`clipmech.models.zeroshot.attribute_prompts`) on the single-object images of the analysed
-dataset. The ranking (mean contribution norms) and the ablation means are computed over all
+Zero-shot evaluation (:func:`dataset_tasks`, methods.md Sec. 5.2): on a Shapes dataset (our choice,
+documented in the config schema) the attribute tasks of :mod:`clipmech.models.zeroshot` (colour 6-way,
+shape 5-way, position 5-way, prompts from :func:`clipmech.models.zeroshot.attribute_prompts`) on its
+single-object images; on a natural-image dataset with classes (ImageNet val in the paper) one task,
+``class``: top-1 over the dataset's classes with its zero-shot classifier (methods.md Sec. 1.2) on its
+labelled images. The ranking (mean contribution norms) and the ablation means are computed over all
 analysed images without labels, so the overlap of the evaluation images with that reference set
 leaks no label information (the paper draws both from ImageNet, means from 1000 test images).
 """
@@ -28,6 +30,8 @@ from clipmech.hooks import pool_forward
 from clipmech.models import zeroshot
 
 LEVELS = ("pair", "neuron", "head")
+#: The one zero-shot task of a natural-image dataset with classes: top-1 over its classes (:func:`class_task`).
+CLASS_TASK = "class"
 
 
 @dataclass(frozen=True)
@@ -751,3 +755,77 @@ def zero_shot_tasks(data: datasets.ImageDataset, text: np.lib.npyio.NpzFile) -> 
         truth = single[task].map({c: k for k, c in enumerate(classes)}).to_numpy()
         tasks.append(ZeroShotTask(task, classes, text_KE, single["image_id"].to_numpy(), truth))
     return tasks
+
+
+def class_task(data: datasets.ImageDataset, weights_EK: np.ndarray) -> ZeroShotTask:
+    """The ``class`` task of a natural-image dataset with classes: zero-shot top-1 over its classes (methods.md
+    Secs. 1.2 and 5.2; the neuron-attention paper's ImageNet accuracy, Figs. 1-2).
+
+    Parameters
+    ----------
+    data : clipmech.data.datasets.ImageDataset
+        A natural-image dataset with one class per image (``classes.tsv``, the manifest's ``label``; -1 is
+        no label).
+    weights_EK : array_like, float, shape (E, K)
+        Its zero-shot classifier (:func:`clipmech.models.zeroshot.load_classifier`): column k is class k's
+        prompts averaged over the templates, in ``classes.tsv`` index order.
+
+    Returns
+    -------
+    ZeroShotTask
+        ``classes`` the class names, ``text_KE`` the columns of ``weights_EK`` (float64), ``images`` the
+        labelled images (indices into the dataset, ascending), ``truth_M`` their labels.
+
+    Raises
+    ------
+    ValueError
+        If the dataset has no classes, the classifier's K is not its number of classes, a label lies
+        outside -1..K-1, or no image is labelled.
+    """
+    if data.classes is None or data.classes.empty:
+        raise ValueError(f"dataset of kind {data.spec['kind']!r} has no classes: the class task needs classes.tsv")
+    classes = data.classes.sort_values("index")
+    weights = np.asarray(weights_EK, dtype=np.float64)
+    if weights.ndim != 2 or weights.shape[1] != len(classes):
+        raise ValueError(
+            f"the zero-shot classifier has shape {weights.shape}, expected (E, {len(classes)}): one column per class "
+            "of the dataset (rule zero_shot_classifier)"
+        )
+    labels = data.manifest["label"].to_numpy(dtype=np.int64)
+    if ((labels < -1) | (labels >= len(classes))).any():
+        raise ValueError(f"the manifest's labels must lie in -1..{len(classes) - 1}")
+    images = np.flatnonzero(labels >= 0)
+    if not len(images):
+        raise ValueError("no image of the dataset is labelled (label -1 everywhere): the class task has no images")
+    names = tuple(classes["name"].astype(str).tolist())
+    return ZeroShotTask(CLASS_TASK, names, np.ascontiguousarray(weights.T), images, labels[images])
+
+
+def dataset_tasks(
+    data: datasets.ImageDataset, text: np.lib.npyio.NpzFile | None, weights_EK: np.ndarray | None
+) -> list[ZeroShotTask]:
+    """The zero-shot tasks the ablation curves and the sparse-direction accuracy score on a dataset
+    (methods.md Sec. 5.2): the attribute tasks of a Shapes dataset (:func:`zero_shot_tasks`, prompts from
+    ``text``, rule ``embed_text``) or the ``class`` task of a natural-image dataset with classes
+    (:func:`class_task` with its zero-shot classifier ``weights_EK``, (E, K)).
+
+    Raises
+    ------
+    ValueError
+        If a natural-image dataset comes without ``weights_EK`` or a Shapes dataset without ``text`` or with
+        ``weights_EK``; or as :func:`zero_shot_tasks` and :func:`class_task`.
+    """
+    kind = data.spec["kind"]
+    if kind in datasets.NATURAL_KINDS:
+        if weights_EK is None:
+            raise ValueError(
+                f"a natural-image dataset (kind {kind}) is scored over its classes: its zero-shot classifier "
+                "(rule zero_shot_classifier) is needed, and none was given"
+            )
+        return [class_task(data, weights_EK)]
+    if weights_EK is not None or text is None:
+        raise ValueError(
+            f"a {kind} dataset is scored on its attribute tasks: give the prompt embeddings of rule embed_text "
+            "and no classifier"
+        )
+    return zero_shot_tasks(data, text)

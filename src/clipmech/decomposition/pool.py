@@ -676,6 +676,10 @@ def top_norm_principal_components(
     return pcs * signs[:, None], explained
 
 
+#: Texts whose cosines with every pair :func:`top_pairs_by_text` holds at once.
+TEXT_CHUNK = 64
+
+
 def top_pairs_by_text(u_HCE: np.ndarray, z_KE: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The k pairs whose direction u_{n,h} is most cosine-similar to each text embedding.
 
@@ -707,7 +711,16 @@ def top_pairs_by_text(u_HCE: np.ndarray, z_KE: np.ndarray, k: int) -> tuple[np.n
     u_QE = u_HCE.reshape(h * c, e)
     u_norm = np.linalg.norm(u_QE, axis=1)
     z = z_KE / np.linalg.norm(z_KE, axis=1, keepdims=True)
-    cos_KP = np.divide((z @ u_QE.T), u_norm[None], out=np.full((len(z), h * c), -np.inf), where=u_norm[None] > 0)
-    top_Kk = np.argsort(-cos_KP, axis=1, kind="stable")[:, :k]
+    top_Kk = np.empty((len(z), k), dtype=np.intp)
+    cos_Kk = np.empty((len(z), k))
+    # Texts in chunks, so that ImageNet's 1000 classes never hold K x H x C cosines at once; a chunk's product may
+    # round differently from all texts' (up to K = TEXT_CHUNK texts are one chunk, as before).
+    for start in range(0, len(z), TEXT_CHUNK):
+        z_kE = z[start : start + TEXT_CHUNK]
+        cos_kP = np.divide(
+            z_kE @ u_QE.T, u_norm[None], out=np.full((len(z_kE), h * c), -np.inf), where=u_norm[None] > 0
+        )
+        top_Kk[start : start + TEXT_CHUNK] = np.argsort(-cos_kP, axis=1, kind="stable")[:, :k]
+        cos_Kk[start : start + TEXT_CHUNK] = np.take_along_axis(cos_kP, top_Kk[start : start + TEXT_CHUNK], axis=1)
     heads, neurons = np.divmod(top_Kk, c)
-    return heads, neurons, np.take_along_axis(cos_KP, top_Kk, axis=1)
+    return heads, neurons, cos_Kk

@@ -296,6 +296,24 @@ def load_classifier(path: str | Path, expected_provenance: dict, *, rule: str = 
     return torch.from_numpy(weights)
 
 
+def load_dataset_classifier(path: str | Path, model, dataset, configured: Sequence[str] | None) -> torch.Tensor:
+    """A dataset's classifier weights (:func:`load_classifier`), checked against the provenance
+    :func:`dataset_classifier` expects of ``model`` (a :class:`clipmech.models.loading.ModelSpec`), ``dataset``
+    (a :class:`clipmech.data.datasets.ImageDataset`) and the configured templates.
+
+    Returns
+    -------
+    weights_EK : torch.Tensor, float32, (E, K)
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        As :func:`dataset_classifier` and :func:`load_classifier`.
+    """
+    _, _, provenance = dataset_classifier(model, dataset, configured)
+    return load_classifier(path, provenance)
+
+
 def predict(image_features_NE, weights_EK, k: int = 5) -> torch.Tensor:
     """The k highest-scoring classes of each image, best first (methods.md Sec. 1.2).
 

@@ -40,9 +40,11 @@ def paper_sources(config, paper: str) -> list[dict]:
             ("superposition", m, d, f"results/superposition/{m}/{d}/correlations.tsv") for m, d in plan.shapes_analyses
         ]
     elif paper == "neuron-attention":
-        for m, d in plan.decompositions:
-            rows.append(("ablation", m, d, f"results/decomposition/{m}/{d}/ablation.tsv"))
-            rows.append(("segmentation", m, d, f"results/segmentation/{m}/{d}/miou.tsv"))
+        rows += [("ablation", m, d, f"results/decomposition/{m}/{d}/ablation.tsv") for m, d in plan.decompositions]
+        # Segmentation reads Shapes masks: it runs on the Shapes decompositions only.
+        rows += [
+            ("segmentation", m, d, f"results/segmentation/{m}/{d}/miou.tsv") for m, d in plan.shapes_decompositions
+        ]
         pascal = config.decomposition.pascal_context.dataset
         if pascal is not None:
             rows += [

@@ -10,13 +10,22 @@ import pandas as pd
 from clipmech.data import datasets, tables
 from clipmech.decomposition import components
 from clipmech.stages.embed_text import load_text
+from clipmech.stages.zero_shot_classifier import load_weights
 from clipmech.stores import attnpool as pool_store
 
 log = logging.getLogger(__name__)
 
 
 def ablate_components(
-    *, store: str, dataset_dir: str, text_path: str, out: dict, ablation: dict, chunk_size: int
+    *,
+    store: str,
+    dataset_dir: str,
+    out: dict,
+    ablation: dict,
+    chunk_size: int,
+    text_path: str | None = None,
+    classifier: str | None = None,
+    classifier_spec: dict | None = None,
 ) -> None:
     """Zero-shot accuracy vs fraction of pairs, neurons and heads kept, the rest mean-ablated (paper Fig. 1).
 
@@ -27,6 +36,13 @@ def ablate_components(
     ``decomposition.ablation`` section. ``out["table"]``: the curves; ``out["tasks"]``: each zero-shot
     task's number of classes (its chance level is one over it) and of evaluated images, what rule
     ``plot_ablation`` draws with the curves.
+
+    The tasks (:func:`clipmech.decomposition.components.dataset_tasks`, methods.md Sec. 5.2): on a Shapes
+    dataset the attribute tasks with the prompt embeddings ``text_path`` (rule ``embed_text``); on a
+    natural-image dataset with classes the one task ``class``, top-1 over its classes with its zero-shot
+    classifier ``classifier`` (rule ``zero_shot_classifier``), checked against the provenance that
+    ``classifier_spec`` (``model``, a model entry, and ``templates``, the config's ``zeroshot.templates``)
+    implies.
 
     Streams over the store in chunks of ``chunk_size`` images, in two passes: all images for the
     ranking scores, mean scalars and mean tokens (the reference of the ablations), then the M evaluated
@@ -39,7 +55,9 @@ def ablate_components(
     data = datasets.load(dataset_dir)
     pool_store.check_images(ds, data, store, dataset_dir)
     parts = pool_store.parts(ds)
-    tasks = components.zero_shot_tasks(data, load_text(text_path))
+    tasks = components.dataset_tasks(
+        data, None if text_path is None else load_text(text_path), load_weights(classifier, classifier_spec, data)
+    )
     evaluated, local = components.evaluated_images(tasks)
     # Pass 1, all images: ranking scores, mean scalars and mean tokens.
     sums = components.ScoreSums(parts.u_HCE)

@@ -12,6 +12,7 @@ from clipmech.decomposition import components, pool
 from clipmech.decomposition import text as text_decomposition
 from clipmech.models import loading
 from clipmech.stages.embed_text import load_text
+from clipmech.stages.zero_shot_classifier import load_weights
 from clipmech.stores import attnpool as pool_store
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ def decompose_text(
     chunk_size: int,
     device: str,
     threads: int,
+    classifier: str | None = None,
+    classifier_spec: dict | None = None,
 ) -> None:
     """OMP text decomposition of neuron-head directions and the sparse-direction accuracy (paper Fig. 2).
 
@@ -38,6 +41,13 @@ def decompose_text(
     by their m-sparse approximations (rest mean-ablated), against the neuron baseline (kept
     neurons reduced to their first PC, itself replaced by its m-sparse approximation), what rule
     ``plot_sparse_accuracy`` draws. ``text`` is the config's ``decomposition.text`` section.
+
+    The zero-shot tasks (:func:`clipmech.decomposition.components.dataset_tasks`, methods.md Sec. 5.2): the
+    attribute tasks of a Shapes dataset, prompts from ``text_path``; or the one task ``class`` of a
+    natural-image dataset with classes, over its zero-shot classifier ``classifier`` (rule
+    ``zero_shot_classifier``, checked against ``classifier_spec``:
+    :func:`clipmech.stages.zero_shot_classifier.load_weights`). The dictionary is always the words of
+    ``text_path``.
     """
     torch.set_num_threads(threads)
     torch_device = loading.resolve_device(device)
@@ -47,7 +57,7 @@ def decompose_text(
     parts = pool_store.parts(ds)
     text_data = load_text(text_path)
     words, dictionary_AE = text_data["words"].tolist(), text_data["word_embeddings"]
-    tasks = components.zero_shot_tasks(data, text_data)
+    tasks = components.dataset_tasks(data, text_data, load_weights(classifier, classifier_spec, data))
     if max(text["m_values"]) > text["n_components"]:
         raise ValueError(f"m_values {text['m_values']} must not exceed n_components={text['n_components']}")
     # Three passes over the store, one chunk in memory: the mean norms, the kept neurons' top images, the curves.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from clipmech.data import datasets
@@ -32,3 +33,24 @@ def zero_shot_classifier(
         )
     zeroshot.save_classifier(classifier, weights_EK, provenance)
     log.info("%s: %d classes x %d templates -> %s", model.name, len(classnames), len(templates), classifier)
+
+
+def load_weights(
+    classifier: str | None, classifier_spec: dict | None, dataset: datasets.ImageDataset
+) -> np.ndarray | None:
+    """The (E, K) float32 weights this rule wrote to ``classifier`` for ``dataset``, checked against the provenance
+    ``classifier_spec`` implies (``model``: the model's entry as rules pass it; ``templates``: the config's
+    ``zeroshot.templates``; :func:`clipmech.models.zeroshot.load_dataset_classifier`); None without a classifier.
+
+    Raises
+    ------
+    ValueError
+        If ``classifier`` comes without ``classifier_spec``; or as
+        :func:`clipmech.models.zeroshot.load_dataset_classifier`.
+    """
+    if classifier is None:
+        return None
+    if classifier_spec is None:
+        raise ValueError(f"classifier {classifier} is given without classifier_spec (its model and templates)")
+    model = loading.ModelSpec(**classifier_spec["model"])
+    return zeroshot.load_dataset_classifier(classifier, model, dataset, classifier_spec["templates"]).numpy()

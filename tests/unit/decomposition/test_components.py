@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from toys import natural_stand_in
 
 from clipmech.decomposition import components, pool
 from clipmech.hooks import pool_forward
@@ -395,3 +396,74 @@ def test_activation_ablation_curve_over_chunks_equals_the_curve_of_all_images_at
     for start in range(0, 12, chunk):
         curve.add(start, x_NTC[start : start + chunk])
     pd.testing.assert_frame_equal(curve.table(), _in_memory_curves(y_by_keep, keeps, tasks))
+
+
+# --- the class task of a natural-image dataset (methods.md Sec. 5.2) ----------------------------------------
+
+
+def _photos(labels):
+    """A natural-image dataset of kind imagefolder with classes "cat" and "dog" and these labels (-1: none)."""
+    return natural_stand_in("imagefolder", labels=labels, class_names=("cat", "dog"))
+
+
+def test_class_task_is_top1_over_the_classes_of_the_labelled_images():
+    """Hand case, H = 1, C = 2, E = 2: u = e1, e2, so y = (s_0, s_1) and class k's column of the classifier is e_k
+    (class 0 "cat" wins iff s_0 > s_1). Images 0..3: s = (3, 0), (1, 1.5), (2, 0), (0.9, 1) with labels cat, cat,
+    none, cat. Unablated, image 0 is right, images 1 and 3 are wrong (s_1 > s_0): 1/3; image 2 is not scored.
+    Mean scalars over all four images: 1.725 and 0.625, so neuron 0 ranks first; keeping it alone (fraction 0.5)
+    puts s_1 = 0.625 below every s_0 of a labelled image: all three are cat, 3/3. Keeping none: y is the mean
+    (1.725, 0.625) for every image, cat, 3/3 too."""
+    s_NHC = np.array([[[3.0, 0.0]], [[1.0, 1.5]], [[2.0, 0.0]], [[0.9, 1.0]]])
+    u_HCE = np.eye(2)[None]
+    weights_EK = np.array([[1.0, 0.0], [0.0, 1.0]])
+    task = components.class_task(_photos([0, 0, -1, 0]), weights_EK)
+    assert task.name == components.CLASS_TASK == "class" and task.classes == ("cat", "dog")
+    np.testing.assert_array_equal(task.images, [0, 1, 3])
+    np.testing.assert_array_equal(task.truth_M, [0, 0, 0])
+    np.testing.assert_array_equal(task.text_KE, weights_EK.T)
+    y_NE = pool.mean_ablate(s_NHC, u_HCE, np.zeros(2), np.ones(2, dtype=bool), level="neuron", s_mean_HC=s_NHC.mean(0))
+    assert components.zero_shot_accuracy(y_NE, task) == pytest.approx(1 / 3)
+    evaluated, local = components.evaluated_images([task])
+    scores = components.component_scores(s_NHC, u_HCE)
+    np.testing.assert_allclose(scores["neuron"], [1.725, 0.625])
+    curves = components.AblationCurves(u_HCE, np.zeros(2), scores, s_NHC.mean(0), [0.0, 0.5, 1.0], local, 2)
+    curves.add(0, s_NHC[evaluated])
+    table = curves.table()
+    assert set(table["task"]) == {"class"}
+    for level in ("pair", "neuron"):
+        rows = table[table["level"] == level].set_index("fraction")
+        assert rows["accuracy"].to_dict() == pytest.approx({0.0: 1.0, 0.5: 1.0, 1.0: 1 / 3})
+        assert rows["n_kept"].to_dict() == {0.0: 0, 0.5: 1, 1.0: 2}
+    # Label image 1 dog instead: unablated, images 0 and 1 are right (2/3); keeping neuron 0 alone turns image 1
+    # into a cat and image 3 too, so images 0 and 3 are right (2/3, other images).
+    task = components.class_task(_photos([0, 1, -1, 0]), weights_EK)
+    correct = components.ZeroShotCounts([task])
+    correct.add(0, y_NE)
+    assert correct.accuracy() == {"class": pytest.approx(2 / 3)}
+    kept_NE = pool.mean_ablate(
+        s_NHC, u_HCE, np.zeros(2), np.array([True, False]), level="neuron", s_mean_HC=s_NHC.mean(0)
+    )
+    np.testing.assert_array_equal(components._correct(kept_NE[task.images], task.text_KE, task.truth_M), [1, 0, 1])
+    np.testing.assert_array_equal(components._correct(y_NE[task.images], task.text_KE, task.truth_M), [1, 1, 0])
+
+
+def test_class_task_checks_the_dataset_and_the_classifier():
+    with pytest.raises(ValueError, match=r"shape \(2, 3\), expected \(E, 2\)"):
+        components.class_task(_photos([0, 1]), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="no image of the dataset is labelled"):
+        components.class_task(_photos([-1, -1]), np.eye(2))
+    with pytest.raises(ValueError, match=r"labels must lie in -1..1"):
+        components.class_task(_photos([0, 2]), np.eye(2))
+    with pytest.raises(ValueError, match="has no classes"):
+        components.class_task(natural_stand_in("imagefolder", labels=[0]), np.eye(2))
+
+
+def test_dataset_tasks_score_a_natural_dataset_over_its_classes_only():
+    data = _photos([1, 0])
+    (task,) = components.dataset_tasks(data, None, np.eye(2))
+    assert task.name == "class" and task.truth_M.tolist() == [1, 0]
+    with pytest.raises(ValueError, match="its zero-shot classifier .* is needed"):
+        components.dataset_tasks(data, None, None)
+    shapes = type(data)(spec={"kind": "shapes"})
+    with pytest.raises(ValueError, match="a shapes dataset is scored on its attribute tasks"):
+        components.dataset_tasks(shapes, None, np.eye(2))

@@ -3,6 +3,7 @@ files only, so editing a figure module reruns the plot rule, not the computation
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -366,5 +367,178 @@ def test_decompose_attnpool_refuses_a_store_it_does_not_reproduce_before_writing
     with pytest.raises(RuntimeError, match="max_rel_err=0"):
         decompose_attnpool(
             store=store, out=out, decomposition={"chunk_size": 4, "n_checked": 10, "pc_top_k": 5, "max_rel_err": 0.0}
+        )
+    assert not list(tmp_path.iterdir())
+
+
+# --- a natural-image dataset with classes: one task, top-1 over its classes (methods.md Sec. 5.2) -------------
+
+#: Photographs inside scikit-image's wheel by class folder: 6 images, 4 classes (nothing downloads).
+PHOTOS = {
+    "cat": ["chelsea.png"],
+    "person": ["astronaut.png", "camera.png"],
+    "cup": ["coffee.png"],
+    "texture": ["brick.png", "grass.png"],
+}
+TEMPLATES = ["a photo of a {}.", "a picture of a {}."]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """The photographs indexed as an imagefolder dataset, tiny-rn's attention-pool store on them and its
+    zero-shot classifier over their classes (the stage of rule zero_shot_classifier)."""
+    import shutil
+    from pathlib import Path
+
+    import skimage
+
+    from clipmech.data import natural
+    from clipmech.stages.zero_shot_classifier import zero_shot_classifier
+
+    root = tmp_path_factory.mktemp("photos")
+    for label, names in PHOTOS.items():
+        (root / "tree" / label).mkdir(parents=True)
+        for name in names:
+            shutil.copy(Path(skimage.__file__).parent / "data" / name, root / "tree" / label / name)
+    natural.write_natural_dataset(root / "data", {"kind": "imagefolder", "root": str(root / "tree")})
+    store = attnpool_extraction.extract_attnpool(RANDOM_RN, root / "data", root / "store.zarr", 4, "cpu", code="t")
+    classifier = root / "classifier.npz"
+    zero_shot_classifier(
+        model=RANDOM_RN,
+        dataset_dir=root / "data",
+        classifier=classifier,
+        zeroshot_params={"templates": TEMPLATES, "batch_size": 16},
+        threads=1,
+    )
+    return str(root / "data"), str(store), str(classifier)
+
+
+CLASSIFIER_SPEC = {"model": dataclasses.asdict(RANDOM_RN), "templates": TEMPLATES}
+
+
+def test_ablate_components_scores_a_natural_dataset_over_its_classes(photos, tmp_path, written_tables, monkeypatch):
+    """One task, class, on every labelled photograph; the unablated accuracy is the top-1 of the classifier rule's
+    scoring (clipmech.models.zeroshot.accuracy of the stored outputs), the curves those of the in-memory ablation
+    of all images at once for any chunk size; plot_ablation draws them over the labelled images."""
+    from clipmech.data import datasets
+    from clipmech.decomposition import pool
+    from clipmech.models import zeroshot
+    from clipmech.stages import plot_ablation as plot_stage
+    from clipmech.stages.ablate_components import ablate_components
+
+    dataset_dir, store, classifier = photos
+    fractions = [0.0, 0.5, 1.0]
+    written = {}
+    for chunk in (2, 100):
+        out = {"table": str(tmp_path / f"ablation{chunk}.tsv"), "tasks": str(tmp_path / f"tasks{chunk}.tsv")}
+        ablate_components(
+            store=store,
+            dataset_dir=dataset_dir,
+            out=out,
+            ablation={"fractions": fractions},
+            chunk_size=chunk,
+            classifier=classifier,
+            classifier_spec=CLASSIFIER_SPEC,
+        )
+        written[chunk] = written_tables[out["table"]], written_tables[out["tasks"]]
+    pd.testing.assert_frame_equal(written[2][0], written[100][0])
+    table, tasks = written[2]
+    assert tasks.to_dict("list") == {"task": ["class"], "n_classes": [len(PHOTOS)], "n_images": [6]}
+    assert set(table["task"]) == {"class"} and len(table) == 4 * len(fractions)
+
+    ds = pool_store.open_store(store)
+    parts = pool_store.parts(ds)
+    s_NHC, y_NE = pool_store.pair_scalars(ds, 100)
+    data = datasets.load(dataset_dir)
+    weights_EK = zeroshot.load_dataset_classifier(classifier, RANDOM_RN, data, TEMPLATES)
+    top1 = zeroshot.accuracy(y_NE, weights_EK, np.array(data.manifest["label"]), topk=(1,))["top1"]
+    np.testing.assert_allclose(table["model_accuracy"], top1, rtol=1e-6)  # top1 is a float32 mean
+    task = components.class_task(data, weights_EK.numpy())
+    scores = components.component_scores(s_NHC, parts.u_HCE)
+    for level in components.LEVELS:
+        for fraction in fractions:
+            keep = pool.top_fraction_mask(scores[level], fraction)
+            y_ablated = pool.mean_ablate(s_NHC, parts.u_HCE, parts.bias_E, keep, level=level, s_mean_HC=s_NHC.mean(0))
+            row = table[(table["level"] == level) & (table["fraction"] == fraction)]
+            assert row["accuracy"].item() == components.zero_shot_accuracy(y_ablated, task), (level, fraction)
+
+    for name, frame in (("table", table), ("tasks", tasks)):
+        frame.to_csv(tmp_path / f"{name}.tsv", sep="\t", index=False)
+    titles = []
+    monkeypatch.setattr(
+        plot_stage.ablation_figures, "ablation_curves", lambda t, chance, title, path: titles.append(title)
+    )
+    plot_stage.plot_ablation(
+        table=str(tmp_path / "table.tsv"), tasks=str(tmp_path / "tasks.tsv"), out={"figure": "unused"}, label="t"
+    )
+    assert titles == ["t: mean-ablation of all but the top components (6 labelled images)"]
+
+
+def test_decompose_text_scores_a_natural_dataset_over_its_classes(photos, tmp_path, written_tables):
+    """The sparse-direction accuracy and the class pairs of the class task: the model's accuracy is the
+    unablated top-1, every class has its pairs; plot_sparse_accuracy draws the table."""
+    from clipmech.data import datasets
+    from clipmech.models import zeroshot
+    from clipmech.stages.decompose_text import decompose_text
+    from clipmech.stages.plot_sparse_accuracy import plot_sparse_accuracy
+
+    dataset_dir, store, classifier = photos
+    ds = pool_store.open_store(store)
+    words = np.array([f"w{i}" for i in range(12)])
+    text = tmp_path / "embeddings.npz"
+    rng = np.random.default_rng(1)
+    artefacts.save_npz(
+        text, rule="embed_text", words=words, word_embeddings=rng.standard_normal((12, ds.sizes["embed"]))
+    )
+    out = {name: str(tmp_path / f"{name}.tsv") for name in ("words", "class_pairs", "accuracy")}
+    params = {"n_components": 4, "m_values": [1, 4], "keep_fraction": 0.2, "n_class_pairs": 2}
+    decompose_text(
+        store=store,
+        dataset_dir=dataset_dir,
+        text_path=str(text),
+        out=out,
+        text=params | {"n_words_shown": 3, "omp_batch_size": 16},
+        pc_top_k=5,
+        chunk_size=4,
+        device="cpu",
+        threads=1,
+        classifier=classifier,
+        classifier_spec=CLASSIFIER_SPEC,
+    )
+    accuracy, class_pairs = written_tables[out["accuracy"]], written_tables[out["class_pairs"]]
+    assert set(accuracy["task"]) == set(class_pairs["task"]) == {"class"}
+    assert len(accuracy) == 1 + 2 * (1 + len(params["m_values"]))  # the model; pairs and neurons: exact, each m
+    data = datasets.load(dataset_dir)
+    _, y_NE = pool_store.pair_scalars(ds, 100)
+    weights_EK = zeroshot.load_dataset_classifier(classifier, RANDOM_RN, data, TEMPLATES)
+    top1 = zeroshot.accuracy(y_NE, weights_EK, np.array(data.manifest["label"]), topk=(1,))["top1"]
+    assert accuracy.loc[accuracy["level"] == "model", "accuracy"].item() == pytest.approx(top1, rel=1e-6)
+    assert sorted(set(class_pairs["class"])) == sorted(PHOTOS)
+    assert class_pairs.groupby("class").size().eq(params["n_class_pairs"]).all()
+    accuracy.to_csv(tmp_path / "sparse_accuracy.tsv", sep="\t", index=False)
+    figure = tmp_path / "sparse_accuracy.png"
+    plot_sparse_accuracy(
+        accuracy=str(tmp_path / "sparse_accuracy.tsv"),
+        text_path=str(text),
+        out={"figure": str(figure)},
+        keep_fraction=0.2,
+        label="t",
+    )
+    assert _is_png(figure)
+
+
+def test_the_decomposition_refuses_a_classifier_built_from_other_templates(photos, tmp_path):
+    from clipmech.stages.ablate_components import ablate_components
+
+    dataset_dir, store, classifier = photos
+    with pytest.raises(ValueError, match="differing: n_templates, templates_sha256"):
+        ablate_components(
+            store=store,
+            dataset_dir=dataset_dir,
+            out={"table": str(tmp_path / "a.tsv"), "tasks": str(tmp_path / "t.tsv")},
+            ablation={"fractions": [1.0]},
+            chunk_size=4,
+            classifier=classifier,
+            classifier_spec=CLASSIFIER_SPEC | {"templates": ["an image of a {}."]},
         )
     assert not list(tmp_path.iterdir())

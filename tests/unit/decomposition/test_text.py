@@ -96,3 +96,14 @@ def test_top_pairs_by_text_is_a_sort_of_all_cosines():
         assert list(zip(heads[k], neurons[k])) == [(b[1], b[2]) for b in best]
     with pytest.raises(ValueError, match="k must be"):
         pool.top_pairs_by_text(u_HCE, z_KE, 22)
+
+
+def test_top_pairs_by_text_in_chunks_of_texts_equals_all_texts_at_once(monkeypatch):
+    rng = np.random.default_rng(4)
+    u_HCE, z_KE = rng.standard_normal((2, 6, 4)), rng.standard_normal((7, 4))
+    whole = pool.top_pairs_by_text(u_HCE, z_KE, 5)
+    monkeypatch.setattr(pool, "TEXT_CHUNK", 3)
+    heads, neurons, cos = pool.top_pairs_by_text(u_HCE, z_KE, 5)
+    np.testing.assert_array_equal(heads, whole[0])
+    np.testing.assert_array_equal(neurons, whole[1])
+    np.testing.assert_allclose(cos, whole[2], rtol=1e-12)  # a chunk's matrix product may round differently
