@@ -51,6 +51,8 @@ TARGETS = [
     "results/patching/tiny-vit/captioned/runs.tsv",
     "results/selectivity/tiny-vit/context/units.tsv",
     "results/pascal-context-59/tiny-rn/miou.tsv",
+    "results/decomposition/tiny-rn/imnet/ablation.png",
+    "results/decomposition/tiny-rn/imnet/sparse_accuracy.png",
 ]
 
 
@@ -93,8 +95,10 @@ def natural_config(root: Path) -> Path:
             "concepts": {"datasets": ["tiny-shapes-pairs", "photos", "captioned"]},
         },
         # tiny-rn's input is 128 pixels: the 48 x 64 images are resized to 128 x 171, two windows each.
+        # The ImageNet copy decomposed too (methods.md Sec. 5.2): scored zero-shot over its 1000 classes.
         "decomposition": {
-            "pascal_context": {"dataset": "context", "scale": [512, 128], "crop_size": 128, "stride": 64, "top_k": 64}
+            "datasets": ["tiny-shapes", "imnet"],
+            "pascal_context": {"dataset": "context", "scale": [512, 128], "crop_size": 128, "stride": 64, "top_k": 64},
         },
     }
     path = root / "natural.yaml"
@@ -127,10 +131,21 @@ def test_causal_tracing_of_the_captions_against_their_foils(natural_run):
         assert len(changed) == 1 and changed[0][1] in WORDS and changed[0][1] not in caption.split()
 
 
+def test_the_imagenet_copy_is_decomposed_and_scored_over_its_classes(natural_run):
+    workdir, _, _, planned = natural_run
+    assert planned["ablate_components"] == planned["decompose_text"] == 2  # Shapes and the ImageNet copy
+    base = workdir / "results/decomposition/tiny-rn/imnet"
+    tasks = pd.read_csv(base / "ablation_tasks.tsv", sep="\t")
+    assert tasks.to_dict("list") == {"task": ["class"], "n_classes": [1000], "n_images": [4]}
+    assert set(pd.read_csv(base / "ablation.tsv", sep="\t")["task"]) == {"class"}
+    assert set(pd.read_csv(base / "sparse_accuracy.tsv", sep="\t")["task"]) == {"class"}
+
+
 def test_the_full_dag_plans_every_natural_dataset(natural_run):
     _, _, _, planned = natural_run
     assert planned["index_images"] == 4
-    assert planned["zero_shot_classifier"] == planned["zero_shot"] == 2
+    assert planned["zero_shot"] == 2
+    assert planned["zero_shot_classifier"] == 3  # and tiny-rn's on imnet, which the decomposition scores with
     # The store and Algorithm 1 on the photographs and PASCAL Context too; the rest of the shapes-paper track on
     # Shapes only; PASCAL Context-59 segmented by the decomposed model.
     assert planned["extract_activations"] == planned["neuron_selectivity"] == 3
@@ -192,15 +207,20 @@ def test_a_second_run_plans_nothing(natural_run):
     assert planned_jobs(*TARGETS, "--configfile", TINY, extra, workdir=workdir) == {}
 
 
-def test_new_templates_rerun_the_classifiers_only(natural_run, tmp_path):
+def test_new_templates_rerun_the_classifiers_and_what_scores_with_them(natural_run, tmp_path):
     workdir, data, _, _ = natural_run
     config = yaml.safe_load(natural_config(data).read_text())
     config["zeroshot"]["templates"] = ["itap of a {}."]
     path = tmp_path / "templates.yaml"
     path.write_text(yaml.safe_dump(config))
     assert planned_jobs(*TARGETS, "--configfile", TINY, path, workdir=workdir) == {
-        "zero_shot_classifier": 2,
+        "zero_shot_classifier": 3,
         "zero_shot": 2,
+        # The ImageNet copy's decomposition is scored with tiny-rn's classifier; the Shapes one is not.
+        "ablate_components": 1,
+        "plot_ablation": 1,
+        "decompose_text": 1,
+        "plot_sparse_accuracy": 1,
     }
 
 
