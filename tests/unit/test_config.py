@@ -425,7 +425,10 @@ def test_cifar10_and_pascal_context_are_natural_datasets_elsewhere():
     assert plan.shapes_analyses == (("tiny-vit", "tiny-shapes"),)
     config["zeroshot"] = {}
     message = rejected(config)
-    assert "zeroshot.templates is null, but zeroshot.datasets (null: every dataset with classes) ['cifar']" in message
+    assert (
+        "zeroshot.templates is null, but zeroshot.datasets (null: every located dataset with classes) ['cifar']"
+        in message
+    )
     config["zeroshot"] = {"templates": ["a photo of a {}."]}
     assert load_config(config).plan.zeroshots == (("tiny-vit", "cifar"),)
     config["zeroshot"] = {"datasets": ["context"], "templates": ["a {}"]}
@@ -948,7 +951,10 @@ def test_a_natural_atlas_dataset_leaves_out_the_decomposed_resnets():
 def test_zeroshot_needs_single_label_datasets_and_templates():
     config = natural(tiny())
     message = rejected(config)
-    assert "zeroshot.templates is null, but zeroshot.datasets (null: every dataset with classes) ['photos']" in message
+    assert (
+        "zeroshot.templates is null, but zeroshot.datasets (null: every located dataset with classes) ['photos']"
+        in message
+    )
     assert "are not ImageNet" in message and "or list in zeroshot.datasets only the datasets to classify" in message
     config["zeroshot"] = {"datasets": ["imnet"]}
     assert load_config(config).plan.zeroshots == (("tiny-vit", "imnet"),)

@@ -50,7 +50,7 @@ def test_a_cifar10_dataset_plans_the_map_and_the_old_section_is_refused(tmp_path
     config["datasets"]["cifar"] = {"kind": "cifar10", "root": str(tmp_path / "cifar")}
     config["tsne"]["cifar10"] = "cifar"
     # CIFAR-10 has classes: classified zero-shot by default, which needs templates.
-    assert "zeroshot.datasets (null: every dataset with classes) ['cifar']" in rejected(tmp_path, config)
+    assert "zeroshot.datasets (null: every located dataset with classes) ['cifar']" in rejected(tmp_path, config)
     config["zeroshot"] = {"templates": ["a photo of a {}."]}
     jobs = planned_jobs("--configfile", write(tmp_path, config), workdir=tmp_path)
     assert jobs["tsne_cifar10"] == jobs["plot_tsne_cifar10"] == jobs["index_images"] == jobs["zero_shot"] == 1
