@@ -14,6 +14,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
 TINY = ROOT / "tests" / "config" / "tiny.yaml"
+PAPER = ROOT / "config" / "paper.yaml"
+
+
+def paper_locations(folder: Path) -> dict:
+    """The override of config/paper.yaml that sets every null dataset location (clipmech.config.LOCATIONS, and
+    a captions dataset's null ``instances``) to a path under ``folder``, named after the dataset: enough for
+    the parse, the plan and a dry run, none of which reads the data."""
+    from clipmech.config import LOCATIONS, read_yaml
+
+    override = {}
+    for name, entry in read_yaml(PAPER)["datasets"].items():
+        keys = [LOCATIONS[entry["kind"]][0]] if entry["kind"] in LOCATIONS else []
+        keys += ["instances"] if entry["kind"] == "captions" else []
+        unset = {key: str(folder / name / key) for key in keys if entry.get(key) is None}
+        if unset:
+            override[name] = unset
+    return {"datasets": override}
+
+
+def located(raw: dict, override: dict) -> dict:
+    """``raw`` (a config mapping) with the dataset keys of ``override`` (:func:`paper_locations`) set in place."""
+    for name, keys in override["datasets"].items():
+        raw["datasets"][name].update(keys)
+    return raw
 
 
 def snakemake(*args, workdir, snakefile=SNAKEFILE, check=True, timeout=1200, env=None):

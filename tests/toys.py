@@ -467,3 +467,54 @@ def cache_siglip_tokenizer(cache: Path, architecture: str, captions: Sequence[st
     (repo / "refs" / "main").write_text(STAND_IN_REVISION)
     (repo / ".no_exist" / STAND_IN_REVISION / "config.json").touch()
     return stand_in
+
+
+def paper_copies(root: Path, monkeypatch) -> dict:
+    """Tiny copies of the natural-image datasets of config/paper.yaml under ``root``, in the layouts its comments
+    name: ImageNet as ``imagenet/{val,train}/<wnid>/`` (1000 made-up WordNet ids, 2 images a split), PASCAL
+    Context in mmseg's layout (:func:`fake_pascal_context`, 3 images), CIFAR-10 (:func:`fake_cifar10`, which
+    points torchvision and the split sizes at it with ``monkeypatch``; 6 test images) and COCO as
+    ``coco/annotations/captions_val2017.json`` and ``instances_val2017.json`` (80 categories) with 2 images in
+    ``coco/val2017/``. Returns the config override that locates them: ``{"datasets": {name: {key: path}}}``."""
+    rng = np.random.default_rng(0)
+
+    def jpeg(path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).save(path, format="JPEG")
+
+    wnids = [f"n{10000000 + 7 * i:08d}" for i in range(1000)]
+    for split in ("val", "train"):
+        for wnid in wnids:
+            (root / "imagenet" / split / wnid).mkdir(parents=True)
+        for k in range(2):
+            jpeg(root / "imagenet" / split / wnids[k] / f"{split}_{k}.JPEG")
+    fake_pascal_context(root / "VOC2010", ["2008_000001", "2008_000002", "2008_000003"])
+    fake_cifar10(root / "cifar10", monkeypatch)
+    coco = root / "coco"
+    images = [{"id": 7, "file_name": "000000000007.jpg"}, {"id": 42, "file_name": "000000000042.jpg"}]
+    for image in images:
+        jpeg(coco / "val2017" / image["file_name"])
+    annotations = [
+        {"id": 1, "image_id": 7, "caption": "A cat on a bed."},
+        {"id": 2, "image_id": 42, "caption": "A dog."},
+    ]
+    categories = [{"id": 11 + k, "name": f"thing{k}"} for k in range(80)]
+    objects = [{"id": 1, "image_id": 7, "category_id": 11}, {"id": 2, "image_id": 42, "category_id": 12}]
+    (coco / "annotations").mkdir()
+    (coco / "annotations" / "captions_val2017.json").write_text(
+        json.dumps({"images": images, "annotations": annotations})
+    )
+    (coco / "annotations" / "instances_val2017.json").write_text(
+        json.dumps({"images": images, "annotations": objects, "categories": categories})
+    )
+    located = {
+        "imagenet-val": {"root": root / "imagenet"},
+        "imagenet-train": {"root": root / "imagenet"},
+        "pascal-context-val": {"root": root / "VOC2010"},
+        "cifar10-test": {"root": root / "cifar10"},
+        "coco-val": {
+            "path": coco / "annotations" / "captions_val2017.json",
+            "instances": coco / "annotations" / "instances_val2017.json",
+        },
+    }
+    return {"datasets": {name: {key: str(path) for key, path in keys.items()} for name, keys in located.items()}}

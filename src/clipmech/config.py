@@ -197,28 +197,30 @@ class Natural(Section):
 
 @dataclass(frozen=True, kw_only=True)
 class ImageNet(Natural):
-    """ILSVRC2012 in any of the layouts :mod:`clipmech.data.natural` detects."""
+    """ILSVRC2012 in any of the layouts :mod:`clipmech.data.natural` detects (``root`` None: not located yet,
+    :data:`LOCATIONS`)."""
 
     kind: str = "imagenet"
-    root: str
+    root: str | None
     split: str = "val"
 
 
 @dataclass(frozen=True, kw_only=True)
 class ImageFolder(Natural):
-    """A folder of class sub-folders of images."""
+    """A folder of class sub-folders of images (``root`` None: not located yet, :data:`LOCATIONS`)."""
 
     kind: str = "imagefolder"
-    root: str
+    root: str | None
     split: str = "all"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Captions(Natural):
-    """Image-text pairs: a CSV/TSV file, webdataset tar shards or a COCO captions JSON."""
+    """Image-text pairs: a CSV/TSV file, webdataset tar shards or a COCO captions JSON (``path`` None: not
+    located yet, :data:`LOCATIONS`)."""
 
     kind: str = "captions"
-    path: str
+    path: str | None
     image_key: str = "filepath"
     caption_key: str = "title"
     image_root: str | None = None
@@ -231,10 +233,10 @@ class Captions(Natural):
 class Cifar10(Section):
     """CIFAR-10's python version (``root/cifar-10-batches-py/``), read by torchvision, which checks every file's
     md5 (nothing to skip); ``n_images`` None is the whole split. The CIFAR-10 t-SNE map reads the one
-    ``tsne.cifar10`` names."""
+    ``tsne.cifar10`` names. ``root`` None: not located yet (:data:`LOCATIONS`)."""
 
     kind: str = "cifar10"
-    root: str
+    root: str | None
     split: str = "test"
     n_images: int | None = None
     seed: int = 0
@@ -243,10 +245,11 @@ class Cifar10(Section):
 @dataclass(frozen=True, kw_only=True)
 class PascalContextImages(Natural):
     """PASCAL Context in mmseg's layout, images with their Context-59 masks; the PASCAL Context-59 segmentation
-    reads the one ``decomposition.pascal_context.dataset`` names."""
+    reads the one ``decomposition.pascal_context.dataset`` names. ``root`` None: not located yet
+    (:data:`LOCATIONS`)."""
 
     kind: str = "pascal_context"
-    root: str
+    root: str | None
     split: str = "val"
 
 
@@ -269,6 +272,28 @@ CLASS_KINDS = ("imagenet", "imagefolder", "cifar10")
 DECOMPOSITION_KINDS = ("shapes", *CLASS_KINDS)
 #: The keys that name a dataset of one kind for one rule, with that kind.
 NAMED_DATASETS = {"tsne.cifar10": "cifar10", "decomposition.pascal_context.dataset": "pascal_context"}
+#: The key that locates a natural-image dataset of each kind on disk, with the layout it expects in one line
+#: (docs/datasets.md, "Kinds", has them in full). Declared null, the dataset is not located yet: a run that uses
+#: it stops at parse time listing every such key (:func:`_check_locations`); one that does not skips it.
+LOCATIONS = {
+    "imagenet": (
+        "root",
+        "ILSVRC2012 as class folders (root/<wnid>/, or root/train/ and root/val/), or the flat val folder "
+        "with ILSVRC2012_devkit_t12/ or Kaggle's LOC_val_solution.csv",
+    ),
+    "imagefolder": ("root", "a folder of class sub-folders of images (the class is the folder name)"),
+    "captions": (
+        "path",
+        "a CSV/TSV of image paths and captions, a folder of webdataset .tar shards, or a COCO captions JSON "
+        "(annotations/captions_val2017.json, its images in val2017/ beside annotations/ unless image_root is set)",
+    ),
+    "cifar10": ("root", "the directory holding cifar-10-batches-py/ (CIFAR-10's python version)"),
+    "pascal_context": (
+        "root",
+        "the VOC2010 directory in mmseg's layout: JPEGImages/, SegmentationClassContext/ and "
+        "ImageSets/SegmentationContext/<split>.txt",
+    ),
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -870,7 +895,7 @@ class Config:
         causal tracing, a natural-image dataset of `patching.concepts.datasets` no concept interventions
         (:meth:`concept_skips`), an unset `tsne.cifar10` no CIFAR-10 maps, an unset
         `decomposition.pascal_context.dataset` no PASCAL Context segmentation; a natural-image dataset in no
-        analysis is only indexed.
+        analysis is only indexed, and one not located yet (:meth:`unlocated`) not even that.
         """
         plan = self.plan
         synthetic = {dataset for _, dataset in plan.shapes_analyses}
@@ -900,6 +925,11 @@ class Config:
         lines += [
             f"dataset {dataset} ({self.datasets[dataset].kind}) is in no analysis: indexing it only"
             for dataset in self.indexed_only()
+        ]
+        lines += [
+            f"datasets.{dataset}.{LOCATIONS[self.datasets[dataset].kind][0]} is null and no analysis uses "
+            f"{dataset}: skipping it (set it to your copy, docs/datasets.md, to index it)"
+            for dataset in self.unlocated()
         ]
         if not plan.patchings:
             lines.append(
@@ -1126,16 +1156,43 @@ class Config:
         """The natural-image datasets (:data:`NATURAL_KINDS`), by kind then name."""
         return [name for kind in NATURAL_KINDS for name in self.datasets_of_kind(kind)]
 
+    def unlocated(self) -> list[str]:
+        """The natural-image datasets declared with their location key (:data:`LOCATIONS`) null, by kind then
+        name; :func:`load_config` has refused a config in which the run uses one."""
+        return [
+            name
+            for name in self.natural_datasets()
+            if getattr(self.datasets[name], LOCATIONS[self.datasets[name].kind][0]) is None
+        ]
+
+    def dataset_spec(self, name: str) -> dict:
+        """A dataset's entry as rules synthesize_* and index_images read it (:meth:`Section.params`, without
+        a captions dataset's `words`, which are the analyses').
+
+        Raises
+        ------
+        ValueError
+            If `name` is a natural-image dataset not located yet (its folder asked for by name), naming the
+            key to set and the layout it expects; the DAG is then not built.
+        KeyError
+            If no dataset has this name.
+        """
+        entry = self.datasets[name]
+        if name in self.unlocated():
+            key, layout = LOCATIONS[entry.kind]
+            raise ValueError(f"datasets.{name}.{key} is null: set it to {layout} (docs/datasets.md) to index {name}")
+        return entry.params("words")
+
     def indexed_only(self) -> list[str]:
-        """The natural-image datasets no analysis, no zero-shot classification, no concept AUROC, no MiCLIP run,
-        no CIFAR-10 map, no decomposition and no PASCAL Context segmentation reads."""
+        """The located natural-image datasets no analysis, no zero-shot classification, no concept AUROC, no
+        MiCLIP run, no CIFAR-10 map, no decomposition and no PASCAL Context segmentation reads."""
         used = set(self.zeroshot.datasets) | set(self.analyses.datasets)
         used |= {self.miclip.dataset} if self.plan.miclip_units else set()
         used |= {dataset for _, dataset in self.plan.concepts}
         used |= {self.tsne.cifar10} if self.analyses.models else set()
         used |= {self.decomposition.pascal_context.dataset} if self.decomposition.models else set()
         used |= {dataset for _, dataset in self.plan.decompositions}
-        return [name for name in self.natural_datasets() if name not in used]
+        return [name for name in self.natural_datasets() if name not in used and name not in self.unlocated()]
 
 
 # --- Loading --------------------------------------------------------------------------------------------
@@ -1189,8 +1246,9 @@ def load_config(config: Mapping, schema: str | Path = SCHEMA) -> Config:
     ------
     ValueError
         If the config does not match the schema (the message has the key and the schema's reason), holds a
-        key that moved (:func:`_refuse_moved_keys`: the message says where to) or fails a cross-key check
-        (the message names the key and the allowed values).
+        key that moved (:func:`_refuse_moved_keys`: the message says where to), uses natural-image datasets
+        that are not located yet (:func:`_check_locations`: the message lists every key to set) or fails a
+        cross-key check (the message names the key and the allowed values).
     """
     raw = copy.deepcopy(dict(config))
     _refuse_moved_keys(raw)
@@ -1202,6 +1260,7 @@ def load_config(config: Mapping, schema: str | Path = SCHEMA) -> Config:
         reason = f"{error.message}; allowed: {allowed}" if allowed else error.message
         raise ValueError(f"invalid config at {where}: {reason}") from None
     raw = _canonical(raw)
+    _check_locations(raw)
     sae_sites, shift_of = _normalise(raw)
     return Config(
         seed=raw["seed"],
@@ -1284,6 +1343,74 @@ def _refuse_moved_keys(raw: Mapping) -> None:
             "datasets: {pascal-context-val: {kind: pascal_context, root: <VOC2010 directory in mmseg's layout>, "
             "split: val}} (n_images there draws a seeded subset), and name it in "
             "decomposition.pascal_context.dataset"
+        )
+
+
+def _located(entry: Mapping) -> bool:
+    """Whether a dataset entry is somewhere: a synthetic one always, a natural-image one once its
+    :data:`LOCATIONS` key is set."""
+    location = LOCATIONS.get(entry["kind"])
+    return location is None or entry.get(location[0]) is not None
+
+
+def _dataset_uses(raw: Mapping) -> dict[str, list[str]]:
+    """The keys naming each dataset for something the run plans, by dataset, on the validated mapping before
+    the defaults that copy another key are resolved (those never bring in a natural-image dataset that no key
+    names: patching.concepts.datasets copies patching.datasets, miclip.dataset and atlas.dataset
+    analyses.datasets[0], the zeroshot.datasets default leaves out datasets not located). A key whose analysis
+    has no model uses nothing."""
+    patching_models = raw["patching"]["models"]
+    zeroshot_models = raw["zeroshot"]["models"]
+    patched = bool(raw["analyses"]["models"] if patching_models is None else patching_models)
+    classified = bool(raw["analyses"]["models"] if zeroshot_models is None else zeroshot_models)
+    decomposed = bool(raw["decomposition"]["models"])
+    named = [
+        ("analyses.datasets", raw["analyses"]["datasets"], True),
+        ("zeroshot.datasets", raw["zeroshot"]["datasets"], classified),
+        ("decomposition.datasets", raw["decomposition"]["datasets"], decomposed),
+        ("decomposition.pascal_context.dataset", [raw["decomposition"]["pascal_context"]["dataset"]], decomposed),
+        ("tsne.cifar10", [raw["tsne"]["cifar10"]], bool(raw["analyses"]["models"])),
+        ("patching.datasets", raw["patching"]["datasets"], patched),
+        ("patching.concepts.datasets", raw["patching"]["concepts"]["datasets"], patched),
+        ("miclip.dataset", [raw["miclip"]["dataset"]], bool(raw["miclip"]["units"])),
+        ("atlas.dataset", [raw["atlas"]["dataset"]], raw["atlas"]["models"] != []),
+    ]
+    uses: dict[str, list[str]] = {}
+    for key, names, planned in named:
+        for name in (names or []) if planned else []:
+            if name is not None:
+                uses.setdefault(name, []).append(key)
+    return uses
+
+
+def _check_locations(raw: dict) -> None:
+    """Raise one ValueError listing every location key (:data:`LOCATIONS`) left null on a dataset the run uses
+    (:func:`_dataset_uses`), each with the dataset's kind, the keys that use it and the layout it expects, so
+    that all of them are set at once; for a captions dataset whose uses need concepts and that has neither
+    ``instances`` nor ``words``, its ``instances`` too. Datasets nothing uses may stay null (skipped:
+    :meth:`Config.skipped`)."""
+    uses = _dataset_uses(raw)
+    concept_keys = {"analyses.datasets", "patching.concepts.datasets", "miclip.dataset"}
+    if raw["patching"]["foil"]["kind"] == "object":
+        concept_keys.add("patching.datasets")
+    lines = []
+    for name, entry in raw["datasets"].items():
+        if name not in uses or _located(entry):
+            continue
+        kind, used_by = entry["kind"], ", ".join(uses[name])
+        key, layout = LOCATIONS[kind]
+        lines.append(f"datasets.{name}.{key} (kind {kind}; for {used_by}): {layout}")
+        needs = [use for use in uses[name] if use in concept_keys]
+        if kind == "captions" and needs and entry.get("instances") is None and entry.get("words") is None:
+            lines.append(
+                f"datasets.{name}.instances (for {', '.join(needs)}, which read concepts): COCO's instances JSON "
+                f"(instances_val2017.json), or give the concept words in datasets.{name}.words instead"
+            )
+    if lines:
+        raise ValueError(
+            "the run uses natural-image datasets that are not located yet; set these keys to your copies "
+            "(docs/datasets.md, section Kinds, shows each layout; a dataset nothing uses may stay null):\n"
+            + "\n".join(f"  - {line}" for line in lines)
         )
 
 
@@ -1415,17 +1542,17 @@ def _has_classes(entry: Mapping) -> bool:
 
 
 def _check_zeroshot(raw: dict) -> None:
-    """zeroshot.models (default analyses.models) are models; zeroshot.datasets (default every dataset with
-    one class per image) have one class per image; templates are given unless every one is ImageNet.
+    """zeroshot.models (default analyses.models) are models; zeroshot.datasets (default every located dataset
+    with one class per image, :func:`_located`) have one class per image; templates are given unless every one is ImageNet.
     Fills both defaults in place."""
     section = raw["zeroshot"]
     if section["models"] is None:
         section["models"] = list(raw["analyses"]["models"])
     _check_names("models", section["models"], raw["models"], "zeroshot.models")
     classified = sorted(name for name, entry in raw["datasets"].items() if _has_classes(entry))
-    defaulted = " (null: every dataset with classes)" if section["datasets"] is None else ""
+    defaulted = " (null: every located dataset with classes)" if section["datasets"] is None else ""
     if section["datasets"] is None:
-        section["datasets"] = classified
+        section["datasets"] = [name for name in classified if _located(raw["datasets"][name])]
     for name in section["datasets"]:
         _check_names("datasets", [name], raw["datasets"], "zeroshot.datasets")
         if name not in classified:

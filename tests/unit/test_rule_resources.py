@@ -11,10 +11,11 @@ import math
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
-from snakemake_cli import ROOT, TINY
+from snakemake_cli import PAPER, ROOT, TINY, located, paper_locations
 
 from clipmech import resources
 from clipmech.config import load_config
@@ -55,7 +56,7 @@ def test_decomposition_memory_by_hand():
 def test_decomposition_memory_grows_by_per_image_scalars_only(rule):
     """From ImageNet's 50,000 validation images to 500,000 the RN50x16 stages grow by their per-image scalars
     (64 bytes an image), not by the scalars s (N, H, C) they held before streaming (2.4 TB more)."""
-    raw = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    raw = located(yaml.safe_load(PAPER.read_text()), paper_locations(Path("/data")))
     job = {"model": "rn50x16", "dataset": "shapes"}
     memory, held = [], []
     for n_per_count in (10_000, 100_000):
@@ -177,7 +178,7 @@ def test_every_estimate_is_of_a_rule():
 
 def test_the_plan_lists_the_paper_jobs():
     """config/paper.yaml: the RN50x16 decomposition and the SAE jobs are planned, each with its memory."""
-    raw = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    raw = located(yaml.safe_load(PAPER.read_text()), paper_locations(Path("/data")))
     raw["patching"]["models"] = ["vit-b-32"]  # SigLIP's timm tower is sized by building it (slow)
     jobs = resources.plan_jobs(load_config(raw))
     rules = {job.rule for job in jobs}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 
 import yaml
-from snakemake_cli import ROOT, TINY, planned_jobs, snakemake
+from snakemake_cli import PAPER, ROOT, TINY, paper_locations, planned_jobs, snakemake
 
 
 def tiny():
@@ -50,7 +50,7 @@ def test_a_cifar10_dataset_plans_the_map_and_the_old_section_is_refused(tmp_path
     config["datasets"]["cifar"] = {"kind": "cifar10", "root": str(tmp_path / "cifar")}
     config["tsne"]["cifar10"] = "cifar"
     # CIFAR-10 has classes: classified zero-shot by default, which needs templates.
-    assert "zeroshot.datasets (null: every dataset with classes) ['cifar']" in rejected(tmp_path, config)
+    assert "zeroshot.datasets (null: every located dataset with classes) ['cifar']" in rejected(tmp_path, config)
     config["zeroshot"] = {"templates": ["a photo of a {}."]}
     jobs = planned_jobs("--configfile", write(tmp_path, config), workdir=tmp_path)
     assert jobs["tsne_cifar10"] == jobs["plot_tsne_cifar10"] == jobs["index_images"] == jobs["zero_shot"] == 1
@@ -81,12 +81,26 @@ def test_default_config_without_configfile(tmp_path):
     assert jobs["train_clip"] == 2 and jobs["extract_activations"] == 1
 
 
+def test_paper_config_stops_listing_the_locations_to_set(tmp_path):
+    """config/paper.yaml as shipped: the dry run stops at parse time naming every dataset location to set."""
+    result = snakemake("-n", "--configfile", PAPER, workdir=tmp_path, check=False)
+    message = result.stdout + result.stderr
+    assert result.returncode != 0 and "Job stats" not in message, message[-2000:]
+    assert "natural-image datasets that are not located yet" in message, message[-2000:]
+    unset = [f"datasets.{name}.{key}" for name, keys in paper_locations(tmp_path)["datasets"].items() for key in keys]
+    assert len(unset) == 6 and all(f"  - {key} (" in message for key in unset), message[-2000:]
+
+
 def test_paper_config_trains_nothing(tmp_path):
-    jobs = planned_jobs("--configfile", ROOT / "config" / "paper.yaml", workdir=tmp_path)
+    roots = write(tmp_path, paper_locations(tmp_path / "data"))  # a dry run reads none of them
+    jobs = planned_jobs("--configfile", PAPER, roots, workdir=tmp_path)
     # The stores of vit-l-14 (analyses) and of vit-b-32 and vit-b-16 (sae.models); each SAE model's own sites
     # (vit-b-32 at layer 6 for causal tracing, vit-b-16 at layer 10 for MiCLIP).
     assert "train_clip" not in jobs and jobs["extract_activations"] == 3 and jobs["train_sae"] == 2
     assert jobs["train_miclip"] == 2 and jobs["evaluate_miclip"] == 3
+    # The papers' five natural-image datasets: indexed, and the jobs of the sections that name them.
+    assert jobs["index_images"] == 5 and jobs["segment_pascal_context"] == jobs["tsne_cifar10"] == 1
+    assert jobs["zero_shot"] == 2 and jobs["probe_miclip"] == 2 and jobs["patch_components"] == 4
 
 
 def test_duplicated_key_stops_the_dry_run(tmp_path):

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from snakemake_cli import PAPER, paper_locations
 
 from clipmech.sae.model import load_sae
 
@@ -44,7 +45,9 @@ def test_default_config_plans_the_whole_pipeline(tmp_path):
 
 
 def test_paper_config_plans_vit_l_14(tmp_path):
-    out = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(ROOT / "config" / "paper.yaml")).stdout
+    roots = tmp_path / "roots.yaml"  # the dataset locations: a dry run reads none of them
+    roots.write_text(yaml.safe_dump(paper_locations(tmp_path / "data")))
+    out = snakemake("-n", "--directory", str(tmp_path), "--configfile", str(PAPER), str(roots)).stdout
     assert "results/activations/vit-l-14/shapes.zarr" in out
     assert "train_clip" not in out
 

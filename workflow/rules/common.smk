@@ -85,8 +85,9 @@ def train_params(wildcards):
 
 
 def dataset_spec(wildcards):
-    """A dataset's config entry as its rule reads it (a captions dataset's `words` are the analyses')."""
-    return CONFIG.datasets[wildcards.dataset].params("words")
+    """A dataset's config entry as its rule reads it; a natural one not located yet is refused with the key
+    to set (Config.dataset_spec)."""
+    return CONFIG.dataset_spec(wildcards.dataset)
 
 
 def synthetic_data(wildcards):
