@@ -1106,6 +1106,23 @@ class Config:
             return None
         return self.patching.foil.params()
 
+    def tracing_corruptions(self, name: str) -> tuple[str, ...]:
+        """The corruptions causal tracing runs on dataset `name` (methods.md Sec. 8.1): `patching.corruptions`
+        on a pairs dataset, the embedding corruptions among them (:data:`CAPTION_CORRUPTIONS`) on a captions
+        dataset, whose image-caption pairs have no minimal pairs."""
+        if self.datasets[name].kind != "captions":
+            return self.patching.corruptions
+        return tuple(c for c in self.patching.corruptions if c in CAPTION_CORRUPTIONS)
+
+    def tracing_params(self, name: str) -> dict:
+        """`patching` as rule patch_components runs it on dataset `name`: without what only the DAG, the concept
+        rules or the foils read, with the run's seed and :meth:`tracing_corruptions`."""
+        return {
+            **self.patching.params("models", "datasets", "concepts", "foil"),
+            "corruptions": list(self.tracing_corruptions(name)),
+            "seed": self.seed,
+        }
+
     def tracing_pairs(self, name: str) -> int:
         """The pairs per corruption causal tracing runs on dataset `name`: `patching.n_pairs`, at most the
         scenes of a pairs dataset or the `n_images` of a captions dataset (an upper bound there: images whose
@@ -1952,18 +1969,18 @@ def _check_patching(raw: dict) -> None:
 
 
 def _check_caption_tracing(raw: dict) -> None:
-    """A captions dataset in patching.datasets (methods.md Sec. 8.1) runs the embedding corruptions only, and with
+    """A captions dataset in patching.datasets (methods.md Sec. 8.1) runs the embedding corruptions of
+    `patching.corruptions` (the minimal-pair ones run on the pairs datasets only), so the list needs one; with
     `patching.foil.kind` object it needs concept nouns to swap (`words` or COCO `instances`)."""
     patching = raw["patching"]
     captions = [name for name in patching["datasets"] if raw["datasets"][name]["kind"] == "captions"]
     if not captions:
         return
-    minimal = [corruption for corruption in patching["corruptions"] if corruption not in CAPTION_CORRUPTIONS]
-    if minimal:
+    if not any(corruption in CAPTION_CORRUPTIONS for corruption in patching["corruptions"]):
         raise ValueError(
-            f"patching.corruptions lists {minimal}, Shapes minimal pairs, but patching.datasets names the captions "
-            f"dataset(s) {captions}, which have none; on a captions dataset the allowed values are "
-            f"{', '.join(CAPTION_CORRUPTIONS)} (set patching.corruptions: [{', '.join(CAPTION_CORRUPTIONS)}])"
+            f"patching.corruptions lists {list(patching['corruptions'])}, Shapes minimal pairs only, but "
+            f"patching.datasets names the captions dataset(s) {captions}, which run the embedding corruptions "
+            f"only: add at least one of {', '.join(CAPTION_CORRUPTIONS)} to patching.corruptions"
         )
     if patching["foil"]["kind"] != "object":
         return

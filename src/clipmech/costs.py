@@ -141,14 +141,15 @@ def tracing_cost(config: Config, model: str, dataset: str) -> TracingCost:
 
     patching = config.patching
     n_pairs = config.tracing_pairs(dataset)
+    n_corruptions = len(config.tracing_corruptions(dataset))
     clip = meta_model(config, model)
     passes, flops, pool_passes = {}, {}, 0
     for name in ("visual", "text"):
         info = tower(clip, name)
         full, pool, sweeps = tower_sets(info, patching)
         per_corruption = n_pairs * (full + 2 * sweeps)
-        passes[name] = len(patching.corruptions) * per_corruption
-        pool_passes += len(patching.corruptions) * n_pairs * pool
+        passes[name] = n_corruptions * per_corruption
+        pool_passes += n_corruptions * n_pairs * pool
         flops[name] = forward_flops(clip, info)
     return TracingCost(model, dataset, n_pairs, passes, pool_passes, flops)
 

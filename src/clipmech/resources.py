@@ -600,7 +600,7 @@ def _patch(res: RuleResources, wc) -> Estimate:
     flops = 0.0
     for tower in (shape.visual, shape.text):
         full, pool, sweeps = costs.tower_sets(tower, patching)
-        flops += len(patching.corruptions) * n_pairs * (full + 2 * sweeps) * tower.flops
+        flops += len(res.config.tracing_corruptions(wc.dataset)) * n_pairs * (full + 2 * sweeps) * tower.flops
     device = {}
     for name in ("visual", "text"):
         device |= {

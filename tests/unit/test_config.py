@@ -1217,11 +1217,21 @@ def captions_traced(**patching):
 
 
 def test_causal_tracing_on_a_captions_dataset_runs_the_embedding_corruptions_only():
-    message = rejected(captions_traced(corruptions=["zero", "colour", "binding"]))
-    assert message.startswith("patching.corruptions lists ['colour', 'binding'], Shapes minimal pairs, but ")
-    assert "captions dataset(s) ['pairs-text']" in message and "the allowed values are zero, noise" in message
-    assert "patching.corruptions lists" in rejected(captions_traced())  # the default lists the minimal pairs
-    loaded = load_config(captions_traced(corruptions=["zero", "noise"]))
+    message = rejected(captions_traced(corruptions=["colour", "binding"]))
+    assert message.startswith("patching.corruptions lists ['colour', 'binding'], Shapes minimal pairs only, but ")
+    assert "captions dataset(s) ['pairs-text']" in message and "add at least one of zero, noise" in message
+    loaded = load_config(captions_traced(corruptions=["zero", "colour", "binding"]))
+    # The pairs dataset runs every listed corruption, the captions dataset the embedding ones among them.
+    assert loaded.tracing_corruptions("tiny-shapes-pairs") == ("zero", "colour", "binding")
+    assert loaded.tracing_corruptions("pairs-text") == ("zero",)
+    assert loaded.tracing_params("pairs-text")["corruptions"] == ["zero"]
+    assert loaded.tracing_params("tiny-shapes-pairs") == {
+        **loaded.patching.params("models", "datasets", "concepts", "foil"),
+        "seed": loaded.seed,
+    }
+    loaded = load_config(captions_traced())  # tiny.yaml's [noise, binding]: the captions run noise
+    assert loaded.tracing_corruptions("pairs-text") == ("noise",)
+    assert loaded.tracing_corruptions("tiny-shapes-pairs") == ("noise", "binding")
     assert loaded.plan.patchings == (("tiny-vit", "tiny-shapes-pairs"), ("tiny-vit", "pairs-text"))
     assert "results/patching/tiny-vit/pairs-text/circuit.png" in loaded.patching_targets()
     # The foils go to the captions dataset's job only; its pairs are at most n_pairs (or its n_images).

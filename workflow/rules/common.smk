@@ -122,6 +122,11 @@ def dataset_words(wildcards):
     return None if words is None else list(words)
 
 
+def tracing_params(wildcards):
+    """patching.* as causal tracing runs it on the dataset (Config.tracing_params)."""
+    return CONFIG.tracing_params(wildcards.dataset)
+
+
 def patching_foil(wildcards):
     """patching.foil for causal tracing on a captions dataset; None for a pairs dataset (Config.patching_foil)."""
     return CONFIG.patching_foil(wildcards.dataset)

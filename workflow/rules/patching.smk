@@ -52,11 +52,7 @@ rule patch_components:
     params:
         model=model_params,
         model_config=model_config,
-        # Without what only the DAG, the concept rules or the foils use; with the run's seed.
-        patching={
-            **CONFIG.patching.params("models", "datasets", "concepts", "foil"),
-            "seed": CONFIG.seed,
-        },
+        patching=tracing_params,
         # A captions dataset's foils and concept words; None for a pairs dataset.
         foil=patching_foil,
         words=dataset_words,

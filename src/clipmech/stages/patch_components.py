@@ -30,7 +30,8 @@ def patch_components(
     on the first ``patching["n_pairs"]`` pairs of each kind (:func:`clipmech.patching.runs.trace_pairs`).
 
     On a pairs dataset the pairs are its Shapes minimal pairs (Sec. 8.1), its images all preprocessed. On a
-    captions dataset (the embedding corruptions only) they are image-caption pairs, each image's first
+    captions dataset (whose ``patching["corruptions"]`` are embedding corruptions only,
+    :meth:`clipmech.config.Config.tracing_corruptions`) they are image-caption pairs, each image's first
     caption against its foil, the caption with one word of ``foil["kind"]`` swapped
     (:func:`clipmech.patching.runs.caption_pair_table`, seeded by ``patching["seed"]``; the log counts the
     images left out for lack of a word to swap); only their images are read, through the manifest
