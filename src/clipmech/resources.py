@@ -752,7 +752,7 @@ def _evaluate_miclip(res: RuleResources, wc) -> Estimate:
     """MiCLIP evaluation: the model, the probe's image-level activations, the encoders, a chunk of held-out
     images' pixels (clipmech.miclip.evaluation.PIXEL_CHUNK) and a batch of the site's activations; on Shapes,
     Network Dissection's chunk of images (clipmech.miclip.baselines.netdissect_iou); for an SAE unit set the
-    SAE, every position's top-k codes and the image-level latents (N, n) float64."""
+    SAE, the image-level latents (N, n) float64 of the held-out images and, on Shapes, their top-k codes."""
     n = res.images(wc.dataset)
     probe, train = _probe(res, wc), _train_miclip(res, wc)
     width, positions = _site(res, wc.model, wc.site)
@@ -775,8 +775,13 @@ def _evaluate_miclip(res: RuleResources, wc) -> Estimate:
     if wc.kind == "sae":
         d, n_latents, _ = _sae_shape(res, wc.model, wc.site)
         _, positions = _site(res, wc.model, wc.site)
+        # The evaluation reads the held-out images (clipmech.miclip.units.split_images); the codes of each are
+        # kept for Network Dissection's maps on Shapes only (clipmech.miclip.evaluation.sae_set).
+        heldout = max(1, round(res.config.miclip.holdout * n))
+        natural = res.config.datasets[wc.dataset].kind in NATURAL_KINDS
+        codes = 0.0 if natural else heldout * positions * res.config.sae.k * 16
         host["SAE, top-k codes, image-level latents"] = (
-            4.0 * d * n_latents * FLOAT32 + n * positions * res.config.sae.k * 16 + 2.0 * n * n_latents * FLOAT64
+            4.0 * d * n_latents * FLOAT32 + codes + 2.0 * heldout * n_latents * FLOAT64
         )
     return Estimate(host=host, device=probe.device, flops=4 * probe.flops)
 

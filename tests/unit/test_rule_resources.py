@@ -126,6 +126,27 @@ def test_tracing_on_a_captions_dataset_holds_its_pairs_images_only():
     assert pixels(4, n_images=2) == pixels(2)
 
 
+def test_miclip_sae_evaluation_holds_the_heldout_latents_and_shapes_codes_only():
+    """evaluate_miclip of an SAE unit set holds (held-out images, n) float64 twice; the top-k codes of every held-out
+    image only on Shapes, where Network Dissection reads their maps (clipmech.miclip.evaluation.sae_set)."""
+    raw = located(yaml.safe_load(PAPER.read_text()), paper_locations(Path("/data")))
+    config = load_config(raw)
+    res = RuleResources(config)
+    site = "visual.blocks.10.hook_resid_pre"
+    term = "SAE, top-k codes, image-level latents"
+
+    def held(dataset):
+        return res.estimate("evaluate_miclip", {"model": "vit-b-16", "dataset": dataset, "site": site, "kind": "sae"})
+
+    n_latents, k, d = config.sae.n_latents, config.sae.k, 768
+    weights = 4.0 * d * n_latents * 4
+    heldout = round(config.miclip.holdout * res.images("imagenet-train"))
+    assert held("imagenet-train").host[term] == weights + 2.0 * heldout * n_latents * FLOAT64
+    heldout, positions = round(config.miclip.holdout * res.images("shapes")), 197
+    codes = heldout * positions * k * 16
+    assert held("shapes").host[term] == weights + codes + 2.0 * heldout * n_latents * FLOAT64
+
+
 def test_natural_datasets_add_a_decoder_per_thread():
     raw = tiny()
     raw["datasets"]["photos"] = {"kind": "imagefolder", "root": "photos", "n_images": 10}
