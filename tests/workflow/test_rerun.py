@@ -312,23 +312,26 @@ def test_patching_pairs_rerun_patching_only(tiny_run, tmp_path):
         "--configfile", changed_config(tmp_path, "patching", None, "n_pairs", n_pairs + 1), workdir=tiny_run
     )
     assert plan == forcerun_plan(tiny_run, "patch_components")
-    assert plan.keys() == {"patch_components", "plot_patching", "build_atlas", "all"}  # the atlases show the effects
+    # The atlases show the effects; the causal-tracing paper's comparison reads the circuit summary.
+    assert plan.keys() == {"patch_components", "plot_patching", "build_atlas", "compare_paper", "all"}
+    assert plan["compare_paper"] == 1
 
 
 def test_patching_model_list_is_not_a_parameter(tiny_run, tmp_path):
     """Dropping a model from patching.models leaves the remaining models' jobs unchanged; only the dropped
-    model's atlas is rebuilt (it loses its patching sections)."""
+    model's atlas is rebuilt (it loses its patching sections), and the causal-tracing paper's comparison, which
+    loses that model's rows."""
     models = yaml.safe_load(TINY.read_text())["patching"]["models"]
     assert planned_jobs(
         "--configfile", changed_config(tmp_path, "patching", None, "models", models[:1]), workdir=tiny_run
-    ) == {"build_atlas": 1, "all": 1}
+    ) == {"build_atlas": 1, "compare_paper": 1, "all": 1}
 
 
 def test_sae_k_reruns_the_sae_only(tiny_run, tmp_path):
     k = yaml.safe_load(TINY.read_text())["sae"]["k"]
     plan = planned_jobs("--configfile", changed_config(tmp_path, "sae", None, "k", k + 1), workdir=tiny_run)
     assert plan == forcerun_plan(tiny_run, "train_sae")
-    # ... and what reads the SAE: its MiCLIP unit set and the atlas.
+    # ... and what reads the SAE: its MiCLIP unit set, the atlas and MiCLIP's paper comparison.
     assert plan.keys() == {
         "train_sae",
         "plot_sae_training",
@@ -337,13 +340,14 @@ def test_sae_k_reruns_the_sae_only(tiny_run, tmp_path):
         "evaluate_miclip",
         "plot_miclip",
         "build_atlas",
+        "compare_paper",
         "all",
     }
 
 
 def test_miclip_steps_rerun_the_miclip_family_only(tiny_run, tmp_path):
-    """More encoder steps retrain the encoders and rerun their evaluation and the atlases that show it, not the
-    probe, the models or the SAE."""
+    """More encoder steps retrain the encoders and rerun their evaluation, the atlases that show it and MiCLIP's
+    paper comparison, not the probe, the models or the SAE."""
     steps = yaml.safe_load(TINY.read_text())["miclip"]["steps"]
     plan = planned_jobs("--configfile", changed_config(tmp_path, "miclip", None, "steps", steps + 1), workdir=tiny_run)
     assert plan == forcerun_plan(tiny_run, "train_miclip")
@@ -353,6 +357,7 @@ def test_miclip_steps_rerun_the_miclip_family_only(tiny_run, tmp_path):
         "evaluate_miclip",
         "plot_miclip",
         "build_atlas",
+        "compare_paper",
         "all",
     }
     assert plan["train_miclip"] == 3 and plan["evaluate_miclip"] == 3  # three sites, three unit sets
