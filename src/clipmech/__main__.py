@@ -38,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     raw: dict = {}
     for path in args.configfile:
         update_config(raw, read_yaml(path) or {})
-    config = load_config(raw)
+    try:
+        config = load_config(raw)
+    except ValueError as error:  # the config's own errors name the key and what it allows: no traceback
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
     stores = storage.storage_plan(config, args.directory)
     print(storage.format_plan(stores, config.storage.budget_gb))
     print()

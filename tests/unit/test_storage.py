@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from snakemake_cli import TINY
+from snakemake_cli import PAPER, TINY
 
 from clipmech import storage
 from clipmech.__main__ import main
@@ -153,6 +153,11 @@ def test_the_plan_command(tmp_path, capsys):
     # Files merge as Snakemake merges them: the second one's budget applies.
     assert main(["plan", "--configfile", str(path), str(over)]) == 1
     assert "over storage.budget_gb = 0.001" in capsys.readouterr().err
+    # A config error (here config/paper.yaml's dataset locations, not set yet) is the message alone, exit 2.
+    assert main(["plan", "--configfile", str(PAPER)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("config error: the run uses natural-image datasets that are not located yet")
+    assert "datasets.imagenet-val.root" in err and "Traceback" not in err
 
 
 def test_human_sizes():
