@@ -181,8 +181,8 @@ def _evaluate_natural(*, kind, data, probe, probe_data, heldout, site, record, c
                 "the target's zero-shot classifier (rule zero_shot_classifier's classifier.npz), and none was given"
             )
         path = rest["classifier"] if isinstance(rest["classifier"], str) else rest["classifier"][0]
-        _, _, provenance = zeroshot.dataset_classifier(rest["model"], data, natural.get("templates"))
-        class_texts = {k: v.to(device) for k, v in class_prompts(zeroshot.load_classifier(path, provenance)).items()}
+        weights_EK = zeroshot.load_dataset_classifier(path, rest["model"], data, natural.get("templates"))
+        class_texts = {k: v.to(device) for k, v in class_prompts(weights_EK).items()}
         pixels_of = functools.partial(_pixels, data=data, images=heldout, preprocess=rest["preprocess"])
     else:
         log.info(miclip_natural.NO_INTERVENTIONS.format(dataset=rest["dataset_dir"], kind=data.spec["kind"]))

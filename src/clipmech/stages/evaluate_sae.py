@@ -258,8 +258,7 @@ def _natural_downstream(clip, model, preprocess, data, images, classifier, templ
             f"{dataset_dir} is a natural-image dataset of kind {kind}: its downstream metrics need its zero-shot "
             "classifier (rule zero_shot_classifier's classifier.npz), and none was given"
         )
-    _, _, provenance = zeroshot.dataset_classifier(model, data, templates)
-    texts = evaluate.class_prompts(zeroshot.load_classifier(classifier, provenance))
+    texts = evaluate.class_prompts(zeroshot.load_dataset_classifier(classifier, model, data, templates))
     labelled, labels = evaluate.class_labels(data.manifest["label"].to_numpy(), images)
     if labelled.size == 0:
         raise ValueError(f"no labelled image among the evaluated images of {dataset_dir}")
