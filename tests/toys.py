@@ -469,13 +469,22 @@ def cache_siglip_tokenizer(cache: Path, architecture: str, captions: Sequence[st
     return stand_in
 
 
-def paper_copies(root: Path, monkeypatch) -> dict:
+#: The COCO categories of :func:`paper_copies` that its captions name (the rest are made up to reach 80).
+COCO_NAMED = ["cat", "dog", "bed", "person", "car", "pizza"]
+#: Its captions, one image each, every one naming a COCO category (the object foils swap one).
+COCO_CAPTIONS = ["A cat on a bed.", "A dog next to a car.", "A person eating pizza.", "A dog on a bed."]
+
+
+def paper_copies(root: Path, monkeypatch=None, n_imagenet: int = 2) -> dict:
     """Tiny copies of the natural-image datasets of config/paper.yaml under ``root``, in the layouts its comments
-    name: ImageNet as ``imagenet/{val,train}/<wnid>/`` (1000 made-up WordNet ids, 2 images a split), PASCAL
-    Context in mmseg's layout (:func:`fake_pascal_context`, 3 images), CIFAR-10 (:func:`fake_cifar10`, which
-    points torchvision and the split sizes at it with ``monkeypatch``; 6 test images) and COCO as
-    ``coco/annotations/captions_val2017.json`` and ``instances_val2017.json`` (80 categories) with 2 images in
-    ``coco/val2017/``. Returns the config override that locates them: ``{"datasets": {name: {key: path}}}``."""
+    name: ImageNet as ``imagenet/{val,train}/<wnid>/`` (1000 made-up WordNet ids, ``n_imagenet`` images a split
+    in its first ``n_imagenet`` classes), PASCAL Context in mmseg's layout (:func:`fake_pascal_context`, 3
+    images), CIFAR-10 (:func:`fake_cifar10`, which points torchvision and the split sizes at it with
+    ``monkeypatch``; 6 test images; left out without ``monkeypatch``: torchvision checks the files' md5s, which a
+    process of its own cannot be pointed past) and COCO as ``coco/annotations/captions_val2017.json`` and
+    ``instances_val2017.json`` (80 categories, :data:`COCO_NAMED` first) with the 4 images of
+    :data:`COCO_CAPTIONS` in ``coco/val2017/``. Returns the config override that locates them:
+    ``{"datasets": {name: {key: path}}}``."""
     rng = np.random.default_rng(0)
 
     def jpeg(path: Path) -> None:
@@ -486,20 +495,28 @@ def paper_copies(root: Path, monkeypatch) -> dict:
     for split in ("val", "train"):
         for wnid in wnids:
             (root / "imagenet" / split / wnid).mkdir(parents=True)
-        for k in range(2):
+        for k in range(n_imagenet):
             jpeg(root / "imagenet" / split / wnids[k] / f"{split}_{k}.JPEG")
     fake_pascal_context(root / "VOC2010", ["2008_000001", "2008_000002", "2008_000003"])
-    fake_cifar10(root / "cifar10", monkeypatch)
+    if monkeypatch is not None:
+        fake_cifar10(root / "cifar10", monkeypatch)
     coco = root / "coco"
-    images = [{"id": 7, "file_name": "000000000007.jpg"}, {"id": 42, "file_name": "000000000042.jpg"}]
+    images = [{"id": 7 + 5 * i, "file_name": f"{7 + 5 * i:012d}.jpg"} for i in range(len(COCO_CAPTIONS))]
     for image in images:
         jpeg(coco / "val2017" / image["file_name"])
     annotations = [
-        {"id": 1, "image_id": 7, "caption": "A cat on a bed."},
-        {"id": 2, "image_id": 42, "caption": "A dog."},
+        {"id": i + 1, "image_id": image["id"], "caption": caption}
+        for i, (image, caption) in enumerate(zip(images, COCO_CAPTIONS))
     ]
-    categories = [{"id": 11 + k, "name": f"thing{k}"} for k in range(80)]
-    objects = [{"id": 1, "image_id": 7, "category_id": 11}, {"id": 2, "image_id": 42, "category_id": 12}]
+    names = COCO_NAMED + [f"thing{k}" for k in range(80 - len(COCO_NAMED))]
+    categories = [{"id": 11 + k, "name": name} for k, name in enumerate(names)]
+    named = [
+        (image["id"], 11 + names.index(word))
+        for image, caption in zip(images, COCO_CAPTIONS)
+        for word in caption.lower().rstrip(".").split()
+        if word in COCO_NAMED
+    ]
+    objects = [{"id": i + 1, "image_id": image, "category_id": category} for i, (image, category) in enumerate(named)]
     (coco / "annotations").mkdir()
     (coco / "annotations" / "captions_val2017.json").write_text(
         json.dumps({"images": images, "annotations": annotations})

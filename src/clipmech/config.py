@@ -322,6 +322,8 @@ class Model(Section):
     architecture: str
     pretrained: str | None = None
     sha256: str | None = None
+    image_size: int | None = None
+    context_length: int | None = None
     train: Train | None = None
 
     @classmethod
@@ -331,8 +333,20 @@ class Model(Section):
             architecture=values["architecture"],
             pretrained=values.get("pretrained"),
             sha256=values.get("sha256"),
+            image_size=values.get("image_size"),
+            context_length=values.get("context_length"),
             train=None if train is None else Train.from_mapping(train),
         )
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """The set overrides of the architecture's input sizes, ``image_size`` and ``context_length``, as the
+        keywords of :mod:`clipmech.models.catalogue` and :class:`clipmech.models.loading.ModelSpec` take them."""
+        return {
+            key: value
+            for key, value in (("image_size", self.image_size), ("context_length", self.context_length))
+            if value is not None
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -872,8 +886,8 @@ class Config:
         return _datasets_of_kind(self.datasets, kind)
 
     def model_entry(self, name: str) -> dict:
-        """A model's entry as the jobs load it (clipmech.models.loading): architecture, pretrained and
-        sha256 if set; a pipeline-trained model's `pretrained` is its checkpoint.
+        """A model's entry as the jobs load it (clipmech.models.loading): architecture, pretrained, and
+        image_size, context_length and sha256 where set; a pipeline-trained model's `pretrained` is its checkpoint.
 
         Raises
         ------
@@ -882,7 +896,7 @@ class Config:
         """
         model = self.models[name]
         pretrained = CHECKPOINT.format(model=name) if model.train is not None else model.pretrained
-        entry = {"architecture": model.architecture, "pretrained": pretrained}
+        entry = {"architecture": model.architecture, "pretrained": pretrained, **model.sizes}
         if model.sha256 is not None:
             entry["sha256"] = model.sha256
         return entry
@@ -1655,8 +1669,9 @@ def _allowed(value, valid, n: int = 8) -> str:
 
 
 def _check_model(name: str, entry: Mapping, architectures, pretrained_tags: Mapping) -> None:
-    """Exactly one of `pretrained` and `train`; sha256 only of a local checkpoint; the architecture and
-    the pretrained tag in open_clip's tables (hub / local-dir architectures are checked on loading)."""
+    """Exactly one of `pretrained` and `train`; size overrides only without `train`; sha256 only of a local
+    checkpoint; the architecture and the pretrained tag in open_clip's tables (hub / local-dir architectures
+    are checked on loading)."""
     key = f"models.{name}"
     has_pretrained, has_train = "pretrained" in entry, "train" in entry
     if has_pretrained == has_train:
@@ -1664,6 +1679,12 @@ def _check_model(name: str, entry: Mapping, architectures, pretrained_tags: Mapp
             f"{key} needs exactly one of `pretrained` (an open_clip tag, a local checkpoint path, "
             "or null for random weights) and `train` (the pipeline trains it), got "
             + ("both" if has_train else "neither")
+        )
+    sized = [size for size in ("image_size", "context_length") if entry.get(size) is not None]
+    if has_train and sized:
+        raise ValueError(
+            f"{key}.{sized[0]} resizes a loaded architecture, but {key} is trained by the pipeline at its "
+            f"architecture's sizes: drop {key}.{sized[0]} (a trained model's render size is {key}.train.image_size)"
         )
     if "sha256" in entry and not is_local_checkpoint(entry.get("pretrained")):
         raise ValueError(
@@ -2063,7 +2084,8 @@ def _check_sae(raw: dict, sae_sites: Mapping[str, list[str]]) -> None:
                 f"sae.k = {sae['k']} exceeds the {latents[0]} latents of the SAE of {model!r} at {site} "
                 f"({latents[1]}): TopK keeps k latents per token, so k must be at most {latents[0]}"
             )
-        tokens = catalogue.tokens_per_input(arch, tower)
+        sizes = {key: raw["models"][model].get(key) for key in ("image_size", "context_length")}
+        tokens = catalogue.tokens_per_input(arch, tower, **sizes)
         if tokens is None:
             continue
         prefix, rest = tokens

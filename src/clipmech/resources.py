@@ -107,7 +107,7 @@ def _transformer(name: str, cfg: dict, embed: int) -> TowerShape:
     2 FLOPs per weight and token, plus 4 T^2 D of attention per block."""
     width, layers = int(cfg["width"]), int(cfg["layers"])
     d_mlp = int(width * float(cfg["mlp_ratio"]))
-    tokens = sum(catalogue.tokens_per_input(cfg["_architecture"], name))
+    tokens = sum(catalogue.tokens_per_input(cfg["_architecture"], name, **cfg["_sizes"]))
     block = 4 * width * width + 2 * width * d_mlp
     if name == "visual":
         patch = cfg["patch_size"] if isinstance(cfg["patch_size"], int) else cfg["patch_size"][0]
@@ -132,7 +132,7 @@ def _resnet(cfg: dict, embed: int) -> TowerShape:
         planes = width * 2**stage
         weights = depth * 17 * planes * planes + 4 * planes * max(width, 2 * planes)
         params += weights
-        flops += 2.0 * weights * catalogue.site_positions(cfg["_architecture"], "visual", stage)
+        flops += 2.0 * weights * catalogue.site_positions(cfg["_architecture"], "visual", stage, **cfg["_sizes"])
     channels, tokens = 32 * width, (size // 32) ** 2 + 1
     pool = tokens * channels + 3 * channels * channels + channels * embed
     heads = channels // int(cfg.get("head_width", 64))
@@ -141,7 +141,7 @@ def _resnet(cfg: dict, embed: int) -> TowerShape:
     return TowerShape("visual", "resnet", len(cfg["layers"]), channels, None, heads, tokens, size, params, flops)
 
 
-def _from_meta(architecture: str, embed: int) -> ModelShape:
+def _from_meta(architecture: str, embed: int, sizes: dict) -> ModelShape:
     """The shapes of a model open_clip builds on PyTorch's meta device (a timm or Hugging Face tower): its
     parameters counted, its FLOPs as a transformer's (2 per weight and token, 4 T^2 D of attention per block)."""
     import open_clip
@@ -149,7 +149,13 @@ def _from_meta(architecture: str, embed: int) -> ModelShape:
     from clipmech.models import loading  # noqa: F401  (registers the pipeline's own model configs)
     from clipmech.models.towers import tower
 
-    clip = open_clip.create_model(architecture, pretrained=None, device="meta")
+    clip = open_clip.create_model(
+        architecture,
+        pretrained=None,
+        device="meta",
+        force_image_size=sizes["image_size"],
+        force_context_length=sizes["context_length"],
+    )
     towers = {}
     for name in ("visual", "text"):
         info = tower(clip, name)
@@ -173,18 +179,20 @@ def _unknown() -> ModelShape:
 
 
 @functools.cache
-def model_shape(architecture: str) -> ModelShape:
-    """The shapes of an open_clip architecture: from its config file (no torch) when both towers are open_clip's
-    own; else from the model built on the meta device; else (a hub architecture) :func:`_unknown`."""
-    config = catalogue.model_config(architecture)
+def model_shape(architecture: str, image_size: int | None = None, context_length: int | None = None) -> ModelShape:
+    """The shapes of an open_clip architecture at the sizes a config may override (``models.<name>.image_size``,
+    ``context_length``): from its config file (no torch) when both towers are open_clip's own; else from the
+    model built on the meta device; else (a hub architecture) :func:`_unknown`."""
+    sizes = {"image_size": image_size, "context_length": context_length}
+    config = catalogue.model_config(architecture, **sizes)
     if config is None:
         return _unknown()
     embed = int(config["embed_dim"])
-    visual = {**catalogue.VISION_DEFAULTS, **config["vision_cfg"], "_architecture": architecture}
-    text = {**catalogue.TEXT_DEFAULTS, **config.get("text_cfg", {}), "_architecture": architecture}
+    visual = {**catalogue.VISION_DEFAULTS, **config["vision_cfg"], "_architecture": architecture, "_sizes": sizes}
+    text = {**catalogue.TEXT_DEFAULTS, **config.get("text_cfg", {}), "_architecture": architecture, "_sizes": sizes}
     if "timm_model_name" in visual or "hf_model_name" in text:
         try:
-            return _from_meta(architecture, embed)
+            return _from_meta(architecture, embed, sizes)
         except Exception:  # noqa: BLE001 - a tower whose package is missing: sized as unknown
             return _unknown()
     tower = _resnet(visual, embed) if isinstance(visual["layers"], list) else _transformer("visual", visual, embed)
@@ -232,7 +240,7 @@ class RuleResources:
         return storage.dataset_images(self.config, dataset, self.workdir) or 0
 
     def shape(self, model: str) -> ModelShape:
-        return model_shape(self.config.models[model].architecture)
+        return model_shape(self.config.models[model].architecture, **self.config.models[model].sizes)
 
     def weights(self, model: str) -> dict:
         """A loaded model: its float32 weights twice (the module and the state dict loaded into it)."""
@@ -709,7 +717,7 @@ def _site(res: RuleResources, model: str, site: str) -> tuple[int, int]:
     tower, layer, hook = block_site(site)
     t, architecture = getattr(res.shape(model), tower), res.config.models[model].architecture
     width = catalogue.site_width(architecture, tower, layer, hook) or t.width
-    return width, catalogue.site_positions(architecture, tower, layer) or t.n_tokens
+    return width, catalogue.site_positions(architecture, tower, layer, **res.config.models[model].sizes) or t.n_tokens
 
 
 def _probe(res: RuleResources, wc) -> Estimate:

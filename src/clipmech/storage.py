@@ -134,11 +134,11 @@ def activation_store(config: Config, model: str, dataset: str, n_images: int | N
     the reductions (N, L, D) float32, the tokens (N, L, T, D) float16 when ``save_tokens``, the
     embedding (N, E) float32 and every further site (N, T_site, width_site) float16."""
     path = ACTIVATIONS.format(model=model, dataset=dataset)
-    architecture = config.models[model].architecture
+    architecture, sizes = config.models[model].architecture, config.models[model].sizes
     n_vision = catalogue.tower_layers(architecture, "visual")
-    tokens = catalogue.tokens_per_input(architecture, "visual")
+    tokens = catalogue.tokens_per_input(architecture, "visual", **sizes)
     width = catalogue.site_width(architecture, "visual", 0, "hook_mlp_out")
-    open_clip_config = catalogue.model_config(architecture)
+    open_clip_config = catalogue.model_config(architecture, **sizes)
     if None in (n_vision, tokens, width, open_clip_config) or n_images is None:
         why = (
             "the number of images is unknown"
@@ -154,7 +154,7 @@ def activation_store(config: Config, model: str, dataset: str, n_images: int | N
     arrays["embedding"] = n_images * int(open_clip_config["embed_dim"]) * FLOAT32
     for site in others:
         tower, layer, hook = block_site(site)
-        site_tokens = catalogue.tokens_per_input(architecture, tower)
+        site_tokens = catalogue.tokens_per_input(architecture, tower, **sizes)
         site_width = catalogue.site_width(architecture, tower, layer, hook)
         if site_tokens is None or site_width is None:
             return StoreEstimate(path, "activations", model, dataset, n_images, note=f"the width of {site} is unknown")
@@ -167,7 +167,7 @@ def attnpool_store(config: Config, model: str, dataset: str, n_images: int | Non
     alpha (N, H, T), y (N, E) float32 and the pool's parameters float32, with C = 32 x the ResNet's
     width, H = C / head_width, T = (image_size / 32)^2 + 1 (open_clip's ModifiedResNet)."""
     path = ATTNPOOL.format(model=model, dataset=dataset)
-    open_clip_config = catalogue.model_config(config.models[model].architecture)
+    open_clip_config = catalogue.model_config(config.models[model].architecture, **config.models[model].sizes)
     if open_clip_config is None or n_images is None:
         why = "the number of images is unknown" if n_images is None else "the architecture is known only when it loads"
         return StoreEstimate(path, "attnpool", model, dataset, n_images, note=why)
@@ -193,7 +193,7 @@ def miclip_probe_store(config: Config, model: str, site: str, n_images: int | No
     architecture = config.models[model].architecture
     tower, layer, hook = block_site(site)
     width = catalogue.site_width(architecture, tower, layer, hook)
-    positions = catalogue.site_positions(architecture, tower, layer)
+    positions = catalogue.site_positions(architecture, tower, layer, **config.models[model].sizes)
     if None in (width, positions, n_images):
         why = "the number of images is unknown" if n_images is None else "the architecture is known only when it loads"
         return StoreEstimate(path, "miclip", model, dataset, n_images, note=why)

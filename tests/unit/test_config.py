@@ -22,6 +22,7 @@ from clipmech import resources
 from clipmech.config import load_config, read_config
 from clipmech.data.natural import write_natural_dataset
 from clipmech.hooks.names import block_site
+from clipmech.models import catalogue
 
 SHIPPED = [ROOT / "config" / "config.yaml", TINY, PAPER]
 
@@ -327,6 +328,27 @@ def test_model_entry_of_a_trained_model_is_its_checkpoint():
         "architecture": "clipmech-vit-tiny",
         "pretrained": "results/models/tiny-vit/checkpoint.pt",
     }
+
+
+def test_size_overrides_reach_the_model_entry_and_every_estimate():
+    config = tiny()
+    config["models"]["big"] = {"architecture": "ViT-L-14", "pretrained": None, "image_size": 28, "context_length": 16}
+    sizes = {"image_size": 28, "context_length": 16}
+    assert load_config(config).model_entry("big") == {"architecture": "ViT-L-14", "pretrained": None, **sizes}
+    assert catalogue.tokens_per_input("ViT-L-14", "visual") == (1, 256)
+    assert catalogue.tokens_per_input("ViT-L-14", "visual", **sizes) == (1, 4)
+    assert catalogue.tokens_per_input("ViT-L-14", "text", **sizes) == (0, 16)
+    assert catalogue.site_positions("RN50x16", "visual", 3, image_size=64) == 4  # 64 / 32 on a side
+    shape = resources.model_shape("ViT-L-14", **sizes)
+    assert (shape.visual.n_tokens, shape.visual.image_size, shape.text.n_tokens) == (5, 28, 16)
+    assert shape.params == resources.model_shape("ViT-L-14").params - (257 - 5) * 1024 - (77 - 16) * 768
+
+
+def test_size_overrides_of_a_trained_model_are_refused():
+    config = tiny()
+    config["models"]["tiny-vit"]["context_length"] = 8
+    with pytest.raises(ValueError, match=r"models.tiny-vit.context_length resizes a loaded architecture"):
+        load_config(config)
 
 
 # --- CIFAR-10 and PASCAL Context: datasets named by the rule that reads them ---------------------------------
@@ -1402,7 +1424,7 @@ def test_paper_config_on_local_copies_plans_and_indexes_them(tmp_path, monkeypat
     assert config.miclip.dataset == "imagenet-train" and config.tsne.cifar10 == "cifar10-test"
     assert config.decomposition.pascal_context.dataset == "pascal-context-val"
     assert config.unlocated() == [] and config.indexed_only() == []
-    counts = {"imagenet-val": 2, "imagenet-train": 2, "pascal-context-val": 3, "cifar10-test": 4, "coco-val": 2}
+    counts = {"imagenet-val": 2, "imagenet-train": 2, "pascal-context-val": 3, "cifar10-test": 4, "coco-val": 4}
     for name in config.natural_datasets():
         spec = config.dataset_spec(name)
         if spec["n_images"] is not None:

@@ -80,15 +80,23 @@ def pretrained_tags() -> dict[str, list[str]]:
     return tags
 
 
-def model_config(architecture: str) -> dict | None:
+def model_config(architecture: str, image_size: int | None = None, context_length: int | None = None) -> dict | None:
     """open_clip's model config of an architecture (its JSON file; clipmech's own first), or None for a
-    hub / local-dir architecture or one without a config file (checked when the model loads)."""
+    hub / local-dir architecture or one without a config file (checked when the model loads).
+
+    ``image_size`` and ``context_length`` (a config's ``models.<name>`` overrides) replace ``vision_cfg.image_size``
+    and ``text_cfg.context_length`` as open_clip's ``force_image_size`` and ``force_context_length`` do."""
     if architecture.startswith(OPEN_CLIP_SCHEMES):
         return None
     for directory in (CLIPMECH_MODEL_CONFIGS, open_clip_dir() / "model_configs"):
         path = directory / f"{architecture}.json"
         if path.is_file():
-            return json.loads(path.read_text())
+            config = json.loads(path.read_text())
+            if image_size is not None:
+                config["vision_cfg"]["image_size"] = image_size
+            if context_length is not None:
+                config.setdefault("text_cfg", {})["context_length"] = context_length
+            return config
     return None
 
 
@@ -118,11 +126,13 @@ VISION_DEFAULTS = {"layers": 12, "width": 768, "mlp_ratio": 4.0, "patch_size": 1
 TEXT_DEFAULTS = {"layers": 12, "width": 512, "mlp_ratio": 4.0, "context_length": 77}
 
 
-def _tower_cfg(architecture: str, tower: str) -> dict | None:
+def _tower_cfg(
+    architecture: str, tower: str, image_size: int | None = None, context_length: int | None = None
+) -> dict | None:
     """The vision_cfg / text_cfg of an open_clip-built transformer or ModifiedResNet tower with the
-    defaults filled, or None when it is unknown at parse time (no config file, a timm vision tower, a
-    Hugging Face text tower)."""
-    config = model_config(architecture)
+    defaults filled and the size overrides applied (:func:`model_config`), or None when it is unknown at
+    parse time (no config file, a timm vision tower, a Hugging Face text tower)."""
+    config = model_config(architecture, image_size, context_length)
     if config is None or tower not in ("visual", "text"):
         return None
     cfg = config.get("vision_cfg" if tower == "visual" else "text_cfg", {})
@@ -155,26 +165,32 @@ def site_width(architecture: str, tower: str, layer: int, hook: str) -> int | No
     return None
 
 
-def site_positions(architecture: str, tower: str, layer: int) -> int | None:
+def site_positions(
+    architecture: str, tower: str, layer: int, image_size: int | None = None, context_length: int | None = None
+) -> int | None:
     """Positions per input of a block site: every token of a transformer tower (:func:`tokens_per_input`), or
     the h x w of a ModifiedResNet stage's feature map, image_size / (4 x 2^stage) on a side (the stem's stride 4,
-    then 2 per later stage); None when unknown at parse time."""
-    cfg = _tower_cfg(architecture, tower)
+    then 2 per later stage); None when unknown at parse time. The sizes override the architecture's
+    (:func:`model_config`)."""
+    cfg = _tower_cfg(architecture, tower, image_size, context_length)
     if cfg is None:
         return None
     if isinstance(cfg["layers"], list):
         size = cfg["image_size"]
         size = size if isinstance(size, int) else size[0]
         return (int(size) // (4 * 2**layer)) ** 2
-    prefix, others = tokens_per_input(architecture, tower)
+    prefix, others = tokens_per_input(architecture, tower, image_size, context_length)
     return prefix + others
 
 
-def tokens_per_input(architecture: str, tower: str) -> tuple[int, int] | None:
+def tokens_per_input(
+    architecture: str, tower: str, image_size: int | None = None, context_length: int | None = None
+) -> tuple[int, int] | None:
     """(prefix tokens, other tokens) of one input of a transformer tower: an open_clip ViT has its class
     token and (image_size / patch_size)^2 patches, a text tower ``context_length`` tokens and no prefix;
-    None when unknown at parse time or for a ModifiedResNet."""
-    cfg = _tower_cfg(architecture, tower)
+    None when unknown at parse time or for a ModifiedResNet. The sizes override the architecture's
+    (:func:`model_config`)."""
+    cfg = _tower_cfg(architecture, tower, image_size, context_length)
     if cfg is None or isinstance(cfg["layers"], list):
         return None
     if tower == "text":

@@ -50,6 +50,12 @@ class ModelSpec:
     sha256 : str or None
         The expected sha256 (hex) of a local checkpoint, checked before it is loaded
         (:func:`verify_checkpoint`); None to rely on the record of a pipeline-trained checkpoint.
+    image_size : int or None
+        Input resolution in pixels in place of the architecture's (open_clip's ``force_image_size``; the
+        eval transform resizes to it); None keeps the architecture's.
+    context_length : int or None
+        Text tokens per prompt in place of the architecture's (open_clip's ``force_context_length``; the
+        tokenizer truncates to it); None keeps the architecture's.
 
     Raises
     ------
@@ -62,6 +68,8 @@ class ModelSpec:
     architecture: str
     pretrained: str | None
     sha256: str | None = None
+    image_size: int | None = None
+    context_length: int | None = None
 
     def __post_init__(self) -> None:
         """Check the architecture and the ``sha256`` (see Raises above)."""
@@ -181,7 +189,11 @@ def load_model(spec: ModelSpec, device: str | torch.device = "cpu"):
         torch.manual_seed(RANDOM_INIT_SEED)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
-                spec.architecture, pretrained=spec.pretrained, device=device
+                spec.architecture,
+                pretrained=spec.pretrained,
+                device=device,
+                force_image_size=spec.image_size,
+                force_context_length=spec.context_length,
             )
         except (RuntimeError, EOFError, pickle.UnpicklingError) as error:
             if not spec.is_local_checkpoint:
@@ -195,7 +207,8 @@ def load_model(spec: ModelSpec, device: str | torch.device = "cpu"):
 
 
 def load_tokenizer(spec: ModelSpec):
-    """The tokenizer of a model's architecture: ``open_clip.get_tokenizer(architecture)``.
+    """The tokenizer of a model's architecture: ``open_clip.get_tokenizer(architecture)``, at the spec's
+    ``context_length`` when it sets one.
 
     open_clip's own BPE tokenizer needs no files; an architecture whose config names a Hugging Face
     tokenizer (``text_cfg.hf_tokenizer_name``, e.g. ``timm/ViT-B-16-SigLIP`` for the SigLIP models) is
@@ -216,7 +229,7 @@ def load_tokenizer(spec: ModelSpec):
         tokenizer's repository, the cache folder it is looked for in and how to provide it.
     """
     try:
-        return open_clip.get_tokenizer(spec.architecture)
+        return open_clip.get_tokenizer(spec.architecture, context_length=spec.context_length)
     except OSError as error:
         # transformers wraps the hub's LocalEntryNotFoundError in a plain OSError (raise ... from).
         missing = error if isinstance(error, LocalEntryNotFoundError) else error.__cause__

@@ -3,6 +3,7 @@ import json
 import open_clip
 import pytest
 import torch
+from PIL import Image
 
 from clipmech.models import loading
 
@@ -29,6 +30,18 @@ def test_local_checkpoint_round_trip(tmp_path, tiny_vit):
         torch.testing.assert_close(loaded.encode_image(pixels), model.encode_image(pixels))
     assert tokenizer(["a red square"]).shape == (1, 48)  # context length from the model config
     assert loading.weights_id(spec).startswith("sha256:")
+
+
+def test_size_overrides_resize_the_model_its_transform_and_its_tokenizer():
+    spec = loading.ModelSpec("m", "clipmech-vit-tiny", None, image_size=32, context_length=8)
+    model, preprocess, tokenizer = loading.load(spec)
+    assert preprocess(Image.new("RGB", (50, 40))).shape == (3, 32, 32)
+    tokens = tokenizer(["a red square on the left and a blue circle on the right"])
+    assert tokens.shape == (1, 8)
+    with torch.inference_mode():
+        assert model.encode_image(torch.randn(2, 3, 32, 32)).shape == (2, 64)
+        assert model.encode_text(tokens).shape == (1, 64)
+    assert model.visual.positional_embedding.shape == (1 + 4 * 4, 64)  # 32 / 8 patches a side, and the class token
 
 
 def test_open_clip_tags_are_not_paths():
