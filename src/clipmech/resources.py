@@ -322,9 +322,9 @@ def _images_bytes(res: RuleResources, dataset: str) -> float:
 
 
 def _synthesize(res: RuleResources, wc) -> Estimate:
-    """Shapes and shift-split synthesis: the images and masks are written chunk by chunk (at most 16 MiB held,
-    clipmech.data.shapes.CHUNK_BYTES, within the baseline), then read back twice to hash them (each file's
-    digest on publishing, clipmech.artefacts.write, and the dataset hash)."""
+    """Shapes and shift-split synthesis: each image and mask is written as it is rendered (one image and the
+    object rows of 1024 images held, within the baseline), then the files are read back twice to hash them
+    (each file's digest on publishing, clipmech.artefacts.write, and the dataset hash)."""
     written = _images_bytes(res, wc.dataset)
     return Estimate(io_bytes=3 * written, flops=written * 100, torch=False)
 

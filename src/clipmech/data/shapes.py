@@ -12,7 +12,6 @@ byte-identical images, instance masks and object tables.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from collections.abc import Iterable, Iterator
@@ -67,8 +66,8 @@ STREAM_HELDOUT = 2
 STREAM_SHIFT = 3
 STREAM_PAIRS = 4
 
-#: Bytes of images and masks (4 per pixel) that :func:`write_rendered` holds at once by default.
-CHUNK_BYTES = 16 << 20
+#: Images whose object rows :func:`write_rendered` holds before writing them, by default.
+CHUNK_IMAGES = 1024
 
 
 @dataclass(frozen=True)
@@ -447,15 +446,16 @@ def write_rendered(
     rendered: Iterable[tuple[np.ndarray, np.ndarray, list[dict]]],
     n_images: int,
     image_size: int,
-    chunk_images: int | None = None,
+    chunk_images: int = CHUNK_IMAGES,
 ) -> None:
-    """Write rendered scenes as ``images.npy``, ``masks.npy`` and ``objects.tsv``, one chunk of images at a time.
+    """Write rendered scenes as ``images.npy``, ``masks.npy`` and ``objects.tsv`` without holding them.
 
     The files are byte-identical to ``numpy.save`` of the stacked images (N, S, S, 3) and masks (N, S, S)
-    and to ``DataFrame(rows).to_csv(sep="\\t", index=False)`` of all rows, but at most ``chunk_images``
-    images are held at once. The three files are written to temporary names in ``directory`` and
-    renamed only once all of them are complete (:func:`clipmech.artefacts.write_together`), so none is
-    ever partial under its own name.
+    and to ``DataFrame(rows).to_csv(sep="\\t", index=False)`` of all rows. The ``.npy`` headers are written
+    first, then each image and mask as it comes; the object rows are written every ``chunk_images``
+    images. The three files are written to temporary names in ``directory`` and renamed only once all
+    of them are complete (:func:`clipmech.artefacts.write_together`), so none is ever partial under its
+    own name.
 
     Parameters
     ----------
@@ -467,50 +467,49 @@ def write_rendered(
         N, the number of items ``rendered`` yields (written into the ``.npy`` headers first).
     image_size : int
         S.
-    chunk_images : int, optional
-        Images per chunk; default as many as fit in :data:`CHUNK_BYTES` (at least 1).
+    chunk_images : int
+        Images whose object rows are held and written together (the bytes do not depend on it).
 
     Raises
     ------
     ValueError
         If ``chunk_images`` < 1, an image or mask is not uint8 of the shape above, or ``rendered`` yields
-        more or fewer than ``n_images`` items; nothing is written then.
+        more or fewer than ``n_images`` items; no file is published then.
     """
-    if chunk_images is None:
-        chunk_images = max(1, CHUNK_BYTES // (image_size * image_size * 4))
     if chunk_images < 1:
         raise ValueError(f"chunk_images must be >= 1, got {chunk_images}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     expected = {"image": (image_size, image_size, 3), "mask": (image_size, image_size)}
+    uint8 = np.lib.format.dtype_to_descr(np.dtype(np.uint8))
 
     def write_to(images_fh, masks_fh, objects_fh) -> None:
         for fh, name in ((images_fh, "image"), (masks_fh, "mask")):
-            np.lib.format.write_array_header_1_0(
-                fh,
-                {
-                    "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
-                    "fortran_order": False,
-                    "shape": (n_images, *expected[name]),
-                },
-            )
-        items = iter(rendered)
-        written = 0
-        while chunk := list(itertools.islice(items, chunk_images)):
-            written += len(chunk)
-            if written > n_images:
+            header = {"descr": uint8, "fortran_order": False, "shape": (n_images, *expected[name])}
+            np.lib.format.write_array_header_1_0(fh, header)
+        rows, written = [], 0
+
+        def write_rows() -> None:
+            objects_fh.write(pd.DataFrame(rows).to_csv(sep="\t", index=False, header=objects_fh.tell() == 0).encode())
+            rows.clear()
+
+        for image, mask, image_rows in rendered:
+            if written == n_images:
                 raise ValueError(f"the rendered scenes hold more than the {n_images} images announced")
-            for image, mask, _ in chunk:
-                for array, name, fh in ((image, "image", images_fh), (mask, "mask", masks_fh)):
-                    if array.dtype != np.uint8 or array.shape != expected[name]:
-                        raise ValueError(
-                            f"expected a uint8 {name} of shape {expected[name]}, got {array.dtype} {array.shape}"
-                        )
-                    fh.write(array.tobytes())
-            table = pd.DataFrame([row for _, _, rows in chunk for row in rows])
-            objects_fh.write(table.to_csv(sep="\t", index=False, header=written == len(chunk)).encode("utf-8"))
+            for array, name, fh in ((image, "image", images_fh), (mask, "mask", masks_fh)):
+                if array.dtype != np.uint8 or array.shape != expected[name]:
+                    raise ValueError(
+                        f"expected a uint8 {name} of shape {expected[name]}, got {array.dtype} {array.shape}"
+                    )
+                fh.write(array.tobytes())
+            rows.extend(image_rows)
+            written += 1
+            if written % chunk_images == 0:
+                write_rows()
         if written != n_images:
             raise ValueError(f"the rendered scenes hold {written} images, not the {n_images} announced")
+        if rows:
+            write_rows()
 
     artefacts.write_together(
         [directory / "images.npy", directory / "masks.npy", directory / "objects.tsv"],
@@ -520,7 +519,7 @@ def write_rendered(
     )
 
 
-def build(directory: str | Path, spec: ShapesSpec, chunk_images: int | None = None) -> None:
+def build(directory: str | Path, spec: ShapesSpec, chunk_images: int = CHUNK_IMAGES) -> None:
     """Synthesise a Shapes dataset into ``directory`` without holding it whole (methods.md Sec. 1).
 
     Writes ``images.npy``, ``masks.npy`` and ``objects.tsv`` (:func:`write_rendered`, byte-identical to
@@ -533,8 +532,8 @@ def build(directory: str | Path, spec: ShapesSpec, chunk_images: int | None = No
     directory : path
         The dataset folder; created if missing.
     spec : ShapesSpec
-    chunk_images : int, optional
-        Images held at once (:func:`write_rendered`); does not change the bytes written.
+    chunk_images : int
+        Images whose object rows are written together (:func:`write_rendered`); the bytes do not depend on it.
     """
     write_rendered(
         directory, render(sample_scenes(spec), spec.image_size), spec.n_images, spec.image_size, chunk_images

@@ -136,10 +136,10 @@ def presence(objects: pd.DataFrame, concepts: tuple[str, ...], n_images: int) ->
     return out
 
 
-def build(directory: str | Path, spec: ShiftSpec, chunk_images: int | None = None) -> None:
+def build(directory: str | Path, spec: ShiftSpec, chunk_images: int = shapes.CHUNK_IMAGES) -> None:
     """Write the split dataset like a Shapes dataset (readable with :func:`clipmech.data.datasets.load`).
 
-    The data files are written chunk by chunk (:func:`clipmech.data.shapes.write_rendered`; byte-identical
+    The data files are written as the scenes are rendered (:func:`clipmech.data.shapes.write_rendered`; byte-identical
     to :func:`synthesize`'s arrays and table saved whole), then ``spec.json``: ``kind: shapes``, the
     :class:`ShiftSpec`, ``n_images`` and the sha256 of the data files, published last.
 
@@ -148,8 +148,8 @@ def build(directory: str | Path, spec: ShiftSpec, chunk_images: int | None = Non
     directory : path
         The dataset folder; created if missing.
     spec : ShiftSpec
-    chunk_images : int, optional
-        Images held at once; does not change the bytes written.
+    chunk_images : int
+        Images whose object rows are written together; the bytes do not depend on it.
     """
     shapes.write_rendered(directory, _rendered(spec), spec.n_images, spec.image_size, chunk_images)
     meta = {**asdict(spec), "n_images": spec.n_images, "sha256": datasets.dataset_hash(directory)}

@@ -16,7 +16,7 @@ def test_same_seed_gives_identical_bytes(tmp_path):
 
 
 def test_build_writes_in_chunks_the_bytes_of_the_dataset_saved_whole(tmp_path):
-    """15 images in chunks of 4 (the last one short) give the files of numpy.save / to_csv of synthesize."""
+    """15 images in table chunks of 4 (the last one short) give the files of numpy.save / to_csv of synthesize."""
     spec = shapes.ShapesSpec(n_per_count=3, image_size=48, seed=11)
     images, masks, objects = shapes.synthesize(spec)
     whole = tmp_path / "whole"
@@ -40,7 +40,8 @@ def test_build_writes_in_chunks_the_bytes_of_the_dataset_saved_whole(tmp_path):
 def test_build_holds_a_chunk_not_the_dataset(tmp_path):
     """Peak traced memory of writing 200 images of 96 px (7.4 MB of images and masks) is under half of it.
 
-    What stays is a chunk (0.3 MB) and the 1 MiB blocks read to hash the files (about 2.4 MB in all).
+    What stays is an image, the object rows of a chunk of 8 images and the 1 MiB blocks read to hash the
+    files (about 2.4 MB in all).
     """
     spec = shapes.ShapesSpec(n_per_count=40, image_size=96, seed=0)
     dataset_bytes = spec.n_images * 96 * 96 * 4
