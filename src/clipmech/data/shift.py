@@ -139,9 +139,9 @@ def presence(objects: pd.DataFrame, concepts: tuple[str, ...], n_images: int) ->
 def build(directory: str | Path, spec: ShiftSpec, chunk_images: int = shapes.CHUNK_IMAGES) -> None:
     """Write the split dataset like a Shapes dataset (readable with :func:`clipmech.data.datasets.load`).
 
-    The data files are written as the scenes are rendered (:func:`clipmech.data.shapes.write_rendered`; byte-identical
-    to :func:`synthesize`'s arrays and table saved whole), then ``spec.json``: ``kind: shapes``, the
-    :class:`ShiftSpec`, ``n_images`` and the sha256 of the data files, published last.
+    The data files are written as the scenes are rendered (:func:`clipmech.data.shapes.write_rendered`;
+    byte-identical to :func:`synthesize`'s arrays and table saved whole), then ``spec.json``: ``kind:
+    shapes``, the :class:`ShiftSpec`, ``n_images`` and the sha256 of the data files, published last.
 
     Parameters
     ----------
