@@ -32,9 +32,9 @@ import json
 import logging
 import os
 import pickle
+import secrets
 import shutil
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -96,9 +96,18 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def _temporary(path: Path) -> str:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    return tmp
+    """Create an empty, uniquely named file beside ``path`` with a new file's permissions (0666 less the umask).
+
+    ``tempfile.mkstemp`` would create it 0600, and the rename would publish that: a dataset or table that the
+    user's group could read before (``numpy.save`` of the path) would no longer be readable.
+    """
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return str(tmp)
 
 
 def write(path: str | Path, write_to: Callable[[BinaryIO], Any], *, rule: str | None, record: bool = True) -> str:
@@ -174,6 +183,45 @@ def write_text(path: str | Path, text: str) -> None:
     UTF-8, no digest record. Raises OSError as :func:`write` (a full disk named, no temporary file left).
     """
     write(path, lambda fh: fh.write(text.encode("utf-8")), rule=None, record=False)
+
+
+def write_together(
+    paths: Sequence[str | Path], write_to: Callable[..., Any], *, rule: str | None, record: bool = True
+) -> None:
+    """Write several files in one pass, each published by rename (as :func:`write`) once all are written.
+
+    ``write_to(fh_0, fh_1, ...)`` fills one temporary binary file per path, in ``paths`` order (a stage that
+    streams images, masks and their table into three files at once). Only after it returns are the files
+    fsynced and renamed, the last path first; if it raises, nothing is published and no temporary file is
+    left. A crash between two renames leaves some files published and the others absent, never partial.
+
+    Parameters
+    ----------
+    paths : sequence of path
+        At least one; folders are created.
+    write_to : callable
+        Called once with as many open binary files as ``paths``.
+    rule, record
+        As in :func:`write`, for every file.
+
+    Raises
+    ------
+    ValueError
+        If ``paths`` is empty.
+    OSError
+        As :func:`write`.
+    """
+    paths = [Path(path) for path in paths]
+    if not paths:
+        raise ValueError("write_together needs at least one path")
+
+    def nested(handles: list[BinaryIO]) -> None:
+        if len(handles) == len(paths):
+            write_to(*handles)
+        else:
+            write(paths[len(handles)], lambda fh: nested([*handles, fh]), rule=rule, record=record)
+
+    nested([])
 
 
 def read_record(path: str | Path) -> dict:

@@ -1,4 +1,5 @@
 import errno
+import os
 
 import numpy as np
 import pytest
@@ -189,3 +190,37 @@ def test_tables_json_and_figures_are_published_whole_or_not_at_all(tmp_path, mon
         with pytest.raises(OSError, match=f"no space left on the device holding {tmp_path} while writing {name}:"):
             write(tmp_path / name)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_together_publishes_every_file_only_once_all_are_written(tmp_path):
+    paths = [tmp_path / "a.npy", tmp_path / "b.tsv"]
+    seen = []
+
+    def write_to(a, b):
+        a.write(b"first")
+        b.write(b"second")
+        seen.append(sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".tmp")))
+
+    artefacts.write_together(paths, write_to, rule=None, record=False)
+    assert seen == [[]]  # nothing under its own name while the files are being written
+    assert [p.read_bytes() for p in paths] == [b"first", b"second"]
+
+    def fail(a, b):
+        a.write(b"partial")
+        raise RuntimeError("renderer failed")
+
+    with pytest.raises(RuntimeError, match="renderer failed"):
+        artefacts.write_together([tmp_path / "c.npy", tmp_path / "d.tsv"], fail, rule=None, record=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "b.tsv"]  # no temporary, no partial file
+    with pytest.raises(ValueError, match="at least one path"):
+        artefacts.write_together([], write_to, rule=None)
+
+
+def test_published_files_get_a_new_files_permissions(tmp_path):
+    """The temporary file is created 0666 less the umask, as open() would, not 0600 as by tempfile.mkstemp."""
+    old = os.umask(0o022)
+    try:
+        artefacts.write_text(tmp_path / "table.tsv", "a\tb\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "table.tsv").stat().st_mode & 0o777 == 0o644

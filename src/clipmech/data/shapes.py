@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from clipmech import artefacts
 from clipmech.data import datasets
 
 SHAPES = ("circle", "triangle", "square", "pentagon", "hexagon")
@@ -64,6 +66,9 @@ STREAM_HELDOUT = 2
 STREAM_SHIFT = 3
 STREAM_PAIRS = 4
 
+#: Images whose object rows :func:`write_rendered` holds before writing them, by default.
+CHUNK_IMAGES = 1024
+
 
 @dataclass(frozen=True)
 class ShapesSpec:
@@ -100,6 +105,11 @@ class ShapesSpec:
             raise ValueError(f"n_per_count must be >= 1, got {self.n_per_count}")
         if self.image_size < 16:
             raise ValueError(f"image_size must be >= 16 pixels, got {self.image_size}")
+
+    @property
+    def n_images(self) -> int:
+        """Images in the dataset: ``n_per_count`` per object count."""
+        return self.n_per_count * (self.max_objects - self.min_objects + 1)
 
 
 def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
@@ -250,8 +260,81 @@ def stream(seed: int, stream_id: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, stream_id]))
 
 
+def sample_scenes(spec: ShapesSpec) -> Iterator[list[dict]]:
+    """Draw the scenes of a Shapes dataset (methods.md Sec. 1) from its seed's dataset stream, in image order.
+
+    ``n_per_count`` scenes with ``min_objects`` objects come first, then ``min_objects + 1``, and so on.
+    Scenes are drawn lazily, one per ``next``; rendering draws no random numbers, so every consumer
+    (:func:`synthesize`, :func:`build`) sees the same scenes.
+
+    Yields
+    ------
+    list of dict
+        One scene's objects (:func:`sample_objects`); ``spec.n_images`` scenes in all.
+    """
+    rng = stream(spec.seed, STREAM_DATASET)
+    for n_objects in range(spec.min_objects, spec.max_objects + 1):
+        for _ in range(spec.n_per_count):
+            yield sample_objects(rng, n_objects, spec.image_size, spec.distinct_attributes)
+
+
+def render(scenes: Iterable[list[dict]], image_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, list[dict]]]:
+    """Render scenes one at a time: the one loop behind :func:`synthesize`, :func:`render_scenes` and :func:`build`.
+
+    Parameters
+    ----------
+    scenes : iterable of object lists
+        From :func:`sample_objects` or :func:`sample_objects_with`; scene i becomes image i.
+    image_size : int
+        Side S of the square images in pixels.
+
+    Yields
+    ------
+    image_HW3 : numpy.ndarray, uint8, (S, S, 3)
+    mask_HW : numpy.ndarray, uint8, (S, S)
+        Instance mask, object id per pixel, 0 = background.
+    rows : list of dict
+        The image's rows of the object table (:func:`synthesize`).
+    """
+    for image_id, objects in enumerate(scenes):
+        image, mask = draw_scene(objects, image_size)
+        yield image, mask, _object_rows(image_id, objects, mask)
+
+
+def collect(
+    rendered: Iterable[tuple[np.ndarray, np.ndarray, list[dict]]], n_images: int, image_size: int
+) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Stack rendered scenes (:func:`render`) in memory.
+
+    Returns
+    -------
+    images_NHW3 : numpy.ndarray, uint8, (n_images, S, S, 3)
+    masks_NHW : numpy.ndarray, uint8, (n_images, S, S)
+    objects : pandas.DataFrame
+        All rows, in order.
+
+    Raises
+    ------
+    ValueError
+        If ``rendered`` yields more or fewer than ``n_images`` items.
+    """
+    images = np.empty((n_images, image_size, image_size, 3), dtype=np.uint8)
+    masks = np.empty((n_images, image_size, image_size), dtype=np.uint8)
+    rows = []
+    count = 0
+    for image, mask, image_rows in rendered:
+        if count == n_images:
+            raise ValueError(f"the rendered scenes hold more than the {n_images} images announced")
+        images[count], masks[count] = image, mask
+        rows.extend(image_rows)
+        count += 1
+    if count != n_images:
+        raise ValueError(f"the rendered scenes hold {count} images, not the {n_images} announced")
+    return images, masks, pd.DataFrame(rows)
+
+
 def synthesize(spec: ShapesSpec) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """Generate the Shapes dataset (methods.md Sec. 1).
+    """Generate the Shapes dataset (methods.md Sec. 1) in memory; :func:`build` writes it without holding it.
 
     Images are ordered by object count (``n_per_count`` images with ``min_objects`` objects first).
 
@@ -264,20 +347,7 @@ def synthesize(spec: ShapesSpec) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
         One row per object: image_id, object_id, n_objects, shape, colour, position, bbox_x0,
         bbox_y0, bbox_x1, bbox_y1 (pixel bounds, exclusive upper), area (pixels).
     """
-    rng = stream(spec.seed, STREAM_DATASET)
-    counts = range(spec.min_objects, spec.max_objects + 1)
-    n_images = spec.n_per_count * len(counts)
-    images = np.empty((n_images, spec.image_size, spec.image_size, 3), dtype=np.uint8)
-    masks = np.empty((n_images, spec.image_size, spec.image_size), dtype=np.uint8)
-    rows = []
-    image_id = 0
-    for n_objects in counts:
-        for _ in range(spec.n_per_count):
-            objects = sample_objects(rng, n_objects, spec.image_size, spec.distinct_attributes)
-            images[image_id], masks[image_id] = draw_scene(objects, spec.image_size)
-            rows.extend(_object_rows(image_id, objects, masks[image_id]))
-            image_id += 1
-    return images, masks, pd.DataFrame(rows)
+    return collect(render(sample_scenes(spec), spec.image_size), spec.n_images, spec.image_size)
 
 
 def render_scenes(scenes: list[list[dict]], image_size: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
@@ -294,13 +364,7 @@ def render_scenes(scenes: list[list[dict]], image_size: int) -> tuple[np.ndarray
     images_NHW3, masks_NHW, objects
         As :func:`synthesize`.
     """
-    images = np.empty((len(scenes), image_size, image_size, 3), dtype=np.uint8)
-    masks = np.empty((len(scenes), image_size, image_size), dtype=np.uint8)
-    rows = []
-    for image_id, objects in enumerate(scenes):
-        images[image_id], masks[image_id] = draw_scene(objects, image_size)
-        rows.extend(_object_rows(image_id, objects, masks[image_id]))
-    return images, masks, pd.DataFrame(rows)
+    return collect(render(scenes, image_size), len(scenes), image_size)
 
 
 def _object_rows(image_id: int, objects: list[dict], mask_HW: np.ndarray) -> list[dict]:
@@ -377,23 +441,103 @@ def caption(objects: list[dict], rng: np.random.Generator | None = None, p_drop:
     return " and ".join(phrases)
 
 
-def save(directory: str | Path, spec: ShapesSpec, images: np.ndarray, masks: np.ndarray, objects: pd.DataFrame) -> None:
-    """Write a dataset: ``images.npy``, ``masks.npy``, ``objects.tsv``, ``spec.json``.
+def write_rendered(
+    directory: str | Path,
+    rendered: Iterable[tuple[np.ndarray, np.ndarray, list[dict]]],
+    n_images: int,
+    image_size: int,
+    chunk_images: int = CHUNK_IMAGES,
+) -> None:
+    """Write rendered scenes as ``images.npy``, ``masks.npy`` and ``objects.tsv`` without holding them.
 
-    ``spec.json`` also records the sha256 of the three data files (the dataset hash used in
-    activation-store provenance).
+    The files are byte-identical to ``numpy.save`` of the stacked images (N, S, S, 3) and masks (N, S, S)
+    and to ``DataFrame(rows).to_csv(sep="\\t", index=False)`` of all rows. The ``.npy`` headers are written
+    first, then each image and mask as it comes; the object rows are written every ``chunk_images``
+    images. The three files are written to temporary names in ``directory`` and renamed only once all
+    of them are complete (:func:`clipmech.artefacts.write_together`), so none is ever partial under its
+    own name.
+
+    Parameters
+    ----------
+    directory : path
+        Created if missing.
+    rendered : iterable of (image_HW3, mask_HW, rows)
+        From :func:`render`: uint8 (S, S, 3) and (S, S) arrays and the image's object rows.
+    n_images : int
+        N, the number of items ``rendered`` yields (written into the ``.npy`` headers first).
+    image_size : int
+        S.
+    chunk_images : int
+        Images whose object rows are held and written together (the bytes do not depend on it).
+
+    Raises
+    ------
+    ValueError
+        If ``chunk_images`` < 1, an image or mask is not uint8 of the shape above, or ``rendered`` yields
+        more or fewer than ``n_images`` items; no file is published then.
     """
+    if chunk_images < 1:
+        raise ValueError(f"chunk_images must be >= 1, got {chunk_images}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    np.save(directory / "images.npy", images)
-    np.save(directory / "masks.npy", masks)
-    objects.to_csv(directory / "objects.tsv", sep="\t", index=False)
-    meta = {"kind": "shapes", **asdict(spec), "n_images": int(images.shape[0])}
+    expected = {"image": (image_size, image_size, 3), "mask": (image_size, image_size)}
+    uint8 = np.lib.format.dtype_to_descr(np.dtype(np.uint8))
+
+    def write_to(images_fh, masks_fh, objects_fh) -> None:
+        for fh, name in ((images_fh, "image"), (masks_fh, "mask")):
+            header = {"descr": uint8, "fortran_order": False, "shape": (n_images, *expected[name])}
+            np.lib.format.write_array_header_1_0(fh, header)
+        rows, written = [], 0
+
+        def write_rows() -> None:
+            objects_fh.write(pd.DataFrame(rows).to_csv(sep="\t", index=False, header=objects_fh.tell() == 0).encode())
+            rows.clear()
+
+        for image, mask, image_rows in rendered:
+            if written == n_images:
+                raise ValueError(f"the rendered scenes hold more than the {n_images} images announced")
+            for array, name, fh in ((image, "image", images_fh), (mask, "mask", masks_fh)):
+                if array.dtype != np.uint8 or array.shape != expected[name]:
+                    raise ValueError(
+                        f"expected a uint8 {name} of shape {expected[name]}, got {array.dtype} {array.shape}"
+                    )
+                fh.write(array.tobytes())
+            rows.extend(image_rows)
+            written += 1
+            if written % chunk_images == 0:
+                write_rows()
+        if written != n_images:
+            raise ValueError(f"the rendered scenes hold {written} images, not the {n_images} announced")
+        if rows:
+            write_rows()
+
+    artefacts.write_together(
+        [directory / "images.npy", directory / "masks.npy", directory / "objects.tsv"],
+        write_to,
+        rule=None,
+        record=False,
+    )
+
+
+def build(directory: str | Path, spec: ShapesSpec, chunk_images: int = CHUNK_IMAGES) -> None:
+    """Synthesise a Shapes dataset into ``directory`` without holding it whole (methods.md Sec. 1).
+
+    Writes ``images.npy``, ``masks.npy`` and ``objects.tsv`` (:func:`write_rendered`, byte-identical to
+    :func:`synthesize`'s arrays and table saved whole), then ``spec.json``: the spec, ``kind: shapes``,
+    ``n_images`` and the sha256 of the three data files (the dataset hash used in activation-store
+    provenance). ``spec.json`` is published last, by rename, so a dataset without it is incomplete.
+
+    Parameters
+    ----------
+    directory : path
+        The dataset folder; created if missing.
+    spec : ShapesSpec
+    chunk_images : int
+        Images whose object rows are written together (:func:`write_rendered`); the bytes do not depend on it.
+    """
+    write_rendered(
+        directory, render(sample_scenes(spec), spec.image_size), spec.n_images, spec.image_size, chunk_images
+    )
+    meta = {"kind": "shapes", **asdict(spec), "n_images": spec.n_images}
     meta["sha256"] = datasets.dataset_hash(directory)
-    (directory / "spec.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-
-
-def build(directory: str | Path, spec: ShapesSpec) -> None:
-    """Synthesise a Shapes dataset and write it to ``directory`` (see :func:`save`)."""
-    images, masks, objects = synthesize(spec)
-    save(directory, spec, images, masks, objects)
+    artefacts.write_text(Path(directory) / "spec.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")

@@ -11,7 +11,7 @@ from split to split. Agreement is measured, as in the paper, by the point-biseri
 between concept presence (0/1 per image) and the score, and also by the Pearson correlation of
 the splits' mean scores with their true shares.
 
-The splits form one Shapes dataset (:func:`synthesize`, :func:`save`): ``n_per_split`` images per
+The splits form one Shapes dataset (:func:`synthesize`, :func:`build`): ``n_per_split`` images per
 split, in split order; in split s exactly round(share[s, f] * n_per_split) images contain concept
 f (a colour or shape name), drawn by :func:`clipmech.data.shapes.sample_objects_with`.
 """
@@ -19,12 +19,14 @@ f (a colour or shape name), drawn by :func:`clipmech.data.shapes.sample_objects_
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from clipmech import artefacts
 from clipmech.data import datasets, shapes
 
 
@@ -71,6 +73,11 @@ class ShiftSpec:
         if not 1 <= self.min_objects <= self.max_objects <= len(shapes.POSITIONS):
             raise ValueError(f"need 1 <= min_objects <= max_objects <= 5, got {self.min_objects}, {self.max_objects}")
 
+    @property
+    def n_images(self) -> int:
+        """Images in the dataset: ``n_per_split`` per split."""
+        return len(self.shares) * self.n_per_split
+
 
 def _draw_presence(rng: np.random.Generator, spec: ShiftSpec) -> np.ndarray:
     """Which images get each concept: exactly round(share * n_per_split) per split, shuffled."""
@@ -82,31 +89,37 @@ def _draw_presence(rng: np.random.Generator, spec: ShiftSpec) -> np.ndarray:
     return out
 
 
-def synthesize(spec: ShiftSpec) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """Render the split dataset (images in split order) from the seed's shift stream.
-
-    Returns
-    -------
-    images_NHW3 : ndarray of uint8
-    masks_NHW : ndarray of uint8
-        Instance masks.
-    objects : pandas.DataFrame
-        The object table of :func:`clipmech.data.shapes.render_scenes` plus a ``split`` column.
-    """
+def _scenes(spec: ShiftSpec) -> Iterator[list[dict]]:
+    """The split scenes in image order, drawn lazily from the seed's shift stream after the presence flags."""
     rng = shapes.stream(spec.seed, shapes.STREAM_SHIFT)
-    flags = _draw_presence(rng, spec)
-    scenes = [
-        shapes.sample_objects_with(
+    for row in _draw_presence(rng, spec):
+        yield shapes.sample_objects_with(
             rng,
             int(rng.integers(spec.min_objects, spec.max_objects + 1)),
             spec.image_size,
             dict(zip(spec.concepts, row.tolist())),
         )
-        for row in flags
-    ]
-    images, masks, objects = shapes.render_scenes(scenes, spec.image_size)
-    objects["split"] = objects["image_id"] // spec.n_per_split
-    return images, masks, objects
+
+
+def _rendered(spec: ShiftSpec) -> Iterator[tuple[np.ndarray, np.ndarray, list[dict]]]:
+    """:func:`clipmech.data.shapes.render` of the split scenes, each object row with its ``split``."""
+    for image, mask, rows in shapes.render(_scenes(spec), spec.image_size):
+        yield image, mask, [dict(row, split=row["image_id"] // spec.n_per_split) for row in rows]
+
+
+def synthesize(spec: ShiftSpec) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Render the split dataset (images in split order) in memory; :func:`build` writes it without holding it.
+
+    Returns
+    -------
+    images_NHW3 : numpy.ndarray, uint8, (N, S, S, 3)
+        N = ``spec.n_images``, S = ``spec.image_size``.
+    masks_NHW : numpy.ndarray, uint8, (N, S, S)
+        Instance masks.
+    objects : pandas.DataFrame
+        The object table of :func:`clipmech.data.shapes.synthesize` plus a ``split`` column.
+    """
+    return shapes.collect(_rendered(spec), spec.n_images, spec.image_size)
 
 
 def presence(objects: pd.DataFrame, concepts: tuple[str, ...], n_images: int) -> np.ndarray:
@@ -123,18 +136,24 @@ def presence(objects: pd.DataFrame, concepts: tuple[str, ...], n_images: int) ->
     return out
 
 
-def save(directory: str | Path, spec: ShiftSpec, images: np.ndarray, masks: np.ndarray, objects: pd.DataFrame) -> None:
+def build(directory: str | Path, spec: ShiftSpec, chunk_images: int = shapes.CHUNK_IMAGES) -> None:
     """Write the split dataset like a Shapes dataset (readable with :func:`clipmech.data.datasets.load`).
 
-    ``spec.json`` holds ``kind: shapes``, the :class:`ShiftSpec` and the sha256 of the data files.
+    The data files are written as the scenes are rendered (:func:`clipmech.data.shapes.write_rendered`;
+    byte-identical to :func:`synthesize`'s arrays and table saved whole), then ``spec.json``: ``kind:
+    shapes``, the :class:`ShiftSpec`, ``n_images`` and the sha256 of the data files, published last.
+
+    Parameters
+    ----------
+    directory : path
+        The dataset folder; created if missing.
+    spec : ShiftSpec
+    chunk_images : int
+        Images whose object rows are written together; the bytes do not depend on it.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    np.save(directory / "images.npy", images)
-    np.save(directory / "masks.npy", masks)
-    objects.to_csv(directory / "objects.tsv", sep="\t", index=False)
-    meta = {**asdict(spec), "n_images": int(images.shape[0]), "sha256": datasets.dataset_hash(directory)}
-    (directory / "spec.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    shapes.write_rendered(directory, _rendered(spec), spec.n_images, spec.image_size, chunk_images)
+    meta = {**asdict(spec), "n_images": spec.n_images, "sha256": datasets.dataset_hash(directory)}
+    artefacts.write_text(Path(directory) / "spec.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def load_spec(directory: str | Path) -> ShiftSpec:

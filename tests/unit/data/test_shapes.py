@@ -1,3 +1,6 @@
+import json
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -10,6 +13,59 @@ def test_same_seed_gives_identical_bytes(tmp_path):
     shapes.build(tmp_path / "b", spec)
     for name in ("images.npy", "masks.npy", "objects.tsv", "spec.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_build_writes_in_chunks_the_bytes_of_the_dataset_saved_whole(tmp_path):
+    """15 images in table chunks of 4 (the last one short) give the files of numpy.save / to_csv of synthesize."""
+    spec = shapes.ShapesSpec(n_per_count=3, image_size=48, seed=11)
+    images, masks, objects = shapes.synthesize(spec)
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    np.save(whole / "images.npy", images)
+    np.save(whole / "masks.npy", masks)
+    objects.to_csv(whole / "objects.tsv", sep="\t", index=False)
+    shapes.build(tmp_path / "chunked", spec, chunk_images=4)
+    for name in ("images.npy", "masks.npy", "objects.tsv"):
+        assert (tmp_path / "chunked" / name).read_bytes() == (whole / name).read_bytes(), name
+    meta = json.loads((tmp_path / "chunked" / "spec.json").read_text())
+    assert meta["n_images"] == 15 and meta["sha256"] == datasets.dataset_hash(whole)
+    assert sorted(p.name for p in (tmp_path / "chunked").iterdir()) == [
+        "images.npy",
+        "masks.npy",
+        "objects.tsv",
+        "spec.json",
+    ]
+
+
+def test_build_holds_a_chunk_not_the_dataset(tmp_path):
+    """Peak traced memory of writing 200 images of 96 px (7.4 MB of images and masks) is under half of it.
+
+    What stays is an image, the object rows of a chunk of 8 images and the 1 MiB blocks read to hash the
+    files (about 2.4 MB in all).
+    """
+    spec = shapes.ShapesSpec(n_per_count=40, image_size=96, seed=0)
+    dataset_bytes = spec.n_images * 96 * 96 * 4
+    tracemalloc.start()
+    try:
+        shapes.build(tmp_path, spec, chunk_images=8)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < dataset_bytes / 2, (peak, dataset_bytes)
+    assert datasets.load(tmp_path).n_images == 200
+
+
+def test_writer_refuses_a_wrong_image_count_and_leaves_no_file(tmp_path):
+    spec = shapes.ShapesSpec(n_per_count=1, image_size=32, seed=0)
+    rendered = list(shapes.render(shapes.sample_scenes(spec), 32))
+    for n_images, match in ((6, "hold 5 images, not the 6"), (4, "more than the 4")):
+        with pytest.raises(ValueError, match=match):
+            shapes.write_rendered(tmp_path, rendered, n_images, 32, chunk_images=2)
+    with pytest.raises(ValueError, match="chunk_images must be >= 1"):
+        shapes.write_rendered(tmp_path, rendered, 5, 32, chunk_images=0)
+    with pytest.raises(ValueError, match=r"uint8 image of shape \(48, 48, 3\)"):
+        shapes.write_rendered(tmp_path, rendered, 5, 48)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_other_seed_gives_other_images():

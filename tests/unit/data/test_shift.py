@@ -41,7 +41,11 @@ def test_splits_have_exact_shares_and_load_as_a_dataset(tmp_path):
     present = shift.presence(objects, spec.concepts, 15)
     np.testing.assert_array_equal(present.reshape(3, 5, 2).sum(axis=1), [[1, 5], [3, 0], [5, 2]])
     assert (objects["split"] == objects["image_id"] // 5).all()
-    shift.save(tmp_path / "splits", spec, images, masks, objects)
+    shift.build(tmp_path / "splits", spec, chunk_images=4)  # 15 images: table chunks of 4, 4, 4 and 3
+    for name, array in (("images.npy", images), ("masks.npy", masks)):
+        np.save(tmp_path / name, array)
+        assert (tmp_path / "splits" / name).read_bytes() == (tmp_path / name).read_bytes()
+    assert (tmp_path / "splits" / "objects.tsv").read_text() == objects.to_csv(sep="\t", index=False)
     data = datasets.load(tmp_path / "splits")
     assert (
         data.n_images == 15

@@ -316,7 +316,7 @@ def shift_store(tmp_path_factory):
     spec = shift.ShiftSpec(
         concepts=("red", "circle"), shares=((0.25, 0.75), (0.5, 0.5), (1.0, 0.25)), n_per_split=4, image_size=64
     )
-    shift.save(directory / "splits", spec, *shift.synthesize(spec))
+    shift.build(directory / "splits", spec)
     store = attnpool_extraction.extract_attnpool(
         RANDOM_RN, directory / "splits", directory / "store.zarr", batch_size=5, device="cpu", code="t"
     )
