@@ -46,7 +46,7 @@ swapped prompt's colour lures towards b.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -196,44 +196,19 @@ def task_prompts(objects: Sequence[dict], task: str, rng: np.random.Generator) -
     return {"correct": correct, "foil": describe(foil, spec.described), "objects": (i,)}
 
 
-def _scenes(objects: pd.DataFrame, min_objects: int) -> list[tuple[int, list[dict]]]:
-    """(image_id, objects in object-id order) of the images with at least ``min_objects`` objects."""
-    table = objects[objects["n_objects"] >= min_objects].sort_values(["image_id", "object_id"])
+#: The columns of a table of binding trials (:func:`binding_trials`) and their dtypes.
+TRIAL_DTYPES = {"image_id": "int64", "n_objects": "int64", "task": "str", "correct": "str", "foil": "str"}
+
+
+def _scenes(table: pd.DataFrame) -> list[tuple[int, list[dict]]]:
+    """(image_id, objects in table order) of each image of a table sorted by image and object id."""
     return [
         (int(image_id), group[list(ATTRIBUTES)].to_dict("records")) for image_id, group in table.groupby("image_id")
     ]
 
 
-def binding_trials(objects: pd.DataFrame, tasks: Sequence[str], rng: np.random.Generator) -> pd.DataFrame:
-    """Every (image, task) trial of the binding benchmark on a Shapes object table.
-
-    Parameters
-    ----------
-    objects : pandas.DataFrame
-        The Shapes object table (``image_id``, ``object_id``, ``n_objects``, ``shape``,
-        ``colour``, ``position``).
-    tasks : sequence of str
-        Keys of ``TASKS``.
-    rng : numpy.random.Generator
-        Draws the foils (:func:`task_prompts`), images in ascending id, tasks in the given order.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per trial of the images with >= 2 objects: ``image_id, n_objects, task, correct,
-        foil``; (image, task) pairs without a valid foil are left out.
-
-    Raises
-    ------
-    ValueError
-        On an unknown task, or when no image has 2 or more objects.
-    """
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown:
-        raise ValueError(f"unknown binding tasks {unknown}; valid tasks are: {', '.join(TASKS)}")
-    scenes = _scenes(objects, 2)
-    if not scenes:
-        raise ValueError("the binding benchmark needs images with at least 2 objects; the dataset has none")
+def _trials(scenes: list[tuple[int, list[dict]]], tasks: Sequence[str], rng: np.random.Generator) -> pd.DataFrame:
+    """The trials of ``scenes``, images in the given order, tasks in the given order (:func:`task_prompts`)."""
     rows = []
     for image_id, scene in scenes:
         for task in tasks:
@@ -248,7 +223,67 @@ def binding_trials(objects: pd.DataFrame, tasks: Sequence[str], rng: np.random.G
                         "foil": prompts["foil"],
                     }
                 )
-    return pd.DataFrame(rows, columns=["image_id", "n_objects", "task", "correct", "foil"])
+    return pd.DataFrame(rows, columns=list(TRIAL_DTYPES)).astype(TRIAL_DTYPES)
+
+
+def binding_trials(
+    objects: pd.DataFrame, tasks: Sequence[str], rng: np.random.Generator, n_images: int, chunk_size: int
+) -> Iterator[tuple[int, int, pd.DataFrame]]:
+    """Every (image, task) trial of the binding benchmark on a Shapes object table, a chunk of images at a time.
+
+    Memory holds the prompts of one chunk; the foils are those of one pass over all images, whatever
+    ``chunk_size`` (the draws of ``rng`` go images in ascending id, tasks in the given order), so the
+    concatenated chunks are the same table for every ``chunk_size``.
+
+    Parameters
+    ----------
+    objects : pandas.DataFrame
+        The Shapes object table (``image_id``, ``object_id``, ``n_objects``, ``shape``,
+        ``colour``, ``position``); image ids index the dataset's images, 0 to ``n_images`` - 1.
+    tasks : sequence of str
+        Keys of ``TASKS``.
+    rng : numpy.random.Generator
+        Draws the foils (:func:`task_prompts`) as the chunks are iterated.
+    n_images : int
+        Images of the dataset (>= 1).
+    chunk_size : int
+        Images per chunk (>= 1).
+
+    Returns
+    -------
+    iterator of (int, int, pandas.DataFrame)
+        Per chunk of image ids ``start`` to ``stop`` - 1 (``stop - start = chunk_size``, fewer in the
+        last), in ascending order: ``start``, ``stop`` and one row per trial of its images with >= 2
+        objects, ``image_id, n_objects, task, correct, foil`` (:data:`TRIAL_DTYPES`); (image, task)
+        pairs without a valid foil are left out, and a chunk without such images has no rows.
+
+    Raises
+    ------
+    ValueError
+        At the call, before any draw: on an unknown task, ``n_images`` or ``chunk_size`` < 1, an
+        image id outside 0 to ``n_images`` - 1, or when no image has 2 or more objects.
+    """
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown binding tasks {unknown}; valid tasks are: {', '.join(TASKS)}")
+    if n_images < 1 or chunk_size < 1:
+        raise ValueError(f"n_images and chunk_size must be >= 1, got {n_images} and {chunk_size}")
+    table = objects[objects["n_objects"] >= 2].sort_values(["image_id", "object_id"])
+    if table.empty:
+        raise ValueError("the binding benchmark needs images with at least 2 objects; the dataset has none")
+    image_ids = table["image_id"].to_numpy()
+    if image_ids[0] < 0 or image_ids[-1] >= n_images:
+        raise ValueError(
+            f"object table image ids run from {image_ids[0]} to {image_ids[-1]}; expected 0 to {n_images - 1}"
+        )
+
+    def chunks() -> Iterator[tuple[int, int, pd.DataFrame]]:
+        for start in range(0, n_images, chunk_size):
+            stop = min(start + chunk_size, n_images)
+            first, last = np.searchsorted(image_ids, [start, stop])
+            yield start, stop, _trials(_scenes(table.iloc[first:last]), tasks, rng)
+
+    return chunks()
 
 
 def accuracy_by_count(trials: pd.DataFrame, confidence_level: float = 0.95) -> pd.DataFrame:

@@ -154,8 +154,58 @@ def test_plot_rules_draw_the_superposition_and_binding_tables(tiny_dataset, tmp_
         superposition={"variance_kept": 0.9, "threshold": 0.3},
         label="test",
     )
-    trials = binding_analysis.binding_trials(data.objects, ["colour_swap", "absent_shape"], rng)
+    ((_, _, trials),) = binding_analysis.binding_trials(
+        data.objects, ["colour_swap", "absent_shape"], rng, data.n_images, data.n_images
+    )
     trials["preferred"] = rng.random(len(trials)) < 0.6
     tables.write_table(binding_analysis.accuracy_by_count(trials), paths["accuracy"])
     plot_binding(accuracy=paths["accuracy"], out=figures, label="test")
     assert all(Path(path).stat().st_size > 1000 for path in figures.values())
+
+
+def test_binding_benchmark_stage_streams_chunks_like_one_pass(tiny_dataset, tmp_path):
+    """The stage in chunks of 3 images (10 images, 7 with >= 2 objects) writes the trials and accuracy of one
+    pass: the same foils, similarities equal to float32 rounding, the same preferences."""
+    from clipmech.analyses import binding as binding_analysis
+    from clipmech.data import datasets
+    from clipmech.models.loading import ModelSpec
+    from clipmech.stages.binding_benchmark import binding_benchmark
+    from clipmech.stores import activation_extraction, activations
+
+    model = ModelSpec("rand", "clipmech-vit-tiny", None)
+    store = activation_extraction.extract(
+        model, tiny_dataset, tmp_path / "a.zarr", batch_size=8, device="cpu", code="test-code"
+    )
+
+    def run(chunk_size):
+        out = {name: str(tmp_path / f"{name}-{chunk_size}.tsv") for name in ("trials", "accuracy")}
+        binding_benchmark(
+            model=model,
+            store=str(store),
+            dataset_dir=str(tiny_dataset),
+            out=out,
+            binding={"tasks": list(binding_analysis.TASKS), "confidence_level": 0.95},
+            seed=4,
+            device="cpu",
+            batch_size=5,
+            chunk_size=chunk_size,
+        )
+        return {name: pd.read_csv(path, sep="\t") for name, path in out.items()}
+
+    whole, chunked = run(10), run(3)
+    data = datasets.load(str(tiny_dataset))
+    ((_, _, trials),) = binding_analysis.binding_trials(
+        data.objects, list(binding_analysis.TASKS), np.random.default_rng(4), 10, 10
+    )
+    prompts = ["image_id", "n_objects", "task", "correct", "foil"]
+    pd.testing.assert_frame_equal(whole["trials"][prompts], trials)
+    pd.testing.assert_frame_equal(chunked["trials"][prompts], whole["trials"][prompts])
+    sims = ["sim_correct", "sim_foil"]
+    np.testing.assert_allclose(chunked["trials"][sims], whole["trials"][sims], rtol=1e-5, atol=1e-6)
+    assert chunked["trials"]["preferred"].tolist() == whole["trials"]["preferred"].tolist()
+    pd.testing.assert_frame_equal(chunked["accuracy"], whole["accuracy"])
+    # the image embeddings are the store's: each similarity is a cosine of unit vectors
+    emb_NE = activations.open_store(store)["embedding"].values
+    np.testing.assert_allclose(np.linalg.norm(emb_NE, axis=1), 1.0, rtol=1e-5)
+    assert chunked["trials"][sims].abs().to_numpy().max() <= 1.0
+    assert whole["accuracy"].query("n_objects == 'all'")["n_images"].sum() == len(trials)

@@ -100,10 +100,19 @@ def test_absent_foils_name_a_missing_value_and_change_one_object():
     assert task_prompts(all_shapes, "absent_colour", rng)["foil"].count("yellow") == 1
 
 
+def _all_trials(objects, tasks, seed, n_images, chunk_size):
+    """The trials of every chunk, concatenated, and the (start, stop) of the chunks."""
+    chunks = list(binding_trials(objects, tasks, np.random.default_rng(seed), n_images, chunk_size))
+    bounds = [(start, stop) for start, stop, _ in chunks]
+    return pd.concat([trials for *_, trials in chunks], ignore_index=True), bounds
+
+
 def test_binding_trials_on_a_dataset(tiny_dataset):
     objects = pd.read_csv(tiny_dataset / "objects.tsv", sep="\t")
+    n_images = objects["image_id"].nunique()
     tasks = list(TASKS)
-    trials = binding_trials(objects, tasks, np.random.default_rng(0))
+    trials, bounds = _all_trials(objects, tasks, 0, n_images, n_images)
+    assert bounds == [(0, n_images)]
     multi = objects.loc[objects["n_objects"] >= 2, "image_id"].unique()
     assert set(trials["image_id"]) == set(multi)
     assert trials["n_objects"].min() == 2
@@ -112,12 +121,48 @@ def test_binding_trials_on_a_dataset(tiny_dataset):
     assert all(counts[t] == len(multi) for t in tasks if t != "absent_shape")
     assert counts["absent_shape"] == np.sum(objects.groupby("image_id")["n_objects"].first().between(2, 4))
     assert (trials["correct"] != trials["foil"]).all()
-    again = binding_trials(objects, tasks, np.random.default_rng(0))
+    again, _ = _all_trials(objects, tasks, 0, n_images, n_images)
     pd.testing.assert_frame_equal(trials, again)
+    rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="unknown binding tasks"):
-        binding_trials(objects, ["colour_swap", "bogus"], np.random.default_rng(0))
+        binding_trials(objects, ["colour_swap", "bogus"], rng, n_images, 4)
     with pytest.raises(ValueError, match="at least 2 objects"):
-        binding_trials(objects[objects["n_objects"] == 1], tasks, np.random.default_rng(0))
+        binding_trials(objects[objects["n_objects"] == 1], tasks, rng, n_images, 4)
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        binding_trials(objects, tasks, rng, n_images, 0)
+    with pytest.raises(ValueError, match=f"expected 0 to {n_images - 2}"):
+        binding_trials(objects, tasks, rng, n_images - 1, 4)
+
+
+def test_binding_trials_chunked_equal_one_pass():
+    """Chunks of 3 images (not a divisor of the 11 images) draw the same foils as one pass: the rng's draws
+    go images in ascending id whatever the chunking; a chunk of 1-object images only has no rows."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for image_id, n_objects in enumerate([2, 1, 3, 1, 1, 1, 4, 2, 5, 3, 2]):
+        for object_id in range(1, n_objects + 1):
+            rows.append(
+                {
+                    "image_id": image_id,
+                    "object_id": object_id,
+                    "n_objects": n_objects,
+                    "shape": shapes.SHAPES[rng.integers(len(shapes.SHAPES))],
+                    "colour": shapes.COLOURS[rng.integers(len(shapes.COLOURS))],
+                    "position": list(shapes.POSITION_PHRASES)[rng.integers(len(shapes.POSITION_PHRASES))],
+                }
+            )
+    objects = pd.DataFrame(rows).sample(frac=1.0, random_state=0)  # any row order
+    tasks = list(TASKS)
+    whole, _ = _all_trials(objects, tasks, 5, 11, 11)
+    chunked, bounds = _all_trials(objects, tasks, 5, 11, 3)
+    assert bounds == [(0, 3), (3, 6), (6, 9), (9, 11)]
+    pd.testing.assert_frame_equal(chunked, whole)
+    assert set(whole["image_id"]) == {0, 2, 6, 7, 8, 9, 10} and len(whole) > 20
+    empty = list(binding_trials(objects, tasks, np.random.default_rng(5), 11, 3))[1][2]
+    assert empty.empty and list(empty.columns) == ["image_id", "n_objects", "task", "correct", "foil"]
+    assert empty.dtypes.equals(whole.dtypes)
+    other, _ = _all_trials(objects, tasks, 6, 11, 3)
+    assert not other.equals(whole)  # the seed draws the foils
 
 
 def test_accuracy_by_count_hand_computed():
