@@ -58,16 +58,18 @@ class Pages:
             self.units[(kind, key)].tables.append(table)
 
 
-def summarise(read, n_images: int, n_units: int, params: dict) -> gather.UnitSummary:
+def summarise(read, n_images: int, n_units: int, params: dict, read_per_image: int = 0) -> gather.UnitSummary:
     """:func:`clipmech.atlas.gather.summarise` of U units' image-level activations, ``read(start, stop)`` ->
     (stop - start, U) one :func:`~clipmech.atlas.gather.image_chunks` chunk at a time, keeping the top
-    max(``n_top_images``, ``k``) images (the pages' and Algorithm 1's)."""
+    max(``n_top_images``, ``k``) images (the pages' and Algorithm 1's). ``read_per_image``: the values
+    ``read`` holds per image to compute them (its tokens, e.g. T x C); the chunks are sized by the larger
+    of that and U, so that neither the tokens read nor the activations grow with the images."""
     return gather.summarise(
         read,
         n_images,
         max(params["n_top_images"], params["k"]),
         params["bins"],
-        gather.image_chunks(n_images, n_units),
+        gather.image_chunks(n_images, max(n_units, read_per_image)),
     )
 
 
@@ -233,8 +235,9 @@ def resnet_units(
     ds = pool_store.open_store(attnpool)
     weights = pool_store.store_weights(ds)
     grid = (int(ds.attrs["grid_rows"]), int(ds.attrs["grid_cols"]))
-    n_images, _, n_neurons = ds["x"].shape
+    n_images, n_tokens, n_neurons = ds["x"].shape
     n_heads = weights.n_heads
+    per_image = n_tokens * (n_neurons + n_heads)  # x and alpha of one image
 
     def tokens(images) -> tuple[np.ndarray, np.ndarray]:
         return (
@@ -255,7 +258,7 @@ def resnet_units(
         keys=[str(c) for c in range(n_neurons)],
         titles=[f"ResNet neuron {c} (attention-pool input, {RESNET_NEURON_SITE})" for c in range(n_neurons)],
         layers=["attnpool"] * n_neurons,
-        summary=summarise(neuron_acts, n_images, n_neurons, params),
+        summary=summarise(neuron_acts, n_images, n_neurons, params, per_image),
         activation=gather.ACTIVATIONS["neuron"],
         counts_NF=counts_NF,
         params=params,
@@ -271,7 +274,7 @@ def resnet_units(
             for h, c in zip(heads_Q, neurons_Q)
         ],
         layers=["attnpool"] * heads_Q.size,
-        summary=summarise(pair_acts, n_images, heads_Q.size, params),
+        summary=summarise(pair_acts, n_images, heads_Q.size, params, per_image),
         activation=gather.ACTIVATIONS["pair"],
         counts_NF=counts_NF,
         params=params,
