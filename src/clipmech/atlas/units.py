@@ -28,6 +28,7 @@ from clipmech.sae.model import load_sae
 from clipmech.stores import activations
 from clipmech.stores import attnpool as pool_store
 from clipmech.stores.activation_extraction import reduce_tokens
+from clipmech.stores.base import spill_array
 
 #: The CLIP-ResNet site whose channels are the attention-pool input neurons: the last of open_clip's four
 #: ModifiedResNet stages (MiCLIP and the concept AUROC name the neurons by it).
@@ -319,7 +320,7 @@ def sae_units(
     top-k codes (:func:`clipmech.sae.latents.token_codes`), image-level activation the maximum over the patch
     tokens (:meth:`clipmech.sae.latents.TokenCodes.image_max`, as the SAE's concept alignment reads it);
     Algorithm 1 over ``counts_NF``, whose columns are the ``concepts``; maps of the pages' top images from the
-    codes.
+    codes. Encoded ``params["batch_tokens"]`` tokens at a time (methods.md Sec. 10: memory bounded in N).
 
     Returns
     -------
@@ -339,14 +340,14 @@ def sae_units(
     batch_images = max(1, params["batch_tokens"] // positions.size)
     patch = positions >= prefix
     with tempfile.TemporaryDirectory(prefix="atlas-sae-") as scratch:
-        # The image-level activations, (N, n), spilled to disk: encoded once, read twice by summarise.
-        image_Nn = np.lib.format.open_memmap(
-            Path(scratch) / "image_max.npy", mode="w+", dtype=np.float32, shape=(n_images, sae.n_latents)
-        )
-        for start, stop in gather.image_chunks(n_images, max(sae.n_latents, positions.size * sae.k)):
+        # The image-level activations, (N, n), spilled to disk (read and written as files, not mapped into
+        # memory): encoded once, read twice by summarise. One batch of ``batch_tokens`` tokens at a time, its
+        # codes dropped once reduced to image maxima.
+        image_Nn = spill_array(Path(scratch) / "image_max", (batch_images, sae.n_latents), sae.n_latents)
+        for start, stop in gather.image_chunks(n_images, positions.size, params["batch_tokens"]):
             codes = token_codes(sae, acts.isel(image=slice(start, stop)), positions, batch_images)
-            image_Nn[start:stop] = codes.image_max(patch)
-        summary = summarise(lambda start, stop: np.array(image_Nn[start:stop]), n_images, sae.n_latents, params)
+            image_Nn.append(codes.image_max(patch), axis=0)
+        summary = summarise(lambda start, stop: image_Nn[start:stop], n_images, sae.n_latents, params)
     units = unit_pages(
         kind="sae",
         keys=[f"{site_name}-{i}" for i in range(sae.n_latents)],

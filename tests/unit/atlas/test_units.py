@@ -96,6 +96,23 @@ def _identity_sae(tmp_path, rng):
     return store, acts_NTD.astype(np.float16).astype(np.float32), rng.integers(0, 2, size=(12, 16)).astype(float)
 
 
+def test_sae_units_streamed_in_token_batches_equal_the_whole_array_computations(tmp_path):
+    """Encoded 35 tokens (7 images) at a time, 12 images: the pages as from every image's latents at once."""
+    store, acts_NTD, counts_NF = _identity_sae(tmp_path, np.random.default_rng(1))
+    params = {**PARAMS, "batch_tokens": 35, "n_reads": 1}
+    latents = units.sae_units(str(tmp_path / "sae.pt"), store, counts_NF, params)[1]
+    image_Nn = acts_NTD[:, 1:].max(axis=1)  # the max over the patch tokens
+    index_KU, values_KU = gather.top_images(image_Nn, 4)
+    counts_UB, edges_UB = gather.histograms(image_Nn, 5)
+    affinity_UF, entropy_U = gather.unit_selectivity(image_Nn, counts_NF, 3)
+    np.testing.assert_array_equal(np.stack([u.images_K for u in latents], axis=1), index_KU)
+    np.testing.assert_array_equal(np.stack([u.acts_K for u in latents], axis=1), values_KU)
+    np.testing.assert_array_equal(np.stack([u.hist_counts_B for u in latents]), counts_UB)
+    np.testing.assert_array_equal(np.stack([u.hist_edges_B for u in latents]), edges_UB)
+    np.testing.assert_array_equal(np.stack([u.affinity_F for u in latents]), affinity_UF)
+    np.testing.assert_array_equal([u.entropy for u in latents], entropy_U)
+
+
 def test_an_sae_latent_page_reads_the_max_over_patch_tokens_and_names_it(tmp_path):
     """An SAE reading all tokens; latent 0 is the residual dim 0, largest on the class token of every image."""
     rng = np.random.default_rng(1)
