@@ -34,8 +34,9 @@ ACTIVATIONS = {
 #: An SAE latent's image-level activation when its SAE reads the class token only.
 SAE_CLASS_ACTIVATION = "the class token's value: the SAE reads no patch token (methods.md Sec. 7.4)"
 
-#: Activations read at once while streaming (:func:`summarise`): images per chunk = this // units, at least 1
-#: (the histogram pass holds about 32 bytes per activation: ~130 MB).
+#: Values held per image chunk while streaming (:func:`summarise`): images per chunk = this // the values of one
+#: image (its units' activations or the tokens they are computed from, whichever are more), at least 1 (the
+#: histogram pass holds about 32 bytes per activation: ~130 MB), so that memory does not grow with the images.
 CHUNK_ELEMENTS = 1 << 22
 
 _RESID_SITE = re.compile(r"visual\.blocks\.(\d+)\.(hook_resid_pre|hook_resid_mid|hook_resid_post)")
@@ -189,10 +190,11 @@ class UnitSummary:
     edges_UB: np.ndarray
 
 
-def image_chunks(n_images: int, n_units: int, chunk_elements: int = CHUNK_ELEMENTS) -> list[tuple[int, int]]:
-    """(start, stop) image ranges covering 0..N-1 in order, each holding at most ``chunk_elements``
-    activations of ``n_units`` units (at least one image)."""
-    step = max(1, chunk_elements // max(1, n_units))
+def image_chunks(n_images: int, per_image: int, chunk_elements: int = CHUNK_ELEMENTS) -> list[tuple[int, int]]:
+    """(start, stop) image ranges covering 0..N-1 in order, each holding at most ``chunk_elements`` values
+    when one image holds ``per_image`` (the most a chunk's read holds per image: its units' activations, or
+    the tokens they are computed from when those are more), and at least one image."""
+    step = max(1, chunk_elements // max(1, per_image))
     return [(start, min(start + step, n_images)) for start in range(0, n_images, step)]
 
 

@@ -28,6 +28,7 @@ from clipmech.sae.model import load_sae
 from clipmech.stores import activations
 from clipmech.stores import attnpool as pool_store
 from clipmech.stores.activation_extraction import reduce_tokens
+from clipmech.stores.base import spill_array
 
 #: The CLIP-ResNet site whose channels are the attention-pool input neurons: the last of open_clip's four
 #: ModifiedResNet stages (MiCLIP and the concept AUROC name the neurons by it).
@@ -58,16 +59,18 @@ class Pages:
             self.units[(kind, key)].tables.append(table)
 
 
-def summarise(read, n_images: int, n_units: int, params: dict) -> gather.UnitSummary:
+def summarise(read, n_images: int, n_units: int, params: dict, read_per_image: int = 0) -> gather.UnitSummary:
     """:func:`clipmech.atlas.gather.summarise` of U units' image-level activations, ``read(start, stop)`` ->
     (stop - start, U) one :func:`~clipmech.atlas.gather.image_chunks` chunk at a time, keeping the top
-    max(``n_top_images``, ``k``) images (the pages' and Algorithm 1's)."""
+    max(``n_top_images``, ``k``) images (the pages' and Algorithm 1's). ``read_per_image``: the values
+    ``read`` holds per image to compute them (its tokens, e.g. T x C); the chunks are sized by the larger
+    of that and U, so that neither the tokens read nor the activations grow with the images."""
     return gather.summarise(
         read,
         n_images,
         max(params["n_top_images"], params["k"]),
         params["bins"],
-        gather.image_chunks(n_images, n_units),
+        gather.image_chunks(n_images, max(n_units, read_per_image)),
     )
 
 
@@ -233,8 +236,9 @@ def resnet_units(
     ds = pool_store.open_store(attnpool)
     weights = pool_store.store_weights(ds)
     grid = (int(ds.attrs["grid_rows"]), int(ds.attrs["grid_cols"]))
-    n_images, _, n_neurons = ds["x"].shape
+    n_images, n_tokens, n_neurons = ds["x"].shape
     n_heads = weights.n_heads
+    per_image = n_tokens * (n_neurons + n_heads)  # x and alpha of one image
 
     def tokens(images) -> tuple[np.ndarray, np.ndarray]:
         return (
@@ -255,7 +259,7 @@ def resnet_units(
         keys=[str(c) for c in range(n_neurons)],
         titles=[f"ResNet neuron {c} (attention-pool input, {RESNET_NEURON_SITE})" for c in range(n_neurons)],
         layers=["attnpool"] * n_neurons,
-        summary=summarise(neuron_acts, n_images, n_neurons, params),
+        summary=summarise(neuron_acts, n_images, n_neurons, params, per_image),
         activation=gather.ACTIVATIONS["neuron"],
         counts_NF=counts_NF,
         params=params,
@@ -271,7 +275,7 @@ def resnet_units(
             for h, c in zip(heads_Q, neurons_Q)
         ],
         layers=["attnpool"] * heads_Q.size,
-        summary=summarise(pair_acts, n_images, heads_Q.size, params),
+        summary=summarise(pair_acts, n_images, heads_Q.size, params, per_image),
         activation=gather.ACTIVATIONS["pair"],
         counts_NF=counts_NF,
         params=params,
@@ -316,7 +320,7 @@ def sae_units(
     top-k codes (:func:`clipmech.sae.latents.token_codes`), image-level activation the maximum over the patch
     tokens (:meth:`clipmech.sae.latents.TokenCodes.image_max`, as the SAE's concept alignment reads it);
     Algorithm 1 over ``counts_NF``, whose columns are the ``concepts``; maps of the pages' top images from the
-    codes.
+    codes. Encoded ``params["batch_tokens"]`` tokens at a time (methods.md Sec. 10: memory bounded in N).
 
     Returns
     -------
@@ -336,14 +340,14 @@ def sae_units(
     batch_images = max(1, params["batch_tokens"] // positions.size)
     patch = positions >= prefix
     with tempfile.TemporaryDirectory(prefix="atlas-sae-") as scratch:
-        # The image-level activations, (N, n), spilled to disk: encoded once, read twice by summarise.
-        image_Nn = np.lib.format.open_memmap(
-            Path(scratch) / "image_max.npy", mode="w+", dtype=np.float32, shape=(n_images, sae.n_latents)
-        )
-        for start, stop in gather.image_chunks(n_images, max(sae.n_latents, positions.size * sae.k)):
+        # The image-level activations, (N, n), spilled to disk (read and written as files, not mapped into
+        # memory): encoded once, read twice by summarise. One batch of ``batch_tokens`` tokens at a time, its
+        # codes dropped once reduced to image maxima.
+        image_Nn = spill_array(Path(scratch) / "image_max", (batch_images, sae.n_latents), sae.n_latents)
+        for start, stop in gather.image_chunks(n_images, positions.size, params["batch_tokens"]):
             codes = token_codes(sae, acts.isel(image=slice(start, stop)), positions, batch_images)
-            image_Nn[start:stop] = codes.image_max(patch)
-        summary = summarise(lambda start, stop: np.array(image_Nn[start:stop]), n_images, sae.n_latents, params)
+            image_Nn.append(codes.image_max(patch), axis=0)
+        summary = summarise(lambda start, stop: image_Nn[start:stop], n_images, sae.n_latents, params)
     units = unit_pages(
         kind="sae",
         keys=[f"{site_name}-{i}" for i in range(sae.n_latents)],

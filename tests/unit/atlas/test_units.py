@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from toys import write_site_store
 
@@ -80,9 +81,10 @@ def test_a_dead_latent_gets_no_page_and_no_miclip_description(tmp_path):
     assert summary[["kind", "units", "pages", "dead"]].values.tolist() == [["sae", 4, 3, 1]]
 
 
-def test_an_sae_latent_page_reads_the_max_over_patch_tokens_and_names_it(tmp_path):
-    """An SAE reading all tokens; latent 0 is the residual dim 0, largest on the class token of every image."""
-    rng = np.random.default_rng(1)
+def _identity_sae(tmp_path, rng):
+    """An SAE reading all tokens of 12 images whose 2 latents are the 2 residual dims (positive, so each
+    latent's value is its dim's); dim 0 is largest on the class token of every image. Returns the store, the
+    tokens as stored (float16) and the feature counts."""
     acts_NTD = rng.uniform(0.1, 1.0, size=(12, 5, 2)).astype(np.float32)
     acts_NTD[:, 0, 0] = 50.0  # the class token: would tie every image at 50
     store = activations.open_store(write_site_store(tmp_path / "s.zarr", acts_NTD, SAE_SITE, 4))
@@ -91,17 +93,40 @@ def test_an_sae_latent_page_reads_the_max_over_patch_tokens_and_names_it(tmp_pat
         sae.W_enc.copy_(torch.eye(2))
         sae.W_dec.copy_(torch.eye(2))
     save_sae(tmp_path / "sae.pt", sae, {"site": SAE_SITE, "tokens": "all"})
-    counts_NF = rng.integers(0, 2, size=(12, 16)).astype(float)
+    return store, acts_NTD.astype(np.float16).astype(np.float32), rng.integers(0, 2, size=(12, 16)).astype(float)
+
+
+def test_sae_units_streamed_in_token_batches_equal_the_whole_array_computations(tmp_path):
+    """Encoded 35 tokens (7 images) at a time, 12 images: the pages as from every image's latents at once."""
+    store, acts_NTD, counts_NF = _identity_sae(tmp_path, np.random.default_rng(1))
+    params = {**PARAMS, "batch_tokens": 35, "n_reads": 1}
+    latents = units.sae_units(str(tmp_path / "sae.pt"), store, counts_NF, params)[1]
+    image_Nn = acts_NTD[:, 1:].max(axis=1)  # the max over the patch tokens
+    index_KU, values_KU = gather.top_images(image_Nn, 4)
+    counts_UB, edges_UB = gather.histograms(image_Nn, 5)
+    affinity_UF, entropy_U = gather.unit_selectivity(image_Nn, counts_NF, 3)
+    np.testing.assert_array_equal(np.stack([u.images_K for u in latents], axis=1), index_KU)
+    np.testing.assert_array_equal(np.stack([u.acts_K for u in latents], axis=1), values_KU)
+    np.testing.assert_array_equal(np.stack([u.hist_counts_B for u in latents]), counts_UB)
+    np.testing.assert_array_equal(np.stack([u.hist_edges_B for u in latents]), edges_UB)
+    np.testing.assert_array_equal(np.stack([u.affinity_F for u in latents]), affinity_UF)
+    np.testing.assert_array_equal([u.entropy for u in latents], entropy_U)
+
+
+def test_an_sae_latent_page_reads_the_max_over_patch_tokens_and_names_it(tmp_path):
+    """An SAE reading all tokens; latent 0 is the residual dim 0, largest on the class token of every image."""
+    rng = np.random.default_rng(1)
+    store, acts_NTD, counts_NF = _identity_sae(tmp_path, rng)
     site_name, latents, _, _ = units.sae_units(
         str(tmp_path / "sae.pt"), store, counts_NF, {**PARAMS, "batch_tokens": 10, "n_reads": 1}
     )
-    patch_max_N = acts_NTD[:, 1:, 0].astype(np.float16).astype(np.float32).max(axis=1)
+    patch_max_N = acts_NTD[:, 1:, 0].max(axis=1)
     assert site_name == SAE_SITE and not latents[0].dead
     np.testing.assert_array_equal(latents[0].acts_K, np.sort(patch_max_N)[::-1][:4])
     assert latents[0].activation == gather.ACTIVATIONS["sae"]
     # Its maps, read from the latents' top-k codes: the patch tokens of its top images.
     top = latents[0].images_K
-    expected = gather.quantise_maps(acts_NTD[top, 1:, 0].astype(np.float16).astype(np.float32))
+    expected = gather.quantise_maps(acts_NTD[top, 1:, 0])
     assert latents[0].page and latents[0].grid == (1, 4)
     np.testing.assert_array_equal(latents[0].maps_K, expected.reshape(top.size, -1))
     latents_tsv, metrics_json = tmp_path / "latents.tsv", tmp_path / "metrics.json"
@@ -116,9 +141,18 @@ def test_an_sae_latent_page_reads_the_max_over_patch_tokens_and_names_it(tmp_pat
     assert latents[0].tables[0].title.startswith("SAE concept alignment on toy-shapes (its 3 held-out images;")
 
 
-def test_resnet_units_equal_the_whole_array_computations(tmp_path, tiny_dataset):
-    """Attention-pool neurons and pairs read chunk by chunk, maps from the pages' images only: as from all
-    the store's tokens at once."""
+@pytest.mark.parametrize("chunk_elements", [gather.CHUNK_ELEMENTS, 3 * 17 * (512 + 8)])
+def test_resnet_units_equal_the_whole_array_computations(tmp_path, tiny_dataset, monkeypatch, chunk_elements):
+    """Attention-pool neurons and pairs read chunk by chunk (10 images: one chunk, or chunks of 3 images of
+    17 tokens x (512 channels + 8 heads)), chunks sized by the tokens read, maps from the pages' images only:
+    as from all the store's tokens at once."""
+    sized_by, image_chunks = [], gather.image_chunks
+
+    def chunks(n_images, per_image):
+        sized_by.append(per_image)
+        return image_chunks(n_images, per_image, chunk_elements)
+
+    monkeypatch.setattr(gather, "image_chunks", chunks)
     from clipmech.data import datasets, shapes
     from clipmech.decomposition import pool
     from clipmech.models.loading import ModelSpec
@@ -162,3 +196,5 @@ def test_resnet_units_equal_the_whole_array_computations(tmp_path, tiny_dataset)
         expected = gather.pair_token_maps(x_NTC[u.images_K], alpha_NHT[u.images_K], head, neuron)
         np.testing.assert_array_equal(u.maps_K, gather.quantise_maps(expected))
     assert pairs[1].note == "red, blue" and len(table) == 1
+    read_per_image = x_NTC.shape[1] * (n_neurons + alpha_NHT.shape[1])  # x and alpha of one image
+    assert sized_by == [max(n_neurons, read_per_image), max(alpha_NHT.shape[1] * n_neurons, read_per_image)]
