@@ -61,6 +61,10 @@ PROMPTS = 80_000
 #: imports torch: a test checks the two agree) and values concept AUROC ranks at once
 #: (clipmech.analyses.concepts.BLOCK_VALUES).
 MICLIP_PIXEL_CHUNK, AUROC_BLOCK_VALUES = 256, 1 << 21
+#: The rows of an SAE unit set's spilled image-level latents buffered before a write, and the units its
+#: evaluation reads at a time (clipmech.miclip.evaluation.SPILL_IMAGES, clipmech.miclip.units.UNIT_CHUNK; the
+#: same test checks them).
+MICLIP_SPILL_IMAGES, MICLIP_UNIT_CHUNK = 512, 256
 #: Network Dissection's units and images upsampled at once and the values of a unit it sorts at most
 #: (the defaults of clipmech.miclip.baselines.netdissect_iou; the same test checks them).
 NETDISSECT_UNITS, NETDISSECT_IMAGES, NETDISSECT_CAP = 8, 256, 1 << 20
@@ -768,7 +772,9 @@ def _evaluate_miclip(res: RuleResources, wc) -> Estimate:
     """MiCLIP evaluation: the model, the probe's image-level activations, the encoders, a chunk of held-out
     images' pixels (clipmech.miclip.evaluation.PIXEL_CHUNK) and a batch of the site's activations; on Shapes,
     Network Dissection's chunk of images (clipmech.miclip.baselines.netdissect_iou); for an SAE unit set the
-    SAE, the image-level latents (N, n) float64 of the held-out images and, on Shapes, their top-k codes."""
+    SAE, on Shapes the top-k codes of the held-out images, and of their (N, n) image-level latents, spilled to a
+    temporary zarr array (clipmech.miclip.evaluation.sae_set), only the rows buffered before a write and a block
+    of units read at a time: no term in N x n."""
     n = res.images(wc.dataset)
     probe, train = _probe(res, wc), _train_miclip(res, wc)
     width, positions = _site(res, wc.model, wc.site)
@@ -796,9 +802,10 @@ def _evaluate_miclip(res: RuleResources, wc) -> Estimate:
         heldout = max(1, round(res.config.miclip.holdout * n))
         natural = res.config.datasets[wc.dataset].kind in NATURAL_KINDS
         codes = 0.0 if natural else heldout * positions * res.config.sae.k * 16
-        host["SAE, top-k codes, image-level latents"] = (
-            4.0 * d * n_latents * FLOAT32 + codes + 2.0 * heldout * n_latents * FLOAT64
-        )
+        # The spill's buffer and its concatenated copy (float32); a block of units: the float32 read, its float64
+        # copy and negation, and their int64 sort order (clipmech.miclip.units.column_blocks).
+        spilled = 2.0 * MICLIP_SPILL_IMAGES * n_latents * FLOAT32 + 4.0 * heldout * MICLIP_UNIT_CHUNK * FLOAT64
+        host["SAE, top-k codes, image-level latents"] = 4.0 * d * n_latents * FLOAT32 + codes + spilled
     return Estimate(host=host, device=probe.device, flops=4 * probe.flops)
 
 

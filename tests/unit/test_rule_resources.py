@@ -126,9 +126,10 @@ def test_tracing_on_a_captions_dataset_holds_its_pairs_images_only():
     assert pixels(4, n_images=2) == pixels(2)
 
 
-def test_miclip_sae_evaluation_holds_the_heldout_latents_and_shapes_codes_only():
-    """evaluate_miclip of an SAE unit set holds (held-out images, n) float64 twice; the top-k codes of every held-out
-    image only on Shapes, where Network Dissection reads their maps (clipmech.miclip.evaluation.sae_set)."""
+def test_miclip_sae_evaluation_holds_a_block_of_the_heldout_latents_and_shapes_codes_only():
+    """evaluate_miclip of an SAE unit set spills its (held-out images, n) latents to disk and holds a buffer of their
+    rows and a block of their units; the top-k codes of every held-out image only on Shapes, where Network
+    Dissection reads their maps (clipmech.miclip.evaluation.sae_set)."""
     raw = located(yaml.safe_load(PAPER.read_text()), paper_locations(Path("/data")))
     config = load_config(raw)
     res = RuleResources(config)
@@ -140,11 +141,18 @@ def test_miclip_sae_evaluation_holds_the_heldout_latents_and_shapes_codes_only()
 
     n_latents, k, d = config.sae.n_latents, config.sae.k, 768
     weights = 4.0 * d * n_latents * 4
+    buffer = 2.0 * resources.MICLIP_SPILL_IMAGES * n_latents * 4
+
+    def block(heldout):
+        return 4.0 * heldout * resources.MICLIP_UNIT_CHUNK * FLOAT64
+
     heldout = round(config.miclip.holdout * res.images("imagenet-train"))
-    assert held("imagenet-train").host[term] == weights + 2.0 * heldout * n_latents * FLOAT64
+    assert held("imagenet-train").host[term] == weights + buffer + block(heldout)
+    # 1.5 GB, a thirtieth of the 52 GB of the (N, n) float64 latents held twice before they were spilled
+    assert held("imagenet-train").host[term] < 2.0 * heldout * n_latents * FLOAT64 / 30
     heldout, positions = round(config.miclip.holdout * res.images("shapes")), 197
     codes = heldout * positions * k * 16
-    assert held("shapes").host[term] == weights + codes + 2.0 * heldout * n_latents * FLOAT64
+    assert held("shapes").host[term] == weights + codes + buffer + block(heldout)
 
 
 def test_natural_datasets_add_a_decoder_per_thread():
@@ -216,9 +224,11 @@ def test_the_chunk_constants_are_the_stages_own():
     from clipmech.analyses.concepts import BLOCK_VALUES
     from clipmech.decomposition.components import LEVELS
     from clipmech.miclip.baselines import netdissect_iou
-    from clipmech.miclip.evaluation import PIXEL_CHUNK
+    from clipmech.miclip.evaluation import PIXEL_CHUNK, SPILL_IMAGES
+    from clipmech.miclip.units import UNIT_CHUNK
 
     assert (resources.MICLIP_PIXEL_CHUNK, resources.AUROC_BLOCK_VALUES) == (PIXEL_CHUNK, BLOCK_VALUES)
+    assert (resources.MICLIP_SPILL_IMAGES, resources.MICLIP_UNIT_CHUNK) == (SPILL_IMAGES, UNIT_CHUNK)
     assert resources._DECOMPOSITION_LEVELS == LEVELS
     defaults = {name: p.default for name, p in inspect.signature(netdissect_iou).parameters.items()}
     assert (resources.NETDISSECT_UNITS, resources.NETDISSECT_IMAGES, resources.NETDISSECT_CAP) == (

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from clipmech.analyses import dead, selectivity
 from clipmech.data import shapes
+from clipmech.miclip.units import UNIT_CHUNK, column_blocks
 
 #: CLIP-Dissect's probability that the top-ranked image, and the one past the last, is in D_u.
 P_START, P_END = 0.998, 0.97
@@ -42,35 +43,41 @@ HIST_BINS, SELECT_CAP = 2048, 1 << 20
 EXACT_FLOAT32 = 1 << 24
 
 
-def act_values(acts_NU: np.ndarray, present_NF: np.ndarray) -> np.ndarray:
+def act_values(acts_NU, present_NF: np.ndarray, unit_chunk: int = UNIT_CHUNK) -> np.ndarray:
     """Mean image-level activation of every unit over the images with each concept, float64 (U, F); NaN
-    for a concept no image has."""
-    acts_NU = np.asarray(acts_NU, dtype=np.float64)
+    for a concept no image has. ``acts_NU`` (N, U), a numpy or zarr array, is read ``unit_chunk`` units at a
+    time (:func:`clipmech.miclip.units.column_blocks`)."""
     present = np.asarray(present_NF, dtype=np.float64)
     counts_F = present.sum(axis=0)
+    sums_UF = np.empty((acts_NU.shape[1], present.shape[1]))
+    for first, block_Nb in column_blocks(acts_NU, unit_chunk):
+        sums_UF[first : first + block_Nb.shape[1]] = block_Nb.T @ present
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (acts_NU.T @ present) / counts_F[None, :]
+        return sums_UF / counts_F[None, :]
 
 
-def soft_wpmi(acts_NU: np.ndarray, similarity_NC: np.ndarray, *, top_k: int, a: float, lam: float) -> np.ndarray:
+def soft_wpmi(
+    acts_NU, similarity_NC: np.ndarray, *, top_k: int, a: float, lam: float, unit_chunk: int = UNIT_CHUNK
+) -> np.ndarray:
     """CLIP-Dissect's soft-WPMI of every unit with every concept (module docstring), float64 (U, C).
 
     Parameters
     ----------
-    acts_NU : numpy.ndarray, float, (N, U)
-        Image-level unit activations.
+    acts_NU : numpy.ndarray or zarr.Array, float, (N, U)
+        Image-level unit activations, read ``unit_chunk`` units at a time
+        (:func:`clipmech.miclip.units.column_blocks`).
     similarity_NC : numpy.ndarray, float, (N, C)
         The reference CLIP's cosine of every image with every concept's text.
     top_k : int
         K, clipped to N; ties of activation are broken towards the lower image index.
     a, lam : float
+    unit_chunk : int
 
     Raises
     ------
     ValueError
         If N differs or top_k < 1.
     """
-    acts_NU = np.asarray(acts_NU, dtype=np.float64)
     similarity_NC = np.asarray(similarity_NC, dtype=np.float64)
     if acts_NU.shape[0] != similarity_NC.shape[0]:
         raise ValueError(f"soft_wpmi: {acts_NU.shape[0]} activation rows but {similarity_NC.shape[0]} similarity rows")
@@ -78,14 +85,15 @@ def soft_wpmi(acts_NU: np.ndarray, similarity_NC: np.ndarray, *, top_k: int, a: 
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     k = min(top_k, acts_NU.shape[0])
     prob_NC = torch.softmax(torch.as_tensor(a * similarity_NC), dim=1)
-    order_KU = torch.as_tensor(np.argsort(-acts_NU, axis=0, kind="stable")[:k])
     p_in_K = torch.as_tensor(P_START - np.arange(k) / k * (P_START - P_END))
     log_p_UC = torch.empty(acts_NU.shape[1], similarity_NC.shape[1], dtype=torch.float64)
     chunk = max(1, 2**24 // max(1, k * similarity_NC.shape[1]))
-    for first in range(0, acts_NU.shape[1], chunk):
-        gathered_KBC = prob_NC[order_KU[:, first : first + chunk]]
-        terms = torch.log(1 + p_in_K[:, None, None] * (gathered_KBC - 1) + MIN_PROB)
-        log_p_UC[first : first + chunk] = terms.sum(dim=0)
+    for block_first, block_Nb in column_blocks(acts_NU, unit_chunk):
+        order_Kb = torch.as_tensor(np.argsort(-block_Nb, axis=0, kind="stable")[:k])
+        for first in range(0, block_Nb.shape[1], chunk):
+            gathered_KBC = prob_NC[order_Kb[:, first : first + chunk]]
+            terms = torch.log(1 + p_in_K[:, None, None] * (gathered_KBC - 1) + MIN_PROB)
+            log_p_UC[block_first + first : block_first + first + gathered_KBC.shape[1]] = terms.sum(dim=0)
     log_prior_C = torch.logsumexp(log_p_UC, dim=0) - np.log(log_p_UC.shape[0])
     return (log_p_UC - lam * log_prior_C[None, :]).numpy()
 
@@ -338,11 +346,16 @@ def netdissect_iou(
     return torch.where(union_UF > 0, intersection_UF / union_UF, 0.0).numpy()
 
 
-def ground_truth(acts_NU: np.ndarray, counts_NF: np.ndarray, k: int) -> np.ndarray:
+def ground_truth(acts_NU, counts_NF: np.ndarray, k: int, unit_chunk: int = UNIT_CHUNK) -> np.ndarray:
     """Every unit's Algorithm 1 top feature: argmax of its affinity over its top-k images (ties: the lower
-    feature index), int64 (U,); -1 for a dead unit (:func:`clipmech.analyses.dead.dead_units`: no ranking)."""
-    acts_NU = np.asarray(acts_NU, dtype=np.float64)
+    feature index), int64 (U,); -1 for a dead unit (:func:`clipmech.analyses.dead.dead_units`: no ranking).
+    ``acts_NU`` (N, U), a numpy or zarr array, is read ``unit_chunk`` units at a time
+    (:func:`clipmech.miclip.units.column_blocks`)."""
+    counts_NF = np.asarray(counts_NF, dtype=np.float64)
     k = min(k, acts_NU.shape[0])
-    index_KU = np.argsort(-acts_NU, axis=0, kind="stable")[:k]
-    truth_U = np.argmax(selectivity.affinity(np.asarray(counts_NF, dtype=np.float64), index_KU), axis=1)
-    return np.where(dead.dead_units(acts_NU), -1, truth_U).astype(np.int64)
+    truth_U = np.empty(acts_NU.shape[1], dtype=np.int64)
+    for first, block_Nb in column_blocks(acts_NU, unit_chunk):
+        index_Kb = np.argsort(-block_Nb, axis=0, kind="stable")[:k]
+        truth_b = np.argmax(selectivity.affinity(counts_NF, index_Kb), axis=1)
+        truth_U[first : first + block_Nb.shape[1]] = np.where(dead.dead_units(block_Nb), -1, truth_b)
+    return truth_U

@@ -20,10 +20,12 @@ import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+import zarr
 
 from clipmech.analyses import concepts, dead
 from clipmech.data import shapes
@@ -32,10 +34,14 @@ from clipmech.miclip import baselines, interventions, tables, units
 from clipmech.miclip import natural as miclip_natural
 from clipmech.models.prompt_embeddings import attribute_prompt_embeddings
 from clipmech.sae.latents import TokenCodes, token_codes
+from clipmech.stores.base import spill_array
 
 log = logging.getLogger(__name__)
 #: Images per SAE encode call when the latents of a unit set are computed from the probe.
 SAE_BATCH_IMAGES = 64
+#: Images per chunk of an SAE set's spilled image-level activations (:func:`sae_set`): rows are buffered in
+#: memory until a chunk is whole, so each is written once.
+SPILL_IMAGES = 512
 #: Images whose pixels the interventions hold at a time (a concept's images are read in chunks of as many).
 PIXEL_CHUNK = 256
 
@@ -47,8 +53,9 @@ class UnitSet:
 
     Attributes
     ----------
-    acts_NU : numpy.ndarray, float64, (N, U)
-        Image-level activations.
+    acts_NU : numpy.ndarray, float64, or zarr.Array, float32, (N, U)
+        Image-level activations, read a block of units at a time (:func:`clipmech.miclip.units.column_blocks`):
+        a neuron set's in memory, an SAE set's spilled to disk (:func:`sae_set`).
     maps : numpy.ndarray or clipmech.miclip.units.LatentMaps, float32, (N, U, h, w), or None
         Activation maps (Network Dissection): an array of a neuron set, maps read from the codes of an SAE set;
         None for an SAE that does not read every patch.
@@ -58,7 +65,7 @@ class UnitSet:
         Copies (:data:`clipmech.miclip.interventions.Copy`) -> an edit of the site for them.
     """
 
-    acts_NU: np.ndarray
+    acts_NU: np.ndarray | zarr.Array
     maps: np.ndarray | None
     embed: Callable[[np.ndarray], np.ndarray]
     make_edit: Callable
@@ -87,6 +94,9 @@ def sae_set(
     batches: Callable[[], Iterable[np.ndarray]],
     grid: tuple[int, int] | None = None,
     batch_images: int = SAE_BATCH_IMAGES,
+    *,
+    scratch: str | Path,
+    unit_chunk: int = units.UNIT_CHUNK,
 ) -> UnitSet:
     """The latents of an SAE of the site as units, on the tokens at ``positions`` of site activations read in
     batches: ``batches()`` yields the (B, T, D) activations of the evaluated images in order (a probe store's,
@@ -98,7 +108,14 @@ def sae_set(
 
     With ``grid`` given and an SAE that reads every patch token, the codes of every image are kept for the maps
     (:class:`clipmech.miclip.units.LatentMaps`, Network Dissection) and ``batches()`` is read once; else no maps
-    are built, nothing but the (N, n) image-level activations is kept, and ``batches()`` is read twice.
+    are built, nothing but the image-level activations is kept, and ``batches()`` is read twice.
+
+    The (N, n) image-level activations are not held in memory (methods.md Sec. 9.3): they are spilled to
+    ``scratch/image_acts``, a float32 zarr array (:func:`clipmech.stores.base.spill_array`; float32 holds them
+    exactly, :meth:`clipmech.sae.latents.TokenCodes.image_max` is float32) in chunks of :data:`SPILL_IMAGES`
+    images x ``unit_chunk`` latents, the set's ``acts_NU``, read ``unit_chunk`` latents at a time; each latent's
+    top images are kept as a cutoff (:func:`clipmech.miclip.units.top_cutoff`). ``scratch`` must outlive the
+    evaluation of the set (the stage's temporary directory).
 
     Raises
     ------
@@ -117,17 +134,25 @@ def sae_set(
             yield token_codes(sae, x_BTD, positions, batch_images)
 
     kept = []
-    acts = []
+    spill = spill_array(Path(scratch) / "image_acts", (SPILL_IMAGES, sae.n_latents), unit_chunk)
+    pending_Bn = np.empty((0, sae.n_latents), dtype=np.float32)
     for batch in code_batches():
-        acts.append(units.latent_image_acts(batch, positions, n_prefix_tokens))
+        # float32 -> float64 -> float32: exact (the maxima of float32 codes)
+        acts_Bn = units.latent_image_acts(batch, positions, n_prefix_tokens).astype(np.float32)
+        pending_Bn = np.concatenate([pending_Bn, acts_Bn])
+        whole = pending_Bn.shape[0] - pending_Bn.shape[0] % SPILL_IMAGES
+        if whole:
+            spill.append(pending_Bn[:whole], axis=0)
+            pending_Bn = pending_Bn[whole:]
         if with_maps:
             kept.append(batch)
-    acts_NU = np.concatenate(acts)
-    top_NU = units.top_image_mask(acts_NU, units.TYPICAL_FRACTION)
-    total_n, count_n = np.zeros(acts_NU.shape[1]), np.zeros(acts_NU.shape[1], dtype=np.int64)
+    spill.append(pending_Bn, axis=0)
+    cutoff = units.top_cutoff(spill, units.TYPICAL_FRACTION, unit_chunk)
+    total_n, count_n = np.zeros(sae.n_latents), np.zeros(sae.n_latents, dtype=np.int64)
     start = 0
     for batch in kept if with_maps else code_batches():
-        batch_total, batch_count = batch.firing_sums(patch, top_NU[start : start + batch.n_images])
+        chosen_Bn = units.top_mask(units.latent_image_acts(batch, positions, n_prefix_tokens), start, *cutoff)
+        batch_total, batch_count = batch.firing_sums(patch, chosen_Bn)
         total_n += batch_total
         count_n += batch_count
         start += batch.n_images
@@ -137,14 +162,14 @@ def sae_set(
         codes = TokenCodes(
             np.concatenate([b.values_BK for b in kept]),
             np.concatenate([b.indices_BK for b in kept]),
-            acts_NU.shape[0],
+            spill.shape[0],
             positions.size,
             sae.n_latents,
         )
         maps = units.LatentMaps(codes, positions, n_prefix_tokens, grid)
     W_dec = sae.W_dec.detach().cpu().double().numpy()
     return UnitSet(
-        acts_NU,
+        spill,
         maps,
         functools.partial(units.latent_embeddings, W_dec_Dn=W_dec, typical_U=typical_U),
         functools.partial(_sae_edit, sae=sae, positions=positions, typical_U=typical_U),
@@ -200,7 +225,7 @@ def _sae_edit(copies, *, sae, positions, typical_U):
 
 def method_scores(
     *,
-    acts_NU: np.ndarray,
+    acts_NU,
     embed: Callable[[np.ndarray], np.ndarray],
     encoders: Mapping[str, np.ndarray],
     seeds: list[int],
@@ -211,13 +236,15 @@ def method_scores(
     iou_UF: np.ndarray | None,
     clip_dissect: Mapping,
     tau: int,
+    unit_chunk: int = units.UNIT_CHUNK,
 ) -> dict[tuple[str, int], dict]:
     """Unit x concept scores of every method (module docstring).
 
     Parameters
     ----------
-    acts_NU : numpy.ndarray, (N, U)
-        Image-level unit activations.
+    acts_NU : numpy.ndarray or zarr.Array, (N, U)
+        Image-level unit activations (:attr:`UnitSet.acts_NU`), read ``unit_chunk`` units at a time
+        (:func:`clipmech.miclip.units.column_blocks`).
     embed : callable
         W (E, D) -> unit embeddings (U, E) (:func:`clipmech.miclip.units.neuron_embeddings` or
         :func:`clipmech.miclip.units.latent_embeddings` with the typical activations bound).
@@ -235,6 +262,7 @@ def method_scores(
         ``top_k``, ``a``, ``lam``.
     tau : int
         Descriptions kept per unit over the words.
+    unit_chunk : int
 
     Returns
     -------
@@ -251,11 +279,16 @@ def method_scores(
                 "shapes": units.cosine(u_UE, concept_CE),
                 "words": units.describe(units.cosine(u_UE, word_AE), tau),
             }
-    scores["act_values", 0] = {"shapes": baselines.act_values(acts_NU, present_NF), "words": None}
+    scores["act_values", 0] = {"shapes": baselines.act_values(acts_NU, present_NF, unit_chunk), "words": None}
     similarity = {"shapes": reference_images_NE @ concept_CE.T, "words": reference_images_NE @ word_AE.T}
     wpmi = {
         vocabulary: baselines.soft_wpmi(
-            acts_NU, sim, top_k=clip_dissect["top_k"], a=clip_dissect["a"], lam=clip_dissect["lam"]
+            acts_NU,
+            sim,
+            top_k=clip_dissect["top_k"],
+            a=clip_dissect["a"],
+            lam=clip_dissect["lam"],
+            unit_chunk=unit_chunk,
         )
         for vocabulary, sim in similarity.items()
     }
@@ -440,6 +473,7 @@ def evaluate_unit_set(
     device: str | torch.device,
     natural: Concepts | None = None,
     class_texts: Mapping[str, torch.Tensor] | None = None,
+    unit_chunk: int = units.UNIT_CHUNK,
 ) -> dict[str, pd.DataFrame]:
     """MiCLIP and its baselines on one unit set (methods.md Sec. 9): scores, descriptions, localisation,
     description accuracy against the Algorithm 1 ground truth, and the interventions' Delta Acc on each
@@ -473,6 +507,9 @@ def evaluate_unit_set(
     class_texts : mapping of str to torch.Tensor, optional
         ``{"class": (K, E)}``: the class embeddings of the target's zero-shot classifier over the dataset's
         classes (:func:`clipmech.sae.evaluate.class_prompts`), in the order of ``natural.names``.
+    unit_chunk : int
+        Units of ``unit_set.acts_NU`` read at a time (:func:`clipmech.miclip.units.column_blocks`): every
+        statistic of the image-level activations is per unit, so no (N, U) array is held.
 
     Returns
     -------
@@ -508,8 +545,9 @@ def evaluate_unit_set(
         iou_UF=iou_UF,
         clip_dissect=params["clip_dissect"],
         tau=tau,
+        unit_chunk=unit_chunk,
     )
-    dead_U = dead.dead_units(acts_NU)
+    dead_U = np.concatenate([dead.dead_units(block_Nb) for _, block_Nb in units.column_blocks(acts_NU, unit_chunk)])
     descriptions = description_table(scores, tau, words, dead_U, names, vocabulary)
     sets = unit_sets(scores, tau, dead_U)
     log.info(
@@ -520,7 +558,7 @@ def evaluate_unit_set(
         len(sets),
     )
 
-    truth_U = baselines.ground_truth(acts_NU, counts_NF, k_top)
+    truth_U = baselines.ground_truth(acts_NU, counts_NF, k_top, unit_chunk)
     per_seed = tables.description_accuracy(
         descriptions,
         truth_U,

@@ -35,6 +35,9 @@ from clipmech.stores.activation_extraction import reduce_tokens
 KINDS = ("neurons", "sae")
 #: The fraction of images (a unit's top images) that give its typical activation.
 TYPICAL_FRACTION = 0.01
+#: Units per column block of the (N, U) image-level activations the evaluation reads at a time
+#: (:func:`column_blocks`): a block holds N x UNIT_CHUNK float64 values and their int64 sort order.
+UNIT_CHUNK = 256
 
 
 def split_images(n_images: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -218,11 +221,75 @@ def _image_unit_slices(key, name: str) -> tuple[slice, slice]:
     return key
 
 
+def column_blocks(acts_NU, unit_chunk: int = UNIT_CHUNK):
+    """The columns of image-level activations ``unit_chunk`` units at a time (methods.md Sec. 9.3: every
+    statistic of a unit reads its own column only).
+
+    Parameters
+    ----------
+    acts_NU : numpy.ndarray or zarr.Array, float, (N, U)
+        In memory, or spilled to disk (:func:`clipmech.miclip.evaluation.sae_set`) and read a block at a time.
+    unit_chunk : int
+        Units per block.
+
+    Yields
+    ------
+    first : int
+        The first unit of the block.
+    block_Nb : numpy.ndarray, float64, (N, b)
+        Units ``first .. first + b - 1``, b = ``unit_chunk`` but for the last block.
+
+    Raises
+    ------
+    ValueError
+        If ``acts_NU`` is not 2-D or ``unit_chunk`` < 1.
+    """
+    if len(acts_NU.shape) != 2:
+        raise ValueError(f"column_blocks needs (N, U) activations, got shape {acts_NU.shape}")
+    if unit_chunk < 1:
+        raise ValueError(f"unit_chunk must be >= 1, got {unit_chunk}")
+    for first in range(0, acts_NU.shape[1], unit_chunk):
+        yield first, np.asarray(acts_NU[:, first : first + unit_chunk], dtype=np.float64)
+
+
 def top_images(acts_NU: np.ndarray, fraction: float) -> np.ndarray:
     """Each unit's top ``fraction`` of the images by image-level activation (at least 1; ties broken
     towards the lower image index), int64 (K, U)."""
     n_top = max(1, int(fraction * acts_NU.shape[0]))
     return np.argsort(-np.asarray(acts_NU, dtype=np.float64), axis=0, kind="stable")[:n_top]
+
+
+def top_cutoff(acts_NU, fraction: float, unit_chunk: int = UNIT_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit's top images (:func:`top_images`) as a cutoff, two numbers per unit instead of an (N, U) mask:
+    image n is among unit u's top images iff its activation exceeds ``value_U[u]``, or equals it and
+    n <= ``image_U[u]`` (ties go to the lower image index), :func:`top_mask`.
+
+    Parameters
+    ----------
+    acts_NU : numpy.ndarray or zarr.Array, float, (N, U), N >= 1
+        Read ``unit_chunk`` units at a time (:func:`column_blocks`).
+
+    Returns
+    -------
+    value_U : numpy.ndarray, float64, (U,)
+        The activation of each unit's last top image.
+    image_U : numpy.ndarray, int64, (U,)
+        Its index.
+    """
+    value_U, image_U = np.empty(acts_NU.shape[1]), np.empty(acts_NU.shape[1], dtype=np.int64)
+    for first, block_Nb in column_blocks(acts_NU, unit_chunk):
+        last_b = top_images(block_Nb, fraction)[-1]
+        value_U[first : first + block_Nb.shape[1]] = block_Nb[last_b, np.arange(block_Nb.shape[1])]
+        image_U[first : first + block_Nb.shape[1]] = last_b
+    return value_U, image_U
+
+
+def top_mask(acts_BU: np.ndarray, first_image: int, value_U: np.ndarray, image_U: np.ndarray) -> np.ndarray:
+    """Which of images ``first_image .. first_image + B - 1`` (their activations ``acts_BU``, (B, U)) are
+    among each unit's top images given its cutoff (:func:`top_cutoff`), bool (B, U)."""
+    acts_BU = np.asarray(acts_BU, dtype=np.float64)
+    images_B1 = first_image + np.arange(acts_BU.shape[0])[:, None]
+    return (acts_BU > value_U) | ((acts_BU == value_U) & (images_B1 <= image_U))
 
 
 def typical_activation(acts_NU: np.ndarray, fraction: float = TYPICAL_FRACTION) -> np.ndarray:
@@ -255,10 +322,7 @@ def typical_firing(
 
 def top_image_mask(acts_NU: np.ndarray, fraction: float) -> np.ndarray:
     """Which images are among each unit's top ``fraction`` (:func:`top_images`), bool (N, U)."""
-    top_KU = top_images(acts_NU, fraction)
-    chosen_NU = np.zeros(np.shape(acts_NU), dtype=bool)
-    chosen_NU[top_KU, np.arange(top_KU.shape[1])[None, :]] = True
-    return chosen_NU
+    return top_mask(acts_NU, 0, *top_cutoff(acts_NU, fraction))
 
 
 def neuron_embeddings(W_ED: np.ndarray, typical_U: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import tempfile
 
 import numpy as np
 import torch
@@ -100,44 +101,46 @@ def evaluate_miclip(
     n_prefix, grid = int(probe_data["n_prefix_tokens"]), tuple(int(g) for g in probe_data["grid"])
     clip, preprocess, tokenizer = loading.load(model, torch_device)
     channel_axis = 1 if catalogue.is_resnet(model.architecture) else -1  # ResNet stages: (N, C, h, w)
-    if miclip_natural.is_natural(data):
-        _evaluate_natural(**locals())
-        return
-    if acts is None:
-        raise ValueError(
-            f"the evaluation on Shapes dataset {dataset_dir} reads the probe's site activations acts; none given"
-        )
-    site_acts = probe_store.open_probe_store(acts).isel(image=heldout)  # lazy: read a block at a time
-    if kind == "neurons":
-        maps = units.NeuronMaps(site_acts, n_prefix, grid)
-        unit_set = neuron_set(probe_data["image_acts"][heldout], maps, channel_axis)
-    else:
-        checkpoint = sae[0] if sae else None
-        autoencoder, meta = load_sae(checkpoint)
-        if meta["site"] != site or autoencoder.d != site_acts.shape[-1]:
+    # An SAE set's (N, n) image-level activations are spilled to scratch (sae_set), not held in memory.
+    with tempfile.TemporaryDirectory(prefix="miclip-sae-") as scratch:
+        if miclip_natural.is_natural(data):
+            _evaluate_natural(**locals())
+            return
+        if acts is None:
             raise ValueError(
-                f"SAE {checkpoint} is of site {meta['site']} (width {autoencoder.d}), the probe of {site} (width {site_acts.shape[-1]})"
+                f"the evaluation on Shapes dataset {dataset_dir} reads the probe's site activations acts; none given"
             )
-        autoencoder = autoencoder.to(torch_device).eval()
-        positions = token_positions(meta["tokens"], site_acts.shape[1], n_prefix)
-        unit_set = sae_set(autoencoder, positions, n_prefix, array_batches(site_acts), grid)
-    results = evaluate_unit_set(
-        unit_set,
-        model=clip,
-        tokenizer=tokenizer,
-        pixels_NCHW=lambda indices: loading.preprocess_images(data.images[heldout[indices]], preprocess),
-        objects=heldout_objects(data.objects, heldout),
-        masks_NHW=HeldoutRows(data.masks, heldout),
-        site=site,
-        encoders={key: value.numpy() for key, value in record["W"].items()},
-        concept_data=load_concepts(concepts),
-        reference_images_NE=probe_data["reference_images"][heldout],
-        params=evaluation,
-        k_top=k_top,
-        device=torch_device,
-    )
-    for key, table in results.items():
-        tables.write_table(table, out[key])
+        site_acts = probe_store.open_probe_store(acts).isel(image=heldout)  # lazy: read a block at a time
+        if kind == "neurons":
+            maps = units.NeuronMaps(site_acts, n_prefix, grid)
+            unit_set = neuron_set(probe_data["image_acts"][heldout], maps, channel_axis)
+        else:
+            checkpoint = sae[0] if sae else None
+            autoencoder, meta = load_sae(checkpoint)
+            if meta["site"] != site or autoencoder.d != site_acts.shape[-1]:
+                raise ValueError(
+                    f"SAE {checkpoint} is of site {meta['site']} (width {autoencoder.d}), the probe of {site} (width {site_acts.shape[-1]})"
+                )
+            autoencoder = autoencoder.to(torch_device).eval()
+            positions = token_positions(meta["tokens"], site_acts.shape[1], n_prefix)
+            unit_set = sae_set(autoencoder, positions, n_prefix, array_batches(site_acts), grid, scratch=scratch)
+        results = evaluate_unit_set(
+            unit_set,
+            model=clip,
+            tokenizer=tokenizer,
+            pixels_NCHW=lambda indices: loading.preprocess_images(data.images[heldout[indices]], preprocess),
+            objects=heldout_objects(data.objects, heldout),
+            masks_NHW=HeldoutRows(data.masks, heldout),
+            site=site,
+            encoders={key: value.numpy() for key, value in record["W"].items()},
+            concept_data=load_concepts(concepts),
+            reference_images_NE=probe_data["reference_images"][heldout],
+            params=evaluation,
+            k_top=k_top,
+            device=torch_device,
+        )
+        for key, table in results.items():
+            tables.write_table(table, out[key])
 
 
 def _evaluate_natural(*, kind, data, probe, probe_data, heldout, site, record, clip, tokenizer, **rest) -> None:
@@ -172,7 +175,7 @@ def _evaluate_natural(*, kind, data, probe, probe_data, heldout, site, record, c
             device=device,
             workers=rest["threads"],
         )
-        unit_set = sae_set(autoencoder, positions, n_prefix, batches)
+        unit_set = sae_set(autoencoder, positions, n_prefix, batches, scratch=rest["scratch"])
     class_texts, pixels_of = None, None
     if data.spec["kind"] in CLASS_KINDS:
         if not rest["classifier"]:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from clipmech.data.shapes import FEATURES
 from clipmech.miclip import baselines
+from clipmech.stores.base import spill_array
 
 
 def _netdissect_in_memory(maps_NUhw: np.ndarray, concept_NRRF: np.ndarray, *, quantile: float, chunk: int = 8):
@@ -197,3 +198,28 @@ def test_held_out_rows_read_the_chosen_images_a_chunk_at_a_time():
         np.testing.assert_array_equal(rows[first:stop], array[images][first:stop])
     with pytest.raises(TypeError, match="first:stop"):
         rows[0]
+
+
+def test_the_baselines_read_a_block_of_units_at_a_time_as_if_whole(tmp_path):
+    """Act-Values, soft-WPMI and the ground truth are per unit: over a float32 array spilled to disk read in
+    blocks of 3 of 8 units they equal those of the whole float64 array in memory: exactly, but soft-WPMI to
+    float64 rounding (torch sums a block's K terms in an order that may depend on the block's width)."""
+    rng = np.random.default_rng(2)
+    acts = rng.random((40, 8)).astype(np.float32)
+    acts[:, 5] = 0.5  # dead
+    spilled = spill_array(tmp_path / "acts", (16, 8), 3)
+    spilled.append(acts, axis=0)
+    whole = acts.astype(np.float64)
+    present = rng.random((40, 4)) < 0.4
+    sim = rng.standard_normal((40, 6))
+    np.testing.assert_array_equal(
+        baselines.act_values(spilled, present, unit_chunk=3), baselines.act_values(whole, present, unit_chunk=8)
+    )
+    np.testing.assert_allclose(
+        baselines.soft_wpmi(spilled, sim, top_k=7, a=10.0, lam=1.0, unit_chunk=3),
+        baselines.soft_wpmi(whole, sim, top_k=7, a=10.0, lam=1.0, unit_chunk=8),
+        rtol=1e-12,
+    )
+    truth = baselines.ground_truth(spilled, present.astype(float), 5, unit_chunk=3)
+    np.testing.assert_array_equal(truth, baselines.ground_truth(whole, present.astype(float), 5, unit_chunk=8))
+    assert truth[5] == -1 and (truth[np.arange(8) != 5] >= 0).all()

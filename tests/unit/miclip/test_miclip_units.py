@@ -10,6 +10,7 @@ import torch
 from clipmech.miclip import evaluation, units
 from clipmech.sae.latents import TokenCodes
 from clipmech.stores.activation_extraction import reduce_tokens
+from clipmech.stores.base import spill_array
 
 
 def test_a_neurons_image_level_activation_is_its_mean_over_the_patch_tokens():
@@ -97,3 +98,27 @@ def test_heldout_objects_are_renumbered_to_their_images_positions():
     objects = pd.DataFrame({"image_id": [0, 1, 1, 4, 6], "shape": ["circle", "square", "circle", "triangle", "square"]})
     kept = evaluation.heldout_objects(objects, np.array([1, 4]))
     assert kept["image_id"].tolist() == [0, 0, 1] and kept["shape"].tolist() == ["square", "circle", "triangle"]
+
+
+def test_a_units_top_image_cutoff_is_its_stably_sorted_top_images_read_a_block_of_units_at_a_time(tmp_path):
+    """The (value, image) cutoff of :func:`top_cutoff` marks exactly the first K of each unit's stable
+    descending sort (ties to the lower image), over a spilled float32 array read in blocks that do not divide U,
+    and over any range of images (:func:`top_mask` of a batch)."""
+    rng = np.random.default_rng(4)
+    acts = rng.integers(0, 4, size=(250, 11)).astype(np.float32)  # many ties; top 1 %: 2 images
+    acts[:, 3] = 0.0  # a dead unit: its first two images
+    spilled = spill_array(tmp_path / "acts", (64, 11), 4)
+    spilled.append(acts, axis=0)
+    expected = np.zeros(acts.shape, dtype=bool)
+    order = np.argsort(-acts.astype(np.float64), axis=0, kind="stable")[:2]
+    expected[order, np.arange(11)] = True
+    value_U, image_U = units.top_cutoff(spilled, 0.01, unit_chunk=4)
+    np.testing.assert_array_equal(units.top_mask(acts, 0, value_U, image_U), expected)
+    np.testing.assert_array_equal(units.top_mask(acts[100:170], 100, value_U, image_U), expected[100:170])
+    np.testing.assert_array_equal(units.top_image_mask(acts, 0.01), expected)
+    assert image_U[3] == 1 and expected[:, 3].tolist()[:3] == [True, True, False]
+    blocks = list(units.column_blocks(spilled, 4))
+    assert [first for first, _ in blocks] == [0, 4, 8] and blocks[-1][1].shape == (250, 3)
+    assert blocks[0][1].dtype == np.float64
+    with pytest.raises(ValueError, match="unit_chunk"):
+        next(units.column_blocks(acts, 0))
