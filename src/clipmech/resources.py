@@ -806,6 +806,10 @@ def _evaluate_miclip(res: RuleResources, wc) -> Estimate:
         # copy and negation, and their int64 sort order (clipmech.miclip.units.column_blocks).
         spilled = 2.0 * MICLIP_SPILL_IMAGES * n_latents * FLOAT32 + 4.0 * heldout * MICLIP_UNIT_CHUNK * FLOAT64
         host["SAE, top-k codes, image-level latents"] = 4.0 * d * n_latents * FLOAT32 + codes + spilled
+    # CLIP-Dissect over the words (clipmech.miclip.baselines.soft_wpmi): its (U, A) log-probabilities and the
+    # scores made of them, float64; the prior over units needs every unit's row.
+    n_units = _sae_shape(res, wc.model, wc.site)[1] if wc.kind == "sae" else _site(res, wc.model, wc.site)[0]
+    host["CLIP-Dissect's word scores (U, A), twice"] = 2.0 * n_units * res.config.miclip.n_words * FLOAT64
     return Estimate(host=host, device=probe.device, flops=4 * probe.flops)
 
 

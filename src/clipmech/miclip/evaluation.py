@@ -223,6 +223,17 @@ def _sae_edit(copies, *, sae, positions, typical_U):
     return interventions.sae_copies(sae, positions, copies, typical_U)
 
 
+def _top_words(u_UE: np.ndarray, word_AE: np.ndarray, tau: int, unit_chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """D_u over the words (Eq. 4) by cosine, ``unit_chunk`` units at a time: the (U, A) cosines of 65,536 SAE
+    latents and 30,000 words (15.7 GB in float64) are never held whole; the same (U, tau) indices and scores as
+    ``units.describe(units.cosine(u_UE, word_AE), tau)`` (each row's cosines and top-tau are its own)."""
+    parts = [
+        units.describe(units.cosine(u_UE[first : first + unit_chunk], word_AE), tau)
+        for first in range(0, u_UE.shape[0], unit_chunk)
+    ]
+    return np.concatenate([index for index, _ in parts]), np.concatenate([score for _, score in parts])
+
+
 def method_scores(
     *,
     acts_NU,
@@ -277,7 +288,7 @@ def method_scores(
             u_UE = embed(encoders[f"{loss}/{seed}"])
             scores[method, seed] = {
                 "shapes": units.cosine(u_UE, concept_CE),
-                "words": units.describe(units.cosine(u_UE, word_AE), tau),
+                "words": _top_words(u_UE, word_AE, tau, unit_chunk),
             }
     scores["act_values", 0] = {"shapes": baselines.act_values(acts_NU, present_NF, unit_chunk), "words": None}
     similarity = {"shapes": reference_images_NE @ concept_CE.T, "words": reference_images_NE @ word_AE.T}

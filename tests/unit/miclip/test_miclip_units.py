@@ -122,3 +122,12 @@ def test_a_units_top_image_cutoff_is_its_stably_sorted_top_images_read_a_block_o
     assert blocks[0][1].dtype == np.float64
     with pytest.raises(ValueError, match="unit_chunk"):
         next(units.column_blocks(acts, 0))
+
+
+def test_word_descriptions_by_unit_blocks_equal_the_whole_cosine_matrix():
+    rng = np.random.default_rng(3)
+    u_UE, word_AE = rng.normal(size=(11, 6)), rng.normal(size=(40, 6))
+    u_UE[4] = 0.0  # a dead unit: every cosine 0, ties to the lower word index
+    whole = units.describe(units.cosine(u_UE, word_AE), 5)
+    for ours, expected in zip(evaluation._top_words(u_UE, word_AE, 5, unit_chunk=3), whole, strict=True):
+        np.testing.assert_array_equal(ours, expected)
