@@ -33,7 +33,7 @@ def test_load_fails_on_the_tokenizer_before_building_the_model(offline_hub, monk
 
 
 def test_other_tokenizer_errors_pass_through(monkeypatch):
-    def broken(architecture):
+    def broken(architecture, context_length=None):
         raise OSError(f"tokenizer.json of {architecture} is not valid JSON")
 
     monkeypatch.setattr(loading.open_clip, "get_tokenizer", broken)
