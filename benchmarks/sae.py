@@ -247,9 +247,14 @@ def _dense_unit_set(sae, tokens_NTD, positions, grid):
 def _sparse_unit_set(sae, tokens_NTD, positions, grid):
     from clipmech.miclip import evaluation as miclip_evaluation
 
-    """:func:`clipmech.miclip.evaluation.sae_set`: the same from top-k codes (maps read lazily)."""
-    unit_set = miclip_evaluation.sae_set(sae, positions, 1, miclip_evaluation.array_batches(tokens_NTD), grid)
-    return unit_set.acts_NU, unit_set.maps, unit_set.embed.keywords["typical_U"]
+    """:func:`clipmech.miclip.evaluation.sae_set`: the same from top-k codes (maps read lazily; the image-level
+    latents spilled to a scratch folder, read back whole)."""
+    with tempfile.TemporaryDirectory(prefix="miclip-sae-") as scratch:
+        unit_set = miclip_evaluation.sae_set(
+            sae, positions, 1, miclip_evaluation.array_batches(tokens_NTD), grid, scratch=scratch
+        )
+        acts_Nn = np.asarray(unit_set.acts_NU[:], dtype=np.float64)
+    return acts_Nn, unit_set.maps, unit_set.embed.keywords["typical_U"]
 
 
 def _dense_scores(sae, x_BD, present_NF, patch_present_NPF, patch_T):
