@@ -535,9 +535,28 @@ def build(directory: str | Path, spec: ShapesSpec, chunk_images: int = CHUNK_IMA
     chunk_images : int
         Images whose object rows are written together (:func:`write_rendered`); the bytes do not depend on it.
     """
-    write_rendered(
-        directory, render(sample_scenes(spec), spec.image_size), spec.n_images, spec.image_size, chunk_images
-    )
-    meta = {"kind": "shapes", **asdict(spec), "n_images": spec.n_images}
-    meta["sha256"] = datasets.dataset_hash(directory)
+    rendered = render(sample_scenes(spec), spec.image_size)
+    write_dataset(directory, rendered, spec.n_images, spec.image_size, {"kind": "shapes", **asdict(spec)}, chunk_images)
+
+
+def write_dataset(
+    directory: str | Path,
+    rendered: Iterable[tuple[np.ndarray, np.ndarray, list[dict]]],
+    n_images: int,
+    image_size: int,
+    spec_fields: dict,
+    chunk_images: int = CHUNK_IMAGES,
+) -> None:
+    """Write a synthetic dataset of rendered scenes: the data files (:func:`write_rendered`), then ``spec.json``
+    holding ``spec_fields``, ``n_images`` and the sha256 of the data files (the dataset hash used in
+    activation-store provenance). ``spec.json`` is published last, by rename, so a dataset without it is
+    incomplete. The one writer of Shapes datasets and their shift splits.
+
+    Raises
+    ------
+    ValueError
+        As :func:`write_rendered`; no file is published then.
+    """
+    write_rendered(directory, rendered, n_images, image_size, chunk_images)
+    meta = {**spec_fields, "n_images": n_images, "sha256": datasets.dataset_hash(directory)}
     artefacts.write_text(Path(directory) / "spec.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")

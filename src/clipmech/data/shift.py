@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clipmech import artefacts
-from clipmech.data import datasets, shapes
+from clipmech.data import shapes
 
 
 @dataclass(frozen=True)
@@ -141,7 +140,8 @@ def build(directory: str | Path, spec: ShiftSpec, chunk_images: int = shapes.CHU
 
     The data files are written as the scenes are rendered (:func:`clipmech.data.shapes.write_rendered`;
     byte-identical to :func:`synthesize`'s arrays and table saved whole), then ``spec.json``: ``kind:
-    shapes``, the :class:`ShiftSpec`, ``n_images`` and the sha256 of the data files, published last.
+    shapes``, the :class:`ShiftSpec`, ``n_images`` and the sha256 of the data files, published last
+    (:func:`clipmech.data.shapes.write_dataset`).
 
     Parameters
     ----------
@@ -151,13 +151,11 @@ def build(directory: str | Path, spec: ShiftSpec, chunk_images: int = shapes.CHU
     chunk_images : int
         Images whose object rows are written together; the bytes do not depend on it.
     """
-    shapes.write_rendered(directory, _rendered(spec), spec.n_images, spec.image_size, chunk_images)
-    meta = {**asdict(spec), "n_images": spec.n_images, "sha256": datasets.dataset_hash(directory)}
-    artefacts.write_text(Path(directory) / "spec.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    shapes.write_dataset(directory, _rendered(spec), spec.n_images, spec.image_size, asdict(spec), chunk_images)
 
 
 def load_spec(directory: str | Path) -> ShiftSpec:
-    """The :class:`ShiftSpec` of a split dataset written by :func:`save`."""
+    """The :class:`ShiftSpec` of a split dataset written by :func:`build`."""
     meta = json.loads((Path(directory) / "spec.json").read_text())
     return ShiftSpec(
         concepts=tuple(meta["concepts"]),
