@@ -37,12 +37,25 @@ def embed_texts(
 ) -> np.ndarray:
     """L2-normalised text embeddings of many texts, in batches (:func:`clipmech.models.loading.encode_text`).
 
+    Each batch is written into one array allocated at the first: small per-batch results kept until a final
+    concatenation outlive each batch's large temporaries and fragment the heap, which then grows with the
+    number of batches.
+
     Returns
     -------
     ndarray, shape (len(texts), E), float32
+
+    Raises
+    ------
+    ValueError
+        If ``texts`` is empty.
     """
-    chunks = [
-        loading.encode_text(model, tokenizer, list(texts[start : start + batch_size]), device).cpu().numpy()
-        for start in range(0, len(texts), batch_size)
-    ]
-    return np.concatenate(chunks).astype(np.float32)
+    if len(texts) == 0:
+        raise ValueError("embed_texts needs at least one text")
+    out_TE = None
+    for start in range(0, len(texts), batch_size):
+        batch = loading.encode_text(model, tokenizer, list(texts[start : start + batch_size]), device).cpu().numpy()
+        if out_TE is None:
+            out_TE = np.empty((len(texts), batch.shape[1]), dtype=np.float32)
+        out_TE[start : start + batch.shape[0]] = batch
+    return out_TE

@@ -10,6 +10,7 @@ import torch
 
 from clipmech.analyses import binding as binding_analysis
 from clipmech.data import datasets, tables
+from clipmech.decomposition import wordlist
 from clipmech.models import loading, zeroshot
 from clipmech.models.loading import ModelSpec
 from clipmech.stores import activations
@@ -55,7 +56,7 @@ def binding_benchmark(
     """
     data = datasets.load(dataset_dir)
     embedding = activations.open_store(store)["embedding"]
-    n_images, embed_dim = embedding.shape
+    n_images = embedding.shape[0]
     if n_images != data.n_images:
         raise ValueError(
             f"store {store} holds {n_images} embeddings but dataset {dataset_dir} has {data.n_images} images"
@@ -72,13 +73,7 @@ def binding_benchmark(
             if trials.empty:
                 continue
             prompts = sorted(set(trials["correct"]) | set(trials["foil"]))
-            # One preallocated tensor, not a list of per-batch results: small tensors that outlive each
-            # batch's large temporaries fragment the heap, which then grows with the number of batches.
-            text_PE = torch.empty(len(prompts), embed_dim)
-            for i in range(0, len(prompts), batch_size):
-                text_PE[i : i + batch_size] = loading.encode_text(
-                    clip, tokenizer, prompts[i : i + batch_size], torch_device
-                ).cpu()
+            text_PE = torch.from_numpy(wordlist.embed_texts(clip, tokenizer, prompts, batch_size, torch_device))
             row = {prompt: p for p, prompt in enumerate(prompts)}
             image_RE = torch.from_numpy(embedding[start:stop].values[trials["image_id"].to_numpy() - start])
             correct_RE = text_PE[trials["correct"].map(row).to_numpy(copy=True)]
