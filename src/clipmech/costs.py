@@ -115,18 +115,9 @@ def tower_sets(info, patching) -> tuple[int, int, int]:
 def meta_model(config: Config, model: str):
     """The model's architecture at its configured sizes with random weights on PyTorch's meta device (no memory, no
     weights)."""
-    import open_clip
+    from clipmech.models import loading
 
-    from clipmech.models import loading  # noqa: F401  (registers the pipeline's own model configs)
-
-    sizes = config.models[model].sizes
-    return open_clip.create_model(
-        config.models[model].architecture,
-        pretrained=None,
-        device="meta",
-        force_image_size=sizes.get("image_size"),
-        force_context_length=sizes.get("context_length"),
-    )
+    return loading.meta_model(config.models[model].architecture, **config.models[model].sizes)
 
 
 def forward_flops(clip, info) -> float:

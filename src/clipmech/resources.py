@@ -148,18 +148,10 @@ def _resnet(cfg: dict, embed: int) -> TowerShape:
 def _from_meta(architecture: str, embed: int, sizes: dict) -> ModelShape:
     """The shapes of a model open_clip builds on PyTorch's meta device (a timm or Hugging Face tower): its
     parameters counted, its FLOPs as a transformer's (2 per weight and token, 4 T^2 D of attention per block)."""
-    import open_clip
-
-    from clipmech.models import loading  # noqa: F401  (registers the pipeline's own model configs)
+    from clipmech.models import loading
     from clipmech.models.towers import tower
 
-    clip = open_clip.create_model(
-        architecture,
-        pretrained=None,
-        device="meta",
-        force_image_size=sizes["image_size"],
-        force_context_length=sizes["context_length"],
-    )
+    clip = loading.meta_model(architecture, **sizes)
     towers = {}
     for name in ("visual", "text"):
         info = tower(clip, name)

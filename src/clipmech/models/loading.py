@@ -206,6 +206,18 @@ def load_model(spec: ModelSpec, device: str | torch.device = "cpu"):
     return model, preprocess
 
 
+def meta_model(architecture: str, image_size: int | None = None, context_length: int | None = None):
+    """An architecture at the given sizes (as :class:`ModelSpec` overrides them) on PyTorch's meta device: its
+    shapes and parameter counts without weights or memory (the resource estimates, the tracing cost)."""
+    return open_clip.create_model(
+        architecture,
+        pretrained=None,
+        device="meta",
+        force_image_size=image_size,
+        force_context_length=context_length,
+    )
+
+
 def load_tokenizer(spec: ModelSpec):
     """The tokenizer of a model's architecture: ``open_clip.get_tokenizer(architecture)``, at the spec's
     ``context_length`` when it sets one.
