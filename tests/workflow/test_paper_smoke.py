@@ -6,6 +6,7 @@ reads a stand-in of its Hugging Face tokenizer written into an offline Hub cache
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -42,8 +43,7 @@ def merged(*configs) -> dict:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("paper-smoke")
-    located = paper_copies(root / "data", n_imagenet=8)
-    del located["datasets"]["cifar10-test"]
+    located = without_cifar(paper_copies(root / "data", n_imagenet=8))
     locations = root / "locations.yaml"
     locations.write_text(yaml.safe_dump(located))
     hub = root / "hub"
@@ -75,21 +75,17 @@ def test_the_smoke_keeps_every_model_dataset_and_analysis_of_the_paper_config():
     }
     for section, keys in chosen.items():
         assert not set(keys) & set(smoke.get(section, {})), f"paper-smoke.yaml changes what {section} runs"
-    smoke_plan = load_config(merged(PAPER, SMOKE, paper_locations_of_the_copies())).plan
-    paper_plan = load_config(merged(PAPER, paper_locations_of_the_copies(), {"tsne": {"cifar10": None}})).plan
+    locations = without_cifar(paper_locations(Path("/data")))  # the parse reads no path
+    smoke_plan = load_config(merged(PAPER, SMOKE, locations)).plan
+    paper_plan = load_config(merged(PAPER, locations, {"tsne": {"cifar10": None}})).plan
     assert smoke_plan == paper_plan  # every (model, dataset) of every analysis, as the papers' run plans them
 
 
-def paper_locations_of_the_copies() -> dict:
-    """Locations that parse (the paths are not read at parse time), without CIFAR-10 as the smoke run has it."""
-    return {
-        "datasets": {
-            "imagenet-val": {"root": "/data/imagenet"},
-            "imagenet-train": {"root": "/data/imagenet"},
-            "pascal-context-val": {"root": "/data/VOC2010"},
-            "coco-val": {"path": "/data/coco/captions.json", "instances": "/data/coco/instances.json"},
-        }
-    }
+def without_cifar(locations: dict) -> dict:
+    """A dataset locations override (toys.paper_copies, snakemake_cli.paper_locations) without CIFAR-10's, as the
+    smoke run has it."""
+    del locations["datasets"]["cifar10-test"]
+    return locations
 
 
 def test_every_rule_of_the_paper_run_ran_and_a_second_run_plans_nothing(smoke_run, tmp_path):
